@@ -1,0 +1,35 @@
+# The two commands of the README (make demo, make test) set themselves up: they create .venv
+# and install the project into it when pyproject.toml is newer than the last install.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export NUMBA_CACHE_DIR := $(CURDIR)/.numba-cache
+
+.PHONY: demo test test-nojit bench install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+install: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed-dev
+	$(BIN)/cmab simulate --env email --steps 20000 --out reports/demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q
+
+# Kernel logic as plain Python (Numba off), so coverage sees inside the kernels.
+test-nojit: $(VENV)/.installed-dev
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/test_kernels.py --cov=bandit.kernels --cov-report=term
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.run
