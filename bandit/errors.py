@@ -1,0 +1,32 @@
+"""Errors raised by the engine: each has a stable ``code`` and a ``retriable`` flag.
+
+Messages say what was expected and what arrived. The stream worker retries retriable errors and
+dead-letters the rest; the HTTP service maps codes to status codes in one place.
+"""
+
+from __future__ import annotations
+
+
+class BanditError(Exception):
+    """Base class of every error the project raises on purpose."""
+
+    code: str = "bandit_error"
+    retriable: bool = False
+
+
+class InvalidInputError(BanditError, ValueError):
+    """An argument has the wrong shape, type or value (NaN, negative count, reward out of range)."""
+
+    code = "invalid_input"
+
+
+class UnknownArmError(BanditError, ValueError):
+    """An arm index or id that the policy or campaign does not have."""
+
+    code = "unknown_arm"
+
+
+class IncompatibleStateError(BanditError, ValueError):
+    """A state or snapshot that does not fit: another policy kind, other sizes or parameters."""
+
+    code = "incompatible_state"

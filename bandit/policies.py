@@ -1,0 +1,858 @@
+"""Bandit policies: thin objects that hold additive sums and derived factors and call kernels.
+
+Every policy has the same verbs: ``choose_one(x)``, ``choose_many(X)``, ``scores(X)``,
+``propensities(X)``, ``learn_one(arm, x, reward)``, ``learn_many(arms, X, rewards)``,
+``merge(other)``, ``state()`` / ``from_state(state)``, ``add_arm()`` and ``retire_arm(arm)``.
+Inputs are validated here, once; kernels trust their arrays.
+
+The learned state is a sum over events (plus, with decay, the event time it refers to), so two
+policies that learned disjoint parts of a stream merge into the policy that learned all of it.
+Factors (Cholesky) are derived from the sums when the state changes, never stored.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from bandit.errors import IncompatibleStateError, InvalidInputError, UnknownArmError
+from bandit.kernels import choice, hybrid, linear
+from bandit.kernels.beta import beta_max_probabilities
+
+__all__ = [
+    "BetaTS",
+    "EpsilonGreedy",
+    "HybridLinUCB",
+    "LinTS",
+    "LinUCB",
+    "Policy",
+    "from_state",
+]
+
+STATE_FORMAT = 1
+# Gauss-Legendre rule for the win-probability quadrature (per piece of the breakpoint grid).
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
+# Breakpoints reach RADIUS standard deviations each side of every arm, STEPS per side.
+_RADIUS, _STEPS = 8.0, 4
+# Rank-one factor updates an arm takes before it is refactorized from its sums; rank-one
+# updates are backward stable, so this only bounds the chain a long-lived learner builds up.
+_REFACTOR_EVERY = 10_000
+
+Rng = np.random.Generator | int | None
+
+
+def _as_rng(rng: Rng) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, int) and not isinstance(rng, bool) and rng >= 0):
+        return np.random.default_rng(rng)
+    raise InvalidInputError(f"rng: expected a numpy Generator or a seed >= 0, got {rng!r}")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InvalidInputError(f"{name}: expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _finite_float(name: str, value: Any, *, low: float = -math.inf, low_open: bool = False,
+                  high: float = math.inf) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name}: expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(v) or v < low or v > high or (
+        low_open and v == low
+    ):
+        bound = f"{'>' if low_open else '>='} {low}" if low > -math.inf else ""
+        if high < math.inf:
+            bound = f"{bound} and <= {high}" if bound else f"<= {high}"
+        raise InvalidInputError(f"{name}: expected a finite number {bound}, got {value!r}".rstrip())
+    return v
+
+
+class _DrawBuffer:
+    """Random draws taken ahead in blocks, so one decision does not pay a Generator call."""
+
+    def __init__(self, rng: np.random.Generator, width: int, normal: bool, block: int = 2048):
+        self._rng, self._width, self._normal, self._block = rng, width, normal, block
+        self._buf = np.empty((0, width))
+        self._i = 0
+
+    def take(self, n: int) -> np.ndarray:
+        """The next n rows, (n, width), C-contiguous."""
+        if self._i + n > self._buf.shape[0]:
+            size = (max(self._block, n), self._width)
+            self._buf = self._rng.standard_normal(size) if self._normal else self._rng.random(size)
+            self._i = 0
+        out = self._buf[self._i : self._i + n]
+        self._i += n
+        return out
+
+
+class Policy:
+    """What every policy shares: arms (active or retired), randomness, validation, decay.
+
+    Subclasses provide the sums (``_sum_names``), how events add to them and how decisions are
+    scored. ``half_life_ms`` turns on exponential forgetting in event time: the sums are kept as
+    seen from ``t_ref`` (the newest event time learned), and older events weigh
+    2^-(age / half_life).
+    """
+
+    kind: ClassVar[str]
+    _sum_names: ClassVar[tuple[str, ...]]
+    _min_dim: ClassVar[int] = 1
+
+    def __init__(self, n_arms: int, dim: int, *, half_life_ms: float | None, rng: Rng) -> None:
+        self.n_arms = _positive_int("n_arms", n_arms)
+        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < self._min_dim:
+            raise InvalidInputError(f"dim: expected an integer >= {self._min_dim}, got {dim!r}")
+        self.dim = int(dim)
+        self.half_life_ms = (
+            None if half_life_ms is None
+            else _finite_float("half_life_ms", half_life_ms, low=0.0, low_open=True)
+        )
+        self._rng = _as_rng(rng)
+        self._active = np.ones(self.n_arms, dtype=np.bool_)
+        self._t_ref: float | None = None
+        self._uniforms = _DrawBuffer(self._rng, 2, normal=False)
+
+    # -- public verbs ---------------------------------------------------------------------
+
+    @property
+    def active(self) -> np.ndarray:
+        """(n_arms,) bool: True for arms that can be chosen, False for retired ones."""
+        return self._active.copy()
+
+    def choose_one(self, x: Any = None, *, eligible: Any = None, rng: Rng = None) -> int:
+        """Choose an arm for one context x (dim,)."""
+        X = self._context(x)[None, :]
+        arms, _ = self._choose(X, self._mask(eligible, 1), rng, with_propensities=False)
+        return int(arms[0])
+
+    def choose_many(self, X: Any, *, eligible: Any = None, rng: Rng = None,
+                    with_propensities: bool = False):
+        """Choose an arm per row of X (n, dim): arms (n,) int64, and their probabilities (n,)
+        when ``with_propensities``. ``eligible`` is a bool mask (n_arms,) or (n, n_arms)."""
+        X = self._contexts(X)
+        arms, probs = self._choose(X, self._mask(eligible, X.shape[0]), rng, with_propensities)
+        return (arms, probs) if with_propensities else arms
+
+    def propensities(self, X: Any, *, eligible: Any = None) -> np.ndarray:
+        """(n, n_arms): the probability that each arm is chosen for each row; 0 off the mask."""
+        X = self._contexts(X)
+        return self._propensities(X, self._mask(eligible, X.shape[0]))
+
+    def scores(self, X: Any) -> np.ndarray:
+        """(n, n_arms): the value each arm is ranked by (its mean for sampling policies);
+        -inf for retired arms."""
+        X = self._contexts(X)
+        out = self._scores(X)
+        out[:, ~self._active] = -np.inf
+        return out
+
+    def learn_one(self, arm: int, x: Any, reward: float, *, ts_ms: float | None = None) -> None:
+        """Learn that ``arm`` got ``reward`` in context x (dim,), at event time ``ts_ms``."""
+        a = self._arm(arm)
+        r = self._reward(reward)
+        if self.half_life_ms is not None:
+            ts = None if ts_ms is None else np.array([ts_ms], dtype=np.float64)
+            self.learn_many(np.array([a]), self._context(x)[None, :], np.array([r]), ts_ms=ts)
+            return
+        self._learn_one(a, x, r)
+
+    def learn_many(self, arms: Any, X: Any, rewards: Any, *, ts_ms: Any = None) -> None:
+        """Learn a batch: arms (n,) ints, X (n, dim), rewards (n,), ts_ms (n,) event times."""
+        X = self._contexts(X)
+        n = X.shape[0]
+        arms = self._arm_array(arms, n)
+        rewards = self._reward_array(rewards, n)
+        if n == 0:
+            return
+        weights = self._event_weights(ts_ms, n)
+        self._accumulate(arms, X, rewards, weights)
+
+    def add_arm(self, features: Any = None) -> int:
+        """Add an arm that starts from the prior; returns its index."""
+        if features is not None:
+            raise InvalidInputError(f"{self.kind} arms have no features; got {features!r}")
+        self._grow(None)
+        return self.n_arms - 1
+
+    def retire_arm(self, arm: int) -> None:
+        """Never choose ``arm`` again (probability 0); its sums stay, late rewards still count."""
+        a = self._arm(arm)
+        if self._active.sum() == 1 and self._active[a]:
+            raise InvalidInputError(f"arm {a} is the last active arm; add another before retiring it")
+        self._active[a] = False
+
+    def state(self) -> dict[str, Any]:
+        """Everything learned, as plain data: kind, format, params, t_ref_ms and arrays."""
+        arrays = {name: getattr(self, "_" + name).copy() for name in self._sum_names}
+        arrays["active"] = self._active.copy()
+        return {
+            "kind": self.kind,
+            "format": STATE_FORMAT,
+            "params": self._params(),
+            "t_ref_ms": self._t_ref,
+            "arrays": arrays,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], *, rng: Rng = None) -> Self:
+        """Rebuild a policy from ``state()``; a state of another kind or shape is refused."""
+        if not isinstance(state, dict) or state.get("kind") != cls.kind:
+            got = state.get("kind") if isinstance(state, dict) else type(state).__name__
+            raise IncompatibleStateError(f"expected a {cls.kind!r} state, got {got!r}")
+        if state.get("format") != STATE_FORMAT:
+            raise IncompatibleStateError(
+                f"{cls.kind}: expected state format {STATE_FORMAT}, got {state.get('format')!r}"
+            )
+        arrays = state.get("arrays")
+        if not isinstance(arrays, dict):
+            raise IncompatibleStateError(f"{cls.kind}: state has no 'arrays' mapping")
+        try:
+            policy = cls._from_params(state["params"], arrays, rng)
+        except KeyError as exc:
+            raise IncompatibleStateError(f"{cls.kind}: state is missing {exc}") from None
+        except TypeError as exc:
+            raise IncompatibleStateError(f"{cls.kind}: bad params in state: {exc}") from None
+        t_ref = state.get("t_ref_ms")
+        if t_ref is not None:
+            t_ref = _finite_float("t_ref_ms", t_ref)
+        policy._t_ref = t_ref
+        for name in (*cls._sum_names, "active"):
+            if name not in arrays:
+                raise IncompatibleStateError(f"{cls.kind}: state has no array {name!r}")
+            target = policy._active if name == "active" else getattr(policy, "_" + name)
+            value = np.asarray(arrays[name])
+            if value.shape != target.shape:
+                raise IncompatibleStateError(
+                    f"{cls.kind}: array {name!r} should have shape {target.shape}, got {value.shape}"
+                )
+            if name != "active" and not np.isfinite(value).all():
+                raise IncompatibleStateError(f"{cls.kind}: array {name!r} has NaN or inf")
+            if name == "counts" and (value < 0).any():
+                raise IncompatibleStateError(f"{cls.kind}: negative counts in state")
+            target[...] = value
+        if not policy._active.any():
+            raise IncompatibleStateError(f"{cls.kind}: state has no active arm")
+        policy._state_changed()
+        return policy
+
+    def merge(self, other: Policy, *, rng: Rng = None) -> Self:
+        """The policy that learned both event sets: sums added at a common reference time."""
+        if type(other) is not type(self):
+            raise IncompatibleStateError(
+                f"cannot merge {type(self).__name__} with {type(other).__name__}"
+            )
+        mine, theirs = self.state(), other.state()
+        for what in ("params",):
+            if mine[what] != theirs[what]:
+                raise IncompatibleStateError(
+                    f"cannot merge {self.kind} policies with different {what}: "
+                    f"{mine[what]} vs {theirs[what]}"
+                )
+        if not np.array_equal(mine["arrays"]["active"], theirs["arrays"]["active"]):
+            raise IncompatibleStateError(f"cannot merge {self.kind} policies with other active arms")
+        for name in self._shape_params:
+            if not np.array_equal(mine["arrays"][name], theirs["arrays"][name]):
+                raise IncompatibleStateError(f"cannot merge {self.kind} policies with other {name}")
+        t_ref = None
+        scale_mine = scale_theirs = 1.0
+        if self.half_life_ms is not None and (mine["t_ref_ms"], theirs["t_ref_ms"]) != (None, None):
+            times = [t for t in (mine["t_ref_ms"], theirs["t_ref_ms"]) if t is not None]
+            t_ref = max(times)
+            if mine["t_ref_ms"] is not None:
+                scale_mine = 2.0 ** (-(t_ref - mine["t_ref_ms"]) / self.half_life_ms)
+            if theirs["t_ref_ms"] is not None:
+                scale_theirs = 2.0 ** (-(t_ref - theirs["t_ref_ms"]) / self.half_life_ms)
+        merged = dict(mine, t_ref_ms=t_ref, arrays=dict(mine["arrays"]))
+        for name in self._sum_names:
+            if name in self._shape_params:
+                continue
+            merged["arrays"][name] = (
+                scale_mine * mine["arrays"][name] + scale_theirs * theirs["arrays"][name]
+            )
+        return type(self).from_state(merged, rng=rng)
+
+    # -- validation, once, at the public edge -------------------------------------------
+
+    _shape_params: ClassVar[tuple[str, ...]] = ()
+
+    def _context(self, x: Any) -> np.ndarray:
+        if self.dim == 0 and x is None:
+            return np.empty(0)
+        try:
+            x = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"x: expected {self.dim} numbers, got {x!r:.80}") from None
+        if x.shape != (self.dim,):
+            raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
+        if not np.isfinite(x).all():
+            raise InvalidInputError("x: contains NaN or inf")
+        return x
+
+    def _contexts(self, X: Any) -> np.ndarray:
+        try:
+            X = np.ascontiguousarray(X, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"X: expected an (n, {self.dim}) array of numbers") from None
+        if X.ndim != 2 or X.shape[1] != self.dim:
+            raise InvalidInputError(f"X: expected shape (n, {self.dim}), got {X.shape}")
+        if not np.isfinite(X).all():
+            rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
+            raise InvalidInputError(f"X: row {rows[0]} contains NaN or inf")
+        return X
+
+    def _arm(self, arm: Any) -> int:
+        try:
+            a = operator.index(arm)
+        except TypeError:
+            raise InvalidInputError(f"arm: expected an integer, got {arm!r}") from None
+        if not 0 <= a < self.n_arms:
+            raise UnknownArmError(f"arm: expected 0..{self.n_arms - 1}, got {a}")
+        return a
+
+    def _arm_array(self, arms: Any, n: int) -> np.ndarray:
+        arms = np.asarray(arms)
+        if arms.shape != (n,):
+            raise InvalidInputError(f"arms: expected shape ({n},), got {arms.shape}")
+        if n and not np.issubdtype(arms.dtype, np.integer):
+            raise InvalidInputError(f"arms: expected integers, got dtype {arms.dtype}")
+        arms = np.ascontiguousarray(arms, dtype=np.int64)
+        if n and (arms.min() < 0 or arms.max() >= self.n_arms):
+            bad = arms[(arms < 0) | (arms >= self.n_arms)][0]
+            raise UnknownArmError(f"arms: expected 0..{self.n_arms - 1}, got {bad}")
+        return arms
+
+    _reward_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
+
+    def _reward(self, reward: Any) -> float:
+        low, high = self._reward_range
+        return _finite_float("reward", reward, low=low, high=high)
+
+    def _reward_array(self, rewards: Any, n: int) -> np.ndarray:
+        try:
+            r = np.ascontiguousarray(rewards, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError("rewards: expected numbers") from None
+        if r.shape != (n,):
+            raise InvalidInputError(f"rewards: expected shape ({n},), got {r.shape}")
+        low, high = self._reward_range
+        bad = ~np.isfinite(r) | (r < low) | (r > high)
+        if bad.any():
+            i = np.flatnonzero(bad)[0]
+            span = "" if low == -math.inf else f" in [{low}, {high}]"
+            raise InvalidInputError(f"rewards: expected finite numbers{span}, got {r[i]} at row {i}")
+        return r
+
+    def _mask(self, eligible: Any, n: int) -> np.ndarray:
+        """(1, n_arms) or (n, n_arms) bool: eligible and active."""
+        if eligible is None:
+            mask = self._active[None, :]
+        else:
+            e = np.asarray(eligible)
+            if e.dtype != np.bool_:
+                raise InvalidInputError(f"eligible: expected a bool mask, got dtype {e.dtype}")
+            if e.shape == (self.n_arms,):
+                e = e[None, :]
+            elif e.shape != (n, self.n_arms):
+                raise InvalidInputError(
+                    f"eligible: expected shape ({self.n_arms},) or ({n}, {self.n_arms}), got {e.shape}"
+                )
+            mask = np.ascontiguousarray(e & self._active[None, :])
+        empty = ~mask.any(axis=1)
+        if empty.any():
+            raise InvalidInputError(f"eligible: row {np.flatnonzero(empty)[0]} has no active arm")
+        return mask
+
+    def _event_weights(self, ts_ms: Any, n: int) -> np.ndarray:
+        if self.half_life_ms is None:
+            return np.ones(n)
+        if ts_ms is None:
+            raise InvalidInputError("ts_ms: event times are required when half_life_ms is set")
+        ts = np.asarray(ts_ms, dtype=np.float64)
+        if ts.shape != (n,) or not np.isfinite(ts).all():
+            raise InvalidInputError(f"ts_ms: expected {n} finite event times, got shape {ts.shape}")
+        newest = float(ts.max())
+        if self._t_ref is None or newest > self._t_ref:
+            if self._t_ref is not None:
+                self._scale(2.0 ** (-(newest - self._t_ref) / self.half_life_ms))
+            self._t_ref = newest
+        # Events older than t_ref weigh less; a straggler older than everything still counts.
+        return 2.0 ** (-(self._t_ref - ts) / self.half_life_ms)
+
+    def _scale(self, factor: float) -> None:
+        for name in self._sum_names:
+            if name not in self._shape_params:
+                getattr(self, "_" + name)[...] *= factor
+        self._state_changed()
+
+    def _draw_uniforms(self, n: int, rng: Rng) -> np.ndarray:
+        return self._uniforms.take(n) if rng is None else _as_rng(rng).random((n, 2))
+
+    def _grow_arrays(self, extra: dict[str, np.ndarray] | None = None) -> None:
+        """Append one arm (zero sums) to every per-arm array."""
+        for name in self._sum_names:
+            arr = getattr(self, "_" + name)
+            if name in self._per_arm:
+                new = (extra or {}).get(name, np.zeros((1, *arr.shape[1:])))
+                setattr(self, "_" + name, np.ascontiguousarray(np.concatenate([arr, new])))
+        self._active = np.append(self._active, True)
+        self.n_arms += 1
+
+    _per_arm: ClassVar[frozenset[str]] = frozenset()
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def _params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def _from_params(cls, params: dict[str, Any], arrays: dict[str, Any], rng: Rng) -> Self:
+        raise NotImplementedError
+
+    def _state_changed(self) -> None:
+        raise NotImplementedError
+
+    def _grow(self, features: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def _accumulate(self, arms, X, rewards, weights) -> None:
+        raise NotImplementedError
+
+    def _learn_one(self, arm: int, x: Any, reward: float) -> None:
+        self._accumulate(np.array([arm]), self._context(x)[None, :], np.array([reward]), np.ones(1))
+
+    def _choose(self, X, mask, rng, with_propensities):
+        raise NotImplementedError
+
+    def _propensities(self, X, mask) -> np.ndarray:
+        raise NotImplementedError
+
+    def _scores(self, X) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _DisjointLinear(Policy):
+    """A ridge model per arm: A_a = l2 I + sum x x^T (kept as the raw sum S_a), b_a = sum r x."""
+
+    _sum_names = ("S", "b", "counts")
+    _per_arm = frozenset(_sum_names)
+
+    def __init__(self, n_arms: int, dim: int, *, l2: float, epsilon: float,
+                 half_life_ms: float | None, rng: Rng) -> None:
+        super().__init__(n_arms, dim, half_life_ms=half_life_ms, rng=rng)
+        self.l2 = _finite_float("l2", l2, low=0.0, low_open=True)
+        self.epsilon = _finite_float("epsilon", epsilon, low=0.0, high=1.0)
+        k, d = self.n_arms, self.dim
+        self._S = np.zeros((k, d, d))
+        self._b = np.zeros((k, d))
+        self._counts = np.zeros(k)
+        self._L = np.repeat(math.sqrt(self.l2) * np.eye(d)[None], k, axis=0)
+        self._theta = np.zeros((k, d))
+        self._stale = np.zeros(k, dtype=np.bool_)
+        self._updates = np.zeros(k, dtype=np.int64)
+        self._work = np.empty((2, d))
+
+    def _state_changed(self) -> None:
+        self._stale[:] = True
+
+    def _refresh(self) -> None:
+        # Once per state change, never per decision: this is the O(d^3) step.
+        if not self._stale.any():
+            return
+        idx = np.flatnonzero(self._stale)
+        A = self._S[idx] + self.l2 * np.eye(self.dim)
+        self._L[idx] = np.linalg.cholesky(A)
+        self._theta[idx] = np.linalg.solve(A, self._b[idx][..., None])[..., 0]
+        self._stale[idx] = False
+        self._updates[idx] = 0
+
+    def _grow(self, features: np.ndarray | None) -> None:
+        self._grow_arrays()
+        d = self.dim
+        self._L = np.ascontiguousarray(np.concatenate([self._L, math.sqrt(self.l2) * np.eye(d)[None]]))
+        self._theta = np.ascontiguousarray(np.concatenate([self._theta, np.zeros((1, d))]))
+        self._stale = np.append(self._stale, False)
+        self._updates = np.append(self._updates, 0)
+
+    def _accumulate(self, arms, X, rewards, weights) -> None:
+        linear.accumulate(self._S, self._b, self._counts, arms, X, rewards, weights)
+        self._stale[arms] = True
+
+    def _learn_one(self, arm: int, x: Any, reward: float) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.dim,):
+            raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
+        if self._stale[arm] or self._updates[arm] >= _REFACTOR_EVERY:
+            self._stale[arm] = True
+            self._refresh()
+        ok = linear.learn_one(self._S, self._b, self._counts, self._L, self._theta, arm, x,
+                              reward, 1.0, self._work[0], self._work[1])
+        if not ok:
+            raise InvalidInputError("x: contains NaN or inf")
+        self._updates[arm] += 1
+
+    def _noise(self, n: int, rng: Rng) -> np.ndarray:
+        return np.empty((0, self.n_arms))
+
+    _alpha = 0.0
+
+    def _choose(self, X, mask, rng, with_propensities):
+        self._refresh()
+        n = X.shape[0]
+        U = self._draw_uniforms(n, rng)
+        values = np.full((n, self.n_arms), -np.inf)
+        arms = np.empty(n, dtype=np.int64)
+        probs = np.empty(n)
+        linear.choose(self._theta, self._L, X, self._alpha, self._noise(n, rng), mask,
+                      self.epsilon, U, values, arms, probs)
+        return arms, probs
+
+    def _moments(self, X) -> tuple[np.ndarray, np.ndarray]:
+        self._refresh()
+        mean = np.empty((X.shape[0], self.n_arms))
+        sd = np.empty_like(mean)
+        linear.moments(self._theta, self._L, X, mean, sd)
+        return mean, sd
+
+    def _propensities(self, X, mask) -> np.ndarray:
+        mean, sd = self._moments(X)
+        out = np.empty_like(mean)
+        choice.floor_probabilities(mean + self._alpha * sd, mask, self.epsilon, out)
+        return out
+
+    def _scores(self, X) -> np.ndarray:
+        mean, sd = self._moments(X)
+        return mean + self._alpha * sd
+
+    def _params(self) -> dict[str, Any]:
+        return {"n_arms": self.n_arms, "dim": self.dim, "l2": self.l2,
+                "epsilon": self.epsilon, "half_life_ms": self.half_life_ms}
+
+    @classmethod
+    def _from_params(cls, params, arrays, rng):
+        return cls(**params, rng=rng)
+
+
+class LinUCB(_DisjointLinear):
+    """Disjoint LinUCB (Li et al. 2010, Algorithm 1) with an epsilon-uniform exploration floor.
+
+    Score theta_a . x + alpha sqrt(x^T A_a^-1 x); with probability ``epsilon`` the arm is uniform
+    over the eligible ones, so every eligible arm has a known probability > 0 (for off-policy
+    evaluation of the logs). Ties between maxima are broken uniformly at random.
+
+    >>> policy = LinUCB(n_arms=3, dim=2, alpha=0.5, epsilon=0.0, rng=0)
+    >>> policy.learn_many(np.array([1]), np.array([[1.0, 0.0]]), np.array([1.0]))
+    >>> policy.choose_many(np.array([[1.0, 0.0], [0.0, 1.0]]), rng=0)
+    array([1, 0])
+    """
+
+    kind = "lin_ucb"
+
+    def __init__(self, n_arms: int, dim: int, alpha: float = 1.0, l2: float = 1.0,
+                 epsilon: float = 0.05, half_life_ms: float | None = None, rng: Rng = None) -> None:
+        super().__init__(n_arms, dim, l2=l2, epsilon=epsilon, half_life_ms=half_life_ms, rng=rng)
+        self.alpha = _finite_float("alpha", alpha, low=0.0)
+        self._alpha = self.alpha
+
+    def _params(self) -> dict[str, Any]:
+        return {**super()._params(), "alpha": self.alpha}
+
+
+class EpsilonGreedy(_DisjointLinear):
+    """Epsilon-greedy over the per-arm ridge estimate theta_a . x; propensities are exact.
+
+    >>> policy = EpsilonGreedy(n_arms=2, dim=1, epsilon=0.2, rng=0)
+    >>> policy.learn_many(np.array([0]), np.array([[1.0]]), np.array([1.0]))
+    >>> policy.propensities(np.array([[1.0]]))
+    array([[0.9, 0.1]])
+    """
+
+    kind = "epsilon_greedy"
+
+    def __init__(self, n_arms: int, dim: int, epsilon: float = 0.1, l2: float = 1.0,
+                 half_life_ms: float | None = None, rng: Rng = None) -> None:
+        super().__init__(n_arms, dim, l2=l2, epsilon=epsilon, half_life_ms=half_life_ms, rng=rng)
+
+
+class LinTS(_DisjointLinear):
+    """Linear Thompson sampling: arm a's score is drawn from N(theta_a . x, v^2 x^T A_a^-1 x).
+
+    Drawing the score per decision is the same as drawing theta_a ~ N(theta_hat, v^2 A_a^-1) per
+    decision, at O(d^2) instead of O(d^3). The draws are independent across arms, so the
+    probability that an arm wins is a one-dimensional integral, computed by quadrature.
+
+    >>> policy = LinTS(n_arms=2, dim=1, v=0.1, rng=0)
+    >>> policy.learn_many(np.array([0] * 50), np.ones((50, 1)), np.ones(50))
+    >>> policy.propensities(np.array([[1.0]])).round(3)
+    array([[1., 0.]])
+    """
+
+    kind = "lin_ts"
+
+    def __init__(self, n_arms: int, dim: int, v: float = 0.5, l2: float = 1.0,
+                 half_life_ms: float | None = None, rng: Rng = None) -> None:
+        super().__init__(n_arms, dim, l2=l2, epsilon=0.0, half_life_ms=half_life_ms, rng=rng)
+        self.v = _finite_float("v", v, low=0.0, low_open=True)
+        self._normals = _DrawBuffer(self._rng, self.n_arms, normal=True)
+
+    def _noise(self, n: int, rng: Rng) -> np.ndarray:
+        Z = self._normals.take(n) if rng is None else _as_rng(rng).standard_normal((n, self.n_arms))
+        return self.v * Z
+
+    def _grow(self, features: np.ndarray | None) -> None:
+        super()._grow(features)
+        self._normals = _DrawBuffer(self._rng, self.n_arms, normal=True)
+
+    def _choose(self, X, mask, rng, with_propensities):
+        arms, _ = super()._choose(X, mask, rng, with_propensities)
+        if not with_propensities:
+            return arms, None
+        probs = self._propensities(X, mask)
+        return arms, probs[np.arange(X.shape[0]), arms]
+
+    def _propensities(self, X, mask) -> np.ndarray:
+        mean, sd = self._moments(X)
+        out = np.empty_like(mean)
+        choice.gaussian_max_probabilities(mean, self.v * sd, mask, _GL_NODES, _GL_WEIGHTS,
+                                          _RADIUS, _STEPS, out)
+        return out
+
+    def _scores(self, X) -> np.ndarray:
+        return self._moments(X)[0]
+
+    def _params(self) -> dict[str, Any]:
+        params = super()._params()
+        del params["epsilon"]
+        return {**params, "v": self.v}
+
+
+class BetaTS(Policy):
+    """Beta-Bernoulli Thompson sampling: arm a ~ Beta(alpha + successes_a, beta + failures_a).
+
+    Context-free: X may have any number of columns (dim=0 by default) and is not read. A reward
+    in [0, 1] counts as that fraction of a success. The probability that each arm wins is
+    computed by quadrature once per state and eligibility mask.
+
+    >>> policy = BetaTS(n_arms=2, rng=0)
+    >>> policy.learn_many(np.array([0, 0, 1]), np.zeros((3, 0)), np.array([1.0, 1.0, 0.0]))
+    >>> policy.propensities(np.zeros((1, 0))).round(3)
+    array([[0.9, 0.1]])
+    """
+
+    kind = "beta_ts"
+    _sum_names = ("successes", "failures", "counts")
+    _per_arm = frozenset(_sum_names)
+    _reward_range = (0.0, 1.0)
+    _min_dim = 0
+
+    def __init__(self, n_arms: int, alpha: float = 1.0, beta: float = 1.0, dim: int = 0,
+                 half_life_ms: float | None = None, rng: Rng = None) -> None:
+        super().__init__(n_arms, dim, half_life_ms=half_life_ms, rng=rng)
+        self.alpha = _finite_float("alpha", alpha, low=0.0, low_open=True)
+        self.beta = _finite_float("beta", beta, low=0.0, low_open=True)
+        self._successes = np.zeros(self.n_arms)
+        self._failures = np.zeros(self.n_arms)
+        self._counts = np.zeros(self.n_arms)
+        self._pmf_cache: dict[bytes, np.ndarray] = {}
+
+    def _contexts(self, X: Any) -> np.ndarray:
+        if self.dim == 0 and isinstance(X, int | np.integer) and not isinstance(X, bool):
+            return np.empty((_positive_int("n", X), 0))
+        return super()._contexts(X)
+
+    def _state_changed(self) -> None:
+        self._pmf_cache.clear()
+
+    def _grow(self, features: np.ndarray | None) -> None:
+        self._grow_arrays()
+        self._state_changed()
+
+    def _accumulate(self, arms, X, rewards, weights) -> None:
+        k = self.n_arms
+        self._successes += np.bincount(arms, weights=weights * rewards, minlength=k)
+        self._failures += np.bincount(arms, weights=weights * (1.0 - rewards), minlength=k)
+        self._counts += np.bincount(arms, weights=weights, minlength=k)
+        self._state_changed()
+
+    def _learn_one(self, arm: int, x: Any, reward: float) -> None:
+        self._successes[arm] += reward
+        self._failures[arm] += 1.0 - reward
+        self._counts[arm] += 1.0
+        self._state_changed()
+
+    def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.alpha + self._successes, self.beta + self._failures
+
+    def _choose(self, X, mask, rng, with_propensities):
+        n = X.shape[0]
+        a, b = self._posterior()
+        draws = (self._rng if rng is None else _as_rng(rng)).beta(a, b, size=(n, self.n_arms))
+        arms = np.empty(n, dtype=np.int64)
+        probs = np.empty(n)
+        choice.choose_floor(draws, mask, 0.0, self._draw_uniforms(n, rng), arms, probs)
+        if not with_propensities:
+            return arms, None
+        return arms, self._propensities(X, mask)[np.arange(n), arms]
+
+    def _propensities(self, X, mask) -> np.ndarray:
+        n = X.shape[0]
+        unique, inverse = np.unique(mask, axis=0, return_inverse=True)
+        pmfs = np.empty(unique.shape, dtype=np.float64)
+        for r, row in enumerate(unique):
+            key = row.tobytes()
+            if key not in self._pmf_cache:
+                a, b = self._posterior()
+                self._pmf_cache[key] = beta_max_probabilities(
+                    a, b, row[None, :], _GL_NODES, _GL_WEIGHTS
+                )[0]
+            pmfs[r] = self._pmf_cache[key]
+        return pmfs[inverse.reshape(-1)] if mask.shape[0] == n else np.repeat(pmfs, n, axis=0)
+
+    def _scores(self, X) -> np.ndarray:
+        a, b = self._posterior()
+        return np.repeat((a / (a + b))[None, :], X.shape[0], axis=0)
+
+    def _params(self) -> dict[str, Any]:
+        return {"n_arms": self.n_arms, "alpha": self.alpha, "beta": self.beta, "dim": self.dim,
+                "half_life_ms": self.half_life_ms}
+
+    @classmethod
+    def _from_params(cls, params, arrays, rng):
+        return cls(**params, rng=rng)
+
+
+class HybridLinUCB(Policy):
+    """Hybrid LinUCB (Li et al. 2010, Algorithm 2): a model shared by all arms over
+    z = x (x) f_a (context times arm features) plus a disjoint ridge model per arm.
+
+    A new arm has no data of its own but is scored on day one through the shared part.
+    ``arm_features`` (n_arms, m). Exploration floor ``epsilon`` as in LinUCB.
+
+    >>> F = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> policy = HybridLinUCB(dim=1, arm_features=F, alpha=0.0, epsilon=0.0, rng=0)
+    >>> policy.learn_many(np.array([1, 1]), np.ones((2, 1)), np.array([1.0, 1.0]))
+    >>> policy.choose_one(np.array([1.0]))
+    1
+    """
+
+    kind = "hybrid_lin_ucb"
+    _sum_names = ("arm_features", "Szz", "bz", "Sxx", "Sxz", "bx", "counts")
+    _per_arm = frozenset(("arm_features", "Sxx", "Sxz", "bx", "counts"))
+    _shape_params = ("arm_features",)
+
+    def __init__(self, dim: int, arm_features: Any, alpha: float = 1.0, l2: float = 1.0,
+                 epsilon: float = 0.05, half_life_ms: float | None = None, rng: Rng = None) -> None:
+        F = np.asarray(arm_features, dtype=np.float64)
+        if F.ndim != 2 or F.shape[0] < 1 or F.shape[1] < 1 or not np.isfinite(F).all():
+            raise InvalidInputError(
+                f"arm_features: expected a finite (n_arms, m) array, got shape {F.shape}"
+            )
+        super().__init__(F.shape[0], dim, half_life_ms=half_life_ms, rng=rng)
+        self.alpha = _finite_float("alpha", alpha, low=0.0)
+        self.l2 = _finite_float("l2", l2, low=0.0, low_open=True)
+        self.epsilon = _finite_float("epsilon", epsilon, low=0.0, high=1.0)
+        k, d, m = self.n_arms, self.dim, F.shape[1]
+        p = d * m
+        self._arm_features = np.ascontiguousarray(F.copy())
+        self._Szz = np.zeros((p, p))
+        self._bz = np.zeros(p)
+        self._Sxx = np.zeros((k, d, d))
+        self._Sxz = np.zeros((k, d, p))
+        self._bx = np.zeros((k, d))
+        self._counts = np.zeros(k)
+        self._stale = True
+
+    @property
+    def arm_features(self) -> np.ndarray:
+        """(n_arms, m) the features of every arm."""
+        return self._arm_features.copy()
+
+    def add_arm(self, features: Any = None) -> int:
+        m = self._arm_features.shape[1]
+        f = np.asarray(features if features is not None else np.nan, dtype=np.float64)
+        if f.shape != (m,) or not np.isfinite(f).all():
+            raise InvalidInputError(f"features: expected {m} finite numbers, got {features!r}")
+        self._grow(f)
+        return self.n_arms - 1
+
+    def _grow(self, features: np.ndarray | None) -> None:
+        self._grow_arrays({"arm_features": features[None, :]})
+        self._stale = True
+
+    def _state_changed(self) -> None:
+        self._stale = True
+
+    def _accumulate(self, arms, X, rewards, weights) -> None:
+        hybrid.accumulate(self._Szz, self._bz, self._Sxx, self._Sxz, self._bx, self._counts,
+                          arms, X, self._arm_features, rewards, weights)
+        self._stale = True
+
+    def _refresh(self) -> None:
+        if not self._stale:
+            return
+        d, p = self.dim, self._Szz.shape[0]
+        A = self._Sxx + self.l2 * np.eye(d)
+        self._La = np.ascontiguousarray(np.linalg.cholesky(A))
+        G = np.linalg.solve(A, self._Sxz)                      # A_a^-1 B_a, (k, d, p)
+        Ainv_b = np.linalg.solve(A, self._bx[..., None])[..., 0]  # A_a^-1 b_a, (k, d)
+        A0 = self.l2 * np.eye(p) + self._Szz - np.einsum("kdp,kdq->pq", self._Sxz, G)
+        b0 = self._bz - np.einsum("kdp,kd->p", self._Sxz, Ainv_b)
+        A0 = 0.5 * (A0 + A0.T)  # the Schur complement is symmetric; keep rounding from breaking it
+        self._L0 = np.ascontiguousarray(np.linalg.cholesky(A0))
+        self._beta = np.linalg.solve(A0, b0)
+        self._theta = np.ascontiguousarray(Ainv_b - np.einsum("kdp,p->kd", G, self._beta))
+        self._G = np.ascontiguousarray(G)
+        self._stale = False
+
+    def _moments(self, X) -> tuple[np.ndarray, np.ndarray]:
+        self._refresh()
+        mean = np.empty((X.shape[0], self.n_arms))
+        sd = np.empty_like(mean)
+        hybrid.moments(self._beta, self._theta, self._L0, self._La, self._G,
+                       self._arm_features, X, mean, sd)
+        return mean, sd
+
+    def _scores(self, X) -> np.ndarray:
+        mean, sd = self._moments(X)
+        return mean + self.alpha * sd
+
+    def _choose(self, X, mask, rng, with_propensities):
+        values = self._scores(X)
+        n = X.shape[0]
+        arms = np.empty(n, dtype=np.int64)
+        probs = np.empty(n)
+        choice.choose_floor(values, mask, self.epsilon, self._draw_uniforms(n, rng), arms, probs)
+        return arms, probs
+
+    def _propensities(self, X, mask) -> np.ndarray:
+        out = np.empty((X.shape[0], self.n_arms))
+        choice.floor_probabilities(self._scores(X), mask, self.epsilon, out)
+        return out
+
+    def _params(self) -> dict[str, Any]:
+        return {"dim": self.dim, "alpha": self.alpha, "l2": self.l2, "epsilon": self.epsilon,
+                "half_life_ms": self.half_life_ms}
+
+    @classmethod
+    def _from_params(cls, params, arrays, rng):
+        return cls(**params, arm_features=np.asarray(arrays["arm_features"]), rng=rng)
+
+
+_KINDS: dict[str, type[Policy]] = {
+    cls.kind: cls for cls in (BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB)
+}
+
+
+def from_state(state: dict[str, Any], *, rng: Rng = None) -> Policy:
+    """Rebuild whichever policy ``state`` describes (dispatch on its ``kind``)."""
+    kind = state.get("kind") if isinstance(state, dict) else None
+    if kind not in _KINDS:
+        raise IncompatibleStateError(f"unknown policy kind {kind!r}; expected one of {sorted(_KINDS)}")
+    return _KINDS[kind].from_state(state, rng=rng)
