@@ -12,11 +12,10 @@ import numpy as np
 from scipy import special
 
 # Quantile levels that place breakpoints where each posterior has its mass and where its CDF
-# turns, whatever its skew (a Beta(1, 1000) is nothing like a normal at 8 sd).
-_LEVELS = np.array(
-    [1e-12, 1e-8, 1e-5, 1e-3, 0.01, 0.05, 0.15, 0.3, 0.5, 0.7, 0.85, 0.95, 0.99, 0.999,
-     1 - 1e-5, 1 - 1e-8, 1 - 1e-12]
-)
+# turns, whatever its skew (a Beta(1, 1000) is nothing like a normal at 8 sd). They shrink
+# geometrically toward 0 and 1, where a density with alpha or beta < 1 is singular.
+_TAIL = np.logspace(-12, -1, 23)
+_LEVELS = np.concatenate([_TAIL, np.linspace(0.15, 0.85, 15), 1.0 - _TAIL[::-1]])
 
 
 def beta_max_probabilities(
@@ -44,7 +43,8 @@ def beta_max_probabilities(
         half = 0.5 * np.diff(grid)
         t = ((grid[:-1] + grid[1:]) * 0.5)[:, None] + half[:, None] * nodes[None, :]
         w = (half[:, None] * weights[None, :]).ravel()
-        t = t.ravel()
+        # Pieces that touch 0 or 1 are narrower than a float step there; keep t inside (0, 1).
+        t = np.clip(t.ravel(), np.finfo(np.float64).tiny, np.nextafter(1.0, 0.0))
         cdf = special.betainc(a[None, :], b[None, :], t[:, None])  # (nodes, c)
         log_pdf = (
             (a - 1.0)[None, :] * np.log(t)[:, None]

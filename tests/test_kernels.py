@@ -1,0 +1,166 @@
+"""Every kernel against its slow twin in tests/reference.py, to 1e-9, over several shapes."""
+
+import numpy as np
+import pytest
+
+from bandit.kernels import beta, choice, hybrid, linear
+from bandit.policies import _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS
+from tests import reference
+
+SHAPES = [(1, 1), (4, 1), (1, 3), (4, 3), (3, 16)]  # (n_arms, dim)
+
+
+def _events(rng, k, d, n=57):
+    return rng.integers(k, size=n), rng.normal(size=(n, d)), rng.normal(size=n)
+
+
+@pytest.mark.parametrize(("k", "d"), SHAPES)
+def test_accumulate_matches_outer_products(rng, k, d):
+    arms, X, r = _events(rng, k, d)
+    w = rng.random(len(arms))
+    S, b, counts = np.zeros((k, d, d)), np.zeros((k, d)), np.zeros(k)
+    linear.accumulate(S, b, counts, arms, X, r, w)
+    S_ref, b_ref, c_ref = reference.sums(arms, X, r, k, w)
+    np.testing.assert_allclose(S, S_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b, b_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(counts, c_ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("k", "d"), SHAPES)
+def test_learn_one_keeps_factor_and_estimate_exact(rng, k, d):
+    arms, X, r = _events(rng, k, d)
+    l2 = 0.7
+    S, b, counts = np.zeros((k, d, d)), np.zeros((k, d)), np.zeros(k)
+    L = np.repeat(np.sqrt(l2) * np.eye(d)[None], k, axis=0)
+    theta = np.zeros((k, d))
+    work, work2 = np.empty(d), np.empty(d)
+    for a, x, ri in zip(arms, X, r):
+        assert linear.learn_one(S, b, counts, L, theta, a, x, ri, 1.0, work, work2)
+    theta_ref, A_inv = reference.ridge(arms, X, r, k, l2)
+    for a in range(k):
+        np.testing.assert_allclose(L[a] @ L[a].T, l2 * np.eye(d) + S[a], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(theta, theta_ref, rtol=1e-9, atol=1e-9)
+
+
+def test_learn_one_refuses_non_finite_without_touching_state(rng):
+    S, b, counts = np.zeros((2, 3, 3)), np.zeros((2, 3)), np.zeros(2)
+    L, theta = np.repeat(np.eye(3)[None], 2, axis=0), np.zeros((2, 3))
+    before = [a.copy() for a in (S, b, counts, L, theta)]
+    x = np.array([1.0, np.nan, 0.0])
+    assert not linear.learn_one(S, b, counts, L, theta, 0, x, 1.0, 1.0, np.empty(3), np.empty(3))
+    assert not linear.learn_one(S, b, counts, L, theta, 0, np.ones(3), np.inf, 1.0,
+                                np.empty(3), np.empty(3))
+    for got, want in zip((S, b, counts, L, theta), before):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("k", "d"), SHAPES)
+def test_moments_and_scores_match_naive_inverse(rng, k, d):
+    arms, X, r = _events(rng, k, d)
+    theta_ref, A_inv = reference.ridge(arms, X, r, k, 1.0)
+    L = np.linalg.cholesky(np.linalg.inv(A_inv))
+    Q = rng.normal(size=(6, d))
+    mean, sd = np.empty((6, k)), np.empty((6, k))
+    linear.moments(theta_ref, L, Q, mean, sd)
+    mean_ref, sd_ref = reference.moments(arms, X, r, Q, k)
+    np.testing.assert_allclose(mean, mean_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sd, sd_ref, rtol=1e-9, atol=1e-12)
+    # The fused choose kernel scores exactly what Algorithm 1 scores.
+    values = np.full((6, k), -np.inf)
+    arms_out, probs = np.empty(6, dtype=np.int64), np.empty(6)
+    mask = np.ones((1, k), dtype=np.bool_)
+    linear.choose(theta_ref, L, Q, 0.7, np.empty((0, k)), mask, 0.0, rng.random((6, 2)),
+                  values, arms_out, probs)
+    np.testing.assert_allclose(values, reference.linucb(arms, X, r, Q, k, 0.7), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(arms_out, values.argmax(axis=1))
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_choose_floor_matches_twin(rng, epsilon, per_row):
+    n, k = 200, 5
+    values = rng.integers(3, size=(n, k)).astype(float)  # small integers: many exact ties
+    mask = rng.random((n if per_row else 1, k)) < 0.7
+    mask[:, 0] = True
+    U = rng.random((n, 2))
+    arms, probs = np.empty(n, dtype=np.int64), np.empty(n)
+    choice.choose_floor(values, mask, epsilon, U, arms, probs)
+    np.testing.assert_array_equal(arms, reference.choose_floor(values, mask, epsilon, U))
+    full = np.empty((n, k))
+    choice.floor_probabilities(values, mask, epsilon, full)
+    want = reference.floor_probabilities(values, mask, epsilon)
+    np.testing.assert_allclose(full, want, rtol=1e-12)
+    np.testing.assert_allclose(probs, want[np.arange(n), arms], rtol=1e-12)
+
+
+def test_choose_floor_flags_rows_without_a_winner():
+    values = np.array([[np.nan, np.nan], [1.0, 2.0]])
+    arms, probs = np.empty(2, dtype=np.int64), np.empty(2)
+    choice.choose_floor(values, np.ones((1, 2), dtype=np.bool_), 0.0, np.zeros((2, 2)), arms, probs)
+    assert arms[0] == -1 and np.isnan(probs[0])
+    assert arms[1] == 1 and probs[1] == 1.0
+
+
+GAUSSIAN_CASES = {
+    "alike": ([0.0, 0.1, -0.1, 0.05], [1.0, 1.0, 1.0, 1.0]),
+    "one arm": ([0.3], [0.2]),
+    "narrow beside wide": ([0.0, 0.5, 0.2], [1e-3, 1.0, 0.3]),
+    "far apart": ([0.0, 50.0, 3.0], [1.0, 0.5, 2.0]),
+    "exact tie": ([1.0, 1.0], [0.5, 0.5]),
+    "ten arms": (list(np.linspace(-1, 1, 10)), list(np.linspace(0.1, 1.0, 10))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GAUSSIAN_CASES))
+def test_gaussian_max_probabilities_match_adaptive_quadrature(case):
+    mean, sd = (np.array(v, dtype=float) for v in GAUSSIAN_CASES[case])
+    out = np.empty((1, len(mean)))
+    choice.gaussian_max_probabilities(mean[None], sd[None], np.ones((1, len(mean)), dtype=np.bool_),
+                                      _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, out)
+    np.testing.assert_allclose(out[0], reference.gaussian_max_probabilities(mean, sd), atol=1e-9)
+    assert abs(out.sum() - 1.0) < 1e-12
+
+
+def test_gaussian_max_probabilities_masks_and_degenerate_rows():
+    mean = np.array([[0.0, 1.0, 2.0], [0.0, 1.0, 1.0]])
+    sd = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    mask = np.array([[True, True, False], [True, True, True]])
+    out = np.empty((2, 3))
+    choice.gaussian_max_probabilities(mean, sd, mask, _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, out)
+    np.testing.assert_allclose(out[0, :2], reference.gaussian_max_probabilities(mean[0, :2], sd[0, :2]),
+                               atol=1e-9)
+    assert out[0, 2] == 0.0
+    np.testing.assert_array_equal(out[1], [0.0, 0.5, 0.5])  # all widths 0: a tie of the maxima
+
+
+BETA_CASES = {
+    "uniform priors": ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0]),
+    "skewed small ctr": ([3.0, 1.0, 12.0], [900.0, 1000.0, 3000.0]),
+    "one sure arm": ([500.0, 2.0], [10.0, 2.0]),
+    "below one": ([0.5, 2.0], [0.5, 3.0]),
+    "one arm": ([4.0], [7.0]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BETA_CASES))
+def test_beta_max_probabilities_match_adaptive_quadrature(case):
+    a, b = (np.array(v) for v in BETA_CASES[case])
+    got = beta.beta_max_probabilities(a, b, np.ones((1, len(a)), dtype=bool), _GL_NODES, _GL_WEIGHTS)
+    np.testing.assert_allclose(got[0], reference.beta_max_probabilities(a, b), atol=1e-8)
+
+
+@pytest.mark.parametrize(("k", "d", "m"), [(1, 1, 1), (3, 2, 2), (4, 5, 3)])
+def test_hybrid_kernels_match_algorithm_2(rng, k, d, m):
+    from bandit.policies import HybridLinUCB
+
+    F = rng.normal(size=(k, m))
+    arms, X, r = _events(rng, k, d, n=40)
+    policy = HybridLinUCB(dim=d, arm_features=F, alpha=0.6, l2=1.3)
+    policy.learn_many(arms, X, r)  # hybrid.accumulate, then the Schur complement at refresh
+    Q = rng.normal(size=(5, d))
+    want = reference.hybrid_linucb(arms, X, r, Q, F, alpha=0.6, l2=1.3)
+    np.testing.assert_allclose(policy.scores(Q), want, rtol=1e-9, atol=1e-9)
+    mean, sd = np.empty((5, k)), np.empty((5, k))
+    policy._refresh()
+    hybrid.moments(policy._beta, policy._theta, policy._L0, policy._La, policy._G, F, Q, mean, sd)
+    np.testing.assert_allclose(mean + 0.6 * sd, want, rtol=1e-9, atol=1e-9)

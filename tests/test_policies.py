@@ -1,0 +1,270 @@
+"""One conformance suite for every policy, then what is particular to each."""
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError, UnknownArmError
+from bandit.policies import (
+    BetaTS,
+    EpsilonGreedy,
+    HybridLinUCB,
+    LinTS,
+    LinUCB,
+    Policy,
+    from_state,
+)
+from tests import reference
+
+K, D = 4, 3
+ARM_FEATURES = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -1.0]])
+
+FACTORIES = {
+    "lin_ucb": lambda rng=None, **kw: LinUCB(K, D, alpha=0.8, rng=rng, **kw),
+    "lin_ts": lambda rng=None, **kw: LinTS(K, D, v=0.4, rng=rng, **kw),
+    "epsilon_greedy": lambda rng=None, **kw: EpsilonGreedy(K, D, epsilon=0.2, rng=rng, **kw),
+    "hybrid_lin_ucb": lambda rng=None, **kw: HybridLinUCB(D, ARM_FEATURES, alpha=0.5, rng=rng, **kw),
+    "beta_ts": lambda rng=None, **kw: BetaTS(K, dim=D, rng=rng, **kw),
+}
+KINDS = sorted(FACTORIES)
+
+
+def _stream(seed, n=300):
+    """Events with a context-dependent truth and 0/1 rewards, which every policy accepts."""
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, D - 1))])
+    arms = rng.integers(K, size=n)
+    p = 1 / (1 + np.exp(-(X[:, 1] * (arms - 1.5) - 1.0)))
+    return arms, X, (rng.random(n) < p).astype(float)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_same_seed_same_choices(kind):
+    arms, X, r = _stream(1)
+    a, b = FACTORIES[kind](rng=7), FACTORIES[kind](rng=7)
+    for policy in (a, b):
+        policy.learn_many(arms, X, r)
+    np.testing.assert_array_equal(a.choose_many(X), b.choose_many(X))
+    assert [a.choose_one(x) for x in X[:20]] == [b.choose_one(x) for x in X[:20]]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_inputs_are_not_mutated(kind):
+    arms, X, r = _stream(2)
+    copies = [v.copy() for v in (arms, X, r)]
+    policy = FACTORIES[kind](rng=0)
+    policy.learn_many(arms, X, r)
+    policy.choose_many(X, with_propensities=True)
+    policy.propensities(X[:5])
+    policy.learn_one(int(arms[0]), X[0], r[0])
+    for got, want in zip((arms, X, r), copies):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_round_trip_and_pickle_keep_choices(kind):
+    arms, X, r = _stream(3)
+    policy = FACTORIES[kind](rng=0)
+    policy.learn_many(arms, X, r)
+    restored = from_state(policy.state(), rng=11)
+    again = type(policy).from_state(policy.state(), rng=11)
+    np.testing.assert_array_equal(restored.choose_many(X), again.choose_many(X))
+    np.testing.assert_allclose(restored.propensities(X[:9]), policy.propensities(X[:9]), rtol=1e-12)
+    clone = pickle.loads(pickle.dumps(policy))
+    np.testing.assert_array_equal(clone.choose_many(X), policy.choose_many(X))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(0, 80), cut=st.floats(0.0, 1.0),
+       decay=st.booleans())
+def test_merge_of_halves_equals_the_whole(kind, seed, n, cut, decay):
+    arms, X, r = _stream(seed, n)
+    kw = {"half_life_ms": 5_000.0} if decay else {}
+    ts = np.sort(np.random.default_rng(seed).uniform(0, 20_000, size=n)) if decay else None
+    whole, left, right = (FACTORIES[kind](rng=0, **kw) for _ in range(3))
+    m = int(cut * n)
+    if n:
+        whole.learn_many(arms, X, r, ts_ms=ts)
+    if m:
+        left.learn_many(arms[:m], X[:m], r[:m], ts_ms=None if ts is None else ts[:m])
+    if n - m:
+        right.learn_many(arms[m:], X[m:], r[m:], ts_ms=None if ts is None else ts[m:])
+    merged = left.merge(right)
+    for name, value in whole.state()["arrays"].items():
+        np.testing.assert_allclose(merged.state()["arrays"][name], value, rtol=1e-10, atol=1e-10)
+    Q = _stream(seed + 1, 5)[1]
+    np.testing.assert_allclose(merged.propensities(Q), whole.propensities(Q), atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_propensities_are_a_distribution_over_eligible_arms(kind):
+    arms, X, r = _stream(4)
+    policy = FACTORIES[kind](rng=0)
+    policy.learn_many(arms, X, r)
+    P = policy.propensities(X[:50])
+    assert P.shape == (50, K) and (P >= 0).all()
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-12)
+    eligible = np.array([True, False, True, True])
+    P = policy.propensities(X[:50], eligible=eligible)
+    assert (P[:, 1] == 0).all()
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-12)
+    chosen, p = policy.choose_many(X[:50], eligible=eligible, with_propensities=True)
+    assert (chosen != 1).all()
+    np.testing.assert_allclose(p, P[np.arange(50), chosen], rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_propensities_agree_with_monte_carlo(kind):
+    draws = 100_000
+    arms, X, r = _stream(5)
+    policy = FACTORIES[kind](rng=0)
+    policy.learn_many(arms[:60], X[:60], r[:60])
+    per_row = np.array([[True, True, True, True], [True, True, False, True]])
+    for x, eligible in zip(X[:2], per_row):
+        chosen = policy.choose_many(np.repeat(x[None], draws, axis=0),
+                                    eligible=np.repeat(eligible[None], draws, axis=0))
+        freq = np.bincount(chosen, minlength=K) / draws
+        np.testing.assert_allclose(freq, policy.propensities(x[None], eligible=eligible)[0],
+                                   atol=5e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_retired_arm_is_never_chosen_and_new_arm_gets_a_chance(kind):
+    arms, X, r = _stream(6)
+    policy = FACTORIES[kind](rng=0)
+    policy.learn_many(arms, X, np.zeros_like(r))  # every known arm looks bad
+    policy.retire_arm(2)
+    assert 2 not in set(policy.choose_many(X))
+    assert (policy.propensities(X)[:, 2] == 0).all()
+    assert np.isneginf(policy.scores(X)[:, 2]).all()
+    new = policy.add_arm(np.array([0.2, 0.3]) if kind == "hybrid_lin_ucb" else None)
+    assert new == K and policy.n_arms == K + 1
+    # Day one: the newcomer is chosen from its prior (bonus or posterior width), often.
+    share = np.mean(policy.choose_many(X) == new)
+    assert share > 0.2, share
+    policy.learn_many(np.array([new]), X[:1], np.array([1.0]))  # and it can learn
+    for arm in (0, 1, 3):
+        policy.retire_arm(arm)
+    with pytest.raises(InvalidInputError, match="last active arm"):
+        policy.retire_arm(new)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_input_gets_a_clear_error(kind):
+    policy = FACTORIES[kind](rng=0)
+    X = np.zeros((2, D))
+    cases = [
+        (lambda: policy.choose_many(np.zeros((2, D + 1))), InvalidInputError, "expected shape"),
+        (lambda: policy.choose_many(np.array([[0.0, np.nan, 0.0]])), InvalidInputError, "NaN"),
+        (lambda: policy.choose_one(np.zeros(D + 2)), InvalidInputError, "expected shape"),
+        (lambda: policy.learn_many(np.array([0, K]), X, np.ones(2)), UnknownArmError, "got 4"),
+        (lambda: policy.learn_many(np.array([0.5, 1]), X, np.ones(2)), InvalidInputError, "integers"),
+        (lambda: policy.learn_many(np.array([0, 1]), X, np.array([1.0, np.inf])),
+         InvalidInputError, "rewards"),
+        (lambda: policy.learn_many(np.array([0]), X, np.ones(2)), InvalidInputError, "arms"),
+        (lambda: policy.learn_one(-1, X[0], 1.0), UnknownArmError, "arm"),
+        (lambda: policy.learn_one(0, X[0], float("nan")), InvalidInputError, "reward"),
+        (lambda: policy.choose_many(X, eligible=np.zeros(K, dtype=bool)), InvalidInputError,
+         "no active arm"),
+        (lambda: policy.choose_many(X, eligible=np.ones(K)), InvalidInputError, "bool"),
+        (lambda: policy.retire_arm(K + 3), UnknownArmError, "arm"),
+        (lambda: policy.merge(FACTORIES["lin_ucb" if kind != "lin_ucb" else "lin_ts"]()),
+         IncompatibleStateError, "merge"),
+        (lambda: type(policy).from_state({"kind": "nope"}), IncompatibleStateError, "nope"),
+        (lambda: from_state({**policy.state(), "format": 99}), IncompatibleStateError, "format"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+    assert all(issubclass(e, BanditError) for _, e, _ in cases)
+
+
+def test_learn_one_refuses_nan_context_and_keeps_state():
+    policy = LinUCB(2, 2, rng=0)
+    before = policy.state()
+    with pytest.raises(InvalidInputError, match="NaN"):
+        policy.learn_one(0, np.array([np.nan, 1.0]), 1.0)
+    for name, value in before["arrays"].items():
+        np.testing.assert_array_equal(policy.state()["arrays"][name], value)
+
+
+def test_beta_ts_rejects_rewards_outside_unit_interval():
+    with pytest.raises(InvalidInputError, match=r"in \[0.0, 1.0\]"):
+        BetaTS(2).learn_many(np.array([0]), np.zeros((1, 0)), np.array([1.5]))
+
+
+def test_from_state_refuses_corrupt_arrays():
+    policy = LinUCB(2, 2)
+    state = policy.state()
+    bad = dict(state, arrays=dict(state["arrays"], counts=np.array([-1.0, 0.0])))
+    with pytest.raises(IncompatibleStateError, match="negative counts"):
+        LinUCB.from_state(bad)
+    bad = dict(state, arrays=dict(state["arrays"], b=np.zeros((3, 2))))
+    with pytest.raises(IncompatibleStateError, match="shape"):
+        LinUCB.from_state(bad)
+    bad = dict(state, arrays=dict(state["arrays"], S=np.full((2, 2, 2), np.nan)))
+    with pytest.raises(IncompatibleStateError, match="NaN"):
+        LinUCB.from_state(bad)
+
+
+@pytest.mark.parametrize("cls", [LinUCB, EpsilonGreedy, LinTS])
+def test_per_event_learning_does_not_drift_from_the_sums(rng, cls):
+    n, k, d = 20_000, 3, 6
+    arms, X, r = rng.integers(k, size=n), rng.normal(size=(n, d)), rng.normal(size=n)
+    incremental, batch = cls(k, d, rng=0), cls(k, d, rng=0)
+    for a, x, ri in zip(arms, X, r):
+        incremental.learn_one(int(a), x, ri)
+    batch.learn_many(arms, X, r)
+    Q = rng.normal(size=(50, d))
+    np.testing.assert_allclose(incremental.scores(Q), batch.scores(Q), rtol=1e-9, atol=1e-9)
+    theta_ref, _ = reference.ridge(arms, X, r, k)
+    np.testing.assert_allclose(incremental._theta, theta_ref, rtol=1e-9, atol=1e-9)
+
+
+def test_linucb_matches_algorithm_1(rng):
+    arms, X, r = rng.integers(4, size=99), rng.normal(size=(99, 5)), rng.normal(size=99)
+    policy = LinUCB(n_arms=4, dim=5, alpha=0.7, l2=0.5)
+    policy.learn_many(arms, X, r)
+    Q = rng.normal(size=(5, 5))
+    np.testing.assert_allclose(policy.scores(Q), reference.linucb(arms, X, r, Q, 4, 0.7, 0.5),
+                               rtol=1e-9)
+
+
+def test_decay_halves_the_weight_of_an_event_one_half_life_old():
+    policy = BetaTS(2, half_life_ms=1000.0)
+    policy.learn_one(0, None, 1.0, ts_ms=0.0)
+    policy.learn_one(1, None, 1.0, ts_ms=1000.0)
+    np.testing.assert_allclose(policy.state()["arrays"]["counts"], [0.5, 1.0])
+    # A straggler older than the reference time counts at its own age, not as new.
+    policy.learn_one(1, None, 0.0, ts_ms=0.0)
+    np.testing.assert_allclose(policy.state()["arrays"]["counts"], [0.5, 1.5])
+    with pytest.raises(InvalidInputError, match="ts_ms"):
+        policy.learn_one(0, None, 1.0)
+
+
+def test_linear_decay_forgets_an_old_preference():
+    policy = LinUCB(2, 1, alpha=0.0, epsilon=0.0, half_life_ms=1.0, rng=0)
+    x = np.ones((200, 1))
+    policy.learn_many(np.zeros(200, dtype=np.int64), x, np.ones(200), ts_ms=np.zeros(200))
+    policy.learn_many(np.ones(200, dtype=np.int64), x, np.ones(200), ts_ms=np.full(200, 1.0))
+    policy.learn_many(np.zeros(5, dtype=np.int64), x[:5], np.zeros(5), ts_ms=np.full(5, 60.0))
+    assert policy.choose_one(np.ones(1)) == 1  # arm 0's old wins are forgotten, its new losses not
+
+
+def test_thompson_propensity_matches_quadrature_twin(rng):
+    arms, X, r = _stream(8)
+    policy = LinTS(K, D, v=0.4, rng=0)
+    policy.learn_many(arms, X, r)
+    mean, sd = reference.moments(arms, X, r, X[:3], K)
+    for i in range(3):
+        np.testing.assert_allclose(policy.propensities(X[i : i + 1])[0],
+                                   reference.gaussian_max_probabilities(mean[i], 0.4 * sd[i]),
+                                   atol=1e-9)
+
+
+def test_policy_base_is_exported_for_type_hints():
+    assert all(issubclass(cls, Policy) for cls in (BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB))
