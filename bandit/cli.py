@@ -20,7 +20,6 @@ from bandit.errors import BanditError, InvalidInputError
 
 app = typer.Typer(
     name="cmab",
-    help="Contextual multi-armed bandit engine.",
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -70,13 +69,21 @@ def simulate(
     from simulators.simulate import POLICY_NAMES, make_policies
     from simulators.simulate import simulate as run_simulation
 
-    names = POLICY_NAMES if policies is None else [p.strip() for p in policies.split(",") if p.strip()]
+    names = POLICY_NAMES if policies is None else [
+        name.strip() for name in policies.split(",") if name.strip()
+    ]
     if not names:
         raise InvalidInputError("--policies: expected at least one policy name")
     environment = make_environment(env.value, seed=seed, drift_steps=steps if drift else None)
+    contenders = make_policies(names, environment, seed=seed)
+    try:
+        # Before the simulation, so an unwritable --out costs nothing.
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InvalidInputError(f"--out: cannot create directory {out}: {error.strerror}") from None
     result = run_simulation(
         environment,
-        make_policies(names, environment, seed=seed),
+        contenders,
         steps=steps,
         batch_size=batch_size,
         seed=seed,
@@ -91,7 +98,7 @@ def simulate(
         table.add_row(*format_row(row))
     console = Console()
     console.print(table)
-    console.print(f"report: {report}", soft_wrap=True, highlight=False)
+    console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,8 @@ Inputs are validated here, once; kernels trust their arrays.
 
 The learned state is a sum over events (plus, with decay, the event time it refers to), so two
 policies that learned disjoint parts of a stream merge into the policy that learned all of it.
-Factors (Cholesky) are derived from the sums when the state changes, never stored.
+Inverses and factors are derived from the sums when the state changes and are never part of
+the state; between refactorizations the per-event path updates them in O(d^2).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ STATE_FORMAT = 1
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 # Breakpoints reach RADIUS standard deviations each side of every arm, STEPS per side.
 _RADIUS, _STEPS = 8.0, 4
-# Rank-one factor updates an arm takes before it is refactorized from its sums; rank-one
-# updates are backward stable, so this only bounds the chain a long-lived learner builds up.
-_REFACTOR_EVERY = 10_000
+# Rank-one (Sherman-Morrison) updates an arm takes before its inverse is recomputed from its
+# sums, which bounds the rounding a long chain of updates could build up.
+_REFACTOR_EVERY = 1_000
 
 Rng = np.random.Generator | int | None
 
@@ -93,6 +94,24 @@ class _DrawBuffer:
         return out
 
 
+class _PairBuffer:
+    """Uniform pairs for single decisions, as Python floats (unpacking a NumPy row costs more
+    than the decision's arithmetic)."""
+
+    def __init__(self, rng: np.random.Generator, block: int = 4096) -> None:
+        self._rng, self._block = rng, block
+        self._values: list[float] = []
+        self._i = 0
+
+    def pair(self) -> tuple[float, float]:
+        i = self._i
+        if i + 2 > len(self._values):
+            self._values = self._rng.random(self._block).tolist()
+            i = 0
+        self._i = i + 2
+        return self._values[i], self._values[i + 1]
+
+
 class Policy:
     """What every policy shares: arms (active or retired), randomness, validation, decay.
 
@@ -117,8 +136,10 @@ class Policy:
         )
         self._rng = _as_rng(rng)
         self._active = np.ones(self.n_arms, dtype=np.bool_)
+        self._all_active = self._active[None, :]
         self._t_ref: float | None = None
         self._uniforms = _DrawBuffer(self._rng, 2, normal=False)
+        self._pairs = _PairBuffer(self._rng)
 
     # -- public verbs ---------------------------------------------------------------------
 
@@ -188,6 +209,10 @@ class Policy:
         if self._active.sum() == 1 and self._active[a]:
             raise InvalidInputError(f"arm {a} is the last active arm; add another before retiring it")
         self._active[a] = False
+        self._arms_changed()
+
+    def _arms_changed(self) -> None:
+        self._all_active = self._active[None, :]
 
     def state(self) -> dict[str, Any]:
         """Everything learned, as plain data: kind, format, params, t_ref_ms and arrays."""
@@ -240,6 +265,7 @@ class Policy:
             target[...] = value
         if not policy._active.any():
             raise IncompatibleStateError(f"{cls.kind}: state has no active arm")
+        policy._arms_changed()
         policy._state_changed()
         return policy
 
@@ -353,7 +379,8 @@ class Policy:
     def _mask(self, eligible: Any, n: int) -> np.ndarray:
         """(1, n_arms) or (n, n_arms) bool: eligible and active."""
         if eligible is None:
-            mask = self._active[None, :]
+            # At least one arm is always active (retire_arm and from_state see to it).
+            return self._all_active
         else:
             e = np.asarray(eligible)
             if e.dtype != np.bool_:
@@ -404,6 +431,7 @@ class Policy:
                 setattr(self, "_" + name, np.ascontiguousarray(np.concatenate([arr, new])))
         self._active = np.append(self._active, True)
         self.n_arms += 1
+        self._arms_changed()
 
     _per_arm: ClassVar[frozenset[str]] = frozenset()
 
@@ -453,53 +481,86 @@ class _DisjointLinear(Policy):
         self._S = np.zeros((k, d, d))
         self._b = np.zeros((k, d))
         self._counts = np.zeros(k)
-        self._L = np.repeat(math.sqrt(self.l2) * np.eye(d)[None], k, axis=0)
+        self._Ainv = np.repeat(np.eye(d)[None] / self.l2, k, axis=0)
         self._theta = np.zeros((k, d))
         self._stale = np.zeros(k, dtype=np.bool_)
-        self._updates = np.zeros(k, dtype=np.int64)
-        self._work = np.empty((2, d))
+        self._dirty = False  # any(self._stale), kept as a plain bool for the per-event path
+        self._updates = [0] * k  # rank-one updates since each arm was last factorized
+        self._no_noise = np.empty(0)
 
     def _state_changed(self) -> None:
         self._stale[:] = True
+        self._dirty = True
 
     def _refresh(self) -> None:
-        # Once per state change, never per decision: this is the O(d^3) step.
-        if not self._stale.any():
+        # Once per batch of learning, never per decision: this is the O(d^3) step.
+        if not self._dirty:
             return
         idx = np.flatnonzero(self._stale)
-        A = self._S[idx] + self.l2 * np.eye(self.dim)
-        self._L[idx] = np.linalg.cholesky(A)
-        self._theta[idx] = np.linalg.solve(A, self._b[idx][..., None])[..., 0]
+        # Through the Cholesky factor, so A^-1 = L^-T L^-1 comes out symmetric and PD.
+        L_inv = np.linalg.inv(np.linalg.cholesky(self._S[idx] + self.l2 * np.eye(self.dim)))
+        Ainv = np.swapaxes(L_inv, 1, 2) @ L_inv
+        self._Ainv[idx] = Ainv
+        self._theta[idx] = (Ainv @ self._b[idx][..., None])[..., 0]
         self._stale[idx] = False
-        self._updates[idx] = 0
+        self._dirty = False
+        for a in idx:
+            self._updates[a] = 0
 
     def _grow(self, features: np.ndarray | None) -> None:
         self._grow_arrays()
         d = self.dim
-        self._L = np.ascontiguousarray(np.concatenate([self._L, math.sqrt(self.l2) * np.eye(d)[None]]))
+        self._Ainv = np.ascontiguousarray(np.concatenate([self._Ainv, np.eye(d)[None] / self.l2]))
         self._theta = np.ascontiguousarray(np.concatenate([self._theta, np.zeros((1, d))]))
         self._stale = np.append(self._stale, False)
-        self._updates = np.append(self._updates, 0)
+        self._updates.append(0)
 
     def _accumulate(self, arms, X, rewards, weights) -> None:
         linear.accumulate(self._S, self._b, self._counts, arms, X, rewards, weights)
         self._stale[arms] = True
+        self._dirty = True
 
-    def _learn_one(self, arm: int, x: Any, reward: float) -> None:
+    # The per-event verbs skip the generic path: at d = 20 the arithmetic takes about a
+    # microsecond, so every NumPy call on the way would double the cost. The kernels refuse
+    # non-finite input themselves (a -1 arm or a False), which the checks below turn into errors.
+
+    def choose_one(self, x: Any, *, eligible: Any = None, rng: Rng = None) -> int:
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (self.dim,):
             raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
-        if self._stale[arm] or self._updates[arm] >= _REFACTOR_EVERY:
-            self._stale[arm] = True
+        mask = self._all_active if eligible is None else self._mask(eligible, 1)
+        if self._dirty:
             self._refresh()
-        ok = linear.learn_one(self._S, self._b, self._counts, self._L, self._theta, arm, x,
-                              reward, 1.0, self._work[0], self._work[1])
-        if not ok:
+        u0, u1 = self._pairs.pair() if rng is None else _as_rng(rng).random(2).tolist()
+        arm, _ = linear.choose_one(self._theta, self._Ainv, x, self._alpha, self._noise_one(rng),
+                                   mask[0], self.epsilon, u0, u1)
+        if arm < 0:
             raise InvalidInputError("x: contains NaN or inf")
-        self._updates[arm] += 1
+        return arm
+
+    def learn_one(self, arm: int, x: Any, reward: float, *, ts_ms: float | None = None) -> None:
+        if self.half_life_ms is not None:
+            super().learn_one(arm, x, reward, ts_ms=ts_ms)
+            return
+        a = self._arm(arm)
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.dim,):
+            raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
+        if self._dirty or self._updates[a] >= _REFACTOR_EVERY:
+            self._stale[a] = True
+            self._dirty = True
+            self._refresh()
+        r = reward if type(reward) is float else self._reward(reward)
+        ok = linear.learn_one(self._S, self._b, self._counts, self._Ainv, self._theta, a, x, r, 1.0)
+        if not ok:
+            raise InvalidInputError(f"x or reward: contains NaN or inf (reward={reward!r})")
+        self._updates[a] += 1
 
     def _noise(self, n: int, rng: Rng) -> np.ndarray:
         return np.empty((0, self.n_arms))
+
+    def _noise_one(self, rng: Rng) -> np.ndarray:
+        return self._no_noise
 
     _alpha = 0.0
 
@@ -507,18 +568,17 @@ class _DisjointLinear(Policy):
         self._refresh()
         n = X.shape[0]
         U = self._draw_uniforms(n, rng)
-        values = np.full((n, self.n_arms), -np.inf)
         arms = np.empty(n, dtype=np.int64)
         probs = np.empty(n)
-        linear.choose(self._theta, self._L, X, self._alpha, self._noise(n, rng), mask,
-                      self.epsilon, U, values, arms, probs)
+        linear.choose(self._theta, self._Ainv, X, self._alpha, self._noise(n, rng), mask,
+                      self.epsilon, U, arms, probs)
         return arms, probs
 
     def _moments(self, X) -> tuple[np.ndarray, np.ndarray]:
         self._refresh()
         mean = np.empty((X.shape[0], self.n_arms))
         sd = np.empty_like(mean)
-        linear.moments(self._theta, self._L, X, mean, sd)
+        linear.moments(self._theta, self._Ainv, X, mean, sd)
         return mean, sd
 
     def _propensities(self, X, mask) -> np.ndarray:
@@ -605,6 +665,9 @@ class LinTS(_DisjointLinear):
     def _noise(self, n: int, rng: Rng) -> np.ndarray:
         Z = self._normals.take(n) if rng is None else _as_rng(rng).standard_normal((n, self.n_arms))
         return self.v * Z
+
+    def _noise_one(self, rng: Rng) -> np.ndarray:
+        return self._noise(1, rng)[0]
 
     def _grow(self, features: np.ndarray | None) -> None:
         super()._grow(features)

@@ -27,30 +27,28 @@ def test_accumulate_matches_outer_products(rng, k, d):
 
 
 @pytest.mark.parametrize(("k", "d"), SHAPES)
-def test_learn_one_keeps_factor_and_estimate_exact(rng, k, d):
+def test_learn_one_keeps_inverse_and_estimate_exact(rng, k, d):
     arms, X, r = _events(rng, k, d)
     l2 = 0.7
     S, b, counts = np.zeros((k, d, d)), np.zeros((k, d)), np.zeros(k)
-    L = np.repeat(np.sqrt(l2) * np.eye(d)[None], k, axis=0)
+    Ainv = np.repeat(np.eye(d)[None] / l2, k, axis=0)
     theta = np.zeros((k, d))
-    work, work2 = np.empty(d), np.empty(d)
     for a, x, ri in zip(arms, X, r):
-        assert linear.learn_one(S, b, counts, L, theta, a, x, ri, 1.0, work, work2)
+        assert linear.learn_one(S, b, counts, Ainv, theta, a, x, ri, 1.0)
     theta_ref, A_inv = reference.ridge(arms, X, r, k, l2)
-    for a in range(k):
-        np.testing.assert_allclose(L[a] @ L[a].T, l2 * np.eye(d) + S[a], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(S, reference.sums(arms, X, r, k)[0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(Ainv, A_inv, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(theta, theta_ref, rtol=1e-9, atol=1e-9)
 
 
 def test_learn_one_refuses_non_finite_without_touching_state(rng):
     S, b, counts = np.zeros((2, 3, 3)), np.zeros((2, 3)), np.zeros(2)
-    L, theta = np.repeat(np.eye(3)[None], 2, axis=0), np.zeros((2, 3))
-    before = [a.copy() for a in (S, b, counts, L, theta)]
+    Ainv, theta = np.repeat(np.eye(3)[None], 2, axis=0), np.zeros((2, 3))
+    before = [a.copy() for a in (S, b, counts, Ainv, theta)]
     x = np.array([1.0, np.nan, 0.0])
-    assert not linear.learn_one(S, b, counts, L, theta, 0, x, 1.0, 1.0, np.empty(3), np.empty(3))
-    assert not linear.learn_one(S, b, counts, L, theta, 0, np.ones(3), np.inf, 1.0,
-                                np.empty(3), np.empty(3))
-    for got, want in zip((S, b, counts, L, theta), before):
+    assert not linear.learn_one(S, b, counts, Ainv, theta, 0, x, 1.0, 1.0)
+    assert not linear.learn_one(S, b, counts, Ainv, theta, 0, np.ones(3), np.inf, 1.0)
+    for got, want in zip((S, b, counts, Ainv, theta), before):
         np.testing.assert_array_equal(got, want)
 
 
@@ -58,21 +56,26 @@ def test_learn_one_refuses_non_finite_without_touching_state(rng):
 def test_moments_and_scores_match_naive_inverse(rng, k, d):
     arms, X, r = _events(rng, k, d)
     theta_ref, A_inv = reference.ridge(arms, X, r, k, 1.0)
-    L = np.linalg.cholesky(np.linalg.inv(A_inv))
     Q = rng.normal(size=(6, d))
     mean, sd = np.empty((6, k)), np.empty((6, k))
-    linear.moments(theta_ref, L, Q, mean, sd)
+    linear.moments(theta_ref, A_inv, Q, mean, sd)
     mean_ref, sd_ref = reference.moments(arms, X, r, Q, k)
     np.testing.assert_allclose(mean, mean_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(sd, sd_ref, rtol=1e-9, atol=1e-12)
     # The fused choose kernel scores exactly what Algorithm 1 scores.
-    values = np.full((6, k), -np.inf)
     arms_out, probs = np.empty(6, dtype=np.int64), np.empty(6)
     mask = np.ones((1, k), dtype=np.bool_)
-    linear.choose(theta_ref, L, Q, 0.7, np.empty((0, k)), mask, 0.0, rng.random((6, 2)),
-                  values, arms_out, probs)
-    np.testing.assert_allclose(values, reference.linucb(arms, X, r, Q, k, 0.7), rtol=1e-9, atol=1e-12)
-    np.testing.assert_array_equal(arms_out, values.argmax(axis=1))
+    linear.choose(theta_ref, A_inv, Q, 0.7, np.empty((0, k)), mask, 0.0, rng.random((6, 2)),
+                  arms_out, probs)
+    want = reference.linucb(arms, X, r, Q, k, 0.7)
+    np.testing.assert_array_equal(arms_out, want.argmax(axis=1))
+    # Thompson sampling's values are mean + width * noise; the one-row kernel agrees.
+    noise = rng.normal(size=(6, k))
+    linear.choose(theta_ref, A_inv, Q, 0.0, noise, mask, 0.0, rng.random((6, 2)), arms_out, probs)
+    np.testing.assert_array_equal(arms_out, (mean_ref + sd_ref * noise).argmax(axis=1))
+    for i in range(6):
+        arm, p = linear.choose_one(theta_ref, A_inv, Q[i], 0.0, noise[i], mask[0], 0.0, 0.5, 0.5)
+        assert (arm, p) == (arms_out[i], 1.0)
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.1, 1.0])

@@ -14,49 +14,51 @@ from numba import njit
 
 
 @njit(cache=True)
-def choose_floor(values, mask, epsilon, U, arms_out, probs_out):
-    """Argmax with an epsilon-uniform floor, and the exact probability of the chosen arm.
+def pick(values, mask, epsilon, u0, u1):
+    """Argmax of one row with an epsilon-uniform floor: (arm, exact probability of that arm).
 
-    values (n, k); mask (m, k) bool with m in {1, n}; U (n, 2) uniforms: U[i, 0] decides explore
-    or exploit, U[i, 1] picks among the eligible arms (explore) or the tied maxima (exploit).
-    P(a) = epsilon / n_eligible + (1 - epsilon) * [a is a maximum] / n_maxima.
+    values (k,), mask (k,) bool. u0 < epsilon means explore; u1 picks among the eligible arms
+    (explore) or the tied maxima (exploit). P(a) = epsilon / n_eligible
+    + (1 - epsilon) [a is a maximum] / n_maxima. Returns (-1, nan) when no eligible value is a
+    number (no eligible arm, or NaN values), which the caller turns into an error.
     """
-    n, k = values.shape
+    best = -np.inf
+    n_elig = 0
+    n_ties = 0
+    for a in range(values.shape[0]):
+        if mask[a]:
+            n_elig += 1
+            v = values[a]
+            if v > best:
+                best = v
+                n_ties = 1
+            elif v == best:
+                n_ties += 1
+    if n_ties == 0:
+        return -1, np.nan
+    explore = u0 < epsilon
+    target = int(u1 * (n_elig if explore else n_ties))
+    seen = 0
+    chosen = -1
+    for a in range(values.shape[0]):
+        if mask[a] and (explore or values[a] == best):
+            if seen == target:
+                chosen = a
+                break
+            seen += 1
+    p = epsilon / n_elig
+    if values[chosen] == best:
+        p += (1.0 - epsilon) / n_ties
+    return chosen, p
+
+
+@njit(cache=True)
+def choose_floor(values, mask, epsilon, U, arms_out, probs_out):
+    """``pick`` for every row: values (n, k), U (n, 2) uniforms; fills arms_out, probs_out (n,)."""
     per_row = mask.shape[0] > 1
-    for i in range(n):
-        r = i if per_row else 0
-        best = -np.inf
-        n_elig = 0
-        n_ties = 0
-        for a in range(k):
-            if mask[r, a]:
-                n_elig += 1
-                v = values[i, a]
-                if v > best:
-                    best = v
-                    n_ties = 1
-                elif v == best:
-                    n_ties += 1
-        if n_ties == 0:
-            # No eligible arm, or NaN values: the caller turns -1 into an error.
-            arms_out[i] = -1
-            probs_out[i] = np.nan
-            continue
-        explore = U[i, 0] < epsilon
-        target = int(U[i, 1] * (n_elig if explore else n_ties))
-        seen = 0
-        chosen = -1
-        for a in range(k):
-            if mask[r, a] and (explore or values[i, a] == best):
-                if seen == target:
-                    chosen = a
-                    break
-                seen += 1
-        arms_out[i] = chosen
-        p = epsilon / n_elig
-        if values[i, chosen] == best:
-            p += (1.0 - epsilon) / n_ties
-        probs_out[i] = p
+    for i in range(values.shape[0]):
+        arms_out[i], probs_out[i] = pick(values[i], mask[i if per_row else 0], epsilon,
+                                         U[i, 0], U[i, 1])
 
 
 @njit(cache=True)

@@ -2,8 +2,8 @@
 
 Pure functions over C-contiguous float64 / int64 / bool arrays; outputs go into caller-owned
 arrays. Shapes: ``S`` (k, d, d) raw sums of x x^T (no prior), ``b`` (k, d) sums of r x,
-``counts`` (k,) event weights, ``L`` (k, d, d) lower Cholesky factors of ``l2 * I + S``,
-``theta`` (k, d) ridge estimates, ``X`` (n, d) contexts.
+``counts`` (k,) event weights, ``Ainv`` (k, d, d) inverses of ``A = l2 * I + S`` and ``theta``
+(k, d) ridge estimates (both derived from the sums, never part of the state), ``X`` (n, d).
 
 Small products are written as loops: at d <= 64 they are as fast as BLAS calls from Numba and
 need no SciPy at compile time.
@@ -16,10 +16,14 @@ import math
 import numpy as np
 from numba import njit
 
-from bandit.kernels.choice import choose_floor
+# Reassociation lets LLVM vectorize the dot products; NaN and inf keep their IEEE meaning
+# (no "nnan"/"ninf"), so the finiteness checks below stay valid.
+_FAST = {"reassoc", "contract"}
+
+from bandit.kernels.choice import pick
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_FAST)
 def accumulate(S, b, counts, arms, X, rewards, weights):
     """Add a batch of weighted events to the sums. arms (n,), X (n, d), rewards, weights (n,)."""
     # Sums, never inverses: partial states of disjoint event sets then add up exactly.
@@ -35,50 +39,13 @@ def accumulate(S, b, counts, arms, X, rewards, weights):
                 S[a, j, m] += wx * X[i, m]
 
 
-@njit(cache=True)
-def forward_solve(L, v, out):
-    """Solve L y = v for lower-triangular L (d, d); fills out (d,)."""
-    d = v.shape[0]
-    for j in range(d):
-        acc = v[j]
-        for m in range(j):
-            acc -= L[j, m] * out[m]
-        out[j] = acc / L[j, j]
+@njit(cache=True, fastmath=_FAST)
+def learn_one(S, b, counts, Ainv, theta, arm, x, reward, weight):
+    """Add one event to the sums and update arm's A^-1 and estimate in O(d^2).
 
-
-@njit(cache=True)
-def backward_solve(L, v, out):
-    """Solve L^T y = v for lower-triangular L (d, d); fills out (d,)."""
-    d = v.shape[0]
-    for j in range(d - 1, -1, -1):
-        acc = v[j]
-        for m in range(j + 1, d):
-            acc -= L[m, j] * out[m]
-        out[j] = acc / L[j, j]
-
-
-@njit(cache=True)
-def cholesky_rank1_update(L, x, work):
-    """Turn L (d, d), the factor of A, into the factor of A + x x^T in place. work (d,) scratch."""
-    d = x.shape[0]
-    for i in range(d):
-        work[i] = x[i]
-    for k in range(d):
-        lkk = L[k, k]
-        r = math.sqrt(lkk * lkk + work[k] * work[k])
-        c = r / lkk
-        s = work[k] / lkk
-        L[k, k] = r
-        for i in range(k + 1, d):
-            L[i, k] = (L[i, k] + s * work[i]) / c
-            work[i] = c * work[i] - s * L[i, k]
-
-
-@njit(cache=True)
-def learn_one(S, b, counts, L, theta, arm, x, reward, weight, work, work2):
-    """Add one event to the sums and update arm's factor and estimate in O(d^2).
-
-    Returns False, touching nothing, when x or reward is not finite.
+    Sherman-Morrison: with u = A^-1 x and c = 1 + w x.u, the new inverse is A^-1 - w u u^T / c
+    and the new estimate theta + w (r - x.theta) u / c. Returns False, touching nothing, when x
+    or reward is not finite.
     """
     d = x.shape[0]
     if not math.isfinite(reward):
@@ -86,59 +53,89 @@ def learn_one(S, b, counts, L, theta, arm, x, reward, weight, work, work2):
     for j in range(d):
         if not math.isfinite(x[j]):
             return False
+    u = np.empty(d)
+    xu = 0.0
+    xt = 0.0
+    for j in range(d):
+        acc = 0.0
+        for m in range(d):
+            acc += Ainv[arm, j, m] * x[m]
+        u[j] = acc
+        xu += x[j] * acc
+        xt += x[j] * theta[arm, j]
+    c = 1.0 + weight * xu
+    g = weight * (reward - xt) / c
+    h = weight / c
     counts[arm] += weight
-    sw = math.sqrt(weight)
     for j in range(d):
         wx = weight * x[j]
         b[arm, j] += wx * reward
+        theta[arm, j] += g * u[j]
+        hu = h * u[j]
         for m in range(d):
             S[arm, j, m] += wx * x[m]
-        work2[j] = sw * x[j]
-    cholesky_rank1_update(L[arm], work2, work)
-    forward_solve(L[arm], b[arm], work)
-    backward_solve(L[arm], work, theta[arm])
+            Ainv[arm, j, m] -= hu * u[m]
     return True
 
 
-@njit(cache=True)
-def _mean_width(theta, L, a, x, y):
-    """theta_a . x and sqrt(x^T A_a^-1 x) = ||L_a^-1 x|| for one arm; y (d,) is scratch."""
+@njit(cache=True, fastmath=_FAST)
+def _mean_width(theta, Ainv, a, x):
+    """theta_a . x and sqrt(x^T A_a^-1 x) for one arm."""
     mu = 0.0
     q = 0.0
-    for j in range(x.shape[0]):
+    d = x.shape[0]
+    for j in range(d):
         mu += theta[a, j] * x[j]
-        acc = x[j]
-        for m in range(j):
-            acc -= L[a, j, m] * y[m]
-        y[j] = acc / L[a, j, j]
-        q += y[j] * y[j]
-    return mu, math.sqrt(q)
+        acc = 0.0
+        for m in range(d):
+            acc += Ainv[a, j, m] * x[m]
+        q += x[j] * acc
+    # A^-1 is positive definite; rounding can only take a zero width a hair below 0.
+    return mu, math.sqrt(max(q, 0.0))
 
 
-@njit(cache=True)
-def moments(theta, L, X, mean_out, sd_out):
+@njit(cache=True, fastmath=_FAST)
+def moments(theta, Ainv, X, mean_out, sd_out):
     """Ridge mean and width sqrt(x^T A_a^-1 x) of every arm for every row; fills (n, k) each."""
-    y = np.empty(X.shape[1])
     for i in range(X.shape[0]):
         for a in range(theta.shape[0]):
-            mean_out[i, a], sd_out[i, a] = _mean_width(theta, L, a, X[i], y)
+            mean_out[i, a], sd_out[i, a] = _mean_width(theta, Ainv, a, X[i])
 
 
-@njit(cache=True)
-def choose(theta, L, X, alpha, noise, mask, epsilon, U, values, arms_out, probs_out):
-    """Score eligible arms and pick one per row, in one call (the per-decision hot path).
+@njit(cache=True, fastmath=_FAST)
+def _values(theta, Ainv, x, alpha, noise, mask, out):
+    """out[a] = mean + width * (alpha + noise[a]) for eligible arms; noise (k,) or (0,)."""
+    has_noise = noise.shape[0] > 0
+    for a in range(theta.shape[0]):
+        if mask[a]:
+            mu, w = _mean_width(theta, Ainv, a, x)
+            out[a] = mu + w * (alpha + (noise[a] if has_noise else 0.0))
 
-    values[i, a] = mean + width * (alpha + noise[i, a]), where noise is (n, k) for Thompson
-    sampling (v times standard normals) or (0, k) for none; ineligible arms are not scored.
-    The choice and the probability of the chosen arm are those of ``choice.choose_floor``.
+
+@njit(cache=True, fastmath=_FAST)
+def choose(theta, Ainv, X, alpha, noise, mask, epsilon, U, arms_out, probs_out):
+    """Score the eligible arms and pick one per row, in one call.
+
+    Values are mean + width * (alpha + noise): LinUCB passes its alpha and no noise (0, k);
+    Thompson sampling passes alpha 0 and v times standard normals (n, k). The choice and its
+    probability are those of ``choice.pick``; mask (1, k) or (n, k), U (n, 2).
     """
-    y = np.empty(X.shape[1])
+    row = np.empty(theta.shape[0])
     per_row = mask.shape[0] > 1
     has_noise = noise.shape[0] > 0
+    no_noise = np.empty(0)
     for i in range(X.shape[0]):
-        r = i if per_row else 0
-        for a in range(theta.shape[0]):
-            if mask[r, a]:
-                mu, w = _mean_width(theta, L, a, X[i], y)
-                values[i, a] = mu + w * (alpha + (noise[i, a] if has_noise else 0.0))
-    choose_floor(values, mask, epsilon, U, arms_out, probs_out)
+        m = mask[i if per_row else 0]
+        if has_noise:
+            _values(theta, Ainv, X[i], alpha, noise[i], m, row)
+        else:
+            _values(theta, Ainv, X[i], alpha, no_noise, m, row)
+        arms_out[i], probs_out[i] = pick(row, m, epsilon, U[i, 0], U[i, 1])
+
+
+@njit(cache=True, fastmath=_FAST)
+def choose_one(theta, Ainv, x, alpha, noise, mask, epsilon, u0, u1):
+    """``choose`` for a single context x (d,), mask (k,), noise (k,) or (0,): (arm, probability)."""
+    row = np.empty(theta.shape[0])
+    _values(theta, Ainv, x, alpha, noise, mask, row)
+    return pick(row, mask, epsilon, u0, u1)
