@@ -1,0 +1,1 @@
+"""Simulators with a known ground truth: environments, side-by-side simulation, reports."""
