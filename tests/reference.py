@@ -120,6 +120,24 @@ def beta_max_probabilities(alpha, beta):
     return out
 
 
+def hybrid_sums(arms, X, rewards, F, weights):
+    """The additive statistics of hybrid LinUCB, with z = kron(x, F[a])."""
+    k, m = F.shape
+    d = X.shape[1]
+    p = d * m
+    Szz, bz = np.zeros((p, p)), np.zeros(p)
+    Sxx, Sxz, bx, counts = np.zeros((k, d, d)), np.zeros((k, d, p)), np.zeros((k, d)), np.zeros(k)
+    for a, x, r, w in zip(arms, X, rewards, weights):
+        z = np.kron(x, F[a])
+        Szz += w * np.outer(z, z)
+        bz += w * r * z
+        Sxx[a] += w * np.outer(x, x)
+        Sxz[a] += w * np.outer(x, z)
+        bx[a] += w * r * x
+        counts[a] += w
+    return Szz, bz, Sxx, Sxz, bx, counts
+
+
 def hybrid_linucb(arms, X, rewards, Q, F, alpha, l2=1.0):
     """Li et al. 2010, Algorithm 2, step by step with explicit inverses.
 

@@ -153,17 +153,27 @@ def test_beta_max_probabilities_match_adaptive_quadrature(case):
 
 
 @pytest.mark.parametrize(("k", "d", "m"), [(1, 1, 1), (3, 2, 2), (4, 5, 3)])
-def test_hybrid_kernels_match_algorithm_2(rng, k, d, m):
+def test_hybrid_accumulate_matches_kron_sums(rng, k, d, m):
+    F = rng.normal(size=(k, m))
+    arms, X, r = _events(rng, k, d, n=40)
+    w = rng.random(len(arms))
+    p = d * m
+    got = [np.zeros((p, p)), np.zeros(p), np.zeros((k, d, d)), np.zeros((k, d, p)),
+           np.zeros((k, d)), np.zeros(k)]
+    hybrid.accumulate(*got, arms, X, F, r, w)
+    for g, want in zip(got, reference.hybrid_sums(arms, X, r, F, w)):
+        np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(("k", "d", "m"), [(1, 1, 1), (3, 2, 2), (4, 5, 3)])
+def test_hybrid_scores_match_algorithm_2(rng, k, d, m):
     from bandit.policies import HybridLinUCB
 
     F = rng.normal(size=(k, m))
     arms, X, r = _events(rng, k, d, n=40)
-    policy = HybridLinUCB(dim=d, arm_features=F, alpha=0.6, l2=1.3)
-    policy.learn_many(arms, X, r)  # hybrid.accumulate, then the Schur complement at refresh
+    policy = HybridLinUCB(dim=d, arm_features=F, alpha=0.6, l2=1.3, epsilon=0.0)
+    policy.learn_many(arms, X, r)  # hybrid.accumulate, the Schur complement, then linear kernels
     Q = rng.normal(size=(5, d))
     want = reference.hybrid_linucb(arms, X, r, Q, F, alpha=0.6, l2=1.3)
     np.testing.assert_allclose(policy.scores(Q), want, rtol=1e-9, atol=1e-9)
-    mean, sd = np.empty((5, k)), np.empty((5, k))
-    policy._refresh()
-    hybrid.moments(policy._beta, policy._theta, policy._L0, policy._La, policy._G, F, Q, mean, sd)
-    np.testing.assert_allclose(mean + 0.6 * sd, want, rtol=1e-9, atol=1e-9)
+    assert [policy.choose_one(x) for x in Q] == list(want.argmax(axis=1))
