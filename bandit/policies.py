@@ -18,6 +18,7 @@ import operator
 from typing import Any, ClassVar, Self
 
 import numpy as np
+from scipy import special
 
 from bandit.errors import IncompatibleStateError, InvalidInputError, UnknownArmError
 from bandit.kernels import choice, hybrid, linear
@@ -44,6 +45,7 @@ _RADIUS, _STEPS = 7.0, 3
 _REFACTOR_EVERY = 1_000
 
 Rng = np.random.Generator | int | None
+_TINY = np.finfo(np.float64).tiny  # keeps the normal quantile of a 0.0 draw finite
 
 
 def _as_rng(rng: Rng) -> np.random.Generator:
@@ -155,12 +157,19 @@ class Policy:
         arms, _ = self._choose(X, self._mask(eligible, 1), rng, with_propensities=False)
         return int(arms[0])
 
-    def choose_many(self, X: Any, *, eligible: Any = None, rng: Rng = None,
+    def choose_many(self, X: Any, *, eligible: Any = None, rng: Rng = None, draws: Any = None,
                     with_propensities: bool = False):
         """Choose an arm per row of X (n, dim): arms (n,) int64, and their probabilities (n,)
-        when ``with_propensities``. ``eligible`` is a bool mask (n_arms,) or (n, n_arms)."""
+        when ``with_propensities``. ``eligible`` is a bool mask (n_arms,) or (n, n_arms).
+
+        ``draws`` (n, 2 + n_arms) uniforms in [0, 1) replace the generator, so a caller that
+        derives them from a decision's id makes every decision reproducible on its own:
+        columns 0-1 drive exploration and tie-breaks (Beta TS samples its exact win
+        probabilities with column 1), columns 2.. the per-arm noise of linear TS.
+        """
         X = self._contexts(X)
-        arms, probs = self._choose(X, self._mask(eligible, X.shape[0]), rng, with_propensities)
+        source = rng if draws is None else self._draws(draws, X.shape[0])
+        arms, probs = self._choose(X, self._mask(eligible, X.shape[0]), source, with_propensities)
         return (arms, probs) if with_propensities else arms
 
     def propensities(self, X: Any, *, eligible: Any = None) -> np.ndarray:
@@ -377,6 +386,14 @@ class Policy:
             raise InvalidInputError(f"rewards: expected finite numbers{span}, got {r[i]} at row {i}")
         return r
 
+    def _draws(self, draws: Any, n: int) -> np.ndarray:
+        U = np.asarray(draws, dtype=np.float64)
+        if U.shape != (n, 2 + self.n_arms):
+            raise InvalidInputError(f"draws: expected shape ({n}, {2 + self.n_arms}), got {U.shape}")
+        if not ((U >= 0.0) & (U < 1.0)).all():
+            raise InvalidInputError("draws: expected uniforms in [0, 1)")
+        return U
+
     def _mask(self, eligible: Any, n: int) -> np.ndarray:
         """(1, n_arms) or (n, n_arms) bool: eligible and active."""
         if eligible is None:
@@ -420,7 +437,9 @@ class Policy:
                 getattr(self, "_" + name)[...] *= factor
         self._state_changed()
 
-    def _draw_uniforms(self, n: int, rng: Rng) -> np.ndarray:
+    def _draw_uniforms(self, n: int, rng: Rng | np.ndarray) -> np.ndarray:
+        if isinstance(rng, np.ndarray):  # caller's draws, validated by choose_many
+            return np.ascontiguousarray(rng[:, :2])
         return self._uniforms.take(n) if rng is None else _as_rng(rng).random((n, 2))
 
     def _grow_arrays(self, extra: dict[str, np.ndarray] | None = None) -> None:
@@ -681,9 +700,14 @@ class LinTS(_DisjointLinear):
         self.v = _finite_float("v", v, low=0.0, low_open=True)
         self._normals = _DrawBuffer(self._rng, self.n_arms, normal=True)
 
-    def _noise(self, n: int, rng: Rng) -> np.ndarray:
-        Z = self._normals.take(n) if rng is None else _as_rng(rng).standard_normal((n, self.n_arms))
-        return self.v * Z
+    def _noise(self, n: int, rng: Rng | np.ndarray) -> np.ndarray:
+        if isinstance(rng, np.ndarray):  # caller's uniforms, through the normal quantile
+            Z = special.ndtri(np.clip(rng[:, 2:], _TINY, None))
+        elif rng is None:
+            Z = self._normals.take(n)
+        else:
+            Z = _as_rng(rng).standard_normal((n, self.n_arms))
+        return np.ascontiguousarray(self.v * Z)
 
     def _noise_one(self, rng: Rng) -> np.ndarray:
         return self._noise(1, rng)[0]
@@ -774,6 +798,16 @@ class BetaTS(Policy):
 
     def _choose(self, X, mask, rng, with_propensities):
         n = X.shape[0]
+        if isinstance(rng, np.ndarray):
+            # Caller's uniforms: sample the exact win probabilities (the same distribution as
+            # drawing from every posterior), one uniform per decision.
+            P = self._propensities(X, mask)
+            cdf = np.cumsum(P, axis=1)
+            # Zero-probability arms own an empty slice of the CDF, so they are never reached.
+            arms = (cdf <= rng[:, 1:2] * cdf[:, -1:]).sum(axis=1)
+            over = arms >= self.n_arms  # u * total rounded up to total: the last possible arm
+            arms[over] = self.n_arms - 1 - np.argmax(P[over][:, ::-1] > 0, axis=1)
+            return arms, (P[np.arange(n), arms] if with_propensities else None)
         a, b = self._posterior()
         draws = (self._rng if rng is None else _as_rng(rng)).beta(a, b, size=(n, self.n_arms))
         arms = np.empty(n, dtype=np.int64)

@@ -133,6 +133,26 @@ def test_propensities_agree_with_monte_carlo(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_caller_draws_make_each_decision_reproducible_alone(kind):
+    arms, X, r = _stream(9)
+    policy = FACTORIES[kind](rng=0)
+    policy.learn_many(arms, X, r)
+    U = np.random.default_rng(3).random((40, 2 + K))
+    batch, p = policy.choose_many(X[:40], draws=U, with_propensities=True)
+    alone = [policy.choose_many(X[i : i + 1], draws=U[i : i + 1])[0] for i in range(40)]
+    np.testing.assert_array_equal(batch, alone)
+    np.testing.assert_allclose(p, policy.propensities(X[:40])[np.arange(40), batch], rtol=1e-12)
+    # And the draws give the policy's own distribution.
+    n = 100_000
+    x = np.repeat(X[:1], n, axis=0)
+    chosen = policy.choose_many(x, draws=np.random.default_rng(4).random((n, 2 + K)))
+    np.testing.assert_allclose(np.bincount(chosen, minlength=K) / n,
+                               policy.propensities(X[:1])[0], atol=5e-3)
+    with pytest.raises(InvalidInputError, match="draws"):
+        policy.choose_many(X[:2], draws=np.full((2, 2 + K), 1.0))
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_retired_arm_is_never_chosen_and_new_arm_gets_a_chance(kind):
     arms, X, r = _stream(6)
     policy = FACTORIES[kind](rng=0)
