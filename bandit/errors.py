@@ -30,3 +30,23 @@ class IncompatibleStateError(BanditError, ValueError):
     """A state or snapshot that does not fit: another policy kind, other sizes or parameters."""
 
     code = "incompatible_state"
+
+
+class NotFoundError(BanditError, LookupError):
+    """A campaign, slot, arm or subject that does not exist."""
+
+    code = "not_found"
+
+
+class ConflictError(BanditError, ValueError):
+    """The request contradicts the current state: a campaign or arm that already exists,
+    retiring a slot's default arm."""
+
+    code = "conflict"
+
+
+class UnavailableError(BanditError, RuntimeError):
+    """Not ready yet (state not loaded, kernels not compiled): try again shortly."""
+
+    code = "unavailable"
+    retriable = True

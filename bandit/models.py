@@ -1,0 +1,361 @@
+"""Pydantic models for everything that crosses a process boundary: campaign specs, decision
+requests and answers, events, reports. Strict and closed (``extra="forbid"``): a typo or a
+wrong type is refused at the edge with the field's name, never half-understood inside.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+UserId = Annotated[str, Field(min_length=1, max_length=128)]
+Label = Annotated[str, Field(min_length=1, max_length=128)]
+DecisionId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
+def _integral(value: float) -> int:
+    # JSON Schema counts 154.0 as an integer; accept it rather than answer a valid body with 422.
+    if value != int(value):
+        raise ValueError(f"expected a whole number, got {value}")
+    return int(value)
+
+
+EpochMs = Annotated[float, Field(ge=0, le=2**53), AfterValidator(_integral)]
+PositiveMs = Annotated[float, Field(gt=0, le=2**53), AfterValidator(_integral)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# -- campaign spec --------------------------------------------------------------------------
+
+
+class NumericFeature(Strict):
+    """A number, used as is (scale it before sending; the policies are linear in it)."""
+
+    kind: Literal["numeric"] = "numeric"
+    name: Name
+    default: Finite | None = Field(
+        None, description="Used when a request omits the feature; without it, omitting is an error."
+    )
+
+
+class CategoricalFeature(Strict):
+    """One of a fixed vocabulary, one-hot encoded; any other value lands in an 'unknown' bucket."""
+
+    kind: Literal["categorical"] = "categorical"
+    name: Name
+    values: list[Label] = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CategoricalFeature:
+        if len(set(self.values)) != len(self.values):
+            raise ValueError(f"feature {self.name!r}: values must be distinct")
+        return self
+
+
+Feature = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
+
+
+class ContextSchema(Strict):
+    """What a subscriber's context holds. Segments (region, age band, ...) are labels kept for
+    the bias audit only: policies never see them."""
+
+    features: list[Feature] = Field(default_factory=list, max_length=256)
+    segments: list[Name] = Field(default_factory=list, max_length=16)
+    intercept: bool = Field(True, description="Prepend a constant 1.0 feature.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ContextSchema:
+        names = [f.name for f in self.features] + list(self.segments)
+        if len(set(names)) != len(names):
+            raise ValueError("context feature and segment names must be distinct")
+        return self
+
+
+class Arm(Strict):
+    """A treatment: an id and its features (numeric, or a value of a categorical arm feature)."""
+
+    id: Name
+    features: dict[Name, Finite | Label] = Field(default_factory=dict, max_length=64)
+
+
+class BetaTSSpec(Strict):
+    kind: Literal["beta_ts"] = "beta_ts"
+    alpha: Finite = Field(1.0, gt=0)
+    beta: Finite = Field(1.0, gt=0)
+    half_life_ms: Finite | None = Field(None, gt=0)
+
+
+class LinUCBSpec(Strict):
+    kind: Literal["lin_ucb"] = "lin_ucb"
+    alpha: Finite = Field(1.0, ge=0)
+    l2: Finite = Field(1.0, gt=0)
+    epsilon: Finite = Field(0.05, ge=0, le=1)
+    half_life_ms: Finite | None = Field(None, gt=0)
+
+
+class HybridLinUCBSpec(Strict):
+    kind: Literal["hybrid_lin_ucb"] = "hybrid_lin_ucb"
+    alpha: Finite = Field(1.0, ge=0)
+    l2: Finite = Field(1.0, gt=0)
+    epsilon: Finite = Field(0.05, ge=0, le=1)
+    half_life_ms: Finite | None = Field(None, gt=0)
+
+
+class LinTSSpec(Strict):
+    kind: Literal["lin_ts"] = "lin_ts"
+    v: Finite = Field(0.2, gt=0)
+    l2: Finite = Field(1.0, gt=0)
+    half_life_ms: Finite | None = Field(None, gt=0)
+
+
+class EpsilonGreedySpec(Strict):
+    kind: Literal["epsilon_greedy"] = "epsilon_greedy"
+    epsilon: Finite = Field(0.1, ge=0, le=1)
+    l2: Finite = Field(1.0, gt=0)
+    half_life_ms: Finite | None = Field(None, gt=0)
+
+
+PolicySpec = Annotated[
+    BetaTSSpec | LinUCBSpec | HybridLinUCBSpec | LinTSSpec | EpsilonGreedySpec,
+    Field(discriminator="kind"),
+]
+
+
+class EligibilityRule(Strict):
+    """Arm ``arm`` may be chosen only when ``feature`` (a context feature or segment) satisfies
+    ``op value``; a request that lacks the feature makes the arm ineligible."""
+
+    arm: Name
+    feature: Name
+    op: Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in"]
+    value: Finite | Label | list[Finite | Label]
+
+
+class SlotSpec(Strict):
+    """One decision inside a message (subject_line, artwork, offer, send_hour, ...)."""
+
+    name: Name
+    arms: list[Arm] = Field(min_length=1, max_length=1000)
+    default_arm: Name = Field(description="What holdout subscribers, paused campaigns and "
+                              "subscribers without eligible arms get.")
+    policy: PolicySpec = Field(default_factory=LinUCBSpec)
+    arm_features: list[Feature] = Field(
+        default_factory=list, max_length=64,
+        description="Schema of the arms' features (needed by hybrid_lin_ucb).")
+    condition_on: list[Name] = Field(
+        default_factory=list, description="Earlier slots whose choice is a feature here.")
+    eligibility: list[EligibilityRule] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SlotSpec:
+        ids = [a.id for a in self.arms]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"slot {self.name!r}: arm ids must be distinct")
+        if self.default_arm not in ids:
+            raise ValueError(f"slot {self.name!r}: default_arm {self.default_arm!r} is not an arm")
+        for rule in self.eligibility:
+            if rule.arm not in ids:
+                raise ValueError(f"slot {self.name!r}: eligibility rule names no arm {rule.arm!r}")
+        if self.policy.kind == "hybrid_lin_ucb" and not self.arm_features:
+            raise ValueError(f"slot {self.name!r}: hybrid_lin_ucb needs arm_features")
+        for arm in self.arms:
+            check_arm_features(self, arm)
+        return self
+
+
+def check_arm_features(slot: SlotSpec, arm: Arm) -> None:
+    """Raise ValueError unless ``arm`` gives every declared arm feature a fitting value."""
+    schema = {f.name: f for f in slot.arm_features}
+    extra = set(arm.features) - set(schema)
+    if extra:
+        raise ValueError(f"slot {slot.name!r}, arm {arm.id!r}: unknown arm features {sorted(extra)}")
+    for name, feature in schema.items():
+        value = arm.features.get(name)
+        if feature.kind == "numeric":
+            if value is None and feature.default is None:
+                raise ValueError(f"slot {slot.name!r}, arm {arm.id!r}: missing arm feature {name!r}")
+            if value is not None and not isinstance(value, float | int):
+                raise ValueError(
+                    f"slot {slot.name!r}, arm {arm.id!r}: arm feature {name!r} must be a number"
+                )
+        elif value is not None and not isinstance(value, str):
+            raise ValueError(
+                f"slot {slot.name!r}, arm {arm.id!r}: arm feature {name!r} must be a string"
+            )
+
+
+class CampaignSpec(Strict):
+    """A named experiment: context schema, holdout, attribution and ordered slots."""
+
+    name: Name
+    context: ContextSchema = Field(default_factory=ContextSchema)
+    holdout: Finite = Field(0.05, ge=0, le=0.5, description="Share of subscribers on default arms.")
+    attribution_window_ms: PositiveMs = Field(7 * 24 * 3600 * 1000)
+    default_reward: Finite = Field(0.0, description="Learned when a window closes without a click.")
+    reward_aggregation: Literal["sum", "max", "earliest"] = "sum"
+    slots: list[SlotSpec] = Field(min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CampaignSpec:
+        names = [s.name for s in self.slots]
+        if len(set(names)) != len(names):
+            raise ValueError("slot names must be distinct")
+        context = {f.name for f in self.context.features} | set(self.context.segments)
+        for i, slot in enumerate(self.slots):
+            for earlier in slot.condition_on:
+                if earlier not in names[:i]:
+                    raise ValueError(
+                        f"slot {slot.name!r}: condition_on {earlier!r} is not an earlier slot"
+                    )
+            for rule in slot.eligibility:
+                if rule.feature not in context:
+                    raise ValueError(f"slot {slot.name!r}: eligibility rule names no context "
+                                     f"feature or segment {rule.feature!r}")
+        return self
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+
+class DecisionRequest(Strict):
+    campaign: Name
+    user_id: UserId
+    context: dict[Name, Finite | Label] = Field(default_factory=dict, max_length=512)
+    segments: dict[Name, Label] = Field(default_factory=dict, max_length=16)
+    consent: bool = Field(True, description="Personalization consent; without it the decision "
+                          "ignores the context and logs none.")
+    explain: bool = False
+
+
+class Contribution(Strict):
+    feature: str
+    value: float
+
+
+class SlotDecision(Strict):
+    slot: str
+    arm: str
+    propensity: float
+    expected_reward: float
+    exploration_bonus: float
+    explanation: list[Contribution] | None = None
+
+
+class Decision(Strict):
+    decision_id: str
+    campaign: str
+    user_id: str
+    holdout: bool
+    model_version: int
+    slots: list[SlotDecision]
+
+
+class BatchDecisionRequest(Strict):
+    campaign: Name
+    requests: list[DecisionRequest] = Field(min_length=1, max_length=100_000)
+
+
+class BatchDecisionResponse(Strict):
+    decisions: list[Decision]
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+class SlotChoice(Strict):
+    arm: Name
+    propensity: Finite = Field(gt=0, le=1)
+
+
+class Impression(Strict):
+    type: Literal["impression"] = "impression"
+    event_id: Label
+    decision_id: DecisionId
+    campaign: Name
+    user_id: UserId
+    ts: EpochMs
+    slots: dict[Name, SlotChoice] = Field(min_length=1)
+    context: dict[Name, Finite | Label] | None = None
+    segments: dict[Name, Label] = Field(default_factory=dict)
+    holdout: bool = False
+    model_version: int = Field(0, ge=0)
+
+
+class Click(Strict):
+    type: Literal["click"] = "click"
+    event_id: Label
+    decision_id: DecisionId
+    campaign: Name
+    ts: EpochMs
+    reward: Finite = 1.0
+    slot: Name | None = None
+
+
+Event = Annotated[Impression | Click, Field(discriminator="type")]
+
+
+class JoinedEvent(Strict):
+    """A decision whose attribution window closed: its logged context and choices, and the
+    reward aggregated over its clicks (the campaign's default reward when there were none)."""
+
+    decision_id: DecisionId
+    campaign: Name
+    user_id: UserId
+    ts: EpochMs
+    slots: dict[Name, SlotChoice]
+    context: dict[Name, Finite | Label] | None = None
+    segments: dict[Name, Label] = Field(default_factory=dict)
+    holdout: bool = False
+    rewards: dict[Name, Finite] = Field(description="Reward per slot.")
+
+
+# -- reports --------------------------------------------------------------------------------
+
+
+class Interval(Strict):
+    estimate: float
+    low: float
+    high: float
+
+
+class ArmReport(Strict):
+    arm: str
+    active: bool
+    impressions: int
+    reward: float
+    ctr: Interval | None
+    share: float
+
+
+class SegmentReport(Strict):
+    segment: str
+    value: str
+    impressions: int
+    ctr: Interval | None
+    allocation: dict[str, float]
+    flagged: bool
+    reason: str | None = None
+
+
+class SlotReport(Strict):
+    slot: str
+    policy: str
+    arms: list[ArmReport]
+    segments: list[SegmentReport]
+
+
+class CampaignReport(Strict):
+    campaign: str
+    model_version: int
+    paused: bool
+    impressions: int
+    personalized_ctr: Interval | None
+    holdout_ctr: Interval | None
+    lift: Interval | None = Field(description="Personalized minus holdout reward per decision.")
+    slots: list[SlotReport]
