@@ -185,6 +185,12 @@ class Policy:
         out[:, ~self._active] = -np.inf
         return out
 
+    def expectation(self, X: Any, arms: Any) -> tuple[np.ndarray, np.ndarray]:
+        """For each row of X (n, dim) and its arm (n,): the expected reward and the exploration
+        bonus the policy gives that arm (UCB bonus, posterior scale, or 0 for greedy)."""
+        X = self._contexts(X)
+        return self._expectation(X, self._arm_array(arms, X.shape[0]))
+
     def learn_one(self, arm: int, x: Any, reward: float, *, ts_ms: float | None = None) -> None:
         """Learn that ``arm`` got ``reward`` in context x (dim,), at event time ``ts_ms``."""
         a = self._arm(arm)
@@ -485,6 +491,9 @@ class Policy:
     def _scores(self, X) -> np.ndarray:
         raise NotImplementedError
 
+    def _expectation(self, X, arms) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
 
 class _LinearScoring(Policy):
     """Decisions from a per-arm mean theta_a . x and width sqrt(x^T Q_a x), where the subclass
@@ -503,6 +512,22 @@ class _LinearScoring(Policy):
 
     def _refresh(self) -> None:
         raise NotImplementedError
+
+    _bonus_scale: ClassVar[str] = "_alpha"
+
+    def _expectation(self, X, arms) -> tuple[np.ndarray, np.ndarray]:
+        self._refresh()
+        mean, width = np.empty(X.shape[0]), np.empty(X.shape[0])
+        linear.chosen_moments(self._theta, self._Ainv, X, arms, mean, width)
+        return mean, getattr(self, self._bonus_scale) * width
+
+    def contributions(self, X: Any, arms: Any) -> np.ndarray:
+        """(n, dim): theta_a[j] * x[j], each feature's share of the chosen arm's expected reward
+        (for hybrid LinUCB, of the arm's effective coefficient, shared part included)."""
+        X = self._contexts(X)
+        arms = self._arm_array(arms, X.shape[0])
+        self._refresh()
+        return self._theta[arms] * X
 
     # The per-event verb skips the generic path: at d = 20 the arithmetic takes about a
     # microsecond, so every NumPy call on the way would double the cost. The kernel refuses
@@ -693,6 +718,7 @@ class LinTS(_DisjointLinear):
     """
 
     kind = "lin_ts"
+    _bonus_scale = "v"
 
     def __init__(self, n_arms: int, dim: int, v: float = 0.2, l2: float = 1.0,
                  half_life_ms: float | None = None, rng: Rng = None) -> None:
@@ -834,6 +860,12 @@ class BetaTS(Policy):
     def _scores(self, X) -> np.ndarray:
         a, b = self._posterior()
         return np.repeat((a / (a + b))[None, :], X.shape[0], axis=0)
+
+    def _expectation(self, X, arms) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self._posterior()
+        mean = a / (a + b)
+        sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
+        return mean[arms], sd[arms]
 
     def _params(self) -> dict[str, Any]:
         return {"n_arms": self.n_arms, "alpha": self.alpha, "beta": self.beta, "dim": self.dim,

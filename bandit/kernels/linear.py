@@ -139,3 +139,10 @@ def choose_one(theta, Ainv, x, alpha, noise, mask, epsilon, u0, u1):
     row = np.empty(theta.shape[0])
     _values(theta, Ainv, x, alpha, noise, mask, row)
     return pick(row, mask, epsilon, u0, u1)
+
+
+@njit(cache=True, fastmath=_FAST)
+def chosen_moments(theta, Ainv, X, arms, mean_out, sd_out):
+    """Mean and width of one given arm per row: arms (n,); fills mean_out, sd_out (n,)."""
+    for i in range(X.shape[0]):
+        mean_out[i], sd_out[i] = _mean_width(theta, Ainv, arms[i], X[i])

@@ -1,0 +1,663 @@
+"""The Engine: campaigns, slots, arm ids <-> indices, holdout, consent, decisions and learning.
+
+Requests arrive validated by their pydantic models; the engine checks once what only it knows
+(the campaign exists, the context fits its schema, the arms exist) and turns contexts into one
+float64 matrix per slot so that the policies' batch kernels do the work.
+
+Reproducibility: a decision's id is 128 random bits from the engine's seeded generator, and
+every random draw of that decision is a hash of its id, slot and column, so a decision can be
+replayed from its id alone, whatever batch it came in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from bandit.errors import (
+    ConflictError,
+    IncompatibleStateError,
+    InvalidInputError,
+    NotFoundError,
+    UnknownArmError,
+)
+from bandit.models import (
+    Arm,
+    ArmReport,
+    CampaignReport,
+    CampaignSpec,
+    Click,
+    Contribution,
+    Decision,
+    DecisionRequest,
+    EligibilityRule,
+    Impression,
+    Interval,
+    JoinedEvent,
+    SegmentReport,
+    SlotChoice,
+    SlotDecision,
+    SlotReport,
+    SlotSpec,
+    check_arm_features,
+)
+from bandit.policies import (
+    BetaTS,
+    EpsilonGreedy,
+    HybridLinUCB,
+    LinTS,
+    LinUCB,
+    Policy,
+    from_state,
+)
+
+SNAPSHOT_MAGIC = "bandit-engine-snapshot"
+SNAPSHOT_FORMAT = 1
+_Z95 = 1.959963984540054
+_EXPLAIN_TOP = 3
+# Bias audit: a segment value is flagged when its arm allocation is this far (total variation)
+# from the slot's overall allocation, on at least this many impressions.
+_AUDIT_TV, _AUDIT_MIN = 0.25, 50
+
+
+def _unit_hash(*parts: str) -> float:
+    """A stable uniform in [0, 1) from strings (not Python's salted hash())."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "little") >> 11) * 2.0**-53
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer over uint64 arrays (wrapping arithmetic)."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def decision_seeds(decision_ids: Sequence[str]) -> np.ndarray:
+    """(n,) uint64: the seed of each decision, from its 32-hex-digit id."""
+    return np.array([int(d[16:], 16) ^ int(d[:16], 16) for d in decision_ids], dtype=np.uint64)
+
+
+def decision_draws(seeds: np.ndarray, slot_index: int, width: int) -> np.ndarray:
+    """(n, width) uniforms in [0, 1) that depend only on each decision's seed, the slot and the
+    column: the randomness of a decision, replayable from its id (``decision_seeds``)."""
+    salt = np.uint64(((slot_index + 1) * 0xD1B54A32D192ED03) % 2**64)
+    cols = np.arange(width, dtype=np.uint64) * np.uint64(0x8CB92BA72F3D8DD7)
+    z = _splitmix(_splitmix(seeds[:, None] ^ salt) + cols[None, :])
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+class _Encoder:
+    """Named values -> a float64 row in schema order: numeric features as is, categorical ones
+    one-hot with an 'unknown' bucket, an optional leading 1.0."""
+
+    def __init__(self, features: Sequence[Any], intercept: bool, what: str) -> None:
+        self.what = what
+        self.columns: list[str] = ["(intercept)"] if intercept else []
+        self._numeric: list[tuple[str, int, float | None]] = []
+        self._categorical: list[tuple[str, int, dict[str, int]]] = []
+        for f in features:
+            if f.kind == "numeric":
+                self._numeric.append((f.name, len(self.columns), f.default))
+                self.columns.append(f.name)
+            else:
+                start = len(self.columns)
+                self._categorical.append((f.name, start, {v: i for i, v in enumerate(f.values)}))
+                self.columns += [f"{f.name}={v}" for v in f.values] + [f"{f.name}=(unknown)"]
+        self.names = {f.name for f in features}
+        self.intercept = intercept
+
+    @property
+    def dim(self) -> int:
+        return len(self.columns)
+
+    def encode(self, rows: Sequence[dict[str, Any]], out: np.ndarray | None = None) -> np.ndarray:
+        """(n, dim) from n mappings; unknown names, missing numeric values and wrong types
+        are refused with the row and the feature named."""
+        X = np.zeros((len(rows), self.dim)) if out is None else out
+        if self.intercept:
+            X[:, 0] = 1.0
+        for i, row in enumerate(rows):
+            if not row.keys() <= self.names:
+                unknown = sorted(set(row) - self.names)
+                raise InvalidInputError(f"{self.what} row {i}: unknown feature {unknown[0]!r}; "
+                                        f"expected some of {sorted(self.names)}")
+            for name, col, default in self._numeric:
+                value = row.get(name, default)
+                if value is None:
+                    raise InvalidInputError(f"{self.what} row {i}: missing numeric feature {name!r}")
+                if isinstance(value, str):
+                    raise InvalidInputError(
+                        f"{self.what} row {i}: feature {name!r} expects a number, got {value!r}")
+                X[i, col] = value
+            for name, start, index in self._categorical:
+                value = row.get(name)
+                if value is not None and not isinstance(value, str):
+                    raise InvalidInputError(
+                        f"{self.what} row {i}: feature {name!r} expects a string, got {value!r}")
+                X[i, start + index.get(value, len(index))] = 1.0
+        return X
+
+
+def _rule_holds(rule: EligibilityRule, value: Any) -> bool:
+    if value is None:
+        return False
+    target = rule.value
+    try:
+        match rule.op:
+            case "eq":
+                return value == target
+            case "ne":
+                return value != target
+            case "in":
+                return value in target  # type: ignore[operator]
+            case "not_in":
+                return value not in target  # type: ignore[operator]
+            case "lt":
+                return value < target  # type: ignore[operator]
+            case "le":
+                return value <= target  # type: ignore[operator]
+            case "gt":
+                return value > target  # type: ignore[operator]
+            case _:
+                return value >= target  # type: ignore[operator]
+    except TypeError:  # a string against a number: the rule cannot hold
+        return False
+
+
+def _make_policy(slot: SlotSpec, dim: int, arm_features: np.ndarray, seed: int) -> Policy:
+    spec, k = slot.policy, len(slot.arms)
+    rng = np.random.default_rng(seed)
+    match spec.kind:
+        case "beta_ts":  # context-free: it is handed a zero-width view of the context
+            return BetaTS(k, alpha=spec.alpha, beta=spec.beta, dim=0,
+                          half_life_ms=spec.half_life_ms, rng=rng)
+        case "lin_ucb":
+            return LinUCB(k, dim, alpha=spec.alpha, l2=spec.l2, epsilon=spec.epsilon,
+                          half_life_ms=spec.half_life_ms, rng=rng)
+        case "lin_ts":
+            return LinTS(k, dim, v=spec.v, l2=spec.l2, half_life_ms=spec.half_life_ms, rng=rng)
+        case "epsilon_greedy":
+            return EpsilonGreedy(k, dim, epsilon=spec.epsilon, l2=spec.l2,
+                                 half_life_ms=spec.half_life_ms, rng=rng)
+        case _:
+            return HybridLinUCB(dim, arm_features, alpha=spec.alpha, l2=spec.l2,
+                                epsilon=spec.epsilon, half_life_ms=spec.half_life_ms, rng=rng)
+
+
+@dataclass
+class _Tally:
+    """Count, sum and sum of squares of rewards: a mean with a normal-approximation interval."""
+
+    n: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+
+    def add(self, reward: float) -> None:
+        self.n += 1
+        self.total += reward
+        self.squares += reward * reward
+
+    def mean(self) -> float:
+        return self.total / self.n
+
+    def var_of_mean(self) -> float:
+        m = self.mean()
+        return max(self.squares / self.n - m * m, 0.0) * self.n / (self.n - 1) / self.n
+
+    def interval(self) -> Interval | None:
+        """The mean with a 95% normal-approximation interval; None below two observations."""
+        if self.n < 2:
+            return None
+        m, half = self.mean(), _Z95 * math.sqrt(self.var_of_mean())
+        return Interval(estimate=m, low=m - half, high=m + half)
+
+
+@dataclass
+class _Slot:
+    spec: SlotSpec
+    index: int  # position in the campaign
+    arm_ids: list[str]
+    arm_index: dict[str, int]
+    encoder: _Encoder  # the slot's arm features
+    conditioned: list[tuple[str, int]]  # earlier slots it conditions on, one-hot widths
+    columns: list[str]  # names of the policy's input columns
+    policy: Policy  # over the campaign context plus earlier slots' choices
+    fallback: Policy  # context-free (intercept only): consent-less requests
+    arm_tally: dict[str, _Tally] = field(default_factory=dict)
+    segment_counts: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    segment_tally: dict[tuple[str, str], _Tally] = field(default_factory=dict)
+
+    @property
+    def default(self) -> int:
+        return self.arm_index[self.spec.default_arm]
+
+
+@dataclass
+class _Campaign:
+    spec: CampaignSpec
+    context: _Encoder
+    slots: list[_Slot]
+    paused: bool = False
+    version: int = 0
+    personalized: _Tally = field(default_factory=_Tally)
+    holdout: _Tally = field(default_factory=_Tally)
+
+    def slot(self, name: str) -> _Slot:
+        for s in self.slots:
+            if s.spec.name == name:
+                return s
+        raise NotFoundError(f"campaign {self.spec.name!r}: no slot {name!r}")
+
+
+
+@dataclass(frozen=True)
+class SlotColumns:
+    """One slot's answers for a batch, as arrays (n,)."""
+
+    slot: str
+    arm_ids: list[str]
+    arms: np.ndarray
+    propensity: np.ndarray
+    expected_reward: np.ndarray
+    exploration_bonus: np.ndarray
+    explanations: list[list[Contribution] | None] | None
+
+
+@dataclass(frozen=True)
+class DecisionBatch:
+    """The decisions of one batch, column by column: building a pydantic object per decision
+    would cost more than deciding. ``decisions()`` gives the models, ``to_dicts()`` plain data
+    for orjson."""
+
+    campaign: str
+    decision_ids: list[str]
+    user_ids: list[str]
+    holdout: np.ndarray
+    model_version: int
+    slots: list[SlotColumns]
+
+    def __len__(self) -> int:
+        return len(self.decision_ids)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        columns = [
+            (s.slot, [s.arm_ids[a] for a in s.arms.tolist()], s.propensity.tolist(),
+             s.expected_reward.tolist(), s.exploration_bonus.tolist(), s.explanations)
+            for s in self.slots
+        ]
+        holdout = self.holdout.tolist()
+        return [
+            {
+                "decision_id": self.decision_ids[i],
+                "campaign": self.campaign,
+                "user_id": self.user_ids[i],
+                "holdout": holdout[i],
+                "model_version": self.model_version,
+                "slots": [
+                    {"slot": slot, "arm": arms[i], "propensity": p[i], "expected_reward": m[i],
+                     "exploration_bonus": b[i],
+                     "explanation": None if ex is None or ex[i] is None
+                     else [c.model_dump() for c in ex[i]]}
+                    for slot, arms, p, m, b, ex in columns
+                ],
+            }
+            for i in range(len(self))
+        ]
+
+    def decisions(self) -> list[Decision]:
+        return [Decision.model_validate(d) for d in self.to_dicts()]
+
+
+class Engine:
+    """Campaigns and their policies, in one process; thread-safe (one lock).
+
+    >>> from bandit.models import CampaignSpec
+    >>> engine = Engine(seed=1)
+    >>> _ = engine.create_campaign(CampaignSpec.model_validate({"name": "weekly", "holdout": 0.0,
+    ...     "slots": [{"name": "subject", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a"}]}))
+    >>> d = engine.decide(DecisionRequest(campaign="weekly", user_id="u1"))
+    >>> d.slots[0].arm in {"a", "b"}, 0 < d.slots[0].propensity <= 1
+    (True, True)
+    """
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._campaigns: dict[str, _Campaign] = {}
+        self._lock = threading.RLock()
+        self.ready = False
+
+    # -- campaigns ----------------------------------------------------------------------
+
+    def create_campaign(self, spec: CampaignSpec) -> CampaignSpec:
+        with self._lock:
+            if spec.name in self._campaigns:
+                raise ConflictError(f"campaign {spec.name!r} already exists")
+            self._campaigns[spec.name] = self._build(spec)
+            return spec
+
+    def _build(self, spec: CampaignSpec) -> _Campaign:
+        context = _Encoder(spec.context.features, spec.context.intercept, "context")
+        campaign = _Campaign(spec=spec, context=context, slots=[])
+        for i, s in enumerate(spec.slots):
+            encoder = _Encoder(s.arm_features, intercept=False, what=f"slot {s.name!r} arm features")
+            F = encoder.encode([a.features for a in s.arms]) if s.arm_features else np.ones((len(s.arms), 1))
+            # An earlier slot's choice enters as a one-hot over its arms at creation plus one
+            # column for arms added later, so the input width never changes.
+            conditioned = [(prev, len(campaign.slot(prev).arm_ids) + 1) for prev in s.condition_on]
+            columns = list(context.columns)
+            for prev, _ in conditioned:
+                columns += [f"{prev}={arm}" for arm in campaign.slot(prev).arm_ids]
+                columns.append(f"{prev}=(added later)")
+            seed = int(self._rng.integers(2**63))
+            policy = _make_policy(s, len(columns), F, seed)
+            fallback = policy if s.policy.kind == "beta_ts" else _make_policy(s, 1, F, seed + 1)
+            campaign.slots.append(_Slot(
+                spec=s, index=i, arm_ids=[a.id for a in s.arms],
+                arm_index={a.id: j for j, a in enumerate(s.arms)}, encoder=encoder,
+                conditioned=conditioned, columns=columns, policy=policy, fallback=fallback))
+        return campaign
+
+    def campaigns(self) -> list[CampaignSpec]:
+        with self._lock:
+            return [c.spec for c in self._campaigns.values()]
+
+    def campaign(self, name: str) -> CampaignSpec:
+        return self._get(name).spec
+
+    def _get(self, name: str) -> _Campaign:
+        try:
+            return self._campaigns[name]
+        except KeyError:
+            raise NotFoundError(f"no campaign {name!r}") from None
+
+    def add_arm(self, campaign: str, slot: str, arm: Arm) -> CampaignSpec:
+        """Add an arm to a running slot; it starts from the prior (hybrid: from its features)."""
+        with self._lock:
+            c = self._get(campaign)
+            s = c.slot(slot)
+            if arm.id in s.arm_index:
+                raise ConflictError(f"campaign {campaign!r}, slot {slot!r}: arm {arm.id!r} exists")
+            try:
+                check_arm_features(s.spec, arm)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc)) from None
+            features = (s.encoder.encode([arm.features])[0]
+                        if isinstance(s.policy, HybridLinUCB) else None)
+            for policy in {id(s.policy): s.policy, id(s.fallback): s.fallback}.values():
+                policy.add_arm(features)
+            s.spec = s.spec.model_copy(update={"arms": [*s.spec.arms, arm]})
+            s.arm_index[arm.id] = len(s.arm_ids)
+            s.arm_ids.append(arm.id)
+            c.spec = c.spec.model_copy(
+                update={"slots": [x.spec for x in c.slots]})
+            return c.spec
+
+    def retire_arm(self, campaign: str, slot: str, arm_id: str) -> CampaignSpec:
+        """Never choose ``arm_id`` again; decisions already made keep their propensities."""
+        with self._lock:
+            c = self._get(campaign)
+            s = c.slot(slot)
+            if arm_id not in s.arm_index:
+                raise UnknownArmError(f"campaign {campaign!r}, slot {slot!r}: no arm {arm_id!r}")
+            if arm_id == s.spec.default_arm:
+                raise ConflictError(f"campaign {campaign!r}, slot {slot!r}: {arm_id!r} is the "
+                                    "default arm (holdout and pause use it); it cannot retire")
+            a = s.arm_index[arm_id]
+            if not s.policy.active[a]:
+                return c.spec
+            for policy in {id(s.policy): s.policy, id(s.fallback): s.fallback}.values():
+                try:
+                    policy.retire_arm(a)
+                except InvalidInputError as exc:
+                    raise ConflictError(str(exc)) from None
+            return c.spec
+
+    def pause(self, campaign: str, paused: bool = True) -> CampaignSpec:
+        """The kill switch: while paused every subscriber gets each slot's default arm."""
+        with self._lock:
+            c = self._get(campaign)
+            c.paused = paused
+            return c.spec
+
+    def is_paused(self, campaign: str) -> bool:
+        return self._get(campaign).paused
+
+    def model_version(self, campaign: str) -> int:
+        return self._get(campaign).version
+
+    def active_arms(self, campaign: str, slot: str) -> list[str]:
+        s = self._get(campaign).slot(slot)
+        return [a for a, on in zip(s.arm_ids, s.policy.active) if on]
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def in_holdout(self, campaign: str, user_id: str) -> bool:
+        """Stable per (campaign, user): the same subscribers stay out for the whole campaign."""
+        return _unit_hash("holdout", campaign, user_id) < self._get(campaign).spec.holdout
+
+    def decide(self, request: DecisionRequest) -> Decision:
+        return self.decide_batch(request.campaign, [request]).decisions()[0]
+
+    def decide_many(self, campaign: str, requests: Sequence[DecisionRequest]) -> list[Decision]:
+        return self.decide_batch(campaign, requests).decisions()
+
+    def decide_batch(self, campaign: str, requests: Sequence[DecisionRequest]) -> DecisionBatch:
+        """Decide every slot for every request, slot by slot, each slot in one batch call."""
+        with self._lock:
+            c = self._get(campaign)
+            for i, r in enumerate(requests):
+                if r.campaign != campaign:
+                    raise InvalidInputError(
+                        f"request {i}: campaign {r.campaign!r} differs from the batch's {campaign!r}")
+            n = len(requests)
+            words = self._rng.integers(0, 2**64, size=(n, 2), dtype=np.uint64)
+            ids = [f"{hi:016x}{lo:016x}" for hi, lo in words.tolist()]
+            seeds = words[:, 0] ^ words[:, 1]
+            holdout = np.array([self.in_holdout(campaign, r.user_id) for r in requests], dtype=bool)
+            consent = np.array([r.consent for r in requests], dtype=bool)
+            # Without consent the context is neither read nor used: those rows stay zero and
+            # are decided by the context-free fallback.
+            base = np.zeros((n, c.context.dim))
+            given = np.flatnonzero(consent)
+            base[given] = c.context.encode([requests[i].context for i in given])
+            chosen: dict[str, np.ndarray] = {}
+            columns = []
+            for s in c.slots:
+                X = self._slot_matrix(c, s, base, chosen)
+                arms, probs, mean, bonus = self._decide_slot(c, s, requests, X, seeds, holdout,
+                                                             consent)
+                explanations = None
+                if any(r.explain for r in requests):
+                    explanations = self._explain(s, X, arms, requests, holdout | ~consent)
+                chosen[s.spec.name] = arms
+                columns.append(SlotColumns(s.spec.name, list(s.arm_ids), arms, probs, mean, bonus,
+                                           explanations))
+            return DecisionBatch(campaign, ids, [r.user_id for r in requests], holdout, c.version,
+                                 columns)
+
+    def _slot_matrix(self, c: _Campaign, s: _Slot, base: np.ndarray,
+                     chosen: dict[str, np.ndarray]) -> np.ndarray:
+        """The campaign context, then a one-hot of each earlier slot this one conditions on
+        (its arms at creation, plus one column for arms added later)."""
+        if not s.conditioned:
+            return base
+        blocks = [base]
+        for prev, width in s.conditioned:
+            onehot = np.zeros((base.shape[0], width))
+            onehot[np.arange(base.shape[0]), np.minimum(chosen[prev], width - 1)] = 1.0
+            blocks.append(onehot)
+        return np.ascontiguousarray(np.hstack(blocks))
+
+    def _eligible(self, s: _Slot, requests: Sequence[DecisionRequest]) -> np.ndarray | None:
+        if not s.spec.eligibility:
+            return None
+        mask = np.ones((len(requests), len(s.arm_ids)), dtype=bool)
+        for rule in s.spec.eligibility:
+            a = s.arm_index[rule.arm]
+            for i, r in enumerate(requests):
+                value = r.context.get(rule.feature, r.segments.get(rule.feature))
+                if not _rule_holds(rule, value):
+                    mask[i, a] = False
+        return mask
+
+    def _decide_slot(self, c, s, requests, X, seeds, holdout, consent):
+        n, k = len(requests), len(s.arm_ids)
+        arms = np.full(n, s.default, dtype=np.int64)
+        probs = np.ones(n)
+        mean, bonus = np.zeros(n), np.zeros(n)
+        if c.paused:
+            return arms, probs, mean, bonus
+        eligible = self._eligible(s, requests)
+        if eligible is not None:
+            eligible &= s.policy.active[None, :]
+        live = ~holdout
+        if eligible is not None:
+            # No eligible arm left for a subscriber: the default arm, deterministically.
+            live &= eligible.any(axis=1)
+        draws = decision_draws(seeds, s.index, 2 + k)
+        for policy, rows, Xp in ((s.policy, live & consent, X),
+                                 (s.fallback, live & ~consent, np.ones((n, 1)))):
+            idx = np.flatnonzero(rows)
+            if idx.size == 0:
+                continue
+            Xp = Xp if policy.dim else Xp[:, :0]
+            m = None if eligible is None else eligible[idx]
+            a, p = policy.choose_many(Xp[idx], eligible=m, draws=draws[idx], with_propensities=True)
+            arms[idx], probs[idx] = a, p
+            mean[idx], bonus[idx] = policy.expectation(Xp[idx], a)
+        return arms, probs, mean, bonus
+
+    def _explain(self, s, X, arms, requests, skip):
+        """Top features by |theta_a[j] x[j]| for requests that asked (and were personalized)."""
+        out: list[list[Contribution] | None] = [None] * len(requests)
+        ask = [i for i, r in enumerate(requests) if r.explain and not skip[i]]
+        contributions = getattr(s.policy, "contributions", None)
+        if not ask or contributions is None:
+            return out
+        C = contributions(X[ask], arms[ask])
+        for row, i in zip(C, ask):
+            top = np.argsort(-np.abs(row))[:_EXPLAIN_TOP]
+            out[i] = [Contribution(feature=s.columns[j], value=float(row[j])) for j in top if row[j]]
+        return out
+
+    # -- learning -----------------------------------------------------------------------
+
+    def learn(self, joined: Sequence[JoinedEvent]) -> None:
+        """Learn closed attribution windows, batched per campaign and slot. Events of unknown
+        campaigns, slots or arms are refused before anything is learned."""
+        with self._lock:
+            by_campaign: dict[str, list[JoinedEvent]] = {}
+            for i, e in enumerate(joined):
+                c = self._get(e.campaign)
+                for slot, choice in e.slots.items():
+                    s = c.slot(slot)
+                    if choice.arm not in s.arm_index:
+                        raise UnknownArmError(f"event {i}: campaign {e.campaign!r}, slot {slot!r}: "
+                                              f"no arm {choice.arm!r}")
+                by_campaign.setdefault(e.campaign, []).append(e)
+            for name, events in by_campaign.items():
+                self._learn_campaign(self._campaigns[name], events)
+
+    def _learn_campaign(self, c: _Campaign, events: list[JoinedEvent]) -> None:
+        with_context = [e for e in events if e.context is not None]
+        base = c.context.encode([e.context for e in with_context])
+        ts = np.array([e.ts for e in events], dtype=np.float64)
+        ts_ctx = np.array([e.ts for e in with_context], dtype=np.float64)
+        for s in c.slots:
+            name = s.spec.name
+            rows = [i for i, e in enumerate(events) if name in e.slots]
+            if not rows:
+                continue
+            arms = np.array([s.arm_index[events[i].slots[name].arm] for i in rows], dtype=np.int64)
+            rewards = np.array([events[i].rewards.get(name, c.spec.default_reward) for i in rows])
+            if s.fallback is s.policy:  # context-free slot: every event, context or not
+                s.policy.learn_many(arms, np.empty((len(rows), 0)), rewards, ts_ms=ts[rows])
+            else:
+                s.fallback.learn_many(arms, np.ones((len(rows), 1)), rewards, ts_ms=ts[rows])
+                ctx = [j for j, e in enumerate(with_context) if name in e.slots]
+                if ctx:
+                    chosen = {prev: np.array([c.slot(prev).arm_index.get(
+                        with_context[j].slots[prev].arm, 0) if prev in with_context[j].slots
+                        else 0 for j in ctx]) for prev, _ in s.conditioned}
+                    X = self._slot_matrix(c, s, base[ctx], chosen)
+                    a = np.array([s.arm_index[with_context[j].slots[name].arm] for j in ctx])
+                    r = np.array([with_context[j].rewards.get(name, c.spec.default_reward)
+                                  for j in ctx])
+                    s.policy.learn_many(a, X, r, ts_ms=ts_ctx[ctx])
+            self._tally(s, [events[i] for i in rows], arms, rewards)
+        for e in events:
+            reward = max(e.rewards.values(), default=c.spec.default_reward)
+            (c.holdout if e.holdout else c.personalized).add(reward)
+        c.version += 1
+
+    @staticmethod
+    def _tally(s: _Slot, events, arms, rewards) -> None:
+        for e, a, r in zip(events, arms, rewards):
+            arm = s.arm_ids[a]
+            s.arm_tally.setdefault(arm, _Tally()).add(float(r))
+            for segment, value in e.segments.items():
+                key = (segment, value)
+                counts = s.segment_counts.setdefault(key, {})
+                counts[arm] = counts.get(arm, 0) + 1
+                s.segment_tally.setdefault(key, _Tally()).add(float(r))
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def report(self, campaign: str) -> CampaignReport:
+        """Per slot and arm: impressions, reward, CTR with a 95% interval, share of traffic;
+        holdout lift with its interval; the bias audit by segment value."""
+        with self._lock:
+            c = self._get(campaign)
+            slots = []
+            for s in c.slots:
+                total = sum(t.n for t in s.arm_tally.values())
+                arms = [
+                    ArmReport(arm=arm, active=bool(on), impressions=s.arm_tally.get(arm, _Tally()).n,
+                              reward=s.arm_tally.get(arm, _Tally()).total,
+                              ctr=s.arm_tally.get(arm, _Tally()).interval(),
+                              share=s.arm_tally.get(arm, _Tally()).n / total if total else 0.0)
+                    for arm, on in zip(s.arm_ids, s.policy.active)
+                ]
+                overall = {a.arm: a.share for a in arms}
+                segments = []
+                for (segment, value), counts in sorted(s.segment_counts.items()):
+                    n = sum(counts.values())
+                    allocation = {arm: counts.get(arm, 0) / n for arm in s.arm_ids}
+                    tv = 0.5 * sum(abs(allocation[a] - overall[a]) for a in s.arm_ids)
+                    flagged = n >= _AUDIT_MIN and tv >= _AUDIT_TV
+                    segments.append(SegmentReport(
+                        segment=segment, value=value, impressions=n,
+                        ctr=s.segment_tally[(segment, value)].interval(), allocation=allocation,
+                        flagged=flagged,
+                        reason=(f"arm allocation differs from the slot's overall by {tv:.2f} "
+                                "(total variation)") if flagged else None))
+                slots.append(SlotReport(slot=s.spec.name, policy=s.spec.policy.kind, arms=arms,
+                                        segments=segments))
+            return CampaignReport(
+                campaign=campaign, model_version=c.version, paused=c.paused,
+                impressions=c.personalized.n + c.holdout.n,
+                personalized_ctr=c.personalized.interval(), holdout_ctr=c.holdout.interval(),
+                lift=self._lift(c), slots=slots)
+
+    @staticmethod
+    def _lift(c: _Campaign) -> Interval | None:
+        p, h = c.personalized, c.holdout
+        if p.n < 2 or h.n < 2:
+            return None
+        diff = p.mean() - h.mean()
+        half = _Z95 * math.sqrt(p.var_of_mean() + h.var_of_mean())
+        return Interval(estimate=diff, low=diff - half, high=diff + half)
