@@ -17,6 +17,7 @@ import math
 import os
 import tempfile
 import threading
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from bandit.errors import (
     NotFoundError,
     UnknownArmError,
 )
+from bandit.join import Joiner
 from bandit.models import (
     Arm,
     ArmReport,
@@ -320,6 +322,20 @@ class DecisionBatch:
     def decisions(self) -> list[Decision]:
         return [Decision.model_validate(d) for d in self.to_dicts()]
 
+    def impressions(self, requests: Sequence[DecisionRequest], ts_ms: int) -> list[Impression]:
+        """The impression events of these decisions, sent at ``ts_ms``: what a sender logs
+        once the messages went out. A request without consent logs no context."""
+        out = []
+        for d, r in zip(self.to_dicts(), requests, strict=True):
+            out.append(Impression(
+                event_id=f"imp-{d['decision_id']}", decision_id=d["decision_id"],
+                campaign=self.campaign, user_id=d["user_id"], ts=ts_ms,
+                slots={s["slot"]: SlotChoice(arm=s["arm"], propensity=s["propensity"])
+                       for s in d["slots"]},
+                context=r.context if r.consent else None, segments=r.segments,
+                holdout=d["holdout"], model_version=self.model_version))
+        return out
+
 
 class Engine:
     """Campaigns and their policies, in one process; thread-safe (one lock).
@@ -338,6 +354,8 @@ class Engine:
         self._rng = np.random.default_rng(seed)
         self._campaigns: dict[str, _Campaign] = {}
         self._lock = threading.RLock()
+        self._joiner = Joiner(self.campaign)
+        self.rejected_events = 0
         self.ready = False
 
     # -- campaigns ----------------------------------------------------------------------
@@ -614,6 +632,151 @@ class Engine:
                 counts = s.segment_counts.setdefault(key, {})
                 counts[arm] = counts.get(arm, 0) + 1
                 s.segment_tally.setdefault(key, _Tally()).add(float(r))
+
+    def record(self, events: Sequence[Impression | Click]) -> int:
+        """The in-process event path: impressions and clicks through the attribution join;
+        closed windows are learned. Unknown campaigns, slots, arms or context features refuse
+        the whole batch before anything changes. Returns the events the join accepted
+        (duplicates, late and orphan clicks are counted in ``rejected_events``)."""
+        with self._lock:
+            for i, e in enumerate(events):
+                try:
+                    c = self._get(e.campaign)
+                    if isinstance(e, Impression):
+                        for slot, choice in e.slots.items():
+                            if choice.arm not in c.slot(slot).arm_index:
+                                raise UnknownArmError(f"slot {slot!r}: no arm {choice.arm!r}")
+                        if e.context is not None:
+                            c.context.encode([e.context])
+                    elif e.slot is not None:
+                        c.slot(e.slot)
+                except (NotFoundError, UnknownArmError, InvalidInputError) as exc:
+                    raise InvalidInputError(f"event {i} ({e.event_id}): {exc}") from None
+            result = self._joiner.add(events)
+            if result.joined:
+                self.learn(result.joined)
+            self.rejected_events += len(result.rejected)
+            return len(events) - len(result.rejected)
+
+    def erase(self, user_id: str) -> int:
+        """Erasure: the subject's pending decisions leave the join (learned sums are aggregates
+        and stay). Returns how many decisions were dropped."""
+        with self._lock:
+            return self._joiner.erase(user_id)
+
+    def warm_up(self) -> None:
+        """Compile (or load from the cache) every kernel a decision or a learn can reach, so
+        the first request does not pay for it; then the engine is ready."""
+        probe = Engine(seed=0)
+        kinds = ["beta_ts", "lin_ucb", "hybrid_lin_ucb", "lin_ts", "epsilon_greedy"]
+        probe.create_campaign(CampaignSpec.model_validate({
+            "name": "warm-up", "holdout": 0.0,
+            "slots": [{"name": kind, "arms": [{"id": "a", "features": {"f": 1.0}},
+                                              {"id": "b", "features": {"f": 0.0}}],
+                       "default_arm": "a", "policy": {"kind": kind},
+                       "arm_features": [{"kind": "numeric", "name": "f"}]} for kind in kinds]}))
+        requests = [DecisionRequest(campaign="warm-up", user_id=f"u{i}", explain=True,
+                                    consent=i % 2 == 0) for i in range(4)]
+        batch = probe.decide_batch("warm-up", requests)
+        probe.record(batch.impressions(requests, ts_ms=0))
+        probe.record([Click(event_id="c", decision_id=batch.decision_ids[0], campaign="warm-up",
+                            ts=0), Click(event_id="late", decision_id="f" * 32,
+                                         campaign="warm-up", ts=10**10)])
+        probe.decide_batch("warm-up", requests)
+        self.ready = True
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Campaigns, policy sums, report tallies and open attribution windows, in one file,
+        written atomically (a crash leaves the old file or the new one, never half of one)."""
+        with self._lock:
+            meta, arrays = self._snapshot()
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8), **arrays)
+        target = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buffer.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays: dict[str, np.ndarray] = {}
+        campaigns = []
+        for ci, c in enumerate(self._campaigns.values()):
+            slots = []
+            for si, s in enumerate(c.slots):
+                policies = {}
+                for role, policy in (("policy", s.policy), ("fallback", s.fallback)):
+                    state = policy.state()
+                    for name, value in state["arrays"].items():
+                        arrays[f"{ci}/{si}/{role}/{name}"] = value
+                    policies[role] = {k: v for k, v in state.items() if k != "arrays"}
+                slots.append({
+                    "policies": policies,
+                    "shared_fallback": s.fallback is s.policy,
+                    "conditioned": s.conditioned,
+                    "columns": s.columns,
+                    "arm_tally": {a: vars(t) for a, t in s.arm_tally.items()},
+                    "segments": [[seg, val, counts, vars(s.segment_tally[(seg, val)])]
+                                 for (seg, val), counts in s.segment_counts.items()],
+                })
+            campaigns.append({
+                "spec": c.spec.model_dump(mode="json"), "paused": c.paused, "version": c.version,
+                "personalized": vars(c.personalized), "holdout": vars(c.holdout), "slots": slots,
+            })
+        meta = {"magic": SNAPSHOT_MAGIC, "format": SNAPSHOT_FORMAT, "campaigns": campaigns,
+                "joiner": self._joiner.state(), "rejected_events": self.rejected_events}
+        return meta, arrays
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, seed: int = 0) -> Engine:
+        """An engine from ``save``; a corrupt or foreign file gets IncompatibleStateError."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = orjson.loads(data["meta"].tobytes())
+                arrays = {k: data[k] for k in data.files if k != "meta"}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise IncompatibleStateError(f"{path}: not an engine snapshot ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("magic") != SNAPSHOT_MAGIC:
+            raise IncompatibleStateError(f"{path}: not an engine snapshot")
+        if meta.get("format") != SNAPSHOT_FORMAT:
+            raise IncompatibleStateError(
+                f"{path}: snapshot format {meta.get('format')!r}, expected {SNAPSHOT_FORMAT}")
+        engine = cls(seed=seed)
+        try:
+            for ci, item in enumerate(meta["campaigns"]):
+                c = engine._build(CampaignSpec.model_validate(item["spec"]))
+                c.paused, c.version = bool(item["paused"]), int(item["version"])
+                c.personalized, c.holdout = _Tally(**item["personalized"]), _Tally(**item["holdout"])
+                for si, (s, saved) in enumerate(zip(c.slots, item["slots"], strict=True)):
+                    restored = {}
+                    for role, head in saved["policies"].items():
+                        prefix = f"{ci}/{si}/{role}/"
+                        state = dict(head, arrays={k[len(prefix):]: v for k, v in arrays.items()
+                                                   if k.startswith(prefix)})
+                        restored[role] = from_state(state, rng=int(engine._rng.integers(2**63)))
+                    # Widths fixed at creation, before arms were added to earlier slots.
+                    s.conditioned = [(prev, int(w)) for prev, w in saved["conditioned"]]
+                    s.columns = list(saved["columns"])
+                    s.policy = restored["policy"]
+                    s.fallback = s.policy if saved["shared_fallback"] else restored["fallback"]
+                    s.arm_tally = {a: _Tally(**t) for a, t in saved["arm_tally"].items()}
+                    for seg, val, counts, tally in saved["segments"]:
+                        s.segment_counts[(seg, val)] = dict(counts)
+                        s.segment_tally[(seg, val)] = _Tally(**tally)
+                engine._campaigns[c.spec.name] = c
+            engine._joiner = Joiner.from_state(meta["joiner"], engine.campaign)
+            engine.rejected_events = int(meta["rejected_events"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IncompatibleStateError(f"{path}: damaged snapshot ({exc})") from None
+        return engine
 
     # -- reporting ----------------------------------------------------------------------
 

@@ -1,0 +1,262 @@
+"""The Engine: campaigns, decisions (holdout, consent, pause, eligibility, conditioning),
+reproducibility, learning through the attribution join, report, erasure and snapshots."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandit.engine import Engine, decision_draws, decision_seeds
+from bandit.errors import (
+    ConflictError,
+    IncompatibleStateError,
+    InvalidInputError,
+    NotFoundError,
+    UnknownArmError,
+)
+from bandit.models import Arm, CampaignSpec, Click, DecisionRequest, Impression
+
+SUBJECTS = ["urgency", "curiosity", "offer", "personal", "plain"]
+
+
+def campaign_spec(**overrides) -> CampaignSpec:
+    spec = {
+        "name": "weekly",
+        "holdout": 0.1,
+        "attribution_window_ms": 1000,
+        "context": {
+            "features": [{"kind": "numeric", "name": "engagement"},
+                         {"kind": "categorical", "name": "style", "values": ["deal", "busy"]}],
+            "segments": ["region"],
+        },
+        "slots": [
+            {"name": "subject", "arms": [{"id": a} for a in SUBJECTS], "default_arm": "plain",
+             "policy": {"kind": "lin_ucb", "alpha": 0.5}},
+            {"name": "artwork", "default_arm": "drama", "policy": {"kind": "hybrid_lin_ucb"},
+             "arms": [{"id": a, "features": {"scene": a}} for a in ["action", "drama", "comedy"]],
+             "arm_features": [{"kind": "categorical", "name": "scene",
+                               "values": ["action", "drama", "comedy"]}]},
+            {"name": "offer", "default_arm": "o0", "policy": {"kind": "lin_ts"},
+             "condition_on": ["subject"],
+             "arms": [{"id": f"o{p}"} for p in (0, 10, 20, 30)],
+             "eligibility": [{"arm": "o30", "feature": "region", "op": "eq", "value": "eu"}]},
+            {"name": "send_hour", "default_arm": "h9", "policy": {"kind": "beta_ts"},
+             "arms": [{"id": f"h{h}"} for h in range(24)]},
+        ],
+    }
+    spec.update(overrides)
+    return CampaignSpec.model_validate(spec)
+
+
+def requests(n, *, seed=0, consent=True, explain=False):
+    rng = np.random.default_rng(seed)
+    return [
+        DecisionRequest(campaign="weekly", user_id=f"user-{seed}-{i}",
+                        context={"engagement": float(rng.normal()), "style": ["deal", "busy", "new"][i % 3]},
+                        segments={"region": ["eu", "us"][i % 2]}, consent=consent, explain=explain)
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def engine():
+    e = Engine(seed=3)
+    e.create_campaign(campaign_spec())
+    return e
+
+
+def test_decisions_name_declared_arms_with_propensities(engine):
+    reqs = requests(300)
+    decisions = engine.decide_many("weekly", reqs)
+    spec = engine.campaign("weekly")
+    assert len(decisions) == 300 and len({d.decision_id for d in decisions}) == 300
+    for d in decisions:
+        assert [s.slot for s in d.slots] == [s.name for s in spec.slots]
+        for s, slot_spec in zip(d.slots, spec.slots):
+            assert s.arm in {a.id for a in slot_spec.arms}
+            assert 0 < s.propensity <= 1
+        if d.holdout:  # holdout subscribers get every default arm, for sure
+            assert [(s.arm, s.propensity) for s in d.slots] == [
+                (x.default_arm, 1.0) for x in spec.slots]
+
+
+def test_eligibility_rule_keeps_an_arm_out_of_a_segment(engine):
+    decisions = engine.decide_many("weekly", requests(400))
+    us = [d for d, r in zip(decisions, requests(400)) if r.segments["region"] == "us"]
+    assert all(d.slots[2].arm != "o30" for d in us)
+    eu = [d for d, r in zip(decisions, requests(400)) if r.segments["region"] == "eu"]
+    assert any(d.slots[2].arm == "o30" for d in eu)
+
+
+@settings(max_examples=20, deadline=None)
+@given(fraction=st.sampled_from([0.0, 0.05, 0.2, 0.5]), salt=st.text(min_size=1, max_size=8))
+def test_holdout_share_matches_the_fraction_and_is_stable(fraction, salt):
+    e = Engine()
+    e.create_campaign(campaign_spec(name=f"c-{abs(hash(salt)) % 10**6}", holdout=fraction))
+    name = e.campaigns()[0].name
+    users = [f"{salt}-{i}" for i in range(4000)]
+    flags = np.array([e.in_holdout(name, u) for u in users])
+    sd = np.sqrt(fraction * (1 - fraction) / len(users))
+    assert abs(flags.mean() - fraction) <= 4 * sd + 1e-12
+    assert [e.in_holdout(name, u) for u in users[:50]] == list(flags[:50])
+
+
+def test_consent_less_requests_ignore_and_do_not_log_their_context(engine):
+    reqs = [DecisionRequest(campaign="weekly", user_id=f"u{i}", consent=False,
+                            context={"not-a-feature": "anything"}) for i in range(50)]
+    batch = engine.decide_batch("weekly", reqs)  # the context is not even read
+    impressions = batch.impressions(reqs, ts_ms=0)
+    assert all(imp.context is None for imp in impressions)
+    assert all(0 < p <= 1 for s in batch.slots for p in s.propensity)
+
+
+def test_a_decision_replays_from_its_id_alone(engine):
+    reqs = requests(60)
+    batch = engine.decide_batch("weekly", reqs)
+    alone = engine.decide_batch("weekly", reqs[:1])  # another id, another draw; same machinery
+    assert alone.decision_ids[0] != batch.decision_ids[0]
+    seeds = decision_seeds(batch.decision_ids)
+    k = len(SUBJECTS)
+    draws = decision_draws(seeds, 0, 2 + k)
+    np.testing.assert_array_equal(draws[7:8], decision_draws(seeds[7:8], 0, 2 + k))
+    assert ((draws >= 0) & (draws < 1)).all() and abs(draws.mean() - 0.5) < 0.05
+
+
+def test_pause_sends_everyone_to_default_arms_until_resumed(engine):
+    engine.pause("weekly")
+    assert engine.is_paused("weekly")
+    for d in engine.decide_many("weekly", requests(40)):
+        assert [s.arm for s in d.slots] == ["plain", "drama", "o0", "h9"]
+    engine.pause("weekly", False)
+    arms = {d.slots[0].arm for d in engine.decide_many("weekly", requests(200))}
+    assert len(arms) > 1
+
+
+def test_arms_can_be_added_and_retired_while_running(engine):
+    engine.retire_arm("weekly", "subject", "urgency")
+    engine.add_arm("weekly", "artwork", Arm(id="horror", features={"scene": "action"}))
+    engine.add_arm("weekly", "subject", Arm(id="question"))
+    decisions = engine.decide_many("weekly", requests(600))
+    assert "urgency" not in {d.slots[0].arm for d in decisions}
+    assert "question" in {d.slots[0].arm for d in decisions}
+    assert "horror" in {d.slots[1].arm for d in decisions}
+    assert "question" in engine.active_arms("weekly", "subject")
+    cases = [
+        (lambda: engine.retire_arm("weekly", "subject", "plain"), ConflictError, "default arm"),
+        (lambda: engine.retire_arm("weekly", "subject", "nope"), UnknownArmError, "nope"),
+        (lambda: engine.add_arm("weekly", "subject", Arm(id="offer")), ConflictError, "exists"),
+        (lambda: engine.add_arm("weekly", "artwork", Arm(id="x", features={"tone": "a"})),
+         InvalidInputError, "unknown arm features"),
+        (lambda: engine.add_arm("weekly", "nope", Arm(id="x")), NotFoundError, "no slot"),
+        (lambda: engine.create_campaign(campaign_spec()), ConflictError, "already exists"),
+        (lambda: engine.decide(DecisionRequest(campaign="other", user_id="u")), NotFoundError,
+         "no campaign"),
+        (lambda: engine.decide(DecisionRequest(campaign="weekly", user_id="u",
+                                               context={"engagment": 1.0})),
+         InvalidInputError, "unknown feature 'engagment'"),
+        (lambda: engine.decide(DecisionRequest(campaign="weekly", user_id="u",
+                                               context={"style": "deal"})),
+         InvalidInputError, "missing numeric feature 'engagement'"),
+        (lambda: engine.decide(DecisionRequest(campaign="weekly", user_id="u",
+                                               context={"engagement": "high"})),
+         InvalidInputError, "expects a number"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_explanations_name_the_features_that_mattered(engine):
+    decisions = engine.decide_many("weekly", requests(20, explain=True))
+    explained = [d for d in decisions if not d.holdout]
+    assert explained and all(d.slots[0].explanation is not None for d in explained)
+    columns = {"(intercept)", "engagement", "style=deal", "style=busy", "style=(unknown)"}
+    for d in explained:
+        assert {c.feature for c in d.slots[0].explanation} <= columns
+
+
+def _play(engine, n, seed, ts, click_rule):
+    """Decide for n subscribers, log impressions at ts, click by rule, return the batch."""
+    reqs = requests(n, seed=seed)
+    batch = engine.decide_batch("weekly", reqs)
+    events = batch.impressions(reqs, ts_ms=ts)
+    clicks = [Click(event_id=f"c-{d}", decision_id=d, campaign="weekly", ts=ts + 10)
+              for d, r in zip(batch.decision_ids, reqs) if click_rule(r)]
+    engine.record(events + clicks)
+    return batch
+
+
+def test_recorded_events_are_joined_learned_and_reported(engine):
+    _play(engine, 500, 1, ts=0, click_rule=lambda r: r.context["style"] == "deal")
+    assert engine.model_version("weekly") == 0  # windows still open
+    _play(engine, 10, 2, ts=5000, click_rule=lambda r: False)  # the watermark passes them
+    assert engine.model_version("weekly") == 1
+    report = engine.report("weekly")
+    assert report.impressions == 500
+    subject = report.slots[0]
+    assert sum(a.impressions for a in subject.arms) == 500
+    assert abs(sum(a.share for a in subject.arms) - 1) < 1e-12
+    clicks = sum(a.reward for a in subject.arms)
+    assert clicks == sum(1 for r in requests(500, seed=1) if r.context["style"] == "deal")
+    assert report.lift is not None and report.lift.low <= report.lift.estimate <= report.lift.high
+    assert {(s.segment, s.value) for s in subject.segments} == {("region", "eu"), ("region", "us")}
+
+
+def test_record_refuses_bad_events_before_changing_anything(engine):
+    reqs = requests(3)
+    events = engine.decide_batch("weekly", reqs).impressions(reqs, ts_ms=0)
+    bad = Impression.model_validate({**events[1].model_dump(),
+                                     "slots": {"subject": {"arm": "nope", "propensity": 0.5}}})
+    with pytest.raises(InvalidInputError, match="event 1 .*no arm 'nope'"):
+        engine.record([events[0], bad])
+    assert engine.record(events) == 3  # nothing of the refused batch was kept
+
+
+def test_erasure_drops_pending_decisions(engine):
+    reqs = requests(10)
+    engine.record(engine.decide_batch("weekly", reqs).impressions(reqs, ts_ms=0))
+    assert engine.erase(reqs[3].user_id) == 1
+    assert engine.erase(reqs[3].user_id) == 0
+    _play(engine, 1, 9, ts=10_000, click_rule=lambda r: False)
+    assert engine.report("weekly").impressions == 9
+
+
+def test_snapshot_round_trip_keeps_everything(engine, tmp_path):
+    _play(engine, 300, 1, ts=0, click_rule=lambda r: r.context["style"] == "busy")
+    _play(engine, 50, 2, ts=5000, click_rule=lambda r: True)  # closes the first 300, opens 50
+    engine.add_arm("weekly", "subject", Arm(id="question"))
+    engine.retire_arm("weekly", "subject", "urgency")
+    engine.pause("weekly")
+    path = tmp_path / "engine.snapshot"
+    engine.save(path)
+    restored = Engine.load(path)
+    assert restored.report("weekly") == engine.report("weekly")
+    assert restored.campaign("weekly") == engine.campaign("weekly")
+    for a, b in zip(engine._campaigns["weekly"].slots, restored._campaigns["weekly"].slots):
+        for name, value in a.policy.state()["arrays"].items():
+            np.testing.assert_array_equal(b.policy.state()["arrays"][name], value)
+    # The 50 open windows came along: closing them counts them once.
+    for e in (engine, restored):
+        e.pause("weekly", False)
+        _play(e, 1, 3, ts=20_000, click_rule=lambda r: False)
+    assert restored.report("weekly") == engine.report("weekly")
+    assert restored.report("weekly").impressions == 350
+
+
+@pytest.mark.parametrize("content", [b"", b"not a snapshot", None])
+def test_corrupt_or_foreign_snapshot_is_refused(tmp_path, content):
+    path = tmp_path / "bad.snapshot"
+    if content is None:  # a real npz, someone else's
+        with path.open("wb") as f:
+            np.savez(f, meta=np.frombuffer(b'{"magic": "other"}', dtype=np.uint8))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(IncompatibleStateError, match="snapshot"):
+        Engine.load(path)
+
+
+def test_warm_up_makes_the_engine_ready():
+    e = Engine()
+    assert not e.ready
+    e.warm_up()
+    assert e.ready and e.campaigns() == []

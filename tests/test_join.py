@@ -1,0 +1,110 @@
+"""The attribution join: event time only, so batching never changes what is learned."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandit.join import Joiner
+from bandit.models import CampaignSpec, Click, Impression
+
+WINDOW = 100
+
+
+def spec(rule="sum", default=0.0):
+    return CampaignSpec.model_validate({
+        "name": "w", "attribution_window_ms": WINDOW, "reward_aggregation": rule,
+        "default_reward": default,
+        "slots": [{"name": "s", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a"},
+                  {"name": "t", "arms": [{"id": "x"}], "default_arm": "x"}]})
+
+
+def imp(i, ts):
+    return Impression(event_id=f"i{i}", decision_id=f"{i:032x}", campaign="w", user_id=f"u{i % 3}",
+                      ts=ts, slots={"s": {"arm": "ab"[i % 2], "propensity": 0.5},
+                                    "t": {"arm": "x", "propensity": 1.0}})
+
+
+def click(i, j, ts, reward=1.0, slot=None):
+    return Click(event_id=f"c{i}-{j}", decision_id=f"{i:032x}", campaign="w", ts=ts,
+                 reward=reward, slot=slot)
+
+
+@st.composite
+def streams(draw):
+    """A time-ordered stream: impressions, clicks inside or after their windows, duplicates."""
+    events = []
+    for i in range(draw(st.integers(1, 12))):
+        t0 = draw(st.integers(0, 400))
+        events.append((t0, imp(i, t0)))
+        for j in range(draw(st.integers(0, 3))):
+            dt = draw(st.integers(0, WINDOW + 50))
+            slot = draw(st.sampled_from([None, "s", "t"]))
+            events.append((t0 + dt, click(i, j, t0 + dt, draw(st.sampled_from([0.5, 1.0, 2.0])), slot)))
+    if draw(st.booleans()):
+        events.append(events[0])  # a duplicate delivery
+    events.sort(key=lambda e: e[0])
+    return [e for _, e in events] + [imp(999, 10_000)]  # flush every window
+
+
+def _run(events, cuts, rule):
+    j = Joiner(lambda name: spec(rule))
+    joined, rejected = [], []
+    bounds = [0, *sorted(cuts), len(events)]
+    for lo, hi in zip(bounds, bounds[1:]):
+        out = j.add(events[lo:hi])
+        joined += out.joined
+        rejected += [(r.event.event_id, r.reason) for r in out.rejected]
+    return joined, sorted(rejected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=streams(), data=st.data(), rule=st.sampled_from(["sum", "max", "earliest"]))
+def test_any_batching_of_a_stream_gives_the_same_joins(events, data, rule):
+    cuts = data.draw(st.lists(st.integers(0, len(events)), max_size=6))
+    whole = _run(events, [], rule)
+    assert _run(events, cuts, rule) == whole
+    assert len({e.decision_id for e in whole[0]}) == len(whole[0])  # each decision once
+
+
+@pytest.mark.parametrize(("rule", "want"), [("sum", 3.5), ("max", 2.0), ("earliest", 0.5)])
+def test_aggregation_rules(rule, want):
+    j = Joiner(lambda name: spec(rule))
+    j.add([imp(1, 0), click(1, 2, 30, 2.0), click(1, 1, 10, 0.5), click(1, 3, 50, 1.0, slot="s")])
+    (joined,) = j.add([imp(2, 500)]).joined
+    assert joined.rewards["s"] == pytest.approx(want)
+    assert joined.rewards["t"] == {"sum": 2.5, "max": 2.0, "earliest": 0.5}[rule]
+
+
+def test_no_click_learns_the_default_reward_and_late_clicks_are_rejected():
+    j = Joiner(lambda name: spec(default=-0.1))
+    out = j.add([imp(1, 0), click(1, 1, WINDOW + 1), imp(2, 150)])
+    assert [e.rewards for e in out.joined] == [{"s": -0.1, "t": -0.1}]
+    assert [r.reason for r in out.rejected] == ["late: outside the attribution window"]
+    out = j.add([click(1, 2, 160)])  # after its window closed, within the retention
+    assert [r.reason for r in out.rejected] == ["late: outside the attribution window"]
+
+
+def test_a_click_before_its_impression_waits_for_it():
+    j = Joiner(lambda name: spec())
+    assert j.add([click(1, 1, 5)]).rejected == []
+    j.add([imp(1, 0)])
+    (joined,) = j.add([imp(2, 1000)]).joined
+    assert joined.rewards == {"s": 1.0, "t": 1.0}
+
+
+def test_an_orphan_click_is_rejected_once_its_window_could_not_open():
+    j = Joiner(lambda name: spec())
+    j.add([click(7, 1, 0)])
+    out = j.add([imp(2, 10 * WINDOW)])
+    assert [r.reason for r in out.rejected] == ["orphan: no impression within the window"]
+
+
+def test_state_round_trip_resumes_the_same_join():
+    events = [imp(1, 0), click(1, 1, 10), imp(2, 50), click(2, 1, 60, 2.0), click(3, 1, 70)]
+    a = Joiner(lambda name: spec())
+    a.add(events)
+    b = Joiner.from_state(a.state(), lambda name: spec())
+    tail = [click(1, 1, 20), click(2, 2, 90), imp(3, 65), imp(4, 1000)]  # a duplicate, then more
+    out_a, out_b = a.add(tail), b.add(tail)
+    assert out_a.joined == out_b.joined and len(out_a.joined) == 3
+    assert [r.reason for r in out_a.rejected] == [r.reason for r in out_b.rejected]
