@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -45,7 +45,7 @@ def simulate(
         str | None,
         typer.Option(
             help="Comma-separated policies among lin_ucb, lin_ts, beta_ts, epsilon_greedy, "
-            "hybrid_lin_ucb.",
+            "hybrid_lin_ucb, bart.",
             show_default="all",
         ),
     ] = None,
@@ -99,6 +99,77 @@ def simulate(
     console = Console()
     console.print(table)
     console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on.", show_default="127.0.0.1")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="TCP port (0: any free one).",
+                                 show_default="8000")
+    ] = None,
+    snapshot: Annotated[
+        Path | None,
+        typer.Option(help="Engine snapshot: loaded at start if the file exists, written at "
+                     "shutdown."),
+    ] = None,
+    env_file: Annotated[
+        Path | None, typer.Option(help="A dotenv file of CMAB_* settings.", exists=True,
+                                  dir_okay=False)
+    ] = None,
+) -> None:
+    """Run the HTTP decision service until Ctrl-C.
+
+    Each setting comes from its option, else its CMAB_* environment variable (CMAB_API_TOKEN, CMAB_MAX_BODY_BYTES, CMAB_SEED, ...), else --env-file, else its default.
+    """
+    import logging
+    import socket
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from bandit.service import create_app
+    from bandit.settings import Settings
+
+    overrides = {"host": host, "port": port, "snapshot_path": snapshot}
+    try:
+        settings = Settings(_env_file=env_file,  # type: ignore[call-arg]
+                            **{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        raise InvalidInputError(_describe_settings_error(error)) from None
+    app_ = create_app(settings=settings)
+    # Bound here rather than by uvicorn, so a busy port is one line and exit code 2.
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as error:
+        sock.close()
+        raise InvalidInputError(f"--host/--port: cannot listen on {settings.host}:"
+                                f"{settings.port}: {error.strerror}") from None
+    config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info")
+    # uvicorn does not announce sockets it was handed; the real port matters with --port 0.
+    bound_port = sock.getsockname()[1]
+    logging.getLogger("uvicorn.error").info(
+        "cmab serve: listening on http://%s:%d (Ctrl-C to stop)", settings.host, bound_port)
+    try:
+        # On SIGINT/SIGTERM uvicorn stops accepting, drains, runs the shutdown (which writes
+        # the snapshot), then re-raises the signal: Ctrl-C arrives here as KeyboardInterrupt.
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+
+
+def _describe_settings_error(error: Any) -> str:
+    problems = []
+    for e in error.errors(include_url=False):
+        name = ".".join(str(part) for part in e["loc"])
+        problems.append(f"unknown setting {name}" if e["type"] == "extra_forbidden"
+                        else f"setting {name}: {e['msg']}")
+    return "; ".join(problems)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,6 +55,7 @@ from bandit.models import (
     check_arm_features,
 )
 from bandit.policies import (
+    Bart,
     BetaTS,
     EpsilonGreedy,
     HybridLinUCB,
@@ -194,6 +195,9 @@ def _make_policy(slot: SlotSpec, dim: int, arm_features: np.ndarray, seed: int) 
         case "epsilon_greedy":
             return EpsilonGreedy(k, dim, epsilon=spec.epsilon, l2=spec.l2,
                                  half_life_ms=spec.half_life_ms, rng=rng)
+        case "bart":
+            return Bart(dim, arm_features, epsilon=spec.epsilon, l2=spec.l2,
+                        half_life_ms=spec.half_life_ms, rng=rng)
         case _:
             return HybridLinUCB(dim, arm_features, alpha=spec.alpha, l2=spec.l2,
                                 epsilon=spec.epsilon, half_life_ms=spec.half_life_ms, rng=rng)
@@ -414,7 +418,7 @@ class Engine:
             except ValueError as exc:
                 raise InvalidInputError(str(exc)) from None
             features = (s.encoder.encode([arm.features])[0]
-                        if isinstance(s.policy, HybridLinUCB) else None)
+                        if isinstance(s.policy, HybridLinUCB | Bart) else None)
             for policy in {id(s.policy): s.policy, id(s.fallback): s.fallback}.values():
                 policy.add_arm(features)
             s.spec = s.spec.model_copy(update={"arms": [*s.spec.arms, arm]})
@@ -668,7 +672,7 @@ class Engine:
         """Compile (or load from the cache) every kernel a decision or a learn can reach, so
         the first request does not pay for it; then the engine is ready."""
         probe = Engine(seed=0)
-        kinds = ["beta_ts", "lin_ucb", "hybrid_lin_ucb", "lin_ts", "epsilon_greedy"]
+        kinds = ["beta_ts", "lin_ucb", "hybrid_lin_ucb", "lin_ts", "epsilon_greedy", "bart"]
         probe.create_campaign(CampaignSpec.model_validate({
             "name": "warm-up", "holdout": 0.0,
             "slots": [{"name": kind, "arms": [{"id": "a", "features": {"f": 1.0}},

@@ -121,8 +121,15 @@ class EpsilonGreedySpec(Strict):
     half_life_ms: Finite | None = Field(None, gt=0)
 
 
+class BartSpec(Strict):
+    kind: Literal["bart"] = "bart"
+    epsilon: Finite = Field(0.1, ge=0, le=1)
+    l2: Finite = Field(1.0, gt=0)
+    half_life_ms: Finite | None = Field(None, gt=0)
+
+
 PolicySpec = Annotated[
-    BetaTSSpec | LinUCBSpec | HybridLinUCBSpec | LinTSSpec | EpsilonGreedySpec,
+    BetaTSSpec | LinUCBSpec | HybridLinUCBSpec | LinTSSpec | EpsilonGreedySpec | BartSpec,
     Field(discriminator="kind"),
 ]
 
@@ -162,8 +169,8 @@ class SlotSpec(Strict):
         for rule in self.eligibility:
             if rule.arm not in ids:
                 raise ValueError(f"slot {self.name!r}: eligibility rule names no arm {rule.arm!r}")
-        if self.policy.kind == "hybrid_lin_ucb" and not self.arm_features:
-            raise ValueError(f"slot {self.name!r}: hybrid_lin_ucb needs arm_features")
+        if self.policy.kind in ("hybrid_lin_ucb", "bart") and not self.arm_features:
+            raise ValueError(f"slot {self.name!r}: {self.policy.kind} needs arm_features")
         for arm in self.arms:
             check_arm_features(self, arm)
         return self

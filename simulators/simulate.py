@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bandit.errors import InvalidInputError
-from bandit.policies import BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
+from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
 from simulators.environments import Environment
 
 UNIFORM, ORACLE = "uniform", "oracle"
@@ -30,6 +30,7 @@ POLICY_FACTORIES: dict[str, Callable[[Environment, np.random.Generator], Policy]
     "beta_ts": lambda env, rng: BetaTS(env.n_arms, dim=env.dim, rng=rng),
     "epsilon_greedy": lambda env, rng: EpsilonGreedy(env.n_arms, env.dim, rng=rng),
     "hybrid_lin_ucb": lambda env, rng: HybridLinUCB(env.dim, env.arm_features, rng=rng),
+    "bart": lambda env, rng: Bart(env.dim, env.arm_features, rng=rng),
 }
 POLICY_NAMES = tuple(POLICY_FACTORIES)
 

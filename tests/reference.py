@@ -174,3 +174,14 @@ def hybrid_linucb(arms, X, rewards, Q, F, alpha, l2=1.0):
                  + x @ Ai @ B[a] @ A0i @ B[a].T @ Ai @ x)
             out[i, a] = z @ beta + x @ theta + alpha * np.sqrt(s)
     return out
+
+
+def bart(arms, X, rewards, Q, F, l2=1.0):
+    """One ridge regression over phi = [x, f_a, kron(x, f_a)]; its mean for every query and arm."""
+    def phi(x, a):
+        return np.concatenate([x, F[a], np.kron(x, F[a])])
+
+    Phi = np.array([phi(x, a) for x, a in zip(X, arms)]).reshape(len(arms), -1)
+    p = X.shape[1] + F.shape[1] + X.shape[1] * F.shape[1]
+    theta = np.linalg.inv(l2 * np.eye(p) + Phi.T @ Phi) @ (Phi.T @ rewards)
+    return np.array([[phi(q, a) @ theta for a in range(len(F))] for q in Q])

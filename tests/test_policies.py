@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError, UnknownArmError
 from bandit.policies import (
+    Bart,
     BetaTS,
     EpsilonGreedy,
     HybridLinUCB,
@@ -28,7 +29,9 @@ FACTORIES = {
     "epsilon_greedy": lambda rng=None, **kw: EpsilonGreedy(K, D, epsilon=0.2, rng=rng, **kw),
     "hybrid_lin_ucb": lambda rng=None, **kw: HybridLinUCB(D, ARM_FEATURES, alpha=0.5, rng=rng, **kw),
     "beta_ts": lambda rng=None, **kw: BetaTS(K, dim=D, rng=rng, **kw),
+    "bart": lambda rng=None, **kw: Bart(D, ARM_FEATURES, epsilon=0.2, rng=rng, **kw),
 }
+WITH_FEATURES = {"hybrid_lin_ucb", "bart"}
 KINDS = sorted(FACTORIES)
 
 
@@ -161,7 +164,7 @@ def test_retired_arm_is_never_chosen_and_new_arm_gets_a_chance(kind):
     assert 2 not in set(policy.choose_many(X))
     assert (policy.propensities(X)[:, 2] == 0).all()
     assert np.isneginf(policy.scores(X)[:, 2]).all()
-    new = policy.add_arm(np.array([0.2, 0.3]) if kind == "hybrid_lin_ucb" else None)
+    new = policy.add_arm(np.array([0.2, 0.3]) if kind in WITH_FEATURES else None)
     assert new == K and policy.n_arms == K + 1
     # Day one: the newcomer is chosen from its prior (bonus or posterior width), often.
     share = np.mean(policy.choose_many(X) == new)
@@ -287,4 +290,22 @@ def test_thompson_propensity_matches_quadrature_twin(rng):
 
 
 def test_policy_base_is_exported_for_type_hints():
-    assert all(issubclass(cls, Policy) for cls in (BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB))
+    assert all(issubclass(cls, Policy)
+               for cls in (Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB))
+
+
+def test_bart_matches_one_ridge_over_interaction_features(rng):
+    F = rng.normal(size=(4, 3))
+    arms, X, r = rng.integers(4, size=80), rng.normal(size=(80, 5)), rng.normal(size=80)
+    policy = Bart(5, F, epsilon=0.0, l2=0.8)
+    policy.learn_many(arms, X, r)
+    Q = rng.normal(size=(6, 5))
+    want = reference.bart(arms, X, r, Q, F, l2=0.8)
+    np.testing.assert_allclose(policy.scores(Q), want, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(policy.expectation(Q, want.argmax(axis=1))[0], want.max(axis=1),
+                               rtol=1e-9, atol=1e-9)
+    # A new arm is scored from its features alone, on day one.
+    new = policy.add_arm(F[0] * 0.5 + F[1] * 0.5)
+    assert np.isfinite(policy.scores(Q)[:, new]).all()
+    np.testing.assert_allclose(policy.contributions(Q, np.zeros(6, dtype=np.int64)).sum(axis=1),
+                               policy.scores(Q)[:, 0] - F[0] @ policy._theta_f, rtol=1e-9)

@@ -18,12 +18,13 @@ STEPS = 20_000
 @pytest.fixture(scope="module")
 def result():
     env = LinearLogistic(seed=0)
-    policies = make_policies(["lin_ucb", "lin_ts", "epsilon_greedy", "hybrid_lin_ucb", "beta_ts"],
+    policies = make_policies(["lin_ucb", "lin_ts", "epsilon_greedy", "hybrid_lin_ucb", "bart",
+                              "beta_ts"],
                              env, seed=0)
     return env, simulate(env, policies, steps=STEPS, batch_size=100, seed=0, progress=False)
 
 
-@pytest.mark.parametrize("name", ["lin_ucb", "lin_ts", "epsilon_greedy", "hybrid_lin_ucb"])
+@pytest.mark.parametrize("name", ["lin_ucb", "lin_ts", "epsilon_greedy", "hybrid_lin_ucb", "bart"])
 def test_contextual_policies_approach_the_oracle(result, name):
     _, res = result
     run, oracle, uniform = res.runs[name], res.runs[ORACLE], res.runs[UNIFORM]
