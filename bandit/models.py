@@ -91,20 +91,19 @@ class BetaTSSpec(Strict):
     half_life_ms: Finite | None = Field(None, gt=0)
 
 
-class LinUCBSpec(Strict):
+class _UCBParams(Strict):
+    alpha: Finite = Field(1.0, ge=0)
+    l2: Finite = Field(1.0, gt=0)
+    epsilon: Finite = Field(0.05, ge=0, le=1, description="Exploration floor.")
+    half_life_ms: Finite | None = Field(None, gt=0)
+
+
+class LinUCBSpec(_UCBParams):
     kind: Literal["lin_ucb"] = "lin_ucb"
-    alpha: Finite = Field(1.0, ge=0)
-    l2: Finite = Field(1.0, gt=0)
-    epsilon: Finite = Field(0.05, ge=0, le=1)
-    half_life_ms: Finite | None = Field(None, gt=0)
 
 
-class HybridLinUCBSpec(Strict):
+class HybridLinUCBSpec(_UCBParams):
     kind: Literal["hybrid_lin_ucb"] = "hybrid_lin_ucb"
-    alpha: Finite = Field(1.0, ge=0)
-    l2: Finite = Field(1.0, gt=0)
-    epsilon: Finite = Field(0.05, ge=0, le=1)
-    half_life_ms: Finite | None = Field(None, gt=0)
 
 
 class LinTSSpec(Strict):
