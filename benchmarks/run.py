@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import bench_decisions, bench_learning, bench_propensity
+from benchmarks import bench_decisions, bench_engine, bench_learning, bench_propensity
 from benchmarks.common import (
     Measurement,
     Ratio,
@@ -36,6 +36,7 @@ BENCHES: dict[str, Callable[[bool], Results]] = {
     "learning": bench_learning.run,
     "decisions": bench_decisions.run,
     "propensity": bench_propensity.run,
+    "engine": bench_engine.run,
 }
 
 

@@ -1,0 +1,105 @@
+"""The Engine in process: one weekly send of 280,000 subscribers on a 4-slot campaign.
+
+Campaign: d=20 (19 numeric features plus the intercept), four slots of K=10 arms each: LinUCB,
+epsilon-greedy, Bart (arm features m=3) and Beta TS. It first learns 20,000 joined events
+(untimed), so its state is that of a campaign in progress. Requests are built before the clock.
+
+Timed: ``decide_batch`` (validation of what only the engine knows, holdout hashes, context
+encoding, per-decision draws, four policies, expectations), then the same plus the JSON the
+service sends. The REFERENCE is the four policies' own ``choose_many(X, with_propensities=True)``
+on the already-encoded matrix, in the same run: the ratio says what the engine layer costs.
+
+Run on its own: ``python -m benchmarks.bench_engine [--quick]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from bandit.engine import Engine
+from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent, SlotChoice
+from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
+
+BENCH = "engine"
+N_SEND = 280_000
+N_TRAIN = 20_000
+D_NUMERIC = 19
+K = 10
+POLICIES = ["lin_ucb", "epsilon_greedy", "bart", "beta_ts"]
+
+
+def campaign() -> CampaignSpec:
+    arms = [{"id": f"a{j}", "features": {"f0": j / K, "f1": (j % 3) / 2, "f2": float(j % 2)}}
+            for j in range(K)]
+    return CampaignSpec.model_validate({
+        "name": "bench", "holdout": 0.05,
+        "context": {"features": [{"kind": "numeric", "name": f"x{i}"} for i in range(D_NUMERIC)]},
+        "slots": [{"name": kind, "arms": arms, "default_arm": "a0", "policy": {"kind": kind},
+                   "arm_features": [{"kind": "numeric", "name": f"f{i}"} for i in range(3)]}
+                  for kind in POLICIES],
+    })
+
+
+def build(n: int, seed: int) -> tuple[list[DecisionRequest], np.ndarray]:
+    X = np.random.default_rng(seed).normal(size=(n, D_NUMERIC)).round(6)
+    names = [f"x{i}" for i in range(D_NUMERIC)]
+    rows = X.tolist()
+    return [DecisionRequest(campaign="bench", user_id=f"u{seed}-{i}", context=dict(zip(names, r)))
+            for i, r in enumerate(rows)], X
+
+
+def trained_engine() -> Engine:
+    engine = Engine(seed=1)
+    engine.create_campaign(campaign())
+    requests, X = build(N_TRAIN, seed=2)
+    rng = np.random.default_rng(3)
+    arms = rng.integers(K, size=(N_TRAIN, len(POLICIES)))
+    p = 1 / (1 + np.exp(-(X[:, :1] * (arms - K / 2) / K - 2.0)))
+    clicks = rng.random(arms.shape) < p
+    engine.learn([
+        JoinedEvent(decision_id=f"{i:032x}", campaign="bench", user_id=r.user_id, ts=0,
+                    context=r.context,
+                    slots={s: SlotChoice(arm=f"a{arms[i, j]}", propensity=1 / K)
+                           for j, s in enumerate(POLICIES)},
+                    rewards={s: float(clicks[i, j]) for j, s in enumerate(POLICIES)})
+        for i, r in enumerate(requests)])
+    engine.warm_up()
+    return engine
+
+
+def run(quick: bool = False) -> Results:
+    n = N_SEND // 10 if quick else N_SEND
+    repeat = 1 if quick else 3
+    engine = trained_engine()
+    requests, X = build(n, seed=4)
+    engine.decide_batch("bench", requests[:100])  # compile or load the cache, untimed
+    t_engine, batch = best_time(lambda: None, lambda _: engine.decide_batch("bench", requests),
+                                repeat)
+    t_json, _ = best_time(lambda: None, lambda _: orjson.dumps(
+        engine.decide_batch("bench", requests).to_dicts()), repeat)
+    X1 = np.ascontiguousarray(np.hstack([np.ones((n, 1)), X]))
+    slots = engine._campaigns["bench"].slots  # the same policy objects, same state
+
+    def reference(_):
+        for s in slots:
+            s.policy.choose_many(X1 if s.policy.dim else X1[:, :0], with_propensities=True)
+
+    t_ref, _ = best_time(lambda: None, reference, repeat)
+    holdout = float(batch.holdout.mean())
+    ms = [
+        Measurement(BENCH, "REFERENCE 4 policies' choose_many + propensities", "E4", t_ref,
+                    "s/send", n),
+        Measurement(BENCH, "Engine.decide_batch, 4 slots", "E4", t_engine, "s/send", n,
+                    note=f"holdout share {holdout:.3f}; {n / t_engine:,.0f} decisions/s",
+                    target="< 4 s" if n == N_SEND else "", met=(t_engine < 4.0) if n == N_SEND else None),
+        Measurement(BENCH, "decide_batch + JSON of every decision", "E4", t_json, "s/send", n,
+                    note=f"{n / t_json:,.0f} decisions/s"),
+    ]
+    rs = [Ratio(BENCH, "policies alone / Engine.decide_batch (time ratio)", "E4", t_ref / t_engine,
+                note="the share of the engine's time spent in the policies")]
+    return ms, rs
+
+
+if __name__ == "__main__":
+    script_main(run)
