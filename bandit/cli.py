@@ -12,11 +12,14 @@ import sys
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from bandit.errors import BanditError, InvalidInputError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 app = typer.Typer(
     name="cmab",
@@ -122,8 +125,9 @@ def serve(
 ) -> None:
     """Run the HTTP decision service until Ctrl-C.
 
-    Each setting comes from its option, else its CMAB_* environment variable (CMAB_API_TOKEN, CMAB_MAX_BODY_BYTES, CMAB_SEED, ...), else --env-file, else its default.
+    Each setting is taken from its option, else its CMAB_* variable, else --env-file.
     """
+    import contextlib
     import logging
     import socket
 
@@ -133,13 +137,12 @@ def serve(
     from bandit.service import create_app
     from bandit.settings import Settings
 
-    overrides = {"host": host, "port": port, "snapshot_path": snapshot}
+    overrides: dict[str, Any] = {"host": host, "port": port, "snapshot_path": snapshot}
     try:
         settings = Settings(_env_file=env_file,  # type: ignore[call-arg]
                             **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as error:
         raise InvalidInputError(_describe_settings_error(error)) from None
-    app_ = create_app(settings=settings)
     # Bound here rather than by uvicorn, so a busy port is one line and exit code 2.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -150,20 +153,20 @@ def serve(
         sock.close()
         raise InvalidInputError(f"--host/--port: cannot listen on {settings.host}:"
                                 f"{settings.port}: {error.strerror}") from None
+    app_ = create_app(settings=settings)  # after the bind: a busy port loads no snapshot
     config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info")
     # uvicorn does not announce sockets it was handed; the real port matters with --port 0.
     bound_port = sock.getsockname()[1]
     logging.getLogger("uvicorn.error").info(
         "cmab serve: listening on http://%s:%d (Ctrl-C to stop)", settings.host, bound_port)
-    try:
-        # On SIGINT/SIGTERM uvicorn stops accepting, drains, runs the shutdown (which writes
-        # the snapshot), then re-raises the signal: Ctrl-C arrives here as KeyboardInterrupt.
+    # On SIGINT/SIGTERM uvicorn stops accepting, drains, runs the shutdown (which writes the
+    # snapshot), then re-raises the signal: Ctrl-C arrives here as KeyboardInterrupt.
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
 
 
-def _describe_settings_error(error: Any) -> str:
+def _describe_settings_error(error: ValidationError) -> str:
+    """One line naming every bad setting (CMAB_PROT=1 is "unknown setting CMAB_PROT")."""
     problems = []
     for e in error.errors(include_url=False):
         name = ".".join(str(part) for part in e["loc"])

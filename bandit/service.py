@@ -1,0 +1,727 @@
+"""The HTTP decision service: a FastAPI app over one in-process :class:`~bandit.engine.Engine`.
+
+Bodies are validated by the strict models of :mod:`bandit.models` at the edge; the engine checks
+what only it knows (campaign names, context schema). Every 4xx answer has the same shape,
+``{"error": {"code", "message", "field"?, "errors"?}}``, and every status a route can answer is
+declared in the OpenAPI document:
+
+- 400 ``malformed_body``: the body is not JSON (syntax, encoding), whatever the route;
+- 401 / 403: management routes, when a token is configured (missing or malformed header / wrong
+  token);
+- 404 ``not_found``: unknown campaign or slot (``unknown_arm``: the arm the path names);
+- 405 ``method_not_allowed``: a method the path does not have;
+- 409 ``conflict``: the campaign or arm exists, or the arm is a default or a slot's last;
+- 413 ``payload_too_large``: the body exceeds ``max_body_bytes``;
+- 422 ``invalid_input``: valid JSON that breaks the schema (each error's location and reason), a
+  context the campaign does not accept, ``NaN`` or ``Infinity`` (Python's JSON reader takes these
+  tokens, so they are refused by value, as non-finite numbers);
+- 503 ``unavailable``: not ready yet; retry.
+
+``POST /v1/decisions/batch`` and ``POST /v1/events`` also take ``application/x-ndjson`` (one
+object per line); a bad line is a 422 that names its line number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from itertools import islice
+from typing import Annotated, Any, Literal, TypeVar
+
+import numpy as np
+import orjson
+from fastapi import Body, FastAPI, Path, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bandit.engine import DecisionBatch, Engine
+from bandit.errors import BanditError, InvalidInputError
+from bandit.models import (
+    Arm,
+    BatchDecisionRequest,
+    BatchDecisionResponse,
+    CampaignReport,
+    CampaignSpec,
+    Click,
+    Decision,
+    DecisionRequest,
+    Event,
+    Impression,
+    Name,
+    Strict,
+)
+from bandit.settings import Settings
+
+__all__ = ["EXAMPLE_CAMPAIGN", "NDJSON", "create_app"]
+
+log = logging.getLogger("bandit.service")
+
+NDJSON = "application/x-ndjson"
+# Engine calls for a large batch are cut into chunks, so a batch never holds the engine's lock
+# for long and single decisions interleave with it.
+BATCH_CHUNK = 4096
+
+# -- bodies the service adds to bandit.models -----------------------------------------------
+
+
+class AddArmRequest(Strict):
+    slot: Name
+    arm: Arm
+
+
+class PauseRequest(Strict):
+    paused: bool = Field(True, description="True pauses (default arms for everyone); False "
+                         "resumes.")
+
+
+class PauseState(Strict):
+    campaign: str
+    paused: bool
+
+
+class Accepted(Strict):
+    accepted: int = Field(description="Events the engine took in.")
+
+
+class Erased(Strict):
+    erased: int = Field(description="Pending decisions of the subject that were dropped.")
+
+
+class Health(Strict):
+    status: Literal["ok", "ready"]
+
+
+class ErrorDetail(Strict):
+    field: str | None = Field(None, description="Location of the value, e.g. `slots[0].arms`.")
+    message: str
+
+
+class ErrorInfo(Strict):
+    code: str = Field(description="Stable code: malformed_body, unauthorized, forbidden, "
+                      "not_found, method_not_allowed, conflict, payload_too_large, "
+                      "invalid_input, unknown_arm, incompatible_state, unavailable.")
+    message: str
+    field: str | None = Field(None, description="The (first) offending field, when known.")
+    errors: list[ErrorDetail] | None = Field(None, description="Every validation error.")
+
+
+class ErrorResponse(Strict):
+    error: ErrorInfo
+
+
+# -- examples in the OpenAPI document (/docs; schemathesis replays them) -----------------------
+
+EXAMPLE_CAMPAIGN: dict[str, Any] = {
+    "name": "weekly-newsletter",
+    "holdout": 0.05,
+    "attribution_window_ms": 3 * 24 * 3600 * 1000,
+    "context": {
+        "features": [{"kind": "numeric", "name": "engagement", "default": 0.0},
+                     {"kind": "categorical", "name": "plan", "values": ["free", "pro"]}],
+        "segments": ["region"],
+    },
+    "slots": [
+        {"name": "subject_line", "arms": [{"id": "plain"}, {"id": "urgent"}, {"id": "question"}],
+         "default_arm": "plain", "policy": {"kind": "lin_ucb", "alpha": 0.5}},
+        {"name": "artwork", "default_arm": "calm", "policy": {"kind": "hybrid_lin_ucb"},
+         "arms": [{"id": "action", "features": {"scene": "action"}},
+                  {"id": "calm", "features": {"scene": "calm"}}],
+         "arm_features": [{"kind": "categorical", "name": "scene",
+                           "values": ["action", "calm", "comedy"]}]},
+    ],
+}
+_EXAMPLE_REQUESTS = [
+    {"campaign": "weekly-newsletter", "user_id": "subscriber-42",
+     "context": {"engagement": 0.7, "plan": "pro"}, "segments": {"region": "eu"}},
+    {"campaign": "weekly-newsletter", "user_id": "subscriber-43", "consent": False},
+]
+_EXAMPLE_EVENTS = [
+    {"type": "impression", "event_id": "imp-1", "decision_id": "5" * 32,
+     "campaign": "weekly-newsletter", "user_id": "subscriber-42", "ts": 1_700_000_000_000,
+     "slots": {"subject_line": {"arm": "urgent", "propensity": 0.4},
+               "artwork": {"arm": "calm", "propensity": 0.6}},
+     "context": {"engagement": 0.7, "plan": "pro"}, "segments": {"region": "eu"}},
+    {"type": "click", "event_id": "click-1", "decision_id": "5" * 32,
+     "campaign": "weekly-newsletter", "ts": 1_700_000_060_000},
+]
+
+
+def _example(value: Any, summary: str) -> dict[str, Any]:
+    return {"newsletter": {"summary": summary, "value": value}}
+
+
+CampaignName = Annotated[str, Path(
+    description="Campaign name.",
+    openapi_examples=_example("weekly-newsletter", "The example campaign"))]
+SlotName = Annotated[str, Path(description="Slot name.",
+                               openapi_examples=_example("subject_line", "A slot"))]
+ArmId = Annotated[str, Path(description="Arm id.",
+                            openapi_examples=_example("question", "A non-default arm"))]
+UserIdPath = Annotated[str, Path(description="Subscriber id.",
+                                 openapi_examples=_example("subscriber-42", "A subscriber"))]
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+_STATUS = {
+    "invalid_input": 422,
+    "unknown_arm": 422,
+    "incompatible_state": 422,
+    "not_found": 404,
+    "conflict": 409,
+    "unavailable": 503,
+}
+_HTTP_CODES = {400: "malformed_body", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+               422: "invalid_input", 503: "unavailable"}
+_DESCRIPTIONS = {
+    400: "The body is not JSON (syntax error, not UTF-8).",
+    401: "Missing or malformed `Authorization: Bearer <token>` (only when a token is configured).",
+    403: "Wrong token.",
+    404: "No such campaign, slot or arm.",
+    409: "Conflicts with the current state.",
+    413: "The body exceeds the configured maximum size.",
+    422: "Valid JSON that breaks the schema, or a context the campaign does not accept.",
+    503: "Not ready yet (kernels compiling, state loading): retry shortly.",
+}
+
+
+class ServiceError(Exception):
+    """An HTTP-level refusal (bad body, auth, size) in the service's error shape."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
+                 errors: list[ErrorDetail] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.field, self.errors, self.headers = field, errors, headers
+
+
+class _BodyTooLarge(HTTPException):
+    # An HTTPException, because FastAPI turns any other error raised while it reads a body
+    # into a bare 400.
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes (setting max_body_bytes)")
+
+
+def _error_body(code: str, message: str, field: str | None = None,
+                errors: list[ErrorDetail] | None = None) -> bytes:
+    info = ErrorInfo(code=code, message=message, field=field, errors=errors)
+    return ErrorResponse(error=info).model_dump_json(exclude_none=True).encode()
+
+
+# pydantic names the member of a union it tried (`context.x.float`); users named none of them.
+_UNION_MEMBER = re.compile(
+    r"^(float|int|str|bool|none|constrained-\w+|function-\w+\[.*\]|(list|dict|set|union|"
+    r"tagged-union|nullable|json-or-python|lax-or-strict)\[.*\])$"
+)
+
+
+def _path(loc: Sequence[int | str]) -> str | None:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not _UNION_MEMBER.match(part):
+            path += f".{part}" if path else part
+    return path or None
+
+
+def _invalid(errors: Iterable[Mapping[str, Any]], *, line: int | None = None) -> ServiceError:
+    """One 400 (not JSON) or 422 (breaks the schema) from pydantic's error list."""
+    where = f"line {line}: " if line is not None else ""
+    errors = list(errors)
+    for error in errors:
+        if error["type"] == "json_invalid":
+            reason = error.get("ctx", {}).get("error") or error["msg"]
+            what = f"line {line}" if line is not None else "body"
+            return ServiceError(400, "malformed_body", f"{what} is not valid JSON: {reason}")
+    details: dict[str | None, list[str]] = {}
+    for error in errors:
+        # Members of one union fail together at one place: one entry, their reasons joined.
+        details.setdefault(_path(error["loc"]), []).append(error["msg"])
+    listed = [ErrorDetail(field=f, message=" or ".join(dict.fromkeys(m)))
+              for f, m in details.items()]
+    message = "; ".join(f"{d.field or 'body'}: {d.message}" for d in listed)
+    return ServiceError(422, "invalid_input", where + message, field=listed[0].field,
+                        errors=listed)
+
+
+# -- request size ----------------------------------------------------------------------------
+
+
+class _BodyLimit:
+    """Refuse bodies over ``limit`` bytes: at once from Content-Length, else while reading."""
+
+    def __init__(self, app: ASGIApp, limit: int, refused: Callable[[], None]) -> None:
+        self.app, self.limit, self.refused = app, limit, refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                message = str(_BodyTooLarge(self.limit).detail)
+                self.refused()
+                response = Response(_error_body("payload_too_large", message), 413,
+                                    media_type="application/json", headers={"Connection": "close"})
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+class _Metrics:
+    """Per-app registry, so several apps (tests, one process) never share or clash."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "cmab_decisions", "Slot decisions served, by campaign, slot and arm.",
+            ["campaign", "slot", "arm"], registry=self.registry)
+        self.latency = Histogram(
+            "cmab_decision_latency_seconds", "Time to answer a decision request (whole batch "
+            "for batches).", ["route"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10, 60))
+        self.errors = Counter("cmab_errors", "Error answers, by code.", ["code"],
+                              registry=self.registry)
+
+    def count(self, batch: DecisionBatch) -> None:
+        for slot in batch.slots:
+            counts = np.bincount(slot.arms, minlength=len(slot.arm_ids))
+            for arm, n in zip(slot.arm_ids, counts.tolist(), strict=True):
+                if n:  # one labelled increment per arm, not per decision
+                    self.decisions.labels(batch.campaign, slot.slot, arm).inc(n)
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+_SPECS = TypeAdapter(list[CampaignSpec])
+_EVENT: TypeAdapter[Impression | Click] = TypeAdapter(Event)
+_EVENTS: TypeAdapter[list[Impression | Click]] = TypeAdapter(list[Event])
+_bearer = HTTPBearer(auto_error=False, description="The configured API token.")
+
+
+def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorResponse, "description": _DESCRIPTIONS[s]} for s in statuses}
+
+
+def _json(model: BaseModel, status: int = 200) -> Response:
+    # pydantic writes the bytes: no dict round trip.
+    return Response(model.model_dump_json(), status, media_type="application/json")
+
+
+def _is_ndjson(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == NDJSON
+
+
+def _lines(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of the non-blank lines of an NDJSON body, numbered from 1."""
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if line.strip():
+            yield number, line
+
+
+def _ndjson_items(body: bytes, adapter: Callable[[bytes], _T]) -> Iterator[tuple[int, _T]]:
+    """(line number, validated item) per non-blank line; a bad line is an error naming it."""
+    empty = True
+    for number, line in _lines(body):
+        try:
+            yield number, adapter(line)
+        except ValidationError as error:
+            raise _invalid(error.errors(include_url=False), line=number) from None
+        empty = False
+    if empty:
+        raise ServiceError(422, "invalid_input", "expected at least one line")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("engine warm-up failed; /readyz stays 503", exc_info=task.exception())
+
+
+def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def create_app(engine: Engine | None = None, settings: Settings | None = None) -> FastAPI:
+    """The decision service over ``engine``.
+
+    Without an engine the app makes one: loaded from ``settings.snapshot_path`` when that file
+    exists, else ``Engine(seed=settings.seed)``. At start-up an engine that is not ready is
+    warmed up in the background (``/readyz`` answers 503 until it is done); at shutdown the
+    engine is saved to ``settings.snapshot_path`` when one is set.
+    """
+    settings = settings if settings is not None else Settings()
+    snapshot = settings.snapshot_path
+    if engine is None:
+        engine = (Engine.load(snapshot, seed=settings.seed)
+                  if snapshot is not None and snapshot.exists() else Engine(seed=settings.seed))
+    token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+    metrics = _Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warm_up = None  # referenced until shutdown: the event loop holds tasks only weakly
+        if not engine.ready:
+            # In the background, so /healthz answers while the kernels compile or load.
+            warm_up = asyncio.create_task(run_in_threadpool(engine.warm_up))
+            warm_up.add_done_callback(_log_failure)
+        yield
+        if snapshot is not None:
+            await run_in_threadpool(engine.save, snapshot)
+            log.info("engine saved to %s", snapshot)
+
+    app = FastAPI(
+        title="bandit-engine decision service",
+        version="1",
+        summary="Contextual bandit decisions with propensities, campaign management, events.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes,
+                       refused=metrics.errors.labels("payload_too_large").inc)
+
+    # -- error handlers: the only place where errors become statuses --------------------------
+
+    def answer(status: int, code: str, message: str, *, field: str | None = None,
+               errors: list[ErrorDetail] | None = None,
+               headers: Mapping[str, str] | None = None) -> Response:
+        metrics.errors.labels(code).inc()
+        return Response(_error_body(code, message, field, errors), status, headers=headers,
+                        media_type="application/json")
+
+    @app.exception_handler(BanditError)
+    async def bandit_error(request: Request, error: BanditError) -> Response:
+        status = _STATUS.get(error.code, 500)  # an unmapped code is our bug, not the caller's
+        if error.code == "unknown_arm" and "arm" in request.path_params:
+            status = 404  # the path names the arm: the resource does not exist
+        headers = {"Retry-After": "1"} if error.retriable else None
+        return answer(status, error.code, str(error), headers=headers)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, error: ServiceError) -> Response:
+        return answer(error.status, error.code, error.message, field=error.field,
+                      errors=error.errors, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        # FastAPI's locations start with where the value was (body, path, query, header).
+        invalid = _invalid({**e, "loc": tuple(e["loc"])[1:]} for e in error.errors())
+        return await service_error(request, invalid)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> Response:
+        message = str(error.detail)
+        if error.status_code == 400:  # FastAPI's words for a body that is not UTF-8
+            message = f"body is not valid JSON: {message}"
+        return answer(error.status_code, _HTTP_CODES.get(error.status_code, "http_error"),
+                      message, headers=error.headers)
+
+    # -- dependencies and helpers ------------------------------------------------------------
+
+    async def management(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    ) -> None:
+        """Require the bearer token on management routes, when one is configured."""
+        if token is None:
+            return
+        if credentials is None:
+            raise ServiceError(401, "unauthorized", "expected an 'Authorization: Bearer <token>' "
+                               "header", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(credentials.credentials.encode(), token):
+            raise ServiceError(403, "forbidden", "the bearer token is not the configured one")
+
+    managed = [Security(management)]
+
+    async def off_loop(function: Callable[..., _T], *args: Any) -> _T:
+        # Engine calls hold its lock and may take a while: in a thread, /healthz and the other
+        # requests keep being answered.
+        return await run_in_threadpool(function, *args)
+
+    def decide_labelled(campaign: str | None,
+                        labelled: Iterable[tuple[str, DecisionRequest]]) -> list[DecisionBatch]:
+        """Decide ``(label, request)`` pairs a chunk at a time, so that a big batch never holds
+        the engine's lock for long nor keeps every request alive at once. The label (``line
+        7``, ``requests[6]``) names the request in errors; ``campaign`` defaults to the first
+        request's."""
+        batches = []
+        for chunk in _chunks(labelled, BATCH_CHUNK):
+            campaign = campaign or chunk[0][1].campaign
+            for label, request in chunk:
+                if request.campaign != campaign:
+                    field = "campaign" if label.startswith("line") else f"{label}.campaign"
+                    raise ServiceError(422, "invalid_input", f"{label}: campaign "
+                                       f"{request.campaign!r} is not the batch's {campaign!r}",
+                                       field=field)
+            requests = [request for _, request in chunk]
+            try:
+                batches.append(engine.decide_batch(campaign, requests))
+            except InvalidInputError:
+                # The engine names the row inside the chunk only: decide the chunk's requests
+                # alone (deciding has no side effect but drawing ids) to name the first bad one
+                # as the caller knows it.
+                for label, request in chunk:
+                    try:
+                        engine.decide_batch(campaign, [request])
+                    except InvalidInputError as error:
+                        raise InvalidInputError(f"{label}: {error}") from None
+                raise
+            metrics.count(batches[-1])
+        return batches
+
+    # -- campaigns ---------------------------------------------------------------------------
+
+    @app.post("/v1/campaigns", status_code=201, response_model=CampaignSpec, tags=["campaigns"],
+              dependencies=managed, responses=_responses(400, 401, 403, 409, 413, 422, 503))
+    async def create_campaign(
+        spec: Annotated[CampaignSpec, Body(openapi_examples=_example(
+            EXAMPLE_CAMPAIGN, "Subject line (LinUCB) and artwork (hybrid LinUCB)"))],
+    ) -> Response:
+        """Create a campaign: context schema, holdout, attribution window, ordered slots."""
+        return _json(await off_loop(engine.create_campaign, spec), 201)
+
+    @app.get("/v1/campaigns", response_model=list[CampaignSpec], tags=["campaigns"])
+    async def list_campaigns() -> Response:
+        """Every campaign's spec, with the arms added since it was created."""
+        specs = await off_loop(engine.campaigns)
+        return Response(_SPECS.dump_json(specs), media_type="application/json")
+
+    @app.get("/v1/campaigns/{campaign}", response_model=CampaignSpec, tags=["campaigns"],
+             responses=_responses(404))
+    async def get_campaign(campaign: CampaignName) -> Response:
+        """One campaign's spec, with the arms added since it was created."""
+        return _json(await off_loop(engine.campaign, campaign))
+
+    @app.post("/v1/campaigns/{campaign}/arms", status_code=201, response_model=CampaignSpec,
+              tags=["campaigns"], dependencies=managed,
+              responses=_responses(400, 401, 403, 404, 409, 413, 422, 503))
+    async def add_arm(
+        campaign: CampaignName,
+        body: Annotated[AddArmRequest, Body(openapi_examples=_example(
+            {"slot": "artwork", "arm": {"id": "comedy", "features": {"scene": "comedy"}}},
+            "A new artwork, scored from its features"))],
+    ) -> Response:
+        """Add an arm to a slot; hybrid policies score it from its features at once."""
+        return _json(await off_loop(engine.add_arm, campaign, body.slot, body.arm), 201)
+
+    @app.delete("/v1/campaigns/{campaign}/slots/{slot}/arms/{arm}", response_model=CampaignSpec,
+                tags=["campaigns"], dependencies=managed,
+                responses=_responses(401, 403, 404, 409, 503))
+    async def retire_arm(campaign: CampaignName, slot: SlotName, arm: ArmId) -> Response:
+        """Retire an arm: never chosen again. Its statistics stay; retiring twice is a no-op."""
+        return _json(await off_loop(engine.retire_arm, campaign, slot, arm))
+
+    @app.post("/v1/campaigns/{campaign}/pause", response_model=PauseState, tags=["campaigns"],
+              dependencies=managed, responses=_responses(400, 401, 403, 404, 413, 422, 503))
+    async def pause(
+        campaign: CampaignName,
+        body: Annotated[PauseRequest | None, Body(
+            openapi_examples=_example({"paused": False}, "Resume"))] = None,
+    ) -> PauseState:
+        """Kill switch: while paused everyone gets the default arms. Without a body: pause."""
+        paused = True if body is None else body.paused
+        await off_loop(engine.pause, campaign, paused)
+        return PauseState(campaign=campaign, paused=paused)
+
+    @app.get("/v1/campaigns/{campaign}/report", response_model=CampaignReport,
+             tags=["campaigns"], responses=_responses(404, 503))
+    async def report(campaign: CampaignName) -> Response:
+        """Per-arm statistics, holdout lift with its interval, bias audit by segment."""
+        return _json(await off_loop(engine.report, campaign))
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    @app.post("/v1/decisions", response_model=Decision, tags=["decisions"],
+              responses=_responses(400, 404, 413, 422, 503))
+    async def decide(
+        request: Annotated[DecisionRequest, Body(openapi_examples=_example(
+            _EXAMPLE_REQUESTS[0], "A subscriber with context and segment"))],
+    ) -> Response:
+        """Decide every slot for one subscriber: arms, propensities, expected rewards."""
+        start = time.perf_counter()
+        # In a thread although it takes ~0.2 ms: the hop costs ~0.1 ms, but waiting on the
+        # engine's lock (a large events batch holds it ~15 us per event) must not stall the
+        # event loop. Columns to orjson skip building a pydantic Decision.
+        batch = await off_loop(engine.decide_batch, request.campaign, [request])
+        metrics.count(batch)
+        body = orjson.dumps(batch.to_dicts()[0])
+        metrics.latency.labels("decision").observe(time.perf_counter() - start)
+        return Response(body, media_type="application/json")
+
+    batch_body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/BatchDecisionRequest"},
+                "examples": _example({"campaign": "weekly-newsletter",
+                                      "requests": _EXAMPLE_REQUESTS}, "Two subscribers")},
+            NDJSON: {"schema": {"type": "array", "minItems": 1,
+                                "items": {"$ref": "#/components/schemas/DecisionRequest"}},
+                     "examples": _example(_EXAMPLE_REQUESTS, "Two lines"),
+                     "x-description": "One DecisionRequest per line, all for one campaign."},
+        },
+    }
+    batch_ok: dict[int | str, dict[str, Any]] = {200: {
+        "description": "Decisions in request order: a BatchDecisionResponse, or one Decision "
+                       "per line when the request was NDJSON.",
+        "content": {NDJSON: {"schema": {
+            "type": "array", "items": {"$ref": "#/components/schemas/Decision"}}}}}}
+
+    @app.post("/v1/decisions/batch", response_model=BatchDecisionResponse, tags=["decisions"],
+              openapi_extra={"requestBody": batch_body},
+              responses={**batch_ok, **_responses(400, 404, 413, 422, 503)})
+    async def decide_batch(request: Request) -> Response:
+        """Decide for many subscribers of one campaign, answers in request order.
+
+        JSON in and out (up to 100,000 requests), or ``application/x-ndjson`` in and out (one
+        request or decision per line, any number of lines, all for one campaign). Every request
+        is validated and decided before the first byte goes out, so that a bad one is a 422
+        naming its line (NDJSON) or index (JSON) rather than a broken stream.
+        """
+        start = time.perf_counter()
+        body, ndjson = await request.body(), _is_ndjson(request)
+        # Parsing and serializing 100,000 rows takes a while too: all of it off the event loop.
+        batches = await off_loop(decide_body, body, ndjson)
+        metrics.latency.labels("batch").observe(time.perf_counter() - start)
+        if ndjson:
+            return StreamingResponse(_ndjson_chunks(batches), media_type=NDJSON)
+        return Response(await off_loop(_json_decisions, batches), media_type="application/json")
+
+    def decide_body(body: bytes, ndjson: bool) -> list[DecisionBatch]:
+        """Validate a batch body, JSON or NDJSON, and decide it."""
+        if ndjson:
+            lines = _ndjson_items(body, DecisionRequest.model_validate_json)
+            return decide_labelled(None, ((f"line {n}", r) for n, r in lines))
+        try:
+            parsed = BatchDecisionRequest.model_validate_json(body)
+        except ValidationError as error:
+            raise _invalid(error.errors(include_url=False)) from None
+        return decide_labelled(parsed.campaign,
+                               ((f"requests[{i}]", r) for i, r in enumerate(parsed.requests)))
+
+    # -- events and subjects -----------------------------------------------------------------
+
+    event_list = {"type": "array", "minItems": 1, "items": {"oneOf": [
+        {"$ref": "#/components/schemas/Impression"}, {"$ref": "#/components/schemas/Click"}],
+        "discriminator": {"propertyName": "type", "mapping": {
+            "impression": "#/components/schemas/Impression",
+            "click": "#/components/schemas/Click"}}}}
+    events_body = {"required": True, "content": {
+        "application/json": {"schema": event_list,
+                             "examples": _example(_EXAMPLE_EVENTS, "An impression, a click")},
+        NDJSON: {"schema": event_list, "x-description": "One event per line.",
+                 "examples": _example(_EXAMPLE_EVENTS, "An impression, a click")}}}
+
+    @app.post("/v1/events", response_model=Accepted, tags=["events"],
+              openapi_extra={"requestBody": events_body},
+              responses=_responses(400, 413, 422, 503))
+    async def record(request: Request) -> Response:
+        """Impressions and clicks, for senders that cannot write to Kafka: a JSON list of
+        events, or ``application/x-ndjson`` with one event per line. Unknown campaigns, slots,
+        arms or context features refuse the whole request before anything is learned;
+        duplicates, late and orphan clicks are dropped and not counted as accepted."""
+        body, ndjson = await request.body(), _is_ndjson(request)
+        return _json(Accepted(accepted=await off_loop(record_body, body, ndjson)))
+
+    def record_body(body: bytes, ndjson: bool) -> int:
+        events: list[Impression | Click]
+        if ndjson:
+            events = [event for _, event in _ndjson_items(body, _EVENT.validate_json)]
+        else:
+            try:
+                events = _EVENTS.validate_json(body)
+            except ValidationError as error:
+                raise _invalid(error.errors(include_url=False)) from None
+        return engine.record(events)
+
+    @app.delete("/v1/subjects/{user_id}", response_model=Erased, tags=["subjects"],
+                dependencies=managed, responses=_responses(401, 403, 503))
+    async def erase(user_id: UserIdPath) -> Erased:
+        """Erasure: drop the subscriber's pending decisions (learned sums are aggregates)."""
+        return Erased(erased=await off_loop(engine.erase, user_id))
+
+    # -- operations --------------------------------------------------------------------------
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    async def healthz() -> Health:
+        """The process answers."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["operations"], responses=_responses(503))
+    async def readyz() -> Health:
+        """Ready to decide at full speed: kernels compiled or loaded from the cache."""
+        if not engine.ready:
+            raise ServiceError(503, "unavailable", "warming up: kernels are compiling",
+                               headers={"Retry-After": "1"})
+        return Health(status="ready")
+
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"description": "Prometheus text exposition format 0.0.4.",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
+    async def prometheus() -> Response:
+        """Decisions by campaign, slot and arm; decision latency; errors by code."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    def openapi() -> dict[str, Any]:
+        # The NDJSON-capable routes read their bodies themselves, so FastAPI does not know the
+        # models their bodies refer to: add them to the components.
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                                 routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            # FastAPI declares its own 422 shape on routes with parameters; ours is
+            # ErrorResponse, declared where a 422 can happen (plain path strings cannot fail).
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    if "HTTPValidationError" in str(operation["responses"].get("422")):
+                        del operation["responses"]["422"]
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+            for model in (BatchDecisionRequest, DecisionRequest, Decision, Impression, Click):
+                extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in extra.pop("$defs", {}).items():
+                    components.setdefault(name, definition)
+                components.setdefault(model.__name__, extra)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _json_decisions(batches: list[DecisionBatch]) -> bytes:
+    return orjson.dumps({"decisions": [d for batch in batches for d in batch.to_dicts()]})
+
+
+def _ndjson_chunks(batches: list[DecisionBatch]) -> Iterator[bytes]:
+    for batch in batches:  # serialized a chunk at a time: the bytes of one chunk in memory
+        yield b"".join(orjson.dumps(d) + b"\n" for d in batch.to_dicts())

@@ -1,0 +1,75 @@
+"""Settings of the decision service, from ``CMAB_*`` environment variables, an optional env file
+and keyword overrides (the CLI's options), in increasing priority.
+
+Frozen and closed: a misspelt keyword, env-file key or ``CMAB_*`` variable fails at start-up and
+names the setting, instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "CMAB_"
+
+
+class Settings(BaseSettings):
+    """Where the service listens, who may manage it and where its state lives.
+
+    ``Settings(_env_file=path)`` also reads a dotenv file (``CMAB_PORT=8080`` lines).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, env_file=None,
+        env_file_encoding="utf-8",
+    )
+
+    host: str = Field("127.0.0.1", min_length=1, description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    api_token: SecretStr | None = Field(
+        None, min_length=1,
+        description="When set, management routes need `Authorization: Bearer <token>`.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest request body.")
+    seed: int = Field(0, ge=0, description="Seed of the engine's random draws.")
+    snapshot_path: Path | None = Field(
+        None, description="Engine snapshot: loaded at start if it exists, written at shutdown.")
+    bootstrap_servers: str | None = Field(
+        None, min_length=1, description="Kafka bootstrap servers (host:port, comma-separated).")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Unknown CMAB_* variables come last (lowest priority) and only as extra keys, which
+        # extra="forbid" then refuses by name.
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings,
+                _UnknownEnvSource(settings_cls))
+
+
+class _UnknownEnvSource(EnvSettingsSource):
+    """``CMAB_*`` environment variables that match no setting, e.g. ``CMAB_PROT``."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        known = {f"{ENV_PREFIX}{name}".upper() for name in self.settings_cls.model_fields}
+        return {
+            key: value for key, value in os.environ.items()
+            if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
+        }

@@ -1,0 +1,565 @@
+"""The HTTP decision service over a real server (uvicorn on 127.0.0.1, in a thread) and the
+`cmab serve` command: campaigns, single and batch decisions (JSON and NDJSON), arms added and
+retired, the kill switch, events, report, erasure, auth, body limits, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from bandit.cli import main
+from bandit.engine import Engine
+from bandit.service import create_app
+from bandit.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "s3cret-token"
+NDJSON = {"content-type": "application/x-ndjson"}
+DECLARED = {"subject_line": {"plain", "urgent", "question"}, "artwork": {"action", "calm"},
+            "send_hour": {"h09", "h18"}}
+DEFAULTS = {"subject_line": "plain", "artwork": "calm", "send_hour": "h09"}
+
+
+@contextmanager
+def live(app: Any) -> Iterator[httpx.Client]:
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port until the block ends."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    client = httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=60)
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        assert client.get("/healthz").json() == {"status": "ok"}
+        while client.get("/readyz").status_code != 200:  # the lifespan warms the engine up
+            assert time.monotonic() < deadline, "engine did not become ready"
+            time.sleep(0.05)
+        yield client
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[httpx.Client]:
+    with live(create_app(Engine(seed=0), Settings())) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[httpx.Client]:
+    """A second service with a token and a 4 KiB body limit."""
+    with live(create_app(Engine(seed=1), Settings(api_token=TOKEN, max_body_bytes=4096))) as c:
+        yield c
+
+
+@pytest.fixture
+def campaign(client: httpx.Client, newsletter_spec: Callable[[str], dict[str, Any]],
+             request: pytest.FixtureRequest) -> str:
+    """A fresh newsletter campaign per test, named after it."""
+    name = re.sub(r"[^A-Za-z0-9_.:-]", "-", request.node.name)[:64]
+    response = client.post("/v1/campaigns", json=newsletter_spec(name))
+    assert response.status_code == 201, response.text
+    return name
+
+
+def subscriber(campaign: str, i: int, **extra: Any) -> dict[str, Any]:
+    return {"campaign": campaign, "user_id": f"user-{i}",
+            "context": {"engagement": (i % 10) / 10,
+                        "plan": ["free", "pro", "team", "other"][i % 4]},
+            "segments": {"region": ["eu", "us"][i % 2]}, **extra}
+
+
+def decide_many(client: httpx.Client, campaign: str, n: int, start: int = 0) -> list[dict]:
+    requests = [subscriber(campaign, i) for i in range(start, start + n)]
+    response = client.post("/v1/decisions/batch", json={"campaign": campaign,
+                                                         "requests": requests})
+    assert response.status_code == 200, response.text
+    return response.json()["decisions"]
+
+
+def chosen(decisions: list[dict], slot: str) -> list[str]:
+    return [s["arm"] for d in decisions for s in d["slots"] if s["slot"] == slot]
+
+
+def check_decision(d: dict, campaign: str, user_id: str, declared=DECLARED) -> None:
+    assert re.fullmatch(r"[0-9a-f]{32}", d["decision_id"])
+    assert (d["campaign"], d["user_id"]) == (campaign, user_id)
+    assert isinstance(d["holdout"], bool) and d["model_version"] >= 0
+    assert [s["slot"] for s in d["slots"]] == list(declared)  # the campaign's order
+    for s in d["slots"]:
+        assert s["arm"] in declared[s["slot"]]
+        assert 0 < s["propensity"] <= 1
+        if d["holdout"]:
+            assert (s["arm"], s["propensity"]) == (DEFAULTS[s["slot"]], 1.0)
+
+
+def assert_error(response: httpx.Response, status: int, code: str, needle: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code and needle in error["message"], error
+    return error
+
+
+# -- health, campaigns, decisions -----------------------------------------------------------
+
+
+def test_health_readiness_openapi_and_docs(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths) == {
+        "/v1/campaigns", "/v1/campaigns/{campaign}", "/v1/campaigns/{campaign}/arms",
+        "/v1/campaigns/{campaign}/slots/{slot}/arms/{arm}", "/v1/campaigns/{campaign}/pause",
+        "/v1/campaigns/{campaign}/report", "/v1/decisions", "/v1/decisions/batch",
+        "/v1/events", "/v1/subjects/{user_id}", "/healthz", "/readyz", "/metrics"}
+    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.anyio
+async def test_readyz_is_503_until_the_engine_is_warm():
+    engine = Engine(seed=0)
+    # No lifespan here, so nobody warms the engine up but the test.
+    transport = httpx.ASGITransport(create_app(engine, Settings()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as c:
+        assert_error(await c.get("/readyz"), 503, "unavailable", "warming up")
+        engine.warm_up()
+        assert (await c.get("/readyz")).json() == {"status": "ready"}
+
+
+def test_create_list_and_get_campaign(client, newsletter_spec):
+    spec = newsletter_spec("listed")
+    created = client.post("/v1/campaigns", json=spec)
+    assert created.status_code == 201
+    assert created.json()["slots"][1]["arm_features"][0]["values"] == ["action", "calm", "comedy"]
+    assert "listed" in [c["name"] for c in client.get("/v1/campaigns").json()]
+    assert client.get("/v1/campaigns/listed").json() == created.json()
+
+
+def test_single_decision(client, campaign):
+    response = client.post("/v1/decisions", json=subscriber(campaign, 3, explain=True))
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    d = response.json()
+    check_decision(d, campaign, "user-3")
+    if not d["holdout"]:
+        # A linear slot explains itself with the features that weighed most.
+        assert d["slots"][0]["explanation"] is not None
+
+
+def test_batch_json_keeps_order(client, campaign):
+    decisions = decide_many(client, campaign, 300)
+    assert len(decisions) == 300
+    for i, d in enumerate(decisions):
+        check_decision(d, campaign, f"user-{i}")
+    assert len({d["decision_id"] for d in decisions}) == 300
+    # Holdout is a stable hash of (campaign, user): about 10% here, and not decided again.
+    holdout = [d["holdout"] for d in decisions]
+    assert 10 <= sum(holdout) <= 60
+    assert [d["holdout"] for d in decide_many(client, campaign, 300)] == holdout
+
+
+def test_batch_ndjson_streams_one_decision_per_line(client, campaign):
+    n = 20_000
+    body = b"\n".join(json.dumps(subscriber(campaign, i)).encode() for i in range(n)) + b"\n"
+    with client.stream("POST", "/v1/decisions/batch", content=body, headers=NDJSON) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/x-ndjson"
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    assert len(lines) == n
+    for i in (0, 1, 4095, 4096, n - 1):  # across the engine-call chunks
+        check_decision(lines[i], campaign, f"user-{i}")
+    assert [d["user_id"] for d in lines] == [f"user-{i}" for i in range(n)]
+
+
+def test_health_answers_during_a_large_batch(client, campaign):
+    body = b"\n".join(json.dumps(subscriber(campaign, i)).encode() for i in range(40_000))
+    done = threading.Event()
+
+    def send() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=60) as other:
+            assert other.post("/v1/decisions/batch", content=body, headers=NDJSON).is_success
+        done.set()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    slowest = 0.0
+    while not done.is_set():
+        start = time.perf_counter()
+        assert client.get("/healthz").status_code == 200
+        slowest = max(slowest, time.perf_counter() - start)
+    sender.join()
+    assert slowest < 1.0
+
+
+def test_added_arm_can_be_chosen(client, campaign):
+    arm = {"id": "comedy", "features": {"scene": "comedy", "brightness": 0.5}}
+    response = client.post(f"/v1/campaigns/{campaign}/arms", json={"slot": "artwork", "arm": arm})
+    assert response.status_code == 201
+    assert [a["id"] for a in response.json()["slots"][1]["arms"]] == ["action", "calm", "comedy"]
+    decisions = decide_many(client, campaign, 500)
+    declared = {**DECLARED, "artwork": {"action", "calm", "comedy"}}
+    for i, d in enumerate(decisions):
+        check_decision(d, campaign, f"user-{i}", declared)
+    # Hybrid LinUCB with epsilon 0.2 gives every arm at least 0.2 / 3 of the traffic.
+    assert chosen(decisions, "artwork").count("comedy") > 10
+
+
+def test_retired_arm_is_never_chosen(client, campaign):
+    assert "urgent" in chosen(decide_many(client, campaign, 300), "subject_line")
+    response = client.delete(f"/v1/campaigns/{campaign}/slots/subject_line/arms/urgent")
+    assert response.status_code == 200
+    # Retiring twice changes nothing.
+    assert client.delete(f"/v1/campaigns/{campaign}/slots/subject_line/arms/urgent").json() == \
+        response.json()
+    assert "urgent" not in chosen(decide_many(client, campaign, 1000, start=300), "subject_line")
+    arms = client.get(f"/v1/campaigns/{campaign}/report").json()["slots"][0]["arms"]
+    assert {a["arm"]: a["active"] for a in arms} == {"plain": True, "urgent": False,
+                                                     "question": True}
+
+
+def test_kill_switch(client, campaign):
+    response = client.post(f"/v1/campaigns/{campaign}/pause")  # no body: pause
+    assert response.json() == {"campaign": campaign, "paused": True}
+    for d in decide_many(client, campaign, 200):
+        assert {s["slot"]: (s["arm"], s["propensity"]) for s in d["slots"]} == {
+            slot: (arm, 1.0) for slot, arm in DEFAULTS.items()}
+    assert client.get(f"/v1/campaigns/{campaign}/report").json()["paused"] is True
+    response = client.post(f"/v1/campaigns/{campaign}/pause", json={"paused": False})
+    assert response.json() == {"campaign": campaign, "paused": False}
+    assert set(chosen(decide_many(client, campaign, 200), "subject_line")) > {"plain"}
+
+
+def impressions(decisions: list[dict], ts: int) -> list[dict]:
+    return [{"type": "impression", "event_id": f"imp-{d['decision_id']}",
+             "decision_id": d["decision_id"], "campaign": d["campaign"],
+             "user_id": d["user_id"], "ts": ts,
+             "slots": {s["slot"]: {"arm": s["arm"], "propensity": s["propensity"]}
+                       for s in d["slots"]},
+             "context": subscriber(d["campaign"], int(d["user_id"][5:]))["context"],
+             "segments": {"region": ["eu", "us"][int(d["user_id"][5:]) % 2]},
+             "holdout": d["holdout"], "model_version": d["model_version"]}
+            for d in decisions]
+
+
+def test_events_are_learned_and_reported(client, campaign):
+    decisions = decide_many(client, campaign, 200)
+    clicks = [{"type": "click", "event_id": f"click-{d['decision_id']}",
+               "decision_id": d["decision_id"], "campaign": campaign, "ts": 1500}
+              for d in decisions[::4]]
+    response = client.post("/v1/events", json=impressions(decisions, 1000) + clicks)
+    assert response.json() == {"accepted": 250}
+    # An impression far in event time closes the earlier attribution windows (1 s): as NDJSON.
+    late = decide_many(client, campaign, 1, start=999)
+    body = b"\n".join(json.dumps(e).encode() for e in impressions(late, 60_000))
+    assert client.post("/v1/events", content=body, headers=NDJSON).json() == {"accepted": 1}
+
+    report = client.get(f"/v1/campaigns/{campaign}/report").json()
+    assert report["campaign"] == campaign and report["impressions"] == 200
+    assert report["model_version"] >= 1 and report["paused"] is False
+    for key in ("personalized_ctr", "holdout_ctr", "lift"):
+        assert report[key] is None or report[key]["low"] <= report[key]["estimate"] <= \
+            report[key]["high"]
+    assert [s["slot"] for s in report["slots"]] == list(DECLARED)
+    for slot in report["slots"]:
+        assert {a["arm"] for a in slot["arms"]} == DECLARED[slot["slot"]]
+        assert sum(a["impressions"] for a in slot["arms"]) == 200
+        assert sum(a["reward"] for a in slot["arms"]) == 50.0
+        assert {(s["segment"], s["value"]) for s in slot["segments"]} == {("region", "eu"),
+                                                                         ("region", "us")}
+        for segment in slot["segments"]:
+            assert isinstance(segment["flagged"], bool)
+            assert sum(segment["allocation"].values()) == pytest.approx(1.0)
+    assert client.post("/v1/decisions", json=subscriber(campaign, 1)).json()[
+        "model_version"] == report["model_version"]
+
+
+def test_erasure_drops_pending_decisions(client, campaign):
+    decisions = decide_many(client, campaign, 3)
+    # Far ahead in event time: the engine's watermark is shared, earlier tests moved it.
+    assert client.post("/v1/events", json=impressions(decisions, 10**12)).json() == {
+        "accepted": 3}
+    assert client.delete("/v1/subjects/user-1").json() == {"erased": 1}
+    assert client.delete("/v1/subjects/user-1").json() == {"erased": 0}
+    assert client.delete("/v1/subjects/nobody").json() == {"erased": 0}
+
+
+def test_metrics(client, campaign):
+    decide_many(client, campaign, 50)
+    client.post("/v1/decisions", json=subscriber("no-such-campaign", 1))
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith(
+        "text/plain")
+    text = response.text
+    served = re.findall(
+        rf'cmab_decisions_total{{arm="(\w+)",campaign="{campaign}",slot="send_hour"}} (\S+)',
+        text)
+    assert sum(float(n) for _, n in served) == 50.0
+    assert 'cmab_decision_latency_seconds_count{route="batch"}' in text
+    assert re.search(r'cmab_errors_total\{code="not_found"\} [1-9]', text)
+
+
+# -- auth and limits ------------------------------------------------------------------------
+
+
+def test_management_routes_need_the_token(guarded, newsletter_spec):
+    spec = newsletter_spec("guarded")
+    for headers in ({}, {"Authorization": "Basic czNjcmV0"}, {"Authorization": "Bearer"},
+                    {"Authorization": TOKEN}):
+        response = guarded.post("/v1/campaigns", json=spec, headers=headers)
+        assert_error(response, 401, "unauthorized", "Bearer")
+        assert response.headers["www-authenticate"] == "Bearer"
+    response = guarded.post("/v1/campaigns", json=spec, headers={"Authorization": "Bearer nope"})
+    assert_error(response, 403, "forbidden", "token")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert guarded.post("/v1/campaigns", json=spec, headers=auth).status_code == 201
+    routes = [("POST", "/v1/campaigns/guarded/arms", {"slot": "send_hour", "arm": {"id": "h12"}}),
+              ("POST", "/v1/campaigns/guarded/pause", {"paused": False}),
+              ("DELETE", "/v1/campaigns/guarded/slots/send_hour/arms/h18", None),
+              ("DELETE", "/v1/subjects/user-1", None)]
+    for method, path, body in routes:
+        assert_error(guarded.request(method, path, json=body), 401, "unauthorized", "Bearer")
+        assert_error(guarded.request(method, path, json=body,
+                                     headers={"Authorization": "bearer wrong"}),
+                     403, "forbidden", "token")
+        assert guarded.request(method, path, json=body, headers=auth).is_success
+    # Deciding, reading, sending events and health need no token.
+    assert guarded.post("/v1/decisions", json=subscriber("guarded", 1)).status_code == 200
+    assert guarded.get("/v1/campaigns/guarded").status_code == 200
+    assert guarded.get("/v1/campaigns/guarded/report").status_code == 200
+    assert guarded.post("/v1/events", json=[]).json() == {"accepted": 0}
+    assert guarded.get("/readyz").status_code == 200
+
+
+def test_body_too_large(guarded):
+    big = {"campaign": "x", "user_id": "u", "context": {f"f{i}": float(i) for i in range(400)}}
+    assert len(json.dumps(big)) > 4096
+    needle = "larger than 4096 bytes"
+    assert_error(guarded.post("/v1/decisions", json=big), 413, "payload_too_large", needle)
+    # Without a Content-Length (chunked), the limit is enforced while reading.
+    chunks = iter([b'{"campaign": "x", "user_id": "u", "context": {'] + [b" " * 1000] * 5)
+    response = guarded.post("/v1/decisions", content=chunks,
+                            headers={"content-type": "application/json"})
+    assert_error(response, 413, "payload_too_large", needle)
+    chunks = iter([b'{"campaign": "x", "user_id": "u"}\n'] * 200)
+    response = guarded.post("/v1/decisions/batch", content=chunks, headers=NDJSON)
+    assert_error(response, 413, "payload_too_large", needle)
+    assert guarded.get("/healthz").status_code == 200
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def table(client, newsletter_spec) -> str:
+    """The campaign that the bad-input table refers to."""
+    assert client.post("/v1/campaigns", json=newsletter_spec("table")).status_code == 201
+    return "table"
+
+
+def _lines(*items: Any) -> bytes:
+    return b"\n".join(i if isinstance(i, bytes) else json.dumps(i).encode() for i in items)
+
+
+GOOD = {"campaign": "table", "user_id": "u1", "context": {"engagement": 0.5}}
+IMPRESSION = {"type": "impression", "event_id": "e1", "decision_id": "a" * 32,
+              "campaign": "table", "user_id": "u1", "ts": 5,
+              "slots": {"send_hour": {"arm": "h09", "propensity": 0.5}}}
+BAD_INPUT = [
+    # (method, path, body: JSON value, or (content-type, bytes)), status, code, message part
+    ("POST", "/v1/decisions", {**GOOD, "campaign": "nope"}, 404, "not_found", "'nope'"),
+    ("POST", "/v1/decisions", {**GOOD, "user_id": 5}, 422, "invalid_input", "user_id:"),
+    ("POST", "/v1/decisions", {**GOOD, "context": {"engagement": "high"}}, 422, "invalid_input",
+     "'engagement' expects a number"),
+    ("POST", "/v1/decisions", {**GOOD, "context": {"engagement": False}}, 422, "invalid_input",
+     "context.engagement:"),
+    ("POST", "/v1/decisions", {**GOOD, "context": {"engagment": 0.5}}, 422, "invalid_input",
+     "unknown feature 'engagment'"),
+    ("POST", "/v1/decisions", {**GOOD, "context": {}}, 422, "invalid_input",
+     "missing numeric feature 'engagement'"),
+    ("POST", "/v1/decisions", {**GOOD, "consent": "yes"}, 422, "invalid_input", "consent:"),
+    ("POST", "/v1/decisions", {**GOOD, "extra": 1}, 422, "invalid_input",
+     "extra: Extra inputs are not permitted"),
+    ("POST", "/v1/decisions", {"campaign": "table"}, 422, "invalid_input",
+     "user_id: Field required"),
+    ("POST", "/v1/decisions", ("application/json", b'{"campaign": "table", "user_id": "u1", '
+                               b'"context": {"engagement": NaN}}'),
+     422, "invalid_input", "context.engagement: Input should be a finite number"),
+    ("POST", "/v1/decisions", ("application/json", b'{"campaign": "table", "user_id": "u1", '
+                               b'"context": {"engagement": 1e999}}'),
+     422, "invalid_input", "finite number"),
+    ("POST", "/v1/decisions", ("application/json", b'{"campaign": "tab'), 400, "malformed_body",
+     "not valid JSON"),
+    ("POST", "/v1/decisions", ("application/json", b'\xff\xfe{}'), 400, "malformed_body",
+     "not valid JSON"),
+    ("POST", "/v1/decisions", [GOOD], 422, "invalid_input", "body: Input should be a valid dict"),
+    ("POST", "/v1/decisions/batch",
+     {"campaign": "nope", "requests": [{**GOOD, "campaign": "nope"}]}, 404, "not_found", "'nope'"),
+    ("POST", "/v1/decisions/batch", {"campaign": "table", "requests": []}, 422, "invalid_input",
+     "requests: List should have at least 1 item"),
+    ("POST", "/v1/decisions/batch",
+     {"campaign": "table", "requests": [GOOD, {**GOOD, "user_id": ""}]}, 422, "invalid_input",
+     "requests[1].user_id:"),
+    ("POST", "/v1/decisions/batch",
+     {"campaign": "table", "requests": [GOOD, {**GOOD, "campaign": "b"}]}, 422, "invalid_input",
+     "requests[1]: campaign 'b' is not the batch's 'table'"),
+    ("POST", "/v1/decisions/batch",
+     {"campaign": "table", "requests": [GOOD, GOOD, {**GOOD, "context": {"x": 1.0}}]},
+     422, "invalid_input", "requests[2]: context row 0: unknown feature 'x'"),
+    ("POST", "/v1/decisions/batch", ("application/json", b"[1, 2"), 400, "malformed_body",
+     "not valid JSON"),
+    ("POST", "/v1/decisions/batch",
+     ("application/x-ndjson", _lines(GOOD, GOOD, {**GOOD, "user_id": 7})), 422, "invalid_input",
+     "line 3: user_id:"),
+    ("POST", "/v1/decisions/batch", ("application/x-ndjson", _lines(GOOD, b"", b"{oops", GOOD)),
+     400, "malformed_body", "line 3 is not valid JSON"),
+    ("POST", "/v1/decisions/batch",
+     ("application/x-ndjson", _lines(GOOD, {**GOOD, "context": {"engagement": 1, "plan": 3}})),
+     422, "invalid_input", "line 2: context row 0: feature 'plan' expects a string"),
+    ("POST", "/v1/decisions/batch",
+     ("application/x-ndjson", _lines(GOOD, {**GOOD, "campaign": "b"})), 422, "invalid_input",
+     "line 2: campaign 'b' is not the batch's 'table'"),
+    ("POST", "/v1/decisions/batch", ("application/x-ndjson", b"\n\n"), 422, "invalid_input",
+     "at least one line"),
+    ("POST", "/v1/campaigns", "newsletter:table", 409, "conflict", "'table' already exists"),
+    ("POST", "/v1/campaigns", {"name": "x", "slots": [{"name": "s", "arms": [{"id": "a"}],
+                                                        "default_arm": "b"}]},
+     422, "invalid_input", "default_arm 'b' is not an arm"),
+    ("POST", "/v1/campaigns", {"name": "x", "holdout": 0.9, "slots": []}, 422, "invalid_input",
+     "holdout: Input should be less than or equal to 0.5"),
+    ("POST", "/v1/campaigns", {"name": "bad name!", "slots": []}, 422, "invalid_input", "name:"),
+    ("GET", "/v1/campaigns/nope", None, 404, "not_found", "no campaign 'nope'"),
+    ("GET", "/v1/campaigns/nope/report", None, 404, "not_found", "no campaign 'nope'"),
+    ("POST", "/v1/campaigns/nope/arms", {"slot": "send_hour", "arm": {"id": "h12"}}, 404,
+     "not_found", "no campaign 'nope'"),
+    ("POST", "/v1/campaigns/table/arms", {"slot": "nope", "arm": {"id": "h12"}}, 404,
+     "not_found", "no slot 'nope'"),
+    ("POST", "/v1/campaigns/table/arms", {"slot": "send_hour", "arm": {"id": "h18"}}, 409,
+     "conflict", "'h18' exists"),
+    ("POST", "/v1/campaigns/table/arms", {"slot": "artwork", "arm": {"id": "dark"}}, 422,
+     "invalid_input", "missing arm feature 'brightness'"),
+    ("POST", "/v1/campaigns/table/arms", {"slot": "artwork", "arm": {"id": 3}}, 422,
+     "invalid_input", "arm.id:"),
+    ("DELETE", "/v1/campaigns/table/slots/artwork/arms/calm", None, 409, "conflict",
+     "default arm"),
+    ("DELETE", "/v1/campaigns/table/slots/artwork/arms/nope", None, 404, "unknown_arm",
+     "no arm 'nope'"),
+    ("DELETE", "/v1/campaigns/table/slots/nope/arms/calm", None, 404, "not_found",
+     "no slot 'nope'"),
+    ("DELETE", "/v1/campaigns/nope/slots/artwork/arms/calm", None, 404, "not_found",
+     "no campaign 'nope'"),
+    ("POST", "/v1/campaigns/nope/pause", {"paused": True}, 404, "not_found", "no campaign"),
+    ("POST", "/v1/campaigns/table/pause", {"paused": "yes"}, 422, "invalid_input", "paused:"),
+    ("POST", "/v1/events", [{**IMPRESSION, "campaign": "nope"}], 422, "invalid_input",
+     "event 0 (e1): no campaign 'nope'"),
+    ("POST", "/v1/events", [{**IMPRESSION, "slots": {"send_hour": {"arm": "h00",
+                                                                  "propensity": 0.5}}}],
+     422, "invalid_input", "no arm 'h00'"),
+    ("POST", "/v1/events", [{**IMPRESSION, "ts": -1}], 422, "invalid_input", "[0].impression.ts:"),
+    ("POST", "/v1/events", [{**IMPRESSION, "type": "open"}], 422, "invalid_input", "[0]:"),
+    ("POST", "/v1/events", IMPRESSION, 422, "invalid_input",
+     "body: Input should be a valid array"),
+    ("POST", "/v1/events", ("application/x-ndjson", _lines(IMPRESSION, {"type": "click"})), 422,
+     "invalid_input", "line 2: click.event_id: Field required"),
+    ("GET", "/v1/nowhere", None, 404, "not_found", "Not Found"),
+    ("PUT", "/v1/decisions", GOOD, 405, "method_not_allowed", "Method Not Allowed"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code", "needle"), BAD_INPUT,
+                         ids=[f"{m} {p} {s} {n}" for m, p, _, s, _, n in BAD_INPUT])
+def test_bad_input(client, table, newsletter_spec, method, path, body, status, code, needle):
+    if body == "newsletter:table":
+        body = newsletter_spec("table")
+    if isinstance(body, tuple):
+        response = client.request(method, path, content=body[1],
+                                  headers={"content-type": body[0]})
+    else:
+        response = client.request(method, path, json=body)
+    error = assert_error(response, status, code, needle)
+    if status == 422 and "errors" in error:  # pydantic's: every error with its location
+        assert error.get("field") == error["errors"][0].get("field")
+        assert all(e["message"] for e in error["errors"])
+
+
+# -- cmab serve -----------------------------------------------------------------------------
+
+
+def test_serve_refuses_bad_options_in_one_line(capsys, monkeypatch):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cases = [
+        (["serve", "--port", "70000"], "--port"),
+        (["serve", "--port", str(busy.getsockname()[1])], "cannot listen on 127.0.0.1"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+    busy.close()
+    monkeypatch.setenv("CMAB_PROT", "8080")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err == "cmab: error: unknown setting CMAB_PROT\n"
+    monkeypatch.delenv("CMAB_PROT")
+    monkeypatch.setenv("CMAB_MAX_BODY_BYTES", "lots")
+    assert main(["serve"]) == 2
+    assert "setting max_body_bytes: Input should be a valid integer" in capsys.readouterr().err
+
+
+def _start_cli(snapshot: Path) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CMAB_API_TOKEN": TOKEN}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bandit.cli", "serve", "--port", "0", "--snapshot", str(snapshot)],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    url = ""
+    for line in process.stderr:
+        if match := re.search(r"listening on (http://127\.0\.0\.1:\d+)", line):
+            url = match.group(1)
+        if "Application startup complete" in line:
+            return process, url
+    raise AssertionError(f"cmab serve exited with {process.wait()} before starting")
+
+
+def test_cmab_serve_runs_stops_on_ctrl_c_and_keeps_its_snapshot(tmp_path, newsletter_spec):
+    snapshot = tmp_path / "engine.npz"
+    process, url = _start_cli(snapshot)
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        created = httpx.post(f"{url}/v1/campaigns", json=newsletter_spec("kept"), headers=auth)
+        assert created.status_code == 201
+        assert httpx.post(f"{url}/v1/decisions", json=subscriber("kept", 1)).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and snapshot.exists()
+
+    process, url = _start_cli(snapshot)
+    try:
+        assert httpx.get(f"{url}/v1/campaigns/kept").json() == created.json()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
