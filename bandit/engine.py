@@ -69,6 +69,9 @@ SNAPSHOT_MAGIC = "bandit-engine-snapshot"
 SNAPSHOT_FORMAT = 1
 _Z95 = 1.959963984540054
 _EXPLAIN_TOP = 3
+# A slot's learned state is refused beyond this many float64 numbers (256 MiB), so that one
+# campaign spec cannot exhaust the server.
+_MAX_STATE_NUMBERS = 32 * 2**20
 # Bias audit: a segment value is flagged when its arm allocation is this far (total variation)
 # from the slot's overall allocation, on at least this many impressions.
 _AUDIT_TV, _AUDIT_MIN = 0.25, 50
@@ -178,6 +181,30 @@ def _rule_holds(rule: EligibilityRule, value: Any) -> bool:
                 return value >= target  # type: ignore[operator]
     except TypeError:  # a string against a number: the rule cannot hold
         return False
+
+
+def _state_numbers(kind: str, k: int, d: int, m: int) -> int:
+    """How many float64 numbers a slot's policy keeps (sums and derived factors)."""
+    match kind:
+        case "beta_ts":
+            return 3 * k
+        case "hybrid_lin_ucb":
+            p = d * m
+            return p * p + 2 * k * d * p + 3 * k * d * d
+        case "bart":
+            p = d + m + d * m
+            return 2 * p * p
+        case _:
+            return 2 * k * d * d
+
+
+def _check_size(slot: SlotSpec, k: int, d: int, m: int) -> None:
+    numbers = _state_numbers(slot.policy.kind, k, d, m)
+    if numbers > _MAX_STATE_NUMBERS:
+        raise InvalidInputError(
+            f"slot {slot.name!r}: {slot.policy.kind} with {k} arms, {d} context columns and {m} "
+            f"arm-feature columns needs {numbers * 8 / 2**20:,.0f} MiB of state; at most "
+            f"{_MAX_STATE_NUMBERS * 8 / 2**20:,.0f} MiB (fewer categorical values or arms)")
 
 
 def _make_policy(slot: SlotSpec, dim: int, arm_features: np.ndarray, seed: int) -> Policy:
@@ -384,6 +411,7 @@ class Engine:
             for prev, _ in conditioned:
                 columns += [f"{prev}={arm}" for arm in campaign.slot(prev).arm_ids]
                 columns.append(f"{prev}=(added later)")
+            _check_size(s, len(s.arms), len(columns), F.shape[1])
             seed = int(self._rng.integers(2**63))
             policy = _make_policy(s, len(columns), F, seed)
             fallback = policy if s.policy.kind == "beta_ts" else _make_policy(s, 1, F, seed + 1)
@@ -417,6 +445,7 @@ class Engine:
                 check_arm_features(s.spec, arm)
             except ValueError as exc:
                 raise InvalidInputError(str(exc)) from None
+            _check_size(s.spec, len(s.arm_ids) + 1, s.policy.dim, max(s.encoder.dim, 1))
             features = (s.encoder.encode([arm.features])[0]
                         if isinstance(s.policy, HybridLinUCB | Bart) else None)
             for policy in {id(s.policy): s.policy, id(s.fallback): s.fallback}.values():

@@ -260,3 +260,11 @@ def test_warm_up_makes_the_engine_ready():
     assert not e.ready
     e.warm_up()
     assert e.ready and e.campaigns() == []
+
+
+def test_a_spec_too_large_to_hold_is_refused_with_its_size():
+    big = {"kind": "categorical", "name": "zip", "values": [f"z{i}" for i in range(256)]}
+    spec = campaign_spec(context={"features": [{**big, "name": f"zip{i}"} for i in range(4)],
+                                  "segments": ["region"]})
+    with pytest.raises(InvalidInputError, match="slot 'artwork': hybrid_lin_ucb .* MiB of state"):
+        Engine().create_campaign(spec)
