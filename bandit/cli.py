@@ -165,6 +165,33 @@ def serve(
         uvicorn.Server(config).run(sockets=[sock])
 
 
+@app.command()
+def broker(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one).")] = 0,
+) -> None:
+    """Run the local Kafka-compatible broker (tansu, in memory) until Ctrl-C or SIGTERM.
+
+    The first line printed is its bootstrap address, for --bootstrap-servers or
+    CMAB_BOOTSTRAP_SERVERS.
+    """
+    import signal
+
+    from streams.broker import LocalBroker
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM stops it the way Ctrl-C does: out of the with block, which stops the broker.
+    signal.signal(signal.SIGTERM, interrupt)
+    with LocalBroker(host=host, port=port or None) as running:
+        print(running.bootstrap_servers, flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
 def _describe_settings_error(error: ValidationError) -> str:
     """One line naming every bad setting (CMAB_PROT=1 is "unknown setting CMAB_PROT")."""
     problems = []
