@@ -203,13 +203,14 @@ def test_health_answers_during_a_large_batch(client, campaign):
 
     sender = threading.Thread(target=send)
     sender.start()
-    slowest = 0.0
+    # Behaviour, not a stopwatch: if the batch blocked the event loop, health checks would queue
+    # behind it and at most one would be answered before the batch is done.
+    answered = 0
     while not done.is_set():
-        start = time.perf_counter()
         assert client.get("/healthz").status_code == 200
-        slowest = max(slowest, time.perf_counter() - start)
+        answered += 1
     sender.join()
-    assert slowest < 1.0
+    assert answered >= 3
 
 
 def test_added_arm_can_be_chosen(client, campaign):
