@@ -83,6 +83,10 @@ def _unit_hash(*parts: str) -> float:
     return (int.from_bytes(digest, "little") >> 11) * 2.0**-53
 
 
+def _in_holdout(campaign: str, user_id: str, fraction: float) -> bool:
+    return _unit_hash("holdout", campaign, user_id) < fraction
+
+
 def _splitmix(z: np.ndarray) -> np.ndarray:
     """SplitMix64 finalizer over uint64 arrays (wrapping arithmetic)."""
     z = z + np.uint64(0x9E3779B97F4A7C15)
@@ -498,7 +502,7 @@ class Engine:
 
     def in_holdout(self, campaign: str, user_id: str) -> bool:
         """Stable per (campaign, user): the same subscribers stay out for the whole campaign."""
-        return _unit_hash("holdout", campaign, user_id) < self._get(campaign).spec.holdout
+        return _in_holdout(campaign, user_id, self._get(campaign).spec.holdout)
 
     def decide(self, request: DecisionRequest) -> Decision:
         return self.decide_batch(request.campaign, [request]).decisions()[0]
@@ -518,7 +522,9 @@ class Engine:
             words = self._rng.integers(0, 2**64, size=(n, 2), dtype=np.uint64)
             ids = [f"{hi:016x}{lo:016x}" for hi, lo in words.tolist()]
             seeds = words[:, 0] ^ words[:, 1]
-            holdout = np.array([self.in_holdout(campaign, r.user_id) for r in requests], dtype=bool)
+            fraction = c.spec.holdout  # looked up once, not per subscriber
+            holdout = np.array([_in_holdout(campaign, r.user_id, fraction) for r in requests],
+                               dtype=bool)
             consent = np.array([r.consent for r in requests], dtype=bool)
             # Without consent the context is neither read nor used: those rows stay zero and
             # are decided by the context-free fallback.

@@ -70,10 +70,6 @@ class Joiner:
         self._pruned_at = float("-inf")
         self.watermark = float("-inf")
 
-    @property
-    def open_windows(self) -> int:
-        return len(self._open)
-
     def add(self, events: Sequence[Impression | Click]) -> JoinResult:
         """Apply events (any order), then close every window the new watermark passed."""
         result = JoinResult()
