@@ -33,7 +33,7 @@ from bandit.errors import (
     NotFoundError,
     UnknownArmError,
 )
-from bandit.join import Joiner
+from bandit.join import Joiner, JoinResult
 from bandit.models import (
     Arm,
     ArmReport,
@@ -234,6 +234,26 @@ def _make_policy(slot: SlotSpec, dim: int, arm_features: np.ndarray, seed: int) 
                                 epsilon=spec.epsilon, half_life_ms=spec.half_life_ms, rng=rng)
 
 
+def _align(mine: _Slot, theirs: _Slot) -> tuple[Policy, Policy | None] | None:
+    """Copies of a partition's slot policies with this engine's arms and retirements, ready to
+    merge; None when the partition has arms this engine does not know. The fallback is None
+    where it is the policy itself."""
+    if theirs.arm_ids != mine.arm_ids[:len(theirs.arm_ids)]:
+        return None
+    def aligned(policy: Policy) -> Policy:
+        copy = from_state(policy.state())
+        for arm in range(len(theirs.arm_ids), len(mine.arm_ids)):
+            features = (mine.encoder.encode([mine.spec.arms[arm].features])[0]
+                        if isinstance(copy, HybridLinUCB | Bart) else None)
+            copy.add_arm(features)
+        for arm in np.flatnonzero(copy.active & ~mine.policy.active):
+            copy.retire_arm(int(arm))
+        return copy
+
+    shared = theirs.fallback is theirs.policy
+    return aligned(theirs.policy), None if shared else aligned(theirs.fallback)
+
+
 @dataclass
 class _Tally:
     """Count, sum and sum of squares of rewards: a mean with a normal-approximation interval."""
@@ -249,6 +269,9 @@ class _Tally:
 
     def mean(self) -> float:
         return self.total / self.n
+
+    def __add__(self, other: _Tally) -> _Tally:
+        return _Tally(self.n + other.n, self.total + other.total, self.squares + other.squares)
 
     def var_of_mean(self) -> float:
         m = self.mean()
@@ -640,7 +663,10 @@ class Engine:
             if not rows:
                 continue
             arms = np.array([s.arm_index[events[i].slots[name].arm] for i in rows], dtype=np.int64)
-            rewards = np.array([events[i].rewards.get(name, c.spec.default_reward) for i in rows])
+            # A Bernoulli model (Beta TS) learns "at least one click" from a sum of clicks.
+            low, high = s.policy.reward_range
+            rewards = np.clip([events[i].rewards.get(name, c.spec.default_reward)
+                               for i in rows], low, high)
             if s.fallback is s.policy:  # context-free slot: every event, context or not
                 s.policy.learn_many(arms, np.empty((len(rows), 0)), rewards, ts_ms=ts[rows])
             else:
@@ -652,8 +678,8 @@ class Engine:
                         else 0 for j in ctx]) for prev, _ in s.conditioned}
                     X = self._slot_matrix(c, s, base[ctx], chosen)
                     a = np.array([s.arm_index[with_context[j].slots[name].arm] for j in ctx])
-                    r = np.array([with_context[j].rewards.get(name, c.spec.default_reward)
-                                  for j in ctx])
+                    r = np.clip([with_context[j].rewards.get(name, c.spec.default_reward)
+                                 for j in ctx], low, high)
                     s.policy.learn_many(a, X, r, ts_ms=ts_ctx[ctx])
             self._tally(s, [events[i] for i in rows], arms, rewards)
         for e in events:
@@ -677,25 +703,127 @@ class Engine:
         closed windows are learned. Unknown campaigns, slots, arms or context features refuse
         the whole batch before anything changes. Returns the events the join accepted
         (duplicates, late and orphan clicks are counted in ``rejected_events``)."""
+        return len(events) - len(self.ingest(events).rejected)
+
+    def ingest(self, events: Sequence[Impression | Click],
+               watermark: float | None = None) -> JoinResult:
+        """``record`` with the join's whole result: the closed decisions it learned and the
+        events it rejected (duplicate, late, orphan) with reasons. ``watermark`` (event time)
+        closes windows instead of the newest event time seen; the stream worker passes the
+        slowest of its input streams. A bad event refuses the batch (see ``check_event``)."""
         with self._lock:
             for i, e in enumerate(events):
                 try:
-                    c = self._get(e.campaign)
-                    if isinstance(e, Impression):
-                        for slot, choice in e.slots.items():
-                            if choice.arm not in c.slot(slot).arm_index:
-                                raise UnknownArmError(f"slot {slot!r}: no arm {choice.arm!r}")
-                        if e.context is not None:
-                            c.context.encode([e.context])
-                    elif e.slot is not None:
-                        c.slot(e.slot)
-                except (NotFoundError, UnknownArmError, InvalidInputError) as exc:
+                    self.check_event(e)
+                except InvalidInputError as exc:
                     raise InvalidInputError(f"event {i} ({e.event_id}): {exc}") from None
-            result = self._joiner.add(events)
+            result = self._joiner.add(events, watermark)
             if result.joined:
                 self.learn(result.joined)
             self.rejected_events += len(result.rejected)
-            return len(events) - len(result.rejected)
+            return result
+
+    def check_event(self, e: Impression | Click) -> None:
+        """InvalidInputError if the event does not fit the engine's campaigns: unknown campaign,
+        slot or arm, or a context outside the campaign's schema."""
+        try:
+            c = self._get(e.campaign)
+            if isinstance(e, Impression):
+                for slot, choice in e.slots.items():
+                    if choice.arm not in c.slot(slot).arm_index:
+                        raise UnknownArmError(f"slot {slot!r}: no arm {choice.arm!r}")
+                if e.context is not None:
+                    c.context.encode([e.context])
+            elif e.slot is not None:
+                c.slot(e.slot)
+        except (NotFoundError, UnknownArmError) as exc:
+            raise InvalidInputError(str(exc)) from None
+
+    # -- partition states (the stream worker) --------------------------------------------
+
+    def campaign_record(self, name: str) -> dict[str, Any]:
+        """What another process needs to hold the same campaign: the spec, the retired arms per
+        slot and the pause flag, JSON-ready (the stream's campaigns topic carries it)."""
+        with self._lock:
+            c = self._get(name)
+            return {"spec": c.spec.model_dump(mode="json"), "paused": c.paused,
+                    "retired": {s.spec.name: [a for a, on in zip(s.arm_ids, s.policy.active)
+                                              if not on] for s in c.slots}}
+
+    def sync_campaign(self, record: dict[str, Any]) -> None:
+        """Bring a campaign to ``campaign_record``'s content: create it, add the arms it lacks,
+        retire arms, set the pause flag. Idempotent; a record that changes anything but arms
+        (slots, schema, policies) is refused with IncompatibleStateError."""
+        try:
+            spec = CampaignSpec.model_validate(record["spec"])
+            retired, paused = dict(record["retired"]), bool(record["paused"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"campaign record: {exc}") from None
+        with self._lock:
+            if spec.name not in self._campaigns:
+                self.create_campaign(spec)
+            c = self._campaigns[spec.name]
+            mine = [x.model_dump(exclude={"arms"}) for x in c.spec.slots]
+            if (mine != [x.model_dump(exclude={"arms"}) for x in spec.slots]
+                    or c.spec.model_dump(exclude={"slots"}) != spec.model_dump(exclude={"slots"})):
+                raise IncompatibleStateError(
+                    f"campaign {spec.name!r}: the record changes more than its arms")
+            for slot in spec.slots:
+                s = c.slot(slot.name)
+                for arm in slot.arms:
+                    if arm.id not in s.arm_index:
+                        self.add_arm(spec.name, slot.name, arm)
+                for arm_id in retired.get(slot.name, []):
+                    self.retire_arm(spec.name, slot.name, arm_id)
+            c.paused = paused
+
+    def absorb(self, partials: Sequence[Engine]) -> int:
+        """Make this engine's model the sum of partition engines' models (the stream worker's
+        partial states): policy sums, report tallies and versions of every campaign that this
+        engine holds. Partials lacking a campaign or holding arms this engine does not know
+        are left out of that campaign. Everything is built aside and swapped in under the lock,
+        so a decision sees the old model or the new one. Returns the campaigns updated."""
+        with self._lock:
+            names = list(self._campaigns)
+        built = {}
+        for name in names:
+            c = self._campaigns[name]
+            parts = [p._campaigns[name] for p in partials if name in p._campaigns]
+            slots = []
+            for s in c.slots:
+                aligned = [x for x in (_align(s, p.slot(s.spec.name)) for p in parts) if x]
+                if not aligned:
+                    break
+                policy, fallback = aligned[0][0], aligned[0][1]
+                for other, other_fallback in aligned[1:]:
+                    policy = policy.merge(other, rng=self._seed)
+                    if fallback is not None:
+                        fallback = fallback.merge(other_fallback, rng=self._seed)
+                tallies = [p.slot(s.spec.name) for p in parts]
+                slots.append((policy, fallback, tallies))
+            else:
+                if parts:
+                    built[name] = (slots, parts)
+        with self._lock:
+            for name, (slots, parts) in built.items():
+                c = self._campaigns[name]
+                for s, (policy, fallback, tallies) in zip(c.slots, slots):
+                    s.policy = policy
+                    s.fallback = policy if fallback is None else fallback
+                    s.arm_tally, s.segment_counts, s.segment_tally = {}, {}, {}
+                    for t in tallies:
+                        for arm, tally in t.arm_tally.items():
+                            s.arm_tally[arm] = s.arm_tally.get(arm, _Tally()) + tally
+                        for key, counts in t.segment_counts.items():
+                            mine = s.segment_counts.setdefault(key, {})
+                            for arm, n in counts.items():
+                                mine[arm] = mine.get(arm, 0) + n
+                        for key, tally in t.segment_tally.items():
+                            s.segment_tally[key] = s.segment_tally.get(key, _Tally()) + tally
+                c.personalized = sum((p.personalized for p in parts), _Tally())
+                c.holdout = sum((p.holdout for p in parts), _Tally())
+                c.version = sum(p.version for p in parts)
+            return len(built)
 
     def erase(self, user_id: str) -> int:
         """Erasure: the subject's pending decisions leave the join (learned sums are aggregates
@@ -729,21 +857,28 @@ class Engine:
     def save(self, path: str | os.PathLike) -> None:
         """Campaigns, policy sums, report tallies and open attribution windows, in one file,
         written atomically (a crash leaves the old file or the new one, never half of one)."""
-        with self._lock:
-            meta, arrays = self._snapshot()
-        buffer = io.BytesIO()
-        np.savez(buffer, meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8), **arrays)
+        data = self.to_bytes()
         target = Path(path)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(buffer.getvalue())
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def to_bytes(self, extra: dict[str, Any] | None = None) -> bytes:
+        """The snapshot ``save`` writes, as bytes; ``extra`` (JSON-ready) rides along and comes
+        back from ``from_bytes`` (the stream worker keeps its offsets there)."""
+        with self._lock:
+            meta, arrays = self._snapshot()
+        meta["extra"] = extra
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8), **arrays)
+        return buffer.getvalue()
 
     def _snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays: dict[str, np.ndarray] = {}
@@ -778,9 +913,21 @@ class Engine:
     def load(cls, path: str | os.PathLike, *, seed: int = 0) -> Engine:
         """An engine from ``save``; a corrupt or foreign file gets IncompatibleStateError."""
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = orjson.loads(data["meta"].tobytes())
-                arrays = {k: data[k] for k in data.files if k != "meta"}
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise IncompatibleStateError(f"{path}: not an engine snapshot ({exc})") from None
+        return cls.from_bytes(data, seed=seed, what=str(path))[0]
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, seed: int = 0,
+                   what: str = "snapshot") -> tuple[Engine, dict[str, Any] | None]:
+        """The engine of ``to_bytes`` and its ``extra``; damaged data gets
+        IncompatibleStateError naming ``what``."""
+        path = what
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                meta = orjson.loads(npz["meta"].tobytes())
+                arrays = {k: npz[k] for k in npz.files if k != "meta"}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise IncompatibleStateError(f"{path}: not an engine snapshot ({exc})") from None
         if not isinstance(meta, dict) or meta.get("magic") != SNAPSHOT_MAGIC:
@@ -815,7 +962,7 @@ class Engine:
             engine.rejected_events = int(meta["rejected_events"])
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleStateError(f"{path}: damaged snapshot ({exc})") from None
-        return engine
+        return engine, meta.get("extra")
 
     # -- reporting ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ ts + attribution_window_ms; clicks in the window are aggregated per slot by the 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -70,21 +71,30 @@ class Joiner:
         self._pruned_at = float("-inf")
         self.watermark = float("-inf")
 
-    def add(self, events: Sequence[Impression | Click]) -> JoinResult:
-        """Apply events (any order), then close every window the new watermark passed."""
+    def add(self, events: Sequence[Impression | Click],
+            watermark: float | None = None) -> JoinResult:
+        """Apply events (any order), then close every window the new watermark passed.
+
+        The watermark is the newest event time seen unless ``watermark`` is given: a join fed
+        by several streams passes the slowest stream's progress, so that a click behind its
+        stream's peers is not judged late because another stream ran ahead. It never goes back.
+        """
         result = JoinResult()
         for event in events:
             if event.event_id in self._seen:
                 result.rejected.append(Rejected(event, "duplicate event_id"))
                 continue
             self._seen[event.event_id] = event.ts
-            self.watermark = max(self.watermark, event.ts)
+            if watermark is None:
+                self.watermark = max(self.watermark, event.ts)
             self._longest = max(self._longest,
                                 float(self._campaign(event.campaign).attribution_window_ms))
             if isinstance(event, Impression):
                 self._impression(event, result)
             else:
                 self._click(event, result)
+        if watermark is not None:
+            self.watermark = max(self.watermark, watermark)
         self._close(result)
         return result
 
@@ -163,7 +173,7 @@ class Joiner:
     def state(self) -> dict:
         """Open windows, waiting clicks, dedup memory and watermark, as JSON-ready data."""
         return {
-            "watermark": self.watermark if self._seen else None,
+            "watermark": self.watermark if math.isfinite(self.watermark) else None,
             "open": [{"impression": o.impression.model_dump(mode="json"), "rewards": o.rewards,
                       "first_ts": o.first_ts} for o in self._open.values()],
             "early": [c.model_dump(mode="json") for cs in self._early.values() for c in cs],

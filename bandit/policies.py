@@ -372,10 +372,11 @@ class Policy:
             raise UnknownArmError(f"arms: expected 0..{self.n_arms - 1}, got {bad}")
         return arms
 
-    _reward_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
+    # Rewards the policy can learn (the engine clips aggregated rewards into it).
+    reward_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
 
     def _reward(self, reward: Any) -> float:
-        low, high = self._reward_range
+        low, high = self.reward_range
         return _finite_float("reward", reward, low=low, high=high)
 
     def _reward_array(self, rewards: Any, n: int) -> np.ndarray:
@@ -385,7 +386,7 @@ class Policy:
             raise InvalidInputError("rewards: expected numbers") from None
         if r.shape != (n,):
             raise InvalidInputError(f"rewards: expected shape ({n},), got {r.shape}")
-        low, high = self._reward_range
+        low, high = self.reward_range
         bad = ~np.isfinite(r) | (r < low) | (r > high)
         if bad.any():
             i = np.flatnonzero(bad)[0]
@@ -782,7 +783,7 @@ class BetaTS(Policy):
     kind = "beta_ts"
     _sum_names = ("successes", "failures", "counts")
     _per_arm = frozenset(_sum_names)
-    _reward_range = (0.0, 1.0)
+    reward_range = (0.0, 1.0)
     _min_dim = 0
 
     def __init__(self, n_arms: int, alpha: float = 1.0, beta: float = 1.0, dim: int = 0,

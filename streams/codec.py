@@ -1,0 +1,55 @@
+"""Events on the wire: JSON bytes <-> Impression / Click, and why a record is refused.
+
+The consumer trusts nothing: a record that is not JSON, not an object, of an unknown type or
+that fails the event model gets a one-line reason naming the field, for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from bandit.models import Click, Impression
+
+Event = Impression | Click
+_MODELS: dict[str, type[Impression] | type[Click]] = {"impression": Impression, "click": Click}
+
+
+class Refused(ValueError):
+    """A record the worker cannot use; ``str()`` is the dead-letter reason."""
+
+
+def decode(value: bytes | None) -> Event:
+    """One record's value -> its event, or Refused with the reason."""
+    if value is None:
+        raise Refused("empty record")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise Refused(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise Refused(f"not a JSON object but {type(data).__name__}")
+    kind = data.get("type")
+    model = _MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise Refused(f"type: expected 'impression' or 'click', got {kind!r:.40}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Refused(f"{kind}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(record)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {error['msg']}{more}"
+
+
+def encode(event: Event | dict[str, Any]) -> bytes:
+    """An event (or its JSON-ready dict) as the bytes producers send."""
+    if isinstance(event, dict):
+        return orjson.dumps(event)
+    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))

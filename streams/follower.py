@@ -1,0 +1,129 @@
+"""The decision service's side of the stream: follow the state topic and swap models in.
+
+A background thread reads the newest checkpoint of every state partition, and after every
+change makes the engine's model the sum of the partitions' partial states (``Engine.absorb``,
+built aside and swapped under the engine's lock: a decision sees the old model or the new one).
+It also follows the campaigns topic, so several service replicas hold the same campaigns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import orjson
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+
+from bandit.engine import Engine
+from bandit.errors import BanditError, UnavailableError
+from streams.kafka import reader
+from streams.topics import Topics
+from streams.worker import PartitionJoin
+
+log = logging.getLogger(__name__)
+
+
+class StateFollower:
+    """Keeps ``engine`` at the sum of the newest partition states on ``topics.state``.
+
+    ``updated_at`` (monotonic seconds) is when the model last changed; ``age_s()`` is what
+    readyz reports. ``wait_for(predicate)`` helps tests and the demo.
+    """
+
+    def __init__(self, engine: Engine, bootstrap_servers: str, topics: Topics, *,
+                 poll_timeout_ms: int = 200) -> None:
+        self.engine = engine
+        self.topics = topics
+        self.poll_timeout_ms = poll_timeout_ms
+        self.updates = 0
+        self.updated_at: float | None = None
+        self.errors = 0
+        self._consumer = reader(bootstrap_servers)
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self._latest: dict[int, PartitionJoin] = {}
+        parts = self._consumer.partitions_for_topic(topics.state)
+        if not parts:
+            self._consumer.close()
+            raise UnavailableError(f"no topic {topics.state}: create the topics first")
+        self._state = [TopicPartition(topics.state, p) for p in sorted(parts)]
+        self._campaigns = TopicPartition(topics.campaigns, 0)
+        self._consumer.assign([*self._state, self._campaigns])
+        ends = self._consumer.end_offsets(self._state)
+        for tp in self._state:  # only each partition's newest checkpoint matters
+            self._consumer.seek(tp, max(ends[tp] - 1, 0))
+        self._thread = threading.Thread(target=self._run, name="state-follower", daemon=True)
+
+    def start(self) -> StateFollower:
+        self._thread.start()
+        return self
+
+    def age_s(self) -> float | None:
+        return None if self.updated_at is None else time.monotonic() - self.updated_at
+
+    def partitions(self) -> dict[int, PartitionJoin]:
+        """The newest checkpoint of every partition seen so far."""
+        with self._changed:
+            return dict(self._latest)
+
+    def wait_for(self, predicate, timeout_s: float) -> bool:
+        """Wait until ``predicate(self.partitions())`` holds (checked after every update)."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not predicate(dict(self._latest)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batches = self._consumer.poll(timeout_ms=self.poll_timeout_ms)
+            except KafkaError as exc:  # the broker went away: keep the model, retry
+                self.errors += 1
+                log.warning("state follower: %s", exc)
+                time.sleep(0.5)
+                continue
+            fresh = {}
+            for tp, records in batches.items():
+                if tp.topic == self.topics.campaigns:
+                    for r in records:
+                        self._sync(r.value)
+                elif records:
+                    fresh[tp.partition] = records[-1].value
+            if fresh:
+                self._absorb(fresh)
+
+    def _sync(self, value: bytes) -> None:
+        try:
+            self.engine.sync_campaign(orjson.loads(value))
+        except (BanditError, orjson.JSONDecodeError) as exc:
+            self.errors += 1
+            log.error("state follower: campaign record refused: %s", exc)
+
+    def _absorb(self, fresh: dict[int, bytes]) -> None:
+        for p, value in fresh.items():
+            try:
+                part = PartitionJoin.restore(value, what=f"checkpoint of partition {p}")
+            except BanditError as exc:
+                self.errors += 1
+                log.error("state follower: %s", exc)
+                continue
+            with self._changed:
+                self._latest[p] = part
+        partials = [part.engine for part in self.partitions().values()]
+        self.engine.absorb(partials)
+        with self._changed:
+            self.updates += 1
+            self.updated_at = time.monotonic()
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._consumer.close()

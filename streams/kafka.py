@@ -1,0 +1,187 @@
+"""The worker's transport over Kafka (kafka-python): a consumer group over impressions and
+clicks, a producer for outputs and checkpoints, and plain readers for checkpoints and campaigns.
+
+What the local broker taught (shared/NOTES-KAFKA.md): offsets are committed explicitly with a
+leader epoch of -1; "latest" offsets are only right when the partition's newest batch holds one
+record, so every checkpoint is flushed on its own; topics are never auto-created; tests use a
+2 s session timeout, and nobody sets ``group_instance_id``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from bandit.errors import UnavailableError
+from streams.topics import Topics
+from streams.worker import CLICKS, IMPRESSIONS, STREAMS, DeadLetter, Record, dead_letter_headers
+
+# A checkpoint holds a partition's open windows: allow big records.
+MAX_RECORD_BYTES = 256 << 20
+_READ_TIMEOUT_S = 10.0
+
+
+def producer(bootstrap_servers: str, **config: Any) -> KafkaProducer:
+    """A producer with the project's settings (no topic auto-creation, big records)."""
+    settings = {"allow_auto_create_topics": False, "max_request_size": MAX_RECORD_BYTES,
+                "linger_ms": 5, "batch_size": 1 << 20}
+    settings.update(config)
+    try:
+        return KafkaProducer(bootstrap_servers=bootstrap_servers, **settings)
+    except KafkaError as exc:
+        raise UnavailableError(f"no Kafka at {bootstrap_servers}: {exc}") from None
+
+
+def reader(bootstrap_servers: str, **config: Any) -> KafkaConsumer:
+    """A consumer outside any group, for assign() and seek()."""
+    try:
+        return KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             allow_auto_create_topics=False,
+                             fetch_max_bytes=MAX_RECORD_BYTES,
+                             max_partition_fetch_bytes=MAX_RECORD_BYTES, **config)
+    except KafkaError as exc:
+        raise UnavailableError(f"no Kafka at {bootstrap_servers}: {exc}") from None
+
+
+def read_last(consumer: KafkaConsumer, tp: TopicPartition) -> bytes | None:
+    """The value of a partition's last record (None if empty). Exact because the writers of
+    such partitions flush every record on its own."""
+    consumer.assign([tp])
+    end = consumer.end_offsets([tp])[tp]
+    if end == 0:
+        return None
+    consumer.seek(tp, end - 1)
+    deadline = time.monotonic() + _READ_TIMEOUT_S
+    last = None
+    while time.monotonic() < deadline:
+        batch = consumer.poll(timeout_ms=100).get(tp, [])
+        if batch:
+            last = batch[-1].value
+        if last is not None and consumer.position(tp) >= end:
+            return last
+    raise UnavailableError(f"{tp.topic}[{tp.partition}]: last record not readable in "
+                           f"{_READ_TIMEOUT_S:.0f} s")
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, transport: KafkaTransport) -> None:
+        self.transport = transport
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.transport.worker.on_revoked(sorted({tp.partition for tp in revoked}))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.transport.worker.on_assigned(sorted({tp.partition for tp in assigned}))
+
+
+class KafkaTransport:
+    """Consumer group ``group_id`` over ``topics.impressions`` and ``topics.clicks``.
+
+    The range assignor gives a member the same partition numbers of both topics (they have
+    the same count), which is what a partition-local join needs.
+    """
+
+    def __init__(self, bootstrap_servers: str, topics: Topics, group_id: str, *,
+                 max_poll_records: int = 5000, session_timeout_ms: int = 6000,
+                 heartbeat_interval_ms: int = 1000) -> None:
+        self.topics = topics
+        self.worker: Any = None
+        self._tp = {IMPRESSIONS: topics.impressions, CLICKS: topics.clicks}
+        self._stream = {topics.impressions: IMPRESSIONS, topics.clicks: CLICKS}
+        try:
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap_servers, group_id=group_id,
+                enable_auto_commit=False, auto_offset_reset="earliest",
+                allow_auto_create_topics=False, max_poll_records=max_poll_records,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                partition_assignment_strategy=[RangePartitionAssignor])
+        except KafkaError as exc:
+            raise UnavailableError(f"no Kafka at {bootstrap_servers}: {exc}") from None
+        self.producer = producer(bootstrap_servers)
+        self._checkpoints = reader(bootstrap_servers)
+        self._campaigns = reader(bootstrap_servers)
+        self._campaigns_tp = TopicPartition(topics.campaigns, 0)
+        self._campaigns.assign([self._campaigns_tp])
+
+    def attach(self, worker: Any) -> None:
+        self.worker = worker
+        self.consumer.subscribe([self.topics.impressions, self.topics.clicks],
+                                listener=_Listener(self))
+
+    def poll(self, timeout_ms: int) -> list[Record]:
+        batches = self.consumer.poll(timeout_ms=timeout_ms)
+        return [Record(self._stream[tp.topic], tp.partition, r.offset, r.value)
+                for tp, records in batches.items() for r in records]
+
+    def idle(self, partition: int) -> set[str]:
+        idle = set()
+        for stream in STREAMS:
+            tp = TopicPartition(self._tp[stream], partition)
+            high = self.consumer.highwater(tp)
+            if high is not None and self.consumer.position(tp) >= high:
+                idle.add(stream)
+        return idle
+
+    def campaign_records(self) -> list[dict[str, Any]]:
+        """Everything new on the campaigns topic, read to its end (records are flushed one by
+        one by the publisher, so the end offset is exact)."""
+        end = self._campaigns.end_offsets([self._campaigns_tp])[self._campaigns_tp]
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + _READ_TIMEOUT_S
+        while self._campaigns.position(self._campaigns_tp) < end:
+            if time.monotonic() > deadline:
+                raise UnavailableError(f"{self.topics.campaigns}: not readable to its end")
+            for record in self._campaigns.poll(timeout_ms=100).get(self._campaigns_tp, []):
+                try:
+                    out.append(orjson.loads(record.value))
+                except orjson.JSONDecodeError:
+                    out.append({"invalid": record.offset})
+        return out
+
+    def latest_checkpoint(self, partition: int) -> bytes | None:
+        return read_last(self._checkpoints, TopicPartition(self.topics.state, partition))
+
+    def seek(self, partition: int, offsets: dict[str, int]) -> None:
+        for stream in STREAMS:
+            self.consumer.seek(TopicPartition(self._tp[stream], partition), offsets[stream])
+
+    def send_joined(self, partition: int, items: list[tuple[str, bytes]]) -> None:
+        for decision_id, value in items:
+            self.producer.send(self.topics.joined, value, key=decision_id.encode(),
+                               partition=partition)
+
+    def send_dead_letters(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            self.producer.send(self.topics.deadletter, letter.value,
+                               headers=dead_letter_headers(letter))
+
+    def flush(self) -> None:
+        self.producer.flush()
+
+    def send_checkpoint(self, partition: int, data: bytes) -> None:
+        self.producer.send(self.topics.state, data, key=str(partition).encode(),
+                           partition=partition)
+        self.producer.flush()
+
+    def commit(self, offsets: dict[int, dict[str, int]]) -> None:
+        try:
+            self.consumer.commit({
+                TopicPartition(self._tp[stream], p): OffsetAndMetadata(o, "", -1)
+                for p, streams in offsets.items() for stream, o in streams.items()})
+        except KafkaError:  # a partition moved meanwhile; its checkpoint is what counts
+            pass
+
+    def close(self) -> None:
+        self.consumer.close()  # leaves the group: the partitions move at once
+        self.producer.close()
+        self._checkpoints.close()
+        self._campaigns.close()

@@ -1,0 +1,128 @@
+"""Embedded mode: an in-process event log with Kafka's shape, and the worker's transport over
+it. One process can then run the whole loop (decide, log, join, learn) with no broker, through
+the same worker code as production; the unit tests use it too."""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from typing import Any
+
+import orjson
+
+from streams.topics import Topics
+from streams.worker import IMPRESSIONS, STREAMS, DeadLetter, Record, dead_letter_headers
+
+
+class MemoryLog:
+    """Topics of append-only partitions of (key, value, headers), thread-safe.
+
+    >>> log = MemoryLog(Topics("t"), partitions=2)
+    >>> log.append("t.clicks", b"v", key=b"k") == log.partition_for(b"k")
+    True
+    """
+
+    def __init__(self, topics: Topics, partitions: int) -> None:
+        self.topics = topics
+        self.partitions = partitions
+        self._lock = threading.Lock()
+        self._data: dict[str, list[list[tuple[bytes | None, bytes | None, list]]]] = {
+            name: [[] for _ in range(n)]
+            for name, n in topics.partition_counts(partitions).items()}
+
+    def partition_for(self, key: bytes) -> int:
+        """Same key, same partition number, whatever the topic (what co-partitioning needs)."""
+        return zlib.crc32(key) % self.partitions
+
+    def append(self, topic: str, value: bytes | None, *, key: bytes | None = None,
+               partition: int | None = None, headers: list | None = None) -> int:
+        """Append a record; returns its partition."""
+        parts = self._data[topic]
+        if partition is None:
+            partition = 0 if key is None or len(parts) == 1 else self.partition_for(key)
+        with self._lock:
+            parts[partition].append((key, value, headers or []))
+        return partition
+
+    def read(self, topic: str, partition: int, start: int = 0,
+             stop: int | None = None) -> list[tuple[bytes | None, bytes | None, list]]:
+        with self._lock:
+            return list(self._data[topic][partition][start:stop])
+
+    def end(self, topic: str, partition: int) -> int:
+        with self._lock:
+            return len(self._data[topic][partition])
+
+    def publish_campaign(self, record: dict[str, Any]) -> None:
+        self.append(self.topics.campaigns, orjson.dumps(record))
+
+
+class MemoryTransport:
+    """The worker's transport over a MemoryLog; it owns every partition (one worker)."""
+
+    def __init__(self, log: MemoryLog, *, max_records: int = 10_000) -> None:
+        self.log = log
+        self.max_records = max_records
+        self.worker: Any = None  # set by attach
+        self._positions: dict[tuple[str, int], int] = {}
+        self._campaigns_read = 0
+
+    def attach(self, worker: Any) -> None:
+        """Give every partition to ``worker`` (restores its checkpoints)."""
+        self.worker = worker
+        worker.on_assigned(range(self.log.partitions))
+
+    def _topic(self, stream: str) -> str:
+        return self.log.topics.impressions if stream == IMPRESSIONS else self.log.topics.clicks
+
+    def poll(self, timeout_ms: int) -> list[Record]:
+        records: list[Record] = []
+        for p in range(self.log.partitions):
+            for stream in STREAMS:
+                start = self._positions.get((stream, p), 0)
+                rows = self.log.read(self._topic(stream), p, start, start + self.max_records)
+                records += [Record(stream, p, start + i, value)
+                            for i, (_, value, _) in enumerate(rows)]
+                self._positions[(stream, p)] = start + len(rows)
+        return records
+
+    def idle(self, partition: int) -> set[str]:
+        return {s for s in STREAMS if self._positions.get((s, partition), 0)
+                >= self.log.end(self._topic(s), partition)}
+
+    def campaign_records(self) -> list[dict[str, Any]]:
+        rows = self.log.read(self.log.topics.campaigns, 0, self._campaigns_read)
+        self._campaigns_read += len(rows)
+        return [orjson.loads(value) for _, value, _ in rows]
+
+    def latest_checkpoint(self, partition: int) -> bytes | None:
+        end = self.log.end(self.log.topics.state, partition)
+        return self.log.read(self.log.topics.state, partition, end - 1)[0][1] if end else None
+
+    def seek(self, partition: int, offsets: dict[str, int]) -> None:
+        for stream in STREAMS:
+            self._positions[(stream, partition)] = offsets[stream]
+
+    def send_joined(self, partition: int, items: list[tuple[str, bytes]]) -> None:
+        for decision_id, value in items:
+            self.log.append(self.log.topics.joined, value, key=decision_id.encode(),
+                            partition=partition)
+
+    def send_dead_letters(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            self.log.append(self.log.topics.deadletter, letter.value,
+                            headers=dead_letter_headers(letter))
+
+    def flush(self) -> None:
+        pass
+
+    def send_checkpoint(self, partition: int, data: bytes) -> None:
+        self.log.append(self.log.topics.state, data, key=str(partition).encode(),
+                        partition=partition)
+
+    def commit(self, offsets: dict[int, dict[str, int]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+

@@ -1,0 +1,339 @@
+"""The stream worker: impressions and clicks in, a learned partial model per partition out.
+
+Each partition p of the impressions and clicks topics is joined on its own (``PartitionJoin``):
+an Engine that holds the partition's attribution windows and what the partition learned (the
+partial state), plus the next offsets of both inputs. After every batch the whole of it is
+written as one checkpoint record to partition p of the state topic, and that record is the
+only truth: on assignment a worker restores it and seeks to its offsets. A worker killed at
+any instant therefore resumes from a state and offsets that belong together, and the model
+sees every event once (duplicated event ids are dropped by the join). The decision service
+sums the partitions' latest partial states (``Engine.absorb``).
+
+Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
+training log, keyed by decision id) and refused records to ``.deadletter`` with the original
+bytes and a reason; both are flushed before the checkpoint that covers them is written.
+
+Event time: a partition's watermark is the slower of its two inputs (the newest event time
+each has delivered), so a click is not judged late because impressions ran ahead; an input
+with nothing left to read does not hold the watermark back. Where each input arrives in event
+time order, the result does not depend on how the two inputs interleave, which is what makes
+a restarted run end exactly where an uninterrupted one does.
+
+The transport is a seam: ``streams.kafka.KafkaTransport`` over a consumer group, or
+``streams.memory.MemoryTransport`` over an in-process log (embedded mode, unit tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from bandit.engine import Engine
+from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
+from bandit.models import Click, Impression
+from streams.codec import Refused, decode, encode
+
+log = logging.getLogger(__name__)
+
+IMPRESSIONS, CLICKS = "impressions", "clicks"
+STREAMS = (IMPRESSIONS, CLICKS)
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input record, whatever the transport. ``stream`` is IMPRESSIONS or CLICKS."""
+
+    stream: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A refused record: its original bytes, why, and where it came from."""
+
+    value: bytes | None
+    reason: str
+    source: str
+
+    @classmethod
+    def of(cls, record: Record, reason: str) -> DeadLetter:
+        return cls(record.value, reason, f"{record.stream}/{record.partition}/{record.offset}")
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter (its value is the original bytes): the reason and where the
+    record came from."""
+    return [("reason", letter.reason.encode()), ("source", letter.source.encode())]
+
+
+@dataclass
+class Counters:
+    """What a partition has seen, carried in its checkpoint (so totals survive restarts)."""
+
+    records: int = 0
+    joined: int = 0
+    duplicates: int = 0
+    late: int = 0
+    dead_letters: int = 0
+
+    def add(self, other: Counters) -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class BatchOutput:
+    """The effects of one batch of one partition, to be written before its checkpoint."""
+
+    joined: list[tuple[str, bytes]] = field(default_factory=list)  # (decision id, JSON)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+
+
+class PartitionJoin:
+    """One partition's attribution join, partial model and next input offsets.
+
+    >>> from streams.codec import encode
+    >>> from bandit.models import CampaignSpec
+    >>> engine = Engine()
+    >>> _ = engine.create_campaign(CampaignSpec.model_validate({"name": "w",
+    ...     "attribution_window_ms": 10, "slots": [{"name": "s", "arms": [{"id": "a"}],
+    ...     "default_arm": "a"}]}))
+    >>> part = PartitionJoin(0, Engine.from_bytes(engine.to_bytes())[0])
+    >>> imp = encode({"type": "impression", "event_id": "i", "decision_id": "0" * 32,
+    ...     "campaign": "w", "user_id": "u", "ts": 0, "slots": {"s": {"arm": "a",
+    ...     "propensity": 1.0}}})
+    >>> out = part.process([Record(IMPRESSIONS, 0, 0, imp), Record(IMPRESSIONS, 0, 1, b"?")],
+    ...                    idle={CLICKS})
+    >>> part.offsets, [d.reason[:8] for d in out.dead_letters]
+    ({'impressions': 2, 'clicks': 0}, ['not JSON'])
+    """
+
+    def __init__(self, partition: int, engine: Engine, *,
+                 offsets: dict[str, int] | None = None,
+                 newest: dict[str, float] | None = None,
+                 counters: Counters | None = None, seq: int = 0) -> None:
+        self.partition = partition
+        self.engine = engine
+        self.offsets = dict(offsets) if offsets else dict.fromkeys(STREAMS, 0)
+        self.newest = dict(newest) if newest else dict.fromkeys(STREAMS, -math.inf)
+        self.counters = counters or Counters()
+        self.seq = seq
+
+    def process(self, records: Iterable[Record], idle: set[str] = frozenset()) -> BatchOutput:
+        """Decode, validate, join and learn a batch of this partition's records (either input,
+        any order); ``idle`` names inputs with nothing more to read right now. Records at
+        offsets already covered (a replay after a restart) are skipped."""
+        out = BatchOutput()
+        events: list[Impression | Click] = []
+        source: dict[int, Record] = {}
+        for record in records:
+            if record.offset < self.offsets[record.stream]:
+                continue
+            self.offsets[record.stream] = record.offset + 1
+            out.counters.records += 1
+            try:
+                event = decode(record.value)
+                if (event.type == "impression") != (record.stream == IMPRESSIONS):
+                    raise Refused(f"a {event.type} on the {record.stream} topic")
+                self.engine.check_event(event)
+            except Refused as exc:
+                out.dead_letters.append(DeadLetter.of(record, str(exc)))
+                continue
+            except InvalidInputError as exc:
+                out.dead_letters.append(DeadLetter.of(record, str(exc)))
+                continue
+            events.append(event)
+            source[id(event)] = record
+            self.newest[record.stream] = max(self.newest[record.stream], float(event.ts))
+        busy = [self.newest[s] for s in STREAMS if s not in idle]
+        watermark = min(busy) if busy else max(self.newest.values())
+        result = self.engine.ingest(events, watermark)
+        for rejected in result.rejected:
+            if rejected.reason.startswith("duplicate"):
+                out.counters.duplicates += 1
+                continue
+            if rejected.reason.startswith("late"):
+                out.counters.late += 1
+            record = source.get(id(rejected.event))
+            # A click that waited for its impression came in an earlier batch: re-encoded.
+            out.dead_letters.append(DeadLetter.of(record, rejected.reason) if record else
+                                    DeadLetter(encode(rejected.event), rejected.reason,
+                                               f"{CLICKS}/{self.partition}/join"))
+        for joined in result.joined:
+            out.joined.append((joined.decision_id,
+                               orjson.dumps(joined.model_dump(mode="json", exclude_none=True))))
+        out.counters.joined += len(result.joined)
+        out.counters.dead_letters += len(out.dead_letters)
+        self.counters.add(out.counters)
+        self.seq += 1
+        return out
+
+    def checkpoint(self) -> bytes:
+        """The partition's whole state as one record value."""
+        return self.engine.to_bytes(extra={
+            "checkpoint": CHECKPOINT_FORMAT, "partition": self.partition, "seq": self.seq,
+            "offsets": self.offsets,
+            "newest": {s: (t if math.isfinite(t) else None) for s, t in self.newest.items()},
+            "counters": vars(self.counters)})
+
+    @classmethod
+    def restore(cls, data: bytes, *, what: str = "checkpoint") -> PartitionJoin:
+        """The PartitionJoin a ``checkpoint`` came from (IncompatibleStateError if damaged)."""
+        engine, extra = Engine.from_bytes(data, what=what)
+        try:
+            if extra["checkpoint"] != CHECKPOINT_FORMAT:
+                raise ValueError(f"format {extra['checkpoint']}")
+            return cls(int(extra["partition"]), engine,
+                       offsets={s: int(extra["offsets"][s]) for s in STREAMS},
+                       newest={s: (-math.inf if extra["newest"][s] is None
+                                   else float(extra["newest"][s])) for s in STREAMS},
+                       counters=Counters(**extra["counters"]), seq=int(extra["seq"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IncompatibleStateError(f"{what}: not a worker checkpoint ({exc})") from None
+
+
+class Transport(Protocol):
+    """What the worker needs from an event log (Kafka, or the in-process one)."""
+
+    def poll(self, timeout_ms: int) -> list[Record]:
+        """The next records of the assigned partitions (may call the worker's on_assigned /
+        on_revoked first, as Kafka's rebalance does)."""
+
+    def idle(self, partition: int) -> set[str]:
+        """Inputs of ``partition`` with nothing more to read right now."""
+
+    def campaign_records(self) -> list[dict[str, Any]]:
+        """Campaign records published since the last call (all of them on the first)."""
+
+    def latest_checkpoint(self, partition: int) -> bytes | None: ...
+
+    def seek(self, partition: int, offsets: dict[str, int]) -> None: ...
+
+    def send_joined(self, partition: int, items: list[tuple[str, bytes]]) -> None: ...
+
+    def send_dead_letters(self, letters: list[DeadLetter]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def send_checkpoint(self, partition: int, data: bytes) -> None:
+        """Write and flush one checkpoint (its own batch, so the partition's end is exact)."""
+
+    def commit(self, offsets: dict[int, dict[str, int]]) -> None:
+        """Tell the log how far each partition is (for lag monitoring, not for restarts)."""
+
+    def close(self) -> None: ...
+
+
+class Worker:
+    """The worker loop over a transport: restore on assignment, then batch after batch,
+    process, write the outputs, write the checkpoint.
+
+    ``on_batch`` (optional) is called with each partition's output after its checkpoint is
+    written; the CLI counts with it and the demo shows it.
+    """
+
+    def __init__(self, transport: Transport, *, seed: int = 0,
+                 on_batch: Callable[[int, BatchOutput], None] | None = None) -> None:
+        self.transport = transport
+        self.seed = seed
+        self.on_batch = on_batch
+        self.partitions: dict[int, PartitionJoin] = {}
+        self.campaigns: dict[str, dict[str, Any]] = {}
+        self.counters = Counters()
+        self.campaign_errors = 0
+
+    # -- assignment -------------------------------------------------------------------
+
+    def on_assigned(self, partitions: Iterable[int]) -> None:
+        self._sync_campaigns()
+        for p in partitions:
+            if p in self.partitions:
+                continue
+            data = self.transport.latest_checkpoint(p)
+            if data is None:
+                part = PartitionJoin(p, Engine(seed=self.seed))
+            else:
+                part = PartitionJoin.restore(data, what=f"checkpoint of partition {p}")
+            self._apply_campaigns(part, self.campaigns.values())
+            self.partitions[p] = part
+            self.transport.seek(p, part.offsets)
+            log.info("partition %d: from offsets %s (checkpoint %d)", p, part.offsets, part.seq)
+
+    def on_revoked(self, partitions: Iterable[int]) -> None:
+        # Every processed batch is already checkpointed: forget the partition, nothing to write.
+        for p in partitions:
+            self.partitions.pop(p, None)
+
+    # -- campaigns --------------------------------------------------------------------
+
+    def _sync_campaigns(self) -> None:
+        fresh = self.transport.campaign_records()
+        if not fresh:
+            return
+        for record in fresh:
+            name = record.get("spec", {}).get("name") if isinstance(record, dict) else None
+            if isinstance(name, str):
+                self.campaigns[name] = record
+        for part in self.partitions.values():
+            self._apply_campaigns(part, fresh)
+
+    def _apply_campaigns(self, part: PartitionJoin, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            try:
+                part.engine.sync_campaign(record)
+            except BanditError as exc:
+                self.campaign_errors += 1
+                log.error("partition %d: campaign record refused: %s", part.partition, exc)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def step(self, timeout_ms: int = 100) -> int:
+        """One poll and its batch; returns how many records it processed."""
+        self._sync_campaigns()
+        records = self.transport.poll(timeout_ms)
+        if records:  # a campaign created just before its first events must be known first
+            self._sync_campaigns()
+        by_partition: dict[int, list[Record]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(record)
+        # An idle input can also move the watermark: partitions without records get an
+        # empty batch only when their state would change, i.e. both inputs are idle and a
+        # window is open; cheaper to let the next record do it.
+        outputs = {}
+        for p, batch in by_partition.items():
+            part = self.partitions.get(p)
+            if part is None:  # revoked during the poll
+                continue
+            outputs[p] = part.process(batch, self.transport.idle(p))
+        if not outputs:
+            return 0
+        for p, out in outputs.items():
+            self.transport.send_joined(p, out.joined)
+            self.transport.send_dead_letters(out.dead_letters)
+        self.transport.flush()
+        for p in outputs:
+            self.transport.send_checkpoint(p, self.partitions[p].checkpoint())
+        self.transport.commit({p: self.partitions[p].offsets for p in outputs})
+        for p, out in outputs.items():
+            self.counters.add(out.counters)
+            if self.on_batch is not None:
+                self.on_batch(p, out)
+        return sum(out.counters.records for out in outputs.values())
+
+    def run(self, should_stop: Callable[[], bool], timeout_ms: int = 100) -> None:
+        """Steps until ``should_stop()``; then closes the transport (a Kafka consumer leaves
+        its group, so the partitions move at once)."""
+        try:
+            while not should_stop():
+                self.step(timeout_ms)
+        finally:
+            self.transport.close()

@@ -1,0 +1,177 @@
+"""The stream worker in embedded mode (in-process log): join, learning, checkpoints,
+dead letters, restarts. The same code runs over Kafka in test_worker_kafka.py."""
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandit.engine import Engine
+from bandit.errors import IncompatibleStateError
+from streams.codec import encode
+from streams.memory import MemoryLog, MemoryTransport
+from streams.topics import Topics
+from streams.worker import CLICKS, IMPRESSIONS, PartitionJoin, Record, Worker
+from tests import streamdata
+
+
+def _fill(log: MemoryLog, s: streamdata.Streams) -> None:
+    for imp in s.impressions:
+        log.append(log.topics.impressions, encode(imp), key=imp["decision_id"].encode())
+    for click in s.clicks:
+        log.append(log.topics.clicks, encode(click), key=click["decision_id"].encode())
+    for p in range(log.partitions):
+        imp, click = streamdata.sentinels(p, s.end_ts + 10 * streamdata.WINDOW_MS)
+        log.append(log.topics.impressions, encode(imp), partition=p)
+        log.append(log.topics.clicks, encode(click), partition=p)
+
+
+def _log(partitions: int = 3) -> MemoryLog:
+    log = MemoryLog(Topics("t"), partitions)
+    service = Engine()
+    service.create_campaign(streamdata.spec())
+    log.publish_campaign(service.campaign_record("news"))
+    return log
+
+
+def _drain(worker: Worker) -> None:
+    while worker.step():
+        pass
+
+
+def _model(log: MemoryLog) -> Engine:
+    """What a decision service sees: the sum of every partition's newest checkpoint."""
+    service = Engine()
+    service.create_campaign(streamdata.spec())
+    transport = MemoryTransport(log)
+    service.absorb([PartitionJoin.restore(transport.latest_checkpoint(p)).engine
+                    for p in range(log.partitions)])
+    return service
+
+
+def test_learned_sums_equal_a_direct_batch_computation():
+    s = streamdata.make(600, seed=1)
+    log = _log()
+    _fill(log, s)
+    transport = MemoryTransport(log, max_records=97)
+    worker = Worker(transport)
+    transport.attach(worker)
+    _drain(worker)
+    streamdata.assert_same_model(_model(log), streamdata.reference(s))
+    assert worker.counters.joined == 600
+    assert worker.counters.duplicates == s.duplicates
+    assert worker.counters.late == s.late
+    letters = log.read(log.topics.deadletter, 0)
+    assert len(letters) == s.late
+    assert all(dict(h)["reason"].startswith(b"late") for _, _, h in letters)
+    joined = [orjson.loads(v) for p in range(3) for _, v, _ in log.read(log.topics.joined, p)]
+    assert sorted(j["decision_id"] for j in joined) == sorted(e.decision_id for e in s.joined)
+
+
+def test_a_restart_from_every_checkpoint_ends_in_the_same_state():
+    s = streamdata.make(300, seed=2)
+    log = _log(partitions=2)
+    _fill(log, s)
+    transport = MemoryTransport(log, max_records=13)
+    worker = Worker(transport)
+    transport.attach(worker)
+    steps = 0
+    while worker.step():
+        steps += 1
+        # Kill: a new worker on a new transport, from the checkpoints alone.
+        transport = MemoryTransport(log, max_records=13 + steps % 7)
+        worker = Worker(transport)
+        transport.attach(worker)
+    assert steps > 5
+    streamdata.assert_same_model(_model(log), streamdata.reference(s))
+
+
+def test_bad_records_are_dead_lettered_with_a_reason_and_the_rest_learned():
+    s = streamdata.make(200, seed=3)
+    log = _log(partitions=1)
+    bad = [b"not json", b"[]", b'{"type": "view"}',
+           encode({**s.impressions[0], "event_id": "x1", "campaign": "nope"}),
+           encode({**s.impressions[0], "event_id": "x2",
+                   "slots": {"subject": {"arm": "ghost", "propensity": 0.5}}}),
+           b'{"type": "impression", "ts": NaN}',
+           encode({**s.impressions[0], "event_id": "x3", "context": {"engagement": "high"}}),
+           encode(s.clicks[0]),  # a click on the impressions topic
+           None]
+    for value in bad:
+        log.append(log.topics.impressions, value, partition=0)
+    _fill(log, s)
+    transport = MemoryTransport(log)
+    worker = Worker(transport)
+    transport.attach(worker)
+    _drain(worker)
+    letters = log.read(log.topics.deadletter, 0)
+    reasons = [dict(h)["reason"].decode() for _, _, h in letters]
+    assert [v for v, _, in [(v, h) for _, v, h in letters[:len(bad)]]] == bad
+    assert reasons[0].startswith("not JSON")
+    assert "no campaign 'nope'" in reasons[3]
+    assert "no arm 'ghost'" in reasons[4]
+    assert "engagement" in reasons[6]
+    assert "a click on the impressions topic" in reasons[7]
+    assert reasons[8] == "empty record"
+    streamdata.assert_same_model(_model(log), streamdata.reference(s))
+
+
+@settings(max_examples=25, deadline=None)
+@given(garbage=st.lists(st.one_of(st.binary(max_size=64),
+                                  st.dictionaries(st.text(max_size=8),
+                                                  st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=8),
+                                                            st.floats()), max_size=6)
+                                  .map(orjson.dumps)), max_size=20))
+def test_garbage_never_stops_the_worker(garbage):
+    log = _log(partitions=1)
+    for value in garbage:
+        log.append(log.topics.clicks, value, partition=0)
+    transport = MemoryTransport(log)
+    worker = Worker(transport)
+    transport.attach(worker)
+    _drain(worker)
+    assert len(log.read(log.topics.deadletter, 0)) == len(garbage)
+    assert worker.counters.records == len(garbage)
+
+
+def test_the_watermark_waits_for_the_slower_input():
+    s = streamdata.make(50, seed=4)
+    part = PartitionJoin(0, Engine())
+    part.engine.create_campaign(streamdata.spec())
+    imps = [Record(IMPRESSIONS, 0, i, encode(e)) for i, e in enumerate(s.impressions)]
+    out = part.process(imps + [Record(IMPRESSIONS, 0, len(imps), encode(
+        streamdata.sentinels(0, 10**9)[0]))], idle=set())
+    assert out.joined == []  # clicks have not moved: no window may close yet
+    clicks = [Record(CLICKS, 0, i, encode(c)) for i, c in enumerate(s.clicks)]
+    out = part.process(clicks, idle={IMPRESSIONS})
+    assert len(out.joined) > 0 and math.isfinite(part.newest[CLICKS])
+
+
+def test_a_damaged_checkpoint_is_refused():
+    with pytest.raises(IncompatibleStateError, match="partition 3"):
+        PartitionJoin.restore(b"garbage", what="checkpoint of partition 3")
+    with pytest.raises(IncompatibleStateError, match="not a worker checkpoint"):
+        PartitionJoin.restore(Engine().to_bytes())
+
+
+def test_absorb_sums_partitions_with_arms_added_later():
+    base = Engine()
+    base.create_campaign(streamdata.spec())
+    s = streamdata.make(100, seed=5)
+    early = Engine.from_bytes(base.to_bytes())[0]
+    early.learn(s.joined[:50])
+    from bandit.models import Arm
+    base.add_arm("news", "subject", Arm(id="emoji"))
+    late = Engine.from_bytes(base.to_bytes())[0]
+    late.learn(s.joined[50:])
+    base.absorb([early, late])
+    whole = Engine()
+    whole.create_campaign(streamdata.spec())
+    whole.add_arm("news", "subject", Arm(id="emoji"))
+    whole.learn(s.joined)
+    streamdata.assert_same_model(base, whole)
+    assert base.model_version("news") == 2
+    np.testing.assert_array_equal(base._campaigns["news"].slots[0].policy.active, [1, 1, 1, 1])
