@@ -192,6 +192,68 @@ def broker(
             pass
 
 
+@app.command()
+def worker(
+    bootstrap_servers: Annotated[
+        str, typer.Option(envvar="CMAB_BOOTSTRAP_SERVERS", help="Kafka bootstrap address.")
+    ] = "127.0.0.1:9092",
+    topic_prefix: Annotated[str, typer.Option(help="Topics are <prefix>.impressions, ...")] = "cmab",
+    group: Annotated[str, typer.Option(help="Consumer group of the workers.")] = "cmab-worker",
+    partitions: Annotated[
+        int, typer.Option(min=1, help="Partitions of topics this command creates if missing.")
+    ] = 4,
+    max_poll_records: Annotated[int, typer.Option(min=1, help="Records per batch.")] = 5000,
+    session_timeout_ms: Annotated[
+        int, typer.Option(min=1000, help="Consumer group session timeout.")] = 6000,
+    heartbeat_interval_ms: Annotated[
+        int, typer.Option(min=100, help="Consumer group heartbeat interval.")] = 1000,
+    quiet: Annotated[bool, typer.Option(help="No progress lines on stderr.")] = False,
+) -> None:
+    """Join impressions and clicks, learn, checkpoint to the state topic; until Ctrl-C or
+    SIGTERM (then it leaves its group, and its partitions move to the other workers)."""
+    import signal
+    import time
+
+    from streams.kafka import KafkaTransport
+    from streams.topics import Topics, create_topics
+    from streams.worker import Worker
+
+    topics = Topics(topic_prefix)
+    create_topics(bootstrap_servers, topics, partitions)
+    transport = KafkaTransport(bootstrap_servers, topics, group,
+                               max_poll_records=max_poll_records,
+                               session_timeout_ms=session_timeout_ms,
+                               heartbeat_interval_ms=heartbeat_interval_ms)
+    running = Worker(transport)
+    transport.attach(running)
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    if not quiet:
+        print(f"cmab worker: group {group} on {topics.impressions} and {topics.clicks} at "
+              f"{bootstrap_servers}", file=sys.stderr, flush=True)
+    last, seen = time.monotonic(), 0
+
+    def should_stop() -> bool:
+        nonlocal last, seen
+        now = time.monotonic()
+        if not quiet and now - last >= 5.0:
+            c = running.counters
+            print(f"cmab worker: partitions {sorted(running.partitions)}, "
+                  f"{(c.records - seen) / (now - last):,.0f} records/s, joined {c.joined:,}, "
+                  f"dead letters {c.dead_letters:,}, late {c.late:,}", file=sys.stderr,
+                  flush=True)
+            last, seen = now, c.records
+        return stop
+
+    running.run(should_stop)
+
+
 def _describe_settings_error(error: ValidationError) -> str:
     """One line naming every bad setting (CMAB_PROT=1 is "unknown setting CMAB_PROT")."""
     problems = []

@@ -56,16 +56,19 @@ class Topics:
                 self.joined: partitions, self.campaigns: 1, self.deadletter: 1}
 
 
-def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> None:
-    """Create the deployment's topics; existing ones are kept if their partition count fits
-    (the join needs impressions, clicks and state co-partitioned), otherwise a clear error."""
+def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> int:
+    """Create the deployment's missing topics and return the partition count of the join.
+
+    ``partitions`` applies to a new deployment; an existing one keeps its count (the
+    impressions topic's), and a deployment whose impressions, clicks, state and joined topics
+    disagree is refused with a clear error: the join needs them co-partitioned.
+    """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     if partitions < 1:
         raise InvalidInputError(f"partitions: expected at least 1, got {partitions}")
-    wanted = topics.partition_counts(partitions)
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers,
                                  request_timeout_ms=_ADMIN_TIMEOUT_MS)
@@ -73,19 +76,27 @@ def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> No
         raise UnavailableError(f"no Kafka at {bootstrap_servers}: {exc}") from None
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
+
+        def counts() -> dict[str, int]:
+            kept = [name for name in topics.partition_counts(1) if name in existing]
+            # An empty list would describe every topic of the cluster.
+            return {t["name"]: len(t["partitions"])
+                    for t in (admin.describe_topics(kept) if kept else [])}
+
+        have = counts()
+        partitions = have.get(topics.impressions, partitions)
+        wanted = topics.partition_counts(partitions)
+        missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in have]
         if missing:
             try:
                 admin.create_topics(missing, timeout_ms=_ADMIN_TIMEOUT_MS)
             except TopicAlreadyExistsError:  # created meanwhile by another process
                 pass
-        described = admin.describe_topics([name for name in wanted if name in existing])
-        for topic in described:
-            have = len(topic["partitions"])
-            if have != wanted[topic["name"]]:
+        for name, n in have.items():
+            if n != wanted[name]:
                 raise InvalidInputError(
-                    f"topic {topic['name']} has {have} partitions, expected "
-                    f"{wanted[topic['name']]}: use another --topic-prefix or the same "
-                    "--partitions")
+                    f"topic {name} has {n} partitions, {topics.impressions} has {partitions}: "
+                    "the join needs them co-partitioned (use another topic prefix)")
+        return partitions
     finally:
         admin.close()

@@ -49,3 +49,12 @@ def newsletter_spec() -> Callable[[str], dict[str, Any]]:
         }
 
     return spec
+
+
+@pytest.fixture(scope="module")
+def kafka():
+    """A real Kafka-compatible broker (tansu) on a free loopback port, for one test module."""
+    from streams.broker import LocalBroker
+
+    with LocalBroker() as broker:
+        yield broker

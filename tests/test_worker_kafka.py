@@ -1,0 +1,170 @@
+"""The stream worker on a real broker: end to end, SIGKILL at random instants, two workers in
+a group with a rebalance on join and on kill. Exactly-once is checked bit for bit: contexts
+are multiples of 1/4, so sums do not depend on the order they were added in."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from bandit.engine import Engine
+from streams.codec import encode
+from streams.follower import StateFollower
+from streams.kafka import KafkaTransport
+from streams.publish import Publisher
+from streams.topics import Topics, create_topics
+from streams.worker import PartitionJoin, Worker
+from tests import streamdata
+
+TEST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
+
+
+def _setup(kafka, partitions: int) -> Topics:
+    topics = Topics(f"t{uuid.uuid4().hex[:10]}")
+    create_topics(kafka.bootstrap_servers, topics, partitions)
+    service = Engine()
+    service.create_campaign(streamdata.spec())
+    with Publisher(kafka.bootstrap_servers, topics) as pub:
+        pub.campaign(service.campaign_record("news"))
+    return topics
+
+
+def _produce(kafka, topics: Topics, s: streamdata.Streams, partitions: int,
+             sentinels: bool = True) -> dict[tuple[str, int], int]:
+    """Send the streams (impressions first, as a sender would); returns records per
+    (topic, partition)."""
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=5,
+                             allow_auto_create_topics=False)
+    futures = [producer.send(topics.impressions, encode(e), key=e["decision_id"].encode())
+               for e in s.impressions]
+    futures += [producer.send(topics.clicks, encode(e), key=e["decision_id"].encode())
+                for e in s.clicks]
+    if sentinels:
+        for p in range(partitions):
+            imp, click = streamdata.sentinels(p, s.end_ts + 10 * streamdata.WINDOW_MS)
+            futures.append(producer.send(topics.impressions, encode(imp), partition=p))
+            futures.append(producer.send(topics.clicks, encode(click), partition=p))
+    producer.flush()
+    producer.close()
+    counts: dict[tuple[str, int], int] = {}
+    for f in futures:
+        meta = f.get(timeout=10)
+        counts[(meta.topic, meta.partition)] = counts.get((meta.topic, meta.partition), 0) + 1
+    return counts
+
+
+def _done(topics: Topics, counts, partitions: int):
+    def check(latest: dict[int, PartitionJoin]) -> bool:
+        return len(latest) == partitions and all(
+            latest[p].offsets["impressions"] == counts.get((topics.impressions, p), 0)
+            and latest[p].offsets["clicks"] == counts.get((topics.clicks, p), 0)
+            for p in range(partitions))
+    return check
+
+
+def _service(kafka, topics: Topics) -> tuple[Engine, StateFollower]:
+    engine = Engine()
+    engine.create_campaign(streamdata.spec())
+    return engine, StateFollower(engine, kafka.bootstrap_servers, topics).start()
+
+
+def _spawn(kafka, topics: Topics, group: str, log, max_poll_records: int = 50) -> subprocess.Popen:
+    """A `cmab worker` process; its stderr goes to the open file ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bandit.cli", "worker", "--bootstrap-servers",
+         kafka.bootstrap_servers, "--topic-prefix", topics.prefix, "--group", group,
+         "--max-poll-records", str(max_poll_records), "--session-timeout-ms", "2000",
+         "--heartbeat-interval-ms", "500", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _joined_ids(kafka, topics: Topics, partitions: int, expected: int) -> set[str]:
+    import orjson
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", allow_auto_create_topics=False)
+    consumer.assign([TopicPartition(topics.joined, p) for p in range(partitions)])
+    ids: set[str] = set()
+    deadline = time.monotonic() + 20
+    while len(ids) < expected and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            ids |= {orjson.loads(r.value)["decision_id"] for r in records}
+    consumer.close()
+    return ids
+
+
+def test_end_to_end_the_model_equals_a_direct_batch_computation(kafka):
+    partitions = 3
+    topics = _setup(kafka, partitions)
+    s = streamdata.make(400, seed=11)
+    counts = _produce(kafka, topics, s, partitions)
+    engine, follower = _service(kafka, topics)
+    transport = KafkaTransport(kafka.bootstrap_servers, topics, f"g-{topics.prefix}",
+                               max_poll_records=100, **TEST_GROUP)
+    worker = Worker(transport)
+    transport.attach(worker)
+    try:
+        deadline = time.monotonic() + 60
+        while not follower.wait_for(_done(topics, counts, partitions), 0.01):
+            worker.step(100)
+            assert time.monotonic() < deadline, "the worker did not catch up in 60 s"
+    finally:
+        worker.transport.close()
+    follower.close()
+    streamdata.assert_same_model(engine, streamdata.reference(s))
+    assert engine.model_version("news") > 0
+    assert _joined_ids(kafka, topics, partitions, 400) == {e.decision_id for e in s.joined}
+
+
+def _run_with_kills(kafka, topics, s, partitions, kills: int, rng, log_path, workers: int = 1):
+    counts = _produce(kafka, topics, s, partitions)
+    engine, follower = _service(kafka, topics)
+    group = f"g-{topics.prefix}"
+    log = open(log_path, "wb")  # noqa: SIM115 - shared by every worker process, closed below
+    procs = [_spawn(kafka, topics, group, log) for _ in range(workers)]
+    try:
+        for _ in range(kills):
+            time.sleep(float(rng.uniform(1.5, 4.0)))
+            victim = int(rng.integers(len(procs)))
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait()
+            procs[victim] = _spawn(kafka, topics, group, log)
+        finished = follower.wait_for(_done(topics, counts, partitions), 120)
+        assert finished, f"workers did not finish in 120 s: {log_path.read_text()[-2000:]}"
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                assert p.wait(timeout=20) in (0, -signal.SIGTERM)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                raise
+        follower.close()
+        log.close()
+    return engine
+
+
+def test_sigkill_at_random_instants_loses_and_doubles_nothing(kafka, tmp_path):
+    partitions = 2
+    topics = _setup(kafka, partitions)
+    s = streamdata.make(3000, seed=12)
+    engine = _run_with_kills(kafka, topics, s, partitions, kills=5,
+                             rng=np.random.default_rng(12), log_path=tmp_path / "workers.log")
+    streamdata.assert_same_model(engine, streamdata.reference(s))
+    assert _joined_ids(kafka, topics, partitions, 3000) == {e.decision_id for e in s.joined}
+
+
+def test_two_workers_rebalance_on_join_and_on_kill(kafka, tmp_path):
+    partitions = 4
+    topics = _setup(kafka, partitions)
+    s = streamdata.make(3000, seed=13)
+    engine = _run_with_kills(kafka, topics, s, partitions, kills=2,
+                             rng=np.random.default_rng(13), workers=2,
+                             log_path=tmp_path / "workers.log")
+    streamdata.assert_same_model(engine, streamdata.reference(s))
