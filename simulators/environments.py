@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from bandit.errors import InvalidInputError
+from simulators.email_campaign import EmailCampaign
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -33,12 +34,13 @@ def _one_hot(index: np.ndarray, size: int) -> np.ndarray:
 class Environment(ABC):
     """A bandit problem with known click probabilities, optional drift and a late arm.
 
-    Subclasses set ``name``, ``arm_names`` (n_arms,), ``dim`` and ``arm_features`` (n_arms, m),
-    draw contexts, and map contexts to logits under a truth (an array of hidden parameters);
+    Subclasses set ``name``, ``arm_names`` (n_arms,), ``dim`` and ``arm_features`` (n_arms, m)
+    (and ``slot``, the name of the one decision, for reports), draw contexts, and map contexts to logits under a truth (an array of hidden parameters);
     this class blends the start and end truths over steps and samples clicks.
     """
 
     name: str
+    slot: str = "arm"
     arm_names: tuple[str, ...]
     dim: int
     arm_features: np.ndarray
@@ -236,6 +238,7 @@ class Email(Environment):
     ((4, 12), (4, 5))
     """
 
+    slot = "subject_line"
     STYLES = ("deal_seeker", "curious", "busy", "loyal")
     FRAMINGS = ("urgency", "curiosity", "offer", "personal", "plain")
     TONES = ("pushy", "playful", "warm", "neutral")
@@ -318,7 +321,7 @@ class Email(Environment):
         )
 
 
-ENVIRONMENT_NAMES = ("email", "linear")
+ENVIRONMENT_NAMES = ("email", "email4", "linear")
 
 
 def make_environment(
@@ -327,11 +330,14 @@ def make_environment(
     seed: int = 0,
     drift_steps: int | None = None,
     new_arm_at: int | None = None,
-) -> Environment:
+) -> Environment | EmailCampaign:
     """Build an environment by name with default sizes; seed draws the hidden truth of
-    ``linear`` (the email truth is the documented table, so it needs none)."""
+    ``linear`` (the email truths are documented tables, so they need none). ``email`` is the
+    single subject-line slot, ``email4`` the four-slot campaign."""
     if name == "email":
         return Email(drift_steps=drift_steps, new_arm_at=new_arm_at)
+    if name == "email4":
+        return EmailCampaign(drift_steps=drift_steps, new_arm_at=new_arm_at)
     if name == "linear":
         return LinearLogistic(seed=seed, drift_steps=drift_steps, new_arm_at=new_arm_at)
     raise InvalidInputError(
