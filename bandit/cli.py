@@ -31,9 +31,11 @@ USAGE_ERROR = 2
 
 
 class EnvName(StrEnum):
+    artwork = "artwork"
     email = "email"
     email4 = "email4"
     linear = "linear"
+    supervised = "supervised"
 
 
 @app.callback()

@@ -11,7 +11,7 @@ import pytest
 
 from bandit.engine import Engine
 from bandit.errors import InvalidInputError
-from bandit.models import BatchDecisionRequest, CampaignSpec, LinTSSpec
+from bandit.models import Arm, BatchDecisionRequest, CampaignSpec, LinTSSpec
 from simulators import email_campaign
 from simulators.email_campaign import SLOTS, EmailCampaign
 
@@ -91,8 +91,6 @@ def test_late_arm_is_left_out_of_the_spec_until_added():
     assert [a.id for a in spec.slots[3].arms] == list(env.SCENES[:-1])
     engine = Engine(seed=0)
     engine.create_campaign(spec)
-    from bandit.models import Arm
-
     for slot, arm in env.late_arms():
         engine.add_arm(spec.name, slot, Arm.model_validate(arm))
     assert engine.active_arms(spec.name, "artwork") == list(env.SCENES)
