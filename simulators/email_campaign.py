@@ -13,7 +13,7 @@ subscriber (the uniform value, an average over all 2,400 combinations, goes in r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
