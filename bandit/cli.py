@@ -31,8 +31,11 @@ USAGE_ERROR = 2
 
 
 class EnvName(StrEnum):
+    artwork = "artwork"
     email = "email"
+    email4 = "email4"
     linear = "linear"
+    supervised = "supervised"
 
 
 @app.callback()
@@ -48,7 +51,8 @@ def simulate(
         str | None,
         typer.Option(
             help="Comma-separated policies among lin_ucb, lin_ts, beta_ts, epsilon_greedy, "
-            "hybrid_lin_ucb, bart.",
+            "hybrid_lin_ucb, bart (email4: the kind in every slot, or default: the "
+            "campaign's own mix).",
             show_default="all",
         ),
     ] = None,
@@ -62,13 +66,25 @@ def simulate(
     drift: Annotated[
         bool, typer.Option(help="Preferences drift linearly over the whole run.")
     ] = False,
+    new_arm_at: Annotated[
+        int | None, typer.Option(min=0, help="Step at which the environment's late arm arrives.")
+    ] = None,
+    delay: Annotated[
+        int, typer.Option(min=0, help="Batches before a decision's reward reaches the policy.")
+    ] = 0,
 ) -> None:
     """Compare policies on a simulated environment against uniform random and the oracle."""
     from rich.console import Console
     from rich.table import Table
 
     from simulators.environments import make_environment
-    from simulators.report import SUMMARY_HEADER, format_row, write_report
+    from simulators.report import (
+        SLOT_HEADER,
+        SUMMARY_HEADER,
+        format_row,
+        format_slot_row,
+        write_report,
+    )
     from simulators.simulate import POLICY_NAMES, make_policies
     from simulators.simulate import simulate as run_simulation
 
@@ -77,7 +93,8 @@ def simulate(
     ]
     if not names:
         raise InvalidInputError("--policies: expected at least one policy name")
-    environment = make_environment(env.value, seed=seed, drift_steps=steps if drift else None)
+    environment = make_environment(env.value, seed=seed, drift_steps=steps if drift else None,
+                                   new_arm_at=new_arm_at)
     contenders = make_policies(names, environment, seed=seed)
     try:
         # Before the simulation, so an unwritable --out costs nothing.
@@ -91,6 +108,7 @@ def simulate(
         batch_size=batch_size,
         seed=seed,
         progress=progress,
+        delay=delay,
     )
     report = write_report(result, out)
 
@@ -101,6 +119,13 @@ def simulate(
         table.add_row(*format_row(row))
     console = Console()
     console.print(table)
+    if len(result.slots) > 1:
+        per_slot = Table(title="per slot")
+        for i, column in enumerate(SLOT_HEADER):
+            per_slot.add_column(column, justify="left" if i < 2 else "right")
+        for slot_row in result.slot_summary():
+            per_slot.add_row(*format_slot_row(slot_row))
+        console.print(per_slot)
     console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
 
 

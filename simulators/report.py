@@ -17,13 +17,18 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from simulators.simulate import ORACLE, UNIFORM, SimulationResult, SummaryRow
+from simulators.simulate import ORACLE, UNIFORM, SimulationResult, SlotRow, SummaryRow
 
 SUMMARY_HEADER = ("policy", "mean reward", "regret", "vs uniform", "vs oracle")
+SLOT_HEADER = ("slot", "policy", "matches oracle", "loss per decision", "top arm (last window)")
 _DEFINITIONS = (
     "mean reward: observed click-through rate. regret: cumulative expected regret against the "
     "oracle (true click probabilities, no click noise). vs uniform: lift of the expected CTR "
     "over uniform random choice. vs oracle: expected CTR as a share of the oracle's."
+)
+_SLOT_DEFINITIONS = (
+    "Per slot: matches oracle is the share of decisions on the oracle's arm; loss per decision "
+    "is the click probability lost by this slot's choice with the other slots' choices held."
 )
 
 
@@ -38,6 +43,17 @@ def format_row(row: SummaryRow) -> tuple[str, ...]:
     )
 
 
+def format_slot_row(row: SlotRow) -> tuple[str, ...]:
+    """One per-slot row as the strings of SLOT_HEADER."""
+    return (
+        row.slot,
+        row.policy,
+        f"{row.oracle_agreement:.1%}",
+        f"{row.loss:.4f}",
+        f"{row.top_arm} ({row.top_share:.0%})",
+    )
+
+
 def write_report(result: SimulationResult, out_dir: str | Path) -> Path:
     """Write every report file into out_dir (created if needed); returns the HTML report's path."""
     out = Path(out_dir)
@@ -49,9 +65,10 @@ def write_report(result: SimulationResult, out_dir: str | Path) -> Path:
         FigureCanvasAgg(draw(result, title)).print_png(out / file_name)
 
     rows = [format_row(row) for row in result.summary()]
-    (out / "report.md").write_text(_markdown(result, rows))
+    slot_rows = [format_slot_row(row) for row in result.slot_summary()]
+    (out / "report.md").write_text(_markdown(result, rows, slot_rows))
     report = out / "report.html"
-    report.write_text(_html(result, rows, out))
+    report.write_text(_html(result, rows, slot_rows, out))
     return report
 
 
@@ -61,38 +78,55 @@ def _title(result: SimulationResult) -> str:
 
 def _parameters(result: SimulationResult) -> str:
     drift = "none" if result.drift_steps is None else f"over {result.drift_steps} steps"
-    new_arm = (
-        "none" if result.new_arm_at is None
-        else f"{result.arm_names[-1]} at step {result.new_arm_at}"
-    )
+    new_arm = "none" if result.new_arm is None else f"{result.new_arm} at step {result.new_arm_at}"
+    slots = ", ".join(f"{slot} ({len(arms)} arms)" for slot, arms in result.slots.items())
     return (
         f"steps {result.steps}, batch size {result.batch_size}, seed {result.seed}, "
-        f"arms {len(result.arm_names)}, drift {drift}, new arm {new_arm}"
+        f"slots {slots}, drift {drift}, new arm {new_arm}, "
+        f"reward delay {result.delay} batches"
     )
 
 
-def _markdown(result: SimulationResult, rows: list[tuple[str, ...]]) -> str:
+def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def _html_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _markdown(result: SimulationResult, rows: list[tuple[str, ...]],
+              slot_rows: list[tuple[str, ...]]) -> str:
     lines = [
         f"# {_title(result)}",
         "",
         _parameters(result),
         "",
-        "| " + " | ".join(SUMMARY_HEADER) + " |",
-        "|" + "---|" * len(SUMMARY_HEADER),
-        *("| " + " | ".join(row) + " |" for row in rows),
+        *_markdown_table(SUMMARY_HEADER, rows),
         "",
         _DEFINITIONS,
+        "",
+        "## Per slot",
+        "",
+        *_markdown_table(SLOT_HEADER, slot_rows),
+        "",
+        _SLOT_DEFINITIONS,
         "",
         *(f"![{title}]({file_name})" for file_name, (title, _) in PLOTS.items()),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _html(result: SimulationResult, rows: list[tuple[str, ...]], out: Path) -> str:
-    header = "".join(f"<th>{html.escape(cell)}</th>" for cell in SUMMARY_HEADER)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
-    )
+def _html(result: SimulationResult, rows: list[tuple[str, ...]],
+          slot_rows: list[tuple[str, ...]], out: Path) -> str:
     # Images are embedded so the one HTML file can be mailed or attached on its own.
     images = "".join(
         f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" '
@@ -106,8 +140,9 @@ def _html(result: SimulationResult, rows: list[tuple[str, ...]], out: Path) -> s
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .8em}"
         "td:not(:first-child){text-align:right}img{max-width:100%}</style></head><body>"
         f"<h1>{html.escape(_title(result))}</h1><p>{html.escape(_parameters(result))}</p>"
-        f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
-        f"<p>{html.escape(_DEFINITIONS)}</p>{images}</body></html>\n"
+        f"{_html_table(SUMMARY_HEADER, rows)}<p>{html.escape(_DEFINITIONS)}</p>"
+        f"<h2>Per slot</h2>{_html_table(SLOT_HEADER, slot_rows)}"
+        f"<p>{html.escape(_SLOT_DEFINITIONS)}</p>{images}</body></html>\n"
     )
 
 
@@ -142,20 +177,29 @@ def _cumulative_regret(result: SimulationResult, title: str) -> Figure:
 
 
 def _allocation(result: SimulationResult, title: str) -> Figure:
-    """One stacked-share panel per run (uniform left out: it is flat by construction)."""
+    """A stacked-share panel per run (rows) and slot (columns); uniform is left out: it is
+    flat by construction."""
     names = [name for name in result.runs if name != UNIFORM]
-    figure = Figure(figsize=(8, 1.8 * len(names) + 1), layout="constrained")
-    axes = figure.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
-    n_arms = len(result.arm_names)
-    palette = colormaps["tab10" if n_arms <= 10 else "tab20"]
-    colors = [palette(a % palette.N) for a in range(n_arms)]
-    for ax, name in zip(axes, names):
-        counts = result.runs[name].allocation
-        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        ax.stackplot(result.batch_ends, share.T, labels=result.arm_names, colors=colors)
-        ax.set(ylabel="share", ylim=(0, 1), title=name)
-    axes[-1].set_xlabel("step")
-    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", title="arm")
+    slots = list(result.slots)
+    figure = Figure(figsize=(4 + 4 * len(slots), 1.8 * len(names) + 1), layout="constrained")
+    axes = figure.subplots(len(names), len(slots), sharex=True, squeeze=False)
+    for column, slot in enumerate(slots):
+        arms = result.slots[slot]
+        # Many arms (24 send hours) get a cyclic map: neighbouring hours, neighbouring colours.
+        palette = colormaps["tab10" if len(arms) <= 10 else "twilight"]
+        colors = [palette(a % palette.N if len(arms) <= 10 else a / len(arms))
+                  for a in range(len(arms))]
+        for row, name in enumerate(names):
+            ax = axes[row, column]
+            counts = result.runs[name].allocation[slot]
+            share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+            ax.stackplot(result.batch_ends, share.T, labels=arms, colors=colors)
+            ax.set(ylim=(0, 1), title=f"{name}: {slot}" if len(slots) > 1 else name)
+            if column == 0:
+                ax.set_ylabel("share")
+        axes[-1, column].set_xlabel("step")
+        axes[-1, column].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), title=slot,
+                                ncols=min(len(arms), 6), fontsize="x-small")
     figure.suptitle(title)
     return figure
 

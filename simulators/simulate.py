@@ -1,14 +1,22 @@
 """Play policies against an environment side by side, on common random numbers.
 
-Contexts and the uniforms that decide every arm's click at every step are drawn once, so all
-policies (and the uniform and oracle baselines) face the same subscribers and the same luck:
-differences between them are the policies', not the noise's. Regret is measured on the true
-click probabilities, not on the noisy clicks.
+Contexts (subscribers) and the uniforms that decide clicks are drawn once, so all policies (and
+the uniform and oracle baselines) face the same subscribers and the same luck: differences
+between them are the policies', not the noise's. Regret is measured on the true click
+probabilities, not on the noisy clicks.
+
+Two kinds of environment play: a single-slot ``Environment`` drives the policy objects directly
+(one uniform per step and arm: the potential click of every arm), and the four-slot
+``EmailCampaign`` drives the real ``Engine`` (``decide_batch``, then ``learn`` with
+``JoinedEvent``s, a click rewarding every slot of its decision; one uniform per step, so two
+runs that send a subscriber the same combination see the same click). Feedback can arrive
+``delay`` batches late.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,11 +25,18 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from bandit.engine import Engine
 from bandit.errors import InvalidInputError
+from bandit.models import Arm, JoinedEvent, SlotChoice
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
+from simulators.email_campaign import ARTWORK as ARTWORK_SLOT
+from simulators.email_campaign import SLOTS, EmailCampaign
 from simulators.environments import Environment
 
 UNIFORM, ORACLE = "uniform", "oracle"
+# On the campaign: every slot on its DEFAULT_POLICIES entry, the mix the demo runs.
+CAMPAIGN_DEFAULT = "default"
+_CAMPAIGN = "simulation"
 
 # Each policy with its default hyperparameters, sized for the environment, on its own stream.
 POLICY_FACTORIES: dict[str, Callable[[Environment, np.random.Generator], Policy]] = {
@@ -33,25 +48,40 @@ POLICY_FACTORIES: dict[str, Callable[[Environment, np.random.Generator], Policy]
     "bart": lambda env, rng: Bart(env.dim, env.arm_features, rng=rng),
 }
 POLICY_NAMES = tuple(POLICY_FACTORIES)
+CAMPAIGN_POLICY_NAMES = (*POLICY_NAMES, CAMPAIGN_DEFAULT)
 
 
-def make_policies(names: Sequence[str], env: Environment, seed: int = 0) -> dict[str, Policy]:
-    """Build policies by name (from POLICY_NAMES) with default hyperparameters.
+def make_policies(
+    names: Sequence[str], env: Environment | EmailCampaign, seed: int = 0
+) -> dict[str, Policy] | dict[str, Engine]:
+    """Build policies by name with default hyperparameters: Policy objects (names from
+    POLICY_NAMES) for an Environment; for an EmailCampaign one Engine per name running the
+    campaign with that policy kind in every slot (or ``default``: DEFAULT_POLICIES), no holdout.
 
-    Each policy draws from its own stream, keyed by its place in POLICY_NAMES, so a policy makes
-    the same choices whichever other policies run beside it.
+    Each policy draws from its own stream, keyed by its place in the name list, so a policy
+    makes the same choices whichever other policies run beside it.
     """
+    known = CAMPAIGN_POLICY_NAMES if isinstance(env, EmailCampaign) else POLICY_NAMES
     for name in names:
-        if name not in POLICY_FACTORIES:
+        if name not in known:
             raise InvalidInputError(
-                f"unknown policy {name!r}; expected some of {', '.join(POLICY_NAMES)}"
+                f"unknown policy {name!r}; expected some of {', '.join(known)}"
             )
     if len(set(names)) != len(names):
         raise InvalidInputError(f"policies must be distinct, got {', '.join(names)}")
-    return {
-        name: POLICY_FACTORIES[name](env, _stream(seed, 1, POLICY_NAMES.index(name)))
-        for name in names
-    }
+    if not isinstance(env, EmailCampaign):
+        return {
+            name: POLICY_FACTORIES[name](env, _stream(seed, 1, POLICY_NAMES.index(name)))
+            for name in names
+        }
+    engines = {}
+    for name in names:
+        engine_seed = int(_stream(seed, 1, known.index(name)).integers(2**63))
+        engine = Engine(seed=engine_seed)
+        kinds = None if name == CAMPAIGN_DEFAULT else dict.fromkeys(SLOTS, name)
+        engine.create_campaign(env.campaign_spec(_CAMPAIGN, kinds, holdout=0.0))
+        engines[name] = engine
+    return engines
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:
@@ -65,20 +95,25 @@ class PolicyRun:
 
     cumulative_reward (B,): clicks received; cumulative_expected (B,): summed true click
     probabilities of the chosen arms; cumulative_regret (B,): the oracle's cumulative_expected
-    minus this one's; allocation (B, n_arms) int64: how often each arm was chosen within each
-    window; wall_time_s: seconds spent in choose_many and learn_many.
+    minus this one's; allocation: per slot, (B, n_arms) int64, how often each arm was chosen
+    within each window; oracle_agreement: per slot, the share of decisions on the oracle's arm;
+    slot_loss: per slot, the mean click probability lost by that slot's choice with the other
+    slots' choices held (a single slot: the mean regret); wall_time_s: seconds spent choosing
+    and learning.
     """
 
     name: str
     cumulative_reward: np.ndarray
     cumulative_expected: np.ndarray
     cumulative_regret: np.ndarray
-    allocation: np.ndarray
+    allocation: dict[str, np.ndarray]
+    oracle_agreement: dict[str, float]
+    slot_loss: dict[str, float]
     wall_time_s: float
 
     @property
     def steps(self) -> int:
-        return int(self.allocation.sum())
+        return int(next(iter(self.allocation.values())).sum())
 
     @property
     def mean_reward(self) -> float:
@@ -109,17 +144,33 @@ class SummaryRow:
 
 
 @dataclass(frozen=True)
+class SlotRow:
+    """One line of the per-slot table: a run's choices in one slot."""
+
+    slot: str
+    policy: str
+    oracle_agreement: float
+    loss: float
+    top_arm: str
+    top_share: float
+
+
+@dataclass(frozen=True)
 class SimulationResult:
     """Every run of one simulation: the learning policies in the order given, then the uniform
-    and oracle baselines. batch_ends (B,) int64: steps done at the end of each window."""
+    and oracle baselines. slots: each slot's arm names, in decision order; batch_ends (B,)
+    int64: steps done at the end of each window; new_arm: "slot/arm" arriving at new_arm_at;
+    delay: batches between a decision and the policy learning its reward."""
 
     env_name: str
-    arm_names: tuple[str, ...]
+    slots: dict[str, tuple[str, ...]]
     steps: int
     batch_size: int
     seed: int
     drift_steps: int | None
     new_arm_at: int | None
+    new_arm: str | None
+    delay: int
     batch_ends: np.ndarray
     runs: dict[str, PolicyRun]
 
@@ -139,24 +190,44 @@ class SimulationResult:
             for run in self.runs.values()
         ]
 
+    def slot_summary(self) -> list[SlotRow]:
+        """Per slot, one row per run (oracle last); top arm: the most chosen in the last
+        window."""
+        rows = []
+        for slot, arms in self.slots.items():
+            for run in self.runs.values():
+                last = run.allocation[slot][-1]
+                top = int(last.argmax())
+                rows.append(SlotRow(
+                    slot=slot, policy=run.name, oracle_agreement=run.oracle_agreement[slot],
+                    loss=run.slot_loss[slot], top_arm=arms[top],
+                    top_share=float(last[top] / max(last.sum(), 1)),
+                ))
+        return rows
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: parameters, the summary table and every curve."""
+        """JSON-ready: parameters, the summary tables and every curve."""
         return {
             "env": self.env_name,
-            "arms": list(self.arm_names),
+            "slots": {slot: list(arms) for slot, arms in self.slots.items()},
             "steps": self.steps,
             "batch_size": self.batch_size,
             "seed": self.seed,
             "drift_steps": self.drift_steps,
             "new_arm_at": self.new_arm_at,
+            "new_arm": self.new_arm,
+            "delay": self.delay,
             "batch_ends": self.batch_ends.tolist(),
             "summary": [asdict(row) for row in self.summary()],
+            "slot_summary": [asdict(row) for row in self.slot_summary()],
             "runs": {
                 name: {
                     "cumulative_reward": run.cumulative_reward.tolist(),
                     "cumulative_expected": run.cumulative_expected.tolist(),
                     "cumulative_regret": run.cumulative_regret.tolist(),
-                    "allocation": run.allocation.tolist(),
+                    "allocation": {slot: a.tolist() for slot, a in run.allocation.items()},
+                    "oracle_agreement": run.oracle_agreement,
+                    "slot_loss": run.slot_loss,
                     "wall_time_s": run.wall_time_s,
                 }
                 for name, run in self.runs.items()
@@ -165,51 +236,34 @@ class SimulationResult:
 
 
 def simulate(
-    env: Environment,
-    policies: dict[str, Policy],
+    env: Environment | EmailCampaign,
+    policies: dict[str, Policy] | dict[str, Engine],
     steps: int,
     batch_size: int = 100,
     seed: int = 0,
     progress: bool = True,
+    delay: int = 0,
 ) -> SimulationResult:
     """Run every policy over the same `steps` subscribers, `batch_size` at a time.
 
-    Per batch each policy chooses for the whole batch (only among eligible arms), sees the
-    clicks of its choices, and learns from them before the next batch: the delayed feedback of
-    a real send. The uniform-random and oracle baselines run on the same draws. The seed fixes
-    contexts and clicks; the environment's truth and the policies' own streams are set when
-    they are built. progress: one Rich bar over steps x policies, on stderr.
+    Per batch each policy chooses for the whole batch (only among eligible arms), and the
+    clicks of its choices reach it ``delay`` batches later (0: before the next batch, the
+    delayed feedback of a real send); rewards still pending at the end are never learned. The
+    uniform-random and oracle baselines run on the same draws. The seed fixes subscribers and
+    clicks; the environment's truth and the policies' own streams are set when they are built.
+    policies: from ``make_policies`` for this environment. progress: one Rich bar over
+    steps x policies, on stderr.
     """
     if steps <= 0 or batch_size <= 0:
         raise InvalidInputError(
             f"steps and batch_size must be positive, got steps={steps}, batch_size={batch_size}"
         )
+    if delay < 0:
+        raise InvalidInputError(f"delay must be a number of batches >= 0, got {delay}")
     for name in (UNIFORM, ORACLE):
         if name in policies:
             raise InvalidInputError(f"policy name {name!r} is reserved for the baseline")
-
-    rng = np.random.default_rng(seed)
-    X = env.contexts(steps, rng)
-    U = rng.random((steps, env.n_arms))
-    step = np.arange(steps)
-    P = env.expected_rewards(X, step)  # (steps, n_arms) true click probabilities
-    eligible = env.eligible(step)  # (steps, n_arms)
-    # Potential outcomes: the click every arm would have got, shared by all policies.
-    clicks = (U < P).astype(np.float64)
-    eligible_P = np.where(eligible, P, -np.inf)
-    oracle_expected = eligible_P.max(axis=1)
-
-    starts = np.arange(0, steps, batch_size)
-    score = _Scorer(P, clicks, eligible, oracle_expected, batch_size)
-    # Uniform among the eligible arms: the arg max of independent uniforms over them.
-    uniform_draws = np.where(eligible, _stream(seed, 0).random((steps, env.n_arms)), -1.0)
-    baselines = {
-        UNIFORM: score(UNIFORM, uniform_draws.argmax(axis=1), 0.0),
-        ORACLE: score(ORACLE, eligible_P.argmax(axis=1), 0.0),
-    }
-    # Only pass a mask when some arm is ever ineligible: the common case stays mask-free.
-    masks = eligible if not eligible.all() else None
-
+    play = _play_campaign if isinstance(env, EmailCampaign) else _play_environment
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -220,68 +274,194 @@ def simulate(
     )
     with bar:
         task = bar.add_task(env.name, total=steps * len(policies))
-        learned: dict[str, PolicyRun] = {}
-        for name, policy in policies.items():
-            bar.update(task, description=f"{env.name}: {name}")
-            arms = np.empty(steps, dtype=np.int64)
-            elapsed = 0.0
-            for start in starts:
-                rows = slice(start, min(start + batch_size, steps))
-                t0 = time.perf_counter()
-                mask = None if masks is None else masks[rows]
-                arms[rows] = policy.choose_many(X[rows], eligible=mask)
-                policy.learn_many(arms[rows], X[rows], clicks[step[rows], arms[rows]])
-                elapsed += time.perf_counter() - t0
-                bar.advance(task, rows.stop - rows.start)
-            learned[name] = score(name, arms, elapsed)
-
+        slots, runs, new_arm = play(env, policies, steps, batch_size, seed, delay, bar, task)
     return SimulationResult(
         env_name=env.name,
-        arm_names=env.arm_names,
+        slots=slots,
         steps=steps,
         batch_size=batch_size,
         seed=seed,
         drift_steps=env.drift_steps,
         new_arm_at=env.new_arm_at,
-        batch_ends=np.minimum(starts + batch_size, steps),
-        runs=learned | baselines,
+        new_arm=new_arm if env.new_arm_at is not None else None,
+        delay=delay,
+        batch_ends=np.minimum(np.arange(0, steps, batch_size) + batch_size, steps),
+        runs=runs,
     )
 
 
+def _play_environment(env: Environment, policies, steps, batch_size, seed, delay, bar, task):
+    """Single slot: the policy objects choose and learn directly."""
+    rng = np.random.default_rng(seed)
+    X = env.contexts(steps, rng)
+    U = rng.random((steps, env.n_arms))
+    step = np.arange(steps)
+    P = env.expected_rewards(X, step)  # (steps, n_arms) true click probabilities
+    eligible = env.eligible(step)  # (steps, n_arms)
+    # Potential outcomes: the click every arm would have got, shared by all policies.
+    clicks = (U < P).astype(np.float64)
+    eligible_P = np.where(eligible, P, -np.inf)
+    oracle_arms = eligible_P.argmax(axis=1)
+    slot = env.slot
+    starts = np.arange(0, steps, batch_size)
+    score = _Scorer({slot: env.n_arms}, P[step, oracle_arms], {slot: oracle_arms}, starts)
+
+    def scored(name: str, arms: np.ndarray, elapsed: float) -> PolicyRun:
+        if arms.min() < 0 or arms.max() >= env.n_arms:
+            raise InvalidInputError(
+                f"policy {name!r} must choose one arm in 0..{env.n_arms - 1} per step")
+        if not eligible[step, arms].all():
+            first = int(np.argmin(eligible[step, arms]))
+            raise InvalidInputError(f"policy {name!r} chose an ineligible arm at step {first}")
+        expected = P[step, arms]
+        loss = {slot: float(np.mean(score.oracle_expected - expected))}
+        return score(name, {slot: arms}, expected, clicks[step, arms], loss, elapsed)
+
+    # Uniform among the eligible arms: the arg max of independent uniforms over them.
+    uniform_draws = np.where(eligible, _stream(seed, 0).random((steps, env.n_arms)), -1.0)
+    baselines = {
+        UNIFORM: scored(UNIFORM, uniform_draws.argmax(axis=1), 0.0),
+        ORACLE: scored(ORACLE, oracle_arms, 0.0),
+    }
+    # Only pass a mask when some arm is ever ineligible: the common case stays mask-free.
+    masks = eligible if not eligible.all() else None
+    learned: dict[str, PolicyRun] = {}
+    for name, policy in policies.items():
+        bar.update(task, description=f"{env.name}: {name}")
+        arms = np.empty(steps, dtype=np.int64)
+        pending: deque[slice] = deque()
+        elapsed = 0.0
+        for start in starts:
+            rows = slice(start, min(start + batch_size, steps))
+            t0 = time.perf_counter()
+            mask = None if masks is None else masks[rows]
+            arms[rows] = policy.choose_many(X[rows], eligible=mask)
+            pending.append(rows)
+            if len(pending) > delay:
+                done = pending.popleft()
+                policy.learn_many(arms[done], X[done], clicks[step[done], arms[done]])
+            elapsed += time.perf_counter() - t0
+            bar.advance(task, rows.stop - rows.start)
+        learned[name] = scored(name, arms, elapsed)
+    return {slot: env.arm_names}, learned | baselines, f"{slot}/{env.arm_names[-1]}"
+
+
+def _play_campaign(env: EmailCampaign, engines, steps, batch_size, seed, delay, bar, task):
+    """Four slots: each engine decides a batch, the clicks of its combinations are drawn from
+    the truth, and the closed windows reach ``Engine.learn`` as JoinedEvents. A late arm is
+    added to every engine at the first batch that starts at or after ``new_arm_at``."""
+    rng = np.random.default_rng(seed)
+    subs = env.subscribers(steps, rng)
+    U = rng.random(steps)
+    step = np.arange(steps)
+    starts = np.arange(0, steps, batch_size)
+    eligible = env.eligible(step)
+    oracle_choice, oracle_p = env.oracle(subs, step)
+    sizes = {slot: len(arms) for slot, arms in env.arm_ids.items()}
+    score = _Scorer(sizes, oracle_p, oracle_choice, starts)
+
+    def scored(name: str, choices: dict[str, np.ndarray], elapsed: float) -> PolicyRun:
+        for slot in SLOTS:
+            if not eligible[slot][step, choices[slot]].all():
+                first = int(np.argmin(eligible[slot][step, choices[slot]]))
+                raise InvalidInputError(
+                    f"policy {name!r} chose an ineligible {slot} arm at step {first}")
+        # The oracle's own probabilities, so its regret is exactly 0, not a rounding residue.
+        expected = (oracle_p if choices is oracle_choice
+                    else env.click_probability(subs, choices, step))
+        loss = {slot: float(v.mean()) for slot, v in env.slot_losses(subs, choices, step).items()}
+        return score(name, choices, expected, (U < expected).astype(np.float64), loss, elapsed)
+
+    uniform_stream = _stream(seed, 0)
+    uniform = {
+        slot: np.where(eligible[slot], uniform_stream.random((steps, k)), -1.0).argmax(axis=1)
+        for slot, k in sizes.items()
+    }
+    baselines = {UNIFORM: scored(UNIFORM, uniform, 0.0), ORACLE: scored(ORACLE, oracle_choice, 0.0)}
+
+    # The same requests for every engine: validated once, never changed (frozen models).
+    requests = subs.requests(_CAMPAIGN)
+    late = [(slot, Arm.model_validate(arm)) for slot, arm in env.late_arms()]
+    learned: dict[str, PolicyRun] = {}
+    for name, engine in engines.items():
+        bar.update(task, description=f"{env.name}: {name}")
+        choices = {slot: np.empty(steps, dtype=np.int64) for slot in SLOTS}
+        pending: deque[list[JoinedEvent]] = deque()
+        arrived = not late
+        elapsed = 0.0
+        for start in starts:
+            rows = slice(start, min(start + batch_size, steps))
+            t0 = time.perf_counter()
+            if not arrived and start >= env.new_arm_at:
+                for slot, arm in late:
+                    engine.add_arm(_CAMPAIGN, slot, arm)
+                arrived = True
+            batch = engine.decide_batch(_CAMPAIGN, requests[rows])
+            for columns in batch.slots:
+                choices[columns.slot][rows] = columns.arms
+            p = env.click_probability(subs[rows], {s: c[rows] for s, c in choices.items()},
+                                      step[rows])
+            pending.append(_joined(batch, requests[rows], (U[rows] < p).tolist(), start))
+            if len(pending) > delay:
+                engine.learn(pending.popleft())
+            elapsed += time.perf_counter() - t0
+            bar.advance(task, rows.stop - rows.start)
+        learned[name] = scored(name, choices, elapsed)
+    new_arm = f"{ARTWORK_SLOT}/{env.arm_ids[ARTWORK_SLOT][-1]}"
+    return dict(env.arm_ids), learned | baselines, new_arm
+
+
+def _joined(batch, requests, clicks: list[bool], ts_ms: int) -> list[JoinedEvent]:
+    """The closed attribution windows of a batch: a click rewards every slot of its decision."""
+    events = []
+    for i, (request, click) in enumerate(zip(requests, clicks, strict=True)):
+        reward = 1.0 if click else 0.0
+        events.append(JoinedEvent(
+            decision_id=batch.decision_ids[i], campaign=batch.campaign, user_id=request.user_id,
+            ts=ts_ms,
+            slots={c.slot: SlotChoice(arm=c.arm_ids[c.arms[i]], propensity=float(c.propensity[i]))
+                   for c in batch.slots},
+            context=request.context, segments=request.segments,
+            rewards={c.slot: reward for c in batch.slots},
+        ))
+    return events
+
+
 class _Scorer:
-    """Turns a run's chosen arms (steps,) into its per-window curves."""
+    """Turns a run's choices (steps,) per slot into its per-window curves."""
 
     def __init__(
         self,
-        P: np.ndarray,
-        clicks: np.ndarray,
-        eligible: np.ndarray,
+        sizes: dict[str, int],
         oracle_expected: np.ndarray,
-        batch_size: int,
+        oracle_choice: dict[str, np.ndarray],
+        starts: np.ndarray,
     ) -> None:
-        self._P, self._clicks, self._eligible = P, clicks, eligible
-        self._batch_size = batch_size
-        self._starts = np.arange(0, P.shape[0], batch_size)
-        self._oracle = np.cumsum(np.add.reduceat(oracle_expected, self._starts))
+        self._sizes, self._starts = sizes, starts
+        self.oracle_expected = oracle_expected
+        self._oracle_choice = oracle_choice
+        self._oracle = np.cumsum(np.add.reduceat(oracle_expected, starts))
+        # Window of every step: the batch it was decided in.
+        self._window = np.repeat(np.arange(len(starts)), np.diff(np.append(starts,
+                                                                           len(oracle_expected))))
 
-    def __call__(self, name: str, arms: np.ndarray, wall_time_s: float) -> PolicyRun:
-        steps, n_arms = self._P.shape
-        rows = np.arange(steps)
-        if arms.shape != (steps,) or arms.min() < 0 or arms.max() >= n_arms:
-            raise InvalidInputError(
-                f"policy {name!r} must choose one arm in 0..{n_arms - 1} per step"
-            )
-        if not self._eligible[rows, arms].all():
-            first = int(np.argmin(self._eligible[rows, arms]))
-            raise InvalidInputError(f"policy {name!r} chose an ineligible arm at step {first}")
-        expected = np.cumsum(np.add.reduceat(self._P[rows, arms], self._starts))
-        window = rows // self._batch_size
-        allocation = np.bincount(window * n_arms + arms, minlength=len(self._starts) * n_arms)
+    def __call__(self, name: str, choices: dict[str, np.ndarray], expected: np.ndarray,
+                 rewards: np.ndarray, slot_loss: dict[str, float], wall_time_s: float) -> PolicyRun:
+        B = len(self._starts)
+        cumulative_expected = np.cumsum(np.add.reduceat(expected, self._starts))
+        allocation = {
+            slot: np.bincount(self._window * k + choices[slot], minlength=B * k)
+            .reshape(B, k).astype(np.int64)
+            for slot, k in self._sizes.items()
+        }
         return PolicyRun(
             name=name,
-            cumulative_reward=np.cumsum(np.add.reduceat(self._clicks[rows, arms], self._starts)),
-            cumulative_expected=expected,
-            cumulative_regret=self._oracle - expected,
-            allocation=allocation.reshape(len(self._starts), n_arms).astype(np.int64),
+            cumulative_reward=np.cumsum(np.add.reduceat(rewards, self._starts)),
+            cumulative_expected=cumulative_expected,
+            cumulative_regret=self._oracle - cumulative_expected,
+            allocation=allocation,
+            oracle_agreement={slot: float(np.mean(choices[slot] == self._oracle_choice[slot]))
+                              for slot in self._sizes},
+            slot_loss=slot_loss,
             wall_time_s=wall_time_s,
         )

@@ -8,13 +8,23 @@ import numpy as np
 import pytest
 
 from bandit.errors import InvalidInputError
-from simulators import environments
-from simulators.environments import Email, Environment, LinearLogistic, make_environment
+from simulators import environments, supervised
+from simulators.email_campaign import EmailCampaign
+from simulators.environments import (
+    Artwork,
+    Email,
+    Environment,
+    LinearLogistic,
+    make_environment,
+)
+from simulators.supervised import SupervisedBandit, gaussian_blobs
 
 ENVIRONMENTS = {
     "linear": lambda **options: LinearLogistic(seed=0, **options),
     "linear_small": lambda **options: LinearLogistic(n_arms=3, dim=4, seed=5, **options),
     "email": lambda **options: Email(**options),
+    "artwork": lambda **options: Artwork(**options),
+    "supervised": lambda **options: SupervisedBandit(*gaussian_blobs(n=500, seed=2), **options),
 }
 
 
@@ -25,6 +35,7 @@ def make_env(request):
 
 def test_doctests_pass():
     assert doctest.testmod(environments).failed == 0
+    assert doctest.testmod(supervised).failed == 0
 
 
 def test_shapes_and_dtypes(make_env, rng):
@@ -52,8 +63,8 @@ def test_same_seed_same_truth_and_contexts(make_env):
 
 @pytest.mark.parametrize(
     ("env", "low", "high"),
-    [(LinearLogistic(seed=0), 0.02, 0.30), (Email(), 0.005, 0.16)],
-    ids=["linear", "email"],
+    [(LinearLogistic(seed=0), 0.02, 0.30), (Email(), 0.005, 0.16), (Artwork(), 0.005, 0.20)],
+    ids=["linear", "email", "artwork"],
 )
 def test_click_rates_are_realistic(env, low, high, rng):
     P = env.expected_rewards(env.contexts(50_000, rng))
@@ -61,7 +72,8 @@ def test_click_rates_are_realistic(env, low, high, rng):
     assert 0.02 <= P.mean() <= 0.12
 
 
-@pytest.mark.parametrize("env", [LinearLogistic(seed=0), Email()], ids=["linear", "email"])
+@pytest.mark.parametrize("env", [LinearLogistic(seed=0), Email(), Artwork()],
+                         ids=["linear", "email", "artwork"])
 def test_oracle_beats_best_fixed_arm_beats_uniform(env, rng):
     P = env.expected_rewards(env.contexts(50_000, rng))
     oracle, best_fixed, uniform = P.max(axis=1).mean(), P.mean(axis=0).max(), P.mean()
@@ -80,7 +92,8 @@ def test_sampled_clicks_match_expected_rates(make_env, rng):
     p = env.expected_rewards(X)[np.arange(n), arms]
     rewards = env.sample_rewards(X, arms, rng)
     # Four standard errors of a mean of independent Bernoullis.
-    assert abs(rewards.mean() - p.mean()) < 4.0 * np.sqrt(np.mean(p * (1 - p)) / n)
+    # (<=: the supervised rewards are deterministic, so there both sides are 0.)
+    assert abs(rewards.mean() - p.mean()) <= 4.0 * np.sqrt(np.mean(p * (1 - p)) / n)
 
 
 def test_email_implements_the_documented_table(rng):
@@ -156,5 +169,74 @@ def test_make_environment():
     linear = make_environment("linear", seed=3, drift_steps=10, new_arm_at=5)
     assert isinstance(linear, LinearLogistic)
     assert (linear.drift_steps, linear.new_arm_at) == (10, 5)
-    with pytest.raises(InvalidInputError, match="unknown environment 'artwork'"):
-        make_environment("artwork")
+    assert isinstance(make_environment("artwork"), Artwork)
+    campaign = make_environment("email4", drift_steps=7)
+    assert isinstance(campaign, EmailCampaign) and campaign.drift_steps == 7
+    supervised = make_environment("supervised", seed=4)
+    assert isinstance(supervised, SupervisedBandit) and supervised.n_arms == 4
+    with pytest.raises(InvalidInputError, match="unknown environment 'netflix'"):
+        make_environment("netflix")
+
+
+def test_artwork_implements_the_documented_table(rng):
+    env = Artwork()
+    X = env.contexts(1000, rng)
+    np.testing.assert_allclose(X[:, 1:6].sum(axis=1), 1.0)
+    table = 1.5 * np.array([[1.2, -0.2, 0.2, -0.5, 0.3, 0.2], [-0.2, 1.2, -0.3, 0.2, 0.6, -0.2],
+                            [0.0, -0.2, 1.1, 0.4, 0.2, 0.1], [-0.5, 0.3, 0.4, 1.3, 0.1, 0.2],
+                            [0.1, -0.3, 0.2, -0.3, 0.0, 1.0]])
+    logit = (-4.1 + np.array([0.0, 0.0, 0.1, 0.0, 0.15, -0.1]) + X[:, 1:6] @ table
+             + 0.8 * X[:, [6]])
+    np.testing.assert_allclose(env.expected_rewards(X), 1.0 / (1.0 + np.exp(-logit)), rtol=1e-12)
+    # A viewer of one genre only: action fans get the action shot, documentary fans landscapes.
+    pure = np.zeros((5, 7))
+    pure[:, 0] = 1.0
+    pure[np.arange(5), 1 + np.arange(5)] = 1.0
+    favourites = [env.arm_names[a] for a in env.expected_rewards(pure).argmax(axis=1)]
+    assert favourites == ["action_shot", "comedic_moment", "dramatic_close_up",
+                          "romantic_moment", "landscape"]
+
+
+def test_supervised_truth_is_the_label():
+    X, y = gaussian_blobs(n=300, seed=1)
+    env = SupervisedBandit(X, y, class_names=("a", "b", "c", "d"))
+    assert env.arm_names == ("a", "b", "c", "d") and env.dim == 6
+    contexts = np.column_stack([np.ones(300), X])
+    np.testing.assert_array_equal(env.expected_rewards(contexts), np.eye(4)[y])
+    # Duplicated rows with different labels: the truth is their label shares.
+    X2 = np.vstack([X[:1], X[:1], X[:1], X[1:2]])
+    env2 = SupervisedBandit(X2, np.array([0, 0, 1, 2]))
+    P = env2.expected_rewards(np.column_stack([np.ones(4), X2]))
+    np.testing.assert_allclose(P[0], [2 / 3, 1 / 3, 0.0])
+    np.testing.assert_allclose(P[3], [0.0, 0.0, 1.0])
+
+
+def test_supervised_drift_moves_the_paying_class():
+    X, y = gaussian_blobs(n=100, seed=1)
+    env = SupervisedBandit(X, y, drift_steps=10)
+    contexts = np.column_stack([np.ones(100), X])
+    np.testing.assert_array_equal(env.expected_rewards(contexts, 10).argmax(axis=1), (y + 1) % 4)
+    np.testing.assert_allclose(env.expected_rewards(contexts, 5).max(axis=1), 0.5)
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "message"),
+    [
+        (np.zeros((3, 2)), np.array([0, 1]), "y: expected"),
+        (np.zeros((0, 2)), np.zeros(0, dtype=int), "non-empty"),
+        (np.array([[0.0], [np.nan]]), np.array([0, 1]), "X row 1: not finite"),
+        (np.zeros((2, 1)), np.array([0.0, 1.0]), "integer labels"),
+        (np.zeros((2, 1)), np.array([0, -1]), "y row 1: label -1"),
+        (np.zeros((2, 1)), np.array([0, 0]), "at least 2 classes"),
+    ],
+)
+def test_supervised_bad_data_is_named(X, y, message):
+    with pytest.raises(InvalidInputError, match=message):
+        SupervisedBandit(X, y)
+
+
+def test_supervised_refuses_foreign_contexts():
+    env = SupervisedBandit(*gaussian_blobs(n=50, seed=1))
+    with pytest.raises(InvalidInputError, match="context row 1: not a row of the dataset"):
+        env.expected_rewards(np.vstack([env.contexts(1, np.random.default_rng(0)),
+                                        np.full((1, env.dim), 9.0)]))
