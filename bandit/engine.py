@@ -526,6 +526,11 @@ class Engine:
     def model_version(self, campaign: str) -> int:
         return self._get(campaign).version
 
+    def slot_policy(self, campaign: str, slot: str) -> tuple[Policy, list[str], list[str]]:
+        """A slot's policy (not a copy), the names of its input columns and its arm ids."""
+        s = self._get(campaign).slot(slot)
+        return s.policy, list(s.columns), list(s.arm_ids)
+
     def active_arms(self, campaign: str, slot: str) -> list[str]:
         s = self._get(campaign).slot(slot)
         return [a for a, on in zip(s.arm_ids, s.policy.active) if on]
