@@ -79,7 +79,7 @@ class VWFormat:
 
     def label_line(self, arm: int, reward: float, propensity: float) -> str:
         """The chosen arm's action line with its label: cost -reward at the logged propensity."""
-        return f"0:{0.0 - reward!r}:{propensity!r} {self.action_lines[arm]}"
+        return f"0:{0.0 - float(reward)!r}:{float(propensity)!r} {self.action_lines[arm]}"
 
     def lines(self, x: np.ndarray, arms: Sequence[int]) -> list[str]:
         """A whole multi-line example in text: the shared line, then the arms' action lines."""
@@ -186,8 +186,12 @@ class VWPolicy(Policy):
     def _attach(self, workspace: pyvw.Workspace) -> None:
         self._ws = workspace
         # Every arm's action example is parsed once and reused by every decision and learn:
-        # VW merges the shared features into it for the call and takes them out again.
-        self._actions = [self._example(line) for line in self._format.action_lines]
+        # VW merges the shared features into it for the call and takes them out again. Not
+        # with --lrq, whose predictions then drift from VW's own text path (a test compares
+        # them): there the precomputed action lines are parsed per call.
+        self._reuse = self.lrq is None
+        self._actions = ([self._example(line) for line in self._format.action_lines]
+                         if self._reuse else [])
         self._arms_changed()
 
     def _example(self, line: str) -> pyvw.Example:
@@ -196,10 +200,24 @@ class VWPolicy(Policy):
         # actions) reads past its end inside VW.
         return pyvw.Example(self._ws, line, _CB_LABEL)
 
+    def _multi(self, x: np.ndarray, arms: Sequence[int], label_arm: int = -1,
+               label: str = "") -> list[pyvw.Example]:
+        """The multi-line example of context x (dim,) and ``arms``, in that order, the arm
+        ``label_arm`` carrying ``label``; give it back to ``_release`` after the call."""
+        fmt = self._format
+        if self._reuse:
+            return [self._example(fmt.shared_line(x))] + [
+                self._example(label) if a == label_arm else self._actions[a] for a in arms]
+        return self._ws.parse([fmt.shared_line(x)] + [label if a == label_arm else
+                                                       fmt.action_lines[a] for a in arms])
+
+    def _release(self, examples: list[pyvw.Example]) -> None:
+        if not self._reuse:  # parsed from the workspace's pool, and complete: back they go
+            self._ws.finish_example(examples)
+
     def _arms_changed(self) -> None:
         super()._arms_changed()
         self._active_idx = np.flatnonzero(self._active)
-        self._active_actions = [self._actions[a] for a in self._active_idx]
 
     def model_bytes(self) -> bytes:
         """The VW model file (with its learning state, so learning goes on where it stopped)."""
@@ -230,20 +248,20 @@ class VWPolicy(Policy):
         n, k = X.shape[0], self.n_arms
         P = np.zeros((n, k))
         S = np.full((n, k), -np.inf) if scores else None
-        ws, shared_line, example = self._ws, self._format.shared_line, self._example
-        groups: dict[bytes, tuple[np.ndarray, list[Any]]] = {}
+        groups: dict[bytes, tuple[np.ndarray, list[int]]] = {}
         for i in range(n):
             row = mask[0] if mask.shape[0] == 1 else mask[i]
             key = row.tobytes()
             if key not in groups:
                 idx = np.flatnonzero(row)
-                groups[key] = (idx, [self._actions[a] for a in idx])
-            idx, actions = groups[key]
-            shared = example(shared_line(X[i]))
-            _predict_multi(ws, [shared, *actions])
-            P[i, idx] = shared.get_action_scores()
+                groups[key] = (idx, idx.tolist())
+            idx, arms = groups[key]
+            example = self._multi(X[i], arms)
+            _predict_multi(self._ws, example)
+            P[i, idx] = example[0].get_action_scores()
             if S is not None:
-                S[i, idx] = [-e.get_partial_prediction() for e in actions]
+                S[i, idx] = [-e.get_partial_prediction() for e in example[1:]]
+            self._release(example)
         P /= P.sum(axis=1, keepdims=True)
         return P, S
 
@@ -270,9 +288,10 @@ class VWPolicy(Policy):
         n = X.shape[0]
         mean = np.empty(n)
         for i, a in enumerate(arms.tolist()):
-            _predict_multi(self._ws, [self._example(self._format.shared_line(X[i])),
-                                      self._actions[a]])
-            mean[i] = -self._actions[a].get_partial_prediction()
+            example = self._multi(X[i], [a])
+            _predict_multi(self._ws, example)
+            mean[i] = -example[1].get_partial_prediction()
+            self._release(example)
         return mean, np.zeros(n)
 
     # -- learning ------------------------------------------------------------------------
@@ -313,14 +332,11 @@ class VWPolicy(Policy):
             self._learn(a, x, r, q)
 
     def _learn(self, arm: int, x: np.ndarray, reward: float, propensity: float) -> None:
-        shared = self._example(self._format.shared_line(x))
-        chosen = self._example(self._format.label_line(arm, reward, propensity))
         # The active arms as they were offered (a retired arm's late reward still counts).
-        example = [shared] + [chosen if a == arm else self._actions[a]
-                              for a in self._active_idx.tolist()]
-        if not self._active[arm]:
-            example.append(chosen)
+        arms = self._active_idx.tolist() if self._active[arm] else [*self._active_idx.tolist(), arm]
+        example = self._multi(x, arms, arm, self._format.label_line(arm, reward, propensity))
         _learn_multi(self._ws, example)
+        self._release(example)
 
     # -- arms, state ---------------------------------------------------------------------
 
@@ -336,7 +352,9 @@ class VWPolicy(Policy):
         if f.shape != (m,) or not np.isfinite(f).all():
             raise InvalidInputError(f"features: expected {m} finite numbers, got {features!r}")
         self._arm_features = np.ascontiguousarray(np.vstack([self._arm_features, f[None, :]]))
-        self._actions.append(self._example(self._format.add_arm(f)))
+        line = self._format.add_arm(f)
+        if self._reuse:
+            self._actions.append(self._example(line))
         self._active = np.append(self._active, True)
         self.n_arms += 1
         self._arms_changed()
@@ -408,7 +426,7 @@ class VWPolicy(Policy):
     def __getstate__(self) -> dict[str, Any]:
         # The workspace and its parsed examples are native objects: the model travels as bytes.
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("_ws", "_actions", "_active_actions")}
+                 if k not in ("_ws", "_actions")}
         state["_model"] = self.model_bytes()
         return state
 
