@@ -279,6 +279,51 @@ def worker(
     running.run(should_stop)
 
 
+@app.command("vw-export")
+def vw_export(
+    source: Annotated[Path, typer.Argument(help="An engine snapshot, or a VW model file.")],
+    out: Annotated[Path, typer.Option(help="Where to write the readable model.")],
+    campaign: Annotated[
+        str | None, typer.Option(help="Campaign of the VW slot (for a snapshot).")] = None,
+    slot: Annotated[str | None, typer.Option(help="The VW slot (for a snapshot).")] = None,
+    hashes: Annotated[
+        bool, typer.Option(help="Weights by hash index (--readable_model) instead of by "
+                           "feature name (--invert_hash).")] = False,
+) -> None:
+    """Write a VW slot's model as text, for inspection.
+
+    From a snapshot, features are named: x<j> is the slot's input column j, id<a> arm a,
+    f<j> arm feature j (the legend is printed). A bare VW model file has no names: its
+    weights are written by hash index.
+    """
+    if not source.is_file():
+        raise InvalidInputError(f"{source}: no such file")
+    if (campaign is None) != (slot is None):
+        raise InvalidInputError("--campaign and --slot go together (both for a snapshot)")
+    if campaign is None:
+        from vowpalwabbit import pyvw
+
+        try:
+            ws = pyvw.Workspace(arg_list=["--quiet", "-i", str(source), "--readable_model",
+                                          str(out)])
+        except RuntimeError as exc:
+            raise InvalidInputError(f"{source}: not a VW model ({exc})") from None
+        ws.finish()
+        return
+    from bandit.engine import Engine
+    from bandit.vw import VWPolicy
+
+    policy, columns, arm_ids = Engine.load(source).slot_policy(campaign, slot)  # type: ignore[arg-type]
+    if not isinstance(policy, VWPolicy):
+        raise InvalidInputError(f"campaign {campaign!r}, slot {slot!r}: policy {policy.kind!r} "
+                                "is not a VW policy")
+    policy.export(out, names=not hashes)
+    for j, name in enumerate(columns):
+        print(f"x{j}\t{name}")
+    for a, arm in enumerate(arm_ids):
+        print(f"id{a}\t{arm}")
+
+
 def _describe_settings_error(error: ValidationError) -> str:
     """One line naming every bad setting (CMAB_PROT=1 is "unknown setting CMAB_PROT")."""
     problems = []

@@ -62,6 +62,7 @@ from bandit.policies import (
     LinTS,
     LinUCB,
     Policy,
+    VWPolicy,
     from_state,
 )
 
@@ -198,6 +199,8 @@ def _state_numbers(kind: str, k: int, d: int, m: int) -> int:
         case "bart":
             p = d + m + d * m
             return 2 * p * p
+        case "vw":  # VW's table: 2^18 weights of 4 float32 (times bag or cover, at most 16)
+            return 2**19
         case _:
             return 2 * k * d * d
 
@@ -229,6 +232,11 @@ def _make_policy(slot: SlotSpec, dim: int, arm_features: np.ndarray, seed: int) 
         case "bart":
             return Bart(dim, arm_features, epsilon=spec.epsilon, l2=spec.l2,
                         half_life_ms=spec.half_life_ms, rng=rng)
+        case "vw":
+            return VWPolicy(dim, arm_features if slot.arm_features else None, n_arms=k,
+                            exploration=spec.exploration, epsilon=spec.epsilon, bag=spec.bag,
+                            cover=spec.cover, interactions=spec.interactions, lrq=spec.lrq,
+                            learning_rate=spec.learning_rate, extra_args=spec.extra_args, rng=rng)
         case _:
             return HybridLinUCB(dim, arm_features, alpha=spec.alpha, l2=spec.l2,
                                 epsilon=spec.epsilon, half_life_ms=spec.half_life_ms, rng=rng)
@@ -474,7 +482,8 @@ class Engine:
                 raise InvalidInputError(str(exc)) from None
             _check_size(s.spec, len(s.arm_ids) + 1, s.policy.dim, max(s.encoder.dim, 1))
             features = (s.encoder.encode([arm.features])[0]
-                        if isinstance(s.policy, HybridLinUCB | Bart) else None)
+                        if isinstance(s.policy, HybridLinUCB | Bart)
+                        or (isinstance(s.policy, VWPolicy) and s.spec.arm_features) else None)
             for policy in {id(s.policy): s.policy, id(s.fallback): s.fallback}.values():
                 policy.add_arm(features)
             s.spec = s.spec.model_copy(update={"arms": [*s.spec.arms, arm]})
@@ -516,6 +525,11 @@ class Engine:
 
     def model_version(self, campaign: str) -> int:
         return self._get(campaign).version
+
+    def slot_policy(self, campaign: str, slot: str) -> tuple[Policy, list[str], list[str]]:
+        """A slot's policy (not a copy), the names of its input columns and its arm ids."""
+        s = self._get(campaign).slot(slot)
+        return s.policy, list(s.columns), list(s.arm_ids)
 
     def active_arms(self, campaign: str, slot: str) -> list[str]:
         s = self._get(campaign).slot(slot)
@@ -667,10 +681,14 @@ class Engine:
             low, high = s.policy.reward_range
             rewards = np.clip([events[i].rewards.get(name, c.spec.default_reward)
                                for i in rows], low, high)
+            # VW learns each event at the propensity it was logged with.
+            logged = ({"propensities": np.array([events[i].slots[name].propensity for i in rows])}
+                      if isinstance(s.policy, VWPolicy) else {})
             if s.fallback is s.policy:  # context-free slot: every event, context or not
                 s.policy.learn_many(arms, np.empty((len(rows), 0)), rewards, ts_ms=ts[rows])
             else:
-                s.fallback.learn_many(arms, np.ones((len(rows), 1)), rewards, ts_ms=ts[rows])
+                s.fallback.learn_many(arms, np.ones((len(rows), 1)), rewards, ts_ms=ts[rows],
+                                      **logged)
                 ctx = [j for j, e in enumerate(with_context) if name in e.slots]
                 if ctx:
                     chosen = {prev: np.array([c.slot(prev).arm_index.get(
@@ -680,7 +698,10 @@ class Engine:
                     a = np.array([s.arm_index[with_context[j].slots[name].arm] for j in ctx])
                     r = np.clip([with_context[j].rewards.get(name, c.spec.default_reward)
                                  for j in ctx], low, high)
-                    s.policy.learn_many(a, X, r, ts_ms=ts_ctx[ctx])
+                    if logged:
+                        logged = {"propensities": np.array(
+                            [with_context[j].slots[name].propensity for j in ctx])}
+                    s.policy.learn_many(a, X, r, ts_ms=ts_ctx[ctx], **logged)
             self._tally(s, [events[i] for i in rows], arms, rewards)
         for e in events:
             reward = max(e.rewards.values(), default=c.spec.default_reward)

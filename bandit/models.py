@@ -5,6 +5,7 @@ wrong type is refused at the edge with the field's name, never half-understood i
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -127,8 +128,84 @@ class BartSpec(Strict):
     half_life_ms: Finite | None = Field(None, gt=0)
 
 
+# Vowpal Wabbit options a spec may add to the ones VWSpec builds, with what each takes: a set
+# of words, a (low, high) range, or None for a flag. Anything else could change the reduction
+# stack (and with it what a decision's pmf means), so it is refused.
+VW_EXTRA_OPTIONS: dict[str, frozenset[str] | tuple[float, float] | None] = {
+    "--cb_type": frozenset({"ips", "dr", "dm", "mtr"}),
+    "--power_t": (0.0, 1.0),
+    "--l1": (0.0, 1.0),
+    "--l2": (0.0, 1.0),
+    "--gamma_scale": (1e-6, 1e6),
+    "--gamma_exponent": (0.0, 1.0),
+    "--noconstant": None,
+}
+
+
+def check_vw_args(tokens: list[str]) -> list[str]:
+    """The tokens of whitelisted VW options (``["--cb_type", "dr", "--noconstant"]``), as given;
+    ValueError naming the token for anything else, a repeat or a bad value."""
+    out, seen, i = [], set(), 0
+    while i < len(tokens):
+        option = tokens[i]
+        if option not in VW_EXTRA_OPTIONS:
+            raise ValueError(f"extra_args: option {option!r} is not allowed; expected some of "
+                             f"{sorted(VW_EXTRA_OPTIONS)}")
+        if option in seen:
+            raise ValueError(f"extra_args: option {option!r} is given twice")
+        seen.add(option)
+        allowed = VW_EXTRA_OPTIONS[option]
+        if allowed is None:
+            out.append(option)
+            i += 1
+            continue
+        if i + 1 >= len(tokens):
+            raise ValueError(f"extra_args: option {option!r} needs a value")
+        value = tokens[i + 1]
+        if isinstance(allowed, frozenset):
+            if value not in allowed:
+                raise ValueError(f"extra_args: {option} expects one of {sorted(allowed)}, "
+                                 f"got {value!r}")
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if not allowed[0] <= number <= allowed[1]:
+                raise ValueError(f"extra_args: {option} expects a number in [{allowed[0]:g}, "
+                                 f"{allowed[1]:g}], got {value!r}")
+        out += [option, value]
+        i += 2
+    return out
+
+
+VWInteraction = Annotated[str, Field(pattern=r"^[ca]{2,3}$")]
+
+
+class VWSpec(Strict):
+    """Vowpal Wabbit ``--cb_explore_adf``: the context is the shared namespace ``c``, each arm an
+    action line in namespace ``a`` (its id and its arm features). ``epsilon`` is the exploration
+    of ``epsilon``, ``bag`` and ``cover``; ``bag`` and ``cover`` are their numbers of models."""
+
+    kind: Literal["vw"] = "vw"
+    exploration: Literal["squarecb", "epsilon", "bag", "cover"] = "squarecb"
+    epsilon: Finite = Field(0.05, ge=0, le=1)
+    bag: Annotated[float, Field(ge=2, le=16), AfterValidator(_integral)] = 5
+    cover: Annotated[float, Field(ge=1, le=16), AfterValidator(_integral)] = 5
+    interactions: list[VWInteraction] = Field(
+        default_factory=lambda: ["ca"], max_length=8,
+        description="Namespace interactions (-q), e.g. 'ca' = context x arm.")
+    lrq: str | None = Field(None, pattern=r"^[ca]{2}[1-9][0-9]?$", description="Low-rank "
+                            "quadratic (--lrq), e.g. 'ca4': BaRT's factorization machine.")
+    learning_rate: Finite | None = Field(None, gt=0, le=10)
+    extra_args: Annotated[list[str], AfterValidator(check_vw_args)] = Field(
+        default_factory=list, max_length=16,
+        description="More VW options, from a whitelist: " + ", ".join(sorted(VW_EXTRA_OPTIONS)))
+
+
 PolicySpec = Annotated[
-    BetaTSSpec | LinUCBSpec | HybridLinUCBSpec | LinTSSpec | EpsilonGreedySpec | BartSpec,
+    BetaTSSpec | LinUCBSpec | HybridLinUCBSpec | LinTSSpec | EpsilonGreedySpec | BartSpec
+    | VWSpec,
     Field(discriminator="kind"),
 ]
 

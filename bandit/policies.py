@@ -32,6 +32,7 @@ __all__ = [
     "LinTS",
     "LinUCB",
     "Policy",
+    "VWPolicy",
     "from_state",
 ]
 
@@ -1102,6 +1103,20 @@ _KINDS: dict[str, type[Policy]] = {
 def from_state(state: dict[str, Any], *, rng: Rng = None) -> Policy:
     """Rebuild whichever policy ``state`` describes (dispatch on its ``kind``)."""
     kind = state.get("kind") if isinstance(state, dict) else None
+    if kind == "vw":
+        __getattr__("VWPolicy")  # registers it in _KINDS
     if kind not in _KINDS:
         raise IncompatibleStateError(f"unknown policy kind {kind!r}; expected one of {sorted(_KINDS)}")
     return _KINDS[kind].from_state(state, rng=rng)
+
+
+def __getattr__(name: str) -> Any:
+    # VWPolicy builds on Policy, so bandit.vw imports this module; the name is resolved on first
+    # use rather than at import time, which keeps the import one-way (and VW unloaded until
+    # someone asks for it).
+    if name == "VWPolicy":
+        from bandit.vw import VWPolicy
+
+        _KINDS[VWPolicy.kind] = VWPolicy
+        return VWPolicy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

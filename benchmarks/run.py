@@ -19,7 +19,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import bench_decisions, bench_engine, bench_learning, bench_propensity
+from benchmarks import (
+    bench_decisions,
+    bench_engine,
+    bench_learning,
+    bench_propensity,
+    bench_vw,
+)
 from benchmarks.common import (
     Measurement,
     Ratio,
@@ -37,6 +43,7 @@ BENCHES: dict[str, Callable[[bool], Results]] = {
     "decisions": bench_decisions.run,
     "propensity": bench_propensity.run,
     "engine": bench_engine.run,
+    "vw": bench_vw.run,
 }
 
 
