@@ -139,7 +139,7 @@ def _column(name: str, values: Any, n: int) -> np.ndarray:
 def _first_bad(name: str, bad: np.ndarray, reason: str, values: np.ndarray | None = None) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        got = "" if values is None else f", got {values[i]!r}"
+        got = "" if values is None else f", got {values[i].item()!r}"
         raise InvalidInputError(f"{name}: row {i}: {reason}{got}")
 
 
@@ -203,7 +203,7 @@ def read_joined(source: str | Path | Iterable[str], spec: CampaignSpec, slot: st
             kept.append(event)
     if not kept:
         raise InvalidInputError(f"{where}: no usable event for campaign {spec.name!r}, slot "
-                                f"{slot!r} (skipped: {skipped})")
+                                f"{slot!r} (skipped: {({k: v for k, v in skipped.items() if v})})")
     X, columns = encode_slot_contexts(spec, slot, kept)
     return LoggedBandit(
         X,
@@ -263,6 +263,7 @@ def write_dsjson(log: LoggedBandit, out: str | Path | TextIO,
             "_label_Action": a + 1,
             "_labelIndex": a,
             "EventId": str(ids[i]),
+            "Version": "1",
             "a": [b + 1 for b in order],
             "c": {SHARED_NAMESPACE: shared, "_multi": multi},
             "p": [p] + [rest] * (k - 1),
