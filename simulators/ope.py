@@ -43,6 +43,7 @@ __all__ = [
     "ReplayRun",
     "evaluate",
     "fit_reward_model",
+    "on_policy",
     "replay",
     "target_probabilities",
 ]
@@ -221,8 +222,8 @@ def fit_reward_model(log: LoggedBandit, *, l2: float = 1.0, folds: int = 2,
     A ridge regression per action of (reward - mean reward) on the context, so an action with
     few events falls back to the mean. With folds >= 2 an event's predictions come from the
     models fitted on the other folds, so DR's correction term is not fitted to its own reward;
-    folds = 1 fits and predicts on the whole log. Predictions are clipped to the observed
-    reward range.
+    folds = 1 fits and predicts on the whole log. Predictions are not clipped to the reward
+    range: with rare clicks most would be cut at 0, which biases DM upwards.
     """
     if folds < 1 or folds > log.n:
         raise InvalidInputError(f"folds: expected 1..{log.n}, got {folds}")
@@ -241,7 +242,7 @@ def fit_reward_model(log: LoggedBandit, *, l2: float = 1.0, folds: int = 2,
                    np.ascontiguousarray(log.rewards[train] - mean), np.ones(int(train.sum())))
         theta = np.linalg.solve(S + l2 * np.eye(d), b[..., None])[..., 0]
         qhat[test] = log.X[test] @ theta.T + mean
-    return np.clip(qhat, log.rewards.min(), log.rewards.max())
+    return qhat
 
 
 # -- estimators ------------------------------------------------------------------------------
@@ -334,6 +335,17 @@ def evaluate(
             clipping_bias=float(bias[j]) if clipped else 0.0,
         )
     return out
+
+
+def on_policy(log: LoggedBandit, *, n_boot: int = 1000, level: float = 0.95,
+              seed: int = 0) -> Estimate:
+    """The logging policy's own value: the mean logged reward, with its bootstrap interval."""
+    _check_common(n_boot, level, None)
+    U = np.ascontiguousarray(log.rewards[:, None])
+    V = np.ones_like(U)
+    low, high = _interval(U, V, n_boot, level, np.random.default_rng(seed))
+    return Estimate("on_policy", float(_point(U, V)[0]), float(low[0]), float(high[0]), level,
+                    log.n, n_boot)
 
 
 def replay(

@@ -178,3 +178,29 @@ def test_vowpal_wabbit_learns_from_the_written_dsjson(rng):
         example = vw.parse(lines[int(np.flatnonzero(X[:, 1] == bit)[0])])
         assert int(np.argmax(vw.predict(example))) == bit
         vw.finish_example(example)
+
+
+def test_cmab_replay_reads_joined_and_dsjson_logs(spec, rng, tmp_path, capsys):
+    from bandit.cli import main
+
+    joined = tmp_path / "joined.jsonl"
+    joined.write_text("".join(e.model_dump_json() + "\n" for e in _joined(spec, 200, rng)))
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(spec.model_dump_json())
+    common = ["--policy", "lin_ucb,uniform", "--estimators", "ips,snips,dr", "--n-boot", "50",
+              "--no-progress"]
+    code = main(["replay", "--log", str(joined), "--spec", str(spec_file), "--slot",
+                 "subject_line", "--out", str(tmp_path / "a"), *common])
+    assert code == 0, capsys.readouterr().err
+    log = read_joined(joined, spec, "subject_line")
+    dsjson = tmp_path / "log.dsjson"
+    write_dsjson(log, dsjson)
+    code = main(["replay", "--log", str(dsjson), "--format", "dsjson", "--out",
+                 str(tmp_path / "b"), *common])
+    assert code == 0, capsys.readouterr().err
+    # The same events either way: the same estimates.
+    a = orjson.loads((tmp_path / "a" / "results.json").read_bytes())["estimates"]
+    b = orjson.loads((tmp_path / "b" / "results.json").read_bytes())["estimates"]
+    assert a["uniform"] == b["uniform"]
+    code = main(["replay", "--log", str(joined), "--out", str(tmp_path / "c"), *common])
+    assert code == 2 and "needs --spec FILE and --slot NAME" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 its counts and checksums, the estimators on it, and bad files."""
 
 import hashlib
+import json
 import io
 import zipfile
 
@@ -124,3 +125,44 @@ def test_logged_policy_table_is_the_per_position_share(logs_all):
     first = np.flatnonzero(random.position == 0)[0]
     at_top = bts.actions[bts.position == 0]
     np.testing.assert_allclose(table[first], np.bincount(at_top, minlength=80) / len(at_top))
+
+
+def test_cmab_replay_on_obd_writes_the_report(wheel, tmp_path, capsys):
+    from bandit.cli import main
+
+    out = tmp_path / "report"
+    code = main(["replay", "--dataset", "obd", "--campaign", "men", "--behavior", "random",
+                 "--policy", "lin_ucb,bts_logged,random_logged", "--estimators",
+                 "replay,ips,snips,dm,dr", "--n-boot", "200", "--out", str(out),
+                 "--cache-dir", str(wheel.parent), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert {p.name for p in out.iterdir()} == {"report.html", "report.md", "results.json",
+                                              "estimates.png", "cumulative_reward.png",
+                                              "allocation.png"}
+    results = json.loads((out / "results.json").read_text())
+    assert results["on_policy"]["value"] == pytest.approx(46 / 10_000)
+    assert set(results["estimates"]) == {"lin_ucb", "bts_logged", "random_logged"}
+    assert set(results["estimates"]["lin_ucb"]) == {"replay", "ips", "snips", "dm", "dr"}
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert "| bts_logged | ips |" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "obd", "--behavior", "bts", "--estimators", "replay"],
+         "replay: obd/bts/all was not logged uniformly"),
+        (["--dataset", "obd", "--policy", "lin_ucb,nope"], "--policy: unknown 'nope'"),
+        (["--dataset", "obd", "--estimators", "ips,foo"], "estimators: expected some of"),
+        (["--dataset", "obd", "--campaign", "kids"], "campaign: expected one of"),
+        (["--dataset", "mnist"], "--dataset: expected obd"),
+        ([], "give exactly one of --dataset obd and --log FILE"),
+    ],
+)
+def test_cmab_replay_bad_arguments_are_one_line(wheel, tmp_path, capsys, args, message):
+    from bandit.cli import main
+
+    code = main(["replay", *args, "--cache-dir", str(wheel.parent), "--out", str(tmp_path),
+                 "--no-progress", "--n-boot", "10"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
