@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import bench_decisions, bench_engine, bench_learning, bench_propensity
+from benchmarks import bench_decisions, bench_engine, bench_learning, bench_ope, bench_propensity
 from benchmarks.common import (
     Measurement,
     Ratio,
@@ -37,6 +37,7 @@ BENCHES: dict[str, Callable[[bool], Results]] = {
     "decisions": bench_decisions.run,
     "propensity": bench_propensity.run,
     "engine": bench_engine.run,
+    "ope": bench_ope.run,
 }
 
 
