@@ -324,6 +324,110 @@ def vw_export(
         print(f"id{a}\t{arm}")
 
 
+class LogFormat(StrEnum):
+    joined = "joined"
+    dsjson = "dsjson"
+
+
+@app.command()
+def replay(
+    dataset: Annotated[
+        str | None, typer.Option(help="A bundled dataset: obd (Open Bandit Dataset sample).")
+    ] = None,
+    campaign: Annotated[str, typer.Option(help="OBD campaign: all, men or women.")] = "all",
+    behavior: Annotated[
+        str, typer.Option(help="OBD log to evaluate on: random (uniform) or bts.")
+    ] = "random",
+    log: Annotated[Path | None, typer.Option(help="A log file instead of --dataset.")] = None,
+    format: Annotated[LogFormat, typer.Option(help="Format of --log.")] = LogFormat.joined,
+    spec: Annotated[
+        Path | None, typer.Option(help="Campaign spec (JSON) of a joined log.")
+    ] = None,
+    slot: Annotated[str | None, typer.Option(help="Slot of a joined log to evaluate.")] = None,
+    policy: Annotated[
+        str, typer.Option(help="Comma-separated targets: lin_ucb, lin_ts, beta_ts, "
+                          "epsilon_greedy, hybrid_lin_ucb, bart, uniform, and with obd "
+                          "random_logged, bts_logged.")
+    ] = "lin_ucb,uniform",
+    estimators: Annotated[
+        str, typer.Option(help="Comma-separated among replay, ips, snips, dm, dr.")
+    ] = "replay,ips,snips,dm,dr",
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap resamples.")] = 1000,
+    clip: Annotated[
+        float | None, typer.Option(min=0.0, help="Clip importance weights at this value.")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Replay: events per choose/learn batch.")
+    ] = 100,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of policies and bootstrap.")] = 0,
+    out: Annotated[Path, typer.Option(help="Directory for the report.")] = Path("reports/replay"),
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Where the OBD wheel is cached.",
+                                  show_default="~/.cache/cmab/obd")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Estimate how target policies would have done on a logged log, with intervals."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from simulators.replay_report import HEADER, compare, make_targets, write_report
+
+    if (dataset is None) == (log is None):
+        raise InvalidInputError("give exactly one of --dataset obd and --log FILE")
+    behaviors = None
+    if dataset is not None:
+        from simulators.obd import BEHAVIORS, load_obd
+
+        if dataset != "obd":
+            raise InvalidInputError(f"--dataset: expected obd, got {dataset!r}")
+        if behavior not in BEHAVIORS:
+            raise InvalidInputError(f"--behavior: expected random or bts, got {behavior!r}")
+        behaviors = load_obd(campaign, cache_dir=cache_dir)
+        logged = behaviors[behavior]
+    elif format is LogFormat.dsjson:
+        from simulators.logs import read_dsjson
+
+        logged = read_dsjson(log, name=log.name)
+    else:
+        from pydantic import ValidationError
+
+        from bandit.models import CampaignSpec
+        from simulators.logs import read_joined
+
+        if spec is None or slot is None:
+            raise InvalidInputError("--format joined needs --spec FILE and --slot NAME")
+        try:
+            campaign_spec = CampaignSpec.model_validate_json(spec.read_bytes())
+        except OSError as error:
+            raise InvalidInputError(f"--spec: cannot read {spec}: {error.strerror}") from None
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "spec"
+            raise InvalidInputError(f"--spec {spec}: {where}: {first['msg']}") from None
+        logged = read_joined(log, campaign_spec, slot)
+    names = [n.strip() for n in policy.split(",") if n.strip()]
+    chosen = [e.strip() for e in estimators.split(",") if e.strip()]
+    targets = make_targets(names, logged, behaviors=behaviors, seed=seed)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InvalidInputError(f"--out: cannot create directory {out}: {error.strerror}") from None
+    result = compare(logged, targets, chosen, n_boot=n_boot, clip=clip, batch_size=batch_size,
+                     seed=seed, progress=progress,
+                     parameters={"n_boot": n_boot, "clip": clip, "seed": seed,
+                                 "batch_size": batch_size})
+    report = write_report(result, out)
+    table = Table(title=f"{logged.name}: {logged.n:,} events, {logged.n_actions} actions")
+    for i, column in enumerate(HEADER):
+        table.add_column(column, justify="left" if i < 2 else "right")
+    for row in result.rows():
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
+
+
 def _describe_settings_error(error: ValidationError) -> str:
     """One line naming every bad setting (CMAB_PROT=1 is "unknown setting CMAB_PROT")."""
     problems = []

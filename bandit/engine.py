@@ -1031,3 +1031,19 @@ class Engine:
         diff = p.mean() - h.mean()
         half = _Z95 * math.sqrt(p.var_of_mean() + h.var_of_mean())
         return Interval(estimate=diff, low=diff - half, high=diff + half)
+
+
+def encode_slot_contexts(spec: CampaignSpec, slot: str,
+                         events: Sequence[JoinedEvent]) -> tuple[np.ndarray, list[str]]:
+    """The input of ``slot``'s policy for logged events, as the engine builds it when it learns
+    them: X (n, dim) (campaign context, then a one-hot of each earlier slot it conditions on)
+    and the column names (dim,). Every event must carry a context; offline evaluation uses it
+    so that a policy replayed on the log sees what the live one saw."""
+    engine = Engine()
+    c = engine._build(spec)
+    s = c.slot(slot)
+    base = c.context.encode([e.context or {} for e in events])
+    chosen = {prev: np.array([c.slot(prev).arm_index.get(e.slots[prev].arm, 0)
+                              if prev in e.slots else 0 for e in events], dtype=np.int64)
+              for prev, _ in s.conditioned}
+    return engine._slot_matrix(c, s, base, chosen), list(s.columns)

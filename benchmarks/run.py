@@ -23,6 +23,7 @@ from benchmarks import (
     bench_decisions,
     bench_engine,
     bench_learning,
+    bench_ope,
     bench_propensity,
     bench_vw,
 )
@@ -44,6 +45,7 @@ BENCHES: dict[str, Callable[[bool], Results]] = {
     "propensity": bench_propensity.run,
     "engine": bench_engine.run,
     "vw": bench_vw.run,
+    "ope": bench_ope.run,
 }
 
 

@@ -185,3 +185,36 @@ def bart(arms, X, rewards, Q, F, l2=1.0):
     p = X.shape[1] + F.shape[1] + X.shape[1] * F.shape[1]
     theta = np.linalg.inv(l2 * np.eye(p) + Phi.T @ Phi) @ (Phi.T @ rewards)
     return np.array([[phi(q, a) @ theta for a in range(len(F))] for q in Q])
+
+
+def ope_values(pi, qhat, actions, rewards, propensities, clip=np.inf):
+    """The four weighted estimators from their textbook formulas, one event at a time."""
+    n = len(actions)
+    w = np.array([min(pi[i, actions[i]] / propensities[i], clip) for i in range(n)])
+    dm = np.array([sum(pi[i, a] * qhat[i, a] for a in range(pi.shape[1])) for i in range(n)])
+    return {
+        "ips": sum(w[i] * rewards[i] for i in range(n)) / n,
+        "snips": sum(w[i] * rewards[i] for i in range(n)) / sum(w),
+        "dm": sum(dm) / n,
+        "dr": sum(dm[i] + w[i] * (rewards[i] - qhat[i, actions[i]]) for i in range(n)) / n,
+    }
+
+
+def bootstrap_ratios(U, V, idx):
+    """Each resample's ratio of sums, by fancy indexing: (B, m)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        num = np.stack([U[row].sum(axis=0) for row in idx])
+        den = np.stack([V[row].sum(axis=0) for row in idx])
+        return np.where(den != 0, num / den, np.nan)
+
+
+def sample_actions(pi, u):
+    """Inverse CDF with searchsorted over each row's cumulative probabilities."""
+    return np.array([np.searchsorted(np.cumsum(p), ui * p.sum(), side="right") for p, ui in
+                     zip(pi, u)])
+
+
+def replay(chosen, actions, rewards):
+    """Li et al. 2011: the mean reward of the events where the target chose the logged action."""
+    kept = [r for c, a, r in zip(chosen, actions, rewards) if c == a]
+    return sum(kept) / len(kept), len(kept)

@@ -1,0 +1,417 @@
+"""Off-policy evaluation: how would a target policy have done on events another policy logged?
+
+Estimators of the target's expected reward per event, V = E_x[sum_a pi(a|x) q(x, a)], from a
+``LoggedBandit`` (contexts x_i, logged actions a_i, rewards r_i, logging propensities p_i):
+
+- ``replay`` (Li et al., WSDM 2011): walk the log, keep the events where the target picks the
+  logged action, average their rewards. Unbiased only under uniform logging (p_i = 1/K), so
+  it refuses other logs. A project policy learns online from the kept events, as it would
+  have in production (in batches of ``batch_size``).
+- ``ips``: mean of w_i r_i with w_i = pi(a_i|x_i) / p_i (inverse propensity scoring).
+- ``snips``: sum w_i r_i / sum w_i (self-normalized: a little bias, much less variance).
+- ``dm``: mean of sum_a pi(a|x_i) q_hat(x_i, a), q_hat a reward model fitted on the log
+  (``fit_reward_model``: per-action ridge, cross-fitted).
+- ``dr``: dm + w_i (r_i - q_hat(x_i, a_i)) (doubly robust: unbiased when the propensities are
+  right, whatever the reward model).
+
+Each estimate is a ratio of per-event sums (a plain mean has denominator terms 1), so one
+kernel computes the point estimate and every bootstrap resample: intervals are percentile
+bootstrap intervals over events, with the resampled indices drawn from a seeded generator and
+shared by all estimators. The reward model is held fixed across resamples (the DM and DR
+intervals leave out its fitting noise). Weight clipping (w -> min(w, clip)) trades variance for
+a downward bias (with rewards >= 0) that each estimate states: ``clipping_bias`` is the
+clipped minus the unclipped estimate on this log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from bandit.errors import InvalidInputError
+from bandit.kernels.linear import accumulate
+from bandit.policies import Policy
+from simulators.logs import LoggedBandit
+
+__all__ = [
+    "ESTIMATORS",
+    "Estimate",
+    "ReplayRun",
+    "evaluate",
+    "fit_reward_model",
+    "on_policy",
+    "replay",
+    "target_probabilities",
+]
+
+ESTIMATORS = ("replay", "ips", "snips", "dm", "dr")
+# Columns of the per-event term matrices filled by ``ope_terms``.
+WEIGHTED = ("ips", "snips", "dm", "dr")
+# Resampled index rows drawn at a time: bounds the memory of a bootstrap at about 32 MiB.
+_BOOT_CHUNK_CELLS = 2**22
+
+
+# -- kernels ---------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def ope_terms(pi, qhat, actions, rewards, propensities, clip, U, V):
+    """Per-event numerator and denominator terms of ips, snips, dm and dr (in that column
+    order). pi, qhat (n, k); actions (n,) int64; rewards, propensities (n,); clip > 0 (inf for
+    none); fills U, V (n, 4). Returns how many weights were clipped."""
+    n_clipped = 0
+    for i in range(actions.shape[0]):
+        a = actions[i]
+        w = pi[i, a] / propensities[i]
+        if w > clip:
+            w = clip
+            n_clipped += 1
+        r = rewards[i]
+        dm = 0.0
+        for b in range(pi.shape[1]):
+            dm += pi[i, b] * qhat[i, b]
+        U[i, 0] = w * r
+        V[i, 0] = 1.0
+        U[i, 1] = w * r
+        V[i, 1] = w
+        U[i, 2] = dm
+        V[i, 2] = 1.0
+        U[i, 3] = dm + w * (r - qhat[i, a])
+        V[i, 3] = 1.0
+    return n_clipped
+
+
+@njit(cache=True)
+def bootstrap_ratios(U, V, idx, out):
+    """out[b, e] = sum_j U[idx[b, j], e] / sum_j V[idx[b, j], e]; U, V (n, m); idx (B, s)
+    int64 rows into U; fills out (B, m), NaN where a denominator sums to 0."""
+    m = U.shape[1]
+    num = np.empty(m)
+    den = np.empty(m)
+    for b in range(idx.shape[0]):
+        num[:] = 0.0
+        den[:] = 0.0
+        for j in range(idx.shape[1]):
+            i = idx[b, j]
+            for e in range(m):
+                num[e] += U[i, e]
+                den[e] += V[i, e]
+        for e in range(m):
+            out[b, e] = num[e] / den[e] if den[e] != 0.0 else np.nan
+
+
+@njit(cache=True)
+def sample_actions(pi, u, out):
+    """One action per row from the probability table pi (n, k) by inverse CDF with the
+    uniforms u (n,); fills out (n,) int64. Zero-probability actions are never drawn."""
+    k = pi.shape[1]
+    for i in range(pi.shape[0]):
+        total = 0.0
+        for a in range(k):
+            total += pi[i, a]
+        target = u[i] * total
+        acc = 0.0
+        chosen = -1
+        for a in range(k):
+            if pi[i, a] > 0.0:
+                chosen = a
+                acc += pi[i, a]
+                if target < acc:
+                    break
+        out[i] = chosen
+
+
+@njit(cache=True)
+def replay_matches(chosen, actions, rewards, matched, allocation):
+    """Li et al.'s rejection step over one batch: chosen, actions (n,) int64, rewards (n,).
+    Writes the indices of the rows where the target chose the logged action into matched (n,)
+    and counts every choice of the target in allocation (k,); returns the number matched."""
+    count = 0
+    for i in range(chosen.shape[0]):
+        allocation[chosen[i]] += 1
+        if chosen[i] == actions[i]:
+            matched[count] = i
+            count += 1
+    return count
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimator's answer: value with a percentile bootstrap interval [low, high] at
+    ``level``; n_events used (replay: events kept); clipping: the threshold (None for none),
+    the share of weights it clipped and the bias it introduced on this log (clipped minus
+    unclipped estimate)."""
+
+    estimator: str
+    value: float
+    low: float
+    high: float
+    level: float
+    n_events: int
+    n_boot: int
+    clip: float | None = None
+    clipped_share: float = 0.0
+    clipping_bias: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReplayRun:
+    """A replay's estimate and its trajectory: window_ends (W,) log rows done at the end of each
+    window; cumulative_reward (W,) reward of the kept events so far; kept (W,) events kept so
+    far; allocation (W, k) how often the target chose each action within each window."""
+
+    estimate: Estimate
+    window_ends: np.ndarray
+    cumulative_reward: np.ndarray
+    kept: np.ndarray
+    allocation: np.ndarray
+
+
+# -- target policies -------------------------------------------------------------------------
+
+
+def policy_inputs(policy: Policy, log: LoggedBandit) -> np.ndarray:
+    """The log's contexts as the policy reads them: X (n, dim), or (n, 0) for a context-free
+    policy (Beta TS with dim 0)."""
+    if policy.n_arms != log.n_actions:
+        raise InvalidInputError(f"policy {policy.kind}: has {policy.n_arms} arms, the log "
+                                f"{log.n_actions} actions")
+    if policy.dim == log.dim:
+        return log.X
+    if policy.dim == 0:
+        return np.ascontiguousarray(log.X[:, :0])
+    raise InvalidInputError(f"policy {policy.kind}: expects {policy.dim} context features, the "
+                            f"log has {log.dim}")
+
+
+def target_probabilities(target: Policy | np.ndarray, log: LoggedBandit) -> np.ndarray:
+    """pi (n, k): the target's probability of every action for every logged event, from a
+    project policy (its ``propensities``, as it stands) or a table given as is (checked:
+    finite, >= 0, rows summing to 1)."""
+    if isinstance(target, Policy):
+        return np.ascontiguousarray(target.propensities(policy_inputs(target, log)))
+    try:
+        pi = np.ascontiguousarray(target, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError("target: expected a policy or an (n, k) table of numbers") from None
+    if pi.shape != (log.n, log.n_actions):
+        raise InvalidInputError(f"target: expected a table of shape ({log.n}, {log.n_actions}), "
+                                f"got {pi.shape}")
+    bad = ~np.isfinite(pi).all(axis=1) | (pi < 0).any(axis=1) | (np.abs(pi.sum(axis=1) - 1) > 1e-6)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InvalidInputError(f"target: row {i}: expected probabilities >= 0 summing to 1, "
+                                f"got sum {pi[i].sum()!r}")
+    return pi
+
+
+def fit_reward_model(log: LoggedBandit, *, l2: float = 1.0, folds: int = 2,
+                     seed: int = 0) -> np.ndarray:
+    """q_hat (n, k): predicted reward of every action for every event, cross-fitted.
+
+    A ridge regression per action of (reward - mean reward) on the context, so an action with
+    few events falls back to the mean. With folds >= 2 an event's predictions come from the
+    models fitted on the other folds, so DR's correction term is not fitted to its own reward;
+    folds = 1 fits and predicts on the whole log. Predictions are not clipped to the reward
+    range: with rare clicks most would be cut at 0, which biases DM upwards.
+    """
+    if folds < 1 or folds > log.n:
+        raise InvalidInputError(f"folds: expected 1..{log.n}, got {folds}")
+    if not l2 > 0:
+        raise InvalidInputError(f"l2: expected a number > 0, got {l2!r}")
+    n, k, d = log.n, log.n_actions, log.dim
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    qhat = np.empty((n, k))
+    for f in range(folds):
+        test = fold == f
+        train = ~test if folds > 1 else test
+        mean = float(log.rewards[train].mean())
+        S, b, counts = np.zeros((k, d, d)), np.zeros((k, d)), np.zeros(k)
+        accumulate(S, b, counts, np.ascontiguousarray(log.actions[train]),
+                   np.ascontiguousarray(log.X[train]),
+                   np.ascontiguousarray(log.rewards[train] - mean), np.ones(int(train.sum())))
+        theta = np.linalg.solve(S + l2 * np.eye(d), b[..., None])[..., 0]
+        qhat[test] = log.X[test] @ theta.T + mean
+    return qhat
+
+
+# -- estimators ------------------------------------------------------------------------------
+
+
+def _interval(U: np.ndarray, V: np.ndarray, n_boot: int, level: float,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap bounds (m,) each of the ratio estimators U, V (n, m)."""
+    n = U.shape[0]
+    boot = np.empty((n_boot, U.shape[1]))
+    chunk = max(1, _BOOT_CHUNK_CELLS // n)
+    for start in range(0, n_boot, chunk):
+        stop = min(start + chunk, n_boot)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        bootstrap_ratios(U, V, idx, boot[start:stop])
+    tail = 50.0 * (1.0 - level)
+    if np.isnan(boot).all(axis=0).any():
+        return np.full(U.shape[1], np.nan), np.full(U.shape[1], np.nan)
+    low, high = np.nanpercentile(boot, [tail, 100.0 - tail], axis=0)
+    return low, high
+
+
+def _point(U: np.ndarray, V: np.ndarray) -> np.ndarray:
+    out = np.empty((1, U.shape[1]))
+    bootstrap_ratios(U, V, np.arange(U.shape[0], dtype=np.int64)[None, :], out)
+    return out[0]
+
+
+def _check_common(n_boot: int, level: float, clip: float | None) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise InvalidInputError(f"n_boot: expected an integer >= 1, got {n_boot!r}")
+    if not 0.0 < level < 1.0:
+        raise InvalidInputError(f"level: expected a number in (0, 1), got {level!r}")
+    if clip is not None and not clip > 0:
+        raise InvalidInputError(f"clip: expected a number > 0 or None, got {clip!r}")
+
+
+def evaluate(
+    log: LoggedBandit,
+    target: Policy | np.ndarray,
+    estimators: Sequence[str] = WEIGHTED,
+    *,
+    qhat: np.ndarray | None = None,
+    clip: float | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """IPS, SNIPS, DM and DR estimates (any subset, by name) of the target's value on the log.
+
+    target: a project policy (evaluated as it stands, through ``propensities``) or a table
+    pi (n, k). qhat (n, k): the reward model's predictions (default ``fit_reward_model(log)``,
+    fitted only when dm or dr is asked for). The bootstrap resamples events with replacement,
+    ``n_boot`` times, from ``np.random.default_rng(seed)``.
+    """
+    _check_common(n_boot, level, clip)
+    unknown = [e for e in estimators if e not in WEIGHTED]
+    if unknown or not estimators:
+        raise InvalidInputError(f"estimators: expected some of {', '.join(WEIGHTED)}, "
+                                f"got {list(estimators)}")
+    pi = target_probabilities(target, log)
+    if qhat is None:
+        qhat = (fit_reward_model(log, seed=seed) if {"dm", "dr"} & set(estimators)
+                else np.zeros((log.n, log.n_actions)))
+    qhat = np.ascontiguousarray(qhat, dtype=np.float64)
+    if qhat.shape != pi.shape or not np.isfinite(qhat).all():
+        raise InvalidInputError(f"qhat: expected finite predictions of shape {pi.shape}, "
+                                f"got {qhat.shape}")
+    U, V = np.empty((log.n, 4)), np.empty((log.n, 4))
+    n_clipped = ope_terms(pi, qhat, log.actions, log.rewards, log.propensities,
+                          np.inf if clip is None else float(clip), U, V)
+    value = _point(U, V)
+    bias = np.zeros(4)
+    if clip is not None:
+        U0, V0 = np.empty_like(U), np.empty_like(V)
+        ope_terms(pi, qhat, log.actions, log.rewards, log.propensities, np.inf, U0, V0)
+        bias = value - _point(U0, V0)
+    if "snips" in estimators and not V[:, 1].sum() > 0:
+        raise InvalidInputError("snips: the target gives probability 0 to every logged action")
+    low, high = _interval(U, V, n_boot, level, np.random.default_rng(seed))
+    out = {}
+    for name in estimators:
+        j = WEIGHTED.index(name)
+        clipped = clip is not None and name in ("ips", "snips", "dr")
+        out[name] = Estimate(
+            estimator=name, value=float(value[j]), low=float(low[j]), high=float(high[j]),
+            level=level, n_events=log.n, n_boot=n_boot,
+            clip=float(clip) if clipped else None,
+            clipped_share=n_clipped / log.n if clipped else 0.0,
+            clipping_bias=float(bias[j]) if clipped else 0.0,
+        )
+    return out
+
+
+def on_policy(log: LoggedBandit, *, n_boot: int = 1000, level: float = 0.95,
+              seed: int = 0) -> Estimate:
+    """The logging policy's own value: the mean logged reward, with its bootstrap interval."""
+    _check_common(n_boot, level, None)
+    U = np.ascontiguousarray(log.rewards[:, None])
+    V = np.ones_like(U)
+    low, high = _interval(U, V, n_boot, level, np.random.default_rng(seed))
+    return Estimate("on_policy", float(_point(U, V)[0]), float(low[0]), float(high[0]), level,
+                    log.n, n_boot)
+
+
+def replay(
+    log: LoggedBandit,
+    target: Policy | np.ndarray,
+    *,
+    learn: bool = True,
+    batch_size: int = 100,
+    windows: int = 50,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> ReplayRun:
+    """Li et al.'s replay of a uniformly logged log, in log order.
+
+    A project policy chooses for each batch of ``batch_size`` events (drawing from its own
+    generator) and, with ``learn``, then learns the kept events of the batch: its history is
+    what it would have seen online. A table pi (n, k) is sampled once, with uniforms from
+    ``np.random.default_rng(seed)``. The estimate is the mean reward of the kept events; its
+    interval resamples all events (kept or not), so it carries the luck of how many were kept.
+    The trajectory is recorded at ``windows`` evenly spaced points of the log.
+    """
+    _check_common(n_boot, level, None)
+    if batch_size < 1 or windows < 1:
+        raise InvalidInputError(f"batch_size and windows: expected >= 1, got {batch_size}, "
+                                f"{windows}")
+    if not log.is_uniform():
+        i = int(np.argmax(~np.isclose(log.propensities, 1.0 / log.n_actions, rtol=1e-6, atol=0)))
+        raise InvalidInputError(
+            f"replay: needs a uniformly logged log (propensity 1/{log.n_actions}); row {i} has "
+            f"{float(log.propensities[i])}: use ips, snips or dr")
+    n, k = log.n, log.n_actions
+    chosen = np.empty(n, dtype=np.int64)
+    kept_mask = np.zeros(n, dtype=np.bool_)
+    ends = np.unique(np.linspace(0, n, windows + 1).round().astype(np.int64)[1:])
+    allocation = np.zeros((len(ends), k), dtype=np.int64)
+    matched = np.empty(n, dtype=np.int64)
+    if isinstance(target, Policy):
+        X = policy_inputs(target, log)
+        bounds = np.unique(np.concatenate([np.arange(0, n, batch_size), ends[:-1], [n]]))
+    else:
+        pi = target_probabilities(target, log)
+        sample_actions(pi, np.random.default_rng(seed).random(n), chosen)
+        bounds = np.concatenate([[0], ends])
+    window = 0
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        while ends[window] < stop:
+            window += 1
+        if isinstance(target, Policy):
+            chosen[start:stop] = target.choose_many(X[start:stop])
+        count = replay_matches(chosen[start:stop], log.actions[start:stop],
+                               log.rewards[start:stop], matched, allocation[window])
+        rows = start + matched[:count]
+        kept_mask[rows] = True
+        if learn and isinstance(target, Policy) and count:
+            target.learn_many(log.actions[rows], X[rows], log.rewards[rows])
+    if not kept_mask.any():
+        raise InvalidInputError("replay: the target never chose a logged action; no estimate")
+    U = np.ascontiguousarray((kept_mask * log.rewards)[:, None])
+    V = np.ascontiguousarray(kept_mask.astype(np.float64)[:, None])
+    value = _point(U, V)[0]
+    low, high = _interval(U, V, n_boot, level, np.random.default_rng(seed))
+    kept_reward = np.cumsum(U[:, 0])[ends - 1]
+    kept = np.cumsum(kept_mask)[ends - 1]
+    return ReplayRun(
+        estimate=Estimate("replay", float(value), float(low[0]), float(high[0]), level,
+                          int(kept_mask.sum()), n_boot),
+        window_ends=ends, cumulative_reward=kept_reward, kept=kept, allocation=allocation,
+    )
