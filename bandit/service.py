@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from itertools import islice
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import orjson
@@ -66,6 +66,9 @@ from bandit.models import (
 from bandit.settings import Settings
 
 __all__ = ["EXAMPLE_CAMPAIGN", "NDJSON", "create_app"]
+
+if TYPE_CHECKING:
+    from streams.link import StreamLink
 
 log = logging.getLogger("bandit.service")
 
@@ -102,6 +105,12 @@ class Erased(Strict):
 
 class Health(Strict):
     status: Literal["ok", "ready"]
+
+
+class Readiness(Health):
+    state_age_s: float | None = Field(
+        None, description="Seconds since the model last followed the stream's state topic "
+        "(stream mode only; null before the first state).")
 
 
 class ErrorDetail(Strict):
@@ -388,15 +397,28 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
                   if snapshot is not None and snapshot.exists() else Engine(seed=settings.seed))
     token = settings.api_token.get_secret_value().encode() if settings.api_token else None
     metrics = _Metrics()
+    stream: list[StreamLink] = []  # the link to Kafka, made at start-up when configured
+
+    async def published(campaign: str) -> None:
+        if stream:
+            await off_loop(stream[0].campaign_changed, campaign)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         warm_up = None  # referenced until shutdown: the event loop holds tasks only weakly
+        if settings.bootstrap_servers:
+            from streams.link import StreamLink
+            from streams.topics import Topics
+
+            stream.append(await run_in_threadpool(
+                StreamLink, engine, settings.bootstrap_servers, Topics(settings.topic_prefix)))
         if not engine.ready:
             # In the background, so /healthz answers while the kernels compile or load.
             warm_up = asyncio.create_task(run_in_threadpool(engine.warm_up))
             warm_up.add_done_callback(_log_failure)
         yield
+        if stream:
+            await run_in_threadpool(stream.pop().close)
         if snapshot is not None:
             await run_in_threadpool(engine.save, snapshot)
             log.info("engine saved to %s", snapshot)
@@ -507,7 +529,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             EXAMPLE_CAMPAIGN, "Subject line (LinUCB) and artwork (hybrid LinUCB)"))],
     ) -> Response:
         """Create a campaign: context schema, holdout, attribution window, ordered slots."""
-        return _json(await off_loop(engine.create_campaign, spec), 201)
+        created = await off_loop(engine.create_campaign, spec)
+        await published(spec.name)
+        return _json(created, 201)
 
     @app.get("/v1/campaigns", response_model=list[CampaignSpec], tags=["campaigns"])
     async def list_campaigns() -> Response:
@@ -531,14 +555,18 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             "A new artwork, scored from its features"))],
     ) -> Response:
         """Add an arm to a slot; hybrid policies score it from its features at once."""
-        return _json(await off_loop(engine.add_arm, campaign, body.slot, body.arm), 201)
+        changed = await off_loop(engine.add_arm, campaign, body.slot, body.arm)
+        await published(campaign)
+        return _json(changed, 201)
 
     @app.delete("/v1/campaigns/{campaign}/slots/{slot}/arms/{arm}", response_model=CampaignSpec,
                 tags=["campaigns"], dependencies=managed,
                 responses=_responses(401, 403, 404, 409, 503))
     async def retire_arm(campaign: CampaignName, slot: SlotName, arm: ArmId) -> Response:
         """Retire an arm: never chosen again. Its statistics stay; retiring twice is a no-op."""
-        return _json(await off_loop(engine.retire_arm, campaign, slot, arm))
+        changed = await off_loop(engine.retire_arm, campaign, slot, arm)
+        await published(campaign)
+        return _json(changed)
 
     @app.post("/v1/campaigns/{campaign}/pause", response_model=PauseState, tags=["campaigns"],
               dependencies=managed, responses=_responses(400, 401, 403, 404, 413, 422, 503))
@@ -550,6 +578,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         """Kill switch: while paused everyone gets the default arms. Without a body: pause."""
         paused = True if body is None else body.paused
         await off_loop(engine.pause, campaign, paused)
+        await published(campaign)
         return PauseState(campaign=campaign, paused=paused)
 
     @app.get("/v1/campaigns/{campaign}/report", response_model=CampaignReport,
@@ -661,12 +690,14 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
                 events = _EVENTS.validate_json(body)
             except ValidationError as error:
                 raise _invalid(error.errors(include_url=False)) from None
-        return engine.record(events)
+        return stream[0].events(events) if stream else engine.record(events)
 
     @app.delete("/v1/subjects/{user_id}", response_model=Erased, tags=["subjects"],
                 dependencies=managed, responses=_responses(401, 403, 503))
     async def erase(user_id: UserIdPath) -> Erased:
         """Erasure: drop the subscriber's pending decisions (learned sums are aggregates)."""
+        if stream:
+            await off_loop(stream[0].erase, user_id)
         return Erased(erased=await off_loop(engine.erase, user_id))
 
     # -- operations --------------------------------------------------------------------------
@@ -676,13 +707,15 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         """The process answers."""
         return Health(status="ok")
 
-    @app.get("/readyz", response_model=Health, tags=["operations"], responses=_responses(503))
-    async def readyz() -> Health:
+    @app.get("/readyz", response_model=Readiness, response_model_exclude_none=True,
+             tags=["operations"], responses=_responses(503))
+    async def readyz() -> Readiness:
         """Ready to decide at full speed: kernels compiled or loaded from the cache."""
         if not engine.ready:
             raise ServiceError(503, "unavailable", "warming up: kernels are compiling",
                                headers={"Retry-After": "1"})
-        return Health(status="ready")
+        age = stream[0].state_age_s() if stream else None
+        return Readiness(status="ready", state_age_s=age)
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"description": "Prometheus text exposition format 0.0.4.",

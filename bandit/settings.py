@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     snapshot_path: Path | None = Field(
         None, description="Engine snapshot: loaded at start if it exists, written at shutdown.")
     bootstrap_servers: str | None = Field(
-        None, min_length=1, description="Kafka bootstrap servers (host:port, comma-separated).")
+        None, min_length=1, description="Kafka bootstrap servers (host:port, comma-separated): "
+        "campaigns and events go to the stream, the model follows its state topic.")
+    topic_prefix: str = Field("cmab", pattern=r"^[A-Za-z0-9_-]+$",
+                              description="Topics are <prefix>.impressions, .clicks, .state, ...")
 
     @classmethod
     def settings_customise_sources(

@@ -100,7 +100,10 @@ class StateFollower:
 
     def _sync(self, value: bytes) -> None:
         try:
-            self.engine.sync_campaign(orjson.loads(value))
+            record = orjson.loads(value)
+            if isinstance(record, dict) and "erase" in record:
+                return  # for the workers: the service holds no pending decisions
+            self.engine.sync_campaign(record)
         except (BanditError, orjson.JSONDecodeError) as exc:
             self.errors += 1
             log.error("state follower: campaign record refused: %s", exc)

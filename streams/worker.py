@@ -279,12 +279,16 @@ class Worker:
         fresh = self.transport.campaign_records()
         if not fresh:
             return
+        erasures = [r for r in fresh if isinstance(r, dict) and isinstance(r.get("erase"), str)]
+        fresh = [r for r in fresh if r not in erasures]
         for record in fresh:
             name = record.get("spec", {}).get("name") if isinstance(record, dict) else None
             if isinstance(name, str):
                 self.campaigns[name] = record
         for part in self.partitions.values():
             self._apply_campaigns(part, fresh)
+            for record in erasures:
+                part.engine.erase(record["erase"])
 
     def _apply_campaigns(self, part: PartitionJoin, records: Iterable[dict[str, Any]]) -> None:
         for record in records:

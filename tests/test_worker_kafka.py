@@ -168,3 +168,37 @@ def test_two_workers_rebalance_on_join_and_on_kill(kafka, tmp_path):
                              rng=np.random.default_rng(13), workers=2,
                              log_path=tmp_path / "workers.log")
     streamdata.assert_same_model(engine, streamdata.reference(s))
+
+
+def test_the_service_in_stream_mode_publishes_campaigns_and_events_and_follows_the_state(kafka):
+    from bandit.service import create_app
+    from bandit.settings import Settings
+    from tests.test_service import live
+
+    prefix = f"s{uuid.uuid4().hex[:10]}"
+    topics = Topics(prefix)
+    settings = Settings(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=prefix)
+    s = streamdata.make(200, seed=14)
+    with live(create_app(Engine(seed=0), settings)) as client:
+        created = client.post("/v1/campaigns", json=streamdata.spec().model_dump(mode="json"))
+        assert created.status_code == 201, created.text
+        transport = KafkaTransport(kafka.bootstrap_servers, topics, f"g-{prefix}",
+                                   **TEST_GROUP)
+        worker = Worker(transport)
+        transport.attach(worker)
+        try:
+            # Two seconds of decisions with a one-second window: windows close in the stream.
+            posted = client.post("/v1/events", json=s.impressions + s.clicks)
+            assert posted.status_code == 200, posted.text
+            bad = client.post("/v1/events", json=[
+                {**s.impressions[0], "slots": {"subject": {"arm": "ghost", "propensity": 1}}}])
+            assert bad.status_code == 422 and "ghost" in bad.text
+            deadline = time.monotonic() + 60
+            while client.get("/v1/campaigns/news/report").json()["slots"][0]["arms"][0][
+                    "impressions"] == 0:
+                worker.step(100)
+                assert time.monotonic() < deadline, "the model never reached the service"
+            ready = client.get("/readyz").json()
+            assert ready["status"] == "ready" and ready["state_age_s"] >= 0
+        finally:
+            transport.close()

@@ -1,0 +1,55 @@
+"""The decision service's connection to the stream (``CMAB_BOOTSTRAP_SERVERS`` set).
+
+Campaign changes are published as campaign records (the workers and other replicas apply
+them); events posted over HTTP go to the impressions and clicks topics instead of the
+in-process join; erasures go to the campaigns topic as erase records; the model follows the
+state topic (``StateFollower``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from bandit.engine import Engine
+from bandit.errors import InvalidInputError
+from bandit.models import Click, Impression
+from streams.follower import StateFollower
+from streams.publish import Publisher
+from streams.topics import Topics, create_topics
+
+
+class StreamLink:
+    def __init__(self, engine: Engine, bootstrap_servers: str, topics: Topics,
+                 partitions: int = 4) -> None:
+        self.engine = engine
+        self.topics = topics
+        self.partitions = create_topics(bootstrap_servers, topics, partitions)
+        self.publisher = Publisher(bootstrap_servers, topics)
+        self.follower = StateFollower(engine, bootstrap_servers, topics).start()
+
+    def campaign_changed(self, name: str) -> None:
+        """Publish the campaign's record after a create, add or retire arm, or pause."""
+        self.publisher.campaign(self.engine.campaign_record(name))
+
+    def events(self, events: Sequence[Impression | Click]) -> int:
+        """Check every event, then send them all (nothing is sent if one is bad)."""
+        for i, e in enumerate(events):
+            try:
+                self.engine.check_event(e)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"event {i} ({e.event_id}): {exc}") from None
+        return self.publisher.events(events)
+
+    def erase(self, user_id: str) -> None:
+        """Ask every worker to drop the subject's pending decisions."""
+        self.publisher.raw(self.topics.campaigns, [orjson.dumps({"erase": user_id})],
+                           key=b"erase")
+
+    def state_age_s(self) -> float | None:
+        return self.follower.age_s()
+
+    def close(self) -> None:
+        self.follower.close()
+        self.publisher.close()
