@@ -6,22 +6,35 @@ that fails the event model gets a one-line reason naming the field, for the dead
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
 
-from bandit.models import Click, Impression
+from bandit.models import Click, EpochMs, Impression, Strict
+
+class Watermark(Strict):
+    """A producer's promise on one partition: none of its later events is older than ``ts``.
+
+    Senders and trackers send one to every partition of their topic when they know time has
+    moved on (a send is over, an attribution window has passed), so windows close without
+    waiting for the next event. It is part of the stream, so replays close the same windows.
+    """
+
+    type: Literal["watermark"] = "watermark"
+    ts: EpochMs
+
 
 Event = Impression | Click
-_MODELS: dict[str, type[Impression] | type[Click]] = {"impression": Impression, "click": Click}
+_MODELS: dict[str, type[Impression] | type[Click] | type[Watermark]] = {
+    "impression": Impression, "click": Click, "watermark": Watermark}
 
 
 class Refused(ValueError):
     """A record the worker cannot use; ``str()`` is the dead-letter reason."""
 
 
-def decode(value: bytes | None) -> Event:
+def decode(value: bytes | None) -> Event | Watermark:
     """One record's value -> its event, or Refused with the reason."""
     if value is None:
         raise Refused("empty record")
@@ -34,7 +47,7 @@ def decode(value: bytes | None) -> Event:
     kind = data.get("type")
     model = _MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
-        raise Refused(f"type: expected 'impression' or 'click', got {kind!r:.40}")
+        raise Refused(f"type: expected 'impression', 'click' or 'watermark', got {kind!r:.40}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -48,7 +61,7 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {error['msg']}{more}"
 
 
-def encode(event: Event | dict[str, Any]) -> bytes:
+def encode(event: Event | Watermark | dict[str, Any]) -> bytes:
     """An event (or its JSON-ready dict) as the bytes producers send."""
     if isinstance(event, dict):
         return orjson.dumps(event)

@@ -36,6 +36,16 @@ class Publisher:
             self._producer.flush()
         return n
 
+    def watermark(self, ts: int) -> None:
+        """Promise that no later impression or click is older than ``ts`` (event time, ms):
+        one watermark record to every partition of both topics, so open windows whose end
+        is before ``ts`` close now."""
+        value = encode({"type": "watermark", "ts": int(ts)})
+        for topic in (self.topics.impressions, self.topics.clicks):
+            for p in sorted(self._producer.partitions_for(topic)):
+                self._producer.send(topic, value, partition=p)
+        self._producer.flush()
+
     def raw(self, topic: str, values: Iterable[bytes | None], key: bytes | None = None) -> None:
         """Send values as they are (for tests that need bad records on a topic)."""
         for value in values:

@@ -36,7 +36,7 @@ import orjson
 from bandit.engine import Engine
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Click, Impression
-from streams.codec import Refused, decode, encode
+from streams.codec import Refused, Watermark, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,9 @@ class PartitionJoin:
             out.counters.records += 1
             try:
                 event = decode(record.value)
+                if isinstance(event, Watermark):
+                    self.newest[record.stream] = max(self.newest[record.stream], float(event.ts))
+                    continue
                 if (event.type == "impression") != (record.stream == IMPRESSIONS):
                     raise Refused(f"a {event.type} on the {record.stream} topic")
                 self.engine.check_event(event)

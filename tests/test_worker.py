@@ -175,3 +175,22 @@ def test_absorb_sums_partitions_with_arms_added_later():
     streamdata.assert_same_model(base, whole)
     assert base.model_version("news") == 2
     np.testing.assert_array_equal(base._campaigns["news"].slots[0].policy.active, [1, 1, 1, 1])
+
+
+def test_watermark_records_close_the_windows_they_pass():
+    s = streamdata.make(120, seed=6)
+    log = _log(partitions=2)
+    for imp in s.impressions:
+        log.append(log.topics.impressions, encode(imp), key=imp["decision_id"].encode())
+    for click in s.clicks:
+        log.append(log.topics.clicks, encode(click), key=click["decision_id"].encode())
+    mark = encode({"type": "watermark", "ts": s.end_ts})
+    for p in range(2):
+        log.append(log.topics.impressions, mark, partition=p)
+        log.append(log.topics.clicks, mark, partition=p)
+    transport = MemoryTransport(log)
+    worker = Worker(transport)
+    transport.attach(worker)
+    _drain(worker)
+    assert worker.counters.joined == 120 and worker.counters.dead_letters == s.late
+    streamdata.assert_same_model(_model(log), streamdata.reference(s))
