@@ -22,7 +22,7 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
 install: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed-dev
-	$(BIN)/cmab simulate --env email --steps 20000 --out reports/demo
+	$(BIN)/cmab demo --out reports/demo
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

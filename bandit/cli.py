@@ -428,6 +428,53 @@ def replay(
     console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
 
 
+@app.command()
+def demo(
+    subscribers: Annotated[
+        int, typer.Option(min=10, help="Subscribers on the list (each gets every send).")
+    ] = 20_000,
+    sends: Annotated[int, typer.Option(min=1, help="Weekly sends to play.")] = 6,
+    full: Annotated[
+        bool, typer.Option(help="The full 280,000-subscriber list (overrides --subscribers).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the subscribers and their clicks.")] = 0,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of the topics.")] = 2,
+    out: Annotated[Path, typer.Option(help="Directory for the report.")] = Path("reports/demo"),
+) -> None:
+    """The whole loop on one machine: broker, decision service and worker on 127.0.0.1, a
+    seeded newsletter played through the real HTTP API and Kafka topics, then a report."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from simulators.demo import run_demo
+    from simulators.demo_report import LIVE_HEADER, live_rows
+
+    n = 280_000 if full else subscribers
+    console = Console()
+    console.print(f"cmab demo: {n:,} subscribers, {sends} weekly sends; starting the broker, "
+                  "the decision service and a worker on 127.0.0.1 ...")
+    results: list[Any] = []
+
+    def table() -> Table:
+        t = Table(title="weekly sends (CTR from the simulated clicks; lift in CTR points)")
+        for i, column in enumerate(LIVE_HEADER):
+            t.add_column(column, justify="left" if i == 0 else "right")
+        for row in live_rows(results):
+            t.add_row(*row)
+        return t
+
+    with Live(table(), console=console, auto_refresh=False, transient=False) as live:
+        def on_send(result: Any) -> None:
+            results.append(result)
+            live.update(table(), refresh=True)
+
+        _, report = run_demo(subscribers=n, sends=sends, seed=seed, out=out,
+                             partitions=partitions, on_send=on_send)
+    console.print()
+    console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
+
+
 def _describe_settings_error(error: ValidationError) -> str:
     """One line naming every bad setting (CMAB_PROT=1 is "unknown setting CMAB_PROT")."""
     problems = []
