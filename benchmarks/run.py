@@ -26,6 +26,7 @@ from benchmarks import (
     bench_ope,
     bench_propensity,
     bench_vw,
+    bench_worker,
 )
 from benchmarks.common import (
     Measurement,
@@ -46,6 +47,7 @@ BENCHES: dict[str, Callable[[bool], Results]] = {
     "engine": bench_engine.run,
     "vw": bench_vw.run,
     "ope": bench_ope.run,
+    "worker": bench_worker.run,
 }
 
 

@@ -1,0 +1,109 @@
+"""The stream worker on the local broker: consume -> validate -> join -> learn -> checkpoint.
+
+Workload S4: one weekly send of the four-slot newsletter (simulators.email_campaign) decided
+by an engine: n impressions (context of 4 features, 4 slots), their clicks from the
+simulator's true click probabilities, and a watermark that closes every window; 2 partitions.
+
+REFERENCE: kafka-python consuming the same records from the same broker in the same run (a
+consumer assigned to every partition, touching each value), the rate the issue compares to
+(target >= 0.7x). The worker is timed from its first batch to the last checkpoint, so the
+group join is not counted; it runs in this process, one worker on both partitions.
+
+Run on its own: ``python -m benchmarks.bench_worker [--quick]``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+from kafka import KafkaConsumer, TopicPartition
+
+from bandit.engine import Engine
+from benchmarks.common import Measurement, Ratio, Results, script_main
+from simulators.demo import CAMPAIGN, _events
+from simulators.email_campaign import SLOTS, EmailCampaign
+from streams.broker import LocalBroker
+from streams.kafka import KafkaTransport
+from streams.publish import Publisher
+from streams.topics import Topics, create_topics
+from streams.worker import Worker
+
+BENCH = "worker"
+PARTITIONS = 2
+
+
+def _send(n: int, topics: Topics, bootstrap: str) -> int:
+    env = EmailCampaign()
+    spec = env.campaign_spec(name=CAMPAIGN)
+    engine = Engine(seed=0)
+    engine.create_campaign(spec)
+    rng = np.random.default_rng(0)
+    population = env.subscribers(n, rng)
+    batch = engine.decide_batch(CAMPAIGN, population.requests(CAMPAIGN))
+    decisions = batch.to_dicts()
+    choices = {slot: np.array([d["slots"][i]["arm"] for d in decisions])
+               for i, slot in enumerate(SLOTS)}
+    clicked = env.sample_clicks(population, choices, rng)
+    impressions, clicks = _events(decisions, population, clicked, 0,
+                                  spec.attribution_window_ms, rng)
+    with Publisher(bootstrap, topics) as pub:
+        pub.campaign(engine.campaign_record(CAMPAIGN))
+        pub.events(impressions, flush=False)
+        pub.events(clicks)
+        pub.watermark(spec.attribution_window_ms + 1)
+    return len(impressions) + len(clicks) + 2 * PARTITIONS
+
+
+def _raw(bootstrap: str, topics: Topics, total: int) -> float:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             allow_auto_create_topics=False, max_poll_records=5000)
+    consumer.assign([TopicPartition(t, p) for t in (topics.impressions, topics.clicks)
+                     for p in range(PARTITIONS)])
+    seen, size, start = 0, 0, None
+    while seen < total:
+        for records in consumer.poll(timeout_ms=200).values():
+            start = start or time.perf_counter()
+            seen += len(records)
+            size += sum(len(r.value) for r in records)
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed
+
+
+def _worker(bootstrap: str, topics: Topics, total: int) -> tuple[float, Worker]:
+    transport = KafkaTransport(bootstrap, topics, f"bench-{uuid.uuid4().hex[:8]}",
+                               max_poll_records=5000, session_timeout_ms=2000,
+                               heartbeat_interval_ms=500)
+    worker = Worker(transport)
+    transport.attach(worker)
+    start = None
+    while worker.counters.records < total:
+        if worker.step(200) and start is None:
+            start = time.perf_counter() - 0.0
+    elapsed = time.perf_counter() - start
+    transport.close()
+    return elapsed, worker
+
+
+def run(quick: bool = False) -> Results:
+    n = 5_000 if quick else 40_000
+    with LocalBroker() as broker:
+        topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
+        create_topics(broker.bootstrap_servers, topics, PARTITIONS)
+        total = _send(n, topics, broker.bootstrap_servers)
+        t_raw = _raw(broker.bootstrap_servers, topics, total)
+        t_worker, worker = _worker(broker.bootstrap_servers, topics, total)
+    c = worker.counters
+    ms = [Measurement(BENCH, "REFERENCE kafka-python consume, same records", "S4", total / t_raw,
+                      "records/s", total),
+          Measurement(BENCH, "worker: consume, validate, join, learn, checkpoint", "S4",
+                      total / t_worker, "records/s", total,
+                      note=f"{c.joined:,} decisions joined, {c.dead_letters} dead letters")]
+    rs = [Ratio(BENCH, "worker / raw consume (records/s)", "S4", t_raw / t_worker, target=0.7)]
+    return ms, rs
+
+
+if __name__ == "__main__":
+    script_main(run)
