@@ -816,10 +816,16 @@ class Engine:
                 if not aligned:
                     break
                 policy, fallback = aligned[0][0], aligned[0][1]
-                for other, other_fallback in aligned[1:]:
-                    policy = policy.merge(other, rng=self._seed)
-                    if fallback is not None:
-                        fallback = fallback.merge(other_fallback, rng=self._seed)
+                try:
+                    for other, other_fallback in aligned[1:]:
+                        policy = policy.merge(other, rng=self._seed)
+                        if fallback is not None:
+                            fallback = fallback.merge(other_fallback, rng=self._seed)
+                except IncompatibleStateError:
+                    # A policy that learns in order (VW) has no sum: with several partitions
+                    # its slot keeps this engine's model (a VW slot needs a single learner).
+                    policy = s.policy
+                    fallback = None if s.fallback is s.policy else s.fallback
                 tallies = [p.slot(s.spec.name) for p in parts]
                 slots.append((policy, fallback, tallies))
             else:

@@ -194,3 +194,21 @@ def test_watermark_records_close_the_windows_they_pass():
     _drain(worker)
     assert worker.counters.joined == 120 and worker.counters.dead_letters == s.late
     streamdata.assert_same_model(_model(log), streamdata.reference(s))
+
+
+def test_absorb_keeps_a_vw_slot_when_partitions_cannot_merge():
+    from bandit.models import CampaignSpec
+
+    spec = CampaignSpec.model_validate({
+        "name": "vw", "holdout": 0.0, "slots": [
+            {"name": "s", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a",
+             "policy": {"kind": "vw"}},
+            {"name": "t", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a"}]})
+    service, left, right = Engine(), Engine(), Engine()
+    for e in (service, left, right):
+        e.create_campaign(spec)
+    before = [s.policy for s in service._campaigns["vw"].slots]
+    assert service.absorb([left, right]) == 1
+    after = [s.policy for s in service._campaigns["vw"].slots]
+    assert after[0] is before[0]  # VW: kept
+    assert after[1] is not before[1]  # summable: the merged partitions
