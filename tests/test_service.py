@@ -19,11 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import orjson
 import pytest
 import uvicorn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bandit.cli import main
-from bandit.engine import Engine
+from bandit.engine import DecisionBatch, Engine, SlotColumns
+from bandit.models import Contribution, Decision
 from bandit.service import create_app
 from bandit.settings import Settings
 
@@ -120,6 +125,46 @@ def assert_error(response: httpx.Response, status: int, code: str, needle: str) 
     error = response.json()["error"]
     assert error["code"] == code and needle in error["message"], error
     return error
+
+
+# -- the JSON of decisions ------------------------------------------------------------------
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def decision_batches(draw: st.DrawFn) -> DecisionBatch:
+    """Columns of any size with awkward text (quotes, %, newlines, non-ASCII) and floats."""
+    n = draw(st.integers(0, 6))
+    text = st.text(min_size=1, max_size=12)
+    slots = []
+    for name in draw(st.lists(text, min_size=1, max_size=3, unique=True)):
+        arm_ids = draw(st.lists(text, min_size=1, max_size=4, unique=True))
+        column = st.lists(finite, min_size=n, max_size=n).map(np.array)
+        explain = st.none() | st.lists(st.builds(Contribution, feature=text, value=finite),
+                                       max_size=3)
+        slots.append(SlotColumns(
+            name, arm_ids, np.array(draw(st.lists(st.integers(0, len(arm_ids) - 1),
+                                                  min_size=n, max_size=n)), dtype=np.int64),
+            draw(column), draw(column), draw(column),
+            draw(st.none() | st.lists(explain, min_size=n, max_size=n))))
+    return DecisionBatch(
+        campaign=draw(text),
+        decision_ids=[f"{i:032x}" for i in draw(st.lists(st.integers(0, 2**128 - 1),
+                                                         min_size=n, max_size=n))],
+        user_ids=draw(st.lists(text, min_size=n, max_size=n)),
+        holdout=np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool),
+        model_version=draw(st.integers(0, 2**40)), slots=slots)
+
+
+@settings(max_examples=200, deadline=None)
+@given(batch=decision_batches())
+def test_json_lines_are_the_decisions_json(batch):
+    lines = batch.json_lines()
+    assert [line.encode() for line in lines] == [orjson.dumps(d) for d in batch.to_dicts()]
+    assert all("\n" not in line for line in lines)  # NDJSON-safe
+    for line in lines:
+        Decision.model_validate_json(line)
 
 
 # -- health, campaigns, decisions -----------------------------------------------------------
