@@ -178,7 +178,11 @@ def serve(
         sock.close()
         raise InvalidInputError(f"--host/--port: cannot listen on {settings.host}:"
                                 f"{settings.port}: {error.strerror}") from None
-    app_ = create_app(settings=settings)  # after the bind: a busy port loads no snapshot
+    try:
+        app_ = create_app(settings=settings)  # after the bind: a busy port loads no snapshot
+    except BanditError:  # a corrupt or foreign snapshot: one line, and the port let go
+        sock.close()
+        raise
     config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info")
     # uvicorn does not announce sockets it was handed; the real port matters with --port 0.
     bound_port = sock.getsockname()[1]

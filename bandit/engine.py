@@ -74,8 +74,11 @@ _EXPLAIN_TOP = 3
 # campaign spec cannot exhaust the server.
 _MAX_STATE_NUMBERS = 32 * 2**20
 # Bias audit: a segment value is flagged when its arm allocation is this far (total variation)
-# from the slot's overall allocation, on at least this many impressions.
-_AUDIT_TV, _AUDIT_MIN = 0.25, 50
+# from the slot's overall allocation, on at least this many impressions; or when its reward
+# rate and that of the segment's other values differ beyond chance (95% interval of the gap
+# excludes 0, both sides with at least _AUDIT_MIN impressions) and the lower is under this
+# fraction of the higher (the "four-fifths rule" of disparate-impact audits).
+_AUDIT_TV, _AUDIT_MIN, _AUDIT_CTR_RATIO = 0.25, 50, 0.8
 
 
 def _unit_hash(*parts: str) -> float:
@@ -284,6 +287,9 @@ class _Tally:
     def var_of_mean(self) -> float:
         m = self.mean()
         return max(self.squares / self.n - m * m, 0.0) * self.n / (self.n - 1) / self.n
+
+    def minus(self, other: _Tally) -> _Tally:
+        return _Tally(self.n - other.n, self.total - other.total, self.squares - other.squares)
 
     def interval(self) -> Interval | None:
         """The mean with a 95% normal-approximation interval; None below two observations."""
@@ -1029,8 +1035,10 @@ class Engine:
     # -- reporting ----------------------------------------------------------------------
 
     def report(self, campaign: str) -> CampaignReport:
-        """Per slot and arm: impressions, reward, CTR with a 95% interval, share of traffic;
-        holdout lift with its interval; the bias audit by segment value."""
+        """Per slot and arm (retired ones too): impressions, reward, CTR with a 95% interval,
+        share of traffic; holdout lift with its interval; the bias audit by segment value: arm
+        allocation and reward rate, each flagged on a large disparity (``_AUDIT_*``,
+        ``_ctr_gap``), never on fewer than ``_AUDIT_MIN`` impressions."""
         with self._lock:
             c = self._get(campaign)
             slots = []
@@ -1044,18 +1052,33 @@ class Engine:
                     for arm, on in zip(s.arm_ids, s.policy.active)
                 ]
                 overall = {a.arm: a.share for a in arms}
+                by_segment: dict[str, _Tally] = {}  # every value of a segment together
+                for (segment, _), tally in s.segment_tally.items():
+                    whole = by_segment.setdefault(segment, _Tally())
+                    whole.n, whole.total = whole.n + tally.n, whole.total + tally.total
+                    whole.squares += tally.squares
                 segments = []
                 for (segment, value), counts in sorted(s.segment_counts.items()):
                     n = sum(counts.values())
                     allocation = {arm: counts.get(arm, 0) / n for arm in s.arm_ids}
                     tv = 0.5 * sum(abs(allocation[a] - overall[a]) for a in s.arm_ids)
-                    flagged = n >= _AUDIT_MIN and tv >= _AUDIT_TV
+                    reasons = []
+                    if n >= _AUDIT_MIN and tv >= _AUDIT_TV:
+                        reasons.append(f"arm allocation differs from the slot's overall by "
+                                       f"{tv:.2f} (total variation)")
+                    tally = s.segment_tally[(segment, value)]
+                    rest = by_segment[segment].minus(tally)
+                    gap, unequal = self._ctr_gap(tally, rest)
+                    if unequal:
+                        a, b = tally.mean(), rest.mean()
+                        reasons.append(
+                            f"reward rate {a:.4f} vs {b:.4f} for the other {segment!r} values "
+                            f"({min(a, b) / max(a, b):.2f}x; gap {gap.low:+.4f} to "
+                            f"{gap.high:+.4f}, 95%)")
                     segments.append(SegmentReport(
-                        segment=segment, value=value, impressions=n,
-                        ctr=s.segment_tally[(segment, value)].interval(), allocation=allocation,
-                        flagged=flagged,
-                        reason=(f"arm allocation differs from the slot's overall by {tv:.2f} "
-                                "(total variation)") if flagged else None))
+                        segment=segment, value=value, impressions=n, ctr=tally.interval(),
+                        allocation=allocation, ctr_gap=gap, flagged=bool(reasons),
+                        reason="; ".join(reasons) or None))
                 slots.append(SlotReport(slot=s.spec.name, policy=s.spec.policy.kind, arms=arms,
                                         segments=segments))
             return CampaignReport(
@@ -1063,6 +1086,21 @@ class Engine:
                 impressions=c.personalized.n + c.holdout.n,
                 personalized_ctr=c.personalized.interval(), holdout_ctr=c.holdout.interval(),
                 lift=self._lift(c), slots=slots)
+
+    @staticmethod
+    def _ctr_gap(this: _Tally, rest: _Tally) -> tuple[Interval | None, bool]:
+        """Reward rate of a segment value minus that of the segment's other values, with a 95%
+        normal-approximation interval, and whether that is a disparity: both sides have
+        _AUDIT_MIN impressions, the interval excludes 0 and the lower rate is under
+        _AUDIT_CTR_RATIO times the higher (a gap both real and large; rewards >= 0)."""
+        if this.n < 2 or rest.n < 2:
+            return None, False
+        a, b = this.mean(), rest.mean()
+        half = _Z95 * math.sqrt(this.var_of_mean() + rest.var_of_mean())
+        gap = Interval(estimate=a - b, low=a - b - half, high=a - b + half)
+        unequal = (min(this.n, rest.n) >= _AUDIT_MIN and not gap.low <= 0 <= gap.high
+                   and min(a, b) >= 0 and min(a, b) < _AUDIT_CTR_RATIO * max(a, b))
+        return gap, unequal
 
     @staticmethod
     def _lift(c: _Campaign) -> Interval | None:

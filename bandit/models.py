@@ -424,6 +424,8 @@ class SegmentReport(Strict):
     allocation: dict[str, float]
     flagged: bool
     reason: str | None = None
+    ctr_gap: Interval | None = Field(
+        None, description="Reward rate of this value minus that of the segment's other values.")
 
 
 class SlotReport(Strict):

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -39,10 +39,23 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         None, min_length=1,
         description="When set, management routes need `Authorization: Bearer <token>`.")
-    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest request body.")
+    max_body_bytes: int = Field(
+        256 * 1024 * 1024, ge=1,
+        description="Largest request body (an NDJSON send of 280,000 subscribers with 19 "
+        "numeric features is about 95 MB).")
     seed: int = Field(0, ge=0, description="Seed of the engine's random draws.")
     snapshot_path: Path | None = Field(
         None, description="Engine snapshot: loaded at start if it exists, written at shutdown.")
+
+    @field_validator("snapshot_path")
+    @classmethod
+    def _writable_place(cls, path: Path | None) -> Path | None:
+        # Found out at start-up, not when the shutdown tries to write the snapshot.
+        if path is not None and not path.parent.is_dir():
+            raise ValueError(f"directory {path.parent} does not exist")
+        if path is not None and path.is_dir():
+            raise ValueError(f"{path} is a directory")
+        return path
     bootstrap_servers: str | None = Field(
         None, min_length=1, description="Kafka bootstrap servers (host:port, comma-separated): "
         "campaigns and events go to the stream, the model follows its state topic.")

@@ -22,6 +22,7 @@ from rich.table import Table
 from benchmarks import (
     bench_decisions,
     bench_engine,
+    bench_http,
     bench_learning,
     bench_ope,
     bench_propensity,
@@ -48,6 +49,7 @@ BENCHES: dict[str, Callable[[bool], Results]] = {
     "vw": bench_vw.run,
     "ope": bench_ope.run,
     "worker": bench_worker.run,
+    "http": bench_http.run,
 }
 
 

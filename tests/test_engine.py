@@ -16,7 +16,15 @@ from bandit.errors import (
     NotFoundError,
     UnknownArmError,
 )
-from bandit.models import Arm, CampaignSpec, Click, DecisionRequest, Impression
+from bandit.models import (
+    Arm,
+    CampaignSpec,
+    Click,
+    DecisionRequest,
+    Impression,
+    JoinedEvent,
+    SlotChoice,
+)
 
 SUBJECTS = ["urgency", "curiosity", "offer", "personal", "plain"]
 
@@ -270,3 +278,36 @@ def test_a_spec_too_large_to_hold_is_refused_with_its_size():
                                   "segments": ["region"]})
     with pytest.raises(InvalidInputError, match="slot 'artwork': hybrid_lin_ucb .* MiB of state"):
         Engine().create_campaign(spec)
+
+
+def _segment_events(n, clicks, region, band, start):
+    """n joined decisions of one segment value, the first `clicks` rewarded, arms in turn."""
+    return [JoinedEvent(decision_id=f"{start + i:032x}", campaign="weekly", user_id=f"u{start + i}",
+                        ts=0, context={"engagement": 0.0, "style": "deal"},
+                        segments={"region": region, "band": band},
+                        slots={"subject": SlotChoice(arm=SUBJECTS[i % 5], propensity=0.2)},
+                        rewards={"subject": float(i < clicks)})
+            for i in range(n)]
+
+
+def test_bias_audit_flags_real_large_reward_gaps_only(engine):
+    # eu 30% vs us 5%: real and large. Bands a/b: 17.5% each. Allocation is even everywhere.
+    engine.learn(_segment_events(200, 60, "eu", "a", 0) + _segment_events(200, 25, "us", "b", 200)
+                 + _segment_events(200, 45, "eu", "b", 400)
+                 + _segment_events(200, 10, "us", "a", 600))
+    audit = {(s.segment, s.value): s for s in engine.report("weekly").slots[0].segments}
+    eu, us = audit[("region", "eu")], audit[("region", "us")]
+    assert eu.flagged and us.flagged and "reward rate" in eu.reason and "allocation" not in eu.reason
+    assert eu.ctr_gap.low > 0 and us.ctr_gap.high < 0
+    assert eu.ctr_gap.estimate == pytest.approx(105 / 400 - 35 / 400)
+    assert not audit[("band", "a")].flagged and not audit[("band", "b")].flagged
+    assert audit[("band", "a")].ctr_gap.low < 0 < audit[("band", "a")].ctr_gap.high
+
+
+def test_bias_audit_does_not_flag_tiny_samples():
+    e = Engine(seed=3)
+    e.create_campaign(campaign_spec())
+    e.learn(_segment_events(20, 20, "eu", "a", 0) + _segment_events(20, 0, "us", "a", 20))
+    segments = e.report("weekly").slots[0].segments
+    assert {s.value for s in segments} == {"eu", "us", "a"}
+    assert not any(s.flagged for s in segments)  # 100% vs 0%, but 20 impressions each

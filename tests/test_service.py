@@ -4,6 +4,7 @@ retired, the kill switch, events, report, erasure, auth, body limits, and bad in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -28,8 +29,9 @@ from hypothesis import strategies as st
 
 from bandit.cli import main
 from bandit.engine import DecisionBatch, Engine, SlotColumns
-from bandit.models import Contribution, Decision
-from bandit.service import create_app
+from bandit.errors import InvalidInputError, NotFoundError
+from bandit.models import CampaignSpec, Contribution, Decision, DecisionRequest
+from bandit.service import _Metrics, _Singles, create_app
 from bandit.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -471,7 +473,12 @@ BAD_INPUT = [
      "requests[1]: campaign 'b' is not the batch's 'table'"),
     ("POST", "/v1/decisions/batch",
      {"campaign": "table", "requests": [GOOD, GOOD, {**GOOD, "context": {"x": 1.0}}]},
-     422, "invalid_input", "requests[2]: context row 0: unknown feature 'x'"),
+     422, "invalid_input", "requests[2].context.x: unknown feature 'x'; expected"),
+    ("POST", "/v1/decisions/batch", ("application/json", b'{"campaign": "table", "requests": ['
+                                     + b", ".join([json.dumps(GOOD).encode()] * 12)
+                                     + b', {"campaign": "table", "user_id": "u", '
+                                     b'"context": {"engagement": NaN}}]}'),
+     422, "invalid_input", "requests[12].context.engagement: Input should be a finite number"),
     ("POST", "/v1/decisions/batch", ("application/json", b"[1, 2"), 400, "malformed_body",
      "not valid JSON"),
     ("POST", "/v1/decisions/batch",
@@ -481,7 +488,11 @@ BAD_INPUT = [
      400, "malformed_body", "line 3 is not valid JSON"),
     ("POST", "/v1/decisions/batch",
      ("application/x-ndjson", _lines(GOOD, {**GOOD, "context": {"engagement": 1, "plan": 3}})),
-     422, "invalid_input", "line 2: context row 0: feature 'plan' expects a string"),
+     422, "invalid_input", "line 2: context.plan: feature 'plan' expects a string"),
+    ("POST", "/v1/decisions/batch",
+     ("application/x-ndjson", _lines(GOOD, b"", b'{"campaign": "table", "user_id": "u", '
+                                                b'"context": {"engagement": Infinity}}')),
+     422, "invalid_input", "line 3: context.engagement: Input should be a finite number"),
     ("POST", "/v1/decisions/batch",
      ("application/x-ndjson", _lines(GOOD, {**GOOD, "campaign": "b"})), 422, "invalid_input",
      "line 2: campaign 'b' is not the batch's 'table'"),
@@ -517,16 +528,26 @@ BAD_INPUT = [
     ("POST", "/v1/campaigns/nope/pause", {"paused": True}, 404, "not_found", "no campaign"),
     ("POST", "/v1/campaigns/table/pause", {"paused": "yes"}, 422, "invalid_input", "paused:"),
     ("POST", "/v1/events", [{**IMPRESSION, "campaign": "nope"}], 422, "invalid_input",
-     "event 0 (e1): no campaign 'nope'"),
+     "[0]: event 'e1': no campaign 'nope'"),
+    ("POST", "/v1/events", [IMPRESSION, {**IMPRESSION, "event_id": "e2",
+                                         "context": {"engagement": 1.0, "x": 2.0}}],
+     422, "invalid_input", "[1].context.x: event 'e2': unknown feature 'x'"),
+    ("POST", "/v1/events", ("application/x-ndjson", _lines(
+        IMPRESSION, b"", {**IMPRESSION, "slots": {"send_hour": {"arm": "h00", "propensity": 0.5}}})),
+     422, "invalid_input", "line 3: event 'e1': slot 'send_hour': no arm 'h00'"),
+    ("POST", "/v1/events", ("application/x-ndjson", _lines(
+        {**IMPRESSION, "context": {"engagement": "high"}})),
+     422, "invalid_input", "line 1: context.engagement: event 'e1': feature 'engagement' "
+     "expects a number"),
     ("POST", "/v1/events", [{**IMPRESSION, "slots": {"send_hour": {"arm": "h00",
                                                                   "propensity": 0.5}}}],
      422, "invalid_input", "no arm 'h00'"),
-    ("POST", "/v1/events", [{**IMPRESSION, "ts": -1}], 422, "invalid_input", "[0].impression.ts:"),
+    ("POST", "/v1/events", [{**IMPRESSION, "ts": -1}], 422, "invalid_input", "[0].ts: Input should be greater"),
     ("POST", "/v1/events", [{**IMPRESSION, "type": "open"}], 422, "invalid_input", "[0]:"),
     ("POST", "/v1/events", IMPRESSION, 422, "invalid_input",
      "body: Input should be a valid array"),
     ("POST", "/v1/events", ("application/x-ndjson", _lines(IMPRESSION, {"type": "click"})), 422,
-     "invalid_input", "line 2: click.event_id: Field required"),
+     "invalid_input", "line 2: event_id: Field required"),
     ("GET", "/v1/nowhere", None, 404, "not_found", "Not Found"),
     ("PUT", "/v1/decisions", GOOD, 405, "method_not_allowed", "Method Not Allowed"),
 ]
@@ -546,6 +567,56 @@ def test_bad_input(client, table, newsletter_spec, method, path, body, status, c
     if status == 422 and "errors" in error:  # pydantic's: every error with its location
         assert error.get("field") == error["errors"][0].get("field")
         assert all(e["message"] for e in error["errors"])
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/decisions/batch", {"campaign": "table", "requests": [GOOD, GOOD, {**GOOD, "context": {
+        "engagement": 1, "plan": 3}}]}, "requests[2].context.plan"),
+    ("/v1/decisions/batch", {"campaign": "table", "requests": [GOOD, {**GOOD, "context": {
+        "engagement": float("nan")}}]}, "requests[1].context.engagement"),
+    ("/v1/events", [IMPRESSION, IMPRESSION, {**IMPRESSION, "context": {"engagement": 1,
+                                                                     "plan": 1}}],
+     "[2].context.plan"),
+    ("/v1/events", [{**IMPRESSION, "campaign": "nope"}], "[0]"),
+    ("/v1/events", [IMPRESSION, {**IMPRESSION, "ts": "soon"}], "[1].ts"),
+])
+def test_batch_errors_name_the_row_and_field(client, table, path, body, field):
+    content = json.dumps(body).encode()  # NaN as the token Python's JSON writes
+    response = client.post(path, content=content, headers={"content-type": "application/json"})
+    error = assert_error(response, 422, "invalid_input", f"{field}: ")
+    assert error["field"] == field
+
+
+@pytest.mark.anyio
+async def test_concurrent_single_decisions_are_answered_each_its_own():
+    """Single decisions that wait together are decided in one engine call: each still gets its
+    own answer, and a bad one refuses only itself."""
+    engine = Engine(seed=0)
+    engine.warm_up()
+    spec = {"name": "c", "holdout": 0.0, "context": {"features": [
+        {"kind": "numeric", "name": "x"}]}, "slots": [
+        {"name": "s", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a"}]}
+    engine.create_campaign(CampaignSpec.model_validate(spec))
+    engine.create_campaign(CampaignSpec.model_validate({**spec, "name": "d"}))
+    calls = []
+    decide_batch = engine.decide_batch
+    engine.decide_batch = lambda c, r: calls.append(len(r)) or decide_batch(c, r)
+    singles = _Singles(engine, _Metrics())
+    requests = [DecisionRequest(campaign="c", user_id="u0", context={"x": 1.0}),
+                DecisionRequest(campaign="c", user_id="u1", context={"y": 1.0}),
+                DecisionRequest(campaign="d", user_id="u2", context={"x": 2.0}),
+                DecisionRequest(campaign="nope", user_id="u3"),
+                DecisionRequest(campaign="c", user_id="u4", context={"x": 3.0})]
+    answers = await asyncio.gather(*(singles.decide(r) for r in requests),
+                                   return_exceptions=True)
+    assert isinstance(answers[1], InvalidInputError) and "'y'" in str(answers[1])
+    assert isinstance(answers[3], NotFoundError)
+    for i in (0, 2, 4):
+        d = Decision.model_validate_json(answers[i])
+        assert (d.user_id, d.campaign) == (f"u{i}", requests[i].campaign)
+    # Coalesced: campaign c's three requests in one call (then apart, for the bad one), d's
+    # in one, the unknown campaign's in one.
+    assert calls == [3, 1, 1, 1, 1, 1]
 
 
 # -- cmab serve -----------------------------------------------------------------------------
@@ -571,6 +642,42 @@ def test_serve_refuses_bad_options_in_one_line(capsys, monkeypatch):
     monkeypatch.setenv("CMAB_MAX_BODY_BYTES", "lots")
     assert main(["serve"]) == 2
     assert "setting max_body_bytes: Input should be a valid integer" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_snapshot_at_start_up_in_one_line(tmp_path, capsys, monkeypatch):
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    cases = [
+        (["serve", "--port", "0", "--snapshot", str(corrupt)], "not an engine snapshot"),
+        (["serve", "--port", "0", "--snapshot", str(tmp_path / "no" / "dir.npz")],
+         "setting snapshot_path: Value error, directory"),
+        (["serve", "--port", "0", "--snapshot", str(tmp_path)], "is a directory"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+    monkeypatch.setenv("CMAB_SNAPSHOT_PATH", str(corrupt))  # the setting, not the option
+    assert main(["serve", "--port", "0"]) == 2
+    assert "corrupt.npz: not an engine snapshot" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_readyz_waits_for_the_snapshot_and_the_warm_up(tmp_path, newsletter_spec):
+    saved = Engine(seed=0)
+    saved.create_campaign(CampaignSpec.model_validate(newsletter_spec("snap")))
+    saved.save(tmp_path / "engine.npz")
+    app = create_app(settings=Settings(snapshot_path=tmp_path / "engine.npz"))
+    transport = httpx.ASGITransport(app)  # no lifespan: the test plays the start-up
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as c:
+        assert (await c.get("/readyz")).status_code == 503
+        assert (await c.get("/v1/campaigns/snap")).json()["name"] == "snap"  # loaded before
+        async with app.router.lifespan_context(app):
+            for _ in range(600):
+                if (await c.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await c.get("/readyz")).json() == {"status": "ready"}
 
 
 def _start_cli(snapshot: Path) -> tuple[subprocess.Popen[str], str]:

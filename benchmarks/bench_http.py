@@ -1,0 +1,257 @@
+"""The decision service over real HTTP: single decisions against a bare FastAPI route, batches.
+
+Server: a separate process (``python -m benchmarks.bench_http --serve``) runs uvicorn (uvloop,
+httptools, access log off) on a free 127.0.0.1 port, with the service of ``bandit.service`` over
+the engine of ``bench_engine`` (4 slots of K=10 arms at d=20, 20,000 events learned) plus one
+route added here only: ``POST /bare`` reads the body and answers a canned decision of the same
+size, the floor that FastAPI and uvicorn cost with no validation and no engine.
+
+Single decisions: C = 1, 4 and 16 client processes, each with one keep-alive ``http.client``
+connection, start together (a barrier after warm-up requests) and send a fixed share of 6,000
+requests, cycling through 64 distinct bodies (so holdout and non-holdout subscribers both
+appear), to ``/v1/decisions`` and to ``/bare`` in turns; req/s is all requests over the wall
+time of the round; p50/p99 are per-request latencies of that round (under load they include
+queueing). The clients share the 2 cores with the server, which caps the bare route at high C.
+The RATIO service / bare req/s (target >= 0.8) compares two figures of the same run.
+
+Batches: one client posts 280,000 subscribers as NDJSON (and the JSON maximum, 100,000) to
+``/v1/decisions/batch`` and reads the whole answer; decisions/s is the count over the time from
+the first byte sent to the last byte received (target >= 100,000/s for the NDJSON send).
+In process, the NDJSON text of a 280,000 x 4-slot ``DecisionBatch`` is built both ways:
+``json_lines`` (column-wise) against ``orjson.dumps`` of ``to_dicts`` (a dict per decision).
+
+Run on its own: ``python -m benchmarks.bench_http [--quick]``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing
+import queue
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
+from fastapi.responses import Response
+
+from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
+
+BENCH = "http"
+N_SEND = 280_000
+N_JSON = 100_000  # the largest JSON batch the service takes
+CLIENTS = (1, 4, 16)  # concurrent connections: unloaded, saturated, coalescing
+PER_ROUND = 6000  # requests per round, shared by its clients
+WARM = 50
+BODIES = 64
+NDJSON = "application/x-ndjson"
+
+
+# -- the server process ----------------------------------------------------------------------
+
+
+def serve() -> None:
+    """The server: the service plus ``/bare``, on a free loopback port printed on stdout."""
+    import uvicorn
+
+    from bandit.service import create_app
+    from bandit.settings import Settings
+    from benchmarks.bench_engine import build, trained_engine
+
+    engine = trained_engine()
+    requests, _ = build(1, seed=5)
+    canned = engine.decide_batch("bench", requests).json_lines()[0].encode()
+    app = create_app(engine, Settings())
+
+    @app.post("/bare", include_in_schema=False)
+    async def bare(request: Request) -> Response:
+        await request.body()
+        return Response(canned, media_type="application/json")
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(
+        sockets=[sock])
+
+
+class Server:
+    """``serve()`` in a child process, until the block ends."""
+
+    def __enter__(self) -> Server:
+        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_http",
+                                         "--serve"], stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"benchmark server did not start (exit {self.process.poll()})")
+        self.port = int(line)
+        deadline = time.monotonic() + 120
+        while True:  # ready: kernels warm, campaign loaded
+            try:
+                status, _ = request(self.port, "GET", "/readyz")
+            except ConnectionError:
+                status = 0
+            if status == 200:
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError("benchmark server never became ready")
+            time.sleep(0.2)
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None,
+            content_type: str = "application/json") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        conn.request(method, path, body, {"content-type": content_type})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+def _client(port: int, path: str, bodies: list[bytes], n: int, barrier: Any,
+            results: Any) -> None:
+    """One keep-alive connection: WARM untimed requests, the barrier, n timed ones."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"content-type": "application/json"}
+
+    def one(i: int) -> None:
+        conn.request("POST", path, bodies[i % len(bodies)], headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{path}: status {response.status}")
+
+    for i in range(WARM):
+        one(i)
+    barrier.wait()
+    latencies = np.empty(n)
+    start = time.monotonic()
+    for i in range(n):
+        t0 = time.perf_counter()
+        one(i)
+        latencies[i] = time.perf_counter() - t0
+    results.put((start, time.monotonic(), latencies))
+    conn.close()
+
+
+def _round(port: int, path: str, bodies: list[bytes], clients: int,
+           n: int) -> tuple[float, np.ndarray]:
+    """req/s over all clients and every request's latency (s) of one concurrent round."""
+    ctx = multiprocessing.get_context("spawn")  # no inherited Numba or BLAS threads
+    barrier, results = ctx.Barrier(clients), ctx.Queue()
+    workers = [ctx.Process(target=_client, args=(port, path, bodies, n, barrier, results))
+               for _ in range(clients)]
+    for w in workers:
+        w.start()
+    done: list[tuple[float, float, np.ndarray]] = []
+    while len(done) < clients:
+        try:
+            done.append(results.get(timeout=1))
+        except queue.Empty:
+            if any(w.exitcode not in (None, 0) for w in workers):
+                for w in workers:
+                    w.kill()
+                raise RuntimeError(f"a benchmark client failed on {path}") from None
+    for w in workers:
+        w.join(30)
+    wall = max(end for _, end, _ in done) - min(start for start, _, _ in done)
+    return clients * n / wall, np.concatenate([lat for _, _, lat in done])
+
+
+def _batch(port: int, body: bytes, content_type: str, n: int) -> float:
+    """Seconds from sending a batch to having read its whole answer."""
+    t0 = time.perf_counter()
+    status, answer = request(port, "POST", "/v1/decisions/batch", body, content_type)
+    seconds = time.perf_counter() - t0
+    if status != 200:
+        raise RuntimeError(f"batch: status {status}: {answer[:200]!r}")
+    count = answer.count(b"\n") if content_type == NDJSON else answer.count(b'"decision_id"')
+    if count != n:
+        raise RuntimeError(f"batch: {count} decisions for {n} requests")
+    return seconds
+
+
+# -- the benchmark ---------------------------------------------------------------------------
+
+
+def run(quick: bool = False) -> Results:
+    import orjson
+
+    from benchmarks.bench_engine import build, trained_engine
+
+    repeat = 1 if quick else 3
+    per_round = PER_ROUND // 5 if quick else PER_ROUND
+    n_send, n_json = (N_SEND // 10, N_JSON // 10) if quick else (N_SEND, N_JSON)
+    singles = [r.model_dump_json(exclude_defaults=True).encode() for r in build(BODIES, 6)[0]]
+    requests, _ = build(n_send, seed=7)
+    lines = [r.model_dump_json(exclude_defaults=True).encode() for r in requests]
+    ndjson = b"\n".join(lines) + b"\n"
+    json_body = b'{"campaign":"bench","requests":[' + b",".join(lines[:n_json]) + b"]}"
+    del lines
+
+    ms: list[Measurement] = []
+    rs: list[Ratio] = []
+    with Server() as server:
+        for clients in CLIENTS:
+            best: dict[str, tuple[float, np.ndarray]] = {}
+            for _ in range(repeat):  # in turns, so that noise hits both routes alike
+                for path in ("/bare", "/v1/decisions"):
+                    rate, latencies = _round(server.port, path, singles, clients,
+                                             per_round // clients)
+                    if rate > best.get(path, (0.0, None))[0]:
+                        best[path] = (rate, latencies)
+            for path, case in (("/bare", "REFERENCE bare FastAPI route, canned decision"),
+                               ("/v1/decisions", "POST /v1/decisions, 4 slots")):
+                rate, latencies = best[path]
+                p50, p99 = np.percentile(latencies, [50, 99]) * 1e3
+                ms.append(Measurement(BENCH, f"{case}, {clients} clients", "E4", rate, "req/s",
+                                      len(latencies), note=f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"))
+            rs.append(Ratio(BENCH, f"POST /v1/decisions / bare route (req/s), {clients} clients",
+                            "E4", best["/v1/decisions"][0] / best["/bare"][0], target=0.8,
+                            note="concurrent keep-alive connections"))
+
+        t_nd, _ = best_time(lambda: None, lambda _: _batch(server.port, ndjson, NDJSON, n_send),
+                            repeat)
+        full = n_send == N_SEND
+        ms.append(Measurement(
+            BENCH, "POST /v1/decisions/batch NDJSON, 4 slots", "E4", n_send / t_nd,
+            "decisions/s", n_send, note=f"{t_nd:.2f} s for {len(ndjson) / 1e6:.0f} MB in",
+            target=">= 100,000 decisions/s" if full else "",
+            met=(n_send / t_nd >= 100_000) if full else None))
+        t_js, _ = best_time(lambda: None, lambda _: _batch(
+            server.port, json_body, "application/json", n_json), repeat)
+        ms.append(Measurement(BENCH, "POST /v1/decisions/batch JSON, 4 slots", "E4",
+                              n_json / t_js, "decisions/s", n_json, note=f"{t_js:.2f} s"))
+
+    engine = trained_engine()
+    batch = engine.decide_batch("bench", requests)
+    t_new, _ = best_time(lambda: None,
+                         lambda _: ("\n".join(batch.json_lines()) + "\n").encode(), repeat)
+    t_old, _ = best_time(lambda: None, lambda _: b"".join(
+        orjson.dumps(d) + b"\n" for d in batch.to_dicts()), repeat)
+    ms += [Measurement(BENCH, "REFERENCE NDJSON via orjson of to_dicts", "E4", t_old, "s/send",
+                       n_send),
+           Measurement(BENCH, "NDJSON via DecisionBatch.json_lines", "E4", t_new, "s/send",
+                       n_send)]
+    rs.append(Ratio(BENCH, "to_dicts + orjson / json_lines (time ratio)", "E4", t_old / t_new,
+                    note="serializing a send's decisions, in process"))
+    return ms, rs
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        script_main(run)
