@@ -491,6 +491,9 @@ class Engine:
             seed = int(self._rng.integers(2**63))
             policy = _make_policy(s, len(columns), F, seed)
             fallback = policy if s.policy.kind == "beta_ts" else _make_policy(s, 1, F, seed + 1)
+            for j in (j for j, a in enumerate(s.arms) if a.retired):
+                for p in {id(policy): policy, id(fallback): fallback}.values():
+                    p.retire_arm(j)
             campaign.slots.append(_Slot(
                 spec=s, index=i, arm_ids=[a.id for a in s.arms],
                 arm_index={a.id: j for j, a in enumerate(s.arms)}, encoder=encoder,
@@ -527,6 +530,8 @@ class Engine:
                         or (isinstance(s.policy, VWPolicy) and s.spec.arm_features) else None)
             for policy in {id(s.policy): s.policy, id(s.fallback): s.fallback}.values():
                 policy.add_arm(features)
+                if arm.retired:
+                    policy.retire_arm(len(s.arm_ids))
             s.spec = s.spec.model_copy(update={"arms": [*s.spec.arms, arm]})
             s.arm_index[arm.id] = len(s.arm_ids)
             s.arm_ids.append(arm.id)
@@ -552,6 +557,11 @@ class Engine:
                     policy.retire_arm(a)
                 except InvalidInputError as exc:
                     raise ConflictError(str(exc)) from None
+            # Marked in the spec: GET campaign and snapshots show the arm, retired.
+            arms = [x.model_copy(update={"retired": True}) if x.id == arm_id else x
+                    for x in s.spec.arms]
+            s.spec = s.spec.model_copy(update={"arms": arms})
+            c.spec = c.spec.model_copy(update={"slots": [x.spec for x in c.slots]})
             return c.spec
 
     def pause(self, campaign: str, paused: bool = True) -> CampaignSpec:

@@ -83,6 +83,8 @@ class Arm(Strict):
 
     id: Name
     features: dict[Name, Finite | Label] = Field(default_factory=dict, max_length=64)
+    retired: bool = Field(False, description="Never chosen; kept for its statistics and the "
+                          "decisions already logged. Set by retiring the arm.")
 
 
 class BetaTSSpec(Strict):
@@ -242,6 +244,8 @@ class SlotSpec(Strict):
             raise ValueError(f"slot {self.name!r}: arm ids must be distinct")
         if self.default_arm not in ids:
             raise ValueError(f"slot {self.name!r}: default_arm {self.default_arm!r} is not an arm")
+        if any(a.retired for a in self.arms if a.id == self.default_arm):
+            raise ValueError(f"slot {self.name!r}: default_arm {self.default_arm!r} is retired")
         for rule in self.eligibility:
             if rule.arm not in ids:
                 raise ValueError(f"slot {self.name!r}: eligibility rule names no arm {rule.arm!r}")

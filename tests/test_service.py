@@ -284,6 +284,25 @@ def test_retired_arm_is_never_chosen(client, campaign):
     arms = client.get(f"/v1/campaigns/{campaign}/report").json()["slots"][0]["arms"]
     assert {a["arm"]: a["active"] for a in arms} == {"plain": True, "urgent": False,
                                                      "question": True}
+    # Still listed, marked: in the answer to the retirement, GET campaign and the list.
+    for spec in (response.json(), client.get(f"/v1/campaigns/{campaign}").json(),
+                 *[c for c in client.get("/v1/campaigns").json() if c["name"] == campaign]):
+        assert {a["id"]: a["retired"] for a in spec["slots"][0]["arms"]} == {
+            "plain": False, "urgent": True, "question": False}
+
+
+def test_arms_created_or_added_retired_are_never_chosen(client, newsletter_spec):
+    spec = newsletter_spec("born-retired")
+    spec["slots"][0]["arms"][1]["retired"] = True  # urgent
+    assert client.post("/v1/campaigns", json=spec).status_code == 201
+    response = client.post("/v1/campaigns/born-retired/arms",
+                           json={"slot": "send_hour", "arm": {"id": "h12", "retired": True}})
+    assert response.status_code == 201
+    decisions = decide_many(client, "born-retired", 400)
+    assert "urgent" not in chosen(decisions, "subject_line")
+    assert "h12" not in chosen(decisions, "send_hour")
+    assert {"question", "h18"} <= set(chosen(decisions, "subject_line") + chosen(decisions,
+                                                                                 "send_hour"))
 
 
 def test_kill_switch(client, campaign):
@@ -502,6 +521,9 @@ BAD_INPUT = [
     ("POST", "/v1/campaigns", {"name": "x", "slots": [{"name": "s", "arms": [{"id": "a"}],
                                                         "default_arm": "b"}]},
      422, "invalid_input", "default_arm 'b' is not an arm"),
+    ("POST", "/v1/campaigns", {"name": "x", "slots": [{"name": "s", "default_arm": "a", "arms": [
+        {"id": "a", "retired": True}, {"id": "b"}]}]}, 422, "invalid_input",
+     "slot 's': default_arm 'a' is retired"),
     ("POST", "/v1/campaigns", {"name": "x", "holdout": 0.9, "slots": []}, 422, "invalid_input",
      "holdout: Input should be less than or equal to 0.5"),
     ("POST", "/v1/campaigns", {"name": "bad name!", "slots": []}, 422, "invalid_input", "name:"),
