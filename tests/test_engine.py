@@ -311,3 +311,60 @@ def test_bias_audit_does_not_flag_tiny_samples():
     segments = e.report("weekly").slots[0].segments
     assert {s.value for s in segments} == {"eu", "us", "a"}
     assert not any(s.flagged for s in segments)  # 100% vs 0%, but 20 impressions each
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """An engine that learned one send, so that its policies no longer choose uniformly."""
+    e = Engine(seed=5)
+    e.create_campaign(campaign_spec())
+    _play(e, 600, 1, ts=0, click_rule=lambda r: r.context["style"] == "deal")
+    _play(e, 1, 2, ts=5000, click_rule=lambda r: False)
+    assert e.model_version("weekly") == 1
+    return e
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(consent=st.booleans(), region=st.sampled_from(["eu", "us"]),
+       engagement=st.floats(-3, 3), user=st.integers(0, 10**6))
+def test_logged_propensities_are_choice_frequencies_summing_to_one(trained, consent, region,
+                                                                   engagement, user):
+    """The same subscriber decided n times (fresh ids, fresh draws): per slot, each arm's logged
+    propensity is the frequency it is chosen with, and they add up to 1 (given the earlier
+    choices a slot conditions on)."""
+    n = 2500
+    request = DecisionRequest(campaign="weekly", user_id=f"p{user}", consent=consent,
+                              context={"engagement": engagement, "style": "busy"},
+                              segments={"region": region})
+    batch = trained.decide_batch("weekly", [request] * n)
+    spec = trained.campaign("weekly")
+    arms = {s.slot: [s.arm_ids[a] for a in s.arms.tolist()] for s in batch.slots}
+    for slot_spec, s in zip(spec.slots, batch.slots):
+        given_earlier = list(zip(*(arms[prev] for prev in slot_spec.condition_on))) or [()] * n
+        logged: dict[tuple, dict[str, float]] = {}
+        counts: dict[tuple, dict[str, int]] = {}
+        for key, arm, p in zip(given_earlier, arms[s.slot], s.propensity.tolist()):
+            assert logged.setdefault(key, {}).setdefault(arm, p) == pytest.approx(p, abs=1e-12)
+            counts.setdefault(key, {}).setdefault(arm, 0)
+            counts[key][arm] += 1
+        for key, ps in logged.items():
+            total = sum(counts[key].values())
+            # An arm unseen in `total` draws has p < 20 / total (else unseen with odds e^-20).
+            unseen = (len(s.arm_ids) - len(ps)) * min(1.0, 20 / total)
+            assert 1 - unseen - 1e-9 <= sum(ps.values()) <= 1 + 1e-9
+            for arm, p in ps.items():
+                assert abs(counts[key][arm] / total - p) <= 5 * np.sqrt(p * (1 - p) / total) + 1e-9
+        if region == "us" and s.slot == "offer":
+            assert "o30" not in arms["offer"]  # eligibility: the mass is on the others
+
+
+@settings(max_examples=30, deadline=None)
+@given(flags=st.lists(st.booleans(), min_size=1, max_size=20))
+def test_consent_less_requests_never_log_context(trained, flags):
+    reqs = [DecisionRequest(campaign="weekly", user_id=f"c{i}", consent=flag,
+                            context={"engagement": float(i), "style": "deal"},
+                            segments={"region": "eu"}) for i, flag in enumerate(flags)]
+    impressions = trained.decide_batch("weekly", reqs).impressions(reqs, ts_ms=0)
+    for imp, r in zip(impressions, reqs):
+        assert imp.context == (r.context if r.consent else None)
+        assert "engagement" not in imp.model_dump_json() or r.consent
