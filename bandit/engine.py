@@ -408,7 +408,8 @@ class DecisionBatch:
 
         # Decision ids are 32 hex digits: quoted as they are, nothing to escape.
         columns: list[list[str]] = [
-            [f'"{d}"' for d in self.decision_ids], [orjson.dumps(u).decode() for u in self.user_ids],
+            [f'"{d}"' for d in self.decision_ids],
+            [orjson.dumps(u).decode() for u in self.user_ids],
             np.where(self.holdout, "true", "false").tolist()]
         slots = []
         for s in self.slots:

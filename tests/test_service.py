@@ -555,7 +555,8 @@ BAD_INPUT = [
                                          "context": {"engagement": 1.0, "x": 2.0}}],
      422, "invalid_input", "[1].context.x: event 'e2': unknown feature 'x'"),
     ("POST", "/v1/events", ("application/x-ndjson", _lines(
-        IMPRESSION, b"", {**IMPRESSION, "slots": {"send_hour": {"arm": "h00", "propensity": 0.5}}})),
+        IMPRESSION, b"",
+        {**IMPRESSION, "slots": {"send_hour": {"arm": "h00", "propensity": 0.5}}})),
      422, "invalid_input", "line 3: event 'e1': slot 'send_hour': no arm 'h00'"),
     ("POST", "/v1/events", ("application/x-ndjson", _lines(
         {**IMPRESSION, "context": {"engagement": "high"}})),
@@ -564,7 +565,8 @@ BAD_INPUT = [
     ("POST", "/v1/events", [{**IMPRESSION, "slots": {"send_hour": {"arm": "h00",
                                                                   "propensity": 0.5}}}],
      422, "invalid_input", "no arm 'h00'"),
-    ("POST", "/v1/events", [{**IMPRESSION, "ts": -1}], 422, "invalid_input", "[0].ts: Input should be greater"),
+    ("POST", "/v1/events", [{**IMPRESSION, "ts": -1}], 422, "invalid_input",
+     "[0].ts: Input should be greater"),
     ("POST", "/v1/events", [{**IMPRESSION, "type": "open"}], 422, "invalid_input", "[0]:"),
     ("POST", "/v1/events", IMPRESSION, 422, "invalid_input",
      "body: Input should be a valid array"),
