@@ -159,7 +159,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from bandit.service import create_app
+    from bandit.service import create_app, tune_gc
     from bandit.settings import Settings
 
     overrides: dict[str, Any] = {"host": host, "port": port, "snapshot_path": snapshot}
@@ -183,6 +183,7 @@ def serve(
     except BanditError:  # a corrupt or foreign snapshot: one line, and the port let go
         sock.close()
         raise
+    tune_gc()
     config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info")
     # uvicorn does not announce sockets it was handed; the real port matters with --port 0.
     bound_port = sock.getsockname()[1]

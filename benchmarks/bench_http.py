@@ -1,7 +1,7 @@
 """The decision service over real HTTP: single decisions against a bare FastAPI route, batches.
 
 Server: a separate process (``python -m benchmarks.bench_http --serve``) runs uvicorn (uvloop,
-httptools, access log off) on a free 127.0.0.1 port, with the service of ``bandit.service`` over
+httptools, access log off, ``tune_gc`` as in ``cmab serve``) on a free 127.0.0.1 port, with the service of ``bandit.service`` over
 the engine of ``bench_engine`` (4 slots of K=10 arms at d=20, 20,000 events learned) plus one
 route added here only: ``POST /bare`` reads the body and answers a canned decision of the same
 size, the floor that FastAPI and uvicorn cost with no validation and no engine.
@@ -57,7 +57,7 @@ def serve() -> None:
     """The server: the service plus ``/bare``, on a free loopback port printed on stdout."""
     import uvicorn
 
-    from bandit.service import create_app
+    from bandit.service import create_app, tune_gc
     from bandit.settings import Settings
     from benchmarks.bench_engine import build, trained_engine
 
@@ -71,6 +71,7 @@ def serve() -> None:
         await request.body()
         return Response(canned, media_type="application/json")
 
+    tune_gc()  # as cmab serve does
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
