@@ -247,13 +247,7 @@ class Policy:
     @classmethod
     def from_state(cls, state: dict[str, Any], *, rng: Rng = None) -> Self:
         """Rebuild a policy from ``state()``; a state of another kind or shape is refused."""
-        if not isinstance(state, dict) or state.get("kind") != cls.kind:
-            got = state.get("kind") if isinstance(state, dict) else type(state).__name__
-            raise IncompatibleStateError(f"expected a {cls.kind!r} state, got {got!r}")
-        if state.get("format") != STATE_FORMAT:
-            raise IncompatibleStateError(
-                f"{cls.kind}: expected state format {STATE_FORMAT}, got {state.get('format')!r}"
-            )
+        check_state_header(state, cls.kind)
         arrays = state.get("arrays")
         if not isinstance(arrays, dict):
             raise IncompatibleStateError(f"{cls.kind}: state has no 'arrays' mapping")
@@ -1098,6 +1092,16 @@ class Bart(Policy):
 _KINDS: dict[str, type[Policy]] = {
     cls.kind: cls for cls in (Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB)
 }
+
+
+def check_state_header(state: Any, kind: str) -> None:
+    """IncompatibleStateError unless ``state`` is a state dict of ``kind`` in this format."""
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        got = state.get("kind") if isinstance(state, dict) else type(state).__name__
+        raise IncompatibleStateError(f"expected a {kind!r} state, got {got!r}")
+    if state.get("format") != STATE_FORMAT:
+        raise IncompatibleStateError(
+            f"{kind}: expected state format {STATE_FORMAT}, got {state.get('format')!r}")
 
 
 def from_state(state: dict[str, Any], *, rng: Rng = None) -> Policy:

@@ -24,7 +24,14 @@ from vowpalwabbit import pyvw
 
 from bandit.errors import IncompatibleStateError, InvalidInputError
 from bandit.models import check_vw_args
-from bandit.policies import STATE_FORMAT, Policy, Rng, _finite_float, _positive_int
+from bandit.policies import (
+    STATE_FORMAT,
+    Policy,
+    Rng,
+    _finite_float,
+    _positive_int,
+    check_state_header,
+)
 
 __all__ = ["EXPLORATIONS", "VWFormat", "VWPolicy"]
 
@@ -377,12 +384,7 @@ class VWPolicy(Policy):
     @classmethod
     def from_state(cls, state: dict[str, Any], *, rng: Rng = None) -> Self:
         """Rebuild the policy from ``state()``: same model, same predictions."""
-        if not isinstance(state, dict) or state.get("kind") != cls.kind:
-            got = state.get("kind") if isinstance(state, dict) else type(state).__name__
-            raise IncompatibleStateError(f"expected a {cls.kind!r} state, got {got!r}")
-        if state.get("format") != STATE_FORMAT:
-            raise IncompatibleStateError(
-                f"{cls.kind}: expected state format {STATE_FORMAT}, got {state.get('format')!r}")
+        check_state_header(state, cls.kind)
         try:
             arrays = state["arrays"]
             F = np.asarray(arrays["arm_features"], dtype=np.float64)

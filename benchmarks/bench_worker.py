@@ -81,7 +81,7 @@ def _worker(bootstrap: str, topics: Topics, total: int) -> tuple[float, Worker]:
     start = None
     while worker.counters.records < total:
         if worker.step(200) and start is None:
-            start = time.perf_counter() - 0.0
+            start = time.perf_counter()
     elapsed = time.perf_counter() - start
     transport.close()
     return elapsed, worker

@@ -312,9 +312,7 @@ class Worker:
         by_partition: dict[int, list[Record]] = {}
         for record in records:
             by_partition.setdefault(record.partition, []).append(record)
-        # An idle input can also move the watermark: partitions without records get an
-        # empty batch only when their state would change, i.e. both inputs are idle and a
-        # window is open; cheaper to let the next record do it.
+        # Partitions without records wait: their next record (or watermark) closes windows.
         outputs = {}
         for p, batch in by_partition.items():
             part = self.partitions.get(p)
