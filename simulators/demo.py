@@ -45,7 +45,8 @@ T0_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC: the first send
 CAMPAIGN = "weekly-newsletter"
 _Z95 = 1.959963984540054
 _START_TIMEOUT_S = 120.0
-_LEARN_TIMEOUT_S = 300.0
+# The wait for the model gives up only when the worker has stopped making progress this long.
+_STALL_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -209,7 +210,7 @@ def _play(client: httpx.Client, publisher: Any, follower: Any, children: _Childr
         publisher.events(clicks)
         publisher.watermark(send_ts + window + 1)
         learned = sum(r.decisions for r in results) + len(decisions)
-        _wait_learned(client, children, learned)
+        _wait_learned(client, children, follower, learned)
         dead = sum(part.counters.dead_letters for part in follower.partitions().values())
         seconds = time.monotonic() - started
         personalized = ~holdout
@@ -268,16 +269,23 @@ def _events(decisions: list[dict[str, Any]], population: Subscribers, clicked: n
     return impressions, clicks
 
 
-def _wait_learned(client: httpx.Client, children: _Children, learned: int) -> None:
-    """Wait until the service's model holds ``learned`` decisions."""
-    deadline = time.monotonic() + _LEARN_TIMEOUT_S
+def _wait_learned(client: httpx.Client, children: _Children, follower: Any,
+                  learned: int) -> None:
+    """Wait until the service's model holds ``learned`` decisions, as long as the worker makes
+    progress (records in its checkpoints, or decisions in the service's model): a large send
+    on a busy machine may take long, a stalled pipeline is reported."""
+    deadline, last = time.monotonic() + _STALL_TIMEOUT_S, None
     while True:
         children.check()
         report = client.get(f"/v1/campaigns/{CAMPAIGN}/report").json()
         seen = int(report["impressions"])
         if seen >= learned:
             return
-        if time.monotonic() > deadline:
-            raise UnavailableError(f"the model did not reach the service in "
-                                   f"{_LEARN_TIMEOUT_S:.0f} s ({seen} of {learned} decisions)")
+        progress = (seen, sum(part.counters.records for part in follower.partitions().values()))
+        if progress != last:
+            deadline, last = time.monotonic() + _STALL_TIMEOUT_S, progress
+        elif time.monotonic() > deadline:
+            raise UnavailableError(f"the model did not reach the service: no progress for "
+                                   f"{_STALL_TIMEOUT_S:.0f} s ({seen} of {learned} decisions "
+                                   f"learned, {progress[1]:,} records read by the worker)")
         time.sleep(0.2)

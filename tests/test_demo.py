@@ -4,6 +4,7 @@ through HTTP and Kafka, a report that lists every slot, and nothing left running
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import orjson
@@ -11,18 +12,25 @@ import orjson
 from simulators.email_campaign import SLOTS
 
 
-def _running_children() -> set[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines()
-            if "bandit.cli serve" in line or "bandit.cli worker" in line or "tansu" in line}
+def _processes_with(marker: bytes) -> list[str]:
+    """Processes whose environment holds ``marker`` (children inherit it, whoever reaps them)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes():
+                found.append(environ.parent.name)
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+    return found
 
 
 def test_a_reduced_demo_runs_end_to_end_and_cleans_up(tmp_path: Path):
-    before = _running_children()
+    marker = f"DEMO_TEST_MARK={uuid.uuid4().hex}"
     done = subprocess.run(
         [sys.executable, "-m", "bandit.cli", "demo", "--subscribers", "2000", "--sends", "2",
          "--out", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "120"})
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "COLUMNS": "120", marker.split("=")[0]: marker.split("=")[1]})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == f"report: {tmp_path / 'demo' / 'report.html'}"
     page = (tmp_path / "demo" / "report.html").read_text()
@@ -34,7 +42,7 @@ def test_a_reduced_demo_runs_end_to_end_and_cleans_up(tmp_path: Path):
     assert {s["slot"] for s in results["service_report"]["slots"]} == set(SLOTS)
     for png in ("cumulative_reward.png", "allocation.png", "lift.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
-    assert _running_children() <= before
+    assert _processes_with(marker.encode()) == []  # broker, service, worker all stopped
 
 
 def test_a_bad_argument_is_one_line_and_exit_code_2(tmp_path: Path):
