@@ -132,6 +132,7 @@ class _Encoder:
                 self.columns += [f"{f.name}={v}" for v in f.values] + [f"{f.name}=(unknown)"]
         self.names = {f.name for f in features}
         self.intercept = intercept
+        self._passed: set[tuple] = set()  # row shapes (keys, value types) that ``check`` passed
 
     @property
     def dim(self) -> int:
@@ -163,6 +164,23 @@ class _Encoder:
                         f"{self.what} row {i}: feature {name!r} expects a string, got {value!r}")
                 X[i, start + index.get(value, len(index))] = 1.0
         return X
+
+    def check(self, row: dict[str, Any]) -> None:
+        """``encode([row])``'s checks without building the row (the stream checks every
+        event's context once); a refused row gets ``encode``'s error."""
+        # Rows of one stream mostly share their keys and value types: a shape seen to pass
+        # passes again.
+        shape = (*row, *map(type, row.values()))
+        if shape in self._passed:
+            return
+        if row.keys() <= self.names and all(
+                not isinstance(row.get(name, default), str | None)
+                for name, _, default in self._numeric) and all(
+                isinstance(row.get(name), str | None) for name, _, _ in self._categorical):
+            if len(self._passed) < 1024:
+                self._passed.add(shape)
+            return
+        self.encode([row])  # raises, naming the row and feature
 
 
 def _rule_holds(rule: EligibilityRule, value: Any) -> bool:
@@ -297,6 +315,26 @@ class _Tally:
             return None
         m, half = self.mean(), _Z95 * math.sqrt(self.var_of_mean())
         return Interval(estimate=m, low=m - half, high=m + half)
+
+
+def _add_grouped(tallies: dict, names: Sequence, codes: np.ndarray, rewards: np.ndarray) -> None:
+    """``tallies[names[k]].add(r)`` for each (k, r) of ``codes`` (n,) and ``rewards`` (n,),
+    vectorized: np.add.at adds unbuffered in the given order, so every float sum is the one
+    the event-at-a-time loop makes. Tallies are created in order of first appearance."""
+    seen, first, counts = np.unique(codes, return_index=True, return_counts=True)
+    order = np.argsort(first)
+    total, squares = np.zeros(len(names)), np.zeros(len(names))
+    for k in seen:
+        t = tallies.get(names[k])
+        if t is not None:
+            total[k], squares[k] = t.total, t.squares
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf as Python floats do
+        np.add.at(total, codes, rewards)
+        np.add.at(squares, codes, rewards * rewards)
+    for k, n in zip(seen[order], counts[order]):
+        t = tallies.setdefault(names[k], _Tally())
+        t.n += int(n)
+        t.total, t.squares = float(total[k]), float(squares[k])
 
 
 @dataclass
@@ -709,10 +747,13 @@ class Engine:
         campaigns, slots or arms are refused before anything is learned."""
         with self._lock:
             by_campaign: dict[str, list[JoinedEvent]] = {}
+            slots: dict[str, dict[str, _Slot]] = {}  # per campaign, by name
             for i, e in enumerate(joined):
-                c = self._get(e.campaign)
+                named = slots.get(e.campaign)
+                if named is None:
+                    named = slots[e.campaign] = {x.spec.name: x for x in self._get(e.campaign).slots}
                 for slot, choice in e.slots.items():
-                    s = c.slot(slot)
+                    s = named.get(slot) or self._get(e.campaign).slot(slot)  # unknown: raises
                     if choice.arm not in s.arm_index:
                         raise UnknownArmError(f"event {i}: campaign {e.campaign!r}, slot {slot!r}: "
                                               f"no arm {choice.arm!r}")
@@ -725,6 +766,7 @@ class Engine:
         base = c.context.encode([e.context for e in with_context])
         ts = np.array([e.ts for e in events], dtype=np.float64)
         ts_ctx = np.array([e.ts for e in with_context], dtype=np.float64)
+        segments = self._segment_pairs(events)
         for s in c.slots:
             name = s.spec.name
             rows = [i for i, e in enumerate(events) if name in e.slots]
@@ -756,22 +798,49 @@ class Engine:
                         logged = {"propensities": np.array(
                             [with_context[j].slots[name].propensity for j in ctx])}
                     s.policy.learn_many(a, X, r, ts_ms=ts_ctx[ctx], **logged)
-            self._tally(s, [events[i] for i in rows], arms, rewards)
-        for e in events:
-            reward = max(e.rewards.values(), default=c.spec.default_reward)
-            (c.holdout if e.holdout else c.personalized).add(reward)
+            self._tally(s, arms, rewards, rows, segments)
+        best = [max(e.rewards.values(), default=c.spec.default_reward) for e in events]
+        holdout = np.array([e.holdout for e in events], dtype=np.int64)
+        totals = {0: c.personalized, 1: c.holdout}
+        _add_grouped(totals, [0, 1], holdout, np.asarray(best, dtype=np.float64))
         c.version += 1
 
     @staticmethod
-    def _tally(s: _Slot, events, arms, rewards) -> None:
-        for e, a, r in zip(events, arms, rewards):
-            arm = s.arm_ids[a]
-            s.arm_tally.setdefault(arm, _Tally()).add(float(r))
-            for segment, value in e.segments.items():
-                key = (segment, value)
-                counts = s.segment_counts.setdefault(key, {})
-                counts[arm] = counts.get(arm, 0) + 1
-                s.segment_tally.setdefault(key, _Tally()).add(float(r))
+    def _segment_pairs(events: Sequence[JoinedEvent]) -> tuple[list, np.ndarray, np.ndarray, int]:
+        """Every (event, segment value) pair of a batch: the values seen (segment, value),
+        per pair the event's index and the value's index (in event order), and the number of
+        events."""
+        index: dict[tuple[str, str], int] = {}
+        rows, codes = [], []
+        for i, e in enumerate(events):
+            for key in e.segments.items():
+                rows.append(i)
+                codes.append(index.setdefault(key, len(index)))
+        return (list(index), np.array(rows, dtype=np.int64), np.array(codes, dtype=np.int64),
+                len(events))
+
+    @staticmethod
+    def _tally(s: _Slot, arms: np.ndarray, rewards: np.ndarray, rows: list[int],
+               segments: tuple[list, np.ndarray, np.ndarray, int]) -> None:
+        """Add a slot's events to its report tallies, per arm and per segment value (with
+        per-arm counts). ``arms``, ``rewards`` (n,) belong to the batch's events ``rows``;
+        ``segments`` is ``_segment_pairs`` of the whole batch."""
+        rewards = np.asarray(rewards, dtype=np.float64)
+        _add_grouped(s.arm_tally, s.arm_ids, arms, rewards)
+        keys, event, code, n_events = segments
+        if not len(code):
+            return
+        position = np.full(n_events, -1, dtype=np.int64)  # event -> its row among ``rows``
+        position[rows] = np.arange(len(rows))
+        at = position[event]
+        code, at = code[at >= 0], at[at >= 0]
+        _add_grouped(s.segment_tally, keys, code, rewards[at])
+        pairs = code * len(s.arm_ids) + arms[at]
+        seen, first, counts = np.unique(pairs, return_index=True, return_counts=True)
+        for pair, n in zip(seen[np.argsort(first)], counts[np.argsort(first)]):
+            key, arm = keys[pair // len(s.arm_ids)], s.arm_ids[pair % len(s.arm_ids)]
+            mine = s.segment_counts.setdefault(key, {})
+            mine[arm] = mine.get(arm, 0) + int(n)
 
     def record(self, events: Sequence[Impression | Click]) -> int:
         """The in-process event path: impressions and clicks through the attribution join;
@@ -781,13 +850,15 @@ class Engine:
         return len(events) - len(self.ingest(events).rejected)
 
     def ingest(self, events: Sequence[Impression | Click],
-               watermark: float | None = None) -> JoinResult:
+               watermark: float | None = None, *, checked: bool = False) -> JoinResult:
         """``record`` with the join's whole result: the closed decisions it learned and the
         events it rejected (duplicate, late, orphan) with reasons. ``watermark`` (event time)
         closes windows instead of the newest event time seen; the stream worker passes the
-        slowest of its input streams. A bad event refuses the batch (see ``check_event``)."""
+        slowest of its input streams. A bad event refuses the batch (see ``check_event``),
+        unless ``checked`` says the caller already passed each through ``check_event``.
+        Events may also be ``bandit.wire`` Structs (the stream worker's decoder)."""
         with self._lock:
-            for i, e in enumerate(events):
+            for i, e in enumerate([] if checked else events):
                 try:
                     self.check_event(e)
                 except InvalidInputError as exc:
@@ -803,12 +874,12 @@ class Engine:
         slot or arm, or a context outside the campaign's schema."""
         try:
             c = self._get(e.campaign)
-            if isinstance(e, Impression):
+            if e.type == "impression":
                 for slot, choice in e.slots.items():
                     if choice.arm not in c.slot(slot).arm_index:
                         raise UnknownArmError(f"slot {slot!r}: no arm {choice.arm!r}")
                 if e.context is not None:
-                    c.context.encode([e.context])
+                    c.context.check(e.context)
             elif e.slot is not None:
                 c.slot(e.slot)
         except (NotFoundError, UnknownArmError) as exc:

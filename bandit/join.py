@@ -14,6 +14,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
+from bandit import wire
 from bandit.models import CampaignSpec, Click, Impression, JoinedEvent
 
 # Event ids and closed decision ids are remembered this many windows back, for deduplication
@@ -25,23 +28,31 @@ _LATE = "late: outside the attribution window"
 
 @dataclass
 class _Open:
-    impression: Impression
+    impression: Impression | wire.Impression
     deadline: float
     rewards: dict[str, float] = field(default_factory=dict)
     first_ts: dict[str, float] = field(default_factory=dict)
+    plain: dict | None = None  # the impression as JSON-ready data, made once for checkpoints
+
+    def keep_plain(self) -> dict:
+        self.plain = _plain(self.impression)
+        return self.plain
 
 
 @dataclass(frozen=True)
 class Rejected:
     """An event the join could not use, and why: duplicate, late, orphan."""
 
-    event: Impression | Click
+    event: Impression | Click | wire.Impression | wire.Click
     reason: str
 
 
 @dataclass
 class JoinResult:
-    joined: list[JoinedEvent] = field(default_factory=list)
+    """Closed decisions (``wire.Joined`` for events decoded by the stream worker, JoinedEvent
+    for pydantic events) and rejected events."""
+
+    joined: list[JoinedEvent | wire.Joined] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
 
 
@@ -62,6 +73,7 @@ class Joiner:
 
     def __init__(self, campaign: Callable[[str], CampaignSpec]) -> None:
         self._campaign = campaign
+        self._cache: dict[str, tuple[int, str, float]] = {}
         self._open: dict[str, _Open] = {}
         self._early: dict[str, list[Click]] = {}
         self._seen: dict[str, float] = {}  # event id -> event time
@@ -71,7 +83,7 @@ class Joiner:
         self._pruned_at = float("-inf")
         self.watermark = float("-inf")
 
-    def add(self, events: Sequence[Impression | Click],
+    def add(self, events: Sequence[Impression | Click | wire.Impression | wire.Click],
             watermark: float | None = None) -> JoinResult:
         """Apply events (any order), then close every window the new watermark passed.
 
@@ -87,9 +99,8 @@ class Joiner:
             self._seen[event.event_id] = event.ts
             if watermark is None:
                 self.watermark = max(self.watermark, event.ts)
-            self._longest = max(self._longest,
-                                float(self._campaign(event.campaign).attribution_window_ms))
-            if isinstance(event, Impression):
+            self._longest = max(self._longest, float(self._window(event.campaign)))
+            if event.type == "impression":
                 self._impression(event, result)
             else:
                 self._click(event, result)
@@ -105,11 +116,30 @@ class Joiner:
             del self._open[d]
         return len(gone)
 
+    # Campaign settings the loop reads per event; the spec lookup copies, so it is cached per
+    # name (a campaign's window, rule and default reward never change once it exists).
+    def _window(self, campaign: str) -> int:
+        return self._settings(campaign)[0]
+
+    def _rule(self, campaign: str) -> str:
+        return self._settings(campaign)[1]
+
+    def _default(self, campaign: str) -> float:
+        return self._settings(campaign)[2]
+
+    def _settings(self, campaign: str) -> tuple[int, str, float]:
+        found = self._cache.get(campaign)
+        if found is None:
+            spec = self._campaign(campaign)
+            found = self._cache[campaign] = (spec.attribution_window_ms,
+                                             spec.reward_aggregation, spec.default_reward)
+        return found
+
     def _impression(self, imp: Impression, result: JoinResult) -> None:
         if imp.decision_id in self._open or imp.decision_id in self._closed:
             result.rejected.append(Rejected(imp, "second impression for the decision"))
             return
-        deadline = imp.ts + self._campaign(imp.campaign).attribution_window_ms
+        deadline = imp.ts + self._window(imp.campaign)
         self._open[imp.decision_id] = _Open(imp, deadline)
         heapq.heappush(self._deadlines, (deadline, imp.decision_id))
         for click in self._early.pop(imp.decision_id, []):
@@ -130,7 +160,7 @@ class Joiner:
         if click.slot is not None and click.slot not in o.impression.slots:
             result.rejected.append(Rejected(click, f"the decision has no slot {click.slot!r}"))
             return
-        rule = self._campaign(o.impression.campaign).reward_aggregation
+        rule = self._rule(o.impression.campaign)
         for slot in slots:
             if slot not in o.rewards:
                 o.rewards[slot], o.first_ts[slot] = click.reward, click.ts
@@ -150,12 +180,19 @@ class Joiner:
             if o is None:  # erased while open
                 continue
             imp = o.impression
-            default = self._campaign(imp.campaign).default_reward
-            result.joined.append(JoinedEvent(
-                decision_id=imp.decision_id, campaign=imp.campaign, user_id=imp.user_id,
-                ts=imp.ts, slots=imp.slots, context=imp.context, segments=imp.segments,
-                holdout=imp.holdout,
-                rewards={slot: o.rewards.get(slot, default) for slot in imp.slots}))
+            default = self._default(imp.campaign)
+            rewards = {slot: o.rewards.get(slot, default) for slot in imp.slots}
+            if type(imp) is wire.Impression:  # validated when decoded: no second validation
+                joined = wire.Joined(
+                    decision_id=imp.decision_id, campaign=imp.campaign, user_id=imp.user_id,
+                    ts=float(imp.ts), slots=imp.slots, context=imp.context,
+                    segments=imp.segments, holdout=imp.holdout, rewards=rewards)
+            else:
+                joined = JoinedEvent(
+                    decision_id=imp.decision_id, campaign=imp.campaign, user_id=imp.user_id,
+                    ts=imp.ts, slots=imp.slots, context=imp.context, segments=imp.segments,
+                    holdout=imp.holdout, rewards=rewards)
+            result.joined.append(joined)
             self._closed[d] = o.deadline
         # Forget what is older than the retention horizon, a few times per window, not per batch.
         horizon = self.watermark - _RETENTION_WINDOWS * self._longest
@@ -174,9 +211,9 @@ class Joiner:
         """Open windows, waiting clicks, dedup memory and watermark, as JSON-ready data."""
         return {
             "watermark": self.watermark if math.isfinite(self.watermark) else None,
-            "open": [{"impression": o.impression.model_dump(mode="json"), "rewards": o.rewards,
+            "open": [{"impression": o.plain or o.keep_plain(), "rewards": o.rewards,
                       "first_ts": o.first_ts} for o in self._open.values()],
-            "early": [c.model_dump(mode="json") for cs in self._early.values() for c in cs],
+            "early": [_plain(c) for cs in self._early.values() for c in cs],
             "seen": self._seen,
             "closed": self._closed,
             "longest": self._longest,
@@ -200,3 +237,10 @@ class Joiner:
         joiner._closed = {str(k): float(v) for k, v in state["closed"].items()}
         joiner._longest = float(state["longest"])
         return joiner
+
+
+def _plain(event: Impression | Click | wire.Impression | wire.Click) -> dict:
+    """An event as JSON-ready data (either kind: ``from_state`` reads both)."""
+    if isinstance(event, msgspec.Struct):
+        return msgspec.to_builtins(event)
+    return event.model_dump(mode="json")

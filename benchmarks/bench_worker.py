@@ -34,7 +34,9 @@ BENCH = "worker"
 PARTITIONS = 2
 
 
-def _send(n: int, topics: Topics, bootstrap: str) -> int:
+def workload(n: int) -> tuple[dict, list[dict], list[dict], int]:
+    """S4 as wire data: the campaign record, impressions, clicks (event time order) and the
+    watermark that closes every window. Also used to profile the worker embedded."""
     env = EmailCampaign()
     spec = env.campaign_spec(name=CAMPAIGN)
     engine = Engine(seed=0)
@@ -48,11 +50,17 @@ def _send(n: int, topics: Topics, bootstrap: str) -> int:
     clicked = env.sample_clicks(population, choices, rng)
     impressions, clicks = _events(decisions, population, clicked, 0,
                                   spec.attribution_window_ms, rng)
+    return (engine.campaign_record(CAMPAIGN), impressions, clicks,
+            spec.attribution_window_ms + 1)
+
+
+def _send(n: int, topics: Topics, bootstrap: str) -> int:
+    record, impressions, clicks, watermark = workload(n)
     with Publisher(bootstrap, topics) as pub:
-        pub.campaign(engine.campaign_record(CAMPAIGN))
+        pub.campaign(record)
         pub.events(impressions, flush=False)
         pub.events(clicks)
-        pub.watermark(spec.attribution_window_ms + 1)
+        pub.watermark(watermark)
     return len(impressions) + len(clicks) + 2 * PARTITIONS
 
 

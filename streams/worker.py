@@ -33,10 +33,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from bandit import wire
 from bandit.engine import Engine
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Click, Impression
-from streams.codec import Refused, Watermark, decode, encode
+from streams.codec import Refused, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class PartitionJoin:
         any order); ``idle`` names inputs with nothing more to read right now. Records at
         offsets already covered (a replay after a restart) are skipped."""
         out = BatchOutput()
-        events: list[Impression | Click] = []
+        events: list[Impression | Click | wire.Impression | wire.Click] = []
         source: dict[int, Record] = {}
         for record in records:
             if record.offset < self.offsets[record.stream]:
@@ -142,7 +143,7 @@ class PartitionJoin:
             out.counters.records += 1
             try:
                 event = decode(record.value)
-                if isinstance(event, Watermark):
+                if event.type == "watermark":
                     self.newest[record.stream] = max(self.newest[record.stream], float(event.ts))
                     continue
                 if (event.type == "impression") != (record.stream == IMPRESSIONS):
@@ -159,7 +160,7 @@ class PartitionJoin:
             self.newest[record.stream] = max(self.newest[record.stream], float(event.ts))
         busy = [self.newest[s] for s in STREAMS if s not in idle]
         watermark = min(busy) if busy else max(self.newest.values())
-        result = self.engine.ingest(events, watermark)
+        result = self.engine.ingest(events, watermark, checked=True)
         for rejected in result.rejected:
             if rejected.reason.startswith("duplicate"):
                 out.counters.duplicates += 1
@@ -172,7 +173,9 @@ class PartitionJoin:
                                     DeadLetter(encode(rejected.event), rejected.reason,
                                                f"{CLICKS}/{self.partition}/join"))
         for joined in result.joined:
-            out.joined.append((joined.decision_id,
+            # wire.Joined writes the same bytes as the pydantic JoinedEvent (tests/test_codec).
+            out.joined.append((joined.decision_id, wire.joined_json(joined)
+                               if type(joined) is wire.Joined else
                                orjson.dumps(joined.model_dump(mode="json", exclude_none=True))))
         out.counters.joined += len(result.joined)
         out.counters.dead_letters += len(out.dead_letters)

@@ -1,0 +1,191 @@
+"""The stream's decoder: the msgspec mirrors (bandit.wire) against the pydantic event models on
+valid and invalid input, dead-letter reasons, the joined output's bytes, and the engine's
+vectorized report tallies against the event-at-a-time loop."""
+
+import msgspec
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandit import wire
+from bandit.engine import Engine, _add_grouped, _Tally
+from bandit.errors import InvalidInputError
+from bandit.models import JoinedEvent
+from streams.codec import Refused, decode, decode_model, encode
+from tests import streamdata
+
+names = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,10}\Z")
+labels = st.text(min_size=1, max_size=12)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+epoch = st.integers(0, 2**53) | st.integers(0, 2**40).map(float)
+decision_ids = st.from_regex(r"\A[0-9a-f]{32}\Z")
+
+impressions = st.fixed_dictionaries(
+    {"type": st.just("impression"), "event_id": labels, "decision_id": decision_ids,
+     "campaign": names, "user_id": labels, "ts": epoch,
+     "slots": st.dictionaries(names, st.fixed_dictionaries(
+         {"arm": names, "propensity": st.floats(0.001, 1.0)}), min_size=1, max_size=4)},
+    optional={"context": st.none() | st.dictionaries(names, finite | labels, max_size=4),
+              "segments": st.dictionaries(names, labels, max_size=3),
+              "holdout": st.booleans(), "model_version": st.integers(0, 2**31)})
+clicks = st.fixed_dictionaries(
+    {"type": st.just("click"), "event_id": labels, "decision_id": decision_ids,
+     "campaign": names, "ts": epoch},
+    optional={"reward": finite, "slot": st.none() | names})
+watermarks = st.fixed_dictionaries({"type": st.just("watermark"), "ts": epoch})
+events = impressions | clicks | watermarks
+
+
+@settings(max_examples=60, deadline=None)
+@given(event=events)
+def test_valid_events_decode_to_the_same_content_as_the_pydantic_models(event):
+    raw = orjson.dumps(event)
+    fast, model = wire.EVENTS.decode(raw), decode_model(raw)
+    assert fast.type == model.type
+    assert encode(fast) == encode(model)  # same fields, same values, same bytes
+    assert type(fast.ts) is int and fast.ts == model.ts
+
+
+# One field of a valid impression made wrong in each way the models refuse.
+_BASE = {"type": "impression", "event_id": "e", "decision_id": "0" * 32, "campaign": "c",
+         "user_id": "u", "ts": 5, "slots": {"s": {"arm": "a", "propensity": 0.5}}}
+BAD = [({"ts": 5.5}, "ts: Value error, expected a whole number, got 5.5"),
+       ({"ts": -1}, "ts: Input should be greater than or equal to 0"),
+       ({"ts": 2**53 + 2}, "ts: Input should be less than or equal to"),
+       ({"ts": True}, "ts: Input should be a valid number"),
+       ({"ts": "5"}, "ts: Input should be a valid number"),
+       ({"holdout": 1}, "holdout: Input should be a valid boolean"),
+       ({"context": {"x": True}}, "context.x.float: Input should be a valid number"),
+       ({"context": {"x": ""}}, "context.x"),
+       ({"context": {"": 1.0}}, "context..[key]: String should have at least 1 character"),
+       ({"model_version": 1.0}, "model_version: Input should be a valid integer"),
+       ({"model_version": -1}, "model_version: Input should be greater than or equal to 0"),
+       ({"slots": {}}, "slots: Dictionary should have at least 1 item"),
+       ({"slots": {"s": {"arm": "a", "propensity": 0}}}, "slots.s.propensity"),
+       ({"slots": {"s": {"arm": "a", "propensity": 1.5}}}, "slots.s.propensity"),
+       ({"slots": {"s": {"arm": "a"}}}, "slots.s.propensity: Field required"),
+       ({"slots": {"s": {"arm": "a", "propensity": 1, "x": 1}}}, "slots.s.x: Extra inputs"),
+       ({"extra": 1}, "extra: Extra inputs are not permitted"),
+       ({"decision_id": "A" * 32}, "decision_id: String should match pattern"),
+       ({"decision_id": "0" * 32 + "\n"}, "decision_id: String should match pattern"),
+       ({"campaign": "c\n"}, "campaign: String should match pattern"),
+       ({"campaign": "-c"}, "campaign: String should match pattern"),
+       ({"campaign": "c" * 65}, "campaign: String should have at most 64 characters"),
+       ({"user_id": "u" * 129}, "user_id: String should have at most 128 characters"),
+       ({"event_id": None}, "event_id: Input should be a valid string"),
+       ({"segments": {"r": 1}}, "segments.r: Input should be a valid string"),
+       ({"type": "view"}, "type: expected 'impression', 'click' or 'watermark', got 'view'")]
+
+
+@pytest.mark.parametrize(("change", "reason"), BAD)
+def test_bad_events_are_refused_by_both_with_the_pydantic_reason(change, reason):
+    raw = orjson.dumps({**_BASE, **change})
+    with pytest.raises(msgspec.ValidationError):
+        wire.EVENTS.decode(raw)
+    with pytest.raises(Refused) as fast:
+        decode(raw)
+    with pytest.raises(Refused) as model:
+        decode_model(raw)
+    assert str(fast.value) == str(model.value)
+    assert reason in str(fast.value).removeprefix("impression: ")
+
+
+@settings(max_examples=100, deadline=None)
+@given(event=events, key=st.sampled_from(["ts", "event_id", "decision_id", "campaign", "slots",
+                                          "context", "segments", "holdout", "model_version",
+                                          "reward", "slot", "type", "other"]),
+       value=st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats() | st.text(
+           max_size=70) | st.dictionaries(st.text(max_size=3), st.integers() | st.text(
+               max_size=3), max_size=2) | st.lists(st.integers(), max_size=2))
+def test_msgspec_accepts_exactly_what_the_models_accept(event, key, value):
+    try:
+        raw = orjson.dumps({**event, key: value})
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: orjson cannot write it
+        return
+    try:
+        model = decode_model(raw)
+    except Refused:
+        with pytest.raises(msgspec.DecodeError):
+            wire.EVENTS.decode(raw)
+        return
+    assert encode(wire.EVENTS.decode(raw)) == encode(model)
+
+
+@settings(max_examples=50, deadline=None)
+@given(garbage=st.binary(max_size=40) | st.text(max_size=20).map(str.encode))
+def test_any_bytes_get_the_same_verdict_and_reason(garbage):
+    try:
+        expected = encode(decode_model(garbage))
+    except Refused as exc:
+        with pytest.raises(Refused, match=None) as fast:
+            decode(garbage)
+        assert str(fast.value) == str(exc)
+    else:
+        assert encode(decode(garbage)) == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(event=impressions, rewards=st.lists(finite, min_size=4, max_size=4))
+def test_joined_structs_write_the_bytes_of_joined_event(event, rewards):
+    imp = wire.EVENTS.decode(orjson.dumps(event))
+    values = dict(zip(imp.slots, rewards))
+    fields = dict(decision_id=imp.decision_id, campaign=imp.campaign, user_id=imp.user_id,
+                  segments=imp.segments, holdout=imp.holdout, context=imp.context,
+                  rewards=values)
+    model = JoinedEvent(**fields, ts=imp.ts, slots={
+        s: {"arm": c.arm, "propensity": c.propensity} for s, c in imp.slots.items()})
+    assert wire.joined_json(wire.Joined(**fields, ts=float(imp.ts), slots=imp.slots)) == (
+        orjson.dumps(model.model_dump(mode="json", exclude_none=True)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(start=st.dictionaries(st.sampled_from("abc"), st.tuples(st.integers(0, 9), finite),
+                             max_size=3),
+       adds=st.lists(st.tuples(st.integers(0, 3), finite), max_size=30))
+def test_grouped_tallies_equal_one_event_at_a_time(start, adds):
+    names = ["a", "b", "c", "d"]
+    fast = {k: _Tally(n, t, t * t) for k, (n, t) in start.items()}
+    slow = {k: _Tally(n, t, t * t) for k, (n, t) in start.items()}
+    for code, reward in adds:
+        slow.setdefault(names[code], _Tally()).add(reward)
+    _add_grouped(fast, names, np.array([c for c, _ in adds], dtype=np.int64),
+                 np.array([r for _, r in adds], dtype=np.float64))
+    assert list(fast) == list(slow)  # same keys, created in the same order
+    for k in slow:  # bit-equal sums (NaN-safe comparison of overflowed squares)
+        assert (fast[k].n, repr(fast[k].total), repr(fast[k].squares)) == (
+            slow[k].n, repr(slow[k].total), repr(slow[k].squares))
+
+
+def test_learned_report_tallies_equal_one_event_at_a_time():
+    s = streamdata.make(300, seed=7)
+    batch, one = streamdata.reference(s), Engine()
+    one.create_campaign(streamdata.spec())
+    for e in s.joined:
+        one.learn([e])
+    for sb, so in zip(batch._campaigns["news"].slots, one._campaigns["news"].slots):
+        assert {k: vars(t) for k, t in sb.arm_tally.items()} == {
+            k: vars(t) for k, t in so.arm_tally.items()}
+        assert sb.segment_counts == so.segment_counts
+        assert list(sb.segment_counts) == list(so.segment_counts)
+        assert {k: vars(t) for k, t in sb.segment_tally.items()} == {
+            k: vars(t) for k, t in so.segment_tally.items()}
+
+
+@pytest.mark.parametrize("row", [{"engagement": 0.5, "plan": "pro"}, {"plan": "free"},
+                                 {"engagement": "high"}, {"engagement": 1.0, "plan": 2.0},
+                                 {"engagement": 1.0, "zone": "x"}, {}])
+def test_context_check_refuses_what_encode_refuses_with_its_message(row):
+    engine = Engine()
+    engine.create_campaign(streamdata.spec())
+    encoder = engine._campaigns["news"].context
+    for _ in range(2):  # the second time through the cache of passed shapes
+        try:
+            encoder.encode([row])
+        except InvalidInputError as exc:
+            with pytest.raises(InvalidInputError, match=None) as check:
+                encoder.check(row)
+            assert str(check.value) == str(exc)
+        else:
+            encoder.check(row)
