@@ -492,6 +492,38 @@ def replay(
     console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
 
 
+@app.command("export-dsjson")
+def export_dsjson(
+    joined: Annotated[Path, typer.Option(help="The joined log (JSON lines of joined events).")],
+    spec: Annotated[Path, typer.Option(help="The campaign's spec (JSON).")],
+    slot: Annotated[str, typer.Option(help="The slot to export.")],
+    out: Annotated[Path, typer.Option(help="Where to write the DSJSON lines.")],
+) -> None:
+    """Write one slot of a joined log as Vowpal Wabbit DSJSON (cost = -reward, the logged
+    propensity), contexts encoded as the engine learns them, to train VW offline:
+    ``vw --cb_explore_adf --dsjson -d OUT``. Holdout and consent-less events are left out."""
+    from pydantic import ValidationError
+
+    from bandit.models import CampaignSpec
+    from simulators.logs import read_joined, write_dsjson
+
+    try:
+        campaign_spec = CampaignSpec.model_validate_json(spec.read_bytes())
+    except OSError as error:
+        raise InvalidInputError(f"--spec: cannot read {spec}: {error.strerror}") from None
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        raise InvalidInputError(f"--spec {spec}: {where}: {first['msg']}") from None
+    logged = read_joined(joined, campaign_spec, slot)
+    try:
+        n = write_dsjson(logged, out)
+    except OSError as error:
+        raise InvalidInputError(f"--out: cannot write {out}: {error.strerror}") from None
+    skipped = ", ".join(f"{k} {v:,}" for k, v in logged.skipped.items())
+    print(f"{out}: {n:,} events" + (f" (left out: {skipped})" if skipped else ""))
+
+
 @app.command()
 def demo(
     subscribers: Annotated[
