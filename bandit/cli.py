@@ -284,6 +284,65 @@ def worker(
     running.run(should_stop)
 
 
+@app.command("vw-learner")
+def vw_learner(
+    bootstrap_servers: Annotated[
+        str, typer.Option(envvar="CMAB_BOOTSTRAP_SERVERS", help="Kafka bootstrap address.")
+    ] = "127.0.0.1:9092",
+    topic_prefix: Annotated[str, typer.Option(help="Topics are <prefix>.joined, ...")] = "cmab",
+    group: Annotated[
+        str, typer.Option(help="Group its .joined offsets are committed to (lag monitoring "
+                          "only; restarts use its checkpoint).")] = "cmab-vw-learner",
+    partitions: Annotated[
+        int, typer.Option(min=1, help="Partitions of topics this command creates if missing.")
+    ] = 4,
+    max_poll_records: Annotated[int, typer.Option(min=1, help="Records per batch.")] = 1000,
+    checkpoint_interval_ms: Annotated[
+        int, typer.Option(min=0, help="Least time between checkpoints (0: after every batch).")
+    ] = 1000,
+    quiet: Annotated[bool, typer.Option(help="No progress lines on stderr.")] = False,
+) -> None:
+    """Learn every VW slot from the .joined training log, in order, and checkpoint the models
+    with their offsets to .vwstate; until Ctrl-C or SIGTERM (then a last checkpoint). Run one
+    per deployment: VW learns in order, so a VW slot has a single learner."""
+    import signal
+    import time
+
+    from streams.topics import Topics, create_topics
+    from streams.vw_learner import KafkaVWLearner
+
+    topics = Topics(topic_prefix)
+    create_topics(bootstrap_servers, topics, partitions)
+    running = KafkaVWLearner(bootstrap_servers, topics, group_id=group,
+                             max_poll_records=max_poll_records,
+                             checkpoint_interval_ms=checkpoint_interval_ms)
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    if not quiet:
+        print(f"cmab vw-learner: {topics.joined} to {topics.vwstate} at {bootstrap_servers}",
+              file=sys.stderr, flush=True)
+    last, seen = time.monotonic(), running.learner.counters.records
+
+    def should_stop() -> bool:
+        nonlocal last, seen
+        now = time.monotonic()
+        if not quiet and now - last >= 5.0:
+            c = running.learner.counters
+            print(f"cmab vw-learner: {(c.records - seen) / (now - last):,.0f} records/s, "
+                  f"learned {c.learned:,}, skipped {c.skipped:,}, dead letters "
+                  f"{c.dead_letters:,}", file=sys.stderr, flush=True)
+            last, seen = now, c.records
+        return stop
+
+    running.run(should_stop)
+
+
 @app.command("vw-export")
 def vw_export(
     source: Annotated[Path, typer.Argument(help="An engine snapshot, or a VW model file.")],
@@ -431,6 +490,38 @@ def replay(
     console = Console()
     console.print(table)
     console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command("export-dsjson")
+def export_dsjson(
+    joined: Annotated[Path, typer.Option(help="The joined log (JSON lines of joined events).")],
+    spec: Annotated[Path, typer.Option(help="The campaign's spec (JSON).")],
+    slot: Annotated[str, typer.Option(help="The slot to export.")],
+    out: Annotated[Path, typer.Option(help="Where to write the DSJSON lines.")],
+) -> None:
+    """Write one slot of a joined log as Vowpal Wabbit DSJSON (cost = -reward, the logged
+    propensity), contexts encoded as the engine learns them, to train VW offline:
+    ``vw --cb_explore_adf --dsjson -d OUT``. Holdout and consent-less events are left out."""
+    from pydantic import ValidationError
+
+    from bandit.models import CampaignSpec
+    from simulators.logs import read_joined, write_dsjson
+
+    try:
+        campaign_spec = CampaignSpec.model_validate_json(spec.read_bytes())
+    except OSError as error:
+        raise InvalidInputError(f"--spec: cannot read {spec}: {error.strerror}") from None
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        raise InvalidInputError(f"--spec {spec}: {where}: {first['msg']}") from None
+    logged = read_joined(joined, campaign_spec, slot)
+    try:
+        n = write_dsjson(logged, out)
+    except OSError as error:
+        raise InvalidInputError(f"--out: cannot write {out}: {error.strerror}") from None
+    skipped = ", ".join(f"{k} {v:,}" for k, v in logged.skipped.items())
+    print(f"{out}: {n:,} events" + (f" (left out: {skipped})" if skipped else ""))
 
 
 @app.command()

@@ -927,8 +927,10 @@ class Engine:
         """Make this engine's model the sum of partition engines' models (the stream worker's
         partial states): policy sums, report tallies and versions of every campaign that this
         engine holds. Partials lacking a campaign or holding arms this engine does not know
-        are left out of that campaign. Everything is built aside and swapped in under the lock,
-        so a decision sees the old model or the new one. Returns the campaigns updated."""
+        are left out of that campaign. VW slots keep this engine's models: VW learns in order,
+        so its model comes from the single VW learner (``absorb_vw``), never from partitions.
+        Everything is built aside and swapped in under the lock, so a decision sees the old
+        model or the new one. Returns the campaigns updated."""
         with self._lock:
             names = list(self._campaigns)
         built = {}
@@ -940,17 +942,14 @@ class Engine:
                 aligned = [x for x in (_align(s, p.slot(s.spec.name)) for p in parts) if x]
                 if not aligned:
                     break
-                policy, fallback = aligned[0][0], aligned[0][1]
-                try:
+                if isinstance(s.policy, VWPolicy):  # no sum to take: kept (absorb_vw's)
+                    policy = fallback = None
+                else:
+                    policy, fallback = aligned[0]
                     for other, other_fallback in aligned[1:]:
                         policy = policy.merge(other, rng=self._seed)
                         if fallback is not None:
                             fallback = fallback.merge(other_fallback, rng=self._seed)
-                except IncompatibleStateError:
-                    # A policy that learns in order (VW) has no sum: with several partitions
-                    # its slot keeps this engine's model (a VW slot needs a single learner).
-                    policy = s.policy
-                    fallback = None if s.fallback is s.policy else s.fallback
                 tallies = [p.slot(s.spec.name) for p in parts]
                 slots.append((policy, fallback, tallies))
             else:
@@ -960,8 +959,9 @@ class Engine:
             for name, (slots, parts) in built.items():
                 c = self._campaigns[name]
                 for s, (policy, fallback, tallies) in zip(c.slots, slots):
-                    s.policy = policy
-                    s.fallback = policy if fallback is None else fallback
+                    if policy is not None:
+                        s.policy = policy
+                        s.fallback = policy if fallback is None else fallback
                     s.arm_tally, s.segment_counts, s.segment_tally = {}, {}, {}
                     for t in tallies:
                         for arm, tally in t.arm_tally.items():
@@ -976,6 +976,31 @@ class Engine:
                 c.holdout = sum((p.holdout for p in parts), _Tally())
                 c.version = sum(p.version for p in parts)
             return len(built)
+
+    def absorb_vw(self, learned: Engine) -> int:
+        """Take the VW slots' models (context and context-free) from ``learned``, the VW
+        learner's engine, which is handed over (its policies are used, not copied). A slot is
+        taken only where ``learned`` holds the same arms (a learner behind an arm addition
+        leaves the slot alone until it catches up); arms retired here stay retired. Swapped in
+        under the lock like ``absorb``. Returns the slots updated."""
+        taken = []
+        with self._lock:
+            names = [n for n in self._campaigns if n in learned._campaigns]
+        for name in names:
+            theirs = {x.spec.name: x for x in learned._campaigns[name].slots}
+            for s in self._campaigns[name].slots:
+                other = theirs.get(s.spec.name)
+                if (not isinstance(s.policy, VWPolicy) or other is None
+                        or not isinstance(other.policy, VWPolicy) or other.arm_ids != s.arm_ids):
+                    continue
+                for policy in {id(p): p for p in (other.policy, other.fallback)}.values():
+                    for arm in np.flatnonzero(policy.active & ~s.policy.active):
+                        policy.retire_arm(int(arm))
+                taken.append((s, other.policy, other.fallback))
+        with self._lock:
+            for s, policy, fallback in taken:
+                s.policy, s.fallback = policy, fallback
+            return len(taken)
 
     def erase(self, user_id: str) -> int:
         """Erasure: the subject's pending decisions leave the join (learned sums are aggregates

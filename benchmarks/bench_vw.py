@@ -5,12 +5,21 @@ Both policies first learn the same uniformly logged events (untimed). Decisions 
 (VW at the logged propensity 1/k). The ratios are LinUCB throughput / VW throughput: how many
 times faster the Numba policy is (VW pays a text line and a native call per row).
 
+The VW learner (``streams.vw_learner``) is measured on the same examples written as joined
+events to ``.joined`` of a local broker: learns/s of ``KafkaVWLearner`` (consume, validate,
+check, ``Engine.learn``, one checkpoint at the end) against ``VWPolicy.learn_many`` on the
+same rows in process, same run (the ratio is learner / learn_many).
+
 Run on its own: ``python -m benchmarks.bench_vw [--quick]``.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import numpy as np
+import orjson
 
 from bandit.policies import LinUCB, Policy, VWPolicy
 from benchmarks import workloads
@@ -62,7 +71,65 @@ def run(quick: bool = False) -> Results:
         for verb in ("decide", "learn"):
             rs.append(Ratio(BENCH, f"LinUCB / VW squarecb {verb} throughput", name,
                             rate["LinUCB", verb] / rate["VW squarecb", verb]))
-    return ms, rs
+    m, r = _learner(2_000 if quick else 20_000)
+    return ms + m, rs + r
+
+
+def _learner(n: int) -> Results:
+    """The VW learner over the broker against learn_many in process, on n W1 examples."""
+    from bandit.engine import Engine, encode_slot_contexts
+    from bandit.models import CampaignSpec, JoinedEvent
+    from streams.broker import LocalBroker
+    from streams.kafka import producer
+    from streams.publish import Publisher
+    from streams.topics import Topics, create_topics
+    from streams.vw_learner import KafkaVWLearner
+
+    wl = workloads.build("W1", n)
+    k, d = wl.n_arms, wl.dim
+    spec = CampaignSpec.model_validate({
+        "name": "bench", "holdout": 0.0,
+        "context": {"intercept": False,
+                    "features": [{"kind": "numeric", "name": f"x{j}"} for j in range(d)]},
+        "slots": [{"name": "s", "arms": [{"id": f"a{a}"} for a in range(k)],
+                   "default_arm": "a0", "policy": {"kind": "vw"}}]})
+    arms = np.random.default_rng(19).integers(k, size=n)
+    events = [JoinedEvent(decision_id=f"{i:032x}", campaign="bench", user_id=f"u{i}", ts=i,
+                          slots={"s": {"arm": f"a{a}", "propensity": 1.0 / k}},
+                          context={f"x{j}": float(v) for j, v in enumerate(x)},
+                          rewards={"s": float(wl.R[i, a])})
+              for i, (a, x) in enumerate(zip(arms.tolist(), wl.X))]
+    X, _ = encode_slot_contexts(spec, "s", events)
+    rewards = wl.R[np.arange(n), arms]
+    t_direct, _ = best_time(lambda: VWPolicy(d, n_arms=k, rng=3),
+                            lambda pol: pol.learn_many(arms, X, rewards,
+                                                       propensities=np.full(n, 1.0 / k)), 1)
+    engine = Engine()
+    engine.create_campaign(spec)
+    with LocalBroker() as broker:
+        topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
+        create_topics(broker.bootstrap_servers, topics, 1)
+        with Publisher(broker.bootstrap_servers, topics) as pub:
+            pub.campaign(engine.campaign_record("bench"))
+        out = producer(broker.bootstrap_servers)
+        for e in events:  # built before the clock
+            out.send(topics.joined, orjson.dumps(e.model_dump(mode="json")), partition=0)
+        out.flush()
+        out.close()
+        learner = KafkaVWLearner(broker.bootstrap_servers, topics,
+                                 checkpoint_interval_ms=10**9)
+        t0 = time.perf_counter()
+        while learner.learner.offsets.get(0, 0) < n:
+            learner.step(100)
+        learner.checkpoint()
+        t_learner = time.perf_counter() - t0
+        learner.close()
+    ms = [Measurement(BENCH, "REFERENCE VWPolicy.learn_many, same examples", "W1",
+                      n / t_direct, "learns/s", n),
+          Measurement(BENCH, "VW learner from .joined (consume, validate, learn, checkpoint)",
+                      "W1", n / t_learner, "learns/s", n)]
+    return ms, [Ratio(BENCH, "VW learner / VWPolicy.learn_many (learns/s)", "W1",
+                      t_direct / t_learner)]
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 A background thread reads the newest checkpoint of every state partition, and after every
 change makes the engine's model the sum of the partitions' partial states (``Engine.absorb``,
 built aside and swapped under the engine's lock: a decision sees the old model or the new one).
-It also follows the campaigns topic, so several service replicas hold the same campaigns.
+It also follows the campaigns topic, so several service replicas hold the same campaigns,
+and ``.vwstate``, the VW learner's checkpoints: the VW slots' models are swapped in from the
+newest one (``Engine.absorb_vw``), again under the engine's lock.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from bandit.engine import Engine
 from bandit.errors import BanditError, UnavailableError
 from streams.kafka import reader
 from streams.topics import Topics
+from streams.vw_learner import VWLearner
 from streams.worker import PartitionJoin
 
 log = logging.getLogger(__name__)
@@ -50,9 +53,14 @@ class StateFollower:
             raise UnavailableError(f"no topic {topics.state}: create the topics first")
         self._state = [TopicPartition(topics.state, p) for p in sorted(parts)]
         self._campaigns = TopicPartition(topics.campaigns, 0)
-        self._consumer.assign([*self._state, self._campaigns])
-        ends = self._consumer.end_offsets(self._state)
-        for tp in self._state:  # only each partition's newest checkpoint matters
+        # A deployment made before the VW learner existed has no .vwstate: nothing to follow.
+        self._vw = ([TopicPartition(topics.vwstate, 0)]
+                    if self._consumer.partitions_for_topic(topics.vwstate) else [])
+        self.vw_offsets: dict[int, int] | None = None  # the .joined offsets of the VW models
+        self._vw_latest: bytes | None = None
+        self._consumer.assign([*self._state, self._campaigns, *self._vw])
+        ends = self._consumer.end_offsets([*self._state, *self._vw])
+        for tp in [*self._state, *self._vw]:  # only each partition's newest checkpoint matters
             self._consumer.seek(tp, max(ends[tp] - 1, 0))
         self._thread = threading.Thread(target=self._run, name="state-follower", daemon=True)
 
@@ -79,6 +87,17 @@ class StateFollower:
                 self._changed.wait(left)
             return True
 
+    def wait_for_vw(self, predicate, timeout_s: float) -> bool:
+        """Wait until ``predicate(self.vw_offsets)`` holds (checked after every VW update)."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not predicate(self.vw_offsets):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return True
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -88,15 +107,21 @@ class StateFollower:
                 log.warning("state follower: %s", exc)
                 time.sleep(0.5)
                 continue
-            fresh = {}
+            fresh, vw, synced = {}, None, False
             for tp, records in batches.items():
                 if tp.topic == self.topics.campaigns:
                     for r in records:
                         self._sync(r.value)
+                    synced = synced or bool(records)
+                elif tp.topic == self.topics.vwstate:
+                    vw = records[-1].value if records else None
                 elif records:
                     fresh[tp.partition] = records[-1].value
             if fresh:
                 self._absorb(fresh)
+            # A VW checkpoint may arrive before its campaign: apply it again once it exists.
+            if vw is not None or (synced and self._vw_latest is not None):
+                self._absorb_vw(vw or self._vw_latest)
 
     def _sync(self, value: bytes) -> None:
         try:
@@ -121,6 +146,21 @@ class StateFollower:
         partials = [part.engine for part in self.partitions().values()]
         self.engine.absorb(partials)
         with self._changed:
+            self.updates += 1
+            self.updated_at = time.monotonic()
+            self._changed.notify_all()
+
+    def _absorb_vw(self, value: bytes) -> None:
+        try:
+            learner = VWLearner.restore(value, what=f"newest record of {self.topics.vwstate}")
+        except BanditError as exc:
+            self.errors += 1
+            log.error("state follower: %s", exc)
+            return
+        self._vw_latest = value
+        self.engine.absorb_vw(learner.engine)
+        with self._changed:
+            self.vw_offsets = learner.offsets
             self.updates += 1
             self.updated_at = time.monotonic()
             self._changed.notify_all()

@@ -71,6 +71,23 @@ def read_last(consumer: KafkaConsumer, tp: TopicPartition) -> bytes | None:
                            f"{_READ_TIMEOUT_S:.0f} s")
 
 
+def read_campaign_records(consumer: KafkaConsumer, tp: TopicPartition) -> list[dict[str, Any]]:
+    """Everything new on the campaigns topic partition ``tp`` (assigned to ``consumer``), read
+    to its end (records are flushed one by one by the publisher, so the end offset is exact)."""
+    end = consumer.end_offsets([tp])[tp]
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + _READ_TIMEOUT_S
+    while consumer.position(tp) < end:
+        if time.monotonic() > deadline:
+            raise UnavailableError(f"{tp.topic}: not readable to its end")
+        for record in consumer.poll(timeout_ms=100).get(tp, []):
+            try:
+                out.append(orjson.loads(record.value))
+            except orjson.JSONDecodeError:
+                out.append({"invalid": record.offset})
+    return out
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, transport: KafkaTransport) -> None:
         self.transport = transport
@@ -132,20 +149,7 @@ class KafkaTransport:
         return idle
 
     def campaign_records(self) -> list[dict[str, Any]]:
-        """Everything new on the campaigns topic, read to its end (records are flushed one by
-        one by the publisher, so the end offset is exact)."""
-        end = self._campaigns.end_offsets([self._campaigns_tp])[self._campaigns_tp]
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + _READ_TIMEOUT_S
-        while self._campaigns.position(self._campaigns_tp) < end:
-            if time.monotonic() > deadline:
-                raise UnavailableError(f"{self.topics.campaigns}: not readable to its end")
-            for record in self._campaigns.poll(timeout_ms=100).get(self._campaigns_tp, []):
-                try:
-                    out.append(orjson.loads(record.value))
-                except orjson.JSONDecodeError:
-                    out.append({"invalid": record.offset})
-        return out
+        return read_campaign_records(self._campaigns, self._campaigns_tp)
 
     def latest_checkpoint(self, partition: int) -> bytes | None:
         return read_last(self._checkpoints, TopicPartition(self.topics.state, partition))

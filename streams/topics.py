@@ -5,7 +5,8 @@ partition count, so a decision's impression and clicks meet in the same partitio
 ``<prefix>.state`` has that count too: partition p holds the checkpoints of the join of
 partition p, one record each, so its newest checkpoint is the partition's last record.
 ``<prefix>.campaigns`` (one partition) carries campaign records; ``.joined`` the closed
-decisions (the training log); ``.deadletter`` the records the worker could not use.
+decisions (the training log); ``.deadletter`` the records the worker could not use;
+``.vwstate`` (one partition) the VW learner's checkpoints (VW models and ``.joined`` offsets).
 """
 
 from __future__ import annotations
@@ -50,10 +51,15 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.prefix}.deadletter"
 
+    @property
+    def vwstate(self) -> str:
+        return f"{self.prefix}.vwstate"
+
     def partition_counts(self, partitions: int) -> dict[str, int]:
         """Every topic and its partition count."""
         return {self.impressions: partitions, self.clicks: partitions, self.state: partitions,
-                self.joined: partitions, self.campaigns: 1, self.deadletter: 1}
+                self.joined: partitions, self.campaigns: 1, self.deadletter: 1,
+                self.vwstate: 1}
 
 
 def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> int:

@@ -204,3 +204,44 @@ def test_cmab_replay_reads_joined_and_dsjson_logs(spec, rng, tmp_path, capsys):
     assert a["uniform"] == b["uniform"]
     code = main(["replay", "--log", str(joined), "--out", str(tmp_path / "c"), *common])
     assert code == 2 and "needs --spec FILE and --slot NAME" in capsys.readouterr().err
+
+
+def test_cmab_export_dsjson_writes_a_log_vw_trains_on(spec, rng, tmp_path, capsys):
+    # The engine's own joined log, exported and trained on by VW's DSJSON parser: VW learns
+    # the slot's rewarded arm per plan (the context column the export encodes one-hot).
+    from vowpalwabbit import Workspace
+
+    from bandit.cli import main
+
+    events = _joined(spec, 600, rng)
+    for e in events:  # "pro" subscribers click "urgent", the others "plain"
+        best = "urgent" if e.context["plan"] == "pro" else "plain"
+        e.rewards["subject_line"] = float(e.slots["subject_line"].arm == best)
+    joined = tmp_path / "joined.jsonl"
+    joined.write_text("".join(e.model_dump_json() + "\n" for e in events))
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(spec.model_dump_json())
+    out = tmp_path / "subject.dsjson"
+    code = main(["export-dsjson", "--joined", str(joined), "--spec", str(spec_file), "--slot",
+                 "subject_line", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    live = [e for e in events if not e.holdout]
+    assert f"{len(live):,} events (left out: holdout" in capsys.readouterr().out
+    _same(read_dsjson(out), read_joined(joined, spec, "subject_line"))
+    lines = out.read_text().splitlines()
+    vw = Workspace("--cb_explore_adf --dsjson --quiet -q UA --epsilon 0.0")
+    for _ in range(3):
+        for line in lines:
+            example = vw.parse(line)
+            vw.learn(example)
+            vw.finish_example(example)
+    arms = ("plain", "urgent", "question")
+    for plan, best in (("pro", "urgent"), ("free", "plain")):
+        i = next(i for i, e in enumerate(live) if e.context["plan"] == plan)
+        example = vw.parse(lines[i])
+        assert arms[int(np.argmax(vw.predict(example)))] == best
+        vw.finish_example(example)
+    code = main(["export-dsjson", "--joined", str(joined), "--spec", str(spec_file), "--slot",
+                 "offer", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no slot 'offer'" in err

@@ -1,0 +1,318 @@
+"""The VW learner: in process (checkpoint and restore at every batch give the model of one
+uninterrupted pass; bad records are dead letters), and on a real broker (a `cmab vw-learner`
+SIGKILLed at random instants and restarted ends bit-equal to the in-process pass, and a
+decision service following the stream serves that model)."""
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import orjson
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from bandit.engine import Engine
+from bandit.models import CampaignSpec, JoinedEvent
+from bandit.vw import VWPolicy
+from streams.follower import StateFollower
+from streams.kafka import producer, read_last, reader
+from streams.publish import Publisher
+from streams.topics import Topics, create_topics
+from streams.vw_learner import JOINED, KafkaVWLearner, VWLearner
+from streams.worker import PartitionJoin, Record
+
+OFFERS = ["o0", "o1", "o2"]
+
+
+def _spec(name: str = "vwnews") -> CampaignSpec:
+    """A LinUCB subject line, then a VW offer conditioned on it, then a Beta TS hour."""
+    return CampaignSpec.model_validate({
+        "name": name, "holdout": 0.0, "attribution_window_ms": 1000,
+        "context": {"features": [{"kind": "numeric", "name": "engagement"},
+                                 {"kind": "categorical", "name": "plan",
+                                  "values": ["free", "pro"]}]},
+        "slots": [
+            {"name": "subject", "arms": [{"id": "plain"}, {"id": "urgent"}],
+             "default_arm": "plain", "policy": {"kind": "lin_ucb"}},
+            {"name": "offer", "arms": [{"id": a} for a in OFFERS], "default_arm": "o0",
+             "condition_on": ["subject"], "policy": {"kind": "vw"}},
+            {"name": "hour", "arms": [{"id": "h09"}, {"id": "h18"}], "default_arm": "h09",
+             "policy": {"kind": "beta_ts"}}]})
+
+
+def _record(name: str) -> dict:
+    engine = Engine()
+    engine.create_campaign(_spec(name))
+    return engine.campaign_record(name)
+
+
+def _values(n: int, seed: int, name: str = "vwnews") -> list[bytes]:
+    """Joined events as the worker writes them (``pro`` subscribers like o1, the others o2;
+    one in seven without context), with three bad records among them."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        context = None if i % 7 == 0 else {"engagement": int(rng.integers(5)) / 4,
+                                           "plan": ["free", "pro"][int(rng.integers(2))]}
+        offer = int(rng.integers(3))
+        best = 1 if context and context["plan"] == "pro" else 2
+        reward = float(rng.random() < (0.8 if offer == best else 0.1))
+        event = JoinedEvent(
+            decision_id=f"{seed:08x}{i:024x}", campaign=name, user_id=f"u{i}", ts=10 * i,
+            slots={"subject": {"arm": ["plain", "urgent"][i % 2], "propensity": 0.5},
+                   "offer": {"arm": OFFERS[offer], "propensity": [0.25, 0.25, 0.5][offer]},
+                   "hour": {"arm": "h09", "propensity": 1.0}},
+            context=context, rewards={"subject": reward, "offer": reward, "hour": reward})
+        out.append(orjson.dumps(event.model_dump(mode="json", exclude_none=True)))
+    good = orjson.loads(out[1])
+    out[n // 3] = b"not json"
+    out[n // 2] = orjson.dumps({**good, "slots": {"offer": {"arm": "o9", "propensity": 0.5}}})
+    out[2 * n // 3] = orjson.dumps({**good, "ts": "yesterday"})
+    return out
+
+
+def _reference(values: list[bytes], name: str = "vwnews") -> VWLearner:
+    """One uninterrupted in-process pass over partition 0."""
+    learner = VWLearner(Engine())
+    learner.sync_campaigns([_record(name)])
+    learner.process([Record(JOINED, 0, i, v) for i, v in enumerate(values)])
+    return learner
+
+
+def _vw(engine: Engine, name: str = "vwnews") -> tuple[VWPolicy, VWPolicy]:
+    s = engine._campaigns[name].slot("offer")
+    return s.policy, s.fallback
+
+
+def _same_vw_models(a: Engine, b: Engine, name: str = "vwnews") -> None:
+    for left, right in zip(_vw(a, name), _vw(b, name), strict=True):
+        assert left.model_bytes() == right.model_bytes()
+        X = np.random.default_rng(0).integers(0, 2, size=(20, left.dim)).astype(float)
+        np.testing.assert_array_equal(left.propensities(X), right.propensities(X))
+
+
+def test_checkpoints_at_every_batch_give_the_uninterrupted_model():
+    values = _values(240, seed=1)
+    whole = _reference(values)
+    assert whole.counters.dead_letters == 3 and whole.counters.learned == 237
+    learner = _reference([])
+    records = [Record(JOINED, 0, i, v) for i, v in enumerate(values)]
+    start = 0
+    for stop in (17, 18, 100, 170, 240):
+        # A restart re-reads from an earlier offset: what the checkpoint covers is skipped.
+        learner = VWLearner.restore(learner.checkpoint())
+        learner.process(records[max(start - 5, 0):stop])
+        start = stop
+    assert learner.offsets == whole.offsets == {0: 240}
+    assert vars(learner.counters) == vars(whole.counters)
+    _same_vw_models(learner.engine, whole.engine)
+    # The pass learned: VW prefers o1 for pro subscribers and o2 for the others.
+    policy = _vw(whole.engine)[0]
+    spec = _spec()
+    from bandit.engine import encode_slot_contexts
+
+    probe = [JoinedEvent.model_validate_json(values[i]) for i in (1, 2, 3, 4, 5, 6)]
+    X, _ = encode_slot_contexts(spec, "offer", probe)
+    best = [1 if e.context["plan"] == "pro" else 2 for e in probe]
+    assert policy.propensities(X).argmax(axis=1).tolist() == best
+
+
+def test_bad_records_are_dead_letters_with_reasons_and_never_stop_the_learner():
+    learner = _reference([])
+    good = _values(9, seed=2)[1]
+    other = orjson.loads(good) | {"campaign": "daily"}
+    letters = learner.process([Record(JOINED, 3, 7 + i, v) for i, v in enumerate([
+        b"\xff", None, b"[1, 2]", orjson.dumps(other), orjson.dumps(
+            orjson.loads(good) | {"context": {"colour": 1}}),
+        orjson.dumps(orjson.loads(good) | {"slots": {"ghost": {"arm": "a", "propensity": 1}}}),
+        good])])
+    reasons = [d.reason for d in letters]
+    assert reasons[0] == reasons[1] == "not JSON"
+    assert reasons[2].startswith("not a joined event: ")
+    assert "no campaign 'daily'" in reasons[3]
+    assert "colour" in reasons[4]
+    assert "no slot 'ghost'" in reasons[5]
+    assert [d.source for d in letters][:2] == ["joined/3/7", "joined/3/8"]
+    assert learner.offsets == {3: 14} and learner.counters.learned == 1
+    assert learner.counters.dead_letters == 6
+
+
+def test_campaigns_without_vw_slots_are_skipped_and_other_slots_are_not_learned():
+    learner = _reference([])
+    plain = _spec("plain").model_dump(mode="json")
+    plain["slots"] = [s for s in plain["slots"] if s["name"] != "offer"]
+    learner.sync_campaigns([{"spec": plain, "paused": False, "retired": {}}])
+    event = orjson.loads(_values(9, seed=3)[1])
+    learner.process([Record(JOINED, 0, 0, orjson.dumps(event | {"campaign": "plain"} | {
+        "slots": {k: v for k, v in event["slots"].items() if k != "offer"}})),
+        Record(JOINED, 0, 1, orjson.dumps(event))])
+    assert learner.counters.skipped == 1 and learner.counters.learned == 1
+    report = learner.engine.report("vwnews")
+    # The VW slot and the slot it conditions on learned; the Beta TS hour was left alone.
+    assert [sum(a.impressions for a in s.arms) for s in report.slots] == [1, 1, 0]
+
+
+def test_absorb_vw_takes_the_learners_models_and_absorb_keeps_them():
+    service, partition = Engine(), Engine()
+    for e in (service, partition):
+        e.create_campaign(_spec())
+    learned = _reference(_values(120, seed=4)).engine
+    service.retire_arm("vwnews", "offer", "o2")
+    assert service.absorb_vw(learned) == 1
+    policy, fallback = _vw(service)
+    assert policy is _vw(learned)[0] and not policy.active[2] and not fallback.active[2]
+    # A worker's partition state (even a single one) does not replace the learner's VW model.
+    assert service.absorb([partition]) == 1
+    assert _vw(service)[0] is policy
+    # A learner behind an arm addition leaves the slot alone until it catches up.
+    from bandit.models import Arm
+
+    service.add_arm("vwnews", "offer", Arm(id="o3"))
+    assert service.absorb_vw(_reference(_values(30, seed=5)).engine) == 0
+    assert _vw(service)[0] is policy
+
+
+# -- on the broker ----------------------------------------------------------------------------
+
+
+def _setup(kafka, name: str = "vwnews") -> Topics:
+    topics = Topics(f"v{uuid.uuid4().hex[:10]}")
+    create_topics(kafka.bootstrap_servers, topics, 1)
+    with Publisher(kafka.bootstrap_servers, topics) as pub:
+        pub.campaign(_record(name))
+    return topics
+
+
+def _produce(kafka, topics: Topics, values: list[bytes]) -> None:
+    out = producer(kafka.bootstrap_servers)
+    for v in values:
+        out.send(topics.joined, v, partition=0)
+    out.flush()
+    out.close()
+
+
+def _checkpointed(kafka, topics: Topics) -> int:
+    """How far the newest .vwstate checkpoint is in .joined partition 0."""
+    consumer = reader(kafka.bootstrap_servers)
+    try:
+        data = read_last(consumer, TopicPartition(topics.vwstate, 0))
+    finally:
+        consumer.close()
+    return 0 if data is None else VWLearner.restore(data).offsets.get(0, 0)
+
+
+def _wait_checkpointed(kafka, topics: Topics, at_least: int, proc, log_path) -> None:
+    deadline = time.monotonic() + 60
+    while _checkpointed(kafka, topics) < at_least:
+        assert proc.poll() is None, f"the learner exited: {log_path.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"no progress: {log_path.read_text()[-2000:]}"
+        time.sleep(0.05)
+
+
+def _spawn(kafka, topics: Topics, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bandit.cli", "vw-learner", "--bootstrap-servers",
+         kafka.bootstrap_servers, "--topic-prefix", topics.prefix, "--group",
+         f"g-{topics.prefix}", "--max-poll-records", "7", "--checkpoint-interval-ms", "0",
+         "--quiet"], stdout=subprocess.DEVNULL, stderr=log)
+
+
+def test_sigkilled_learner_restarts_to_the_uninterrupted_model_and_the_service_serves_it(
+        kafka, tmp_path):
+    rng = np.random.default_rng(7)
+    topics = _setup(kafka)
+    values = _values(900, seed=7)
+    chunks = [values[:300], values[300:600], values[600:]]
+    service = Engine()
+    service.create_campaign(_spec())
+    before = _vw(service)[0].propensities(np.eye(_vw(service)[0].dim))
+    follower = StateFollower(service, kafka.bootstrap_servers, topics).start()
+    log_path = tmp_path / "learner.log"
+    sent = 0
+    with open(log_path, "wb") as log:
+        try:
+            for chunk in chunks[:2]:  # killed twice, at a random instant after progress
+                _produce(kafka, topics, chunk)
+                proc = _spawn(kafka, topics, log)
+                _wait_checkpointed(kafka, topics, sent + 1, proc, log_path)
+                time.sleep(float(rng.uniform(0.0, 0.3)))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                sent += len(chunk)
+            _produce(kafka, topics, chunks[2])
+            proc = _spawn(kafka, topics, log)
+            _wait_checkpointed(kafka, topics, len(values), proc, log_path)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0, log_path.read_text()[-2000:]
+            assert follower.wait_for_vw(lambda o: o == {0: len(values)}, 30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            follower.close()
+    final = VWLearner.restore(_last_state(kafka, topics))
+    whole = _reference(values)
+    _same_vw_models(final.engine, whole.engine)
+    _same_vw_models(service, whole.engine)
+    assert not np.array_equal(_vw(service)[0].propensities(np.eye(_vw(service)[0].dim)), before)
+    assert final.counters.learned == whole.counters.learned  # exactly once, kills or not
+    letters = _dead_letters(kafka, topics)
+    assert {r for r, _ in letters} >= {"not JSON"} and len(letters) >= 3
+    assert all(source.startswith("joined/0/") for _, source in letters)
+
+
+def _last_state(kafka, topics: Topics) -> bytes:
+    consumer = reader(kafka.bootstrap_servers)
+    try:
+        return read_last(consumer, TopicPartition(topics.vwstate, 0))
+    finally:
+        consumer.close()
+
+
+def _dead_letters(kafka, topics: Topics) -> list[tuple[str, str]]:
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", allow_auto_create_topics=False)
+    consumer.assign([TopicPartition(topics.deadletter, 0)])
+    out: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(out) < 3:
+        for records in consumer.poll(timeout_ms=200).values():
+            out += [(dict(r.headers)["reason"].decode(), dict(r.headers)["source"].decode())
+                    for r in records]
+    consumer.close()
+    return out
+
+
+def test_in_process_stop_and_restart_resumes_at_the_checkpoint(kafka):
+    topics = _setup(kafka)
+    values = _values(200, seed=8)
+    _produce(kafka, topics, values[:120])
+    first = KafkaVWLearner(kafka.bootstrap_servers, topics, max_poll_records=50)
+    steps = iter(range(1000))
+    first.run(lambda: first.learner.offsets.get(0, 0) >= 120 or next(steps) > 900)
+    assert first.learner.offsets == {0: 120}
+    _produce(kafka, topics, values[120:])
+    second = KafkaVWLearner(kafka.bootstrap_servers, topics, max_poll_records=50,
+                            checkpoint_interval_ms=0)
+    assert second.learner.offsets == {0: 120}  # restored, not replayed
+    steps = iter(range(1000))
+    second.run(lambda: second.learner.offsets.get(0, 0) >= 200 or next(steps) > 900)
+    _same_vw_models(second.learner.engine, _reference(values).engine)
+
+
+def test_cli_refuses_a_bad_prefix_in_one_line(capsys):
+    from bandit.cli import main
+
+    assert main(["vw-learner", "--topic-prefix", "a b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "topic prefix" in err
+
+
+@pytest.mark.parametrize("damage", [b"junk", PartitionJoin(0, Engine()).checkpoint()])
+def test_a_damaged_or_foreign_checkpoint_is_refused(damage):
+    from bandit.errors import IncompatibleStateError
+
+    with pytest.raises(IncompatibleStateError, match="vw learner checkpoint|not an engine"):
+        VWLearner.restore(damage)
