@@ -199,8 +199,12 @@ def serve(
 def broker(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one).")] = 0,
+    durable: Annotated[Path | None, typer.Option(
+        help="Keep topics, records and committed offsets in this directory (an S3 store on "
+             "loopback), so a restart on it finds them again.")] = None,
 ) -> None:
-    """Run the local Kafka-compatible broker (tansu, in memory) until Ctrl-C or SIGTERM.
+    """Run the local Kafka-compatible broker (tansu, in memory unless --durable) until Ctrl-C
+    or SIGTERM.
 
     The first line printed is its bootstrap address, for --bootstrap-servers or
     CMAB_BOOTSTRAP_SERVERS.
@@ -214,7 +218,7 @@ def broker(
 
     # SIGTERM stops it the way Ctrl-C does: out of the with block, which stops the broker.
     signal.signal(signal.SIGTERM, interrupt)
-    with LocalBroker(host=host, port=port or None) as running:
+    with LocalBroker(host=host, port=port or None, durable=durable) as running:
         print(running.bootstrap_servers, flush=True)
         try:
             signal.pause()

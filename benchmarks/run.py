@@ -28,6 +28,7 @@ from benchmarks import (
     bench_learning,
     bench_ope,
     bench_propensity,
+    bench_scale,
     bench_vw,
     bench_worker,
 )
@@ -52,6 +53,7 @@ BENCHES: dict[str, Callable[[bool], Results]] = {
     "ope": bench_ope.run,
     "worker": bench_worker.run,
     "http": bench_http.run,
+    "scale": bench_scale.run,
 }
 
 

@@ -165,8 +165,10 @@ class KafkaTransport:
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
         for letter in letters:
+            # Keyed by where it came from: Kafka refuses a record with neither key nor value,
+            # and an empty input record is dead-lettered as it is.
             self.producer.send(self.topics.deadletter, letter.value,
-                               headers=dead_letter_headers(letter))
+                               key=letter.source.encode(), headers=dead_letter_headers(letter))
 
     def flush(self) -> None:
         self.producer.flush()

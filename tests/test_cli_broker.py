@@ -1,4 +1,5 @@
-"""`cmab broker`: prints its address, serves Kafka clients, stops cleanly on SIGTERM."""
+"""`cmab broker`: prints its address, serves Kafka clients, stops cleanly on SIGTERM; with
+--durable DIR a restart finds its topics again."""
 
 import signal
 import socket
@@ -6,6 +7,7 @@ import subprocess
 import sys
 
 from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
 
 
 def _cmab(*args: str) -> subprocess.Popen[str]:
@@ -38,3 +40,29 @@ def test_broker_command_on_a_taken_port_is_one_line_and_exit_2():
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert err.count("\n") == 1 and err.startswith("cmab: error:") and "Traceback" not in err
+
+
+def test_durable_broker_command_keeps_topics_across_a_restart(tmp_path):
+    for round_ in range(2):
+        proc = _cmab("broker", "--durable", str(tmp_path / "data"))
+        try:
+            address = proc.stdout.readline().strip()
+            admin = KafkaAdminClient(bootstrap_servers=address)
+            if round_ == 0:
+                assert admin.list_topics() == []
+                admin.create_topics([NewTopic("kept", 1, 1)])
+            else:
+                assert admin.list_topics() == ["kept"]
+            admin.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+
+
+def test_durable_broker_command_on_a_file_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "file").write_text("")
+    proc = _cmab("broker", "--durable", str(tmp_path / "file"))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert err.count("\n") == 1 and "durable directory" in err and "Traceback" not in err

@@ -1,0 +1,227 @@
+"""Scale-out and end-to-end lag of the stream on the local broker.
+
+Workload S4 (as bench_worker): the four-slot newsletter of simulators.email_campaign decided by
+an engine, impressions and simulated clicks, a watermark that closes every window; 2 partitions.
+
+(a) Two ``cmab worker`` processes in one group against one, on the same records (published
+    once per topic prefix), same run: records/s from the first checkpoint seen on the state
+    topic to the last, so process start-up and the group join are not counted.
+(b) Lag from a click produced to the model visible in the decision service: ``cmab serve`` in
+    stream mode and one ``cmab worker``; per step, a few decisions' impressions and clicks and
+    a watermark that closes their windows are produced (flushed), then the service's report
+    is polled every 2 ms until it counts them. REFERENCE: one record produced (flushed) and
+    consumed by a kafka-python consumer on the same broker, in the same run.
+
+Run on its own: ``python -m benchmarks.bench_scale [--quick]``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import httpx
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from bandit.engine import Engine
+from benchmarks.common import Measurement, Ratio, Results, script_main
+from simulators.demo import CAMPAIGN, _events
+from simulators.email_campaign import SLOTS, EmailCampaign
+from streams.broker import LocalBroker, free_port
+from streams.follower import StateFollower
+from streams.publish import Publisher
+from streams.topics import Topics, create_topics
+
+BENCH = "scale"
+PARTITIONS = 2
+_TIMEOUT_S = 300.0
+
+
+def _workload(n: int) -> tuple[dict[str, Any], dict[str, Any], list[dict], list[dict], int]:
+    """The campaign (spec JSON and record), n impressions and their clicks, the window (ms)."""
+    env = EmailCampaign()
+    spec = env.campaign_spec(name=CAMPAIGN)
+    engine = Engine(seed=0)
+    engine.create_campaign(spec)
+    rng = np.random.default_rng(0)
+    population = env.subscribers(n, rng)
+    decisions = engine.decide_batch(CAMPAIGN, population.requests(CAMPAIGN)).to_dicts()
+    choices = {slot: np.array([d["slots"][i]["arm"] for d in decisions])
+               for i, slot in enumerate(SLOTS)}
+    clicked = env.sample_clicks(population, choices, rng)
+    window = spec.attribution_window_ms
+    impressions, clicks = _events(decisions, population, clicked, 0, window, rng)
+    return (spec.model_dump(mode="json"), engine.campaign_record(CAMPAIGN), impressions, clicks,
+            window)
+
+
+def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "bandit.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _workers_rate(bootstrap: str, workers: int, record: dict[str, Any], impressions: list,
+                  clicks: list, window: int) -> float:
+    """records/s of ``workers`` `cmab worker` processes over freshly published records."""
+    topics = Topics(f"scale-{uuid.uuid4().hex[:8]}")
+    create_topics(bootstrap, topics, PARTITIONS)
+    with Publisher(bootstrap, topics) as pub:
+        pub.campaign(record)
+        pub.events(impressions, flush=False)
+        pub.events(clicks)
+        pub.watermark(window + 1)
+    total = len(impressions) + len(clicks) + 2 * PARTITIONS
+    first: list[tuple[float, int]] = []
+
+    def consumed(latest: dict) -> int:
+        return sum(sum(part.offsets.values()) for part in latest.values())
+
+    def done(latest: dict) -> bool:
+        if latest and not first:
+            first.append((time.perf_counter(), consumed(latest)))
+        return consumed(latest) >= total
+
+    follower = StateFollower(Engine(), bootstrap, topics, poll_timeout_ms=20).start()
+    group = f"{topics.prefix}-workers"
+    procs = [_spawn(["worker", "--bootstrap-servers", bootstrap, "--topic-prefix",
+                     topics.prefix, "--group", group, "--quiet"]) for _ in range(workers)]
+    try:
+        if not follower.wait_for(done, _TIMEOUT_S):
+            raise RuntimeError(f"{workers} worker(s) did not finish in {_TIMEOUT_S:.0f} s")
+        end = time.perf_counter()
+    finally:
+        _stop(procs)
+        follower.close()
+    t_first, n_first = first[0]
+    return (total - n_first) / (end - t_first)
+
+
+def _raw_latency(bootstrap: str, steps: int) -> np.ndarray:
+    """Seconds from one record's send (flushed) to its arrival at a consumer, per step."""
+    topic = f"scale-raw-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, allow_auto_create_topics=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             allow_auto_create_topics=False)
+    consumer.assign([TopicPartition(topic, 0)])
+    out = np.empty(steps)
+    try:
+        for i in range(steps):
+            t0 = time.perf_counter()
+            producer.send(topic, b"x")
+            producer.flush()
+            while not consumer.poll(timeout_ms=100):
+                pass
+            out[i] = time.perf_counter() - t0
+    finally:
+        producer.close()
+        consumer.close()
+    return out
+
+
+def _service_lag(bootstrap: str, spec: dict[str, Any], impressions: list, clicks: list,
+                 window: int, steps: int, per_step: int) -> np.ndarray:
+    """Seconds from a step's events produced (flushed) to the service's report counting them."""
+    prefix = f"scale-lag-{uuid.uuid4().hex[:8]}"
+    topics = Topics(prefix)
+    create_topics(bootstrap, topics, PARTITIONS)
+    port = free_port()
+    env = {**os.environ, "CMAB_BOOTSTRAP_SERVERS": bootstrap, "CMAB_TOPIC_PREFIX": prefix}
+    procs = [_spawn(["serve", "--port", str(port)], env),
+             _spawn(["worker", "--bootstrap-servers", bootstrap, "--topic-prefix", prefix,
+                     "--group", f"{prefix}-workers", "--quiet"])]
+    clicks_of: dict[str, list[dict]] = {}
+    for c in clicks:
+        clicks_of.setdefault(c["decision_id"], []).append(c)
+    out = np.empty(steps)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        deadline = time.monotonic() + _TIMEOUT_S
+        while True:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the decision service did not start")
+            time.sleep(0.1)
+        created = client.post("/v1/campaigns", json=spec)
+        if created.status_code != 201:
+            raise RuntimeError(f"campaign not created: {created.text[:300]}")
+        with Publisher(bootstrap, topics, linger_ms=0) as pub:
+            for step in range(steps):
+                shift = step * (window + 2)  # each step's windows close at its watermark
+                batch = impressions[step * per_step:(step + 1) * per_step]
+                events = [{**e, "ts": e["ts"] + shift} for e in batch]
+                events += [{**c, "ts": c["ts"] + shift} for e in batch
+                           for c in clicks_of.get(e["decision_id"], [])]
+                t0 = time.perf_counter()
+                pub.events(events, flush=False)
+                pub.watermark(shift + window + 1)
+                while int(client.get(f"/v1/campaigns/{CAMPAIGN}/report").json()[
+                        "impressions"]) < (step + 1) * per_step:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"step {step}: the model never reached the service")
+                    time.sleep(0.002)
+                out[step] = time.perf_counter() - t0
+        client.close()
+    finally:
+        _stop(procs)
+    return out
+
+
+def run(quick: bool = False) -> Results:
+    n = 5_000 if quick else 40_000
+    steps, per_step = (30, 10) if quick else (200, 10)
+    spec, record, impressions, clicks, window = _workload(max(n, steps * per_step))
+    ids = {e["decision_id"] for e in impressions[:n]}
+    scale_clicks = [c for c in clicks if c["decision_id"] in ids]
+    with LocalBroker() as broker:
+        bootstrap = broker.bootstrap_servers
+        one = _workers_rate(bootstrap, 1, record, impressions[:n], scale_clicks, window)
+        two = _workers_rate(bootstrap, 2, record, impressions[:n], scale_clicks, window)
+        raw = _raw_latency(bootstrap, steps)
+        lag = _service_lag(bootstrap, spec, impressions, clicks, window, steps, per_step)
+    total = n + len(scale_clicks) + 2 * PARTITIONS
+    p50, p99 = np.percentile(lag, [50, 99])
+    r50, r99 = np.percentile(raw, [50, 99])
+    ms = [Measurement(BENCH, "1 cmab worker, 2 partitions", "S4", one, "records/s", total),
+          Measurement(BENCH, "2 cmab workers (one group), 2 partitions", "S4", two, "records/s",
+                      total),
+          Measurement(BENCH, "REFERENCE one record produce -> consume, p50", "1 record",
+                      r50 * 1e3, "ms", steps, note=f"p99 {r99 * 1e3:.1f} ms"),
+          Measurement(BENCH, "click produced -> model in the service, p50", "S4 step",
+                      p50 * 1e3, "ms", steps,
+                      note=f"p99 {p99 * 1e3:.1f} ms; {per_step} decisions + clicks + "
+                           "watermark per step; report polled every 2 ms")]
+    rs = [Ratio(BENCH, "2 workers / 1 worker (records/s)", "S4", two / one),
+          Ratio(BENCH, "raw produce->consume / service lag (p50)", "S4 step", r50 / p50,
+                note="the share of the lag that is the broker's own latency")]
+    return ms, rs
+
+
+if __name__ == "__main__":
+    script_main(run)
