@@ -528,6 +528,44 @@ def export_dsjson(
     print(f"{out}: {n:,} events" + (f" (left out: {skipped})" if skipped else ""))
 
 
+@app.command("export-joined")
+def export_joined(
+    bootstrap_servers: Annotated[str, typer.Option(help="Kafka bootstrap servers.")],
+    out: Annotated[Path, typer.Option(help="Where to write the joined log (JSON lines).")],
+    topic_prefix: Annotated[str, typer.Option(help="Prefix of the topics.")] = "cmab",
+    idle_ms: Annotated[int, typer.Option(min=100, help="Stop after a read this long brings "
+                                                       "nothing new.")] = 1000,
+) -> None:
+    """Copy ``<prefix>.joined`` (the training log the workers write) into a file, one joined
+    event per line, each decision once (a worker restarted from a checkpoint may write a
+    decision again), for ``cmab replay --dataset joined`` and ``cmab export-dsjson``."""
+    import orjson
+
+    from streams.kafka import read_until_idle
+    from streams.topics import Topics
+
+    seen: set[str] = set()
+    written = unreadable = 0
+    try:
+        with open(out, "wb") as sink:
+            for value in read_until_idle(bootstrap_servers, Topics(topic_prefix).joined,
+                                         idle_ms=idle_ms):
+                try:
+                    decision = orjson.loads(value or b"")["decision_id"]
+                except (orjson.JSONDecodeError, TypeError, KeyError):
+                    unreadable += 1
+                    continue
+                if decision in seen:
+                    continue
+                seen.add(decision)
+                sink.write(value.rstrip(b"\n") + b"\n")
+                written += 1
+    except OSError as error:
+        raise InvalidInputError(f"--out: cannot write {out}: {error.strerror}") from None
+    print(f"{out}: {written:,} joined events"
+          + (f" ({unreadable:,} unreadable records left out)" if unreadable else ""))
+
+
 @app.command()
 def demo(
     subscribers: Annotated[

@@ -10,6 +10,7 @@ record, so every checkpoint is flushed on its own; topics are never auto-created
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from bandit.errors import UnavailableError
+from bandit.errors import InvalidInputError, UnavailableError
 from streams.topics import Topics
 from streams.worker import CLICKS, IMPRESSIONS, STREAMS, DeadLetter, Record, dead_letter_headers
 
@@ -69,6 +70,24 @@ def read_last(consumer: KafkaConsumer, tp: TopicPartition) -> bytes | None:
             return last
     raise UnavailableError(f"{tp.topic}[{tp.partition}]: last record not readable in "
                            f"{_READ_TIMEOUT_S:.0f} s")
+
+
+def read_until_idle(bootstrap_servers: str, topic: str, *, idle_ms: int = 1000
+                    ) -> Iterator[bytes | None]:
+    """The value of every record of every partition of ``topic``, from the start, until a
+    poll of ``idle_ms`` brings nothing (the broker's end offsets are wrong for partitions
+    written in batches, as the joined topic is)."""
+    consumer = reader(bootstrap_servers)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise InvalidInputError(f"topic {topic!r} does not exist at {bootstrap_servers}")
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        while batches := consumer.poll(timeout_ms=idle_ms):
+            for records in batches.values():
+                yield from (r.value for r in records)
+    finally:
+        consumer.close()
 
 
 def read_campaign_records(consumer: KafkaConsumer, tp: TopicPartition) -> list[dict[str, Any]]:

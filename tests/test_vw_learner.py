@@ -316,3 +316,34 @@ def test_a_damaged_or_foreign_checkpoint_is_refused(damage):
 
     with pytest.raises(IncompatibleStateError, match="vw learner checkpoint|not an engine"):
         VWLearner.restore(damage)
+
+
+def test_export_joined_copies_the_topic_once_per_decision_for_export_dsjson(kafka, tmp_path,
+                                                                           capsys):
+    from bandit.cli import main
+
+    topics = _setup(kafka)
+    values = _values(60, seed=5)
+    _produce(kafka, topics, values + values[:10])  # a restarted worker writes some again
+    out = tmp_path / "joined.jsonl"
+    assert main(["export-joined", "--bootstrap-servers", kafka.bootstrap_servers,
+                 "--topic-prefix", topics.prefix, "--out", str(out), "--idle-ms", "500"]) == 0
+    assert "57 joined events (1 unreadable records left out)" in capsys.readouterr().out
+    first: dict[str, bytes] = {}  # the two bad-schema records reuse a good decision's id
+    for v in values:
+        if v != b"not json":
+            first.setdefault(orjson.loads(v)["decision_id"], v)
+    assert out.read_bytes().splitlines() == list(first.values())
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(_spec().model_dump_json())
+    dsjson = tmp_path / "offer.dsjson"
+    assert main(["export-dsjson", "--joined", str(out), "--spec", str(spec), "--slot", "offer",
+                 "--out", str(dsjson)]) == 0
+    n_context = sum(1 for v in first.values() if b'"context"' in v)
+    assert f"{n_context:,} events (left out: " in capsys.readouterr().out
+    assert len(dsjson.read_text().splitlines()) == n_context
+
+    assert main(["export-joined", "--bootstrap-servers", kafka.bootstrap_servers,
+                 "--topic-prefix", "nothere", "--out", str(out)]) == 2
+    assert "topic 'nothere.joined' does not exist" in capsys.readouterr().err
