@@ -67,7 +67,8 @@ from bandit.policies import (
 )
 
 SNAPSHOT_MAGIC = "bandit-engine-snapshot"
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: the open attribution windows as binary columns
+_JOIN = "join/"  # snapshot arrays of the attribution join (policy arrays are "ci/si/role/")
 _Z95 = 1.959963984540054
 _EXPLAIN_TOP = 3
 # A slot's learned state is refused beyond this many float64 numbers (256 MiB), so that one
@@ -1082,8 +1083,10 @@ class Engine:
                 "spec": c.spec.model_dump(mode="json"), "paused": c.paused, "version": c.version,
                 "personalized": vars(c.personalized), "holdout": vars(c.holdout), "slots": slots,
             })
+        joiner, windows = self._joiner.state()
+        arrays.update({f"{_JOIN}{name}": value for name, value in windows.items()})
         meta = {"magic": SNAPSHOT_MAGIC, "format": SNAPSHOT_FORMAT, "campaigns": campaigns,
-                "joiner": self._joiner.state(), "rejected_events": self.rejected_events}
+                "joiner": joiner, "rejected_events": self.rejected_events}
         return meta, arrays
 
     @classmethod
@@ -1096,15 +1099,18 @@ class Engine:
         return cls.from_bytes(data, seed=seed, what=str(path))[0]
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, seed: int = 0,
-                   what: str = "snapshot") -> tuple[Engine, dict[str, Any] | None]:
+    def from_bytes(cls, data: bytes, *, seed: int = 0, what: str = "snapshot",
+                   model_only: bool = False) -> tuple[Engine, dict[str, Any] | None]:
         """The engine of ``to_bytes`` and its ``extra``; damaged data gets
-        IncompatibleStateError naming ``what``."""
+        IncompatibleStateError naming ``what``. ``model_only`` leaves the attribution join
+        empty without reading it (the decision service needs the model, not the windows)."""
         path = what
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 meta = orjson.loads(npz["meta"].tobytes())
-                arrays = {k: npz[k] for k in npz.files if k != "meta"}
+                # Members are read on access: a model-only load never touches the windows.
+                arrays = {k: npz[k] for k in npz.files if k != "meta"
+                          and not (model_only and k.startswith(_JOIN))}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise IncompatibleStateError(f"{path}: not an engine snapshot ({exc})") from None
         if not isinstance(meta, dict) or meta.get("magic") != SNAPSHOT_MAGIC:
@@ -1135,7 +1141,10 @@ class Engine:
                         s.segment_counts[(seg, val)] = dict(counts)
                         s.segment_tally[(seg, val)] = _Tally(**tally)
                 engine._campaigns[c.spec.name] = c
-            engine._joiner = Joiner.from_state(meta["joiner"], engine.campaign)
+            if not model_only:
+                engine._joiner = Joiner.from_state(
+                    meta["joiner"], {k[len(_JOIN):]: v for k, v in arrays.items()
+                                     if k.startswith(_JOIN)}, engine.campaign)
             engine.rejected_events = int(meta["rejected_events"])
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleStateError(f"{path}: damaged snapshot ({exc})") from None

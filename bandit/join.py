@@ -9,12 +9,13 @@ ts + attribution_window_ms; clicks in the window are aggregated per slot by the 
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
+import numpy as np
+import orjson
 
 from bandit import wire
 from bandit.models import CampaignSpec, Click, Impression, JoinedEvent
@@ -24,19 +25,8 @@ from bandit.models import CampaignSpec, Click, Impression, JoinedEvent
 _RETENTION_WINDOWS = 2
 # One reason whether or not the window had closed yet, so that batching cannot change it.
 _LATE = "late: outside the attribution window"
-
-
-@dataclass
-class _Open:
-    impression: Impression | wire.Impression
-    deadline: float
-    rewards: dict[str, float] = field(default_factory=dict)
-    first_ts: dict[str, float] = field(default_factory=dict)
-    plain: dict | None = None  # the impression as JSON-ready data, made once for checkpoints
-
-    def keep_plain(self) -> dict:
-        self.plain = _plain(self.impression)
-        return self.plain
+_FIRST_ROWS = 1024  # initial capacity of the open-window columns; doubled when full
+_WIDE = ("_arm", "_propensity", "_context", "_segment")  # a column per slot, key, segment
 
 
 @dataclass(frozen=True)
@@ -59,6 +49,13 @@ class JoinResult:
 class Joiner:
     """Open attribution windows of one partition (or of the in-process event path).
 
+    The open decisions are rows of column arrays (impression time, deadline, per slot the
+    arm and propensity, the context's values, segment values, holdout), with the strings
+    interned and the shapes of the dicts (campaign, slot names, context keys, segment keys)
+    stored once per distinct shape: a checkpoint writes the columns as binary arrays, so its
+    cost per window is a few bytes copied, not an event re-serialized. Rows of closed or
+    erased decisions are reused.
+
     >>> from bandit.models import CampaignSpec
     >>> spec = CampaignSpec.model_validate({"name": "w", "attribution_window_ms": 1000,
     ...     "slots": [{"name": "s", "arms": [{"id": "a"}], "default_arm": "a"}]})
@@ -74,14 +71,66 @@ class Joiner:
     def __init__(self, campaign: Callable[[str], CampaignSpec]) -> None:
         self._campaign = campaign
         self._cache: dict[str, tuple[int, str, float]] = {}
-        self._open: dict[str, _Open] = {}
         self._early: dict[str, list[Click]] = {}
         self._seen: dict[str, float] = {}  # event id -> event time
         self._closed: dict[str, float] = {}  # decision id -> window close time
-        self._deadlines: list[tuple[float, str]] = []  # heap; erased decisions are skipped
         self._longest = 1.0  # the longest attribution window seen, in ms
         self._pruned_at = float("-inf")
         self.watermark = float("-inf")
+        # Interned strings (arm ids, string context values, segment values) and shapes: a
+        # shape is (campaign, slot names, ((context key, is a string), ...) or None, segment
+        # keys), the order of each dict as the impression had it.
+        self._names: list[str] = []
+        self._name_index: dict[str, int] = {}
+        self._shapes: list[tuple] = []
+        self._shape_index: dict[tuple, int] = {}
+        # The open decisions: row r of every column; _row maps a decision id to its row.
+        self._row: dict[str, int] = {}
+        self._ids: list[str | None] = []
+        self._users: list[str | None] = []
+        self._free: list[int] = []
+        self._size = 0  # rows ever used (live or free)
+        self._rewards: dict[int, dict[str, float]] = {}  # row -> slot -> aggregated reward
+        self._first_ts: dict[int, dict[str, float]] = {}  # row -> slot -> its reward's click ts
+        self._next_deadline = math.inf  # no open window closes before this (a lower bound)
+        self._allocate(_FIRST_ROWS, 1, 1, 1)
+
+    def _allocate(self, rows: int, slots: int, context: int, segments: int) -> None:
+        """(Re)size the columns, keeping the rows in use."""
+        n = self._size
+        old = getattr(self, "_ts", None)
+
+        def column(name: str, dtype: type, width: int | None = None) -> np.ndarray:
+            shape = (rows,) if width is None else (rows, width)
+            fresh = np.zeros(shape, dtype=dtype)
+            if old is not None:
+                before = getattr(self, name)
+                if width is None:
+                    fresh[:n] = before[:n]
+                else:
+                    fresh[:n, :before.shape[1]] = before[:n]
+            return fresh
+
+        self._ts = column("_ts", np.float64)
+        self._deadline = column("_deadline", np.float64)
+        self._shape = column("_shape", np.int32)
+        self._holdout = column("_holdout", np.bool_)
+        self._wire = column("_wire", np.bool_)  # a bandit.wire impression (else pydantic)
+        self._live = column("_live", np.bool_)
+        self._arm = column("_arm", np.int32, slots)
+        self._propensity = column("_propensity", np.float64, slots)
+        self._context = column("_context", np.float64, context)  # string values: their index
+        self._segment = column("_segment", np.int32, segments)
+        grow = rows - len(self._ids)
+        self._ids += [None] * grow
+        self._users += [None] * grow
+
+    def _intern(self, name: str) -> int:
+        index = self._name_index.get(name)
+        if index is None:
+            index = self._name_index[name] = len(self._names)
+            self._names.append(name)
+        return index
 
     def add(self, events: Sequence[Impression | Click | wire.Impression | wire.Click],
             watermark: float | None = None) -> JoinResult:
@@ -111,10 +160,15 @@ class Joiner:
 
     def erase(self, user_id: str) -> int:
         """Drop the subject's open decisions; returns how many were dropped."""
-        gone = [d for d, o in self._open.items() if o.impression.user_id == user_id]
-        for d in gone:
-            del self._open[d]
+        gone = [r for r, user in enumerate(self._users) if user == user_id]
+        for r in gone:
+            self._drop(r)
         return len(gone)
+
+    @property
+    def open_count(self) -> int:
+        """How many attribution windows are open."""
+        return len(self._row)
 
     # Campaign settings the loop reads per event; the spec lookup copies, so it is cached per
     # name (a campaign's window, rule and default reward never change once it exists).
@@ -135,65 +189,103 @@ class Joiner:
                                              spec.reward_aggregation, spec.default_reward)
         return found
 
-    def _impression(self, imp: Impression, result: JoinResult) -> None:
-        if imp.decision_id in self._open or imp.decision_id in self._closed:
+    def _impression(self, imp: Impression | wire.Impression, result: JoinResult) -> None:
+        if imp.decision_id in self._row or imp.decision_id in self._closed:
             result.rejected.append(Rejected(imp, "second impression for the decision"))
             return
         deadline = imp.ts + self._window(imp.campaign)
-        self._open[imp.decision_id] = _Open(imp, deadline)
-        heapq.heappush(self._deadlines, (deadline, imp.decision_id))
+        context = imp.context
+        strings = None if context is None else tuple(type(v) is str for v in context.values())
+        key = (imp.campaign, tuple(imp.slots), None if context is None else tuple(context),
+               strings, tuple(imp.segments))
+        shape = self._shape_index.get(key)
+        if shape is None:
+            shape = self._shape_index[key] = len(self._shapes)
+            self._shapes.append((imp.campaign, key[1], None if context is None else
+                                 tuple(zip(key[2], strings)), key[4]))
+        k, d, g = len(imp.slots), 0 if context is None else len(context), len(imp.segments)
+        rows = len(self._ts) * (2 if not self._free and self._size == len(self._ts) else 1)
+        widths = (max(k, self._arm.shape[1]), max(d, self._context.shape[1]),
+                  max(g, self._segment.shape[1]))
+        if rows != len(self._ts) or widths != (self._arm.shape[1], self._context.shape[1],
+                                               self._segment.shape[1]):
+            self._allocate(rows, *widths)
+        if self._free:
+            r = self._free.pop()
+        else:
+            r = self._size
+            self._size += 1
+        intern = self._intern
+        choices = imp.slots.values()
+        self._arm[r, :k] = [intern(c.arm) for c in choices]
+        self._propensity[r, :k] = [c.propensity for c in choices]
+        if d:
+            self._context[r, :d] = [intern(v) if s else v
+                                    for v, s in zip(context.values(), strings)]
+        if g:
+            self._segment[r, :g] = [intern(v) for v in imp.segments.values()]
+        self._ts[r], self._deadline[r], self._shape[r] = imp.ts, deadline, shape
+        self._holdout[r], self._wire[r], self._live[r] = imp.holdout, type(imp) is wire.Impression, True
+        self._ids[r], self._users[r] = imp.decision_id, imp.user_id
+        self._row[imp.decision_id] = r
+        self._next_deadline = min(self._next_deadline, deadline)
         for click in self._early.pop(imp.decision_id, []):
             self._click(click, result)
 
-    def _click(self, click: Click, result: JoinResult) -> None:
-        o = self._open.get(click.decision_id)
-        if o is None:
+    def _click(self, click: Click | wire.Click, result: JoinResult) -> None:
+        r = self._row.get(click.decision_id)
+        if r is None:
             if click.decision_id in self._closed:
                 result.rejected.append(Rejected(click, _LATE))
             else:  # its impression may still come: wait (until the orphan sweep in _close)
                 self._early.setdefault(click.decision_id, []).append(click)
             return
-        if click.ts > o.deadline or click.ts < o.impression.ts:
+        if click.ts > self._deadline[r] or click.ts < self._ts[r]:
             result.rejected.append(Rejected(click, _LATE))
             return
-        slots = [click.slot] if click.slot is not None else list(o.impression.slots)
-        if click.slot is not None and click.slot not in o.impression.slots:
+        campaign, names = self._shapes[self._shape[r]][:2]
+        slots = [click.slot] if click.slot is not None else names
+        if click.slot is not None and click.slot not in names:
             result.rejected.append(Rejected(click, f"the decision has no slot {click.slot!r}"))
             return
-        rule = self._rule(o.impression.campaign)
+        rule = self._rule(campaign)
+        rewards = self._rewards.setdefault(r, {})
+        first_ts = self._first_ts.setdefault(r, {})
         for slot in slots:
-            if slot not in o.rewards:
-                o.rewards[slot], o.first_ts[slot] = click.reward, click.ts
+            if slot not in rewards:
+                rewards[slot], first_ts[slot] = click.reward, click.ts
             elif rule == "sum":
-                o.rewards[slot] += click.reward
+                rewards[slot] += click.reward
             elif rule == "max":
-                o.rewards[slot] = max(o.rewards[slot], click.reward)
-            elif click.ts < o.first_ts[slot]:  # earliest
-                o.rewards[slot], o.first_ts[slot] = click.reward, click.ts
+                rewards[slot] = max(rewards[slot], click.reward)
+            elif click.ts < first_ts[slot]:  # earliest
+                rewards[slot], first_ts[slot] = click.reward, click.ts
+
+    def _drop(self, r: int) -> None:
+        """Free row ``r`` (its decision closed or was erased)."""
+        del self._row[self._ids[r]]
+        self._ids[r] = self._users[r] = None
+        self._live[r] = False
+        self._rewards.pop(r, None)
+        self._first_ts.pop(r, None)
+        self._free.append(r)
 
     def _close(self, result: JoinResult) -> None:
         # Strictly past: another event at exactly the deadline (a click in the window) may still
         # come in the next batch; closing at equality would make batching change the result.
-        while self._deadlines and self._deadlines[0][0] < self.watermark:
-            _, d = heapq.heappop(self._deadlines)
-            o = self._open.pop(d, None)
-            if o is None:  # erased while open
-                continue
-            imp = o.impression
-            default = self._default(imp.campaign)
-            rewards = {slot: o.rewards.get(slot, default) for slot in imp.slots}
-            if type(imp) is wire.Impression:  # validated when decoded: no second validation
-                joined = wire.Joined(
-                    decision_id=imp.decision_id, campaign=imp.campaign, user_id=imp.user_id,
-                    ts=float(imp.ts), slots=imp.slots, context=imp.context,
-                    segments=imp.segments, holdout=imp.holdout, rewards=rewards)
-            else:
-                joined = JoinedEvent(
-                    decision_id=imp.decision_id, campaign=imp.campaign, user_id=imp.user_id,
-                    ts=imp.ts, slots=imp.slots, context=imp.context, segments=imp.segments,
-                    holdout=imp.holdout, rewards=rewards)
-            result.joined.append(joined)
-            self._closed[d] = o.deadline
+        if self._next_deadline < self.watermark:
+            n = self._size
+            due = np.flatnonzero(self._live[:n] & (self._deadline[:n] < self.watermark))
+            # In deadline order, then decision id: the same order whatever the rows.
+            deadlines = self._deadline[due].tolist()
+            order = sorted(range(len(due)), key=lambda i: (deadlines[i], self._ids[due[i]]))
+            due = due[order]
+            result.joined += self._joined(due)
+            for r, deadline in zip(due.tolist(), self._deadline[due].tolist()):
+                self._closed[self._ids[r]] = deadline
+                self._drop(r)
+            live = self._live[:n]
+            self._next_deadline = float(self._deadline[:n][live].min()) if live.any() else math.inf
         # Forget what is older than the retention horizon, a few times per window, not per batch.
         horizon = self.watermark - _RETENTION_WINDOWS * self._longest
         if self.watermark - self._pruned_at < self._longest / 4:
@@ -207,36 +299,145 @@ class Joiner:
         self._seen = {e: t for e, t in self._seen.items() if t >= horizon}
         self._closed = {d: t for d, t in self._closed.items() if t >= horizon}
 
-    def state(self) -> dict:
-        """Open windows, waiting clicks, dedup memory and watermark, as JSON-ready data."""
-        return {
-            "watermark": self.watermark if math.isfinite(self.watermark) else None,
-            "open": [{"impression": o.plain or o.keep_plain(), "rewards": o.rewards,
-                      "first_ts": o.first_ts} for o in self._open.values()],
-            "early": [_plain(c) for cs in self._early.values() for c in cs],
-            "seen": self._seen,
-            "closed": self._closed,
-            "longest": self._longest,
+    def _joined(self, rows: np.ndarray) -> list[JoinedEvent | wire.Joined]:
+        """The closed decisions of ``rows``: ``wire.Joined`` for impressions decoded by the
+        stream worker (validated then: no second validation), else JoinedEvent."""
+        names, out = self._names, []
+        columns = zip(rows.tolist(), self._ts[rows].tolist(), self._shape[rows].tolist(),
+                      self._holdout[rows].tolist(), self._wire[rows].tolist(),
+                      self._arm[rows].tolist(), self._propensity[rows].tolist(),
+                      self._context[rows].tolist(), self._segment[rows].tolist())
+        for r, ts, shape, holdout, is_wire, arms, propensities, values, segment in columns:
+            campaign, slots, context_keys, segment_keys = self._shapes[shape]
+            default = self._default(campaign)
+            got = self._rewards.get(r, {})
+            rewards = {slot: got.get(slot, default) for slot in slots}
+            context = None if context_keys is None else {
+                key: names[int(v)] if is_str else v
+                for (key, is_str), v in zip(context_keys, values)}
+            segments = {key: names[v] for key, v in zip(segment_keys, segment)}
+            if is_wire:
+                out.append(wire.Joined(
+                    decision_id=self._ids[r], campaign=campaign, user_id=self._users[r], ts=ts,
+                    slots={slot: wire.SlotChoice(arm=names[a], propensity=p)
+                           for slot, a, p in zip(slots, arms, propensities)},
+                    context=context, segments=segments, holdout=holdout, rewards=rewards))
+            else:
+                out.append(JoinedEvent(
+                    decision_id=self._ids[r], campaign=campaign, user_id=self._users[r], ts=ts,
+                    slots={slot: {"arm": names[a], "propensity": p}
+                           for slot, a, p in zip(slots, arms, propensities)},
+                    context=context, segments=segments, holdout=holdout, rewards=rewards))
+        return out
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Open windows, waiting clicks, dedup memory and watermark: JSON-ready meta and binary
+        arrays (the open windows' columns, live rows only; strings packed in blobs)."""
+        live = np.flatnonzero(self._live[:self._size])
+        clicked = [(r, k, rewards[slot], self._first_ts[r][slot])
+                   for r, rewards in self._rewards.items()
+                   for k, slot in enumerate(self._shapes[self._shape[r]][1]) if slot in rewards]
+        click_rows, click_slots, click_rewards, click_ts = (
+            zip(*clicked) if clicked else ((), (), (), ()))
+        click_rows = np.searchsorted(live, np.array(click_rows, dtype=np.int64))  # -> saved row
+        arrays = {
+            "ts": self._ts[live], "deadline": self._deadline[live], "shape": self._shape[live],
+            "holdout": self._holdout[live], "wire": self._wire[live], "arm": self._arm[live],
+            "propensity": self._propensity[live], "context": self._context[live],
+            "segment": self._segment[live],
+            # A free row holds None: the live rows' strings, in row order.
+            "ids": _hex_blob([d for d in self._ids[:self._size] if d is not None]),
+            "users": _json_blob([u for u in self._users[:self._size] if u is not None]),
+            "click_row": click_rows,
+            "click_slot": np.array(click_slots, dtype=np.int32),
+            "click_reward": np.array(click_rewards, dtype=np.float64),
+            "click_ts": np.array(click_ts, dtype=np.float64),
+            "seen": _json_blob(list(self._seen)),
+            "seen_ts": np.fromiter(self._seen.values(), np.float64, len(self._seen)),
+            "closed": _hex_blob(list(self._closed)),
+            "closed_ts": np.fromiter(self._closed.values(), np.float64, len(self._closed)),
         }
+        meta = {
+            "watermark": self.watermark if math.isfinite(self.watermark) else None,
+            "pruned_at": self._pruned_at if math.isfinite(self._pruned_at) else None,
+            "longest": self._longest,
+            "names": self._names,
+            "shapes": self._shapes,
+            "early": [_plain(c) for cs in self._early.values() for c in cs],
+        }
+        return meta, arrays
 
     @classmethod
-    def from_state(cls, state: dict, campaign: Callable[[str], CampaignSpec]) -> Joiner:
+    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray],
+                   campaign: Callable[[str], CampaignSpec]) -> Joiner:
+        """The Joiner whose ``state()`` this was (KeyError, TypeError or ValueError if the
+        state is damaged)."""
         joiner = cls(campaign)
-        if state["watermark"] is not None:
-            joiner.watermark = float(state["watermark"])
-        for item in state["open"]:
-            imp = Impression.model_validate(item["impression"])
-            deadline = imp.ts + campaign(imp.campaign).attribution_window_ms
-            joiner._open[imp.decision_id] = _Open(imp, deadline, dict(item["rewards"]),
-                                                  dict(item["first_ts"]))
-            heapq.heappush(joiner._deadlines, (deadline, imp.decision_id))
-        for item in state["early"]:
+        if meta["watermark"] is not None:
+            joiner.watermark = float(meta["watermark"])
+        if meta["pruned_at"] is not None:
+            joiner._pruned_at = float(meta["pruned_at"])
+        joiner._longest = float(meta["longest"])
+        joiner._names = [str(name) for name in meta["names"]]
+        joiner._name_index = {name: i for i, name in enumerate(joiner._names)}
+        for campaign_name, slots, context, segments in meta["shapes"]:
+            context = None if context is None else tuple((str(k), bool(s)) for k, s in context)
+            shape = (str(campaign_name), tuple(map(str, slots)), context, tuple(map(str, segments)))
+            joiner._shape_index[(shape[0], shape[1], None if context is None else
+                                 tuple(k for k, _ in context),
+                                 None if context is None else tuple(s for _, s in context),
+                                 shape[3])] = len(joiner._shapes)
+            joiner._shapes.append(shape)
+        ids, users = _from_hex_blob(arrays["ids"]), orjson.loads(arrays["users"].tobytes())
+        n = len(ids)
+        columns = {"_ts": np.float64, "_deadline": np.float64, "_shape": np.int32,
+                   "_holdout": np.bool_, "_wire": np.bool_, "_arm": np.int32,
+                   "_propensity": np.float64, "_context": np.float64, "_segment": np.int32}
+        for name, dtype in columns.items():
+            column = np.array(arrays[name[1:]], dtype=dtype)  # a writable copy
+            if len(column) != n or column.ndim != (2 if name in _WIDE else 1):
+                raise ValueError(f"open windows: {len(column)} {name[1:]} for {n} decisions")
+            setattr(joiner, name, column)
+        if len(users) != n or not all(isinstance(u, str) for u in users):
+            raise ValueError("open windows: user ids do not match the decisions")
+        if not (joiner._shape < len(joiner._shapes)).all() or (joiner._shape < 0).any():
+            raise ValueError("open windows: unknown shape")
+        joiner._live = np.ones(n, dtype=np.bool_)
+        joiner._ids, joiner._users, joiner._size = list(ids), users, n
+        joiner._row = {d: r for r, d in enumerate(ids)}
+        joiner._next_deadline = float(joiner._deadline.min()) if n else math.inf
+        if n == 0:  # room for the next impressions
+            joiner._allocate(_FIRST_ROWS, *(max(1, c.shape[1]) for c in (
+                joiner._arm, joiner._context, joiner._segment)))
+        for r, k, reward, ts in zip(arrays["click_row"].tolist(), arrays["click_slot"].tolist(),
+                                    arrays["click_reward"].tolist(), arrays["click_ts"].tolist()):
+            slot = joiner._shapes[joiner._shape[r]][1][k]
+            joiner._rewards.setdefault(r, {})[slot] = reward
+            joiner._first_ts.setdefault(r, {})[slot] = ts
+        for item in meta["early"]:
             click = Click.model_validate(item)
             joiner._early.setdefault(click.decision_id, []).append(click)
-        joiner._seen = {str(k): float(v) for k, v in state["seen"].items()}
-        joiner._closed = {str(k): float(v) for k, v in state["closed"].items()}
-        joiner._longest = float(state["longest"])
+        joiner._seen = dict(zip(orjson.loads(arrays["seen"].tobytes()),
+                                arrays["seen_ts"].tolist(), strict=True))
+        joiner._closed = dict(zip(_from_hex_blob(arrays["closed"]),
+                                  arrays["closed_ts"].tolist(), strict=True))
         return joiner
+
+
+def _hex_blob(decision_ids: list[str]) -> np.ndarray:
+    """Decision ids (32 hex digits each, as both event models require) as 16 bytes each."""
+    return np.frombuffer(bytes.fromhex("".join(decision_ids)), dtype=np.uint8)
+
+
+def _from_hex_blob(blob: np.ndarray) -> list[str]:
+    text = blob.tobytes().hex()
+    if len(text) % 32:
+        raise ValueError("decision ids: not a whole number of ids")
+    return [text[i:i + 32] for i in range(0, len(text), 32)]
+
+
+def _json_blob(strings: list[str]) -> np.ndarray:
+    return np.frombuffer(orjson.dumps(strings), dtype=np.uint8)
 
 
 def _plain(event: Impression | Click | wire.Impression | wire.Click) -> dict:

@@ -29,13 +29,25 @@ def click(i, j, ts, reward=1.0, slot=None):
                  reward=reward, slot=slot)
 
 
+def varied_imp(i, ts):
+    """Impressions of several shapes: a slot or both in either order, no context, numbers and
+    strings in the context, segments or none (the open windows store each shape once)."""
+    slots = [{"s": {"arm": "ab"[i % 2], "propensity": 0.25 + i % 3 / 4}},
+             {"t": {"arm": "x", "propensity": 1.0}, "s": {"arm": "b", "propensity": 0.5}},
+             {"s": {"arm": "a", "propensity": 0.5}, "t": {"arm": "x", "propensity": 1.0}}][i % 3]
+    context = [None, {"x": i / 4, "tier": f"t{i % 2}"}, {"tier": "t0"}, {}][i % 4]
+    return Impression(event_id=f"i{i}", decision_id=f"{i:032x}", campaign="w",
+                      user_id=f"u{i % 3}", ts=ts, slots=slots, context=context,
+                      segments={"region": f"r{i % 2}"} if i % 2 else {}, holdout=i % 5 == 0)
+
+
 @st.composite
-def streams(draw):
+def streams(draw, make=imp):
     """A time-ordered stream: impressions, clicks inside or after their windows, duplicates."""
     events = []
     for i in range(draw(st.integers(1, 12))):
         t0 = draw(st.integers(0, 400))
-        events.append((t0, imp(i, t0)))
+        events.append((t0, make(i, t0)))
         for j in range(draw(st.integers(0, 3))):
             dt = draw(st.integers(0, WINDOW + 50))
             slot = draw(st.sampled_from([None, "s", "t"]))
@@ -103,8 +115,43 @@ def test_state_round_trip_resumes_the_same_join():
     events = [imp(1, 0), click(1, 1, 10), imp(2, 50), click(2, 1, 60, 2.0), click(3, 1, 70)]
     a = Joiner(lambda name: spec())
     a.add(events)
-    b = Joiner.from_state(a.state(), lambda name: spec())
+    b = Joiner.from_state(*a.state(), lambda name: spec())
     tail = [click(1, 1, 20), click(2, 2, 90), imp(3, 65), imp(4, 1000)]  # a duplicate, then more
     out_a, out_b = a.add(tail), b.add(tail)
     assert out_a.joined == out_b.joined and len(out_a.joined) == 3
     assert [r.reason for r in out_a.rejected] == [r.reason for r in out_b.rejected]
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=streams(make=varied_imp), data=st.data(),
+       rule=st.sampled_from(["sum", "max", "earliest"]))
+def test_a_join_restored_at_any_point_ends_like_an_uninterrupted_one(events, data, rule):
+    """Checkpoint and restore between any batches, with erasures: the same joins, the same
+    rejections (the restored windows, their clicks and the dedup memory are all there)."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=6)))
+    erase = data.draw(st.sampled_from([None, "u0", "u1"]))
+    erase_at = data.draw(st.integers(0, len(events)))
+
+    def run(restore):
+        j = Joiner(lambda name: spec(rule))
+        joined, rejected = [], []
+        bounds = sorted({0, *cuts, erase_at, len(events)})
+        for lo, hi in zip(bounds, bounds[1:]):
+            if lo == erase_at and erase is not None:
+                j.erase(erase)
+            out = j.add(events[lo:hi])
+            joined += [e.model_dump() for e in out.joined]
+            rejected += [(r.event.event_id, r.reason) for r in out.rejected]
+            if restore:
+                j = Joiner.from_state(*j.state(), lambda name: spec(rule))
+        return joined, sorted(rejected), j.open_count
+
+    assert run(restore=True) == run(restore=False)
+
+
+def test_rows_of_closed_windows_are_reused():
+    j = Joiner(lambda name: spec())
+    for week in range(3):
+        j.add([varied_imp(i, week * 1000) for i in range(week * 50, week * 50 + 50)])
+        assert j.open_count == 50
+    assert j._size == 100  # the second week's rows were taken again by the third's
