@@ -242,6 +242,9 @@ def worker(
     heartbeat_interval_ms: Annotated[
         int, typer.Option(min=100, help="Consumer group heartbeat interval.")] = 1000,
     quiet: Annotated[bool, typer.Option(help="No progress lines on stderr.")] = False,
+    checkpoint_interval_ms: Annotated[int, typer.Option(
+        min=0, help="Checkpoint a partition at most this often (also when a batch closed "
+        "windows, on catching up and on stop); 0: after every batch.")] = 1000,
 ) -> None:
     """Join impressions and clicks, learn, checkpoint to the state topic; until Ctrl-C or
     SIGTERM (then it leaves its group, and its partitions move to the other workers)."""
@@ -258,7 +261,7 @@ def worker(
                                max_poll_records=max_poll_records,
                                session_timeout_ms=session_timeout_ms,
                                heartbeat_interval_ms=heartbeat_interval_ms)
-    running = Worker(transport)
+    running = Worker(transport, checkpoint_interval_ms=checkpoint_interval_ms)
     transport.attach(running)
     stop = False
 

@@ -136,7 +136,9 @@ class StateFollower:
     def _absorb(self, fresh: dict[int, bytes]) -> None:
         for p, value in fresh.items():
             try:
-                part = PartitionJoin.restore(value, what=f"checkpoint of partition {p}")
+                # The model only: the open windows are the worker's business.
+                part = PartitionJoin.restore(value, what=f"checkpoint of partition {p}",
+                                             model_only=True)
             except BanditError as exc:
                 self.errors += 1
                 log.error("state follower: %s", exc)

@@ -2,16 +2,23 @@
 
 Each partition p of the impressions and clicks topics is joined on its own (``PartitionJoin``):
 an Engine that holds the partition's attribution windows and what the partition learned (the
-partial state), plus the next offsets of both inputs. After every batch the whole of it is
-written as one checkpoint record to partition p of the state topic, and that record is the
-only truth: on assignment a worker restores it and seeks to its offsets. A worker killed at
-any instant therefore resumes from a state and offsets that belong together, and the model
-sees every event once (duplicated event ids are dropped by the join). The decision service
-sums the partitions' latest partial states (``Engine.absorb``).
+partial state), plus the next offsets of both inputs. The whole of it is written as one
+checkpoint record to partition p of the state topic, and that record is the only truth: on
+assignment a worker restores it and seeks to its offsets. A worker killed at any instant
+therefore resumes from a state and offsets that belong together, and the model sees every
+event once (duplicated event ids are dropped by the join). The decision service sums the
+partitions' latest partial states (``Engine.absorb``).
+
+A checkpoint holds every open attribution window, so it is not written after every batch but
+at most every ``checkpoint_interval_ms``, and at once when a batch closed windows (the model
+changed), when the worker has caught up (a poll with nothing new), when a partition is revoked
+and when the worker stops. A worker killed between checkpoints loses nothing: its successor
+re-processes the records after the last checkpoint's offsets.
 
 Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
 training log, keyed by decision id) and refused records to ``.deadletter`` with the original
-bytes and a reason; both are flushed before the checkpoint that covers them is written.
+bytes and a reason; both are flushed after every batch, so before any checkpoint that covers
+them, and records re-processed after a restart may write them again.
 
 Event time: a partition's watermark is the slower of its two inputs (the newest event time
 each has delivered), so a click is not judged late because impressions ran ahead; an input
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,7 +51,7 @@ log = logging.getLogger(__name__)
 
 IMPRESSIONS, CLICKS = "impressions", "clicks"
 STREAMS = (IMPRESSIONS, CLICKS)
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: engine snapshot format 2 (open windows as binary columns)
 
 
 @dataclass(frozen=True)
@@ -192,9 +200,11 @@ class PartitionJoin:
             "counters": vars(self.counters)})
 
     @classmethod
-    def restore(cls, data: bytes, *, what: str = "checkpoint") -> PartitionJoin:
-        """The PartitionJoin a ``checkpoint`` came from (IncompatibleStateError if damaged)."""
-        engine, extra = Engine.from_bytes(data, what=what)
+    def restore(cls, data: bytes, *, what: str = "checkpoint",
+                model_only: bool = False) -> PartitionJoin:
+        """The PartitionJoin a ``checkpoint`` came from (IncompatibleStateError if damaged);
+        ``model_only``: without its open windows (for reading the model, not for resuming)."""
+        engine, extra = Engine.from_bytes(data, what=what, model_only=model_only)
         try:
             if extra["checkpoint"] != CHECKPOINT_FORMAT:
                 raise ValueError(f"format {extra['checkpoint']}")
@@ -241,21 +251,31 @@ class Transport(Protocol):
 
 class Worker:
     """The worker loop over a transport: restore on assignment, then batch after batch,
-    process, write the outputs, write the checkpoint.
+    process and write the outputs; checkpoint as the module docstring says
+    (``checkpoint_interval_ms`` 0: after every batch). ``clock`` (seconds) is for tests.
 
-    ``on_batch`` (optional) is called with each partition's output after its checkpoint is
-    written; the CLI counts with it and the demo shows it.
+    ``on_batch`` (optional) is called with each partition's output after it is written.
     """
 
     def __init__(self, transport: Transport, *, seed: int = 0,
-                 on_batch: Callable[[int, BatchOutput], None] | None = None) -> None:
+                 on_batch: Callable[[int, BatchOutput], None] | None = None,
+                 checkpoint_interval_ms: int = 1000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if checkpoint_interval_ms < 0:
+            raise InvalidInputError(
+                f"checkpoint_interval_ms: expected >= 0, got {checkpoint_interval_ms}")
         self.transport = transport
         self.seed = seed
         self.on_batch = on_batch
+        self.checkpoint_interval_ms = checkpoint_interval_ms
+        self.clock = clock
         self.partitions: dict[int, PartitionJoin] = {}
         self.campaigns: dict[str, dict[str, Any]] = {}
         self.counters = Counters()
         self.campaign_errors = 0
+        self.checkpoints = 0  # written by this worker
+        self._pending: set[int] = set()  # partitions with records after their last checkpoint
+        self._written_at: dict[int, float] = {}  # partition -> clock() of its last checkpoint
 
     # -- assignment -------------------------------------------------------------------
 
@@ -271,13 +291,18 @@ class Worker:
                 part = PartitionJoin.restore(data, what=f"checkpoint of partition {p}")
             self._apply_campaigns(part, self.campaigns.values())
             self.partitions[p] = part
+            self._written_at[p] = self.clock()
             self.transport.seek(p, part.offsets)
             log.info("partition %d: from offsets %s (checkpoint %d)", p, part.offsets, part.seq)
 
     def on_revoked(self, partitions: Iterable[int]) -> None:
-        # Every processed batch is already checkpointed: forget the partition, nothing to write.
-        for p in partitions:
-            self.partitions.pop(p, None)
+        # The next owner starts from the newest checkpoint: write what is pending first (the
+        # outputs are flushed already), then forget the partition.
+        gone = [p for p in partitions if p in self.partitions]
+        self.write_checkpoints(gone)
+        for p in gone:
+            self.partitions.pop(p)
+            self._written_at.pop(p, None)
 
     # -- campaigns --------------------------------------------------------------------
 
@@ -322,26 +347,42 @@ class Worker:
             if part is None:  # revoked during the poll
                 continue
             outputs[p] = part.process(batch, self.transport.idle(p))
-        if not outputs:
-            return 0
-        for p, out in outputs.items():
-            self.transport.send_joined(p, out.joined)
-            self.transport.send_dead_letters(out.dead_letters)
-        self.transport.flush()
-        for p in outputs:
-            self.transport.send_checkpoint(p, self.partitions[p].checkpoint())
-        self.transport.commit({p: self.partitions[p].offsets for p in outputs})
+        if outputs:
+            for p, out in outputs.items():
+                self.transport.send_joined(p, out.joined)
+                self.transport.send_dead_letters(out.dead_letters)
+            self.transport.flush()  # before any checkpoint that covers these records
+            self._pending.update(outputs)
+        now = self.clock()
+        self.write_checkpoints(
+            [p for p in self._pending if not records or (p in outputs and outputs[p].joined)
+             or (now - self._written_at.get(p, -math.inf)) * 1000 >= self.checkpoint_interval_ms])
         for p, out in outputs.items():
             self.counters.add(out.counters)
             if self.on_batch is not None:
                 self.on_batch(p, out)
         return sum(out.counters.records for out in outputs.values())
 
+    def write_checkpoints(self, partitions: Iterable[int] | None = None) -> None:
+        """Checkpoint the given partitions (default: all) that have records no checkpoint
+        covers yet; their outputs must be flushed already (``step`` does)."""
+        due = sorted(p for p in (self._pending if partitions is None else partitions)
+                     if p in self._pending and p in self.partitions)
+        if not due:
+            return
+        for p in due:
+            self.transport.send_checkpoint(p, self.partitions[p].checkpoint())
+            self._written_at[p] = self.clock()
+            self._pending.discard(p)
+            self.checkpoints += 1
+        self.transport.commit({p: self.partitions[p].offsets for p in due})
+
     def run(self, should_stop: Callable[[], bool], timeout_ms: int = 100) -> None:
-        """Steps until ``should_stop()``; then closes the transport (a Kafka consumer leaves
-        its group, so the partitions move at once)."""
+        """Steps until ``should_stop()``, writes the pending checkpoints, then closes the
+        transport (a Kafka consumer leaves its group, so the partitions move at once)."""
         try:
             while not should_stop():
                 self.step(timeout_ms)
+            self.write_checkpoints()
         finally:
             self.transport.close()

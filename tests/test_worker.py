@@ -76,17 +76,78 @@ def test_a_restart_from_every_checkpoint_ends_in_the_same_state():
     log = _log(partitions=2)
     _fill(log, s)
     transport = MemoryTransport(log, max_records=13)
-    worker = Worker(transport)
+    worker = Worker(transport, checkpoint_interval_ms=0)
     transport.attach(worker)
     steps = 0
     while worker.step():
         steps += 1
         # Kill: a new worker on a new transport, from the checkpoints alone.
         transport = MemoryTransport(log, max_records=13 + steps % 7)
-        worker = Worker(transport)
+        worker = Worker(transport, checkpoint_interval_ms=0)
         transport.attach(worker)
     assert steps > 5
     streamdata.assert_same_model(_model(log), streamdata.reference(s))
+
+
+class _Clock:
+    """A clock that moves one second per reading: checkpoints every few steps, by count."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_a_kill_between_checkpoints_re_processes_and_ends_in_the_same_state():
+    s = streamdata.make(300, seed=7)
+    log = _log(partitions=2)
+    _fill(log, s)
+
+    batches = []
+
+    def start(steps: int) -> tuple[MemoryTransport, Worker]:
+        transport = MemoryTransport(log, max_records=11 + steps % 5)
+        worker = Worker(transport, checkpoint_interval_ms=2500, clock=_Clock(),
+                        on_batch=lambda p, out: batches.append(out.counters.records))
+        transport.attach(worker)
+        return transport, worker
+
+    transport, worker = start(0)
+    steps = 0
+    while worker.step():
+        steps += 1
+        if steps % 4 == 0:  # killed: whatever came after its last checkpoint is done again
+            transport, worker = start(steps)
+    checkpoints = sum(log.end(log.topics.state, p) for p in range(2))
+    assert checkpoints < len(batches)  # not one per batch
+    streamdata.assert_same_model(_model(log), streamdata.reference(s))
+    joined = [orjson.loads(v)["decision_id"] for p in range(2)
+              for _, v, _ in log.read(log.topics.joined, p)]
+    assert sorted(joined) == sorted(e.decision_id for e in s.joined)  # closing checkpoints
+    records = sum(log.end(t, p) for t in (log.topics.impressions, log.topics.clicks)
+                  for p in range(2))
+    assert sum(batches) > records  # records after a lost checkpoint were processed again
+
+
+def test_revocation_and_stop_write_what_is_pending():
+    s = streamdata.make(100, seed=8)
+    log = _log(partitions=2)
+    _fill(log, s)
+    transport = MemoryTransport(log, max_records=20)
+    worker = Worker(transport, checkpoint_interval_ms=10**9)
+    transport.attach(worker)
+    before = log.end(log.topics.state, 0)
+    worker.step()
+    part = worker.partitions[0]
+    assert log.end(log.topics.state, 0) == before  # pending: nothing closed, not caught up
+    worker.on_revoked([0])
+    assert PartitionJoin.restore(transport.latest_checkpoint(0)).offsets == part.offsets
+    steps = iter(range(3))
+    worker.run(lambda: next(steps, None) is None)
+    assert PartitionJoin.restore(transport.latest_checkpoint(1)).offsets == \
+        worker.partitions[1].offsets
 
 
 def test_bad_records_are_dead_lettered_with_a_reason_and_the_rest_learned():
@@ -212,3 +273,20 @@ def test_absorb_keeps_a_vw_slot_when_partitions_cannot_merge():
     after = [s.policy for s in service._campaigns["vw"].slots]
     assert after[0] is before[0]  # VW: kept
     assert after[1] is not before[1]  # summable: the merged partitions
+
+
+def test_a_model_only_restore_has_the_model_and_no_windows():
+    s = streamdata.make(80, seed=9)
+    part = PartitionJoin(0, Engine())
+    part.engine.create_campaign(streamdata.spec())
+    half = len(s.impressions) // 2
+    part.process([Record(IMPRESSIONS, 0, i, encode(e)) for i, e in enumerate(s.impressions)],
+                 idle={CLICKS})
+    part.engine.learn(s.joined[:half])
+    data = part.checkpoint()
+    full = PartitionJoin.restore(data)
+    model = PartitionJoin.restore(data, model_only=True)
+    assert full.engine._joiner.open_count == part.engine._joiner.open_count > 0
+    assert model.engine._joiner.open_count == 0
+    assert (model.offsets, model.counters) == (part.offsets, part.counters)
+    streamdata.assert_same_model(model.engine, full.engine)
