@@ -1009,6 +1009,11 @@ class Engine:
         with self._lock:
             return self._joiner.erase(user_id)
 
+    def open_windows(self) -> int:
+        """How many decisions wait in the attribution join for their window to close."""
+        with self._lock:
+            return self._joiner.open_count
+
     def warm_up(self) -> None:
         """Compile (or load from the cache) every kernel a decision or a learn can reach, so
         the first request does not pay for it; then the engine is ready."""

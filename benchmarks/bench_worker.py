@@ -9,6 +9,13 @@ consumer assigned to every partition, touching each value), the rate the issue c
 (target >= 0.7x). The worker is timed from its first batch to the last checkpoint, so the
 group join is not counted; it runs in this process, one worker on both partitions.
 
+Workload S5: S4 with one weekly send's impressions and clicks on ONE partition, embedded
+(streams.memory, no broker), batches of 5000 records as KafkaTransport polls them: every
+window stays open until the watermark closes them all, so this is the worker with the largest
+open set a 280k send gives a partition (140k) in the full run. Reported: records/s, and the
+checkpoint at the largest open set (bytes, ms; restore ms in full and model-only) against the
+time the worker spends on one batch in the same run.
+
 Run on its own: ``python -m benchmarks.bench_worker [--quick]``.
 """
 
@@ -20,15 +27,18 @@ import uuid
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
+import orjson
+
 from bandit.engine import Engine
-from benchmarks.common import Measurement, Ratio, Results, script_main
+from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
 from simulators.demo import CAMPAIGN, _events
 from simulators.email_campaign import SLOTS, EmailCampaign
 from streams.broker import LocalBroker
 from streams.kafka import KafkaTransport
+from streams.memory import MemoryLog, MemoryTransport
 from streams.publish import Publisher
 from streams.topics import Topics, create_topics
-from streams.worker import Worker
+from streams.worker import PartitionJoin, Worker
 
 BENCH = "worker"
 PARTITIONS = 2
@@ -90,12 +100,59 @@ def _worker(bootstrap: str, topics: Topics, total: int) -> tuple[float, Worker]:
     while worker.counters.records < total:
         if worker.step(200) and start is None:
             start = time.perf_counter()
+    worker.write_checkpoints()  # the last one, if the interval had not come round yet
     elapsed = time.perf_counter() - start
     transport.close()
     return elapsed, worker
 
 
+def _embedded(n: int) -> Results:
+    """S5: the worker over an in-process log, one partition, every window open at once."""
+    record, impressions, clicks, watermark = workload(n)
+    log = MemoryLog(Topics("s5"), partitions=1)
+    log.publish_campaign(record)
+    for topic, events in ((log.topics.impressions, impressions), (log.topics.clicks, clicks)):
+        for event in events:
+            log.append(topic, orjson.dumps(event), partition=0)
+    transport = MemoryTransport(log, max_records=5000)
+    worker = Worker(transport)
+    transport.attach(worker)
+    start = time.perf_counter()
+    while worker.step():
+        pass
+    opened = time.perf_counter() - start
+    part = worker.partitions[0]
+    open_n = part.engine.open_windows()
+    t_checkpoint, data = best_time(lambda: None, lambda _: part.checkpoint(), repeat=3)
+    t_restore, _ = best_time(lambda: None, lambda _: PartitionJoin.restore(data), repeat=2)
+    t_model, _ = best_time(lambda: None,
+                           lambda _: PartitionJoin.restore(data, model_only=True), repeat=2)
+    mark = orjson.dumps({"type": "watermark", "ts": watermark})
+    log.append(log.topics.impressions, mark, partition=0)
+    log.append(log.topics.clicks, mark, partition=0)
+    start = time.perf_counter()
+    while worker.step():
+        pass
+    closed = time.perf_counter() - start
+    total, batches = worker.counters.records, -(-worker.counters.records // 5000)
+    per_batch = (opened + closed) / batches
+    ms = [Measurement(BENCH, "embedded worker, one partition, batches of 5000", "S5",
+                      total / (opened + closed), "records/s", total,
+                      note=f"{worker.checkpoints} checkpoints (interval "
+                           f"{worker.checkpoint_interval_ms} ms)"),
+          Measurement(BENCH, f"checkpoint with {open_n:,} open windows", "S5",
+                      t_checkpoint * 1e3, "ms", open_n, note=f"{len(data) / 1e6:.1f} MB"),
+          Measurement(BENCH, "restore that checkpoint (worker)", "S5", t_restore * 1e3, "ms",
+                      open_n),
+          Measurement(BENCH, "restore it model-only (decision service)", "S5", t_model * 1e3,
+                      "ms", open_n)]
+    rs = [Ratio(BENCH, "one batch's time / one checkpoint's, largest open set", "S5",
+                per_batch / t_checkpoint)]
+    return ms, rs
+
+
 def run(quick: bool = False) -> Results:
+    embedded = _embedded(10_000 if quick else 140_000)
     n = 5_000 if quick else 40_000
     with LocalBroker() as broker:
         topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
@@ -110,7 +167,7 @@ def run(quick: bool = False) -> Results:
                       total / t_worker, "records/s", total,
                       note=f"{c.joined:,} decisions joined, {c.dead_letters} dead letters")]
     rs = [Ratio(BENCH, "worker / raw consume (records/s)", "S4", t_raw / t_worker, target=0.7)]
-    return ms, rs
+    return ms + embedded[0], rs + embedded[1]
 
 
 if __name__ == "__main__":
