@@ -402,6 +402,9 @@ class Joiner:
             raise ValueError("open windows: user ids do not match the decisions")
         if not (joiner._shape < len(joiner._shapes)).all() or (joiner._shape < 0).any():
             raise ValueError("open windows: unknown shape")
+        for column in (joiner._arm, joiner._segment):  # indices of interned strings
+            if n and (column.min() < 0 or column.max() >= max(len(joiner._names), 1)):
+                raise ValueError("open windows: unknown string")
         joiner._live = np.ones(n, dtype=np.bool_)
         joiner._ids, joiner._users, joiner._size = list(ids), users, n
         joiner._row = {d: r for r, d in enumerate(ids)}
@@ -411,6 +414,8 @@ class Joiner:
                 joiner._arm, joiner._context, joiner._segment)))
         for r, k, reward, ts in zip(arrays["click_row"].tolist(), arrays["click_slot"].tolist(),
                                     arrays["click_reward"].tolist(), arrays["click_ts"].tolist()):
+            if not 0 <= r < n or not 0 <= k < len(joiner._shapes[joiner._shape[r]][1]):
+                raise ValueError(f"open windows: no slot {k} in row {r}")
             slot = joiner._shapes[joiner._shape[r]][1][k]
             joiner._rewards.setdefault(r, {})[slot] = reward
             joiner._first_ts.setdefault(r, {})[slot] = ts

@@ -1,5 +1,6 @@
 """The attribution join: event time only, so batching never changes what is learned."""
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -155,3 +156,15 @@ def test_rows_of_closed_windows_are_reused():
         j.add([varied_imp(i, week * 1000) for i in range(week * 50, week * 50 + 50)])
         assert j.open_count == 50
     assert j._size == 100  # the second week's rows were taken again by the third's
+
+
+@pytest.mark.parametrize(("name", "damage"), [
+    ("click_row", lambda a: a + 99), ("click_slot", lambda a: a + 5), ("arm", lambda a: a + 99),
+    ("shape", lambda a: a + 7), ("users", lambda a: np.frombuffer(b'["u1"]', dtype=np.uint8)), ("ts", lambda a: a[:-1])])
+def test_a_damaged_join_state_is_refused(name, damage):
+    j = Joiner(lambda name: spec())
+    j.add([varied_imp(i, 0) for i in range(6)] + [click(1, 1, 5)])
+    meta, arrays = j.state()
+    arrays[name] = damage(arrays[name])
+    with pytest.raises(ValueError, match="open windows"):
+        Joiner.from_state(meta, arrays, lambda name: spec())

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.engine import Engine
-from bandit.errors import IncompatibleStateError
+from bandit.errors import IncompatibleStateError, InvalidInputError
 from streams.codec import encode
 from streams.memory import MemoryLog, MemoryTransport
 from streams.topics import Topics
@@ -290,3 +290,8 @@ def test_a_model_only_restore_has_the_model_and_no_windows():
     assert model.engine.open_windows() == 0
     assert (model.offsets, model.counters) == (part.offsets, part.counters)
     streamdata.assert_same_model(model.engine, full.engine)
+
+
+def test_a_negative_checkpoint_interval_is_refused():
+    with pytest.raises(InvalidInputError, match="checkpoint_interval_ms"):
+        Worker(MemoryTransport(_log()), checkpoint_interval_ms=-1)
