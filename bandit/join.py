@@ -225,7 +225,8 @@ class Joiner:
         if g:
             self._segment[r, :g] = [intern(v) for v in imp.segments.values()]
         self._ts[r], self._deadline[r], self._shape[r] = imp.ts, deadline, shape
-        self._holdout[r], self._wire[r], self._live[r] = imp.holdout, type(imp) is wire.Impression, True
+        self._holdout[r], self._live[r] = imp.holdout, True
+        self._wire[r] = type(imp) is wire.Impression
         self._ids[r], self._users[r] = imp.decision_id, imp.user_id
         self._row[imp.decision_id] = r
         self._next_deadline = min(self._next_deadline, deadline)

@@ -160,7 +160,8 @@ def test_rows_of_closed_windows_are_reused():
 
 @pytest.mark.parametrize(("name", "damage"), [
     ("click_row", lambda a: a + 99), ("click_slot", lambda a: a + 5), ("arm", lambda a: a + 99),
-    ("shape", lambda a: a + 7), ("users", lambda a: np.frombuffer(b'["u1"]', dtype=np.uint8)), ("ts", lambda a: a[:-1])])
+    ("shape", lambda a: a + 7), ("ts", lambda a: a[:-1]),
+    ("users", lambda a: np.frombuffer(b'["u1"]', dtype=np.uint8))])
 def test_a_damaged_join_state_is_refused(name, damage):
     j = Joiner(lambda name: spec())
     j.add([varied_imp(i, 0) for i in range(6)] + [click(1, 1, 5)])
