@@ -204,26 +204,25 @@ class Joiner:
             self._shapes.append((imp.campaign, key[1], None if context is None else
                                  tuple(zip(key[2], strings)), key[4]))
         k, d, g = len(imp.slots), 0 if context is None else len(context), len(imp.segments)
-        rows = len(self._ts) * (2 if not self._free and self._size == len(self._ts) else 1)
-        widths = (max(k, self._arm.shape[1]), max(d, self._context.shape[1]),
-                  max(g, self._segment.shape[1]))
-        if rows != len(self._ts) or widths != (self._arm.shape[1], self._context.shape[1],
-                                               self._segment.shape[1]):
-            self._allocate(rows, *widths)
+        full = not self._free and self._size == len(self._ts)
+        slots, keys, segments = self._arm.shape[1], self._context.shape[1], self._segment.shape[1]
+        if full or k > slots or d > keys or g > segments:
+            self._allocate(len(self._ts) * (2 if full else 1), max(k, slots), max(d, keys),
+                           max(g, segments))
         if self._free:
             r = self._free.pop()
         else:
             r = self._size
             self._size += 1
-        intern = self._intern
+        known, intern = self._name_index, self._intern
         choices = imp.slots.values()
-        self._arm[r, :k] = [intern(c.arm) for c in choices]
+        self._arm[r, :k] = [known.get(c.arm) or intern(c.arm) for c in choices]
         self._propensity[r, :k] = [c.propensity for c in choices]
         if d:
-            self._context[r, :d] = [intern(v) if s else v
+            self._context[r, :d] = [(known.get(v) or intern(v)) if s else v
                                     for v, s in zip(context.values(), strings)]
         if g:
-            self._segment[r, :g] = [intern(v) for v in imp.segments.values()]
+            self._segment[r, :g] = [known.get(v) or intern(v) for v in imp.segments.values()]
         self._ts[r], self._deadline[r], self._shape[r] = imp.ts, deadline, shape
         self._holdout[r], self._live[r] = imp.holdout, True
         self._wire[r] = type(imp) is wire.Impression
