@@ -5,7 +5,9 @@ an engine, impressions and simulated clicks, a watermark that closes every windo
 
 (a) Two ``cmab worker`` processes in one group against one, on the same records (published
     once per topic prefix), same run: records/s from the first checkpoint seen on the state
-    topic to the last, so process start-up and the group join are not counted.
+    topic to the last, so process start-up and the group join are not counted. The workers
+    checkpoint after every batch here (``--checkpoint-interval-ms 0``): with the default
+    interval the first checkpoint may come only near the end, and the clock would start late.
 (b) Lag from a click produced to the model visible in the decision service: ``cmab serve`` in
     stream mode and one ``cmab worker``; per step, a few decisions' impressions and clicks and
     a watermark that closes their windows are produced (flushed), then the service's report
@@ -104,7 +106,8 @@ def _workers_rate(bootstrap: str, workers: int, record: dict[str, Any], impressi
     follower = StateFollower(Engine(), bootstrap, topics, poll_timeout_ms=20).start()
     group = f"{topics.prefix}-workers"
     procs = [_spawn(["worker", "--bootstrap-servers", bootstrap, "--topic-prefix",
-                     topics.prefix, "--group", group, "--quiet"]) for _ in range(workers)]
+                     topics.prefix, "--group", group, "--quiet",
+                     "--checkpoint-interval-ms", "0"]) for _ in range(workers)]
     try:
         if not follower.wait_for(done, _TIMEOUT_S):
             raise RuntimeError(f"{workers} worker(s) did not finish in {_TIMEOUT_S:.0f} s")
