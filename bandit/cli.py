@@ -9,7 +9,7 @@ outside Typer's standalone mode and reports usage errors and BanditErrors itself
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -226,6 +226,35 @@ def broker(
             pass
 
 
+def _run_until_signalled(run: Callable[[Callable[[], bool]], None], records: Callable[[], int],
+                         status: Callable[[float], str], quiet: bool) -> None:
+    """``run(should_stop)`` until SIGTERM or SIGINT (the loop then ends its own way: final
+    checkpoint, leaving the group); unless ``quiet``, ``status(records/s)`` every 5 s."""
+    import signal
+    import time
+
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    last, seen = time.monotonic(), records()
+
+    def should_stop() -> bool:
+        nonlocal last, seen
+        now = time.monotonic()
+        if not quiet and now - last >= 5.0:
+            n = records()
+            print(status((n - seen) / (now - last)), file=sys.stderr, flush=True)
+            last, seen = now, n
+        return stop
+
+    run(should_stop)
+
+
 @app.command()
 def worker(
     bootstrap_servers: Annotated[
@@ -248,9 +277,6 @@ def worker(
 ) -> None:
     """Join impressions and clicks, learn, checkpoint to the state topic; until Ctrl-C or
     SIGTERM (then it leaves its group, and its partitions move to the other workers)."""
-    import signal
-    import time
-
     from streams.kafka import KafkaTransport
     from streams.topics import Topics, create_topics
     from streams.worker import Worker
@@ -263,32 +289,16 @@ def worker(
                                heartbeat_interval_ms=heartbeat_interval_ms)
     running = Worker(transport, checkpoint_interval_ms=checkpoint_interval_ms)
     transport.attach(running)
-    stop = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     if not quiet:
         print(f"cmab worker: group {group} on {topics.impressions} and {topics.clicks} at "
               f"{bootstrap_servers}", file=sys.stderr, flush=True)
-    last, seen = time.monotonic(), 0
 
-    def should_stop() -> bool:
-        nonlocal last, seen
-        now = time.monotonic()
-        if not quiet and now - last >= 5.0:
-            c = running.counters
-            print(f"cmab worker: partitions {sorted(running.partitions)}, "
-                  f"{(c.records - seen) / (now - last):,.0f} records/s, joined {c.joined:,}, "
-                  f"dead letters {c.dead_letters:,}, late {c.late:,}", file=sys.stderr,
-                  flush=True)
-            last, seen = now, c.records
-        return stop
+    def status(rate: float) -> str:
+        c = running.counters
+        return (f"cmab worker: partitions {sorted(running.partitions)}, {rate:,.0f} records/s, "
+                f"joined {c.joined:,}, dead letters {c.dead_letters:,}, late {c.late:,}")
 
-    running.run(should_stop)
+    _run_until_signalled(running.run, lambda: running.counters.records, status, quiet)
 
 
 @app.command("vw-learner")
@@ -312,9 +322,6 @@ def vw_learner(
     """Learn every VW slot from the .joined training log, in order, and checkpoint the models
     with their offsets to .vwstate; until Ctrl-C or SIGTERM (then a last checkpoint). Run one
     per deployment: VW learns in order, so a VW slot has a single learner."""
-    import signal
-    import time
-
     from streams.topics import Topics, create_topics
     from streams.vw_learner import KafkaVWLearner
 
@@ -323,31 +330,16 @@ def vw_learner(
     running = KafkaVWLearner(bootstrap_servers, topics, group_id=group,
                              max_poll_records=max_poll_records,
                              checkpoint_interval_ms=checkpoint_interval_ms)
-    stop = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     if not quiet:
         print(f"cmab vw-learner: {topics.joined} to {topics.vwstate} at {bootstrap_servers}",
               file=sys.stderr, flush=True)
-    last, seen = time.monotonic(), running.learner.counters.records
 
-    def should_stop() -> bool:
-        nonlocal last, seen
-        now = time.monotonic()
-        if not quiet and now - last >= 5.0:
-            c = running.learner.counters
-            print(f"cmab vw-learner: {(c.records - seen) / (now - last):,.0f} records/s, "
-                  f"learned {c.learned:,}, skipped {c.skipped:,}, dead letters "
-                  f"{c.dead_letters:,}", file=sys.stderr, flush=True)
-            last, seen = now, c.records
-        return stop
+    def status(rate: float) -> str:
+        c = running.learner.counters
+        return (f"cmab vw-learner: {rate:,.0f} records/s, learned {c.learned:,}, "
+                f"skipped {c.skipped:,}, dead letters {c.dead_letters:,}")
 
-    running.run(should_stop)
+    _run_until_signalled(running.run, lambda: running.learner.counters.records, status, quiet)
 
 
 @app.command("vw-export")
