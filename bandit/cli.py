@@ -21,6 +21,8 @@ from bandit.errors import BanditError, InvalidInputError
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
+    from bandit.models import CampaignSpec
+
 app = typer.Typer(
     name="cmab",
     add_completion=False,
@@ -453,22 +455,11 @@ def replay(
 
         logged = read_dsjson(log, name=log.name)
     else:
-        from pydantic import ValidationError
-
-        from bandit.models import CampaignSpec
         from simulators.logs import read_joined
 
         if spec is None or slot is None:
             raise InvalidInputError("--format joined needs --spec FILE and --slot NAME")
-        try:
-            campaign_spec = CampaignSpec.model_validate_json(spec.read_bytes())
-        except OSError as error:
-            raise InvalidInputError(f"--spec: cannot read {spec}: {error.strerror}") from None
-        except ValidationError as error:
-            first = error.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "spec"
-            raise InvalidInputError(f"--spec {spec}: {where}: {first['msg']}") from None
-        logged = read_joined(log, campaign_spec, slot)
+        logged = read_joined(log, _campaign_spec(spec), slot)
     names = [n.strip() for n in policy.split(",") if n.strip()]
     chosen = [e.strip() for e in estimators.split(",") if e.strip()]
     targets = make_targets(names, logged, behaviors=behaviors, seed=seed)
@@ -491,6 +482,22 @@ def replay(
     console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
 
 
+def _campaign_spec(spec: Path) -> CampaignSpec:
+    """The CampaignSpec in the JSON file given as ``--spec`` (one-line errors naming the field)."""
+    from pydantic import ValidationError
+
+    from bandit.models import CampaignSpec
+
+    try:
+        return CampaignSpec.model_validate_json(spec.read_bytes())
+    except OSError as error:
+        raise InvalidInputError(f"--spec: cannot read {spec}: {error.strerror}") from None
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        raise InvalidInputError(f"--spec {spec}: {where}: {first['msg']}") from None
+
+
 @app.command("export-dsjson")
 def export_dsjson(
     joined: Annotated[Path, typer.Option(help="The joined log (JSON lines of joined events).")],
@@ -501,20 +508,9 @@ def export_dsjson(
     """Write one slot of a joined log as Vowpal Wabbit DSJSON (cost = -reward, the logged
     propensity), contexts encoded as the engine learns them, to train VW offline:
     ``vw --cb_explore_adf --dsjson -d OUT``. Holdout and consent-less events are left out."""
-    from pydantic import ValidationError
-
-    from bandit.models import CampaignSpec
     from simulators.logs import read_joined, write_dsjson
 
-    try:
-        campaign_spec = CampaignSpec.model_validate_json(spec.read_bytes())
-    except OSError as error:
-        raise InvalidInputError(f"--spec: cannot read {spec}: {error.strerror}") from None
-    except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "spec"
-        raise InvalidInputError(f"--spec {spec}: {where}: {first['msg']}") from None
-    logged = read_joined(joined, campaign_spec, slot)
+    logged = read_joined(joined, _campaign_spec(spec), slot)
     try:
         n = write_dsjson(logged, out)
     except OSError as error:

@@ -4,34 +4,13 @@ the model is bit-equal to a direct batch computation over every event, the check
 counters add up to exactly what was produced, and the joined topic has every decision."""
 
 import dataclasses
-import time
 import uuid
 
 from streams.broker import LocalBroker
-from streams.kafka import KafkaTransport
-from streams.topics import Topics, create_topics
-from streams.worker import Counters, Worker
+from streams.topics import create_topics
+from streams.worker import Counters
 from tests import streamdata
-from tests.test_worker_kafka import TEST_GROUP, _done, _joined_ids, _produce, _service, _setup
-
-
-def _run_until(broker: LocalBroker, topics: Topics, group: str, counts, partitions: int):
-    """An in-process worker stepped until the state topic shows every record of ``counts``
-    consumed; returns the service engine that followed the state topic, and the checkpoints."""
-    engine, follower = _service(broker, topics)
-    transport = KafkaTransport(broker.bootstrap_servers, topics, group, max_poll_records=100,
-                               **TEST_GROUP)
-    worker = Worker(transport)
-    transport.attach(worker)
-    try:
-        deadline = time.monotonic() + 60
-        while not follower.wait_for(_done(topics, counts, partitions), 0.01):
-            worker.step(100)
-            assert time.monotonic() < deadline, "the worker did not catch up in 60 s"
-    finally:
-        transport.close()
-        follower.close()
-    return engine, follower.partitions()
+from tests.test_worker_kafka import _joined_ids, _produce, _run_until, _setup
 
 
 def test_a_durable_broker_restarted_mid_stream_loses_and_doubles_nothing(tmp_path):

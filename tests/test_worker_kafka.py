@@ -98,14 +98,12 @@ def _joined_ids(kafka, topics: Topics, partitions: int, expected: int) -> set[st
     return ids
 
 
-def test_end_to_end_the_model_equals_a_direct_batch_computation(kafka):
-    partitions = 3
-    topics = _setup(kafka, partitions)
-    s = streamdata.make(400, seed=11)
-    counts = _produce(kafka, topics, s, partitions)
-    engine, follower = _service(kafka, topics)
-    transport = KafkaTransport(kafka.bootstrap_servers, topics, f"g-{topics.prefix}",
-                               max_poll_records=100, **TEST_GROUP)
+def _run_until(broker, topics: Topics, group: str, counts, partitions: int):
+    """An in-process worker stepped until the state topic shows every record of ``counts``
+    consumed; returns the service engine that followed the state topic, and the checkpoints."""
+    engine, follower = _service(broker, topics)
+    transport = KafkaTransport(broker.bootstrap_servers, topics, group, max_poll_records=100,
+                               **TEST_GROUP)
     worker = Worker(transport)
     transport.attach(worker)
     try:
@@ -114,8 +112,17 @@ def test_end_to_end_the_model_equals_a_direct_batch_computation(kafka):
             worker.step(100)
             assert time.monotonic() < deadline, "the worker did not catch up in 60 s"
     finally:
-        worker.transport.close()
-    follower.close()
+        transport.close()
+        follower.close()
+    return engine, follower.partitions()
+
+
+def test_end_to_end_the_model_equals_a_direct_batch_computation(kafka):
+    partitions = 3
+    topics = _setup(kafka, partitions)
+    s = streamdata.make(400, seed=11)
+    counts = _produce(kafka, topics, s, partitions)
+    engine, _ = _run_until(kafka, topics, f"g-{topics.prefix}", counts, partitions)
     streamdata.assert_same_model(engine, streamdata.reference(s))
     assert engine.model_version("news") > 0
     assert _joined_ids(kafka, topics, partitions, 400) == {e.decision_id for e in s.joined}
