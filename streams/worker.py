@@ -183,12 +183,9 @@ class PartitionJoin:
             out.dead_letters.append(DeadLetter.of(record, rejected.reason) if record else
                                     DeadLetter(encode(rejected.event), rejected.reason,
                                                f"{CLICKS}/{self.partition}/join"))
-        for joined in result.joined:
-            # wire.Joined writes the same bytes as the pydantic JoinedEvent (tests/test_codec).
-            out.joined.append((joined.decision_id, wire.joined_json(joined)
-                               if type(joined) is wire.Joined else
-                               orjson.dumps(joined.model_dump(mode="json", exclude_none=True))))
-        out.counters.joined += len(result.joined)
+        if result.closed is not None:
+            out.joined = result.closed.json()
+        out.counters.joined += len(out.joined)
         out.counters.dead_letters += len(out.dead_letters)
         self.counters.add(out.counters)
         self.seq += 1
