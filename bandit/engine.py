@@ -33,7 +33,7 @@ from bandit.errors import (
     NotFoundError,
     UnknownArmError,
 )
-from bandit.join import Joiner, JoinResult
+from bandit.join import Closed, Joiner, JoinResult
 from bandit.models import (
     Arm,
     ArmReport,
@@ -165,6 +165,30 @@ class _Encoder:
                         f"{self.what} row {i}: feature {name!r} expects a string, got {value!r}")
                 X[i, start + index.get(value, len(index))] = 1.0
         return X
+
+    def encode_columns(self, keys: Sequence[str], values: np.ndarray, names: Sequence[str],
+                       out: np.ndarray) -> None:
+        """``encode`` of rows that share their keys, from columns: ``values`` (n, len(keys))
+        holds numbers, and for categorical features indices into ``names``; fills ``out`` (n,
+        dim). The rows must have passed ``check`` (the join's rows did, on the way in)."""
+        n = values.shape[0]
+        where = {key: j for j, key in enumerate(keys)}
+        if self.intercept:
+            out[:, 0] = 1.0
+        for name, col, default in self._numeric:
+            j = where.get(name)
+            if j is None and default is None:
+                raise InvalidInputError(f"{self.what} row 0: missing numeric feature {name!r}")
+            out[:, col] = default if j is None else values[:, j]
+        for name, start, index in self._categorical:
+            j = where.get(name)
+            if j is None:
+                out[:, start + len(index)] = 1.0
+                continue
+            seen, codes = np.unique(values[:, j].astype(np.int64), return_inverse=True)
+            offset = np.array([index.get(names[v], len(index)) for v in seen.tolist()],
+                              dtype=np.int64)
+            out[np.arange(n), start + offset[codes.reshape(-1)]] = 1.0
 
     def check(self, row: dict[str, Any]) -> None:
         """``encode([row])``'s checks without building the row (the stream checks every
@@ -374,6 +398,25 @@ class _Campaign:
                 return s
         raise NotFoundError(f"campaign {self.spec.name!r}: no slot {name!r}")
 
+
+
+@dataclass
+class _Learned:
+    """A campaign's closed decisions as columns, what ``Engine._learn_columns`` learns: n
+    decisions in order; per slot of the campaign (by name) the arm index in the slot (-1 where
+    the decision has no such slot), its logged propensity and its reward (unclipped);
+    ``context`` the encoded contexts of the decisions with ``has_context``, in order; ``best``
+    a decision's best reward over its slots; ``segments`` as ``Engine._segment_pairs``."""
+
+    ts: np.ndarray  # (n,) float64
+    holdout: np.ndarray  # (n,) int64
+    best: np.ndarray  # (n,) float64
+    arms: dict[str, np.ndarray]  # slot -> (n,) int64
+    propensities: dict[str, np.ndarray]  # slot -> (n,) float64
+    rewards: dict[str, np.ndarray]  # slot -> (n,) float64
+    has_context: np.ndarray  # (n,) bool
+    context: np.ndarray  # (n with context, dim) float64
+    segments: tuple[list, np.ndarray, np.ndarray, int]
 
 
 @dataclass(frozen=True)
@@ -760,50 +803,129 @@ class Engine:
                                               f"no arm {choice.arm!r}")
                 by_campaign.setdefault(e.campaign, []).append(e)
             for name, events in by_campaign.items():
-                self._learn_campaign(self._campaigns[name], events)
+                c = self._campaigns[name]
+                self._learn_columns(c, self._event_columns(c, events))
 
-    def _learn_campaign(self, c: _Campaign, events: list[JoinedEvent]) -> None:
-        with_context = [e for e in events if e.context is not None]
-        base = c.context.encode([e.context for e in with_context])
-        ts = np.array([e.ts for e in events], dtype=np.float64)
-        ts_ctx = np.array([e.ts for e in with_context], dtype=np.float64)
-        segments = self._segment_pairs(events)
+    def learn_closed(self, closed: Closed) -> None:
+        """``learn(closed.events())`` straight from the join's columns, without an event per
+        decision (the campaigns, slots and arms were checked when the impressions came in).
+        The same model, bit for bit (tests/test_engine.py)."""
+        with self._lock:
+            campaigns = [shape[0] for shape in closed.shapes]
+            of_row = np.array([campaigns.index(name) for name in campaigns])[closed.shape]
+            for k in dict.fromkeys(of_row.tolist()):
+                c = self._get(campaigns[k])
+                self._learn_columns(c, self._closed_columns(c, closed,
+                                                            np.flatnonzero(of_row == k)))
+
+    def _event_columns(self, c: _Campaign, events: list[JoinedEvent]) -> _Learned:
+        """The columns of ``events`` (all of campaign ``c``, checked)."""
+        default = c.spec.default_reward
+        arms, propensities, rewards = {}, {}, {}
+        for s in c.slots:
+            name, index = s.spec.name, s.arm_index
+            choices = [e.slots.get(name) for e in events]
+            arms[name] = np.array([-1 if x is None else index[x.arm] for x in choices],
+                                  dtype=np.int64)
+            propensities[name] = np.array([0.0 if x is None else x.propensity for x in choices],
+                                          dtype=np.float64)
+            rewards[name] = np.array([e.rewards.get(name, default) for e in events],
+                                     dtype=np.float64)
+        has_context = np.array([e.context is not None for e in events], dtype=np.bool_)
+        return _Learned(
+            ts=np.array([e.ts for e in events], dtype=np.float64),
+            holdout=np.array([e.holdout for e in events], dtype=np.int64),
+            best=np.array([max(e.rewards.values(), default=default) for e in events],
+                          dtype=np.float64),
+            arms=arms, propensities=propensities, rewards=rewards, has_context=has_context,
+            context=c.context.encode([e.context for e in events if e.context is not None]),
+            segments=self._segment_pairs(events))
+
+    def _closed_columns(self, c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
+        """The columns of the join's closed decisions ``rows`` (all of campaign ``c``)."""
+        n, names = len(rows), closed.names
+        shape = closed.shape[rows]
+        arms = {s.spec.name: np.full(n, -1, dtype=np.int64) for s in c.slots}
+        propensities = {s.spec.name: np.zeros(n) for s in c.slots}
+        rewards = {s.spec.name: np.full(n, c.spec.default_reward) for s in c.slots}
+        best = np.full(n, c.spec.default_reward)
+        has_context = np.zeros(n, dtype=np.bool_)
+        X = np.zeros((n, c.context.dim))
+        pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (row, position, pair)
+        keys: dict[tuple[str, str], int] = {}
+        for k in np.unique(shape).tolist():
+            _, slots, context_keys, segment_keys = closed.shapes[k]
+            at = np.flatnonzero(shape == k)
+            mine = rows[at]
+            for j, name in enumerate(slots):
+                index = c.slot(name).arm_index
+                seen, codes = np.unique(closed.arm[mine, j], return_inverse=True)
+                arms[name][at] = np.array([index[names[a]] for a in seen.tolist()],
+                                          dtype=np.int64)[codes.reshape(-1)]
+                propensities[name][at] = closed.propensity[mine, j]
+                rewards[name][at] = closed.reward[mine, j]
+                # Python's max over the rewards in slot order: the first, then any greater.
+                column = closed.reward[mine, j]
+                best[at] = column if j == 0 else np.where(column > best[at], column, best[at])
+            if context_keys is not None:
+                has_context[at] = True
+                sub = np.zeros((len(at), c.context.dim))
+                c.context.encode_columns([key for key, _ in context_keys],
+                                         closed.context[mine, :len(context_keys)], names, sub)
+                X[at] = sub
+            for j, key in enumerate(segment_keys):
+                seen, codes = np.unique(closed.segment[mine, j], return_inverse=True)
+                pair = np.array([keys.setdefault((key, names[v]), len(keys))
+                                 for v in seen.tolist()], dtype=np.int64)
+                pairs.append((at, np.full(len(at), j), pair[codes.reshape(-1)]))
+        if pairs:  # event by event, each in its segment order: as _segment_pairs lists them
+            event, position, code = (np.concatenate(x) for x in zip(*pairs))
+            order = np.lexsort((position, event))
+            segments = (list(keys), event[order], code[order], n)
+        else:
+            segments = ([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n)
+        return _Learned(ts=closed.ts[rows], holdout=closed.holdout[rows].astype(np.int64),
+                        best=best, arms=arms, propensities=propensities, rewards=rewards,
+                        has_context=has_context, context=X[has_context], segments=segments)
+
+    def _learn_columns(self, c: _Campaign, cols: _Learned) -> None:
+        """The learning itself, for either entry point: per slot the policy (context and
+        context-free) and the report tallies, then the campaign's totals and version."""
+        ts = cols.ts
+        with_context = np.flatnonzero(cols.has_context)
+        ts_ctx = ts[with_context]
         for s in c.slots:
             name = s.spec.name
-            rows = [i for i, e in enumerate(events) if name in e.slots]
-            if not rows:
+            present = cols.arms[name] >= 0
+            rows = np.flatnonzero(present)
+            if not len(rows):
                 continue
-            arms = np.array([s.arm_index[events[i].slots[name].arm] for i in rows], dtype=np.int64)
+            arms = cols.arms[name][rows]
             # A Bernoulli model (Beta TS) learns "at least one click" from a sum of clicks.
             low, high = s.policy.reward_range
-            rewards = np.clip([events[i].rewards.get(name, c.spec.default_reward)
-                               for i in rows], low, high)
+            rewards = np.clip(cols.rewards[name][rows], low, high)
             # VW learns each event at the propensity it was logged with.
-            logged = ({"propensities": np.array([events[i].slots[name].propensity for i in rows])}
-                      if isinstance(s.policy, VWPolicy) else {})
+            vw = isinstance(s.policy, VWPolicy)
+            logged = {"propensities": cols.propensities[name][rows]} if vw else {}
             if s.fallback is s.policy:  # context-free slot: every event, context or not
                 s.policy.learn_many(arms, np.empty((len(rows), 0)), rewards, ts_ms=ts[rows])
             else:
                 s.fallback.learn_many(arms, np.ones((len(rows), 1)), rewards, ts_ms=ts[rows],
                                       **logged)
-                ctx = [j for j, e in enumerate(with_context) if name in e.slots]
-                if ctx:
-                    chosen = {prev: np.array([c.slot(prev).arm_index.get(
-                        with_context[j].slots[prev].arm, 0) if prev in with_context[j].slots
-                        else 0 for j in ctx]) for prev, _ in s.conditioned}
-                    X = self._slot_matrix(c, s, base[ctx], chosen)
-                    a = np.array([s.arm_index[with_context[j].slots[name].arm] for j in ctx])
-                    r = np.clip([with_context[j].rewards.get(name, c.spec.default_reward)
-                                 for j in ctx], low, high)
-                    if logged:
-                        logged = {"propensities": np.array(
-                            [with_context[j].slots[name].propensity for j in ctx])}
-                    s.policy.learn_many(a, X, r, ts_ms=ts_ctx[ctx], **logged)
-            self._tally(s, arms, rewards, rows, segments)
-        best = [max(e.rewards.values(), default=c.spec.default_reward) for e in events]
-        holdout = np.array([e.holdout for e in events], dtype=np.int64)
+                ctx = np.flatnonzero(present[with_context])
+                if len(ctx):
+                    event = with_context[ctx]
+                    chosen = {prev: np.maximum(cols.arms[prev][event], 0)
+                              for prev, _ in s.conditioned}
+                    X = self._slot_matrix(c, s, cols.context[ctx], chosen)
+                    r = np.clip(cols.rewards[name][event], low, high)
+                    if vw:
+                        logged = {"propensities": cols.propensities[name][event]}
+                    s.policy.learn_many(cols.arms[name][event], X, r, ts_ms=ts_ctx[ctx],
+                                        **logged)
+            self._tally(s, arms, rewards, rows, cols.segments)
         totals = {0: c.personalized, 1: c.holdout}
-        _add_grouped(totals, [0, 1], holdout, np.asarray(best, dtype=np.float64))
+        _add_grouped(totals, [0, 1], cols.holdout, cols.best)
         c.version += 1
 
     @staticmethod
@@ -865,8 +987,8 @@ class Engine:
                 except InvalidInputError as exc:
                     raise InvalidInputError(f"event {i} ({e.event_id}): {exc}") from None
             result = self._joiner.add(events, watermark)
-            if result.joined:
-                self.learn(result.joined)
+            if result.closed is not None and len(result.closed):
+                self.learn_closed(result.closed)
             self.rejected_events += len(result.rejected)
             return result
 

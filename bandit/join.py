@@ -38,12 +38,101 @@ class Rejected:
 
 
 @dataclass
-class JoinResult:
-    """Closed decisions (``wire.Joined`` for events decoded by the stream worker, JoinedEvent
-    for pydantic events) and rejected events."""
+class Closed:
+    """The decisions whose windows one batch closed, as the join's columns, in closing order.
 
-    joined: list[JoinedEvent | wire.Joined] = field(default_factory=list)
+    Row i: ``ids[i]``, ``users[i]``, ``ts``, ``shape`` (an index into ``shapes``: campaign, slot
+    names, context keys with "is a string", segment keys), ``holdout``, ``wire`` (decoded by the
+    stream worker), and per position j of its shape's slots, context keys and segment keys:
+    ``arm``, ``propensity`` and ``reward`` (aggregated, or the campaign's default), ``context``
+    and ``segment``. Arms, string context values and segment values are indices into ``names``.
+    ``Engine`` learns from these columns; ``events`` and ``json`` are for the other readers.
+    """
+
+    ids: list[str]
+    users: list[str]
+    ts: np.ndarray  # (n,) float64
+    shape: np.ndarray  # (n,) int32
+    holdout: np.ndarray  # (n,) bool
+    wire: np.ndarray  # (n,) bool
+    arm: np.ndarray  # (n, slots) int32
+    propensity: np.ndarray  # (n, slots) float64
+    reward: np.ndarray  # (n, slots) float64
+    context: np.ndarray  # (n, keys) float64 (string values: their index in names)
+    segment: np.ndarray  # (n, segments) int32
+    names: list[str]
+    shapes: list[tuple]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _rows(self):
+        """Per decision: its plain fields, in the order of ``JoinedEvent``'s."""
+        names, shapes = self.names, self.shapes
+        for i, ts, shape, holdout, is_wire, arms, propensities, rewards, values, segment in zip(
+                range(len(self.ids)), self.ts.tolist(), self.shape.tolist(),
+                self.holdout.tolist(), self.wire.tolist(), self.arm.tolist(),
+                self.propensity.tolist(), self.reward.tolist(), self.context.tolist(),
+                self.segment.tolist()):
+            campaign, slots, context_keys, segment_keys = shapes[shape]
+            context = None if context_keys is None else {
+                key: names[int(v)] if is_str else v
+                for (key, is_str), v in zip(context_keys, values)}
+            yield (is_wire, self.ids[i], campaign, self.users[i], ts,
+                   [(slot, names[a], p) for slot, a, p in zip(slots, arms, propensities)],
+                   context, {key: names[v] for key, v in zip(segment_keys, segment)},
+                   holdout, dict(zip(slots, rewards)))
+
+    def events(self) -> list[JoinedEvent | wire.Joined]:
+        """The closed decisions: ``wire.Joined`` for impressions decoded by the stream worker
+        (validated then: no second validation), else JoinedEvent."""
+        out: list[JoinedEvent | wire.Joined] = []
+        for (is_wire, decision_id, campaign, user_id, ts, choices, context, segments, holdout,
+             rewards) in self._rows():
+            if is_wire:
+                out.append(wire.Joined(
+                    decision_id=decision_id, campaign=campaign, user_id=user_id, ts=ts,
+                    slots={slot: wire.SlotChoice(arm=a, propensity=p) for slot, a, p in choices},
+                    context=context, segments=segments, holdout=holdout, rewards=rewards))
+            else:
+                out.append(JoinedEvent(
+                    decision_id=decision_id, campaign=campaign, user_id=user_id, ts=ts,
+                    slots={slot: {"arm": a, "propensity": p} for slot, a, p in choices},
+                    context=context, segments=segments, holdout=holdout, rewards=rewards))
+        return out
+
+    def json(self) -> list[tuple[str, bytes]]:
+        """(decision id, the JSON of its JoinedEvent) per closed decision, the bytes of
+        ``model_dump(mode="json", exclude_none=True)`` (pinned by tests/test_join.py), written
+        from the columns without building an event."""
+        out, dumps = [], orjson.dumps
+        for (_, decision_id, campaign, user_id, ts, choices, context, segments, holdout,
+             rewards) in self._rows():
+            joined = {"decision_id": decision_id, "campaign": campaign, "user_id": user_id,
+                      "ts": ts, "slots": {slot: {"arm": a, "propensity": p}
+                                          for slot, a, p in choices}}
+            if context is not None:
+                joined["context"] = context
+            joined["segments"], joined["holdout"], joined["rewards"] = segments, holdout, rewards
+            out.append((decision_id, dumps(joined)))
+        return out
+
+
+@dataclass
+class JoinResult:
+    """Closed decisions (``closed``, columns; ``joined``, their events) and rejected events."""
+
+    closed: Closed | None = None
     rejected: list[Rejected] = field(default_factory=list)
+    _events: list | None = field(default=None, repr=False)
+
+    @property
+    def joined(self) -> list[JoinedEvent | wire.Joined]:
+        """``closed`` as events (``wire.Joined`` for the stream worker's, else JoinedEvent),
+        built on first use."""
+        if self._events is None:
+            self._events = self.closed.events() if self.closed is not None else []
+        return self._events
 
 
 class Joiner:
@@ -280,7 +369,7 @@ class Joiner:
             deadlines = self._deadline[due].tolist()
             order = sorted(range(len(due)), key=lambda i: (deadlines[i], self._ids[due[i]]))
             due = due[order]
-            result.joined += self._joined(due)
+            result.closed = self._closed_rows(due)
             for r, deadline in zip(due.tolist(), self._deadline[due].tolist()):
                 self._closed[self._ids[r]] = deadline
                 self._drop(r)
@@ -299,36 +388,23 @@ class Joiner:
         self._seen = {e: t for e, t in self._seen.items() if t >= horizon}
         self._closed = {d: t for d, t in self._closed.items() if t >= horizon}
 
-    def _joined(self, rows: np.ndarray) -> list[JoinedEvent | wire.Joined]:
-        """The closed decisions of ``rows``: ``wire.Joined`` for impressions decoded by the
-        stream worker (validated then: no second validation), else JoinedEvent."""
-        names, out = self._names, []
-        columns = zip(rows.tolist(), self._ts[rows].tolist(), self._shape[rows].tolist(),
-                      self._holdout[rows].tolist(), self._wire[rows].tolist(),
-                      self._arm[rows].tolist(), self._propensity[rows].tolist(),
-                      self._context[rows].tolist(), self._segment[rows].tolist())
-        for r, ts, shape, holdout, is_wire, arms, propensities, values, segment in columns:
-            campaign, slots, context_keys, segment_keys = self._shapes[shape]
-            default = self._default(campaign)
-            got = self._rewards.get(r, {})
-            rewards = {slot: got.get(slot, default) for slot in slots}
-            context = None if context_keys is None else {
-                key: names[int(v)] if is_str else v
-                for (key, is_str), v in zip(context_keys, values)}
-            segments = {key: names[v] for key, v in zip(segment_keys, segment)}
-            if is_wire:
-                out.append(wire.Joined(
-                    decision_id=self._ids[r], campaign=campaign, user_id=self._users[r], ts=ts,
-                    slots={slot: wire.SlotChoice(arm=names[a], propensity=p)
-                           for slot, a, p in zip(slots, arms, propensities)},
-                    context=context, segments=segments, holdout=holdout, rewards=rewards))
-            else:
-                out.append(JoinedEvent(
-                    decision_id=self._ids[r], campaign=campaign, user_id=self._users[r], ts=ts,
-                    slots={slot: {"arm": names[a], "propensity": p}
-                           for slot, a, p in zip(slots, arms, propensities)},
-                    context=context, segments=segments, holdout=holdout, rewards=rewards))
-        return out
+    def _closed_rows(self, rows: np.ndarray) -> Closed:
+        """The columns of ``rows`` (their windows closed), rewards aggregated or defaulted."""
+        shape = self._shape[rows]
+        defaults = np.array([self._default(campaign) for campaign, *_ in self._shapes])
+        reward = np.repeat(defaults[shape][:, None], self._arm.shape[1], axis=1)
+        for i, r in enumerate(rows.tolist()):
+            got = self._rewards.get(r)
+            if got:
+                for j, slot in enumerate(self._shapes[shape[i]][1]):
+                    if slot in got:
+                        reward[i, j] = got[slot]
+        return Closed(
+            ids=[self._ids[r] for r in rows.tolist()],
+            users=[self._users[r] for r in rows.tolist()], ts=self._ts[rows], shape=shape,
+            holdout=self._holdout[rows], wire=self._wire[rows], arm=self._arm[rows],
+            propensity=self._propensity[rows], reward=reward, context=self._context[rows],
+            segment=self._segment[rows], names=self._names, shapes=self._shapes)
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Open windows, waiting clicks, dedup memory and watermark: JSON-ready meta and binary

@@ -13,7 +13,7 @@ from bandit import wire
 from bandit.engine import Engine, _add_grouped, _Tally
 from bandit.errors import InvalidInputError
 from bandit.models import JoinedEvent
-from streams.codec import Refused, decode, decode_model, encode
+from streams.codec import Refused, decode, decode_many, decode_model, encode
 from tests import streamdata
 
 names = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,10}\Z")
@@ -189,3 +189,46 @@ def test_context_check_refuses_what_encode_refuses_with_its_message(row):
             assert str(check.value) == str(exc)
         else:
             encoder.check(row)
+
+
+def _verdicts(values):
+    """Per value: the event's bytes, or the reason it is refused (one decode per value)."""
+    out = []
+    for value in values:
+        try:
+            out.append(encode(decode(value)))
+        except Refused as exc:
+            out.append(str(exc))
+    return out
+
+
+def _many(values):
+    return [str(e) if isinstance(e, Refused) else encode(e) for e in decode_many(values)]
+
+
+_WM = b'{"type":"watermark","ts":1}'
+# Records bad alone that a naive "[" + b",".join(values) + "]" would read as good events: a
+# string or an object running from one record into the next, two events in one record.
+SPLICED = [
+    [b'{"type":"click","event_id":"a},{', b'","decision_id":"' + b"0" * 32
+     + b'","campaign":"c","ts":1}', _WM + b"," + _WM],
+    [_WM + b',{"type":"impression","context":{"a":1', b'"b":2},"event_id":"e","decision_id":"'
+     + b"0" * 32 + b'","campaign":"c","user_id":"u","ts":5,"slots":{"s":{"arm":"a",'
+     b'"propensity":0.5}}}'],
+    [_WM + b"\n," + _WM, _WM[:-1], b"}"],
+    [None, _WM, b"", b" " + _WM, _WM + b" "],
+]
+
+
+@pytest.mark.parametrize("values", SPLICED)
+def test_a_batch_decodes_record_by_record_even_where_records_splice(values):
+    assert _many(values) == _verdicts(values)
+    assert _many(values * 5) == _verdicts(values * 5)  # above the one-by-one size: halves
+
+
+@settings(max_examples=60, deadline=None)
+@given(parts=st.lists(events.map(orjson.dumps) | st.binary(max_size=30) | st.none()
+                      | st.sampled_from([b"{", b"}", b",", b'"', b"{}", b'{"a":1', b"\n"]),
+                      max_size=40))
+def test_decode_many_gives_each_record_the_verdict_and_reason_of_decode(parts):
+    assert _many(parts) == _verdicts(parts)
