@@ -315,7 +315,8 @@ def vw_learner(
     partitions: Annotated[
         int, typer.Option(min=1, help="Partitions of topics this command creates if missing.")
     ] = 4,
-    max_poll_records: Annotated[int, typer.Option(min=1, help="Records per batch.")] = 1000,
+    max_poll_records: Annotated[int, typer.Option(
+        min=1, help=".joined records (blocks of up to 1,000 examples) per batch.")] = 20,
     checkpoint_interval_ms: Annotated[
         int, typer.Option(min=0, help="Least time between checkpoints (0: after every batch).")
     ] = 1000,
@@ -527,34 +528,45 @@ def export_joined(
     idle_ms: Annotated[int, typer.Option(min=100, help="Stop after a read this long brings "
                                                        "nothing new.")] = 1000,
 ) -> None:
-    """Copy ``<prefix>.joined`` (the training log the workers write) into a file, one joined
-    event per line, each decision once (a worker restarted from a checkpoint may write a
-    decision again), for ``cmab replay --dataset joined`` and ``cmab export-dsjson``."""
+    """Copy ``<prefix>.joined`` (the training log the workers write, in blocks) into a file,
+    one joined event per line, each decision once (a worker restarted from a checkpoint may
+    write a decision again), for ``cmab replay --dataset joined`` and ``cmab export-dsjson``.
+    Records that are not blocks and examples without a decision id are counted, left out."""
     import orjson
 
+    from streams import joined
     from streams.kafka import read_until_idle
     from streams.topics import Topics
 
     seen: set[str] = set()
-    written = unreadable = 0
+    written = bad_blocks = bad_examples = 0
     try:
         with open(out, "wb") as sink:
             for value in read_until_idle(bootstrap_servers, Topics(topic_prefix).joined,
                                          idle_ms=idle_ms):
                 try:
-                    decision = orjson.loads(value or b"")["decision_id"]
-                except (orjson.JSONDecodeError, TypeError, KeyError):
-                    unreadable += 1
+                    lines = joined.examples(value)
+                except InvalidInputError:
+                    bad_blocks += 1
                     continue
-                if decision in seen:
-                    continue
-                seen.add(decision)
-                sink.write(value.rstrip(b"\n") + b"\n")
-                written += 1
+                for line in lines:
+                    try:
+                        decision = orjson.loads(line)["decision_id"]
+                    except (orjson.JSONDecodeError, TypeError, KeyError):
+                        decision = None
+                    if not isinstance(decision, str):
+                        bad_examples += 1
+                        continue
+                    if decision in seen:
+                        continue
+                    seen.add(decision)
+                    sink.write(line + b"\n")
+                    written += 1
     except OSError as error:
         raise InvalidInputError(f"--out: cannot write {out}: {error.strerror}") from None
-    print(f"{out}: {written:,} joined events"
-          + (f" ({unreadable:,} unreadable records left out)" if unreadable else ""))
+    left = ", ".join(f"{n:,} {what}" for n, what in ((bad_blocks, "records not joined blocks"),
+                                                     (bad_examples, "unreadable examples")) if n)
+    print(f"{out}: {written:,} joined events" + (f" (left out: {left})" if left else ""))
 
 
 @app.command()

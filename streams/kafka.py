@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from bandit.errors import InvalidInputError, UnavailableError
+from streams import joined
 from streams.topics import Topics
 from streams.worker import CLICKS, IMPRESSIONS, STREAMS, DeadLetter, Record, dead_letter_headers
 
@@ -178,9 +179,9 @@ class KafkaTransport:
             self.consumer.seek(TopicPartition(self._tp[stream], partition), offsets[stream])
 
     def send_joined(self, partition: int, items: list[tuple[str, bytes]]) -> None:
-        for decision_id, value in items:
-            self.producer.send(self.topics.joined, value, key=decision_id.encode(),
-                               partition=partition)
+        # Blocks (streams.joined), not a record per decision: a send costs more than a join.
+        for key, value in joined.pack(items):
+            self.producer.send(self.topics.joined, value, key=key, partition=partition)
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
         for letter in letters:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from streams import joined
 from streams.topics import Topics
 from streams.worker import IMPRESSIONS, STREAMS, DeadLetter, Record, dead_letter_headers
 
@@ -104,9 +105,8 @@ class MemoryTransport:
             self._positions[(stream, partition)] = offsets[stream]
 
     def send_joined(self, partition: int, items: list[tuple[str, bytes]]) -> None:
-        for decision_id, value in items:
-            self.log.append(self.log.topics.joined, value, key=decision_id.encode(),
-                            partition=partition)
+        for key, value in joined.pack(items):  # the blocks KafkaTransport writes
+            self.log.append(self.log.topics.joined, value, key=key, partition=partition)
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
         for letter in letters:

@@ -15,9 +15,16 @@ learned exactly once. With one joined partition the order, and so the model, is 
 with several, the interleaving of partitions is the poll's.
 
 Decision services follow ``.vwstate`` too (``streams.follower``) and swap the VW slots' models
-in with ``Engine.absorb_vw``. Bad joined records (not JSON, not a JoinedEvent, unknown campaign,
-slot, arm or context feature) go to ``.deadletter`` with a reason; the learner never stops for
-them.
+in with ``Engine.absorb_vw``. A ``.joined`` record is a block of joined examples
+(``streams.joined``); offsets count blocks, and a block is learned whole within one batch, so
+a checkpoint never falls inside one. A record that is not a block goes to ``.deadletter``
+whole, and a bad example of a good block (not JSON, not a JoinedEvent, unknown campaign, slot,
+arm or context feature) goes alone, with a reason naming the block and the example's index;
+the learner never stops for them.
+
+Delivery into ``.joined`` is at-least-once: a decision a restarted worker writes again is
+learned again (the learner does not keep every decision id it has seen); what the learner
+guarantees is its own exactly-once over the log as written.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from pydantic import ValidationError
 from bandit.engine import Engine
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError, UnavailableError
 from bandit.models import Impression, JoinedEvent
+from streams import joined
 from streams.kafka import (
     MAX_RECORD_BYTES,
     producer,
@@ -56,7 +64,8 @@ VWSTATE_FORMAT = 1
 class LearnerCounters:
     """What the learner has seen, carried in its checkpoint (so totals survive restarts)."""
 
-    records: int = 0
+    records: int = 0  # joined examples read (a .joined record, a block, holds many)
+    blocks: int = 0
     learned: int = 0  # joined events that reached a VW slot
     skipped: int = 0  # events of campaigns without a VW slot
     dead_letters: int = 0
@@ -77,10 +86,14 @@ class VWLearner:
     0
     >>> event = JoinedEvent(decision_id="0" * 32, campaign="w", user_id="u", ts=0,
     ...     slots={"s": {"arm": "b", "propensity": 0.5}}, rewards={"s": 1.0})
-    >>> letters = learner.process([Record(JOINED, 0, 0, event.model_dump_json().encode()),
-    ...                            Record(JOINED, 0, 1, b"{")])
-    >>> learner.offsets, learner.counters.learned, [d.reason[:8] for d in letters]
-    ({0: 2}, 1, ['not JSON'])
+    >>> [(_, block)] = joined.pack([("0" * 32, event.model_dump_json().encode()), ("1", b"{")])
+    >>> letters = learner.process([Record(JOINED, 0, 0, block), Record(JOINED, 0, 1, b"{")])
+    >>> learner.offsets, learner.counters.learned
+    ({0: 2}, 1)
+    >>> for letter in letters:
+    ...     print(letter.source, "|", letter.reason)
+    joined/0/0/1 | block joined/0/0, example 1: not JSON
+    joined/0/1 | not a joined block: no 'cmab.joined/1' header
     """
 
     def __init__(self, engine: Engine, *, offsets: dict[int, int] | None = None,
@@ -123,10 +136,29 @@ class VWLearner:
             segments=event.segments, holdout=event.holdout))
         return self._vw_slots(event.campaign)
 
+    def _event(self, line: bytes) -> JoinedEvent | None:
+        """One example as the event to learn (only its VW slots and the slots they condition
+        on), None if it has no VW slot; InvalidInputError with the reason if it is bad."""
+        try:
+            event = JoinedEvent.model_validate_json(line)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            raise InvalidInputError(
+                "not JSON" if first["type"] == "json_invalid" else "not a joined event: "
+                f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        keep = self._check(event)
+        if not keep & event.slots.keys():
+            return None
+        if not event.slots.keys() <= keep:  # the other slots are the workers' business
+            event = event.model_copy(update={"slots": {
+                k: v for k, v in event.slots.items() if k in keep}})
+        return event
+
     def process(self, records: Iterable[Record]) -> list[DeadLetter]:
-        """Decode, check and learn a batch of ``.joined`` records in their order; records at
-        offsets already covered (a replay after a restart) are skipped. Returns the refused
-        records with their reasons."""
+        """Decode, check and learn a batch of ``.joined`` records (blocks) in their order;
+        records at offsets already covered (a replay after a restart) are skipped. Returns the
+        refused values with their reasons: a record that is not a block whole, a bad example
+        of a block alone (source ``joined/<partition>/<offset>/<index>``)."""
         batch = LearnerCounters()
         letters: list[DeadLetter] = []
         events: list[JoinedEvent] = []
@@ -134,27 +166,25 @@ class VWLearner:
             if record.offset < self.offsets.get(record.partition, 0):
                 continue
             self.offsets[record.partition] = record.offset + 1
-            batch.records += 1
+            batch.blocks += 1
             try:
-                event = JoinedEvent.model_validate_json(record.value or b"")
-            except ValidationError as exc:
-                first = exc.errors(include_url=False)[0]
-                reason = ("not JSON" if first["type"] == "json_invalid" else "not a joined "
-                          f"event: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
-                letters.append(DeadLetter.of(record, reason))
-                continue
-            try:
-                keep = self._check(event)
+                lines = joined.examples(record.value)
             except InvalidInputError as exc:
                 letters.append(DeadLetter.of(record, str(exc)))
                 continue
-            if not keep & event.slots.keys():
-                batch.skipped += 1
-                continue
-            if not event.slots.keys() <= keep:  # the other slots are the workers' business
-                event = event.model_copy(update={"slots": {
-                    k: v for k, v in event.slots.items() if k in keep}})
-            events.append(event)
+            batch.records += len(lines)
+            block = f"{record.stream}/{record.partition}/{record.offset}"
+            for index, line in enumerate(lines):
+                try:
+                    event = self._event(line)
+                except InvalidInputError as exc:
+                    letters.append(DeadLetter(line, f"block {block}, example {index}: {exc}",
+                                              f"{block}/{index}"))
+                    continue
+                if event is None:
+                    batch.skipped += 1
+                else:
+                    events.append(event)
         if events:
             self.engine.learn(events)
         batch.learned += len(events)
@@ -194,7 +224,7 @@ class KafkaVWLearner:
     """
 
     def __init__(self, bootstrap_servers: str, topics: Topics, *, group_id: str | None = None,
-                 max_poll_records: int = 1000, checkpoint_interval_ms: int = 1000,
+                 max_poll_records: int = 20, checkpoint_interval_ms: int = 1000,
                  seed: int = 0,
                  on_batch: Callable[[VWLearner], None] | None = None) -> None:
         self.topics = topics

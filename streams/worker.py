@@ -16,7 +16,7 @@ and when the worker stops. A worker killed between checkpoints loses nothing: it
 re-processes the records after the last checkpoint's offsets.
 
 Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
-training log, keyed by decision id) and refused records to ``.deadletter`` with the original
+training log, blocks: streams.joined) and refused records to ``.deadletter`` with the original
 bytes and a reason; both are flushed after every batch, so before any checkpoint that covers
 them, and records re-processed after a restart may write them again.
 

@@ -17,6 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 from bandit.engine import Engine
 from bandit.models import CampaignSpec, JoinedEvent
 from bandit.vw import VWPolicy
+from streams import joined
 from streams.follower import StateFollower
 from streams.kafka import producer, read_last, reader
 from streams.publish import Publisher
@@ -74,11 +75,17 @@ def _values(n: int, seed: int, name: str = "vwnews") -> list[bytes]:
     return out
 
 
+def _blocks(values: list[bytes], per: int = 10) -> list[bytes]:
+    """The examples as the worker writes them: blocks of ``per``."""
+    return [v for _, v in joined.pack([(str(i), v) for i, v in enumerate(values)],
+                                      max_examples=per)]
+
+
 def _reference(values: list[bytes], name: str = "vwnews") -> VWLearner:
-    """One uninterrupted in-process pass over partition 0."""
+    """One uninterrupted in-process pass over partition 0 (blocks of 10)."""
     learner = VWLearner(Engine())
     learner.sync_campaigns([_record(name)])
-    learner.process([Record(JOINED, 0, i, v) for i, v in enumerate(values)])
+    learner.process([Record(JOINED, 0, i, v) for i, v in enumerate(_blocks(values))])
     return learner
 
 
@@ -98,15 +105,16 @@ def test_checkpoints_at_every_batch_give_the_uninterrupted_model():
     values = _values(240, seed=1)
     whole = _reference(values)
     assert whole.counters.dead_letters == 3 and whole.counters.learned == 237
+    assert whole.counters.records == 240 and whole.counters.blocks == 24
     learner = _reference([])
-    records = [Record(JOINED, 0, i, v) for i, v in enumerate(values)]
+    records = [Record(JOINED, 0, i, v) for i, v in enumerate(_blocks(values))]
     start = 0
-    for stop in (17, 18, 100, 170, 240):
+    for stop in (2, 3, 10, 17, 24):
         # A restart re-reads from an earlier offset: what the checkpoint covers is skipped.
         learner = VWLearner.restore(learner.checkpoint())
-        learner.process(records[max(start - 5, 0):stop])
+        learner.process(records[max(start - 3, 0):stop])
         start = stop
-    assert learner.offsets == whole.offsets == {0: 240}
+    assert learner.offsets == whole.offsets == {0: 24}
     assert vars(learner.counters) == vars(whole.counters)
     _same_vw_models(learner.engine, whole.engine)
     # The pass learned: VW prefers o1 for pro subscribers and o2 for the others.
@@ -124,20 +132,29 @@ def test_bad_records_are_dead_letters_with_reasons_and_never_stop_the_learner():
     learner = _reference([])
     good = _values(9, seed=2)[1]
     other = orjson.loads(good) | {"campaign": "daily"}
+    bad = [b"\xff", b"[1, 2]", orjson.dumps(other), orjson.dumps(
+        orjson.loads(good) | {"context": {"colour": 1}}),
+        orjson.dumps(orjson.loads(good) | {"slots": {"ghost": {"arm": "a", "propensity": 1}}})]
+    (block,) = _blocks([bad[0], good, *bad[1:]])
     letters = learner.process([Record(JOINED, 3, 7 + i, v) for i, v in enumerate([
-        b"\xff", None, b"[1, 2]", orjson.dumps(other), orjson.dumps(
-            orjson.loads(good) | {"context": {"colour": 1}}),
-        orjson.dumps(orjson.loads(good) | {"slots": {"ghost": {"arm": "a", "propensity": 1}}}),
-        good])])
+        None, good, block, block[:-1], b"cmab.joined/1 x\n" + good + b"\n"])])
     reasons = [d.reason for d in letters]
-    assert reasons[0] == reasons[1] == "not JSON"
-    assert reasons[2].startswith("not a joined event: ")
-    assert "no campaign 'daily'" in reasons[3]
-    assert "colour" in reasons[4]
-    assert "no slot 'ghost'" in reasons[5]
-    assert [d.source for d in letters][:2] == ["joined/3/7", "joined/3/8"]
-    assert learner.offsets == {3: 14} and learner.counters.learned == 1
-    assert learner.counters.dead_letters == 6
+    assert reasons[:2] == ["not a joined block: no 'cmab.joined/1' header"] * 2
+    assert reasons[2] == "block joined/3/9, example 0: not JSON"
+    assert reasons[3].startswith("block joined/3/9, example 2: not a joined event: ")
+    assert "example 3: " in reasons[4] and "no campaign 'daily'" in reasons[4]
+    assert "example 4: " in reasons[5] and "colour" in reasons[5]
+    assert "example 5: " in reasons[6] and "no slot 'ghost'" in reasons[6]
+    assert reasons[7] == ("damaged joined block: header says 6 examples, the body is empty "
+                          "or its last line is cut")
+    assert reasons[8].startswith("not a joined block: header b'cmab.joined/1 x")
+    sources = [d.source for d in letters]
+    assert sources == ["joined/3/7", "joined/3/8", *[f"joined/3/9/{i}" for i in (0, 2, 3, 4, 5)],
+                       "joined/3/10", "joined/3/11"]
+    # Each letter carries the bytes it refused: the example alone, or the whole record.
+    assert [d.value for d in letters[2:7]] == bad and letters[7].value == block[:-1]
+    assert learner.offsets == {3: 12} and learner.counters.learned == 1
+    assert learner.counters.dead_letters == 9 and learner.counters.blocks == 5
 
 
 def test_campaigns_without_vw_slots_are_skipped_and_other_slots_are_not_learned():
@@ -146,9 +163,10 @@ def test_campaigns_without_vw_slots_are_skipped_and_other_slots_are_not_learned(
     plain["slots"] = [s for s in plain["slots"] if s["name"] != "offer"]
     learner.sync_campaigns([{"spec": plain, "paused": False, "retired": {}}])
     event = orjson.loads(_values(9, seed=3)[1])
-    learner.process([Record(JOINED, 0, 0, orjson.dumps(event | {"campaign": "plain"} | {
-        "slots": {k: v for k, v in event["slots"].items() if k != "offer"}})),
-        Record(JOINED, 0, 1, orjson.dumps(event))])
+    (block,) = _blocks([orjson.dumps(event | {"campaign": "plain"} | {
+        "slots": {k: v for k, v in event["slots"].items() if k != "offer"}}),
+        orjson.dumps(event)])
+    learner.process([Record(JOINED, 0, 0, block)])
     assert learner.counters.skipped == 1 and learner.counters.learned == 1
     report = learner.engine.report("vwnews")
     # The VW slot and the slot it conditions on learned; the Beta TS hour was left alone.
@@ -186,16 +204,18 @@ def _setup(kafka, name: str = "vwnews") -> Topics:
     return topics
 
 
-def _produce(kafka, topics: Topics, values: list[bytes]) -> None:
+def _produce(kafka, topics: Topics, values: list[bytes], blocks: bool = True) -> None:
+    """``values`` on .joined partition 0 in blocks of 10 (a multiple of 10 values is cut as
+    ``_reference`` cuts them), or as they are (``blocks=False``)."""
     out = producer(kafka.bootstrap_servers)
-    for v in values:
+    for v in _blocks(values) if blocks else values:
         out.send(topics.joined, v, partition=0)
     out.flush()
     out.close()
 
 
 def _checkpointed(kafka, topics: Topics) -> int:
-    """How far the newest .vwstate checkpoint is in .joined partition 0."""
+    """How far (in blocks) the newest .vwstate checkpoint is in .joined partition 0."""
     consumer = reader(kafka.bootstrap_servers)
     try:
         data = read_last(consumer, TopicPartition(topics.vwstate, 0))
@@ -216,7 +236,7 @@ def _spawn(kafka, topics: Topics, log) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "bandit.cli", "vw-learner", "--bootstrap-servers",
          kafka.bootstrap_servers, "--topic-prefix", topics.prefix, "--group",
-         f"g-{topics.prefix}", "--max-poll-records", "7", "--checkpoint-interval-ms", "0",
+         f"g-{topics.prefix}", "--max-poll-records", "1", "--checkpoint-interval-ms", "0",
          "--quiet"], stdout=subprocess.DEVNULL, stderr=log)
 
 
@@ -237,17 +257,17 @@ def test_sigkilled_learner_restarts_to_the_uninterrupted_model_and_the_service_s
             for chunk in chunks[:2]:  # killed twice, at a random instant after progress
                 _produce(kafka, topics, chunk)
                 proc = _spawn(kafka, topics, log)
-                _wait_checkpointed(kafka, topics, sent + 1, proc, log_path)
+                _wait_checkpointed(kafka, topics, sent // 10 + 1, proc, log_path)
                 time.sleep(float(rng.uniform(0.0, 0.3)))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 sent += len(chunk)
             _produce(kafka, topics, chunks[2])
             proc = _spawn(kafka, topics, log)
-            _wait_checkpointed(kafka, topics, len(values), proc, log_path)
+            _wait_checkpointed(kafka, topics, len(values) // 10, proc, log_path)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0, log_path.read_text()[-2000:]
-            assert follower.wait_for_vw(lambda o: o == {0: len(values)}, 30)
+            assert follower.wait_for_vw(lambda o: o == {0: len(values) // 10}, 30)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -259,7 +279,7 @@ def test_sigkilled_learner_restarts_to_the_uninterrupted_model_and_the_service_s
     assert not np.array_equal(_vw(service)[0].propensities(np.eye(_vw(service)[0].dim)), before)
     assert final.counters.learned == whole.counters.learned  # exactly once, kills or not
     letters = _dead_letters(kafka, topics)
-    assert {r for r, _ in letters} >= {"not JSON"} and len(letters) >= 3
+    assert len(letters) >= 3 and "block joined/0/30, example 0: not JSON" in dict(letters)
     assert all(source.startswith("joined/0/") for _, source in letters)
 
 
@@ -291,14 +311,14 @@ def test_in_process_stop_and_restart_resumes_at_the_checkpoint(kafka):
     _produce(kafka, topics, values[:120])
     first = KafkaVWLearner(kafka.bootstrap_servers, topics, max_poll_records=50)
     steps = iter(range(1000))
-    first.run(lambda: first.learner.offsets.get(0, 0) >= 120 or next(steps) > 900)
-    assert first.learner.offsets == {0: 120}
+    first.run(lambda: first.learner.offsets.get(0, 0) >= 12 or next(steps) > 900)
+    assert first.learner.offsets == {0: 12}
     _produce(kafka, topics, values[120:])
     second = KafkaVWLearner(kafka.bootstrap_servers, topics, max_poll_records=50,
                             checkpoint_interval_ms=0)
-    assert second.learner.offsets == {0: 120}  # restored, not replayed
+    assert second.learner.offsets == {0: 12}  # restored, not replayed
     steps = iter(range(1000))
-    second.run(lambda: second.learner.offsets.get(0, 0) >= 200 or next(steps) > 900)
+    second.run(lambda: second.learner.offsets.get(0, 0) >= 20 or next(steps) > 900)
     _same_vw_models(second.learner.engine, _reference(values).engine)
 
 
@@ -325,10 +345,14 @@ def test_export_joined_copies_the_topic_once_per_decision_for_export_dsjson(kafk
     topics = _setup(kafka)
     values = _values(60, seed=5)
     _produce(kafka, topics, values + values[:10])  # a restarted worker writes some again
+    # Not blocks (a stray event among them), and a block whose one example has no usable id.
+    _produce(kafka, topics, [b"garbage", values[1], *_blocks([b'{"decision_id": {}}'])],
+             blocks=False)
     out = tmp_path / "joined.jsonl"
     assert main(["export-joined", "--bootstrap-servers", kafka.bootstrap_servers,
                  "--topic-prefix", topics.prefix, "--out", str(out), "--idle-ms", "500"]) == 0
-    assert "57 joined events (1 unreadable records left out)" in capsys.readouterr().out
+    assert ("57 joined events (left out: 2 records not joined blocks, 2 unreadable examples)"
+            in capsys.readouterr().out)
     first: dict[str, bytes] = {}  # the two bad-schema records reuse a good decision's id
     for v in values:
         if v != b"not json":

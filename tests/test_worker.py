@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from bandit.engine import Engine
 from bandit.errors import IncompatibleStateError, InvalidInputError
 from streams.codec import encode
+from streams.joined import examples
 from streams.memory import MemoryLog, MemoryTransport
 from streams.topics import Topics
 from streams.worker import CLICKS, IMPRESSIONS, PartitionJoin, Record, Worker
@@ -67,8 +68,11 @@ def test_learned_sums_equal_a_direct_batch_computation():
     letters = log.read(log.topics.deadletter, 0)
     assert len(letters) == s.late
     assert all(dict(h)["reason"].startswith(b"late") for _, _, h in letters)
-    joined = [orjson.loads(v) for p in range(3) for _, v, _ in log.read(log.topics.joined, p)]
+    blocks = [(k, v) for p in range(3) for k, v, _ in log.read(log.topics.joined, p)]
+    joined = [orjson.loads(v) for _, block in blocks for v in examples(block)]
     assert sorted(j["decision_id"] for j in joined) == sorted(e.decision_id for e in s.joined)
+    assert len(blocks) < 600  # many decisions per record, keyed by the first one's id
+    assert all(k == orjson.loads(examples(v)[0])["decision_id"].encode() for k, v in blocks)
 
 
 def test_a_restart_from_every_checkpoint_ends_in_the_same_state():
@@ -124,7 +128,7 @@ def test_a_kill_between_checkpoints_re_processes_and_ends_in_the_same_state():
     assert checkpoints < len(batches)  # not one per batch
     streamdata.assert_same_model(_model(log), streamdata.reference(s))
     joined = [orjson.loads(v)["decision_id"] for p in range(2)
-              for _, v, _ in log.read(log.topics.joined, p)]
+              for _, block, _ in log.read(log.topics.joined, p) for v in examples(block)]
     assert sorted(joined) == sorted(e.decision_id for e in s.joined)  # closing checkpoints
     records = sum(log.end(t, p) for t in (log.topics.impressions, log.topics.clicks)
                   for p in range(2))

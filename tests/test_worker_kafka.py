@@ -86,6 +86,8 @@ def _spawn(kafka, topics: Topics, group: str, log, max_poll_records: int = 50) -
 
 def _joined_ids(kafka, topics: Topics, partitions: int, expected: int) -> set[str]:
     import orjson
+
+    from streams.joined import examples
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers,
                              auto_offset_reset="earliest", allow_auto_create_topics=False)
     consumer.assign([TopicPartition(topics.joined, p) for p in range(partitions)])
@@ -93,7 +95,7 @@ def _joined_ids(kafka, topics: Topics, partitions: int, expected: int) -> set[st
     deadline = time.monotonic() + 20
     while len(ids) < expected and time.monotonic() < deadline:
         for records in consumer.poll(timeout_ms=200).values():
-            ids |= {orjson.loads(r.value)["decision_id"] for r in records}
+            ids |= {orjson.loads(v)["decision_id"] for r in records for v in examples(r.value)}
     consumer.close()
     return ids
 
