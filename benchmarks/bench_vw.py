@@ -6,9 +6,10 @@ Both policies first learn the same uniformly logged events (untimed). Decisions 
 times faster the Numba policy is (VW pays a text line and a native call per row).
 
 The VW learner (``streams.vw_learner``) is measured on the same examples written as joined
-events to ``.joined`` of a local broker: learns/s of ``KafkaVWLearner`` (consume, validate,
-check, ``Engine.learn``, one checkpoint at the end) against ``VWPolicy.learn_many`` on the
-same rows in process, same run (the ratio is learner / learn_many).
+events to ``.joined`` of a local broker, in the blocks a worker writes: learns/s of
+``KafkaVWLearner`` (consume, validate, check, ``Engine.learn``, one checkpoint at the end)
+against ``VWPolicy.learn_many`` on the same rows in process, same run (the ratio is learner /
+learn_many).
 
 Run on its own: ``python -m benchmarks.bench_vw [--quick]``.
 """
@@ -79,6 +80,7 @@ def _learner(n: int) -> Results:
     """The VW learner over the broker against learn_many in process, on n W1 examples."""
     from bandit.engine import Engine, encode_slot_contexts
     from bandit.models import CampaignSpec, JoinedEvent
+    from streams import joined
     from streams.broker import LocalBroker
     from streams.kafka import producer
     from streams.publish import Publisher
@@ -112,14 +114,16 @@ def _learner(n: int) -> Results:
         with Publisher(broker.bootstrap_servers, topics) as pub:
             pub.campaign(engine.campaign_record("bench"))
         out = producer(broker.bootstrap_servers)
-        for e in events:  # built before the clock
-            out.send(topics.joined, orjson.dumps(e.model_dump(mode="json")), partition=0)
+        # Built before the clock, in the blocks a worker writes (streams.joined).
+        for key, value in joined.pack([(e.decision_id, orjson.dumps(e.model_dump(mode="json")))
+                                       for e in events]):
+            out.send(topics.joined, value, key=key, partition=0)
         out.flush()
         out.close()
         learner = KafkaVWLearner(broker.bootstrap_servers, topics,
                                  checkpoint_interval_ms=10**9)
         t0 = time.perf_counter()
-        while learner.learner.offsets.get(0, 0) < n:
+        while learner.learner.counters.records < n:
             learner.step(100)
         learner.checkpoint()
         t_learner = time.perf_counter() - t0
