@@ -4,12 +4,13 @@ The consumer trusts nothing: a record that is not JSON, not an object, of an unk
 that fails the event model gets a one-line reason naming the field, for the dead-letter topic.
 
 ``decode`` is the worker's hot path: msgspec decodes and validates a record into the typed
-mirrors of the event models (``bandit.wire``) in one pass. A record msgspec refuses is
-re-read by the pydantic models, the contract, whose first error is the reason; should they
-accept it, their event is used, so the worker accepts and refuses exactly what they do.
+mirrors of the event models (``bandit.wire``) in one pass, then ``wire.misfits`` checks the
+name and decision id patterns. A record either refuses is re-read by the pydantic models, the
+contract, whose first error is the reason; should they accept it, their event is used, so the
+worker accepts and refuses exactly what they do.
 
-``decode_many`` decodes a whole poll batch in one msgspec call (a call per record costs about
-as much as the decoding itself) and falls back to ``decode`` per record only if that fails.
+``decode_many`` decodes a whole poll batch in one msgspec call and checks the patterns of the
+whole batch at once; it falls back to ``decode`` per record only where that fails.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def decode(value: bytes | None) -> wire.Event | Event | Watermark:
     if value is None:
         raise Refused("empty record")
     try:
-        return wire.EVENTS.decode(value)
+        event = wire.EVENTS.decode(value)
     except msgspec.DecodeError:
         return decode_model(value)
+    return decode_model(value) if wire.misfits([event]) else event
 
 
 # The batch as one JSON array. A newline is a byte no JSON string may hold raw, so no string
@@ -74,17 +76,21 @@ def decode_many(values: list[bytes | None]) -> list[wire.Event | Event | Waterma
             pass  # at least one bad record: find it (and its reason)
         else:
             if len(events) == len(values):
+                for i in wire.misfits(events):
+                    events[i] = _verdict(values[i])
                 return events
     if len(values) > _ONE_BY_ONE:
         half = len(values) // 2
         return decode_many(values[:half]) + decode_many(values[half:])
-    out: list[wire.Event | Event | Watermark | Refused] = []
-    for value in values:
-        try:
-            out.append(decode(value))
-        except Refused as exc:
-            out.append(exc)
-    return out
+    return [_verdict(value) for value in values]
+
+
+def _verdict(value: bytes | None) -> wire.Event | Event | Watermark | Refused:
+    """``decode(value)``, or the Refused it raises."""
+    try:
+        return decode(value)
+    except Refused as exc:
+        return exc
 
 
 def decode_model(value: bytes | None) -> Event | Watermark:

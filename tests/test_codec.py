@@ -38,11 +38,21 @@ watermarks = st.fixed_dictionaries({"type": st.just("watermark"), "ts": epoch})
 events = impressions | clicks | watermarks
 
 
+def _fast_refuses(raw):
+    """Whether the fast path (msgspec, then the batch pattern check) refuses the record."""
+    try:
+        event = wire.EVENTS.decode(raw)
+    except msgspec.ValidationError:
+        return True
+    return wire.misfits([event]) == [0]
+
+
 @settings(max_examples=60, deadline=None)
 @given(event=events)
 def test_valid_events_decode_to_the_same_content_as_the_pydantic_models(event):
     raw = orjson.dumps(event)
     fast, model = wire.EVENTS.decode(raw), decode_model(raw)
+    assert wire.misfits([fast]) == []
     assert fast.type == model.type
     assert encode(fast) == encode(model)  # same fields, same values, same bytes
     assert type(fast.ts) is int and fast.ts == model.ts
@@ -82,8 +92,7 @@ BAD = [({"ts": 5.5}, "ts: Value error, expected a whole number, got 5.5"),
 @pytest.mark.parametrize(("change", "reason"), BAD)
 def test_bad_events_are_refused_by_both_with_the_pydantic_reason(change, reason):
     raw = orjson.dumps({**_BASE, **change})
-    with pytest.raises(msgspec.ValidationError):
-        wire.EVENTS.decode(raw)
+    assert _fast_refuses(raw)
     with pytest.raises(Refused) as fast:
         decode(raw)
     with pytest.raises(Refused) as model:
@@ -107,9 +116,9 @@ def test_msgspec_accepts_exactly_what_the_models_accept(event, key, value):
     try:
         model = decode_model(raw)
     except Refused:
-        with pytest.raises(msgspec.DecodeError):
-            wire.EVENTS.decode(raw)
+        assert _fast_refuses(raw)
         return
+    assert not _fast_refuses(raw)
     assert encode(wire.EVENTS.decode(raw)) == encode(model)
 
 
@@ -232,3 +241,54 @@ def test_a_batch_decodes_record_by_record_even_where_records_splice(values):
                       max_size=40))
 def test_decode_many_gives_each_record_the_verdict_and_reason_of_decode(parts):
     assert _many(parts) == _verdicts(parts)
+
+
+# Records that msgspec's Structs accept and only a pattern refuses: the batch check must find
+# them wherever they sit, whatever names the cache holds by then.
+_IMP = {**_BASE, "context": {"k": 1.0, "tone": "warm"}, "segments": {"region": "north"}}
+_CLICK = {"type": "click", "event_id": "c", "decision_id": "1" * 32, "campaign": "c", "ts": 6,
+          "slot": "s"}
+_NAMES = ["-c", "c\n", "c d", "\u00e9", "c/", "_", "\uff41", "c" * 63 + "!"]
+PATTERN_ONLY = (
+    [{**_IMP, "campaign": n} for n in _NAMES]
+    + [{**_IMP, "slots": {"s": {"arm": "a", "propensity": 0.5}, n: {"arm": "a",
+                                                                    "propensity": 0.5}}}
+       for n in _NAMES[:3]]
+    + [{**_IMP, "slots": {"s": {"arm": n, "propensity": 0.5}}} for n in _NAMES[:3]]
+    + [{**_IMP, "context": {"k": 1.0, n: "x"}} for n in _NAMES[:3]]
+    + [{**_IMP, "segments": {n: "x"}} for n in _NAMES[:3]]
+    + [{**_CLICK, "slot": n} for n in _NAMES[:3]] + [{**_CLICK, "campaign": n} for n in _NAMES]
+    + [{**e, "decision_id": d} for e in (_IMP, _CLICK) for d in (
+        "A" * 32, "g" * 32, "0" * 31 + "\n", "0" * 31 + "\u0660", "\uff10" * 32, " " * 32)])
+
+
+@pytest.mark.parametrize("bad", PATTERN_ONLY)
+def test_records_bad_only_by_a_pattern_are_refused_with_the_models_reason(bad):
+    raw = orjson.dumps(bad)
+    wire.EVENTS.decode(raw)  # the Structs alone accept it
+    with pytest.raises(Refused) as fast:
+        decode(raw)
+    with pytest.raises(Refused) as model:
+        decode_model(raw)
+    assert str(fast.value) == str(model.value)
+    assert "pattern" in str(fast.value)
+
+
+@pytest.mark.parametrize("at", ["start", "middle", "end"])
+def test_a_batch_finds_every_record_bad_only_by_a_pattern_wherever_it_is(at):
+    good = [orjson.dumps({**e, "event_id": f"e{i}"}) for i, e in enumerate([_IMP, _CLICK] * 20)]
+    for bad in PATTERN_ONLY:
+        where = {"start": 0, "middle": len(good) // 2, "end": len(good)}[at]
+        values = good[:where] + [orjson.dumps(bad)] + good[where:]
+        got = _many(values)
+        assert got == _verdicts(values)
+        assert "pattern" in got[where] and sum("pattern" in str(g) for g in got) == 1
+
+
+def test_a_bad_name_is_refused_again_after_good_ones_filled_the_cache():
+    good = [orjson.dumps(_IMP), orjson.dumps(_CLICK)]
+    bad = orjson.dumps({**_IMP, "slots": {"s": {"arm": "a", "propensity": 0.5},
+                                          "x y": {"arm": "a", "propensity": 0.5}}})
+    for _ in range(2):
+        assert _many(good + [bad] + good) == _verdicts(good + [bad] + good)
+        assert "pattern" in _many(good + [bad])[-1]
