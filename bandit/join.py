@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 
 import msgspec
 import numpy as np
@@ -27,6 +29,7 @@ _RETENTION_WINDOWS = 2
 _LATE = "late: outside the attribution window"
 _FIRST_ROWS = 1024  # initial capacity of the open-window columns; doubled when full
 _WIDE = ("_arm", "_propensity", "_context", "_segment")  # a column per slot, key, segment
+_arm, _propensity = attrgetter("arm"), attrgetter("propensity")
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,7 @@ class Joiner:
         self._name_index: dict[str, int] = {}
         self._shapes: list[tuple] = []
         self._shape_index: dict[tuple, int] = {}
+        self._shape_by_types: dict[tuple, int] = {}  # _shape_of's cache: value types, not flags
         # The open decisions: row r of every column; _row maps a decision id to its row.
         self._row: dict[str, int] = {}
         self._ids: list[str | None] = []
@@ -185,9 +189,10 @@ class Joiner:
         self._allocate(_FIRST_ROWS, 1, 1, 1)
 
     def _allocate(self, rows: int, slots: int, context: int, segments: int) -> None:
-        """(Re)size the columns, keeping the rows in use."""
-        n = self._size
+        """(Re)size the columns, keeping the rows in use (``add`` may have handed out rows
+        beyond the old size: nothing is written to them yet)."""
         old = getattr(self, "_ts", None)
+        n = self._size if old is None else min(self._size, len(old))
 
         def column(name: str, dtype: type, width: int | None = None) -> np.ndarray:
             shape = (rows,) if width is None else (rows, width)
@@ -230,19 +235,52 @@ class Joiner:
         stream's peers is not judged late because another stream ran ahead. It never goes back.
         """
         result = JoinResult()
-        for event in events:
-            if event.event_id in self._seen:
-                result.rejected.append(Rejected(event, "duplicate event_id"))
-                continue
-            self._seen[event.event_id] = event.ts
-            if watermark is None:
-                self.watermark = max(self.watermark, event.ts)
-            self._longest = max(self._longest, float(self._window(event.campaign)))
-            if event.type == "impression":
-                self._impression(event, result)
-            else:
-                self._click(event, result)
-        if watermark is not None:
+        seen, row, closed, early, free = self._seen, self._row, self._closed, self._early, self._free
+        settings, newest, longest = self._cache, self.watermark, self._longest
+        # Impressions are checked and given their rows here, in order, and written to the
+        # columns together (_insert) before anything reads those rows: a click, early clicks.
+        pending: list[tuple[int, int, Impression | wire.Impression]] = []
+        try:
+            for event in events:
+                event_id = event.event_id
+                if event_id in seen:
+                    result.rejected.append(Rejected(event, "duplicate event_id"))
+                    continue
+                ts = seen[event_id] = event.ts
+                if ts > newest:
+                    newest = ts
+                window = (settings.get(event.campaign) or self._settings(event.campaign))[0]
+                if window > longest:
+                    longest = float(window)
+                if event.type != "impression":
+                    if pending:
+                        self._insert(pending)
+                        pending = []
+                    self._click(event, result)
+                    continue
+                decision_id = event.decision_id
+                if decision_id in row or decision_id in closed:
+                    result.rejected.append(Rejected(event, "second impression for the decision"))
+                    continue
+                if free:
+                    r = free.pop()
+                else:
+                    r = self._size
+                    self._size += 1
+                row[decision_id] = r
+                pending.append((r, self._shape_of(event), event))
+                if early and decision_id in early:
+                    self._insert(pending)
+                    pending = []
+                    for click in early.pop(decision_id):
+                        self._click(click, result)
+        finally:  # rows handed out are written even if a campaign lookup failed half-way
+            if pending:
+                self._insert(pending)
+            self._longest = longest
+        if watermark is None:
+            self.watermark = newest
+        else:
             self.watermark = max(self.watermark, watermark)
         self._close(result)
         return result
@@ -278,48 +316,105 @@ class Joiner:
                                              spec.reward_aggregation, spec.default_reward)
         return found
 
-    def _impression(self, imp: Impression | wire.Impression, result: JoinResult) -> None:
-        if imp.decision_id in self._row or imp.decision_id in self._closed:
-            result.rejected.append(Rejected(imp, "second impression for the decision"))
-            return
-        deadline = imp.ts + self._window(imp.campaign)
+    def _shape_of(self, imp: Impression | wire.Impression) -> int:
+        """The index of the impression's shape (campaign, slot names, context keys and which
+        values are strings, segment keys), added if new."""
         context = imp.context
-        strings = None if context is None else tuple(type(v) is str for v in context.values())
-        key = (imp.campaign, tuple(imp.slots), None if context is None else tuple(context),
-               strings, tuple(imp.segments))
+        # The value types, not "is a string" per value: map(type) costs a fraction of a loop.
+        fast = (imp.campaign, tuple(imp.slots), None if context is None else tuple(context),
+                None if context is None else tuple(map(type, context.values())),
+                tuple(imp.segments))
+        shape = self._shape_by_types.get(fast)
+        if shape is not None:
+            return shape
+        strings = None if context is None else tuple(t is str for t in fast[3])
+        key = (fast[0], fast[1], fast[2], strings, fast[4])
         shape = self._shape_index.get(key)
         if shape is None:
             shape = self._shape_index[key] = len(self._shapes)
             self._shapes.append((imp.campaign, key[1], None if context is None else
                                  tuple(zip(key[2], strings)), key[4]))
-        k, d, g = len(imp.slots), 0 if context is None else len(context), len(imp.segments)
-        full = not self._free and self._size == len(self._ts)
-        slots, keys, segments = self._arm.shape[1], self._context.shape[1], self._segment.shape[1]
-        if full or k > slots or d > keys or g > segments:
-            self._allocate(len(self._ts) * (2 if full else 1), max(k, slots), max(d, keys),
-                           max(g, segments))
-        if self._free:
-            r = self._free.pop()
-        else:
-            r = self._size
-            self._size += 1
-        known, intern = self._name_index, self._intern
-        choices = imp.slots.values()
-        self._arm[r, :k] = [known.get(c.arm) or intern(c.arm) for c in choices]
-        self._propensity[r, :k] = [c.propensity for c in choices]
-        if d:
-            self._context[r, :d] = [(known.get(v) or intern(v)) if s else v
-                                    for v, s in zip(context.values(), strings)]
-        if g:
-            self._segment[r, :g] = [known.get(v) or intern(v) for v in imp.segments.values()]
-        self._ts[r], self._deadline[r], self._shape[r] = imp.ts, deadline, shape
-        self._holdout[r], self._live[r] = imp.holdout, True
-        self._wire[r] = type(imp) is wire.Impression
-        self._ids[r], self._users[r] = imp.decision_id, imp.user_id
-        self._row[imp.decision_id] = r
-        self._next_deadline = min(self._next_deadline, deadline)
-        for click in self._early.pop(imp.decision_id, []):
-            self._click(click, result)
+        if len(self._shape_by_types) < 4096:
+            self._shape_by_types[fast] = shape
+        return shape
+
+    def _insert(self, pending: list[tuple[int, int, Impression | wire.Impression]]) -> None:
+        """Write impressions to their rows (handed out by ``add``), per shape one numpy write
+        per column. Strings new to the join are interned in the order a row-by-row insert
+        would meet them (arms, string context values, segment values, impression by
+        impression), so the state does not depend on how the impressions were batched."""
+        groups: dict[int, list[tuple[int, int, Impression | wire.Impression]]] = {}
+        for item in pending:
+            groups.setdefault(item[1], []).append(item)
+        needed = self._size  # rows ever used, counting the new ones
+        width = [self._arm.shape[1], self._context.shape[1], self._segment.shape[1]]
+        for shape in groups:
+            _, slots, context_keys, segment_keys = self._shapes[shape]
+            width[0] = max(width[0], len(slots))
+            width[1] = max(width[1], 0 if context_keys is None else len(context_keys))
+            width[2] = max(width[2], len(segment_keys))
+        rows = len(self._ts)
+        while rows < needed:
+            rows *= 2
+        if rows > len(self._ts) or width != [self._arm.shape[1], self._context.shape[1],
+                                             self._segment.shape[1]]:
+            self._allocate(rows, *width)
+        known = self._name_index
+        columns = []  # per shape: its rows, slot choices, arms, context values, segment values
+        names: set[str] = set()
+        for shape, items in groups.items():
+            _, slots, context_keys, segment_keys = self._shapes[shape]
+            imps = [imp for _, _, imp in items]
+            choices = list(chain.from_iterable(imp.slots.values() for imp in imps))
+            arms = list(map(_arm, choices))
+            d = 0 if context_keys is None else len(context_keys)
+            values = list(chain.from_iterable(imp.context.values() for imp in imps)) if d else []
+            strings = [j for j, (_, is_str) in enumerate(context_keys or ()) if is_str]
+            segments = list(chain.from_iterable(imp.segments.values() for imp in imps))
+            names.update(arms, segments, *(values[j::d] for j in strings))
+            at = np.fromiter((r for r, _, _ in items), np.intp, len(items))
+            columns.append((at, len(slots), d, strings, len(segment_keys), choices, arms,
+                            values, segments))
+        if not known.keys() >= names:
+            self._intern_in_order([imp for _, _, imp in pending])
+        for at, k, d, strings, g, choices, arms, values, segments in columns:
+            self._arm[at, :k] = np.fromiter(map(known.__getitem__, arms), np.int32,
+                                            len(arms)).reshape(-1, k)
+            self._propensity[at, :k] = np.fromiter(map(_propensity, choices), np.float64,
+                                                   len(choices)).reshape(-1, k)
+            if d:
+                for j in strings:
+                    values[j::d] = map(known.__getitem__, values[j::d])
+                self._context[at, :d] = np.array(values, dtype=np.float64).reshape(-1, d)
+            if g:
+                self._segment[at, :g] = np.fromiter(map(known.__getitem__, segments), np.int32,
+                                                    len(segments)).reshape(-1, g)
+        at = np.fromiter((r for r, _, _ in pending), np.intp, len(pending))
+        imps = [imp for _, _, imp in pending]
+        ts = np.array([imp.ts for imp in imps], dtype=np.float64)
+        windows = {campaign: self._window(campaign) for campaign in {i.campaign for i in imps}}
+        deadline = np.array([imp.ts + windows[imp.campaign] for imp in imps], dtype=np.float64)
+        self._ts[at], self._deadline[at] = ts, deadline
+        self._shape[at] = np.fromiter((shape for _, shape, _ in pending), np.int32, len(pending))
+        self._holdout[at] = np.fromiter((imp.holdout for imp in imps), np.bool_, len(imps))
+        self._wire[at] = np.fromiter((type(imp) is wire.Impression for imp in imps), np.bool_,
+                                     len(imps))
+        self._live[at] = True
+        ids, users = self._ids, self._users
+        for r, _, imp in pending:
+            ids[r], users[r] = imp.decision_id, imp.user_id
+        self._next_deadline = min(self._next_deadline, float(deadline.min()))
+
+    def _intern_in_order(self, imps: list[Impression | wire.Impression]) -> None:
+        for imp in imps:
+            for choice in imp.slots.values():
+                self._intern(choice.arm)
+            if imp.context is not None:
+                for value in imp.context.values():
+                    if type(value) is str:
+                        self._intern(value)
+            for value in imp.segments.values():
+                self._intern(value)
 
     def _click(self, click: Click | wire.Click, result: JoinResult) -> None:
         r = self._row.get(click.decision_id)
@@ -366,13 +461,22 @@ class Joiner:
             n = self._size
             due = np.flatnonzero(self._live[:n] & (self._deadline[:n] < self.watermark))
             # In deadline order, then decision id: the same order whatever the rows.
-            deadlines = self._deadline[due].tolist()
-            order = sorted(range(len(due)), key=lambda i: (deadlines[i], self._ids[due[i]]))
-            due = due[order]
+            ids = self._ids
+            due = due[np.lexsort((np.array([ids[r] for r in due.tolist()]), self._deadline[due]))]
             result.closed = self._closed_rows(due)
-            for r, deadline in zip(due.tolist(), self._deadline[due].tolist()):
-                self._closed[self._ids[r]] = deadline
-                self._drop(r)
+            rows = due.tolist()
+            self._closed.update(zip(result.closed.ids, self._deadline[due].tolist()))
+            for decision_id in result.closed.ids:
+                del self._row[decision_id]
+            users, rewards, first_ts = self._users, self._rewards, self._first_ts
+            for r in rows:
+                ids[r] = users[r] = None
+            if rewards:
+                for r in rows:
+                    rewards.pop(r, None)
+                    first_ts.pop(r, None)
+            self._live[due] = False
+            self._free += rows  # as _drop row by row would
             live = self._live[:n]
             self._next_deadline = float(self._deadline[:n][live].min()) if live.any() else math.inf
         # Forget what is older than the retention horizon, a few times per window, not per batch.
