@@ -18,7 +18,7 @@ import os
 import tempfile
 import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1007,6 +1007,31 @@ class Engine:
                 c.slot(e.slot)
         except (NotFoundError, UnknownArmError) as exc:
             raise InvalidInputError(str(exc)) from None
+
+    def event_checker(self) -> Callable[[Impression | Click], None]:
+        """``check_event`` for a batch of events during which the campaigns do not change (the
+        stream worker's): each campaign's slots are looked up once, then an event costs a dict
+        lookup per slot; whatever misses is passed to ``check_event``, whose error it raises."""
+        campaigns, arms_of = self._campaigns, {}  # campaign -> slot name -> its arm index
+
+        def check(e: Impression | Click) -> None:
+            slots = arms_of.get(e.campaign)
+            if slots is None:
+                c = campaigns.get(e.campaign)
+                if c is None:
+                    self.check_event(e)  # raises: no such campaign
+                slots = arms_of[e.campaign] = {s.spec.name: s.arm_index for s in c.slots}
+            if e.type == "impression":
+                for slot, choice in e.slots.items():
+                    arms = slots.get(slot)
+                    if arms is None or choice.arm not in arms:
+                        self.check_event(e)  # raises: no such slot or arm
+                if e.context is not None:
+                    campaigns[e.campaign].context.check(e.context)
+            elif e.slot is not None and e.slot not in slots:
+                self.check_event(e)  # raises: no such slot
+
+        return check
 
     # -- partition states (the stream worker) --------------------------------------------
 

@@ -151,7 +151,7 @@ class PartitionJoin:
         out.counters.records += len(fresh)
         events: list[Impression | Click | wire.Impression | wire.Click] = []
         source: dict[int, Record] = {}
-        newest, check = self.newest, self.engine.check_event
+        newest, check = self.newest, self.engine.event_checker()
         for record, event in zip(fresh, decode_many([r.value for r in fresh])):
             try:
                 if type(event) is Refused:

@@ -431,3 +431,41 @@ def test_learning_from_the_join_columns_equals_learning_its_events(decisions, as
               for e in closed.events()]
     assert [v for _, v in closed.json()] == [
         orjson.dumps(m.model_dump(mode="json", exclude_none=True)) for m in models]
+
+
+_GOOD_IMP = {"event_id": "i", "decision_id": "0" * 32, "campaign": "news", "user_id": "u",
+             "ts": 1, "slots": {"subject": {"arm": "plain", "propensity": 0.5},
+                                "hour": {"arm": "h18", "propensity": 0.5}},
+             "context": {"engagement": 0.5, "plan": "pro"}}
+_GOOD_CLICK = {"event_id": "c", "decision_id": "0" * 32, "campaign": "news", "ts": 2,
+               "slot": "hour"}
+
+
+@pytest.mark.parametrize("bad", [
+    Impression(**{**_GOOD_IMP, "campaign": "other"}),
+    Impression(**{**_GOOD_IMP, "slots": {"subject": {"arm": "plain", "propensity": 0.5},
+                                         "colour": {"arm": "h18", "propensity": 0.5}}}),
+    Impression(**{**_GOOD_IMP, "slots": {"hour": {"arm": "plain", "propensity": 0.5}}}),
+    Impression(**{**_GOOD_IMP, "slots": {"subject": {"arm": "h18", "propensity": 0.5}}}),
+    Impression(**{**_GOOD_IMP, "context": {"engagement": "high"}}),
+    Impression(**{**_GOOD_IMP, "context": {"engagement": 1.0, "zone": "x"}}),
+    Impression(**{**_GOOD_IMP, "context": {"plan": "free"}}),
+    Click(**{**_GOOD_CLICK, "slot": "colour"}), Click(**{**_GOOD_CLICK, "slot": "h18"}),
+    Click(**{**_GOOD_CLICK, "campaign": "other"})])
+def test_a_batch_checker_refuses_what_check_event_refuses_with_its_message(bad):
+    """The worker's per-batch checker remembers what passed: a bad event after good ones of
+    the same campaign, slots and arms still gets check_event's error."""
+    from tests import streamdata
+    engine = Engine()
+    engine.create_campaign(streamdata.spec())
+    good = [Impression(**_GOOD_IMP), Click(**_GOOD_CLICK), Click(**{**_GOOD_CLICK, "slot": None})]
+    with pytest.raises(InvalidInputError) as expected:
+        engine.check_event(bad)
+    check = engine.event_checker()
+    for _ in range(2):
+        for e in good:
+            engine.check_event(e)
+            check(e)
+        with pytest.raises(InvalidInputError) as got:
+            check(bad)
+        assert str(got.value) == str(expected.value)
