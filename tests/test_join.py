@@ -1,6 +1,7 @@
 """The attribution join: event time only, so batching never changes what is learned."""
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -199,3 +200,40 @@ def test_the_open_windows_do_not_depend_on_the_batching(events, data):
         cut.add(stream[lo:hi], watermark=0)
     assert _state_bytes(cut) == _state_bytes(one)
     assert cut.add([], 10**6).closed.json() == one.add([], 10**6).closed.json()
+
+
+_awkward_floats = st.sampled_from([0.0, -0.0, 1e16, 1e-7, 5e-324, 1.7976931348623157e308,
+                                   123456789.125, -2.5, 1 / 3]) | st.floats(
+    allow_nan=False, allow_infinity=False)
+_labels = st.sampled_from(['a"b', "c,d", "\\", "\u00e9\u4e2d", "\x00\x1f", "x" * 40, ",", "]"]) | (
+    st.text(min_size=1, max_size=8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.fixed_dictionaries({
+    "slots": st.sampled_from([("s",), ("t", "s"), ("s", "t")]),
+    "arms": st.lists(st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,6}\Z"), min_size=2,
+                     max_size=2),
+    "propensity": st.floats(1e-300, 1.0),
+    "context": st.none() | st.dictionaries(st.sampled_from(["x", "tier", "y"]),
+                                           _awkward_floats | _labels, max_size=3),
+    "segments": st.dictionaries(st.sampled_from(["region", "age"]), _labels, max_size=2),
+    "user": _labels, "holdout": st.booleans(), "ts": st.integers(0, 2**53 - WINDOW - 1),
+    "reward": st.none() | _awkward_floats}), min_size=1, max_size=12))
+def test_closed_json_is_the_bytes_of_the_joined_event_for_any_values(rows):
+    j = Joiner(lambda name: spec(default=-0.0))
+    events = []
+    for i, row in enumerate(rows):
+        events.append(Impression(
+            event_id=f"i{i}", decision_id=f"{i:032x}", campaign="w", user_id=row["user"],
+            ts=row["ts"], holdout=row["holdout"], context=row["context"],
+            segments=row["segments"], slots={slot: {"arm": arm, "propensity": row["propensity"]}
+                                             for slot, arm in zip(row["slots"], row["arms"])}))
+        if row["reward"] is not None:
+            events.append(Click(event_id=f"c{i}", decision_id=f"{i:032x}", campaign="w",
+                                ts=row["ts"], reward=row["reward"], slot=row["slots"][0]))
+    j.add(events, watermark=0)
+    closed = j.add([], watermark=2**53 + 1).closed
+    assert len(closed) == len(rows)
+    assert closed.json() == [(e.decision_id, orjson.dumps(e.model_dump(
+        mode="json", exclude_none=True))) for e in closed.events()]
