@@ -137,7 +137,8 @@ class Closed:
             for j, slot in enumerate(slots):
                 pieces += [repeat((b"," if j else b"") + dumps(slot) + b':{"arm":'),
                            list(map(name.__getitem__, self.arm[at, j].tolist())),
-                           repeat(b',"propensity":'), _split(dumps(self.propensity[at, j].tolist())),
+                           repeat(b',"propensity":'),
+                           _split(dumps(self.propensity[at, j].tolist())),
                            repeat(b"}")]
             pieces.append(repeat(b"}"))
             if context_keys is not None:
@@ -291,7 +292,8 @@ class Joiner:
         stream's peers is not judged late because another stream ran ahead. It never goes back.
         """
         result = JoinResult()
-        seen, row, closed, early, free = self._seen, self._row, self._closed, self._early, self._free
+        seen, row, closed = self._seen, self._row, self._closed
+        early, free = self._early, self._free
         settings, newest, longest = self._cache, self.watermark, self._longest
         # Impressions are checked and given their rows here, in order, and written to the
         # columns together (_insert) before anything reads those rows: a click, early clicks.
