@@ -276,6 +276,10 @@ def worker(
     checkpoint_interval_ms: Annotated[int, typer.Option(
         min=0, help="Checkpoint a partition at most this often (also when a batch closed "
         "windows, on catching up and on stop); 0: after every batch.")] = 1000,
+    fetch_max_wait_ms: Annotated[int, typer.Option(
+        min=1, max=10000, help="Longest time the broker may hold a fetch that found nothing "
+        "new: new records wait up to about half of it (lag), while an idle worker "
+        "fetches this often (CPU).")] = 20,
 ) -> None:
     """Join impressions and clicks, learn, checkpoint to the state topic; until Ctrl-C or
     SIGTERM (then it leaves its group, and its partitions move to the other workers)."""
@@ -288,7 +292,8 @@ def worker(
     transport = KafkaTransport(bootstrap_servers, topics, group,
                                max_poll_records=max_poll_records,
                                session_timeout_ms=session_timeout_ms,
-                               heartbeat_interval_ms=heartbeat_interval_ms)
+                               heartbeat_interval_ms=heartbeat_interval_ms,
+                               fetch_max_wait_ms=fetch_max_wait_ms)
     running = Worker(transport, checkpoint_interval_ms=checkpoint_interval_ms)
     transport.attach(running)
     if not quiet:

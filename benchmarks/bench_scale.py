@@ -11,8 +11,13 @@ an engine, impressions and simulated clicks, a watermark that closes every windo
 (b) Lag from a click produced to the model visible in the decision service: ``cmab serve`` in
     stream mode and one ``cmab worker``; per step, a few decisions' impressions and clicks and
     a watermark that closes their windows are produced (flushed), then the service's report
-    is polled every 2 ms until it counts them. REFERENCE: one record produced (flushed) and
-    consumed by a kafka-python consumer on the same broker, in the same run.
+    is polled every 2 ms until it counts them. One untimed step first, so the worker's group
+    join and the service's first model are not counted. REFERENCE: one record produced
+    (flushed) and consumed by a kafka-python consumer on the same broker, in the same run:
+    right after the previous record (the consumer's next fetch is not yet waiting at the
+    broker), and after an idle gap with the project's ``fetch_max_wait_ms`` (the broker holds
+    a waiting fetch for part of that time, record or not): the floor of one hop of the loop,
+    which has two (events to the worker, checkpoint to the service).
 
 Run on its own: ``python -m benchmarks.bench_scale [--quick]``.
 """
@@ -20,6 +25,7 @@ Run on its own: ``python -m benchmarks.bench_scale [--quick]``.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -38,6 +44,7 @@ from simulators.demo import CAMPAIGN, _events
 from simulators.email_campaign import SLOTS, EmailCampaign
 from streams.broker import LocalBroker, free_port
 from streams.follower import StateFollower
+from streams.kafka import FETCH_MAX_WAIT_MS
 from streams.publish import Publisher
 from streams.topics import Topics, create_topics
 
@@ -119,19 +126,24 @@ def _workers_rate(bootstrap: str, workers: int, record: dict[str, Any], impressi
     return (total - n_first) / (end - t_first)
 
 
-def _raw_latency(bootstrap: str, steps: int) -> np.ndarray:
-    """Seconds from one record's send (flushed) to its arrival at a consumer, per step."""
+def _raw_latency(bootstrap: str, steps: int, idle_s: float = 0.0, **config: Any) -> np.ndarray:
+    """Seconds from one record's send (flushed) to its arrival at a consumer, per step;
+    before each send the consumer polls on for a seeded random 0..``idle_s`` seconds."""
     topic = f"scale-raw-{uuid.uuid4().hex[:8]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, 1, 1)])
     admin.close()
     producer = KafkaProducer(bootstrap_servers=bootstrap, allow_auto_create_topics=False)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             allow_auto_create_topics=False)
+                             allow_auto_create_topics=False, **config)
     consumer.assign([TopicPartition(topic, 0)])
+    gaps = random.Random(0)
     out = np.empty(steps)
     try:
         for i in range(steps):
+            until = time.perf_counter() + gaps.uniform(0, idle_s)
+            while (left := until - time.perf_counter()) > 0:
+                consumer.poll(timeout_ms=max(1, int(left * 1e3)))
             t0 = time.perf_counter()
             producer.send(topic, b"x")
             producer.flush()
@@ -175,7 +187,7 @@ def _service_lag(bootstrap: str, spec: dict[str, Any], impressions: list, clicks
         if created.status_code != 201:
             raise RuntimeError(f"campaign not created: {created.text[:300]}")
         with Publisher(bootstrap, topics, linger_ms=0) as pub:
-            for step in range(steps):
+            for step in range(steps + 1):  # step 0 waits for the worker's join: not timed
                 shift = step * (window + 2)  # each step's windows close at its watermark
                 batch = impressions[step * per_step:(step + 1) * per_step]
                 events = [{**e, "ts": e["ts"] + shift} for e in batch]
@@ -189,7 +201,8 @@ def _service_lag(bootstrap: str, spec: dict[str, Any], impressions: list, clicks
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"step {step}: the model never reached the service")
                     time.sleep(0.002)
-                out[step] = time.perf_counter() - t0
+                if step:
+                    out[step - 1] = time.perf_counter() - t0
         client.close()
     finally:
         _stop(procs)
@@ -199,7 +212,7 @@ def _service_lag(bootstrap: str, spec: dict[str, Any], impressions: list, clicks
 def run(quick: bool = False) -> Results:
     n = 5_000 if quick else 40_000
     steps, per_step = (30, 10) if quick else (200, 10)
-    spec, record, impressions, clicks, window = _workload(max(n, steps * per_step))
+    spec, record, impressions, clicks, window = _workload(max(n, (steps + 1) * per_step))
     ids = {e["decision_id"] for e in impressions[:n]}
     scale_clicks = [c for c in clicks if c["decision_id"] in ids]
     with LocalBroker() as broker:
@@ -207,22 +220,30 @@ def run(quick: bool = False) -> Results:
         one = _workers_rate(bootstrap, 1, record, impressions[:n], scale_clicks, window)
         two = _workers_rate(bootstrap, 2, record, impressions[:n], scale_clicks, window)
         raw = _raw_latency(bootstrap, steps)
+        idle = _raw_latency(bootstrap, steps, idle_s=0.3, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         lag = _service_lag(bootstrap, spec, impressions, clicks, window, steps, per_step)
     total = n + len(scale_clicks) + 2 * PARTITIONS
     p50, p99 = np.percentile(lag, [50, 99])
     r50, r99 = np.percentile(raw, [50, 99])
+    i50, i99 = np.percentile(idle, [50, 99])
     ms = [Measurement(BENCH, "1 cmab worker, 2 partitions", "S4", one, "records/s", total),
           Measurement(BENCH, "2 cmab workers (one group), 2 partitions", "S4", two, "records/s",
                       total),
           Measurement(BENCH, "REFERENCE one record produce -> consume, p50", "1 record",
                       r50 * 1e3, "ms", steps, note=f"p99 {r99 * 1e3:.1f} ms"),
+          Measurement(BENCH, "REFERENCE one record to an idle consumer, p50", "1 record",
+                      i50 * 1e3, "ms", steps,
+                      note=f"p99 {i99 * 1e3:.1f} ms; fetch_max_wait_ms {FETCH_MAX_WAIT_MS}, "
+                           "idle 0-300 ms before each send"),
           Measurement(BENCH, "click produced -> model in the service, p50", "S4 step",
                       p50 * 1e3, "ms", steps,
                       note=f"p99 {p99 * 1e3:.1f} ms; {per_step} decisions + clicks + "
                            "watermark per step; report polled every 2 ms")]
     rs = [Ratio(BENCH, "2 workers / 1 worker (records/s)", "S4", two / one),
           Ratio(BENCH, "raw produce->consume / service lag (p50)", "S4 step", r50 / p50,
-                note="the share of the lag that is the broker's own latency")]
+                note="the share of the lag that is the broker's own latency"),
+          Ratio(BENCH, "two idle-consumer hops / service lag (p50)", "S4 step", 2 * i50 / p50,
+                note="the share of the lag that is fetch waiting at the broker")]
     return ms, rs
 
 

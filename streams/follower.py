@@ -20,7 +20,7 @@ from kafka.errors import KafkaError
 
 from bandit.engine import Engine
 from bandit.errors import BanditError, UnavailableError
-from streams.kafka import reader
+from streams.kafka import FETCH_MAX_WAIT_MS, reader
 from streams.topics import Topics
 from streams.vw_learner import VWLearner
 from streams.worker import PartitionJoin
@@ -32,18 +32,21 @@ class StateFollower:
     """Keeps ``engine`` at the sum of the newest partition states on ``topics.state``.
 
     ``updated_at`` (monotonic seconds) is when the model last changed; ``age_s()`` is what
-    readyz reports. ``wait_for(predicate)`` helps tests and the demo.
+    readyz reports. ``wait_for(predicate)`` helps tests and the demo. ``fetch_max_wait_ms`` is
+    how long the broker may hold a fetch that found nothing: a new checkpoint waits up to
+    about half of it before the follower sees it (``streams.kafka.FETCH_MAX_WAIT_MS``).
     """
 
     def __init__(self, engine: Engine, bootstrap_servers: str, topics: Topics, *,
-                 poll_timeout_ms: int = 200) -> None:
+                 poll_timeout_ms: int = 200,
+                 fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
         self.engine = engine
         self.topics = topics
         self.poll_timeout_ms = poll_timeout_ms
         self.updates = 0
         self.updated_at: float | None = None
         self.errors = 0
-        self._consumer = reader(bootstrap_servers)
+        self._consumer = reader(bootstrap_servers, fetch_max_wait_ms=fetch_max_wait_ms)
         self._stop = threading.Event()
         self._changed = threading.Condition()
         self._latest: dict[int, PartitionJoin] = {}
