@@ -41,6 +41,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -355,6 +356,28 @@ class _Metrics:
                     self.decisions.labels(batch.campaign, slot.slot, arm).inc(n)
 
 
+class _StreamCounts:
+    """What the stream follower counts, read at each scrape (stream mode only): the
+    checkpoints it ignored because it had absorbed a newer one of the same partition."""
+
+    def __init__(self, stream: list[StreamLink]) -> None:
+        self._stream = stream
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [self._family(0)]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        if self._stream:
+            yield self._family(self._stream[0].follower.stale)
+
+    @staticmethod
+    def _family(value: int) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "cmab_stale_checkpoints", "State-topic checkpoints the model did not step back "
+            "to: behind the one absorbed for their partition (written by a worker that "
+            "stalled past its session timeout).", value=value)
+
+
 class _Singles:
     """Single decisions, coalesced: requests that arrive while the engine is deciding earlier
     ones wait for that call to end and are then decided together, one ``decide_batch`` per
@@ -496,6 +519,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     token = settings.api_token.get_secret_value().encode() if settings.api_token else None
     metrics = _Metrics()
     stream: list[StreamLink] = []  # the link to Kafka, made at start-up when configured
+    metrics.registry.register(_StreamCounts(stream))
 
     async def published(campaign: str) -> None:
         if stream:
@@ -830,7 +854,8 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
              responses={200: {"description": "Prometheus text exposition format 0.0.4.",
                               "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def prometheus() -> Response:
-        """Decisions by campaign, slot and arm; decision latency; errors by code."""
+        """Decisions by campaign, slot and arm; decision latency; errors by code; in stream
+        mode, stale checkpoints ignored."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     def openapi() -> dict[str, Any]:

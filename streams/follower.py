@@ -3,6 +3,20 @@
 A background thread reads the newest checkpoint of every state partition, and after every
 change makes the engine's model the sum of the partitions' partial states (``Engine.absorb``,
 built aside and swapped under the engine's lock: a decision sees the old model or the new one).
+
+The model never goes back: per partition, a checkpoint is absorbed only if it has read at least
+as far as the absorbed one in both inputs (impressions and clicks offsets), and further in one;
+one that has read less of either is *stale* and ignored (counted in ``stale``, logged). A stale
+checkpoint comes from a zombie worker: one that stalled past its session timeout (GC pause,
+SIGSTOP) while its partitions moved on, and wrote what it had when it woke. It is a consistent
+(state, offsets) pair, so the worker that restores it redoes the work and ends in the same
+state; only a reader of the latest record would step back. Every owner's checkpoints grow in
+both offsets, so a partition's final checkpoint is at or above every other and is absorbed; in
+between, a zombie's checkpoint that is ahead in one input and behind in the other waits until
+the owner has passed it in both. One with the same offsets as the absorbed one holds the same
+state (the join is deterministic given its records) and is skipped. At start-up the newest
+record of each partition is taken as it is.
+
 It also follows the campaigns topic, so several service replicas hold the same campaigns,
 and ``.vwstate``, the VW learner's checkpoints: the VW slots' models are swapped in from the
 newest one (``Engine.absorb_vw``), again under the engine's lock.
@@ -23,15 +37,28 @@ from bandit.errors import BanditError, UnavailableError
 from streams.kafka import FETCH_MAX_WAIT_MS, reader
 from streams.topics import Topics
 from streams.vw_learner import VWLearner
-from streams.worker import PartitionJoin
+from streams.worker import STREAMS, PartitionJoin
 
 log = logging.getLogger(__name__)
+
+
+def behind(offsets: dict[str, int], absorbed: dict[str, int]) -> bool:
+    """Whether a checkpoint with next ``offsets`` has read less of either input than the
+    ``absorbed`` one of the same partition: then it is stale (see the module docstring).
+
+    >>> behind({"impressions": 90, "clicks": 70}, {"impressions": 100, "clicks": 60})
+    True
+    >>> behind({"impressions": 100, "clicks": 70}, {"impressions": 100, "clicks": 60})
+    False
+    """
+    return any(offsets[s] < absorbed[s] for s in STREAMS)
 
 
 class StateFollower:
     """Keeps ``engine`` at the sum of the newest partition states on ``topics.state``.
 
-    ``updated_at`` (monotonic seconds) is when the model last changed; ``age_s()`` is what
+    ``updated_at`` (monotonic seconds) is when the model last changed; ``stale`` counts the
+    checkpoints ignored because they were behind the absorbed ones; ``age_s()`` is what
     readyz reports. ``wait_for(predicate)`` helps tests and the demo. ``fetch_max_wait_ms`` is
     how long the broker may hold a fetch that found nothing: a new checkpoint waits up to
     about half of it before the follower sees it (``streams.kafka.FETCH_MAX_WAIT_MS``).
@@ -46,6 +73,7 @@ class StateFollower:
         self.updates = 0
         self.updated_at: float | None = None
         self.errors = 0
+        self.stale = 0
         self._consumer = reader(bootstrap_servers, fetch_max_wait_ms=fetch_max_wait_ms)
         self._stop = threading.Event()
         self._changed = threading.Condition()
@@ -110,7 +138,8 @@ class StateFollower:
                 log.warning("state follower: %s", exc)
                 time.sleep(0.5)
                 continue
-            fresh, vw, synced = {}, None, False
+            fresh: dict[int, list[bytes]] = {}
+            vw, synced = None, False
             for tp, records in batches.items():
                 if tp.topic == self.topics.campaigns:
                     for r in records:
@@ -118,8 +147,8 @@ class StateFollower:
                     synced = synced or bool(records)
                 elif tp.topic == self.topics.vwstate:
                     vw = records[-1].value if records else None
-                elif records:
-                    fresh[tp.partition] = records[-1].value
+                elif records:  # every one: the newest may be a zombie's, an earlier one not
+                    fresh[tp.partition] = [r.value for r in records]
             if fresh:
                 self._absorb(fresh)
             # A VW checkpoint may arrive before its campaign: apply it again once it exists.
@@ -136,18 +165,33 @@ class StateFollower:
             self.errors += 1
             log.error("state follower: campaign record refused: %s", exc)
 
-    def _absorb(self, fresh: dict[int, bytes]) -> None:
-        for p, value in fresh.items():
-            try:
-                # The model only: the open windows are the worker's business.
-                part = PartitionJoin.restore(value, what=f"checkpoint of partition {p}",
-                                             model_only=True)
-            except BanditError as exc:
-                self.errors += 1
-                log.error("state follower: %s", exc)
-                continue
-            with self._changed:
-                self._latest[p] = part
+    def _absorb(self, fresh: dict[int, list[bytes]]) -> None:
+        changed = False
+        for p, values in fresh.items():
+            # Newest first, and the first one not behind is taken: the usual batch costs one
+            # restore, and one behind is passed over for an earlier record that is not.
+            for value in reversed(values):
+                try:
+                    # The model only: the open windows are the worker's business.
+                    part = PartitionJoin.restore(value, what=f"checkpoint of partition {p}",
+                                                 model_only=True)
+                except BanditError as exc:
+                    self.errors += 1
+                    log.error("state follower: %s", exc)
+                    continue
+                absorbed = self._latest.get(p)
+                if absorbed is not None and behind(part.offsets, absorbed.offsets):
+                    self.stale += 1
+                    log.warning("state follower: partition %d: stale checkpoint ignored "
+                                "(offsets %s, absorbed %s)", p, part.offsets, absorbed.offsets)
+                    continue
+                if absorbed is None or part.offsets != absorbed.offsets:  # else: same state
+                    with self._changed:
+                        self._latest[p] = part
+                    changed = True
+                break
+        if not changed:
+            return
         partials = [part.engine for part in self.partitions().values()]
         self.engine.absorb(partials)
         with self._changed:

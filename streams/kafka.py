@@ -124,6 +124,11 @@ class _Listener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.transport.worker.on_revoked(sorted({tp.partition for tp in revoked}))
 
+    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        # kafka-python calls this instead of on_partitions_revoked once it learns that the
+        # group evicted this member (a stall past the session timeout).
+        self.transport.worker.on_lost(sorted({tp.partition for tp in lost}))
+
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.transport.worker.on_assigned(sorted({tp.partition for tp in assigned}))
 

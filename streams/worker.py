@@ -304,6 +304,17 @@ class Worker:
             self.partitions.pop(p)
             self._written_at.pop(p, None)
 
+    def on_lost(self, partitions: Iterable[int]) -> None:
+        """The group evicted this worker (it stalled past its session timeout): the
+        partitions' new owner restored them from their last checkpoints and may be far ahead,
+        so what is pending here is dropped, not checkpointed (that checkpoint would be stale:
+        consistent, but behind). The outputs are flushed already; nothing is lost, since the
+        new owner re-processes the records after the checkpoint it restored."""
+        for p in partitions:
+            self.partitions.pop(p, None)
+            self._written_at.pop(p, None)
+            self._pending.discard(p)
+
     # -- campaigns --------------------------------------------------------------------
 
     def _sync_campaigns(self) -> None:
