@@ -279,7 +279,8 @@ def worker(
     fetch_max_wait_ms: Annotated[int, typer.Option(
         min=1, max=10000, help="Longest time the broker may hold a fetch that found nothing "
         "new: new records wait up to about half of it (lag), while an idle worker "
-        "fetches this often (CPU).")] = 20,
+        "fetches this often (CPU); a durable broker needs it longer than a storage read.")
+    ] = 100,
 ) -> None:
     """Join impressions and clicks, learn, checkpoint to the state topic; until Ctrl-C or
     SIGTERM (then it leaves its group, and its partitions move to the other workers)."""

@@ -168,9 +168,9 @@ class StateFollower:
     def _absorb(self, fresh: dict[int, list[bytes]]) -> None:
         changed = False
         for p, values in fresh.items():
-            # Newest first, and the first one not behind is taken: the usual batch costs one
-            # restore, and one behind is passed over for an earlier record that is not.
-            for value in reversed(values):
+            # In order: a zombie's record after the owner's newer one must not hide it (the
+            # owner's may be its last one), so each is compared with what was taken before.
+            for value in values:
                 try:
                     # The model only: the open windows are the worker's business.
                     part = PartitionJoin.restore(value, what=f"checkpoint of partition {p}",
@@ -189,7 +189,6 @@ class StateFollower:
                     with self._changed:
                         self._latest[p] = part
                     changed = True
-                break
         if not changed:
             return
         partials = [part.engine for part in self.partitions().values()]

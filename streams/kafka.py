@@ -31,10 +31,12 @@ _READ_TIMEOUT_S = 10.0
 # How long the broker may hold a fetch that found nothing new. kafka-python's default is
 # 500 ms, and the local broker does not answer a waiting fetch when a record arrives: it
 # holds it (about half the wait, measured), so every hop of the loop (events -> worker,
-# checkpoint -> decision service) added up to a quarter of a second of lag. 20 ms bounds a
-# hop at about 10 ms for about 4% of a core per idle consumer (and 2% of the broker's); a
-# busy consumer's fetches come back full at once, so throughput does not depend on it.
-FETCH_MAX_WAIT_MS = 20
+# checkpoint -> decision service) added up to a quarter of a second of lag. Not much less
+# than 100 ms, though: on the durable broker (s3:// storage) a fetch must outlast the store's
+# read, and with 20 ms a worker never caught up (tests/test_durable.py); 50 ms was slower
+# than 100. A busy consumer's fetches come back full at once, so throughput does not
+# depend on it; an idle one fetches about every half of it (CPU: about 1.5% of a core).
+FETCH_MAX_WAIT_MS = 100
 
 
 def producer(bootstrap_servers: str, **config: Any) -> KafkaProducer:

@@ -230,7 +230,8 @@ def test_the_service_ignores_checkpoints_behind_the_absorbed_one_and_counts_them
         send(_checkpoint(0, 50, 120, 50))
         wait(lambda: impressions() == 50, "the newer checkpoint was not absorbed")
         assert stale() == 2
-        # In one poll, a newer checkpoint followed by a zombie's: the newer one is taken.
+        # A newer checkpoint, then a zombie's that is ahead of the absorbed one but behind the
+        # newer one (in one poll or two): the newer one stays.
         send(_checkpoint(0, 60, 130, 55), _checkpoint(0, 45, 125, 50))
         wait(lambda: impressions() == 60, "the newest not-stale checkpoint was not absorbed")
         assert stale() == 3
