@@ -973,13 +973,15 @@ class Engine:
         return len(events) - len(self.ingest(events).rejected)
 
     def ingest(self, events: Sequence[Impression | Click],
-               watermark: float | None = None, *, checked: bool = False) -> JoinResult:
+               watermark: float | None = None, *, checked: bool = False,
+               lap: Callable[[str | None], None] | None = None) -> JoinResult:
         """``record`` with the join's whole result: the closed decisions it learned and the
         events it rejected (duplicate, late, orphan) with reasons. ``watermark`` (event time)
         closes windows instead of the newest event time seen; the stream worker passes the
         slowest of its input streams. A bad event refuses the batch (see ``check_event``),
         unless ``checked`` says the caller already passed each through ``check_event``.
-        Events may also be ``bandit.wire`` Structs (the stream worker's decoder)."""
+        Events may also be ``bandit.wire`` Structs (the stream worker's decoder). ``lap``
+        (a timing hook, ``streams.worker.Stages.lap``) is called with "join" and "learn"."""
         with self._lock:
             for i, e in enumerate([] if checked else events):
                 try:
@@ -987,8 +989,12 @@ class Engine:
                 except InvalidInputError as exc:
                     raise InvalidInputError(f"event {i} ({e.event_id}): {exc}") from None
             result = self._joiner.add(events, watermark)
+            if lap is not None:
+                lap("join")
             if result.closed is not None and len(result.closed):
                 self.learn_closed(result.closed)
+                if lap is not None:
+                    lap("learn")
             self.rejected_events += len(result.rejected)
             return result
 

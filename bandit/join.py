@@ -296,8 +296,11 @@ class Joiner:
         early, free = self._early, self._free
         settings, newest, longest = self._cache, self.watermark, self._longest
         # Impressions are checked and given their rows here, in order, and written to the
-        # columns together (_insert) before anything reads those rows: a click, early clicks.
+        # columns together (_insert) at the end. A click on a row not written yet reads the
+        # impression's time, deadline and shape from ``waiting`` instead of the columns: a
+        # write per click was 3,500 small numpy writes a batch where clicks come early.
         pending: list[tuple[int, int, Impression | wire.Impression]] = []
+        waiting: dict[int, tuple[float, float, int]] = {}  # row -> ts, deadline, shape
         try:
             for event in events:
                 event_id = event.event_id
@@ -311,10 +314,7 @@ class Joiner:
                 if window > longest:
                     longest = float(window)
                 if event.type != "impression":
-                    if pending:
-                        self._insert(pending)
-                        pending = []
-                    self._click(event, result)
+                    self._click(event, result, waiting)
                     continue
                 decision_id = event.decision_id
                 if decision_id in row or decision_id in closed:
@@ -326,12 +326,12 @@ class Joiner:
                     r = self._size
                     self._size += 1
                 row[decision_id] = r
-                pending.append((r, self._shape_of(event), event))
+                shape = self._shape_of(event)
+                pending.append((r, shape, event))
+                waiting[r] = (float(ts), float(ts + window), shape)
                 if early and decision_id in early:
-                    self._insert(pending)
-                    pending = []
                     for click in early.pop(decision_id):
-                        self._click(click, result)
+                        self._click(click, result, waiting)
         finally:  # rows handed out are written even if a campaign lookup failed half-way
             if pending:
                 self._insert(pending)
@@ -474,7 +474,10 @@ class Joiner:
             for value in imp.segments.values():
                 self._intern(value)
 
-    def _click(self, click: Click | wire.Click, result: JoinResult) -> None:
+    def _click(self, click: Click | wire.Click, result: JoinResult,
+               waiting: dict[int, tuple[float, float, int]]) -> None:
+        """Apply a click; ``waiting`` holds the time, deadline and shape of rows handed out
+        in this batch but not written to the columns yet."""
         r = self._row.get(click.decision_id)
         if r is None:
             if click.decision_id in self._closed:
@@ -482,10 +485,11 @@ class Joiner:
             else:  # its impression may still come: wait (until the orphan sweep in _close)
                 self._early.setdefault(click.decision_id, []).append(click)
             return
-        if click.ts > self._deadline[r] or click.ts < self._ts[r]:
+        ts, deadline, shape = waiting.get(r) or (self._ts[r], self._deadline[r], self._shape[r])
+        if click.ts > deadline or click.ts < ts:
             result.rejected.append(Rejected(click, _LATE))
             return
-        campaign, names = self._shapes[self._shape[r]][:2]
+        campaign, names = self._shapes[shape][:2]
         slots = [click.slot] if click.slot is not None else names
         if click.slot is not None and click.slot not in names:
             result.rejected.append(Rejected(click, f"the decision has no slot {click.slot!r}"))

@@ -14,7 +14,8 @@ Workload S5: S4 with one weekly send's impressions and clicks on ONE partition, 
 window stays open until the watermark closes them all, so this is the worker with the largest
 open set a 280k send gives a partition (140k) in the full run. Reported: records/s, and the
 checkpoint at the largest open set (bytes, ms; restore ms in full and model-only) against the
-time the worker spends on one batch in the same run.
+time the worker spends on one batch in the same run, and where the time of the run goes: µs per
+record in each stage of the worker (streams.worker.Stages: a clock read per stage and batch).
 
 Run on its own: ``python -m benchmarks.bench_worker [--quick]``.
 """
@@ -38,7 +39,7 @@ from streams.kafka import KafkaTransport
 from streams.memory import MemoryLog, MemoryTransport
 from streams.publish import Publisher
 from streams.topics import Topics, create_topics
-from streams.worker import PartitionJoin, Worker
+from streams.worker import PartitionJoin, Stages, Worker
 
 BENCH = "worker"
 PARTITIONS = 2
@@ -115,7 +116,7 @@ def _embedded(n: int) -> Results:
         for event in events:
             log.append(topic, orjson.dumps(event), partition=0)
     transport = MemoryTransport(log, max_records=5000)
-    worker = Worker(transport)
+    worker = Worker(transport, stages=Stages())
     transport.attach(worker)
     start = time.perf_counter()
     while worker.step():
@@ -146,6 +147,9 @@ def _embedded(n: int) -> Results:
                       open_n),
           Measurement(BENCH, "restore it model-only (decision service)", "S5", t_model * 1e3,
                       "ms", open_n)]
+    ms += [Measurement(BENCH, f"embedded worker stage: {stage}", "S5", seconds / total * 1e6,
+                       "us/record", total)
+           for stage, seconds in worker.stages.seconds.items()]
     rs = [Ratio(BENCH, "one batch's time / one checkpoint's, largest open set", "S5",
                 per_batch / t_checkpoint)]
     return ms, rs

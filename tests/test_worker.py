@@ -15,7 +15,7 @@ from streams.codec import encode
 from streams.joined import examples
 from streams.memory import MemoryLog, MemoryTransport
 from streams.topics import Topics
-from streams.worker import CLICKS, IMPRESSIONS, PartitionJoin, Record, Worker
+from streams.worker import CLICKS, IMPRESSIONS, PartitionJoin, Record, Stages, Worker
 from tests import streamdata
 
 
@@ -299,3 +299,21 @@ def test_a_model_only_restore_has_the_model_and_no_windows():
 def test_a_negative_checkpoint_interval_is_refused():
     with pytest.raises(InvalidInputError, match="checkpoint_interval_ms"):
         Worker(MemoryTransport(_log()), checkpoint_interval_ms=-1)
+
+
+def test_timing_the_stages_changes_nothing_and_times_every_stage():
+    s = streamdata.make(300, seed=5)
+    logs = [_log(partitions=2), _log(partitions=2)]
+    workers = []
+    for log, stages in zip(logs, [None, Stages()]):
+        _fill(log, s)
+        transport = MemoryTransport(log, max_records=61)
+        workers.append(Worker(transport, stages=stages, checkpoint_interval_ms=0))
+        transport.attach(workers[-1])
+        _drain(workers[-1])
+    written = [{name: [log.read(name, p) for p in range(n)]
+                for name, n in log.topics.partition_counts(2).items()} for log in logs]
+    assert written[0] == written[1]
+    seconds = workers[1].stages.seconds
+    assert list(seconds) == list(Stages.NAMES)
+    assert all(seconds[stage] > 0 for stage in Stages.NAMES), seconds
