@@ -23,7 +23,7 @@ from kafka.structs import OffsetAndMetadata
 from bandit.errors import InvalidInputError, UnavailableError
 from streams import joined
 from streams.topics import Topics
-from streams.worker import CLICKS, IMPRESSIONS, STREAMS, DeadLetter, Record, dead_letter_headers
+from streams.worker import CLICKS, IMPRESSIONS, STREAMS, Batch, DeadLetter, dead_letter_headers
 
 # A checkpoint holds a partition's open windows: allow big records.
 MAX_RECORD_BYTES = 256 << 20
@@ -172,10 +172,10 @@ class KafkaTransport:
         self.consumer.subscribe([self.topics.impressions, self.topics.clicks],
                                 listener=_Listener(self))
 
-    def poll(self, timeout_ms: int) -> list[Record]:
-        batches = self.consumer.poll(timeout_ms=timeout_ms)
-        return [Record(self._stream[tp.topic], tp.partition, r.offset, r.value)
-                for tp, records in batches.items() for r in records]
+    def poll(self, timeout_ms: int) -> list[Batch]:
+        fetched = self.consumer.poll(timeout_ms=timeout_ms)
+        return [Batch(self._stream[tp.topic], tp.partition, [r.offset for r in records],
+                      [r.value for r in records]) for tp, records in fetched.items()]
 
     def idle(self, partition: int) -> set[str]:
         idle = set()

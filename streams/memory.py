@@ -12,7 +12,7 @@ import orjson
 
 from streams import joined
 from streams.topics import Topics
-from streams.worker import IMPRESSIONS, STREAMS, DeadLetter, Record, dead_letter_headers
+from streams.worker import IMPRESSIONS, STREAMS, Batch, DeadLetter, dead_letter_headers
 
 
 class MemoryLog:
@@ -76,16 +76,17 @@ class MemoryTransport:
     def _topic(self, stream: str) -> str:
         return self.log.topics.impressions if stream == IMPRESSIONS else self.log.topics.clicks
 
-    def poll(self, timeout_ms: int) -> list[Record]:
-        records: list[Record] = []
+    def poll(self, timeout_ms: int) -> list[Batch]:
+        batches: list[Batch] = []
         for p in range(self.log.partitions):
             for stream in STREAMS:
                 start = self._positions.get((stream, p), 0)
                 rows = self.log.read(self._topic(stream), p, start, start + self.max_records)
-                records += [Record(stream, p, start + i, value)
-                            for i, (_, value, _) in enumerate(rows)]
+                if rows:
+                    batches.append(Batch(stream, p, list(range(start, start + len(rows))),
+                                         [value for _, value, _ in rows]))
                 self._positions[(stream, p)] = start + len(rows)
-        return records
+        return batches
 
     def idle(self, partition: int) -> set[str]:
         return {s for s in STREAMS if self._positions.get((s, partition), 0)

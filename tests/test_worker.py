@@ -15,7 +15,7 @@ from streams.codec import encode
 from streams.joined import examples
 from streams.memory import MemoryLog, MemoryTransport
 from streams.topics import Topics
-from streams.worker import CLICKS, IMPRESSIONS, PartitionJoin, Record, Stages, Worker
+from streams.worker import CLICKS, IMPRESSIONS, Batch, PartitionJoin, Stages, Worker
 from tests import streamdata
 
 
@@ -206,12 +206,12 @@ def test_the_watermark_waits_for_the_slower_input():
     s = streamdata.make(50, seed=4)
     part = PartitionJoin(0, Engine())
     part.engine.create_campaign(streamdata.spec())
-    imps = [Record(IMPRESSIONS, 0, i, encode(e)) for i, e in enumerate(s.impressions)]
-    out = part.process(imps + [Record(IMPRESSIONS, 0, len(imps), encode(
-        streamdata.sentinels(0, 10**9)[0]))], idle=set())
+    imps = [encode(e) for e in s.impressions] + [encode(streamdata.sentinels(0, 10**9)[0])]
+    out = part.process([Batch(IMPRESSIONS, 0, list(range(len(imps))), imps)], idle=set())
     assert out.joined == []  # clicks have not moved: no window may close yet
-    clicks = [Record(CLICKS, 0, i, encode(c)) for i, c in enumerate(s.clicks)]
-    out = part.process(clicks, idle={IMPRESSIONS})
+    clicks = [encode(c) for c in s.clicks]
+    out = part.process([Batch(CLICKS, 0, list(range(len(clicks))), clicks)],
+                       idle={IMPRESSIONS})
     assert len(out.joined) > 0 and math.isfinite(part.newest[CLICKS])
 
 
@@ -284,8 +284,8 @@ def test_a_model_only_restore_has_the_model_and_no_windows():
     part = PartitionJoin(0, Engine())
     part.engine.create_campaign(streamdata.spec())
     half = len(s.impressions) // 2
-    part.process([Record(IMPRESSIONS, 0, i, encode(e)) for i, e in enumerate(s.impressions)],
-                 idle={CLICKS})
+    part.process([Batch(IMPRESSIONS, 0, list(range(len(s.impressions))),
+                        [encode(e) for e in s.impressions])], idle={CLICKS})
     part.engine.learn(s.joined[:half])
     data = part.checkpoint()
     full = PartitionJoin.restore(data)
