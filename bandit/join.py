@@ -533,11 +533,11 @@ class Joiner:
             users, rewards, first_ts = self._users, self._rewards, self._first_ts
             for r in rows:
                 ids[r] = users[r] = None
-            if rewards:
-                for r in rows:
-                    rewards.pop(r, None)
-                    first_ts.pop(r, None)
             self._live[due] = False
+            # Few rows have clicks: their rewards are found among those, not row by row.
+            for r in [r for r in rewards if not self._live[r]]:
+                del rewards[r]
+                first_ts.pop(r, None)
             self._free += rows  # as _drop row by row would
             live = self._live[:n]
             self._next_deadline = float(self._deadline[:n][live].min()) if live.any() else math.inf
@@ -559,12 +559,15 @@ class Joiner:
         shape = self._shape[rows]
         defaults = np.array([self._default(campaign) for campaign, *_ in self._shapes])
         reward = np.repeat(defaults[shape][:, None], self._arm.shape[1], axis=1)
-        for i, r in enumerate(rows.tolist()):
-            got = self._rewards.get(r)
-            if got:
-                for j, slot in enumerate(self._shapes[shape[i]][1]):
-                    if slot in got:
-                        reward[i, j] = got[slot]
+        if self._rewards:  # only rows with clicks have rewards: look those up, not each row
+            position = np.full(self._size, -1, dtype=np.int64)
+            position[rows] = np.arange(len(rows))
+            for r, got in self._rewards.items():
+                i = int(position[r])
+                if i >= 0 and got:
+                    for j, slot in enumerate(self._shapes[shape[i]][1]):
+                        if slot in got:
+                            reward[i, j] = got[slot]
         return Closed(
             ids=[self._ids[r] for r in rows.tolist()],
             users=[self._users[r] for r in rows.tolist()], ts=self._ts[rows], shape=shape,
