@@ -70,11 +70,11 @@ class ObjectStore:
     ``root/bucket``: the durable storage of a :class:`LocalBroker`.
 
     The directory is locked while the store runs (two brokers writing one directory would
-    corrupt each other's topics), and the bucket exists once :meth:`start` returns.
+    corrupt each other's topics), and the bucket exists once :meth:`start` returns. For
+    example (the port is free, so it varies)::
 
-    >>> with ObjectStore(Path("data")) as store:  # doctest: +SKIP
-    ...     print(store.endpoint)
-    http://127.0.0.1:40125
+        with ObjectStore(Path("data")) as store:
+            print(store.endpoint)  # http://127.0.0.1:40125
     """
 
     def __init__(self, root: Path, *, host: str = "127.0.0.1", port: int | None = None,
@@ -191,9 +191,10 @@ class LocalBroker:
     the broker, stopped after it) instead of ``storage``; a broker started later on the same
     DIR, on any ports, finds the topics, records and committed offsets again.
 
-    >>> with LocalBroker() as broker:  # doctest: +SKIP
-    ...     print(broker.bootstrap_servers)
-    127.0.0.1:40123
+    For example (the port is free, so it varies)::
+
+        with LocalBroker() as broker:
+            print(broker.bootstrap_servers)  # 127.0.0.1:40123
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,

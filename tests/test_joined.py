@@ -1,15 +1,11 @@
 """The .joined block format: pack then read back is the identity, blocks respect their caps,
 and anything else on the topic is refused with a reason, never a crash."""
 
-import doctest
-
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import streams.joined
-import streams.vw_learner
 from bandit.errors import InvalidInputError
 from streams.joined import FORMAT, examples, pack
 
@@ -83,11 +79,6 @@ def test_garbage_values_give_examples_or_a_clear_error_never_a_crash(value):
         assert "joined block" in str(exc)
     else:  # a value that happens to be a well-formed block: its lines, as counted
         assert value.count(b"\n") == len(lines) + 1
-
-
-def test_doctests_pass():
-    assert doctest.testmod(streams.joined).failed == 0
-    assert doctest.testmod(streams.vw_learner).failed == 0
 
 
 _line = st.binary(min_size=1, max_size=80).filter(lambda b: b"\n" not in b)
