@@ -346,7 +346,9 @@ def vw_learner(
     def status(rate: float) -> str:
         c = running.learner.counters
         return (f"cmab vw-learner: {rate:,.0f} records/s, learned {c.learned:,}, "
-                f"skipped {c.skipped:,}, dead letters {c.dead_letters:,}")
+                f"skipped {c.skipped:,}, dead letters {c.dead_letters:,}, "
+                f"duplicates dropped {c.duplicates:,}, past the dedup horizon "
+                f"{c.past_horizon:,}")
 
     _run_until_signalled(running.run, lambda: running.learner.counters.records, status, quiet)
 

@@ -22,27 +22,47 @@ whole, and a bad example of a good block (not JSON, not a JoinedEvent, unknown c
 arm or context feature) goes alone, with a reason naming the block and the example's index;
 the learner never stops for them.
 
-Delivery into ``.joined`` is at-least-once: a decision a restarted worker writes again is
-learned again (the learner does not keep every decision id it has seen); what the learner
-guarantees is its own exactly-once over the log as written.
+Exactly once per decision. Delivery into ``.joined`` is at-least-once: a worker killed between
+flushing a batch's closed decisions and the checkpoint that covers them re-processes that batch
+after its restart and writes those decisions again, possibly cut into blocks differently. The
+learner drops an example whose decision id it has already learned, so the VW models are those
+of the log with every decision once (its first copy). The memory is bounded in event time: per
+``.joined`` partition and campaign, the learner remembers the decision ids of examples whose
+``ts`` is at most ``DEDUP_WINDOWS`` attribution windows of the campaign behind the newest
+``ts`` it has read of that campaign on that partition (the *horizon*). A repeat is dropped
+when its ``ts`` is within the horizon as it stands when the repeat is read; an example behind
+the horizon is learned unchecked and counted (``LearnerCounters.past_horizon``): it is a late
+decision, or a repeat too old to tell, so ``past_horizon`` bounds how many decisions can have
+been learned twice. A worker's repeats are of its last batch before the kill (the worker
+checkpoints after every batch that closed windows), decisions that were still open at its
+previous checkpoint, so they stay within the horizon unless one poll batch of a partition
+spans about ``DEDUP_WINDOWS - 1`` windows of event time. Whether an example is dropped depends
+only on the examples read before it, not on batching, pruning or restarts: the memory is part
+of the checkpoint, and ids behind the horizon are pruned (they can no longer match), so the
+memory holds about ``DEDUP_WINDOWS`` windows of decisions per partition and campaign.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
+import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+import msgspec
+import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
+from bandit import wire
 from bandit.engine import Engine
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError, UnavailableError
-from bandit.models import Impression, JoinedEvent
+from bandit.models import JoinedEvent
 from streams import joined
 from streams.kafka import (
     MAX_RECORD_BYTES,
@@ -57,7 +77,11 @@ from streams.worker import DeadLetter, Record, dead_letter_headers
 log = logging.getLogger(__name__)
 
 JOINED = "joined"
-VWSTATE_FORMAT = 1
+VWSTATE_FORMAT = 2  # 2: with the decision ids of the dedup horizon
+# Decision ids are remembered this many attribution windows of their campaign back from the
+# newest ts read (per .joined partition): the dedup horizon (module docstring).
+DEDUP_WINDOWS = 4
+_PRUNE_FLOOR = 4096  # ids remembered before the first prune; then prune at twice the last size
 
 
 @dataclass
@@ -66,18 +90,93 @@ class LearnerCounters:
 
     records: int = 0  # joined examples read (a .joined record, a block, holds many)
     blocks: int = 0
-    learned: int = 0  # joined events that reached a VW slot
+    learned: int = 0  # joined events that reached a VW slot (each decision once)
     skipped: int = 0  # events of campaigns without a VW slot
     dead_letters: int = 0
+    duplicates: int = 0  # decisions already learned, dropped
+    past_horizon: int = 0  # learned unchecked: behind the dedup horizon (module docstring)
 
     def add(self, other: LearnerCounters) -> None:
         for name, value in vars(other).items():
             setattr(self, name, getattr(self, name) + value)
 
 
+class JoinedExample(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """``JoinedEvent`` (the contract, bandit.models) as a msgspec Struct: the same fields,
+    defaults and constraints, decoded and validated at under half the pydantic model's cost
+    (agreement pinned by tests/test_vw_learner.py). One constraint moves: context keys are not
+    matched against ``Name``'s pattern here (that was half the decoding time), since
+    ``Engine.check_event`` refuses any key outside the campaign's schema, whose names are
+    Names; such a line is refused all the same, for "unknown feature". ``type`` lets
+    ``check_event`` check the example as the impression it was; ``Engine.learn`` reads it as
+    it reads a JoinedEvent."""
+
+    type: ClassVar[str] = "impression"
+    decision_id: wire.DecisionId
+    campaign: wire.Name
+    user_id: wire.Label
+    ts: wire.EpochMs
+    slots: dict[wire.Name, wire.SlotChoice]
+    context: dict[str, float | wire.Label] | None = None  # keys: see above
+    segments: dict[wire.Name, wire.Label] = {}
+    holdout: bool = False
+    rewards: dict[wire.Name, float]  # msgspec refuses non-finite JSON numbers: Finite
+
+    def __post_init__(self) -> None:
+        if self.ts != int(self.ts):  # EpochMs: a whole number (154.0 is 154)
+            raise ValueError(f"expected a whole number, got {self.ts}")
+        self.ts = int(self.ts)
+
+
+_ONE = msgspec.json.Decoder(JoinedExample)
+# A block's lines as one JSON array, as streams.codec.decode_many joins records: no line holds
+# a raw newline, every line starts an object and the schema holds no arrays, so the comma
+# after a newline can only start a new element, and N elements from N lines are one per line.
+_MANY = msgspec.json.Decoder(list[JoinedExample])
+_ONE_BY_ONE = 8  # below this many lines a bad run of lines is decoded line by line
+
+
+def decode_examples(lines: Sequence[bytes]) -> list[JoinedExample | InvalidInputError]:
+    """Each line of a block as its example, or the InvalidInputError (its message the reason)
+    it is refused with; one msgspec call for a block without a bad line, a few more per bad
+    line (the block is halved around it)."""
+    if len(lines) > 1 and all(line[:1] == b"{" for line in lines):
+        try:
+            examples = _MANY.decode(b"[" + b"\n,".join(lines) + b"]")
+        except msgspec.DecodeError:
+            pass  # at least one bad line: find it
+        else:
+            if len(examples) == len(lines):
+                return examples
+    if len(lines) > _ONE_BY_ONE:
+        half = len(lines) // 2
+        return decode_examples(lines[:half]) + decode_examples(lines[half:])
+    out: list[JoinedExample | InvalidInputError] = []
+    for line in lines:
+        try:
+            out.append(_ONE.decode(line))
+        except msgspec.DecodeError as exc:
+            out.append(InvalidInputError(_reason(line, exc)))
+    return out
+
+
+def _reason(line: bytes, error: msgspec.DecodeError) -> str:
+    """Why ``line`` is not a joined example, in the contract's words: the first error of
+    ``JoinedEvent`` (msgspec's own message only if the two ever disagree)."""
+    try:
+        JoinedEvent.model_validate_json(line)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            return "not JSON"
+        return f"not a joined event: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return f"not a joined event: {error}"
+
+
 class VWLearner:
     """The learner's state: an engine holding the campaigns (its VW slots are the models that
-    matter) and the next offset of every ``.joined`` partition.
+    matter), the next offset of every ``.joined`` partition, and the decision ids of the
+    dedup horizon (module docstring).
 
     >>> learner = VWLearner(Engine())
     >>> learner.sync_campaigns([{"spec": {"name": "w", "slots": [{"name": "s", "arms": [
@@ -86,10 +185,11 @@ class VWLearner:
     0
     >>> event = JoinedEvent(decision_id="0" * 32, campaign="w", user_id="u", ts=0,
     ...     slots={"s": {"arm": "b", "propensity": 0.5}}, rewards={"s": 1.0})
-    >>> [(_, block)] = joined.pack([("0" * 32, event.model_dump_json().encode()), ("1", b"{")])
+    >>> line = event.model_dump_json().encode()
+    >>> [(_, block)] = joined.pack([("0" * 32, line), ("1", b"{"), ("0" * 32, line)])
     >>> letters = learner.process([Record(JOINED, 0, 0, block), Record(JOINED, 0, 1, b"{")])
-    >>> learner.offsets, learner.counters.learned
-    ({0: 2}, 1)
+    >>> learner.offsets, learner.counters.learned, learner.counters.duplicates
+    ({0: 2}, 1, 1)
     >>> for letter in letters:
     ...     print(letter.source, "|", letter.reason)
     joined/0/0/1 | block joined/0/0, example 1: not JSON
@@ -102,6 +202,19 @@ class VWLearner:
         self.offsets = dict(offsets) if offsets else {}
         self.counters = counters or LearnerCounters()
         self.seq = seq
+        # Per (.joined partition, campaign): the newest ts read, and decision id -> ts of the
+        # examples learned within the horizon (older ones are pruned now and then; the check
+        # ignores them until then, so when pruning happens changes nothing).
+        self._newest: dict[tuple[int, str], float] = {}
+        self._seen: dict[tuple[int, str], dict[str, float]] = {}
+        self._remembered = 0  # ids in _seen
+        self._prune_at = _PRUNE_FLOOR
+        self._plans: dict[str, tuple[frozenset[str], float]] = {}  # campaign -> _plan
+
+    @property
+    def remembered(self) -> int:
+        """How many decision ids the dedup memory holds (pruned ones excluded)."""
+        return self._remembered
 
     def sync_campaigns(self, records: Iterable[Any]) -> int:
         """Apply campaign records (``Engine.campaign_record``); returns how many were refused
@@ -117,51 +230,30 @@ class VWLearner:
                 log.error("vw learner: campaign record refused: %s", exc)
         return refused
 
-    def _vw_slots(self, campaign: str) -> set[str]:
-        """The slots an event of ``campaign`` keeps: VW slots and the slots they condition on
-        (their choices are features). Empty for a campaign without VW."""
-        spec = self.engine.campaign(campaign)
-        keep = set()
-        for slot in spec.slots:
-            if slot.policy.kind == "vw":
-                keep |= {slot.name, *slot.condition_on}
-        return keep
-
-    def _check(self, event: JoinedEvent) -> set[str]:
-        """InvalidInputError if the event does not fit the campaigns (the engine's check of an
-        impression: campaign, slots, arms, context); else the slots to learn."""
-        self.engine.check_event(Impression.model_construct(
-            event_id=event.decision_id, decision_id=event.decision_id, campaign=event.campaign,
-            user_id=event.user_id, ts=event.ts, slots=event.slots, context=event.context,
-            segments=event.segments, holdout=event.holdout))
-        return self._vw_slots(event.campaign)
-
-    def _event(self, line: bytes) -> JoinedEvent | None:
-        """One example as the event to learn (only its VW slots and the slots they condition
-        on), None if it has no VW slot; InvalidInputError with the reason if it is bad."""
-        try:
-            event = JoinedEvent.model_validate_json(line)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            raise InvalidInputError(
-                "not JSON" if first["type"] == "json_invalid" else "not a joined event: "
-                f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
-        keep = self._check(event)
-        if not keep & event.slots.keys():
-            return None
-        if not event.slots.keys() <= keep:  # the other slots are the workers' business
-            event = event.model_copy(update={"slots": {
-                k: v for k, v in event.slots.items() if k in keep}})
-        return event
+    def _plan(self, campaign: str) -> tuple[frozenset[str], float]:
+        """The slots an event of ``campaign`` keeps (VW slots and the slots they condition on:
+        their choices are features; empty for a campaign without VW) and its dedup horizon in
+        ms. Cached: a campaign's slots and window never change once it exists."""
+        plan = self._plans.get(campaign)
+        if plan is None:
+            spec = self.engine.campaign(campaign)
+            keep: set[str] = set()
+            for slot in spec.slots:
+                if slot.policy.kind == "vw":
+                    keep |= {slot.name, *slot.condition_on}
+            plan = self._plans[campaign] = (frozenset(keep),
+                                            DEDUP_WINDOWS * float(spec.attribution_window_ms))
+        return plan
 
     def process(self, records: Iterable[Record]) -> list[DeadLetter]:
-        """Decode, check and learn a batch of ``.joined`` records (blocks) in their order;
-        records at offsets already covered (a replay after a restart) are skipped. Returns the
-        refused values with their reasons: a record that is not a block whole, a bad example
-        of a block alone (source ``joined/<partition>/<offset>/<index>``)."""
+        """Decode, check, deduplicate and learn a batch of ``.joined`` records (blocks) in
+        their order; records at offsets already covered (a replay after a restart) are
+        skipped. Returns the refused values with their reasons: a record that is not a block
+        whole, a bad example of a block alone (source ``joined/<partition>/<offset>/<index>``)."""
         batch = LearnerCounters()
         letters: list[DeadLetter] = []
-        events: list[JoinedEvent] = []
+        events: list[JoinedExample] = []
+        check = self.engine.check_event
         for record in records:
             if record.offset < self.offsets.get(record.partition, 0):
                 continue
@@ -174,31 +266,103 @@ class VWLearner:
                 continue
             batch.records += len(lines)
             block = f"{record.stream}/{record.partition}/{record.offset}"
-            for index, line in enumerate(lines):
+            for index, event in enumerate(decode_examples(lines)):
                 try:
-                    event = self._event(line)
+                    if type(event) is InvalidInputError:
+                        raise event
+                    check(event)  # campaign, slots, arms, context
                 except InvalidInputError as exc:
-                    letters.append(DeadLetter(line, f"block {block}, example {index}: {exc}",
-                                              f"{block}/{index}"))
+                    letters.append(DeadLetter(lines[index], f"block {block}, example {index}: "
+                                              f"{exc}", f"{block}/{index}"))
                     continue
-                if event is None:
+                keep, span = self._plan(event.campaign)
+                if not keep & event.slots.keys():
                     batch.skipped += 1
-                else:
-                    events.append(event)
+                    continue
+                if not self._first(record.partition, event, span, batch):
+                    continue
+                if not event.slots.keys() <= keep:  # the other slots are the workers' business
+                    event = msgspec.structs.replace(event, slots={
+                        k: v for k, v in event.slots.items() if k in keep})
+                events.append(event)
         if events:
             self.engine.learn(events)
         batch.learned += len(events)
         batch.dead_letters += len(letters)
         self.counters.add(batch)
         self.seq += 1
+        if self._remembered > self._prune_at:
+            self._prune()
         return letters
 
+    def _first(self, partition: int, event: JoinedExample, span: float,
+               batch: LearnerCounters) -> bool:
+        """Whether ``event`` is to be learned: not a decision already learned within the
+        horizon (``span`` ms behind the newest ts of its campaign on ``partition``). Counts a
+        dropped repeat or an example past the horizon in ``batch``; remembers the id."""
+        key = (partition, event.campaign)
+        newest = self._newest.get(key, -math.inf)
+        if event.ts < newest - span:
+            batch.past_horizon += 1  # cannot be told from a repeat: learned, not remembered
+            return True
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = self._seen[key] = {}
+        if event.decision_id in seen and seen[event.decision_id] >= newest - span:
+            batch.duplicates += 1
+            return False
+        if event.decision_id not in seen:
+            self._remembered += 1
+        seen[event.decision_id] = event.ts
+        if event.ts > newest:
+            self._newest[key] = event.ts
+        return True
+
+    def _prune(self) -> None:
+        """Forget the ids behind their horizon (they can no longer match); the next prune is
+        due at twice the ids left, so pruning costs O(1) per example."""
+        for key, seen in self._seen.items():
+            horizon = self._newest[key] - self._plan(key[1])[1]
+            self._seen[key] = {d: t for d, t in seen.items() if t >= horizon}
+        self._remembered = sum(len(seen) for seen in self._seen.values())
+        self._prune_at = max(2 * self._remembered, _PRUNE_FLOOR)
+
+    def _memory(self) -> list[list]:
+        """The dedup memory, JSON-ready: per (partition, campaign), the newest ts and the ids
+        within the horizon (16 bytes each) with their ts (float64), base64."""
+        out = []
+        for (partition, campaign), newest in sorted(self._newest.items()):
+            horizon = newest - self._plan(campaign)[1]
+            seen = {d: t for d, t in self._seen.get((partition, campaign), {}).items()
+                    if t >= horizon}
+            out.append([partition, campaign, newest,
+                        base64.b64encode(bytes.fromhex("".join(seen))).decode(),
+                        base64.b64encode(np.array(list(seen.values()), dtype=np.float64)
+                                         .tobytes()).decode()])
+        return out
+
+    def _restore_memory(self, memory: list[list]) -> None:
+        """``_memory``'s inverse (ValueError, TypeError or KeyError if it is damaged)."""
+        for partition, campaign, newest, ids, ts in memory:
+            key = (int(partition), str(campaign))
+            raw = base64.b64decode(ids, validate=True)
+            times = np.frombuffer(base64.b64decode(ts, validate=True), dtype=np.float64)
+            if len(raw) != 16 * len(times):
+                raise ValueError(f"dedup memory of {key}: {len(raw)} id bytes for "
+                                 f"{len(times)} times")
+            hexed = raw.hex()
+            self._newest[key] = float(newest)
+            self._seen[key] = dict(zip((hexed[i:i + 32] for i in range(0, len(hexed), 32)),
+                                       times.tolist()))
+        self._remembered = sum(len(seen) for seen in self._seen.values())
+        self._prune_at = max(2 * self._remembered, _PRUNE_FLOOR)
+
     def checkpoint(self) -> bytes:
-        """The models and the next offsets as one record value."""
+        """The models, the next offsets and the dedup memory as one record value."""
         return self.engine.to_bytes(extra={
             "vwstate": VWSTATE_FORMAT, "seq": self.seq,
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
-            "counters": vars(self.counters)})
+            "counters": vars(self.counters), "dedup": self._memory()})
 
     @classmethod
     def restore(cls, data: bytes, *, what: str = "vw learner checkpoint") -> VWLearner:
@@ -206,9 +370,11 @@ class VWLearner:
         engine, extra = Engine.from_bytes(data, what=what)
         try:
             if extra["vwstate"] != VWSTATE_FORMAT:
-                raise ValueError(f"format {extra['vwstate']}")
-            return cls(engine, offsets={int(p): int(o) for p, o in extra["offsets"].items()},
-                       counters=LearnerCounters(**extra["counters"]), seq=int(extra["seq"]))
+                raise ValueError(f"format {extra['vwstate']}, expected {VWSTATE_FORMAT}")
+            learner = cls(engine, offsets={int(p): int(o) for p, o in extra["offsets"].items()},
+                          counters=LearnerCounters(**extra["counters"]), seq=int(extra["seq"]))
+            learner._restore_memory(extra["dedup"])
+            return learner
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleStateError(f"{what}: not a vw learner checkpoint ({exc})") from None
 
