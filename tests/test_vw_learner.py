@@ -1,7 +1,9 @@
 """The VW learner: in process (checkpoint and restore at every batch give the model of one
-uninterrupted pass; bad records are dead letters), and on a real broker (a `cmab vw-learner`
-SIGKILLed at random instants and restarted ends bit-equal to the in-process pass, and a
-decision service following the stream serves that model)."""
+uninterrupted pass; bad records are dead letters; decisions written again are learned once),
+and on a real broker (a `cmab vw-learner` SIGKILLed at random instants and restarted ends
+bit-equal to the in-process pass, and a decision service following the stream serves that
+model; a `cmab worker` SIGKILLed with decisions its checkpoint did not cover writes them again,
+and the VW model is that of the log with each decision once)."""
 
 import signal
 import subprocess
@@ -543,3 +545,165 @@ def test_export_joined_copies_the_topic_once_per_decision_for_export_dsjson(kafk
     assert main(["export-joined", "--bootstrap-servers", kafka.bootstrap_servers,
                  "--topic-prefix", "nothere", "--out", str(out)]) == 2
     assert "topic 'nothere.joined' does not exist" in capsys.readouterr().err
+
+
+def _decisions(n: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Impressions and clicks of ``_spec()`` as a sender and a tracker write them, in event
+    time order (10 ms apart; a click in one of three windows)."""
+    rng = np.random.default_rng(seed)
+    impressions, clicks = [], []
+    for i in range(n):
+        decision = f"{seed:08x}{i:024x}"
+        impressions.append({
+            "type": "impression", "event_id": f"i{i}", "decision_id": decision,
+            "campaign": "vwnews", "user_id": f"u{i}", "ts": 10 * i,
+            "slots": {"subject": {"arm": ["plain", "urgent"][i % 2], "propensity": 0.5},
+                      "offer": {"arm": OFFERS[int(rng.integers(3))], "propensity": 0.25},
+                      "hour": {"arm": "h09", "propensity": 1.0}},
+            "context": {"engagement": int(rng.integers(5)) / 4,
+                        "plan": ["free", "pro"][int(rng.integers(2))]}})
+        if rng.random() < 1 / 3:
+            clicks.append({"type": "click", "event_id": f"c{i}", "decision_id": decision,
+                           "campaign": "vwnews", "ts": 10 * i + int(rng.integers(1, 900)),
+                           "slot": "offer"})
+    clicks.sort(key=lambda c: c["ts"])
+    return impressions, clicks
+
+
+class _JoinedLog:
+    """``.joined`` partition 0 read as it grows: every example in log order."""
+
+    def __init__(self, kafka, topics: Topics) -> None:
+        self._consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers,
+                                       auto_offset_reset="earliest",
+                                       allow_auto_create_topics=False)
+        self._tp = TopicPartition(topics.joined, 0)
+        self._consumer.assign([self._tp])
+        self.examples: list[bytes] = []
+
+    def read(self) -> list[bytes]:
+        end = self._consumer.end_offsets([self._tp])[self._tp]
+        deadline = time.monotonic() + 10
+        while self._consumer.position(self._tp) < end and time.monotonic() < deadline:
+            for records in self._consumer.poll(timeout_ms=100).values():
+                self.examples += [x for r in records for x in joined.examples(r.value)]
+        return self.examples
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _worker_checkpoint(kafka, topics: Topics):
+    from streams.worker import PartitionJoin
+
+    consumer = reader(kafka.bootstrap_servers)
+    try:
+        data = read_last(consumer, TopicPartition(topics.state, 0))
+    finally:
+        consumer.close()
+    return None if data is None else PartitionJoin.restore(data, model_only=True)
+
+
+def test_a_sigkilled_worker_writes_decisions_twice_and_the_vw_model_learns_each_once(
+        kafka, tmp_path):
+    from streams.codec import encode
+
+    rng = np.random.default_rng(31)
+    topics = _setup(kafka)
+    impressions, clicks = _decisions(6000, seed=31)
+    out = producer(kafka.bootstrap_servers)
+    produced = {"impressions": 0, "clicks": 0}  # records, as a worker's offsets count them
+    made = {"decisions": 0}
+
+    def produce(since: int, until: int) -> None:
+        """The decisions made in [since, until) ms, their clicks, and a watermark at until."""
+        for stream, topic, events in (("impressions", topics.impressions, impressions),
+                                      ("clicks", topics.clicks, clicks)):
+            for e in events:
+                if since <= e["ts"] < until:
+                    out.send(topic, encode(e), key=e["decision_id"].encode(), partition=0)
+                    produced[stream] += 1
+                    made["decisions"] += stream == "impressions"
+            out.send(topic, encode({"type": "watermark", "ts": until}), partition=0)
+            produced[stream] += 1
+        out.flush()
+
+    log_path, log = tmp_path / "worker.log", open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    spawn = [sys.executable, "-m", "bandit.cli", "worker", "--bootstrap-servers",
+             kafka.bootstrap_servers, "--topic-prefix", topics.prefix, "--group",
+             f"g-{topics.prefix}", "--max-poll-records", "3", "--session-timeout-ms", "2000",
+             "--heartbeat-interval-ms", "500", "--quiet"]
+    proc = subprocess.Popen(spawn, stdout=subprocess.DEVNULL, stderr=log)
+    written = _JoinedLog(kafka, topics)
+
+    def uncovered() -> int:
+        """Decisions in .joined that the worker's newest checkpoint does not cover."""
+        latest = _worker_checkpoint(kafka, topics)
+        return len(set(written.read())) - (latest.counters.joined if latest else 0)
+
+    # Decisions come 3 s of event time (300) at a time, the next once the worker has caught
+    # up, until it has been killed twice with decisions its checkpoint did not cover; then a
+    # watermark closes every window.
+    chunks = iter(range(3_000, 60_000, 3_000))
+    until = 3_000
+    produce(0, until)
+    kills, armed = 0, True
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            latest = _worker_checkpoint(kafka, topics)
+            if latest is not None and latest.offsets == produced:
+                if until > 60_000:
+                    break
+                since = next(chunks, None) if kills < 2 else None
+                assert since is not None or kills == 2, "fewer than two kills hit in 20 chunks"
+                until = since + 3_000 if since is not None else 70_000
+                produce(since if since is not None else until, until)
+                continue
+            assert proc.poll() is None, log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, f"no progress: {log_path.read_text()[-2000:]}"
+            time.sleep(float(rng.uniform(0.01, 0.1)))
+            if kills == 2:
+                continue
+            if not armed:  # its successor must first write those decisions again
+                armed = uncovered() == 0
+                continue
+            # Frozen at a random instant: killed if it wrote decisions its newest checkpoint
+            # does not cover (its successor writes them again), else thawed.
+            proc.send_signal(signal.SIGSTOP)
+            if uncovered() > 0:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills, armed = kills + 1, False
+                proc = subprocess.Popen(spawn, stdout=subprocess.DEVNULL, stderr=log)
+            else:
+                proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log_path.read_text()[-2000:]
+        examples = written.read()
+    finally:
+        out.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        written.close()
+        log.close()
+    ids = [orjson.loads(x)["decision_id"] for x in examples]
+    n = made["decisions"]
+    assert len(ids) > len(set(ids)) == n  # every decision, some twice
+    # The VW learner over the log as written, against one pass over each decision's first copy.
+    learner = KafkaVWLearner(kafka.bootstrap_servers, topics, max_poll_records=3,
+                             checkpoint_interval_ms=0)
+    steps = iter(range(10_000))
+    learner.run(lambda: learner.learner.counters.records >= len(ids) or next(steps) > 9000)
+    seen, first = set(), []
+    for decision, x in zip(ids, examples):
+        if decision not in seen:
+            seen.add(decision)
+            first.append(x)
+    once = _reference([])
+    once.process([Record(JOINED, 0, i, v) for i, v in enumerate(_blocks(first, per=7))])
+    _same_vw_models(learner.learner.engine, once.engine)
+    c = learner.learner.counters
+    assert (c.learned, c.duplicates, c.past_horizon) == (n, len(ids) - n, 0)
+    assert once.counters.learned == n
