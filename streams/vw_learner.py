@@ -27,19 +27,23 @@ flushing a batch's closed decisions and the checkpoint that covers them re-proce
 after its restart and writes those decisions again, possibly cut into blocks differently. The
 learner drops an example whose decision id it has already learned, so the VW models are those
 of the log with every decision once (its first copy). The memory is bounded in event time: per
-``.joined`` partition and campaign, the learner remembers the decision ids of examples whose
-``ts`` is at most ``DEDUP_WINDOWS`` attribution windows of the campaign behind the newest
-``ts`` it has read of that campaign on that partition (the *horizon*). A repeat is dropped
-when its ``ts`` is within the horizon as it stands when the repeat is read; an example behind
-the horizon is learned unchecked and counted (``LearnerCounters.past_horizon``): it is a late
+``.joined`` partition and campaign, the learner remembers the decision ids it learned whose
+``ts >= newest - DEDUP_WINDOWS * attribution_window_ms``, ``newest`` being the newest ``ts`` it
+has read of that campaign on that partition (the *horizon*). A repeat within the horizon, as it
+stands when the repeat is read, is dropped and counted (``LearnerCounters.duplicates``). An
+example behind the horizon is learned unchecked and counted (``past_horizon``): a late
 decision, or a repeat too old to tell, so ``past_horizon`` bounds how many decisions can have
-been learned twice. A worker's repeats are of its last batch before the kill (the worker
-checkpoints after every batch that closed windows), decisions that were still open at its
-previous checkpoint, so they stay within the horizon unless one poll batch of a partition
-spans about ``DEDUP_WINDOWS - 1`` windows of event time. Whether an example is dropped depends
-only on the examples read before it, not on batching, pruning or restarts: the memory is part
-of the checkpoint, and ids behind the horizon are pruned (they can no longer match), so the
-memory holds about ``DEDUP_WINDOWS`` windows of decisions per partition and campaign.
+been learned twice.
+
+A worker's repeats are the decisions its last batch before the kill closed (it checkpoints after
+every batch that closed windows). Each was still open before that batch, so its ts is behind
+the newest ts by at most one window plus the event time covered by the worker's batches since
+its last checkpoint (or by its successor's first batch): within the horizon unless those span
+about ``DEDUP_WINDOWS - 1`` windows. Whether an example is dropped depends only on the examples
+read before it, not on batching, pruning or restarts: the memory is part of the checkpoint
+(format 2; a format 1 checkpoint is refused), and ids behind the horizon, which can no longer
+match, are pruned, so it holds about ``DEDUP_WINDOWS`` windows of decisions per partition and
+campaign (16 bytes of id and 8 of ts each in the checkpoint).
 """
 
 from __future__ import annotations
@@ -107,7 +111,8 @@ class JoinedExample(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc
     (agreement pinned by tests/test_vw_learner.py). One constraint moves: context keys are not
     matched against ``Name``'s pattern here (that was half the decoding time), since
     ``Engine.check_event`` refuses any key outside the campaign's schema, whose names are
-    Names; such a line is refused all the same, for "unknown feature". ``type`` lets
+    Names; such a line is refused all the same, by that check (an unknown feature, unless the
+    campaign, a slot or an arm is wrong too: the check names what it finds first). ``type`` lets
     ``check_event`` check the example as the impression it was; ``Engine.learn`` reads it as
     it reads a JoinedEvent."""
 
