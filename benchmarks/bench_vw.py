@@ -7,7 +7,8 @@ times faster the Numba policy is (VW pays a text line and a native call per row)
 
 The VW learner (``streams.vw_learner``) is measured on the same examples written as joined
 events to ``.joined`` of a local broker, in the blocks a worker writes: learns/s of
-``KafkaVWLearner`` (consume, validate, check, ``Engine.learn``, one checkpoint at the end)
+``KafkaVWLearner`` (consume, decode a block per msgspec call, check, drop repeated decision
+ids, ``Engine.learn``, one checkpoint at the end)
 against ``VWPolicy.learn_many`` on the same rows in process, same run (the ratio is learner /
 learn_many).
 
