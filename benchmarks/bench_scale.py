@@ -39,9 +39,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from bandit.engine import Engine
+from benchmarks.bench_worker import workload
 from benchmarks.common import Measurement, Ratio, Results, script_main
-from simulators.demo import CAMPAIGN, _events
-from simulators.email_campaign import SLOTS, EmailCampaign
+from simulators.demo import CAMPAIGN
 from streams.broker import LocalBroker, free_port
 from streams.follower import StateFollower
 from streams.kafka import FETCH_MAX_WAIT_MS
@@ -51,24 +51,6 @@ from streams.topics import Topics, create_topics
 BENCH = "scale"
 PARTITIONS = 2
 _TIMEOUT_S = 300.0
-
-
-def _workload(n: int) -> tuple[dict[str, Any], dict[str, Any], list[dict], list[dict], int]:
-    """The campaign (spec JSON and record), n impressions and their clicks, the window (ms)."""
-    env = EmailCampaign()
-    spec = env.campaign_spec(name=CAMPAIGN)
-    engine = Engine(seed=0)
-    engine.create_campaign(spec)
-    rng = np.random.default_rng(0)
-    population = env.subscribers(n, rng)
-    decisions = engine.decide_batch(CAMPAIGN, population.requests(CAMPAIGN)).to_dicts()
-    choices = {slot: np.array([d["slots"][i]["arm"] for d in decisions])
-               for i, slot in enumerate(SLOTS)}
-    clicked = env.sample_clicks(population, choices, rng)
-    window = spec.attribution_window_ms
-    impressions, clicks = _events(decisions, population, clicked, 0, window, rng)
-    return (spec.model_dump(mode="json"), engine.campaign_record(CAMPAIGN), impressions, clicks,
-            window)
 
 
 def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -212,7 +194,8 @@ def _service_lag(bootstrap: str, spec: dict[str, Any], impressions: list, clicks
 def run(quick: bool = False) -> Results:
     n = 5_000 if quick else 40_000
     steps, per_step = (30, 10) if quick else (200, 10)
-    spec, record, impressions, clicks, window = _workload(max(n, (steps + 1) * per_step))
+    record, impressions, clicks, watermark = workload(max(n, (steps + 1) * per_step))
+    spec, window = record["spec"], watermark - 1  # S4's campaign and attribution window
     ids = {e["decision_id"] for e in impressions[:n]}
     scale_clicks = [c for c in clicks if c["decision_id"] in ids]
     with LocalBroker() as broker:
