@@ -612,7 +612,32 @@ def _worker_checkpoint(kafka, topics: Topics):
     return None if data is None else PartitionJoin.restore(data, model_only=True)
 
 
-def test_a_sigkilled_worker_writes_decisions_twice_and_the_vw_model_learns_each_once(
+# `cmab worker` that dies as if SIGKILLed (os._exit: nothing flushed, no finally) at its
+# argv[1]-th checkpoint that follows .joined output: the examples are flushed, the checkpoint
+# that covers them is never written, so its successor writes them again. Random SIGSTOPs hit
+# that gap too rarely once the worker got fast.
+_DIES_BEFORE_A_CHECKPOINT = """
+import os, sys
+from bandit.cli import main
+from streams.kafka import KafkaTransport
+at, seen = int(sys.argv[1]), {"joined": False, "checkpoints": 0}
+send_joined, send_checkpoint = KafkaTransport.send_joined, KafkaTransport.send_checkpoint
+def joined(self, partition, items):
+    seen["joined"] |= bool(items)
+    send_joined(self, partition, items)
+def checkpoint(self, partition, data):
+    if seen["joined"]:
+        seen["checkpoints"] += 1
+        if seen["checkpoints"] == at:
+            os._exit(137)
+    seen["joined"] = False
+    send_checkpoint(self, partition, data)
+KafkaTransport.send_joined, KafkaTransport.send_checkpoint = joined, checkpoint
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_worker_killed_before_its_checkpoint_writes_decisions_twice_and_the_vw_model_learns_each_once(  # noqa: E501
         kafka, tmp_path):
     from streams.codec import encode
 
@@ -620,84 +645,50 @@ def test_a_sigkilled_worker_writes_decisions_twice_and_the_vw_model_learns_each_
     topics = _setup(kafka)
     impressions, clicks = _decisions(6000, seed=31)
     out = producer(kafka.bootstrap_servers)
-    produced = {"impressions": 0, "clicks": 0}  # records, as a worker's offsets count them
-    made = {"decisions": 0}
-
-    def produce(since: int, until: int) -> None:
-        """The decisions made in [since, until) ms, their clicks, and a watermark at until."""
+    produced = {}  # records, as a worker's offsets count them
+    try:
         for stream, topic, events in (("impressions", topics.impressions, impressions),
                                       ("clicks", topics.clicks, clicks)):
             for e in events:
-                if since <= e["ts"] < until:
-                    out.send(topic, encode(e), key=e["decision_id"].encode(), partition=0)
-                    produced[stream] += 1
-                    made["decisions"] += stream == "impressions"
-            out.send(topic, encode({"type": "watermark", "ts": until}), partition=0)
-            produced[stream] += 1
+                out.send(topic, encode(e), key=e["decision_id"].encode(), partition=0)
+            out.send(topic, encode({"type": "watermark", "ts": 70_000}), partition=0)
+            produced[stream] = len(events) + 1
         out.flush()
-
-    log_path, log = tmp_path / "worker.log", open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    spawn = [sys.executable, "-m", "bandit.cli", "worker", "--bootstrap-servers",
-             kafka.bootstrap_servers, "--topic-prefix", topics.prefix, "--group",
-             f"g-{topics.prefix}", "--max-poll-records", "3", "--session-timeout-ms", "2000",
-             "--heartbeat-interval-ms", "500", "--quiet"]
-    proc = subprocess.Popen(spawn, stdout=subprocess.DEVNULL, stderr=log)
-    written = _JoinedLog(kafka, topics)
-
-    def uncovered() -> int:
-        """Decisions in .joined that the worker's newest checkpoint does not cover."""
-        latest = _worker_checkpoint(kafka, topics)
-        return len(set(written.read())) - (latest.counters.joined if latest else 0)
-
-    # Decisions come 3 s of event time (300) at a time, the next once the worker has caught
-    # up, until it has been killed twice with decisions its checkpoint did not cover; then a
-    # watermark closes every window.
-    chunks = iter(range(3_000, 60_000, 3_000))
-    until = 3_000
-    produce(0, until)
-    kills, armed = 0, True
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            latest = _worker_checkpoint(kafka, topics)
-            if latest is not None and latest.offsets == produced:
-                if until > 60_000:
-                    break
-                since = next(chunks, None) if kills < 2 else None
-                assert since is not None or kills == 2, "fewer than two kills hit in 20 chunks"
-                until = since + 3_000 if since is not None else 70_000
-                produce(since if since is not None else until, until)
-                continue
-            assert proc.poll() is None, log_path.read_text()[-2000:]
-            assert time.monotonic() < deadline, f"no progress: {log_path.read_text()[-2000:]}"
-            time.sleep(float(rng.uniform(0.01, 0.1)))
-            if kills == 2:
-                continue
-            if not armed:  # its successor must first write those decisions again
-                armed = uncovered() == 0
-                continue
-            # Frozen at a random instant: killed if it wrote decisions its newest checkpoint
-            # does not cover (its successor writes them again), else thawed.
-            proc.send_signal(signal.SIGSTOP)
-            if uncovered() > 0:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills, armed = kills + 1, False
-                proc = subprocess.Popen(spawn, stdout=subprocess.DEVNULL, stderr=log)
-            else:
-                proc.send_signal(signal.SIGCONT)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0, log_path.read_text()[-2000:]
-        examples = written.read(decisions=made["decisions"])
     finally:
         out.close()
-        if proc.poll() is None:
+    n = len(impressions)
+
+    log_path, log = tmp_path / "worker.log", open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    cli = ["worker", "--bootstrap-servers", kafka.bootstrap_servers, "--topic-prefix",
+           topics.prefix, "--group", f"g-{topics.prefix}", "--max-poll-records", "3",
+           "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500", "--quiet"]
+    # Two workers die, each at a random checkpoint of its own; a third one finishes the run.
+    deaths = [int(rng.integers(2, 30)) for _ in range(2)]
+    proc = None
+    written = _JoinedLog(kafka, topics)
+    try:
+        for at in deaths:
+            proc = subprocess.Popen([sys.executable, "-c", _DIES_BEFORE_A_CHECKPOINT, str(at),
+                                     *cli], stdout=subprocess.DEVNULL, stderr=log)
+            assert proc.wait(timeout=60) == 137, log_path.read_text()[-2000:]
+        proc = subprocess.Popen([sys.executable, "-m", "bandit.cli", *cli],
+                                stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 120
+        while (latest := _worker_checkpoint(kafka, topics)) is None \
+                or latest.offsets != produced:
+            assert proc.poll() is None, log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, f"no progress: {log_path.read_text()[-2000:]}"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log_path.read_text()[-2000:]
+        examples = written.read(decisions=n)
+    finally:
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
         written.close()
         log.close()
     ids = [orjson.loads(x)["decision_id"] for x in examples]
-    n = made["decisions"]
     assert len(ids) > len(set(ids)) == n  # every decision, some twice
     # The VW learner over the log as written, against one pass over each decision's first copy.
     learner = KafkaVWLearner(kafka.bootstrap_servers, topics, max_poll_records=3,
