@@ -22,9 +22,9 @@ Struct, whose JSON is byte-identical to the pydantic ``JoinedEvent``'s.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 import orjson
@@ -149,6 +149,50 @@ def misfits(events: Sequence[Event | Exception]) -> list[int]:
         out += [i for i, d in zip(where, ids) if d.encode().translate(None, _HEX)]
         out.sort()
     return out
+
+
+T = TypeVar("T")
+_ONE_BY_ONE = 8  # below this many values a bad run is decoded value by value
+
+
+def decode_lines(many: msgspec.json.Decoder, values: Sequence[bytes | None],
+                 one: Callable[[bytes | None], T],
+                 misfits: Callable[[list[Any]], Iterable[int]] | None = None) -> list[Any]:
+    """Each JSON object of ``values`` decoded, in order: ``many`` (a Decoder of a list of the
+    type) reads them in one call, and ``one(value)`` gives the verdict on a value it cannot,
+    or that ``misfits(decoded)`` names by index. A run with a bad value is split in halves, so
+    one bad value costs a few calls, not one each.
+
+    The values become one JSON array, joined by a newline and a comma. A newline is a byte no
+    JSON string may hold raw, so no string runs from one value into the next; with every value
+    starting an object, the comma before a value can only begin a new element (inside an object
+    a key must follow; the schemas read this way hold no arrays). N elements from N values is
+    then one per value, as if each were decoded alone.
+
+    >>> def one(value):
+    ...     try:
+    ...         return msgspec.json.decode(value, type=dict[str, int])
+    ...     except msgspec.ValidationError as exc:
+    ...         return f"refused: {exc}"
+    >>> many = msgspec.json.Decoder(list[dict[str, int]])
+    >>> decode_lines(many, [b'{"a": 1}', b'{"a": "x"}', b'{"b": 2}'], one)
+    [{'a': 1}, 'refused: Expected `int`, got `str` - at `$[...]`', {'b': 2}]
+    """
+    if len(values) > 1 and [v[:1] for v in values if v is not None].count(b"{") == len(values):
+        try:
+            decoded = many.decode(b"[" + b"\n,".join(values) + b"]")  # type: ignore[arg-type]
+        except msgspec.DecodeError:
+            pass  # at least one bad value: find it (and its verdict)
+        else:
+            if len(decoded) == len(values):
+                for i in misfits(decoded) if misfits is not None else ():
+                    decoded[i] = one(values[i])
+                return decoded
+    if len(values) > _ONE_BY_ONE:
+        half = len(values) // 2
+        return (decode_lines(many, values[:half], one, misfits)
+                + decode_lines(many, values[half:], one, misfits))
+    return [one(value) for value in values]
 
 
 def _names_match(names: list[str]) -> bool:

@@ -57,32 +57,13 @@ def decode(value: bytes | None) -> wire.Event | Event | Watermark:
     return decode_model(value) if wire.misfits([event]) else event
 
 
-# The batch as one JSON array. A newline is a byte no JSON string may hold raw, so no string
-# runs from one record into the next; with every record starting an object, the comma before
-# a record can only begin a new element (inside an object a key must follow, and the event
-# schemas hold no arrays). N elements from N records is then one per record, as if decoded alone.
 _MANY = msgspec.json.Decoder(list[wire.Event])
-_SEPARATOR = b"\n,"
-_ONE_BY_ONE = 8  # below this many records a bad batch is decoded record by record
 
 
 def decode_many(values: list[bytes | None]) -> list[wire.Event | Event | Watermark | Refused]:
-    """``decode`` of every value, in order: its event, or the Refused it would raise. A batch
-    with a bad record is split in halves, so one bad record costs a few calls, not one each."""
-    if len(values) > 1 and [v[:1] for v in values if v is not None].count(b"{") == len(values):
-        try:
-            events = _MANY.decode(b"[" + _SEPARATOR.join(values) + b"]")
-        except msgspec.DecodeError:
-            pass  # at least one bad record: find it (and its reason)
-        else:
-            if len(events) == len(values):
-                for i in wire.misfits(events):
-                    events[i] = _verdict(values[i])
-                return events
-    if len(values) > _ONE_BY_ONE:
-        half = len(values) // 2
-        return decode_many(values[:half]) + decode_many(values[half:])
-    return [_verdict(value) for value in values]
+    """``decode`` of every value, in order: its event, or the Refused it would raise; one
+    msgspec call for a batch of good records (``bandit.wire.decode_lines``)."""
+    return wire.decode_lines(_MANY, values, _verdict, wire.misfits)
 
 
 def _verdict(value: bytes | None) -> wire.Event | Event | Watermark | Refused:

@@ -147,35 +147,21 @@ class JoinedExample(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc
 
 
 _ONE = msgspec.json.Decoder(JoinedExample)
-# A block's lines as one JSON array, as streams.codec.decode_many joins records: no line holds
-# a raw newline, every line starts an object and the schema holds no arrays, so the comma
-# after a newline can only start a new element, and N elements from N lines are one per line.
 _MANY = msgspec.json.Decoder(list[JoinedExample])
-_ONE_BY_ONE = 8  # below this many lines a bad run of lines is decoded line by line
 
 
 def decode_examples(lines: Sequence[bytes]) -> list[JoinedExample | InvalidInputError]:
     """Each line of a block as its example, or the InvalidInputError (its message the reason)
-    it is refused with; one msgspec call for a block without a bad line, a few more per bad
-    line (the block is halved around it)."""
-    if len(lines) > 1 and all(line[:1] == b"{" for line in lines):
-        try:
-            examples = _MANY.decode(b"[" + b"\n,".join(lines) + b"]")
-        except msgspec.DecodeError:
-            pass  # at least one bad line: find it
-        else:
-            if len(examples) == len(lines):
-                return examples
-    if len(lines) > _ONE_BY_ONE:
-        half = len(lines) // 2
-        return decode_examples(lines[:half]) + decode_examples(lines[half:])
-    out: list[JoinedExample | InvalidInputError] = []
-    for line in lines:
-        try:
-            out.append(_ONE.decode(line))
-        except msgspec.DecodeError as exc:
-            out.append(InvalidInputError(_reason(line, exc)))
-    return out
+    it is refused with; one msgspec call for a block without a bad line
+    (``bandit.wire.decode_lines``)."""
+    return wire.decode_lines(_MANY, lines, _example)
+
+
+def _example(line: bytes) -> JoinedExample | InvalidInputError:
+    try:
+        return _ONE.decode(line)
+    except msgspec.DecodeError as exc:
+        return InvalidInputError(_reason(line, exc))
 
 
 def _reason(line: bytes, error: msgspec.DecodeError) -> str:
