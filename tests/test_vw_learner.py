@@ -2,7 +2,7 @@
 uninterrupted pass; bad records are dead letters; decisions written again are learned once),
 and on a real broker (a `cmab vw-learner` SIGKILLed at random instants and restarted ends
 bit-equal to the in-process pass, and a decision service following the stream serves that
-model; a `cmab worker` SIGKILLed with decisions its checkpoint did not cover writes them again,
+model; a `cmab worker` that dies with decisions its checkpoint did not cover writes them again,
 and the VW model is that of the log with each decision once)."""
 
 import copy
