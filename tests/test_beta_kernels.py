@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import special, stats
 
 from bandit.kernels import beta
-from bandit.policies import _BETA_PIECE_SDS, _GL_NODES, _GL_WEIGHTS, BetaTS
+from bandit.policies import _BETA_NODES, _BETA_PIECE_SDS, _BETA_WEIGHTS, BetaTS
 from tests import reference
 
 # Parameters from 1e-3 (a decayed tiny prior) to 1e8 (counts of a big campaign).
@@ -22,7 +22,7 @@ def _win(a, b, mask=None):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     mask = np.ones((1, a.size), dtype=np.bool_) if mask is None else mask
     out = np.empty(mask.shape)
-    beta.beta_max_probabilities(a, b, mask, _GL_NODES, _GL_WEIGHTS, _BETA_PIECE_SDS, out)
+    beta.beta_max_probabilities(a, b, mask, _BETA_NODES, _BETA_WEIGHTS, _BETA_PIECE_SDS, out)
     return out
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from bandit.kernels import beta, choice, hybrid, linear
-from bandit.policies import _BETA_PIECE_SDS, _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS
+from bandit.policies import (_BETA_NODES, _BETA_PIECE_SDS, _BETA_WEIGHTS, _GL_NODES, _GL_WEIGHTS,
+                             _RADIUS, _STEPS)
 from tests import reference
 
 SHAPES = [(1, 1), (4, 1), (1, 3), (4, 3), (3, 16)]  # (n_arms, dim)
@@ -149,8 +150,8 @@ BETA_CASES = {
 def test_beta_max_probabilities_match_adaptive_quadrature(case):
     a, b = (np.array(v) for v in BETA_CASES[case])
     got = np.empty((1, len(a)))
-    beta.beta_max_probabilities(a, b, np.ones((1, len(a)), dtype=bool), _GL_NODES, _GL_WEIGHTS,
-                                _BETA_PIECE_SDS, got)
+    beta.beta_max_probabilities(a, b, np.ones((1, len(a)), dtype=bool), _BETA_NODES,
+                                _BETA_WEIGHTS, _BETA_PIECE_SDS, got)
     np.testing.assert_allclose(got[0], reference.beta_max_probabilities(a, b), atol=1e-8)
 
 

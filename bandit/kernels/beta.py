@@ -209,6 +209,34 @@ def _tail_point(a, b, consts, side, tol):
 
 
 @njit(cache=True)
+def _raise_floor(a, b, consts, c, lo, hi, tol):
+    """A higher lower end for the integral: below y, the winners' mass is P(max draw <= y) =
+    prod_b F_b(y) exactly, so any y where a bound on that product is <= tol will do. With many
+    overlapping arms this cuts the long left stretch where one arm alone could still be low.
+
+    Each F_b left of its mode is bounded by the log-concave tail bound (see _tail_point), to the
+    right of it by 1; the product bound grows with y, so bisection finds the point.
+    """
+    log_tol = math.log(tol)
+    top = hi
+    for _ in range(30):
+        y = 0.5 * (lo + top)
+        lx, l1x = -_softplus(-y), -_softplus(y)
+        x, x1 = math.exp(lx), math.exp(l1x)
+        log_bound = 0.0
+        for j in range(c):
+            slope = a[j] * x1 - b[j] * x
+            if y < consts[j, 2] and slope > 0.0:
+                log_bound += min(0.0, _log_front(a[j], b[j], consts[j], y, lx, l1x, x, x1)
+                                 - math.log(slope))
+        if log_bound <= log_tol:
+            lo = y
+        else:
+            top = y
+    return lo
+
+
+@njit(cache=True)
 def beta_max_probabilities(alpha, beta, mask, nodes, weights, width, out):
     """P(arm a has the largest draw) for independent Beta(alpha_a, beta_a); fills out (m, k).
 
@@ -253,6 +281,7 @@ def beta_max_probabilities(alpha, beta, mask, nodes, weights, width, out):
             hi_arm[j] = _tail_point(a[j], b[j], consts[j], 1.0, _TAIL_MASS)
             lo = max(lo, lo_arm[j])
             hi = max(hi, hi_arm[j])
+        lo = _raise_floor(a, b, consts, c, lo, hi, _TAIL_MASS)
         # Keep the arms that can win; the others have F_b = 1 on [lo, hi] up to _TAIL_MASS.
         n = 0
         for j in range(c):
