@@ -114,6 +114,29 @@ def decision_draws(seeds: np.ndarray, slot_index: int, width: int) -> np.ndarray
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+def slot_draws(seed: int, n_slots: int, width: int) -> np.ndarray:
+    """(n_slots, width): row i is ``decision_draws`` of the one decision with this seed for
+    slot i (its first 2 + k columns are what a slot of k arms takes), in one pass."""
+    salts = (np.arange(1, n_slots + 1, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03))
+    cols = np.arange(width, dtype=np.uint64) * np.uint64(0x8CB92BA72F3D8DD7)
+    z = _splitmix(_splitmix(np.uint64(seed) ^ salts[:, None]) + cols[None, :])
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+_ONE = np.ones((1, 1))  # the context-free fallback's input for one row (read only)
+
+
+@dataclass(frozen=True)
+class OneDecision:
+    """A single decision: its JSON text (as ``DecisionBatch.json_lines`` writes it), and per
+    slot, in campaign order, the slot's name and the chosen arm's id (for metrics)."""
+
+    json: str
+    campaign: str
+    slots: list[str]
+    arms: list[str]
+
+
 class _Encoder:
     """Named values -> a float64 row in schema order: numeric features as is, categorical ones
     one-hot with an 'unknown' bucket, an optional leading 1.0."""
@@ -678,7 +701,87 @@ class Engine:
         return _in_holdout(campaign, user_id, self._get(campaign).spec.holdout)
 
     def decide(self, request: DecisionRequest) -> Decision:
-        return self.decide_batch(request.campaign, [request]).decisions()[0]
+        """One subscriber's decision: ``decide_batch(request.campaign, [request])``'s, by the
+        single-row path of ``decide_one``."""
+        with self._lock:
+            return Decision.model_validate_json(self._decide_one(request).json)
+
+    def decide_one(self, request: Any, *, blocking: bool = True) -> OneDecision | None:
+        """One subscriber's decision as its JSON text, the same (decision id, arms,
+        propensities, explanations, holdout, bytes) as ``decide_batch(request.campaign,
+        [request]).json_lines()[0]`` from the same engine state, and the same errors; but
+        without the batch machinery, which costs more than deciding for one row.
+
+        ``request`` is a ``DecisionRequest`` or anything with its attributes (the service's
+        msgspec mirror). With ``blocking=False`` the answer is None when another thread holds
+        the engine's lock (recording a large batch of events holds it ~15 us per event): an
+        event loop then hands the request to a thread rather than wait.
+        """
+        if not self._lock.acquire(blocking):
+            return None
+        try:
+            return self._decide_one(request)
+        finally:
+            self._lock.release()
+
+    def _decide_one(self, r: Any) -> OneDecision:
+        # decide_batch for n = 1, step for step (the same draws from self._rng in the same
+        # order, the same errors at the same points), with scalars where it has columns.
+        c = self._get(r.campaign)
+        hi, lo = self._rng.integers(0, 2**64, size=(1, 2), dtype=np.uint64).tolist()[0]
+        decision_id = f"{hi:016x}{lo:016x}"
+        holdout = _in_holdout(r.campaign, r.user_id, c.spec.holdout)
+        consent = r.consent
+        base = np.zeros((1, c.context.dim))
+        if consent:
+            c.context.encode([r.context], out=base)
+        # Holdout and pause decide no slot: no draws. Otherwise every slot's at once.
+        live = not holdout and not c.paused
+        draws = slot_draws(hi ^ lo, len(c.slots), 2 + max((len(s.arm_ids) for s in c.slots), default=0)) \
+            if live else None
+        chosen: dict[str, np.ndarray] = {}
+        arms: list[str] = []
+        slots: list[str] = []
+        numbers: list[float] = []  # per slot: propensity, expected reward, exploration bonus
+        explanations: list[str] = []
+        for s in c.slots:
+            X = self._slot_matrix(c, s, base, chosen)
+            a, p, mean, bonus = s.default, 1.0, 0.0, 0.0
+            eligible = self._eligible(s, [r]) if live else None
+            if eligible is not None:
+                eligible &= s.policy.active[None, :]
+            if live and (eligible is None or eligible.any()):
+                policy, Xp = (s.policy, X) if consent else (s.fallback, _ONE)
+                Xp = Xp if policy.dim else Xp[:, :0]
+                k = len(s.arm_ids)
+                row = np.ascontiguousarray(draws[s.index:s.index + 1, :2 + k])
+                chosen_arm, prob = policy.choose_many(Xp, eligible=eligible, draws=row,
+                                                      with_propensities=True)
+                m, b = policy.expectation(Xp, chosen_arm)
+                a, p, mean, bonus = int(chosen_arm[0]), prob[0], m[0], b[0]
+            picked = np.array([a], dtype=np.int64)
+            explanation = "null"
+            if r.explain:
+                e = self._explain(s, X, picked, [r], np.array([holdout or not consent]))[0]
+                if e is not None:
+                    explanation = orjson.dumps([x.model_dump() for x in e]).decode()
+            chosen[s.spec.name] = picked
+            arms.append(s.arm_ids[a])
+            slots.append(s.spec.name)
+            numbers += (p, mean, bonus)
+            explanations.append(explanation)
+        # The floats as json_lines writes them: orjson over a float64 array.
+        texts = orjson.dumps(np.array(numbers, dtype=np.float64),
+                             option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
+        dumps = orjson.dumps
+        parts = [f'{{"slot":{dumps(slot).decode()},"arm":{dumps(arm).decode()},'
+                 f'"propensity":{texts[3 * j]},"expected_reward":{texts[3 * j + 1]},'
+                 f'"exploration_bonus":{texts[3 * j + 2]},"explanation":{explanations[j]}}}'
+                 for j, (slot, arm) in enumerate(zip(slots, arms, strict=True))]
+        text = (f'{{"decision_id":"{decision_id}","campaign":{dumps(r.campaign).decode()},'
+                f'"user_id":{dumps(r.user_id).decode()},"holdout":{"true" if holdout else "false"},'
+                f'"model_version":{dumps(c.version).decode()},"slots":[{",".join(parts)}]}}')
+        return OneDecision(text, r.campaign, slots, arms)
 
     def decide_many(self, campaign: str, requests: Sequence[DecisionRequest]) -> list[Decision]:
         return self.decide_batch(campaign, requests).decisions()

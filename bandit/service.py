@@ -34,6 +34,7 @@ from contextlib import asynccontextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
+import msgspec
 import numpy as np
 from fastapi import Body, FastAPI, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -48,7 +49,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bandit.engine import DecisionBatch, Engine
+from bandit.engine import DecisionBatch, Engine, OneDecision
 from bandit.errors import BanditError, InvalidInputError
 from bandit.models import (
     Arm,
@@ -439,6 +440,132 @@ class _Singles:
         return answers
 
 
+# -- single decisions: the fast path ----------------------------------------------------------
+
+_FAST_PATH = "/v1/decisions"
+_FAST_MAX_BYTES = 64 * 1024  # larger single requests (512 context features) take the route
+_NameText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_LabelText = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class _FastRequest(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """``DecisionRequest`` as msgspec reads it: the same fields, defaults and constraints but
+    the pattern of names, which ``_fast_request`` checks. The engine reads requests by
+    attribute, which both kinds provide."""
+
+    campaign: _NameText
+    user_id: _LabelText
+    context: Annotated[dict[_NameText, float | _LabelText], msgspec.Meta(max_length=512)] = {}
+    segments: Annotated[dict[_NameText, _LabelText], msgspec.Meta(max_length=16)] = {}
+    consent: bool = True
+    explain: bool = False
+
+
+_FAST_DECODE = msgspec.json.Decoder(_FastRequest).decode
+# Python's re lets "$" match before a final newline, pydantic's regex does not: "\Z".
+_NAME_MATCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*\Z").match
+_NAMES_SEEN: set[str] = set()  # names seen to match (a set lookup instead of a regex call)
+_NAMES_SEEN_MAX = 65_536
+
+
+def _fast_request(body: bytes) -> _FastRequest | None:
+    """The request when msgspec takes the body and every name fits the pattern, else None:
+    whatever msgspec refuses, pydantic is asked for the verdict (the route's 400/422 bodies)."""
+    try:
+        request = _FAST_DECODE(body)
+    except msgspec.DecodeError:
+        return None
+    seen = _NAMES_SEEN
+    if not (request.campaign in seen and seen.issuperset(request.context)
+            and seen.issuperset(request.segments)):
+        names = [request.campaign, *request.context, *request.segments]
+        if not all(map(_NAME_MATCH, names)):
+            return None
+        if len(seen) < _NAMES_SEEN_MAX:
+            seen.update(names)
+    return request
+
+
+class _SingleFastPath:
+    """``POST /v1/decisions`` without FastAPI for the common request: a JSON body (plain
+    ``application/json`` with a Content-Length) that msgspec reads and the engine decides at
+    once, on the event loop, its JSON written by the engine. Anything else (another content
+    type, a body msgspec or the name pattern refuses) goes on to the FastAPI route with the
+    body it read, so pydantic gives the verdict and the route's answers (and OpenAPI) stay
+    the route's; engine errors are answered by the app's own handler.
+
+    On the event loop only when the engine's lock is free: deciding for one row takes ~0.1 ms,
+    but waiting for the lock could take long (recording a large batch of events holds it
+    ~15 us per event), so a busy engine sends the request to the coalescing thread path."""
+
+    def __init__(self, app: ASGIApp, engine: Engine, singles: _Singles, metrics: _Metrics,
+                 refused: Callable[[Scope, BanditError], Any]) -> None:
+        self.app, self.engine, self.singles, self.refused = app, engine, singles, refused
+        self.latency = metrics.latency.labels("decision")
+        self.counters: dict[tuple[str, str, str], Any] = {}
+        self.decisions = metrics.decisions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["path"] != _FAST_PATH
+                or scope["method"] != "POST"):
+            await self.app(scope, receive, send)
+            return
+        length = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"content-type":
+                content_type = value
+        if (content_type != b"application/json" or length is None or not length.isdigit()
+                or int(length) > _FAST_MAX_BYTES):
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: nobody to answer
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        request = _fast_request(body)
+        if request is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        try:
+            one = self.engine.decide_one(request, blocking=False)
+            if one is None:
+                answer = await self.singles.decide(request)  # type: ignore[arg-type]
+            else:
+                self.count(one)
+                answer = one.json.encode()
+        except BanditError as error:
+            response = await self.refused(scope, error)
+        else:
+            self.latency.observe(time.perf_counter() - start)
+            response = Response(answer, media_type="application/json")
+        await response(scope, receive, send)
+
+    def count(self, one: OneDecision) -> None:
+        """``_Metrics.count`` for one decision, with the labelled counters kept at hand."""
+        for slot, arm in zip(one.slots, one.arms, strict=True):
+            key = (one.campaign, slot, arm)
+            counter = self.counters.get(key)
+            if counter is None:
+                counter = self.counters[key] = self.decisions.labels(*key)
+            counter.inc()
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for an app after the body was read: the body, then the client's messages."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
 # -- the app ---------------------------------------------------------------------------------
 
 _T = TypeVar("_T")
@@ -553,6 +680,8 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         summary="Contextual bandit decisions with propensities, campaign management, events.",
         lifespan=lifespan,
     )
+    app.add_middleware(_SingleFastPath, engine=engine, singles=singles, metrics=metrics,
+                       refused=lambda scope, error: bandit_error(Request(scope), error))
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes,
                        refused=metrics.errors.labels("payload_too_large").inc)
 
