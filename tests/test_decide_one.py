@@ -1,0 +1,155 @@
+"""``Engine.decide_one``: the single-row path gives what ``decide_batch`` of one row gives (the
+same JSON bytes: decision id, holdout, arms, propensities, expected rewards, bonuses,
+explanations) and the same errors, for every policy kind, conditioning, eligibility, consent,
+holdout, pause and retired arms. Two engines built and trained alike stay in lockstep: one
+answers by ``decide_one``, the other by ``decide_batch``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandit.engine import Engine, decision_draws, slot_draws
+from bandit.errors import BanditError
+from bandit.models import Arm, CampaignSpec, Click, Decision, DecisionRequest
+
+KINDS = ["beta_ts", "lin_ucb", "hybrid_lin_ucb", "lin_ts", "epsilon_greedy", "bart", "vw"]
+PLANS = ["free", "pro", "team"]  # "team" is not in the schema: the unknown bucket
+
+
+def spec(kind: str) -> CampaignSpec:
+    """Three slots of ``kind``: plain arms; arm features, conditioned on the first, with an
+    eligibility rule; and a third conditioned on both."""
+    scenes = ["calm", "action", "comedy"]
+    return CampaignSpec.model_validate({
+        "name": kind, "holdout": 0.2, "attribution_window_ms": 1000,
+        "context": {"features": [{"kind": "numeric", "name": "engagement"},
+                                 {"kind": "numeric", "name": "tenure", "default": 0.5},
+                                 {"kind": "categorical", "name": "plan",
+                                  "values": PLANS[:2]}],
+                    "segments": ["region"]},
+        "slots": [
+            {"name": "subject", "default_arm": "plain", "policy": {"kind": kind},
+             "arms": [{"id": a, "features": {"f": i / 2}}
+                      for i, a in enumerate(["plain", "urgent", "ask"])],
+             "arm_features": [{"kind": "numeric", "name": "f"}]},
+            {"name": "artwork", "default_arm": "calm", "condition_on": ["subject"],
+             "arms": [{"id": s, "features": {"scene": s}} for s in scenes],
+             "arm_features": [{"kind": "categorical", "name": "scene", "values": scenes}],
+             "eligibility": [{"arm": "action", "feature": "region", "op": "eq",
+                              "value": "eu"}],
+             "policy": {"kind": kind}},
+            {"name": "offer", "default_arm": "o0", "condition_on": ["subject", "artwork"],
+             "arms": [{"id": f"o{p}", "features": {"f": p / 10}} for p in (0, 10, 20)],
+             "arm_features": [{"kind": "numeric", "name": "f"}], "policy": {"kind": kind}},
+        ]})
+
+
+def trained(kind: str) -> Engine:
+    """An engine with the campaign, some decisions learned (clicks on 'urgent'), an arm added
+    and one retired."""
+    engine = Engine(seed=11)
+    engine.create_campaign(spec(kind))
+    requests = [DecisionRequest(campaign=kind, user_id=f"t{i}", consent=i % 5 != 0,
+                                context={"engagement": (i % 7) / 6, "plan": PLANS[i % 3]},
+                                segments={"region": ("eu", "us")[i % 2]})
+                for i in range(60)]
+    batch = engine.decide_batch(kind, requests)
+    engine.record(batch.impressions(requests, ts_ms=0))
+    subject = batch.slots[0]
+    engine.record([Click(event_id=f"c{i}", decision_id=batch.decision_ids[i], campaign=kind,
+                         ts=1) for i, a in enumerate(subject.arms.tolist())
+                   if subject.arm_ids[a] == "urgent"])
+    engine.record([Click(event_id="flush", decision_id="0" * 32, campaign=kind, ts=10**9)])
+    engine.add_arm(kind, "offer", Arm(id="o30", features={"f": 3.0}))
+    engine.retire_arm(kind, "offer", "o10")
+    return engine
+
+
+@pytest.fixture(scope="module")
+def twins() -> dict[str, tuple[Engine, Engine]]:
+    return {kind: (trained(kind), trained(kind)) for kind in KINDS}
+
+
+contexts = st.fixed_dictionaries(
+    {"engagement": st.floats(-3, 3, allow_nan=False)},
+    optional={"tenure": st.integers(-5, 5) | st.floats(0, 1),
+              "plan": st.sampled_from(PLANS)})
+bad_contexts = st.sampled_from([{"engagement": "high"}, {"plan": 1.0, "engagement": 0.0},
+                                {"tenure": 1.0}, {"engagement": 1.0, "age": 3.0}])
+requests = st.builds(
+    dict,
+    user_id=st.text("abcxyz019", min_size=1, max_size=6),
+    context=contexts | bad_contexts,
+    segments=st.sampled_from([{}, {"region": "eu"}, {"region": "us"}]),
+    consent=st.booleans(),
+    explain=st.booleans(),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(KINDS), sent=st.lists(requests, min_size=1, max_size=6),
+       paused=st.booleans())
+def test_decide_one_is_decide_batch_of_one_row(twins, kind, sent, paused):
+    one, batch = twins[kind]
+    for engine in (one, batch):
+        engine.pause(kind, paused)
+    for fields in sent:
+        request = DecisionRequest(campaign=kind, **fields)
+        try:
+            expected = batch.decide_batch(kind, [request]).json_lines()[0]
+        except BanditError as error:
+            with pytest.raises(type(error)) as raised:
+                one.decide_one(request)
+            assert str(raised.value) == str(error)
+            continue
+        got = one.decide_one(request)
+        assert got is not None and got.json == expected
+        decision = Decision.model_validate_json(got.json)
+        assert (got.slots, got.arms) == ([s.slot for s in decision.slots],
+                                         [s.arm for s in decision.slots])
+
+
+def test_decide_is_decide_batch_of_one_row(twins):
+    one, batch = twins["lin_ucb"]
+    request = DecisionRequest(campaign="lin_ucb", user_id="u", explain=True,
+                              context={"engagement": 0.5, "plan": "pro"})
+    assert one.decide(request) == batch.decide_batch("lin_ucb", [request]).decisions()[0]
+
+
+def test_unknown_campaign_draws_nothing(twins):
+    """As in decide_batch, the campaign is looked up before any draw: the twins stay alike."""
+    one, batch = twins["beta_ts"]
+    request = DecisionRequest(campaign="nope", user_id="u")
+    with pytest.raises(BanditError, match="no campaign 'nope'"):
+        one.decide_one(request)
+    request = DecisionRequest(campaign="beta_ts", user_id="u", context={"engagement": 1.0})
+    assert one.decide_one(request).json == batch.decide_batch("beta_ts", [request]).json_lines()[0]
+
+
+def test_decide_one_without_blocking_yields_to_a_held_lock():
+    engine = trained("lin_ucb")
+    request = DecisionRequest(campaign="lin_ucb", user_id="u", context={"engagement": 1.0})
+    engine._lock.acquire()
+    try:
+        import threading
+
+        answers = []
+        other = threading.Thread(target=lambda: answers.append(
+            engine.decide_one(request, blocking=False)))
+        other.start()
+        other.join()
+    finally:
+        engine._lock.release()
+    assert answers == [None]
+    assert engine.decide_one(request, blocking=False) is not None
+
+
+@given(seed=st.integers(0, 2**64 - 1), n_slots=st.integers(1, 6), width=st.integers(1, 40))
+def test_slot_draws_are_each_slots_decision_draws(seed, n_slots, width):
+    grid = slot_draws(seed, n_slots, width)
+    seeds = np.array([seed], dtype=np.uint64)
+    expected = np.vstack([decision_draws(seeds, i, width) for i in range(n_slots)])
+    np.testing.assert_array_equal(grid, expected)
