@@ -1,0 +1,220 @@
+"""The fast path of ``POST /v1/decisions`` (msgspec body, decided on the event loop): it takes
+only bodies pydantic takes, reads them as pydantic does, and answers byte for byte what the
+FastAPI route answers, errors included; a busy engine does not stall the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from bandit.engine import Engine
+from bandit.models import CampaignSpec, Decision, DecisionRequest
+from bandit.service import _fast_request, create_app
+from bandit.settings import Settings
+
+SPEC = {
+    "name": "weekly", "holdout": 0.3,
+    "context": {"features": [{"kind": "numeric", "name": "engagement"},
+                             {"kind": "categorical", "name": "plan", "values": ["free", "pro"]}],
+                "segments": ["region"]},
+    "slots": [
+        {"name": "subject", "arms": [{"id": "plain"}, {"id": "urgent"}, {"id": "ask"}],
+         "default_arm": "plain", "policy": {"kind": "lin_ucb", "alpha": 0.5}},
+        {"name": "artwork", "default_arm": "calm", "policy": {"kind": "bart"},
+         "condition_on": ["subject"],
+         "arms": [{"id": "action", "features": {"scene": "action"}},
+                  {"id": "calm", "features": {"scene": "calm"}}],
+         "arm_features": [{"kind": "categorical", "name": "scene",
+                           "values": ["action", "calm"]}],
+         "eligibility": [{"arm": "action", "feature": "region", "op": "eq", "value": "eu"}]},
+        {"name": "hour", "arms": [{"id": "h9"}, {"id": "h18"}], "default_arm": "h9",
+         "policy": {"kind": "beta_ts"}},
+    ],
+}
+FAST = {"content-type": "application/json"}
+ROUTE = {"content-type": "application/json; charset=utf-8"}  # not the fast path's: the route's
+
+
+def app_over(engine: Engine, **settings: Any) -> Any:
+    engine.create_campaign(CampaignSpec.model_validate(SPEC))
+    return create_app(engine, Settings(**settings))
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+# -- what the fast path takes ----------------------------------------------------------------
+
+names = st.sampled_from(["weekly", "plan", "a.b:c-d_e", "x" * 64, "x" * 65, "", "-x", "a b",
+                         "ok\n", "é"])
+texts = st.sampled_from(["u", "", "x" * 128, "x" * 129, "pro", "\u00e9t\u00e9", "a\nb"])
+numbers = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-2**70, 2**70)
+           | st.sampled_from([10**400, 1e308, -0.0]))
+values = numbers | texts | st.booleans() | st.none() | st.lists(st.integers(), max_size=1)
+contexts = st.dictionaries(names | st.sampled_from(["engagement", "region"]), values,
+                           max_size=3)
+near = st.fixed_dictionaries(  # mostly valid: the fast path takes many of them
+    {"campaign": names, "user_id": texts},
+    optional={"context": contexts, "segments": st.dictionaries(names, texts | values, max_size=2),
+              "consent": st.booleans() | values, "explain": st.booleans(), "other": values})
+bodies = near | st.dictionaries(
+    st.sampled_from(["campaign", "user_id", "context", "segments", "consent", "explain",
+                     "other"]),
+    names | texts | values | st.dictionaries(names | texts, values, max_size=3)
+    | st.dictionaries(st.sampled_from(["engagement", "region"]), values, max_size=2),
+    max_size=6)
+
+
+def pydantic_reads(body: bytes) -> DecisionRequest | None:
+    """What the FastAPI route does with a JSON body: Python's JSON reader, then the model."""
+    try:
+        return DecisionRequest.model_validate(json.loads(body))
+    except (ValueError, ValidationError):
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=bodies)
+@example(body={"campaign": "weekly", "user_id": "u", "context": {"engagement": 10**400}})
+@example(body={"campaign": "weekly", "user_id": "u", "context": {"engagement": float("nan")}})
+@example(body={"campaign": "weekly", "user_id": "u", "consent": 1})
+@example(body={"campaign": "weekly", "user_id": "u", "context": {"ok\n": 1.0}})
+def test_fast_path_takes_only_what_pydantic_takes_and_reads_it_alike(body):
+    raw = json.dumps(body).encode()  # NaN and Infinity as Python's tokens
+    fast = _fast_request(raw)
+    if fast is None:
+        return  # the route decides: pydantic's verdict, whatever it is
+    expected = pydantic_reads(raw)
+    assert expected is not None, raw
+    assert msgspec.structs.asdict(fast) == expected.model_dump()
+    for key, value in fast.context.items():  # numbers as floats, labels as strings, alike
+        assert isinstance(value, str) == isinstance(expected.context[key], str)
+
+
+@given(body=bodies)
+@settings(max_examples=100, deadline=None)
+def test_fast_path_takes_every_valid_request_it_is_sent(body):
+    """Not a correctness property but the point of it: valid requests do not fall back."""
+    raw = json.dumps(body).encode()
+    expected = pydantic_reads(raw)
+    if expected is not None and b"NaN" not in raw and b"Infinity" not in raw:
+        assert _fast_request(expected.model_dump_json().encode()) is not None
+
+
+def test_duplicate_keys_are_read_as_python_reads_them():
+    raw = b'{"campaign":"weekly","user_id":"a","user_id":"b","context":{"x":1,"x":"s"}}'
+    fast, expected = _fast_request(raw), pydantic_reads(raw)
+    assert fast is not None and expected is not None
+    assert msgspec.structs.asdict(fast) == expected.model_dump()
+
+
+# -- the same answers as the route -----------------------------------------------------------
+
+SENT = [
+    {"campaign": "weekly", "user_id": "u1", "context": {"engagement": 0.5, "plan": "pro"},
+     "segments": {"region": "eu"}},
+    {"campaign": "weekly", "user_id": "u2", "context": {"engagement": 1, "plan": "team"},
+     "explain": True},
+    {"campaign": "weekly", "user_id": "u3", "consent": False},
+    {"campaign": "weekly", "user_id": "u4", "context": {"engagement": 0.5, "age": 3}},
+    {"campaign": "weekly", "user_id": "u5", "context": {"plan": "pro"}},
+    {"campaign": "nope", "user_id": "u6"},
+    {"campaign": "weekly", "user_id": ""},
+    {"campaign": "a b", "user_id": "u7"},
+    {"campaign": "weekly", "user_id": "u8", "colour": "red"},
+    {"campaign": "weekly", "user_id": "u9", "context": {"engagement": float("nan")}},
+    {"campaign": "weekly", "user_id": "u10", "explain": "yes"},
+    *[{"campaign": "weekly", "user_id": f"user-{i}", "explain": i % 3 == 0,
+       "context": {"engagement": i / 10, "plan": ("free", "pro")[i % 2]},
+       "segments": {"region": ("eu", "us")[i % 2]}} for i in range(40)],
+]
+RAW = [b"{", b"[]", b"", b'{"campaign": "weekly", "user_id": "u"', b"\xff\xfe"]
+
+
+@pytest.mark.anyio
+async def test_fast_path_answers_what_the_route_answers():
+    """Twin engines: one app is sent plain ``application/json`` (the fast path), the other a
+    content type the fast path leaves to the FastAPI route; every answer is the same bytes."""
+    engine = Engine(seed=3)
+    batches: list[int] = []  # the fast path decides by decide_one, never by decide_batch
+    decide_batch = engine.decide_batch
+    engine.decide_batch = lambda c, r: batches.append(len(r)) or decide_batch(c, r)  # type: ignore[method-assign]
+    async with client(app_over(engine)) as fast, client(app_over(Engine(seed=3))) as route:
+        bodies = [json.dumps(b).encode() for b in SENT] + RAW
+        decided = []
+        for body in bodies:
+            a = await fast.post("/v1/decisions", content=body, headers=FAST)
+            b = await route.post("/v1/decisions", content=body, headers=ROUTE)
+            assert (a.status_code, a.headers["content-type"], a.content) == (
+                b.status_code, b.headers["content-type"], b.content), body
+            if a.status_code == 200:
+                decided.append(Decision.model_validate_json(a.content).decision_id)
+        assert len(set(decided)) == len(decided) >= 43
+        assert batches == []
+        metrics = (await fast.get("/metrics")).text.splitlines()
+    count = next(line for line in metrics
+                 if line.startswith('cmab_decision_latency_seconds_count{route="decision"}'))
+    assert float(count.split()[-1]) == len(decided)
+
+
+@pytest.mark.anyio
+async def test_fast_path_counts_each_arm_it_chose():
+    async with client(app_over(Engine(seed=4))) as fast:
+        chosen: dict[tuple[str, str], int] = {}
+        for body in SENT[11:]:
+            answer = await fast.post("/v1/decisions", json=body)
+            for s in Decision.model_validate_json(answer.content).slots:
+                chosen[s.slot, s.arm] = chosen.get((s.slot, s.arm), 0) + 1
+        metrics = (await fast.get("/metrics")).text
+    for (slot, arm), n in chosen.items():
+        line = f'cmab_decisions_total{{arm="{arm}",campaign="weekly",slot="{slot}"}} {float(n)}'
+        assert line in metrics.splitlines(), (line, metrics)
+
+
+@pytest.mark.anyio
+async def test_body_limit_still_applies():
+    async with client(app_over(Engine(seed=5), max_body_bytes=1024)) as fast:
+        body = {"campaign": "weekly", "user_id": "u" * 2000}
+        answer = await fast.post("/v1/decisions", json=body)
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.anyio
+async def test_a_busy_engine_does_not_stall_the_event_loop():
+    """While another thread holds the engine's lock, a decision waits in a thread, /healthz
+    answers meanwhile, and the decision comes once the lock is free."""
+    engine = Engine(seed=6)
+    app = app_over(engine)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with engine._lock:
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(60)
+    try:
+        async with client(app) as fast:
+            pending = asyncio.create_task(fast.post("/v1/decisions", json=SENT[0]))
+            assert (await fast.get("/healthz")).status_code == 200
+            assert not pending.done()
+            release.set()
+            answer = await pending
+    finally:
+        release.set()
+        holder.join(60)
+    assert answer.status_code == 200
+    assert Decision.model_validate_json(answer.content).user_id == "u1"
