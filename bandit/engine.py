@@ -724,6 +724,12 @@ class Engine:
         finally:
             self._lock.release()
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The engine's (reentrant) lock: a caller that holds it decides several times without
+        another thread's change in between, or tries it without blocking."""
+        return self._lock
+
     def _decide_one(self, r: Any) -> OneDecision:
         # decide_batch for n = 1, step for step (the same draws from self._rng in the same
         # order, the same errors at the same points), with scalars where it has columns.

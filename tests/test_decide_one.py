@@ -7,6 +7,7 @@ answers by ``decide_one``, the other by ``decide_batch``."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -107,9 +108,10 @@ def test_decide_one_is_decide_batch_of_one_row(twins, kind, sent, paused):
             continue
         got = one.decide_one(request)
         assert got is not None and got.json == expected
-        decision = Decision.model_validate_json(got.json)
-        assert (got.slots, got.arms) == ([s.slot for s in decision.slots],
-                                         [s.arm for s in decision.slots])
+        # Not Decision.model_validate_json: a VW slot writes NaN (as null) for contexts with
+        # tiny numbers such as 4.7e-194, in decide_batch as here.
+        slots = orjson.loads(got.json)["slots"]
+        assert (got.slots, got.arms) == ([s["slot"] for s in slots], [s["arm"] for s in slots])
 
 
 def test_decide_is_decide_batch_of_one_row(twins):
