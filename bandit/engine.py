@@ -743,8 +743,12 @@ class Engine:
             c.context.encode([r.context], out=base)
         # Holdout and pause decide no slot: no draws. Otherwise every slot's at once.
         live = not holdout and not c.paused
-        draws = slot_draws(hi ^ lo, len(c.slots), 2 + max((len(s.arm_ids) for s in c.slots), default=0)) \
-            if live else None
+        width = 2 + max((len(s.arm_ids) for s in c.slots), default=0)
+        draws = slot_draws(hi ^ lo, len(c.slots), width) if live else None
+        # The policies' own checks (shapes, dtypes, finiteness) cost more than their kernels
+        # for one row: skipped when the row is finite (what they would find wrong in rows the
+        # engine builds), else the checked calls raise what decide_batch raises.
+        checked = not np.isfinite(base).all()
         chosen: dict[str, np.ndarray] = {}
         arms: list[str] = []
         slots: list[str] = []
@@ -761,9 +765,14 @@ class Engine:
                 Xp = Xp if policy.dim else Xp[:, :0]
                 k = len(s.arm_ids)
                 row = np.ascontiguousarray(draws[s.index:s.index + 1, :2 + k])
-                chosen_arm, prob = policy.choose_many(Xp, eligible=eligible, draws=row,
-                                                      with_propensities=True)
-                m, b = policy.expectation(Xp, chosen_arm)
+                if checked:
+                    chosen_arm, prob = policy.choose_many(Xp, eligible=eligible, draws=row,
+                                                          with_propensities=True)
+                    m, b = policy.expectation(Xp, chosen_arm)
+                else:
+                    chosen_arm, prob = policy._choose(Xp, policy._mask(eligible, 1), row, True)
+                    m, b = policy._expectation(
+                        Xp, np.ascontiguousarray(chosen_arm, dtype=np.int64))
                 a, p, mean, bonus = int(chosen_arm[0]), prob[0], m[0], b[0]
             picked = np.array([a], dtype=np.int64)
             explanation = "null"
