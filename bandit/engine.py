@@ -34,6 +34,7 @@ from bandit.errors import (
     UnknownArmError,
 )
 from bandit.join import Closed, Joiner, JoinResult
+from bandit.kernels import draws as draw_kernels
 from bandit.models import (
     Arm,
     ArmReport,
@@ -116,11 +117,10 @@ def decision_draws(seeds: np.ndarray, slot_index: int, width: int) -> np.ndarray
 
 def slot_draws(seed: int, n_slots: int, width: int) -> np.ndarray:
     """(n_slots, width): row i is ``decision_draws`` of the one decision with this seed for
-    slot i (its first 2 + k columns are what a slot of k arms takes), in one pass."""
-    salts = (np.arange(1, n_slots + 1, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03))
-    cols = np.arange(width, dtype=np.uint64) * np.uint64(0x8CB92BA72F3D8DD7)
-    z = _splitmix(_splitmix(np.uint64(seed) ^ salts[:, None]) + cols[None, :])
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    slot i (its first 2 + k columns are what a slot of k arms takes), in one kernel call."""
+    out = np.empty((n_slots, width))
+    draw_kernels.slot_draws(np.uint64(seed), out)
+    return out
 
 
 _ONE = np.ones((1, 1))  # the context-free fallback's input for one row (read only)
@@ -1304,6 +1304,7 @@ class Engine:
                             ts=0), Click(event_id="late", decision_id="f" * 32,
                                          campaign="warm-up", ts=10**10)])
         probe.decide_batch("warm-up", requests)
+        probe.decide_one(requests[0])  # the single-row path's own kernel
         self.ready = True
 
     # -- snapshots ----------------------------------------------------------------------
