@@ -218,3 +218,20 @@ async def test_a_busy_engine_does_not_stall_the_event_loop():
         holder.join(60)
     assert answer.status_code == 200
     assert Decision.model_validate_json(answer.content).user_id == "u1"
+
+
+@pytest.mark.anyio
+async def test_requests_that_arrive_together_are_decided_together_each_its_own():
+    """Many at once share one decide_batch (a bad one refuses only itself); each request gets
+    its own answer either way."""
+    engine = Engine(seed=7)
+    batches: list[int] = []
+    decide_batch = engine.decide_batch
+    engine.decide_batch = lambda c, r: batches.append(len(r)) or decide_batch(c, r)  # type: ignore[method-assign]
+    sent = [*SENT[11:23], SENT[3], SENT[5]]  # 12 good, a bad context, an unknown campaign
+    async with client(app_over(engine)) as fast:
+        answers = await asyncio.gather(*(fast.post("/v1/decisions", json=b) for b in sent))
+    assert [a.status_code for a in answers] == [200] * 12 + [422, 404]
+    for body, answer in zip(sent[:12], answers, strict=False):
+        assert Decision.model_validate_json(answer.content).user_id == body["user_id"]
+    assert batches and max(batches) > 3, batches
