@@ -706,28 +706,23 @@ class Engine:
         with self._lock:
             return Decision.model_validate_json(self._decide_one(request).json)
 
-    def decide_one(self, request: Any, *, blocking: bool = True) -> OneDecision | None:
+    def decide_one(self, request: Any) -> OneDecision:
         """One subscriber's decision as its JSON text, the same (decision id, arms,
         propensities, explanations, holdout, bytes) as ``decide_batch(request.campaign,
         [request]).json_lines()[0]`` from the same engine state, and the same errors; but
         without the batch machinery, which costs more than deciding for one row.
 
         ``request`` is a ``DecisionRequest`` or anything with its attributes (the service's
-        msgspec mirror). With ``blocking=False`` the answer is None when another thread holds
-        the engine's lock (recording a large batch of events holds it ~15 us per event): an
-        event loop then hands the request to a thread rather than wait.
+        msgspec mirror). An event loop that must not wait takes ``lock`` without blocking
+        first (recording a large batch of events holds it ~15 us per event).
         """
-        if not self._lock.acquire(blocking):
-            return None
-        try:
+        with self._lock:
             return self._decide_one(request)
-        finally:
-            self._lock.release()
 
     @property
     def lock(self) -> threading.RLock:
-        """The engine's (reentrant) lock: a caller that holds it decides several times without
-        another thread's change in between, or tries it without blocking."""
+        """The engine's (reentrant) lock: a caller can try it without blocking, then decide
+        while holding it."""
         return self._lock
 
     def _decide_one(self, r: Any) -> OneDecision:

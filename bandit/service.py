@@ -586,7 +586,6 @@ class _SingleFastPath:
             one = self.engine.decide_one(request)
         except BanditError as error:
             return error
-        assert one is not None  # blocking, and the lock is ours (reentrant): decided
         self.count(one)
         return one.json.encode()
 
