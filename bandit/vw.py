@@ -46,12 +46,18 @@ _learn_multi = pyvw.pylibvw.vw.learn_multi
 _CB_LABEL = pyvw.LabelType.CONTEXTUAL_BANDIT
 
 
+_F32_TINY = float(np.finfo(np.float32).tiny)  # VW's smallest normal feature value
+
+
 class VWFormat:
     """Context rows (dim,) and arms -> VW text lines; the one place that knows the format.
 
     An arm's action line holds its id and its features (``|a id2 f0:0.5 f1:1``); it is
     formatted once per arm, when the arm is added, never per decision. A context row becomes
-    ``shared |c x0:0.25 x3:1``. Zero values are left out, as VW's parser drops them anyway.
+    ``shared |c x0:0.25 x3:1``. Zero values are left out, as VW's parser drops them anyway,
+    and so are values too small for the 32-bit floats VW reads (under 2^-126 in magnitude):
+    VW holds them as zero at best, and its text parser turns some (around 1e-130 to 1e-215)
+    into NaN, which made every propensity NaN.
 
     >>> fmt = VWFormat(dim=2, arm_features=np.array([[0.5, 0.0]]))
     >>> fmt.shared_line(np.array([1.0, 0.0]))
@@ -74,7 +80,7 @@ class VWFormat:
         """Format the next arm's action line from its features (m,); returns it."""
         a = len(self.action_lines)
         parts = [f"|{ARM_NS} id{a}"] + [f"f{j}:{v!r}" for j, v in enumerate(features.tolist())
-                                        if v != 0.0]
+                                        if abs(v) >= _F32_TINY]
         self.action_lines.append(" ".join(parts))
         return self.action_lines[-1]
 
@@ -82,7 +88,7 @@ class VWFormat:
         """The shared example of one context row x (dim,)."""
         names = self._names
         return f"shared |{CONTEXT_NS} " + " ".join(
-            [names[j] + repr(v) for j, v in enumerate(x.tolist()) if v != 0.0])
+            [names[j] + repr(v) for j, v in enumerate(x.tolist()) if abs(v) >= _F32_TINY])
 
     def label_line(self, arm: int, reward: float, propensity: float) -> str:
         """The chosen arm's action line with its label: cost -reward at the logged propensity."""

@@ -54,6 +54,18 @@ def test_format_lines():
     assert fmt.add_arm(np.array([0.0, 3.0])) == "|a id3 f1:3.0"
 
 
+def test_values_too_small_for_vws_floats_are_left_out_not_turned_into_nan():
+    # VW's text parser read 4.665e-194 as NaN and every propensity became NaN (found by the
+    # single-decision fast path's hypothesis test); 2^-126 is the smallest normal float32.
+    fmt = VWFormat(dim=2, arm_features=np.array([[1e-200], [2.0**-126]]))
+    assert fmt.action_lines == ["|a id0", f"|a id1 f0:{2.0**-126!r}"]
+    assert fmt.shared_line(np.array([4.665e-194, -1e-130])) == "shared |c "
+    policy = VWPolicy(2, np.array([[0.5], [1e-150]]), rng=0)
+    X = np.array([[10.0**e, 1.0] for e in range(-120, -230, -5)] + [[0.0, 1.0]])
+    p = policy.propensities(X)
+    assert np.isfinite(p).all() and (p == p[-1]).all()
+
+
 @pytest.mark.parametrize("options", [{}, {"exploration": "epsilon", "epsilon": 0.2},
                                      {"lrq": "ca2", "learning_rate": 0.3}])
 def test_reused_examples_match_vw_fed_text_lines(rng, options):
