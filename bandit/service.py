@@ -48,7 +48,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bandit.engine import DecisionBatch, Engine
+from bandit.batch_wire import json_columns, ndjson_columns
+from bandit.engine import DecisionBatch, Engine, RequestColumns
 from bandit.errors import BanditError, InvalidInputError
 from bandit.models import (
     Arm,
@@ -644,6 +645,14 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             metrics.count(batches[-1])
         return batches
 
+    def decide_columns(columns: RequestColumns) -> list[DecisionBatch]:
+        """``decide_labelled`` of requests that passed as columns (nothing left to refuse)."""
+        batches = []
+        for start in range(0, len(columns), BATCH_CHUNK):
+            batches.append(engine.decide_columns(columns.rows(start, start + BATCH_CHUNK)))
+            metrics.count(batches[-1])
+        return batches
+
     # -- campaigns ---------------------------------------------------------------------------
 
     @app.post("/v1/campaigns", status_code=201, response_model=CampaignSpec, tags=["campaigns"],
@@ -767,7 +776,12 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         return Response(await off_loop(_json_decisions, batches), media_type="application/json")
 
     def decide_body(body: bytes, ndjson: bool) -> list[DecisionBatch]:
-        """Validate a batch body, JSON or NDJSON, and decide it."""
+        """Validate a batch body, JSON or NDJSON, and decide it: a good body through msgspec
+        (``bandit.batch_wire``), anything else through the pydantic models, whose errors
+        name the line or index and the field."""
+        columns = (ndjson_columns if ndjson else json_columns)(body, engine)
+        if columns is not None:
+            return decide_columns(columns)
         if ndjson:
             lines = _ndjson_items(body, DecisionRequest.model_validate_json)
             return decide_labelled(None, ((f"line {n}", r) for n, r in lines))
@@ -886,10 +900,10 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
 
 
 def _json_decisions(batches: list[DecisionBatch]) -> bytes:
-    lines = (line for batch in batches for line in batch.json_lines())
-    return ('{"decisions":[' + ",".join(lines) + "]}").encode()
+    items = b"".join(batch.ndjson(b",") for batch in batches)
+    return b'{"decisions":[' + items[:-1] + b"]}"
 
 
 def _ndjson_chunks(batches: list[DecisionBatch]) -> Iterator[bytes]:
     for batch in batches:  # serialized a chunk at a time: the bytes of one chunk in memory
-        yield ("\n".join(batch.json_lines()) + "\n").encode()
+        yield batch.ndjson()
