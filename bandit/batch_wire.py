@@ -68,7 +68,7 @@ def _decoders(spec: CampaignSpec) -> _Decoders:
     Request = msgspec.defstruct(
         "Request", [("campaign", Name), ("user_id", Label),
                     ("context", Context, msgspec.field(default_factory=Context)),
-                    ("segments", Segments, msgspec.field(default_factory=dict)),
+                    ("segments", Segments | msgspec.UnsetType, msgspec.UNSET),
                     ("consent", bool, True), ("explain", bool, False)],
         forbid_unknown_fields=True, gc=False)
     Batch = msgspec.defstruct(
@@ -115,7 +115,8 @@ def _columns(engine: Engine, campaign: str, requests: list[Any]) -> RequestColum
     n = len(requests)
     if not n or any(r.campaign != campaign for r in requests):
         return None
-    segments = [r.segments for r in requests]
+    # An omitted "segments" stays UNSET rather than an empty dict per request.
+    segments = [{} if r.segments is msgspec.UNSET else r.segments for r in requests]
     if not all(map(_NAME, set().union(*segments))):
         return None
     try:
@@ -123,7 +124,6 @@ def _columns(engine: Engine, campaign: str, requests: list[Any]) -> RequestColum
             campaign, [r.user_id for r in requests],
             np.fromiter((r.consent for r in requests), dtype=bool, count=n),
             np.fromiter((r.explain for r in requests), dtype=bool, count=n),
-            list(map(msgspec.structs.astuple, (r.context for r in requests))),
-            segments, msgspec.UNSET)
+            [r.context for r in requests], msgspec.structs.astuple, segments, msgspec.UNSET)
     except BanditError:
         return None

@@ -19,8 +19,9 @@ import re
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -217,19 +218,26 @@ class _Encoder:
                               dtype=np.int64)
             out[np.arange(n), start + offset[codes.reshape(-1)]] = 1.0
 
-    def encode_values(self, rows: Sequence[tuple], absent: object, out: np.ndarray) -> None:
-        """``encode`` of rows given as their values in the order of the features (``absent``
-        where a row omits one), already checked for type: numbers for numeric features,
-        strings for categorical ones; fills ``out`` (n, dim). A numeric feature without a
-        default that a row omits raises InvalidInputError."""
+    def encode_values(self, rows: Sequence[Any], values: Callable[[Any], tuple], absent: object,
+                      out: np.ndarray) -> None:
+        """``encode`` of rows whose ``values(row)`` are their values in the order of the
+        features (``absent`` where a row omits one), already checked for type: numbers for
+        numeric features, strings for categorical ones; fills ``out`` (n, dim). A numeric
+        feature without a default that a row omits raises InvalidInputError."""
         if self.intercept:
             out[:, 0] = 1.0
-        if not self._categorical and rows:
-            try:  # all numeric and none omitted: one conversion for the whole matrix
-                out[:, [col for _, col, _ in self._numeric]] = np.array(rows, dtype=np.float64)
-                return
+        if not self._categorical and len(rows):
+            # All numeric: one pass over every value into the matrix, unless one is omitted.
+            width = len(self._numeric)
+            try:
+                flat = np.fromiter(chain.from_iterable(map(values, rows)), dtype=np.float64,
+                                   count=len(rows) * width)
             except TypeError:
                 pass  # an omitted value: feature by feature below
+            else:
+                out[:, [col for _, col, _ in self._numeric]] = flat.reshape(len(rows), width)
+                return
+        rows = list(map(values, rows))
         values = list(zip(*rows)) if rows else [()] * (len(self._numeric) + len(self._categorical))
         order = sorted([(col, "numeric", name, default) for name, col, default in self._numeric]
                        + [(start, "categorical", name, index)
@@ -857,35 +865,36 @@ class Engine:
             return self._decide_columns(c, columns, words)
 
     def request_columns(self, campaign: str, user_ids: list[str], consent: np.ndarray,
-                        explain: np.ndarray, contexts: list[tuple], segments: list[dict[str, str]],
+                        explain: np.ndarray, contexts: Sequence[Any],
+                        values: Callable[[Any], tuple], segments: Sequence[Mapping[str, str]],
                         absent: object) -> RequestColumns:
         """The columns of requests whose contexts a decoder already checked against the
-        campaign's schema (``bandit.batch_wire``): ``contexts`` holds per request its values in
-        the order of the schema's features, numbers for numeric ones and strings for
+        campaign's schema (``bandit.batch_wire``): ``values(contexts[i])`` are request i's
+        values in the order of the schema's features, numbers for numeric ones and strings for
         categorical ones, ``absent`` where the request omits the feature. A numeric feature
         without a default that a consenting request omits raises InvalidInputError (without
         naming the row: the caller asks ``decide_batch`` for the error it would give)."""
         with self._lock:
             c = self._get(campaign)
         n = len(user_ids)
-        features = c.spec.context.features
         base = np.zeros((n, c.context.dim))
         given = np.flatnonzero(consent)
         if len(given) == n:
-            c.context.encode_values(contexts, absent, base)
+            c.context.encode_values(contexts, values, absent, base)
         elif len(given):
             sub = np.zeros((len(given), c.context.dim))
-            c.context.encode_values([contexts[i] for i in given], absent, sub)
+            c.context.encode_values([contexts[i] for i in given], values, absent, sub)
             base[given] = sub
-        position = {f.name: j for j, f in enumerate(features)}
+        position = {f.name: j for j, f in enumerate(c.spec.context.features)}
         rule_values = {}
         for name in _rule_features(c):
             j = position.get(name)
             if j is None:
                 rule_values[name] = [seg.get(name) for seg in segments]
             else:
-                rule_values[name] = [seg.get(name) if row[j] is absent else row[j]
-                                     for row, seg in zip(contexts, segments)]
+                column = [values(row)[j] for row in contexts]
+                rule_values[name] = [seg.get(name) if v is absent else v
+                                     for v, seg in zip(column, segments)]
         return RequestColumns(campaign=campaign, user_ids=user_ids, consent=consent,
                               explain=explain, context=base, rule_values=rule_values)
 
