@@ -237,12 +237,13 @@ class _Encoder:
             else:
                 out[:, [col for _, col, _ in self._numeric]] = flat.reshape(len(rows), width)
                 return
-        rows = list(map(values, rows))
-        values = list(zip(*rows)) if rows else [()] * (len(self._numeric) + len(self._categorical))
+        # Feature by feature, in schema order (the order of their first columns).
+        columns = list(zip(*map(values, rows))) or [()] * (len(self._numeric)
+                                                          + len(self._categorical))
         order = sorted([(col, "numeric", name, default) for name, col, default in self._numeric]
                        + [(start, "categorical", name, index)
                           for name, start, index in self._categorical])
-        for (col, kind, name, extra), column in zip(order, values):
+        for (col, kind, name, extra), column in zip(order, columns):
             if kind == "numeric":
                 if any(v is absent for v in column):
                     if extra is None:
@@ -578,7 +579,7 @@ class DecisionBatch:
         """Every decision's JSON text (``json_lines``' text, as bytes), each followed by ``end``:
         NDJSON as it is, or with ``end=b","`` a JSON array's items. Each column's texts are
         written into one buffer (orjson writes a float column in one call) and a kernel copies
-        the rows out of it, so no Python object is made per decision: 5x faster than
+        the rows out of it, so no Python object is made per decision: 2-3x faster than
         ``json_lines`` on a 280,000 x 4-slot send."""
         n = len(self)
         if n == 0:
