@@ -173,6 +173,8 @@ class _Encoder:
         X = np.zeros((len(rows), self.dim)) if out is None else out
         if self.intercept:
             X[:, 0] = 1.0
+        if len(rows) > 1 and self._encode_uniform(rows, X):
+            return X
         for i, row in enumerate(rows):
             if not row.keys() <= self.names:
                 unknown = sorted(set(row) - self.names)
@@ -193,6 +195,30 @@ class _Encoder:
                         f"{self.what} row {i}: feature {name!r} expects a string, got {value!r}")
                 X[i, start + index.get(value, len(index))] = 1.0
         return X
+
+    def _encode_uniform(self, rows: Sequence[dict[str, Any]], X: np.ndarray) -> bool:
+        """``encode``'s common case in one pass over the values: every row has the same numeric
+        features in the same order, each a float (as pydantic hands them over). Fills X and
+        says True; anything else (a string, another key order, a categorical value, a missing
+        feature without default) says False before X is touched, for the row by row path."""
+        keys = tuple(rows[0])
+        numeric = {name: (col, default) for name, col, default in self._numeric}
+        if (not all(key in numeric for key in keys)
+                or any(default is None and name not in keys for name, _, default in self._numeric)
+                or not all(map(keys.__eq__, map(tuple, rows)))):
+            return False
+        try:  # float.__float__ refuses a str (or an int) where float() would convert it
+            flat = np.fromiter(map(float.__float__, chain.from_iterable(map(dict.values, rows))),
+                               dtype=np.float64, count=len(rows) * len(keys))
+        except TypeError:
+            return False
+        X[:, [numeric[key][0] for key in keys]] = flat.reshape(len(rows), len(keys))
+        for name, col, default in self._numeric:
+            if name not in keys:
+                X[:, col] = default
+        for _, start, index in self._categorical:  # none given: the 'unknown' bucket
+            X[:, start + len(index)] = 1.0
+        return True
 
     def encode_columns(self, keys: Sequence[str], values: np.ndarray, names: Sequence[str],
                        out: np.ndarray) -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from bandit.batch_wire import json_columns, ndjson_columns
 from bandit.engine import Engine, holdout_mask
+from bandit.errors import InvalidInputError
 from bandit.kernels.text import interleave, row_bounds
 from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent, SlotChoice
 from bandit.service import BATCH_CHUNK, NDJSON, create_app
@@ -227,3 +228,21 @@ def test_the_route_answers_what_the_row_at_a_time_engine_decides(blank):
         answer = asyncio.run(post(orjson.dumps({"campaign": "mix", "requests": requests}),
                                   "application/json"))
         assert answer == b'{"decisions":[' + b",".join(lines) + b"]}"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.permutations(["engagement", "recency", "style"]).map(lambda p: p[:2]),
+       st.lists(st.floats(-3, 3) | st.sampled_from(["deal", "1.5", 2, True]), min_size=2,
+                max_size=40))
+def test_encode_of_many_rows_is_encode_of_each(keys, values):
+    """``encode``'s one-pass path (rows alike, floats only) agrees with the row by row one,
+    which it leaves anything else to (a string or int among the numbers, a categorical)."""
+    encoder = engine()._get("mix").context
+    rows = [dict(zip(keys, values[i:i + 2])) for i in range(0, len(values) - 1, 2)]
+    try:
+        each = np.vstack([encoder.encode([row]) for row in rows])
+    except InvalidInputError:
+        with pytest.raises(InvalidInputError):
+            encoder.encode(rows)
+    else:
+        np.testing.assert_array_equal(encoder.encode(rows), each)
