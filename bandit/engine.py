@@ -528,7 +528,7 @@ class SlotColumns:
 class DecisionBatch:
     """The decisions of one batch, column by column: building a pydantic object per decision
     would cost more than deciding. ``decisions()`` gives the models, ``to_dicts()`` plain data
-    for orjson."""
+    for orjson, ``ndjson()`` the bytes the service sends."""
 
     campaign: str
     decision_ids: list[str]
@@ -636,7 +636,8 @@ class DecisionBatch:
                   + ',"user_id":', ',"holdout":',
                   ',"model_version":' + orjson.dumps(self.model_version).decode() + ',"slots":[']
         for j, s in enumerate(self.slots):
-            pieces[-1] += ("," if j else "") + '{"slot":' + orjson.dumps(s.slot).decode() + ',"arm":'
+            slot = orjson.dumps(s.slot).decode()
+            pieces[-1] += ("," if j else "") + '{"slot":' + slot + ',"arm":'
             column(b"\n".join(orjson.dumps(a) for a in s.arm_ids), ord("\n"), s.arms,
                    len(s.arm_ids))
             pieces.append(',"propensity":')
