@@ -17,8 +17,11 @@ The RATIO service / bare req/s (target >= 0.8) compares two figures of the same 
 Batches: one client posts 280,000 subscribers as NDJSON (and the JSON maximum, 100,000) to
 ``/v1/decisions/batch`` and reads the whole answer; decisions/s is the count over the time from
 the first byte sent to the last byte received (target >= 100,000/s for the NDJSON send).
-In process, the NDJSON text of a 280,000 x 4-slot ``DecisionBatch`` is built both ways:
-``json_lines`` (column-wise) against ``orjson.dumps`` of ``to_dicts`` (a dict per decision).
+In process, the NDJSON text of a 280,000 x 4-slot ``DecisionBatch`` is built three ways:
+``json_lines`` (column-wise), ``ndjson`` (the route's: a kernel copies the column texts) and
+``orjson.dumps`` of ``to_dicts`` (a dict per decision); and the route's other two stages are
+timed alone: the body decoded into columns (``batch_wire.ndjson_columns``) and
+``Engine.decide_columns`` of the whole send in one call.
 
 Run on its own: ``python -m benchmarks.bench_http [--quick]``.
 """
@@ -190,6 +193,7 @@ def _batch(port: int, body: bytes, content_type: str, n: int) -> float:
 def run(quick: bool = False) -> Results:
     import orjson
 
+    from bandit.batch_wire import ndjson_columns
     from benchmarks.bench_engine import build, trained_engine
 
     repeat = 1 if quick else 3
@@ -247,6 +251,17 @@ def run(quick: bool = False) -> Results:
            Measurement(BENCH, "NDJSON via DecisionBatch.json_lines", "E4", t_new, "s/send",
                        n_send)]
     rs.append(Ratio(BENCH, "to_dicts + orjson / json_lines (time ratio)", "E4", t_old / t_new,
+                    note="serializing a send's decisions, in process"))
+    # The route's own path in process: msgspec columns, decide_columns, DecisionBatch.ndjson.
+    t_text, _ = best_time(lambda: None, lambda _: batch.ndjson(), repeat)
+    t_parse, columns = best_time(lambda: None, lambda _: ndjson_columns(ndjson, engine), repeat)
+    t_decide, _ = best_time(lambda: None, lambda _: engine.decide_columns(columns), repeat)
+    ms += [Measurement(BENCH, "NDJSON via DecisionBatch.ndjson", "E4", t_text, "s/send", n_send),
+           Measurement(BENCH, "batch_wire.ndjson_columns (parse + encode)", "E4", t_parse,
+                       "s/send", n_send, note=f"{len(ndjson) / 1e6:.0f} MB"),
+           Measurement(BENCH, "Engine.decide_columns, 4 slots", "E4", t_decide, "s/send",
+                       n_send)]
+    rs.append(Ratio(BENCH, "json_lines / ndjson (time ratio)", "E4", t_new / t_text,
                     note="serializing a send's decisions, in process"))
     return ms, rs
 

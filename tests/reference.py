@@ -232,3 +232,91 @@ def replay(chosen, actions, rewards):
     """Li et al. 2011: the mean reward of the events where the target chose the logged action."""
     kept = [r for c, a, r in zip(chosen, actions, rewards) if c == a]
     return sum(kept) / len(kept), len(kept)
+
+
+
+def decide_batch_ndjson(engine, campaign, requests):
+    """The NDJSON bytes of ``engine.decide_batch(campaign, requests)`` as the engine made them
+    before its batch path went column-wise: ids, holdout hashes and eligibility a row at a time,
+    one ``%`` template per decision for the text. It uses the engine's campaign, encoder, rule
+    check and policies, and draws the ids from the engine's generator as the engine does."""
+    import hashlib
+
+    import orjson
+
+    from bandit.engine import _rule_holds, decision_draws
+
+    def in_holdout(user_id, fraction):
+        digest = hashlib.blake2b("\x1f".join(("holdout", campaign, user_id)).encode(),
+                                 digest_size=8).digest()
+        return (int.from_bytes(digest, "little") >> 11) * 2.0**-53 < fraction
+
+    c = engine._get(campaign)
+    n = len(requests)
+    words = engine._rng.integers(0, 2**64, size=(n, 2), dtype=np.uint64)
+    ids = [f"{hi:016x}{lo:016x}" for hi, lo in words.tolist()]
+    seeds = words[:, 0] ^ words[:, 1]
+    holdout = np.array([in_holdout(r.user_id, c.spec.holdout) for r in requests], dtype=bool)
+    consent = np.array([r.consent for r in requests], dtype=bool)
+    base = np.zeros((n, c.context.dim))
+    given = np.flatnonzero(consent)
+    base[given] = c.context.encode([requests[i].context for i in given])
+    chosen, slots = {}, []
+    for s in c.slots:
+        X = base
+        if s.conditioned:
+            blocks = [base]
+            for prev, width in s.conditioned:
+                onehot = np.zeros((n, width))
+                onehot[np.arange(n), np.minimum(chosen[prev], width - 1)] = 1.0
+                blocks.append(onehot)
+            X = np.ascontiguousarray(np.hstack(blocks))
+        k = len(s.arm_ids)
+        arms, probs = np.full(n, s.default, dtype=np.int64), np.ones(n)
+        mean, bonus = np.zeros(n), np.zeros(n)
+        if not c.paused:
+            eligible = None
+            if s.spec.eligibility:
+                eligible = np.ones((n, k), dtype=bool)
+                for rule in s.spec.eligibility:
+                    for i, r in enumerate(requests):
+                        value = r.context.get(rule.feature, r.segments.get(rule.feature))
+                        if not _rule_holds(rule, value):
+                            eligible[i, s.arm_index[rule.arm]] = False
+                eligible &= s.policy.active[None, :]
+            live = ~holdout
+            if eligible is not None:
+                live &= eligible.any(axis=1)
+            draws = decision_draws(seeds, s.index, 2 + k)
+            for policy, rows, Xp in ((s.policy, live & consent, X),
+                                     (s.fallback, live & ~consent, np.ones((n, 1)))):
+                idx = np.flatnonzero(rows)
+                if idx.size == 0:
+                    continue
+                Xp = Xp if policy.dim else Xp[:, :0]
+                m = None if eligible is None else eligible[idx]
+                a, p = policy.choose_many(Xp[idx], eligible=m, draws=draws[idx],
+                                          with_propensities=True)
+                arms[idx], probs[idx] = a, p
+                mean[idx], bonus[idx] = policy.expectation(Xp[idx], a)
+        explanations = [None] * n
+        skip = holdout | ~consent
+        ask = [i for i, r in enumerate(requests) if r.explain and not skip[i]]
+        contributions = getattr(s.policy, "contributions", None)
+        if ask and contributions is not None:
+            for row, i in zip(contributions(X[ask], arms[ask]), ask):
+                top = np.argsort(-np.abs(row))[:3]
+                explanations[i] = [{"feature": s.columns[j], "value": float(row[j])}
+                                   for j in top if row[j]]
+        chosen[s.spec.name] = arms
+        slots.append((s.spec.name, list(s.arm_ids), arms, probs, mean, bonus, explanations))
+    lines = []
+    for i in range(n):
+        lines.append(orjson.dumps({
+            "decision_id": ids[i], "campaign": campaign, "user_id": requests[i].user_id,
+            "holdout": bool(holdout[i]), "model_version": c.version,
+            "slots": [{"slot": name, "arm": arm_ids[arms[i]], "propensity": float(p[i]),
+                       "expected_reward": float(m[i]), "exploration_bonus": float(b[i]),
+                       "explanation": ex[i]}
+                      for name, arm_ids, arms, p, m, b, ex in slots]}))
+    return b"".join(line + b"\n" for line in lines)
