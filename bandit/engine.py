@@ -39,6 +39,7 @@ from bandit.join import Closed, Joiner, JoinResult
 from bandit.kernels import draws as draw_kernels
 from bandit.kernels.text import interleave, row_bounds
 from bandit.models import (
+    FEATURE_LIMIT,
     Arm,
     ArmReport,
     CampaignReport,
@@ -197,6 +198,7 @@ class _Encoder:
         if self.intercept:
             X[:, 0] = 1.0
         if len(rows) > 1 and self._encode_uniform(rows, X):
+            self._bounded(X)
             return X
         for i, row in enumerate(rows):
             if not row.keys() <= self.names:
@@ -217,7 +219,20 @@ class _Encoder:
                     raise InvalidInputError(
                         f"{self.what} row {i}: feature {name!r} expects a string, got {value!r}")
                 X[i, start + index.get(value, len(index))] = 1.0
+        self._bounded(X)
         return X
+
+    def _bounded(self, X: np.ndarray) -> None:
+        """Refuse a numeric value beyond +-FEATURE_LIMIT (bandit.models), naming its row."""
+        if not self._numeric:
+            return
+        cols = [col for _, col, _ in self._numeric]
+        bad = ~(np.abs(X[:, cols]) <= FEATURE_LIMIT)
+        if bad.any():
+            i, j = (int(v) for v in np.argwhere(bad)[0])
+            raise InvalidInputError(
+                f"{self.what} row {i}: feature {self._numeric[j][0]!r} is {float(X[i, cols[j]])!r}, "
+                f"beyond +-{FEATURE_LIMIT:g} (scale it: the policies are linear in it)")
 
     def _encode_uniform(self, rows: Sequence[dict[str, Any]], X: np.ndarray) -> bool:
         """``encode``'s common case in one pass over the values: every row has the same numeric
@@ -266,6 +281,7 @@ class _Encoder:
             offset = np.array([index.get(names[v], len(index)) for v in seen.tolist()],
                               dtype=np.int64)
             out[np.arange(n), start + offset[codes.reshape(-1)]] = 1.0
+        self._bounded(out)
 
     def encode_values(self, rows: Sequence[Any], values: Callable[[Any], tuple], absent: object,
                       out: np.ndarray) -> None:
@@ -285,6 +301,7 @@ class _Encoder:
                 pass  # an omitted value: feature by feature below
             else:
                 out[:, [col for _, col, _ in self._numeric]] = flat.reshape(len(rows), width)
+                self._bounded(out)
                 return
         # Feature by feature, in schema order (the order of their first columns).
         columns = list(zip(*map(values, rows))) or [()] * (len(self._numeric)
@@ -304,23 +321,26 @@ class _Encoder:
                 out[np.arange(len(column)),
                     col + np.array([index.get(v, len(index)) for v in column], dtype=np.int64)
                     ] = 1.0
+        self._bounded(out)
 
     def check(self, row: dict[str, Any]) -> None:
         """``encode([row])``'s checks without building the row (the stream checks every
         event's context once); a refused row gets ``encode``'s error."""
         # Rows of one stream mostly share their keys and value types: a shape seen to pass
-        # passes again.
+        # passes again, once its numbers are within bounds.
         shape = (*row, *map(type, row.values()))
-        if shape in self._passed:
-            return
-        if row.keys() <= self.names and all(
-                not isinstance(row.get(name, default), str | None)
-                for name, _, default in self._numeric) and all(
-                isinstance(row.get(name), str | None) for name, _, _ in self._categorical):
+        if shape not in self._passed:
+            if not (row.keys() <= self.names and all(
+                    not isinstance(row.get(name, default), str | None)
+                    for name, _, default in self._numeric) and all(
+                    isinstance(row.get(name), str | None) for name, _, _ in self._categorical)):
+                self.encode([row])  # raises, naming the row and feature
+                return
             if len(self._passed) < 1024:
                 self._passed.add(shape)
-            return
-        self.encode([row])  # raises, naming the row and feature
+        if not all(-FEATURE_LIMIT <= row[name] <= FEATURE_LIMIT
+                   for name, _, _ in self._numeric if name in row):
+            self.encode([row])  # raises: the value out of bounds
 
 
 def _rule_holds(rule: EligibilityRule, value: Any) -> bool:

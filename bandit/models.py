@@ -35,13 +35,21 @@ class Strict(BaseModel):
 # -- campaign spec --------------------------------------------------------------------------
 
 
+# Numeric feature values (contexts, arm features, defaults) lie within +-FEATURE_LIMIT. The
+# policies are linear in them and keep sums of their squares: values like 1e200 overflowed
+# those sums to inf (a model poisoned for good) and gave epsilon-greedy arm -1 with a NaN
+# propensity; VW reads 32-bit floats (at most 3.4e38). Scaled features are far inside.
+FEATURE_LIMIT = 1e9
+
+
 class NumericFeature(Strict):
     """A number, used as is (scale it before sending; the policies are linear in it)."""
 
     kind: Literal["numeric"] = "numeric"
     name: Name
     default: Finite | None = Field(
-        None, description="Used when a request omits the feature; without it, omitting is an error."
+        None, ge=-FEATURE_LIMIT, le=FEATURE_LIMIT,
+        description="Used when a request omits the feature; without it, omitting is an error."
     )
 
 
@@ -271,6 +279,9 @@ def check_arm_features(slot: SlotSpec, arm: Arm) -> None:
                 raise ValueError(
                     f"slot {slot.name!r}, arm {arm.id!r}: arm feature {name!r} must be a number"
                 )
+            if value is not None and not -FEATURE_LIMIT <= value <= FEATURE_LIMIT:
+                raise ValueError(f"slot {slot.name!r}, arm {arm.id!r}: arm feature {name!r} is "
+                                 f"{value!r}, beyond +-{FEATURE_LIMIT:g} (scale it)")
         elif value is not None and not isinstance(value, str):
             raise ValueError(
                 f"slot {slot.name!r}, arm {arm.id!r}: arm feature {name!r} must be a string"

@@ -1,6 +1,7 @@
 """The Engine: campaigns, decisions (holdout, consent, pause, eligibility, conditioning),
 reproducibility, learning through the attribution join, report, erasure and snapshots."""
 
+import re
 import zlib
 
 import numpy as np
@@ -469,3 +470,54 @@ def test_a_batch_checker_refuses_what_check_event_refuses_with_its_message(bad):
         with pytest.raises(InvalidInputError) as got:
             check(bad)
         assert str(got.value) == str(expected.value)
+
+
+def _scaled_spec(**feature) -> dict:
+    return {"name": "scaled", "context": {"features": [{"kind": "numeric", "name": "x",
+                                                        **feature}]},
+            "slots": [{"name": "s", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a",
+                       "policy": {"kind": kind}} for kind in ("epsilon_greedy",)]
+            + [{"name": "t", "arms": [{"id": "a", "features": {"f": 1.0}}, {"id": "b"}],
+                "default_arm": "a", "arm_features": [{"kind": "numeric", "name": "f",
+                                                      "default": 0.0}],
+                "policy": {"kind": "lin_ucb"}}]}
+
+
+@pytest.mark.parametrize("value", [1e200, -1e10, 1e9 + 1])
+def test_numeric_values_beyond_the_limit_are_refused_before_they_reach_a_policy(value):
+    # 1e200 gave epsilon-greedy arm -1 with a NaN propensity, and learned, it turned the
+    # linear sums to inf for good; VW reads 32-bit floats. So the engine refuses them.
+    engine = Engine(seed=3)
+    engine.create_campaign(CampaignSpec.model_validate(_scaled_spec()))
+    before = engine.to_bytes()
+    why = re.escape(f"feature 'x' is {value!r}, beyond")
+    with pytest.raises(InvalidInputError, match=f"row 0: {why}"):
+        engine.decide(DecisionRequest(campaign="scaled", user_id="u", context={"x": value}))
+    rows = [DecisionRequest(campaign="scaled", user_id=f"u{i}", context={"x": 0.5})
+            for i in range(4)]
+    rows[2] = rows[2].model_copy(update={"context": {"x": value}})
+    with pytest.raises(InvalidInputError, match=f"row 2: {why}"):
+        engine.decide_batch("scaled", rows)
+    impression = Impression(event_id="e", decision_id="0" * 32, campaign="scaled", user_id="u",
+                            ts=0, slots={"s": {"arm": "b", "propensity": 0.5}},
+                            context={"x": value})
+    for check in (engine.check_event, engine.event_checker()):
+        with pytest.raises(InvalidInputError, match=why):
+            check(impression)
+        check(impression.model_copy(update={"context": {"x": 1e9}}))  # the limit itself
+    joined = JoinedEvent(decision_id="0" * 32, campaign="scaled", user_id="u", ts=0,
+                         slots={"s": {"arm": "b", "propensity": 0.5}}, context={"x": value},
+                         rewards={"s": 1.0})
+    with pytest.raises(InvalidInputError, match=why):
+        engine.learn([joined])
+    assert engine.to_bytes() == before  # nothing learned
+    engine.decide(DecisionRequest(campaign="scaled", user_id="u", context={"x": -1e9}))
+
+
+def test_arm_features_and_defaults_beyond_the_limit_are_refused_with_the_campaign():
+    spec = _scaled_spec()
+    spec["slots"][1]["arms"][0]["features"]["f"] = 2e9
+    with pytest.raises(ValueError, match="arm feature 'f' is 2000000000.0, beyond"):
+        CampaignSpec.model_validate(spec)
+    with pytest.raises(ValueError, match="less than or equal to 1000000000"):
+        CampaignSpec.model_validate(_scaled_spec(default=1e10))

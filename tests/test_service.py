@@ -475,6 +475,8 @@ BAD_INPUT = [
     ("POST", "/v1/decisions", ("application/json", b'{"campaign": "table", "user_id": "u1", '
                                b'"context": {"engagement": 1e999}}'),
      422, "invalid_input", "finite number"),
+    ("POST", "/v1/decisions", {**GOOD, "context": {"engagement": 1e200}}, 422, "invalid_input",
+     "'engagement' is 1e+200, beyond +-1e+09"),
     ("POST", "/v1/decisions", ("application/json", b'{"campaign": "tab'), 400, "malformed_body",
      "not valid JSON"),
     ("POST", "/v1/decisions", ("application/json", b'\xff\xfe{}'), 400, "malformed_body",
@@ -493,6 +495,9 @@ BAD_INPUT = [
     ("POST", "/v1/decisions/batch",
      {"campaign": "table", "requests": [GOOD, GOOD, {**GOOD, "context": {"x": 1.0}}]},
      422, "invalid_input", "requests[2].context.x: unknown feature 'x'; expected"),
+    ("POST", "/v1/decisions/batch",
+     {"campaign": "table", "requests": [GOOD, GOOD, {**GOOD, "context": {"engagement": -5e9}}]},
+     422, "invalid_input", "requests[2].context.engagement: feature 'engagement' is -5000000000.0, beyond +-1e+09"),
     ("POST", "/v1/decisions/batch", ("application/json", b'{"campaign": "table", "requests": ['
                                      + b", ".join([json.dumps(GOOD).encode()] * 12)
                                      + b', {"campaign": "table", "user_id": "u", '
@@ -554,6 +559,9 @@ BAD_INPUT = [
     ("POST", "/v1/events", [IMPRESSION, {**IMPRESSION, "event_id": "e2",
                                          "context": {"engagement": 1.0, "x": 2.0}}],
      422, "invalid_input", "[1].context.x: event 'e2': unknown feature 'x'"),
+    ("POST", "/v1/events", [IMPRESSION, {**IMPRESSION, "event_id": "e2",
+                                         "context": {"engagement": 3e9}}],
+     422, "invalid_input", "[1].context.engagement: event 'e2': feature 'engagement' is 3000000000.0"),
     ("POST", "/v1/events", ("application/x-ndjson", _lines(
         IMPRESSION, b"",
         {**IMPRESSION, "slots": {"send_hour": {"arm": "h00", "propensity": 0.5}}})),
