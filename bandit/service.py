@@ -381,6 +381,17 @@ class _StreamCounts:
             "stalled past its session timeout).", value=value)
 
 
+def _answer_all(group: list[tuple[Any, asyncio.Future]], answers: list[Any]) -> None:
+    """Hand each waiting request (request, future) its answer, or its error."""
+    for (_, future), answer in zip(group, answers, strict=True):
+        if future.done():  # the client went away
+            continue
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+
+
 class _Singles:
     """Single decisions, coalesced: requests that arrive while the engine is deciding earlier
     ones wait for that call to end and are then decided together, one ``decide_batch`` per
@@ -409,13 +420,7 @@ class _Singles:
                 answers = await run_in_threadpool(self._decide, [r for r, _ in group])
             except Exception as error:  # a bug of ours: fail these requests, never hang them
                 answers = [error] * len(group)
-            for (_, future), answer in zip(group, answers, strict=True):
-                if future.done():  # the client went away
-                    continue
-                if isinstance(answer, BaseException):
-                    future.set_exception(answer)
-                else:
-                    future.set_result(answer)
+            _answer_all(group, answers)
 
     def _decide(self, requests: list[DecisionRequest]) -> list[bytes | BaseException]:
         by_campaign: dict[str, list[int]] = {}
@@ -573,13 +578,7 @@ class _SingleFastPath:
             answers = [error] * len(group)
         finally:
             self.engine.lock.release()
-        for (_, future), answer in zip(group, answers, strict=True):
-            if future.done():  # the client went away
-                continue
-            if isinstance(answer, BaseException):
-                future.set_exception(answer)
-            else:
-                future.set_result(answer)
+        _answer_all(group, answers)
 
     def decide_one(self, request: _FastRequest) -> bytes | BaseException:
         """One request's JSON, or its BanditError; the caller holds the engine's lock."""
