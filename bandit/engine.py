@@ -22,6 +22,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,8 @@ class _Encoder:
                 self.columns += [f"{f.name}={v}" for v in f.values] + [f"{f.name}=(unknown)"]
         self.names = {f.name for f in features}
         self.intercept = intercept
-        self._passed: set[tuple] = set()  # row shapes (keys, value types) that ``check`` passed
+        # Row shapes (keys, value types) that ``check`` passed -> their numbers, as a tuple.
+        self._passed: dict[tuple, Callable[[dict[str, Any]], tuple]] = {}
 
     @property
     def dim(self) -> int:
@@ -329,17 +331,21 @@ class _Encoder:
         # Rows of one stream mostly share their keys and value types: a shape seen to pass
         # passes again, once its numbers are within bounds.
         shape = (*row, *map(type, row.values()))
-        if shape not in self._passed:
+        numbers = self._passed.get(shape)
+        if numbers is None:
             if not (row.keys() <= self.names and all(
                     not isinstance(row.get(name, default), str | None)
                     for name, _, default in self._numeric) and all(
                     isinstance(row.get(name), str | None) for name, _, _ in self._categorical)):
                 self.encode([row])  # raises, naming the row and feature
                 return
+            keys = [name for name, _, _ in self._numeric if name in row]
+            numbers = (lambda r: ()) if not keys else (
+                (lambda r, k=keys[0]: (r[k],)) if len(keys) == 1 else itemgetter(*keys))
             if len(self._passed) < 1024:
-                self._passed.add(shape)
-        if not all(-FEATURE_LIMIT <= row[name] <= FEATURE_LIMIT
-                   for name, _, _ in self._numeric if name in row):
+                self._passed[shape] = numbers
+        values = numbers(row)
+        if values and not (-FEATURE_LIMIT <= min(values) and max(values) <= FEATURE_LIMIT):
             self.encode([row])  # raises: the value out of bounds
 
 
