@@ -40,6 +40,9 @@ class Strict(BaseModel):
 # those sums to inf (a model poisoned for good) and gave epsilon-greedy arm -1 with a NaN
 # propensity; VW reads 32-bit floats (at most 3.4e38). Scaled features are far inside.
 FEATURE_LIMIT = 1e9
+# Click rewards (and a campaign's default reward) lie within +-REWARD_LIMIT: a reward like 1e300
+# turned a linear model's sums r x to inf and VW's propensities to NaN. Revenue fits easily.
+REWARD_LIMIT = 1e9
 
 
 class NumericFeature(Strict):
@@ -295,7 +298,8 @@ class CampaignSpec(Strict):
     context: ContextSchema = Field(default_factory=ContextSchema)
     holdout: Finite = Field(0.05, ge=0, le=0.5, description="Share of subscribers on default arms.")
     attribution_window_ms: PositiveMs = Field(7 * 24 * 3600 * 1000)
-    default_reward: Finite = Field(0.0, description="Learned when a window closes without a click.")
+    default_reward: Finite = Field(0.0, ge=-REWARD_LIMIT, le=REWARD_LIMIT,
+                                   description="Learned when a window closes without a click.")
     reward_aggregation: Literal["sum", "max", "earliest"] = "sum"
     slots: list[SlotSpec] = Field(min_length=1, max_length=32)
 
@@ -391,7 +395,7 @@ class Click(Strict):
     decision_id: DecisionId
     campaign: Name
     ts: EpochMs
-    reward: Finite = 1.0
+    reward: Finite = Field(1.0, ge=-REWARD_LIMIT, le=REWARD_LIMIT)
     slot: Name | None = None
 
 

@@ -80,6 +80,20 @@ def _finite_float(name: str, value: Any, *, low: float = -math.inf, low_open: bo
     return v
 
 
+def _ridge_inverse(Ainv: np.ndarray | None, S: np.ndarray, l2: float) -> np.ndarray:
+    """``Ainv`` (m, d, d), the caller's (S_i + l2 I)^-1 for PSD sums S (m, d, d), if it is
+    sane (finite, diagonal at most 1/l2, as every such inverse's is); otherwise (None, or
+    rounding made S + l2 I numerically singular: squares of features near FEATURE_LIMIT,
+    repeated, swamp l2) the inverse through S's eigendecomposition, eigenvalues floored at
+    0: finite, symmetric, PD and at most 1/l2, with l2 never added to the huge entries."""
+    if Ainv is not None and np.isfinite(Ainv).all() and (
+            np.diagonal(Ainv, axis1=-2, axis2=-1) <= (1.0 + 1e-6) / l2).all():
+        return Ainv
+    lam, V = np.linalg.eigh(0.5 * (S + np.swapaxes(S, -1, -2)))
+    return np.ascontiguousarray(
+        (V / (np.maximum(lam, 0.0) + l2)[..., None, :]) @ np.swapaxes(V, -1, -2))
+
+
 class _DrawBuffer:
     """Random draws taken ahead in blocks, so one decision does not pay a Generator call."""
 
@@ -367,8 +381,10 @@ class Policy:
             raise UnknownArmError(f"arms: expected 0..{self.n_arms - 1}, got {bad}")
         return arms
 
-    # Rewards the policy can learn (the engine clips aggregated rewards into it).
-    reward_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
+    # Rewards the policy can learn (the engine clips aggregated rewards into it). Bounded so
+    # that r x stays far from overflow (features are within +-1e9): a sum of many clicks of
+    # bandit.models.REWARD_LIMIT each is clipped here rather than poison the sums with inf.
+    reward_range: ClassVar[tuple[float, float]] = (-1e12, 1e12)
 
     def _reward(self, reward: Any) -> float:
         low, high = self.reward_range
@@ -609,8 +625,12 @@ class _DisjointLinear(_LinearScoring):
             return
         idx = np.flatnonzero(self._stale)
         # Through the Cholesky factor, so A^-1 = L^-T L^-1 comes out symmetric and PD.
-        L_inv = np.linalg.inv(np.linalg.cholesky(self._S[idx] + self.l2 * np.eye(self.dim)))
-        Ainv = np.swapaxes(L_inv, 1, 2) @ L_inv
+        try:
+            L_inv = np.linalg.inv(np.linalg.cholesky(self._S[idx] + self.l2 * np.eye(self.dim)))
+            Ainv = np.swapaxes(L_inv, 1, 2) @ L_inv
+        except np.linalg.LinAlgError:
+            Ainv = None
+        Ainv = _ridge_inverse(Ainv, self._S[idx], self.l2)
         self._Ainv[idx] = Ainv
         self._theta[idx] = (Ainv @ self._b[idx][..., None])[..., 0]
         self._stale[idx] = False
@@ -957,13 +977,23 @@ class HybridLinUCB(_LinearScoring):
         if not self._dirty:
             return
         k, d, p = self.n_arms, self.dim, self._Szz.shape[0]
-        A_inv = np.linalg.inv(self._Sxx + self.l2 * np.eye(d))
+        try:
+            A_inv = np.linalg.inv(self._Sxx + self.l2 * np.eye(d))
+        except np.linalg.LinAlgError:
+            A_inv = None
+        A_inv = _ridge_inverse(A_inv, self._Sxx, self.l2)
         G = A_inv @ self._Sxz                                       # A_a^-1 B_a, (k, d, p)
         Ainv_b = (A_inv @ self._bx[..., None])[..., 0]              # A_a^-1 b_a, (k, d)
         A0 = self.l2 * np.eye(p) + self._Szz - np.einsum("kdp,kdq->pq", self._Sxz, G)
         b0 = self._bz - np.einsum("kdp,kd->p", self._Sxz, Ainv_b)
-        L0_inv = np.linalg.inv(np.linalg.cholesky(0.5 * (A0 + A0.T)))
-        A0_inv = L0_inv.T @ L0_inv
+        try:
+            L0_inv = np.linalg.inv(np.linalg.cholesky(0.5 * (A0 + A0.T)))
+            A0_inv = L0_inv.T @ L0_inv
+        except np.linalg.LinAlgError:
+            A0_inv = None
+        # A0 - l2 I is PSD (a sum of Schur complements); cancellation can hide that.
+        A0_inv = _ridge_inverse(None if A0_inv is None else A0_inv[None],
+                                (A0 - self.l2 * np.eye(p))[None], self.l2)[0]
         beta = A0_inv @ b0
         theta = Ainv_b - (G @ beta[:, None])[..., 0]
         # Algorithm 2's score is linear in x once z = M_a x is substituted (M_a = I_d (x) f_a):
@@ -1053,7 +1083,12 @@ class Bart(Policy):
         if not self._dirty:
             return
         p = self._S.shape[1]
-        theta = np.linalg.solve(self._S[0] + self.l2 * np.eye(p), self._b[0])
+        try:
+            theta = np.linalg.solve(self._S[0] + self.l2 * np.eye(p), self._b[0])
+        except np.linalg.LinAlgError:
+            theta = np.full(p, np.nan)
+        if not np.isfinite(theta).all():  # rounding made S + l2 I singular: see _ridge_inverse
+            theta = _ridge_inverse(None, self._S, self.l2)[0] @ self._b[0]
         d, m = self.dim, self._arm_features.shape[1]
         self._theta_x, self._theta_f = theta[:d], theta[d : d + m]
         self._theta_xf = theta[d + m :].reshape(d, m)

@@ -29,6 +29,8 @@ from typing import Annotated, Any, ClassVar, TypeVar
 import msgspec
 import orjson
 
+from bandit.models import REWARD_LIMIT
+
 # Patterns of Name and DecisionId: checked by ``misfits``, not by msgspec (see above).
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -36,6 +38,7 @@ DecisionId = Annotated[str, msgspec.Meta(min_length=32, max_length=32)]
 EpochMs = Annotated[float, msgspec.Meta(ge=0, le=2**53)]
 # JSON has no NaN or infinity and msgspec refuses numbers out of float64's range: finite.
 Propensity = Annotated[float, msgspec.Meta(gt=0, le=1)]
+Reward = Annotated[float, msgspec.Meta(ge=-REWARD_LIMIT, le=REWARD_LIMIT)]  # models.Click's
 
 
 def _whole(ts: float) -> int:
@@ -77,7 +80,7 @@ class Click(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", tag="c
     decision_id: DecisionId
     campaign: Name
     ts: EpochMs
-    reward: float = 1.0
+    reward: Reward = 1.0
     slot: Name | None = None
 
     def __post_init__(self) -> None:
