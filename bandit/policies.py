@@ -448,7 +448,9 @@ class Policy:
                 self._scale(2.0 ** (-(newest - self._t_ref) / self.half_life_ms))
             self._t_ref = newest
         # Events older than t_ref weigh less; a straggler older than everything still counts.
-        return 2.0 ** (-(self._t_ref - ts) / self.half_life_ms)
+        # An age over a tiny half-life overflows to inf: weight 2^-inf = 0, as it should be.
+        with np.errstate(over="ignore"):
+            return 2.0 ** (-(self._t_ref - ts) / self.half_life_ms)
 
     def _scale(self, factor: float) -> None:
         for name in self._sum_names:
