@@ -98,16 +98,22 @@ class Arm(Strict):
                           "decisions already logged. Set by retiring the arm.")
 
 
+# Policy settings within [PARAM_MIN, PARAM_MAX] (where a bound applies): the spec used to take
+# any positive or finite value, and priors of 1e-300 divided by zero, an alpha or v of 1e300
+# gave NaN bonuses and propensities, an l2 of 1e-300 singular factorizations (arm -1).
+PARAM_MIN, PARAM_MAX = 1e-6, 1e6
+
+
 class BetaTSSpec(Strict):
     kind: Literal["beta_ts"] = "beta_ts"
-    alpha: Finite = Field(1.0, gt=0)
-    beta: Finite = Field(1.0, gt=0)
+    alpha: Finite = Field(1.0, ge=PARAM_MIN, le=PARAM_MAX)
+    beta: Finite = Field(1.0, ge=PARAM_MIN, le=PARAM_MAX)
     half_life_ms: Finite | None = Field(None, gt=0)
 
 
 class _UCBParams(Strict):
-    alpha: Finite = Field(1.0, ge=0)
-    l2: Finite = Field(1.0, gt=0)
+    alpha: Finite = Field(1.0, ge=0, le=PARAM_MAX)
+    l2: Finite = Field(1.0, ge=PARAM_MIN, le=PARAM_MAX)
     epsilon: Finite = Field(0.05, ge=0, le=1, description="Exploration floor.")
     half_life_ms: Finite | None = Field(None, gt=0)
 
@@ -122,22 +128,22 @@ class HybridLinUCBSpec(_UCBParams):
 
 class LinTSSpec(Strict):
     kind: Literal["lin_ts"] = "lin_ts"
-    v: Finite = Field(0.2, gt=0)
-    l2: Finite = Field(1.0, gt=0)
+    v: Finite = Field(0.2, ge=PARAM_MIN, le=PARAM_MAX)
+    l2: Finite = Field(1.0, ge=PARAM_MIN, le=PARAM_MAX)
     half_life_ms: Finite | None = Field(None, gt=0)
 
 
 class EpsilonGreedySpec(Strict):
     kind: Literal["epsilon_greedy"] = "epsilon_greedy"
     epsilon: Finite = Field(0.1, ge=0, le=1)
-    l2: Finite = Field(1.0, gt=0)
+    l2: Finite = Field(1.0, ge=PARAM_MIN, le=PARAM_MAX)
     half_life_ms: Finite | None = Field(None, gt=0)
 
 
 class BartSpec(Strict):
     kind: Literal["bart"] = "bart"
     epsilon: Finite = Field(0.1, ge=0, le=1)
-    l2: Finite = Field(1.0, gt=0)
+    l2: Finite = Field(1.0, ge=PARAM_MIN, le=PARAM_MAX)
     half_life_ms: Finite | None = Field(None, gt=0)
 
 

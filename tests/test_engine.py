@@ -521,3 +521,23 @@ def test_arm_features_and_defaults_beyond_the_limit_are_refused_with_the_campaig
         CampaignSpec.model_validate(spec)
     with pytest.raises(ValueError, match="less than or equal to 1000000000"):
         CampaignSpec.model_validate(_scaled_spec(default=1e10))
+
+
+@pytest.mark.parametrize(("policy", "field"), [
+    ({"kind": "beta_ts", "alpha": 1e-300}, "alpha"),  # with beta 1e-300: divided by zero
+    ({"kind": "beta_ts", "beta": 1e7}, "beta"),
+    ({"kind": "lin_ucb", "alpha": 1e300}, "alpha"),  # NaN exploration bonus
+    ({"kind": "lin_ucb", "l2": 1e-300}, "l2"),
+    ({"kind": "hybrid_lin_ucb", "l2": 1e-300}, "l2"),  # singular factorization: arm -1
+    ({"kind": "lin_ts", "v": 1e300}, "v"),  # NaN propensity
+    ({"kind": "lin_ts", "l2": 1e7}, "l2"),
+    ({"kind": "epsilon_greedy", "l2": 1e-7}, "l2"),
+    ({"kind": "bart", "l2": 1e-300}, "l2"),
+])
+def test_policy_settings_beyond_their_bounds_are_refused_with_the_campaign(policy, field):
+    spec = _scaled_spec()
+    spec["slots"][1]["policy"] = policy
+    with pytest.raises(ValueError, match=rf"slots\.1\.policy\.{policy['kind']}\.{field}\n"):
+        CampaignSpec.model_validate(spec)
+    spec["slots"][1]["policy"] = {**policy, field: 1e-6 if policy[field] < 1 else 1e6}
+    CampaignSpec.model_validate(spec)  # the bounds themselves are fine
