@@ -128,7 +128,7 @@ def slot_draws(seed: int, n_slots: int, width: int) -> np.ndarray:
     return out
 
 
-_ONE = np.ones((1, 1))  # the context-free fallback's input for one row (read only)
+_ONE = np.ones(1)  # the context-free fallback's input row (read only)
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,38 @@ class _Encoder:
                 X[i, start + index.get(value, len(index))] = 1.0
         self._bounded(X)
         return X
+
+    def encode_one(self, row: dict[str, Any]) -> np.ndarray:
+        """``encode([row])[0]`` (dim,), with the same errors, for one row: its values go into
+        a list and become an array in one call (a single decision would pay a NumPy item
+        assignment per feature)."""
+        if not row.keys() <= self.names:
+            unknown = sorted(set(row) - self.names)
+            raise InvalidInputError(f"{self.what} row 0: unknown feature {unknown[0]!r}; "
+                                    f"expected some of {sorted(self.names)}")
+        values = [0.0] * len(self.columns)
+        if self.intercept:
+            values[0] = 1.0
+        for name, col, default in self._numeric:
+            value = row.get(name, default)
+            if value is None:
+                raise InvalidInputError(f"{self.what} row 0: missing numeric feature {name!r}")
+            if isinstance(value, str):
+                raise InvalidInputError(
+                    f"{self.what} row 0: feature {name!r} expects a number, got {value!r}")
+            values[col] = value
+        for name, start, index in self._categorical:
+            value = row.get(name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidInputError(
+                    f"{self.what} row 0: feature {name!r} expects a string, got {value!r}")
+            values[start + index.get(value, len(index))] = 1.0
+        x = np.array(values, dtype=np.float64)
+        # Every column but the numeric ones holds 0 or 1: one test of the whole row, and
+        # _bounded's for the message.
+        if not (np.abs(x) <= FEATURE_LIMIT).all():
+            self._bounded(x[None, :])
+        return x
 
     def _bounded(self, X: np.ndarray) -> None:
         """Refuse a numeric value beyond +-FEATURE_LIMIT (bandit.models), naming its row."""
@@ -757,6 +789,19 @@ class RequestColumns:
                               {f: v[start:stop] for f, v in self.rule_values.items()})
 
 
+def _slot_row(s: _Slot, base: np.ndarray, chosen: dict[str, int]) -> np.ndarray:
+    """``Engine._slot_matrix`` of one row: the context base (dim,), then a one-hot of each
+    earlier slot's chosen arm (``chosen``: slot name -> arm) that slot ``s`` conditions on."""
+    if not s.conditioned:
+        return base
+    blocks = [base]
+    for prev, width in s.conditioned:
+        onehot = np.zeros(width)
+        onehot[min(chosen[prev], width - 1)] = 1.0
+        blocks.append(onehot)
+    return np.concatenate(blocks)
+
+
 def _rule_features(c: _Campaign) -> list[str]:
     """The features the eligibility rules of a campaign's slots read."""
     return list(dict.fromkeys(rule.feature for s in c.slots for rule in s.spec.eligibility))
@@ -937,58 +982,45 @@ class Engine:
 
     def _decide_one(self, r: Any) -> OneDecision:
         # decide_batch for n = 1, step for step (the same draws from self._rng in the same
-        # order, the same errors at the same points), with scalars where it has columns.
+        # order, the same errors at the same points), with scalars where it has columns, and
+        # one fused call per slot (Policy.decide_row) for choice, propensity, mean and bonus.
         c = self._get(r.campaign)
         hi, lo = self._rng.integers(0, 2**64, size=(1, 2), dtype=np.uint64).tolist()[0]
         decision_id = f"{hi:016x}{lo:016x}"
         holdout = _in_holdout(r.campaign, r.user_id, c.spec.holdout)
         consent = r.consent
-        base = np.zeros((1, c.context.dim))
-        if consent:
-            c.context.encode([r.context], out=base)
+        # encode_one refuses what is not a finite number within bounds, so every row the
+        # policies see is finite: their fused paths need no check of their own.
+        base = c.context.encode_one(r.context) if consent else np.zeros(c.context.dim)
         # Holdout and pause decide no slot: no draws. Otherwise every slot's at once.
         live = not holdout and not c.paused
         width = 2 + max((len(s.arm_ids) for s in c.slots), default=0)
         draws = slot_draws(hi ^ lo, len(c.slots), width) if live else None
-        # The policies' own checks (shapes, dtypes, finiteness) cost more than their kernels
-        # for one row: skipped when the row is finite (what they would find wrong in rows the
-        # engine builds), else the checked calls raise what decide_batch raises.
-        checked = not np.isfinite(base).all()
-        chosen: dict[str, np.ndarray] = {}
+        chosen: dict[str, int] = {}
         arms: list[str] = []
         slots: list[str] = []
         numbers: list[float] = []  # per slot: propensity, expected reward, exploration bonus
         explanations: list[str] = []
         for s in c.slots:
-            X = self._slot_matrix(c, s, base, chosen)
+            x = _slot_row(s, base, chosen)
             a, p, mean, bonus = s.default, 1.0, 0.0, 0.0
-            eligible = None
+            mask = None
             if live and s.spec.eligibility:
                 eligible = self._eligible(s, 1, {rule.feature: [
                     r.context.get(rule.feature, r.segments.get(rule.feature))]
                     for rule in s.spec.eligibility})
-                eligible &= s.policy.active[None, :]
-            if live and (eligible is None or eligible.any()):
-                policy, Xp = (s.policy, X) if consent else (s.fallback, _ONE)
-                Xp = Xp if policy.dim else Xp[:, :0]
-                k = len(s.arm_ids)
-                row = np.ascontiguousarray(draws[s.index:s.index + 1, :2 + k])
-                if checked:
-                    chosen_arm, prob = policy.choose_many(Xp, eligible=eligible, draws=row,
-                                                          with_propensities=True)
-                    m, b = policy.expectation(Xp, chosen_arm)
-                else:
-                    chosen_arm, prob = policy._choose(Xp, policy._mask(eligible, 1), row, True)
-                    m, b = policy._expectation(
-                        Xp, np.ascontiguousarray(chosen_arm, dtype=np.int64))
-                a, p, mean, bonus = int(chosen_arm[0]), prob[0], m[0], b[0]
-            picked = np.array([a], dtype=np.int64)
+                mask = eligible[0] & s.policy.active
+            if live and (mask is None or mask.any()):
+                policy, xp = (s.policy, x) if consent else (s.fallback, _ONE)
+                a, p, mean, bonus = policy.decide_row(
+                    xp if policy.dim else xp[:0], mask, draws[s.index, :2 + len(s.arm_ids)])
             explanation = "null"
             if r.explain:
-                e = self._explain(s, X, picked, np.array([not holdout and consent]))[0]
+                e = self._explain(s, x[None, :], np.array([a], dtype=np.int64),
+                                  np.array([not holdout and consent]))[0]
                 if e is not None:
-                    explanation = orjson.dumps([x.model_dump() for x in e]).decode()
-            chosen[s.spec.name] = picked
+                    explanation = orjson.dumps([item.model_dump() for item in e]).decode()
+            chosen[s.spec.name] = a
             arms.append(s.arm_ids[a])
             slots.append(s.spec.name)
             numbers += (p, mean, bonus)

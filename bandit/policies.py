@@ -21,7 +21,7 @@ import numpy as np
 from scipy import special
 
 from bandit.errors import IncompatibleStateError, InvalidInputError, UnknownArmError
-from bandit.kernels import choice, hybrid, linear
+from bandit.kernels import choice, hybrid, linear, single
 from bandit.kernels.beta import beta_max_probabilities
 
 __all__ = [
@@ -206,6 +206,22 @@ class Policy:
         bonus the policy gives that arm (UCB bonus, posterior scale, or 0 for greedy)."""
         X = self._contexts(X)
         return self._expectation(X, self._arm_array(arms, X.shape[0]))
+
+    def decide_row(self, x: np.ndarray, mask: np.ndarray | None,
+                   u: np.ndarray) -> tuple[int, float, float, float]:
+        """One decision, for the engine's single-row path: (arm, propensity, expected reward,
+        exploration bonus), what ``choose_many(x[None], eligible=mask, draws=u[None],
+        with_propensities=True)`` and ``expectation`` give for that row, bit for bit.
+
+        x (dim,) float64, mask (n_arms,) bool eligible active arms (at least one; None: every
+        active arm), u (2 + n_arms,) the decision's uniforms. The linear policies, Bart and
+        Beta TS override it with a fused path that trusts a finite x (the engine's rows are)
+        and comes back here for anything else; this one takes the checked batch calls.
+        """
+        X = x[None, :]
+        arms, probs = self.choose_many(X, eligible=mask, draws=u[None, :], with_propensities=True)
+        mean, bonus = self.expectation(X, arms)
+        return int(arms[0]), float(probs[0]), float(mean[0]), float(bonus[0])
 
     def learn_one(self, arm: int, x: Any, reward: float, *, ts_ms: float | None = None) -> None:
         """Learn that ``arm`` got ``reward`` in context x (dim,), at event time ``ts_ms``."""
@@ -536,6 +552,19 @@ class _LinearScoring(Policy):
         linear.chosen_moments(self._theta, self._Ainv, X, arms, mean, width)
         return mean, getattr(self, self._bonus_scale) * width
 
+    def decide_row(self, x: np.ndarray, mask: np.ndarray | None,
+                   u: np.ndarray) -> tuple[int, float, float, float]:
+        # One kernel call for choice, propensity, mean and bonus; a non-finite x (no value to
+        # rank) goes the checked way, which raises what the batch path raises.
+        if self._dirty:
+            self._refresh()
+        arm, p, mean, bonus = single.linear_decide(
+            self._theta, self._Ainv, x, self._alpha, self._active if mask is None else mask,
+            self.epsilon, u, getattr(self, self._bonus_scale))
+        if arm < 0:
+            return super().decide_row(x, mask, u)
+        return arm, p, mean, bonus
+
     def contributions(self, X: Any, arms: Any) -> np.ndarray:
         """(n, dim): theta_a[j] * x[j], each feature's share of the chosen arm's expected reward
         (for hybrid LinUCB, of the arm's effective coefficient, shared part included)."""
@@ -761,6 +790,18 @@ class LinTS(_DisjointLinear):
         super()._grow(features)
         self._normals = _DrawBuffer(self._rng, self.n_arms, normal=True)
 
+    def decide_row(self, x: np.ndarray, mask: np.ndarray | None,
+                   u: np.ndarray) -> tuple[int, float, float, float]:
+        if self._dirty:
+            self._refresh()
+        noise = self.v * special.ndtri(np.clip(u[2:], _TINY, None))  # as _noise, for one row
+        arm, p, mean, bonus = single.lints_decide(
+            self._theta, self._Ainv, x, noise, self._active if mask is None else mask, u,
+            self.v, _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS)
+        if arm < 0:
+            return Policy.decide_row(self, x, mask, u)
+        return arm, p, mean, bonus
+
     def _choose(self, X, mask, rng, with_propensities):
         arms, _ = super()._choose(X, mask, rng, with_propensities)
         if not with_propensities:
@@ -869,6 +910,33 @@ class BetaTS(Policy):
         if not with_propensities:
             return arms, None
         return arms, self._propensities(X, mask)[np.arange(n), arms]
+
+    def decide_row(self, x: np.ndarray, mask: np.ndarray | None,
+                   u: np.ndarray) -> tuple[int, float, float, float]:
+        # Everything but the draw depends on the state and the mask only: the CDF the batch
+        # path sums, the means and sds of _expectation, kept as Python floats next to the
+        # batch path's pmfs (a tuple key), so a change of state clears both.
+        m = self._active if mask is None else mask
+        key = (m.tobytes(),)
+        entry = self._pmf_cache.get(key)
+        if entry is None:
+            pmf = self._propensities(np.empty((1, 0)), m[None, :])[0]
+            a, b = self._posterior()
+            mean = a / (a + b)
+            sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
+            last = self.n_arms - 1 - int(np.argmax(pmf[::-1] > 0))
+            entry = (np.cumsum(pmf).tolist(), pmf.tolist(), mean.tolist(), sd.tolist(), last)
+            self._pmf_cache[key] = entry
+        cdf, pmf, mean, sd, last = entry
+        # As _choose: the arms whose CDF is <= u * total, counted (a CDF that rounds down
+        # somewhere need not be sorted); u * total rounded up to total: the last possible arm.
+        t = float(u[1]) * cdf[-1]
+        arm = 0
+        for c in cdf:
+            arm += c <= t
+        if arm >= self.n_arms:
+            arm = last
+        return arm, pmf[arm], mean[arm], sd[arm]
 
     def _propensities(self, X, mask) -> np.ndarray:
         n = X.shape[0]
@@ -1115,6 +1183,37 @@ class Bart(Policy):
         out = np.empty((X.shape[0], self.n_arms))
         choice.floor_probabilities(np.ascontiguousarray(self._scores(X)), mask, self.epsilon, out)
         return out
+
+    # What decide_row reuses between refreshes and arm additions (see _row_terms).
+    _row_cache: tuple | None = None
+
+    def _row_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The parts of _scores and _expectation that do not depend on x, computed as they
+        compute them: F theta_f (1, n_arms), F^T and the concatenated coefficients (p,); kept
+        until _refresh makes new coefficients or an arm is added (both make new arrays)."""
+        self._refresh()
+        cached = self._row_cache
+        if cached is None or cached[0] is not self._theta_f or cached[1] is not self._arm_features:
+            F = self._arm_features
+            cached = self._row_cache = (
+                self._theta_f, F, (F @ self._theta_f)[None, :], F.T,
+                np.concatenate([self._theta_x, self._theta_f, self._theta_xf.ravel()]))
+        return cached[2:]
+
+    def decide_row(self, x: np.ndarray, mask: np.ndarray | None,
+                   u: np.ndarray) -> tuple[int, float, float, float]:
+        # The products stay NumPy's (BLAS) in the batch path's shapes, so every bit agrees;
+        # what does not depend on x is cached, and the choice is one kernel call.
+        f_theta, F_T, coefficients = self._row_terms()
+        X = x[None, :]
+        scores = (X @ self._theta_x)[:, None] + f_theta + (X @ self._theta_xf) @ F_T
+        arm, p = choice.pick(scores[0], self._active if mask is None else mask, self.epsilon,
+                             u[0], u[1])
+        if arm < 0:
+            return super().decide_row(x, mask, u)
+        f = self._arm_features[arm]
+        phi = np.concatenate((x, f, np.multiply.outer(x, f).ravel()))[None, :]
+        return arm, p, float((phi @ coefficients)[0]), 0.0
 
     def _expectation(self, X, arms) -> tuple[np.ndarray, np.ndarray]:
         self._refresh()
