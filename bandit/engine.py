@@ -985,7 +985,11 @@ class Engine:
         # order, the same errors at the same points), with scalars where it has columns, and
         # one fused call per slot (Policy.decide_row) for choice, propensity, mean and bonus.
         c = self._get(r.campaign)
-        hi, lo = self._rng.integers(0, 2**64, size=(1, 2), dtype=np.uint64).tolist()[0]
+        # decide_batch's integers(0, 2**64, (n, 2), uint64) over the full range is the bit
+        # generator's raw output, word by word (numpy masks nothing off and rejects nothing):
+        # the same two words, without the ~3 us of the general call.
+        raw = self._rng.bit_generator.random_raw
+        hi, lo = raw(), raw()
         decision_id = f"{hi:016x}{lo:016x}"
         holdout = _in_holdout(r.campaign, r.user_id, c.spec.holdout)
         consent = r.consent

@@ -137,3 +137,68 @@ def test_slot_draws_are_each_slots_decision_draws(seed, n_slots, width):
     seeds = np.array([seed], dtype=np.uint64)
     expected = np.vstack([decision_draws(seeds, i, width) for i in range(n_slots)])
     np.testing.assert_array_equal(grid, expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_decide_one_follows_state_changes(kind):
+    """What the single-row path keeps between decisions (Beta TS's CDFs, Bart's coefficients)
+    follows every change of model and campaign: decide, learn, absorb partitions, add and
+    retire arms, then decide again; each time the same bytes as decide_batch."""
+    one, batch = trained(kind), trained(kind)
+    partial = trained(kind)
+    sent = [DecisionRequest(campaign=kind, user_id=f"s{i}", consent=i % 4 != 0,
+                            context={"engagement": i / 3 - 1, "plan": PLANS[i % 3]},
+                            segments={"region": ("eu", "us")[i % 2]}) for i in range(12)]
+
+    def agree() -> None:
+        for request in sent:
+            assert one.decide_one(request).json == \
+                batch.decide_batch(kind, [request]).json_lines()[0]
+
+    def learn(ts: int) -> None:
+        # Both learn the same events: decisions of a third engine, clicks on every 'urgent'.
+        decided = partial.decide_batch(kind, sent)
+        subject = decided.slots[0]
+        clicks = [Click(event_id=f"c{ts}-{i}", decision_id=decided.decision_ids[i],
+                        campaign=kind, ts=ts + 1)
+                  for i, a in enumerate(subject.arms.tolist()) if subject.arm_ids[a] != "plain"]
+        for engine in (one, batch):
+            engine.record(decided.impressions(sent, ts_ms=ts))
+            engine.record(clicks)
+            engine.record([Click(event_id=f"flush{ts}", decision_id="0" * 32, campaign=kind,
+                                 ts=ts + 10**6)])
+
+    agree()
+    learn(10**9)
+    agree()
+    for engine in (one, batch):
+        engine.absorb([partial])
+    agree()
+    for engine in (one, batch):
+        engine.add_arm(kind, "subject", Arm(id="new", features={"f": 2.0}))
+    agree()
+    for engine in (one, batch):
+        engine.retire_arm(kind, "subject", "urgent")
+    agree()
+    learn(2 * 10**9)
+    agree()
+
+
+values = (st.floats(allow_nan=False, allow_infinity=False) | st.integers(-2 * 10**9, 2 * 10**9)
+          | st.sampled_from(["free", "pro", "team", None]))
+
+
+@given(row=st.dictionaries(st.sampled_from(["engagement", "tenure", "plan", "age"]), values,
+                           max_size=4))
+def test_encode_one_is_encode_of_one_row(twins, row):
+    """The single-row encoder gives encode's row, or its error (unknown, missing, wrong type,
+    beyond the feature limit), with the same message."""
+    encoder = twins["lin_ucb"][0]._campaigns["lin_ucb"].context
+    try:
+        expected = encoder.encode([row])[0]
+    except BanditError as error:
+        with pytest.raises(type(error)) as raised:
+            encoder.encode_one(row)
+        assert str(raised.value) == str(error)
+        return
+    np.testing.assert_array_equal(encoder.encode_one(row), expected)
