@@ -451,9 +451,10 @@ class _Singles:
 
 _FAST_PATH = "/v1/decisions"
 _FAST_MAX_BYTES = 64 * 1024  # larger single requests (512 context features) take the route
-# Up to this many requests that arrive together are decided one by one (~60 us each for 4
-# slots); more share one decide_batch (~220 us + ~7 us per request): the same cost at 4.
-_ONE_BY_ONE = 3
+# Up to this many requests that arrive together are decided one by one (~25 us each for 4
+# slots, fused per slot); more share one decide_batch with its answers' JSON (~235 us alone,
+# 305 at 8, 349 at 16, against 198 and 402 one by one): the same cost at about 13.
+_ONE_BY_ONE = 12
 _NameText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _LabelText = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
@@ -505,7 +506,7 @@ class _SingleFastPath:
     engine errors are answered by the app's own handler.
 
     Requests that arrive together (read in the same turn of the event loop) are decided
-    together, after that turn: a few one by one by ``Engine.decide_one`` (~60 us each for 4
+    together, after that turn: a few one by one by ``Engine.decide_one`` (~25 us each for 4
     slots), more by ``_Singles``' one ``decide_batch`` per campaign, whose fixed cost (~0.2 ms)
     they then share. On the event loop only when the engine's lock is free: deciding is short,
     but waiting for the lock could be long (recording a large batch of events holds it ~15 us
