@@ -203,24 +203,7 @@ class _Encoder:
             self._bounded(X)
             return X
         for i, row in enumerate(rows):
-            if not row.keys() <= self.names:
-                unknown = sorted(set(row) - self.names)
-                raise InvalidInputError(f"{self.what} row {i}: unknown feature {unknown[0]!r}; "
-                                        f"expected some of {sorted(self.names)}")
-            for name, col, default in self._numeric:
-                value = row.get(name, default)
-                if value is None:
-                    raise InvalidInputError(f"{self.what} row {i}: missing numeric feature {name!r}")
-                if isinstance(value, str):
-                    raise InvalidInputError(
-                        f"{self.what} row {i}: feature {name!r} expects a number, got {value!r}")
-                X[i, col] = value
-            for name, start, index in self._categorical:
-                value = row.get(name)
-                if value is not None and not isinstance(value, str):
-                    raise InvalidInputError(
-                        f"{self.what} row {i}: feature {name!r} expects a string, got {value!r}")
-                X[i, start + index.get(value, len(index))] = 1.0
+            X[i] = self._values(row, i)
         self._bounded(X)
         return X
 
@@ -228,9 +211,19 @@ class _Encoder:
         """``encode([row])[0]`` (dim,), with the same errors, for one row: its values go into
         a list and become an array in one call (a single decision would pay a NumPy item
         assignment per feature)."""
+        x = np.array(self._values(row, 0), dtype=np.float64)
+        # Every column but the numeric ones holds 0 or 1: one test of the whole row, and
+        # _bounded's for the message.
+        if not (np.abs(x) <= FEATURE_LIMIT).all():
+            self._bounded(x[None, :])
+        return x
+
+    def _values(self, row: dict[str, Any], i: int) -> list[float]:
+        """Row ``i``'s values in column order; unknown names, missing numeric values and
+        wrong types are refused with the row and the feature named."""
         if not row.keys() <= self.names:
             unknown = sorted(set(row) - self.names)
-            raise InvalidInputError(f"{self.what} row 0: unknown feature {unknown[0]!r}; "
+            raise InvalidInputError(f"{self.what} row {i}: unknown feature {unknown[0]!r}; "
                                     f"expected some of {sorted(self.names)}")
         values = [0.0] * len(self.columns)
         if self.intercept:
@@ -238,23 +231,18 @@ class _Encoder:
         for name, col, default in self._numeric:
             value = row.get(name, default)
             if value is None:
-                raise InvalidInputError(f"{self.what} row 0: missing numeric feature {name!r}")
+                raise InvalidInputError(f"{self.what} row {i}: missing numeric feature {name!r}")
             if isinstance(value, str):
                 raise InvalidInputError(
-                    f"{self.what} row 0: feature {name!r} expects a number, got {value!r}")
+                    f"{self.what} row {i}: feature {name!r} expects a number, got {value!r}")
             values[col] = value
         for name, start, index in self._categorical:
             value = row.get(name)
             if value is not None and not isinstance(value, str):
                 raise InvalidInputError(
-                    f"{self.what} row 0: feature {name!r} expects a string, got {value!r}")
+                    f"{self.what} row {i}: feature {name!r} expects a string, got {value!r}")
             values[start + index.get(value, len(index))] = 1.0
-        x = np.array(values, dtype=np.float64)
-        # Every column but the numeric ones holds 0 or 1: one test of the whole row, and
-        # _bounded's for the message.
-        if not (np.abs(x) <= FEATURE_LIMIT).all():
-            self._bounded(x[None, :])
-        return x
+        return values
 
     def _bounded(self, X: np.ndarray) -> None:
         """Refuse a numeric value beyond +-FEATURE_LIMIT (bandit.models), naming its row."""
