@@ -137,6 +137,53 @@ def test_gaussian_max_probabilities_masks_and_degenerate_rows():
     np.testing.assert_array_equal(out[1], [0.0, 0.5, 0.5])  # all widths 0: a tie of the maxima
 
 
+
+def _random_posterior(seed):
+    """Seeded (mean, sd) of 2..6 arms: near ties, mixed scales, W1-like or huge and tiny sds."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 7))
+    kind = seed % 4
+    if kind == 0:
+        return rng.normal(0.0, 0.01, k), rng.uniform(0.5, 1.5, k)
+    if kind == 1:
+        return rng.normal(0.0, 1.0, k), 10.0 ** rng.uniform(-4, 1, k)
+    if kind == 2:
+        return rng.normal(0.0, 0.3, k), rng.uniform(0.08, 0.3, k)
+    return rng.normal(0.0, 1e3, k) * 10.0 ** rng.uniform(-6, 0), 10.0 ** rng.uniform(-6, 3, k)
+
+
+def _gaussian(mean, sd, mask=None, steps=_STEPS):
+    mean, sd = np.atleast_2d(mean), np.atleast_2d(sd)
+    mask = np.ones_like(mean, dtype=np.bool_) if mask is None else np.atleast_2d(mask)
+    out = np.empty_like(mean)
+    choice.gaussian_max_probabilities(mean, sd, mask, _GL_NODES, _GL_WEIGHTS, _RADIUS, steps, out)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))  # one of each kind
+def test_gaussian_max_probabilities_random_posteriors(seed):
+    mean, sd = _random_posterior(seed)
+    np.testing.assert_allclose(_gaussian(mean, sd)[0], reference.gaussian_max_probabilities(mean, sd),
+                               atol=1e-9)
+
+
+def test_gaussian_max_probabilities_fifty_arms_with_masks():
+    # K = 50 is too slow for the adaptive reference; a grid 4 times as fine stands in for it
+    # (it matches the reference on every smaller case), and a masked arm must drop out exactly.
+    rng = np.random.default_rng(5)
+    mean = np.vstack([rng.normal(0.0, 0.3, 50), rng.normal(0.0, 0.01, 50)])
+    sd = np.vstack([rng.uniform(0.08, 0.3, 50), 10.0 ** rng.uniform(-5, 0, 50)])
+    mask = rng.random((2, 50)) < 0.8
+    out = _gaussian(mean, sd, mask)
+    np.testing.assert_allclose(out, _gaussian(mean, sd, mask, steps=4 * _STEPS), atol=1e-9)
+    assert np.all(out[~mask] == 0.0)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-12)
+    some = np.flatnonzero(mask[0])[:5]
+    np.testing.assert_allclose(_gaussian(mean[0, some], sd[0, some])[0],
+                               reference.gaussian_max_probabilities(mean[0, some], sd[0, some]),
+                               atol=1e-9)
+
+
 BETA_CASES = {
     "uniform priors": ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0]),
     "skewed small ctr": ([3.0, 1.0, 12.0], [900.0, 1000.0, 3000.0]),

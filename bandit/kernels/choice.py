@@ -98,6 +98,47 @@ def _std_normal_cdf(z):
 
 
 @njit(cache=True)
+def _gaussian_grid(mu, sg, c, lo, radius, steps, order, grid):
+    """Breakpoints for arms 0..c-1 over [lo, max_j end_j], end_j = mu_j + radius sg_j: fills
+    grid[start:] ascending and returns start; sorts order[:c] by end, ascending.
+
+    Every arm's window [mu_j - radius sg_j, end_j] starts at or below lo, so the arms whose
+    window covers a point t are those with end_j > t. Between consecutive ends the pieces are
+    equal and at most radius / steps sds of the narrowest covering arm wide: the bound that
+    breakpoints every radius / steps sds of every arm give, with far fewer pieces when the arms
+    overlap. A segment lies inside the window (2 radius sds) of its narrowest covering arm, so
+    it takes at most 2 steps + 1 pieces and grid needs c (2 steps + 1) + 1 entries.
+    """
+    for j in range(c):
+        order[j] = j
+    for j in range(1, c):  # insertion sort by end: c is small
+        o = order[j]
+        e = mu[o] + radius * sg[o]
+        p = j - 1
+        while p >= 0 and mu[order[p]] + radius * sg[order[p]] > e:
+            order[p + 1] = order[p]
+            p -= 1
+        order[p + 1] = o
+    # Walk the segments from the top end down, so the narrowest covering sd is a running min.
+    start = grid.shape[0] - 1
+    grid[start] = mu[order[c - 1]] + radius * sg[order[c - 1]]
+    narrowest = np.inf
+    for s in range(c - 1, -1, -1):
+        narrowest = min(narrowest, sg[order[s]])
+        top = grid[start]
+        bottom = lo if s == 0 else max(lo, mu[order[s - 1]] + radius * sg[order[s - 1]])
+        if top <= bottom:
+            continue
+        n_pieces = int(math.ceil((top - bottom) / (narrowest * (radius / steps))))
+        for p in range(n_pieces - 1, 0, -1):
+            start -= 1
+            grid[start] = bottom + (top - bottom) * (p / n_pieces)
+        start -= 1
+        grid[start] = bottom
+    return start
+
+
+@njit(cache=True)
 def gaussian_max_probabilities(mean, sd, mask, nodes, weights, radius, steps, out):
     """P(arm a has the largest draw) for independent N(mean, sd^2) per arm; fills out (n, k).
 
@@ -105,9 +146,10 @@ def gaussian_max_probabilities(mean, sd, mask, nodes, weights, radius, steps, ou
     over [L, U] with L = max_a(mean_a - radius sd_a): below L some arm's CDF is < Phi(-radius), so
     no winner lives there, and on [L, U] every eligible F_b >= Phi(-radius) > 0, which makes the
     product over b != a a safe division. Arms with mean + radius sd < L cannot win (p = 0).
-    Breakpoints every radius / steps standard deviations of every competing arm resolve each
-    density and each CDF step at its own scale; each piece uses the Gauss-Legendre rule
-    (nodes, weights) on [-1, 1]. Rows where every sd is 0 are ties between the largest means.
+    Pieces at most radius / steps standard deviations of every competing arm they overlap
+    (``_gaussian_grid``) resolve each density and each CDF step at its own scale; each piece
+    uses the Gauss-Legendre rule (nodes, weights) on [-1, 1]. Rows where every sd is 0 are ties
+    between the largest means.
     """
     n, k = mean.shape
     per_row = mask.shape[0] > 1
@@ -118,7 +160,8 @@ def gaussian_max_probabilities(mean, sd, mask, nodes, weights, radius, steps, ou
     cdf = np.empty(k)
     pdf = np.empty(k)
     acc = np.empty(k)
-    breaks = np.empty(k * (2 * steps + 1) + 2)
+    order = np.empty(k, dtype=np.int64)
+    breaks = np.empty(k * (2 * steps + 1) + 1)
     for i in range(n):
         r = i if per_row else 0
         m = 0
@@ -150,11 +193,9 @@ def gaussian_max_probabilities(mean, sd, mask, nodes, weights, radius, steps, ou
             if sg[j] < sd_max * 1e-9:
                 sg[j] = sd_max * 1e-9
         lo = -np.inf
-        hi = -np.inf
         for j in range(m):
             lo = max(lo, mu[j] - radius * sg[j])
-            hi = max(hi, mu[j] + radius * sg[j])
-        # Keep the arms that can win; the others have F_b = 1 on [lo, hi] to machine precision.
+        # Keep the arms that can win; the others have F_b = 1 to machine precision above lo.
         c = 0
         for j in range(m):
             if mu[j] + radius * sg[j] >= lo:
@@ -162,25 +203,14 @@ def gaussian_max_probabilities(mean, sd, mask, nodes, weights, radius, steps, ou
                 mu[c] = mu[j]
                 sg[c] = sg[j]
                 c += 1
-        nb = 0
-        breaks[nb] = lo
-        nb += 1
-        breaks[nb] = hi
-        nb += 1
-        for j in range(c):
-            for s in range(-steps, steps + 1):
-                t = mu[j] + s * (radius / steps) * sg[j]
-                if t > lo and t < hi:
-                    breaks[nb] = t
-                    nb += 1
-        grid = np.sort(breaks[:nb])
+        first = _gaussian_grid(mu, sg, c, lo, radius, steps, order, breaks)
         for j in range(c):
             acc[j] = 0.0
-        for g in range(nb - 1):
-            half = 0.5 * (grid[g + 1] - grid[g])
+        for g in range(first, breaks.shape[0] - 1):
+            half = 0.5 * (breaks[g + 1] - breaks[g])
             if half <= 0.0:
                 continue
-            mid = 0.5 * (grid[g + 1] + grid[g])
+            mid = 0.5 * (breaks[g + 1] + breaks[g])
             for q in range(n_gl):
                 t = mid + half * nodes[q]
                 prod = 1.0
