@@ -3,7 +3,11 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-export NUMBA_CACHE_DIR := $(CURDIR)/.numba-cache
+# Numba's cache notices a change to a kernel's own file, not to a kernel it calls in another
+# file (bandit/kernels/single.py calls choice.py's): a stale caller kept the old callee's code.
+# So the cache lives in a folder named by a hash of every file with kernels.
+KERNEL_SOURCES := $(wildcard bandit/kernels/*.py bandit/*.py simulators/*.py benchmarks/*.py)
+export NUMBA_CACHE_DIR := $(CURDIR)/.numba-cache/$(shell cat $(KERNEL_SOURCES) | cksum | cut -d' ' -f1)
 
 .PHONY: demo test test-nojit bench install
 
