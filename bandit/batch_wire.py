@@ -24,14 +24,14 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
+from bandit import wire
 from bandit.engine import Engine, RequestColumns
 from bandit.errors import BanditError
 from bandit.models import CampaignSpec
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # pattern: _NAME
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # pattern: wire.names_fit
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Segments = Annotated[dict[Name, Label], msgspec.Meta(max_length=16)]
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*\Z").match  # "\Z": as pydantic's "$"
 _BLANK = re.compile(rb"\s*").match
 _MAX_JSON_REQUESTS = 100_000  # BatchDecisionRequest's limit
 
@@ -117,7 +117,7 @@ def _columns(engine: Engine, campaign: str, requests: list[Any]) -> RequestColum
         return None
     # An omitted "segments" stays UNSET rather than an empty dict per request.
     segments = [{} if r.segments is msgspec.UNSET else r.segments for r in requests]
-    if not all(map(_NAME, set().union(*segments))):
+    if not wire.names_fit(list(set().union(*segments))):
         return None
     try:
         return engine.request_columns(

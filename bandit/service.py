@@ -50,6 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bandit import wire
 from bandit.batch_wire import json_columns, ndjson_columns
 from bandit.engine import DecisionBatch, Engine, OneDecision, RequestColumns
 from bandit.errors import BanditError, InvalidInputError
@@ -473,10 +474,6 @@ class _FastRequest(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _FAST_DECODE = msgspec.json.Decoder(_FastRequest).decode
-# Python's re lets "$" match before a final newline, pydantic's regex does not: "\Z".
-_NAME_MATCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*\Z").match
-_NAMES_SEEN: set[str] = set()  # names seen to match (a set lookup instead of a regex call)
-_NAMES_SEEN_MAX = 65_536
 
 
 def _fast_request(body: bytes) -> _FastRequest | None:
@@ -486,14 +483,8 @@ def _fast_request(body: bytes) -> _FastRequest | None:
         request = _FAST_DECODE(body)
     except msgspec.DecodeError:
         return None
-    seen = _NAMES_SEEN
-    if not (request.campaign in seen and seen.issuperset(request.context)
-            and seen.issuperset(request.segments)):
-        names = [request.campaign, *request.context, *request.segments]
-        if not all(map(_NAME_MATCH, names)):
-            return None
-        if len(seen) < _NAMES_SEEN_MAX:
-            seen.update(names)
+    if not wire.names_fit([request.campaign, *request.context, *request.segments]):
+        return None
     return request
 
 

@@ -198,6 +198,12 @@ def decode_lines(many: msgspec.json.Decoder, values: Sequence[bytes | None],
     return [one(value) for value in values]
 
 
+def names_fit(names: list[str]) -> bool:
+    """Whether every name matches the models' name pattern: a set lookup for names already
+    seen to match, the regex for the others (which are then remembered)."""
+    return _known.issuperset(names) or _names_match(names)
+
+
 def _names_match(names: list[str]) -> bool:
     """Whether every name matches the pattern; those that do are remembered."""
     if not all(map(_NAME, names)):
