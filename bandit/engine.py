@@ -36,7 +36,7 @@ from bandit.errors import (
     NotFoundError,
     UnknownArmError,
 )
-from bandit.join import Closed, Joiner, JoinResult
+from bandit.join import Closed, Joiner, JoinResult, subject_key
 from bandit.kernels import draws as draw_kernels
 from bandit.kernels.text import interleave, row_bounds
 from bandit.models import (
@@ -1560,11 +1560,18 @@ class Engine:
                 s.policy, s.fallback = policy, fallback
             return len(taken)
 
-    def erase(self, user_id: str) -> int:
-        """Erasure: the subject's pending decisions leave the join (learned sums are aggregates
-        and stay). Returns how many decisions were dropped."""
+    def erase(self, user_id: str, at_ms: float) -> int:
+        """Erasure at ``at_ms`` (event time): the subject's decisions with an impression at or
+        before it leave the join and are refused if they come again; their user id and string
+        values leave the snapshot (learned sums and report tallies are aggregates and stay).
+        Returns how many pending decisions were dropped."""
+        return self.erase_subjects({subject_key(user_id): at_ms})[0]
+
+    def erase_subjects(self, subjects: Mapping[bytes, float]) -> tuple[int, bool]:
+        """``erase`` by ``subject_key`` (the stream worker's erase records): how many pending
+        decisions were dropped and whether anything changed (see ``Joiner.erase``)."""
         with self._lock:
-            return self._joiner.erase(user_id)
+            return self._joiner.erase(subjects)
 
     def open_windows(self) -> int:
         """How many decisions wait in the attribution join for their window to close."""

@@ -5,13 +5,21 @@ the batching, so the in-process event path and the stream worker share it. A dec
 opens at its impression's ts and closes once the watermark (the newest event time seen) is past
 ts + attribution_window_ms; clicks in the window are aggregated per slot by the campaign's rule
 (sum, max, earliest) and a window without clicks is learned as the campaign's default reward.
+
+Erasure: the join keeps the erased subjects as ``subject_key`` hashes of their user ids, each
+with the event time of its erasure. A decision of an erased subject whose impression is at or
+before that time leaves the open windows, and such an impression arriving later (a replay, a
+late sender) is rejected as ``ERASED``; an impression after it is a new decision (the
+subscriber came back). The erased subjects are part of the state, and the interned strings
+are compacted on erasure, so a snapshot holds neither the user id nor their string values.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from itertools import chain, repeat
 from operator import attrgetter
 
@@ -30,6 +38,14 @@ _LATE = "late: outside the attribution window"
 _FIRST_ROWS = 1024  # initial capacity of the open-window columns; doubled when full
 _WIDE = ("_arm", "_propensity", "_context", "_segment")  # a column per slot, key, segment
 _arm, _propensity = attrgetter("arm"), attrgetter("propensity")
+ERASED = "erased: the subject asked to be erased"  # never dead-lettered: it holds their data
+
+
+def subject_key(user_id: str) -> bytes:
+    """The 16-byte BLAKE2b hash by which erasures name a subject (the join's state and the
+    stream's erase records hold no user id). Unkeyed: someone who guesses a user id can
+    confirm that it was erased."""
+    return blake2b(user_id.encode(), digest_size=16, person=b"cmab erasure").digest()
 
 
 @dataclass(frozen=True)
@@ -244,6 +260,10 @@ class Joiner:
         self._first_ts: dict[int, dict[str, float]] = {}  # row -> slot -> its reward's click ts
         self._next_deadline = math.inf  # no open window closes before this (a lower bound)
         self._allocate(_FIRST_ROWS, 1, 1, 1)
+        # Erased subjects: subject_key -> event time of the erasure (ms), and the latest of
+        # those times: a newer impression needs no hash.
+        self._erased: dict[bytes, float] = {}
+        self._erased_until = -math.inf
 
     def _allocate(self, rows: int, slots: int, context: int, segments: int) -> None:
         """(Re)size the columns, keeping the rows in use (``add`` may have handed out rows
@@ -295,6 +315,7 @@ class Joiner:
         seen, row, closed = self._seen, self._row, self._closed
         early, free = self._early, self._free
         settings, newest, longest = self._cache, self.watermark, self._longest
+        erased_until = self._erased_until
         # Impressions are checked and given their rows here, in order, and written to the
         # columns together (_insert) at the end. A click on a row not written yet reads the
         # impression's time, deadline and shape from ``waiting`` instead of the columns: a
@@ -315,6 +336,10 @@ class Joiner:
                     longest = float(window)
                 if event.type != "impression":
                     self._click(event, result, waiting)
+                    continue
+                if ts <= erased_until and ts <= self._erased.get(subject_key(event.user_id),
+                                                                  -math.inf):
+                    result.rejected.append(Rejected(event, ERASED))
                     continue
                 decision_id = event.decision_id
                 if decision_id in row or decision_id in closed:
@@ -343,12 +368,55 @@ class Joiner:
         self._close(result)
         return result
 
-    def erase(self, user_id: str) -> int:
-        """Drop the subject's open decisions; returns how many were dropped."""
-        gone = [r for r, user in enumerate(self._users) if user == user_id]
+    def erase(self, subjects: Mapping[bytes, float]) -> tuple[int, bool]:
+        """Erase subjects (``subject_key`` -> event time of the erasure, ms): their open
+        decisions with an impression at or before it leave, their later impressions up to it
+        are rejected, and strings no open decision uses leave the interned table. Returns how
+        many open decisions left and whether anything changed (False: every erasure was
+        applied already, so a restored join re-applies its erasures for nothing)."""
+        fresh = {key: float(at) for key, at in subjects.items()
+                 if at > self._erased.get(key, -math.inf)}
+        if not fresh:
+            return 0, False
+        self._erased.update(fresh)
+        latest = max(fresh.values())
+        self._erased_until = max(self._erased_until, latest)
+        n, users, ts = self._size, self._users, self._ts
+        rows = np.flatnonzero(self._live[:n] & (self._ts[:n] <= latest)).tolist()
+        gone = [r for r in rows if ts[r] <= fresh.get(subject_key(users[r]), -math.inf)]
         for r in gone:
             self._drop(r)
-        return len(gone)
+        self._compact()
+        return len(gone), True
+
+    def _compact(self) -> None:
+        """Keep only the interned strings that open decisions use (what erased or closed
+        decisions alone used leaves the state), renumbered in their order."""
+        if not self._names:
+            return
+        n = self._size
+        live = np.flatnonzero(self._live[:n])
+        shapes = self._shape[live]
+        used = np.zeros(len(self._names), dtype=np.bool_)
+        strings = []  # per shape with string context values: its rows and those columns
+        for shape in np.unique(shapes).tolist():
+            rows = live[shapes == shape]
+            _, slots, context_keys, segment_keys = self._shapes[shape]
+            used[self._arm[rows, :len(slots)]] = True
+            used[self._segment[rows, :len(segment_keys)]] = True
+            columns = [j for j, (_, is_str) in enumerate(context_keys or ()) if is_str]
+            if columns:
+                cells = np.ix_(rows, columns)
+                used[self._context[cells].astype(np.intp)] = True
+                strings.append(cells)
+        new = np.cumsum(used, dtype=np.int32) - 1
+        new[~used] = 0  # cells past a row's own slots and segments: any valid index
+        self._names = [name for name, keep in zip(self._names, used.tolist()) if keep]
+        self._name_index = {name: i for i, name in enumerate(self._names)}
+        self._arm[:n] = new[self._arm[:n]]
+        self._segment[:n] = new[self._segment[:n]]
+        for cells in strings:
+            self._context[cells] = new[self._context[cells].astype(np.intp)]
 
     @property
     def open_count(self) -> int:
@@ -601,6 +669,8 @@ class Joiner:
             "seen_ts": np.fromiter(self._seen.values(), np.float64, len(self._seen)),
             "closed": _hex_blob(list(self._closed)),
             "closed_ts": np.fromiter(self._closed.values(), np.float64, len(self._closed)),
+            "erased": np.frombuffer(b"".join(self._erased), dtype=np.uint8),
+            "erased_at": np.fromiter(self._erased.values(), np.float64, len(self._erased)),
         }
         meta = {
             "watermark": self.watermark if math.isfinite(self.watermark) else None,
@@ -671,6 +741,13 @@ class Joiner:
                                 arrays["seen_ts"].tolist(), strict=True))
         joiner._closed = dict(zip(_from_hex_blob(arrays["closed"]),
                                   arrays["closed_ts"].tolist(), strict=True))
+        if "erased" in arrays:  # a state from before erasures were kept has none
+            keys = arrays["erased"].tobytes()
+            if len(keys) % 16:
+                raise ValueError("erased subjects: not a whole number of keys")
+            joiner._erased = dict(zip((keys[i:i + 16] for i in range(0, len(keys), 16)),
+                                      arrays["erased_at"].tolist(), strict=True))
+            joiner._erased_until = max(joiner._erased.values(), default=-math.inf)
         return joiner
 
 

@@ -105,7 +105,11 @@ class Accepted(Strict):
 
 
 class Erased(Strict):
-    erased: int = Field(description="Pending decisions of the subject that were dropped.")
+    erased: int = Field(description="Pending decisions of the subject this process dropped "
+                        "(0 in stream mode: the workers hold them).")
+    forwarded: bool = Field(description="The erasure was written to the stream (stream mode) "
+                            "before this answer: every worker applies it, also after a "
+                            "restart.")
 
 
 class Health(Strict):
@@ -1025,10 +1029,15 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     @app.delete("/v1/subjects/{user_id}", response_model=Erased, tags=["subjects"],
                 dependencies=managed, responses=_responses(401, 403, 503))
     async def erase(user_id: UserIdPath) -> Erased:
-        """Erasure: drop the subscriber's pending decisions (learned sums are aggregates)."""
+        """Erasure: the subscriber's decisions with an impression at or before now (this
+        server's clock) are dropped and refused if their impression comes again; a later
+        impression is a new decision. Their user id and string values leave the state;
+        learned sums and report tallies are aggregates and stay."""
+        at_ms = int(time.time() * 1000)
         if stream:
-            await off_loop(stream[0].erase, user_id)
-        return Erased(erased=await off_loop(engine.erase, user_id))
+            await off_loop(stream[0].erase, user_id, at_ms)
+        return Erased(erased=await off_loop(engine.erase, user_id, at_ms),
+                      forwarded=bool(stream))
 
     # -- operations --------------------------------------------------------------------------
 

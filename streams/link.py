@@ -18,6 +18,7 @@ from bandit.models import Click, Impression
 from streams.follower import StateFollower
 from streams.publish import Publisher
 from streams.topics import Topics, create_topics
+from streams.worker import erase_record
 
 
 class StreamLink:
@@ -42,9 +43,11 @@ class StreamLink:
                 raise InvalidInputError(f"event {i} ({e.event_id}): {exc}") from None
         return self.publisher.events(events)
 
-    def erase(self, user_id: str) -> None:
-        """Ask every worker to drop the subject's pending decisions."""
-        self.publisher.raw(self.topics.campaigns, [orjson.dumps({"erase": user_id})],
+    def erase(self, user_id: str, at_ms: int) -> None:
+        """Erase the subject's decisions up to ``at_ms`` in every worker, durably: the erase
+        record (a hash of the user id, not the id) is flushed to the campaigns topic, which
+        workers re-apply on every restore (streams.worker)."""
+        self.publisher.raw(self.topics.campaigns, [orjson.dumps(erase_record(user_id, at_ms))],
                            key=b"erase")
 
     def state_age_s(self) -> float | None:

@@ -20,6 +20,17 @@ training log, blocks: streams.joined) and refused records to ``.deadletter`` wit
 bytes and a reason; both are flushed after every batch, so before any checkpoint that covers
 them, and records re-processed after a restart may write them again.
 
+Erasure is durable: the decision service publishes an erase record (``erase_record``: the
+subject's ``bandit.join.subject_key`` and the erasure's time, no user id) to the campaigns
+topic, which every worker reads from its start. A worker applies each erase record to every
+partition it holds and again to every partition it restores (a checkpoint may predate the
+erasure), and the join refuses the subject's impressions up to the erasure's time that come
+again (records re-processed after a restart) without dead-lettering them: no restart,
+rebalance or replay brings the subject back into the model or ``.joined``. The partitions
+are then checkpointed as usual, and their next checkpoint no longer holds the subject.
+Earlier records on the topics themselves (impressions, older checkpoints) hold the subject
+until the topics' retention removes them.
+
 Event time: a partition's watermark is the slower of its two inputs (the newest event time
 each has delivered), so a click is not judged late because impressions ran ahead; an input
 with nothing left to read does not hold the watermark back. Where each input arrives in event
@@ -46,6 +57,7 @@ import orjson
 from bandit import wire
 from bandit.engine import Engine
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
+from bandit.join import ERASED, subject_key
 from bandit.models import Click, Impression
 from streams.codec import Refused, decode_many, encode
 
@@ -104,6 +116,7 @@ class Counters:
     duplicates: int = 0
     late: int = 0
     dead_letters: int = 0
+    erased: int = 0  # decisions of erased subjects dropped (pending, or their impression)
 
     def add(self, other: Counters) -> None:
         for name, value in vars(other).items():
@@ -133,6 +146,25 @@ class Stages:
         if stage is not None:
             self.seconds[stage] += now - self._last
         self._last = now
+
+
+def erase_record(user_id: str, at_ms: int) -> dict[str, Any]:
+    """The campaigns-topic record that erases a subject's decisions with an impression at or
+    before ``at_ms`` (event time, ms since the epoch)."""
+    return {"erase": subject_key(user_id).hex(), "at": at_ms}
+
+
+def _erasure(record: dict[str, Any]) -> tuple[bytes, float]:
+    """The subject key and time of an erase record (InvalidInputError if it is not one)."""
+    key, at = record.get("erase"), record.get("at")
+    if not (isinstance(key, str) and len(key) == 32 and isinstance(at, int | float)
+            and not isinstance(at, bool) and math.isfinite(at)):
+        raise InvalidInputError(f"erase record: expected a subject key of 32 hex digits and "
+                                f"a finite time 'at', got {record!r}")
+    try:
+        return bytes.fromhex(key), float(at)
+    except ValueError:
+        raise InvalidInputError(f"erase record: subject key {key!r} is not hex") from None
 
 
 _WIRE = {IMPRESSIONS: wire.Impression, CLICKS: wire.Click}  # what each input should decode to
@@ -239,13 +271,17 @@ class PartitionJoin:
         watermark = min(busy) if busy else max(self.newest.values())
         result = self.engine.ingest(events, watermark, checked=True, lap=lap)
         source: dict[int, Record] = {}  # id of a decoded event -> its record, if any refused
-        if any(not r.reason.startswith("duplicate") for r in result.rejected):
+        if any(r.reason is not ERASED and not r.reason.startswith("duplicate")
+               for r in result.rejected):
             source = {id(event): Record(stream, self.partition, offset, value)
                       for stream, batch_offsets, values, decoded in read
                       for event, offset, value in zip(decoded, batch_offsets, values)}
         for rejected in result.rejected:
             if rejected.reason.startswith("duplicate"):
                 out.counters.duplicates += 1
+                continue
+            if rejected.reason is ERASED:  # counted, never dead-lettered: it holds their data
+                out.counters.erased += 1
                 continue
             if rejected.reason.startswith("late"):
                 out.counters.late += 1
@@ -348,6 +384,7 @@ class Worker:
         self._lap = _no_lap if stages is None else stages.lap
         self.partitions: dict[int, PartitionJoin] = {}
         self.campaigns: dict[str, dict[str, Any]] = {}
+        self.erasures: dict[bytes, float] = {}  # every erase record read: subject key -> time
         self.counters = Counters()
         self.campaign_errors = 0
         self.checkpoints = 0  # written by this worker
@@ -367,6 +404,7 @@ class Worker:
             else:
                 part = PartitionJoin.restore(data, what=f"checkpoint of partition {p}")
             self._apply_campaigns(part, self.campaigns.values())
+            self._erase(part, self.erasures)
             self.partitions[p] = part
             self._written_at[p] = self.clock()
             self.transport.seek(p, part.offsets)
@@ -398,16 +436,36 @@ class Worker:
         fresh = self.transport.campaign_records()
         if not fresh:
             return
-        erasures = [r for r in fresh if isinstance(r, dict) and isinstance(r.get("erase"), str)]
-        fresh = [r for r in fresh if r not in erasures]
+        erasures: dict[bytes, float] = {}
+        for record in [r for r in fresh if isinstance(r, dict) and "erase" in r]:
+            try:
+                key, at = _erasure(record)
+            except InvalidInputError as exc:
+                self.campaign_errors += 1
+                log.error("erase record refused: %s", exc)
+                continue
+            erasures[key] = max(at, erasures.get(key, -math.inf))
+        fresh = [r for r in fresh if not (isinstance(r, dict) and "erase" in r)]
         for record in fresh:
             name = record.get("spec", {}).get("name") if isinstance(record, dict) else None
             if isinstance(name, str):
                 self.campaigns[name] = record
+        for key, at in erasures.items():
+            self.erasures[key] = max(at, self.erasures.get(key, -math.inf))
         for part in self.partitions.values():
             self._apply_campaigns(part, fresh)
-            for record in erasures:
-                part.engine.erase(record["erase"])
+            self._erase(part, erasures)
+
+    def _erase(self, part: PartitionJoin, erasures: dict[bytes, float]) -> None:
+        """Apply erasures to a partition; if that changed it, its next checkpoint is due
+        (the last one may hold the subjects)."""
+        if not erasures:
+            return
+        dropped, changed = part.engine.erase_subjects(erasures)
+        part.counters.erased += dropped
+        self.counters.erased += dropped
+        if changed:
+            self._pending.add(part.partition)
 
     def _apply_campaigns(self, part: PartitionJoin, records: Iterable[dict[str, Any]]) -> None:
         for record in records:

@@ -229,10 +229,32 @@ def test_record_refuses_bad_events_before_changing_anything(engine):
 def test_erasure_drops_pending_decisions(engine):
     reqs = requests(10)
     engine.record(engine.decide_batch("weekly", reqs).impressions(reqs, ts_ms=0))
-    assert engine.erase(reqs[3].user_id) == 1
-    assert engine.erase(reqs[3].user_id) == 0
+    assert engine.erase(reqs[3].user_id, 0) == 1
+    assert engine.erase(reqs[3].user_id, 0) == 0
     _play(engine, 1, 9, ts=10_000, click_rule=lambda r: False)
     assert engine.report("weekly").impressions == 9
+
+
+def test_an_erased_subject_leaves_the_snapshot_and_is_not_learned_from_a_replay(engine):
+    reqs = requests(10)
+    alice = DecisionRequest(campaign="weekly", user_id="alice@example.org",
+                            context={"engagement": 0.5, "style": "alice-style"},
+                            segments={"region": "alice-town"})
+    batch = engine.decide_batch("weekly", [*reqs, alice])
+    events = batch.impressions([*reqs, alice], ts_ms=0)
+    engine.record(events)
+    secrets = [b"alice@example.org", b"alice-style", b"alice-town"]
+    assert all(s in engine.to_bytes() for s in secrets)
+    assert engine.erase("alice@example.org", 0) == 1
+    assert not any(s in engine.to_bytes() for s in secrets)
+    restored = Engine.from_bytes(engine.to_bytes())[0]
+    replayed = events[-1].model_copy(update={"event_id": "sent again"})
+    assert restored.record([replayed]) == 0  # refused: the decision predates the erasure
+    assert not any(s in restored.to_bytes() for s in secrets)
+    _play(restored, 1, 9, ts=10_000, click_rule=lambda r: False)
+    report = restored.report("weekly")
+    assert report.impressions == 10
+    assert "alice-town" not in {s.value for slot in report.slots for s in slot.segments}
 
 
 def test_snapshot_round_trip_keeps_everything(engine, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandit.join import Joiner
+from bandit.join import ERASED, Joiner, subject_key
 from bandit.models import CampaignSpec, Click, Impression
 
 WINDOW = 100
@@ -133,6 +133,7 @@ def test_a_join_restored_at_any_point_ends_like_an_uninterrupted_one(events, dat
     cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=6)))
     erase = data.draw(st.sampled_from([None, "u0", "u1"]))
     erase_at = data.draw(st.integers(0, len(events)))
+    erased_until = data.draw(st.integers(-1, 500))  # event time: later impressions are new
 
     def run(restore):
         j = Joiner(lambda name: spec(rule))
@@ -140,7 +141,7 @@ def test_a_join_restored_at_any_point_ends_like_an_uninterrupted_one(events, dat
         bounds = sorted({0, *cuts, erase_at, len(events)})
         for lo, hi in zip(bounds, bounds[1:]):
             if lo == erase_at and erase is not None:
-                j.erase(erase)
+                j.erase({subject_key(erase): erased_until})
             out = j.add(events[lo:hi])
             joined += [e.model_dump() for e in out.joined]
             rejected += [(r.event.event_id, r.reason) for r in out.rejected]
@@ -239,3 +240,33 @@ def test_closed_json_is_the_bytes_of_the_joined_event_for_any_values(rows):
     assert len(closed) == len(rows)
     assert closed.json() == [(e.decision_id, orjson.dumps(e.model_dump(
         mode="json", exclude_none=True))) for e in closed.events()]
+
+
+def test_an_erased_subject_leaves_the_state_and_only_a_later_decision_comes_back():
+    """Erasure at t: the subject's open decisions leave with their strings (the state holds
+    neither the user id nor their string values), an impression at or before t is refused
+    however often it comes (a replay, a restored join), one after t is a new decision."""
+    j = Joiner(lambda name: spec())
+    mine = Impression(event_id="i-mine", decision_id="a" * 32, campaign="w", user_id="alice",
+                      ts=10, slots={"s": {"arm": "a", "propensity": 0.5}},
+                      context={"x": 1.0, "tier": "alice-tier"}, segments={"city": "alice-city"})
+    j.add([imp(0, 0), mine, varied_imp(1, 20)])
+    secrets = [b"alice", b"alice-tier", b"alice-city"]
+
+    def saved(join):
+        meta, arrays = join.state()
+        return orjson.dumps(meta) + b"".join(a.tobytes() for a in arrays.values())
+
+    assert all(s in saved(j) for s in secrets)
+    assert j.erase({subject_key("alice"): 50}) == (1, True)
+    assert j.erase({subject_key("alice"): 50}) == (0, False)  # applied already
+    assert not any(s in saved(j) for s in secrets)
+    restored = Joiner.from_state(*j.state(), lambda name: spec())
+    again = mine.model_copy(update={"event_id": "i-mine-again", "ts": 50})
+    for join in (j, restored):
+        out = join.add([again])
+        assert [r.reason for r in out.rejected] == [ERASED] and join.open_count == 2
+    later = mine.model_copy(update={"event_id": "i-back", "decision_id": "b" * 32, "ts": 51})
+    assert restored.add([later]).rejected == [] and restored.open_count == 3
+    closed = restored.add([imp(9, 10_000)]).joined
+    assert sorted(e.user_id for e in closed) == ["alice", "u0", "u1"]  # only the later one

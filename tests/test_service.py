@@ -366,9 +366,9 @@ def test_erasure_drops_pending_decisions(client, campaign):
     # Far ahead in event time: the engine's watermark is shared, earlier tests moved it.
     assert client.post("/v1/events", json=impressions(decisions, 10**12)).json() == {
         "accepted": 3}
-    assert client.delete("/v1/subjects/user-1").json() == {"erased": 1}
-    assert client.delete("/v1/subjects/user-1").json() == {"erased": 0}
-    assert client.delete("/v1/subjects/nobody").json() == {"erased": 0}
+    assert client.delete("/v1/subjects/user-1").json() == {"erased": 1, "forwarded": False}
+    assert client.delete("/v1/subjects/user-1").json() == {"erased": 0, "forwarded": False}
+    assert client.delete("/v1/subjects/nobody").json() == {"erased": 0, "forwarded": False}
 
 
 def test_metrics(client, campaign):

@@ -15,7 +15,15 @@ from streams.codec import encode
 from streams.joined import examples
 from streams.memory import MemoryLog, MemoryTransport
 from streams.topics import Topics
-from streams.worker import CLICKS, IMPRESSIONS, Batch, PartitionJoin, Stages, Worker
+from streams.worker import (
+    CLICKS,
+    IMPRESSIONS,
+    Batch,
+    PartitionJoin,
+    Stages,
+    Worker,
+    erase_record,
+)
 from tests import streamdata
 
 
@@ -317,3 +325,63 @@ def test_timing_the_stages_changes_nothing_and_times_every_stage():
     seconds = workers[1].stages.seconds
     assert list(seconds) == list(Stages.NAMES)
     assert all(seconds[stage] > 0 for stage in Stages.NAMES), seconds
+
+
+def test_an_erasure_survives_a_kill_a_restore_and_a_replay():
+    """Two subjects erased while their decisions are open: one in the last checkpoint (which
+    predates the erasure), the other in records after it. The worker is killed after it
+    applied the erasure in memory and before any checkpoint; its successor restores the old
+    checkpoint and re-processes those records. Nothing of the subjects is learned, written to
+    .joined or dead-lettered, and the next checkpoint no longer holds them."""
+    s = streamdata.make(200, seed=21)
+    first, second = s.impressions[120], s.impressions[150]
+    gone = {first["user_id"], second["user_id"]}
+    log = _log(partitions=1)
+    sent = {"impressions": 0, "clicks": 0}
+
+    def send_until(ts: float) -> None:  # both inputs, in event time, up to ts
+        for stream, topic in (("impressions", log.topics.impressions),
+                              ("clicks", log.topics.clicks)):
+            events = getattr(s, stream)
+            while sent[stream] < len(events) and events[sent[stream]]["ts"] <= ts:
+                event = events[sent[stream]]
+                log.append(topic, encode(event), key=event["decision_id"].encode())
+                sent[stream] += 1
+
+    send_until(first["ts"])
+    transport = MemoryTransport(log)
+    worker = Worker(transport, checkpoint_interval_ms=10**9)
+    transport.attach(worker)
+    _drain(worker)
+    assert first["decision_id"] in worker.partitions[0].engine._joiner._row  # checkpointed
+    transport.send_checkpoint = lambda partition, data: None  # from now on: killed before
+    send_until(second["ts"])
+    worker.step()
+    for user_id in sorted(gone):
+        log.publish_campaign(erase_record(user_id, s.end_ts))
+    worker.step()
+    open_ids = worker.partitions[0].engine._joiner._row.keys()
+    assert first["decision_id"] not in open_ids and second["decision_id"] not in open_ids
+    # Killed. The successor restores the checkpoint holding the first subject, replays the
+    # second's impression, then reads the rest of the stream.
+    transport = MemoryTransport(log)
+    worker = Worker(transport)
+    transport.attach(worker)
+    send_until(s.end_ts)
+    imp, click = streamdata.sentinels(0, s.end_ts + 10 * streamdata.WINDOW_MS)
+    log.append(log.topics.impressions, encode(imp), partition=0)
+    log.append(log.topics.clicks, encode(click), partition=0)
+    _drain(worker)
+    assert worker.counters.erased == 2  # one open decision restored, one impression replayed
+    kept = [e for e in s.joined if e.user_id not in gone]
+    streamdata.assert_same_model(_model(log), streamdata.reference(
+        streamdata.Streams(s.impressions, s.clicks, kept, s.late, s.duplicates, s.end_ts)))
+    joined = [orjson.loads(v) for _, block, _ in log.read(log.topics.joined, 0)
+              for v in examples(block)]
+    # At least once: what the killed worker wrote after its checkpoint is written again.
+    assert {j["decision_id"] for j in joined} == {e.decision_id for e in kept}
+    quoted = [orjson.dumps(user_id) for user_id in gone]
+    letters = b"".join(value or b"" for _, value, _ in log.read(log.topics.deadletter, 0))
+    checkpoint = transport.latest_checkpoint(0)
+    assert not any(q in letters or q in checkpoint for q in quoted)
+    assert PartitionJoin.restore(checkpoint).counters.erased == 2

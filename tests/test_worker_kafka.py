@@ -211,3 +211,82 @@ def test_the_service_in_stream_mode_publishes_campaigns_and_events_and_follows_t
             assert ready["status"] == "ready" and ready["state_age_s"] >= 0
         finally:
             transport.close()
+
+
+def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
+    """A subject's decision is open in a `cmab worker`'s checkpoint; the service erases them
+    (DELETE /v1/subjects/..., forwarded to the stream); the worker is SIGKILLed and restarted,
+    and the stream plays on past the window. Nothing of the subject is learned or in
+    .joined: the model is the one of a run where the subject never existed."""
+    import orjson
+
+    from bandit.service import create_app
+    from bandit.settings import Settings
+    from streams.joined import examples
+    from streams.kafka import read_until_idle
+    from tests.test_service import live
+
+    partitions = 2
+    topics = _setup(kafka, partitions)
+    s = streamdata.make(300, seed=31)
+    subject = s.impressions[200]
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers,
+                             allow_auto_create_topics=False)
+    counts: dict[tuple[str, int], int] = {}
+    sent = {"impressions": 0, "clicks": 0}
+
+    def send_until(ts: float) -> None:  # both inputs, in event time, up to ts
+        futures = []
+        for stream in sent:
+            events = getattr(s, stream)
+            while sent[stream] < len(events) and events[sent[stream]]["ts"] <= ts:
+                event = events[sent[stream]]
+                futures.append(producer.send(getattr(topics, stream), encode(event),
+                                             key=event["decision_id"].encode()))
+                sent[stream] += 1
+        if ts > s.end_ts:
+            for p in range(partitions):
+                imp, click = streamdata.sentinels(p, s.end_ts + 10 * streamdata.WINDOW_MS)
+                futures.append(producer.send(topics.impressions, encode(imp), partition=p))
+                futures.append(producer.send(topics.clicks, encode(click), partition=p))
+        producer.flush()
+        for f in futures:
+            meta = f.get(timeout=10)
+            counts[(meta.topic, meta.partition)] = counts.get((meta.topic, meta.partition),
+                                                              0) + 1
+
+    engine, follower = _service(kafka, topics)
+    group = f"g-{topics.prefix}"
+    log = open(tmp_path / "workers.log", "wb")  # noqa: SIM115 - closed below
+    worker = _spawn(kafka, topics, group, log)
+    try:
+        send_until(subject["ts"])
+        assert follower.wait_for(_done(topics, dict(counts), partitions), 60), "no checkpoint"
+        settings = Settings(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=topics.prefix)
+        with live(create_app(Engine(seed=0), settings)) as client:
+            erased = client.delete(f"/v1/subjects/{subject['user_id']}")
+            assert erased.status_code == 200, erased.text
+            assert erased.json() == {"erased": 0, "forwarded": True}
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        worker = _spawn(kafka, topics, group, log)
+        send_until(s.end_ts + 10 * streamdata.WINDOW_MS)
+        finished = follower.wait_for(_done(topics, counts, partitions), 120)
+        assert finished, f"the worker did not finish: {(tmp_path / 'workers.log').read_text()}"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            raise
+        follower.close()
+        producer.close()
+        log.close()
+    kept = [e for e in s.joined if e.user_id != subject["user_id"]]
+    streamdata.assert_same_model(engine, streamdata.reference(
+        streamdata.Streams(s.impressions, s.clicks, kept, s.late, s.duplicates, s.end_ts)))
+    joined = [orjson.loads(v) for block in read_until_idle(kafka.bootstrap_servers, topics.joined)
+              for v in examples(block)]
+    assert {j["decision_id"] for j in joined} == {e.decision_id for e in kept}
+    assert subject["user_id"] not in {j["user_id"] for j in joined}
