@@ -159,12 +159,13 @@ def _erasure(record: dict[str, Any]) -> tuple[bytes, float]:
     key, at = record.get("erase"), record.get("at")
     if not (isinstance(key, str) and len(key) == 32 and isinstance(at, int | float)
             and not isinstance(at, bool) and math.isfinite(at)):
-        raise InvalidInputError(f"erase record: expected a subject key of 32 hex digits and "
-                                f"a finite time 'at', got {record!r}")
+        # Not the record itself: an erase record of an older version holds the user id.
+        raise InvalidInputError("erase record: expected a subject key of 32 hex digits and a "
+                                f"finite time 'at', got the fields {sorted(record)}")
     try:
         return bytes.fromhex(key), float(at)
     except ValueError:
-        raise InvalidInputError(f"erase record: subject key {key!r} is not hex") from None
+        raise InvalidInputError("erase record: the subject key is not hex") from None
 
 
 _WIRE = {IMPRESSIONS: wire.Impression, CLICKS: wire.Click}  # what each input should decode to

@@ -385,3 +385,15 @@ def test_an_erasure_survives_a_kill_a_restore_and_a_replay():
     checkpoint = transport.latest_checkpoint(0)
     assert not any(q in letters or q in checkpoint for q in quoted)
     assert PartitionJoin.restore(checkpoint).counters.erased == 2
+
+
+def test_a_malformed_erase_record_is_refused_without_logging_its_contents(caplog):
+    log = _log(partitions=1)
+    log.publish_campaign({"erase": "alice@example.org"})  # an older version's: a user id
+    log.publish_campaign({"erase": "z" * 32, "at": 0})
+    log.publish_campaign({"erase": "0" * 32, "at": float("inf")})
+    transport = MemoryTransport(log)
+    worker = Worker(transport)
+    transport.attach(worker)
+    assert worker.campaign_errors == 3 and worker.erasures == {}
+    assert "erase record" in caplog.text and "alice" not in caplog.text
