@@ -877,10 +877,11 @@ class BetaTS(Policy):
         self._state_changed()
 
     def _accumulate(self, arms, X, rewards, weights) -> None:
-        k = self.n_arms
-        self._successes += np.bincount(arms, weights=weights * rewards, minlength=k)
-        self._failures += np.bincount(arms, weights=weights * (1.0 - rewards), minlength=k)
-        self._counts += np.bincount(arms, weights=weights, minlength=k)
+        # Into the sums row by row (np.add.at is unbuffered, in order), never a batch's own
+        # sum added at once: the sums then do not depend on how the events were batched.
+        np.add.at(self._successes, arms, weights * rewards)
+        np.add.at(self._failures, arms, weights * (1.0 - rewards))
+        np.add.at(self._counts, arms, weights)
         self._state_changed()
 
     def _learn_one(self, arm: int, x: Any, reward: float) -> None:
@@ -1148,7 +1149,7 @@ class Bart(Policy):
     def _accumulate(self, arms, X, rewards, weights) -> None:
         linear.accumulate(self._S, self._b, np.zeros(1), np.zeros(len(arms), dtype=np.int64),
                           self._phi(X, arms), rewards, weights)
-        self._counts += np.bincount(arms, weights=weights, minlength=self.n_arms)
+        np.add.at(self._counts, arms, weights)  # row by row, as the sums: see BetaTS
         self._dirty = True
 
     def _refresh(self) -> None:
