@@ -7,6 +7,9 @@ Inputs are validated here, once; kernels trust their arrays.
 
 The learned state is a sum over events (plus, with decay, the event time it refers to), so two
 policies that learned disjoint parts of a stream merge into the policy that learned all of it.
+``learn_many`` adds its rows to the sums one after another, so a sequence of events learned in
+any split into calls gives the same sums bit for bit; with ``half_life_ms`` each call first
+rescales the sums to its newest event time, and splits then agree to rounding only.
 Inverses and factors are derived from the sums when the state changes and are never part of
 the state; between refactorizations the per-event path updates them in O(d^2).
 """
