@@ -58,7 +58,10 @@ class Rejected:
 
 @dataclass
 class Closed:
-    """The decisions whose windows one batch closed, as the join's columns, in closing order.
+    """The decisions whose windows one batch closed, as the join's columns, in deadline order
+    (impression ts + attribution window), decision id breaking ties: the order they are learned
+    in, so that a stream's batches, end to end, close its decisions in one canonical order
+    (streams/worker.py says when).
 
     Row i: ``ids[i]``, ``users[i]``, ``ts``, ``shape`` (an index into ``shapes``: campaign, slot
     names, context keys with "is a string", segment keys), ``holdout``, ``wire`` (decoded by the

@@ -7,6 +7,9 @@ Inputs are validated here, once; kernels trust their arrays.
 
 The learned state is a sum over events (plus, with decay, the event time it refers to), so two
 policies that learned disjoint parts of a stream merge into the policy that learned all of it.
+``learn_many`` adds its rows to the sums one after another, so a sequence of events learned in
+any split into calls gives the same sums bit for bit; with ``half_life_ms`` each call first
+rescales the sums to its newest event time, and splits then agree to rounding only.
 Inverses and factors are derived from the sums when the state changes and are never part of
 the state; between refactorizations the per-event path updates them in O(d^2).
 """
@@ -877,10 +880,11 @@ class BetaTS(Policy):
         self._state_changed()
 
     def _accumulate(self, arms, X, rewards, weights) -> None:
-        k = self.n_arms
-        self._successes += np.bincount(arms, weights=weights * rewards, minlength=k)
-        self._failures += np.bincount(arms, weights=weights * (1.0 - rewards), minlength=k)
-        self._counts += np.bincount(arms, weights=weights, minlength=k)
+        # Into the sums row by row (np.add.at is unbuffered, in order), never a batch's own
+        # sum added at once: the sums then do not depend on how the events were batched.
+        np.add.at(self._successes, arms, weights * rewards)
+        np.add.at(self._failures, arms, weights * (1.0 - rewards))
+        np.add.at(self._counts, arms, weights)
         self._state_changed()
 
     def _learn_one(self, arm: int, x: Any, reward: float) -> None:
@@ -1148,7 +1152,7 @@ class Bart(Policy):
     def _accumulate(self, arms, X, rewards, weights) -> None:
         linear.accumulate(self._S, self._b, np.zeros(1), np.zeros(len(arms), dtype=np.int64),
                           self._phi(X, arms), rewards, weights)
-        self._counts += np.bincount(arms, weights=weights, minlength=self.n_arms)
+        np.add.at(self._counts, arms, weights)  # row by row, as the sums: see BetaTS
         self._dirty = True
 
     def _refresh(self) -> None:

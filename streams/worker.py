@@ -33,9 +33,25 @@ until the topics' retention removes them.
 
 Event time: a partition's watermark is the slower of its two inputs (the newest event time
 each has delivered), so a click is not judged late because impressions ran ahead; an input
-with nothing left to read does not hold the watermark back. Where each input arrives in event
-time order, the result does not depend on how the two inputs interleave, which is what makes
-a restarted run end exactly where an uninterrupted one does.
+with nothing left to read does not hold the watermark back.
+
+Learning order, and what is bit for bit. A batch closes the open windows whose deadline
+(impression ts + attribution window) is strictly before the watermark, in deadline order,
+decision id breaking ties, and the policies and report tallies add them to their sums one
+decision after another (no sum of a batch is added at once). Suppose no impression, and no
+click inside its window, reaches the join after the watermark has passed its decision's
+deadline; that holds when each input partition arrives in event time order and no input is
+idle while behind the other (nor sends a watermark record it later breaks). Then every
+batch closes exactly the windows with deadline in [previous watermark, watermark), so the
+batches, end to end, close the partition's decisions in (deadline, id) order whatever the
+poll sizes and interleaving, with the same rewards; a restart re-closes those after its
+checkpoint in that order onto the checkpointed sums. The partition's policy sums and report
+tallies are then the bits of one uninterrupted run, for any real-valued features and rewards
+(tests/test_learning_order.py); a VW slot learns in the same order, its model being VW's.
+Outside that condition, an impression that comes after its deadline passed is closed in the
+batch it arrives in, and an in-window click counts or is late, depending on the polls. Decay
+(``half_life_ms``) brings the sums to each batch's newest event time, one rescale per
+``learn_many``, so decayed sums agree with an uninterrupted run to rounding only.
 
 The transport is a seam: ``streams.kafka.KafkaTransport`` over a consumer group, or
 ``streams.memory.MemoryTransport`` over an in-process log (embedded mode, unit tests).

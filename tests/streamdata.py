@@ -1,7 +1,9 @@
 """Seeded impression and click streams with a known join, for the stream worker's tests.
 
 Contexts and arm features are multiples of 1/4, so every learned sum is exact in float64 and
-two runs that learn the same events in another order or batching give bit-equal states.
+two runs that learn the same events in another order or batching give bit-equal states. With
+``real=True`` the engagement values and click rewards are real numbers instead, whose sums
+round: only a run that learns the same events in the same order gives the same bits.
 """
 
 from __future__ import annotations
@@ -48,15 +50,17 @@ class Streams:
     end_ts: int
 
 
-def make(n: int, seed: int, campaign: str = "news", t0: int = 0) -> Streams:
-    """n decisions of ``spec(campaign)`` made by an engine, their clicks and the expected join."""
+def make(n: int, seed: int, campaign: str = "news", t0: int = 0, real: bool = False) -> Streams:
+    """n decisions of ``spec(campaign)`` made by an engine, their clicks and the expected join
+    (``real``: normal engagement values and uniform click rewards, not multiples of 1/4)."""
     rng = np.random.default_rng(seed)
+    values = np.random.default_rng([seed, 1])  # drawn either way: ``real`` changes nothing else
     engine = Engine(seed=seed)
     engine.create_campaign(spec(campaign))
     requests = [DecisionRequest(
         campaign=campaign, user_id=f"u{seed}-{i}",
         consent=bool(rng.random() < 0.9),
-        context={"engagement": float(rng.integers(0, 5)) / 4,
+        context={"engagement": (float(rng.integers(0, 5)) / 4, float(values.normal()))[real],
                  "plan": ["free", "pro", "gold"][int(rng.integers(0, 3))]},  # gold: unknown
         segments={"region": ["north", "south"][int(rng.integers(0, 2))]}) for i in range(n)]
     batch = engine.decide_batch(campaign, requests)
@@ -74,7 +78,7 @@ def make(n: int, seed: int, campaign: str = "news", t0: int = 0) -> Streams:
                 rng.integers(0, WINDOW_MS + 1))
             click = {"type": "click", "event_id": f"c-{seed}-{i}-{j}",
                      "decision_id": imp.decision_id, "campaign": campaign,
-                     "ts": imp.ts + delay, "reward": 1.0}
+                     "ts": imp.ts + delay, "reward": (1.0, float(values.random()))[real]}
             if slot is not None:
                 click["slot"] = slot
             clicks.append(click)
@@ -82,7 +86,7 @@ def make(n: int, seed: int, campaign: str = "news", t0: int = 0) -> Streams:
                 late += 1
                 continue
             for s in ([slot] if slot else list(imp.slots)):
-                rewards[s] += 1.0
+                rewards[s] += click["reward"]
             if rng.random() < 0.1:  # the tracker sends it twice
                 clicks.append(dict(click))
                 duplicates += 1

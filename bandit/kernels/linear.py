@@ -19,13 +19,18 @@ from numba import njit
 # Reassociation lets LLVM vectorize the dot products; NaN and inf keep their IEEE meaning
 # (no "nnan"/"ninf"), so the finiteness checks below stay valid.
 _FAST = {"reassoc", "contract"}
+# Learning adds to the sums in row order, an event at a time (fused multiply-adds allowed, no
+# reordering): the sums are then one function of the event sequence, however it was batched.
+_ORDERED = {"contract"}
 
 from bandit.kernels.choice import pick
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=_ORDERED)
 def accumulate(S, b, counts, arms, X, rewards, weights):
-    """Add a batch of weighted events to the sums. arms (n,), X (n, d), rewards, weights (n,)."""
+    """Add a batch of weighted events to the sums, row after row. arms (n,), X (n, d), rewards,
+    weights (n,). Learning a sequence in any split into batches gives the same sums, bit for
+    bit."""
     # Sums, never inverses: partial states of disjoint event sets then add up exactly.
     d = X.shape[1]
     for i in range(X.shape[0]):
