@@ -20,6 +20,11 @@ training log, blocks: streams.joined) and refused records to ``.deadletter`` wit
 bytes and a reason; both are flushed after every batch, so before any checkpoint that covers
 them, and records re-processed after a restart may write them again.
 
+Consent: an impression whose decision id says the decision was made without consent
+(``bandit.engine.decided_with_consent``) loses its context and segments as it is decoded,
+before any check, and is counted (``Counters.stripped``); the join, the checkpoints and
+``.joined`` never hold them. A dead letter still carries the record's original bytes.
+
 Event time: a partition's watermark is the slower of its two inputs (the newest event time
 each has delivered), so a click is not judged late because impressions ran ahead; an input
 with nothing left to read does not hold the watermark back. Where each input arrives in event
@@ -44,7 +49,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from bandit import wire
-from bandit.engine import Engine
+from bandit.engine import Engine, strip_consentless
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Click, Impression
 from streams.codec import Refused, decode_many, encode
@@ -97,13 +102,16 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
 
 @dataclass
 class Counters:
-    """What a partition has seen, carried in its checkpoint (so totals survive restarts)."""
+    """What a partition has seen, carried in its checkpoint (so totals survive restarts).
+    ``stripped``: impressions that lost their context and segments because their decision
+    was made without consent (``bandit.engine.strip_consentless``)."""
 
     records: int = 0
     joined: int = 0
     duplicates: int = 0
     late: int = 0
     dead_letters: int = 0
+    stripped: int = 0
 
     def add(self, other: Counters) -> None:
         for name, value in vars(other).items():
@@ -200,7 +208,9 @@ class PartitionJoin:
                 batch_offsets, values = batch_offsets[skip:], values[skip:]
             offsets[stream] = batch_offsets[-1] + 1
             out.counters.records += len(values)
-            decoded = decode_many(values)
+            # Before the checks: a consent-less decision's context is neither checked nor kept.
+            decoded, stripped = strip_consentless(decode_many(values))
+            out.counters.stripped += stripped
             read.append((stream, batch_offsets, values, decoded))
             lap("decode")
             kind = _WIRE[stream]

@@ -51,7 +51,7 @@ class Streams:
 def make(n: int, seed: int, campaign: str = "news", t0: int = 0) -> Streams:
     """n decisions of ``spec(campaign)`` made by an engine, their clicks and the expected join."""
     rng = np.random.default_rng(seed)
-    engine = Engine(seed=seed)
+    engine = Engine(seed=seed, id_seed=seed)  # seeded data: the same ids every run
     engine.create_campaign(spec(campaign))
     requests = [DecisionRequest(
         campaign=campaign, user_id=f"u{seed}-{i}",
