@@ -186,6 +186,10 @@ def serve(
         sock.close()
         raise
     tune_gc()
+    if settings.id_seed is not None:
+        logging.getLogger("uvicorn.error").warning(
+            "cmab serve: CMAB_ID_SEED is set: decision ids are seeded, for reproducible runs "
+            "only (a restart or another replica with the same id seed issues the same ids)")
     config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info")
     # uvicorn does not announce sockets it was handed; the real port matters with --port 0.
     bound_port = sock.getsockname()[1]
@@ -304,7 +308,8 @@ def worker(
     def status(rate: float) -> str:
         c = running.counters
         return (f"cmab worker: partitions {sorted(running.partitions)}, {rate:,.0f} records/s, "
-                f"joined {c.joined:,}, dead letters {c.dead_letters:,}, late {c.late:,}")
+                f"joined {c.joined:,}, dead letters {c.dead_letters:,}, late {c.late:,}, "
+                f"stripped {c.stripped:,}")
 
     _run_until_signalled(running.run, lambda: running.counters.records, status, quiet)
 
@@ -586,7 +591,8 @@ def demo(
     full: Annotated[
         bool, typer.Option(help="The full 280,000-subscriber list (overrides --subscribers).")
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the subscribers and their clicks.")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="Seed of the subscribers, their clicks and the service's decision ids.")] = 0,
     partitions: Annotated[int, typer.Option(min=1, help="Partitions of the topics.")] = 2,
     out: Annotated[Path, typer.Option(help="Directory for the report.")] = Path("reports/demo"),
 ) -> None:

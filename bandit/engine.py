@@ -4,9 +4,24 @@ Requests arrive validated by their pydantic models; the engine checks once what 
 (the campaign exists, the context fits its schema, the arms exist) and turns contexts into one
 float64 matrix per slot so that the policies' batch kernels do the work.
 
-Reproducibility: a decision's id is 128 random bits from the engine's seeded generator, and
-every random draw of that decision is a hash of its id, slot and column, so a decision can be
-replayed from its id alone, whatever batch it came in.
+Decision ids: 32 lowercase hex digits, 127 random bits from the operating system
+(``os.urandom``, read for every id: no generator state that a fork or a cloned process could
+copy) and, lowest, the consent bit. No two engines issue the same id, whatever their seed: not
+after a restart (with or without a snapshot), not in two replicas, not in a forked child. Ids
+are not derived from seed + process id + time, because process ids and clocks repeat across
+containers and cloned VMs. Reproducible runs (simulators, ``cmab demo``, tests) opt in
+with ``Engine(id_seed=...)``: ids from a generator with that seed, the same ids on every run;
+never in a service that others write to.
+
+Consent bit: the lowest bit of an id is set (the last hex digit is odd) when the decision was
+made with consent. Neither the service nor the stream worker remembers decisions, so ingestion
+reads consent from the id: an impression whose id has the bit clear loses its context and
+segments before the join sees it (``strip_consentless``; counted), and is learned like any
+impression without context, by the context-free fallback. An id the engine did not issue
+counts as consent-less unless its last digit is odd.
+
+Reproducibility: every random draw of a decision is a hash of its id, slot and column, so a
+decision can be replayed from its id alone, whatever batch it came in.
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ import io
 import math
 import os
 import re
+import struct
 import tempfile
 import threading
 import zipfile
@@ -26,9 +42,11 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
+from bandit import wire
 from bandit.errors import (
     ConflictError,
     IncompatibleStateError,
@@ -129,6 +147,7 @@ def slot_draws(seed: int, n_slots: int, width: int) -> np.ndarray:
 
 
 _ONE = np.ones(1)  # the context-free fallback's input row (read only)
+_ID_WORDS = struct.Struct(">QQ")  # a decision id's two words from 16 bytes, high word first
 
 
 @dataclass(frozen=True)
@@ -157,6 +176,44 @@ def _decision_ids(words: np.ndarray) -> list[str]:
     """Decision ids (n,) from words (n, 2) uint64: 32 hex digits each, high word first."""
     text = words.astype(">u8").tobytes().hex()
     return [text[i:i + 32] for i in range(0, len(text), 32)]
+
+
+_WITH_CONSENT = frozenset("13579bdf")  # the last hex digit of an id decided with consent
+
+
+def decided_with_consent(decision_id: str) -> bool:
+    """Whether the decision was made with consent: the lowest bit of its id (odd last digit).
+
+    >>> decided_with_consent("0" * 31 + "b"), decided_with_consent("0" * 32)
+    (True, False)
+    """
+    return decision_id[-1:] in _WITH_CONSENT
+
+
+def strip_consentless(events: Sequence[Any]) -> tuple[Sequence[Any], int]:
+    """``events`` with context and segments dropped from every impression (pydantic or
+    ``bandit.wire``) whose decision was made without consent, and how many impressions lost
+    something. Stripped impressions are copies; anything else (clicks, watermarks, refusals)
+    passes as it is, and ``events`` itself when nothing is stripped."""
+    out: list[Any] | None = None
+    stripped = 0
+    for i, e in enumerate(events):
+        kind = type(e)
+        if ((kind is Impression or kind is wire.Impression)
+                and (e.context is not None or e.segments)
+                and e.decision_id[-1:] not in _WITH_CONSENT):
+            if out is None:
+                out = list(events)
+            out[i] = (msgspec.structs.replace(e, context=None, segments={})
+                      if kind is wire.Impression
+                      else e.model_copy(update={"context": None, "segments": {}}))
+            stripped += 1
+    return (events if out is None else out), stripped
+
+
+def _with_consent_bit(words: np.ndarray, consent: np.ndarray) -> None:
+    """Set the lowest bit of each id's low word (n, 2) to its request's consent (n,) bool."""
+    words[:, 1] = (words[:, 1] & ~np.uint64(1)) | consent.astype(np.uint64)
 
 
 def holdout_mask(campaign: str, user_ids: Sequence[str], fraction: float) -> np.ndarray:
@@ -739,7 +796,8 @@ class DecisionBatch:
 
     def impressions(self, requests: Sequence[DecisionRequest], ts_ms: int) -> list[Impression]:
         """The impression events of these decisions, sent at ``ts_ms``: what a sender logs
-        once the messages went out. A request without consent logs no context."""
+        once the messages went out. A request without consent logs no context and no
+        segments (ingestion would drop them: ``strip_consentless``)."""
         out = []
         for d, r in zip(self.to_dicts(), requests, strict=True):
             out.append(Impression(
@@ -747,7 +805,8 @@ class DecisionBatch:
                 campaign=self.campaign, user_id=d["user_id"], ts=ts_ms,
                 slots={s["slot"]: SlotChoice(arm=s["arm"], propensity=s["propensity"])
                        for s in d["slots"]},
-                context=r.context if r.consent else None, segments=r.segments,
+                context=r.context if r.consent else None,
+                segments=r.segments if r.consent else {},
                 holdout=d["holdout"], model_version=self.model_version))
         return out
 
@@ -807,9 +866,14 @@ class Engine:
     (True, True)
     """
 
-    def __init__(self, *, seed: int = 0) -> None:
+    def __init__(self, *, seed: int = 0, id_seed: int | None = None) -> None:
+        """``seed``: the policies' generators (and merges). ``id_seed``: for reproducible runs
+        only, decision ids from a generator with this seed instead of the operating system
+        (see the module docstring): two engines with the same ``id_seed`` issue the same ids."""
         self._seed = seed
         self._rng = np.random.default_rng(seed)
+        self._id_rng = None if id_seed is None else np.random.default_rng(id_seed)
+        self.stripped_impressions = 0  # impressions ``ingest`` took context or segments from
         self._campaigns: dict[str, _Campaign] = {}
         self._lock = threading.RLock()
         self._joiner = Joiner(self.campaign)
@@ -969,18 +1033,22 @@ class Engine:
         return self._lock
 
     def _decide_one(self, r: Any) -> OneDecision:
-        # decide_batch for n = 1, step for step (the same draws from self._rng in the same
-        # order, the same errors at the same points), with scalars where it has columns, and
-        # one fused call per slot (Policy.decide_row) for choice, propensity, mean and bonus.
+        # decide_batch for n = 1, step for step (the same id words, the same errors at the
+        # same points), with scalars where it has columns, and one fused call per slot
+        # (Policy.decide_row) for choice, propensity, mean and bonus.
         c = self._get(r.campaign)
-        # decide_batch's integers(0, 2**64, (n, 2), uint64) over the full range is the bit
-        # generator's raw output, word by word (numpy masks nothing off and rejects nothing):
-        # the same two words, without the ~3 us of the general call.
-        raw = self._rng.bit_generator.random_raw
-        hi, lo = raw(), raw()
+        if self._id_rng is None:
+            hi, lo = _ID_WORDS.unpack(os.urandom(16))  # as _id_words reads them
+        else:
+            # _id_words' integers(0, 2**64, (n, 2), uint64) over the full range is the bit
+            # generator's raw output, word by word (numpy masks nothing off and rejects
+            # nothing): the same two words, without the ~3 us of the general call.
+            raw = self._id_rng.bit_generator.random_raw
+            hi, lo = raw(), raw()
+        consent = r.consent
+        lo = lo & ~1 | bool(consent)  # the consent bit
         decision_id = f"{hi:016x}{lo:016x}"
         holdout = _in_holdout(r.campaign, r.user_id, c.spec.holdout)
-        consent = r.consent
         # encode_one refuses what is not a finite number within bounds, so every row the
         # policies see is finite: their fused paths need no check of their own.
         base = c.context.encode_one(r.context) if consent else np.zeros(c.context.dim)
@@ -1043,7 +1111,7 @@ class Engine:
                         f"request {i}: campaign {r.campaign!r} differs from the batch's {campaign!r}")
             n = len(requests)
             # Ids are drawn before the contexts are read: a refused batch uses up its ids.
-            words = self._rng.integers(0, 2**64, size=(n, 2), dtype=np.uint64)
+            words = self._id_words(n)
             consent = np.fromiter((r.consent for r in requests), dtype=bool, count=n)
             # Without consent the context is neither read nor used: those rows stay zero and
             # are decided by the context-free fallback.
@@ -1097,13 +1165,20 @@ class Engine:
         decisions, ids drawn alike."""
         with self._lock:
             c = self._get(columns.campaign)
-            words = self._rng.integers(0, 2**64, size=(len(columns), 2), dtype=np.uint64)
-            return self._decide_columns(c, columns, words)
+            return self._decide_columns(c, columns, self._id_words(len(columns)))
+
+    def _id_words(self, n: int) -> np.ndarray:
+        """(n, 2) uint64: the random words of n decision ids, high word first (their lowest
+        bit is overwritten by the consent bit)."""
+        if self._id_rng is None:
+            return np.frombuffer(os.urandom(16 * n), dtype=">u8").reshape(n, 2).astype(np.uint64)
+        return self._id_rng.integers(0, 2**64, size=(n, 2), dtype=np.uint64)
 
     def _decide_columns(self, c: _Campaign, columns: RequestColumns,
                         words: np.ndarray) -> DecisionBatch:
-        """The decisions of ``columns`` with ids from ``words`` (n, 2) uint64, each slot in one
-        batch call per policy. Holds the lock (the caller's)."""
+        """The decisions of ``columns`` with ids from ``words`` (n, 2) uint64 and the consent
+        bit, each slot in one batch call per policy. Holds the lock (the caller's)."""
+        _with_consent_bit(words, columns.consent)
         seeds = words[:, 0] ^ words[:, 1]
         holdout = holdout_mask(c.spec.name, columns.user_ids, c.spec.holdout)
         skip = holdout | ~columns.consent  # not personalized: no explanation
@@ -1371,7 +1446,8 @@ class Engine:
 
     def record(self, events: Sequence[Impression | Click]) -> int:
         """The in-process event path: impressions and clicks through the attribution join;
-        closed windows are learned. Unknown campaigns, slots, arms or context features refuse
+        closed windows are learned; a consent-less decision's impression loses its context
+        and segments (``ingest``). Unknown campaigns, slots, arms or context features refuse
         the whole batch before anything changes. Returns the events the join accepted
         (duplicates, late and orphan clicks are counted in ``rejected_events``)."""
         return len(events) - len(self.ingest(events).rejected)
@@ -1385,8 +1461,13 @@ class Engine:
         slowest of its input streams. A bad event refuses the batch (see ``check_event``),
         unless ``checked`` says the caller already passed each through ``check_event``.
         Events may also be ``bandit.wire`` Structs (the stream worker's decoder). ``lap``
-        (a timing hook, ``streams.worker.Stages.lap``) is called with "join" and "learn"."""
+        (a timing hook, ``streams.worker.Stages.lap``) is called with "join" and "learn".
+        Impressions of decisions made without consent lose their context and segments first
+        (``strip_consentless``; counted in ``stripped_impressions``), so theirs is never
+        checked, kept or learned."""
+        events, stripped = strip_consentless(events)
         with self._lock:
+            self.stripped_impressions += stripped
             for i, e in enumerate([] if checked else events):
                 try:
                     self.check_event(e)
@@ -1660,16 +1741,20 @@ class Engine:
         return meta, arrays
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, seed: int = 0) -> Engine:
-        """An engine from ``save``; a corrupt or foreign file gets IncompatibleStateError."""
+    def load(cls, path: str | os.PathLike, *, seed: int = 0,
+             id_seed: int | None = None) -> Engine:
+        """An engine from ``save``; a corrupt or foreign file gets IncompatibleStateError.
+        ``seed`` and ``id_seed`` as for ``Engine``: a snapshot holds no id generator, so a
+        loaded engine issues fresh ids unless ``id_seed`` is given."""
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise IncompatibleStateError(f"{path}: not an engine snapshot ({exc})") from None
-        return cls.from_bytes(data, seed=seed, what=str(path))[0]
+        return cls.from_bytes(data, seed=seed, id_seed=id_seed, what=str(path))[0]
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, seed: int = 0, what: str = "snapshot",
+    def from_bytes(cls, data: bytes, *, seed: int = 0, id_seed: int | None = None,
+                   what: str = "snapshot",
                    model_only: bool = False) -> tuple[Engine, dict[str, Any] | None]:
         """The engine of ``to_bytes`` and its ``extra``; damaged data gets
         IncompatibleStateError naming ``what``. ``model_only`` leaves the attribution join
@@ -1688,7 +1773,7 @@ class Engine:
         if meta.get("format") != SNAPSHOT_FORMAT:
             raise IncompatibleStateError(
                 f"{path}: snapshot format {meta.get('format')!r}, expected {SNAPSHOT_FORMAT}")
-        engine = cls(seed=seed)
+        engine = cls(seed=seed, id_seed=id_seed)
         try:
             for ci, item in enumerate(meta["campaigns"]):
                 c = engine._build(CampaignSpec.model_validate(item["spec"]))

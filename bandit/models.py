@@ -337,7 +337,8 @@ class DecisionRequest(Strict):
     context: dict[Name, Finite | Label] = Field(default_factory=dict, max_length=512)
     segments: dict[Name, Label] = Field(default_factory=dict, max_length=16)
     consent: bool = Field(True, description="Personalization consent; without it the decision "
-                          "ignores the context and logs none.")
+                          "ignores the context and logs none, and its id records that: "
+                          "context and segments of its impression are dropped at ingestion.")
     explain: bool = False
 
 
@@ -355,8 +356,12 @@ class SlotDecision(Strict):
     explanation: list[Contribution] | None = None
 
 
+_DECISION_ID = ("32 lowercase hex digits, random; the last one is odd when the decision was "
+                "made with consent, even when not")
+
+
 class Decision(Strict):
-    decision_id: str
+    decision_id: str = Field(description=_DECISION_ID)
     campaign: str
     user_id: str
     holdout: bool
@@ -384,7 +389,9 @@ class SlotChoice(Strict):
 class Impression(Strict):
     type: Literal["impression"] = "impression"
     event_id: Label
-    decision_id: DecisionId
+    decision_id: DecisionId = Field(description=_DECISION_ID + "; the impression of a "
+                                    "decision without consent is kept without its context "
+                                    "and segments")
     campaign: Name
     user_id: UserId
     ts: EpochMs

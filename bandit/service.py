@@ -52,7 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bandit import wire
 from bandit.batch_wire import json_columns, ndjson_columns
-from bandit.engine import DecisionBatch, Engine, OneDecision, RequestColumns
+from bandit.engine import DecisionBatch, Engine, OneDecision, RequestColumns, strip_consentless
 from bandit.errors import BanditError, InvalidInputError
 from bandit.models import (
     Arm,
@@ -355,6 +355,9 @@ class _Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10, 60))
         self.errors = Counter("cmab_errors", "Error answers, by code.", ["code"],
                               registry=self.registry)
+        self.stripped = Counter(
+            "cmab_impressions_stripped", "Impressions posted with context or segments for a "
+            "decision made without consent: accepted without them.", registry=self.registry)
 
     def count(self, batch: DecisionBatch) -> None:
         for slot in batch.slots:
@@ -685,15 +688,17 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     """The decision service over ``engine``.
 
     Without an engine the app makes one: loaded from ``settings.snapshot_path`` when that file
-    exists, else ``Engine(seed=settings.seed)``. At start-up an engine that is not ready is
+    exists, else ``Engine(seed=settings.seed)``; either issues decision ids from the operating
+    system's randomness unless ``settings.id_seed`` is set (reproducible runs only). At start-up an engine that is not ready is
     warmed up in the background (``/readyz`` answers 503 until it is done); at shutdown the
     engine is saved to ``settings.snapshot_path`` when one is set.
     """
     settings = settings if settings is not None else Settings()
     snapshot = settings.snapshot_path
     if engine is None:
-        engine = (Engine.load(snapshot, seed=settings.seed)
-                  if snapshot is not None and snapshot.exists() else Engine(seed=settings.seed))
+        seeds = {"seed": settings.seed, "id_seed": settings.id_seed}
+        engine = (Engine.load(snapshot, **seeds)
+                  if snapshot is not None and snapshot.exists() else Engine(**seeds))
     token = settings.api_token.get_secret_value().encode() if settings.api_token else None
     metrics = _Metrics()
     stream: list[StreamLink] = []  # the link to Kafka, made at start-up when configured
@@ -999,7 +1004,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         """Impressions and clicks, for senders that cannot write to Kafka: a JSON list of
         events, or ``application/x-ndjson`` with one event per line. Unknown campaigns, slots,
         arms or context features refuse the whole request before anything is learned;
-        duplicates, late and orphan clicks are dropped and not counted as accepted."""
+        duplicates, late and orphan clicks are dropped and not counted as accepted. An
+        impression of a decision made without consent (its id's last hex digit is even) is
+        accepted without its context and segments (metric ``cmab_impressions_stripped``)."""
         body, ndjson = await request.body(), _is_ndjson(request)
         return _json(Accepted(accepted=await off_loop(record_body, body, ndjson)))
 
@@ -1014,8 +1021,10 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             except ValidationError as error:
                 raise _invalid(error.errors(include_url=False), tags=_EVENT_TAGS) from None
             where = [f"[{i}]" for i in range(len(events))]
+        # Here, so that a consent-less decision's context does not reach the stream either.
+        events, stripped = strip_consentless(events)
         try:
-            return stream[0].events(events) if stream else engine.record(events)
+            accepted = stream[0].events(events) if stream else engine.record(events)
         except InvalidInputError as error:
             # The engine says "event <i> (<event id>): <reason>": name the item as sent.
             match = re.match(r"event (\d+) ", str(error))
@@ -1025,6 +1034,8 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             inner = InvalidInputError(str(error)[len(f"event {i} ({events[i].event_id}): "):])
             raise _refused(where[i], inner, ndjson=ndjson,
                            prefix=f"event {events[i].event_id!r}: ") from None
+        metrics.stripped.inc(stripped)
+        return accepted
 
     @app.delete("/v1/subjects/{user_id}", response_model=Erased, tags=["subjects"],
                 dependencies=managed, responses=_responses(401, 403, 503))

@@ -43,7 +43,11 @@ class Settings(BaseSettings):
         256 * 1024 * 1024, ge=1,
         description="Largest request body (an NDJSON send of 280,000 subscribers with 19 "
         "numeric features is about 95 MB).")
-    seed: int = Field(0, ge=0, description="Seed of the engine's random draws.")
+    seed: int = Field(0, ge=0, description="Seed of the engine's policies' random draws.")
+    id_seed: int | None = Field(
+        None, ge=0, description="Reproducible runs only (the demo, tests): decision ids from a "
+        "generator with this seed instead of the operating system's randomness. Never where "
+        "events are kept: a restart or a replica with the same id seed issues the same ids.")
     snapshot_path: Path | None = Field(
         None, description="Engine snapshot: loaded at start if it exists, written at shutdown.")
 

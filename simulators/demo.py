@@ -145,8 +145,9 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
         topics = Topics(prefix)
         create_topics(broker.bootstrap_servers, topics, partitions)
         port = free_port()
-        children.start("decision service", ["serve", "--port", str(port)], env,
-                       out / "service.log")
+        # Seeded decision ids (an opt-in for reproducible runs): the same sends on every run.
+        children.start("decision service", ["serve", "--port", str(port)],
+                       {**env, "CMAB_ID_SEED": str(seed)}, out / "service.log")
         children.start("worker", ["worker", "--bootstrap-servers", broker.bootstrap_servers,
                                   "--topic-prefix", prefix, "--group", f"{prefix}-workers"],
                        env, out / "worker.log")

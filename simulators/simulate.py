@@ -77,7 +77,7 @@ def make_policies(
     engines = {}
     for name in names:
         engine_seed = int(_stream(seed, 1, known.index(name)).integers(2**63))
-        engine = Engine(seed=engine_seed)
+        engine = Engine(seed=engine_seed, id_seed=engine_seed)  # a reproducible run
         kinds = None if name == CAMPAIGN_DEFAULT else dict.fromkeys(SLOTS, name)
         engine.create_campaign(env.campaign_spec(_CAMPAIGN, kinds, holdout=0.0))
         engines[name] = engine

@@ -31,6 +31,11 @@ are then checkpointed as usual, and their next checkpoint no longer holds the su
 Earlier records on the topics themselves (impressions, older checkpoints) hold the subject
 until the topics' retention removes them.
 
+Consent: an impression whose decision id says the decision was made without consent
+(``bandit.engine.decided_with_consent``) loses its context and segments as it is decoded,
+before any check, and is counted (``Counters.stripped``); the join, the checkpoints and
+``.joined`` never hold them. A dead letter still carries the record's original bytes.
+
 Event time: a partition's watermark is the slower of its two inputs (the newest event time
 each has delivered), so a click is not judged late because impressions ran ahead; an input
 with nothing left to read does not hold the watermark back.
@@ -71,7 +76,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from bandit import wire
-from bandit.engine import Engine
+from bandit.engine import Engine, strip_consentless
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.join import ERASED, subject_key
 from bandit.models import Click, Impression
@@ -125,7 +130,9 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
 
 @dataclass
 class Counters:
-    """What a partition has seen, carried in its checkpoint (so totals survive restarts)."""
+    """What a partition has seen, carried in its checkpoint (so totals survive restarts).
+    ``stripped``: impressions that lost their context and segments because their decision
+    was made without consent (``bandit.engine.strip_consentless``)."""
 
     records: int = 0
     joined: int = 0
@@ -133,6 +140,7 @@ class Counters:
     late: int = 0
     dead_letters: int = 0
     erased: int = 0  # decisions of erased subjects dropped (pending, or their impression)
+    stripped: int = 0  # impressions of consent-less decisions, context and segments dropped
 
     def add(self, other: Counters) -> None:
         for name, value in vars(other).items():
@@ -249,7 +257,9 @@ class PartitionJoin:
                 batch_offsets, values = batch_offsets[skip:], values[skip:]
             offsets[stream] = batch_offsets[-1] + 1
             out.counters.records += len(values)
-            decoded = decode_many(values)
+            # Before the checks: a consent-less decision's context is neither checked nor kept.
+            decoded, stripped = strip_consentless(decode_many(values))
+            out.counters.stripped += stripped
             read.append((stream, batch_offsets, values, decoded))
             lap("decode")
             kind = _WIRE[stream]

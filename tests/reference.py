@@ -239,7 +239,8 @@ def decide_batch_ndjson(engine, campaign, requests):
     """The NDJSON bytes of ``engine.decide_batch(campaign, requests)`` as the engine made them
     before its batch path went column-wise: ids, holdout hashes and eligibility a row at a time,
     one ``%`` template per decision for the text. It uses the engine's campaign, encoder, rule
-    check and policies, and draws the ids from the engine's generator as the engine does."""
+    check and policies, and draws the ids from the engine's seeded id generator (``Engine(
+    id_seed=...)``) with the consent bit as the engine does."""
     import hashlib
 
     import orjson
@@ -253,11 +254,12 @@ def decide_batch_ndjson(engine, campaign, requests):
 
     c = engine._get(campaign)
     n = len(requests)
-    words = engine._rng.integers(0, 2**64, size=(n, 2), dtype=np.uint64)
+    words = engine._id_rng.integers(0, 2**64, size=(n, 2), dtype=np.uint64)
+    consent = np.array([r.consent for r in requests], dtype=bool)
+    words[:, 1] = words[:, 1] & ~np.uint64(1) | consent.astype(np.uint64)  # the consent bit
     ids = [f"{hi:016x}{lo:016x}" for hi, lo in words.tolist()]
     seeds = words[:, 0] ^ words[:, 1]
     holdout = np.array([in_holdout(r.user_id, c.spec.holdout) for r in requests], dtype=bool)
-    consent = np.array([r.consent for r in requests], dtype=bool)
     base = np.zeros((n, c.context.dim))
     given = np.flatnonzero(consent)
     base[given] = c.context.encode([requests[i].context for i in given])

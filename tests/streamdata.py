@@ -55,7 +55,7 @@ def make(n: int, seed: int, campaign: str = "news", t0: int = 0, real: bool = Fa
     (``real``: normal engagement values and uniform click rewards, not multiples of 1/4)."""
     rng = np.random.default_rng(seed)
     values = np.random.default_rng([seed, 1])  # drawn either way: ``real`` changes nothing else
-    engine = Engine(seed=seed)
+    engine = Engine(seed=seed, id_seed=seed)  # seeded data: the same ids every run
     engine.create_campaign(spec(campaign))
     requests = [DecisionRequest(
         campaign=campaign, user_id=f"u{seed}-{i}",

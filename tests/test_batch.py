@@ -50,7 +50,7 @@ def spec(holdout: float) -> CampaignSpec:
 
 def engine(holdout: float = 0.2, paused: bool = False) -> Engine:
     """A campaign in progress: 200 logged decisions learned (the same for every call)."""
-    e = Engine(seed=11)
+    e = Engine(seed=11, id_seed=11)  # twins: the same ids
     e.create_campaign(spec(holdout))
     rng = np.random.default_rng(5)
     e.learn([JoinedEvent(

@@ -51,7 +51,7 @@ def spec(kind: str) -> CampaignSpec:
 def trained(kind: str) -> Engine:
     """An engine with the campaign, some decisions learned (clicks on 'urgent'), an arm added
     and one retired."""
-    engine = Engine(seed=11)
+    engine = Engine(seed=11, id_seed=11)  # twins: the same ids
     engine.create_campaign(spec(kind))
     requests = [DecisionRequest(campaign=kind, user_id=f"t{i}", consent=i % 5 != 0,
                                 context={"engagement": (i % 7) / 6, "plan": PLANS[i % 3]},

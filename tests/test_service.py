@@ -449,7 +449,8 @@ def _lines(*items: Any) -> bytes:
 
 
 GOOD = {"campaign": "table", "user_id": "u1", "context": {"engagement": 0.5}}
-IMPRESSION = {"type": "impression", "event_id": "e1", "decision_id": "a" * 32,
+# Its id ends in an odd digit (a decision made with consent), so its context is checked.
+IMPRESSION = {"type": "impression", "event_id": "e1", "decision_id": "a" * 31 + "b",
               "campaign": "table", "user_id": "u1", "ts": 5,
               "slots": {"send_hour": {"arm": "h09", "propensity": 0.5}}}
 BAD_INPUT = [
