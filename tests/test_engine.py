@@ -343,7 +343,7 @@ def test_bias_audit_does_not_flag_tiny_samples():
 @pytest.fixture(scope="module")
 def trained():
     """An engine that learned one send, so that its policies no longer choose uniformly."""
-    e = Engine(seed=5)
+    e = Engine(seed=5, id_seed=5)  # seeded ids: the frequency test below sees the same draws
     e.create_campaign(campaign_spec())
     _play(e, 600, 1, ts=0, click_rule=lambda r: r.context["style"] == "deal")
     _play(e, 1, 2, ts=5000, click_rule=lambda r: False)

@@ -39,8 +39,10 @@ _names = st.from_regex(r"[a-z][a-z0-9_]{0,7}", fullmatch=True)
 def _garbage(draw) -> tuple[str, bytes | None, str | None]:
     """One bad record: (stream it is sent to, value, a word its reason must contain)."""
     n = draw(st.integers(0, 10**9))  # fresh ids: garbage never collides with a real event
+    # An odd id: a decision made with consent, whose impression's context is read and checked
+    # (a consent-less one's is dropped unread, so bad context in it is no garbage).
     imp = {**VALID.impressions[draw(st.integers(0, len(VALID.impressions) - 1))],
-           "event_id": f"g-{n}", "decision_id": f"{n:032x}"}
+           "event_id": f"g-{n}", "decision_id": f"{2 * n + 1:032x}"}
     click = {**VALID.clicks[draw(st.integers(0, len(VALID.clicks) - 1))], "event_id": f"g-{n}"}
     stream = draw(st.sampled_from([IMPRESSIONS, CLICKS]))
     kind = draw(st.sampled_from(["bytes", "empty", "shape", "not finite", "context",
