@@ -8,8 +8,10 @@ Inputs are validated here, once; kernels trust their arrays.
 The learned state is a sum over events (plus, with decay, the event time it refers to), so two
 policies that learned disjoint parts of a stream merge into the policy that learned all of it.
 ``learn_many`` adds its rows to the sums one after another, so a sequence of events learned in
-any split into calls gives the same sums bit for bit; with ``half_life_ms`` each call first
-rescales the sums to its newest event time, and splits then agree to rounding only.
+any split into calls gives the same sums bit for bit; with ``half_life_ms`` too, since the
+sums' reference time moves by whole half-lives at the row that crosses one (a power of two,
+exact for a whole-number half-life) and each row is weighed against the reference in force
+at that row (``bandit.kernels.decay``).
 Inverses and factors are derived from the sums when the state changes and are never part of
 the state; between refactorizations the per-event path updates them in O(d^2).
 """
@@ -24,7 +26,7 @@ import numpy as np
 from scipy import special
 
 from bandit.errors import IncompatibleStateError, InvalidInputError, UnknownArmError
-from bandit.kernels import choice, hybrid, linear, single
+from bandit.kernels import choice, decay, hybrid, linear, single
 from bandit.kernels.beta import beta_max_probabilities
 
 __all__ = [
@@ -140,9 +142,11 @@ class Policy:
     """What every policy shares: arms (active or retired), randomness, validation, decay.
 
     Subclasses provide the sums (``_sum_names``), how events add to them and how decisions are
-    scored. ``half_life_ms`` turns on exponential forgetting in event time: the sums are kept as
-    seen from ``t_ref`` (the newest event time learned), and older events weigh
-    2^-(age / half_life).
+    scored. ``half_life_ms`` turns on exponential forgetting in event time: an event weighs
+    2^-(age / half_life) at the newest event time learned (``t_newest``), the model's now. The
+    sums are kept as seen from ``t_ref``, less than a half-life before ``t_newest`` and moved
+    by whole half-lives (``bandit.kernels.decay``); the models scale them to ``t_newest``
+    (``_decayed``).
     """
 
     kind: ClassVar[str]
@@ -162,6 +166,7 @@ class Policy:
         self._active = np.ones(self.n_arms, dtype=np.bool_)
         self._all_active = self._active[None, :]
         self._t_ref: float | None = None
+        self._t_newest: float | None = None
         self._uniforms = _DrawBuffer(self._rng, 2, normal=False)
         self._pairs = _PairBuffer(self._rng)
 
@@ -246,8 +251,29 @@ class Policy:
         rewards = self._reward_array(rewards, n)
         if n == 0:
             return
-        weights = self._event_weights(ts_ms, n)
-        self._accumulate(arms, X, rewards, weights)
+        if self.half_life_ms is None:
+            self._accumulate(arms, X, rewards, np.ones(n))
+            return
+        ts = self._event_times(ts_ms, n)
+        weights, moves, factors = np.empty(n), np.empty(n, dtype=np.int64), np.empty(n)
+        runs, t_ref = decay.weights(ts, self.half_life_ms,
+                                    math.nan if self._t_ref is None else self._t_ref,
+                                    weights, moves, factors)
+        # Where the reference moves, the sums learned so far move with it, then the next rows
+        # are added: the order of operations is the rows' own, whatever the batching.
+        lo = 0
+        for r in range(runs):
+            hi = int(moves[r])
+            if hi > lo:
+                self._accumulate(arms[lo:hi], X[lo:hi], rewards[lo:hi], weights[lo:hi])
+            self._scale(float(factors[r]))
+            lo = hi
+        self._accumulate(arms[lo:], X[lo:], rewards[lo:], weights[lo:])
+        newest = float(ts.max())
+        self._t_ref = t_ref
+        if self._t_newest is None or newest > self._t_newest:
+            self._t_newest = newest
+            self._state_changed()  # every arm's model moves to the new now
 
     def add_arm(self, features: Any = None) -> int:
         """Add an arm that starts from the prior; returns its index."""
@@ -268,7 +294,9 @@ class Policy:
         self._all_active = self._active[None, :]
 
     def state(self) -> dict[str, Any]:
-        """Everything learned, as plain data: kind, format, params, t_ref_ms and arrays."""
+        """Everything learned, as plain data: kind, format, params, the time the sums refer
+        to (``t_ref_ms``) and the newest event time learned (``t_newest_ms``), both None
+        without decay or events, and arrays."""
         arrays = {name: getattr(self, "_" + name).copy() for name in self._sum_names}
         arrays["active"] = self._active.copy()
         return {
@@ -276,6 +304,7 @@ class Policy:
             "format": STATE_FORMAT,
             "params": self._params(),
             "t_ref_ms": self._t_ref,
+            "t_newest_ms": self._t_newest,
             "arrays": arrays,
         }
 
@@ -292,10 +321,18 @@ class Policy:
             raise IncompatibleStateError(f"{cls.kind}: state is missing {exc}") from None
         except TypeError as exc:
             raise IncompatibleStateError(f"{cls.kind}: bad params in state: {exc}") from None
+        # A state without t_newest_ms (written before it existed) has sums seen from the
+        # newest event time itself.
         t_ref = state.get("t_ref_ms")
+        t_newest = state.get("t_newest_ms", t_ref)
+        if (t_ref is None) != (t_newest is None):
+            raise IncompatibleStateError(
+                f"{cls.kind}: t_ref_ms and t_newest_ms are both set or both None, got "
+                f"{t_ref!r} and {t_newest!r}")
         if t_ref is not None:
             t_ref = _finite_float("t_ref_ms", t_ref)
-        policy._t_ref = t_ref
+            t_newest = _finite_float("t_newest_ms", t_newest, low=t_ref)
+        policy._t_ref, policy._t_newest = t_ref, t_newest
         for name in (*cls._sum_names, "active"):
             if name not in arrays:
                 raise IncompatibleStateError(f"{cls.kind}: state has no array {name!r}")
@@ -334,16 +371,19 @@ class Policy:
         for name in self._shape_params:
             if not np.array_equal(mine["arrays"][name], theirs["arrays"][name]):
                 raise IncompatibleStateError(f"cannot merge {self.kind} policies with other {name}")
-        t_ref = None
+        t_ref = t_newest = None
         scale_mine = scale_theirs = 1.0
         if self.half_life_ms is not None and (mine["t_ref_ms"], theirs["t_ref_ms"]) != (None, None):
-            times = [t for t in (mine["t_ref_ms"], theirs["t_ref_ms"]) if t is not None]
-            t_ref = max(times)
+            # The later reference; with a whole-number half-life both are on one grid, so the
+            # older sums move by an exact power of two.
+            t_ref = max(t for t in (mine["t_ref_ms"], theirs["t_ref_ms"]) if t is not None)
+            t_newest = max(t for t in (mine["t_newest_ms"], theirs["t_newest_ms"])
+                           if t is not None)
             if mine["t_ref_ms"] is not None:
                 scale_mine = 2.0 ** (-(t_ref - mine["t_ref_ms"]) / self.half_life_ms)
             if theirs["t_ref_ms"] is not None:
                 scale_theirs = 2.0 ** (-(t_ref - theirs["t_ref_ms"]) / self.half_life_ms)
-        merged = dict(mine, t_ref_ms=t_ref, arrays=dict(mine["arrays"]))
+        merged = dict(mine, t_ref_ms=t_ref, t_newest_ms=t_newest, arrays=dict(mine["arrays"]))
         for name in self._sum_names:
             if name in self._shape_params:
                 continue
@@ -455,23 +495,20 @@ class Policy:
             raise InvalidInputError(f"eligible: row {np.flatnonzero(empty)[0]} has no active arm")
         return mask
 
-    def _event_weights(self, ts_ms: Any, n: int) -> np.ndarray:
-        if self.half_life_ms is None:
-            return np.ones(n)
+    def _event_times(self, ts_ms: Any, n: int) -> np.ndarray:
         if ts_ms is None:
             raise InvalidInputError("ts_ms: event times are required when half_life_ms is set")
-        ts = np.asarray(ts_ms, dtype=np.float64)
+        ts = np.ascontiguousarray(ts_ms, dtype=np.float64)
         if ts.shape != (n,) or not np.isfinite(ts).all():
             raise InvalidInputError(f"ts_ms: expected {n} finite event times, got shape {ts.shape}")
-        newest = float(ts.max())
-        if self._t_ref is None or newest > self._t_ref:
-            if self._t_ref is not None:
-                self._scale(2.0 ** (-(newest - self._t_ref) / self.half_life_ms))
-            self._t_ref = newest
-        # Events older than t_ref weigh less; a straggler older than everything still counts.
-        # An age over a tiny half-life overflows to inf: weight 2^-inf = 0, as it should be.
-        with np.errstate(over="ignore"):
-            return 2.0 ** (-(self._t_ref - ts) / self.half_life_ms)
+        return ts
+
+    def _decayed(self) -> float:
+        """The factor that brings the sums from ``t_ref`` to the newest event time learned,
+        in (0, 1]; 1 without decay. Models are fitted to the sums times this factor."""
+        if self._t_ref is None or self._t_newest == self._t_ref:
+            return 1.0
+        return 2.0 ** (-(self._t_newest - self._t_ref) / self.half_life_ms)
 
     def _scale(self, factor: float) -> None:
         for name in self._sum_names:
@@ -660,15 +697,18 @@ class _DisjointLinear(_LinearScoring):
         if not self._dirty:
             return
         idx = np.flatnonzero(self._stale)
+        S, b = self._S[idx], self._b[idx]
+        if (now := self._decayed()) != 1.0:
+            S, b = now * S, now * b
         # Through the Cholesky factor, so A^-1 = L^-T L^-1 comes out symmetric and PD.
         try:
-            L_inv = np.linalg.inv(np.linalg.cholesky(self._S[idx] + self.l2 * np.eye(self.dim)))
+            L_inv = np.linalg.inv(np.linalg.cholesky(S + self.l2 * np.eye(self.dim)))
             Ainv = np.swapaxes(L_inv, 1, 2) @ L_inv
         except np.linalg.LinAlgError:
             Ainv = None
-        Ainv = _ridge_inverse(Ainv, self._S[idx], self.l2)
+        Ainv = _ridge_inverse(Ainv, S, self.l2)
         self._Ainv[idx] = Ainv
-        self._theta[idx] = (Ainv @ self._b[idx][..., None])[..., 0]
+        self._theta[idx] = (Ainv @ b[..., None])[..., 0]
         self._stale[idx] = False
         self._dirty = False
         for a in idx:
@@ -894,7 +934,8 @@ class BetaTS(Policy):
         self._state_changed()
 
     def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.alpha + self._successes, self.beta + self._failures
+        now = self._decayed()
+        return self.alpha + now * self._successes, self.beta + now * self._failures
 
     def _choose(self, X, mask, rng, with_propensities):
         n = X.shape[0]
@@ -1053,15 +1094,18 @@ class HybridLinUCB(_LinearScoring):
         if not self._dirty:
             return
         k, d, p = self.n_arms, self.dim, self._Szz.shape[0]
+        Szz, bz, Sxx, Sxz, bx = self._Szz, self._bz, self._Sxx, self._Sxz, self._bx
+        if (now := self._decayed()) != 1.0:
+            Szz, bz, Sxx, Sxz, bx = (now * Szz, now * bz, now * Sxx, now * Sxz, now * bx)
         try:
-            A_inv = np.linalg.inv(self._Sxx + self.l2 * np.eye(d))
+            A_inv = np.linalg.inv(Sxx + self.l2 * np.eye(d))
         except np.linalg.LinAlgError:
             A_inv = None
-        A_inv = _ridge_inverse(A_inv, self._Sxx, self.l2)
-        G = A_inv @ self._Sxz                                       # A_a^-1 B_a, (k, d, p)
-        Ainv_b = (A_inv @ self._bx[..., None])[..., 0]              # A_a^-1 b_a, (k, d)
-        A0 = self.l2 * np.eye(p) + self._Szz - np.einsum("kdp,kdq->pq", self._Sxz, G)
-        b0 = self._bz - np.einsum("kdp,kd->p", self._Sxz, Ainv_b)
+        A_inv = _ridge_inverse(A_inv, Sxx, self.l2)
+        G = A_inv @ Sxz                                             # A_a^-1 B_a, (k, d, p)
+        Ainv_b = (A_inv @ bx[..., None])[..., 0]                    # A_a^-1 b_a, (k, d)
+        A0 = self.l2 * np.eye(p) + Szz - np.einsum("kdp,kdq->pq", Sxz, G)
+        b0 = bz - np.einsum("kdp,kd->p", Sxz, Ainv_b)
         try:
             L0_inv = np.linalg.inv(np.linalg.cholesky(0.5 * (A0 + A0.T)))
             A0_inv = L0_inv.T @ L0_inv
@@ -1159,12 +1203,15 @@ class Bart(Policy):
         if not self._dirty:
             return
         p = self._S.shape[1]
+        S, b = self._S, self._b
+        if (now := self._decayed()) != 1.0:
+            S, b = now * S, now * b
         try:
-            theta = np.linalg.solve(self._S[0] + self.l2 * np.eye(p), self._b[0])
+            theta = np.linalg.solve(S[0] + self.l2 * np.eye(p), b[0])
         except np.linalg.LinAlgError:
             theta = np.full(p, np.nan)
         if not np.isfinite(theta).all():  # rounding made S + l2 I singular: see _ridge_inverse
-            theta = _ridge_inverse(None, self._S, self.l2)[0] @ self._b[0]
+            theta = _ridge_inverse(None, S, self.l2)[0] @ b[0]
         d, m = self.dim, self._arm_features.shape[1]
         self._theta_x, self._theta_f = theta[:d], theta[d : d + m]
         self._theta_xf = theta[d + m :].reshape(d, m)

@@ -55,8 +55,8 @@ tallies are then the bits of one uninterrupted run, for any real-valued features
 (tests/test_learning_order.py); a VW slot learns in the same order, its model being VW's.
 Outside that condition, an impression that comes after its deadline passed is closed in the
 batch it arrives in, and an in-window click counts or is late, depending on the polls. Decay
-(``half_life_ms``) brings the sums to each batch's newest event time, one rescale per
-``learn_many``, so decayed sums agree with an uninterrupted run to rounding only.
+(``half_life_ms``) keeps this: the sums' reference time moves by whole half-lives at the
+decision that crosses one, whatever the batch (``bandit.kernels.decay``).
 
 The transport is a seam: ``streams.kafka.KafkaTransport`` over a consumer group, or
 ``streams.memory.MemoryTransport`` over an in-process log (embedded mode, unit tests).

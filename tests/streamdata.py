@@ -20,7 +20,10 @@ WINDOW_MS = 1_000
 STEP_MS = 10  # between decisions: about 100 decisions per window
 
 
-def spec(name: str = "news") -> CampaignSpec:
+def spec(name: str = "news", half_life_ms: float | None = None) -> CampaignSpec:
+    """The campaign: three slots (LinUCB, hybrid LinUCB over arm features, Beta TS), each
+    with ``half_life_ms`` decay when given."""
+    decay = {} if half_life_ms is None else {"half_life_ms": half_life_ms}
     return CampaignSpec.model_validate({
         "name": name, "holdout": 0.1, "attribution_window_ms": WINDOW_MS,
         "context": {"features": [{"kind": "numeric", "name": "engagement"},
@@ -29,14 +32,14 @@ def spec(name: str = "news") -> CampaignSpec:
                     "segments": ["region"]},
         "slots": [
             {"name": "subject", "arms": [{"id": "plain"}, {"id": "urgent"}, {"id": "quiz"}],
-             "default_arm": "plain", "policy": {"kind": "lin_ucb", "alpha": 0.5}},
+             "default_arm": "plain", "policy": {"kind": "lin_ucb", "alpha": 0.5, **decay}},
             {"name": "artwork", "default_arm": "calm", "condition_on": ["subject"],
              "arms": [{"id": "action", "features": {"brightness": 0.75}},
                       {"id": "calm", "features": {"brightness": 0.25}}],
              "arm_features": [{"kind": "numeric", "name": "brightness"}],
-             "policy": {"kind": "hybrid_lin_ucb", "epsilon": 0.2}},
+             "policy": {"kind": "hybrid_lin_ucb", "epsilon": 0.2, **decay}},
             {"name": "hour", "arms": [{"id": "h09"}, {"id": "h18"}], "default_arm": "h09",
-             "policy": {"kind": "beta_ts"}},
+             "policy": {"kind": "beta_ts", **decay}},
         ]})
 
 

@@ -278,6 +278,45 @@ def test_linear_decay_forgets_an_old_preference():
     assert policy.choose_one(np.ones(1)) == 1  # arm 0's old wins are forgotten, its new losses not
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_decayed_model_weighs_each_event_by_its_age_at_the_newest_event_time(kind):
+    # The sums are kept at a reference that moves by whole half-lives; the model is that of
+    # the events weighed 2^-(age / half_life) at the newest event time, learned in any batches.
+    arms, X, r = _stream(21, 200)
+    rng = np.random.default_rng(21)
+    half_life = 1000 / 3
+    ts = 1.8e12 + np.cumsum(rng.exponential(20.0, 200))
+    ts[::9] -= 700.0  # stragglers
+    decayed = FACTORIES[kind](rng=0, half_life_ms=half_life)
+    for lo, hi in ((0, 50), (50, 51), (51, 200)):
+        decayed.learn_many(arms[lo:hi], X[lo:hi], r[lo:hi], ts_ms=ts[lo:hi])
+    assert decayed.state()["t_ref_ms"] < decayed.state()["t_newest_ms"] == ts.max()
+    weighted = FACTORIES[kind](rng=0)
+    weighted._accumulate(arms, X, r, 2.0 ** (-(ts.max() - ts) / half_life))
+    Q = _stream(22, 6)[1]
+    np.testing.assert_allclose(decayed.scores(Q), weighted.scores(Q), rtol=1e-11)
+    np.testing.assert_allclose(decayed.propensities(Q), weighted.propensities(Q), atol=1e-9)
+
+
+def test_a_state_without_t_newest_ms_has_sums_seen_from_its_t_ref_ms():
+    policy = LinUCB(K, D, half_life_ms=1000.0, rng=0)
+    arms, X, r = _stream(3, 50)
+    policy.learn_many(arms, X, r, ts_ms=np.linspace(2_500.0, 3_700.0, 50))
+    state = policy.state()
+    assert (state["t_ref_ms"], state["t_newest_ms"]) == (3_000.0, 3_700.0)
+    # Written before t_newest_ms existed: the sums as seen from the newest event time.
+    earlier = {k: v for k, v in state.items() if k != "t_newest_ms"}
+    earlier["t_ref_ms"] = 3_700.0
+    earlier["arrays"] = {name: value if name == "active" else 2.0 ** -0.7 * value
+                         for name, value in state["arrays"].items()}
+    Q = _stream(4, 5)[1]
+    np.testing.assert_allclose(LinUCB.from_state(earlier).scores(Q), policy.scores(Q), rtol=1e-12)
+    with pytest.raises(InvalidInputError, match="t_newest_ms: expected a finite number >= 3000"):
+        LinUCB.from_state(dict(state, t_newest_ms=2_999.0))
+    with pytest.raises(IncompatibleStateError, match="t_ref_ms and t_newest_ms"):
+        LinUCB.from_state(dict(state, t_newest_ms=None))
+
+
 def test_thompson_propensity_matches_quadrature_twin(rng):
     arms, X, r = _stream(8)
     policy = LinTS(K, D, v=0.4, rng=0)
