@@ -1372,9 +1372,12 @@ class Engine:
     def record(self, events: Sequence[Impression | Click]) -> int:
         """The in-process event path: impressions and clicks through the attribution join;
         closed windows are learned. Unknown campaigns, slots, arms or context features refuse
-        the whole batch before anything changes. Returns the events the join accepted
-        (duplicates, late and orphan clicks are counted in ``rejected_events``)."""
-        return len(events) - len(self.ingest(events).rejected)
+        the whole batch before anything changes. Returns how many of ``events`` the join
+        accepted (duplicates, late and orphan clicks are counted in ``rejected_events``); clicks
+        of earlier calls that this call's time turns into orphans do not count against it."""
+        mine = {id(e) for e in events}  # alive until the return: ids stay theirs
+        rejected = self.ingest(events).rejected
+        return len(events) - sum(id(r.event) in mine for r in rejected)
 
     def ingest(self, events: Sequence[Impression | Click],
                watermark: float | None = None, *, checked: bool = False,
