@@ -48,6 +48,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bandit import wire
@@ -656,6 +657,15 @@ def _ndjson_items(body: bytes, adapter: Callable[[bytes], _T],
         raise ServiceError(422, "invalid_input", "expected at least one line")
 
 
+def _allowed(routes: Iterable[Any], scope: Scope) -> str:
+    """The Allow header of a 405: the methods of every route whose path matches."""
+    methods: set[str] = set()
+    for route in routes:
+        if route.matches(scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("engine warm-up failed; /readyz stays 503", exc_info=task.exception())
@@ -761,12 +771,14 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         return await service_error(request, invalid)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> Response:
-        message = str(error.detail)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        message, headers = str(error.detail), error.headers
         if error.status_code == 400:  # FastAPI's words for a body that is not UTF-8
             message = f"body is not valid JSON: {message}"
+        if error.status_code == 405:  # Starlette's Allow names the first route of the path only
+            headers = {**(headers or {}), "Allow": _allowed(app.routes, request.scope)}
         return answer(error.status_code, _HTTP_CODES.get(error.status_code, "http_error"),
-                      message, headers=error.headers)
+                      message, headers=headers)
 
     # -- dependencies and helpers ------------------------------------------------------------
 

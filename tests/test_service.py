@@ -601,6 +601,15 @@ def test_bad_input(client, table, newsletter_spec, method, path, body, status, c
         assert all(e["message"] for e in error["errors"])
 
 
+def test_405_allows_every_method_of_the_path(client):
+    for path, operations in client.get("/openapi.json").json()["paths"].items():
+        methods = {m.upper() for m in operations}
+        other = next(m for m in ("PUT", "PATCH", "DELETE", "POST", "GET") if m not in methods)
+        response = client.request(other, re.sub(r"\{\w+\}", "x", path))
+        assert_error(response, 405, "method_not_allowed", "Method Not Allowed")
+        assert set(response.headers["allow"].split(", ")) == methods, path
+
+
 @pytest.mark.parametrize(("path", "body", "field"), [
     ("/v1/decisions/batch", {"campaign": "table", "requests": [GOOD, GOOD, {**GOOD, "context": {
         "engagement": 1, "plan": 3}}]}, "requests[2].context.plan"),
