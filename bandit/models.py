@@ -6,7 +6,7 @@ wrong type is refused at the edge with the field's name, never half-understood i
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -28,8 +28,25 @@ EpochMs = Annotated[float, Field(ge=0, le=2**53), AfterValidator(_integral)]
 PositiveMs = Annotated[float, Field(gt=0, le=2**53), AfterValidator(_integral)]
 
 
+def _key_patterns(schema: dict[str, Any]) -> None:
+    """State the key pattern of ``dict[Name, X]`` as validation enforces it. pydantic writes
+    it as ``patternProperties``, under which a key that misses the pattern may hold anything
+    (schema-valid bodies got 422); here every key must match (``propertyNames``) and every
+    value is an X (``additionalProperties``)."""
+    for value in schema.values():
+        for inner in value if isinstance(value, list) else [value]:
+            if isinstance(inner, dict):
+                _key_patterns(inner)
+    patterns = schema.pop("patternProperties", None)
+    if patterns:
+        ((pattern, values),) = patterns.items()
+        schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+        schema["additionalProperties"] = values
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True,
+                              json_schema_extra=_key_patterns)
 
 
 # -- campaign spec --------------------------------------------------------------------------

@@ -601,6 +601,18 @@ def test_bad_input(client, table, newsletter_spec, method, path, body, status, c
         assert all(e["message"] for e in error["errors"])
 
 
+def test_openapi_states_the_key_pattern_the_server_enforces(client, table):
+    """Keys of name-keyed objects must match the name pattern (``propertyNames``), which the
+    server enforces: no ``patternProperties``, under which any other key would be valid."""
+    document = client.get("/openapi.json").json()
+    assert "patternProperties" not in json.dumps(document)
+    context = document["components"]["schemas"]["DecisionRequest"]["properties"]["context"]
+    assert context["propertyNames"]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+    assert context["additionalProperties"]["anyOf"][0] == {"type": "number"}
+    response = client.post("/v1/decisions", json={**GOOD, "context": {"bad key": 1.0}})
+    assert_error(response, 422, "invalid_input", "context.bad key.[key]: String should match")
+
+
 def test_405_allows_every_method_of_the_path(client):
     for path, operations in client.get("/openapi.json").json()["paths"].items():
         methods = {m.upper() for m in operations}
