@@ -24,8 +24,16 @@ def _integral(value: float) -> int:
     return int(value)
 
 
-EpochMs = Annotated[float, Field(ge=0, le=2**53), AfterValidator(_integral)]
-PositiveMs = Annotated[float, Field(gt=0, le=2**53), AfterValidator(_integral)]
+# The largest time in ms: float64 (the JSON number, the join's columns) holds every integer up
+# to it exactly, so an integer beyond (2**53 + 1 reads as 2**53) cannot round into range.
+MAX_MS = 2**53 - 1
+# A whole number is JSON Schema's integer (154.0 is one); validated as a float, so that a
+# number too large for float64 is refused by its bound rather than read at another value.
+_INTEGER = {"type": "integer"}
+EpochMs = Annotated[float, Field(ge=0, le=MAX_MS, json_schema_extra=_INTEGER),
+                    AfterValidator(_integral)]
+PositiveMs = Annotated[float, Field(gt=0, le=MAX_MS, json_schema_extra=_INTEGER),
+                       AfterValidator(_integral)]
 
 
 def _key_patterns(schema: dict[str, Any]) -> None:
@@ -226,8 +234,10 @@ class VWSpec(Strict):
     kind: Literal["vw"] = "vw"
     exploration: Literal["squarecb", "epsilon", "bag", "cover"] = "squarecb"
     epsilon: Finite = Field(0.05, ge=0, le=1)
-    bag: Annotated[float, Field(ge=2, le=16), AfterValidator(_integral)] = 5
-    cover: Annotated[float, Field(ge=1, le=16), AfterValidator(_integral)] = 5
+    bag: Annotated[float, Field(ge=2, le=16, json_schema_extra=_INTEGER),
+                   AfterValidator(_integral)] = 5
+    cover: Annotated[float, Field(ge=1, le=16, json_schema_extra=_INTEGER),
+                     AfterValidator(_integral)] = 5
     interactions: list[VWInteraction] = Field(
         default_factory=lambda: ["ca"], max_length=8,
         description="Namespace interactions (-q), e.g. 'ca' = context x arm.")

@@ -29,13 +29,13 @@ from typing import Annotated, Any, ClassVar, TypeVar
 import msgspec
 import orjson
 
-from bandit.models import REWARD_LIMIT
+from bandit.models import MAX_MS, REWARD_LIMIT
 
 # Patterns of Name and DecisionId: checked by ``misfits``, not by msgspec (see above).
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 DecisionId = Annotated[str, msgspec.Meta(min_length=32, max_length=32)]
-EpochMs = Annotated[float, msgspec.Meta(ge=0, le=2**53)]
+EpochMs = Annotated[float, msgspec.Meta(ge=0, le=MAX_MS)]  # models.EpochMs's bound
 # JSON has no NaN or infinity and msgspec refuses numbers out of float64's range: finite.
 Propensity = Annotated[float, msgspec.Meta(gt=0, le=1)]
 Reward = Annotated[float, msgspec.Meta(ge=-REWARD_LIMIT, le=REWARD_LIMIT)]  # models.Click's

@@ -576,6 +576,8 @@ BAD_INPUT = [
     ("POST", "/v1/events", [{**IMPRESSION, "ts": -1}], 422, "invalid_input",
      "[0].ts: Input should be greater"),
     ("POST", "/v1/events", [{**IMPRESSION, "type": "open"}], 422, "invalid_input", "[0]:"),
+    ("POST", "/v1/events", [{**IMPRESSION, "ts": 2**53 + 1}], 422, "invalid_input",
+     "[0].ts: Input should be less than or equal to 9007199254740991"),
     ("POST", "/v1/events", IMPRESSION, 422, "invalid_input",
      "body: Input should be a valid array"),
     ("POST", "/v1/events", ("application/x-ndjson", _lines(IMPRESSION, {"type": "click"})), 422,
