@@ -5,7 +5,9 @@ what only it knows (campaign names, context schema). Every 4xx answer has the sa
 ``{"error": {"code", "message", "field"?, "errors"?}}``, and every status a route can answer is
 declared in the OpenAPI document:
 
-- 400 ``malformed_body``: the body is not JSON (syntax, encoding), whatever the route;
+- 400 ``malformed_body``: the body is not JSON as the service reads it, whatever the route: a
+  syntax error or nesting deeper than 200 (named by line and column), not UTF-8 (UTF-16, a byte
+  order mark), or a key repeated in an object (JSON readers keep one of them silently);
 - 401 / 403: management routes, when a token is configured (missing or malformed header / wrong
   token);
 - 404 ``not_found``: unknown campaign or slot (``unknown_arm``: the arm the path names);
@@ -29,7 +31,15 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from functools import partial
 from itertools import islice
@@ -37,10 +47,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
+import pydantic_core
 from fastapi import Body, FastAPI, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -203,7 +215,8 @@ _HTTP_CODES = {400: "malformed_body", 401: "unauthorized", 403: "forbidden", 404
                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
                422: "invalid_input", 503: "unavailable"}
 _DESCRIPTIONS = {
-    400: "The body is not JSON (syntax error, not UTF-8).",
+    400: "The body is not JSON: a syntax error (with its line and column), not UTF-8 (UTF-16, "
+         "a byte order mark), or a repeated key.",
     401: "Missing or malformed `Authorization: Bearer <token>` (only when a token is configured).",
     403: "Wrong token.",
     404: "No such campaign, slot or arm.",
@@ -461,10 +474,11 @@ _NameText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _LabelText = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
-class _FastRequest(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class _FastRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """``DecisionRequest`` as msgspec reads it: the same fields, defaults and constraints but
     the pattern of names, which ``_fast_request`` checks. The engine reads requests by
-    attribute, which both kinds provide."""
+    attribute, which both kinds provide. (Defaults are omitted when one is written back, for
+    ``wire.keys_unique``.)"""
 
     campaign: _NameText
     user_id: _LabelText
@@ -475,16 +489,20 @@ class _FastRequest(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _FAST_DECODE = msgspec.json.Decoder(_FastRequest).decode
+_FAST_ENCODE = msgspec.json.Encoder().encode
 
 
 def _fast_request(body: bytes) -> _FastRequest | None:
-    """The request when msgspec takes the body and every name fits the pattern, else None:
-    whatever msgspec refuses, pydantic is asked for the verdict (the route's 400/422 bodies)."""
+    """The request when msgspec takes the body, every name fits the pattern and no key is
+    repeated, else None: whatever msgspec refuses, pydantic is asked for the verdict (the
+    route's 400/422 bodies)."""
     try:
         request = _FAST_DECODE(body)
     except msgspec.DecodeError:
         return None
     if not wire.names_fit([request.campaign, *request.context, *request.segments]):
+        return None
+    if not wire.keys_unique(body, _FAST_ENCODE(request)) and wire.duplicate_key(body):
         return None
     return request
 
@@ -614,6 +632,77 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
+# -- strict JSON bodies ----------------------------------------------------------------------
+
+
+def _strict_json(body: bytes, what: str) -> None:
+    """ServiceError 400 unless ``body`` is JSON as the service reads it: UTF-8 without a byte
+    order mark, valid (the reason with its line and column, as pydantic gives it on the other
+    routes), no duplicate key."""
+    problem = wire.encoding_problem(body)
+    if problem is None:
+        try:
+            pydantic_core.from_json(body)
+        except ValueError as error:
+            problem = str(error)
+        else:
+            key = wire.duplicate_key(body)
+            problem = None if key is None else f"duplicate key {key!r}"
+    if problem is not None:
+        raise ServiceError(400, "malformed_body", f"{what} is not valid JSON: {problem}")
+
+
+def _read(body: bytes, validate: Callable[[bytes], _T], written: Callable[[_T], bytes],
+          line: int | None = None, tags: frozenset[str] = frozenset()) -> _T:
+    """``validate(body)`` (a pydantic reader of JSON) with its errors in the service's shape,
+    and a repeated key refused as on the routes FastAPI reads (``_strict_json``): after syntax
+    errors, before schema errors. ``written(item)`` writes the item back with only the fields
+    the body gave (``wire.keys_unique``); ``line`` names an NDJSON line."""
+    what = "body" if line is None else f"line {line}"
+    try:
+        item = validate(body)
+    except ValidationError as error:
+        errors = error.errors(include_url=False)
+        if errors[0]["type"] != "json_invalid":
+            _unique(body, b"", what)  # no item to compare with: the exact check
+        raise _invalid(errors, line=line, tags=tags) from None
+    _unique(body, written(item), what)
+    return item
+
+
+def _unique(body: bytes, again: bytes, what: str) -> None:
+    """ServiceError 400 if the JSON ``body`` repeats a key (``again``: see wire.keys_unique)."""
+    if not wire.keys_unique(body, again) and (key := wire.duplicate_key(body)) is not None:
+        raise ServiceError(400, "malformed_body",
+                           f"{what} is not valid JSON: duplicate key {key!r}")
+
+
+def _encoded(body: bytes) -> None:
+    """ServiceError 400 if ``body`` is not UTF-8 (a byte order mark, UTF-16 or UTF-32)."""
+    if (problem := wire.encoding_problem(body)) is not None:
+        raise ServiceError(400, "malformed_body", f"body is not valid JSON: {problem}")
+
+
+class _StrictRoute(APIRoute):
+    """A route whose JSON body FastAPI reads is read strictly first (``_strict_json``): Python's
+    JSON reader, FastAPI's, takes UTF-16 and duplicate keys silently and names no position for
+    a body too deep or not UTF-8. Routes that read their bodies themselves check them there."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def strict(request: Request) -> Response:
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            body = await request.body()
+            if body and (kind in ("", "application/json") or kind.endswith("+json")):
+                _strict_json(body, "body")
+            return await handler(request)
+
+        return strict
+
+
 # -- the app ---------------------------------------------------------------------------------
 
 _T = TypeVar("_T")
@@ -648,10 +737,9 @@ def _ndjson_items(body: bytes, adapter: Callable[[bytes], _T],
     """(line number, validated item) per non-blank line; a bad line is an error naming it."""
     empty = True
     for number, line in _lines(body):
-        try:
-            yield number, adapter(line)
-        except ValidationError as error:
-            raise _invalid(error.errors(include_url=False), line=number, tags=tags) from None
+        item = _read(line, adapter, lambda item: item.model_dump_json(exclude_unset=True).encode(),
+                     number, tags)
+        yield number, item
         empty = False
     if empty:
         raise ServiceError(422, "invalid_input", "expected at least one line")
@@ -737,6 +825,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         summary="Contextual bandit decisions with propensities, campaign management, events.",
         lifespan=lifespan,
     )
+    app.router.route_class = _StrictRoute
     app.add_middleware(_SingleFastPath, engine=engine, singles=singles, metrics=metrics,
                        refused=lambda scope, error: bandit_error(Request(scope), error))
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes,
@@ -947,6 +1036,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         """
         start = time.perf_counter()
         body, ndjson = await request.body(), _is_ndjson(request)
+        _encoded(body)
         media_type = NDJSON if ndjson else "application/json"
         # Parsing and serializing 100,000 rows takes a while too: all of it off the event loop.
         columns = await off_loop(ndjson_columns if ndjson else json_columns, body, engine)
@@ -980,10 +1070,8 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         if ndjson:
             lines = _ndjson_items(body, DecisionRequest.model_validate_json)
             return decide_labelled(None, ((f"line {n}", r) for n, r in lines))
-        try:
-            parsed = BatchDecisionRequest.model_validate_json(body)
-        except ValidationError as error:
-            raise _invalid(error.errors(include_url=False)) from None
+        parsed = _read(body, BatchDecisionRequest.model_validate_json,
+                       lambda batch: batch.model_dump_json(exclude_unset=True).encode())
         return decide_labelled(parsed.campaign,
                                ((f"requests[{i}]", r) for i, r in enumerate(parsed.requests)))
 
@@ -1009,6 +1097,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         arms or context features refuse the whole request before anything is learned;
         duplicates, late and orphan clicks are dropped and not counted as accepted."""
         body, ndjson = await request.body(), _is_ndjson(request)
+        _encoded(body)
         return _json(Accepted(accepted=await off_loop(record_body, body, ndjson)))
 
     def record_body(body: bytes, ndjson: bool) -> int:
@@ -1017,10 +1106,8 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             numbered = list(_ndjson_items(body, _EVENT.validate_json, _EVENT_TAGS))
             events, where = [e for _, e in numbered], [f"line {n}" for n, _ in numbered]
         else:
-            try:
-                events = _EVENTS.validate_json(body)
-            except ValidationError as error:
-                raise _invalid(error.errors(include_url=False), tags=_EVENT_TAGS) from None
+            events = _read(body, _EVENTS.validate_json,
+                           partial(_EVENTS.dump_json, exclude_unset=True), tags=_EVENT_TAGS)
             where = [f"[{i}]" for i in range(len(events))]
         try:
             return stream[0].events(events) if stream else engine.record(events)

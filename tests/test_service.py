@@ -582,6 +582,40 @@ BAD_INPUT = [
      "body: Input should be a valid array"),
     ("POST", "/v1/events", ("application/x-ndjson", _lines(IMPRESSION, {"type": "click"})), 422,
      "invalid_input", "line 2: event_id: Field required"),
+    # Bodies Python's JSON reader took silently or refused without a position, on every route.
+    *[("POST", path, ("application/json", body), 400, "malformed_body", needle)
+      for path in ("/v1/decisions", "/v1/decisions/batch", "/v1/events", "/v1/campaigns",
+                   "/v1/campaigns/table/arms", "/v1/campaigns/table/pause")
+      for body, needle in [
+          (b"[" * 300 + b"]" * 300, "body is not valid JSON: recursion limit exceeded at line 1 "
+                                    "column 202"),
+          (b'{"campaign": "t\xffble"}', "body is not valid JSON: invalid unicode code point at "
+                                        "line 1 column 16"),
+          (json.dumps(GOOD).encode("utf-16"), "body is not valid JSON: it starts with a byte "
+                                              "order mark"),
+          (json.dumps(GOOD).encode("utf-16-le"), "body is not valid JSON: NUL byte at byte 1 "
+                                                 "(UTF-16 or UTF-32?)"),
+          (b"\xef\xbb\xbf" + json.dumps(GOOD).encode(), "a byte order mark"),
+          (b'{"user_id": "a", "campaign": "table", "user_id": "b"}',
+           "body is not valid JSON: duplicate key 'user_id'")]],
+    ("POST", "/v1/decisions", ("application/json", b'{"campaign": "table", "user_id": "u", '
+                               b'"context": {"engagement": 1, "engagement": 2}}'),
+     400, "malformed_body", "duplicate key 'engagement'"),
+    ("POST", "/v1/decisions/batch", ("application/json", b'{"campaign": "table", "requests": ['
+                                     b'{"campaign": "table", "user_id": "u", "context": '
+                                     b'{"engagement": 1, "engagement": 2}}]}'),
+     400, "malformed_body", "body is not valid JSON: duplicate key 'engagement'"),
+    ("POST", "/v1/decisions/batch", ("application/x-ndjson", _lines(
+        GOOD, b'{"campaign": "table", "user_id": "u", "consent": true, "consent": false}')),
+     400, "malformed_body", "line 2 is not valid JSON: duplicate key 'consent'"),
+    ("POST", "/v1/decisions/batch", ("application/x-ndjson", json.dumps(GOOD).encode("utf-16")),
+     400, "malformed_body", "body is not valid JSON: it starts with a byte order mark"),
+    ("POST", "/v1/events", ("application/json", b"[" + json.dumps(IMPRESSION).encode()[:-1]
+                            + b', "ts": 6}]'),
+     400, "malformed_body", "body is not valid JSON: duplicate key 'ts'"),
+    ("POST", "/v1/events", ("application/x-ndjson", _lines(
+        IMPRESSION, json.dumps(IMPRESSION).encode()[:-1] + b', "user_id": "u2"}')),
+     400, "malformed_body", "line 2 is not valid JSON: duplicate key 'user_id'"),
     ("GET", "/v1/nowhere", None, 404, "not_found", "Not Found"),
     ("PUT", "/v1/decisions", GOOD, 405, "method_not_allowed", "Method Not Allowed"),
 ]
