@@ -10,7 +10,8 @@ declared in the OpenAPI document:
   order mark), or a key repeated in an object (JSON readers keep one of them silently);
 - 401 / 403: management routes, when a token is configured (missing or malformed header / wrong
   token);
-- 404 ``not_found``: unknown campaign or slot (``unknown_arm``: the arm the path names);
+- 404 ``not_found``: unknown campaign or slot (``unknown_arm``: the arm the path names); a
+  campaign named in a body too, events included (the whole batch is refused);
 - 405 ``method_not_allowed``: a method the path does not have;
 - 409 ``conflict``: the campaign or arm exists, or the arm is a default or a slot's last;
 - 413 ``payload_too_large``: the body exceeds ``max_body_bytes``;
@@ -66,7 +67,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bandit import wire
 from bandit.batch_wire import json_columns, ndjson_columns
 from bandit.engine import DecisionBatch, Engine, OneDecision, RequestColumns
-from bandit.errors import BanditError, InvalidInputError
+from bandit.errors import BanditError, InvalidInputError, NotFoundError
 from bandit.models import (
     Arm,
     BatchDecisionRequest,
@@ -1090,12 +1091,15 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
 
     @app.post("/v1/events", response_model=Accepted, tags=["events"],
               openapi_extra={"requestBody": events_body},
-              responses=_responses(400, 413, 422, 503))
+              responses=_responses(400, 404, 413, 422, 503))
     async def record(request: Request) -> Response:
         """Impressions and clicks, for senders that cannot write to Kafka: a JSON list of
-        events, or ``application/x-ndjson`` with one event per line. Unknown campaigns, slots,
-        arms or context features refuse the whole request before anything is learned;
-        duplicates, late and orphan clicks are dropped and not counted as accepted."""
+        events, or ``application/x-ndjson`` with one event per line. An unknown campaign is a
+        404, as on the decision routes (a campaign a body names is a resource, whichever the
+        route; the item is named, ``[3]`` or ``line 4``), unknown slots, arms or context
+        features a 422: either refuses the whole request before anything is learned, so a
+        batch is never half recorded. Duplicates, late and orphan clicks are dropped and not
+        counted as accepted."""
         body, ndjson = await request.body(), _is_ndjson(request)
         _encoded(body)
         return _json(Accepted(accepted=await off_loop(record_body, body, ndjson)))
@@ -1109,6 +1113,16 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             events = _read(body, _EVENTS.validate_json,
                            partial(_EVENTS.dump_json, exclude_unset=True), tags=_EVENT_TAGS)
             where = [f"[{i}]" for i in range(len(events))]
+        known: set[str] = set()
+        for label, event in zip(where, events, strict=True):
+            if event.campaign not in known:
+                try:
+                    engine.campaign(event.campaign)
+                except NotFoundError as error:
+                    raise ServiceError(
+                        404, "not_found", f"{label}: event {event.event_id!r}: {error}",
+                        field="campaign" if ndjson else f"{label}.campaign") from None
+                known.add(event.campaign)
         try:
             return stream[0].events(events) if stream else engine.record(events)
         except InvalidInputError as error:

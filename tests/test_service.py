@@ -554,8 +554,11 @@ BAD_INPUT = [
      "no campaign 'nope'"),
     ("POST", "/v1/campaigns/nope/pause", {"paused": True}, 404, "not_found", "no campaign"),
     ("POST", "/v1/campaigns/table/pause", {"paused": "yes"}, 422, "invalid_input", "paused:"),
-    ("POST", "/v1/events", [{**IMPRESSION, "campaign": "nope"}], 422, "invalid_input",
-     "[0]: event 'e1': no campaign 'nope'"),
+    ("POST", "/v1/events", [IMPRESSION, {**IMPRESSION, "campaign": "nope"}], 404, "not_found",
+     "[1]: event 'e1': no campaign 'nope'"),
+    ("POST", "/v1/events", ("application/x-ndjson", _lines(IMPRESSION, {**IMPRESSION,
+                                                                       "campaign": "nope"})),
+     404, "not_found", "line 2: event 'e1': no campaign 'nope'"),
     ("POST", "/v1/events", [IMPRESSION, {**IMPRESSION, "event_id": "e2",
                                          "context": {"engagement": 1.0, "x": 2.0}}],
      422, "invalid_input", "[1].context.x: event 'e2': unknown feature 'x'"),
@@ -666,7 +669,6 @@ def test_405_allows_every_method_of_the_path(client):
     ("/v1/events", [IMPRESSION, IMPRESSION, {**IMPRESSION, "context": {"engagement": 1,
                                                                      "plan": 1}}],
      "[2].context.plan"),
-    ("/v1/events", [{**IMPRESSION, "campaign": "nope"}], "[0]"),
     ("/v1/events", [IMPRESSION, {**IMPRESSION, "ts": "soon"}], "[1].ts"),
 ])
 def test_batch_errors_name_the_row_and_field(client, table, path, body, field):
