@@ -36,25 +36,31 @@ PositiveMs = Annotated[float, Field(gt=0, le=MAX_MS, json_schema_extra=_INTEGER)
                        AfterValidator(_integral)]
 
 
-def _key_patterns(schema: dict[str, Any]) -> None:
-    """State the key pattern of ``dict[Name, X]`` as validation enforces it. pydantic writes
-    it as ``patternProperties``, under which a key that misses the pattern may hold anything
-    (schema-valid bodies got 422); here every key must match (``propertyNames``) and every
-    value is an X (``additionalProperties``)."""
+def _as_enforced(schema: dict[str, Any]) -> None:
+    """State in a model's JSON Schema what validation enforces, where pydantic's schema is
+    laxer (schema-valid bodies got 422). The key pattern of ``dict[Name, X]``: pydantic writes
+    ``patternProperties``, under which a key that misses the pattern may hold anything; here
+    every key must match (``propertyNames``) and every value is an X (``additionalProperties``).
+    A tag (``type``, ``kind``: a constant with a default) is required: the tagged unions that
+    read these models need it."""
     for value in schema.values():
         for inner in value if isinstance(value, list) else [value]:
             if isinstance(inner, dict):
-                _key_patterns(inner)
+                _as_enforced(inner)
     patterns = schema.pop("patternProperties", None)
     if patterns:
         ((pattern, values),) = patterns.items()
         schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
         schema["additionalProperties"] = values
+    tags = [name for name, p in schema.get("properties", {}).items()
+            if isinstance(p, dict) and "const" in p and "default" in p]
+    if tags:
+        schema["required"] = [*tags, *schema.get("required", [])]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True,
-                              json_schema_extra=_key_patterns)
+                              json_schema_extra=_as_enforced)
 
 
 # -- campaign spec --------------------------------------------------------------------------
@@ -419,7 +425,8 @@ class Impression(Strict):
     context: dict[Name, Finite | Label] | None = None
     segments: dict[Name, Label] = Field(default_factory=dict)
     holdout: bool = False
-    model_version: int = Field(0, ge=0)
+    model_version: Annotated[float, Field(ge=0, le=MAX_MS, json_schema_extra=_INTEGER),
+                             AfterValidator(_integral)] = 0
 
 
 class Click(Strict):

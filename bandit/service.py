@@ -709,8 +709,11 @@ class _StrictRoute(APIRoute):
 _T = TypeVar("_T")
 _SPECS = TypeAdapter(list[CampaignSpec])
 _EVENT: TypeAdapter[Impression | Click] = TypeAdapter(Event)
-_EVENTS: TypeAdapter[list[Impression | Click]] = TypeAdapter(list[Event])
-_bearer = HTTPBearer(auto_error=False, description="The configured API token.")
+_EVENTS: TypeAdapter[list[Impression | Click]] = TypeAdapter(
+    Annotated[list[Event], Field(min_length=1)])
+# The security scheme is named after its setting (tests send each scheme its setting's token).
+_bearer = HTTPBearer(auto_error=False, scheme_name="api_token",
+                     description="The configured API token (setting api_token).")
 
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -884,7 +887,8 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         if not hmac.compare_digest(credentials.credentials.encode(), token):
             raise ServiceError(403, "forbidden", "the bearer token is not the configured one")
 
-    managed = [Security(management)]
+    # Without a token the management routes are open, and the OpenAPI says so: no security.
+    managed = [Security(management)] if token is not None else []
 
     async def off_loop(function: Callable[..., _T], *args: Any) -> _T:
         # Engine calls hold its lock and may take a while: in a thread, /healthz and the other

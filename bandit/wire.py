@@ -68,10 +68,11 @@ class Impression(msgspec.Struct, forbid_unknown_fields=True, tag_field="type",
     context: dict[Name, float | Label] | None = None
     segments: dict[Name, Label] = {}
     holdout: bool = False
-    model_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    model_version: EpochMs = 0  # models.Impression's bounds
 
     def __post_init__(self) -> None:
         self.ts = _whole(self.ts)
+        self.model_version = _whole(self.model_version)
 
 
 class Click(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", tag="click",
