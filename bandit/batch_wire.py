@@ -12,8 +12,9 @@ for anything they do not fully accept, and the route then takes the pydantic pat
 answers (line or index, field, reason) stay what they were. So the Structs may be stricter
 than the models (a consent-less request is not checked against the schema by the engine, but
 is here), never laxer. What msgspec does not check is checked after decoding: the name pattern
-of segment keys, and that every request names the batch's campaign (a campaign the engine
-holds has a valid name).
+of segment keys, that every request names the batch's campaign (a campaign the engine holds
+has a valid name), and that no key is repeated (``wire.keys_unique``: every optional field is
+UNSET when omitted, so that the requests written back have exactly the members of the body).
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ class _Head(msgspec.Struct):
 class _Decoders(msgspec.Struct, frozen=True):
     ndjson: msgspec.json.Decoder
     json: msgspec.json.Decoder
+    empty: Any  # the context of a request without one
 
 
 _HEAD = msgspec.json.Decoder(_Head)
+_ENCODE = msgspec.json.Encoder().encode
 _cache: dict[str, _Decoders] = {}  # context schema (JSON) -> its decoders
 _CACHE_MAX = 256
 
@@ -67,15 +70,16 @@ def _decoders(spec: CampaignSpec) -> _Decoders:
         forbid_unknown_fields=True, gc=False)
     Request = msgspec.defstruct(
         "Request", [("campaign", Name), ("user_id", Label),
-                    ("context", Context, msgspec.field(default_factory=Context)),
+                    ("context", Context | msgspec.UnsetType, msgspec.UNSET),
                     ("segments", Segments | msgspec.UnsetType, msgspec.UNSET),
-                    ("consent", bool, True), ("explain", bool, False)],
+                    ("consent", bool | msgspec.UnsetType, msgspec.UNSET),
+                    ("explain", bool | msgspec.UnsetType, msgspec.UNSET)],
         forbid_unknown_fields=True, gc=False)
     Batch = msgspec.defstruct(
         "Batch", [("campaign", Name), ("requests", Annotated[
             list[Request], msgspec.Meta(min_length=1, max_length=_MAX_JSON_REQUESTS)])],
         forbid_unknown_fields=True, gc=False)
-    found = _Decoders(msgspec.json.Decoder(Request), msgspec.json.Decoder(Batch))
+    found = _Decoders(msgspec.json.Decoder(Request), msgspec.json.Decoder(Batch), Context())
     if len(_cache) < _CACHE_MAX:
         _cache[key] = found
     return found
@@ -88,15 +92,17 @@ def ndjson_columns(body: bytes, engine: Engine) -> RequestColumns | None:
     end = body.find(b"\n", start)
     try:
         campaign = _HEAD.decode(body[start:end if end >= 0 else len(body)]).campaign
-        spec = engine.campaign(campaign)
-        requests = _decoders(spec).ndjson.decode_lines(body)
+        decoders = _decoders(engine.campaign(campaign))
+        requests = decoders.ndjson.decode_lines(body)
     except (ValueError, BanditError):  # DecodeError, or not UTF-8
         return None
     # One request per non-blank line: msgspec reads two objects on one line as two requests.
     lines = body.split(b"\n")
     if len(requests) != sum(map(bool, lines)) - sum(map(bytes.isspace, lines)):
         return None
-    return _columns(engine, campaign, requests)
+    if not wire.keys_unique(body, _ENCODE(requests)):
+        return None
+    return _columns(engine, campaign, requests, decoders.empty)
 
 
 def json_columns(body: bytes, engine: Engine) -> RequestColumns | None:
@@ -104,26 +110,30 @@ def json_columns(body: bytes, engine: Engine) -> RequestColumns | None:
     body is not plainly good."""
     try:
         campaign = _HEAD.decode(body).campaign
-        spec = engine.campaign(campaign)
-        batch = _decoders(spec).json.decode(body)
+        decoders = _decoders(engine.campaign(campaign))
+        batch = decoders.json.decode(body)
     except (ValueError, BanditError):  # DecodeError, or not UTF-8
         return None
-    return _columns(engine, campaign, batch.requests)
+    if not wire.keys_unique(body, _ENCODE(batch)):
+        return None
+    return _columns(engine, campaign, batch.requests, decoders.empty)
 
 
-def _columns(engine: Engine, campaign: str, requests: list[Any]) -> RequestColumns | None:
+def _columns(engine: Engine, campaign: str, requests: list[Any],
+             empty: Any) -> RequestColumns | None:
     n = len(requests)
     if not n or any(r.campaign != campaign for r in requests):
         return None
-    # An omitted "segments" stays UNSET rather than an empty dict per request.
+    # An omitted field stays UNSET rather than a default object per request.
     segments = [{} if r.segments is msgspec.UNSET else r.segments for r in requests]
     if not wire.names_fit(list(set().union(*segments))):
         return None
     try:
         return engine.request_columns(
             campaign, [r.user_id for r in requests],
-            np.fromiter((r.consent for r in requests), dtype=bool, count=n),
-            np.fromiter((r.explain for r in requests), dtype=bool, count=n),
-            [r.context for r in requests], msgspec.structs.astuple, segments, msgspec.UNSET)
+            np.fromiter((r.consent is not False for r in requests), dtype=bool, count=n),
+            np.fromiter((r.explain is True for r in requests), dtype=bool, count=n),
+            [empty if r.context is msgspec.UNSET else r.context for r in requests],
+            msgspec.structs.astuple, segments, msgspec.UNSET)
     except BanditError:
         return None

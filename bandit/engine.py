@@ -1448,9 +1448,16 @@ class Engine:
         """The in-process event path: impressions and clicks through the attribution join;
         closed windows are learned; a consent-less decision's impression loses its context
         and segments (``ingest``). Unknown campaigns, slots, arms or context features refuse
-        the whole batch before anything changes. Returns the events the join accepted
-        (duplicates, late and orphan clicks are counted in ``rejected_events``)."""
-        return len(events) - len(self.ingest(events).rejected)
+        the whole batch before anything changes. Returns how many of ``events`` the join
+        accepted (duplicates, late and orphan clicks are counted in ``rejected_events``); clicks
+        of earlier calls that this call's time turns into orphans do not count against it."""
+        # Stripped here, not in ingest, so that the rejected events are the ones given to it.
+        events, stripped = strip_consentless(events)
+        mine = {id(e) for e in events}  # alive until the return: ids stay theirs
+        rejected = self.ingest(events).rejected
+        with self._lock:
+            self.stripped_impressions += stripped
+        return len(events) - sum(id(r.event) in mine for r in rejected)
 
     def ingest(self, events: Sequence[Impression | Click],
                watermark: float | None = None, *, checked: bool = False,

@@ -6,7 +6,7 @@ wrong type is refused at the edge with the field's name, never half-understood i
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -24,12 +24,43 @@ def _integral(value: float) -> int:
     return int(value)
 
 
-EpochMs = Annotated[float, Field(ge=0, le=2**53), AfterValidator(_integral)]
-PositiveMs = Annotated[float, Field(gt=0, le=2**53), AfterValidator(_integral)]
+# The largest time in ms: float64 (the JSON number, the join's columns) holds every integer up
+# to it exactly, so an integer beyond (2**53 + 1 reads as 2**53) cannot round into range.
+MAX_MS = 2**53 - 1
+# A whole number is JSON Schema's integer (154.0 is one); validated as a float, so that a
+# number too large for float64 is refused by its bound rather than read at another value.
+_INTEGER = {"type": "integer"}
+EpochMs = Annotated[float, Field(ge=0, le=MAX_MS, json_schema_extra=_INTEGER),
+                    AfterValidator(_integral)]
+PositiveMs = Annotated[float, Field(gt=0, le=MAX_MS, json_schema_extra=_INTEGER),
+                       AfterValidator(_integral)]
+
+
+def _as_enforced(schema: dict[str, Any]) -> None:
+    """State in a model's JSON Schema what validation enforces, where pydantic's schema is
+    laxer (schema-valid bodies got 422). The key pattern of ``dict[Name, X]``: pydantic writes
+    ``patternProperties``, under which a key that misses the pattern may hold anything; here
+    every key must match (``propertyNames``) and every value is an X (``additionalProperties``).
+    A tag (``type``, ``kind``: a constant with a default) is required: the tagged unions that
+    read these models need it."""
+    for value in schema.values():
+        for inner in value if isinstance(value, list) else [value]:
+            if isinstance(inner, dict):
+                _as_enforced(inner)
+    patterns = schema.pop("patternProperties", None)
+    if patterns:
+        ((pattern, values),) = patterns.items()
+        schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+        schema["additionalProperties"] = values
+    tags = [name for name, p in schema.get("properties", {}).items()
+            if isinstance(p, dict) and "const" in p and "default" in p]
+    if tags:
+        schema["required"] = [*tags, *schema.get("required", [])]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True,
+                              json_schema_extra=_as_enforced)
 
 
 # -- campaign spec --------------------------------------------------------------------------
@@ -209,8 +240,10 @@ class VWSpec(Strict):
     kind: Literal["vw"] = "vw"
     exploration: Literal["squarecb", "epsilon", "bag", "cover"] = "squarecb"
     epsilon: Finite = Field(0.05, ge=0, le=1)
-    bag: Annotated[float, Field(ge=2, le=16), AfterValidator(_integral)] = 5
-    cover: Annotated[float, Field(ge=1, le=16), AfterValidator(_integral)] = 5
+    bag: Annotated[float, Field(ge=2, le=16, json_schema_extra=_INTEGER),
+                   AfterValidator(_integral)] = 5
+    cover: Annotated[float, Field(ge=1, le=16, json_schema_extra=_INTEGER),
+                     AfterValidator(_integral)] = 5
     interactions: list[VWInteraction] = Field(
         default_factory=lambda: ["ca"], max_length=8,
         description="Namespace interactions (-q), e.g. 'ca' = context x arm.")
@@ -399,7 +432,8 @@ class Impression(Strict):
     context: dict[Name, Finite | Label] | None = None
     segments: dict[Name, Label] = Field(default_factory=dict)
     holdout: bool = False
-    model_version: int = Field(0, ge=0)
+    model_version: Annotated[float, Field(ge=0, le=MAX_MS, json_schema_extra=_INTEGER),
+                             AfterValidator(_integral)] = 0
 
 
 class Click(Strict):

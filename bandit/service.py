@@ -5,10 +5,13 @@ what only it knows (campaign names, context schema). Every 4xx answer has the sa
 ``{"error": {"code", "message", "field"?, "errors"?}}``, and every status a route can answer is
 declared in the OpenAPI document:
 
-- 400 ``malformed_body``: the body is not JSON (syntax, encoding), whatever the route;
+- 400 ``malformed_body``: the body is not JSON as the service reads it, whatever the route: a
+  syntax error or nesting deeper than 200 (named by line and column), not UTF-8 (UTF-16, a byte
+  order mark), or a key repeated in an object (JSON readers keep one of them silently);
 - 401 / 403: management routes, when a token is configured (missing or malformed header / wrong
   token);
-- 404 ``not_found``: unknown campaign or slot (``unknown_arm``: the arm the path names);
+- 404 ``not_found``: unknown campaign or slot (``unknown_arm``: the arm the path names); a
+  campaign named in a body too, events included (the whole batch is refused);
 - 405 ``method_not_allowed``: a method the path does not have;
 - 409 ``conflict``: the campaign or arm exists, or the arm is a default or a slot's last;
 - 413 ``payload_too_large``: the body exceeds ``max_body_bytes``;
@@ -29,7 +32,15 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from functools import partial
 from itertools import islice
@@ -37,10 +48,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
+import pydantic_core
 from fastapi import Body, FastAPI, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -48,12 +61,13 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bandit import wire
 from bandit.batch_wire import json_columns, ndjson_columns
 from bandit.engine import DecisionBatch, Engine, OneDecision, RequestColumns, strip_consentless
-from bandit.errors import BanditError, InvalidInputError
+from bandit.errors import BanditError, InvalidInputError, NotFoundError
 from bandit.models import (
     Arm,
     BatchDecisionRequest,
@@ -206,7 +220,8 @@ _HTTP_CODES = {400: "malformed_body", 401: "unauthorized", 403: "forbidden", 404
                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
                422: "invalid_input", 503: "unavailable"}
 _DESCRIPTIONS = {
-    400: "The body is not JSON (syntax error, not UTF-8).",
+    400: "The body is not JSON: a syntax error (with its line and column), not UTF-8 (UTF-16, "
+         "a byte order mark), or a repeated key.",
     401: "Missing or malformed `Authorization: Bearer <token>` (only when a token is configured).",
     403: "Wrong token.",
     404: "No such campaign, slot or arm.",
@@ -467,10 +482,11 @@ _NameText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _LabelText = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
-class _FastRequest(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class _FastRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """``DecisionRequest`` as msgspec reads it: the same fields, defaults and constraints but
     the pattern of names, which ``_fast_request`` checks. The engine reads requests by
-    attribute, which both kinds provide."""
+    attribute, which both kinds provide. (Defaults are omitted when one is written back, for
+    ``wire.keys_unique``.)"""
 
     campaign: _NameText
     user_id: _LabelText
@@ -481,16 +497,20 @@ class _FastRequest(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _FAST_DECODE = msgspec.json.Decoder(_FastRequest).decode
+_FAST_ENCODE = msgspec.json.Encoder().encode
 
 
 def _fast_request(body: bytes) -> _FastRequest | None:
-    """The request when msgspec takes the body and every name fits the pattern, else None:
-    whatever msgspec refuses, pydantic is asked for the verdict (the route's 400/422 bodies)."""
+    """The request when msgspec takes the body, every name fits the pattern and no key is
+    repeated, else None: whatever msgspec refuses, pydantic is asked for the verdict (the
+    route's 400/422 bodies)."""
     try:
         request = _FAST_DECODE(body)
     except msgspec.DecodeError:
         return None
     if not wire.names_fit([request.campaign, *request.context, *request.segments]):
+        return None
+    if not wire.keys_unique(body, _FAST_ENCODE(request)) and wire.duplicate_key(body):
         return None
     return request
 
@@ -620,13 +640,87 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
+# -- strict JSON bodies ----------------------------------------------------------------------
+
+
+def _strict_json(body: bytes, what: str) -> None:
+    """ServiceError 400 unless ``body`` is JSON as the service reads it: UTF-8 without a byte
+    order mark, valid (the reason with its line and column, as pydantic gives it on the other
+    routes), no duplicate key."""
+    problem = wire.encoding_problem(body)
+    if problem is None:
+        try:
+            pydantic_core.from_json(body)
+        except ValueError as error:
+            problem = str(error)
+        else:
+            key = wire.duplicate_key(body)
+            problem = None if key is None else f"duplicate key {key!r}"
+    if problem is not None:
+        raise ServiceError(400, "malformed_body", f"{what} is not valid JSON: {problem}")
+
+
+def _read(body: bytes, validate: Callable[[bytes], _T], written: Callable[[_T], bytes],
+          line: int | None = None, tags: frozenset[str] = frozenset()) -> _T:
+    """``validate(body)`` (a pydantic reader of JSON) with its errors in the service's shape,
+    and a repeated key refused as on the routes FastAPI reads (``_strict_json``): after syntax
+    errors, before schema errors. ``written(item)`` writes the item back with only the fields
+    the body gave (``wire.keys_unique``); ``line`` names an NDJSON line."""
+    what = "body" if line is None else f"line {line}"
+    try:
+        item = validate(body)
+    except ValidationError as error:
+        errors = error.errors(include_url=False)
+        if errors[0]["type"] != "json_invalid":
+            _unique(body, b"", what)  # no item to compare with: the exact check
+        raise _invalid(errors, line=line, tags=tags) from None
+    _unique(body, written(item), what)
+    return item
+
+
+def _unique(body: bytes, again: bytes, what: str) -> None:
+    """ServiceError 400 if the JSON ``body`` repeats a key (``again``: see wire.keys_unique)."""
+    if not wire.keys_unique(body, again) and (key := wire.duplicate_key(body)) is not None:
+        raise ServiceError(400, "malformed_body",
+                           f"{what} is not valid JSON: duplicate key {key!r}")
+
+
+def _encoded(body: bytes) -> None:
+    """ServiceError 400 if ``body`` is not UTF-8 (a byte order mark, UTF-16 or UTF-32)."""
+    if (problem := wire.encoding_problem(body)) is not None:
+        raise ServiceError(400, "malformed_body", f"body is not valid JSON: {problem}")
+
+
+class _StrictRoute(APIRoute):
+    """A route whose JSON body FastAPI reads is read strictly first (``_strict_json``): Python's
+    JSON reader, FastAPI's, takes UTF-16 and duplicate keys silently and names no position for
+    a body too deep or not UTF-8. Routes that read their bodies themselves check them there."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def strict(request: Request) -> Response:
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            body = await request.body()
+            if body and (kind in ("", "application/json") or kind.endswith("+json")):
+                _strict_json(body, "body")
+            return await handler(request)
+
+        return strict
+
+
 # -- the app ---------------------------------------------------------------------------------
 
 _T = TypeVar("_T")
 _SPECS = TypeAdapter(list[CampaignSpec])
 _EVENT: TypeAdapter[Impression | Click] = TypeAdapter(Event)
-_EVENTS: TypeAdapter[list[Impression | Click]] = TypeAdapter(list[Event])
-_bearer = HTTPBearer(auto_error=False, description="The configured API token.")
+_EVENTS: TypeAdapter[list[Impression | Click]] = TypeAdapter(
+    Annotated[list[Event], Field(min_length=1)])
+# The security scheme is named after its setting (tests send each scheme its setting's token).
+_bearer = HTTPBearer(auto_error=False, scheme_name="api_token",
+                     description="The configured API token (setting api_token).")
 
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -654,13 +748,21 @@ def _ndjson_items(body: bytes, adapter: Callable[[bytes], _T],
     """(line number, validated item) per non-blank line; a bad line is an error naming it."""
     empty = True
     for number, line in _lines(body):
-        try:
-            yield number, adapter(line)
-        except ValidationError as error:
-            raise _invalid(error.errors(include_url=False), line=number, tags=tags) from None
+        item = _read(line, adapter, lambda item: item.model_dump_json(exclude_unset=True).encode(),
+                     number, tags)
+        yield number, item
         empty = False
     if empty:
         raise ServiceError(422, "invalid_input", "expected at least one line")
+
+
+def _allowed(routes: Iterable[Any], scope: Scope) -> str:
+    """The Allow header of a 405: the methods of every route whose path matches."""
+    methods: set[str] = set()
+    for route in routes:
+        if route.matches(scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -736,6 +838,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         summary="Contextual bandit decisions with propensities, campaign management, events.",
         lifespan=lifespan,
     )
+    app.router.route_class = _StrictRoute
     app.add_middleware(_SingleFastPath, engine=engine, singles=singles, metrics=metrics,
                        refused=lambda scope, error: bandit_error(Request(scope), error))
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes,
@@ -770,12 +873,14 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         return await service_error(request, invalid)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> Response:
-        message = str(error.detail)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        message, headers = str(error.detail), error.headers
         if error.status_code == 400:  # FastAPI's words for a body that is not UTF-8
             message = f"body is not valid JSON: {message}"
+        if error.status_code == 405:  # Starlette's Allow names the first route of the path only
+            headers = {**(headers or {}), "Allow": _allowed(app.routes, request.scope)}
         return answer(error.status_code, _HTTP_CODES.get(error.status_code, "http_error"),
-                      message, headers=error.headers)
+                      message, headers=headers)
 
     # -- dependencies and helpers ------------------------------------------------------------
 
@@ -791,7 +896,8 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         if not hmac.compare_digest(credentials.credentials.encode(), token):
             raise ServiceError(403, "forbidden", "the bearer token is not the configured one")
 
-    managed = [Security(management)]
+    # Without a token the management routes are open, and the OpenAPI says so: no security.
+    managed = [Security(management)] if token is not None else []
 
     async def off_loop(function: Callable[..., _T], *args: Any) -> _T:
         # Engine calls hold its lock and may take a while: in a thread, /healthz and the other
@@ -944,6 +1050,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         """
         start = time.perf_counter()
         body, ndjson = await request.body(), _is_ndjson(request)
+        _encoded(body)
         media_type = NDJSON if ndjson else "application/json"
         # Parsing and serializing 100,000 rows takes a while too: all of it off the event loop.
         columns = await off_loop(ndjson_columns if ndjson else json_columns, body, engine)
@@ -977,10 +1084,8 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         if ndjson:
             lines = _ndjson_items(body, DecisionRequest.model_validate_json)
             return decide_labelled(None, ((f"line {n}", r) for n, r in lines))
-        try:
-            parsed = BatchDecisionRequest.model_validate_json(body)
-        except ValidationError as error:
-            raise _invalid(error.errors(include_url=False)) from None
+        parsed = _read(body, BatchDecisionRequest.model_validate_json,
+                       lambda batch: batch.model_dump_json(exclude_unset=True).encode())
         return decide_labelled(parsed.campaign,
                                ((f"requests[{i}]", r) for i, r in enumerate(parsed.requests)))
 
@@ -999,15 +1104,19 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
 
     @app.post("/v1/events", response_model=Accepted, tags=["events"],
               openapi_extra={"requestBody": events_body},
-              responses=_responses(400, 413, 422, 503))
+              responses=_responses(400, 404, 413, 422, 503))
     async def record(request: Request) -> Response:
         """Impressions and clicks, for senders that cannot write to Kafka: a JSON list of
-        events, or ``application/x-ndjson`` with one event per line. Unknown campaigns, slots,
-        arms or context features refuse the whole request before anything is learned;
-        duplicates, late and orphan clicks are dropped and not counted as accepted. An
-        impression of a decision made without consent (its id's last hex digit is even) is
-        accepted without its context and segments (metric ``cmab_impressions_stripped``)."""
+        events, or ``application/x-ndjson`` with one event per line. An unknown campaign is a
+        404, as on the decision routes (a campaign a body names is a resource, whichever the
+        route; the item is named, ``[3]`` or ``line 4``), unknown slots, arms or context
+        features a 422: either refuses the whole request before anything is learned, so a
+        batch is never half recorded. Duplicates, late and orphan clicks are dropped and not
+        counted as accepted. An impression of a decision made without consent (its id's last
+        hex digit is even) is accepted without its context and segments (metric
+        ``cmab_impressions_stripped``)."""
         body, ndjson = await request.body(), _is_ndjson(request)
+        _encoded(body)
         return _json(Accepted(accepted=await off_loop(record_body, body, ndjson)))
 
     def record_body(body: bytes, ndjson: bool) -> int:
@@ -1016,11 +1125,19 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             numbered = list(_ndjson_items(body, _EVENT.validate_json, _EVENT_TAGS))
             events, where = [e for _, e in numbered], [f"line {n}" for n, _ in numbered]
         else:
-            try:
-                events = _EVENTS.validate_json(body)
-            except ValidationError as error:
-                raise _invalid(error.errors(include_url=False), tags=_EVENT_TAGS) from None
+            events = _read(body, _EVENTS.validate_json,
+                           partial(_EVENTS.dump_json, exclude_unset=True), tags=_EVENT_TAGS)
             where = [f"[{i}]" for i in range(len(events))]
+        known: set[str] = set()
+        for label, event in zip(where, events, strict=True):
+            if event.campaign not in known:
+                try:
+                    engine.campaign(event.campaign)
+                except NotFoundError as error:
+                    raise ServiceError(
+                        404, "not_found", f"{label}: event {event.event_id!r}: {error}",
+                        field="campaign" if ndjson else f"{label}.campaign") from None
+                known.add(event.campaign)
         # Here, so that a consent-less decision's context does not reach the stream either.
         events, stripped = strip_consentless(events)
         try:

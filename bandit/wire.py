@@ -21,6 +21,7 @@ Struct, whose JSON is byte-identical to the pydantic ``JoinedEvent``'s.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
@@ -29,13 +30,13 @@ from typing import Annotated, Any, ClassVar, TypeVar
 import msgspec
 import orjson
 
-from bandit.models import REWARD_LIMIT
+from bandit.models import MAX_MS, REWARD_LIMIT
 
 # Patterns of Name and DecisionId: checked by ``misfits``, not by msgspec (see above).
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 DecisionId = Annotated[str, msgspec.Meta(min_length=32, max_length=32)]
-EpochMs = Annotated[float, msgspec.Meta(ge=0, le=2**53)]
+EpochMs = Annotated[float, msgspec.Meta(ge=0, le=MAX_MS)]  # models.EpochMs's bound
 # JSON has no NaN or infinity and msgspec refuses numbers out of float64's range: finite.
 Propensity = Annotated[float, msgspec.Meta(gt=0, le=1)]
 Reward = Annotated[float, msgspec.Meta(ge=-REWARD_LIMIT, le=REWARD_LIMIT)]  # models.Click's
@@ -67,10 +68,11 @@ class Impression(msgspec.Struct, forbid_unknown_fields=True, tag_field="type",
     context: dict[Name, float | Label] | None = None
     segments: dict[Name, Label] = {}
     holdout: bool = False
-    model_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    model_version: EpochMs = 0  # models.Impression's bounds
 
     def __post_init__(self) -> None:
         self.ts = _whole(self.ts)
+        self.model_version = _whole(self.model_version)
 
 
 class Click(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", tag="click",
@@ -211,6 +213,61 @@ def _names_match(names: list[str]) -> bool:
     if len(_known) < _KNOWN_MAX:
         _known.update(names)
     return True
+
+
+# -- strict JSON: what the readers here take silently --------------------------------------
+
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+_ESCAPED_COLON = b"\\u003"  # \u003a, \u003A (and, to keep it one search, \u0030-\u003f)
+
+
+class _Duplicate(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def encoding_problem(body: bytes) -> str | None:
+    """Why ``body`` is not UTF-8 JSON though a reader may take it, or None: a byte order mark,
+    or a NUL byte (UTF-16 or UTF-32 text; JSON allows none outside strings, nor raw inside).
+    Python's JSON reader decodes all of these silently."""
+    if body.startswith(_BOMS):
+        return "it starts with a byte order mark (UTF-16 or UTF-8 with BOM); send plain UTF-8"
+    at = body.find(b"\x00")
+    if at >= 0:
+        return f"NUL byte at byte {at} (UTF-16 or UTF-32?); send UTF-8"
+    return None
+
+
+def keys_unique(body: bytes, again: bytes) -> bool:
+    """Whether the JSON ``body`` surely has no duplicate key, from ``again``: what a reader
+    made of it, written back with only the members the body had. msgspec and pydantic keep the
+    last of duplicate keys silently. Each member has one colon, strings may hold more: with a
+    duplicate dropped, ``body`` has more colons than ``again`` (unless an escaped colon in a
+    string made up for it), and without one as many (unless a member equal to its default was
+    not written back). So equal counts (no escaped colon) prove no duplicate; anything else is
+    for ``duplicate_key`` to settle. Two byte counts: cheap enough for every request."""
+    return body.count(b":") == again.count(b":") and _ESCAPED_COLON not in body
+
+
+def duplicate_key(body: bytes) -> str | None:
+    """The first duplicate key of the JSON ``body`` (innermost objects first), or None; the
+    exact check (a second read of the body by Python's JSON reader). ``body`` is JSON that
+    another reader took."""
+    try:
+        json.loads(body, object_pairs_hook=_unique_pairs)
+    except _Duplicate as duplicate:
+        return duplicate.key
+    return None
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
+    if len(pairs) > 1 and len({key for key, _ in pairs}) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
 
 
 def joined_json(joined: Joined) -> bytes:

@@ -19,7 +19,7 @@ from tests import streamdata
 names = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,10}\Z")
 labels = st.text(min_size=1, max_size=12)
 finite = st.floats(allow_nan=False, allow_infinity=False)
-epoch = st.integers(0, 2**53) | st.integers(0, 2**40).map(float)
+epoch = st.integers(0, 2**53 - 1) | st.integers(0, 2**40).map(float)
 decision_ids = st.from_regex(r"\A[0-9a-f]{32}\Z")
 
 impressions = st.fixed_dictionaries(
@@ -65,13 +65,17 @@ _BASE = {"type": "impression", "event_id": "e", "decision_id": "0" * 32, "campai
 BAD = [({"ts": 5.5}, "ts: Value error, expected a whole number, got 5.5"),
        ({"ts": -1}, "ts: Input should be greater than or equal to 0"),
        ({"ts": 2**53 + 2}, "ts: Input should be less than or equal to"),
+       # float64 reads 2**53 + 1 as 2**53: the bound is below both.
+       ({"ts": 2**53 + 1}, "ts: Input should be less than or equal to 9007199254740991"),
+       ({"ts": 2**53}, "ts: Input should be less than or equal to 9007199254740991"),
+       ({"ts": float(2**53)}, "ts: Input should be less than or equal to 9007199254740991"),
        ({"ts": True}, "ts: Input should be a valid number"),
        ({"ts": "5"}, "ts: Input should be a valid number"),
        ({"holdout": 1}, "holdout: Input should be a valid boolean"),
        ({"context": {"x": True}}, "context.x.float: Input should be a valid number"),
        ({"context": {"x": ""}}, "context.x"),
        ({"context": {"": 1.0}}, "context..[key]: String should have at least 1 character"),
-       ({"model_version": 1.0}, "model_version: Input should be a valid integer"),
+       ({"model_version": 1.5}, "model_version: Value error, expected a whole number"),
        ({"model_version": -1}, "model_version: Input should be greater than or equal to 0"),
        ({"slots": {}}, "slots: Dictionary should have at least 1 item"),
        ({"slots": {"s": {"arm": "a", "propensity": 0}}}, "slots.s.propensity"),

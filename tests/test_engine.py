@@ -226,6 +226,17 @@ def test_record_refuses_bad_events_before_changing_anything(engine):
     assert engine.record(events) == 3  # nothing of the refused batch was kept
 
 
+def test_record_counts_only_its_own_events(engine):
+    """A click waits for its impression; when a later call's time turns it into an orphan,
+    that call still counts what its own events did."""
+    early = Click(event_id="c-early", decision_id="e" * 32, campaign="weekly", ts=0)
+    assert engine.record([early]) == 1  # held: its impression may still come
+    reqs = requests(1)
+    later = engine.decide_batch("weekly", reqs).impressions(reqs, ts_ms=100_000)
+    assert engine.record(later) == 1
+    assert engine.rejected_events == 1  # the orphan, counted where orphans are
+
+
 def test_erasure_drops_pending_decisions(engine):
     reqs = requests(10)
     engine.record(engine.decide_batch("weekly", reqs).impressions(reqs, ts_ms=0))

@@ -95,7 +95,7 @@ def learned_events(draw: st.DrawFn, n_arms: int, n: int) -> list[JoinedEvent]:
     for i in range(n):
         context = draw(st.none() | contexts)
         events.append(JoinedEvent(
-            decision_id=f"{i:032x}", campaign="x", user_id=f"u{i}", ts=min(i * gap, 2**53),
+            decision_id=f"{i:032x}", campaign="x", user_id=f"u{i}", ts=min(i * gap, 2**53 - 1),
             slots={"first": SlotChoice(arm=f"a{draw(st.integers(0, n_arms - 1))}",
                                        propensity=draw(st.sampled_from([1.0, 1e-300, 5e-324]))),
                    "second": SlotChoice(arm=draw(st.sampled_from(["b0", "b1"])),
