@@ -161,6 +161,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
+    from bandit.deadlines import deadline_protocol
     from bandit.service import create_app, tune_gc
     from bandit.settings import Settings
 
@@ -186,11 +187,20 @@ def serve(
         sock.close()
         raise
     tune_gc()
-    config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info")
+    config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info",
+                            http=deadline_protocol(settings.header_timeout_s,
+                                                   settings.body_timeout_s))
     # uvicorn does not announce sockets it was handed; the real port matters with --port 0.
     bound_port = sock.getsockname()[1]
-    logging.getLogger("uvicorn.error").info(
-        "cmab serve: listening on http://%s:%d (Ctrl-C to stop)", settings.host, bound_port)
+    logger = logging.getLogger("uvicorn.error")
+    logger.info("cmab serve: listening on http://%s:%d (Ctrl-C to stop)", settings.host,
+                bound_port)
+    if settings.api_token is None:
+        logger.warning("cmab serve: NO MANAGEMENT TOKEN (CMAB_API_TOKEN): anyone who reaches "
+                       "the port may create, change and pause campaigns and erase subjects")
+    if settings.ingest_token is None:
+        logger.warning("cmab serve: NO INGEST TOKEN (CMAB_INGEST_TOKEN): anyone who reaches "
+                       "the port may post impressions and clicks, which the model learns")
     # On SIGINT/SIGTERM uvicorn stops accepting, drains, runs the shutdown (which writes the
     # snapshot), then re-raises the signal: Ctrl-C arrives here as KeyboardInterrupt.
     with contextlib.suppress(KeyboardInterrupt):
@@ -281,6 +291,10 @@ def worker(
         "new: new records wait up to about half of it (lag), while an idle worker "
         "fetches this often (CPU); a durable broker needs it longer than a storage read.")
     ] = 100,
+    max_pending: Annotated[int | None, typer.Option(
+        min=1, envvar="CMAB_MAX_PENDING", show_default="1000000", help="Most decisions of one "
+        "campaign waiting for their attribution windows per partition; impressions beyond go "
+        "to the dead-letter topic.")] = None,
 ) -> None:
     """Join impressions and clicks, learn, checkpoint to the state topic; until Ctrl-C or
     SIGTERM (then it leaves its group, and its partitions move to the other workers)."""
@@ -295,7 +309,8 @@ def worker(
                                session_timeout_ms=session_timeout_ms,
                                heartbeat_interval_ms=heartbeat_interval_ms,
                                fetch_max_wait_ms=fetch_max_wait_ms)
-    running = Worker(transport, checkpoint_interval_ms=checkpoint_interval_ms)
+    running = Worker(transport, checkpoint_interval_ms=checkpoint_interval_ms,
+                     **({} if max_pending is None else {"max_pending": max_pending}))
     transport.attach(running)
     if not quiet:
         print(f"cmab worker: group {group} on {topics.impressions} and {topics.clicks} at "
@@ -304,7 +319,8 @@ def worker(
     def status(rate: float) -> str:
         c = running.counters
         return (f"cmab worker: partitions {sorted(running.partitions)}, {rate:,.0f} records/s, "
-                f"joined {c.joined:,}, dead letters {c.dead_letters:,}, late {c.late:,}")
+                f"joined {c.joined:,}, dead letters {c.dead_letters:,}, late {c.late:,}, "
+                f"over capacity {c.over_capacity:,}")
 
     _run_until_signalled(running.run, lambda: running.counters.records, status, quiet)
 

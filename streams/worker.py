@@ -17,7 +17,8 @@ re-processes the records after the last checkpoint's offsets.
 
 Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
 training log, blocks: streams.joined) and refused records to ``.deadletter`` with the original
-bytes and a reason; both are flushed after every batch, so before any checkpoint that covers
+bytes and a reason (among them impressions over the join's cap, ``max_pending`` decisions of a
+campaign open in the partition, counted in ``Counters.over_capacity``); both are flushed after every batch, so before any checkpoint that covers
 them, and records re-processed after a restart may write them again.
 
 Event time: a partition's watermark is the slower of its two inputs (the newest event time
@@ -46,6 +47,7 @@ import orjson
 from bandit import wire
 from bandit.engine import Engine
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
+from bandit.join import MAX_PENDING, OVER_CAPACITY
 from bandit.models import Click, Impression
 from streams.codec import Refused, decode_many, encode
 
@@ -104,6 +106,7 @@ class Counters:
     duplicates: int = 0
     late: int = 0
     dead_letters: int = 0
+    over_capacity: int = 0  # impressions refused for the join's cap (also dead letters)
 
     def add(self, other: Counters) -> None:
         for name, value in vars(other).items():
@@ -249,6 +252,8 @@ class PartitionJoin:
                 continue
             if rejected.reason.startswith("late"):
                 out.counters.late += 1
+            elif rejected.reason.startswith(OVER_CAPACITY):
+                out.counters.over_capacity += 1
             record = source.get(id(rejected.event))
             # A click that waited for its impression came in an earlier batch: re-encoded.
             out.dead_letters.append(DeadLetter.of(record, rejected.reason) if record else
@@ -328,14 +333,15 @@ class Worker:
     (``checkpoint_interval_ms`` 0: after every batch). ``clock`` (seconds) is for tests.
 
     ``on_batch`` (optional) is called with each partition's output after it is written;
-    ``stages`` (optional) sums the time of each stage of the batches (``Stages``).
+    ``stages`` (optional) sums the time of each stage of the batches (``Stages``);
+    ``max_pending`` caps each partition's open decisions per campaign (``bandit.join``).
     """
 
     def __init__(self, transport: Transport, *, seed: int = 0,
                  on_batch: Callable[[int, BatchOutput], None] | None = None,
                  checkpoint_interval_ms: int = 1000,
                  clock: Callable[[], float] = time.monotonic,
-                 stages: Stages | None = None) -> None:
+                 stages: Stages | None = None, max_pending: int = MAX_PENDING) -> None:
         if checkpoint_interval_ms < 0:
             raise InvalidInputError(
                 f"checkpoint_interval_ms: expected >= 0, got {checkpoint_interval_ms}")
@@ -345,6 +351,7 @@ class Worker:
         self.checkpoint_interval_ms = checkpoint_interval_ms
         self.clock = clock
         self.stages = stages
+        self.max_pending = max_pending
         self._lap = _no_lap if stages is None else stages.lap
         self.partitions: dict[int, PartitionJoin] = {}
         self.campaigns: dict[str, dict[str, Any]] = {}
@@ -366,6 +373,7 @@ class Worker:
                 part = PartitionJoin(p, Engine(seed=self.seed))
             else:
                 part = PartitionJoin.restore(data, what=f"checkpoint of partition {p}")
+            part.engine.limit_pending(self.max_pending)
             self._apply_campaigns(part, self.campaigns.values())
             self.partitions[p] = part
             self._written_at[p] = self.clock()
