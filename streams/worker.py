@@ -18,8 +18,9 @@ re-processes the records after the last checkpoint's offsets.
 Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
 training log, blocks: streams.joined) and refused records to ``.deadletter`` with the original
 bytes and a reason (among them impressions over the join's cap, ``max_pending`` decisions of a
-campaign open in the partition, counted in ``Counters.over_capacity``); both are flushed after every batch, so before any checkpoint that covers
-them, and records re-processed after a restart may write them again.
+campaign open in the partition, counted in ``Counters.over_capacity``); both are flushed after
+every batch, so before any checkpoint that covers them, and records re-processed after a
+restart may write them again.
 
 Event time: a partition's watermark is the slower of its two inputs (the newest event time
 each has delivered), so a click is not judged late because impressions ran ahead; an input

@@ -20,13 +20,15 @@ import httpx
 import orjson
 import pytest
 import uvicorn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bandit.deadlines import deadline_protocol
 from bandit.engine import Engine
 from bandit.errors import OverCapacityError
 from bandit.join import OVER_CAPACITY, Joiner
 from bandit.models import CampaignSpec, Click, Impression
-from bandit.service import create_app
+from bandit.service import _JsonItems, create_app
 from bandit.settings import Settings
 from streams.codec import encode
 from streams.memory import MemoryLog, MemoryTransport
@@ -212,7 +214,7 @@ def test_the_worker_dead_letters_impressions_over_the_cap():
     assert worker.partitions[0].engine.open_windows() <= 20
 
 
-# -- batch rows, counted as the body arrives ---------------------------------------------------------
+# -- batch rows, counted as the body arrives -----------------------------------------------
 
 
 def _rows(n: int) -> list[bytes]:
@@ -235,6 +237,23 @@ def test_a_json_batch_over_100000_requests_is_refused_before_it_is_parsed():
         assert response.status_code == 200 and len(response.json()["decisions"]) == 100_000
 
 
+tricky = st.text(alphabet='ab",[]{}\\\n\u00e9', max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(users=st.lists(tricky, min_size=1, max_size=30), cuts=st.lists(st.integers(0, 2000)))
+def test_json_requests_are_counted_wherever_the_body_is_cut(users, cuts):
+    """Strings with quotes, backslashes, commas and brackets, cut anywhere (an escape across
+    two chunks included): the count is the number of requests (the fields' comma included)."""
+    body = orjson.dumps({"campaign": "w", "requests": [
+        {"campaign": "w", "user_id": u, "context": {"x": [1, {"y": u}]}} for u in users]})
+    counter = _JsonItems()
+    at = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
+    for start, end in zip(at, at[1:]):
+        counter.feed(body[start:end])
+    assert counter.count == len(users)
+
+
 def test_an_ndjson_batch_over_max_batch_rows_is_refused(guarded):
     rows = _rows(1001)
     body = b"\n".join(rows[:1000]) + b"\n\n  \n"  # blank lines are not requests
@@ -251,7 +270,7 @@ def test_an_ndjson_batch_over_max_batch_rows_is_refused(guarded):
                  "payload_too_large", "more than 1,000 lines")
 
 
-# -- slow clients ----------------------------------------------------------------------------------
+# -- slow clients -------------------------------------------------------------------------
 
 
 def _closed_by_server(port: int, sent: bytes) -> bytes:
