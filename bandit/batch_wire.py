@@ -34,7 +34,7 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # pattern: wir
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Segments = Annotated[dict[Name, Label], msgspec.Meta(max_length=16)]
 _BLANK = re.compile(rb"\s*").match
-_MAX_JSON_REQUESTS = 100_000  # BatchDecisionRequest's limit
+MAX_JSON_REQUESTS = 100_000  # BatchDecisionRequest's limit
 
 
 class _Head(msgspec.Struct):
@@ -77,7 +77,7 @@ def _decoders(spec: CampaignSpec) -> _Decoders:
         forbid_unknown_fields=True, gc=False)
     Batch = msgspec.defstruct(
         "Batch", [("campaign", Name), ("requests", Annotated[
-            list[Request], msgspec.Meta(min_length=1, max_length=_MAX_JSON_REQUESTS)])],
+            list[Request], msgspec.Meta(min_length=1, max_length=MAX_JSON_REQUESTS)])],
         forbid_unknown_fields=True, gc=False)
     found = _Decoders(msgspec.json.Decoder(Request), msgspec.json.Decoder(Batch), Context())
     if len(_cache) < _CACHE_MAX:

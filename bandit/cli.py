@@ -161,6 +161,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
+    from bandit.deadlines import deadline_protocol
     from bandit.service import create_app, tune_gc
     from bandit.settings import Settings
 
@@ -190,11 +191,20 @@ def serve(
         logging.getLogger("uvicorn.error").warning(
             "cmab serve: CMAB_ID_SEED is set: decision ids are seeded, for reproducible runs "
             "only (a restart or another replica with the same id seed issues the same ids)")
-    config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info")
+    config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info",
+                            http=deadline_protocol(settings.header_timeout_s,
+                                                   settings.body_timeout_s))
     # uvicorn does not announce sockets it was handed; the real port matters with --port 0.
     bound_port = sock.getsockname()[1]
-    logging.getLogger("uvicorn.error").info(
-        "cmab serve: listening on http://%s:%d (Ctrl-C to stop)", settings.host, bound_port)
+    logger = logging.getLogger("uvicorn.error")
+    logger.info("cmab serve: listening on http://%s:%d (Ctrl-C to stop)", settings.host,
+                bound_port)
+    if settings.api_token is None:
+        logger.warning("cmab serve: NO MANAGEMENT TOKEN (CMAB_API_TOKEN): anyone who reaches "
+                       "the port may create, change and pause campaigns and erase subjects")
+    if settings.ingest_token is None:
+        logger.warning("cmab serve: NO INGEST TOKEN (CMAB_INGEST_TOKEN): anyone who reaches "
+                       "the port may post impressions and clicks, which the model learns")
     # On SIGINT/SIGTERM uvicorn stops accepting, drains, runs the shutdown (which writes the
     # snapshot), then re-raises the signal: Ctrl-C arrives here as KeyboardInterrupt.
     with contextlib.suppress(KeyboardInterrupt):
@@ -285,6 +295,10 @@ def worker(
         "new: new records wait up to about half of it (lag), while an idle worker "
         "fetches this often (CPU); a durable broker needs it longer than a storage read.")
     ] = 100,
+    max_pending: Annotated[int | None, typer.Option(
+        min=1, envvar="CMAB_MAX_PENDING", show_default="1000000", help="Most decisions of one "
+        "campaign waiting for their attribution windows per partition; impressions beyond go "
+        "to the dead-letter topic.")] = None,
 ) -> None:
     """Join impressions and clicks, learn, checkpoint to the state topic; until Ctrl-C or
     SIGTERM (then it leaves its group, and its partitions move to the other workers)."""
@@ -299,7 +313,8 @@ def worker(
                                session_timeout_ms=session_timeout_ms,
                                heartbeat_interval_ms=heartbeat_interval_ms,
                                fetch_max_wait_ms=fetch_max_wait_ms)
-    running = Worker(transport, checkpoint_interval_ms=checkpoint_interval_ms)
+    running = Worker(transport, checkpoint_interval_ms=checkpoint_interval_ms,
+                     **({} if max_pending is None else {"max_pending": max_pending}))
     transport.attach(running)
     if not quiet:
         print(f"cmab worker: group {group} on {topics.impressions} and {topics.clicks} at "
@@ -309,7 +324,8 @@ def worker(
         c = running.counters
         return (f"cmab worker: partitions {sorted(running.partitions)}, {rate:,.0f} records/s, "
                 f"joined {c.joined:,}, dead letters {c.dead_letters:,}, late {c.late:,}, "
-                f"stripped {c.stripped:,}")
+                f"over capacity {c.over_capacity:,}, stripped {c.stripped:,}, "
+                f"erased {c.erased:,}")
 
     _run_until_signalled(running.run, lambda: running.counters.records, status, quiet)
 

@@ -35,6 +35,7 @@ import struct
 import tempfile
 import threading
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -52,6 +53,7 @@ from bandit.errors import (
     IncompatibleStateError,
     InvalidInputError,
     NotFoundError,
+    OverCapacityError,
     UnknownArmError,
 )
 from bandit.join import Closed, Joiner, JoinResult, subject_key
@@ -1448,20 +1450,28 @@ class Engine:
         """The in-process event path: impressions and clicks through the attribution join;
         closed windows are learned; a consent-less decision's impression loses its context
         and segments (``ingest``). Unknown campaigns, slots, arms or context features refuse
-        the whole batch before anything changes. Returns how many of ``events`` the join
+        the whole batch before anything changes, and so does an impression over the join's
+        cap (``limit_pending``: OverCapacityError). Returns how many of ``events`` the join
         accepted (duplicates, late and orphan clicks are counted in ``rejected_events``); clicks
         of earlier calls that this call's time turns into orphans do not count against it."""
         # Stripped here, not in ingest, so that the rejected events are the ones given to it.
         events, stripped = strip_consentless(events)
         mine = {id(e) for e in events}  # alive until the return: ids stay theirs
-        rejected = self.ingest(events).rejected
+        rejected = self.ingest(events, whole=True).rejected
         with self._lock:
             self.stripped_impressions += stripped
         return len(events) - sum(id(r.event) in mine for r in rejected)
 
+    def limit_pending(self, max_pending: int) -> None:
+        """Keep at most ``max_pending`` decisions of a campaign open in the attribution join
+        (``bandit.join``); not part of a snapshot, so set again after loading one."""
+        with self._lock:
+            self._joiner.max_pending = max_pending
+
     def ingest(self, events: Sequence[Impression | Click],
                watermark: float | None = None, *, checked: bool = False,
-               lap: Callable[[str | None], None] | None = None) -> JoinResult:
+               lap: Callable[[str | None], None] | None = None,
+               whole: bool = False) -> JoinResult:
         """``record`` with the join's whole result: the closed decisions it learned and the
         events it rejected (duplicate, late, orphan) with reasons. ``watermark`` (event time)
         closes windows instead of the newest event time seen; the stream worker passes the
@@ -1469,9 +1479,10 @@ class Engine:
         unless ``checked`` says the caller already passed each through ``check_event``.
         Events may also be ``bandit.wire`` Structs (the stream worker's decoder). ``lap``
         (a timing hook, ``streams.worker.Stages.lap``) is called with "join" and "learn".
-        Impressions of decisions made without consent lose their context and segments first
-        (``strip_consentless``; counted in ``stripped_impressions``), so theirs is never
-        checked, kept or learned."""
+        ``whole``: an impression over the join's cap refuses the batch (OverCapacityError)
+        instead of being rejected alone. Impressions of decisions made without consent lose
+        their context and segments first (``strip_consentless``; counted in
+        ``stripped_impressions``), so theirs is never checked, kept or learned."""
         events, stripped = strip_consentless(events)
         with self._lock:
             self.stripped_impressions += stripped
@@ -1480,6 +1491,14 @@ class Engine:
                     self.check_event(e)
                 except InvalidInputError as exc:
                     raise InvalidInputError(f"event {i} ({e.event_id}): {exc}") from None
+            if whole and (over := self._joiner.over_cap(events, watermark)):
+                refused = Counter(events[i].campaign for i in over)
+                raise OverCapacityError(
+                    f"{len(over)} of the impressions would leave more than "
+                    f"{self._joiner.max_pending} decisions waiting for their attribution "
+                    f"windows (campaign {', '.join(map(repr, sorted(refused)))}; setting "
+                    "max_pending): nothing was recorded; retry once windows have closed",
+                    dict(refused))
             result = self._joiner.add(events, watermark)
             if lap is not None:
                 lap("join")

@@ -50,3 +50,16 @@ class UnavailableError(BanditError, RuntimeError):
 
     code = "unavailable"
     retriable = True
+
+
+class OverCapacityError(BanditError, RuntimeError):
+    """Too much waits already: an impression would leave more than ``max_pending`` decisions
+    of its campaign open in the attribution join. Retry once windows have closed.
+    ``refused``: campaign -> how many of the request's impressions did not fit."""
+
+    code = "over_capacity"
+    retriable = True
+
+    def __init__(self, message: str, refused: dict[str, int]) -> None:
+        super().__init__(message)
+        self.refused = refused

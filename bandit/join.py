@@ -12,11 +12,18 @@ before that time leaves the open windows, and such an impression arriving later 
 late sender) is rejected as ``ERASED``; an impression after it is a new decision (the
 subscriber came back). The erased subjects are part of the state, and the interned strings
 are compacted on erasure, so a snapshot holds neither the user id nor their string values.
+
+Memory is bounded: at most ``max_pending`` decisions of one campaign stay open after a batch.
+An impression that would leave more is refused with the reason ``OVER_CAPACITY`` (the stream
+worker dead-letters it); one whose window closes within its own batch always fits. Which
+impressions a campaign at its cap refuses can depend on batching (windows close at the end of
+a batch): the cap is an overload guard, not part of the join's batching-independent results.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
@@ -46,6 +53,11 @@ def subject_key(user_id: str) -> bytes:
     stream's erase records hold no user id). Unkeyed: someone who guesses a user id can
     confirm that it was erased."""
     return blake2b(user_id.encode(), digest_size=16, person=b"cmab erasure").digest()
+
+
+# Open decisions of one campaign a join holds after a batch (the service's CMAB_MAX_PENDING).
+MAX_PENDING = 1_000_000
+OVER_CAPACITY = "over capacity"  # the start of the reason of an impression over the cap
 
 
 @dataclass(frozen=True)
@@ -236,8 +248,11 @@ class Joiner:
     ([], {'s': 1.0})
     """
 
-    def __init__(self, campaign: Callable[[str], CampaignSpec]) -> None:
+    def __init__(self, campaign: Callable[[str], CampaignSpec],
+                 max_pending: int = MAX_PENDING) -> None:
         self._campaign = campaign
+        self.max_pending = max_pending
+        self._open: dict[str, int] = {}  # campaign -> its open decisions (live rows)
         self._cache: dict[str, tuple[int, str, float]] = {}
         self._early: dict[str, list[Click]] = {}
         self._seen: dict[str, float] = {}  # event id -> event time
@@ -325,6 +340,7 @@ class Joiner:
         # write per click was 3,500 small numpy writes a batch where clicks come early.
         pending: list[tuple[int, int, Impression | wire.Impression]] = []
         waiting: dict[int, tuple[float, float, int]] = {}  # row -> ts, deadline, shape
+        admission = _Admission(self, events, watermark)
         try:
             for event in events:
                 event_id = event.event_id
@@ -348,6 +364,10 @@ class Joiner:
                 if decision_id in row or decision_id in closed:
                     result.rejected.append(Rejected(event, "second impression for the decision"))
                     continue
+                if not admission.admit(event.campaign, ts + window):
+                    result.rejected.append(Rejected(event, admission.reason(event.campaign)))
+                    del seen[event_id]  # not taken: it may come again
+                    continue
                 if free:
                     r = free.pop()
                 else:
@@ -370,6 +390,32 @@ class Joiner:
             self.watermark = max(self.watermark, watermark)
         self._close(result)
         return result
+
+    def over_cap(self, events: Sequence[Impression | Click | wire.Impression | wire.Click],
+                 watermark: float | None = None) -> list[int]:
+        """The positions in ``events`` of the impressions that ``add(events, watermark)``
+        would refuse for ``max_pending``, without changing anything (the service refuses the
+        whole request then)."""
+        counts = Counter(e.campaign for e in events if e.type == "impression")
+        if all(self._open.get(c, 0) + n <= self.max_pending for c, n in counts.items()):
+            return []
+        admission = _Admission(self, events, watermark)
+        admission.opened = dict(self._open)
+        seen, ids, refused = set(), set(), []
+        for i, event in enumerate(events):  # add's checks, in add's order
+            if event.event_id in self._seen or event.event_id in seen:
+                continue
+            seen.add(event.event_id)
+            if event.type != "impression":
+                continue
+            decision_id = event.decision_id
+            if decision_id in self._row or decision_id in self._closed or decision_id in ids:
+                continue
+            if admission.admit(event.campaign, event.ts + self._window(event.campaign)):
+                ids.add(decision_id)
+            else:
+                refused.append(i)
+        return refused
 
     def erase(self, subjects: Mapping[bytes, float]) -> tuple[int, bool]:
         """Erase subjects (``subject_key`` -> event time of the erasure, ms): their open
@@ -580,6 +626,7 @@ class Joiner:
 
     def _drop(self, r: int) -> None:
         """Free row ``r`` (its decision closed or was erased)."""
+        self._open[self._shapes[self._shape[r]][0]] -= 1
         del self._row[self._ids[r]]
         self._ids[r] = self._users[r] = None
         self._live[r] = False
@@ -610,6 +657,7 @@ class Joiner:
                 del rewards[r]
                 first_ts.pop(r, None)
             self._free += rows  # as _drop row by row would
+            self._uncount(self._shape[due])
             live = self._live[:n]
             self._next_deadline = float(self._deadline[:n][live].min()) if live.any() else math.inf
         # Forget what is older than the retention horizon, a few times per window, not per batch.
@@ -624,6 +672,20 @@ class Joiner:
                                     for c in clicks]
         self._seen = {e: t for e, t in self._seen.items() if t >= horizon}
         self._closed = {d: t for d, t in self._closed.items() if t >= horizon}
+
+    def _uncount(self, shapes: np.ndarray) -> None:
+        """Take closed rows (their shapes) off the open counts per campaign."""
+        for shape, n in enumerate(np.bincount(shapes, minlength=len(self._shapes)).tolist()):
+            if n:
+                self._open[self._shapes[shape][0]] -= n
+
+    def _still_open(self, campaign: str, watermark: float) -> int:
+        """How many open decisions of ``campaign`` (rows written to the columns) a watermark
+        of ``watermark`` leaves open."""
+        n = min(self._size, len(self._live))
+        mine = np.array([shape[0] == campaign for shape in self._shapes] or [False])
+        return int(np.count_nonzero(self._live[:n] & (self._deadline[:n] >= watermark)
+                                    & mine[self._shape[:n]]))
 
     def _closed_rows(self, rows: np.ndarray) -> Closed:
         """The columns of ``rows`` (their windows closed), rewards aggregated or defaulted."""
@@ -687,10 +749,11 @@ class Joiner:
 
     @classmethod
     def from_state(cls, meta: dict, arrays: dict[str, np.ndarray],
-                   campaign: Callable[[str], CampaignSpec]) -> Joiner:
+                   campaign: Callable[[str], CampaignSpec],
+                   max_pending: int = MAX_PENDING) -> Joiner:
         """The Joiner whose ``state()`` this was (KeyError, TypeError or ValueError if the
         state is damaged)."""
-        joiner = cls(campaign)
+        joiner = cls(campaign, max_pending)
         if meta["watermark"] is not None:
             joiner.watermark = float(meta["watermark"])
         if meta["pruned_at"] is not None:
@@ -727,6 +790,10 @@ class Joiner:
         joiner._ids, joiner._users, joiner._size = list(ids), users, n
         joiner._row = {d: r for r, d in enumerate(ids)}
         joiner._next_deadline = float(joiner._deadline.min()) if n else math.inf
+        for shape, count in enumerate(np.bincount(joiner._shape, minlength=len(
+                joiner._shapes)).tolist()):
+            campaign_name = joiner._shapes[shape][0]
+            joiner._open[campaign_name] = joiner._open.get(campaign_name, 0) + count
         if n == 0:  # room for the next impressions
             joiner._allocate(_FIRST_ROWS, *(max(1, c.shape[1]) for c in (
                 joiner._arm, joiner._context, joiner._segment)))
@@ -752,6 +819,76 @@ class Joiner:
                                       arrays["erased_at"].tolist(), strict=True))
             joiner._erased_until = max(joiner._erased.values(), default=-math.inf)
         return joiner
+
+
+class _Admission:
+    """Which impressions of one batch fit under the join's ``max_pending``: those that leave
+    at most that many decisions of their campaign open once the batch's watermark closed what
+    it closes. Counted on the way (``opened``); the batch's final watermark and the windows it
+    leaves open are looked up only for a campaign that reaches the cap."""
+
+    def __init__(self, joiner: Joiner,
+                 events: Sequence[Impression | Click | wire.Impression | wire.Click],
+                 watermark: float | None) -> None:
+        self.joiner, self.events, self.watermark = joiner, events, watermark
+        self.cap = joiner.max_pending
+        # campaign -> open decisions, counting the batch's admitted: the join's own counts
+        # (over_cap passes a copy)
+        self.opened = joiner._open
+        self.end: float | None = None  # the watermark after the batch, once needed
+        self.admitted: list[tuple[str, float]] = []  # (campaign, deadline) until ``end``
+        self.after: dict[str, int] = {}  # campaign -> its decisions still open at ``end``
+        self.settled: set[str] = set()  # campaigns whose ``after`` counts the earlier batches'
+
+    def admit(self, campaign: str, deadline: float) -> bool:
+        """Whether an impression of ``campaign`` whose window closes at ``deadline`` fits;
+        if so it is counted."""
+        n = self.opened.get(campaign, 0)
+        if n >= self.cap:
+            if campaign not in self.settled:
+                self._settle(campaign)
+            end = self.end
+            if end is not None and deadline >= end and self.after.get(campaign, 0) >= self.cap:
+                return False
+        self.opened[campaign] = n + 1
+        if self.end is None:
+            self.admitted.append((campaign, deadline))
+        elif deadline >= self.end:
+            self.after[campaign] = self.after.get(campaign, 0) + 1
+        return True
+
+    def reason(self, campaign: str) -> str:
+        return (f"{OVER_CAPACITY}: campaign {campaign!r} already has {self.cap} decisions "
+                "waiting for their attribution windows (setting max_pending)")
+
+    def _settle(self, campaign: str) -> None:
+        """The batch's final watermark, and how many decisions of ``campaign`` it leaves
+        open: from before the batch and admitted in it so far."""
+        joiner = self.joiner
+        if self.end is None:
+            end = joiner.watermark
+            if self.watermark is not None:
+                end = max(end, self.watermark)
+            else:  # add's newest event time: an event id's first time counts
+                # (ids the join has seen: in an earlier batch, at most its watermark; in this
+                # one, when add passed them, their first time)
+                seen: set[str] = set()
+                for event in self.events:
+                    ts = joiner._seen.get(event.event_id)
+                    if ts is None:
+                        if event.event_id in seen:
+                            continue
+                        seen.add(event.event_id)
+                        ts = event.ts
+                    end = max(end, ts)
+            self.end = float(end)
+            for c, deadline in self.admitted:
+                if deadline >= self.end:
+                    self.after[c] = self.after.get(c, 0) + 1
+            self.admitted = []
+        self.settled.add(campaign)
+        self.after[campaign] = self.after.get(campaign, 0) + joiner._still_open(campaign,
+                                                                                self.end)
 
 
 def _hex_blob(decision_ids: list[str]) -> np.ndarray:

@@ -8,17 +8,31 @@ declared in the OpenAPI document:
 - 400 ``malformed_body``: the body is not JSON as the service reads it, whatever the route: a
   syntax error or nesting deeper than 200 (named by line and column), not UTF-8 (UTF-16, a byte
   order mark), or a key repeated in an object (JSON readers keep one of them silently);
-- 401 / 403: management routes, when a token is configured (missing or malformed header / wrong
-  token);
+- 401 / 403: management routes, when a token is configured (``api_token``), and ``POST
+  /v1/events`` when an ingest token is (``ingest_token``): missing or malformed header / wrong
+  token;
 - 404 ``not_found``: unknown campaign or slot (``unknown_arm``: the arm the path names); a
   campaign named in a body too, events included (the whole batch is refused);
 - 405 ``method_not_allowed``: a method the path does not have;
 - 409 ``conflict``: the campaign or arm exists, or the arm is a default or a slot's last;
-- 413 ``payload_too_large``: the body exceeds ``max_body_bytes``;
+- 408 ``request_timeout``: the headers did not arrive within ``header_timeout_s`` or the body
+  within ``body_timeout_s`` (answered by the server, which then closes the connection:
+  ``deadline_protocol``);
+- 413 ``payload_too_large``: the body exceeds ``max_body_bytes``, or a batch decision body has
+  more than ``max_batch_rows`` requests (a JSON one more than 100,000), refused while it
+  arrives;
+- 415 ``unsupported_media_type``: a body on the events or decision routes whose Content-Type
+  is not ``application/json`` (or ``application/x-ndjson`` where the route takes it): a web
+  page cannot post JSON to another site without the browser asking first, but it can post
+  ``text/plain``;
 - 422 ``invalid_input``: valid JSON that breaks the schema (each error's location and reason), a
   context the campaign does not accept, ``NaN`` or ``Infinity`` (Python's JSON reader takes these
   tokens, so they are refused by value, as non-finite numbers);
-- 503 ``unavailable``: not ready yet; retry.
+- 503 ``unavailable``: not ready yet; retry. ``over_capacity``: the events would leave more
+  than ``max_pending`` decisions of a campaign waiting for their attribution windows; nothing
+  of the request was recorded; retry after ``Retry-After`` seconds, once windows have closed
+  (a 503, not a 429: the limit is the service's, shared by every sender, not one client's
+  rate). Counted in ``cmab_pending_refused_total`` by campaign.
 
 ``POST /v1/decisions/batch`` and ``POST /v1/events`` also take ``application/x-ndjson`` (one
 object per line); a bad line is a 422 that names its line number.
@@ -49,7 +63,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import msgspec
 import numpy as np
 import pydantic_core
-from fastapi import Body, FastAPI, Path, Request, Security
+from fastapi import Body, Depends, FastAPI, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
@@ -61,13 +75,14 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bandit import wire
-from bandit.batch_wire import json_columns, ndjson_columns
+from bandit.batch_wire import MAX_JSON_REQUESTS, json_columns, ndjson_columns
 from bandit.engine import DecisionBatch, Engine, OneDecision, RequestColumns, strip_consentless
-from bandit.errors import BanditError, InvalidInputError, NotFoundError
+from bandit.errors import BanditError, InvalidInputError, NotFoundError, OverCapacityError
 from bandit.models import (
     Arm,
     BatchDecisionRequest,
@@ -143,8 +158,9 @@ class ErrorDetail(Strict):
 
 class ErrorInfo(Strict):
     code: str = Field(description="Stable code: malformed_body, unauthorized, forbidden, "
-                      "not_found, method_not_allowed, conflict, payload_too_large, "
-                      "invalid_input, unknown_arm, incompatible_state, unavailable.")
+                      "not_found, method_not_allowed, conflict, request_timeout, "
+                      "payload_too_large, unsupported_media_type, invalid_input, unknown_arm, "
+                      "incompatible_state, unavailable, over_capacity.")
     message: str
     field: str | None = Field(None, description="The (first) offending field, when known.")
     errors: list[ErrorDetail] | None = Field(None, description="Every validation error.")
@@ -215,6 +231,7 @@ _STATUS = {
     "not_found": 404,
     "conflict": 409,
     "unavailable": 503,
+    "over_capacity": 503,
 }
 _HTTP_CODES = {400: "malformed_body", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
@@ -226,9 +243,11 @@ _DESCRIPTIONS = {
     403: "Wrong token.",
     404: "No such campaign, slot or arm.",
     409: "Conflicts with the current state.",
-    413: "The body exceeds the configured maximum size.",
+    413: "The body exceeds the configured maximum size (bytes, or rows of a batch).",
+    415: "The body is not `application/json` (or `application/x-ndjson` where accepted).",
     422: "Valid JSON that breaks the schema, or a context the campaign does not accept.",
-    503: "Not ready yet (kernels compiling, state loading): retry shortly.",
+    503: "Not ready yet (kernels compiling, state loading), or too many decisions waiting for "
+         "their attribution windows (`over_capacity`): retry after `Retry-After` seconds.",
 }
 
 
@@ -353,6 +372,111 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
+# -- rows of a batch body, counted as it arrives ------------------------------------------------
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{},')
+_ESCAPE = re.compile(rb"\\.", re.S)
+
+
+class _JsonItems:
+    """Counts the items at the first two levels of a JSON body as its chunks arrive: the
+    commas outside strings at depth 1 and 2, which for a BatchDecisionRequest is its number of
+    requests (one between its two fields, one fewer than the requests between them).
+
+    Escapes are dropped first (a backslash and the byte after it, which may come in the next
+    chunk), so every quote left opens or closes a string; then only quotes, brackets and commas
+    are kept, and numpy follows string parity and depth over those.
+
+    >>> items = _JsonItems()
+    >>> items.feed(b'{"campaign": "a,[", "requests": [{"x": [1, 2]}, {"u": "\\\\\\\\"}, {}]')
+    >>> items.count
+    3
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._depth = 0
+        self._in_string = 0
+        self._escaped = False  # the chunk ended in a string's backslash
+
+    def feed(self, chunk: bytes) -> None:
+        if self._escaped and chunk:
+            chunk, self._escaped = chunk[1:], False
+        if b"\\" in chunk:
+            chunk = _ESCAPE.sub(b"", chunk)
+            if chunk.endswith(b"\\"):
+                chunk, self._escaped = chunk[:-1], True
+        a = np.frombuffer(chunk.translate(None, _NOT_STRUCTURE), np.uint8)
+        if not len(a):
+            return
+        quote = a == ord('"')
+        outside = ((np.cumsum(quote, dtype=np.int64) + self._in_string) & 1 == 0) & ~quote
+        step = ((outside & ((a == ord("{")) | (a == ord("[")))).astype(np.int64)
+                - (outside & ((a == ord("}")) | (a == ord("]")))))
+        depth = self._depth + np.cumsum(step)
+        self.count += int(np.count_nonzero(outside & (a == ord(",")) & (depth >= 1)
+                                           & (depth <= 2)))
+        self._depth = int(depth[-1])
+        self._in_string = (self._in_string + int(np.count_nonzero(quote))) & 1
+
+
+class _NdjsonLines:
+    """Counts the non-blank lines of an NDJSON body (as ``_lines`` numbers them) as its chunks
+    arrive.
+
+    >>> lines = _NdjsonLines()
+    >>> lines.feed(b'{"a": 1}\\n\\n  \\n{"a"'); lines.feed(b': 2}'); lines.count
+    1
+    >>> lines.finish(); lines.count
+    2
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._open = False  # the line the last chunk ended in has a non-blank byte
+
+    def feed(self, chunk: bytes) -> None:
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:
+            self._open = self._open or bool(parts[0].strip())
+            return
+        self.count += (self._open or bool(parts[0].strip())) + sum(
+            1 for line in parts[1:-1] if line.strip())
+        self._open = bool(parts[-1].strip())
+
+    def finish(self) -> None:
+        self.count += self._open
+        self._open = False
+
+
+async def _read_rows(request: Request, ndjson: bool, limit: int) -> bytes:
+    """The body of a batch decision request, refused (413) as soon as it has more than
+    ``limit`` requests: lines of NDJSON, or requests of a JSON body (at most the schema's
+    100,000 there), so that an oversized batch is never parsed, nor held whole."""
+    counter = _NdjsonLines() if ndjson else _JsonItems()
+    if not ndjson:
+        limit = min(limit, MAX_JSON_REQUESTS)
+    chunks = []
+    try:
+        async for chunk in request.stream():
+            counter.feed(chunk)
+            chunks.append(chunk)
+            if counter.count > limit:
+                break
+    except ClientDisconnect:  # or the server's body deadline: nobody reads the answer
+        raise ServiceError(408, "request_timeout", "the body did not arrive") from None
+    if isinstance(counter, _NdjsonLines):
+        counter.finish()
+    if counter.count > limit:
+        what = f"{limit:,} lines" if ndjson else f"{limit:,} requests"
+        raise ServiceError(413, "payload_too_large", f"{'' if ndjson else 'requests: '}more "
+                           f"than {what} in one batch (setting max_batch_rows"
+                           f"{'' if ndjson else '; a JSON batch at most 100,000'})",
+                           field=None if ndjson else "requests",
+                           headers={"Connection": "close"})
+    return b"".join(chunks)
+
+
 # -- metrics ---------------------------------------------------------------------------------
 
 
@@ -373,6 +497,10 @@ class _Metrics:
         self.stripped = Counter(
             "cmab_impressions_stripped", "Impressions posted with context or segments for a "
             "decision made without consent: accepted without them.", registry=self.registry)
+        self.pending_refused = Counter(
+            "cmab_pending_refused", "Impressions refused because their campaign had "
+            "max_pending decisions waiting for their attribution windows (each in a request "
+            "refused whole), by campaign.", ["campaign"], registry=self.registry)
 
     def count(self, batch: DecisionBatch) -> None:
         for slot in batch.slots:
@@ -721,6 +849,8 @@ _EVENTS: TypeAdapter[list[Impression | Click]] = TypeAdapter(
 # The security scheme is named after its setting (tests send each scheme its setting's token).
 _bearer = HTTPBearer(auto_error=False, scheme_name="api_token",
                      description="The configured API token (setting api_token).")
+_ingest_bearer = HTTPBearer(auto_error=False, scheme_name="ingest_token",
+                            description="The configured ingest token (setting ingest_token).")
 
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -732,8 +862,26 @@ def _json(model: BaseModel, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status, media_type="application/json")
 
 
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def _is_ndjson(request: Request) -> bool:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower() == NDJSON
+    return _media_type(request) == NDJSON
+
+
+def _body_of(*media_types: str) -> Callable[[Request], None]:
+    """A dependency refusing (415) a body of any other Content-Type, a missing one included."""
+    def check(request: Request) -> None:
+        if _media_type(request) not in media_types:
+            got = request.headers.get("content-type")
+            raise ServiceError(415, "unsupported_media_type", f"expected Content-Type "
+                               f"{' or '.join(media_types)}, got {got or 'none'}")
+    return check
+
+
+_JSON_BODY = Depends(_body_of("application/json"))
+_JSON_OR_NDJSON_BODY = Depends(_body_of("application/json", NDJSON))
 
 
 def _lines(body: bytes) -> Iterator[tuple[int, bytes]]:
@@ -802,6 +950,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         engine = (Engine.load(snapshot, **seeds)
                   if snapshot is not None and snapshot.exists() else Engine(**seeds))
     token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+    ingest_token = (settings.ingest_token.get_secret_value().encode()
+                    if settings.ingest_token else None)
+    engine.limit_pending(settings.max_pending)
     metrics = _Metrics()
     stream: list[StreamLink] = []  # the link to Kafka, made at start-up when configured
     metrics.registry.register(_StreamCounts(stream))
@@ -884,20 +1035,32 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
 
     # -- dependencies and helpers ------------------------------------------------------------
 
-    async def management(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-    ) -> None:
-        """Require the bearer token on management routes, when one is configured."""
-        if token is None:
+    def authorize(credentials: HTTPAuthorizationCredentials | None, expected: bytes | None,
+                  which: str) -> None:
+        if expected is None:
             return
         if credentials is None:
             raise ServiceError(401, "unauthorized", "expected an 'Authorization: Bearer <token>' "
                                "header", headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(credentials.credentials.encode(), token):
-            raise ServiceError(403, "forbidden", "the bearer token is not the configured one")
+        if not hmac.compare_digest(credentials.credentials.encode(), expected):
+            raise ServiceError(403, "forbidden", f"the bearer token is not the configured "
+                               f"{which} token")
+
+    async def management(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    ) -> None:
+        """Require the bearer token on management routes, when one is configured."""
+        authorize(credentials, token, "management")
+
+    async def ingest(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_ingest_bearer)],
+    ) -> None:
+        """Require the ingest token on the events route, when one is configured."""
+        authorize(credentials, ingest_token, "ingest")
 
     # Without a token the management routes are open, and the OpenAPI says so: no security.
     managed = [Security(management)] if token is not None else []
+    ingested = [Security(ingest)] if ingest_token is not None else []
 
     async def off_loop(function: Callable[..., _T], *args: Any) -> _T:
         # Engine calls hold its lock and may take a while: in a thread, /healthz and the other
@@ -1005,7 +1168,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     # -- decisions ---------------------------------------------------------------------------
 
     @app.post("/v1/decisions", response_model=Decision, tags=["decisions"],
-              responses=_responses(400, 404, 413, 422, 503))
+              dependencies=[_JSON_BODY], responses=_responses(400, 404, 413, 415, 422, 503))
     async def decide(
         request: Annotated[DecisionRequest, Body(openapi_examples=_example(
             _EXAMPLE_REQUESTS[0], "A subscriber with context and segment"))],
@@ -1038,18 +1201,20 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             "type": "array", "items": {"$ref": "#/components/schemas/Decision"}}}}}}
 
     @app.post("/v1/decisions/batch", response_model=BatchDecisionResponse, tags=["decisions"],
-              openapi_extra={"requestBody": batch_body},
-              responses={**batch_ok, **_responses(400, 404, 413, 422, 503)})
+              openapi_extra={"requestBody": batch_body}, dependencies=[_JSON_OR_NDJSON_BODY],
+              responses={**batch_ok, **_responses(400, 404, 413, 415, 422, 503)})
     async def decide_batch(request: Request) -> Response:
         """Decide for many subscribers of one campaign, answers in request order.
 
         JSON in and out (up to 100,000 requests), or ``application/x-ndjson`` in and out (one
-        request or decision per line, any number of lines, all for one campaign). Every request
-        is validated before the first byte goes out, so that a bad one is a 422 naming its line
+        request or decision per line, up to the setting ``max_batch_rows`` lines, all for one
+        campaign); a body with more is refused (413) while it arrives. Every request is
+        validated before the first byte goes out, so that a bad one is a 422 naming its line
         (NDJSON) or index (JSON) rather than a broken stream.
         """
         start = time.perf_counter()
-        body, ndjson = await request.body(), _is_ndjson(request)
+        ndjson = _is_ndjson(request)
+        body = await _read_rows(request, ndjson, settings.max_batch_rows)
         _encoded(body)
         media_type = NDJSON if ndjson else "application/json"
         # Parsing and serializing 100,000 rows takes a while too: all of it off the event loop.
@@ -1104,20 +1269,29 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
 
     @app.post("/v1/events", response_model=Accepted, tags=["events"],
               openapi_extra={"requestBody": events_body},
-              responses=_responses(400, 404, 413, 422, 503))
+              dependencies=[*ingested, _JSON_OR_NDJSON_BODY],
+              responses=_responses(400, 401, 403, 404, 413, 415, 422, 503))
     async def record(request: Request) -> Response:
         """Impressions and clicks, for senders that cannot write to Kafka: a JSON list of
         events, or ``application/x-ndjson`` with one event per line. An unknown campaign is a
         404, as on the decision routes (a campaign a body names is a resource, whichever the
         route; the item is named, ``[3]`` or ``line 4``), unknown slots, arms or context
-        features a 422: either refuses the whole request before anything is learned, so a
-        batch is never half recorded. Duplicates, late and orphan clicks are dropped and not
-        counted as accepted. An impression of a decision made without consent (its id's last
-        hex digit is even) is accepted without its context and segments (metric
-        ``cmab_impressions_stripped``)."""
+        features a 422, and an impression that would leave more than ``max_pending`` decisions
+        of its campaign waiting a 503 ``over_capacity``: each refuses the whole request before
+        anything is learned, so a batch is never half recorded. Duplicates, late and orphan
+        clicks are dropped and not counted as accepted. An impression of a decision made
+        without consent (its id's last hex digit is even) is accepted without its context and
+        segments (metric ``cmab_impressions_stripped``). Needs the ingest token when one is
+        configured."""
         body, ndjson = await request.body(), _is_ndjson(request)
         _encoded(body)
-        return _json(Accepted(accepted=await off_loop(record_body, body, ndjson)))
+        try:
+            accepted = await off_loop(record_body, body, ndjson)
+        except OverCapacityError as error:
+            for campaign, n in error.refused.items():
+                metrics.pending_refused.labels(campaign).inc(n)
+            raise
+        return _json(Accepted(accepted=accepted))
 
     def record_body(body: bytes, ndjson: bool) -> int:
         events: list[Impression | Click]

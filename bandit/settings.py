@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from bandit.join import MAX_PENDING
+
 ENV_PREFIX = "CMAB_"
 
 
@@ -39,10 +41,29 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         None, min_length=1,
         description="When set, management routes need `Authorization: Bearer <token>`.")
+    ingest_token: SecretStr | None = Field(
+        None, min_length=1,
+        description="When set, `POST /v1/events` needs `Authorization: Bearer <token>` (this "
+        "token, not the management one); decisions stay open.")
     max_body_bytes: int = Field(
         256 * 1024 * 1024, ge=1,
         description="Largest request body (an NDJSON send of 280,000 subscribers with 19 "
         "numeric features is about 95 MB).")
+    max_batch_rows: int = Field(
+        280_000, ge=1,
+        description="Most requests in one batch decision body (NDJSON lines; a JSON body also "
+        "stops at its schema's 100,000), counted while the body arrives.")
+    max_pending: int = Field(
+        MAX_PENDING, ge=1,
+        description="Most decisions of one campaign waiting in the attribution join (per "
+        "partition in stream mode): impressions beyond it are refused (503 over HTTP, the "
+        "dead-letter topic in the worker) until windows close.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must deliver a request's headers within this "
+        "many seconds of opening or of the request's first byte, else it is closed.")
+    body_timeout_s: float = Field(
+        120.0, gt=0, description="A request's whole body must arrive within this many seconds "
+        "of its headers, else the connection is closed.")
     seed: int = Field(0, ge=0, description="Seed of the engine's policies' random draws.")
     id_seed: int | None = Field(
         None, ge=0, description="Reproducible runs only (the demo, tests): decision ids from a "

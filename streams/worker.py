@@ -17,8 +17,10 @@ re-processes the records after the last checkpoint's offsets.
 
 Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
 training log, blocks: streams.joined) and refused records to ``.deadletter`` with the original
-bytes and a reason; both are flushed after every batch, so before any checkpoint that covers
-them, and records re-processed after a restart may write them again.
+bytes and a reason (among them impressions over the join's cap, ``max_pending`` decisions of a
+campaign open in the partition, counted in ``Counters.over_capacity``); both are flushed after
+every batch, so before any checkpoint that covers them, and records re-processed after a
+restart may write them again.
 
 Erasure is durable: the decision service publishes an erase record (``erase_record``: the
 subject's ``bandit.join.subject_key`` and the erasure's time, no user id) to the campaigns
@@ -78,7 +80,7 @@ import orjson
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
-from bandit.join import ERASED, subject_key
+from bandit.join import ERASED, MAX_PENDING, OVER_CAPACITY, subject_key
 from bandit.models import Click, Impression
 from streams.codec import Refused, decode_many, encode
 
@@ -141,6 +143,7 @@ class Counters:
     dead_letters: int = 0
     erased: int = 0  # decisions of erased subjects dropped (pending, or their impression)
     stripped: int = 0  # impressions of consent-less decisions, context and segments dropped
+    over_capacity: int = 0  # impressions refused for the join's cap (also dead letters)
 
     def add(self, other: Counters) -> None:
         for name, value in vars(other).items():
@@ -312,6 +315,8 @@ class PartitionJoin:
                 continue
             if rejected.reason.startswith("late"):
                 out.counters.late += 1
+            elif rejected.reason.startswith(OVER_CAPACITY):
+                out.counters.over_capacity += 1
             record = source.get(id(rejected.event))
             # A click that waited for its impression came in an earlier batch: re-encoded.
             out.dead_letters.append(DeadLetter.of(record, rejected.reason) if record else
@@ -391,14 +396,15 @@ class Worker:
     (``checkpoint_interval_ms`` 0: after every batch). ``clock`` (seconds) is for tests.
 
     ``on_batch`` (optional) is called with each partition's output after it is written;
-    ``stages`` (optional) sums the time of each stage of the batches (``Stages``).
+    ``stages`` (optional) sums the time of each stage of the batches (``Stages``);
+    ``max_pending`` caps each partition's open decisions per campaign (``bandit.join``).
     """
 
     def __init__(self, transport: Transport, *, seed: int = 0,
                  on_batch: Callable[[int, BatchOutput], None] | None = None,
                  checkpoint_interval_ms: int = 1000,
                  clock: Callable[[], float] = time.monotonic,
-                 stages: Stages | None = None) -> None:
+                 stages: Stages | None = None, max_pending: int = MAX_PENDING) -> None:
         if checkpoint_interval_ms < 0:
             raise InvalidInputError(
                 f"checkpoint_interval_ms: expected >= 0, got {checkpoint_interval_ms}")
@@ -408,6 +414,7 @@ class Worker:
         self.checkpoint_interval_ms = checkpoint_interval_ms
         self.clock = clock
         self.stages = stages
+        self.max_pending = max_pending
         self._lap = _no_lap if stages is None else stages.lap
         self.partitions: dict[int, PartitionJoin] = {}
         self.campaigns: dict[str, dict[str, Any]] = {}
@@ -430,6 +437,7 @@ class Worker:
                 part = PartitionJoin(p, Engine(seed=self.seed))
             else:
                 part = PartitionJoin.restore(data, what=f"checkpoint of partition {p}")
+            part.engine.limit_pending(self.max_pending)
             self._apply_campaigns(part, self.campaigns.values())
             self._erase(part, self.erasures)
             self.partitions[p] = part

@@ -31,7 +31,7 @@ from bandit.settings import Settings
 
 # A setting per token, with the token sent: the service names each security scheme after its
 # setting, so another token is one more line here.
-TOKENS = {"api_token": "management-s3cret"}
+TOKENS = {"api_token": "management-s3cret", "ingest_token": "ingest-s3cret"}
 MAX_EXAMPLES = 40  # fuzzing cases per operation; the other phases derive theirs from the schema
 STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 
