@@ -1133,7 +1133,13 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             "A new artwork, scored from its features"))],
     ) -> Response:
         """Add an arm to a slot; hybrid policies score it from its features at once."""
-        changed = await off_loop(engine.add_arm, campaign, body.slot, body.arm)
+        try:
+            changed = await off_loop(engine.add_arm, campaign, body.slot, body.arm)
+        except NotFoundError as error:
+            if not any(spec.name == campaign for spec in engine.campaigns()):
+                raise
+            # The campaign exists: what is missing is the slot the body names.
+            raise ServiceError(404, "not_found", str(error), field="slot") from None
         await published(campaign)
         return _json(changed, 201)
 

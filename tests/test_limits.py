@@ -4,6 +4,7 @@ header and body deadlines against slow clients, over a real server on 127.0.0.1.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from bandit.deadlines import deadline_protocol
 from bandit.engine import Engine
 from bandit.errors import OverCapacityError
-from bandit.join import OVER_CAPACITY, Joiner
+from bandit.join import OVER_CAPACITY, Joiner, subject_key
 from bandit.models import CampaignSpec, Click, Impression
 from bandit.service import _JsonItems, create_app
 from bandit.settings import Settings
@@ -118,7 +119,8 @@ def test_events_need_the_ingest_token_and_decisions_stay_open(guarded):
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/decisions", "/v1/decisions/batch"])
 def test_bodies_that_are_not_json_are_refused_with_415(guarded, path, content_type):
     """A web page can post these content types to another site without asking first."""
-    body = {"/v1/events": b"[]", "/v1/decisions": b'{"campaign": "w", "user_id": "u"}',
+    body = {"/v1/events": b'[{"type": "click", "event_id": "c", "decision_id": "' + b"0" * 32
+                          + b'", "campaign": "w", "ts": 0}]',"/v1/decisions": b'{"campaign": "w", "user_id": "u"}',
             "/v1/decisions/batch": b'{"campaign": "w", "requests": [{"campaign": "w", '
                                    b'"user_id": "u"}]}'}[path]
     headers = {"Authorization": f"Bearer {INGEST}"}
@@ -154,7 +156,7 @@ def test_the_join_keeps_at_most_max_pending_decisions_of_a_campaign_open():
     result = joiner.add(later)
     assert not result.rejected and len(result.joined) == 4 and joiner.open_count == 3
     # An erased decision frees its place.
-    joiner.erase("u10")
+    joiner.erase({subject_key("u10"): math.inf})
     assert not joiner.add([Impression.model_validate(impression(20, ts=5000))]).rejected
 
 

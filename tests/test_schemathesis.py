@@ -112,6 +112,9 @@ def _run(tokens: dict[str, str]) -> tuple[Counter[str], list[str]]:
             sent[event.phase.value] += 1
             for case_id, checks in event.recorder.checks.items():
                 for check in checks:
+                    if check.name == "ensure_resource_availability" and _names_a_body_field(
+                            event.recorder.find_response(case_id=case_id)):
+                        continue
                     if check.status == Status.FAILURE and check.failure_info is not None:
                         failure = check.failure_info.failure
                         failures.append(f"{event.phase.value} {event.label} {check.name}: "
@@ -120,6 +123,14 @@ def _run(tokens: dict[str, str]) -> tuple[Counter[str], list[str]]:
         elif isinstance(event, events.NonFatalError | events.FatalError):
             failures.append(f"error: {event!r}")
     return sent, failures
+
+
+def _names_a_body_field(response: Any) -> bool:
+    """A 404 about what the body names (adding an arm to a slot the created campaign does not
+    have), not about the resource the stateful phase created and linked (the path's campaign)."""
+    if response is None or response.status_code != 404:
+        return False
+    return json.loads(response.content)["error"].get("field") in {"slot"}
 
 
 @pytest.mark.parametrize("tokens", [{}, TOKENS], ids=["without tokens", "with tokens"])
