@@ -242,7 +242,7 @@ def _play(engine, rounds=3, n=120):
 
 
 def test_engine_logs_the_pmf_it_used_and_replays_a_decision_from_its_seed():
-    engine = Engine(seed=4)
+    engine = Engine(seed=4, id_seed=4)
     engine.create_campaign(_campaign())
     _play(engine)
     requests = _requests(60)
@@ -266,7 +266,7 @@ def test_engine_logs_the_pmf_it_used_and_replays_a_decision_from_its_seed():
 
 
 def test_engine_learns_at_the_logged_propensities(monkeypatch):
-    engine = Engine(seed=4)
+    engine = Engine(seed=4, id_seed=4)
     engine.create_campaign(_campaign())
     seen = []
     original = VWPolicy.learn_many
@@ -286,7 +286,7 @@ def test_engine_learns_at_the_logged_propensities(monkeypatch):
 
 
 def test_engine_snapshot_keeps_the_vw_models_and_arms(tmp_path):
-    engine = Engine(seed=4)
+    engine = Engine(seed=4, id_seed=4)
     engine.create_campaign(_campaign(exploration="epsilon", epsilon=0.1))
     _play(engine, rounds=2)
     engine.add_arm("vw", "artwork", Arm(id="comic", features={"scene": "action"}))
@@ -304,7 +304,7 @@ def test_engine_snapshot_keeps_the_vw_models_and_arms(tmp_path):
 
 
 def test_cli_exports_a_readable_model(tmp_path, capsys):
-    engine = Engine(seed=4)
+    engine = Engine(seed=4, id_seed=4)
     engine.create_campaign(_campaign())
     _play(engine, rounds=1)
     engine.save(tmp_path / "snap.npz")
@@ -328,7 +328,7 @@ def test_cli_exports_a_readable_model(tmp_path, capsys):
     ([], "not a VW model"),
 ])
 def test_cli_export_errors_are_one_line(tmp_path, capsys, args, message):
-    engine = Engine(seed=4)
+    engine = Engine(seed=4, id_seed=4)
     engine.create_campaign(_campaign())
     engine.save(tmp_path / "snap.npz")
     code = main(["vw-export", str(tmp_path / "snap.npz"), "--out", str(tmp_path / "m.txt"), *args])
