@@ -102,6 +102,17 @@ class _PairBuffer:
         return self._values[i], self._values[i + 1]
 
 
+def _float_vector(name: str, values: Any, n: int) -> np.ndarray:
+    """``values`` as a C-contiguous float64 array of shape (n,), or an error naming ``name``."""
+    try:
+        v = np.ascontiguousarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name}: expected numbers") from None
+    if v.shape != (n,):
+        raise InvalidInputError(f"{name}: expected shape ({n},), got {v.shape}")
+    return v
+
+
 def check_state_header(state: Any, kind: str) -> None:
     """IncompatibleStateError unless ``state`` is a state dict of ``kind`` in this format."""
     if not isinstance(state, dict) or state.get("kind") != kind:
@@ -183,12 +194,7 @@ class _EdgeChecks:
         return _finite_float("reward", reward, low=low, high=high)
 
     def _reward_array(self, rewards: Any, n: int) -> np.ndarray:
-        try:
-            r = np.ascontiguousarray(rewards, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidInputError("rewards: expected numbers") from None
-        if r.shape != (n,):
-            raise InvalidInputError(f"rewards: expected shape ({n},), got {r.shape}")
+        r = _float_vector("rewards", rewards, n)
         low, high = self.reward_range
         bad = ~np.isfinite(r) | (r < low) | (r > high)
         if bad.any():

@@ -30,6 +30,7 @@ from bandit.policies.base import (
     Policy,
     Rng,
     _finite_float,
+    _float_vector,
     _positive_int,
     check_state_header,
 )
@@ -331,12 +332,7 @@ class VWPolicy(Policy):
         if propensities is None:
             p = np.full(n, 1.0 / self._active_idx.size)
         else:
-            try:
-                p = np.asarray(propensities, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise InvalidInputError("propensities: expected numbers") from None
-            if p.shape != (n,):
-                raise InvalidInputError(f"propensities: expected shape ({n},), got {p.shape}")
+            p = _float_vector("propensities", propensities, n)
             bad = ~((p > 0.0) & (p <= 1.0))
             if bad.any():
                 i = np.flatnonzero(bad)[0]
