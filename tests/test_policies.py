@@ -1,6 +1,9 @@
 """One conformance suite for every policy, then what is particular to each."""
 
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +19,9 @@ from bandit.policies import (
     LinTS,
     LinUCB,
     Policy,
+    VWPolicy,
     from_state,
+    is_vw,
 )
 from tests import reference
 
@@ -30,9 +35,19 @@ FACTORIES = {
     "hybrid_lin_ucb": lambda rng=None, **kw: HybridLinUCB(D, ARM_FEATURES, alpha=0.5, rng=rng, **kw),
     "beta_ts": lambda rng=None, **kw: BetaTS(K, dim=D, rng=rng, **kw),
     "bart": lambda rng=None, **kw: Bart(D, ARM_FEATURES, epsilon=0.2, rng=rng, **kw),
+    "vw": lambda rng=None, **kw: VWPolicy(D, ARM_FEATURES, rng=rng, **kw),
 }
-WITH_FEATURES = {"hybrid_lin_ucb", "bart"}
+WITH_FEATURES = {"hybrid_lin_ucb", "bart", "vw"}
 KINDS = sorted(FACTORIES)
+# What a family does not do, stated rather than skipped: the conformance test of that verb runs
+# over the other kinds, and the test next to it checks the family's documented answer instead.
+# merge: VW learns in order and its model is not a sum, so merge raises IncompatibleStateError.
+NOT_MERGEABLE = {"vw": "VW learns in order"}
+# half_life_ms: VW has no event-time decay (its learning rate is its forgetting); it takes
+# ts_ms for the common signature and does not read it.
+NO_DECAY = {"vw"}
+MERGEABLE = [kind for kind in KINDS if kind not in NOT_MERGEABLE]
+DECAYING = [kind for kind in KINDS if kind not in NO_DECAY]
 
 
 def _stream(seed, n=300):
@@ -80,7 +95,7 @@ def test_state_round_trip_and_pickle_keep_choices(kind):
     np.testing.assert_array_equal(clone.choose_many(X), policy.choose_many(X))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", MERGEABLE)
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31), n=st.integers(0, 80), cut=st.floats(0.0, 1.0),
        decay=st.booleans())
@@ -101,6 +116,18 @@ def test_merge_of_halves_equals_the_whole(kind, seed, n, cut, decay):
         np.testing.assert_allclose(merged.state()["arrays"][name], value, rtol=1e-10, atol=1e-10)
     Q = _stream(seed + 1, 5)[1]
     np.testing.assert_allclose(merged.propensities(Q), whole.propensities(Q), atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_MERGEABLE))
+def test_merge_is_refused_where_the_model_is_not_a_sum(kind):
+    arms, X, r = _stream(7, 60)
+    left, right = FACTORIES[kind](rng=0), FACTORIES[kind](rng=0)
+    left.learn_many(arms[:30], X[:30], r[:30])
+    right.learn_many(arms[30:], X[30:], r[30:])
+    before = left.propensities(X[:5])
+    with pytest.raises(IncompatibleStateError, match=NOT_MERGEABLE[kind]):
+        left.merge(right)
+    np.testing.assert_array_equal(left.propensities(X[:5]), before)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -278,7 +305,7 @@ def test_linear_decay_forgets_an_old_preference():
     assert policy.choose_one(np.ones(1)) == 1  # arm 0's old wins are forgotten, its new losses not
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", DECAYING)
 def test_a_decayed_model_weighs_each_event_by_its_age_at_the_newest_event_time(kind):
     # The sums are kept at a reference that moves by whole half-lives; the model is that of
     # the events weighed 2^-(age / half_life) at the newest event time, learned in any batches.
@@ -296,6 +323,20 @@ def test_a_decayed_model_weighs_each_event_by_its_age_at_the_newest_event_time(k
     Q = _stream(22, 6)[1]
     np.testing.assert_allclose(decayed.scores(Q), weighted.scores(Q), rtol=1e-11)
     np.testing.assert_allclose(decayed.propensities(Q), weighted.propensities(Q), atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", sorted(NO_DECAY))
+def test_a_policy_without_decay_refuses_a_half_life_and_does_not_read_event_times(kind):
+    with pytest.raises(TypeError, match="half_life_ms"):
+        FACTORIES[kind](rng=0, half_life_ms=1000.0)
+    arms, X, r = _stream(21, 200)
+    ts = 1.8e12 + np.cumsum(np.random.default_rng(21).exponential(20.0, 200))
+    timed, untimed = FACTORIES[kind](rng=0), FACTORIES[kind](rng=0)
+    timed.learn_many(arms[:199], X[:199], r[:199], ts_ms=ts[:199])
+    timed.learn_one(int(arms[199]), X[199], r[199], ts_ms=ts[199])
+    untimed.learn_many(arms, X, r)
+    Q = _stream(22, 6)[1]
+    np.testing.assert_array_equal(timed.propensities(Q), untimed.propensities(Q))
 
 
 def test_a_state_without_t_newest_ms_has_sums_seen_from_its_t_ref_ms():
@@ -330,7 +371,30 @@ def test_thompson_propensity_matches_quadrature_twin(rng):
 
 def test_policy_base_is_exported_for_type_hints():
     assert all(issubclass(cls, Policy)
-               for cls in (Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB))
+               for cls in (Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, VWPolicy))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_is_vw_answers_isinstance_without_importing_vw(kind):
+    assert is_vw(FACTORIES[kind](rng=0)) == isinstance(FACTORIES[kind](rng=0), VWPolicy)
+    assert not is_vw(VWPolicy) and not is_vw(None)
+
+
+_ENGINE_IMPORTS_VW = pytest.mark.xfail(
+    strict=True, reason="bandit/engine.py imports VWPolicy at module level (is_vw replaces it)")
+
+
+@pytest.mark.parametrize("module", [
+    "bandit", "bandit.policies", pytest.param("bandit.engine", marks=_ENGINE_IMPORTS_VW),
+    pytest.param("bandit.service", marks=_ENGINE_IMPORTS_VW),
+])
+def test_importing_the_engine_does_not_load_vowpalwabbit(module):
+    # A fresh interpreter: this one has long imported VW. VW is loaded when a VW policy is
+    # made or read (bandit.policies.VWPolicy, a "vw" state), never by an import of the engine.
+    code = f"import sys, {module}; print(sorted(m for m in sys.modules if 'vowpal' in m))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True)
+    assert run.stdout.strip() == "[]"
 
 
 def test_bart_matches_one_ridge_over_interaction_features(rng):

@@ -1,6 +1,6 @@
-"""VWPolicy: the conformance suite, the example conversion against VW's own text path, state,
-learning on the email simulator, the engine (logged propensities, seeds, snapshots) and the
-``cmab vw-export`` command."""
+"""VWPolicy (the conformance suite it shares with every policy is in tests/test_policies.py):
+the example conversion against VW's own text path, state, learning on the email simulator, the
+engine (logged propensities, seeds, snapshots) and the ``cmab vw-export`` command."""
 
 import pickle
 
@@ -14,33 +14,11 @@ from bandit.engine import Engine, decision_draws, decision_seeds
 from bandit.errors import IncompatibleStateError, InvalidInputError
 from bandit.models import Arm, CampaignSpec, Click, DecisionRequest, VWSpec
 from bandit.policies import VWPolicy, from_state
-from bandit.vw import VWFormat
+from bandit.policies.vw import VWFormat
 from simulators.environments import Email
 from tests import test_policies as conformance
 
 K, D = conformance.K, conformance.D
-
-
-@pytest.fixture
-def vw_conformance(monkeypatch):
-    monkeypatch.setitem(conformance.FACTORIES, "vw",
-                        lambda rng=None, **kw: VWPolicy(D, conformance.ARM_FEATURES, rng=rng, **kw))
-    monkeypatch.setattr(conformance, "WITH_FEATURES", conformance.WITH_FEATURES | {"vw"})
-
-
-# The shared suite, less what VW cannot do by design (merge: its model is not a sum) and the
-# second Monte Carlo check (caller draws already compare frequencies with the pmf).
-@pytest.mark.parametrize("check", [
-    conformance.test_same_seed_same_choices,
-    conformance.test_inputs_are_not_mutated,
-    conformance.test_state_round_trip_and_pickle_keep_choices,
-    conformance.test_propensities_are_a_distribution_over_eligible_arms,
-    conformance.test_caller_draws_make_each_decision_reproducible_alone,
-    conformance.test_retired_arm_is_never_chosen_and_new_arm_gets_a_chance,
-    conformance.test_bad_input_gets_a_clear_error,
-], ids=lambda f: f.__name__[5:])
-def test_conformance(vw_conformance, check):
-    check("vw")
 
 
 def test_format_lines():
