@@ -22,8 +22,8 @@ from kafka.structs import OffsetAndMetadata
 
 from bandit.errors import InvalidInputError, UnavailableError
 from streams import joined
+from streams.records import CLICKS, IMPRESSIONS, STREAMS, Batch, DeadLetter, dead_letter_headers
 from streams.topics import Topics
-from streams.worker import CLICKS, IMPRESSIONS, STREAMS, Batch, DeadLetter, dead_letter_headers
 
 # A checkpoint holds a partition's open windows: allow big records.
 MAX_RECORD_BYTES = 256 << 20
