@@ -14,16 +14,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from simulators.replay import HEADER, Comparison
-from simulators.reports.page import (
-    IMAGES,
-    STYLE,
-    html_page,
-    html_table,
-    markdown_images,
-    markdown_table,
-    titled_images,
-    write_png,
-)
+from simulators.reports import page
 
 _NOTE = (
     "Estimates are the expected reward per event. Intervals: percentile bootstrap over events "
@@ -41,7 +32,7 @@ def write_report(result: Comparison, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result.to_dict(), allow_nan=False) + "\n")
     for file_name, (title, draw) in PLOTS.items():
-        write_png(draw(result, title), out / file_name)
+        page.write_png(draw(result, title), out / file_name)
     rows = result.rows()
     (out / "report.md").write_text(_markdown(result, rows))
     report = out / "report.html"
@@ -55,19 +46,20 @@ def _title(result: Comparison) -> str:
 
 def _parameters(result: Comparison) -> str:
     extra = ", ".join(f"{k} {v}" for k, v in result.parameters.items())
-    return f"{result.n_events:,} events, {result.n_actions} actions" + (f", {extra}" if extra else "")
+    sizes = f"{result.n_events:,} events, {result.n_actions} actions"
+    return sizes + (f", {extra}" if extra else "")
 
 
 def _markdown(result: Comparison, rows: list[tuple[str, ...]]) -> str:
-    lines = [f"# {_title(result)}", "", _parameters(result), "", markdown_table(HEADER, rows),
-             "", _NOTE, "", *markdown_images(PLOTS)]
+    lines = [f"# {_title(result)}", "", _parameters(result), "",
+             page.markdown_table(HEADER, rows), "", _NOTE, "", *page.markdown_images(PLOTS)]
     return "\n".join(lines) + "\n"
 
 
 def _html(result: Comparison, rows: list[tuple[str, ...]], out: Path) -> str:
-    body = (f"<p>{html.escape(_parameters(result))}</p>{html_table(HEADER, rows)}"
-            f"<p>{html.escape(_NOTE)}</p>{titled_images(out, PLOTS)}")
-    return html_page(_title(result), body, STYLE + IMAGES)
+    body = (f"<p>{html.escape(_parameters(result))}</p>{page.html_table(HEADER, rows)}"
+            f"<p>{html.escape(_NOTE)}</p>{page.titled_images(out, PLOTS)}")
+    return page.html_page(_title(result), body, page.STYLE + page.IMAGES)
 
 
 def _estimates(result: Comparison, title: str) -> Figure:

@@ -12,17 +12,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from simulators.reports.page import (
-    IMAGES,
-    NUMBERS_RIGHT,
-    STYLE,
-    html_page,
-    html_table,
-    markdown_images,
-    markdown_table,
-    titled_images,
-    write_png,
-)
+from simulators.reports import page
 from simulators.simulate import ORACLE, UNIFORM, SimulationResult, SlotRow, SummaryRow
 
 SUMMARY_HEADER = ("policy", "mean reward", "regret", "vs uniform", "vs oracle")
@@ -68,7 +58,7 @@ def write_report(result: SimulationResult, out_dir: str | Path) -> Path:
     (out / "results.json").write_text(json.dumps(result.to_dict(), allow_nan=False) + "\n")
 
     for file_name, (title, draw) in PLOTS.items():
-        write_png(draw(result, title), out / file_name)
+        page.write_png(draw(result, title), out / file_name)
 
     rows = [format_row(row) for row in result.summary()]
     slot_rows = [format_slot_row(row) for row in result.slot_summary()]
@@ -100,17 +90,17 @@ def _markdown(result: SimulationResult, rows: list[tuple[str, ...]],
         "",
         _parameters(result),
         "",
-        markdown_table(SUMMARY_HEADER, rows),
+        page.markdown_table(SUMMARY_HEADER, rows),
         "",
         _DEFINITIONS,
         "",
         "## Per slot",
         "",
-        markdown_table(SLOT_HEADER, slot_rows),
+        page.markdown_table(SLOT_HEADER, slot_rows),
         "",
         _SLOT_DEFINITIONS,
         "",
-        *markdown_images(PLOTS),
+        *page.markdown_images(PLOTS),
     ]
     return "\n".join(lines) + "\n"
 
@@ -119,11 +109,11 @@ def _html(result: SimulationResult, rows: list[tuple[str, ...]],
           slot_rows: list[tuple[str, ...]], out: Path) -> str:
     body = (
         f"<p>{html.escape(_parameters(result))}</p>"
-        f"{html_table(SUMMARY_HEADER, rows)}<p>{html.escape(_DEFINITIONS)}</p>"
-        f"<h2>Per slot</h2>{html_table(SLOT_HEADER, slot_rows)}"
-        f"<p>{html.escape(_SLOT_DEFINITIONS)}</p>{titled_images(out, PLOTS)}"
+        f"{page.html_table(SUMMARY_HEADER, rows)}<p>{html.escape(_DEFINITIONS)}</p>"
+        f"<h2>Per slot</h2>{page.html_table(SLOT_HEADER, slot_rows)}"
+        f"<p>{html.escape(_SLOT_DEFINITIONS)}</p>{page.titled_images(out, PLOTS)}"
     )
-    return html_page(_title(result), body, STYLE + NUMBERS_RIGHT + IMAGES)
+    return page.html_page(_title(result), body, page.STYLE + page.NUMBERS_RIGHT + page.IMAGES)
 
 
 def _style(name: str) -> dict[str, str]:
