@@ -80,7 +80,7 @@ def simulate(
     from rich.table import Table
 
     from simulators.environments import make_environment
-    from simulators.report import (
+    from simulators.reports.simulation import (
         SLOT_HEADER,
         SUMMARY_HEADER,
         format_row,
@@ -466,13 +466,14 @@ def replay(
     from rich.console import Console
     from rich.table import Table
 
-    from simulators.replay_report import HEADER, compare, make_targets, write_report
+    from simulators.replay import HEADER, compare, make_targets
+    from simulators.reports.replay import write_report
 
     if (dataset is None) == (log is None):
         raise InvalidInputError("give exactly one of --dataset obd and --log FILE")
     behaviors = None
     if dataset is not None:
-        from simulators.obd import BEHAVIORS, load_obd
+        from simulators.offline.obd import BEHAVIORS, load_obd
 
         if dataset != "obd":
             raise InvalidInputError(f"--dataset: expected obd, got {dataset!r}")
@@ -481,11 +482,11 @@ def replay(
         behaviors = load_obd(campaign, cache_dir=cache_dir)
         logged = behaviors[behavior]
     elif format is LogFormat.dsjson:
-        from simulators.logs import read_dsjson
+        from simulators.offline.logs import read_dsjson
 
         logged = read_dsjson(log, name=log.name)
     else:
-        from simulators.logs import read_joined
+        from simulators.offline.logs import read_joined
 
         if spec is None or slot is None:
             raise InvalidInputError("--format joined needs --spec FILE and --slot NAME")
@@ -538,7 +539,7 @@ def export_dsjson(
     """Write one slot of a joined log as Vowpal Wabbit DSJSON (cost = -reward, the logged
     propensity), contexts encoded as the engine learns them, to train VW offline:
     ``vw --cb_explore_adf --dsjson -d OUT``. Holdout and consent-less events are left out."""
-    from simulators.logs import read_joined, write_dsjson
+    from simulators.offline.logs import read_joined, write_dsjson
 
     logged = read_joined(joined, _campaign_spec(spec), slot)
     try:
@@ -619,7 +620,7 @@ def demo(
     from rich.table import Table
 
     from simulators.demo import run_demo
-    from simulators.demo_report import LIVE_HEADER, live_rows
+    from simulators.reports.demo import LIVE_HEADER, live_rows
 
     n = 280_000 if full else subscribers
     console = Console()

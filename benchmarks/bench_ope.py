@@ -28,7 +28,7 @@ import numpy as np
 
 from bandit.policies import LinUCB
 from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
-from simulators import obd, ope
+from simulators.offline import obd, ope
 
 BENCH = "ope"
 WORKLOAD = "OBD random/all"

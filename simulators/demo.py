@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import orjson
 
 from bandit.errors import InvalidInputError, UnavailableError
 from simulators.email_campaign import SLOTS, EmailCampaign, Subscribers
+from simulators.reports.demo import SendResult, write_report
 from streams.broker import LocalBroker, free_port
 
 DAY_MS = 24 * 3600 * 1000
@@ -47,35 +47,6 @@ _Z95 = 1.959963984540054
 _START_TIMEOUT_S = 120.0
 # The wait for the model gives up only when the worker has stopped making progress this long.
 _STALL_TIMEOUT_S = 120.0
-
-
-@dataclass
-class SendResult:
-    """One weekly send, from the simulator's side (true click probabilities and clicks)."""
-
-    send: int
-    decisions: int
-    model_version: int
-    holdout: int
-    clicks_personalized: int
-    clicks_holdout: int
-    expected: float  # mean true click probability of the choices made (personalized)
-    oracle: float  # mean click probability of the best combination
-    uniform: float  # mean click probability of uniformly random choices
-    lift: tuple[float, float, float] | None  # personalized minus holdout CTR, 95% interval
-    seconds: float
-    events_per_s: float
-    dead_letters: int
-    allocation: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def ctr_personalized(self) -> float:
-        n = self.decisions - self.holdout
-        return self.clicks_personalized / n if n else math.nan
-
-    @property
-    def ctr_holdout(self) -> float:
-        return self.clicks_holdout / self.holdout if self.holdout else math.nan
 
 
 def _lift(c1: int, n1: int, c0: int, n0: int) -> tuple[float, float, float] | None:
@@ -165,8 +136,6 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
         results = _play(client, publisher, follower, children, subscribers=subscribers,
                         sends=sends, seed=seed, on_send=on_send)
         report = client.get(f"/v1/campaigns/{CAMPAIGN}/report").json()
-    from simulators.demo_report import write_report
-
     path = write_report(results, report, out, subscribers=subscribers, seed=seed)
     return results, path
 

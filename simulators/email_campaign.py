@@ -9,6 +9,78 @@ and ``click_probability()`` takes the arm ids (or indices) the engine chose. ``o
 
 Everything is vectorised over subscribers: one NumPy expression per batch, never a loop per
 subscriber (the uniform value, an average over all 2,400 combinations, goes in row chunks).
+
+Subscriber traits (population shares; drawn independently except price sensitivity):
+
+=================  =========================================================================
+trait              values
+=================  =========================================================================
+engagement style   deal_seeker .30, curious .25, busy .25, loyal .20
+usual open hour    morning ~8h (sd 1.5) .40, lunch ~12h (sd 1) .20, evening ~20h (sd 2) .40
+price sensitivity  Beta(5, 2) for deal seekers, Beta(2, 4) for the others; +0.1 (capped at 1)
+                   for 18-24
+region (segment)   north .35, south .25, east .25, west .15
+age band (segmt.)  18-24 .15, 25-34 .25, 35-49 .30, 50+ .30
+=================  =========================================================================
+
+Slots and arms (arm features in brackets):
+
+- subject_line: urgency, curiosity, offer, personal, plain [tone = the framing]
+- send_hour: h00 .. h23 [hour_sin, hour_cos of the hour on the 24 h circle]
+- offer: off0, off10, off20, off30 [discount = 0, 10, 20, 30 (percent)]
+- artwork: action, calm, family, product, lifestyle [scene = the scene type]
+
+True click logit for style s, open hour h, price sensitivity q, region r, age band g and
+the choices f (framing), t (send hour), o (offer, discount d percent) and w (scene):
+
+    logit = -4.0 + REGION[r] + AGE[g]
+            + STYLE_X_FRAMING[s, f] + PRICE_X_FRAMING[f] * (q - 0.5)      subject line
+            + NIGHT[t] + 0.4 * cos(2 pi (t - h) / 24)                     send hour
+            + OFFER_APPEAL[o] * q - 0.012 * d + OFFER_X_FRAMING[f, o]      offer
+            + STYLE_X_SCENE[s, w]                                          artwork
+
+STYLE_X_FRAMING (the single-slot ``Email`` table scaled by 0.7, since three more slots add
+to the logit here):
+
+===========  =======  =========  =====  ========  =====
+style        urgency  curiosity  offer  personal  plain
+===========  =======  =========  =====  ========  =====
+deal_seeker    0.35     -0.15    0.85     0.0     -0.2
+curious       -0.15      0.75   -0.05     0.2      0.0
+busy           0.3      -0.3    -0.15     0.0      0.65
+loyal         -0.2       0.15    0.05     0.7      0.3
+===========  =======  =========  =====  ========  =====
+
+PRICE_X_FRAMING = (0.3, 0, 0.55, 0, 0): price-sensitive readers like offers and deadlines.
+NIGHT is -0.5 for send hours 0h-5h, else 0: mail sent at night sinks in the inbox; the
+cosine rewards sending near the subscriber's usual open hour.
+
+OFFER_APPEAL = (0, 0.5, 0.85, 1.05) for 0/10/20/30% off: diminishing returns in the
+discount, paid for by 0.012 per percent off (it cheapens the brand), so the best discount
+grows with price sensitivity (none below q = 0.24, 30% above q = 0.6).
+OFFER_X_FRAMING is -0.5 for the offer-framed subject line with no discount (a promise not
+kept) and 0 otherwise: an interaction between slots.
+
+STYLE_X_SCENE:
+
+===========  ======  =====  ======  =======  =========
+style        action  calm   family  product  lifestyle
+===========  ======  =====  ======  =======  =========
+deal_seeker    0.0   -0.1    0.05     0.3       0.0
+curious        0.2   -0.05   0.0     -0.1       0.35
+busy          -0.1    0.25   0.0      0.1      -0.05
+loyal         -0.05   0.05   0.3      0.0       0.2
+===========  ======  =====  ======  =======  =========
+
+REGION = (0, 0.1, -0.1, 0.05) and AGE = (0.1, 0.05, 0, -0.1) shift the base rate only, so
+segments never change the best choice: a policy that allocates differently by segment does
+so through the traits that come with it (price sensitivity by age). Click probabilities run
+from under 1% to about 20% (99% of subscribers below 19% even with their best combination);
+uniform random choice averages about 2.5%, the oracle about 9%.
+
+With ``drift_steps`` the style rows of STYLE_X_FRAMING move (linearly in logit space) to
+the next style's row, as in ``Email``. With ``new_arm_at`` the last scene, lifestyle,
+arrives at that step (``eligible``).
 """
 
 from __future__ import annotations
@@ -26,10 +98,9 @@ from bandit.models import CampaignSpec, DecisionRequest, PolicySpec
 SUBJECT_LINE, SEND_HOUR, OFFER, ARTWORK = "subject_line", "send_hour", "offer", "artwork"
 SLOTS = (SUBJECT_LINE, SEND_HOUR, OFFER, ARTWORK)
 
-# Each slot's policy when campaign_spec() is not told otherwise. Chosen on `simulate` runs
-# (seed 0, batches of 500): this mix reached 61% of the oracle's CTR after 20,000 decisions and
-# 49% after 3,000 (batches of 200), against 44-56% for LinUCB/hybrid/LinTS/BaRT mixes; the
-# shared BaRT model carries the subject line x offer and style x scene structure.
+# Each slot's policy when campaign_spec() is not told otherwise: the mix that came closest to
+# the oracle on `cmab simulate --env email4` runs among LinUCB, hybrid, LinTS and BaRT mixes;
+# the shared BaRT model carries the subject line x offer and style x scene structure.
 DEFAULT_POLICIES: dict[str, dict[str, Any]] = {
     SUBJECT_LINE: {"kind": "epsilon_greedy"},
     SEND_HOUR: {"kind": "epsilon_greedy"},
@@ -108,77 +179,7 @@ class EmailCampaign:
     """Four email slots for subscribers with known traits, and the true click probability of
     every combination of choices.
 
-    Subscriber traits (population shares; drawn independently except price sensitivity):
-
-    =================  =========================================================================
-    trait              values
-    =================  =========================================================================
-    engagement style   deal_seeker .30, curious .25, busy .25, loyal .20
-    usual open hour    morning ~8h (sd 1.5) .40, lunch ~12h (sd 1) .20, evening ~20h (sd 2) .40
-    price sensitivity  Beta(5, 2) for deal seekers, Beta(2, 4) for the others; +0.1 (capped at 1)
-                       for 18-24
-    region (segment)   north .35, south .25, east .25, west .15
-    age band (segmt.)  18-24 .15, 25-34 .25, 35-49 .30, 50+ .30
-    =================  =========================================================================
-
-    Slots and arms (arm features in brackets):
-
-    - subject_line: urgency, curiosity, offer, personal, plain [tone = the framing]
-    - send_hour: h00 .. h23 [hour_sin, hour_cos of the hour on the 24 h circle]
-    - offer: off0, off10, off20, off30 [discount = 0, 10, 20, 30 (percent)]
-    - artwork: action, calm, family, product, lifestyle [scene = the scene type]
-
-    True click logit for style s, open hour h, price sensitivity q, region r, age band g and
-    the choices f (framing), t (send hour), o (offer, discount d percent) and w (scene):
-
-        logit = -4.0 + REGION[r] + AGE[g]
-                + STYLE_X_FRAMING[s, f] + PRICE_X_FRAMING[f] * (q - 0.5)      subject line
-                + NIGHT[t] + 0.4 * cos(2 pi (t - h) / 24)                     send hour
-                + OFFER_APPEAL[o] * q - 0.012 * d + OFFER_X_FRAMING[f, o]      offer
-                + STYLE_X_SCENE[s, w]                                          artwork
-
-    STYLE_X_FRAMING (the single-slot ``Email`` table scaled by 0.7, since three more slots add
-    to the logit here):
-
-    ===========  =======  =========  =====  ========  =====
-    style        urgency  curiosity  offer  personal  plain
-    ===========  =======  =========  =====  ========  =====
-    deal_seeker    0.35     -0.15    0.85     0.0     -0.2
-    curious       -0.15      0.75   -0.05     0.2      0.0
-    busy           0.3      -0.3    -0.15     0.0      0.65
-    loyal         -0.2       0.15    0.05     0.7      0.3
-    ===========  =======  =========  =====  ========  =====
-
-    PRICE_X_FRAMING = (0.3, 0, 0.55, 0, 0): price-sensitive readers like offers and deadlines.
-    NIGHT is -0.5 for send hours 0h-5h, else 0: mail sent at night sinks in the inbox; the
-    cosine rewards sending near the subscriber's usual open hour.
-
-    OFFER_APPEAL = (0, 0.5, 0.85, 1.05) for 0/10/20/30% off: diminishing returns in the
-    discount, paid for by 0.012 per percent off (it cheapens the brand), so the best discount
-    grows with price sensitivity (none below q = 0.24, 30% above q = 0.6).
-    OFFER_X_FRAMING is -0.5 for the offer-framed subject line with no discount (a promise not
-    kept) and 0 otherwise: an interaction between slots.
-
-    STYLE_X_SCENE:
-
-    ===========  ======  =====  ======  =======  =========
-    style        action  calm   family  product  lifestyle
-    ===========  ======  =====  ======  =======  =========
-    deal_seeker    0.0   -0.1    0.05     0.3       0.0
-    curious        0.2   -0.05   0.0     -0.1       0.35
-    busy          -0.1    0.25   0.0      0.1      -0.05
-    loyal         -0.05   0.05   0.3      0.0       0.2
-    ===========  ======  =====  ======  =======  =========
-
-    REGION = (0, 0.1, -0.1, 0.05) and AGE = (0.1, 0.05, 0, -0.1) shift the base rate only, so
-    segments never change the best choice: a policy that allocates differently by segment does
-    so through the traits that come with it (price sensitivity by age). Click probabilities run
-    from under 1% to about 20% (99% of subscribers below 19% even with their best combination);
-    uniform random choice averages about 2.5%, the oracle about 9%.
-
-    With ``drift_steps`` the style rows of STYLE_X_FRAMING move (linearly in logit space) to
-    the next style's row, as in ``Email``. With ``new_arm_at`` the last scene, lifestyle,
-    arrives at that step (``eligible``).
+    The traits, the slots and the true click logit are the module docstring's.
 
     >>> env = EmailCampaign()
     >>> subs = env.subscribers(3, np.random.default_rng(0))

@@ -31,7 +31,7 @@ from bandit.models import Arm, JoinedEvent, SlotChoice
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
 from simulators.email_campaign import ARTWORK as ARTWORK_SLOT
 from simulators.email_campaign import SLOTS, EmailCampaign
-from simulators.environments import Environment
+from simulators.environments.base import Environment
 
 UNIFORM, ORACLE = "uniform", "oracle"
 # On the campaign: every slot on its DEFAULT_POLICIES entry, the mix the demo runs.

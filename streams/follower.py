@@ -35,9 +35,10 @@ from kafka.errors import KafkaError
 from bandit.engine import Engine
 from bandit.errors import BanditError, UnavailableError
 from streams.kafka import FETCH_MAX_WAIT_MS, reader
+from streams.records import STREAMS
 from streams.topics import Topics
 from streams.vw_learner import VWLearner
-from streams.worker import STREAMS, PartitionJoin
+from streams.worker import PartitionJoin
 
 log = logging.getLogger(__name__)
 

@@ -22,20 +22,19 @@ from kafka.structs import OffsetAndMetadata
 
 from bandit.errors import InvalidInputError, UnavailableError
 from streams import joined
+from streams.records import CLICKS, IMPRESSIONS, STREAMS, Batch, DeadLetter, dead_letter_headers
 from streams.topics import Topics
-from streams.worker import CLICKS, IMPRESSIONS, STREAMS, Batch, DeadLetter, dead_letter_headers
 
 # A checkpoint holds a partition's open windows: allow big records.
 MAX_RECORD_BYTES = 256 << 20
 _READ_TIMEOUT_S = 10.0
-# How long the broker may hold a fetch that found nothing new. kafka-python's default is
-# 500 ms, and the local broker does not answer a waiting fetch when a record arrives: it
-# holds it (about half the wait, measured), so every hop of the loop (events -> worker,
-# checkpoint -> decision service) added up to a quarter of a second of lag. Not much less
-# than 100 ms, though: on the durable broker (s3:// storage) a fetch must outlast the store's
-# read, and with 20 ms a worker never caught up (tests/test_durable.py); 50 ms was slower
-# than 100. A busy consumer's fetches come back full at once, so throughput does not
-# depend on it; an idle one fetches about every half of it (CPU: about 1.5% of a core).
+# How long the broker may hold a fetch that found nothing new. Short, because the local broker
+# does not answer a waiting fetch when a record arrives but holds it, so every hop of the loop
+# (events -> worker, checkpoint -> decision service) waits part of it (kafka-python's default
+# of 500 ms makes that lag visible). Not much shorter, because on the durable broker (s3://
+# storage) a fetch must outlast the store's read, or a worker never catches up
+# (tests/test_durable.py). A busy consumer's fetches come back full at once, so throughput
+# does not depend on it; an idle consumer fetches about every half of it.
 FETCH_MAX_WAIT_MS = 100
 
 

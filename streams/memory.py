@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from streams import joined
+from streams.records import IMPRESSIONS, STREAMS, Batch, DeadLetter, dead_letter_headers
 from streams.topics import Topics
-from streams.worker import IMPRESSIONS, STREAMS, Batch, DeadLetter, dead_letter_headers
 
 
 class MemoryLog:

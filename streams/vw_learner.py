@@ -75,8 +75,8 @@ from streams.kafka import (
     read_last,
     reader,
 )
+from streams.records import DeadLetter, Record, dead_letter_headers
 from streams.topics import Topics
-from streams.worker import DeadLetter, Record, dead_letter_headers
 
 log = logging.getLogger(__name__)
 

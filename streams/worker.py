@@ -75,59 +75,17 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
-import orjson
-
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
-from bandit.join import ERASED, MAX_PENDING, OVER_CAPACITY, subject_key
+from bandit.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected, subject_key
 from bandit.models import Click, Impression
 from streams.codec import Refused, decode_many, encode
+from streams.records import CLICKS, IMPRESSIONS, STREAMS, Batch, DeadLetter, Record
 
 log = logging.getLogger(__name__)
 
-IMPRESSIONS, CLICKS = "impressions", "clicks"
-STREAMS = (IMPRESSIONS, CLICKS)
 CHECKPOINT_FORMAT = 2  # 2: engine snapshot format 2 (open windows as binary columns)
-
-
-class Record(NamedTuple):
-    """One input record: where a dead letter came from (and the VW learner's input)."""
-
-    stream: str
-    partition: int
-    offset: int
-    value: bytes | None
-
-
-class Batch(NamedTuple):
-    """What a transport's poll brought of one input (``stream``: IMPRESSIONS or CLICKS) of one
-    partition: the records' offsets, ascending (Kafka's order within a partition), and their
-    values. Two lists, not an object per record: kafka-python already costs one each."""
-
-    stream: str
-    partition: int
-    offsets: list[int]
-    values: list[bytes | None]
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A refused record: its original bytes, why, and where it came from."""
-
-    value: bytes | None
-    reason: str
-    source: str
-
-    @classmethod
-    def of(cls, record: Record, reason: str) -> DeadLetter:
-        return cls(record.value, reason, f"{record.stream}/{record.partition}/{record.offset}")
-
-
-def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    """Headers of a dead letter (its value is the original bytes): the reason and where the
-    record came from."""
-    return [("reason", letter.reason.encode()), ("source", letter.source.encode())]
 
 
 @dataclass
@@ -196,6 +154,18 @@ def _erasure(record: dict[str, Any]) -> tuple[bytes, float]:
 
 
 _WIRE = {IMPRESSIONS: wire.Impression, CLICKS: wire.Click}  # what each input should decode to
+Event = Impression | Click | wire.Impression | wire.Click
+
+
+class _Read(NamedTuple):
+    """The records of one batch past the input's next offset, and what they decoded to."""
+
+    stream: str
+    offsets: list[int]
+    values: list[bytes | None]
+    decoded: list[Any]
+
+
 _ts = attrgetter("ts")
 
 
@@ -248,80 +218,19 @@ class PartitionJoin:
         now. Records at offsets already covered (a replay after a restart) are skipped.
         ``lap`` is the timing hook (``Stages.lap``)."""
         out = BatchOutput()
-        offsets, newest = self.offsets, self.newest
-        events: list[Impression | Click | wire.Impression | wire.Click] = []
-        read: list[tuple[str, list[int], list[bytes | None], list]] = []  # for dead letters
+        events: list[Event] = []
+        read: list[_Read] = []  # for dead letters
         check = self.engine.event_checker()
-        for stream, _, batch_offsets, values in batches:
-            skip = bisect_left(batch_offsets, offsets[stream])
-            if skip == len(batch_offsets):
+        for stream, _, offsets, values in batches:
+            fresh = self._decode(stream, offsets, values, out.counters)
+            if fresh is None:
                 continue
-            if skip:
-                batch_offsets, values = batch_offsets[skip:], values[skip:]
-            offsets[stream] = batch_offsets[-1] + 1
-            out.counters.records += len(values)
-            # Before the checks: a consent-less decision's context is neither checked nor kept.
-            decoded, stripped = strip_consentless(decode_many(values))
-            out.counters.stripped += stripped
-            read.append((stream, batch_offsets, values, decoded))
+            read.append(fresh)
             lap("decode")
-            kind = _WIRE[stream]
-            if len(set(map(type, decoded))) == 1 and type(decoded[0]) is kind:
-                try:  # the usual batch: every record an event of its topic's kind
-                    for _ in map(check, decoded):
-                        pass
-                except InvalidInputError:
-                    pass  # the loop below finds it (and its reason)
-                else:
-                    events += decoded
-                    newest[stream] = max(newest[stream], float(max(map(_ts, decoded))))
-                    lap("check")
-                    continue
-            top = newest[stream]
-            for i, event in enumerate(decoded):
-                try:
-                    if type(event) is Refused:
-                        raise event
-                    if event.type == "watermark":
-                        top = max(top, float(event.ts))
-                        continue
-                    if (event.type == "impression") != (stream == IMPRESSIONS):
-                        raise Refused(f"a {event.type} on the {stream} topic")
-                    check(event)
-                except (Refused, InvalidInputError) as exc:
-                    out.dead_letters.append(DeadLetter.of(
-                        Record(stream, self.partition, batch_offsets[i], values[i]), str(exc)))
-                    continue
-                events.append(event)
-                if event.ts > top:
-                    top = float(event.ts)
-            newest[stream] = top
+            self._check(fresh, check, events, out.dead_letters)
             lap("check")
-        busy = [self.newest[s] for s in STREAMS if s not in idle]
-        watermark = min(busy) if busy else max(self.newest.values())
-        result = self.engine.ingest(events, watermark, checked=True, lap=lap)
-        source: dict[int, Record] = {}  # id of a decoded event -> its record, if any refused
-        if any(r.reason is not ERASED and not r.reason.startswith("duplicate")
-               for r in result.rejected):
-            source = {id(event): Record(stream, self.partition, offset, value)
-                      for stream, batch_offsets, values, decoded in read
-                      for event, offset, value in zip(decoded, batch_offsets, values)}
-        for rejected in result.rejected:
-            if rejected.reason.startswith("duplicate"):
-                out.counters.duplicates += 1
-                continue
-            if rejected.reason is ERASED:  # counted, never dead-lettered: it holds their data
-                out.counters.erased += 1
-                continue
-            if rejected.reason.startswith("late"):
-                out.counters.late += 1
-            elif rejected.reason.startswith(OVER_CAPACITY):
-                out.counters.over_capacity += 1
-            record = source.get(id(rejected.event))
-            # A click that waited for its impression came in an earlier batch: re-encoded.
-            out.dead_letters.append(DeadLetter.of(record, rejected.reason) if record else
-                                    DeadLetter(encode(rejected.event), rejected.reason,
-                                               f"{CLICKS}/{self.partition}/join"))
+        result = self.engine.ingest(events, self._watermark(idle), checked=True, lap=lap)
+        self._rejected(result.rejected, read, out)
         lap("join")
         if result.closed is not None:
             out.joined = result.closed.json()
@@ -331,6 +240,90 @@ class PartitionJoin:
         self.counters.add(out.counters)
         self.seq += 1
         return out
+
+    def _decode(self, stream: str, offsets: list[int], values: list[bytes | None],
+                counters: Counters) -> _Read | None:
+        """Decode the records of one batch past the input's next offset (None: nothing new)
+        and move that offset past them."""
+        skip = bisect_left(offsets, self.offsets[stream])
+        if skip == len(offsets):
+            return None
+        if skip:
+            offsets, values = offsets[skip:], values[skip:]
+        self.offsets[stream] = offsets[-1] + 1
+        counters.records += len(values)
+        # Before the checks: a consent-less decision's context is neither checked nor kept.
+        decoded, stripped = strip_consentless(decode_many(values))
+        counters.stripped += stripped
+        return _Read(stream, offsets, values, decoded)
+
+    def _check(self, fresh: _Read, check: Callable[[Event], object], events: list[Event],
+               dead_letters: list[DeadLetter]) -> None:
+        """Check one batch's decoded records, adding its events to ``events`` and its refused
+        records to ``dead_letters``, and move the input's newest event time."""
+        stream, offsets, values, decoded = fresh
+        newest = self.newest
+        kind = _WIRE[stream]
+        if len(set(map(type, decoded))) == 1 and type(decoded[0]) is kind:
+            try:  # the usual batch: every record an event of its topic's kind
+                for _ in map(check, decoded):
+                    pass
+            except InvalidInputError:
+                pass  # the loop below finds it (and its reason)
+            else:
+                events += decoded
+                newest[stream] = max(newest[stream], float(max(map(_ts, decoded))))
+                return
+        top = newest[stream]
+        for i, event in enumerate(decoded):
+            try:
+                if type(event) is Refused:
+                    raise event
+                if event.type == "watermark":
+                    top = max(top, float(event.ts))
+                    continue
+                if (event.type == "impression") != (stream == IMPRESSIONS):
+                    raise Refused(f"a {event.type} on the {stream} topic")
+                check(event)
+            except (Refused, InvalidInputError) as exc:
+                dead_letters.append(DeadLetter.of(
+                    Record(stream, self.partition, offsets[i], values[i]), str(exc)))
+                continue
+            events.append(event)
+            if event.ts > top:
+                top = float(event.ts)
+        newest[stream] = top
+
+    def _watermark(self, idle: set[str]) -> float:
+        """The slower of the inputs that are not idle (of all, if every input is idle)."""
+        busy = [self.newest[s] for s in STREAMS if s not in idle]
+        return min(busy) if busy else max(self.newest.values())
+
+    def _rejected(self, rejected: list[Rejected], read: list[_Read], out: BatchOutput) -> None:
+        """Count what the join rejected and dead-letter it with its record's original bytes
+        (duplicates and erased subjects' decisions are only counted)."""
+        source: dict[int, Record] = {}  # id of a decoded event -> its record, if any refused
+        if any(r.reason is not ERASED and not r.reason.startswith("duplicate")
+               for r in rejected):
+            source = {id(event): Record(stream, self.partition, offset, value)
+                      for stream, offsets, values, decoded in read
+                      for event, offset, value in zip(decoded, offsets, values)}
+        for rejection in rejected:
+            if rejection.reason.startswith("duplicate"):
+                out.counters.duplicates += 1
+                continue
+            if rejection.reason is ERASED:  # counted, never dead-lettered: it holds their data
+                out.counters.erased += 1
+                continue
+            if rejection.reason.startswith("late"):
+                out.counters.late += 1
+            elif rejection.reason.startswith(OVER_CAPACITY):
+                out.counters.over_capacity += 1
+            record = source.get(id(rejection.event))
+            # A click that waited for its impression came in an earlier batch: re-encoded.
+            out.dead_letters.append(DeadLetter.of(record, rejection.reason) if record else
+                                    DeadLetter(encode(rejection.event), rejection.reason,
+                                               f"{CLICKS}/{self.partition}/join"))
 
     def checkpoint(self) -> bytes:
         """The partition's whole state as one record value."""

@@ -8,16 +8,20 @@ import numpy as np
 import pytest
 
 from bandit.errors import InvalidInputError
-from simulators import environments, supervised
 from simulators.email_campaign import EmailCampaign
 from simulators.environments import (
     Artwork,
     Email,
     Environment,
     LinearLogistic,
+    SupervisedBandit,
+    base,
+    gaussian_blobs,
     make_environment,
+    registry,
+    supervised,
+    synthetic,
 )
-from simulators.supervised import SupervisedBandit, gaussian_blobs
 
 ENVIRONMENTS = {
     "linear": lambda **options: LinearLogistic(seed=0, **options),
@@ -34,8 +38,8 @@ def make_env(request):
 
 
 def test_doctests_pass():
-    assert doctest.testmod(environments).failed == 0
-    assert doctest.testmod(supervised).failed == 0
+    for module in (base, registry, supervised, synthetic):
+        assert doctest.testmod(module).failed == 0
 
 
 def test_shapes_and_dtypes(make_env, rng):

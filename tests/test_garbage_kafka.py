@@ -15,8 +15,8 @@ from kafka import KafkaProducer, TopicPartition
 
 from streams.codec import encode
 from streams.kafka import reader
+from streams.records import CLICKS, IMPRESSIONS
 from streams.topics import Topics
-from streams.worker import CLICKS, IMPRESSIONS
 from tests import streamdata
 from tests.test_durable import _run_until
 from tests.test_worker_kafka import _setup

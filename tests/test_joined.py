@@ -92,7 +92,7 @@ _line = st.binary(min_size=1, max_size=80).filter(lambda b: b"\n" not in b)
 def test_the_vw_learner_dead_letters_garbage_on_joined_and_carries_on(values):
     from bandit.engine import Engine
     from streams.vw_learner import JOINED, VWLearner
-    from streams.worker import Record
+    from streams.records import Record
 
     learner = VWLearner(Engine())  # no campaign: every example is refused too
     letters = learner.process([Record(JOINED, 1, i, v) for i, v in enumerate(values)])

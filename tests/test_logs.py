@@ -12,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 from bandit.engine import Engine
 from bandit.errors import InvalidInputError
 from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent, SlotChoice
-from simulators.logs import LoggedBandit, read_dsjson, read_joined, write_dsjson
+from simulators.offline.logs import LoggedBandit, read_dsjson, read_joined, write_dsjson
 
 
 @pytest.mark.parametrize(

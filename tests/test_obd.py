@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bandit.errors import InvalidInputError
-from simulators import obd, ope
+from simulators.offline import obd, ope
 
 # Clicks per log of the sample (random, bts), counted in the CSVs.
 CLICKS = {"all": (38, 42), "men": (46, 69), "women": (46, 46)}

@@ -6,9 +6,9 @@ import pytest
 
 from bandit.errors import InvalidInputError
 from bandit.policies import BetaTS, EpsilonGreedy, LinUCB
-from simulators import ope
+from simulators.offline import ope
 from simulators.environments import LinearLogistic
-from simulators.logs import LoggedBandit
+from simulators.offline.logs import LoggedBandit
 from tests import reference
 
 

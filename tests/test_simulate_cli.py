@@ -15,8 +15,8 @@ from bandit.cli import main
 from bandit.errors import InvalidInputError
 from simulators.email_campaign import EmailCampaign
 from simulators.environments import Artwork, Email, LinearLogistic
-from simulators.supervised import SupervisedBandit, gaussian_blobs
-from simulators.report import write_report
+from simulators.environments.supervised import SupervisedBandit, gaussian_blobs
+from simulators.reports.simulation import write_report
 from simulators.simulate import ORACLE, POLICY_NAMES, UNIFORM, make_policies, simulate
 
 ROOT = Path(__file__).resolve().parents[1]

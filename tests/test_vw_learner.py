@@ -26,9 +26,10 @@ from streams import joined
 from streams.follower import StateFollower
 from streams.kafka import producer, read_last, reader
 from streams.publish import Publisher
+from streams.records import Record
 from streams.topics import Topics, create_topics
 from streams.vw_learner import JOINED, KafkaVWLearner, VWLearner
-from streams.worker import PartitionJoin, Record
+from streams.worker import PartitionJoin
 
 OFFERS = ["o0", "o1", "o2"]
 

@@ -14,16 +14,9 @@ from bandit.errors import IncompatibleStateError, InvalidInputError
 from streams.codec import encode
 from streams.joined import examples
 from streams.memory import MemoryLog, MemoryTransport
+from streams.records import CLICKS, IMPRESSIONS, Batch
 from streams.topics import Topics
-from streams.worker import (
-    CLICKS,
-    IMPRESSIONS,
-    Batch,
-    PartitionJoin,
-    Stages,
-    Worker,
-    erase_record,
-)
+from streams.worker import PartitionJoin, Stages, Worker, erase_record
 from tests import streamdata
 
 

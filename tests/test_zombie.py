@@ -21,8 +21,9 @@ from bandit.settings import Settings
 from streams.follower import behind
 from streams.kafka import read_last, reader
 from streams.publish import Publisher
+from streams.records import STREAMS
 from streams.topics import Topics, create_topics
-from streams.worker import STREAMS, PartitionJoin
+from streams.worker import PartitionJoin
 from tests import streamdata
 from tests.test_worker_kafka import _done, _joined_ids, _produce, _service, _setup
 

@@ -7,7 +7,7 @@ the logging policy took, the reward it got and the probability it was taken with
   for one slot of a campaign, contexts encoded exactly as the engine encodes them;
 - ``read_dsjson`` / ``write_dsjson``: Vowpal Wabbit's decision-service JSON (``--dsjson``), so a
   joined log can be trained on offline with ``vw --cb_explore_adf --dsjson``;
-- the Open Bandit Dataset, in ``simulators.obd``.
+- the Open Bandit Dataset, in ``simulators.offline.obd``.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from numba import njit
 from bandit.errors import InvalidInputError
 from bandit.kernels.linear import accumulate
 from bandit.policies import Policy
-from simulators.logs import LoggedBandit
+from simulators.offline.logs import LoggedBandit
 
 __all__ = [
     "ESTIMATORS",

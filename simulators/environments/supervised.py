@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from bandit.errors import InvalidInputError
-from simulators.environments import Environment
+from simulators.environments.base import Environment
 
 
 class SupervisedBandit(Environment):

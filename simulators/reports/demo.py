@@ -1,27 +1,50 @@
-"""The demo's report folder: report.html (tables and embedded PNGs), report.md, results.json,
-and the PNGs: cumulative expected clicks against the oracle and uniform random, arm allocation
-per slot and send, and the holdout lift per send with its interval."""
+"""What a weekly send of the demo produced (``SendResult``) and the demo's report folder:
+report.html (tables and embedded PNGs), report.md, results.json, and the PNGs: cumulative
+expected clicks against the oracle and uniform random, arm allocation per slot and send, and
+the holdout lift per send with its interval."""
 
 from __future__ import annotations
 
-import base64
 import html
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import matplotlib
+import numpy as np
+import orjson
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
+from simulators.reports.page import html_table, markdown_table, png_data_uri
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
-    from simulators.demo import SendResult
+@dataclass
+class SendResult:
+    """One weekly send, from the simulator's side (true click probabilities and clicks)."""
+
+    send: int
+    decisions: int
+    model_version: int
+    holdout: int
+    clicks_personalized: int
+    clicks_holdout: int
+    expected: float  # mean true click probability of the choices made (personalized)
+    oracle: float  # mean click probability of the best combination
+    uniform: float  # mean click probability of uniformly random choices
+    lift: tuple[float, float, float] | None  # personalized minus holdout CTR, 95% interval
+    seconds: float
+    events_per_s: float
+    dead_letters: int
+    allocation: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def ctr_personalized(self) -> float:
+        n = self.decisions - self.holdout
+        return self.clicks_personalized / n if n else math.nan
+
+    @property
+    def ctr_holdout(self) -> float:
+        return self.clicks_holdout / self.holdout if self.holdout else math.nan
 
 
 def _pct(x: float | None) -> str:
@@ -61,6 +84,9 @@ def live_rows(results: list[SendResult]) -> list[tuple[str, ...]]:
 SEND_HEADER = ("send", "decisions", "CTR personalized", "CTR holdout", "lift, pts [95%]",
                "model version", "expected CTR", "oracle CTR", "uniform CTR", "events/s",
                "dead letters")
+BIAS_HEADER = ("slot", "segment", "value", "impressions", "CTR", "flagged")
+_STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
 
 
 def write_report(results: list[SendResult], service_report: dict[str, Any], out: Path, *,
@@ -71,7 +97,6 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
                "lift.png": _lift(results)}
     for name, fig in figures.items():
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
-        plt.close(fig)
     (out / "results.json").write_bytes(orjson.dumps(
         {"subscribers": subscribers, "seed": seed, "sends": [asdict(r) for r in results],
          "service_report": service_report}, option=orjson.OPT_INDENT_2))
@@ -82,23 +107,20 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
     summary = (f"Holdout lift over all learned sends: {_interval(service_report.get('lift'))}; "
                f"personalized CTR {_interval_plain(service_report.get('personalized_ctr'))}, "
                f"holdout CTR {_interval_plain(service_report.get('holdout_ctr'))}.")
-    md = [f"# {title}", "", summary, "", "## Sends", "", _md_table(SEND_HEADER, rows), "",
+    md = [f"# {title}", "", summary, "", "## Sends", "", markdown_table(SEND_HEADER, rows), "",
           "## Slots", "", ", ".join(slots), "", "## Bias audit", "",
-          _md_table(("slot", "segment", "value", "impressions", "CTR", "flagged"), bias), "",
+          markdown_table(BIAS_HEADER, bias), "",
           *[f"![{n}]({n})" for n in figures]]
     (out / "report.md").write_text("\n".join(md) + "\n")
     images = "".join(
-        f'<figure><img alt="{n}" src="data:image/png;base64,'
-        f'{base64.b64encode((out / n).read_bytes()).decode()}"></figure>' for n in figures)
+        f'<figure><img alt="{n}" src="{png_data_uri(out / n)}"></figure>' for n in figures)
+    body = (f"<p>{html.escape(summary)}</p><h2>Sends</h2>"
+            f"{html_table(SEND_HEADER, rows, sections=False)}<h2>Slots</h2>"
+            f"<p>{html.escape(', '.join(slots))}</p><h2>Bias audit</h2>"
+            f"{html_table(BIAS_HEADER, bias, sections=False)}{images}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            "</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
-            "collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-            "img{max-width:100%}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p><h2>Sends</h2>"
-            f"{_html_table(SEND_HEADER, rows)}<h2>Slots</h2><p>{html.escape(', '.join(slots))}"
-            f"</p><h2>Bias audit</h2>"
-            f"{_html_table(('slot', 'segment', 'value', 'impressions', 'CTR', 'flagged'), bias)}"
-            f"{images}</body></html>")
+            f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}"
+            "</body></html>")
     path = out / "report.html"
     path.write_text(page)
     return path
@@ -117,22 +139,10 @@ def _bias_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
             for s in report["slots"] for seg in s["segments"]]
 
 
-def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _html_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def _cumulative(results: list[SendResult]) -> Figure:
     sends = [r.send for r in results]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for label, values in (("oracle", [r.oracle for r in results]),
                           ("engine (personalized)", [r.expected for r in results]),
                           ("uniform random", [r.uniform for r in results])):
@@ -146,7 +156,8 @@ def _cumulative(results: list[SendResult]) -> Figure:
 
 def _allocation(results: list[SendResult]) -> Figure:
     slots = list(results[0].allocation)
-    fig, axes = plt.subplots(1, len(slots), figsize=(4 * len(slots), 3.6), squeeze=False)
+    fig = Figure(figsize=(4 * len(slots), 3.6))
+    axes = fig.subplots(1, len(slots), squeeze=False)
     for ax, slot in zip(axes[0], slots):
         arms = sorted({a for r in results for a in r.allocation[slot]})
         bottom = np.zeros(len(results))
@@ -163,7 +174,8 @@ def _allocation(results: list[SendResult]) -> Figure:
 
 
 def _lift(results: list[SendResult]) -> Figure:
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
     shown = [r for r in results if r.lift is not None]
     if shown:
         est = np.array([100 * r.lift[0] for r in shown])

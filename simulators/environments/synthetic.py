@@ -1,119 +1,12 @@
-"""Simulated environments with a known ground truth, for regret and for checking estimators.
-
-Every environment draws contexts ``X`` (n, dim) whose first column is the intercept 1.0, knows
-the true click probability of every arm for every context (``expected_rewards`` (n, n_arms)),
-and samples Bernoulli clicks from it. Two options are shared by all of them:
-
-- ``drift_steps``: preferences move linearly (in logit space) from a start truth at step 0 to an
-  end truth at step ``drift_steps`` and stay there, so the best arm for a context changes.
-- ``new_arm_at``: the last arm only becomes eligible at that step; ``eligible(step)`` says which
-  arms may be chosen.
-
-Everything is vectorised over rows: one NumPy expression per batch, never a loop per event.
-"""
+"""The synthetic environments: a random linear-logistic truth (``LinearLogistic``) and the
+documented tables of the email subject line (``Email``) and the artwork (``Artwork``)."""
 
 from __future__ import annotations
-
-from abc import ABC, abstractmethod
 
 import numpy as np
 
 from bandit.errors import InvalidInputError
-from simulators.email_campaign import EmailCampaign
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _one_hot(index: np.ndarray, size: int) -> np.ndarray:
-    """index (n,) int in 0..size-1 -> (n, size) float64 with a single 1.0 per row."""
-    return (index[:, None] == np.arange(size)).astype(np.float64)
-
-
-class Environment(ABC):
-    """A bandit problem with known click probabilities, optional drift and a late arm.
-
-    Subclasses set ``name``, ``arm_names`` (n_arms,), ``dim`` and ``arm_features`` (n_arms, m)
-    (and ``slot``, the name of the one decision, for reports), draw contexts, and map contexts to logits under a truth (an array of hidden parameters);
-    this class blends the start and end truths over steps and samples clicks.
-    """
-
-    name: str
-    slot: str = "arm"
-    arm_names: tuple[str, ...]
-    dim: int
-    arm_features: np.ndarray
-
-    def __init__(
-        self,
-        n_arms: int,
-        start: np.ndarray,
-        end: np.ndarray,
-        *,
-        drift_steps: int | None = None,
-        new_arm_at: int | None = None,
-    ) -> None:
-        if drift_steps is not None and drift_steps <= 0:
-            raise InvalidInputError(f"drift_steps must be a positive step count, got {drift_steps}")
-        if new_arm_at is not None and new_arm_at < 0:
-            raise InvalidInputError(f"new_arm_at must be a step >= 0, got {new_arm_at}")
-        self.n_arms = n_arms
-        self.drift_steps = drift_steps
-        self.new_arm_at = new_arm_at
-        self._start, self._end = start, end
-        # First step at which each arm may be chosen; only the last arm can arrive late.
-        self.arm_available_from = np.zeros(n_arms, dtype=np.int64)
-        if new_arm_at is not None:
-            self.arm_available_from[-1] = new_arm_at
-
-    @abstractmethod
-    def contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Draw n contexts: X (n, dim) float64, C-contiguous, X[:, 0] == 1.0."""
-
-    @abstractmethod
-    def _logits(self, X: np.ndarray, truth: np.ndarray) -> np.ndarray:
-        """Click logits of every arm under one truth: X (n, dim) -> (n, n_arms)."""
-
-    def _link(self, logits: np.ndarray) -> np.ndarray:
-        """Logits (n, n_arms) -> click probabilities (n, n_arms)."""
-        return _sigmoid(logits)
-
-    def drift_fraction(self, step: int | np.ndarray) -> np.ndarray:
-        """How far preferences have moved from the start truth (0) to the end truth (1).
-
-        step: a step index or an array (n,) of them; returns float64 of the same shape.
-        """
-        step = np.asarray(step, dtype=np.float64)
-        if self.drift_steps is None:
-            return np.zeros_like(step)
-        return np.clip(step / self.drift_steps, 0.0, 1.0)
-
-    def expected_rewards(self, X: np.ndarray, step: int | np.ndarray = 0) -> np.ndarray:
-        """True click probability of every arm: X (n, dim), step int or (n,) -> (n, n_arms).
-
-        The row maximum over eligible arms is the oracle's expected reward.
-        """
-        logits = self._logits(X, self._start)
-        if self.drift_steps is not None:
-            s = np.broadcast_to(self.drift_fraction(step), (X.shape[0],))[:, None]
-            logits = (1.0 - s) * logits + s * self._logits(X, self._end)
-        return self._link(logits)
-
-    def sample_rewards(
-        self,
-        X: np.ndarray,
-        arms: np.ndarray,
-        rng: np.random.Generator,
-        step: int | np.ndarray = 0,
-    ) -> np.ndarray:
-        """Bernoulli clicks for the chosen arms: X (n, dim), arms (n,) int -> (n,) float64 0/1."""
-        p = self.expected_rewards(X, step)[np.arange(X.shape[0]), arms]
-        return (rng.random(X.shape[0]) < p).astype(np.float64)
-
-    def eligible(self, step: int | np.ndarray) -> np.ndarray:
-        """Which arms may be chosen: step int -> (n_arms,) bool, steps (n,) -> (n, n_arms) bool."""
-        return np.asarray(step)[..., None] >= self.arm_available_from
+from simulators.environments.base import Environment, one_hot, sigmoid
 
 
 class LinearLogistic(Environment):
@@ -186,7 +79,7 @@ class LinearLogistic(Environment):
         return X @ truth.T
 
     def _link(self, logits: np.ndarray) -> np.ndarray:
-        return self.P_MIN + (self.P_MAX - self.P_MIN) * _sigmoid(logits)
+        return self.P_MIN + (self.P_MAX - self.P_MIN) * sigmoid(logits)
 
 
 class Email(Environment):
@@ -275,7 +168,7 @@ class Email(Environment):
         self.dim = 12
         self.arm_features = np.ascontiguousarray(
             np.hstack(
-                [np.eye(n_arms), _one_hot(np.array(self.FRAMING_TONE), len(self.TONES))]
+                [np.eye(n_arms), one_hot(np.array(self.FRAMING_TONE), len(self.TONES))]
             )
         )
         super().__init__(
@@ -297,12 +190,12 @@ class Email(Environment):
 
         X = np.empty((n, self.dim))
         X[:, 0] = 1.0
-        X[:, self._STYLE] = _one_hot(style, len(self.STYLES))
+        X[:, self._STYLE] = one_hot(style, len(self.STYLES))
         # Hours on a circle: 23h and 1h are neighbours.
         X[:, self._HOUR_SIN] = np.sin(2.0 * np.pi * hour / 24.0)
         X[:, self._HOUR_COS] = np.cos(2.0 * np.pi * hour / 24.0)
         X[:, self._PRICE] = price
-        X[:, self._REGION] = _one_hot(region, len(self.REGIONS))
+        X[:, self._REGION] = one_hot(region, len(self.REGIONS))
         return X
 
     def _logits(self, X: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -405,37 +298,3 @@ class Artwork(Environment):
     def _logits(self, X: np.ndarray, truth: np.ndarray) -> np.ndarray:
         base = self.BASE_LOGIT + self.ENGAGEMENT_GAIN * X[:, self._ENGAGEMENT]
         return base[:, None] + self.SCENE_BIAS + X[:, self._GENRES] @ truth
-
-
-ENVIRONMENT_NAMES = ("artwork", "email", "email4", "linear", "supervised")
-
-
-def make_environment(
-    name: str,
-    *,
-    seed: int = 0,
-    drift_steps: int | None = None,
-    new_arm_at: int | None = None,
-) -> Environment | EmailCampaign:
-    """Build an environment by name with default sizes; seed draws the hidden truth of
-    ``linear`` and the dataset of ``supervised`` (the email and artwork truths are documented
-    tables, so they need none). ``email`` is the single subject-line slot, ``email4`` the
-    four-slot campaign, ``supervised`` a small generated classification set as bandit
-    feedback."""
-    if name == "email":
-        return Email(drift_steps=drift_steps, new_arm_at=new_arm_at)
-    if name == "email4":
-        return EmailCampaign(drift_steps=drift_steps, new_arm_at=new_arm_at)
-    if name == "linear":
-        return LinearLogistic(seed=seed, drift_steps=drift_steps, new_arm_at=new_arm_at)
-    if name == "artwork":
-        return Artwork(drift_steps=drift_steps, new_arm_at=new_arm_at)
-    if name == "supervised":
-        # Imported here: simulators.supervised builds on Environment, defined above.
-        from simulators.supervised import SupervisedBandit, gaussian_blobs
-
-        X, y = gaussian_blobs(seed=seed)
-        return SupervisedBandit(X, y, drift_steps=drift_steps, new_arm_at=new_arm_at)
-    raise InvalidInputError(
-        f"unknown environment {name!r}; expected one of {', '.join(ENVIRONMENT_NAMES)}"
-    )

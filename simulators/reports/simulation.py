@@ -1,12 +1,8 @@
-"""Write a simulation's results: results.json, report.md, report.html and PNG plots.
-
-Plots are drawn on bare matplotlib Figures with the Agg canvas: no pyplot, no GUI backend, no
-global figure state, so reports can be written from any thread or process.
-"""
+"""Write a simulation's results: results.json, report.md, report.html and PNG plots
+(through ``simulators.reports.page``)."""
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from collections.abc import Callable
@@ -14,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from simulators.reports import page
 from simulators.simulate import ORACLE, UNIFORM, SimulationResult, SlotRow, SummaryRow
 
 SUMMARY_HEADER = ("policy", "mean reward", "regret", "vs uniform", "vs oracle")
@@ -62,7 +58,7 @@ def write_report(result: SimulationResult, out_dir: str | Path) -> Path:
     (out / "results.json").write_text(json.dumps(result.to_dict(), allow_nan=False) + "\n")
 
     for file_name, (title, draw) in PLOTS.items():
-        FigureCanvasAgg(draw(result, title)).print_png(out / file_name)
+        page.write_png(draw(result, title), out / file_name)
 
     rows = [format_row(row) for row in result.summary()]
     slot_rows = [format_slot_row(row) for row in result.slot_summary()]
@@ -87,22 +83,6 @@ def _parameters(result: SimulationResult) -> str:
     )
 
 
-def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
-
-
-def _html_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _markdown(result: SimulationResult, rows: list[tuple[str, ...]],
               slot_rows: list[tuple[str, ...]]) -> str:
     lines = [
@@ -110,40 +90,30 @@ def _markdown(result: SimulationResult, rows: list[tuple[str, ...]],
         "",
         _parameters(result),
         "",
-        *_markdown_table(SUMMARY_HEADER, rows),
+        page.markdown_table(SUMMARY_HEADER, rows),
         "",
         _DEFINITIONS,
         "",
         "## Per slot",
         "",
-        *_markdown_table(SLOT_HEADER, slot_rows),
+        page.markdown_table(SLOT_HEADER, slot_rows),
         "",
         _SLOT_DEFINITIONS,
         "",
-        *(f"![{title}]({file_name})" for file_name, (title, _) in PLOTS.items()),
+        *page.markdown_images(PLOTS),
     ]
     return "\n".join(lines) + "\n"
 
 
 def _html(result: SimulationResult, rows: list[tuple[str, ...]],
           slot_rows: list[tuple[str, ...]], out: Path) -> str:
-    # Images are embedded so the one HTML file can be mailed or attached on its own.
-    images = "".join(
-        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" '
-        f'src="data:image/png;base64,{base64.b64encode((out / name).read_bytes()).decode()}">'
-        for name, (title, _) in PLOTS.items()
+    body = (
+        f"<p>{html.escape(_parameters(result))}</p>"
+        f"{page.html_table(SUMMARY_HEADER, rows)}<p>{html.escape(_DEFINITIONS)}</p>"
+        f"<h2>Per slot</h2>{page.html_table(SLOT_HEADER, slot_rows)}"
+        f"<p>{html.escape(_SLOT_DEFINITIONS)}</p>{page.titled_images(out, PLOTS)}"
     )
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(_title(result))}</title>"
-        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .8em}"
-        "td:not(:first-child){text-align:right}img{max-width:100%}</style></head><body>"
-        f"<h1>{html.escape(_title(result))}</h1><p>{html.escape(_parameters(result))}</p>"
-        f"{_html_table(SUMMARY_HEADER, rows)}<p>{html.escape(_DEFINITIONS)}</p>"
-        f"<h2>Per slot</h2>{_html_table(SLOT_HEADER, slot_rows)}"
-        f"<p>{html.escape(_SLOT_DEFINITIONS)}</p>{images}</body></html>\n"
-    )
+    return page.html_page(_title(result), body, page.STYLE + page.NUMBERS_RIGHT + page.IMAGES)
 
 
 def _style(name: str) -> dict[str, str]:

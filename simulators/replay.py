@@ -1,35 +1,26 @@
-"""Offline evaluation of several target policies on one log, and its report.
+"""Offline evaluation of several target policies on one log (``cmab replay``).
 
 ``compare`` runs the chosen estimators for every target (a project policy or a table of
-action probabilities) with a Rich progress bar; ``write_report`` writes results.json,
-report.md, report.html (tables and embedded PNGs) and the PNGs: estimates with intervals per
-estimator, cumulative reward of the replayed events, arm allocation. Plots use bare matplotlib
-Figures on the Agg canvas, as simulators.report does.
+action probabilities) with a Rich progress bar; ``simulators.reports.replay`` writes its
+report.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bandit.errors import InvalidInputError
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
-from simulators import ope
-from simulators.logs import LoggedBandit
-from simulators.obd import logged_policy_table
+from simulators.offline import ope
+from simulators.offline.logs import LoggedBandit
+from simulators.offline.obd import logged_policy_table
 
 HEADER = ("policy", "estimator", "estimate", "95% interval", "events", "clipping")
 
@@ -180,130 +171,3 @@ def compare(
             seconds[name] = round(time.perf_counter() - t0, 3)
     return Comparison(log.name, log.n, log.n_actions, log.action_names, parameters or {},
                       on_policy, estimates, replays, allocation, seconds)
-
-
-# -- report ----------------------------------------------------------------------------------
-
-_NOTE = (
-    "Estimates are the expected reward per event. Intervals: percentile bootstrap over events "
-    "(seeded). replay (Li et al. 2011) keeps the events where the policy picks the logged "
-    "action and lets project policies learn from them; ips, snips, dm and dr evaluate a project "
-    "policy as it stands, through its propensities. Clipping lowers the weights above the "
-    "threshold: the bias column is the clipped minus the unclipped estimate on this log."
-)
-
-
-def write_report(result: Comparison, out_dir: str | Path) -> Path:
-    """Write results.json, the PNGs, report.md and report.html into out_dir; returns the
-    HTML report's path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result.to_dict(), allow_nan=False) + "\n")
-    for file_name, (title, draw) in PLOTS.items():
-        FigureCanvasAgg(draw(result, title)).print_png(out / file_name)
-    rows = result.rows()
-    (out / "report.md").write_text(_markdown(result, rows))
-    report = out / "report.html"
-    report.write_text(_html(result, rows, out))
-    return report
-
-
-def _title(result: Comparison) -> str:
-    return f"Offline evaluation on {result.log_name}"
-
-
-def _parameters(result: Comparison) -> str:
-    extra = ", ".join(f"{k} {v}" for k, v in result.parameters.items())
-    return f"{result.n_events:,} events, {result.n_actions} actions" + (f", {extra}" if extra else "")
-
-
-def _markdown(result: Comparison, rows: list[tuple[str, ...]]) -> str:
-    lines = [f"# {_title(result)}", "", _parameters(result), "",
-             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
-             *("| " + " | ".join(row) + " |" for row in rows), "", _NOTE, "",
-             *(f"![{title}]({name})" for name, (title, _) in PLOTS.items())]
-    return "\n".join(lines) + "\n"
-
-
-def _html(result: Comparison, rows: list[tuple[str, ...]], out: Path) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)
-    images = "".join(
-        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" '
-        f'src="data:image/png;base64,{base64.b64encode((out / name).read_bytes()).decode()}">'
-        for name, (title, _) in PLOTS.items())
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(_title(result))}</title>"
-        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .8em}"
-        "img{max-width:100%}</style></head><body>"
-        f"<h1>{html.escape(_title(result))}</h1><p>{html.escape(_parameters(result))}</p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        f"<p>{html.escape(_NOTE)}</p>{images}</body></html>\n"
-    )
-
-
-def _estimates(result: Comparison, title: str) -> Figure:
-    """One row per policy, one marker with its interval per estimator; the logged policy's
-    on-policy value as a vertical band."""
-    policies = list(result.estimates)
-    estimators = list(next(iter(result.estimates.values())))
-    figure = Figure(figsize=(8, 1.0 + 0.6 * len(policies) * len(estimators) ** 0.5),
-                    layout="constrained")
-    ax = figure.add_subplot()
-    ax.axvspan(result.on_policy.low, result.on_policy.high, color="grey", alpha=0.2,
-               label="logged (on-policy)")
-    step = 0.7 / max(len(estimators), 1)
-    for j, estimator in enumerate(estimators):
-        y = np.arange(len(policies)) + (j - (len(estimators) - 1) / 2) * step
-        values = np.array([result.estimates[p][estimator].value for p in policies])
-        low = np.array([result.estimates[p][estimator].low for p in policies])
-        high = np.array([result.estimates[p][estimator].high for p in policies])
-        ax.errorbar(values, y, xerr=[values - low, high - values], fmt="o", capsize=3,
-                    label=estimator)
-    ax.set_yticks(np.arange(len(policies)), policies)
-    ax.set(xlabel="expected reward per event", title=title)
-    ax.legend(loc="best", fontsize="small")
-    return figure
-
-
-def _cumulative_reward(result: Comparison, title: str) -> Figure:
-    figure = Figure(figsize=(8, 5), layout="constrained")
-    ax = figure.add_subplot()
-    for name, run in result.replays.items():
-        ax.plot(run.kept, run.cumulative_reward, label=name)
-    if result.replays:
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "replay was not run", ha="center", va="center", transform=ax.transAxes)
-    ax.set(xlabel="replayed (kept) events", ylabel="cumulative reward", title=title)
-    return figure
-
-
-def _allocation(result: Comparison, title: str) -> Figure:
-    """A stacked bar per policy: the share of each action in its choices."""
-    names = list(result.allocation)
-    figure = Figure(figsize=(8, 1.2 + 0.5 * len(names)), layout="constrained")
-    ax = figure.add_subplot()
-    k = result.n_actions
-    palette = colormaps["tab10" if k <= 10 else "tab20"]
-    left = np.zeros(len(names))
-    for a in range(k):
-        share = np.array([result.allocation[n][a] for n in names])
-        ax.barh(names, share, left=left, color=palette(a % palette.N),
-                label=result.action_names[a] if k <= 20 else None)
-        left += share
-    ax.set(xlabel="share of choices", xlim=(0, 1), title=title)
-    if k <= 20:
-        figure.legend(loc="outside right upper", title="action")
-    return figure
-
-
-# File name -> (title, how to draw it), in report order.
-PLOTS: dict[str, tuple[str, Callable[[Comparison, str], Figure]]] = {
-    "estimates.png": ("Estimates with 95% intervals", _estimates),
-    "cumulative_reward.png": ("Cumulative reward of the replayed events", _cumulative_reward),
-    "allocation.png": ("Arm allocation", _allocation),
-}

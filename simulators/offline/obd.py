@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bandit.errors import InvalidInputError, UnavailableError
-from simulators.logs import LoggedBandit
+from simulators.offline.logs import LoggedBandit
 
 __all__ = ["BEHAVIORS", "CAMPAIGNS", "SHA256", "fetch_wheel", "load_obd", "logged_policy_table"]
 

@@ -1,0 +1,85 @@
+"""The page writer every report shares: tables in Markdown and HTML, the HTML page shell, PNG
+plots drawn on bare matplotlib Figures with the Agg canvas (no pyplot, no GUI backend, no
+global figure state, so reports can be written from any thread or process), and PNGs embedded
+in the page, so the one HTML file can be mailed or attached on its own."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+Row = Sequence[str]
+
+# The page's style: readable width, ruled tables, images no wider than the page.
+STYLE = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}"
+         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .8em}")
+NUMBERS_RIGHT = "td:not(:first-child){text-align:right}"  # every column but the first
+IMAGES = "img{max-width:100%}"
+
+
+def markdown_table(header: Row, rows: Sequence[Row]) -> str:
+    """A Markdown table, its lines joined by newlines.
+
+    >>> print(markdown_table(("a", "b"), [("1", "2")]))
+    | a | b |
+    |---|---|
+    | 1 | 2 |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def html_table(header: Row, rows: Sequence[Row], *, sections: bool = True) -> str:
+    """An HTML table with its cells escaped; ``sections``: the header row in ``<thead>`` and
+    the rows in ``<tbody>``.
+
+    >>> html_table(("a",), [("<1>",)], sections=False)
+    '<table><tr><th>a</th></tr><tr><td>&lt;1&gt;</td></tr></table>'
+    """
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    if sections:
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def html_page(title: str, body: str, style: str) -> str:
+    """The HTML page: ``title`` as the page's title and first heading, then ``body``."""
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{style}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{body}</body></html>\n"
+    )
+
+
+def png_data_uri(path: Path) -> str:
+    """A PNG file as a data URI, to embed in an ``<img>``."""
+    return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def titled_images(out: Path, plots: dict[str, tuple[str, Any]]) -> str:
+    """Each plot of ``plots`` (file name -> (title, ...)) in ``out`` as a heading and an
+    embedded image, in order."""
+    return "".join(
+        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" '
+        f'src="{png_data_uri(out / name)}">'
+        for name, (title, _) in plots.items()
+    )
+
+
+def write_png(figure: Figure, path: Path) -> None:
+    """Draw a bare Figure into a PNG file with the Agg canvas."""
+    FigureCanvasAgg(figure).print_png(path)
+
+
+def markdown_images(plots: dict[str, tuple[str, Any]]) -> list[str]:
+    """Each plot of ``plots`` (file name -> (title, ...)) as a Markdown image line."""
+    return [f"![{title}]({name})" for name, (title, _) in plots.items()]
