@@ -9,6 +9,7 @@ sums reports read), ``merge`` (partition states), ``snapshot``, ``report`` and `
 attribution join).
 """
 
+from bandit.engine.campaign import _rule_holds
 from bandit.engine.decide import RequestColumns
 from bandit.engine.facade import Engine
 from bandit.engine.join import (
@@ -22,7 +23,6 @@ from bandit.engine.join import (
 )
 from bandit.engine.learn import encode_slot_contexts
 from bandit.engine.output import DecisionBatch, OneDecision, SlotColumns
-from bandit.engine.campaign import _rule_holds
 from bandit.engine.randomness import (
     _in_holdout,
     decided_with_consent,

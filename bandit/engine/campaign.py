@@ -29,7 +29,6 @@ from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, Li
 _MAX_STATE_NUMBERS = 32 * 2**20
 
 
-
 def _rule_holds(rule: EligibilityRule, value: Any) -> bool:
     if value is None:
         return False
@@ -149,7 +148,6 @@ class _Campaign:
         raise NotFoundError(f"campaign {self.spec.name!r}: no slot {name!r}")
 
 
-
 def _slot_row(s: _Slot, base: np.ndarray, chosen: dict[str, int]) -> np.ndarray:
     """``slot_matrix`` of one row: the context base (dim,), then a one-hot of each
     earlier slot's chosen arm (``chosen``: slot name -> arm) that slot ``s`` conditions on."""
@@ -179,7 +177,6 @@ def slot_matrix(s: _Slot, base: np.ndarray, chosen: dict[str, np.ndarray]) -> np
 def _rule_features(c: _Campaign) -> list[str]:
     """The features the eligibility rules of a campaign's slots read."""
     return list(dict.fromkeys(rule.feature for s in c.slots for rule in s.spec.eligibility))
-
 
 
 def warm_up_spec() -> CampaignSpec:

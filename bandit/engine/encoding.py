@@ -213,4 +213,3 @@ class _Encoder:
         values = numbers(row)
         if values and not (-FEATURE_LIMIT <= min(values) and max(values) <= FEATURE_LIMIT):
             self.encode([row])  # raises: the value out of bounds
-

@@ -34,7 +34,6 @@ class _Learned:
     segments: tuple[list, np.ndarray, np.ndarray, int]
 
 
-
 def by_campaign(campaigns: Mapping[str, _Campaign], get, joined: Sequence[JoinedEvent]
                 ) -> dict[str, list[JoinedEvent]]:
     """``joined`` grouped by campaign, each event checked: unknown campaigns (``get`` raises),

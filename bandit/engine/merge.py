@@ -34,7 +34,6 @@ def _align(mine: _Slot, theirs: _Slot) -> tuple[Policy, Policy | None] | None:
     return aligned(theirs.policy), None if shared else aligned(theirs.fallback)
 
 
-
 def merged(campaigns: Mapping[str, _Campaign], names: Sequence[str],
            partials: Sequence[Mapping[str, _Campaign]], seed: int) -> dict[str, Any]:
     """Per campaign of ``names`` that partials hold with arms this engine knows, in every

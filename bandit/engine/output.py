@@ -14,6 +14,7 @@ import orjson
 from bandit.kernels.text import interleave, row_bounds
 from bandit.models import Contribution, Decision, DecisionRequest, Impression, SlotChoice
 
+
 @dataclass(frozen=True)
 class OneDecision:
     """A single decision: its JSON text (``one_json``: ``DecisionBatch.ndjson``'s line), and per
@@ -34,7 +35,6 @@ def _json_strings(values: Sequence[str]) -> bytes:
     if _JSON_ESCAPED.search("".join(values)) is None:
         return ('"' + '"\n"'.join(values) + '"').encode()
     return b"\n".join(orjson.dumps(v) for v in values)
-
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from bandit import wire
 from bandit.kernels import draws as draw_kernels
 from bandit.models import Impression
 
+
 def _unit_hash(*parts: str) -> float:
     """A stable uniform in [0, 1) from strings (not Python's salted hash())."""
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
@@ -129,7 +130,6 @@ def holdout_mask(campaign: str, user_ids: Sequence[str], fraction: float) -> np.
     digests = b"".join([blake2b(prefix + u.encode(), digest_size=8).digest() for u in user_ids])
     words = np.frombuffer(digests, dtype="<u8") >> np.uint64(11)
     return words.astype(np.float64) * 2.0**-53 < fraction
-
 
 
 def id_words(id_rng: np.random.Generator | None, n: int) -> np.ndarray:

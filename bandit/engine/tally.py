@@ -66,4 +66,3 @@ def _add_grouped(tallies: dict, names: Sequence, codes: np.ndarray, rewards: np.
         t = tallies.setdefault(names[k], _Tally())
         t.n += int(n)
         t.total, t.squares = float(total[k]), float(squares[k])
-
