@@ -593,8 +593,8 @@ class _Singles:
                     answers[i] = error
                 continue
             self._metrics.count(batch)
-            for i, line in zip(rows, batch.json_lines(), strict=True):
-                answers[i] = line.encode()
+            for i, line in zip(rows, batch.lines(), strict=True):
+                answers[i] = line
         return answers
 
 

@@ -100,7 +100,7 @@ def test_decide_one_is_decide_batch_of_one_row(twins, kind, sent, paused):
     for fields in sent:
         request = DecisionRequest(campaign=kind, **fields)
         try:
-            expected = batch.decide_batch(kind, [request]).json_lines()[0]
+            expected = batch.decide_batch(kind, [request]).lines()[0].decode()
         except BanditError as error:
             with pytest.raises(type(error)) as raised:
                 one.decide_one(request)
@@ -128,7 +128,7 @@ def test_unknown_campaign_draws_nothing(twins):
     with pytest.raises(BanditError, match="no campaign 'nope'"):
         one.decide_one(request)
     request = DecisionRequest(campaign="beta_ts", user_id="u", context={"engagement": 1.0})
-    assert one.decide_one(request).json == batch.decide_batch("beta_ts", [request]).json_lines()[0]
+    assert one.decide_one(request).json == batch.decide_batch("beta_ts", [request]).lines()[0].decode()
 
 
 @given(seed=st.integers(0, 2**64 - 1), n_slots=st.integers(1, 6), width=st.integers(1, 40))
@@ -153,7 +153,7 @@ def test_decide_one_follows_state_changes(kind):
     def agree() -> None:
         for request in sent:
             assert one.decide_one(request).json == \
-                batch.decide_batch(kind, [request]).json_lines()[0]
+                batch.decide_batch(kind, [request]).lines()[0].decode()
 
     def learn(ts: int) -> None:
         # Both learn the same events: decisions of a third engine, clicks on every 'urgent'.

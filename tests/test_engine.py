@@ -429,7 +429,7 @@ def test_learning_from_the_join_columns_equals_learning_its_events(decisions, as
     """Engine.learn_closed (the join's columns) and Engine.learn (events) give the same model,
     byte for byte, whatever the decisions' slot subsets and orders, contexts and segments."""
     from bandit import wire
-    from bandit.join import Joiner
+    from bandit.engine.join import Joiner
     from streams.codec import encode
     from tests import streamdata
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandit.join import ERASED, Joiner, subject_key
+from bandit.engine.join import ERASED, Joiner, subject_key
 from bandit.models import CampaignSpec, Click, Impression
 
 WINDOW = 100

@@ -1,0 +1,236 @@
+"""Deciding: the single-row path (``decide_one``) and the columnar path (``decide_columns``),
+which give the same decision for the same request and engine state; requests as columns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from bandit.engine.campaign import (
+    _Campaign,
+    _rule_features,
+    _rule_holds,
+    _Slot,
+    _slot_row,
+    slot_matrix,
+)
+from bandit.engine.output import DecisionBatch, OneDecision, SlotColumns, one_json
+from bandit.engine.randomness import (
+    _decision_ids,
+    _in_holdout,
+    _with_consent_bit,
+    decision_draws,
+    holdout_mask,
+    one_id_words,
+    slot_draws,
+)
+from bandit.models import Contribution, DecisionRequest
+
+_ONE = np.ones(1)  # the context-free fallback's input row (read only)
+_EXPLAIN_TOP = 3
+
+
+@dataclass(frozen=True)
+class RequestColumns:
+    """Decision requests (n) of one campaign as columns, what ``Engine.decide_columns``
+    decides: ``context`` (n, dim) the encoded contexts (zero rows without consent), and for
+    every feature an eligibility rule of the campaign reads, each request's value
+    (``rule_values``: the context's, else the segments', else None)."""
+
+    campaign: str
+    user_ids: list[str]
+    consent: np.ndarray  # (n,) bool
+    explain: np.ndarray  # (n,) bool
+    context: np.ndarray  # (n, dim) float64
+    rule_values: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def rows(self, start: int, stop: int) -> RequestColumns:
+        """Requests start..stop-1, as columns."""
+        return RequestColumns(self.campaign, self.user_ids[start:stop],
+                              self.consent[start:stop], self.explain[start:stop],
+                              self.context[start:stop],
+                              {f: v[start:stop] for f, v in self.rule_values.items()})
+
+
+def eligible(s: _Slot, n: int, rule_values: dict[str, list[Any]]) -> np.ndarray | None:
+    """(n, k) bool: the arms each of n requests may get, from the values the slot's
+    eligibility rules read (``RequestColumns.rule_values``); None without rules."""
+    if not s.spec.eligibility:
+        return None
+    mask = np.ones((n, len(s.arm_ids)), dtype=bool)
+    for rule in s.spec.eligibility:
+        values = rule_values[rule.feature]
+        mask[:, s.arm_index[rule.arm]] &= np.fromiter(
+            (_rule_holds(rule, v) for v in values), dtype=bool, count=n)
+    return mask
+
+
+def _decide_slot(c: _Campaign, s: _Slot, columns: RequestColumns, X: np.ndarray,
+                 seeds: np.ndarray, holdout: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One slot's arms, propensities, expected rewards and bonuses (n,) for ``columns``."""
+    n, k = len(columns), len(s.arm_ids)
+    consent = columns.consent
+    arms = np.full(n, s.default, dtype=np.int64)
+    probs = np.ones(n)
+    mean, bonus = np.zeros(n), np.zeros(n)
+    if c.paused:
+        return arms, probs, mean, bonus
+    allowed = eligible(s, n, columns.rule_values)
+    if allowed is not None:
+        allowed &= s.policy.active[None, :]
+    live = ~holdout
+    if allowed is not None:
+        # No eligible arm left for a subscriber: the default arm, deterministically.
+        live &= allowed.any(axis=1)
+    draws = decision_draws(seeds, s.index, 2 + k)
+    for policy, rows, Xp in ((s.policy, live & consent, X),
+                             (s.fallback, live & ~consent, np.ones((n, 1)))):
+        idx = np.flatnonzero(rows)
+        if idx.size == 0:
+            continue
+        Xp = Xp if policy.dim else Xp[:, :0]
+        m = None if allowed is None else allowed[idx]
+        a, p = policy.choose_many(Xp[idx], eligible=m, draws=draws[idx], with_propensities=True)
+        arms[idx], probs[idx] = a, p
+        mean[idx], bonus[idx] = policy.expectation(Xp[idx], a)
+    return arms, probs, mean, bonus
+
+
+def explain(s: _Slot, X: np.ndarray, arms: np.ndarray, ask: np.ndarray
+            ) -> list[list[Contribution] | None]:
+    """Top features by |theta_a[j] x[j]| for the rows ``ask`` (n,) bool (those that asked
+    and were personalized)."""
+    out: list[list[Contribution] | None] = [None] * len(arms)
+    rows = np.flatnonzero(ask)
+    contributions = getattr(s.policy, "contributions", None)
+    if not len(rows) or contributions is None:
+        return out
+    C = contributions(X[rows], arms[rows])
+    for row, i in zip(C, rows.tolist()):
+        top = np.argsort(-np.abs(row))[:_EXPLAIN_TOP]
+        out[i] = [Contribution(feature=s.columns[j], value=float(row[j])) for j in top if row[j]]
+    return out
+
+
+def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None) -> OneDecision:
+    """``decide_columns`` for one request, step for step (the same id words, the same errors
+    at the same points), with scalars where it has columns, and one fused call per slot
+    (Policy.decide_row) for choice, propensity, mean and bonus. ``r`` is a
+    ``DecisionRequest`` or anything with its attributes (the service's msgspec mirror)."""
+    hi, lo = one_id_words(id_rng)
+    consent = r.consent
+    lo = lo & ~1 | bool(consent)  # the consent bit
+    decision_id = f"{hi:016x}{lo:016x}"
+    holdout = _in_holdout(r.campaign, r.user_id, c.spec.holdout)
+    # encode_one refuses what is not a finite number within bounds, so every row the
+    # policies see is finite: their fused paths need no check of their own.
+    base = c.context.encode_one(r.context) if consent else np.zeros(c.context.dim)
+    # Holdout and pause decide no slot: no draws. Otherwise every slot's at once.
+    live = not holdout and not c.paused
+    width = 2 + max((len(s.arm_ids) for s in c.slots), default=0)
+    draws = slot_draws(hi ^ lo, len(c.slots), width) if live else None
+    chosen: dict[str, int] = {}
+    arms: list[str] = []
+    slots: list[str] = []
+    numbers: list[float] = []  # per slot: propensity, expected reward, exploration bonus
+    explanations: list[str] = []
+    for s in c.slots:
+        x = _slot_row(s, base, chosen)
+        a, p, mean, bonus = s.default, 1.0, 0.0, 0.0
+        mask = None
+        if live and s.spec.eligibility:
+            allowed = eligible(s, 1, {rule.feature: [
+                r.context.get(rule.feature, r.segments.get(rule.feature))]
+                for rule in s.spec.eligibility})
+            mask = allowed[0] & s.policy.active
+        if live and (mask is None or mask.any()):
+            policy, xp = (s.policy, x) if consent else (s.fallback, _ONE)
+            a, p, mean, bonus = policy.decide_row(
+                xp if policy.dim else xp[:0], mask, draws[s.index, :2 + len(s.arm_ids)])
+        explanation = "null"
+        if r.explain:
+            e = explain(s, x[None, :], np.array([a], dtype=np.int64),
+                        np.array([not holdout and consent]))[0]
+            if e is not None:
+                explanation = orjson.dumps([item.model_dump() for item in e]).decode()
+        chosen[s.spec.name] = a
+        arms.append(s.arm_ids[a])
+        slots.append(s.spec.name)
+        numbers += (p, mean, bonus)
+        explanations.append(explanation)
+    text = one_json(decision_id, r.campaign, r.user_id, holdout, c.version, slots, arms,
+                    numbers, explanations)
+    return OneDecision(text, r.campaign, slots, arms)
+
+
+def batch_columns(c: _Campaign, requests: Sequence[DecisionRequest]) -> RequestColumns:
+    """The columns of pydantic requests of campaign ``c``: contexts encoded (zero rows without
+    consent, whose context is neither read nor used: the context-free fallback decides them)."""
+    n = len(requests)
+    consent = np.fromiter((r.consent for r in requests), dtype=bool, count=n)
+    base = np.zeros((n, c.context.dim))
+    given = np.flatnonzero(consent)
+    base[given] = c.context.encode([requests[i].context for i in given])
+    return RequestColumns(
+        campaign=c.spec.name, user_ids=[r.user_id for r in requests], consent=consent,
+        explain=np.fromiter((r.explain for r in requests), dtype=bool, count=n),
+        context=base,
+        rule_values={f: [r.context.get(f, r.segments.get(f)) for r in requests]
+                     for f in _rule_features(c)})
+
+
+def request_columns(c: _Campaign, user_ids: list[str], consent: np.ndarray,
+                    explain: np.ndarray, contexts: Sequence[Any],
+                    values: Callable[[Any], tuple], segments: Sequence[Mapping[str, str]],
+                    absent: object) -> RequestColumns:
+    """``Engine.request_columns`` of campaign ``c``."""
+    n = len(user_ids)
+    base = np.zeros((n, c.context.dim))
+    given = np.flatnonzero(consent)
+    if len(given) == n:
+        c.context.encode_values(contexts, values, absent, base)
+    elif len(given):
+        sub = np.zeros((len(given), c.context.dim))
+        c.context.encode_values([contexts[i] for i in given], values, absent, sub)
+        base[given] = sub
+    position = {f.name: j for j, f in enumerate(c.spec.context.features)}
+    rule_values = {}
+    for name in _rule_features(c):
+        j = position.get(name)
+        if j is None:
+            rule_values[name] = [seg.get(name) for seg in segments]
+        else:
+            column = [values(row)[j] for row in contexts]
+            rule_values[name] = [seg.get(name) if v is absent else v
+                                 for v, seg in zip(column, segments)]
+    return RequestColumns(campaign=c.spec.name, user_ids=user_ids, consent=consent,
+                          explain=explain, context=base, rule_values=rule_values)
+
+
+def decide_columns(c: _Campaign, columns: RequestColumns, words: np.ndarray) -> DecisionBatch:
+    """The decisions of ``columns`` with ids from ``words`` (n, 2) uint64 and the consent
+    bit, each slot in one batch call per policy. Holds the lock (the caller's)."""
+    _with_consent_bit(words, columns.consent)
+    seeds = words[:, 0] ^ words[:, 1]
+    holdout = holdout_mask(c.spec.name, columns.user_ids, c.spec.holdout)
+    skip = holdout | ~columns.consent  # not personalized: no explanation
+    asked = bool(columns.explain.any())
+    chosen: dict[str, np.ndarray] = {}
+    slots = []
+    for s in c.slots:
+        X = slot_matrix(s, columns.context, chosen)
+        arms, probs, mean, bonus = _decide_slot(c, s, columns, X, seeds, holdout)
+        explanations = explain(s, X, arms, columns.explain & ~skip) if asked else None
+        chosen[s.spec.name] = arms
+        slots.append(SlotColumns(s.spec.name, list(s.arm_ids), arms, probs, mean, bonus,
+                                 explanations))
+    return DecisionBatch(c.spec.name, _decision_ids(words), columns.user_ids, holdout,
+                         c.version, slots)

@@ -1,0 +1,215 @@
+"""Contexts and arm features -> float64 rows in schema order (``_Encoder``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from bandit.errors import InvalidInputError
+from bandit.models import FEATURE_LIMIT
+
+
+class _Encoder:
+    """Named values -> a float64 row in schema order: numeric features as is, categorical ones
+    one-hot with an 'unknown' bucket, an optional leading 1.0."""
+
+    def __init__(self, features: Sequence[Any], intercept: bool, what: str) -> None:
+        self.what = what
+        self.columns: list[str] = ["(intercept)"] if intercept else []
+        self._numeric: list[tuple[str, int, float | None]] = []
+        self._categorical: list[tuple[str, int, dict[str, int]]] = []
+        for f in features:
+            if f.kind == "numeric":
+                self._numeric.append((f.name, len(self.columns), f.default))
+                self.columns.append(f.name)
+            else:
+                start = len(self.columns)
+                self._categorical.append((f.name, start, {v: i for i, v in enumerate(f.values)}))
+                self.columns += [f"{f.name}={v}" for v in f.values] + [f"{f.name}=(unknown)"]
+        self.names = {f.name for f in features}
+        self.intercept = intercept
+        # Row shapes (keys, value types) that ``check`` passed -> their numbers, as a tuple.
+        self._passed: dict[tuple, Callable[[dict[str, Any]], tuple]] = {}
+
+    @property
+    def dim(self) -> int:
+        return len(self.columns)
+
+    def encode(self, rows: Sequence[dict[str, Any]], out: np.ndarray | None = None) -> np.ndarray:
+        """(n, dim) from n mappings; unknown names, missing numeric values and wrong types
+        are refused with the row and the feature named."""
+        X = np.zeros((len(rows), self.dim)) if out is None else out
+        if self.intercept:
+            X[:, 0] = 1.0
+        if len(rows) > 1 and self._encode_uniform(rows, X):
+            self._bounded(X)
+            return X
+        for i, row in enumerate(rows):
+            X[i] = self._values(row, i)
+        self._bounded(X)
+        return X
+
+    def encode_one(self, row: dict[str, Any]) -> np.ndarray:
+        """``encode([row])[0]`` (dim,), with the same errors, for one row: its values go into
+        a list and become an array in one call (a single decision would pay a NumPy item
+        assignment per feature)."""
+        x = np.array(self._values(row, 0), dtype=np.float64)
+        # Every column but the numeric ones holds 0 or 1: one test of the whole row, and
+        # _bounded's for the message.
+        if not (np.abs(x) <= FEATURE_LIMIT).all():
+            self._bounded(x[None, :])
+        return x
+
+    def _values(self, row: dict[str, Any], i: int) -> list[float]:
+        """Row ``i``'s values in column order; unknown names, missing numeric values and
+        wrong types are refused with the row and the feature named."""
+        if not row.keys() <= self.names:
+            unknown = sorted(set(row) - self.names)
+            raise InvalidInputError(f"{self.what} row {i}: unknown feature {unknown[0]!r}; "
+                                    f"expected some of {sorted(self.names)}")
+        values = [0.0] * len(self.columns)
+        if self.intercept:
+            values[0] = 1.0
+        for name, col, default in self._numeric:
+            value = row.get(name, default)
+            if value is None:
+                raise InvalidInputError(f"{self.what} row {i}: missing numeric feature {name!r}")
+            if isinstance(value, str):
+                raise InvalidInputError(
+                    f"{self.what} row {i}: feature {name!r} expects a number, got {value!r}")
+            values[col] = value
+        for name, start, index in self._categorical:
+            value = row.get(name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidInputError(
+                    f"{self.what} row {i}: feature {name!r} expects a string, got {value!r}")
+            values[start + index.get(value, len(index))] = 1.0
+        return values
+
+    def _bounded(self, X: np.ndarray) -> None:
+        """Refuse a numeric value beyond +-FEATURE_LIMIT (bandit.models), naming its row."""
+        if not self._numeric:
+            return
+        cols = [col for _, col, _ in self._numeric]
+        bad = ~(np.abs(X[:, cols]) <= FEATURE_LIMIT)
+        if bad.any():
+            i, j = (int(v) for v in np.argwhere(bad)[0])
+            raise InvalidInputError(
+                f"{self.what} row {i}: feature {self._numeric[j][0]!r} is {float(X[i, cols[j]])!r}, "
+                f"beyond +-{FEATURE_LIMIT:g} (scale it: the policies are linear in it)")
+
+    def _encode_uniform(self, rows: Sequence[dict[str, Any]], X: np.ndarray) -> bool:
+        """``encode``'s common case in one pass over the values: every row has the same numeric
+        features in the same order, each a float (as pydantic hands them over). Fills X and
+        says True; anything else (a string, another key order, a categorical value, a missing
+        feature without default) says False before X is touched, for the row by row path."""
+        keys = tuple(rows[0])
+        numeric = {name: (col, default) for name, col, default in self._numeric}
+        if (not all(key in numeric for key in keys)
+                or any(default is None and name not in keys for name, _, default in self._numeric)
+                or not all(map(keys.__eq__, map(tuple, rows)))):
+            return False
+        try:  # float.__float__ refuses a str (or an int) where float() would convert it
+            flat = np.fromiter(map(float.__float__, chain.from_iterable(map(dict.values, rows))),
+                               dtype=np.float64, count=len(rows) * len(keys))
+        except TypeError:
+            return False
+        X[:, [numeric[key][0] for key in keys]] = flat.reshape(len(rows), len(keys))
+        for name, col, default in self._numeric:
+            if name not in keys:
+                X[:, col] = default
+        for _, start, index in self._categorical:  # none given: the 'unknown' bucket
+            X[:, start + len(index)] = 1.0
+        return True
+
+    def encode_columns(self, keys: Sequence[str], values: np.ndarray, names: Sequence[str],
+                       out: np.ndarray) -> None:
+        """``encode`` of rows that share their keys, from columns: ``values`` (n, len(keys))
+        holds numbers, and for categorical features indices into ``names``; fills ``out`` (n,
+        dim). The rows must have passed ``check`` (the join's rows did, on the way in)."""
+        n = values.shape[0]
+        where = {key: j for j, key in enumerate(keys)}
+        if self.intercept:
+            out[:, 0] = 1.0
+        for name, col, default in self._numeric:
+            j = where.get(name)
+            if j is None and default is None:
+                raise InvalidInputError(f"{self.what} row 0: missing numeric feature {name!r}")
+            out[:, col] = default if j is None else values[:, j]
+        for name, start, index in self._categorical:
+            j = where.get(name)
+            if j is None:
+                out[:, start + len(index)] = 1.0
+                continue
+            seen, codes = np.unique(values[:, j].astype(np.int64), return_inverse=True)
+            offset = np.array([index.get(names[v], len(index)) for v in seen.tolist()],
+                              dtype=np.int64)
+            out[np.arange(n), start + offset[codes.reshape(-1)]] = 1.0
+        self._bounded(out)
+
+    def encode_values(self, rows: Sequence[Any], values: Callable[[Any], tuple], absent: object,
+                      out: np.ndarray) -> None:
+        """``encode`` of rows whose ``values(row)`` are their values in the order of the
+        features (``absent`` where a row omits one), already checked for type: numbers for
+        numeric features, strings for categorical ones; fills ``out`` (n, dim). A numeric
+        feature without a default that a row omits raises InvalidInputError."""
+        if self.intercept:
+            out[:, 0] = 1.0
+        if not self._categorical and len(rows):
+            # All numeric: one pass over every value into the matrix, unless one is omitted.
+            width = len(self._numeric)
+            try:
+                flat = np.fromiter(chain.from_iterable(map(values, rows)), dtype=np.float64,
+                                   count=len(rows) * width)
+            except TypeError:
+                pass  # an omitted value: feature by feature below
+            else:
+                out[:, [col for _, col, _ in self._numeric]] = flat.reshape(len(rows), width)
+                self._bounded(out)
+                return
+        # Feature by feature, in schema order (the order of their first columns).
+        columns = list(zip(*map(values, rows))) or [()] * (len(self._numeric)
+                                                          + len(self._categorical))
+        order = sorted([(col, "numeric", name, default) for name, col, default in self._numeric]
+                       + [(start, "categorical", name, index)
+                          for name, start, index in self._categorical])
+        for (col, kind, name, extra), column in zip(order, columns):
+            if kind == "numeric":
+                if any(v is absent for v in column):
+                    if extra is None:
+                        raise InvalidInputError(f"{self.what}: missing numeric feature {name!r}")
+                    column = [extra if v is absent else v for v in column]
+                out[:, col] = column
+            else:
+                index = extra
+                out[np.arange(len(column)),
+                    col + np.array([index.get(v, len(index)) for v in column], dtype=np.int64)
+                    ] = 1.0
+        self._bounded(out)
+
+    def check(self, row: dict[str, Any]) -> None:
+        """``encode([row])``'s checks without building the row (the stream checks every
+        event's context once); a refused row gets ``encode``'s error."""
+        # Rows of one stream mostly share their keys and value types: a shape seen to pass
+        # passes again, once its numbers are within bounds.
+        shape = (*row, *map(type, row.values()))
+        numbers = self._passed.get(shape)
+        if numbers is None:
+            if not (row.keys() <= self.names and all(
+                    not isinstance(row.get(name, default), str | None)
+                    for name, _, default in self._numeric) and all(
+                    isinstance(row.get(name), str | None) for name, _, _ in self._categorical)):
+                self.encode([row])  # raises, naming the row and feature
+                return
+            keys = [name for name, _, _ in self._numeric if name in row]
+            numbers = (lambda r: ()) if not keys else (
+                (lambda r, k=keys[0]: (r[k],)) if len(keys) == 1 else itemgetter(*keys))
+            if len(self._passed) < 1024:
+                self._passed[shape] = numbers
+        values = numbers(row)
+        if values and not (-FEATURE_LIMIT <= min(values) and max(values) <= FEATURE_LIMIT):
+            self.encode([row])  # raises: the value out of bounds

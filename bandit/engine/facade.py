@@ -1,0 +1,447 @@
+"""The Engine: a facade of short methods over the campaigns (``campaign``), the decision
+paths (``decide``, ``output``, ``randomness``), learning (``learn``, ``join``), partition
+states (``merge``), snapshots (``snapshot``) and reports (``report``).
+
+Requests arrive validated by their pydantic models; the engine checks once what only it knows
+(the campaign exists, the context fits its schema, the arms exist) and turns contexts into one
+float64 matrix per slot so that the policies' batch kernels do the work. Decision ids, the
+consent bit and the replayable draws are described in ``bandit.engine.randomness``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from bandit.engine import campaign as _campaign
+from bandit.engine import decide as _decide
+from bandit.engine import learn as _learn
+from bandit.engine import merge as _merge
+from bandit.engine import report as _report
+from bandit.engine import snapshot as _snapshot
+from bandit.engine.campaign import _Campaign
+from bandit.engine.decide import RequestColumns
+from bandit.engine.join import Closed, Joiner, JoinResult, subject_key
+from bandit.engine.output import DecisionBatch, OneDecision
+from bandit.engine.randomness import _in_holdout, id_words, strip_consentless
+from bandit.errors import (
+    ConflictError,
+    IncompatibleStateError,
+    InvalidInputError,
+    NotFoundError,
+    OverCapacityError,
+)
+from bandit.models import (
+    Arm,
+    CampaignReport,
+    CampaignSpec,
+    Click,
+    Decision,
+    DecisionRequest,
+    Impression,
+    JoinedEvent,
+)
+from bandit.policies import Policy
+
+
+class Engine:
+    """Campaigns and their policies, in one process; thread-safe (one lock).
+
+    >>> from bandit.models import CampaignSpec
+    >>> engine = Engine(seed=1)
+    >>> _ = engine.create_campaign(CampaignSpec.model_validate({"name": "weekly", "holdout": 0.0,
+    ...     "slots": [{"name": "subject", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a"}]}))
+    >>> d = engine.decide(DecisionRequest(campaign="weekly", user_id="u1"))
+    >>> d.slots[0].arm in {"a", "b"}, 0 < d.slots[0].propensity <= 1
+    (True, True)
+    """
+
+    def __init__(self, *, seed: int = 0, id_seed: int | None = None) -> None:
+        """``seed``: the policies' generators (and merges). ``id_seed``: for reproducible runs
+        only, decision ids from a generator with this seed instead of the operating system
+        (see the module docstring): two engines with the same ``id_seed`` issue the same ids."""
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._id_rng = None if id_seed is None else np.random.default_rng(id_seed)
+        self.stripped_impressions = 0  # impressions ``ingest`` took context or segments from
+        self._campaigns: dict[str, _Campaign] = {}
+        self._lock = threading.RLock()
+        self._joiner = Joiner(self.campaign)
+        self.rejected_events = 0
+        self.ready = False
+
+    # -- campaigns ----------------------------------------------------------------------
+
+    def create_campaign(self, spec: CampaignSpec) -> CampaignSpec:
+        with self._lock:
+            if spec.name in self._campaigns:
+                raise ConflictError(f"campaign {spec.name!r} already exists")
+            self._campaigns[spec.name] = _campaign.build_campaign(spec, self._rng)
+            return spec
+
+    def campaigns(self) -> list[CampaignSpec]:
+        with self._lock:
+            return [c.spec for c in self._campaigns.values()]
+
+    def campaign(self, name: str) -> CampaignSpec:
+        return self._get(name).spec
+
+    def _get(self, name: str) -> _Campaign:
+        try:
+            return self._campaigns[name]
+        except KeyError:
+            raise NotFoundError(f"no campaign {name!r}") from None
+
+    def add_arm(self, campaign: str, slot: str, arm: Arm) -> CampaignSpec:
+        """Add an arm to a running slot; it starts from the prior (hybrid: from its features)."""
+        with self._lock:
+            return _campaign.add_arm(self._get(campaign), slot, arm)
+
+    def retire_arm(self, campaign: str, slot: str, arm_id: str) -> CampaignSpec:
+        """Never choose ``arm_id`` again; decisions already made keep their propensities."""
+        with self._lock:
+            return _campaign.retire_arm(self._get(campaign), slot, arm_id)
+
+    def pause(self, campaign: str, paused: bool = True) -> CampaignSpec:
+        """The kill switch: while paused every subscriber gets each slot's default arm."""
+        with self._lock:
+            c = self._get(campaign)
+            c.paused = paused
+            return c.spec
+
+    def is_paused(self, campaign: str) -> bool:
+        return self._get(campaign).paused
+
+    def model_version(self, campaign: str) -> int:
+        return self._get(campaign).version
+
+    def slot_policy(self, campaign: str, slot: str) -> tuple[Policy, list[str], list[str]]:
+        """A slot's policy (not a copy), the names of its input columns and its arm ids."""
+        s = self._get(campaign).slot(slot)
+        return s.policy, list(s.columns), list(s.arm_ids)
+
+    def active_arms(self, campaign: str, slot: str) -> list[str]:
+        s = self._get(campaign).slot(slot)
+        return [a for a, on in zip(s.arm_ids, s.policy.active) if on]
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def in_holdout(self, campaign: str, user_id: str) -> bool:
+        """Stable per (campaign, user): the same subscribers stay out for the whole campaign."""
+        return _in_holdout(campaign, user_id, self._get(campaign).spec.holdout)
+
+    def decide(self, request: DecisionRequest) -> Decision:
+        """One subscriber's decision: ``decide_batch(request.campaign, [request])``'s, by the
+        single-row path of ``decide_one``."""
+        with self._lock:
+            return Decision.model_validate_json(self.decide_one(request).json)
+
+    def decide_one(self, request: Any) -> OneDecision:
+        """One subscriber's decision as its JSON text, the same (decision id, arms,
+        propensities, explanations, holdout, bytes) as ``decide_batch(request.campaign,
+        [request]).ndjson()`` (without its newline) from the same engine state, and the same
+        errors; but without the batch machinery, which costs more than deciding for one row.
+
+        ``request`` is a ``DecisionRequest`` or anything with its attributes (the service's
+        msgspec mirror). An event loop that must not wait takes ``lock`` without blocking
+        first (recording a large batch of events holds it for a while).
+        """
+        with self._lock:
+            return _decide.decide_one(self._get(request.campaign), request, self._id_rng)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The engine's (reentrant) lock: a caller can try it without blocking, then decide
+        while holding it."""
+        return self._lock
+
+    def decide_many(self, campaign: str, requests: Sequence[DecisionRequest]) -> list[Decision]:
+        return self.decide_batch(campaign, requests).decisions()
+
+    def decide_batch(self, campaign: str, requests: Sequence[DecisionRequest]) -> DecisionBatch:
+        """Decide every slot for every request, slot by slot, each slot in one batch call."""
+        with self._lock:
+            c = self._get(campaign)
+            for i, r in enumerate(requests):
+                if r.campaign != campaign:
+                    raise InvalidInputError(
+                        f"request {i}: campaign {r.campaign!r} differs from the batch's {campaign!r}")
+            # Ids are drawn before the contexts are read: a refused batch uses up its ids.
+            words = id_words(self._id_rng, len(requests))
+            return _decide.decide_columns(c, _decide.batch_columns(c, requests), words)
+
+    def request_columns(self, campaign: str, user_ids: list[str], consent: np.ndarray,
+                        explain: np.ndarray, contexts: Sequence[Any],
+                        values: Callable[[Any], tuple], segments: Sequence[Mapping[str, str]],
+                        absent: object) -> RequestColumns:
+        """The columns of requests whose contexts a decoder already checked against the
+        campaign's schema (``bandit.batch_wire``): ``values(contexts[i])`` are request i's
+        values in the order of the schema's features, numbers for numeric ones and strings for
+        categorical ones, ``absent`` where the request omits the feature. A numeric feature
+        without a default that a consenting request omits raises InvalidInputError (without
+        naming the row: the caller asks ``decide_batch`` for the error it would give)."""
+        with self._lock:
+            c = self._get(campaign)
+        return _decide.request_columns(c, user_ids, consent, explain, contexts, values,
+                                      segments, absent)
+
+    def decide_columns(self, columns: RequestColumns) -> DecisionBatch:
+        """``decide_batch`` of requests given as columns (``request_columns``): the same
+        decisions, ids drawn alike."""
+        with self._lock:
+            c = self._get(columns.campaign)
+            return _decide.decide_columns(c, columns, id_words(self._id_rng, len(columns)))
+
+    # -- learning -----------------------------------------------------------------------
+
+    def learn(self, joined: Sequence[JoinedEvent]) -> None:
+        """Learn closed attribution windows, batched per campaign and slot. Events of unknown
+        campaigns, slots or arms are refused before anything is learned."""
+        with self._lock:
+            for name, events in _learn.by_campaign(self._campaigns, self._get, joined).items():
+                c = self._campaigns[name]
+                _learn.learn_columns(c, _learn.event_columns(c, events))
+
+    def learn_closed(self, closed: Closed) -> None:
+        """``learn(closed.events())`` straight from the join's columns, without an event per
+        decision (the campaigns, slots and arms were checked when the impressions came in).
+        The same model, bit for bit (tests/test_engine.py)."""
+        with self._lock:
+            for name, rows in _learn.closed_campaigns(closed):
+                c = self._get(name)
+                _learn.learn_columns(c, _learn.closed_columns(c, closed, rows))
+
+    def record(self, events: Sequence[Impression | Click]) -> int:
+        """The in-process event path: impressions and clicks through the attribution join;
+        closed windows are learned; a consent-less decision's impression loses its context
+        and segments (``ingest``). Unknown campaigns, slots, arms or context features refuse
+        the whole batch before anything changes, and so does an impression over the join's
+        cap (``limit_pending``: OverCapacityError). Returns how many of ``events`` the join
+        accepted (duplicates, late and orphan clicks are counted in ``rejected_events``); clicks
+        of earlier calls that this call's time turns into orphans do not count against it."""
+        # Stripped here, not in ingest, so that the rejected events are the ones given to it.
+        events, stripped = strip_consentless(events)
+        mine = {id(e) for e in events}  # alive until the return: ids stay theirs
+        rejected = self.ingest(events, whole=True).rejected
+        with self._lock:
+            self.stripped_impressions += stripped
+        return len(events) - sum(id(r.event) in mine for r in rejected)
+
+    def limit_pending(self, max_pending: int) -> None:
+        """Keep at most ``max_pending`` decisions of a campaign open in the attribution join
+        (``bandit.join``); not part of a snapshot, so set again after loading one."""
+        with self._lock:
+            self._joiner.max_pending = max_pending
+
+    def ingest(self, events: Sequence[Impression | Click],
+               watermark: float | None = None, *, checked: bool = False,
+               lap: Callable[[str | None], None] | None = None,
+               whole: bool = False) -> JoinResult:
+        """``record`` with the join's whole result: the closed decisions it learned and the
+        events it rejected (duplicate, late, orphan) with reasons. ``watermark`` (event time)
+        closes windows instead of the newest event time seen; the stream worker passes the
+        slowest of its input streams. A bad event refuses the batch (see ``check_event``),
+        unless ``checked`` says the caller already passed each through ``check_event``.
+        Events may also be ``bandit.wire`` Structs (the stream worker's decoder). ``lap``
+        (a timing hook, ``streams.worker.Stages.lap``) is called with "join" and "learn".
+        ``whole``: an impression over the join's cap refuses the batch (OverCapacityError)
+        instead of being rejected alone. Impressions of decisions made without consent lose
+        their context and segments first (``strip_consentless``; counted in
+        ``stripped_impressions``), so theirs is never checked, kept or learned."""
+        events, stripped = strip_consentless(events)
+        with self._lock:
+            self.stripped_impressions += stripped
+            for i, e in enumerate([] if checked else events):
+                try:
+                    self.check_event(e)
+                except InvalidInputError as exc:
+                    raise InvalidInputError(f"event {i} ({e.event_id}): {exc}") from None
+            if whole and (over := self._joiner.over_cap(events, watermark)):
+                refused = Counter(events[i].campaign for i in over)
+                raise OverCapacityError(
+                    f"{len(over)} of the impressions would leave more than "
+                    f"{self._joiner.max_pending} decisions waiting for their attribution "
+                    f"windows (campaign {', '.join(map(repr, sorted(refused)))}; setting "
+                    "max_pending): nothing was recorded; retry once windows have closed",
+                    dict(refused))
+            result = self._joiner.add(events, watermark)
+            if lap is not None:
+                lap("join")
+            if result.closed is not None and len(result.closed):
+                self.learn_closed(result.closed)
+                if lap is not None:
+                    lap("learn")
+            self.rejected_events += len(result.rejected)
+            return result
+
+    def check_event(self, e: Impression | Click) -> None:
+        """InvalidInputError if the event does not fit the engine's campaigns: unknown campaign,
+        slot or arm, or a context outside the campaign's schema."""
+        _campaign.check_event(self._campaigns, e)
+
+    def event_checker(self) -> Callable[[Impression | Click], None]:
+        """``check_event`` for a batch of events during which the campaigns do not change (the
+        stream worker's): each campaign's slots are looked up once."""
+        return _campaign.event_checker(self._campaigns)
+
+    # -- partition states (the stream worker) --------------------------------------------
+
+    def campaign_record(self, name: str) -> dict[str, Any]:
+        """What another process needs to hold the same campaign: the spec, the retired arms per
+        slot and the pause flag, JSON-ready (the stream's campaigns topic carries it)."""
+        with self._lock:
+            return _campaign.campaign_record(self._get(name))
+
+    def sync_campaign(self, record: dict[str, Any]) -> None:
+        """Bring a campaign to ``campaign_record``'s content: create it, add the arms it lacks,
+        retire arms, set the pause flag. Idempotent; a record that changes anything but arms
+        (slots, schema, policies) is refused with IncompatibleStateError."""
+        try:
+            spec = CampaignSpec.model_validate(record["spec"])
+            retired, paused = dict(record["retired"]), bool(record["paused"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"campaign record: {exc}") from None
+        with self._lock:
+            if spec.name not in self._campaigns:
+                self.create_campaign(spec)
+            c = self._campaigns[spec.name]
+            mine = [x.model_dump(exclude={"arms"}) for x in c.spec.slots]
+            if (mine != [x.model_dump(exclude={"arms"}) for x in spec.slots]
+                    or c.spec.model_dump(exclude={"slots"}) != spec.model_dump(exclude={"slots"})):
+                raise IncompatibleStateError(
+                    f"campaign {spec.name!r}: the record changes more than its arms")
+            for slot in spec.slots:
+                s = c.slot(slot.name)
+                for arm in slot.arms:
+                    if arm.id not in s.arm_index:
+                        self.add_arm(spec.name, slot.name, arm)
+                for arm_id in retired.get(slot.name, []):
+                    self.retire_arm(spec.name, slot.name, arm_id)
+            c.paused = paused
+
+    def absorb(self, partials: Sequence[Engine]) -> int:
+        """Make this engine's model the sum of partition engines' models (the stream worker's
+        partial states): policy sums, report tallies and versions of every campaign that this
+        engine holds. Partials lacking a campaign or holding arms this engine does not know
+        are left out of that campaign. VW slots keep this engine's models: VW learns in order,
+        so its model comes from the single VW learner (``absorb_vw``), never from partitions.
+        Everything is built aside and swapped in under the lock, so a decision sees the old
+        model or the new one. Returns the campaigns updated."""
+        with self._lock:
+            names = list(self._campaigns)
+        built = _merge.merged(self._campaigns, names, [p._campaigns for p in partials],
+                             self._seed)
+        with self._lock:
+            _merge.swap_in(self._campaigns, built)
+            return len(built)
+
+    def absorb_vw(self, learned: Engine) -> int:
+        """Take the VW slots' models (context and context-free) from ``learned``, the VW
+        learner's engine, which is handed over (its policies are used, not copied). A slot is
+        taken only where ``learned`` holds the same arms (a learner behind an arm addition
+        leaves the slot alone until it catches up); arms retired here stay retired. Swapped in
+        under the lock like ``absorb``. Returns the slots updated."""
+        with self._lock:
+            names = [n for n in self._campaigns if n in learned._campaigns]
+        taken = _merge.vw_models(self._campaigns, learned._campaigns, names)
+        with self._lock:
+            for s, policy, fallback in taken:
+                s.policy, s.fallback = policy, fallback
+            return len(taken)
+
+    def erase(self, user_id: str, at_ms: float) -> int:
+        """Erasure at ``at_ms`` (event time): the subject's decisions with an impression at or
+        before it leave the join and are refused if they come again; their user id and string
+        values leave the snapshot (learned sums and report tallies are aggregates and stay).
+        Returns how many pending decisions were dropped."""
+        return self.erase_subjects({subject_key(user_id): at_ms})[0]
+
+    def erase_subjects(self, subjects: Mapping[bytes, float]) -> tuple[int, bool]:
+        """``erase`` by ``subject_key`` (the stream worker's erase records): how many pending
+        decisions were dropped and whether anything changed (see ``Joiner.erase``)."""
+        with self._lock:
+            return self._joiner.erase(subjects)
+
+    def open_windows(self) -> int:
+        """How many decisions wait in the attribution join for their window to close."""
+        with self._lock:
+            return self._joiner.open_count
+
+    def warm_up(self) -> None:
+        """Compile (or load from the cache) every kernel a decision or a learn can reach, so
+        the first request does not pay for it; then the engine is ready."""
+        probe = Engine(seed=0)
+        probe.create_campaign(_campaign.warm_up_spec())
+        requests = [DecisionRequest(campaign="warm-up", user_id=f"u{i}", explain=True,
+                                    consent=i % 2 == 0) for i in range(4)]
+        batch = probe.decide_batch("warm-up", requests)
+        probe.record(batch.impressions(requests, ts_ms=0))
+        probe.record([Click(event_id="c", decision_id=batch.decision_ids[0], campaign="warm-up",
+                            ts=0), Click(event_id="late", decision_id="f" * 32,
+                                         campaign="warm-up", ts=10**10)])
+        probe.decide_batch("warm-up", requests)
+        probe.decide_one(requests[0])  # the single-row path's own kernel
+        self.ready = True
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Campaigns, policy sums, report tallies and open attribution windows, in one file,
+        written atomically (a crash leaves the old file or the new one, never half of one)."""
+        _snapshot.write_atomic(path, self.to_bytes())
+
+    def to_bytes(self, extra: dict[str, Any] | None = None) -> bytes:
+        """The snapshot ``save`` writes, as bytes; ``extra`` (JSON-ready) rides along and comes
+        back from ``from_bytes`` (the stream worker keeps its offsets there)."""
+        with self._lock:
+            meta, arrays = _snapshot.snapshot(self._campaigns, self._joiner, self.rejected_events)
+        meta["extra"] = extra
+        return _snapshot.to_bytes(meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, seed: int = 0,
+             id_seed: int | None = None) -> Engine:
+        """An engine from ``save``; a corrupt or foreign file gets IncompatibleStateError.
+        ``seed`` and ``id_seed`` as for ``Engine``: a snapshot holds no id generator, so a
+        loaded engine issues fresh ids unless ``id_seed`` is given."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise IncompatibleStateError(f"{path}: not an engine snapshot ({exc})") from None
+        return cls.from_bytes(data, seed=seed, id_seed=id_seed, what=str(path))[0]
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, seed: int = 0, id_seed: int | None = None,
+                   what: str = "snapshot",
+                   model_only: bool = False) -> tuple[Engine, dict[str, Any] | None]:
+        """The engine of ``to_bytes`` and its ``extra``; damaged data gets
+        IncompatibleStateError naming ``what``. ``model_only`` leaves the attribution join
+        empty without reading it (the decision service needs the model, not the windows)."""
+        meta, arrays = _snapshot.read(data, what, model_only)
+        engine = cls(seed=seed, id_seed=id_seed)
+        try:
+            for ci, item in enumerate(meta["campaigns"]):
+                c = _snapshot.restore_campaign(item, ci, arrays, engine._rng)
+                engine._campaigns[c.spec.name] = c
+            if not model_only:
+                engine._joiner = _snapshot.restore_joiner(meta, arrays, engine.campaign)
+            engine.rejected_events = int(meta["rejected_events"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IncompatibleStateError(f"{what}: damaged snapshot ({exc})") from None
+        return engine, meta.get("extra")
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def report(self, campaign: str) -> CampaignReport:
+        """Per slot and arm (retired ones too): impressions, reward, CTR with a 95% interval,
+        share of traffic; holdout lift with its interval; the bias audit by segment value: arm
+        allocation and reward rate, each flagged on a large disparity (``_AUDIT_*``,
+        ``_ctr_gap``), never on fewer than ``_AUDIT_MIN`` impressions."""
+        with self._lock:
+            return _report.report(self._get(campaign))

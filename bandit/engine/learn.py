@@ -1,0 +1,226 @@
+"""Learning: closed decisions (joined events, or the join's columns) -> the slots' policies
+and report tallies, in one batch per campaign and slot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bandit.engine.campaign import _Campaign, _is_vw, _Slot, build_campaign, slot_matrix
+from bandit.engine.join import Closed
+from bandit.engine.tally import _add_grouped
+from bandit.errors import UnknownArmError
+from bandit.models import CampaignSpec, JoinedEvent
+
+
+@dataclass
+class _Learned:
+    """A campaign's closed decisions as columns, what ``learn_columns`` learns: n
+    decisions in order; per slot of the campaign (by name) the arm index in the slot (-1 where
+    the decision has no such slot), its logged propensity and its reward (unclipped);
+    ``context`` the encoded contexts of the decisions with ``has_context``, in order; ``best``
+    a decision's best reward over its slots; ``segments`` as ``segment_pairs``."""
+
+    ts: np.ndarray  # (n,) float64
+    holdout: np.ndarray  # (n,) int64
+    best: np.ndarray  # (n,) float64
+    arms: dict[str, np.ndarray]  # slot -> (n,) int64
+    propensities: dict[str, np.ndarray]  # slot -> (n,) float64
+    rewards: dict[str, np.ndarray]  # slot -> (n,) float64
+    has_context: np.ndarray  # (n,) bool
+    context: np.ndarray  # (n with context, dim) float64
+    segments: tuple[list, np.ndarray, np.ndarray, int]
+
+
+def by_campaign(campaigns: Mapping[str, _Campaign], get, joined: Sequence[JoinedEvent]
+                ) -> dict[str, list[JoinedEvent]]:
+    """``joined`` grouped by campaign, each event checked: unknown campaigns (``get`` raises),
+    slots or arms refuse the whole batch before anything is learned."""
+    grouped: dict[str, list[JoinedEvent]] = {}
+    slots: dict[str, dict[str, _Slot]] = {}  # per campaign, by name
+    for i, e in enumerate(joined):
+        named = slots.get(e.campaign)
+        if named is None:
+            named = slots[e.campaign] = {x.spec.name: x for x in get(e.campaign).slots}
+        for slot, choice in e.slots.items():
+            s = named.get(slot) or get(e.campaign).slot(slot)  # unknown: raises
+            if choice.arm not in s.arm_index:
+                raise UnknownArmError(f"event {i}: campaign {e.campaign!r}, slot {slot!r}: "
+                                      f"no arm {choice.arm!r}")
+        grouped.setdefault(e.campaign, []).append(e)
+    return grouped
+
+
+def closed_campaigns(closed: Closed) -> list[tuple[str, np.ndarray]]:
+    """Each campaign of the join's closed decisions, in order of first appearance, with its
+    rows."""
+    campaigns = [shape[0] for shape in closed.shapes]
+    of_row = np.array([campaigns.index(name) for name in campaigns])[closed.shape]
+    return [(campaigns[k], np.flatnonzero(of_row == k)) for k in dict.fromkeys(of_row.tolist())]
+
+
+def event_columns(c: _Campaign, events: list[JoinedEvent]) -> _Learned:
+    """The columns of ``events`` (all of campaign ``c``, checked)."""
+    default = c.spec.default_reward
+    arms, propensities, rewards = {}, {}, {}
+    for s in c.slots:
+        name, index = s.spec.name, s.arm_index
+        choices = [e.slots.get(name) for e in events]
+        arms[name] = np.array([-1 if x is None else index[x.arm] for x in choices],
+                              dtype=np.int64)
+        propensities[name] = np.array([0.0 if x is None else x.propensity for x in choices],
+                                      dtype=np.float64)
+        rewards[name] = np.array([e.rewards.get(name, default) for e in events],
+                                 dtype=np.float64)
+    has_context = np.array([e.context is not None for e in events], dtype=np.bool_)
+    return _Learned(
+        ts=np.array([e.ts for e in events], dtype=np.float64),
+        holdout=np.array([e.holdout for e in events], dtype=np.int64),
+        best=np.array([max(e.rewards.values(), default=default) for e in events],
+                      dtype=np.float64),
+        arms=arms, propensities=propensities, rewards=rewards, has_context=has_context,
+        context=c.context.encode([e.context for e in events if e.context is not None]),
+        segments=segment_pairs(events))
+
+
+def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
+    """The columns of the join's closed decisions ``rows`` (all of campaign ``c``)."""
+    n, names = len(rows), closed.names
+    shape = closed.shape[rows]
+    arms = {s.spec.name: np.full(n, -1, dtype=np.int64) for s in c.slots}
+    propensities = {s.spec.name: np.zeros(n) for s in c.slots}
+    rewards = {s.spec.name: np.full(n, c.spec.default_reward) for s in c.slots}
+    best = np.full(n, c.spec.default_reward)
+    has_context = np.zeros(n, dtype=np.bool_)
+    X = np.zeros((n, c.context.dim))
+    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (row, position, pair)
+    keys: dict[tuple[str, str], int] = {}
+    for k in np.unique(shape).tolist():
+        _, slots, context_keys, segment_keys = closed.shapes[k]
+        at = np.flatnonzero(shape == k)
+        mine = rows[at]
+        for j, name in enumerate(slots):
+            index = c.slot(name).arm_index
+            seen, codes = np.unique(closed.arm[mine, j], return_inverse=True)
+            arms[name][at] = np.array([index[names[a]] for a in seen.tolist()],
+                                      dtype=np.int64)[codes.reshape(-1)]
+            propensities[name][at] = closed.propensity[mine, j]
+            rewards[name][at] = closed.reward[mine, j]
+            # Python's max over the rewards in slot order: the first, then any greater.
+            column = closed.reward[mine, j]
+            best[at] = column if j == 0 else np.where(column > best[at], column, best[at])
+        if context_keys is not None:
+            has_context[at] = True
+            sub = np.zeros((len(at), c.context.dim))
+            c.context.encode_columns([key for key, _ in context_keys],
+                                     closed.context[mine, :len(context_keys)], names, sub)
+            X[at] = sub
+        for j, key in enumerate(segment_keys):
+            seen, codes = np.unique(closed.segment[mine, j], return_inverse=True)
+            pair = np.array([keys.setdefault((key, names[v]), len(keys))
+                             for v in seen.tolist()], dtype=np.int64)
+            pairs.append((at, np.full(len(at), j), pair[codes.reshape(-1)]))
+    if pairs:  # event by event, each in its segment order: as segment_pairs lists them
+        event, position, code = (np.concatenate(x) for x in zip(*pairs))
+        order = np.lexsort((position, event))
+        segments = (list(keys), event[order], code[order], n)
+    else:
+        segments = ([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n)
+    return _Learned(ts=closed.ts[rows], holdout=closed.holdout[rows].astype(np.int64),
+                    best=best, arms=arms, propensities=propensities, rewards=rewards,
+                    has_context=has_context, context=X[has_context], segments=segments)
+
+
+def learn_columns(c: _Campaign, cols: _Learned) -> None:
+    """The learning itself, for either entry point: per slot the policy (context and
+    context-free) and the report tallies, then the campaign's totals and version."""
+    ts = cols.ts
+    with_context = np.flatnonzero(cols.has_context)
+    ts_ctx = ts[with_context]
+    for s in c.slots:
+        name = s.spec.name
+        present = cols.arms[name] >= 0
+        rows = np.flatnonzero(present)
+        if not len(rows):
+            continue
+        arms = cols.arms[name][rows]
+        # A Bernoulli model (Beta TS) learns "at least one click" from a sum of clicks.
+        low, high = s.policy.reward_range
+        rewards = np.clip(cols.rewards[name][rows], low, high)
+        # VW learns each event at the propensity it was logged with.
+        vw = _is_vw(s)
+        logged = {"propensities": cols.propensities[name][rows]} if vw else {}
+        if s.fallback is s.policy:  # context-free slot: every event, context or not
+            s.policy.learn_many(arms, np.empty((len(rows), 0)), rewards, ts_ms=ts[rows])
+        else:
+            s.fallback.learn_many(arms, np.ones((len(rows), 1)), rewards, ts_ms=ts[rows],
+                                  **logged)
+            ctx = np.flatnonzero(present[with_context])
+            if len(ctx):
+                event = with_context[ctx]
+                chosen = {prev: np.maximum(cols.arms[prev][event], 0)
+                          for prev, _ in s.conditioned}
+                X = slot_matrix(s, cols.context[ctx], chosen)
+                r = np.clip(cols.rewards[name][event], low, high)
+                if vw:
+                    logged = {"propensities": cols.propensities[name][event]}
+                s.policy.learn_many(cols.arms[name][event], X, r, ts_ms=ts_ctx[ctx],
+                                    **logged)
+        tally(s, arms, rewards, rows, cols.segments)
+    totals = {0: c.personalized, 1: c.holdout}
+    _add_grouped(totals, [0, 1], cols.holdout, cols.best)
+    c.version += 1
+
+
+def segment_pairs(events: Sequence[JoinedEvent]) -> tuple[list, np.ndarray, np.ndarray, int]:
+    """Every (event, segment value) pair of a batch: the values seen (segment, value),
+    per pair the event's index and the value's index (in event order), and the number of
+    events."""
+    index: dict[tuple[str, str], int] = {}
+    rows, codes = [], []
+    for i, e in enumerate(events):
+        for key in e.segments.items():
+            rows.append(i)
+            codes.append(index.setdefault(key, len(index)))
+    return (list(index), np.array(rows, dtype=np.int64), np.array(codes, dtype=np.int64),
+            len(events))
+
+
+def tally(s: _Slot, arms: np.ndarray, rewards: np.ndarray, rows: list[int],
+          segments: tuple[list, np.ndarray, np.ndarray, int]) -> None:
+    """Add a slot's events to its report tallies, per arm and per segment value (with
+    per-arm counts). ``arms``, ``rewards`` (n,) belong to the batch's events ``rows``;
+    ``segments`` is ``segment_pairs`` of the whole batch."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    _add_grouped(s.arm_tally, s.arm_ids, arms, rewards)
+    keys, event, code, n_events = segments
+    if not len(code):
+        return
+    position = np.full(n_events, -1, dtype=np.int64)  # event -> its row among ``rows``
+    position[rows] = np.arange(len(rows))
+    at = position[event]
+    code, at = code[at >= 0], at[at >= 0]
+    _add_grouped(s.segment_tally, keys, code, rewards[at])
+    pairs = code * len(s.arm_ids) + arms[at]
+    seen, first, counts = np.unique(pairs, return_index=True, return_counts=True)
+    for pair, n in zip(seen[np.argsort(first)], counts[np.argsort(first)]):
+        key, arm = keys[pair // len(s.arm_ids)], s.arm_ids[pair % len(s.arm_ids)]
+        mine = s.segment_counts.setdefault(key, {})
+        mine[arm] = mine.get(arm, 0) + int(n)
+
+
+def encode_slot_contexts(spec: CampaignSpec, slot: str,
+                         events: Sequence[JoinedEvent]) -> tuple[np.ndarray, list[str]]:
+    """The input of ``slot``'s policy for logged events, as the engine builds it when it learns
+    them: X (n, dim) (campaign context, then a one-hot of each earlier slot it conditions on)
+    and the column names (dim,). Every event must carry a context; offline evaluation uses it
+    so that a policy replayed on the log sees what the live one saw."""
+    c = build_campaign(spec, np.random.default_rng(0))
+    s = c.slot(slot)
+    base = c.context.encode([e.context or {} for e in events])
+    chosen = {prev: np.array([c.slot(prev).arm_index.get(e.slots[prev].arm, 0)
+                              if prev in e.slots else 0 for e in events], dtype=np.int64)
+              for prev, _ in s.conditioned}
+    return slot_matrix(s, base, chosen), list(s.columns)

@@ -1,0 +1,133 @@
+"""Snapshots: campaigns, policy states, report tallies and the open attribution windows as
+one npz (``meta`` JSON plus named arrays), written atomically; and read back."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from bandit.engine.campaign import _Campaign, build_campaign
+from bandit.engine.join import Joiner
+from bandit.engine.tally import _Tally
+from bandit.errors import IncompatibleStateError
+from bandit.models import CampaignSpec
+from bandit.policies import from_state
+
+SNAPSHOT_MAGIC = "bandit-engine-snapshot"
+SNAPSHOT_FORMAT = 2  # 2: the open attribution windows as binary columns
+_JOIN = "join/"  # snapshot arrays of the attribution join (policy arrays are "ci/si/role/")
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` into ``path``: a crash leaves the old file or the new one, never half of one."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_bytes(meta: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The npz of ``snapshot``'s parts."""
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8), **arrays)
+    return buffer.getvalue()
+
+
+def snapshot(campaigns: Mapping[str, _Campaign], joiner: Joiner, rejected_events: int
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The snapshot's meta (JSON-ready) and arrays, from the engine's state."""
+    arrays: dict[str, np.ndarray] = {}
+    items = []
+    for ci, c in enumerate(campaigns.values()):
+        slots = []
+        for si, s in enumerate(c.slots):
+            policies = {}
+            for role, policy in (("policy", s.policy), ("fallback", s.fallback)):
+                state = policy.state()
+                for name, value in state["arrays"].items():
+                    arrays[f"{ci}/{si}/{role}/{name}"] = value
+                policies[role] = {k: v for k, v in state.items() if k != "arrays"}
+            slots.append({
+                "policies": policies,
+                "shared_fallback": s.fallback is s.policy,
+                "conditioned": s.conditioned,
+                "columns": s.columns,
+                "arm_tally": {a: vars(t) for a, t in s.arm_tally.items()},
+                "segments": [[seg, val, counts, vars(s.segment_tally[(seg, val)])]
+                             for (seg, val), counts in s.segment_counts.items()],
+            })
+        items.append({
+            "spec": c.spec.model_dump(mode="json"), "paused": c.paused, "version": c.version,
+            "personalized": vars(c.personalized), "holdout": vars(c.holdout), "slots": slots,
+        })
+    join, windows = joiner.state()
+    arrays.update({f"{_JOIN}{name}": value for name, value in windows.items()})
+    meta = {"magic": SNAPSHOT_MAGIC, "format": SNAPSHOT_FORMAT, "campaigns": items,
+            "joiner": join, "rejected_events": rejected_events}
+    return meta, arrays
+
+
+def read(data: bytes, path: str, model_only: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A snapshot's meta and arrays (the join's left out when ``model_only``); damaged or
+    foreign data gets IncompatibleStateError naming ``path``."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            meta = orjson.loads(npz["meta"].tobytes())
+            # Members are read on access: a model-only load never touches the windows.
+            arrays = {k: npz[k] for k in npz.files if k != "meta"
+                      and not (model_only and k.startswith(_JOIN))}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise IncompatibleStateError(f"{path}: not an engine snapshot ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("magic") != SNAPSHOT_MAGIC:
+        raise IncompatibleStateError(f"{path}: not an engine snapshot")
+    if meta.get("format") != SNAPSHOT_FORMAT:
+        raise IncompatibleStateError(
+            f"{path}: snapshot format {meta.get('format')!r}, expected {SNAPSHOT_FORMAT}")
+    return meta, arrays
+
+
+def restore_campaign(item: dict[str, Any], ci: int, arrays: Mapping[str, np.ndarray],
+                     rng: np.random.Generator) -> _Campaign:
+    """Campaign ``ci`` of a snapshot's meta, its policies seeded from ``rng``."""
+    c = build_campaign(CampaignSpec.model_validate(item["spec"]), rng)
+    c.paused, c.version = bool(item["paused"]), int(item["version"])
+    c.personalized, c.holdout = _Tally(**item["personalized"]), _Tally(**item["holdout"])
+    for si, (s, saved) in enumerate(zip(c.slots, item["slots"], strict=True)):
+        restored = {}
+        for role, head in saved["policies"].items():
+            prefix = f"{ci}/{si}/{role}/"
+            state = dict(head, arrays={k[len(prefix):]: v for k, v in arrays.items()
+                                       if k.startswith(prefix)})
+            restored[role] = from_state(state, rng=int(rng.integers(2**63)))
+        # Widths fixed at creation, before arms were added to earlier slots.
+        s.conditioned = [(prev, int(w)) for prev, w in saved["conditioned"]]
+        s.columns = list(saved["columns"])
+        s.policy = restored["policy"]
+        s.fallback = s.policy if saved["shared_fallback"] else restored["fallback"]
+        s.arm_tally = {a: _Tally(**t) for a, t in saved["arm_tally"].items()}
+        for seg, val, counts, tally in saved["segments"]:
+            s.segment_counts[(seg, val)] = dict(counts)
+            s.segment_tally[(seg, val)] = _Tally(**tally)
+    return c
+
+
+def restore_joiner(meta: dict[str, Any], arrays: Mapping[str, np.ndarray],
+                   campaign: Callable[[str], CampaignSpec]) -> Joiner:
+    """The attribution join of a snapshot."""
+    return Joiner.from_state(meta["joiner"], {k[len(_JOIN):]: v for k, v in arrays.items()
+                                              if k.startswith(_JOIN)}, campaign)

@@ -1,0 +1,382 @@
+"""The open attribution windows as columns, ``Joiner``'s storage: rows of column arrays
+(impression time, deadline, per slot the arm and propensity, the context's values, segment
+values, holdout), with the strings interned and the shapes of the dicts (campaign, slot names,
+context keys, segment keys) stored once per distinct shape; and ``Closed``, the columns of the
+decisions whose windows closed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import attrgetter
+
+import numpy as np
+import orjson
+
+from bandit import wire
+from bandit.models import Impression, JoinedEvent
+
+_FIRST_ROWS = 1024  # initial capacity of the open-window columns; doubled when full
+_WIDE = ("_arm", "_propensity", "_context", "_segment")  # a column per slot, key, segment
+_arm, _propensity = attrgetter("arm"), attrgetter("propensity")
+
+
+@dataclass
+class Closed:
+    """The decisions whose windows one batch closed, as the join's columns, in deadline order
+    (impression ts + attribution window), decision id breaking ties: the order they are learned
+    in, so that a stream's batches, end to end, close its decisions in one canonical order
+    (streams/worker.py says when).
+
+    Row i: ``ids[i]``, ``users[i]``, ``ts``, ``shape`` (an index into ``shapes``: campaign, slot
+    names, context keys with "is a string", segment keys), ``holdout``, ``wire`` (decoded by the
+    stream worker), and per position j of its shape's slots, context keys and segment keys:
+    ``arm``, ``propensity`` and ``reward`` (aggregated, or the campaign's default), ``context``
+    and ``segment``. Arms, string context values and segment values are indices into ``names``.
+    ``Engine`` learns from these columns; ``events`` and ``json`` are for the other readers.
+    """
+
+    ids: list[str]
+    users: list[str]
+    ts: np.ndarray  # (n,) float64
+    shape: np.ndarray  # (n,) int32
+    holdout: np.ndarray  # (n,) bool
+    wire: np.ndarray  # (n,) bool
+    arm: np.ndarray  # (n, slots) int32
+    propensity: np.ndarray  # (n, slots) float64
+    reward: np.ndarray  # (n, slots) float64
+    context: np.ndarray  # (n, keys) float64 (string values: their index in names)
+    segment: np.ndarray  # (n, segments) int32
+    names: list[str]
+    shapes: list[tuple]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _rows(self):
+        """Per decision: its plain fields, in the order of ``JoinedEvent``'s."""
+        names, shapes = self.names, self.shapes
+        for i, ts, shape, holdout, is_wire, arms, propensities, rewards, values, segment in zip(
+                range(len(self.ids)), self.ts.tolist(), self.shape.tolist(),
+                self.holdout.tolist(), self.wire.tolist(), self.arm.tolist(),
+                self.propensity.tolist(), self.reward.tolist(), self.context.tolist(),
+                self.segment.tolist()):
+            campaign, slots, context_keys, segment_keys = shapes[shape]
+            context = None if context_keys is None else {
+                key: names[int(v)] if is_str else v
+                for (key, is_str), v in zip(context_keys, values)}
+            yield (is_wire, self.ids[i], campaign, self.users[i], ts,
+                   [(slot, names[a], p) for slot, a, p in zip(slots, arms, propensities)],
+                   context, {key: names[v] for key, v in zip(segment_keys, segment)},
+                   holdout, dict(zip(slots, rewards)))
+
+    def events(self) -> list[JoinedEvent | wire.Joined]:
+        """The closed decisions: ``wire.Joined`` for impressions decoded by the stream worker
+        (validated then: no second validation), else JoinedEvent."""
+        out: list[JoinedEvent | wire.Joined] = []
+        for (is_wire, decision_id, campaign, user_id, ts, choices, context, segments, holdout,
+             rewards) in self._rows():
+            if is_wire:
+                out.append(wire.Joined(
+                    decision_id=decision_id, campaign=campaign, user_id=user_id, ts=ts,
+                    slots={slot: wire.SlotChoice(arm=a, propensity=p) for slot, a, p in choices},
+                    context=context, segments=segments, holdout=holdout, rewards=rewards))
+            else:
+                out.append(JoinedEvent(
+                    decision_id=decision_id, campaign=campaign, user_id=user_id, ts=ts,
+                    slots={slot: {"arm": a, "propensity": p} for slot, a, p in choices},
+                    context=context, segments=segments, holdout=holdout, rewards=rewards))
+        return out
+
+    def json(self) -> list[tuple[str, bytes]]:
+        """(decision id, the JSON of its JoinedEvent) per closed decision, the bytes of
+        ``model_dump(mode="json", exclude_none=True)`` (pinned by tests/test_engine.py and
+        tests/test_join.py), written from the columns without building an event or a dict.
+
+        Per shape, every row has the same keys in the same order, so its JSON is fixed text
+        between values; each value column is written at once (numbers by one orjson call over
+        the column, so they are orjson's digits; strings each once) and a row is one join.
+        """
+        n = len(self.ids)
+        out: list[tuple[str, bytes]] = [None] * n  # type: ignore[list-item]
+        dumps, names = orjson.dumps, self.names
+        ids = _split(dumps(self.ids))  # 32 hex digits each: no comma inside
+        if len(ids) != n:
+            raise ValueError("closed decisions: a decision id is not 32 hex digits")
+        users = list(map(dumps, self.users))
+        holdout = list(map(_BOOLS.__getitem__, self.holdout.tolist()))
+        ts = _split(dumps(self.ts.tolist()))
+        for shape in np.unique(self.shape).tolist():
+            at = np.flatnonzero(self.shape == shape)
+            rows = at.tolist()
+            campaign, slots, context_keys, segment_keys = self.shapes[shape]
+            name = _names_json(names, np.concatenate([
+                self.arm[at, :len(slots)].ravel(), self.segment[at, :len(segment_keys)].ravel(),
+                *(self.context[at, j].astype(np.int64) for j, (_, is_str) in
+                  enumerate(context_keys or ()) if is_str)]))
+            pieces: list = [repeat(b'{"decision_id":'), [ids[i] for i in rows],
+                            repeat(b',"campaign":' + dumps(campaign) + b',"user_id":'),
+                            [users[i] for i in rows], repeat(b',"ts":'), [ts[i] for i in rows],
+                            repeat(b',"slots":{')]
+            for j, slot in enumerate(slots):
+                pieces += [repeat((b"," if j else b"") + dumps(slot) + b':{"arm":'),
+                           list(map(name.__getitem__, self.arm[at, j].tolist())),
+                           repeat(b',"propensity":'),
+                           _split(dumps(self.propensity[at, j].tolist())),
+                           repeat(b"}")]
+            pieces.append(repeat(b"}"))
+            if context_keys is not None:
+                pieces.append(repeat(b',"context":{'))
+                for j, (key, is_str) in enumerate(context_keys):
+                    column = self.context[at, j]
+                    pieces += [repeat((b"," if j else b"") + dumps(key) + b":"),
+                               list(map(name.__getitem__, column.astype(np.int64).tolist()))
+                               if is_str else _split(dumps(column.tolist()))]
+                pieces.append(repeat(b"}"))
+            pieces.append(repeat(b',"segments":{'))
+            for j, key in enumerate(segment_keys):
+                pieces += [repeat((b"," if j else b"") + dumps(key) + b":"),
+                           list(map(name.__getitem__, self.segment[at, j].tolist()))]
+            pieces += [repeat(b'},"holdout":'), [holdout[i] for i in rows],
+                       repeat(b',"rewards":{')]
+            for j, slot in enumerate(slots):
+                pieces += [repeat((b"," if j else b"") + dumps(slot) + b":"),
+                           _split(dumps(self.reward[at, j].tolist()))]
+            pieces.append(repeat(b"}}"))
+            for i, row in zip(rows, map(b"".join, zip(*pieces))):
+                out[i] = (self.ids[i], row)
+        return out
+
+
+_BOOLS = (b"false", b"true")
+
+
+def _split(array_json: bytes) -> list[bytes]:
+    """The elements of a JSON array of numbers or of strings without a comma, as orjson wrote
+    them."""
+    return array_json[1:-1].split(b",") if len(array_json) > 2 else []
+
+
+def _names_json(names: list[str], used: np.ndarray) -> dict[int, bytes]:
+    """The JSON of each interned string a batch uses, by index."""
+    return {i: orjson.dumps(names[i]) for i in np.unique(used).tolist()}
+
+
+class _OpenWindows:
+    """The columns of the open decisions and what they index (interned strings, shapes, the
+    row of each decision id); ``Joiner`` adds the join itself (events in, windows closed) and
+    says how long a campaign's window is (``_window``) and its default reward (``_default``)."""
+
+    def __init__(self) -> None:
+        # Interned strings (arm ids, string context values, segment values) and shapes: a
+        # shape is (campaign, slot names, ((context key, is a string), ...) or None, segment
+        # keys), the order of each dict as the impression had it.
+        self._names: list[str] = []
+        self._name_index: dict[str, int] = {}
+        self._shapes: list[tuple] = []
+        self._shape_index: dict[tuple, int] = {}
+        self._shape_by_types: dict[tuple, int] = {}  # _shape_of's cache: value types, not flags
+        # The open decisions: row r of every column; _row maps a decision id to its row.
+        self._row: dict[str, int] = {}
+        self._ids: list[str | None] = []
+        self._users: list[str | None] = []
+        self._free: list[int] = []
+        self._size = 0  # rows ever used (live or free)
+        self._rewards: dict[int, dict[str, float]] = {}  # row -> slot -> aggregated reward
+        self._first_ts: dict[int, dict[str, float]] = {}  # row -> slot -> its reward's click ts
+        self._next_deadline = float("inf")  # no open window closes before this (a lower bound)
+        self._allocate(_FIRST_ROWS, 1, 1, 1)
+
+    def _window(self, campaign: str) -> int:
+        raise NotImplementedError
+
+    def _default(self, campaign: str) -> float:
+        raise NotImplementedError
+
+    def _allocate(self, rows: int, slots: int, context: int, segments: int) -> None:
+        """(Re)size the columns, keeping the rows in use (``add`` may have handed out rows
+        beyond the old size: nothing is written to them yet)."""
+        old = getattr(self, "_ts", None)
+        n = self._size if old is None else min(self._size, len(old))
+
+        def column(name: str, dtype: type, width: int | None = None) -> np.ndarray:
+            shape = (rows,) if width is None else (rows, width)
+            fresh = np.zeros(shape, dtype=dtype)
+            if old is not None:
+                before = getattr(self, name)
+                if width is None:
+                    fresh[:n] = before[:n]
+                else:
+                    fresh[:n, :before.shape[1]] = before[:n]
+            return fresh
+
+        self._ts = column("_ts", np.float64)
+        self._deadline = column("_deadline", np.float64)
+        self._shape = column("_shape", np.int32)
+        self._holdout = column("_holdout", np.bool_)
+        self._wire = column("_wire", np.bool_)  # a bandit.wire impression (else pydantic)
+        self._live = column("_live", np.bool_)
+        self._arm = column("_arm", np.int32, slots)
+        self._propensity = column("_propensity", np.float64, slots)
+        self._context = column("_context", np.float64, context)  # string values: their index
+        self._segment = column("_segment", np.int32, segments)
+        grow = rows - len(self._ids)
+        self._ids += [None] * grow
+        self._users += [None] * grow
+
+    def _intern(self, name: str) -> int:
+        index = self._name_index.get(name)
+        if index is None:
+            index = self._name_index[name] = len(self._names)
+            self._names.append(name)
+        return index
+
+    def _intern_in_order(self, imps: list[Impression | wire.Impression]) -> None:
+        for imp in imps:
+            for choice in imp.slots.values():
+                self._intern(choice.arm)
+            if imp.context is not None:
+                for value in imp.context.values():
+                    if type(value) is str:
+                        self._intern(value)
+            for value in imp.segments.values():
+                self._intern(value)
+
+    def _shape_of(self, imp: Impression | wire.Impression) -> int:
+        """The index of the impression's shape (campaign, slot names, context keys and which
+        values are strings, segment keys), added if new."""
+        context = imp.context
+        # The value types, not "is a string" per value: map(type) costs a fraction of a loop.
+        fast = (imp.campaign, tuple(imp.slots), None if context is None else tuple(context),
+                None if context is None else tuple(map(type, context.values())),
+                tuple(imp.segments))
+        shape = self._shape_by_types.get(fast)
+        if shape is not None:
+            return shape
+        strings = None if context is None else tuple(t is str for t in fast[3])
+        key = (fast[0], fast[1], fast[2], strings, fast[4])
+        shape = self._shape_index.get(key)
+        if shape is None:
+            shape = self._shape_index[key] = len(self._shapes)
+            self._shapes.append((imp.campaign, key[1], None if context is None else
+                                 tuple(zip(key[2], strings)), key[4]))
+        if len(self._shape_by_types) < 4096:
+            self._shape_by_types[fast] = shape
+        return shape
+
+    def _insert(self, pending: list[tuple[int, int, Impression | wire.Impression]]) -> None:
+        """Write impressions to their rows (handed out by ``add``), per shape one numpy write
+        per column. Strings new to the join are interned in the order a row-by-row insert
+        would meet them (arms, string context values, segment values, impression by
+        impression), so the state does not depend on how the impressions were batched."""
+        groups: dict[int, list[tuple[int, int, Impression | wire.Impression]]] = {}
+        for item in pending:
+            groups.setdefault(item[1], []).append(item)
+        needed = self._size  # rows ever used, counting the new ones
+        width = [self._arm.shape[1], self._context.shape[1], self._segment.shape[1]]
+        for shape in groups:
+            _, slots, context_keys, segment_keys = self._shapes[shape]
+            width[0] = max(width[0], len(slots))
+            width[1] = max(width[1], 0 if context_keys is None else len(context_keys))
+            width[2] = max(width[2], len(segment_keys))
+        rows = len(self._ts)
+        while rows < needed:
+            rows *= 2
+        if rows > len(self._ts) or width != [self._arm.shape[1], self._context.shape[1],
+                                             self._segment.shape[1]]:
+            self._allocate(rows, *width)
+        known = self._name_index
+        columns = []  # per shape: its rows, slot choices, arms, context values, segment values
+        names: set[str] = set()
+        for shape, items in groups.items():
+            _, slots, context_keys, segment_keys = self._shapes[shape]
+            imps = [imp for _, _, imp in items]
+            choices = list(chain.from_iterable(imp.slots.values() for imp in imps))
+            arms = list(map(_arm, choices))
+            d = 0 if context_keys is None else len(context_keys)
+            values = list(chain.from_iterable(imp.context.values() for imp in imps)) if d else []
+            strings = [j for j, (_, is_str) in enumerate(context_keys or ()) if is_str]
+            segments = list(chain.from_iterable(imp.segments.values() for imp in imps))
+            names.update(arms, segments, *(values[j::d] for j in strings))
+            at = np.fromiter((r for r, _, _ in items), np.intp, len(items))
+            columns.append((at, len(slots), d, strings, len(segment_keys), choices, arms,
+                            values, segments))
+        if not known.keys() >= names:
+            self._intern_in_order([imp for _, _, imp in pending])
+        for at, k, d, strings, g, choices, arms, values, segments in columns:
+            self._arm[at, :k] = np.fromiter(map(known.__getitem__, arms), np.int32,
+                                            len(arms)).reshape(-1, k)
+            self._propensity[at, :k] = np.fromiter(map(_propensity, choices), np.float64,
+                                                   len(choices)).reshape(-1, k)
+            if d:
+                for j in strings:
+                    values[j::d] = map(known.__getitem__, values[j::d])
+                self._context[at, :d] = np.array(values, dtype=np.float64).reshape(-1, d)
+            if g:
+                self._segment[at, :g] = np.fromiter(map(known.__getitem__, segments), np.int32,
+                                                    len(segments)).reshape(-1, g)
+        at = np.fromiter((r for r, _, _ in pending), np.intp, len(pending))
+        imps = [imp for _, _, imp in pending]
+        ts = np.array([imp.ts for imp in imps], dtype=np.float64)
+        windows = {campaign: self._window(campaign) for campaign in {i.campaign for i in imps}}
+        deadline = np.array([imp.ts + windows[imp.campaign] for imp in imps], dtype=np.float64)
+        self._ts[at], self._deadline[at] = ts, deadline
+        self._shape[at] = np.fromiter((shape for _, shape, _ in pending), np.int32, len(pending))
+        self._holdout[at] = np.fromiter((imp.holdout for imp in imps), np.bool_, len(imps))
+        self._wire[at] = np.fromiter((type(imp) is wire.Impression for imp in imps), np.bool_,
+                                     len(imps))
+        self._live[at] = True
+        ids, users = self._ids, self._users
+        for r, _, imp in pending:
+            ids[r], users[r] = imp.decision_id, imp.user_id
+        self._next_deadline = min(self._next_deadline, float(deadline.min()))
+
+    def _compact(self) -> None:
+        """Keep only the interned strings that open decisions use (what erased or closed
+        decisions alone used leaves the state), renumbered in their order."""
+        if not self._names:
+            return
+        n = self._size
+        live = np.flatnonzero(self._live[:n])
+        shapes = self._shape[live]
+        used = np.zeros(len(self._names), dtype=np.bool_)
+        strings = []  # per shape with string context values: its rows and those columns
+        for shape in np.unique(shapes).tolist():
+            rows = live[shapes == shape]
+            _, slots, context_keys, segment_keys = self._shapes[shape]
+            used[self._arm[rows, :len(slots)]] = True
+            used[self._segment[rows, :len(segment_keys)]] = True
+            columns = [j for j, (_, is_str) in enumerate(context_keys or ()) if is_str]
+            if columns:
+                cells = np.ix_(rows, columns)
+                used[self._context[cells].astype(np.intp)] = True
+                strings.append(cells)
+        new = np.cumsum(used, dtype=np.int32) - 1
+        new[~used] = 0  # cells past a row's own slots and segments: any valid index
+        self._names = [name for name, keep in zip(self._names, used.tolist()) if keep]
+        self._name_index = {name: i for i, name in enumerate(self._names)}
+        self._arm[:n] = new[self._arm[:n]]
+        self._segment[:n] = new[self._segment[:n]]
+        for cells in strings:
+            self._context[cells] = new[self._context[cells].astype(np.intp)]
+
+    def _closed_rows(self, rows: np.ndarray) -> Closed:
+        """The columns of ``rows`` (their windows closed), rewards aggregated or defaulted."""
+        shape = self._shape[rows]
+        defaults = np.array([self._default(campaign) for campaign, *_ in self._shapes])
+        reward = np.repeat(defaults[shape][:, None], self._arm.shape[1], axis=1)
+        if self._rewards:  # only rows with clicks have rewards: look those up, not each row
+            position = np.full(self._size, -1, dtype=np.int64)
+            position[rows] = np.arange(len(rows))
+            for r, got in self._rewards.items():
+                i = int(position[r])
+                if i >= 0 and got:
+                    for j, slot in enumerate(self._shapes[shape[i]][1]):
+                        if slot in got:
+                            reward[i, j] = got[slot]
+        return Closed(
+            ids=[self._ids[r] for r in rows.tolist()],
+            users=[self._users[r] for r in rows.tolist()], ts=self._ts[rows], shape=shape,
+            holdout=self._holdout[rows], wire=self._wire[rows], arm=self._arm[rows],
+            propensity=self._propensity[rows], reward=reward, context=self._context[rows],
+            segment=self._segment[rows], names=self._names, shapes=self._shapes)
