@@ -20,7 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from bandit.join import MAX_PENDING
+from bandit.engine.join import MAX_PENDING
 
 ENV_PREFIX = "CMAB_"
 

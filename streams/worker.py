@@ -23,7 +23,7 @@ every batch, so before any checkpoint that covers them, and records re-processed
 restart may write them again.
 
 Erasure is durable: the decision service publishes an erase record (``erase_record``: the
-subject's ``bandit.join.subject_key`` and the erasure's time, no user id) to the campaigns
+subject's ``bandit.engine.join.subject_key`` and the erasure's time, no user id) to the campaigns
 topic, which every worker reads from its start. A worker applies each erase record to every
 partition it holds and again to every partition it restores (a checkpoint may predate the
 erasure), and the join refuses the subject's impressions up to the erasure's time that come
@@ -78,7 +78,7 @@ from typing import Any, NamedTuple, Protocol
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
-from bandit.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected, subject_key
+from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected, subject_key
 from bandit.models import Click, Impression
 from streams.codec import Refused, decode_many, encode
 from streams.records import CLICKS, IMPRESSIONS, STREAMS, Batch, DeadLetter, Record
@@ -390,7 +390,7 @@ class Worker:
 
     ``on_batch`` (optional) is called with each partition's output after it is written;
     ``stages`` (optional) sums the time of each stage of the batches (``Stages``);
-    ``max_pending`` caps each partition's open decisions per campaign (``bandit.join``).
+    ``max_pending`` caps each partition's open decisions per campaign (``bandit.engine.join``).
     """
 
     def __init__(self, transport: Transport, *, seed: int = 0,

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from bandit.deadlines import deadline_protocol
 from bandit.engine import Engine
 from bandit.errors import OverCapacityError
-from bandit.join import OVER_CAPACITY, Joiner, subject_key
+from bandit.engine.join import OVER_CAPACITY, Joiner, subject_key
 from bandit.models import CampaignSpec, Click, Impression
 from bandit.service import _JsonItems, create_app
 from bandit.settings import Settings

@@ -380,14 +380,8 @@ def test_is_vw_answers_isinstance_without_importing_vw(kind):
     assert not is_vw(VWPolicy) and not is_vw(None)
 
 
-_ENGINE_IMPORTS_VW = pytest.mark.xfail(
-    strict=True, reason="bandit/engine.py imports VWPolicy at module level (is_vw replaces it)")
-
-
-@pytest.mark.parametrize("module", [
-    "bandit", "bandit.policies", pytest.param("bandit.engine", marks=_ENGINE_IMPORTS_VW),
-    pytest.param("bandit.service", marks=_ENGINE_IMPORTS_VW),
-])
+@pytest.mark.parametrize("module", ["bandit", "bandit.policies", "bandit.engine",
+                                    "bandit.service"])
 def test_importing_the_engine_does_not_load_vowpalwabbit(module):
     # A fresh interpreter: this one has long imported VW. VW is loaded when a VW policy is
     # made or read (bandit.policies.VWPolicy, a "vw" state), never by an import of the engine.

@@ -235,7 +235,7 @@ class Engine:
 
     def limit_pending(self, max_pending: int) -> None:
         """Keep at most ``max_pending`` decisions of a campaign open in the attribution join
-        (``bandit.join``); not part of a snapshot, so set again after loading one."""
+        (``bandit.engine.join``); not part of a snapshot, so set again after loading one."""
         with self._lock:
             self._joiner.max_pending = max_pending
 
