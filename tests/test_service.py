@@ -31,7 +31,9 @@ from bandit.cli import main
 from bandit.engine import DecisionBatch, Engine, SlotColumns
 from bandit.errors import InvalidInputError, NotFoundError
 from bandit.models import CampaignSpec, Contribution, Decision, DecisionRequest
-from bandit.service import _Metrics, _Singles, create_app
+from bandit.service import create_app
+from bandit.service.metrics import Metrics
+from bandit.service.singles import Singles
 from bandit.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -694,7 +696,7 @@ async def test_concurrent_single_decisions_are_answered_each_its_own():
     calls = []
     decide_batch = engine.decide_batch
     engine.decide_batch = lambda c, r: calls.append(len(r)) or decide_batch(c, r)
-    singles = _Singles(engine, _Metrics())
+    singles = Singles(engine, Metrics())
     requests = [DecisionRequest(campaign="c", user_id="u0", context={"x": 1.0}),
                 DecisionRequest(campaign="c", user_id="u1", context={"y": 1.0}),
                 DecisionRequest(campaign="d", user_id="u2", context={"x": 2.0}),
