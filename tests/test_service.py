@@ -757,6 +757,67 @@ def test_serve_refuses_a_bad_snapshot_at_start_up_in_one_line(tmp_path, capsys, 
     assert "corrupt.npz: not an engine snapshot" in capsys.readouterr().err
 
 
+class FakeLink:
+    """A stream link (bandit.service.Link) that records what the service hands it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.calls = engine, []
+
+    def campaign_changed(self, name: str) -> None:
+        self.calls.append(("campaign", name))
+
+    def events(self, events: list[Any]) -> int:
+        self.calls.append(("events", [e.event_id for e in events]))
+        return len(events)
+
+    def erase(self, user_id: str, at_ms: int) -> None:
+        self.calls.append(("erase", user_id))
+
+    def state_age_s(self) -> float | None:
+        return 2.5
+
+    def stale_checkpoints(self) -> int:
+        return 3
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+
+def test_create_app_in_stream_mode_needs_the_link():
+    with pytest.raises(ValueError, match="no stream link"):
+        create_app(Engine(seed=0), Settings(bootstrap_servers="127.0.0.1:9092"))
+
+
+@pytest.mark.anyio
+async def test_the_stream_link_is_made_at_start_up_and_gets_campaigns_events_and_erasures(
+        newsletter_spec):
+    links: list[FakeLink] = []
+
+    def connect(engine: Engine) -> FakeLink:
+        links.append(FakeLink(engine))
+        return links[-1]
+
+    engine = Engine(seed=0)
+    engine.warm_up()
+    app = create_app(engine, Settings(), link=connect)
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as c:
+        async with app.router.lifespan_context(app):
+            assert [link.engine for link in links] == [engine]
+            assert (await c.post("/v1/campaigns", json=newsletter_spec("s"))).status_code == 201
+            decision = (await c.post("/v1/decisions", json=subscriber("s", 1))).json()
+            posted = await c.post("/v1/events", json=impressions([decision], 0))
+            assert posted.json() == {"accepted": 1}
+            erased = (await c.delete("/v1/subjects/user-1")).json()
+            assert erased == {"erased": 0, "forwarded": True}
+            assert (await c.get("/readyz")).json() == {"status": "ready", "state_age_s": 2.5}
+            assert "cmab_stale_checkpoints_total 3.0" in (await c.get("/metrics")).text
+        event_id = f"imp-{decision['decision_id']}"
+        assert links[0].calls == [("campaign", "s"), ("events", [event_id]),
+                                  ("erase", "user-1"), ("close",)]
+        assert engine.report("s").impressions == 0  # sent to the stream, not learned here
+
+
 @pytest.mark.anyio
 async def test_readyz_waits_for_the_snapshot_and_the_warm_up(tmp_path, newsletter_spec):
     saved = Engine(seed=0)
