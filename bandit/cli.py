@@ -19,9 +19,13 @@ import typer
 from bandit.errors import BanditError, InvalidInputError
 
 if TYPE_CHECKING:
+    import logging
+    import socket
+
     from pydantic import ValidationError
 
     from bandit.models import CampaignSpec
+    from bandit.settings import Settings
 
 app = typer.Typer(
     name="cmab",
@@ -76,17 +80,8 @@ def simulate(
     ] = 0,
 ) -> None:
     """Compare policies on a simulated environment against uniform random and the oracle."""
-    from rich.console import Console
-    from rich.table import Table
-
     from simulators.environments import make_environment
-    from simulators.reports.simulation import (
-        SLOT_HEADER,
-        SUMMARY_HEADER,
-        format_row,
-        format_slot_row,
-        write_report,
-    )
+    from simulators.reports.simulation import write_report
     from simulators.simulate import POLICY_NAMES, make_policies
     from simulators.simulate import simulate as run_simulation
 
@@ -113,8 +108,23 @@ def simulate(
         delay=delay,
     )
     report = write_report(result, out)
+    _print_simulation(result, report,
+                      f"{env.value}: {steps} steps, batch size {batch_size}, seed {seed}")
 
-    table = Table(title=f"{env.value}: {steps} steps, batch size {batch_size}, seed {seed}")
+
+def _print_simulation(result: Any, report: Path, title: str) -> None:
+    """The summary table (per slot too, for several slots) and where the report is."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from simulators.reports.simulation import (
+        SLOT_HEADER,
+        SUMMARY_HEADER,
+        format_row,
+        format_slot_row,
+    )
+
+    table = Table(title=title)
     for i, column in enumerate(SUMMARY_HEADER):
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in result.summary():
@@ -156,13 +166,12 @@ def serve(
     """
     import contextlib
     import logging
-    import socket
 
     import uvicorn
     from pydantic import ValidationError
 
-    from bandit.deadlines import deadline_protocol
     from bandit.service import create_app, tune_gc
+    from bandit.service.deadlines import deadline_protocol
     from bandit.settings import Settings
 
     overrides: dict[str, Any] = {"host": host, "port": port, "snapshot_path": snapshot}
@@ -171,44 +180,61 @@ def serve(
                             **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as error:
         raise InvalidInputError(_describe_settings_error(error)) from None
-    # Bound here rather than by uvicorn, so a busy port is one line and exit code 2.
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = _listening_socket(settings.host, settings.port)
+    link = None
+    if settings.bootstrap_servers:
+        from streams.link import stream_link
+
+        link = stream_link(settings.bootstrap_servers, settings.topic_prefix)
     try:
-        sock.bind((settings.host, settings.port))
-    except OSError as error:
-        sock.close()
-        raise InvalidInputError(f"--host/--port: cannot listen on {settings.host}:"
-                                f"{settings.port}: {error.strerror}") from None
-    try:
-        app_ = create_app(settings=settings)  # after the bind: a busy port loads no snapshot
+        # After the bind: a busy port loads no snapshot.
+        app_ = create_app(settings=settings, link=link)
     except BanditError:  # a corrupt or foreign snapshot: one line, and the port let go
         sock.close()
         raise
     tune_gc()
+    logger = logging.getLogger("uvicorn.error")
     if settings.id_seed is not None:
-        logging.getLogger("uvicorn.error").warning(
+        logger.warning(
             "cmab serve: CMAB_ID_SEED is set: decision ids are seeded, for reproducible runs "
             "only (a restart or another replica with the same id seed issues the same ids)")
     config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info",
                             http=deadline_protocol(settings.header_timeout_s,
                                                    settings.body_timeout_s))
     # uvicorn does not announce sockets it was handed; the real port matters with --port 0.
-    bound_port = sock.getsockname()[1]
-    logger = logging.getLogger("uvicorn.error")
     logger.info("cmab serve: listening on http://%s:%d (Ctrl-C to stop)", settings.host,
-                bound_port)
+                sock.getsockname()[1])
+    _warn_open(logger, settings)
+    # On SIGINT/SIGTERM uvicorn stops accepting, drains, runs the shutdown (which writes the
+    # snapshot), then re-raises the signal: Ctrl-C arrives here as KeyboardInterrupt.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound here rather than by uvicorn, so a busy port is one line and exit code 2."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise InvalidInputError(f"--host/--port: cannot listen on {host}:{port}: "
+                                f"{error.strerror}") from None
+    return sock
+
+
+def _warn_open(logger: logging.Logger, settings: Settings) -> None:
+    """Warn about each token left unset: its routes are open to anyone who reaches the port."""
     if settings.api_token is None:
         logger.warning("cmab serve: NO MANAGEMENT TOKEN (CMAB_API_TOKEN): anyone who reaches "
                        "the port may create, change and pause campaigns and erase subjects")
     if settings.ingest_token is None:
         logger.warning("cmab serve: NO INGEST TOKEN (CMAB_INGEST_TOKEN): anyone who reaches "
                        "the port may post impressions and clicks, which the model learns")
-    # On SIGINT/SIGTERM uvicorn stops accepting, drains, runs the shutdown (which writes the
-    # snapshot), then re-raises the signal: Ctrl-C arrives here as KeyboardInterrupt.
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[sock])
 
 
 @app.command()
@@ -406,7 +432,7 @@ def vw_export(
         ws.finish()
         return
     from bandit.engine import Engine
-    from bandit.vw import VWPolicy
+    from bandit.policies import VWPolicy
 
     policy, columns, arm_ids = Engine.load(source).slot_policy(campaign, slot)  # type: ignore[arg-type]
     if not isinstance(policy, VWPolicy):
@@ -463,10 +489,7 @@ def replay(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Estimate how target policies would have done on a logged log, with intervals."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from simulators.replay import HEADER, compare, make_targets
+    from simulators.replay import compare, make_targets
     from simulators.reports.replay import write_report
 
     if (dataset is None) == (log is None):
@@ -481,16 +504,9 @@ def replay(
             raise InvalidInputError(f"--behavior: expected random or bts, got {behavior!r}")
         behaviors = load_obd(campaign, cache_dir=cache_dir)
         logged = behaviors[behavior]
-    elif format is LogFormat.dsjson:
-        from simulators.offline.logs import read_dsjson
-
-        logged = read_dsjson(log, name=log.name)
     else:
-        from simulators.offline.logs import read_joined
-
-        if spec is None or slot is None:
-            raise InvalidInputError("--format joined needs --spec FILE and --slot NAME")
-        logged = read_joined(log, _campaign_spec(spec), slot)
+        assert log is not None
+        logged = _logged(log, format, spec, slot)
     names = [n.strip() for n in policy.split(",") if n.strip()]
     chosen = [e.strip() for e in estimators.split(",") if e.strip()]
     targets = make_targets(names, logged, behaviors=behaviors, seed=seed)
@@ -503,7 +519,31 @@ def replay(
                      parameters={"n_boot": n_boot, "clip": clip, "seed": seed,
                                  "batch_size": batch_size})
     report = write_report(result, out)
-    table = Table(title=f"{logged.name}: {logged.n:,} events, {logged.n_actions} actions")
+    _print_replay(result, report,
+                  f"{logged.name}: {logged.n:,} events, {logged.n_actions} actions")
+
+
+def _logged(log: Path, format: LogFormat, spec: Path | None, slot: str | None) -> Any:
+    """The logged events of a --log file."""
+    if format is LogFormat.dsjson:
+        from simulators.offline.logs import read_dsjson
+
+        return read_dsjson(log, name=log.name)
+    from simulators.offline.logs import read_joined
+
+    if spec is None or slot is None:
+        raise InvalidInputError("--format joined needs --spec FILE and --slot NAME")
+    return read_joined(log, _campaign_spec(spec), slot)
+
+
+def _print_replay(result: Any, report: Path, title: str) -> None:
+    """The estimates table and where the report is."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from simulators.replay import HEADER
+
+    table = Table(title=title)
     for i, column in enumerate(HEADER):
         table.add_column(column, justify="left" if i < 2 else "right")
     for row in result.rows():

@@ -8,7 +8,8 @@ state topic (``StateFollower``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import orjson
 
@@ -22,6 +23,8 @@ from streams.worker import erase_record
 
 
 class StreamLink:
+    """The service's link to the stream (``bandit.service.Link``)."""
+
     def __init__(self, engine: Engine, bootstrap_servers: str, topics: Topics,
                  partitions: int = 4) -> None:
         self.engine = engine
@@ -53,6 +56,17 @@ class StreamLink:
     def state_age_s(self) -> float | None:
         return self.follower.age_s()
 
+    def stale_checkpoints(self) -> int:
+        """State checkpoints the follower ignored: behind the one absorbed for their
+        partition."""
+        return self.follower.stale
+
     def close(self) -> None:
         self.follower.close()
         self.publisher.close()
+
+
+def stream_link(bootstrap_servers: str, topic_prefix: str) -> Callable[[Engine], StreamLink]:
+    """``create_app``'s ``link``: the link to these servers and topics, for the app's engine,
+    made when the app starts."""
+    return partial(StreamLink, bootstrap_servers=bootstrap_servers, topics=Topics(topic_prefix))

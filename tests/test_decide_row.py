@@ -22,7 +22,7 @@ from bandit.policies import (
     Policy,
     from_state,
 )
-from bandit.vw import VWPolicy
+from bandit.policies import VWPolicy
 
 K, D = 4, 3
 ARM_FEATURES = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]])  # arms 0, 3 alike

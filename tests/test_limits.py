@@ -24,12 +24,13 @@ import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandit.deadlines import deadline_protocol
 from bandit.engine import Engine
 from bandit.errors import OverCapacityError
 from bandit.engine.join import OVER_CAPACITY, Joiner, subject_key
 from bandit.models import CampaignSpec, Click, Impression
-from bandit.service import _JsonItems, create_app
+from bandit.service import create_app
+from bandit.service.deadlines import deadline_protocol
+from bandit.service.limits import JsonItems
 from bandit.settings import Settings
 from streams.codec import encode
 from streams.memory import MemoryLog, MemoryTransport
@@ -249,7 +250,7 @@ def test_json_requests_are_counted_wherever_the_body_is_cut(users, cuts):
     two chunks included): the count is the number of requests (the fields' comma included)."""
     body = orjson.dumps({"campaign": "w", "requests": [
         {"campaign": "w", "user_id": u, "context": {"x": [1, {"y": u}]}} for u in users]})
-    counter = _JsonItems()
+    counter = JsonItems()
     at = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
     for start, end in zip(at, at[1:]):
         counter.feed(body[start:end])

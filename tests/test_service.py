@@ -31,7 +31,9 @@ from bandit.cli import main
 from bandit.engine import DecisionBatch, Engine, SlotColumns
 from bandit.errors import InvalidInputError, NotFoundError
 from bandit.models import CampaignSpec, Contribution, Decision, DecisionRequest
-from bandit.service import _Metrics, _Singles, create_app
+from bandit.service import create_app
+from bandit.service.metrics import Metrics
+from bandit.service.singles import Singles
 from bandit.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -694,7 +696,7 @@ async def test_concurrent_single_decisions_are_answered_each_its_own():
     calls = []
     decide_batch = engine.decide_batch
     engine.decide_batch = lambda c, r: calls.append(len(r)) or decide_batch(c, r)
-    singles = _Singles(engine, _Metrics())
+    singles = Singles(engine, Metrics())
     requests = [DecisionRequest(campaign="c", user_id="u0", context={"x": 1.0}),
                 DecisionRequest(campaign="c", user_id="u1", context={"y": 1.0}),
                 DecisionRequest(campaign="d", user_id="u2", context={"x": 2.0}),
@@ -753,6 +755,67 @@ def test_serve_refuses_a_bad_snapshot_at_start_up_in_one_line(tmp_path, capsys, 
     monkeypatch.setenv("CMAB_SNAPSHOT_PATH", str(corrupt))  # the setting, not the option
     assert main(["serve", "--port", "0"]) == 2
     assert "corrupt.npz: not an engine snapshot" in capsys.readouterr().err
+
+
+class FakeLink:
+    """A stream link (bandit.service.Link) that records what the service hands it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.calls = engine, []
+
+    def campaign_changed(self, name: str) -> None:
+        self.calls.append(("campaign", name))
+
+    def events(self, events: list[Any]) -> int:
+        self.calls.append(("events", [e.event_id for e in events]))
+        return len(events)
+
+    def erase(self, user_id: str, at_ms: int) -> None:
+        self.calls.append(("erase", user_id))
+
+    def state_age_s(self) -> float | None:
+        return 2.5
+
+    def stale_checkpoints(self) -> int:
+        return 3
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+
+def test_create_app_in_stream_mode_needs_the_link():
+    with pytest.raises(ValueError, match="no stream link"):
+        create_app(Engine(seed=0), Settings(bootstrap_servers="127.0.0.1:9092"))
+
+
+@pytest.mark.anyio
+async def test_the_stream_link_is_made_at_start_up_and_gets_campaigns_events_and_erasures(
+        newsletter_spec):
+    links: list[FakeLink] = []
+
+    def connect(engine: Engine) -> FakeLink:
+        links.append(FakeLink(engine))
+        return links[-1]
+
+    engine = Engine(seed=0)
+    engine.warm_up()
+    app = create_app(engine, Settings(), link=connect)
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as c:
+        async with app.router.lifespan_context(app):
+            assert [link.engine for link in links] == [engine]
+            assert (await c.post("/v1/campaigns", json=newsletter_spec("s"))).status_code == 201
+            decision = (await c.post("/v1/decisions", json=subscriber("s", 1))).json()
+            posted = await c.post("/v1/events", json=impressions([decision], 0))
+            assert posted.json() == {"accepted": 1}
+            erased = (await c.delete("/v1/subjects/user-1")).json()
+            assert erased == {"erased": 0, "forwarded": True}
+            assert (await c.get("/readyz")).json() == {"status": "ready", "state_age_s": 2.5}
+            assert "cmab_stale_checkpoints_total 3.0" in (await c.get("/metrics")).text
+        event_id = f"imp-{decision['decision_id']}"
+        assert links[0].calls == [("campaign", "s"), ("events", [event_id]),
+                                  ("erase", "user-1"), ("close",)]
+        assert engine.report("s").impressions == 0  # sent to the stream, not learned here
 
 
 @pytest.mark.anyio

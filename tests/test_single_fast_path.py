@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from bandit.engine import Engine
 from bandit.models import CampaignSpec, Decision, DecisionRequest
-from bandit.service import _fast_request, create_app
+from bandit.service import create_app
+from bandit.service.fast_path import fast_request
 from bandit.settings import Settings
 
 SPEC = {
@@ -91,7 +92,7 @@ def pydantic_reads(body: bytes) -> DecisionRequest | None:
 @example(body={"campaign": "weekly", "user_id": "u", "context": {"ok\n": 1.0}})
 def test_fast_path_takes_only_what_pydantic_takes_and_reads_it_alike(body):
     raw = json.dumps(body).encode()  # NaN and Infinity as Python's tokens
-    fast = _fast_request(raw)
+    fast = fast_request(raw)
     if fast is None:
         return  # the route decides: pydantic's verdict, whatever it is
     expected = pydantic_reads(raw)
@@ -108,7 +109,7 @@ def test_fast_path_takes_every_valid_request_it_is_sent(body):
     raw = json.dumps(body).encode()
     expected = pydantic_reads(raw)
     if expected is not None and b"NaN" not in raw and b"Infinity" not in raw:
-        assert _fast_request(expected.model_dump_json().encode()) is not None
+        assert fast_request(expected.model_dump_json().encode()) is not None
 
 
 def _text(value: Any, escape: bool) -> str:
@@ -132,9 +133,9 @@ def test_the_fast_path_takes_no_body_with_a_repeated_key(pairs, user, top):
     tops = [t.split(":")[0] for t in top] + ['"user_id"']
     repeated = len(set(keys)) < len(keys) or len(set(tops)) < len(tops)
     if repeated:
-        assert _fast_request(raw) is None, raw
+        assert fast_request(raw) is None, raw
     else:
-        assert (_fast_request(raw) is not None) == (pydantic_reads(raw) is not None), raw
+        assert (fast_request(raw) is not None) == (pydantic_reads(raw) is not None), raw
 
 
 # -- the same answers as the route -----------------------------------------------------------

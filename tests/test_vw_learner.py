@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from bandit.engine import Engine
 from bandit.models import CampaignSpec, JoinedEvent
-from bandit.vw import VWPolicy
+from bandit.policies import VWPolicy
 from streams import joined
 from streams.follower import StateFollower
 from streams.kafka import producer, read_last, reader

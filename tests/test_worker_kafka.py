@@ -182,13 +182,15 @@ def test_two_workers_rebalance_on_join_and_on_kill(kafka, tmp_path):
 def test_the_service_in_stream_mode_publishes_campaigns_and_events_and_follows_the_state(kafka):
     from bandit.service import create_app
     from bandit.settings import Settings
+    from streams.link import stream_link
     from tests.test_service import live
 
     prefix = f"s{uuid.uuid4().hex[:10]}"
     topics = Topics(prefix)
     settings = Settings(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=prefix)
     s = streamdata.make(200, seed=14)
-    with live(create_app(Engine(seed=0), settings)) as client:
+    link = stream_link(kafka.bootstrap_servers, prefix)
+    with live(create_app(Engine(seed=0), settings, link)) as client:
         created = client.post("/v1/campaigns", json=streamdata.spec().model_dump(mode="json"))
         assert created.status_code == 201, created.text
         transport = KafkaTransport(kafka.bootstrap_servers, topics, f"g-{prefix}",
@@ -224,6 +226,7 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
     from bandit.settings import Settings
     from streams.joined import examples
     from streams.kafka import read_until_idle
+    from streams.link import stream_link
     from tests.test_service import live
 
     partitions = 2
@@ -263,7 +266,8 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
         send_until(subject["ts"])
         assert follower.wait_for(_done(topics, dict(counts), partitions), 60), "no checkpoint"
         settings = Settings(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=topics.prefix)
-        with live(create_app(Engine(seed=0), settings)) as client:
+        link = stream_link(kafka.bootstrap_servers, topics.prefix)
+        with live(create_app(Engine(seed=0), settings, link)) as client:
             erased = client.delete(f"/v1/subjects/{subject['user_id']}")
             assert erased.status_code == 200, erased.text
             assert erased.json() == {"erased": 0, "forwarded": True}

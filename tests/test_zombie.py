@@ -191,13 +191,15 @@ def _checkpoint(partition: int, n: int, imps: int, clicks: int) -> bytes:
 
 def test_the_service_ignores_checkpoints_behind_the_absorbed_one_and_counts_them(kafka):
     from bandit.service import create_app
+    from streams.link import stream_link
     from tests.test_service import live
 
     prefix = f"z{uuid.uuid4().hex[:10]}"
     topics = Topics(prefix)
     create_topics(kafka.bootstrap_servers, topics, 2)
     settings = Settings(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=prefix)
-    with live(create_app(Engine(seed=0), settings)) as client, \
+    link = stream_link(kafka.bootstrap_servers, prefix)
+    with live(create_app(Engine(seed=0), settings, link)) as client, \
             Publisher(kafka.bootstrap_servers, topics) as pub:
         assert client.post("/v1/campaigns", json=streamdata.spec().model_dump(
             mode="json")).status_code == 201

@@ -1,0 +1,53 @@
+"""Bodies the service adds to :mod:`bandit.models`: management requests and the answers of
+the routes that are not decisions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from bandit.models import Arm, Name, Strict
+
+
+class AddArmRequest(Strict):
+    slot: Name
+    arm: Arm
+
+
+class PauseRequest(Strict):
+    paused: bool = Field(True, description="True pauses (default arms for everyone); False "
+                         "resumes.")
+
+
+class PauseState(Strict):
+    campaign: str
+    paused: bool
+
+
+class Accepted(Strict):
+    accepted: int = Field(description="Events the engine took in.")
+
+
+class Erased(Strict):
+    erased: int = Field(description="Pending decisions of the subject this process dropped "
+                        "(0 in stream mode: the workers hold them).")
+    forwarded: bool = Field(description="The erasure was written to the stream (stream mode) "
+                            "before this answer: every worker applies it, also after a "
+                            "restart.")
+
+
+class Health(Strict):
+    status: Literal["ok", "ready"]
+
+
+class Readiness(Health):
+    state_age_s: float | None = Field(
+        None, description="Seconds since the model last followed the stream's state topic "
+        "(stream mode only; null before the first state).")
+
+
+def as_json(model: BaseModel, status: int = 200) -> Response:
+    """A JSON answer whose bytes pydantic writes: no dict round trip."""
+    return Response(model.model_dump_json(), status, media_type="application/json")

@@ -1,0 +1,128 @@
+"""Events (impressions and clicks) for senders that cannot write to Kafka, and the erasure of
+a subject."""
+
+from __future__ import annotations
+
+import re
+import time
+from functools import partial
+from typing import Annotated
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import Field, TypeAdapter
+
+from bandit.engine import Engine, strip_consentless
+from bandit.errors import InvalidInputError, NotFoundError, OverCapacityError
+from bandit.models import Click, Event, Impression
+from bandit.service.bodies import Accepted, Erased, as_json
+from bandit.service.dependencies import (
+    INGESTED,
+    MANAGED,
+    EngineDep,
+    LinkDep,
+    MetricsDep,
+    off_loop,
+)
+from bandit.service.errors import EVENT_TAGS, ServiceError, refused, responses
+from bandit.service.link import Link
+from bandit.service.metrics import Metrics
+from bandit.service.openapi import EVENTS_BODY, UserIdPath
+from bandit.service.reading import (
+    JSON_OR_NDJSON_BODY,
+    StrictRoute,
+    encoded,
+    is_ndjson,
+    ndjson_items,
+    read_body,
+)
+
+router = APIRouter(route_class=StrictRoute)
+_EVENT: TypeAdapter[Impression | Click] = TypeAdapter(Event)
+_EVENTS: TypeAdapter[list[Impression | Click]] = TypeAdapter(
+    Annotated[list[Event], Field(min_length=1)])
+
+
+@router.post("/v1/events", response_model=Accepted, tags=["events"],
+             openapi_extra={"requestBody": EVENTS_BODY},
+             dependencies=[INGESTED, JSON_OR_NDJSON_BODY],
+             responses=responses(400, 401, 403, 404, 413, 415, 422, 503))
+async def record(request: Request, engine: EngineDep, metrics: MetricsDep,
+                 link: LinkDep) -> Response:
+    """Impressions and clicks, for senders that cannot write to Kafka: a JSON list of
+    events, or ``application/x-ndjson`` with one event per line. An unknown campaign is a
+    404, as on the decision routes (a campaign a body names is a resource, whichever the
+    route; the item is named, ``[3]`` or ``line 4``), unknown slots, arms or context
+    features a 422, and an impression that would leave more than ``max_pending`` decisions
+    of its campaign waiting a 503 ``over_capacity``: each refuses the whole request before
+    anything is learned, so a batch is never half recorded. Duplicates, late and orphan
+    clicks are dropped and not counted as accepted. An impression of a decision made
+    without consent (its id's last hex digit is even) is accepted without its context and
+    segments (metric ``cmab_impressions_stripped``). Needs the ingest token when one is
+    configured."""
+    body, ndjson = await request.body(), is_ndjson(request)
+    encoded(body)
+    try:
+        accepted = await off_loop(_record_body, engine, metrics, link, body, ndjson)
+    except OverCapacityError as error:
+        for campaign, n in error.refused.items():
+            metrics.pending_refused.labels(campaign).inc(n)
+        raise
+    return as_json(Accepted(accepted=accepted))
+
+
+def _record_body(engine: Engine, metrics: Metrics, link: Link | None, body: bytes,
+                 ndjson: bool) -> int:
+    """Read, check and record (or send to the stream) the events of a body: the number
+    accepted."""
+    events, where = _events_of(body, ndjson)
+    known: set[str] = set()
+    for label, event in zip(where, events, strict=True):
+        if event.campaign not in known:
+            try:
+                engine.campaign(event.campaign)
+            except NotFoundError as error:
+                raise ServiceError(
+                    404, "not_found", f"{label}: event {event.event_id!r}: {error}",
+                    field="campaign" if ndjson else f"{label}.campaign") from None
+            known.add(event.campaign)
+    # Here, so that a consent-less decision's context does not reach the stream either.
+    events, stripped = strip_consentless(events)
+    try:
+        accepted = link.events(events) if link is not None else engine.record(events)
+    except InvalidInputError as error:
+        # The engine says "event <i> (<event id>): <reason>": name the item as sent.
+        match = re.match(r"event (\d+) ", str(error))
+        if match is None:
+            raise
+        i = int(match[1])
+        inner = InvalidInputError(str(error)[len(f"event {i} ({events[i].event_id}): "):])
+        raise refused(where[i], inner, ndjson=ndjson,
+                      prefix=f"event {events[i].event_id!r}: ") from None
+    metrics.stripped.inc(stripped)
+    return accepted
+
+
+def _events_of(body: bytes, ndjson: bool) -> tuple[list[Impression | Click], list[str]]:
+    """The events of a JSON or NDJSON body, each with its label in errors (``[3]``,
+    ``line 4``)."""
+    if ndjson:
+        numbered = list(ndjson_items(body, _EVENT.validate_json, EVENT_TAGS))
+        return [e for _, e in numbered], [f"line {n}" for n, _ in numbered]
+    events = read_body(body, _EVENTS.validate_json,
+                       partial(_EVENTS.dump_json, exclude_unset=True), tags=EVENT_TAGS)
+    return events, [f"[{i}]" for i in range(len(events))]
+
+
+@router.delete("/v1/subjects/{user_id}", response_model=Erased, tags=["subjects"],
+               dependencies=[MANAGED], responses=responses(401, 403, 503))
+async def erase(user_id: UserIdPath, engine: EngineDep, link: LinkDep) -> Erased:
+    """Erasure: the subscriber's decisions with an impression at or before now (this
+    server's clock) are dropped and refused if their impression comes again; a later
+    impression is a new decision. Their user id and string values leave the state;
+    learned sums and report tallies are aggregates and stay."""
+    at_ms = int(time.time() * 1000)
+    if link is not None:
+        await off_loop(link.erase, user_id, at_ms)
+    return Erased(erased=await off_loop(engine.erase, user_id, at_ms),
+                  forwarded=link is not None)
