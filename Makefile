@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 # Numba's cache notices a change to a kernel's own file, not to a kernel it calls in another
 # file (bandit/kernels/single.py calls choice.py's): a stale caller kept the old callee's code.
 # So the cache lives in a folder named by a hash of every file with kernels.
-KERNEL_SOURCES := $(wildcard bandit/kernels/*.py bandit/*.py simulators/*.py benchmarks/*.py)
+KERNEL_SOURCES := $(sort $(shell find bandit simulators benchmarks -name '*.py'))
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba-cache/$(shell cat $(KERNEL_SOURCES) | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-nojit bench install
+.PHONY: demo test test-nojit bench install lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ install: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed-dev
 	$(BIN)/cmab demo --out reports/demo
+
+# ruff, mypy (pydantic plugin) and import-linter's layer contracts, all configured in pyproject.toml.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check bandit streams simulators benchmarks tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
