@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bandit.batch_wire import json_columns, ndjson_columns
+from bandit.wire.batch import json_columns, ndjson_columns
 from bandit.engine import Engine, holdout_mask
 from bandit.errors import InvalidInputError
 from bandit.kernels.text import interleave, row_bounds
