@@ -11,53 +11,22 @@ campaigns, so the package does not load it).
 
 from bandit.wire.decode import Reader, decode_lines
 from bandit.wire.events import EVENTS, Click, Event, Impression, SlotChoice, Watermark, misfits
-from bandit.wire.joined import JOINED, Joined, joined_json
-from bandit.wire.names import (
-    DecisionId,
-    EpochMs,
-    Label,
-    Name,
-    Propensity,
-    Reward,
-    ids_misfit,
-    names_fit,
-)
-from bandit.wire.protocols import (
-    ClickLike,
-    DecisionRequestLike,
-    ImpressionLike,
-    JoinedLike,
-    SlotChoiceLike,
-    WatermarkLike,
-)
+from bandit.wire.joined import Joined, joined_json
+from bandit.wire.names import names_fit
 from bandit.wire.strict import duplicate_key, encoding_problem, keys_unique
 
 __all__ = [
     "EVENTS",
-    "JOINED",
     "Click",
-    "ClickLike",
-    "DecisionId",
-    "DecisionRequestLike",
-    "EpochMs",
     "Event",
     "Impression",
-    "ImpressionLike",
     "Joined",
-    "JoinedLike",
-    "Label",
-    "Name",
-    "Propensity",
     "Reader",
-    "Reward",
     "SlotChoice",
-    "SlotChoiceLike",
     "Watermark",
-    "WatermarkLike",
     "decode_lines",
     "duplicate_key",
     "encoding_problem",
-    "ids_misfit",
     "joined_json",
     "keys_unique",
     "misfits",

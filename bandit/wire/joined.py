@@ -2,9 +2,10 @@
 for the stream worker's impressions and as the VW learner reads it from ``.joined``.
 
 Two uses, one Struct. Built by the join (``bandit.join``) from its columns, it is not
-validated (msgspec checks types on decoding only; ts is made whole either way) and its JSON (``joined_json``) is the bytes
-of the pydantic ``JoinedEvent``'s ``model_dump(mode="json", exclude_none=True)``. Decoded
-(``JOINED``, the learner's ``decode_examples``), it has ``JoinedEvent``'s fields, defaults and
+validated (msgspec checks types on decoding only; ts is made whole either way) and its JSON
+(``joined_json``) is the bytes of the pydantic ``JoinedEvent``'s ``model_dump(mode="json",
+exclude_none=True)``. Decoded
+(the learner's ``decode_examples``), it has ``JoinedEvent``'s fields, defaults and
 constraints but two: the name and decision-id patterns, which ``misfits`` checks for a whole
 block (``wire.names``), and the pattern and length of context keys, left to
 ``Engine.check_event``, which refuses any key outside the campaign's schema (whose names are
@@ -46,7 +47,6 @@ class Joined(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False)
         self.ts = whole(self.ts)  # EpochMs: a whole number (154.0 is 154), built or decoded
 
 
-JOINED = msgspec.json.Decoder(Joined)
 _arm = attrgetter("arm")
 
 

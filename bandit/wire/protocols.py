@@ -25,17 +25,31 @@ class SlotChoiceLike(Protocol):
     def propensity(self) -> float: ...
 
 
-class _Logged(Protocol):
-    """The fields of a logged decision, in an impression and in its joined event."""
+class _Decided(Protocol):
+    """What every event of a decision names."""
 
     @property
     def decision_id(self) -> str: ...
     @property
     def campaign(self) -> str: ...
     @property
-    def user_id(self) -> str: ...
-    @property
     def ts(self) -> float: ...
+
+
+class _Sent(_Decided, Protocol):
+    """An event as a sender writes it."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+
+
+class _Logged(_Decided, Protocol):
+    """The logged decision, in an impression and in its joined event."""
+
+    @property
+    def user_id(self) -> str: ...
     @property
     def slots(self) -> Mapping[str, SlotChoiceLike]: ...
     @property
@@ -46,30 +60,16 @@ class _Logged(Protocol):
     def holdout(self) -> bool: ...
 
 
-class ImpressionLike(_Logged, Protocol):
+class ImpressionLike(_Sent, _Logged, Protocol):
     """``models.Impression`` or ``wire.Impression``."""
 
-    @property
-    def type(self) -> str: ...
-    @property
-    def event_id(self) -> str: ...
     @property
     def model_version(self) -> float: ...
 
 
-class ClickLike(Protocol):
+class ClickLike(_Sent, Protocol):
     """``models.Click`` or ``wire.Click``."""
 
-    @property
-    def type(self) -> str: ...
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def decision_id(self) -> str: ...
-    @property
-    def campaign(self) -> str: ...
-    @property
-    def ts(self) -> float: ...
     @property
     def reward(self) -> float: ...
     @property
@@ -91,19 +91,3 @@ class JoinedLike(_Logged, Protocol):
     @property
     def rewards(self) -> Mapping[str, float]: ...
 
-
-class DecisionRequestLike(Protocol):
-    """``models.DecisionRequest`` or the service's single fast path's msgspec mirror."""
-
-    @property
-    def campaign(self) -> str: ...
-    @property
-    def user_id(self) -> str: ...
-    @property
-    def context(self) -> Mapping[str, float | str]: ...
-    @property
-    def segments(self) -> Mapping[str, str]: ...
-    @property
-    def consent(self) -> bool: ...
-    @property
-    def explain(self) -> bool: ...
