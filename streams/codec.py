@@ -5,9 +5,9 @@ that fails the event model gets a one-line reason naming the field, for the dead
 
 ``decode`` is the worker's hot path: msgspec decodes and validates a record into the typed
 mirrors of the event models (``bandit.wire``) in one pass, then ``wire.misfits`` checks the
-name and decision id patterns. A record either refuses is re-read by the pydantic models, the
-contract, whose first error is the reason; should they accept it, their event is used, so the
-worker accepts and refuses exactly what they do.
+name and decision id patterns (``bandit.wire.Reader``). A record either refuses is re-read by
+the pydantic models, the contract, whose first error is the reason; should they accept it,
+their event is used, so the worker accepts and refuses exactly what they do.
 
 ``decode_many`` decodes a whole poll batch in one msgspec call and checks the patterns of the
 whole batch at once; it falls back to ``decode`` per record only where that fails.
@@ -15,27 +15,15 @@ whole batch at once; it falls back to ``decode`` per record only where that fail
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
 from pydantic import ValidationError
 
 from bandit import wire
-from bandit.models import Click, EpochMs, Impression, Strict
-
-
-class Watermark(Strict):
-    """A producer's promise on one partition: none of its later events is older than ``ts``.
-
-    Senders and trackers send one to every partition of their topic when they know time has
-    moved on (a send is over, an attribution window has passed), so windows close without
-    waiting for the next event. It is part of the stream, so replays close the same windows.
-    """
-
-    type: Literal["watermark"] = "watermark"
-    ts: EpochMs
-
+from bandit.models.events import Click, Impression, Watermark
+from bandit.wire.decode import Reader
 
 Event = Impression | Click
 _MODELS: dict[str, type[Impression] | type[Click] | type[Watermark]] = {
@@ -46,32 +34,31 @@ class Refused(ValueError):
     """A record the worker cannot use; ``str()`` is the dead-letter reason."""
 
 
+def _verdict(value: bytes | None, error: Exception | None) -> Event | Watermark | Refused:
+    """The contract's answer on a record the Structs refuse: its pydantic event, or the
+    Refused that ``decode_model`` raises."""
+    try:
+        return decode_model(value)
+    except Refused as exc:
+        return exc
+
+
+_EVENTS: Reader[wire.Event, Event | Watermark | Refused] = Reader(
+    wire.Event, _verdict, wire.misfits)
+
+
 def decode(value: bytes | None) -> wire.Event | Event | Watermark:
     """One record's value -> its event (a ``bandit.wire`` Struct), or Refused with the reason."""
-    if value is None:
-        raise Refused("empty record")
-    try:
-        event = wire.EVENTS.decode(value)
-    except msgspec.DecodeError:
-        return decode_model(value)
-    return decode_model(value) if wire.misfits([event]) else event
-
-
-_MANY = msgspec.json.Decoder(list[wire.Event])
+    event = _EVENTS.one(value)
+    if isinstance(event, Refused):
+        raise event
+    return event
 
 
 def decode_many(values: list[bytes | None]) -> list[wire.Event | Event | Watermark | Refused]:
     """``decode`` of every value, in order: its event, or the Refused it would raise; one
-    msgspec call for a batch of good records (``bandit.wire.decode_lines``)."""
-    return wire.decode_lines(_MANY, values, _verdict, wire.misfits)
-
-
-def _verdict(value: bytes | None) -> wire.Event | Event | Watermark | Refused:
-    """``decode(value)``, or the Refused it raises."""
-    try:
-        return decode(value)
-    except Refused as exc:
-        return exc
+    msgspec call for a batch of good records (``bandit.wire.Reader``)."""
+    return _EVENTS.many(values)
 
 
 def decode_model(value: bytes | None) -> Event | Watermark:

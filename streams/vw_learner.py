@@ -54,7 +54,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -63,7 +63,9 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
-from bandit import wire
+from bandit.wire.decode import Reader
+from bandit.wire.joined import Joined
+from bandit.wire.joined import misfits as joined_misfits
 from bandit.engine import Engine
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError, UnavailableError
 from bandit.models import JoinedEvent
@@ -105,76 +107,33 @@ class LearnerCounters:
             setattr(self, name, getattr(self, name) + value)
 
 
-# bandit.wire leaves the name and decision id patterns to its batch check of events
-# (wire.misfits), which does not read joined examples: here msgspec checks them itself.
-# Python's re lets "$" match before a final newline, pydantic's regex does not: "\Z".
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
-                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")]
-_DecisionId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
+def _refused(line: bytes | None, error: Exception | None) -> InvalidInputError:
+    return InvalidInputError(_reason(line, error))
 
 
-class _SlotChoice(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    arm: _Name
-    propensity: wire.Propensity
+# Joined examples: the msgspec mirror of JoinedEvent, its names checked for a whole block.
+_EXAMPLES: Reader[Joined, InvalidInputError] = Reader(Joined, _refused, joined_misfits)
 
 
-class JoinedExample(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
-    """``JoinedEvent`` (the contract, bandit.models) as a msgspec Struct: the same fields,
-    defaults and constraints, decoded and validated at under half the pydantic model's cost
-    (agreement pinned by tests/test_vw_learner.py). One constraint moves: context keys are not
-    matched against ``Name``'s pattern here (that was half the decoding time), since
-    ``Engine.check_event`` refuses any key outside the campaign's schema, whose names are
-    Names; such a line is refused all the same, by that check (an unknown feature, unless the
-    campaign, a slot or an arm is wrong too: the check names what it finds first). ``type`` lets
-    ``check_event`` check the example as the impression it was; ``Engine.learn`` reads it as
-    it reads a JoinedEvent."""
-
-    type: ClassVar[str] = "impression"
-    decision_id: _DecisionId
-    campaign: _Name
-    user_id: wire.Label
-    ts: wire.EpochMs
-    slots: dict[_Name, _SlotChoice]
-    context: dict[str, float | wire.Label] | None = None  # keys: see above
-    segments: dict[_Name, wire.Label] = {}
-    holdout: bool = False
-    rewards: dict[_Name, float]  # msgspec refuses non-finite JSON numbers: Finite
-
-    def __post_init__(self) -> None:
-        if self.ts != int(self.ts):  # EpochMs: a whole number (154.0 is 154)
-            raise ValueError(f"expected a whole number, got {self.ts}")
-        self.ts = int(self.ts)
-
-
-_ONE = msgspec.json.Decoder(JoinedExample)
-_MANY = msgspec.json.Decoder(list[JoinedExample])
-
-
-def decode_examples(lines: Sequence[bytes]) -> list[JoinedExample | InvalidInputError]:
+def decode_examples(lines: Sequence[bytes]) -> list[Joined | InvalidInputError]:
     """Each line of a block as its example, or the InvalidInputError (its message the reason)
     it is refused with; one msgspec call for a block without a bad line
-    (``bandit.wire.decode_lines``)."""
-    return wire.decode_lines(_MANY, lines, _example)
+    (``bandit.wire.Reader``)."""
+    return _EXAMPLES.many(lines)
 
 
-def _example(line: bytes) -> JoinedExample | InvalidInputError:
-    try:
-        return _ONE.decode(line)
-    except msgspec.DecodeError as exc:
-        return InvalidInputError(_reason(line, exc))
-
-
-def _reason(line: bytes, error: msgspec.DecodeError) -> str:
+def _reason(line: bytes | None, error: Exception | None) -> str:
     """Why ``line`` is not a joined example, in the contract's words: the first error of
-    ``JoinedEvent`` (msgspec's own message only if the two ever disagree)."""
+    ``JoinedEvent`` (msgspec's own message, or the pattern check's, only if the two ever
+    disagree)."""
     try:
-        JoinedEvent.model_validate_json(line)
+        JoinedEvent.model_validate_json(line)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         if first["type"] == "json_invalid":
             return "not JSON"
         return f"not a joined event: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return f"not a joined event: {error}"
+    return f"not a joined event: {error or 'a name or decision id misses its pattern'}"
 
 
 class VWLearner:
@@ -256,7 +215,7 @@ class VWLearner:
         whole, a bad example of a block alone (source ``joined/<partition>/<offset>/<index>``)."""
         batch = LearnerCounters()
         letters: list[DeadLetter] = []
-        events: list[JoinedExample] = []
+        events: list[Joined] = []
         check = self.engine.check_event
         for record in records:
             if record.offset < self.offsets.get(record.partition, 0):
@@ -299,7 +258,7 @@ class VWLearner:
             self._prune()
         return letters
 
-    def _first(self, partition: int, event: JoinedExample, span: float,
+    def _first(self, partition: int, event: Joined, span: float,
                batch: LearnerCounters) -> bool:
         """Whether ``event`` is to be learned: not a decision already learned within the
         horizon (``span`` ms behind the newest ts of its campaign on ``partition``). Counts a

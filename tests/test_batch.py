@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import msgspec
 
 import numpy as np
 import orjson
@@ -13,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bandit.batch_wire import json_columns, ndjson_columns
 from bandit.engine import Engine, holdout_mask
 from bandit.errors import InvalidInputError
 from bandit.kernels.text import interleave, row_bounds
 from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent, SlotChoice
 from bandit.service import BATCH_CHUNK, NDJSON, create_app
 from bandit.settings import Settings
+from bandit.wire.batch import _decoders, json_columns, ndjson_columns
 from tests import reference
 
 KINDS = ["lin_ucb", "epsilon_greedy", "bart", "beta_ts", "hybrid_lin_ucb", "lin_ts"]
@@ -170,6 +171,14 @@ def test_the_fast_path_takes_only_what_pydantic_takes(part, token, wrap):
 ])
 def test_bodies_the_fast_path_leaves_to_pydantic(body):
     assert ndjson_columns(body, engine()) is None
+
+
+def test_the_batch_mirror_has_the_request_model_s_fields_in_order():
+    campaign = spec(0.2)
+    request = msgspec.inspect.type_info(_decoders(campaign).ndjson.type).fields
+    assert [f.name for f in request] == list(DecisionRequest.model_fields)
+    context = request[2].type.fields  # Context | UNSET
+    assert [f.name for f in context] == [f.name for f in campaign.context.features]
 
 
 def test_holdout_mask_is_the_per_user_hash():

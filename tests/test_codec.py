@@ -1,6 +1,9 @@
 """The stream's decoder: the msgspec mirrors (bandit.wire) against the pydantic event models on
-valid and invalid input, dead-letter reasons, the joined output's bytes, and the engine's
-vectorized report tallies against the event-at-a-time loop."""
+valid and invalid input and field by field, dead-letter reasons, the joined output's bytes,
+and the engine's vectorized report tallies against the event-at-a-time loop."""
+
+import types
+import typing
 
 import msgspec
 import numpy as np
@@ -12,6 +15,7 @@ from hypothesis import strategies as st
 from bandit import wire
 from bandit.engine import Engine, _add_grouped, _Tally
 from bandit.errors import InvalidInputError
+from bandit import models
 from bandit.models import JoinedEvent
 from streams.codec import Refused, decode, decode_many, decode_model, encode
 from tests import streamdata
@@ -37,6 +41,65 @@ clicks = st.fixed_dictionaries(
     optional={"reward": st.floats(-1e9, 1e9), "slot": st.none() | names})
 watermarks = st.fixed_dictionaries({"type": st.just("watermark"), "ts": epoch})
 events = impressions | clicks | watermarks
+
+
+# -- every mirror pinned to its pydantic twin: the same fields, in order, types and defaults ----
+
+MIRRORS = [(wire.SlotChoice, models.SlotChoice), (wire.Impression, models.Impression),
+           (wire.Click, models.Click), (wire.Watermark, models.Watermark),
+           (wire.Joined, models.JoinedEvent)]
+
+
+def _model_type(annotation):
+    """A pydantic annotation as a plain type tree (constraints and patterns dropped)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _model_type(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return frozenset(_model_type(a) for a in args)
+    if origin is dict:
+        return ("dict", _model_type(args[0]), _model_type(args[1]))
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, type) and issubclass(annotation, models.Strict):
+        return annotation.__name__
+    return annotation.__name__
+
+
+def _struct_type(info):
+    """A msgspec type (msgspec.inspect) as the same plain type tree."""
+    if isinstance(info, msgspec.inspect.Metadata):
+        return _struct_type(info.type)
+    if isinstance(info, msgspec.inspect.UnionType):
+        return frozenset(_struct_type(t) for t in info.types)
+    if isinstance(info, msgspec.inspect.DictType):
+        return ("dict", _struct_type(info.key_type), _struct_type(info.value_type))
+    if isinstance(info, msgspec.inspect.StructType):
+        return info.cls.__name__
+    return {msgspec.inspect.StrType: "str", msgspec.inspect.FloatType: "float",
+            msgspec.inspect.BoolType: "bool", msgspec.inspect.NoneType: "None",
+            msgspec.inspect.IntType: "int"}[type(info)]
+
+
+def _default(field):
+    if field.default_factory is not None and field.default_factory is not msgspec.NODEFAULT:
+        return field.default_factory()
+    return field.default
+
+
+@pytest.mark.parametrize(("mirror", "model"), MIRRORS, ids=lambda t: t.__name__)
+def test_every_mirror_has_its_models_fields_types_and_defaults(mirror, model):
+    fields = {name: f for name, f in model.model_fields.items() if name != "type"}
+    info = msgspec.inspect.type_info(mirror)
+    assert [f.name for f in info.fields] == list(fields)  # same fields, in the JSON's order
+    for field in info.fields:
+        twin = fields[field.name]
+        assert _struct_type(field.type) == _model_type(twin.annotation), field.name
+        assert field.required == twin.is_required(), field.name
+        if not field.required:
+            assert _default(field) == twin.get_default(call_default_factory=True), field.name
+    if "type" in model.model_fields:  # the tag: a ClassVar of the mirror, a Literal of the model
+        assert (mirror.type,) == typing.get_args(model.model_fields["type"].annotation)
 
 
 def _fast_refuses(raw):

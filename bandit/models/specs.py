@@ -1,79 +1,29 @@
-"""Pydantic models for everything that crosses a process boundary: campaign specs, decision
-requests and answers, events, reports. Strict and closed (``extra="forbid"``): a typo or a
-wrong type is refused at the edge with the field's name, never half-understood inside.
-"""
+"""Campaign specs: the context schema, arms, policy settings, eligibility rules and slots of
+a campaign, checked whole when it is created."""
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
-UserId = Annotated[str, Field(min_length=1, max_length=128)]
-Label = Annotated[str, Field(min_length=1, max_length=128)]
-DecisionId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
-
-
-def _integral(value: float) -> int:
-    # JSON Schema counts 154.0 as an integer; accept it rather than answer a valid body with 422.
-    if value != int(value):
-        raise ValueError(f"expected a whole number, got {value}")
-    return int(value)
-
-
-# The largest time in ms: float64 (the JSON number, the join's columns) holds every integer up
-# to it exactly, so an integer beyond (2**53 + 1 reads as 2**53) cannot round into range.
-MAX_MS = 2**53 - 1
-# A whole number is JSON Schema's integer (154.0 is one); validated as a float, so that a
-# number too large for float64 is refused by its bound rather than read at another value.
-_INTEGER = {"type": "integer"}
-EpochMs = Annotated[float, Field(ge=0, le=MAX_MS, json_schema_extra=_INTEGER),
-                    AfterValidator(_integral)]
-PositiveMs = Annotated[float, Field(gt=0, le=MAX_MS, json_schema_extra=_INTEGER),
-                       AfterValidator(_integral)]
-
-
-def _as_enforced(schema: dict[str, Any]) -> None:
-    """State in a model's JSON Schema what validation enforces, where pydantic's schema is
-    laxer (schema-valid bodies got 422). The key pattern of ``dict[Name, X]``: pydantic writes
-    ``patternProperties``, under which a key that misses the pattern may hold anything; here
-    every key must match (``propertyNames``) and every value is an X (``additionalProperties``).
-    A tag (``type``, ``kind``: a constant with a default) is required: the tagged unions that
-    read these models need it."""
-    for value in schema.values():
-        for inner in value if isinstance(value, list) else [value]:
-            if isinstance(inner, dict):
-                _as_enforced(inner)
-    patterns = schema.pop("patternProperties", None)
-    if patterns:
-        ((pattern, values),) = patterns.items()
-        schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
-        schema["additionalProperties"] = values
-    tags = [name for name, p in schema.get("properties", {}).items()
-            if isinstance(p, dict) and "const" in p and "default" in p]
-    if tags:
-        schema["required"] = [*tags, *schema.get("required", [])]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True,
-                              json_schema_extra=_as_enforced)
-
-
-# -- campaign spec --------------------------------------------------------------------------
-
+from bandit.models.base import Strict
+from bandit.models.names import (
+    INTEGER,
+    REWARD_LIMIT,
+    Finite,
+    Label,
+    Name,
+    PositiveMs,
+    integral,
+)
 
 # Numeric feature values (contexts, arm features, defaults) lie within +-FEATURE_LIMIT. The
 # policies are linear in them and keep sums of their squares: values like 1e200 overflowed
 # those sums to inf (a model poisoned for good) and gave epsilon-greedy arm -1 with a NaN
 # propensity; VW reads 32-bit floats (at most 3.4e38). Scaled features are far inside.
 FEATURE_LIMIT = 1e9
-# Click rewards (and a campaign's default reward) lie within +-REWARD_LIMIT: a reward like 1e300
-# turned a linear model's sums r x to inf and VW's propensities to NaN. Revenue fits easily.
-REWARD_LIMIT = 1e9
 
 
 class NumericFeature(Strict):
@@ -240,10 +190,10 @@ class VWSpec(Strict):
     kind: Literal["vw"] = "vw"
     exploration: Literal["squarecb", "epsilon", "bag", "cover"] = "squarecb"
     epsilon: Finite = Field(0.05, ge=0, le=1)
-    bag: Annotated[float, Field(ge=2, le=16, json_schema_extra=_INTEGER),
-                   AfterValidator(_integral)] = 5
-    cover: Annotated[float, Field(ge=1, le=16, json_schema_extra=_INTEGER),
-                     AfterValidator(_integral)] = 5
+    bag: Annotated[float, Field(ge=2, le=16, json_schema_extra=INTEGER),
+                   AfterValidator(integral)] = 5
+    cover: Annotated[float, Field(ge=1, le=16, json_schema_extra=INTEGER),
+                     AfterValidator(integral)] = 5
     interactions: list[VWInteraction] = Field(
         default_factory=lambda: ["ca"], max_length=8,
         description="Namespace interactions (-q), e.g. 'ca' = context x arm.")
@@ -359,154 +309,3 @@ class CampaignSpec(Strict):
                     raise ValueError(f"slot {slot.name!r}: eligibility rule names no context "
                                      f"feature or segment {rule.feature!r}")
         return self
-
-
-# -- decisions ------------------------------------------------------------------------------
-
-
-class DecisionRequest(Strict):
-    campaign: Name
-    user_id: UserId
-    context: dict[Name, Finite | Label] = Field(default_factory=dict, max_length=512)
-    segments: dict[Name, Label] = Field(default_factory=dict, max_length=16)
-    consent: bool = Field(True, description="Personalization consent; without it the decision "
-                          "ignores the context and logs none, and its id records that: "
-                          "context and segments of its impression are dropped at ingestion.")
-    explain: bool = False
-
-
-class Contribution(Strict):
-    feature: str
-    value: float
-
-
-class SlotDecision(Strict):
-    slot: str
-    arm: str
-    propensity: float
-    expected_reward: float
-    exploration_bonus: float
-    explanation: list[Contribution] | None = None
-
-
-_DECISION_ID = ("32 lowercase hex digits, random; the last one is odd when the decision was "
-                "made with consent, even when not")
-
-
-class Decision(Strict):
-    decision_id: str = Field(description=_DECISION_ID)
-    campaign: str
-    user_id: str
-    holdout: bool
-    model_version: int
-    slots: list[SlotDecision]
-
-
-class BatchDecisionRequest(Strict):
-    campaign: Name
-    requests: list[DecisionRequest] = Field(min_length=1, max_length=100_000)
-
-
-class BatchDecisionResponse(Strict):
-    decisions: list[Decision]
-
-
-# -- events ---------------------------------------------------------------------------------
-
-
-class SlotChoice(Strict):
-    arm: Name
-    propensity: Finite = Field(gt=0, le=1)
-
-
-class Impression(Strict):
-    type: Literal["impression"] = "impression"
-    event_id: Label
-    decision_id: DecisionId = Field(description=_DECISION_ID + "; the impression of a "
-                                    "decision without consent is kept without its context "
-                                    "and segments")
-    campaign: Name
-    user_id: UserId
-    ts: EpochMs
-    slots: dict[Name, SlotChoice] = Field(min_length=1)
-    context: dict[Name, Finite | Label] | None = None
-    segments: dict[Name, Label] = Field(default_factory=dict)
-    holdout: bool = False
-    model_version: Annotated[float, Field(ge=0, le=MAX_MS, json_schema_extra=_INTEGER),
-                             AfterValidator(_integral)] = 0
-
-
-class Click(Strict):
-    type: Literal["click"] = "click"
-    event_id: Label
-    decision_id: DecisionId
-    campaign: Name
-    ts: EpochMs
-    reward: Finite = Field(1.0, ge=-REWARD_LIMIT, le=REWARD_LIMIT)
-    slot: Name | None = None
-
-
-Event = Annotated[Impression | Click, Field(discriminator="type")]
-
-
-class JoinedEvent(Strict):
-    """A decision whose attribution window closed: its logged context and choices, and the
-    reward aggregated over its clicks (the campaign's default reward when there were none)."""
-
-    decision_id: DecisionId
-    campaign: Name
-    user_id: UserId
-    ts: EpochMs
-    slots: dict[Name, SlotChoice]
-    context: dict[Name, Finite | Label] | None = None
-    segments: dict[Name, Label] = Field(default_factory=dict)
-    holdout: bool = False
-    rewards: dict[Name, Finite] = Field(description="Reward per slot.")
-
-
-# -- reports --------------------------------------------------------------------------------
-
-
-class Interval(Strict):
-    estimate: float
-    low: float
-    high: float
-
-
-class ArmReport(Strict):
-    arm: str
-    active: bool
-    impressions: int
-    reward: float
-    ctr: Interval | None
-    share: float
-
-
-class SegmentReport(Strict):
-    segment: str
-    value: str
-    impressions: int
-    ctr: Interval | None
-    allocation: dict[str, float]
-    flagged: bool
-    reason: str | None = None
-    ctr_gap: Interval | None = Field(
-        None, description="Reward rate of this value minus that of the segment's other values.")
-
-
-class SlotReport(Strict):
-    slot: str
-    policy: str
-    arms: list[ArmReport]
-    segments: list[SegmentReport]
-
-
-class CampaignReport(Strict):
-    campaign: str
-    model_version: int
-    paused: bool
-    impressions: int
-    personalized_ctr: Interval | None
-    holdout_ctr: Interval | None
-    lift: Interval | None = Field(description="Personalized minus holdout reward per decision.")
-    slots: list[SlotReport]

@@ -1,0 +1,119 @@
+"""Typed msgspec mirrors of the event models, for the stream worker's hot path.
+
+The pydantic models in ``bandit.models.events`` stay the contract (HTTP, docs, the in-process
+event path). The worker decodes its records into these Structs instead: the same fields,
+defaults and constraints, several times cheaper per event than ``model_validate``. Agreement
+with the pydantic models on valid and invalid input is pinned by tests (tests/test_codec.py);
+where msgspec refuses an event, ``streams.codec`` asks the pydantic model for the reason, so
+dead-letter reasons do not change.
+
+One constraint is not in the Structs: the patterns of names (campaign, slot, arm, context key,
+segment key) and decision ids, which ``misfits`` checks for a whole batch (``wire.names``). An
+event it names is re-read by the pydantic models, for the verdict and the reason.
+
+The join and the engine read events by attribute (``type``, ``event_id``, ``slots[s].arm``,
+...), which both kinds provide (``wire.protocols``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Annotated, ClassVar
+
+import msgspec
+
+from bandit.wire.names import known as _known
+from bandit.wire.names import (
+    DecisionId,
+    EpochMs,
+    Label,
+    Name,
+    Propensity,
+    Reward,
+    ids_misfit,
+    names_match,
+    whole,
+)
+
+
+class SlotChoice(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    arm: Name
+    propensity: Propensity
+
+
+# Events never take part in a reference cycle, so the cyclic GC need not track them (gc=False):
+# a batch allocates thousands, and tracked they make decoding slower.
+class Impression(msgspec.Struct, forbid_unknown_fields=True, tag_field="type",
+                 tag="impression", gc=False):
+    type: ClassVar[str] = "impression"
+    event_id: Label
+    decision_id: DecisionId
+    campaign: Name
+    user_id: Label
+    ts: EpochMs
+    slots: Annotated[dict[Name, SlotChoice], msgspec.Meta(min_length=1)]
+    context: dict[Name, float | Label] | None = None
+    segments: dict[Name, Label] = {}
+    holdout: bool = False
+    model_version: EpochMs = 0  # models.Impression's bounds
+
+    def __post_init__(self) -> None:
+        self.ts = whole(self.ts)
+        self.model_version = whole(self.model_version)
+
+
+class Click(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", tag="click",
+            gc=False):
+    type: ClassVar[str] = "click"
+    event_id: Label
+    decision_id: DecisionId
+    campaign: Name
+    ts: EpochMs
+    reward: Reward = 1.0
+    slot: Name | None = None
+
+    def __post_init__(self) -> None:
+        self.ts = whole(self.ts)
+
+
+class Watermark(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", tag="watermark",
+                gc=False):
+    type: ClassVar[str] = "watermark"
+    ts: EpochMs
+
+    def __post_init__(self) -> None:
+        self.ts = whole(self.ts)
+
+
+Event = Impression | Click | Watermark
+EVENTS = msgspec.json.Decoder(Impression | Click | Watermark)  # all but the patterns: misfits
+_arm = attrgetter("arm")
+
+
+def misfits(events: Sequence[Event | Exception]) -> list[int]:
+    """Indices of the events (as ``EVENTS`` decodes them; anything else is skipped) whose names
+    or decision id do not match the models' patterns, in order."""
+    known = _known
+    fits = known.issuperset
+    out, ids, where = [], [], []
+    for i, e in enumerate(events):
+        kind = type(e)
+        if kind is Impression:
+            if not (e.campaign in known and fits(e.slots) and fits(map(_arm, e.slots.values()))
+                    and (e.context is None or fits(e.context)) and fits(e.segments)) and not (
+                    names_match([e.campaign, *e.slots, *map(_arm, e.slots.values()),
+                                 *(e.context or ()), *e.segments])):
+                out.append(i)
+                continue
+        elif kind is Click:
+            if not (e.campaign in known and (e.slot is None or e.slot in known)) and not (
+                    names_match([e.campaign] if e.slot is None else [e.campaign, e.slot])):
+                out.append(i)
+                continue
+        else:
+            continue
+        ids.append(e.decision_id)
+        where.append(i)
+    bad = ids_misfit(ids, where)
+    return sorted(out + bad) if bad else out

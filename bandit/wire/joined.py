@@ -1,0 +1,84 @@
+"""The msgspec mirror of ``JoinedEvent``: a closed attribution window, as the join writes it
+for the stream worker's impressions and as the VW learner reads it from ``.joined``.
+
+Two uses, one Struct. Built by the join (``bandit.join``) from its columns, it is not
+validated (msgspec checks types on decoding only; ts is made whole either way) and its JSON
+(``joined_json``) is the bytes of the pydantic ``JoinedEvent``'s ``model_dump(mode="json",
+exclude_none=True)``. Decoded
+(the learner's ``decode_examples``), it has ``JoinedEvent``'s fields, defaults and
+constraints but two: the name and decision-id patterns, which ``misfits`` checks for a whole
+block (``wire.names``), and the pattern and length of context keys, left to
+``Engine.check_event``, which refuses any key outside the campaign's schema (whose names are
+Names): such an example is refused all the same, by that check (an unknown feature, unless
+the campaign, a slot or an arm is wrong too: the check names what it finds first). ``type``
+lets ``check_event`` check the example as the impression it was; ``Engine.learn`` reads it as
+it reads a ``JoinedEvent``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import ClassVar
+
+import msgspec
+import orjson
+
+from bandit.wire.events import SlotChoice
+from bandit.wire.names import DecisionId, EpochMs, Label, Name, ids_misfit, names_match, whole
+from bandit.wire.names import known as _known
+
+
+class Joined(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """A closed window: ``JoinedEvent``'s fields in its order."""
+
+    type: ClassVar[str] = "impression"
+    decision_id: DecisionId
+    campaign: Name
+    user_id: Label
+    ts: EpochMs
+    slots: dict[Name, SlotChoice]
+    context: dict[str, float | Label] | None = None  # keys: see the module docstring
+    segments: dict[Name, Label] = {}
+    holdout: bool = False
+    rewards: dict[Name, float]  # msgspec refuses non-finite JSON numbers: Finite
+
+    def __post_init__(self) -> None:
+        self.ts = whole(self.ts)  # EpochMs: a whole number (154.0 is 154), built or decoded
+
+
+_arm = attrgetter("arm")
+
+
+def misfits(examples: Sequence[Joined | Exception]) -> list[int]:
+    """Indices of the examples (anything else is skipped) whose names (campaign, slots, arms,
+    segment and reward keys; not context keys) or decision id do not match the models'
+    patterns, in order."""
+    known = _known
+    fits = known.issuperset
+    out, ids, where = [], [], []
+    for i, e in enumerate(examples):
+        if type(e) is not Joined:
+            continue
+        if not (e.campaign in known and fits(e.slots) and fits(map(_arm, e.slots.values()))
+                and fits(e.segments) and fits(e.rewards)) and not (
+                names_match([e.campaign, *e.slots, *map(_arm, e.slots.values()), *e.segments,
+                             *e.rewards])):
+            out.append(i)
+            continue
+        ids.append(e.decision_id)
+        where.append(i)
+    bad = ids_misfit(ids, where)
+    return sorted(out + bad) if bad else out
+
+
+def joined_json(joined: Joined) -> bytes:
+    """The JSON of a closed window, written by orjson as the pydantic path's is (msgspec's own
+    encoder writes some floats differently: 1e16 where orjson writes 1e+16); without a context
+    when it has none, as ``exclude_none`` writes it, and ts a float, as pydantic writes
+    ``EpochMs`` (a float field, validated whole)."""
+    fields = msgspec.to_builtins(joined)
+    fields["ts"] = float(fields["ts"])
+    if fields["context"] is None:
+        del fields["context"]
+    return orjson.dumps(fields)
