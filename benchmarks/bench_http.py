@@ -20,7 +20,7 @@ the first byte sent to the last byte received (target >= 100,000/s for the NDJSO
 In process, the NDJSON text of a 280,000 x 4-slot ``DecisionBatch`` is built three ways:
 ``json_lines`` (column-wise), ``ndjson`` (the route's: a kernel copies the column texts) and
 ``orjson.dumps`` of ``to_dicts`` (a dict per decision); and the route's other two stages are
-timed alone: the body decoded into columns (``batch_wire.ndjson_columns``) and
+timed alone: the body decoded into columns (``bandit.wire.batch.ndjson_columns``) and
 ``Engine.decide_columns`` of the whole send in one call.
 
 Run on its own: ``python -m benchmarks.bench_http [--quick]``.
@@ -193,7 +193,7 @@ def _batch(port: int, body: bytes, content_type: str, n: int) -> float:
 def run(quick: bool = False) -> Results:
     import orjson
 
-    from bandit.batch_wire import ndjson_columns
+    from bandit.wire.batch import ndjson_columns
     from benchmarks.bench_engine import build, trained_engine
 
     repeat = 1 if quick else 3
@@ -257,7 +257,7 @@ def run(quick: bool = False) -> Results:
     t_parse, columns = best_time(lambda: None, lambda _: ndjson_columns(ndjson, engine), repeat)
     t_decide, _ = best_time(lambda: None, lambda _: engine.decide_columns(columns), repeat)
     ms += [Measurement(BENCH, "NDJSON via DecisionBatch.ndjson", "E4", t_text, "s/send", n_send),
-           Measurement(BENCH, "batch_wire.ndjson_columns (parse + encode)", "E4", t_parse,
+           Measurement(BENCH, "wire.batch.ndjson_columns (parse + encode)", "E4", t_parse,
                        "s/send", n_send, note=f"{len(ndjson) / 1e6:.0f} MB"),
            Measurement(BENCH, "Engine.decide_columns, 4 slots", "E4", t_decide, "s/send",
                        n_send)]

@@ -181,7 +181,7 @@ class Engine:
                         values: Callable[[Any], tuple], segments: Sequence[Mapping[str, str]],
                         absent: object) -> RequestColumns:
         """The columns of requests whose contexts a decoder already checked against the
-        campaign's schema (``bandit.batch_wire``): ``values(contexts[i])`` are request i's
+        campaign's schema (``bandit.wire.batch``): ``values(contexts[i])`` are request i's
         values in the order of the schema's features, numbers for numeric ones and strings for
         categorical ones, ``absent`` where the request omits the feature. A numeric feature
         without a default that a consenting request omits raises InvalidInputError (without

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bandit.batch_wire import MAX_JSON_REQUESTS
+from bandit.wire.batch import MAX_JSON_REQUESTS
 from bandit.service.errors import ServiceError, error_body
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response, StreamingResponse
 
-from bandit.batch_wire import json_columns, ndjson_columns
+from bandit.wire.batch import json_columns, ndjson_columns
 from bandit.engine import DecisionBatch, Engine, RequestColumns
 from bandit.errors import InvalidInputError
 from bandit.models import BatchDecisionRequest, BatchDecisionResponse, Decision, DecisionRequest
@@ -82,7 +82,7 @@ async def decide_batch(request: Request, engine: EngineDep, metrics: MetricsDep,
     # Parsing and serializing 100,000 rows takes a while too: all of it off the event loop.
     columns = await off_loop(ndjson_columns if ndjson else json_columns, body, engine)
     if columns is not None:
-        # A good body (msgspec, bandit.batch_wire): nothing left to refuse, so each chunk
+        # A good body (msgspec, bandit.wire.batch): nothing left to refuse, so each chunk
         # goes out once decided, while the next one is decided.
         return StreamingResponse(_decided(engine, metrics, columns, ndjson, start),
                                  media_type=media_type)
