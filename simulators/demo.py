@@ -162,8 +162,8 @@ def _play(client: httpx.Client, publisher: Any, follower: Any, children: _Childr
         raise UnavailableError(f"campaign not created: {created.status_code} {created.text}")
     rng = np.random.default_rng(seed)
     population = env.subscribers(subscribers, rng)
-    window = spec.attribution_window_ms
-    results = []
+    window = int(spec.attribution_window_ms)  # whole ms: the spec checks it is integral
+    results: list[SendResult] = []
     for k in range(sends):
         started = time.monotonic()
         send_ts = T0_MS + k * WEEK_MS
@@ -196,7 +196,7 @@ def _play(client: httpx.Client, publisher: Any, follower: Any, children: _Childr
                        int(clicked[holdout].sum()), int(holdout.sum())),
             seconds=seconds, events_per_s=(len(impressions) + len(clicks)) / seconds,
             dead_letters=dead,
-            allocation={slot: dict(zip(*np.unique(choices[slot], return_counts=True)))
+            allocation={slot: dict(zip(*np.unique(choices[slot], return_counts=True), strict=True))
                         for slot in SLOTS})
         result.allocation = {slot: {str(a): int(n) for a, n in counts.items()}
                              for slot, counts in result.allocation.items()}

@@ -152,14 +152,15 @@ class Subscribers:
             {"style": EmailCampaign.STYLES[s], "open_hour_sin": hs, "open_hour_cos": hc,
              "price_sensitivity": q}
             for s, hs, hc, q in zip(self.style.tolist(), np.sin(angle).tolist(),
-                                    np.cos(angle).tolist(), self.price_sensitivity.tolist())
+                                    np.cos(angle).tolist(), self.price_sensitivity.tolist(),
+                                    strict=True)
         ]
 
     def segments(self) -> list[dict[str, str]]:
         """The bias-audit segments of every subscriber: region and age band."""
         return [
             {"region": EmailCampaign.REGIONS[r], "age_band": EmailCampaign.AGE_BANDS[a]}
-            for r, a in zip(self.region.tolist(), self.age_band.tolist())
+            for r, a in zip(self.region.tolist(), self.age_band.tolist(), strict=True)
         ]
 
     def payloads(self, campaign: str) -> list[dict[str, Any]]:
@@ -167,7 +168,7 @@ class Subscribers:
         ``requests``) or one per line for the NDJSON form."""
         return [
             {"campaign": campaign, "user_id": u, "context": c, "segments": s}
-            for u, c, s in zip(self.user_ids, self.contexts(), self.segments())
+            for u, c, s in zip(self.user_ids, self.contexts(), self.segments(), strict=True)
         ]
 
     def requests(self, campaign: str) -> list[DecisionRequest]:
@@ -267,8 +268,8 @@ class EmailCampaign:
         policies = dict(policies or {})
         unknown = set(policies) - set(SLOTS)
         if unknown:
-            raise InvalidInputError(
-                f"policies: unknown slot {sorted(unknown)[0]!r}; expected some of {', '.join(SLOTS)}")
+            raise InvalidInputError(f"policies: unknown slot {sorted(unknown)[0]!r}; "
+                                    f"expected some of {', '.join(SLOTS)}")
         specs = {}
         for slot in SLOTS:
             given = policies.get(slot, DEFAULT_POLICIES[slot])
@@ -345,7 +346,7 @@ class EmailCampaign:
         style = rng.choice(len(self.STYLES), size=n, p=self.STYLE_SHARE)
         region = rng.choice(len(self.REGIONS), size=n, p=self.REGION_SHARE)
         age = rng.choice(len(self.AGE_BANDS), size=n, p=self.AGE_SHARE)
-        share, mean, sd = (np.array(column) for column in zip(*self.OPEN_HABITS))
+        share, mean, sd = (np.array(column) for column in zip(*self.OPEN_HABITS, strict=True))
         habit = rng.choice(len(share), size=n, p=share)
         hour = np.mod(rng.normal(mean[habit], sd[habit]), 24.0)
         deal_seeker = style == self.STYLES.index("deal_seeker")
@@ -410,7 +411,8 @@ class EmailCampaign:
             if values.dtype.kind in "iu":
                 if n and (values.min() < 0 or values.max() >= k):
                     bad = values[(values < 0) | (values >= k)][0]
-                    raise InvalidInputError(f"choices[{slot!r}]: arm index {bad} outside 0..{k - 1}")
+                    raise InvalidInputError(
+                        f"choices[{slot!r}]: arm index {bad} outside 0..{k - 1}")
                 out[slot] = values.astype(np.int64)
             elif values.dtype.kind in "UO":
                 index = self._arm_index[slot]
@@ -510,7 +512,8 @@ class EmailCampaign:
         out = {}
         for slot in SLOTS:
             # Every arm of this slot with the others held: (n, k) logits.
-            alt = (total - chosen[slot] - inter[idx[SUBJECT_LINE], idx[OFFER]])[:, None] + terms[slot]
+            held = total - chosen[slot] - inter[idx[SUBJECT_LINE], idx[OFFER]]
+            alt = held[:, None] + terms[slot]
             if slot == SUBJECT_LINE:
                 alt = alt + inter[:, idx[OFFER]].T
             elif slot == OFFER:

@@ -19,15 +19,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
-from bandit.engine import Engine
+from bandit.engine import DecisionBatch, Engine
 from bandit.errors import InvalidInputError
-from bandit.models import Arm, JoinedEvent, SlotChoice
+from bandit.models import Arm, DecisionRequest, JoinedEvent, SlotChoice
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
 from simulators.email_campaign import ARTWORK as ARTWORK_SLOT
 from simulators.email_campaign import SLOTS, EmailCampaign
@@ -263,7 +270,6 @@ def simulate(
     for name in (UNIFORM, ORACLE):
         if name in policies:
             raise InvalidInputError(f"policy name {name!r} is reserved for the baseline")
-    play = _play_campaign if isinstance(env, EmailCampaign) else _play_environment
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -274,7 +280,14 @@ def simulate(
     )
     with bar:
         task = bar.add_task(env.name, total=steps * len(policies))
-        slots, runs, new_arm = play(env, policies, steps, batch_size, seed, delay, bar, task)
+        # make_policies pairs an EmailCampaign with engines and an Environment with policy
+        # objects: narrowing env cannot narrow the policies' type, so the pairing is a cast.
+        if isinstance(env, EmailCampaign):
+            slots, runs, new_arm = _play_campaign(env, cast(dict[str, Engine], policies), steps,
+                                                  batch_size, seed, delay, bar, task)
+        else:
+            slots, runs, new_arm = _play_environment(env, cast(dict[str, Policy], policies),
+                                                     steps, batch_size, seed, delay, bar, task)
     return SimulationResult(
         env_name=env.name,
         slots=slots,
@@ -290,7 +303,13 @@ def simulate(
     )
 
 
-def _play_environment(env: Environment, policies, steps, batch_size, seed, delay, bar, task):
+# What a play returns: each slot's arm names, every run by name, the late arm as "slot/arm".
+_Played = tuple[dict[str, tuple[str, ...]], dict[str, PolicyRun], str]
+
+
+def _play_environment(env: Environment, policies: dict[str, Policy], steps: int,
+                      batch_size: int, seed: int, delay: int, bar: Progress,
+                      task: TaskID) -> _Played:
     """Single slot: the policy objects choose and learn directly."""
     rng = np.random.default_rng(seed)
     X = env.contexts(steps, rng)
@@ -331,7 +350,7 @@ def _play_environment(env: Environment, policies, steps, batch_size, seed, delay
         arms = np.empty(steps, dtype=np.int64)
         pending: deque[slice] = deque()
         elapsed = 0.0
-        for start in starts:
+        for start in starts.tolist():  # Python ints: they slice lists as well as arrays
             rows = slice(start, min(start + batch_size, steps))
             t0 = time.perf_counter()
             mask = None if masks is None else masks[rows]
@@ -346,7 +365,8 @@ def _play_environment(env: Environment, policies, steps, batch_size, seed, delay
     return {slot: env.arm_names}, learned | baselines, f"{slot}/{env.arm_names[-1]}"
 
 
-def _play_campaign(env: EmailCampaign, engines, steps, batch_size, seed, delay, bar, task):
+def _play_campaign(env: EmailCampaign, engines: dict[str, Engine], steps: int, batch_size: int,
+                   seed: int, delay: int, bar: Progress, task: TaskID) -> _Played:
     """Four slots: each engine decides a batch, the clicks of its combinations are drawn from
     the truth, and the closed windows reach ``Engine.learn`` as JoinedEvents. A late arm is
     added to every engine at the first batch that starts at or after ``new_arm_at``."""
@@ -370,7 +390,7 @@ def _play_campaign(env: EmailCampaign, engines, steps, batch_size, seed, delay, 
         expected = (oracle_p if choices is oracle_choice
                     else env.click_probability(subs, choices, step))
         loss = {slot: float(v.mean()) for slot, v in env.slot_losses(subs, choices, step).items()}
-        return score(name, choices, expected, (U < expected).astype(np.float64), loss, elapsed)
+        return score(name, choices, expected, (expected > U).astype(np.float64), loss, elapsed)
 
     uniform_stream = _stream(seed, 0)
     uniform = {
@@ -389,10 +409,10 @@ def _play_campaign(env: EmailCampaign, engines, steps, batch_size, seed, delay, 
         pending: deque[list[JoinedEvent]] = deque()
         arrived = not late
         elapsed = 0.0
-        for start in starts:
+        for start in starts.tolist():  # Python ints: they slice lists as well as arrays
             rows = slice(start, min(start + batch_size, steps))
             t0 = time.perf_counter()
-            if not arrived and start >= env.new_arm_at:
+            if not arrived and env.new_arm_at is not None and start >= env.new_arm_at:
                 for slot, arm in late:
                     engine.add_arm(_CAMPAIGN, slot, arm)
                 arrived = True
@@ -411,7 +431,8 @@ def _play_campaign(env: EmailCampaign, engines, steps, batch_size, seed, delay, 
     return dict(env.arm_ids), learned | baselines, new_arm
 
 
-def _joined(batch, requests, clicks: list[bool], ts_ms: int) -> list[JoinedEvent]:
+def _joined(batch: DecisionBatch, requests: Sequence[DecisionRequest], clicks: list[bool],
+            ts_ms: int) -> list[JoinedEvent]:
     """The closed attribution windows of a batch: a click rewards every slot of its decision."""
     events = []
     for i, (request, click) in enumerate(zip(requests, clicks, strict=True)):

@@ -23,8 +23,9 @@ class Environment(ABC):
     """A bandit problem with known click probabilities, optional drift and a late arm.
 
     Subclasses set ``name``, ``arm_names`` (n_arms,), ``dim`` and ``arm_features`` (n_arms, m)
-    (and ``slot``, the name of the one decision, for reports), draw contexts, and map contexts to logits under a truth (an array of hidden parameters);
-    this class blends the start and end truths over steps and samples clicks.
+    (and ``slot``, the name of the one decision, for reports), draw contexts, and map contexts
+    to logits under a truth (an array of hidden parameters); this class blends the start and
+    end truths over steps and samples clicks.
     """
 
     name: str

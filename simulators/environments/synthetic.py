@@ -182,7 +182,7 @@ class Email(Environment):
     def contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
         style = rng.choice(len(self.STYLES), size=n, p=self.STYLE_SHARE)
         region = rng.choice(len(self.REGIONS), size=n, p=self.REGION_SHARE)
-        share, mean, sd = (np.array(column) for column in zip(*self.OPEN_HABITS))
+        share, mean, sd = (np.array(column) for column in zip(*self.OPEN_HABITS, strict=True))
         habit = rng.choice(len(share), size=n, p=share)
         hour = np.mod(rng.normal(mean[habit], sd[habit]), 24.0)
         deal_seeker = style == self.STYLES.index("deal_seeker")
@@ -291,7 +291,8 @@ class Artwork(Environment):
     def contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
         X = np.empty((n, self.dim))
         X[:, 0] = 1.0
-        X[:, self._GENRES] = rng.dirichlet(np.full(len(self.GENRES), self.HISTORY_CONCENTRATION), size=n)
+        concentration = np.full(len(self.GENRES), self.HISTORY_CONCENTRATION)
+        X[:, self._GENRES] = rng.dirichlet(concentration, size=n)
         X[:, self._ENGAGEMENT] = rng.beta(2.0, 3.0, size=n)
         return X
 

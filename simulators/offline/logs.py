@@ -136,7 +136,9 @@ def _column(name: str, values: Any, n: int) -> np.ndarray:
     return out
 
 
-def _first_bad(name: str, bad: np.ndarray, reason: str, values: np.ndarray | None = None) -> None:
+def _first_bad(name: str, bad: np.ndarray | np.bool_, reason: str,
+               values: np.ndarray | None = None) -> None:
+    # bad: a mask (n,); numpy's stubs type a reduction along an axis as mask or scalar.
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         got = "" if values is None else f", got {values[i].item()!r}"
@@ -256,8 +258,8 @@ def write_dsjson(log: LoggedBandit, out: str | Path | TextIO,
         order = [a] + [b for b in range(k) if b != a]
         rest = (1.0 - p) / (k - 1) if k > 1 else 0.0
         # Zeros too: a column that is zero everywhere still comes back from read_dsjson.
-        shared = {name: float(v) for name, v in zip(log.context_names, log.X[i])}
-        record = {
+        shared = {name: float(v) for name, v in zip(log.context_names, log.X[i], strict=True)}
+        record: dict[str, Any] = {
             "_label_cost": -float(log.rewards[i]),
             "_label_probability": p,
             "_label_Action": a + 1,
@@ -300,7 +302,8 @@ def read_dsjson(source: str | Path | Iterable[str], *, name: str = "dsjson") -> 
         except orjson.JSONDecodeError as error:
             raise InvalidInputError(f"{where}: line {number}: not JSON: {error}") from None
         if not isinstance(record, dict) or not isinstance(record.get("c"), dict):
-            raise InvalidInputError(f"{where}: line {number}: expected an object with a 'c' context")
+            raise InvalidInputError(
+                f"{where}: line {number}: expected an object with a 'c' context")
         if "_label_cost" not in record:
             skipped += 1
             continue
@@ -315,14 +318,10 @@ def read_dsjson(source: str | Path | Iterable[str], *, name: str = "dsjson") -> 
                                     f"actions like the first line, got {len(multi)}")
         action = _label_action(record, where, number)
         if not 0 <= action < n_actions:
-            raise InvalidInputError(f"{where}: line {number}: _label_Action: expected 1..{n_actions}"
-                                    f", got {action + 1}")
-        cost, prob = record.get("_label_cost"), record.get("_label_probability")
-        for field_name, value in (("_label_cost", cost), ("_label_probability", prob)):
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not math.isfinite(value):
-                raise InvalidInputError(f"{where}: line {number}: {field_name}: expected a finite "
-                                        f"number, got {value!r}")
+            raise InvalidInputError(f"{where}: line {number}: _label_Action: expected "
+                                    f"1..{n_actions}, got {action + 1}")
+        cost = _finite_number(record, "_label_cost", where, number)
+        prob = _finite_number(record, "_label_probability", where, number)
         if not 0.0 < prob <= 1.0:
             raise InvalidInputError(f"{where}: line {number}: _label_probability: expected a "
                                     f"number in (0, 1], got {prob!r}")
@@ -356,6 +355,15 @@ def _action_name(action: Any, j: int) -> str:
             if isinstance(namespace, dict) and isinstance(namespace.get("id"), str):
                 return namespace["id"]
     return str(j)
+
+
+def _finite_number(record: dict[str, Any], key: str, where: Any, number: int) -> float:
+    """record[key] as given (an int stays an int), once checked to be a finite number."""
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInputError(f"{where}: line {number}: {key}: expected a finite "
+                                f"number, got {value!r}")
+    return value
 
 
 def _label_action(record: dict[str, Any], where: Any, number: int) -> int:

@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -190,11 +191,11 @@ def _member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     """True when the labels a and b (n,) group the items the same way."""
-    pairs = set(zip(a.tolist(), b.tolist()))
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
-def _one_hot(values: np.ndarray, vocabulary: list[str]) -> np.ndarray:
+def _one_hot(values: np.ndarray, vocabulary: Sequence[Hashable]) -> np.ndarray:
     index = {v: j for j, v in enumerate(vocabulary)}
     out = np.zeros((len(values), len(vocabulary)))
     out[np.arange(len(values)), [index[v] for v in values]] = 1.0

@@ -324,13 +324,14 @@ def evaluate(
         raise InvalidInputError("snips: the target gives probability 0 to every logged action")
     low, high = _interval(U, V, n_boot, level, np.random.default_rng(seed))
     out = {}
+    clip_value = None if clip is None else float(clip)
     for name in estimators:
         j = WEIGHTED.index(name)
         clipped = clip is not None and name in ("ips", "snips", "dr")
         out[name] = Estimate(
             estimator=name, value=float(value[j]), low=float(low[j]), high=float(high[j]),
             level=level, n_events=log.n, n_boot=n_boot,
-            clip=float(clip) if clipped else None,
+            clip=clip_value if clipped else None,
             clipped_share=n_clipped / log.n if clipped else 0.0,
             clipping_bias=float(bias[j]) if clipped else 0.0,
         )
@@ -391,7 +392,7 @@ def replay(
         sample_actions(pi, np.random.default_rng(seed).random(n), chosen)
         bounds = np.concatenate([[0], ends])
     window = 0
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         while ends[window] < stop:
             window += 1
         if isinstance(target, Policy):

@@ -60,7 +60,7 @@ def _interval(item: dict[str, Any] | None) -> str:
 
 def send_rows(results: list[SendResult]) -> list[tuple[str, ...]]:
     """The per-send table, as the CLI's live table and the report show it."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in results:
         lift = "n/a" if r.lift is None else (
             f"{100 * r.lift[0]:+.2f} [{100 * r.lift[1]:+.2f}, {100 * r.lift[2]:+.2f}]")
@@ -176,12 +176,12 @@ def _allocation(results: list[SendResult]) -> Figure:
 def _lift(results: list[SendResult]) -> Figure:
     fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
-    shown = [r for r in results if r.lift is not None]
+    shown = [(r.send, r.lift) for r in results if r.lift is not None]
     if shown:
-        est = np.array([100 * r.lift[0] for r in shown])
-        err = np.array([[100 * (r.lift[0] - r.lift[1]) for r in shown],
-                        [100 * (r.lift[2] - r.lift[0]) for r in shown]])
-        ax.errorbar([r.send for r in shown], est, yerr=err, fmt="o", capsize=4)
+        est = np.array([100 * lift[0] for _, lift in shown])
+        err = np.array([[100 * (lift[0] - lift[1]) for _, lift in shown],
+                        [100 * (lift[2] - lift[0]) for _, lift in shown]])
+        ax.errorbar([send for send, _ in shown], est, yerr=err, fmt="o", capsize=4)
     ax.axhline(0, color="grey", lw=1)
     ax.set(xlabel="weekly send", ylabel="CTR points", title="Holdout lift (95% interval)")
     return fig

@@ -7,6 +7,7 @@ import html
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from matplotlib import colormaps
@@ -116,7 +117,14 @@ def _html(result: SimulationResult, rows: list[tuple[str, ...]],
     return page.html_page(_title(result), body, page.STYLE + page.NUMBERS_RIGHT + page.IMAGES)
 
 
-def _style(name: str) -> dict[str, str]:
+class _LineStyle(TypedDict, total=False):
+    """The keyword arguments of ``Axes.plot`` that set a baseline's look."""
+
+    color: str
+    linestyle: str
+
+
+def _style(name: str) -> _LineStyle:
     # Baselines are drawn in grey so the learning policies stand out.
     if name == ORACLE:
         return {"color": "black", "linestyle": ":"}
