@@ -45,7 +45,8 @@ def build(n: int, seed: int) -> tuple[list[DecisionRequest], np.ndarray]:
     X = np.random.default_rng(seed).normal(size=(n, D_NUMERIC)).round(6)
     names = [f"x{i}" for i in range(D_NUMERIC)]
     rows = X.tolist()
-    return [DecisionRequest(campaign="bench", user_id=f"u{seed}-{i}", context=dict(zip(names, r)))
+    return [DecisionRequest(campaign="bench", user_id=f"u{seed}-{i}",
+                            context=dict(zip(names, r, strict=True)))
             for i, r in enumerate(rows)], X
 
 
@@ -92,7 +93,8 @@ def run(quick: bool = False) -> Results:
                     "s/send", n),
         Measurement(BENCH, "Engine.decide_batch, 4 slots", "E4", t_engine, "s/send", n,
                     note=f"holdout share {holdout:.3f}; {n / t_engine:,.0f} decisions/s",
-                    target="< 4 s" if n == N_SEND else "", met=(t_engine < 4.0) if n == N_SEND else None),
+                    target="< 4 s" if n == N_SEND else "",
+                    met=(t_engine < 4.0) if n == N_SEND else None),
         Measurement(BENCH, "decide_batch + JSON of every decision", "E4", t_json, "s/send", n,
                     note=f"{n / t_json:,.0f} decisions/s"),
     ]

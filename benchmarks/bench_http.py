@@ -1,17 +1,19 @@
 """The decision service over real HTTP: single decisions against a bare FastAPI route, batches.
 
 Server: a separate process (``python -m benchmarks.bench_http --serve``) runs uvicorn (uvloop,
-httptools, access log off, ``tune_gc`` as in ``cmab serve``) on a free 127.0.0.1 port, with the service of ``bandit.service`` over
-the engine of ``bench_engine`` (4 slots of K=10 arms at d=20, 20,000 events learned) plus one
-route added here only: ``POST /bare`` reads the body and answers a canned decision of the same
-size, the floor that FastAPI and uvicorn cost with no validation and no engine.
+httptools, access log off, ``tune_gc`` as in ``cmab serve``) on a free 127.0.0.1 port, with the
+service of ``bandit.service`` over the engine of ``bench_engine`` (4 slots of K=10 arms at d=20,
+20,000 events learned) plus one route added here only: ``POST /bare`` reads the body and
+answers a canned decision of the same size, the floor that FastAPI and uvicorn cost with no
+validation and no engine.
 
 Single decisions: C = 1, 4 and 16 client processes, each with one keep-alive ``http.client``
 connection, start together (a barrier after warm-up requests) and send a fixed share of 6,000
 requests, cycling through 64 distinct bodies (so holdout and non-holdout subscribers both
 appear), to ``/v1/decisions`` and to ``/bare`` in turns; req/s is all requests over the wall
 time of the round; p50/p99 are per-request latencies of that round (under load they include
-queueing). The clients share the 2 cores with the server, which caps the bare route at high C.
+queueing). The clients share the machine's cores with the server, which caps the bare route at
+high C.
 The RATIO service / bare req/s (target >= 0.8) compares two figures of the same run.
 
 Batches: one client posts 280,000 subscribers as NDJSON (and the JSON maximum, 100,000) to

@@ -15,6 +15,7 @@ Run on its own: ``python -m benchmarks.bench_learning [--quick]``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -51,8 +52,7 @@ def linucb_loop(Ainv, theta, X, R, alpha, epsilon, U, u):
         best = -np.inf
         chosen = 0
         for a in range(k):
-            # x^T A^-1 x from the lower triangle (A^-1 is symmetric): half the flops, and the
-            # fastest of the variants tried (full or triangular, strict or reassociated).
+            # x^T A^-1 x from the lower triangle (A^-1 is symmetric): half the flops.
             mu = 0.0
             q = 0.0
             for j in range(d):
@@ -165,6 +165,12 @@ def micro_batch(policy: Policy, wl: Workload, n: int) -> float:
     return total
 
 
+def per_event_state(name: str, wl: Workload,
+                    n: int) -> tuple[Policy, list[np.ndarray], list[list[float]]]:
+    """A fresh policy `name`, the first n rows of `wl` and their reward lists, for `per_event`."""
+    return make_policy(name, wl), list(wl.X[:n]), wl.R[:n].tolist()
+
+
 def per_event(state: tuple[Policy, list[np.ndarray], list[list[float]]]) -> float:
     """choose_one + learn_one per row; state = (policy, rows, reward lists); total reward."""
     policy, rows, R = state
@@ -243,13 +249,12 @@ def _policy_cases(rec: _Recorder, wl: Workload, w3: Workload, sizes: tuple[int, 
         label = f"{name} (m={HYBRID_M})" if name == "HybridLinUCB" else name
         labels.append(label)
         n = min(n_mb, w.n // BATCH * BATCH)
-        t, tot = best_time(lambda: make_policy(name, w), lambda p: micro_batch(p, w, n), repeat)
+        t, tot = best_time(functools.partial(make_policy, name, w),
+                           functools.partial(micro_batch, wl=w, n=n), repeat)
         rec.rate(f"{label} micro-batch", n, t, tot, wl_name=w.name)
-        # Hybrid refactorizes on every event (~0.5 ms): a tenth of the events says as much.
+        # Hybrid refactorizes on every event: a tenth of the events says as much.
         n_ev = n_pe // 10 if name == "HybridLinUCB" else n_pe
-        t, tot = best_time(
-            lambda: (make_policy(name, w), list(w.X[:n_ev]), w.R[:n_ev].tolist()), per_event, repeat
-        )
+        t, tot = best_time(functools.partial(per_event_state, name, w, n_ev), per_event, repeat)
         target = 3.0 if (name == "LinUCB" and rec.wname == "W1") else None
         rec.latency(f"{label} per event", n_ev, t, tot, w.name, target)
     return labels
@@ -287,7 +292,7 @@ def run(quick: bool = False) -> Results:
         rec = _Recorder(wname)
 
         n_ref = sizes[2]
-        t, tot = best_time(lambda: reference_loop(wl, n_ref), run_reference, repeat)
+        t, tot = best_time(functools.partial(reference_loop, wl, n_ref), run_reference, repeat)
         P = wl.probs[:n_ref]  # what a mean reward means: uniform choice and the oracle, same rows
         rec.rate(REF, n_ref, t, tot, f"uniform {P.mean():.3f}, oracle {P.max(axis=1).mean():.3f}")
         labels = _policy_cases(rec, wl, w3, sizes, repeat)

@@ -12,10 +12,7 @@ wall time of every estimator with 1,000 bootstrap resamples.
   ``ope.replay`` of the bts policy's table, then LinUCB learning online in replay.
 
 The obp wheel is fetched (once, cached) and parsed before any clock starts. OBP's own
-estimators are not timed here: the project does not depend on obp. obp 0.4.1 did install in a
-throwaway venv (pandas 3.1, NumPy 2.4) and its IPW/SNIPW/DM/DR ran there on arrays of this
-shape: 0.25-0.5 M events/s for a point estimate, 0.16-0.26 s per estimator for a
-1,000-resample interval (one-off, not a same-run ratio).
+estimators are not timed here: the project does not depend on obp.
 
 Run on its own: ``python -m benchmarks.bench_ope [--quick]``.
 """

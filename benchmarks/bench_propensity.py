@@ -16,7 +16,6 @@ Run on its own: ``python -m benchmarks.bench_propensity [--quick]``.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from bandit.policies import Policy

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import numpy as np
 import orjson
 
 from bandit.policies import LinUCB, Policy, VWPolicy
 from benchmarks import workloads
+from benchmarks.bench_decisions import time_choose
 from benchmarks.bench_learning import ALPHA, EPSILON, L2
 from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
 
@@ -35,6 +37,17 @@ N_TRAIN = 5_000
 def _policies(k: int, d: int) -> dict[str, Policy]:
     return {"LinUCB": LinUCB(k, d, alpha=ALPHA, l2=L2, epsilon=EPSILON, rng=3),
             "VW squarecb": VWPolicy(d, n_arms=k, rng=3)}
+
+
+def _time_learn(policy: Policy, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
+                logged: dict[str, np.ndarray], repeat: int) -> tuple[float, Any]:
+    """Best time of ``learn_many(arms, X, rewards, **logged)`` into a copy of `policy`.
+
+    Learning changes the state, so each repeat learns the same rows into a fresh copy (made
+    outside the clock).
+    """
+    return best_time(lambda: type(policy).from_state(policy.state(), rng=0),
+                     lambda fresh: fresh.learn_many(arms, X, rewards, **logged), repeat)
 
 
 def run(quick: bool = False) -> Results:
@@ -58,16 +71,12 @@ def run(quick: bool = False) -> Results:
             logged = {"propensities": np.full(N_TRAIN, 1.0 / k)} if vw else {}
             policy.learn_many(train, wl.X[:N_TRAIN], wl.R[np.arange(N_TRAIN), train], **logged)
             policy.choose_many(Xd[:3], with_propensities=True)  # compile or load the cache
-            t, _ = best_time(lambda: None,
-                             lambda _, pol=policy: pol.choose_many(Xd, with_propensities=True),
-                             repeat)
+            t, _ = time_choose(policy, Xd, repeat)
             rate[label, "decide"] = n / t
             ms.append(Measurement(BENCH, f"{label} choose_many + propensities", name, n / t,
                                   "decisions/s", n))
-            # Learning changes the state, so each repeat learns the same rows into a copy.
             logged = {"propensities": p} if vw else {}
-            t, _ = best_time(lambda pol=policy: type(pol).from_state(pol.state(), rng=0),
-                             lambda fresh: fresh.learn_many(arms, Xl, rewards, **logged), repeat)
+            t, _ = _time_learn(policy, arms, Xl, rewards, logged, repeat)
             rate[label, "learn"] = n / t
             ms.append(Measurement(BENCH, f"{label} learn_many", name, n / t, "learns/s", n))
         for verb in ("decide", "learn"):
@@ -101,7 +110,7 @@ def _learner(n: int) -> Results:
                           slots={"s": {"arm": f"a{a}", "propensity": 1.0 / k}},
                           context={f"x{j}": float(v) for j, v in enumerate(x)},
                           rewards={"s": float(wl.R[i, a])})
-              for i, (a, x) in enumerate(zip(arms.tolist(), wl.X))]
+              for i, (a, x) in enumerate(zip(arms.tolist(), wl.X, strict=True))]
     X, _ = encode_slot_contexts(spec, "s", events)
     rewards = wl.R[np.arange(n), arms]
     t_direct, _ = best_time(lambda: VWPolicy(d, n_arms=k, rng=3),

@@ -7,8 +7,9 @@ simulator's true click probabilities, and a watermark that closes every window; 
 REFERENCE: kafka-python consuming the same records from the same broker in the same run (a
 consumer assigned to every partition, touching each value), the rate the issue compares to
 (target >= 0.7x). FLOOR: the same consume with each poll's values decoded by the worker's
-decoder and nothing else, the best a worker of this design (kafka-python + msgspec) could do. The worker is timed from its first batch to the last checkpoint, so the
-group join is not counted; it runs in this process, one worker on both partitions.
+decoder and nothing else, the best a worker of this design (kafka-python + msgspec) could do.
+The worker is timed from its first batch to the last checkpoint, so the group join is not
+counted; it runs in this process, one worker on both partitions.
 
 Workload S5: S4 with one weekly send's impressions and clicks on ONE partition, embedded
 (streams.memory, no broker), batches of 5000 records as KafkaTransport polls them: every
@@ -27,9 +28,8 @@ import time
 import uuid
 
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
-
 import orjson
+from kafka import KafkaConsumer, TopicPartition
 
 from bandit.engine import Engine
 from benchmarks.common import Measurement, Ratio, Results, best_time, script_main

@@ -76,9 +76,9 @@ def best_time(setup: Callable[[], Any], body: Callable[[Any], Any],
 def blas_threads(n: int) -> Iterator[None]:
     """Limit BLAS (NumPy, MABWiser) to n threads while the benchmarks run.
 
-    One thread by default: the Numba kernels use one core, and on a shared 2-core machine a
-    spinning second BLAS thread turned one MABWiser run 40x slower. Without threadpoolctl the
-    BLAS default stays (and the JSON says so).
+    One thread by default: the Numba kernels use one core, and on a shared machine a second
+    BLAS thread spins against the other processes for the same cores. Without threadpoolctl
+    the BLAS default stays (and the JSON says so).
     """
     try:
         from threadpoolctl import threadpool_limits

@@ -5,8 +5,9 @@
 The JSON holds the machine, every measurement and every ratio; table.md is the same as
 Markdown. ``--readme`` (what ``make bench`` passes) also rewrites the README's performance
 table between its two marker lines; only a full run of every benchmark may do that, so the
-README never mixes figures from different runs or machines. The machine is shared and noisy: read the ratios (both sides
-measured in this run), not the absolute figures, and never turn either into a test threshold.
+README never mixes figures from different runs or machines. The machine is shared and noisy:
+read the ratios (both sides measured in this run), not the absolute figures, and never turn
+either into a test threshold.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -182,7 +183,7 @@ def main() -> None:
     print_tables(console, info, results)
 
     RESULTS_DIR.mkdir(exist_ok=True)
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    when = datetime.now(UTC).isoformat(timespec="seconds")
     payload = {
         "when": when,
         "quick": args.quick,

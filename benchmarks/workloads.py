@@ -6,7 +6,7 @@ P(click | x, a) = sigmoid(bias_a + theta_a . x). Rewards come from one pre-drawn
 (n, k) reward matrix is built before any clock starts, so drawing rewards never shows up in a
 timing.
 
-    W1  k=10, d=20   the reference contextual case (NOTES-TOOLS numbers are for this shape)
+    W1  k=10, d=20   the reference contextual case
     W2  k=10, d=64   a wide context
     W3  k=10, d=0    context-free Bernoulli arms (Beta TS); X has zero columns
 """
