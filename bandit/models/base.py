@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict
 
 def _as_enforced(schema: dict[str, Any]) -> None:
     """State in a model's JSON Schema what validation enforces, where pydantic's schema is
-    laxer (schema-valid bodies got 422). The key pattern of ``dict[Name, X]``: pydantic writes
-    ``patternProperties``, under which a key that misses the pattern may hold anything; here
-    every key must match (``propertyNames``) and every value is an X (``additionalProperties``).
-    A tag (``type``, ``kind``: a constant with a default) is required: the tagged unions that
-    read these models need it."""
+    laxer (a schema-valid body would get a 422). The key pattern of ``dict[Name, X]``: pydantic
+    writes ``patternProperties``, under which a key that misses the pattern may hold anything;
+    here every key must match (``propertyNames``) and every value is an X
+    (``additionalProperties``). A tag (``type``, ``kind``: a constant with a default) is
+    required: the tagged unions that read these models need it."""
     for value in schema.values():
         for inner in value if isinstance(value, list) else [value]:
             if isinstance(inner, dict):

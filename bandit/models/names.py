@@ -54,5 +54,5 @@ PositiveMs = Annotated[float, Field(gt=0, le=MAX_MS, json_schema_extra=INTEGER),
                        AfterValidator(integral)]
 
 # Click rewards (and a campaign's default reward) lie within +-REWARD_LIMIT: a reward like 1e300
-# turned a linear model's sums r x to inf and VW's propensities to NaN. Revenue fits easily.
+# would turn a linear model's sums r x to inf and VW's propensities to NaN. Revenue fits easily.
 REWARD_LIMIT = 1e9

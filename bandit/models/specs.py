@@ -20,8 +20,8 @@ from bandit.models.names import (
 )
 
 # Numeric feature values (contexts, arm features, defaults) lie within +-FEATURE_LIMIT. The
-# policies are linear in them and keep sums of their squares: values like 1e200 overflowed
-# those sums to inf (a model poisoned for good) and gave epsilon-greedy arm -1 with a NaN
+# policies are linear in them and keep sums of their squares: values like 1e200 would overflow
+# those sums to inf (a model poisoned for good) and give epsilon-greedy arm -1 with a NaN
 # propensity; VW reads 32-bit floats (at most 3.4e38). Scaled features are far inside.
 FEATURE_LIMIT = 1e9
 
@@ -79,9 +79,9 @@ class Arm(Strict):
                           "decisions already logged. Set by retiring the arm.")
 
 
-# Policy settings within [PARAM_MIN, PARAM_MAX] (where a bound applies): the spec used to take
-# any positive or finite value, and priors of 1e-300 divided by zero, an alpha or v of 1e300
-# gave NaN bonuses and propensities, an l2 of 1e-300 singular factorizations (arm -1).
+# Policy settings within [PARAM_MIN, PARAM_MAX] (where a bound applies): beyond them, priors of
+# 1e-300 divide by zero, an alpha or v of 1e300 gives NaN bonuses and propensities, an l2 of
+# 1e-300 singular factorizations (arm -1).
 PARAM_MIN, PARAM_MAX = 1e-6, 1e6
 
 
@@ -261,12 +261,14 @@ def check_arm_features(slot: SlotSpec, arm: Arm) -> None:
     schema = {f.name: f for f in slot.arm_features}
     extra = set(arm.features) - set(schema)
     if extra:
-        raise ValueError(f"slot {slot.name!r}, arm {arm.id!r}: unknown arm features {sorted(extra)}")
+        raise ValueError(
+            f"slot {slot.name!r}, arm {arm.id!r}: unknown arm features {sorted(extra)}")
     for name, feature in schema.items():
         value = arm.features.get(name)
         if feature.kind == "numeric":
             if value is None and feature.default is None:
-                raise ValueError(f"slot {slot.name!r}, arm {arm.id!r}: missing arm feature {name!r}")
+                raise ValueError(
+                    f"slot {slot.name!r}, arm {arm.id!r}: missing arm feature {name!r}")
             if value is not None and not isinstance(value, float | int):
                 raise ValueError(
                     f"slot {slot.name!r}, arm {arm.id!r}: arm feature {name!r} must be a number"

@@ -3,7 +3,7 @@ and their interactions; epsilon-greedy over its mean."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -70,7 +70,8 @@ class Bart(Policy):
     def _state_changed(self) -> None:
         self._dirty = True
 
-    def _accumulate(self, arms, X, rewards, weights) -> None:
+    def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
+                    weights: np.ndarray) -> None:
         linear.accumulate(self._S, self._b, np.zeros(1), np.zeros(len(arms), dtype=np.int64),
                           self._phi(X, arms), rewards, weights)
         np.add.at(self._counts, arms, weights)  # row by row, as the sums: see BetaTS
@@ -94,7 +95,7 @@ class Bart(Policy):
         self._theta_xf = theta[d + m :].reshape(d, m)
         self._dirty = False
 
-    def _scores(self, X) -> np.ndarray:
+    def _scores(self, X: np.ndarray) -> np.ndarray:
         # theta . phi(x, a) = x.theta_x + f_a.theta_f + x^T Theta_xf f_a, for all rows and arms
         # in three matrix products.
         self._refresh()
@@ -102,20 +103,21 @@ class Bart(Policy):
         return ((X @ self._theta_x)[:, None] + (F @ self._theta_f)[None, :]
                 + (X @ self._theta_xf) @ F.T)
 
-    def _choose(self, X, mask, rng, with_propensities):
+    def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
+                with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:
         n = X.shape[0]
         arms, probs = np.empty(n, dtype=np.int64), np.empty(n)
         choice.choose_floor(np.ascontiguousarray(self._scores(X)), mask, self.epsilon,
                             self._draw_uniforms(n, rng), arms, probs)
         return arms, probs
 
-    def _propensities(self, X, mask) -> np.ndarray:
+    def _propensities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         out = np.empty((X.shape[0], self.n_arms))
         choice.floor_probabilities(np.ascontiguousarray(self._scores(X)), mask, self.epsilon, out)
         return out
 
     # What decide_row reuses between refreshes and arm additions (see _row_terms).
-    _row_cache: tuple | None = None
+    _row_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _row_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The parts of _scores and _expectation that do not depend on x, computed as they
@@ -145,7 +147,7 @@ class Bart(Policy):
         phi = np.concatenate((x, f, np.multiply.outer(x, f).ravel()))[None, :]
         return arm, p, float((phi @ coefficients)[0]), 0.0
 
-    def _expectation(self, X, arms) -> tuple[np.ndarray, np.ndarray]:
+    def _expectation(self, X: np.ndarray, arms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._refresh()
         return (self._phi(X, arms) @ np.concatenate(
             [self._theta_x, self._theta_f, self._theta_xf.ravel()]), np.zeros(X.shape[0]))
@@ -163,5 +165,5 @@ class Bart(Policy):
                 "half_life_ms": self.half_life_ms}
 
     @classmethod
-    def _from_params(cls, params, arrays, rng):
+    def _from_params(cls, params: dict[str, Any], arrays: dict[str, Any], rng: Rng) -> Self:
         return cls(**params, arm_features=np.asarray(arrays["arm_features"]), rng=rng)

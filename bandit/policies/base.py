@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeGuard
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeGuard, cast, overload
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bandit.errors import IncompatibleStateError, InvalidInputError, UnknownArmError
 from bandit.kernels import decay
@@ -68,7 +69,8 @@ def _ridge_inverse(Ainv: np.ndarray | None, S: np.ndarray, l2: float) -> np.ndar
 class _DrawBuffer:
     """Random draws taken ahead in blocks, so one decision does not pay a Generator call."""
 
-    def __init__(self, rng: np.random.Generator, width: int, normal: bool, block: int = 2048):
+    def __init__(self, rng: np.random.Generator, width: int, normal: bool,
+                 block: int = 2048) -> None:
         self._rng, self._width, self._normal, self._block = rng, width, normal, block
         self._buf = np.empty((0, width))
         self._i = 0
@@ -200,13 +202,15 @@ class _EdgeChecks:
         if bad.any():
             i = np.flatnonzero(bad)[0]
             span = "" if low == -math.inf else f" in [{low}, {high}]"
-            raise InvalidInputError(f"rewards: expected finite numbers{span}, got {r[i]} at row {i}")
+            raise InvalidInputError(
+                f"rewards: expected finite numbers{span}, got {r[i]} at row {i}")
         return r
 
     def _draws(self, draws: Any, n: int) -> np.ndarray:
         U = np.asarray(draws, dtype=np.float64)
         if U.shape != (n, 2 + self.n_arms):
-            raise InvalidInputError(f"draws: expected shape ({n}, {2 + self.n_arms}), got {U.shape}")
+            raise InvalidInputError(
+                f"draws: expected shape ({n}, {2 + self.n_arms}), got {U.shape}")
         if not ((U >= 0.0) & (U < 1.0)).all():
             raise InvalidInputError("draws: expected uniforms in [0, 1)")
         return U
@@ -224,8 +228,8 @@ class _EdgeChecks:
                 e = e[None, :]
             elif e.shape != (n, self.n_arms):
                 raise InvalidInputError(
-                    f"eligible: expected shape ({self.n_arms},) or ({n}, {self.n_arms}), got {e.shape}"
-                )
+                    f"eligible: expected shape ({self.n_arms},) or ({n}, {self.n_arms}), "
+                    f"got {e.shape}")
             mask = np.ascontiguousarray(e & self._active[None, :])
         empty = ~mask.any(axis=1)
         if empty.any():
@@ -286,8 +290,23 @@ class Policy(_EdgeChecks):
         arms, _ = self._choose(X, self._mask(eligible, 1), rng, with_propensities=False)
         return int(arms[0])
 
+    @overload
     def choose_many(self, X: Any, *, eligible: Any = None, rng: Rng = None, draws: Any = None,
-                    with_propensities: bool = False):
+                    with_propensities: Literal[False] = False) -> NDArray[np.int64]: ...
+
+    @overload
+    def choose_many(self, X: Any, *, eligible: Any = None, rng: Rng = None, draws: Any = None,
+                    with_propensities: Literal[True]
+                    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]: ...
+
+    @overload
+    def choose_many(self, X: Any, *, eligible: Any = None, rng: Rng = None, draws: Any = None,
+                    with_propensities: bool
+                    ) -> NDArray[np.int64] | tuple[NDArray[np.int64], NDArray[np.float64]]: ...
+
+    def choose_many(self, X: Any, *, eligible: Any = None, rng: Rng = None, draws: Any = None,
+                    with_propensities: bool = False
+                    ) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
         """Choose an arm per row of X (n, dim): arms (n,) int64, and their probabilities (n,)
         when ``with_propensities``. ``eligible`` is a bool mask (n_arms,) or (n, n_arms).
 
@@ -301,12 +320,12 @@ class Policy(_EdgeChecks):
         arms, probs = self._choose(X, self._mask(eligible, X.shape[0]), source, with_propensities)
         return (arms, probs) if with_propensities else arms
 
-    def propensities(self, X: Any, *, eligible: Any = None) -> np.ndarray:
+    def propensities(self, X: Any, *, eligible: Any = None) -> NDArray[np.float64]:
         """(n, n_arms): the probability that each arm is chosen for each row; 0 off the mask."""
         X = self._contexts(X)
         return self._propensities(X, self._mask(eligible, X.shape[0]))
 
-    def scores(self, X: Any) -> np.ndarray:
+    def scores(self, X: Any) -> NDArray[np.float64]:
         """(n, n_arms): the value each arm is ranked by (its mean for sampling policies);
         -inf for retired arms."""
         X = self._contexts(X)
@@ -314,7 +333,7 @@ class Policy(_EdgeChecks):
         out[:, ~self._active] = -np.inf
         return out
 
-    def expectation(self, X: Any, arms: Any) -> tuple[np.ndarray, np.ndarray]:
+    def expectation(self, X: Any, arms: Any) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """For each row of X (n, dim) and its arm (n,): the expected reward and the exploration
         bonus the policy gives that arm (UCB bonus, posterior scale, or 0 for greedy)."""
         X = self._contexts(X)
@@ -389,7 +408,8 @@ class Policy(_EdgeChecks):
         """Never choose ``arm`` again (probability 0); its sums stay, late rewards still count."""
         a = self._arm(arm)
         if self._active.sum() == 1 and self._active[a]:
-            raise InvalidInputError(f"arm {a} is the last active arm; add another before retiring it")
+            raise InvalidInputError(
+                f"arm {a} is the last active arm; add another before retiring it")
         self._active[a] = False
         self._arms_changed()
 
@@ -443,8 +463,8 @@ class Policy(_EdgeChecks):
             value = np.asarray(arrays[name])
             if value.shape != target.shape:
                 raise IncompatibleStateError(
-                    f"{cls.kind}: array {name!r} should have shape {target.shape}, got {value.shape}"
-                )
+                    f"{cls.kind}: array {name!r} should have shape {target.shape}, "
+                    f"got {value.shape}")
             if name != "active" and not np.isfinite(value).all():
                 raise IncompatibleStateError(f"{cls.kind}: array {name!r} has NaN or inf")
             if name == "counts" and (value < 0).any():
@@ -470,7 +490,8 @@ class Policy(_EdgeChecks):
                     f"{mine[what]} vs {theirs[what]}"
                 )
         if not np.array_equal(mine["arrays"]["active"], theirs["arrays"]["active"]):
-            raise IncompatibleStateError(f"cannot merge {self.kind} policies with other active arms")
+            raise IncompatibleStateError(
+                f"cannot merge {self.kind} policies with other active arms")
         for name in self._shape_params:
             if not np.array_equal(mine["arrays"][name], theirs["arrays"][name]):
                 raise IncompatibleStateError(f"cannot merge {self.kind} policies with other {name}")
@@ -500,9 +521,11 @@ class Policy(_EdgeChecks):
     def _decayed(self) -> float:
         """The factor that brings the sums from ``t_ref`` to the newest event time learned,
         in (0, 1]; 1 without decay. Models are fitted to the sums times this factor."""
-        if self._t_ref is None or self._t_newest == self._t_ref:
+        t_ref, t_newest = self._t_ref, self._t_newest
+        if t_ref is None or t_newest is None or t_newest == t_ref:  # both are set, or neither
             return 1.0
-        return 2.0 ** (-(self._t_newest - self._t_ref) / self.half_life_ms)
+        # t_ref is set only by learning with a half-life (or by the state of such a policy).
+        return 2.0 ** (-(t_newest - t_ref) / cast(float, self.half_life_ms))
 
     def _scale(self, factor: float) -> None:
         for name in self._sum_names:
@@ -543,20 +566,25 @@ class Policy(_EdgeChecks):
     def _grow(self, features: np.ndarray | None) -> None:
         raise NotImplementedError
 
-    def _accumulate(self, arms, X, rewards, weights) -> None:
+    def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
+                    weights: np.ndarray) -> None:
         raise NotImplementedError
 
     def _learn_one(self, arm: int, x: Any, reward: float) -> None:
         self._accumulate(np.array([arm]), self._context(x)[None, :], np.array([reward]), np.ones(1))
 
-    def _choose(self, X, mask, rng, with_propensities):
+    def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
+                with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """arms (n,) int64 for contexts X (n, dim) under the (1 or n, n_arms) mask, and their
+        probabilities (n,) when ``with_propensities`` (else None); ``rng`` an array is the
+        caller's draws (n, 2 + n_arms)."""
         raise NotImplementedError
 
-    def _propensities(self, X, mask) -> np.ndarray:
+    def _propensities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _scores(self, X) -> np.ndarray:
+    def _scores(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _expectation(self, X, arms) -> tuple[np.ndarray, np.ndarray]:
+    def _expectation(self, X: np.ndarray, arms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from bandit.policies.base import Policy, Rng, _as_rng, _finite_float, _positive_
 # its error against adaptive quadrature is checked in tests/test_beta_kernels.py).
 _BETA_PIECE_SDS = 2.0
 _BETA_NODES, _BETA_WEIGHTS = np.polynomial.legendre.leggauss(10)
+# decide_row's entry for a mask: the CDF, pmf, means and sds over the arms, and the last arm
+# with a probability > 0.
+_RowEntry = tuple[list[float], list[float], list[float], list[float], int]
 
 
 class BetaTS(Policy):
@@ -44,7 +47,9 @@ class BetaTS(Policy):
         self._successes = np.zeros(self.n_arms)
         self._failures = np.zeros(self.n_arms)
         self._counts = np.zeros(self.n_arms)
-        self._pmf_cache: dict[bytes, np.ndarray] = {}
+        # A mask's bytes -> its pmf (n_arms,); (its bytes,) -> decide_row's entry. One dict,
+        # so that one clear() drops both when the state changes.
+        self._pmf_cache: dict[bytes | tuple[bytes], np.ndarray | _RowEntry] = {}
 
     def _contexts(self, X: Any) -> np.ndarray:
         if self.dim == 0 and isinstance(X, int | np.integer) and not isinstance(X, bool):
@@ -58,7 +63,8 @@ class BetaTS(Policy):
         self._grow_arrays()
         self._state_changed()
 
-    def _accumulate(self, arms, X, rewards, weights) -> None:
+    def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
+                    weights: np.ndarray) -> None:
         # Into the sums row by row (np.add.at is unbuffered, in order), never a batch's own
         # sum added at once: the sums then do not depend on how the events were batched.
         np.add.at(self._successes, arms, weights * rewards)
@@ -76,7 +82,8 @@ class BetaTS(Policy):
         now = self._decayed()
         return self.alpha + now * self._successes, self.beta + now * self._failures
 
-    def _choose(self, X, mask, rng, with_propensities):
+    def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
+                with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:
         n = X.shape[0]
         if isinstance(rng, np.ndarray):
             # Caller's uniforms: sample the exact win probabilities (the same distribution as
@@ -124,7 +131,7 @@ class BetaTS(Policy):
             arm = last
         return arm, pmf[arm], mean[arm], sd[arm]
 
-    def _propensities(self, X, mask) -> np.ndarray:
+    def _propensities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         n = X.shape[0]
         if mask.shape[0] == 1:  # one mask (a single decision's, or none): no np.unique
             unique, inverse = mask, np.zeros(1, dtype=np.int64)
@@ -142,11 +149,11 @@ class BetaTS(Policy):
             pmfs[r] = self._pmf_cache[key]
         return pmfs[inverse.reshape(-1)] if mask.shape[0] == n else np.repeat(pmfs, n, axis=0)
 
-    def _scores(self, X) -> np.ndarray:
+    def _scores(self, X: np.ndarray) -> np.ndarray:
         a, b = self._posterior()
         return np.repeat((a / (a + b))[None, :], X.shape[0], axis=0)
 
-    def _expectation(self, X, arms) -> tuple[np.ndarray, np.ndarray]:
+    def _expectation(self, X: np.ndarray, arms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a, b = self._posterior()
         mean = a / (a + b)
         sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
@@ -157,5 +164,5 @@ class BetaTS(Policy):
                 "half_life_ms": self.half_life_ms}
 
     @classmethod
-    def _from_params(cls, params, arrays, rng):
+    def _from_params(cls, params: dict[str, Any], arrays: dict[str, Any], rng: Rng) -> Self:
         return cls(**params, rng=rng)

@@ -3,7 +3,7 @@ plus a ridge model per arm."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -64,17 +64,15 @@ class HybridLinUCB(_LinearScoring):
         f = np.asarray(features if features is not None else np.nan, dtype=np.float64)
         if f.shape != (m,) or not np.isfinite(f).all():
             raise InvalidInputError(f"features: expected {m} finite numbers, got {features!r}")
-        self._grow(f)
-        return self.n_arms - 1
-
-    def _grow(self, features: np.ndarray | None) -> None:
-        self._grow_arrays({"arm_features": features[None, :]})
+        self._grow_arrays({"arm_features": f[None, :]})
         self._dirty = True
+        return self.n_arms - 1
 
     def _state_changed(self) -> None:
         self._dirty = True
 
-    def _accumulate(self, arms, X, rewards, weights) -> None:
+    def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
+                    weights: np.ndarray) -> None:
         hybrid.accumulate(self._Szz, self._bz, self._Sxx, self._Sxz, self._bx, self._counts,
                           arms, X, self._arm_features, rewards, weights)
         self._dirty = True
@@ -122,5 +120,5 @@ class HybridLinUCB(_LinearScoring):
                 "half_life_ms": self.half_life_ms}
 
     @classmethod
-    def _from_params(cls, params, arrays, rng):
+    def _from_params(cls, params: dict[str, Any], arrays: dict[str, Any], rng: Rng) -> Self:
         return cls(**params, arm_features=np.asarray(arrays["arm_features"]), rng=rng)

@@ -3,7 +3,7 @@ and the scoring it shares with hybrid LinUCB (``_LinearScoring``)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from scipy import special
@@ -44,7 +44,7 @@ class _LinearScoring(Policy):
 
     _bonus_scale: ClassVar[str] = "_alpha"
 
-    def _expectation(self, X, arms) -> tuple[np.ndarray, np.ndarray]:
+    def _expectation(self, X: np.ndarray, arms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._refresh()
         mean, width = np.empty(X.shape[0]), np.empty(X.shape[0])
         linear.chosen_moments(self._theta, self._Ainv, X, arms, mean, width)
@@ -75,7 +75,7 @@ class _LinearScoring(Policy):
     # call on the way would cost as much again. The kernel refuses non-finite input itself
     # (a -1 arm), which the check below turns into an error.
 
-    def choose_one(self, x: Any, *, eligible: Any = None, rng: Rng = None) -> int:
+    def choose_one(self, x: Any = None, *, eligible: Any = None, rng: Rng = None) -> int:
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (self.dim,):
             raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
@@ -89,13 +89,14 @@ class _LinearScoring(Policy):
             raise InvalidInputError("x: contains NaN or inf")
         return arm
 
-    def _noise(self, n: int, rng: Rng) -> np.ndarray:
+    def _noise(self, n: int, rng: Rng | np.ndarray) -> np.ndarray:
         return np.empty((0, self.n_arms))
 
     def _noise_one(self, rng: Rng) -> np.ndarray:
         return self._no_noise
 
-    def _choose(self, X, mask, rng, with_propensities):
+    def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
+                with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:
         self._refresh()
         n = X.shape[0]
         U = self._draw_uniforms(n, rng)
@@ -105,20 +106,20 @@ class _LinearScoring(Policy):
                       self.epsilon, U, arms, probs)
         return arms, probs
 
-    def _moments(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def _moments(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._refresh()
         mean = np.empty((X.shape[0], self.n_arms))
         sd = np.empty_like(mean)
         linear.moments(self._theta, self._Ainv, X, mean, sd)
         return mean, sd
 
-    def _propensities(self, X, mask) -> np.ndarray:
+    def _propensities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         mean, sd = self._moments(X)
         out = np.empty_like(mean)
         choice.floor_probabilities(mean + self._alpha * sd, mask, self.epsilon, out)
         return out
 
-    def _scores(self, X) -> np.ndarray:
+    def _scores(self, X: np.ndarray) -> np.ndarray:
         mean, sd = self._moments(X)
         return mean + self._alpha * sd
 
@@ -178,7 +179,8 @@ class _DisjointLinear(_LinearScoring):
         self._stale = np.append(self._stale, False)
         self._updates.append(0)
 
-    def _accumulate(self, arms, X, rewards, weights) -> None:
+    def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
+                    weights: np.ndarray) -> None:
         linear.accumulate(self._S, self._b, self._counts, arms, X, rewards, weights)
         self._stale[arms] = True
         self._dirty = True
@@ -207,7 +209,7 @@ class _DisjointLinear(_LinearScoring):
                 "epsilon": self.epsilon, "half_life_ms": self.half_life_ms}
 
     @classmethod
-    def _from_params(cls, params, arrays, rng):
+    def _from_params(cls, params: dict[str, Any], arrays: dict[str, Any], rng: Rng) -> Self:
         return cls(**params, rng=rng)
 
 
@@ -303,21 +305,22 @@ class LinTS(_DisjointLinear):
             return Policy.decide_row(self, x, mask, u)
         return arm, p, mean, bonus
 
-    def _choose(self, X, mask, rng, with_propensities):
+    def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
+                with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:
         arms, _ = super()._choose(X, mask, rng, with_propensities)
         if not with_propensities:
             return arms, None
         probs = self._propensities(X, mask)
         return arms, probs[np.arange(X.shape[0]), arms]
 
-    def _propensities(self, X, mask) -> np.ndarray:
+    def _propensities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         mean, sd = self._moments(X)
         out = np.empty_like(mean)
         choice.gaussian_max_probabilities(mean, self.v * sd, mask, _GL_NODES, _GL_WEIGHTS,
                                           _RADIUS, _STEPS, out)
         return out
 
-    def _scores(self, X) -> np.ndarray:
+    def _scores(self, X: np.ndarray) -> np.ndarray:
         return self._moments(X)[0]
 
     def _params(self) -> dict[str, Any]:

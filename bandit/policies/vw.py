@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self, overload
 
 import numpy as np
 from vowpalwabbit import pyvw
@@ -256,6 +256,14 @@ class VWPolicy(Policy):
 
     # -- decisions -----------------------------------------------------------------------
 
+    @overload
+    def _predict(self, X: np.ndarray, mask: np.ndarray,
+                 scores: Literal[False] = False) -> tuple[np.ndarray, None]: ...
+
+    @overload
+    def _predict(self, X: np.ndarray, mask: np.ndarray,
+                 scores: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+
     def _predict(self, X: np.ndarray, mask: np.ndarray, scores: bool = False
                  ) -> tuple[np.ndarray, np.ndarray | None]:
         """pmf (n, n_arms) in float64, renormalized over each row's eligible arms (0 elsewhere),
@@ -280,7 +288,8 @@ class VWPolicy(Policy):
         P /= P.sum(axis=1, keepdims=True)
         return P, S
 
-    def _choose(self, X, mask, rng, with_propensities):
+    def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
+                with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:
         n = X.shape[0]
         P, _ = self._predict(X, mask)
         u = self._draw_uniforms(n, rng)[:, 0]
@@ -291,13 +300,13 @@ class VWPolicy(Policy):
         arms[over] = self.n_arms - 1 - np.argmax(P[over][:, ::-1] > 0, axis=1)
         return arms, (P[np.arange(n), arms] if with_propensities else None)
 
-    def _propensities(self, X, mask) -> np.ndarray:
+    def _propensities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._predict(X, mask)[0]
 
-    def _scores(self, X) -> np.ndarray:
+    def _scores(self, X: np.ndarray) -> np.ndarray:
         return self._predict(X, self._all_active, scores=True)[1]
 
-    def _expectation(self, X, arms) -> tuple[np.ndarray, np.ndarray]:
+    def _expectation(self, X: np.ndarray, arms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # The reward model's estimate for the arm alone (a regression per action line: the
         # other arms do not change it); exploration has no per-arm bonus to report.
         n = X.shape[0]
@@ -338,7 +347,7 @@ class VWPolicy(Policy):
                 i = np.flatnonzero(bad)[0]
                 raise InvalidInputError(f"propensities: expected numbers in (0, 1], got {p[i]} "
                                         f"at row {i}")
-        for a, x, r, q in zip(arms.tolist(), X, rewards.tolist(), p.tolist()):
+        for a, x, r, q in zip(arms.tolist(), X, rewards.tolist(), p.tolist(), strict=True):
             self._learn(a, x, r, q)
 
     def _learn(self, arm: int, x: np.ndarray, reward: float, propensity: float) -> None:
@@ -395,7 +404,8 @@ class VWPolicy(Policy):
             model = np.asarray(arrays["model"])
             policy = cls(**state["params"], arm_features=F, rng=rng)
         except (KeyError, TypeError) as exc:
-            raise IncompatibleStateError(f"{cls.kind}: bad or missing part of state: {exc}") from None
+            raise IncompatibleStateError(
+                f"{cls.kind}: bad or missing part of state: {exc}") from None
         except InvalidInputError as exc:
             raise IncompatibleStateError(f"{cls.kind}: bad params in state: {exc}") from None
         if active.shape != (policy.n_arms,) or active.dtype != np.bool_ or not active.any():

@@ -1,11 +1,11 @@
 """Batch decision bodies (NDJSON or JSON) decoded by msgspec straight into request columns.
 
-The service's batch route takes up to 280,000 requests in one body. Validating each with the
-pydantic ``DecisionRequest`` and encoding its context dict row by row took longer than deciding
-them. Here one msgspec call decodes the whole body into Structs typed after the campaign's
-context schema (a field per feature: a number for a numeric feature, a string for a
-categorical one), so that the decoder also does the engine's context checks, and the engine
-takes the values as columns (``Engine.request_columns``).
+The service's batch route takes many requests in one body (``Settings.max_batch_rows``).
+Validating each with the pydantic ``DecisionRequest`` and encoding its context dict row by row
+would take longer than deciding them. Here one msgspec call decodes the whole body into
+Structs typed after the campaign's context schema (a field per feature: a number for a numeric
+feature, a string for a categorical one), so that the decoder also does the engine's context
+checks, and the engine takes the values as columns (``Engine.request_columns``).
 
 This is only the fast path for good bodies: ``ndjson_columns`` and ``json_columns`` return None
 for anything they do not fully accept, and the route then takes the pydantic path, whose 4xx
@@ -17,13 +17,14 @@ has a valid name), and that no key is repeated (``keys_unique``: every optional 
 UNSET when omitted, so that the requests written back have exactly the members of the body).
 
 The engine is passed in (``Engine.campaign``, ``Engine.request_columns``): this module sits
-below it and imports it for type checking only.
+below it, so it names only what it calls (``EngineLike``) and never imports it.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Protocol, TypeVar, cast
 
 import msgspec
 import numpy as np
@@ -33,8 +34,19 @@ from bandit.models.specs import CampaignSpec
 from bandit.wire.names import Label, Name, names_fit
 from bandit.wire.strict import keys_unique
 
-if TYPE_CHECKING:
-    from bandit.engine import Engine, RequestColumns
+Columns = TypeVar("Columns", covariant=True)
+
+
+class EngineLike(Protocol[Columns]):
+    """What the decoders call of an ``Engine``; ``Columns`` is its ``RequestColumns``."""
+
+    def campaign(self, name: str) -> CampaignSpec: ...
+
+    def request_columns(self, campaign: str, user_ids: list[str], consent: np.ndarray,
+                        explain: np.ndarray, contexts: Sequence[Any],
+                        values: Callable[[Any], tuple], segments: Sequence[Mapping[str, str]],
+                        absent: object) -> Columns: ...
+
 
 Segments = Annotated[dict[Name, Label], msgspec.Meta(max_length=16)]
 _BLANK = re.compile(rb"\s*").match
@@ -72,7 +84,9 @@ def _decoders(spec: CampaignSpec) -> _Decoders:
         "Context", [(f.name, (float if f.kind == "numeric" else Label) | msgspec.UnsetType,
                      msgspec.UNSET) for f in spec.context.features],
         forbid_unknown_fields=True, gc=False)
-    Request = msgspec.defstruct(
+    # Made at run time, its fields the campaign's: no static type describes it, so it is Any
+    # to mypy, which then reads list[Request] below as list[Any].
+    Request: Any = msgspec.defstruct(
         "Request", [("campaign", Name), ("user_id", Label),
                     ("context", Context | msgspec.UnsetType, msgspec.UNSET),
                     ("segments", Segments | msgspec.UnsetType, msgspec.UNSET),
@@ -89,10 +103,12 @@ def _decoders(spec: CampaignSpec) -> _Decoders:
     return found
 
 
-def ndjson_columns(body: bytes, engine: Engine) -> RequestColumns | None:
+def ndjson_columns(body: bytes, engine: EngineLike[Columns]) -> Columns | None:
     """The requests of an NDJSON batch body (one per non-blank line, all of the first line's
     campaign) as columns, or None when the body is not plainly good."""
-    start = _BLANK(body).end()  # the first line's campaign picks the decoder
+    # The first line's campaign picks the decoder. "\s*" matches every body (if only its empty
+    # start): the match is never None.
+    start = cast(re.Match[bytes], _BLANK(body)).end()
     end = body.find(b"\n", start)
     try:
         campaign = _HEAD.decode(body[start:end if end >= 0 else len(body)]).campaign
@@ -109,7 +125,7 @@ def ndjson_columns(body: bytes, engine: Engine) -> RequestColumns | None:
     return _columns(engine, campaign, requests, decoders.empty)
 
 
-def json_columns(body: bytes, engine: Engine) -> RequestColumns | None:
+def json_columns(body: bytes, engine: EngineLike[Columns]) -> Columns | None:
     """The requests of a JSON batch body (a BatchDecisionRequest) as columns, or None when the
     body is not plainly good."""
     try:
@@ -123,8 +139,8 @@ def json_columns(body: bytes, engine: Engine) -> RequestColumns | None:
     return _columns(engine, campaign, batch.requests, decoders.empty)
 
 
-def _columns(engine: Engine, campaign: str, requests: list[Any],
-             empty: Any) -> RequestColumns | None:
+def _columns(engine: EngineLike[Columns], campaign: str, requests: list[Any],
+             empty: Any) -> Columns | None:
     n = len(requests)
     if not n or any(r.campaign != campaign for r in requests):
         return None

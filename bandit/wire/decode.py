@@ -15,8 +15,9 @@ is good; a bad value is found by halving, so it costs a few calls, not one per v
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import msgspec
 
@@ -50,7 +51,8 @@ def decode_lines(many: msgspec.json.Decoder, values: Sequence[bytes | None],
     """
     if len(values) > 1 and [v[:1] for v in values if v is not None].count(b"{") == len(values):
         try:
-            decoded = many.decode(b"[" + b"\n,".join(values) + b"]")  # type: ignore[arg-type]
+            # Every value starts with "{" (checked above), so none is None.
+            decoded = many.decode(b"[" + b"\n,".join(cast("Sequence[bytes]", values)) + b"]")
         except msgspec.DecodeError:
             pass  # at least one bad value: find it (and its verdict)
         else:
@@ -74,7 +76,8 @@ class Reader(Generic[T, V]):
     def __init__(self, kind: type[T] | Any, verdict: Callable[[bytes | None, Exception | None], V],
                  misfits: Callable[[list[Any]], Iterable[int]] | None = None) -> None:
         self._one = msgspec.json.Decoder(kind).decode
-        self._many = msgspec.json.Decoder(list[kind])  # type: ignore[valid-type]
+        # list[kind], built as Python builds it: a type held in a variable is no type to mypy.
+        self._many = msgspec.json.Decoder(types.GenericAlias(list, kind))
         self._verdict, self._misfits = verdict, misfits
 
     def one(self, value: bytes | None) -> T | V:

@@ -1,10 +1,10 @@
 """The msgspec mirrors' scalar types and their ONE check of names and decision ids.
 
-msgspec checks a pattern with a regex call per string, which was most of the decoding; a
-stream repeats the same few names, so the mirrors leave the patterns out of their types and
-``names_fit`` checks names against a cache of names already seen to be valid (a set lookup
-each), ``ids_misfit`` decision ids with one pass over their concatenation. The pattern texts
-are the contract's (``bandit.models.names``); the stream (``wire.events``), the joined
+msgspec checks a pattern with a regex call per string, which would outweigh the rest of the
+decoding; a stream repeats the same few names, so the mirrors leave the patterns out of their
+types and ``names_fit`` checks names against a cache of names already seen to be valid (a set
+lookup each), ``ids_misfit`` decision ids with one pass over their concatenation. The pattern
+texts are the contract's (``bandit.models.names``); the stream (``wire.events``), the joined
 examples (``wire.joined``), the batch decoder (``wire.batch``) and the service's single
 fast path all check names here.
 

@@ -15,7 +15,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 
 class SlotChoiceLike(Protocol):
@@ -37,10 +37,8 @@ class _Decided(Protocol):
 
 
 class _Sent(_Decided, Protocol):
-    """An event as a sender writes it."""
+    """An event as a sender writes it (its ``type``, a literal, tells the kinds apart)."""
 
-    @property
-    def type(self) -> str: ...
     @property
     def event_id(self) -> str: ...
 
@@ -64,12 +62,16 @@ class ImpressionLike(_Sent, _Logged, Protocol):
     """``models.Impression`` or ``wire.Impression``."""
 
     @property
+    def type(self) -> Literal["impression"]: ...
+    @property
     def model_version(self) -> float: ...
 
 
 class ClickLike(_Sent, Protocol):
     """``models.Click`` or ``wire.Click``."""
 
+    @property
+    def type(self) -> Literal["click"]: ...
     @property
     def reward(self) -> float: ...
     @property
@@ -80,7 +82,7 @@ class WatermarkLike(Protocol):
     """``models.Watermark`` or ``wire.Watermark``."""
 
     @property
-    def type(self) -> str: ...
+    def type(self) -> Literal["watermark"]: ...
     @property
     def ts(self) -> float: ...
 
@@ -91,3 +93,20 @@ class JoinedLike(_Logged, Protocol):
     @property
     def rewards(self) -> Mapping[str, float]: ...
 
+
+if TYPE_CHECKING:
+    from bandit import models
+    from bandit.wire import events, joined
+
+    def _both_kinds_fit(
+        model_impression: models.Impression, mirror_impression: events.Impression,
+        model_click: models.Click, mirror_click: events.Click,
+        model_watermark: models.Watermark, mirror_watermark: events.Watermark,
+        model_joined: models.JoinedEvent, mirror_joined: joined.Joined,
+        model_choice: models.SlotChoice, mirror_choice: events.SlotChoice,
+    ) -> tuple[list[ImpressionLike], list[ClickLike], list[WatermarkLike], list[JoinedLike],
+               list[SlotChoiceLike]]:
+        """Never run: mypy checks that a model and its mirror both fit each protocol."""
+        return ([model_impression, mirror_impression], [model_click, mirror_click],
+                [model_watermark, mirror_watermark], [model_joined, mirror_joined],
+                [model_choice, mirror_choice])
