@@ -8,6 +8,7 @@ outside Typer's standalone mode and reports usage errors and BanditErrors itself
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from enum import StrEnum
@@ -176,7 +177,7 @@ def serve(
 
     overrides: dict[str, Any] = {"host": host, "port": port, "snapshot_path": snapshot}
     try:
-        settings = Settings(_env_file=env_file,  # type: ignore[call-arg]
+        settings = Settings(_env_file=env_file,
                             **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as error:
         raise InvalidInputError(_describe_settings_error(error)) from None
@@ -262,10 +263,8 @@ def broker(
     signal.signal(signal.SIGTERM, interrupt)
     with LocalBroker(host=host, port=port or None, durable=durable) as running:
         print(running.bootstrap_servers, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
 
 
 def _run_until_signalled(run: Callable[[Callable[[], bool]], None], records: Callable[[], int],
@@ -302,7 +301,9 @@ def worker(
     bootstrap_servers: Annotated[
         str, typer.Option(envvar="CMAB_BOOTSTRAP_SERVERS", help="Kafka bootstrap address.")
     ] = "127.0.0.1:9092",
-    topic_prefix: Annotated[str, typer.Option(help="Topics are <prefix>.impressions, ...")] = "cmab",
+    topic_prefix: Annotated[
+        str, typer.Option(help="Topics are <prefix>.impressions, ...")
+    ] = "cmab",
     group: Annotated[str, typer.Option(help="Consumer group of the workers.")] = "cmab-worker",
     partitions: Annotated[
         int, typer.Option(min=1, help="Partitions of topics this command creates if missing.")
@@ -328,6 +329,7 @@ def worker(
 ) -> None:
     """Join impressions and clicks, learn, checkpoint to the state topic; until Ctrl-C or
     SIGTERM (then it leaves its group, and its partitions move to the other workers)."""
+    from bandit.engine.join import MAX_PENDING
     from streams.kafka import KafkaTransport
     from streams.topics import Topics, create_topics
     from streams.worker import Worker
@@ -340,7 +342,7 @@ def worker(
                                heartbeat_interval_ms=heartbeat_interval_ms,
                                fetch_max_wait_ms=fetch_max_wait_ms)
     running = Worker(transport, checkpoint_interval_ms=checkpoint_interval_ms,
-                     **({} if max_pending is None else {"max_pending": max_pending}))
+                     max_pending=MAX_PENDING if max_pending is None else max_pending)
     transport.attach(running)
     if not quiet:
         print(f"cmab worker: group {group} on {topics.impressions} and {topics.clicks} at "

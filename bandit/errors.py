@@ -6,6 +6,17 @@ dead-letters the rest; the HTTP service maps codes to status codes in one place.
 
 from __future__ import annotations
 
+__all__ = [
+    "BanditError",
+    "ConflictError",
+    "IncompatibleStateError",
+    "InvalidInputError",
+    "NotFoundError",
+    "OverCapacityError",
+    "UnavailableError",
+    "UnknownArmError",
+]
+
 
 class BanditError(Exception):
     """Base class of every error the project raises on purpose."""

@@ -22,6 +22,8 @@ from pydantic_settings import (
 
 from bandit.engine.join import MAX_PENDING
 
+__all__ = ["ENV_PREFIX", "Settings"]
+
 ENV_PREFIX = "CMAB_"
 
 

@@ -82,7 +82,8 @@ class ObjectStore:
         self.root, self.host, self.port, self.bucket = root, host, port or free_port(host), bucket
         self._process: subprocess.Popen[bytes] | None = None
         self._lock: int | None = None
-        self._log = tempfile.TemporaryFile()
+        # Lives as long as the store: closed by __exit__, or by start when it fails.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
 
     @property
     def endpoint(self) -> str:
@@ -107,7 +108,7 @@ class ObjectStore:
                  str(self.port), str(self.root)],
                 stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)  # a Ctrl-C meant for us is not its business
-            self._wait_ready()
+            self._wait_ready(self._process)
         except BaseException:
             self.stop()
             self._log.close()  # __exit__ will not run: the error already quotes the output
@@ -127,20 +128,20 @@ class ObjectStore:
             raise InvalidInputError(f"durable directory {self.root}: another broker is "
                                     "using it") from None
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
         """Ready once it answers: creating the bucket is the first request (409 = exists)."""
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while True:
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 raise UnavailableError(f"the object store exited with code "
-                                       f"{self._process.returncode}: {self.output()[-500:]}")
+                                       f"{process.returncode}: {self.output()[-500:]}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     pass
                 # As for the broker: a stranger on the port would answer in its place, and a
                 # bind failure ends localbucket within milliseconds.
                 time.sleep(_BIND_GRACE_S)
-                if self._process.poll() is None and self._create_bucket():
+                if process.poll() is None and self._create_bucket():
                     return
             except OSError:
                 pass
@@ -203,7 +204,8 @@ class LocalBroker:
         self.durable = durable
         self.store: ObjectStore | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        # Lives as long as the broker: closed by __exit__, or by start when it fails.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
 
     @property
     def bootstrap_servers(self) -> str:
@@ -228,21 +230,18 @@ class LocalBroker:
                 # Its own process group: a Ctrl-C meant for us is not its business; we stop it.
                 start_new_session=True,
             )
-            self._wait_ready()
+            self._wait_ready(self._process)
         except BaseException:
             self.stop()
             self._log.close()  # __exit__ will not run: the error already quotes the output
             raise
         return self
 
-    def _exited(self) -> bool:
-        return self._process is not None and self._process.poll() is not None
-
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while True:
-            if self._exited():
-                raise UnavailableError(f"the broker exited with code {self._process.returncode}: "
+            if process.poll() is not None:
+                raise UnavailableError(f"the broker exited with code {process.returncode}: "
                                        f"{self.output()[-500:]}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
@@ -250,7 +249,7 @@ class LocalBroker:
                 # Someone else may hold the port: tansu then exits within milliseconds (bind
                 # failure), and a metadata request to a stranger would only hang.
                 time.sleep(_BIND_GRACE_S)
-                if not self._exited() and self._answers_metadata():
+                if process.poll() is None and self._answers_metadata():
                     return
             except OSError:
                 pass

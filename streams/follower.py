@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import orjson
 from kafka import TopicPartition
@@ -108,7 +109,8 @@ class StateFollower:
         with self._changed:
             return dict(self._latest)
 
-    def wait_for(self, predicate, timeout_s: float) -> bool:
+    def wait_for(self, predicate: Callable[[dict[int, PartitionJoin]], bool],
+                 timeout_s: float) -> bool:
         """Wait until ``predicate(self.partitions())`` holds (checked after every update)."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
@@ -119,7 +121,8 @@ class StateFollower:
                 self._changed.wait(left)
             return True
 
-    def wait_for_vw(self, predicate, timeout_s: float) -> bool:
+    def wait_for_vw(self, predicate: Callable[[dict[int, int] | None], bool],
+                    timeout_s: float) -> bool:
         """Wait until ``predicate(self.vw_offsets)`` holds (checked after every VW update)."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
@@ -140,7 +143,8 @@ class StateFollower:
                 time.sleep(0.5)
                 continue
             fresh: dict[int, list[bytes]] = {}
-            vw, synced = None, False
+            vw: bytes | None = None
+            synced = False
             for tp, records in batches.items():
                 if tp.topic == self.topics.campaigns:
                     for r in records:
@@ -153,8 +157,9 @@ class StateFollower:
             if fresh:
                 self._absorb(fresh)
             # A VW checkpoint may arrive before its campaign: apply it again once it exists.
-            if vw is not None or (synced and self._vw_latest is not None):
-                self._absorb_vw(vw or self._vw_latest)
+            newest = vw or self._vw_latest
+            if newest is not None and (vw is not None or synced):
+                self._absorb_vw(newest)
 
     def _sync(self, value: bytes) -> None:
         try:

@@ -1,9 +1,10 @@
 """The ``.joined`` training log's record format: blocks of joined examples.
 
 kafka-python spends more Python on every record it produces than the worker spends joining
-and learning a decision, so the worker does not write a record per closed decision. One ``.joined`` record is a *block*: many joined examples of one partition, each the
-exact JSON bytes of a ``JoinedEvent`` the join produced, one per line, after a header line
-that names the format and the number of examples::
+and learning a decision, so the worker does not write a record per closed decision. One
+``.joined`` record is a *block*: many joined examples of one partition, each the exact JSON
+bytes of a ``JoinedEvent`` the join produced, one per line, after a header line that names the
+format and the number of examples::
 
     cmab.joined/1 3
     {"decision_id":"...","campaign":"weekly",...}

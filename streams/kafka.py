@@ -9,6 +9,7 @@ record, so every checkpoint is flushed on its own; topics are never auto-created
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -216,12 +217,11 @@ class KafkaTransport:
         self.producer.flush()
 
     def commit(self, offsets: dict[int, dict[str, int]]) -> None:
-        try:
+        # A partition moved meanwhile: its checkpoint is what counts.
+        with contextlib.suppress(KafkaError):
             self.consumer.commit({
                 TopicPartition(self._tp[stream], p): OffsetAndMetadata(o, "", -1)
                 for p, streams in offsets.items() for stream, o in streams.items()})
-        except KafkaError:  # a partition moved meanwhile; its checkpoint is what counts
-            pass
 
     def close(self) -> None:
         self.consumer.close()  # leaves the group: the partitions move at once

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -95,7 +95,8 @@ class MemoryTransport:
     def campaign_records(self) -> list[dict[str, Any]]:
         rows = self.log.read(self.log.topics.campaigns, 0, self._campaigns_read)
         self._campaigns_read += len(rows)
-        return [orjson.loads(value) for _, value, _ in rows]
+        # Only publish_campaign writes there, always bytes (None is for other topics' records).
+        return [orjson.loads(cast(bytes, value)) for _, value, _ in rows]
 
     def latest_checkpoint(self, partition: int) -> bytes | None:
         end = self.log.end(self.log.topics.state, partition)

@@ -11,6 +11,7 @@ decisions (the training log); ``.deadletter`` the records the worker could not u
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from bandit.errors import InvalidInputError, UnavailableError
@@ -94,10 +95,9 @@ def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> in
         wanted = topics.partition_counts(partitions)
         missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in have]
         if missing:
-            try:
+            # Created meanwhile by another process.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing, timeout_ms=_ADMIN_TIMEOUT_MS)
-            except TopicAlreadyExistsError:  # created meanwhile by another process
-                pass
         for name, n in have.items():
             if n != wanted[name]:
                 raise InvalidInputError(

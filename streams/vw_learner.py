@@ -63,12 +63,12 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
-from bandit.wire.decode import Reader
-from bandit.wire.joined import Joined
-from bandit.wire.joined import misfits as joined_misfits
 from bandit.engine import Engine
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError, UnavailableError
 from bandit.models import JoinedEvent
+from bandit.wire.decode import Reader
+from bandit.wire.joined import Joined
+from bandit.wire.joined import misfits as joined_misfits
 from streams import joined
 from streams.kafka import (
     MAX_RECORD_BYTES,
@@ -231,7 +231,7 @@ class VWLearner:
             block = f"{record.stream}/{record.partition}/{record.offset}"
             for index, event in enumerate(decode_examples(lines)):
                 try:
-                    if type(event) is InvalidInputError:
+                    if isinstance(event, InvalidInputError):  # decode_examples makes no subclass
                         raise event
                     check(event)  # campaign, slots, arms, context
                 except InvalidInputError as exc:
@@ -316,7 +316,7 @@ class VWLearner:
             hexed = raw.hex()
             self._newest[key] = float(newest)
             self._seen[key] = dict(zip((hexed[i:i + 32] for i in range(0, len(hexed), 32)),
-                                       times.tolist()))
+                                       times.tolist(), strict=True))
         self._remembered = sum(len(seen) for seen in self._seen.values())
         self._prune_at = max(2 * self._remembered, _PRUNE_FLOOR)
 
@@ -332,6 +332,8 @@ class VWLearner:
         """The learner a ``checkpoint`` came from (IncompatibleStateError if damaged)."""
         engine, extra = Engine.from_bytes(data, what=what)
         try:
+            if extra is None:  # an engine snapshot: Python's words for indexing it
+                raise TypeError("'NoneType' object is not subscriptable")
             if extra["vwstate"] != VWSTATE_FORMAT:
                 raise ValueError(f"format {extra['vwstate']}, expected {VWSTATE_FORMAT}")
             learner = cls(engine, offsets={int(p): int(o) for p, o in extra["offsets"].items()},

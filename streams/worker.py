@@ -70,15 +70,16 @@ import logging
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
-from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected, subject_key
+from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Click, Impression
 from streams.codec import Refused, decode_many, encode
 from streams.records import CLICKS, IMPRESSIONS, STREAMS, Batch, DeadLetter, Record
@@ -163,7 +164,7 @@ class _Read(NamedTuple):
     stream: str
     offsets: list[int]
     values: list[bytes | None]
-    decoded: list[Any]
+    decoded: Sequence[Any]  # one per value: its event, or the Refused it is refused with
 
 
 _ts = attrgetter("ts")
@@ -211,7 +212,7 @@ class PartitionJoin:
         self.counters = counters or Counters()
         self.seq = seq
 
-    def process(self, batches: Iterable[Batch], idle: set[str] = frozenset(), *,
+    def process(self, batches: Iterable[Batch], idle: AbstractSet[str] = frozenset(), *,
                 lap: Callable[[str | None], None] = _no_lap) -> BatchOutput:
         """Decode, validate, join and learn what a poll brought of this partition (either
         input, any order of batches); ``idle`` names inputs with nothing more to read right
@@ -294,7 +295,7 @@ class PartitionJoin:
                 top = float(event.ts)
         newest[stream] = top
 
-    def _watermark(self, idle: set[str]) -> float:
+    def _watermark(self, idle: AbstractSet[str]) -> float:
         """The slower of the inputs that are not idle (of all, if every input is idle)."""
         busy = [self.newest[s] for s in STREAMS if s not in idle]
         return min(busy) if busy else max(self.newest.values())
@@ -307,7 +308,7 @@ class PartitionJoin:
                for r in rejected):
             source = {id(event): Record(stream, self.partition, offset, value)
                       for stream, offsets, values, decoded in read
-                      for event, offset, value in zip(decoded, offsets, values)}
+                      for event, offset, value in zip(decoded, offsets, values, strict=True)}
         for rejection in rejected:
             if rejection.reason.startswith("duplicate"):
                 out.counters.duplicates += 1
@@ -340,6 +341,8 @@ class PartitionJoin:
         ``model_only``: without its open windows (for reading the model, not for resuming)."""
         engine, extra = Engine.from_bytes(data, what=what, model_only=model_only)
         try:
+            if extra is None:  # an engine snapshot: Python's words for indexing it
+                raise TypeError("'NoneType' object is not subscriptable")
             if extra["checkpoint"] != CHECKPOINT_FORMAT:
                 raise ValueError(f"format {extra['checkpoint']}")
             return cls(int(extra["partition"]), engine,

@@ -17,6 +17,7 @@ from bandit.engine import Engine, _add_grouped, _Tally
 from bandit.errors import InvalidInputError
 from bandit import models
 from bandit.models import JoinedEvent
+from bandit.wire import decisions
 from streams.codec import Refused, decode, decode_many, decode_model, encode
 from tests import streamdata
 
@@ -47,7 +48,7 @@ events = impressions | clicks | watermarks
 
 MIRRORS = [(wire.SlotChoice, models.SlotChoice), (wire.Impression, models.Impression),
            (wire.Click, models.Click), (wire.Watermark, models.Watermark),
-           (wire.Joined, models.JoinedEvent)]
+           (wire.Joined, models.JoinedEvent), (decisions.DecisionRequest, models.DecisionRequest)]
 
 
 def _model_type(annotation):

@@ -60,9 +60,10 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
                          "link= (streams.link.stream_link), as cmab serve does")
     snapshot = settings.snapshot_path
     if engine is None:
-        seeds = {"seed": settings.seed, "id_seed": settings.id_seed}
-        engine = (Engine.load(snapshot, **seeds)
-                  if snapshot is not None and snapshot.exists() else Engine(**seeds))
+        seed, id_seed = settings.seed, settings.id_seed
+        engine = (Engine.load(snapshot, seed=seed, id_seed=id_seed)
+                  if snapshot is not None and snapshot.exists()
+                  else Engine(seed=seed, id_seed=id_seed))
     engine.limit_pending(settings.max_pending)
     app = FastAPI(
         title="bandit-engine decision service",

@@ -24,24 +24,24 @@ _T = TypeVar("_T")
 
 # Coroutines: FastAPI runs a plain function dependency in a thread.
 async def get_engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
+    return request.app.state.engine
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 async def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics  # type: ignore[no-any-return]
+    return request.app.state.metrics
 
 
 async def get_singles(request: Request) -> Singles:
-    return request.app.state.singles  # type: ignore[no-any-return]
+    return request.app.state.singles
 
 
 async def get_link(request: Request) -> Link | None:
     """The link to the stream, made at start-up (stream mode), else None."""
-    return request.app.state.link  # type: ignore[no-any-return]
+    return request.app.state.link
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

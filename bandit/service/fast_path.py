@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from functools import partial
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from fastapi import Request
@@ -19,6 +19,7 @@ from bandit.errors import BanditError
 from bandit.service.errors import bandit_error
 from bandit.service.metrics import Metrics
 from bandit.service.singles import Singles, answer_all
+from bandit.wire.decisions import DecisionRequest
 
 _FAST_PATH = "/v1/decisions"
 _FAST_MAX_BYTES = 64 * 1024  # larger single requests (512 context features) take the route
@@ -26,29 +27,11 @@ _FAST_MAX_BYTES = 64 * 1024  # larger single requests (512 context features) tak
 # fused per slot); more share one ``decide_batch`` with its answers' JSON, whose fixed cost is
 # then smaller than theirs one by one.
 _ONE_BY_ONE = 12
-_NameText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-_LabelText = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-
-
-class _FastRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
-    """``DecisionRequest`` as msgspec reads it: the same fields, defaults and constraints but
-    the pattern of names, which ``fast_request`` checks. The engine reads requests by
-    attribute, which both kinds provide. (Defaults are omitted when one is written back, for
-    ``wire.keys_unique``.)"""
-
-    campaign: _NameText
-    user_id: _LabelText
-    context: Annotated[dict[_NameText, float | _LabelText], msgspec.Meta(max_length=512)] = {}
-    segments: Annotated[dict[_NameText, _LabelText], msgspec.Meta(max_length=16)] = {}
-    consent: bool = True
-    explain: bool = False
-
-
-_FAST_DECODE = msgspec.json.Decoder(_FastRequest).decode
+_FAST_DECODE = msgspec.json.Decoder(DecisionRequest).decode
 _FAST_ENCODE = msgspec.json.Encoder().encode
 
 
-def fast_request(body: bytes) -> _FastRequest | None:
+def fast_request(body: bytes) -> DecisionRequest | None:
     """The request when msgspec takes the body, every name fits the pattern and no key is
     repeated, else None: whatever msgspec refuses, pydantic is asked for the verdict (the
     route's 400/422 bodies)."""
@@ -84,7 +67,7 @@ class SingleFastPath:
         self.latency = metrics.latency.labels("decision")
         self.counters: dict[tuple[str, str, str], Any] = {}
         self.decisions = metrics.decisions
-        self.waiting: list[tuple[_FastRequest, asyncio.Future[bytes]]] = []
+        self.waiting: list[tuple[DecisionRequest, asyncio.Future[bytes]]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["path"] != _FAST_PATH
@@ -133,21 +116,21 @@ class SingleFastPath:
         group, self.waiting = self.waiting, []
         if not self.engine.lock.acquire(blocking=False):
             for request, future in group:
-                task = asyncio.ensure_future(self.singles.decide(request))  # type: ignore[arg-type]
+                task = asyncio.ensure_future(self.singles.decide(request))
                 task.add_done_callback(partial(_settle, future))
             return
         try:
             if len(group) <= _ONE_BY_ONE:
                 answers = [self.decide_one(request) for request, _ in group]
             else:
-                answers = self.singles.decide_all([r for r, _ in group])  # type: ignore[misc]
+                answers = self.singles.decide_all([r for r, _ in group])
         except Exception as error:  # a bug of ours: fail these requests, never hang them
             answers = [error] * len(group)
         finally:
             self.engine.lock.release()
         answer_all(group, answers)
 
-    def decide_one(self, request: _FastRequest) -> bytes | BaseException:
+    def decide_one(self, request: DecisionRequest) -> bytes | BaseException:
         """One request's JSON, or its BanditError; the caller holds the engine's lock."""
         try:
             one = self.engine.decide_one(request)

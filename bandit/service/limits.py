@@ -13,8 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bandit.wire.batch import MAX_JSON_REQUESTS
 from bandit.service.errors import ServiceError, error_body
+from bandit.wire.batch import MAX_JSON_REQUESTS
 
 
 class _BodyTooLarge(HTTPException):

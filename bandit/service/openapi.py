@@ -12,7 +12,6 @@ from fastapi.openapi.utils import get_openapi
 from bandit.models import BatchDecisionRequest, Click, Decision, DecisionRequest, Impression
 from bandit.service.reading import NDJSON
 
-
 EXAMPLE_CAMPAIGN: dict[str, Any] = {
     "name": "weekly-newsletter",
     "holdout": 0.05,

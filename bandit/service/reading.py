@@ -10,7 +10,7 @@ import pydantic_core
 from fastapi import Depends, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bandit import wire
 from bandit.service.errors import ServiceError, invalid
@@ -18,6 +18,7 @@ from bandit.service.errors import ServiceError, invalid
 NDJSON = "application/x-ndjson"
 
 _T = TypeVar("_T")
+_Model = TypeVar("_Model", bound=BaseModel)  # or a union of models
 
 
 def strict_json(body: bytes, what: str) -> None:
@@ -117,8 +118,8 @@ def lines(body: bytes) -> Iterator[tuple[int, bytes]]:
             yield number, line
 
 
-def ndjson_items(body: bytes, adapter: Callable[[bytes], _T],
-                 tags: frozenset[str] = frozenset()) -> Iterator[tuple[int, _T]]:
+def ndjson_items(body: bytes, adapter: Callable[[bytes], _Model],
+                 tags: frozenset[str] = frozenset()) -> Iterator[tuple[int, _Model]]:
     """(line number, validated item) per non-blank line; a bad line is an error naming it."""
     empty = True
     for number, line in lines(body):

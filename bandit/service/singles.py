@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from bandit.engine import Engine
 from bandit.errors import BanditError, InvalidInputError
-from bandit.models import DecisionRequest
 from bandit.service.metrics import Metrics
+from bandit.wire.decisions import DecisionRequestLike
 
 
 def answer_all(group: list[tuple[Any, asyncio.Future]], answers: list[Any]) -> None:
@@ -34,10 +35,10 @@ class Singles:
 
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self._engine, self._metrics = engine, metrics
-        self._waiting: list[tuple[DecisionRequest, asyncio.Future[bytes]]] = []
+        self._waiting: list[tuple[DecisionRequestLike, asyncio.Future[bytes]]] = []
         self._drain_task: asyncio.Task[None] | None = None  # held: the loop keeps tasks weakly
 
-    async def decide(self, request: DecisionRequest) -> bytes:
+    async def decide(self, request: DecisionRequestLike) -> bytes:
         """The decision's JSON; a BanditError (unknown campaign, bad context) is raised."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append((request, future))
@@ -54,7 +55,7 @@ class Singles:
                 answers = [error] * len(group)
             answer_all(group, answers)
 
-    def decide_all(self, requests: list[DecisionRequest]) -> list[bytes | BaseException]:
+    def decide_all(self, requests: Sequence[DecisionRequestLike]) -> list[bytes | BaseException]:
         """Each request's JSON, or its BanditError, in order; in the calling thread."""
         by_campaign: dict[str, list[int]] = {}
         for i, r in enumerate(requests):

@@ -11,7 +11,6 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response, StreamingResponse
 
-from bandit.wire.batch import json_columns, ndjson_columns
 from bandit.engine import DecisionBatch, Engine, RequestColumns
 from bandit.errors import InvalidInputError
 from bandit.models import BatchDecisionRequest, BatchDecisionResponse, Decision, DecisionRequest
@@ -36,6 +35,7 @@ from bandit.service.reading import (
     ndjson_items,
     read_body,
 )
+from bandit.wire.batch import json_columns, ndjson_columns
 
 # Engine calls for a large batch are cut into chunks, so a batch never holds the engine's lock
 # for long and single decisions interleave with it.

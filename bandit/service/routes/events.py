@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import Annotated
 
@@ -75,6 +76,7 @@ def _record_body(engine: Engine, metrics: Metrics, link: Link | None, body: byte
                  ndjson: bool) -> int:
     """Read, check and record (or send to the stream) the events of a body: the number
     accepted."""
+    events: Sequence[Impression | Click]
     events, where = _events_of(body, ndjson)
     known: set[str] = set()
     for label, event in zip(where, events, strict=True):
