@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import attrgetter
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -46,7 +46,7 @@ class SlotChoice(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 # a batch allocates thousands, and tracked they make decoding slower.
 class Impression(msgspec.Struct, forbid_unknown_fields=True, tag_field="type",
                  tag="impression", gc=False):
-    type: ClassVar[str] = "impression"
+    type: ClassVar[Literal["impression"]] = "impression"
     event_id: Label
     decision_id: DecisionId
     campaign: Name
@@ -65,7 +65,7 @@ class Impression(msgspec.Struct, forbid_unknown_fields=True, tag_field="type",
 
 class Click(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", tag="click",
             gc=False):
-    type: ClassVar[str] = "click"
+    type: ClassVar[Literal["click"]] = "click"
     event_id: Label
     decision_id: DecisionId
     campaign: Name

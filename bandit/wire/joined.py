@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import attrgetter
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import msgspec
 import orjson
@@ -32,7 +32,7 @@ from bandit.wire.names import known as _known
 class Joined(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     """A closed window: ``JoinedEvent``'s fields in its order."""
 
-    type: ClassVar[str] = "impression"
+    type: ClassVar[Literal["impression"]] = "impression"
     decision_id: DecisionId
     campaign: Name
     user_id: Label

@@ -15,7 +15,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 class SlotChoiceLike(Protocol):
@@ -37,7 +37,7 @@ class _Decided(Protocol):
 
 
 class _Sent(_Decided, Protocol):
-    """An event as a sender writes it."""
+    """An event as a sender writes it; ``type`` is the tag that tells the kinds apart."""
 
     @property
     def type(self) -> str: ...
@@ -64,12 +64,16 @@ class ImpressionLike(_Sent, _Logged, Protocol):
     """``models.Impression`` or ``wire.Impression``."""
 
     @property
+    def type(self) -> Literal["impression"]: ...
+    @property
     def model_version(self) -> float: ...
 
 
 class ClickLike(_Sent, Protocol):
     """``models.Click`` or ``wire.Click``."""
 
+    @property
+    def type(self) -> Literal["click"]: ...
     @property
     def reward(self) -> float: ...
     @property
