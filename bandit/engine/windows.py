@@ -89,10 +89,12 @@ class Closed:
                     slots={slot: wire.SlotChoice(arm=a, propensity=p) for slot, a, p in choices},
                     context=context, segments=segments, holdout=holdout, rewards=rewards))
             else:
-                out.append(JoinedEvent.model_validate(dict(
-                    decision_id=decision_id, campaign=campaign, user_id=user_id, ts=ts,
-                    slots={slot: {"arm": a, "propensity": p} for slot, a, p in choices},
-                    context=context, segments=segments, holdout=holdout, rewards=rewards)))
+                out.append(JoinedEvent.model_validate({
+                    "decision_id": decision_id, "campaign": campaign, "user_id": user_id,
+                    "ts": ts,
+                    "slots": {slot: {"arm": a, "propensity": p} for slot, a, p in choices},
+                    "context": context, "segments": segments, "holdout": holdout,
+                    "rewards": rewards}))
         return out
 
     def json(self) -> list[tuple[str, bytes]]:
