@@ -90,7 +90,7 @@ class Joiner(_OpenWindows):
     arrays, so its cost per window is a few bytes copied, not an event re-serialized. Rows of
     closed or erased decisions are reused.
 
-    >>> from bandit.models import CampaignSpec
+    >>> from bandit.models import CampaignSpec, Click, Impression
     >>> spec = CampaignSpec.model_validate({"name": "w", "attribution_window_ms": 1000,
     ...     "slots": [{"name": "s", "arms": [{"id": "a"}], "default_arm": "a"}]})
     >>> j = Joiner(lambda name: spec)
