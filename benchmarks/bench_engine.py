@@ -15,7 +15,6 @@ Run on its own: ``python -m benchmarks.bench_engine [--quick]``.
 from __future__ import annotations
 
 import numpy as np
-import orjson
 
 from bandit.engine import Engine
 from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent, SlotChoice
@@ -77,8 +76,8 @@ def run(quick: bool = False) -> Results:
     engine.decide_batch("bench", requests[:100])  # compile or load the cache, untimed
     t_engine, batch = best_time(lambda: None, lambda _: engine.decide_batch("bench", requests),
                                 repeat)
-    t_json, _ = best_time(lambda: None, lambda _: orjson.dumps(
-        engine.decide_batch("bench", requests).to_dicts()), repeat)
+    t_json, _ = best_time(lambda: None,
+                          lambda _: engine.decide_batch("bench", requests).ndjson(), repeat)
     X1 = np.ascontiguousarray(np.hstack([np.ones((n, 1)), X]))
     slots = engine._campaigns["bench"].slots  # the same policy objects, same state
 

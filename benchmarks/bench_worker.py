@@ -57,7 +57,7 @@ def workload(n: int) -> tuple[dict, list[dict], list[dict], int]:
     rng = np.random.default_rng(0)
     population = env.subscribers(n, rng)
     batch = engine.decide_batch(CAMPAIGN, population.requests(CAMPAIGN))
-    decisions = batch.to_dicts()
+    decisions = [orjson.loads(line) for line in batch.lines()]
     choices = {slot: np.array([d["slots"][i]["arm"] for d in decisions])
                for i, slot in enumerate(SLOTS)}
     clicked = env.sample_clicks(population, choices, rng)

@@ -13,16 +13,14 @@ import numpy as np
 from bandit.engine.encoding import _Encoder
 from bandit.engine.tally import _Tally
 from bandit.errors import ConflictError, InvalidInputError, NotFoundError, UnknownArmError
-from bandit.models import (
-    Arm,
-    CampaignSpec,
-    Click,
-    EligibilityRule,
-    Impression,
-    SlotSpec,
-    check_arm_features,
-)
+from bandit.models import Arm, CampaignSpec, EligibilityRule, SlotSpec, check_arm_features
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
+from bandit.wire import Joined
+from bandit.wire.protocols import ClickLike, ImpressionLike
+
+# What check_event takes: an event, pydantic or msgspec, or the VW learner's joined example
+# (checked as the impression it was).
+Checkable = ImpressionLike | ClickLike | Joined
 
 # A slot's learned state is refused beyond this many float64 numbers (256 MiB), so that one
 # campaign spec cannot exhaust the server.
@@ -32,7 +30,7 @@ _MAX_STATE_NUMBERS = 32 * 2**20
 def _rule_holds(rule: EligibilityRule, value: Any) -> bool:
     if value is None:
         return False
-    target = rule.value
+    target: Any = rule.value  # compared as it is: a TypeError says the rule cannot hold
     try:
         match rule.op:
             case "eq":
@@ -40,17 +38,17 @@ def _rule_holds(rule: EligibilityRule, value: Any) -> bool:
             case "ne":
                 return value != target
             case "in":
-                return value in target  # type: ignore[operator]
+                return value in target
             case "not_in":
-                return value not in target  # type: ignore[operator]
+                return value not in target
             case "lt":
-                return value < target  # type: ignore[operator]
+                return value < target
             case "le":
-                return value <= target  # type: ignore[operator]
+                return value <= target
             case "gt":
-                return value > target  # type: ignore[operator]
+                return value > target
             case _:
-                return value >= target  # type: ignore[operator]
+                return value >= target
     except TypeError:  # a string against a number: the rule cannot hold
         return False
 
@@ -102,9 +100,12 @@ def _make_policy(slot: SlotSpec, dim: int, arm_features: np.ndarray, seed: int) 
         case "vw":  # imported here: only a VW slot loads vowpalwabbit
             from bandit.policies import VWPolicy
 
+            # bag and cover are whole numbers (the spec's validator makes them ints; typed
+            # float there so that JSON's 5.0 passes)
             return VWPolicy(dim, arm_features if slot.arm_features else None, n_arms=k,
-                            exploration=spec.exploration, epsilon=spec.epsilon, bag=spec.bag,
-                            cover=spec.cover, interactions=spec.interactions, lrq=spec.lrq,
+                            exploration=spec.exploration, epsilon=spec.epsilon,
+                            bag=int(spec.bag), cover=int(spec.cover),
+                            interactions=spec.interactions, lrq=spec.lrq,
                             learning_rate=spec.learning_rate, extra_args=spec.extra_args, rng=rng)
         case _:
             return HybridLinUCB(dim, arm_features, alpha=spec.alpha, l2=spec.l2,
@@ -202,7 +203,8 @@ def build_campaign(spec: CampaignSpec, rng: np.random.Generator) -> _Campaign:
     campaign = _Campaign(spec=spec, context=context, slots=[])
     for i, s in enumerate(spec.slots):
         encoder = _Encoder(s.arm_features, intercept=False, what=f"slot {s.name!r} arm features")
-        F = encoder.encode([a.features for a in s.arms]) if s.arm_features else np.ones((len(s.arms), 1))
+        F = (encoder.encode([a.features for a in s.arms]) if s.arm_features
+             else np.ones((len(s.arms), 1)))
         # An earlier slot's choice enters as a one-hot over its arms at creation plus one
         # column for arms added later, so the input width never changes.
         conditioned = [(prev, len(campaign.slot(prev).arm_ids) + 1) for prev in s.condition_on]
@@ -279,17 +281,23 @@ def campaign_record(c: _Campaign) -> dict[str, Any]:
     """What another process needs to hold the same campaign: the spec, the retired arms per
     slot and the pause flag, JSON-ready (the stream's campaigns topic carries it)."""
     return {"spec": c.spec.model_dump(mode="json"), "paused": c.paused,
-            "retired": {s.spec.name: [a for a, on in zip(s.arm_ids, s.policy.active)
+            "retired": {s.spec.name: [a for a, on in zip(s.arm_ids, s.policy.active, strict=True)
                                       if not on] for s in c.slots}}
 
 
-def check_event(campaigns: Mapping[str, _Campaign], e: Impression | Click) -> None:
+def _campaign_of(campaigns: Mapping[str, _Campaign], name: str) -> _Campaign:
+    """An event's campaign; InvalidInputError if there is none."""
+    c = campaigns.get(name)
+    if c is None:
+        raise InvalidInputError(f"no campaign {name!r}")
+    return c
+
+
+def check_event(campaigns: Mapping[str, _Campaign], e: Checkable) -> None:
     """InvalidInputError if the event does not fit the campaigns: unknown campaign, slot or
     arm, or a context outside the campaign's schema."""
+    c = _campaign_of(campaigns, e.campaign)
     try:
-        c = campaigns.get(e.campaign)
-        if c is None:
-            raise NotFoundError(f"no campaign {e.campaign!r}")
         if e.type == "impression":
             for slot, choice in e.slots.items():
                 if choice.arm not in c.slot(slot).arm_index:
@@ -302,18 +310,16 @@ def check_event(campaigns: Mapping[str, _Campaign], e: Impression | Click) -> No
         raise InvalidInputError(str(exc)) from None
 
 
-def event_checker(campaigns: Mapping[str, _Campaign]) -> Callable[[Impression | Click], None]:
+def event_checker(campaigns: Mapping[str, _Campaign]) -> Callable[[Checkable], None]:
     """``check_event`` for a batch of events during which the campaigns do not change (the
     stream worker's): each campaign's slots are looked up once, then an event costs a dict
     lookup per slot; whatever misses is passed to ``check_event``, whose error it raises."""
     arms_of: dict[str, dict[str, dict[str, int]]] = {}  # campaign -> slot name -> arm index
 
-    def check(e: Impression | Click) -> None:
+    def check(e: Checkable) -> None:
         slots = arms_of.get(e.campaign)
         if slots is None:
-            c = campaigns.get(e.campaign)
-            if c is None:
-                check_event(campaigns, e)  # raises: no such campaign
+            c = _campaign_of(campaigns, e.campaign)
             slots = arms_of[e.campaign] = {s.spec.name: s.arm_index for s in c.slots}
         if e.type == "impression":
             for slot, choice in e.slots.items():

@@ -31,6 +31,7 @@ from bandit.engine.randomness import (
 from bandit.models import Contribution, DecisionRequest
 
 _ONE = np.ones(1)  # the context-free fallback's input row (read only)
+_NO_DRAWS = np.empty((0, 0))  # a decision that decides no slot draws nothing (read only)
 _EXPLAIN_TOP = 3
 
 
@@ -64,6 +65,11 @@ def eligible(s: _Slot, n: int, rule_values: dict[str, list[Any]]) -> np.ndarray 
     eligibility rules read (``RequestColumns.rule_values``); None without rules."""
     if not s.spec.eligibility:
         return None
+    return eligibility_mask(s, n, rule_values)
+
+
+def eligibility_mask(s: _Slot, n: int, rule_values: dict[str, list[Any]]) -> np.ndarray:
+    """``eligible`` of a slot with eligibility rules."""
     mask = np.ones((n, len(s.arm_ids)), dtype=bool)
     for rule in s.spec.eligibility:
         values = rule_values[rule.feature]
@@ -114,7 +120,7 @@ def explain(s: _Slot, X: np.ndarray, arms: np.ndarray, ask: np.ndarray
     if not len(rows) or contributions is None:
         return out
     C = contributions(X[rows], arms[rows])
-    for row, i in zip(C, rows.tolist()):
+    for row, i in zip(C, rows.tolist(), strict=True):
         top = np.argsort(-np.abs(row))[:_EXPLAIN_TOP]
         out[i] = [Contribution(feature=s.columns[j], value=float(row[j])) for j in top if row[j]]
     return out
@@ -136,7 +142,7 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None) -> OneD
     # Holdout and pause decide no slot: no draws. Otherwise every slot's at once.
     live = not holdout and not c.paused
     width = 2 + max((len(s.arm_ids) for s in c.slots), default=0)
-    draws = slot_draws(hi ^ lo, len(c.slots), width) if live else None
+    draws = slot_draws(hi ^ lo, len(c.slots), width) if live else _NO_DRAWS
     chosen: dict[str, int] = {}
     arms: list[str] = []
     slots: list[str] = []
@@ -147,7 +153,7 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None) -> OneD
         a, p, mean, bonus = s.default, 1.0, 0.0, 0.0
         mask = None
         if live and s.spec.eligibility:
-            allowed = eligible(s, 1, {rule.feature: [
+            allowed = eligibility_mask(s, 1, {rule.feature: [
                 r.context.get(rule.feature, r.segments.get(rule.feature))]
                 for rule in s.spec.eligibility})
             mask = allowed[0] & s.policy.active
@@ -178,7 +184,7 @@ def batch_columns(c: _Campaign, requests: Sequence[DecisionRequest]) -> RequestC
     consent = np.fromiter((r.consent for r in requests), dtype=bool, count=n)
     base = np.zeros((n, c.context.dim))
     given = np.flatnonzero(consent)
-    base[given] = c.context.encode([requests[i].context for i in given])
+    base[given] = c.context.encode([requests[i].context for i in given.tolist()])
     return RequestColumns(
         campaign=c.spec.name, user_ids=[r.user_id for r in requests], consent=consent,
         explain=np.fromiter((r.explain for r in requests), dtype=bool, count=n),
@@ -199,7 +205,7 @@ def request_columns(c: _Campaign, user_ids: list[str], consent: np.ndarray,
         c.context.encode_values(contexts, values, absent, base)
     elif len(given):
         sub = np.zeros((len(given), c.context.dim))
-        c.context.encode_values([contexts[i] for i in given], values, absent, sub)
+        c.context.encode_values([contexts[i] for i in given.tolist()], values, absent, sub)
         base[given] = sub
     position = {f.name: j for j, f in enumerate(c.spec.context.features)}
     rule_values = {}
@@ -210,7 +216,7 @@ def request_columns(c: _Campaign, user_ids: list[str], consent: np.ndarray,
         else:
             column = [values(row)[j] for row in contexts]
             rule_values[name] = [seg.get(name) if v is absent else v
-                                 for v, seg in zip(column, segments)]
+                                 for v, seg in zip(column, segments, strict=True)]
     return RequestColumns(campaign=c.spec.name, user_ids=user_ids, consent=consent,
                           explain=explain, context=base, rule_values=rule_values)
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from bandit.errors import InvalidInputError
 from bandit.models import FEATURE_LIMIT
+
+_Numbers = Callable[[Mapping[str, Any]], tuple[Any, ...]]  # a row's numeric values, in order
 
 
 class _Encoder:
@@ -33,13 +35,14 @@ class _Encoder:
         self.names = {f.name for f in features}
         self.intercept = intercept
         # Row shapes (keys, value types) that ``check`` passed -> their numbers, as a tuple.
-        self._passed: dict[tuple, Callable[[dict[str, Any]], tuple]] = {}
+        self._passed: dict[tuple[Any, ...], _Numbers] = {}
 
     @property
     def dim(self) -> int:
         return len(self.columns)
 
-    def encode(self, rows: Sequence[dict[str, Any]], out: np.ndarray | None = None) -> np.ndarray:
+    def encode(self, rows: Sequence[Mapping[str, Any]], out: np.ndarray | None = None
+               ) -> np.ndarray:
         """(n, dim) from n mappings; unknown names, missing numeric values and wrong types
         are refused with the row and the feature named."""
         X = np.zeros((len(rows), self.dim)) if out is None else out
@@ -64,7 +67,7 @@ class _Encoder:
             self._bounded(x[None, :])
         return x
 
-    def _values(self, row: dict[str, Any], i: int) -> list[float]:
+    def _values(self, row: Mapping[str, Any], i: int) -> list[float]:
         """Row ``i``'s values in column order; unknown names, missing numeric values and
         wrong types are refused with the row and the feature named."""
         if not row.keys() <= self.names:
@@ -83,11 +86,14 @@ class _Encoder:
                     f"{self.what} row {i}: feature {name!r} expects a number, got {value!r}")
             values[col] = value
         for name, start, index in self._categorical:
-            value = row.get(name)
-            if value is not None and not isinstance(value, str):
+            category = row.get(name)
+            if isinstance(category, str):
+                values[start + index.get(category, len(index))] = 1.0
+            elif category is None:  # not given: the 'unknown' bucket
+                values[start + len(index)] = 1.0
+            else:
                 raise InvalidInputError(
-                    f"{self.what} row {i}: feature {name!r} expects a string, got {value!r}")
-            values[start + index.get(value, len(index))] = 1.0
+                    f"{self.what} row {i}: feature {name!r} expects a string, got {category!r}")
         return values
 
     def _bounded(self, X: np.ndarray) -> None:
@@ -99,10 +105,11 @@ class _Encoder:
         if bad.any():
             i, j = (int(v) for v in np.argwhere(bad)[0])
             raise InvalidInputError(
-                f"{self.what} row {i}: feature {self._numeric[j][0]!r} is {float(X[i, cols[j]])!r}, "
-                f"beyond +-{FEATURE_LIMIT:g} (scale it: the policies are linear in it)")
+                f"{self.what} row {i}: feature {self._numeric[j][0]!r} is "
+                f"{float(X[i, cols[j]])!r}, beyond +-{FEATURE_LIMIT:g} "
+                "(scale it: the policies are linear in it)")
 
-    def _encode_uniform(self, rows: Sequence[dict[str, Any]], X: np.ndarray) -> bool:
+    def _encode_uniform(self, rows: Sequence[Mapping[str, Any]], X: np.ndarray) -> bool:
         """``encode``'s common case in one pass over the values: every row has the same numeric
         features in the same order, each a float (as pydantic hands them over). Fills X and
         says True; anything else (a string, another key order, a categorical value, a missing
@@ -113,8 +120,10 @@ class _Encoder:
                 or any(default is None and name not in keys for name, _, default in self._numeric)
                 or not all(map(keys.__eq__, map(tuple, rows)))):
             return False
+        # dict.values refuses a row that is not a dict (TypeError: the row by row path)
+        dicts = cast("Sequence[dict[str, Any]]", rows)
         try:  # float.__float__ refuses a str (or an int) where float() would convert it
-            flat = np.fromiter(map(float.__float__, chain.from_iterable(map(dict.values, rows))),
+            flat = np.fromiter(map(float.__float__, chain.from_iterable(map(dict.values, dicts))),
                                dtype=np.float64, count=len(rows) * len(keys))
         except TypeError:
             return False
@@ -171,27 +180,29 @@ class _Encoder:
                 out[:, [col for _, col, _ in self._numeric]] = flat.reshape(len(rows), width)
                 self._bounded(out)
                 return
-        # Feature by feature, in schema order (the order of their first columns).
-        columns = list(zip(*map(values, rows))) or [()] * (len(self._numeric)
-                                                          + len(self._categorical))
-        order = sorted([(col, "numeric", name, default) for name, col, default in self._numeric]
-                       + [(start, "categorical", name, index)
-                          for name, start, index in self._categorical])
-        for (col, kind, name, extra), column in zip(order, columns):
-            if kind == "numeric":
+        # Feature by feature, in schema order (the order of their first columns); ``index``
+        # is None for a numeric feature, ``default`` None for a categorical one.
+        columns = list(zip(*map(values, rows), strict=True)) or [()] * (
+            len(self._numeric) + len(self._categorical))
+        order: list[tuple[int, str, float | None, dict[str, int] | None]] = sorted(
+            [(col, name, default, None) for name, col, default in self._numeric]
+            + [(start, name, None, index) for name, start, index in self._categorical],
+            key=itemgetter(0))
+        for (col, name, default, index), column in zip(order, columns, strict=True):
+            if index is None:
+                filled: Sequence[Any] = column
                 if any(v is absent for v in column):
-                    if extra is None:
+                    if default is None:
                         raise InvalidInputError(f"{self.what}: missing numeric feature {name!r}")
-                    column = [extra if v is absent else v for v in column]
-                out[:, col] = column
+                    filled = [default if v is absent else v for v in column]
+                out[:, col] = filled
             else:
-                index = extra
                 out[np.arange(len(column)),
                     col + np.array([index.get(v, len(index)) for v in column], dtype=np.int64)
                     ] = 1.0
         self._bounded(out)
 
-    def check(self, row: dict[str, Any]) -> None:
+    def check(self, row: Mapping[str, Any]) -> None:
         """``encode([row])``'s checks without building the row (the stream checks every
         event's context once); a refused row gets ``encode``'s error."""
         # Rows of one stream mostly share their keys and value types: a shape seen to pass
@@ -206,10 +217,25 @@ class _Encoder:
                 self.encode([row])  # raises, naming the row and feature
                 return
             keys = [name for name, _, _ in self._numeric if name in row]
-            numbers = (lambda r: ()) if not keys else (
-                (lambda r, k=keys[0]: (r[k],)) if len(keys) == 1 else itemgetter(*keys))
+            if not keys:
+                numbers = _no_numbers
+            elif len(keys) == 1:
+                numbers = _one_number(keys[0])
+            else:
+                numbers = itemgetter(*keys)
             if len(self._passed) < 1024:
                 self._passed[shape] = numbers
         values = numbers(row)
-        if values and not (-FEATURE_LIMIT <= min(values) and max(values) <= FEATURE_LIMIT):
+        if values and not (min(values) >= -FEATURE_LIMIT and max(values) <= FEATURE_LIMIT):
             self.encode([row])  # raises: the value out of bounds
+
+
+def _no_numbers(row: Mapping[str, Any]) -> tuple[()]:
+    """``check``'s numbers of a row shape without numeric features."""
+    return ()
+
+
+def _one_number(key: str) -> Callable[[Mapping[str, Any]], tuple[Any]]:
+    """``check``'s numbers of a row shape with one numeric feature, ``key``: a 1-tuple
+    (``itemgetter`` of one key gives the value itself)."""
+    return lambda row: (row[key],)

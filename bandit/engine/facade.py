@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from bandit.engine import learn as _learn
 from bandit.engine import merge as _merge
 from bandit.engine import report as _report
 from bandit.engine import snapshot as _snapshot
-from bandit.engine.campaign import _Campaign
+from bandit.engine.campaign import Checkable, _Campaign
 from bandit.engine.decide import RequestColumns
 from bandit.engine.join import Closed, Joiner, JoinResult, subject_key
 from bandit.engine.output import DecisionBatch, OneDecision
@@ -44,10 +44,9 @@ from bandit.models import (
     Click,
     Decision,
     DecisionRequest,
-    Impression,
-    JoinedEvent,
 )
 from bandit.policies import Policy
+from bandit.wire.protocols import ClickLike, ImpressionLike, JoinedLike
 
 
 class Engine:
@@ -56,7 +55,8 @@ class Engine:
     >>> from bandit.models import CampaignSpec
     >>> engine = Engine(seed=1)
     >>> _ = engine.create_campaign(CampaignSpec.model_validate({"name": "weekly", "holdout": 0.0,
-    ...     "slots": [{"name": "subject", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a"}]}))
+    ...     "slots": [{"name": "subject", "arms": [{"id": "a"}, {"id": "b"}],
+    ...                "default_arm": "a"}]}))
     >>> d = engine.decide(DecisionRequest(campaign="weekly", user_id="u1"))
     >>> d.slots[0].arm in {"a", "b"}, 0 < d.slots[0].propensity <= 1
     (True, True)
@@ -128,7 +128,7 @@ class Engine:
 
     def active_arms(self, campaign: str, slot: str) -> list[str]:
         s = self._get(campaign).slot(slot)
-        return [a for a, on in zip(s.arm_ids, s.policy.active) if on]
+        return [a for a, on in zip(s.arm_ids, s.policy.active, strict=True) if on]
 
     # -- decisions ----------------------------------------------------------------------
 
@@ -170,8 +170,8 @@ class Engine:
             c = self._get(campaign)
             for i, r in enumerate(requests):
                 if r.campaign != campaign:
-                    raise InvalidInputError(
-                        f"request {i}: campaign {r.campaign!r} differs from the batch's {campaign!r}")
+                    raise InvalidInputError(f"request {i}: campaign {r.campaign!r} differs "
+                                            f"from the batch's {campaign!r}")
             # Ids are drawn before the contexts are read: a refused batch uses up its ids.
             words = id_words(self._id_rng, len(requests))
             return _decide.decide_columns(c, _decide.batch_columns(c, requests), words)
@@ -200,7 +200,7 @@ class Engine:
 
     # -- learning -----------------------------------------------------------------------
 
-    def learn(self, joined: Sequence[JoinedEvent]) -> None:
+    def learn(self, joined: Sequence[JoinedLike]) -> None:
         """Learn closed attribution windows, batched per campaign and slot. Events of unknown
         campaigns, slots or arms are refused before anything is learned."""
         with self._lock:
@@ -217,7 +217,7 @@ class Engine:
                 c = self._get(name)
                 _learn.learn_columns(c, _learn.closed_columns(c, closed, rows))
 
-    def record(self, events: Sequence[Impression | Click]) -> int:
+    def record(self, events: Sequence[ImpressionLike | ClickLike]) -> int:
         """The in-process event path: impressions and clicks through the attribution join;
         closed windows are learned; a consent-less decision's impression loses its context
         and segments (``ingest``). Unknown campaigns, slots, arms or context features refuse
@@ -239,7 +239,7 @@ class Engine:
         with self._lock:
             self._joiner.max_pending = max_pending
 
-    def ingest(self, events: Sequence[Impression | Click],
+    def ingest(self, events: Sequence[ImpressionLike | ClickLike],
                watermark: float | None = None, *, checked: bool = False,
                lap: Callable[[str | None], None] | None = None,
                whole: bool = False) -> JoinResult:
@@ -280,12 +280,12 @@ class Engine:
             self.rejected_events += len(result.rejected)
             return result
 
-    def check_event(self, e: Impression | Click) -> None:
+    def check_event(self, e: Checkable) -> None:
         """InvalidInputError if the event does not fit the engine's campaigns: unknown campaign,
         slot or arm, or a context outside the campaign's schema."""
         _campaign.check_event(self._campaigns, e)
 
-    def event_checker(self) -> Callable[[Impression | Click], None]:
+    def event_checker(self) -> Callable[[Checkable], None]:
         """``check_event`` for a batch of events during which the campaigns do not change (the
         stream worker's): each campaign's slots are looked up once."""
         return _campaign.event_checker(self._campaigns)

@@ -27,14 +27,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
+from typing import Any, cast
 
 import msgspec
 import numpy as np
 import orjson
 
-from bandit import wire
 from bandit.engine.windows import _FIRST_ROWS, _WIDE, Closed, _OpenWindows
-from bandit.models import CampaignSpec, Click, Impression, JoinedEvent
+from bandit.models import CampaignSpec, Click, JoinedEvent
+from bandit.wire import Joined
+from bandit.wire.protocols import ClickLike, ImpressionLike
 
 # Event ids and closed decision ids are remembered this many windows back, for deduplication
 # and for telling a late click from an orphan.
@@ -60,7 +62,7 @@ OVER_CAPACITY = "over capacity"  # the start of the reason of an impression over
 class Rejected:
     """An event the join could not use, and why: duplicate, late, orphan."""
 
-    event: Impression | Click | wire.Impression | wire.Click
+    event: ImpressionLike | ClickLike
     reason: str
 
 
@@ -70,10 +72,10 @@ class JoinResult:
 
     closed: Closed | None = None
     rejected: list[Rejected] = field(default_factory=list)
-    _events: list | None = field(default=None, repr=False)
+    _events: list[JoinedEvent | Joined] | None = field(default=None, repr=False)
 
     @property
-    def joined(self) -> list[JoinedEvent | wire.Joined]:
+    def joined(self) -> list[JoinedEvent | Joined]:
         """``closed`` as events (``wire.Joined`` for the stream worker's, else JoinedEvent),
         built on first use."""
         if self._events is None:
@@ -88,7 +90,7 @@ class Joiner(_OpenWindows):
     arrays, so its cost per window is a few bytes copied, not an event re-serialized. Rows of
     closed or erased decisions are reused.
 
-    >>> from bandit.models import CampaignSpec
+    >>> from bandit.models import CampaignSpec, Click, Impression
     >>> spec = CampaignSpec.model_validate({"name": "w", "attribution_window_ms": 1000,
     ...     "slots": [{"name": "s", "arms": [{"id": "a"}], "default_arm": "a"}]})
     >>> j = Joiner(lambda name: spec)
@@ -106,8 +108,8 @@ class Joiner(_OpenWindows):
         self._campaign = campaign
         self.max_pending = max_pending
         self._open: dict[str, int] = {}  # campaign -> its open decisions (live rows)
-        self._cache: dict[str, tuple[int, str, float]] = {}
-        self._early: dict[str, list[Click]] = {}
+        self._cache: dict[str, tuple[float, str, float]] = {}
+        self._early: dict[str, list[ClickLike]] = {}
         self._seen: dict[str, float] = {}  # event id -> event time
         self._closed: dict[str, float] = {}  # decision id -> window close time
         self._longest = 1.0  # the longest attribution window seen, in ms
@@ -118,7 +120,7 @@ class Joiner(_OpenWindows):
         self._erased: dict[bytes, float] = {}
         self._erased_until = -math.inf
 
-    def add(self, events: Sequence[Impression | Click | wire.Impression | wire.Click],
+    def add(self, events: Sequence[ImpressionLike | ClickLike],
             watermark: float | None = None) -> JoinResult:
         """Apply events (any order), then close every window the new watermark passed.
 
@@ -133,9 +135,9 @@ class Joiner(_OpenWindows):
         erased_until = self._erased_until
         # Impressions are checked and given their rows here, in order, and written to the
         # columns together (_insert) at the end. A click on a row not written yet reads the
-        # impression's time, deadline and shape from ``waiting`` instead of the columns: a
-        # write per click was 3,500 small numpy writes a batch where clicks come early.
-        pending: list[tuple[int, int, Impression | wire.Impression]] = []
+        # impression's time, deadline and shape from ``waiting`` instead of the columns, so
+        # that a batch whose clicks come early costs no small numpy write per click.
+        pending: list[tuple[int, int, ImpressionLike]] = []
         waiting: dict[int, tuple[float, float, int]] = {}  # row -> ts, deadline, shape
         admission = _Admission(self, events, watermark)
         try:
@@ -188,7 +190,7 @@ class Joiner(_OpenWindows):
         self._close(result)
         return result
 
-    def over_cap(self, events: Sequence[Impression | Click | wire.Impression | wire.Click],
+    def over_cap(self, events: Sequence[ImpressionLike | ClickLike],
                  watermark: float | None = None) -> list[int]:
         """The positions in ``events`` of the impressions that ``add(events, watermark)``
         would refuse for ``max_pending``, without changing anything (the service refuses the
@@ -229,7 +231,8 @@ class Joiner(_OpenWindows):
         self._erased_until = max(self._erased_until, latest)
         n, users, ts = self._size, self._users, self._ts
         rows = np.flatnonzero(self._live[:n] & (self._ts[:n] <= latest)).tolist()
-        gone = [r for r in rows if ts[r] <= fresh.get(subject_key(users[r]), -math.inf)]
+        gone = [r for r in rows if (user := users[r]) is not None  # live rows have users
+                and ts[r] <= fresh.get(subject_key(user), -math.inf)]
         for r in gone:
             self._drop(r)
         self._compact()
@@ -241,8 +244,9 @@ class Joiner(_OpenWindows):
         return len(self._row)
 
     # Campaign settings the loop reads per event; the spec lookup copies, so it is cached per
-    # name (a campaign's window, rule and default reward never change once it exists).
-    def _window(self, campaign: str) -> int:
+    # name (a campaign's window, rule and default reward never change once it exists). A
+    # window is a whole number of ms, typed float as the spec types it.
+    def _window(self, campaign: str) -> float:
         return self._settings(campaign)[0]
 
     def _rule(self, campaign: str) -> str:
@@ -251,7 +255,7 @@ class Joiner(_OpenWindows):
     def _default(self, campaign: str) -> float:
         return self._settings(campaign)[2]
 
-    def _settings(self, campaign: str) -> tuple[int, str, float]:
+    def _settings(self, campaign: str) -> tuple[float, str, float]:
         found = self._cache.get(campaign)
         if found is None:
             spec = self._campaign(campaign)
@@ -259,7 +263,7 @@ class Joiner(_OpenWindows):
                                              spec.reward_aggregation, spec.default_reward)
         return found
 
-    def _click(self, click: Click | wire.Click, result: JoinResult,
+    def _click(self, click: ClickLike, result: JoinResult,
                waiting: dict[int, tuple[float, float, int]]) -> None:
         """Apply a click; ``waiting`` holds the time, deadline and shape of rows handed out
         in this batch but not written to the columns yet."""
@@ -295,7 +299,7 @@ class Joiner(_OpenWindows):
     def _drop(self, r: int) -> None:
         """Free row ``r`` (its decision closed or was erased)."""
         self._open[self._shapes[self._shape[r]][0]] -= 1
-        del self._row[self._ids[r]]
+        del self._row[cast(str, self._ids[r])]  # a live row has its decision id
         self._ids[r] = self._users[r] = None
         self._live[r] = False
         self._rewards.pop(r, None)
@@ -313,7 +317,8 @@ class Joiner(_OpenWindows):
             due = due[np.lexsort((np.array([ids[r] for r in due.tolist()]), self._deadline[due]))]
             result.closed = self._closed_rows(due)
             rows = due.tolist()
-            self._closed.update(zip(result.closed.ids, self._deadline[due].tolist()))
+            self._closed.update(zip(result.closed.ids, self._deadline[due].tolist(),
+                                    strict=True))
             for decision_id in result.closed.ids:
                 del self._row[decision_id]
             users, rewards, first_ts = self._users, self._rewards, self._first_ts
@@ -355,7 +360,7 @@ class Joiner(_OpenWindows):
         return int(np.count_nonzero(self._live[:n] & (self._deadline[:n] >= watermark)
                                     & mine[self._shape[:n]]))
 
-    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Open windows, waiting clicks, dedup memory and watermark: JSON-ready meta and binary
         arrays (the open windows' columns, live rows only; strings packed in blobs)."""
         live = np.flatnonzero(self._live[:self._size])
@@ -363,8 +368,8 @@ class Joiner(_OpenWindows):
                    for r, rewards in self._rewards.items()
                    for k, slot in enumerate(self._shapes[self._shape[r]][1]) if slot in rewards]
         click_rows, click_slots, click_rewards, click_ts = (
-            zip(*clicked) if clicked else ((), (), (), ()))
-        click_rows = np.searchsorted(live, np.array(click_rows, dtype=np.int64))  # -> saved row
+            zip(*clicked, strict=True) if clicked else ((), (), (), ()))
+        saved_rows = np.searchsorted(live, np.array(click_rows, dtype=np.int64))
         arrays = {
             "ts": self._ts[live], "deadline": self._deadline[live], "shape": self._shape[live],
             "holdout": self._holdout[live], "wire": self._wire[live], "arm": self._arm[live],
@@ -373,7 +378,7 @@ class Joiner(_OpenWindows):
             # A free row holds None: the live rows' strings, in row order.
             "ids": _hex_blob([d for d in self._ids[:self._size] if d is not None]),
             "users": _json_blob([u for u in self._users[:self._size] if u is not None]),
-            "click_row": click_rows,
+            "click_row": saved_rows,
             "click_slot": np.array(click_slots, dtype=np.int32),
             "click_reward": np.array(click_rewards, dtype=np.float64),
             "click_ts": np.array(click_ts, dtype=np.float64),
@@ -384,7 +389,7 @@ class Joiner(_OpenWindows):
             "erased": np.frombuffer(b"".join(self._erased), dtype=np.uint8),
             "erased_at": np.fromiter(self._erased.values(), np.float64, len(self._erased)),
         }
-        meta = {
+        meta: dict[str, Any] = {
             "watermark": self.watermark if math.isfinite(self.watermark) else None,
             "pruned_at": self._pruned_at if math.isfinite(self._pruned_at) else None,
             "longest": self._longest,
@@ -395,7 +400,7 @@ class Joiner(_OpenWindows):
         return meta, arrays
 
     @classmethod
-    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray],
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray],
                    campaign: Callable[[str], CampaignSpec],
                    max_pending: int = MAX_PENDING) -> Joiner:
         """The Joiner whose ``state()`` this was (KeyError, TypeError or ValueError if the
@@ -422,7 +427,7 @@ class Joiner(_OpenWindows):
                    "_holdout": np.bool_, "_wire": np.bool_, "_arm": np.int32,
                    "_propensity": np.float64, "_context": np.float64, "_segment": np.int32}
         for name, dtype in columns.items():
-            column = np.array(arrays[name[1:]], dtype=dtype)  # a writable copy
+            column: np.ndarray = np.array(arrays[name[1:]], dtype=dtype)  # a writable copy
             if len(column) != n or column.ndim != (2 if name in _WIDE else 1):
                 raise ValueError(f"open windows: {len(column)} {name[1:]} for {n} decisions")
             setattr(joiner, name, column)
@@ -437,15 +442,16 @@ class Joiner(_OpenWindows):
         joiner._ids, joiner._users, joiner._size = list(ids), users, n
         joiner._row = {d: r for r, d in enumerate(ids)}
         joiner._next_deadline = float(joiner._deadline.min()) if n else math.inf
-        for shape, count in enumerate(np.bincount(joiner._shape, minlength=len(
+        for k, count in enumerate(np.bincount(joiner._shape, minlength=len(
                 joiner._shapes)).tolist()):
-            campaign_name = joiner._shapes[shape][0]
+            campaign_name = joiner._shapes[k][0]
             joiner._open[campaign_name] = joiner._open.get(campaign_name, 0) + count
         if n == 0:  # room for the next impressions
             joiner._allocate(_FIRST_ROWS, *(max(1, c.shape[1]) for c in (
                 joiner._arm, joiner._context, joiner._segment)))
         for r, k, reward, ts in zip(arrays["click_row"].tolist(), arrays["click_slot"].tolist(),
-                                    arrays["click_reward"].tolist(), arrays["click_ts"].tolist()):
+                                    arrays["click_reward"].tolist(), arrays["click_ts"].tolist(),
+                                    strict=True):
             if not 0 <= r < n or not 0 <= k < len(joiner._shapes[joiner._shape[r]][1]):
                 raise ValueError(f"open windows: no slot {k} in row {r}")
             slot = joiner._shapes[joiner._shape[r]][1][k]
@@ -475,7 +481,7 @@ class _Admission:
     leaves open are looked up only for a campaign that reaches the cap."""
 
     def __init__(self, joiner: Joiner,
-                 events: Sequence[Impression | Click | wire.Impression | wire.Click],
+                 events: Sequence[ImpressionLike | ClickLike],
                  watermark: float | None) -> None:
         self.joiner, self.events, self.watermark = joiner, events, watermark
         self.cap = joiner.max_pending
@@ -554,8 +560,8 @@ def _json_blob(strings: list[str]) -> np.ndarray:
     return np.frombuffer(orjson.dumps(strings), dtype=np.uint8)
 
 
-def _plain(event: Impression | Click | wire.Impression | wire.Click) -> dict:
+def _plain(event: ClickLike) -> dict[str, Any]:
     """An event as JSON-ready data (either kind: ``from_state`` reads both)."""
-    if isinstance(event, msgspec.Struct):
-        return msgspec.to_builtins(event)
-    return event.model_dump(mode="json")
+    if isinstance(event, Click):
+        return event.model_dump(mode="json")
+    return msgspec.to_builtins(event)

@@ -3,7 +3,7 @@ and report tallies, in one batch per campaign and slot."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +12,8 @@ from bandit.engine.campaign import _Campaign, _is_vw, _Slot, build_campaign, slo
 from bandit.engine.join import Closed
 from bandit.engine.tally import _add_grouped
 from bandit.errors import UnknownArmError
-from bandit.models import CampaignSpec, JoinedEvent
+from bandit.models import CampaignSpec
+from bandit.wire.protocols import JoinedLike
 
 
 @dataclass
@@ -34,11 +35,11 @@ class _Learned:
     segments: tuple[list, np.ndarray, np.ndarray, int]
 
 
-def by_campaign(campaigns: Mapping[str, _Campaign], get, joined: Sequence[JoinedEvent]
-                ) -> dict[str, list[JoinedEvent]]:
+def by_campaign(campaigns: Mapping[str, _Campaign], get: Callable[[str], _Campaign],
+                joined: Sequence[JoinedLike]) -> dict[str, list[JoinedLike]]:
     """``joined`` grouped by campaign, each event checked: unknown campaigns (``get`` raises),
     slots or arms refuse the whole batch before anything is learned."""
-    grouped: dict[str, list[JoinedEvent]] = {}
+    grouped: dict[str, list[JoinedLike]] = {}
     slots: dict[str, dict[str, _Slot]] = {}  # per campaign, by name
     for i, e in enumerate(joined):
         named = slots.get(e.campaign)
@@ -61,7 +62,7 @@ def closed_campaigns(closed: Closed) -> list[tuple[str, np.ndarray]]:
     return [(campaigns[k], np.flatnonzero(of_row == k)) for k in dict.fromkeys(of_row.tolist())]
 
 
-def event_columns(c: _Campaign, events: list[JoinedEvent]) -> _Learned:
+def event_columns(c: _Campaign, events: list[JoinedLike]) -> _Learned:
     """The columns of ``events`` (all of campaign ``c``, checked)."""
     default = c.spec.default_reward
     arms, propensities, rewards = {}, {}, {}
@@ -123,7 +124,7 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
                              for v in seen.tolist()], dtype=np.int64)
             pairs.append((at, np.full(len(at), j), pair[codes.reshape(-1)]))
     if pairs:  # event by event, each in its segment order: as segment_pairs lists them
-        event, position, code = (np.concatenate(x) for x in zip(*pairs))
+        event, position, code = (np.concatenate(x) for x in zip(*pairs, strict=True))
         order = np.lexsort((position, event))
         segments = (list(keys), event[order], code[order], n)
     else:
@@ -174,7 +175,7 @@ def learn_columns(c: _Campaign, cols: _Learned) -> None:
     c.version += 1
 
 
-def segment_pairs(events: Sequence[JoinedEvent]) -> tuple[list, np.ndarray, np.ndarray, int]:
+def segment_pairs(events: Sequence[JoinedLike]) -> tuple[list, np.ndarray, np.ndarray, int]:
     """Every (event, segment value) pair of a batch: the values seen (segment, value),
     per pair the event's index and the value's index (in event order), and the number of
     events."""
@@ -188,7 +189,7 @@ def segment_pairs(events: Sequence[JoinedEvent]) -> tuple[list, np.ndarray, np.n
             len(events))
 
 
-def tally(s: _Slot, arms: np.ndarray, rewards: np.ndarray, rows: list[int],
+def tally(s: _Slot, arms: np.ndarray, rewards: np.ndarray, rows: np.ndarray,
           segments: tuple[list, np.ndarray, np.ndarray, int]) -> None:
     """Add a slot's events to its report tallies, per arm and per segment value (with
     per-arm counts). ``arms``, ``rewards`` (n,) belong to the batch's events ``rows``;
@@ -205,14 +206,14 @@ def tally(s: _Slot, arms: np.ndarray, rewards: np.ndarray, rows: list[int],
     _add_grouped(s.segment_tally, keys, code, rewards[at])
     pairs = code * len(s.arm_ids) + arms[at]
     seen, first, counts = np.unique(pairs, return_index=True, return_counts=True)
-    for pair, n in zip(seen[np.argsort(first)], counts[np.argsort(first)]):
+    for pair, n in zip(seen[np.argsort(first)], counts[np.argsort(first)], strict=True):
         key, arm = keys[pair // len(s.arm_ids)], s.arm_ids[pair % len(s.arm_ids)]
         mine = s.segment_counts.setdefault(key, {})
         mine[arm] = mine.get(arm, 0) + int(n)
 
 
 def encode_slot_contexts(spec: CampaignSpec, slot: str,
-                         events: Sequence[JoinedEvent]) -> tuple[np.ndarray, list[str]]:
+                         events: Sequence[JoinedLike]) -> tuple[np.ndarray, list[str]]:
     """The input of ``slot``'s policy for logged events, as the engine builds it when it learns
     them: X (n, dim) (campaign context, then a one-hot of each earlier slot it conditions on)
     and the column names (dim,). Every event must carry a context; offline evaluation uses it

@@ -5,7 +5,7 @@ swapped in by the caller under its lock, so a decision sees the old model or the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -26,8 +26,8 @@ def _align(mine: _Slot, theirs: _Slot) -> tuple[Policy, Policy | None] | None:
             features = (mine.encoder.encode([mine.spec.arms[arm].features])[0]
                         if isinstance(copy, HybridLinUCB | Bart) else None)
             copy.add_arm(features)
-        for arm in np.flatnonzero(copy.active & ~mine.policy.active):
-            copy.retire_arm(int(arm))
+        for retired in np.flatnonzero(copy.active & ~mine.policy.active):
+            copy.retire_arm(int(retired))
         return copy
 
     shared = theirs.fallback is theirs.policy
@@ -55,7 +55,9 @@ def merged(campaigns: Mapping[str, _Campaign], names: Sequence[str],
                 for other, other_fallback in aligned[1:]:
                     policy = policy.merge(other, rng=seed)
                     if fallback is not None:
-                        fallback = fallback.merge(other_fallback, rng=seed)
+                        # Every partition's slot has the same policy kind: a fallback of its
+                        # own wherever this one has
+                        fallback = fallback.merge(cast(Policy, other_fallback), rng=seed)
             tallies = [p.slot(s.spec.name) for p in parts]
             slots.append((policy, fallback, tallies))
         else:
@@ -68,7 +70,7 @@ def swap_in(campaigns: Mapping[str, _Campaign], built: Mapping[str, Any]) -> Non
     """Put ``merged``'s models and the partials' summed tallies and versions in place."""
     for name, (slots, parts) in built.items():
         c = campaigns[name]
-        for s, (policy, fallback, tallies) in zip(c.slots, slots):
+        for s, (policy, fallback, tallies) in zip(c.slots, slots, strict=True):
             if policy is not None:
                 s.policy = policy
                 s.fallback = policy if fallback is None else fallback

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import orjson
@@ -54,7 +53,7 @@ class SlotColumns:
 class DecisionBatch:
     """The decisions of one batch, column by column: building a pydantic object per decision
     would cost more than deciding. ``ndjson()`` writes the bytes the service sends (the one
-    batch writer of decision JSON); ``decisions()`` and ``to_dicts()`` read them back."""
+    batch writer of decision JSON); ``lines()`` and ``decisions()`` read them back."""
 
     campaign: str
     decision_ids: list[str]
@@ -71,7 +70,7 @@ class DecisionBatch:
         ``end=b","`` a JSON array's items; the same text as ``orjson.dumps`` of the decision's
         fields. Each column's texts are written into one buffer (orjson writes a float column
         in one call) and a kernel copies the rows out of it, so no Python object is made per
-        decision (benchmarks/bench_http.py, row "json_lines / ndjson")."""
+        decision (benchmarks/bench_http.py, row "reference writer / ndjson")."""
         n = len(self)
         if n == 0:
             return b""
@@ -131,14 +130,6 @@ class DecisionBatch:
     def lines(self) -> list[bytes]:
         """Each decision's JSON text (n,): ``ndjson``'s lines (no text holds a raw newline)."""
         return self.ndjson().split(b"\n")[:-1]
-
-    def json_lines(self) -> list[str]:
-        """``lines`` as str, for callers outside the engine that still read text lines."""
-        return self.ndjson().decode().split("\n")[:-1]
-
-    def to_dicts(self) -> list[dict[str, Any]]:
-        """The decisions as plain data: ``ndjson`` parsed (one writer of decision JSON)."""
-        return orjson.loads(b"[" + self.ndjson(b",")[:-1] + b"]")
 
     def decisions(self) -> list[Decision]:
         # From the JSON text: pydantic's JSON path beats validating dicts; building a model

@@ -37,7 +37,7 @@ def _slot_report(s: _Slot) -> SlotReport:
                   reward=s.arm_tally.get(arm, _Tally()).total,
                   ctr=s.arm_tally.get(arm, _Tally()).interval(),
                   share=s.arm_tally.get(arm, _Tally()).n / total if total else 0.0)
-        for arm, on in zip(s.arm_ids, s.policy.active)
+        for arm, on in zip(s.arm_ids, s.policy.active, strict=True)
     ]
     overall = {a.arm: a.share for a in arms}
     by_segment: dict[str, _Tally] = {}  # every value of a segment together
@@ -57,7 +57,7 @@ def _slot_report(s: _Slot) -> SlotReport:
         tally = s.segment_tally[(segment, value)]
         rest = by_segment[segment].minus(tally)
         gap, unequal = _ctr_gap(tally, rest)
-        if unequal:
+        if gap is not None and unequal:  # unequal has a gap
             a, b = tally.mean(), rest.mean()
             reasons.append(
                 f"reward rate {a:.4f} vs {b:.4f} for the other {segment!r} values "

@@ -44,7 +44,9 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
 def to_bytes(meta: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
     """The npz of ``snapshot``'s parts."""
     buffer = io.BytesIO()
-    np.savez(buffer, meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8), **arrays)
+    # allow_pickle: savez's default, named so that ``**arrays`` is not read as that flag
+    np.savez(buffer, meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8), allow_pickle=True,
+             **arrays)
     return buffer.getvalue()
 
 

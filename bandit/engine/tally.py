@@ -62,7 +62,7 @@ def _add_grouped(tallies: dict, names: Sequence, codes: np.ndarray, rewards: np.
     with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf as Python floats do
         np.add.at(total, codes, rewards)
         np.add.at(squares, codes, rewards * rewards)
-    for k, n in zip(seen[order], counts[order]):
+    for k, n in zip(seen[order], counts[order], strict=True):
         t = tallies.setdefault(names[k], _Tally())
         t.n += int(n)
         t.total, t.squares = float(total[k]), float(squares[k])

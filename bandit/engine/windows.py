@@ -6,15 +6,19 @@ decisions whose windows closed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import attrgetter
+from typing import Any, cast
 
 import numpy as np
 import orjson
 
 from bandit import wire
-from bandit.models import Impression, JoinedEvent
+from bandit.models import JoinedEvent
+from bandit.wire import Joined
+from bandit.wire.protocols import ImpressionLike
 
 _FIRST_ROWS = 1024  # initial capacity of the open-window columns; doubled when full
 _WIDE = ("_arm", "_propensity", "_context", "_segment")  # a column per slot, key, segment
@@ -53,39 +57,44 @@ class Closed:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _rows(self):
-        """Per decision: its plain fields, in the order of ``JoinedEvent``'s."""
+    def _rows(self) -> Iterator[tuple[Any, ...]]:
+        """Per decision: its plain fields, in the order of ``JoinedEvent``'s. The wide columns
+        (arm, propensity, reward, context, segment) are as wide as the widest shape: a row
+        reads the first cells, as many as its shape has names."""
         names, shapes = self.names, self.shapes
         for i, ts, shape, holdout, is_wire, arms, propensities, rewards, values, segment in zip(
                 range(len(self.ids)), self.ts.tolist(), self.shape.tolist(),
                 self.holdout.tolist(), self.wire.tolist(), self.arm.tolist(),
                 self.propensity.tolist(), self.reward.tolist(), self.context.tolist(),
-                self.segment.tolist()):
+                self.segment.tolist(), strict=True):
             campaign, slots, context_keys, segment_keys = shapes[shape]
             context = None if context_keys is None else {
                 key: names[int(v)] if is_str else v
-                for (key, is_str), v in zip(context_keys, values)}
+                for (key, is_str), v in zip(context_keys, values, strict=False)}
             yield (is_wire, self.ids[i], campaign, self.users[i], ts,
-                   [(slot, names[a], p) for slot, a, p in zip(slots, arms, propensities)],
-                   context, {key: names[v] for key, v in zip(segment_keys, segment)},
-                   holdout, dict(zip(slots, rewards)))
+                   [(slot, names[a], p)
+                    for slot, a, p in zip(slots, arms, propensities, strict=False)],
+                   context, {key: names[v] for key, v in zip(segment_keys, segment, strict=False)},
+                   holdout, dict(zip(slots, rewards, strict=False)))
 
-    def events(self) -> list[JoinedEvent | wire.Joined]:
+    def events(self) -> list[JoinedEvent | Joined]:
         """The closed decisions: ``wire.Joined`` for impressions decoded by the stream worker
         (validated then: no second validation), else JoinedEvent."""
-        out: list[JoinedEvent | wire.Joined] = []
+        out: list[JoinedEvent | Joined] = []
         for (is_wire, decision_id, campaign, user_id, ts, choices, context, segments, holdout,
              rewards) in self._rows():
             if is_wire:
-                out.append(wire.Joined(
+                out.append(Joined(
                     decision_id=decision_id, campaign=campaign, user_id=user_id, ts=ts,
                     slots={slot: wire.SlotChoice(arm=a, propensity=p) for slot, a, p in choices},
                     context=context, segments=segments, holdout=holdout, rewards=rewards))
             else:
-                out.append(JoinedEvent(
-                    decision_id=decision_id, campaign=campaign, user_id=user_id, ts=ts,
-                    slots={slot: {"arm": a, "propensity": p} for slot, a, p in choices},
-                    context=context, segments=segments, holdout=holdout, rewards=rewards))
+                out.append(JoinedEvent.model_validate({
+                    "decision_id": decision_id, "campaign": campaign, "user_id": user_id,
+                    "ts": ts,
+                    "slots": {slot: {"arm": a, "propensity": p} for slot, a, p in choices},
+                    "context": context, "segments": segments, "holdout": holdout,
+                    "rewards": rewards}))
         return out
 
     def json(self) -> list[tuple[str, bytes]]:
@@ -143,7 +152,7 @@ class Closed:
                 pieces += [repeat((b"," if j else b"") + dumps(slot) + b":"),
                            _split(dumps(self.reward[at, j].tolist()))]
             pieces.append(repeat(b"}}"))
-            for i, row in zip(rows, map(b"".join, zip(*pieces))):
+            for i, row in zip(rows, map(b"".join, zip(*pieces, strict=False)), strict=True):
                 out[i] = (self.ids[i], row)
         return out
 
@@ -187,7 +196,7 @@ class _OpenWindows:
         self._next_deadline = float("inf")  # no open window closes before this (a lower bound)
         self._allocate(_FIRST_ROWS, 1, 1, 1)
 
-    def _window(self, campaign: str) -> int:
+    def _window(self, campaign: str) -> float:
         raise NotImplementedError
 
     def _default(self, campaign: str) -> float:
@@ -201,7 +210,7 @@ class _OpenWindows:
 
         def column(name: str, dtype: type, width: int | None = None) -> np.ndarray:
             shape = (rows,) if width is None else (rows, width)
-            fresh = np.zeros(shape, dtype=dtype)
+            fresh: np.ndarray = np.zeros(shape, dtype=dtype)
             if old is not None:
                 before = getattr(self, name)
                 if width is None:
@@ -231,7 +240,7 @@ class _OpenWindows:
             self._names.append(name)
         return index
 
-    def _intern_in_order(self, imps: list[Impression | wire.Impression]) -> None:
+    def _intern_in_order(self, imps: Sequence[ImpressionLike]) -> None:
         for imp in imps:
             for choice in imp.slots.values():
                 self._intern(choice.arm)
@@ -242,7 +251,7 @@ class _OpenWindows:
             for value in imp.segments.values():
                 self._intern(value)
 
-    def _shape_of(self, imp: Impression | wire.Impression) -> int:
+    def _shape_of(self, imp: ImpressionLike) -> int:
         """The index of the impression's shape (campaign, slot names, context keys and which
         values are strings, segment keys), added if new."""
         context = imp.context
@@ -253,23 +262,26 @@ class _OpenWindows:
         shape = self._shape_by_types.get(fast)
         if shape is not None:
             return shape
-        strings = None if context is None else tuple(t is str for t in fast[3])
+        strings: tuple[bool, ...] | None = None
+        described: tuple[tuple[str, bool], ...] | None = None  # (context key, is a string)
+        if context is not None:
+            strings = tuple(type(v) is str for v in context.values())
+            described = tuple(zip(context, strings, strict=True))
         key = (fast[0], fast[1], fast[2], strings, fast[4])
         shape = self._shape_index.get(key)
         if shape is None:
             shape = self._shape_index[key] = len(self._shapes)
-            self._shapes.append((imp.campaign, key[1], None if context is None else
-                                 tuple(zip(key[2], strings)), key[4]))
+            self._shapes.append((imp.campaign, key[1], described, key[4]))
         if len(self._shape_by_types) < 4096:
             self._shape_by_types[fast] = shape
         return shape
 
-    def _insert(self, pending: list[tuple[int, int, Impression | wire.Impression]]) -> None:
+    def _insert(self, pending: list[tuple[int, int, ImpressionLike]]) -> None:
         """Write impressions to their rows (handed out by ``add``), per shape one numpy write
         per column. Strings new to the join are interned in the order a row-by-row insert
         would meet them (arms, string context values, segment values, impression by
         impression), so the state does not depend on how the impressions were batched."""
-        groups: dict[int, list[tuple[int, int, Impression | wire.Impression]]] = {}
+        groups: dict[int, list[tuple[int, int, ImpressionLike]]] = {}
         for item in pending:
             groups.setdefault(item[1], []).append(item)
         needed = self._size  # rows ever used, counting the new ones
@@ -294,7 +306,10 @@ class _OpenWindows:
             choices = list(chain.from_iterable(imp.slots.values() for imp in imps))
             arms = list(map(_arm, choices))
             d = 0 if context_keys is None else len(context_keys)
-            values = list(chain.from_iterable(imp.context.values() for imp in imps)) if d else []
+            values: list[Any] = []  # context values; string ones become their indices
+            if d:  # a shape with context keys: each of its impressions has a context
+                contexts = cast(list[Mapping[str, float | str]], [imp.context for imp in imps])
+                values = list(chain.from_iterable(c.values() for c in contexts))
             strings = [j for j, (_, is_str) in enumerate(context_keys or ()) if is_str]
             segments = list(chain.from_iterable(imp.segments.values() for imp in imps))
             names.update(arms, segments, *(values[j::d] for j in strings))
@@ -353,7 +368,8 @@ class _OpenWindows:
                 strings.append(cells)
         new = np.cumsum(used, dtype=np.int32) - 1
         new[~used] = 0  # cells past a row's own slots and segments: any valid index
-        self._names = [name for name, keep in zip(self._names, used.tolist()) if keep]
+        self._names = [name for name, keep in zip(self._names, used.tolist(), strict=True)
+                       if keep]
         self._name_index = {name: i for i, name in enumerate(self._names)}
         self._arm[:n] = new[self._arm[:n]]
         self._segment[:n] = new[self._segment[:n]]

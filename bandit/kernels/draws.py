@@ -1,6 +1,6 @@
 """The uniforms of one decision for every slot at once: ``bandit.engine.decision_draws``
 (SplitMix64 over the decision's seed, the slot's salt and the column), as one kernel call for a
-single decision, where NumPy's two dozen array operations on a few dozen numbers cost ~12 us."""
+single decision, where NumPy would spend two dozen array operations on a few dozen numbers."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Kernels of hybrid LinUCB (Li et al. 2010, Algorithm 2).
 
 The shared features of an event are z = x (x) f_a, the outer product of the context x (d,) and the
-chosen arm's features f_a (m,), flattened as z[j * m + l] = x[j] * f_a[l] (p = d * m).
+chosen arm's features f_a (m,), flattened as z[j * m + h] = x[j] * f_a[h] (p = d * m).
 
 Sums (all additive over events, no prior): ``Szz`` (p, p) of z z^T, ``bz`` (p,) of r z,
-``Sxx`` (k, d, d) of x x^T per arm, ``Sxz`` (k, d, p) of x z^T per arm, ``bx`` (k, d) of r x per arm,
-``counts`` (k,). Algorithm 2's incremental A0, b0 are the Schur complement of these sums
+``Sxx`` (k, d, d) of x x^T per arm, ``Sxz`` (k, d, p) of x z^T per arm, ``bx`` (k, d) of r x
+per arm, ``counts`` (k,). Algorithm 2's incremental A0, b0 are the Schur complement of these sums
 (A0 = l2 I + Szz - sum_a B_a^T A_a^-1 B_a with B_a = Sxz_a), which the policy forms when it
 refreshes, so learning stays a plain sum. Decisions need no kernel of their own: the policy
 reduces Algorithm 2's score to a per-arm mean and quadratic form and uses the linear kernels.
@@ -30,8 +30,8 @@ def accumulate(Szz, bz, Sxx, Sxz, bx, counts, arms, X, F, rewards, weights):
         r = rewards[i]
         counts[a] += w
         for j in range(d):
-            for l in range(m):
-                z[j * m + l] = X[i, j] * F[a, l]
+            for h in range(m):
+                z[j * m + h] = X[i, j] * F[a, h]
         for u in range(p):
             wz = w * z[u]
             bz[u] += wz * r

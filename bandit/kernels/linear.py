@@ -16,14 +16,14 @@ import math
 import numpy as np
 from numba import njit
 
+from bandit.kernels.choice import pick
+
 # Reassociation lets LLVM vectorize the dot products; NaN and inf keep their IEEE meaning
 # (no "nnan"/"ninf"), so the finiteness checks below stay valid.
 _FAST = {"reassoc", "contract"}
 # Learning adds to the sums in row order, an event at a time (fused multiply-adds allowed, no
 # reordering): the sums are then one function of the event sequence, however it was batched.
 _ORDERED = {"contract"}
-
-from bandit.kernels.choice import pick
 
 
 @njit(cache=True, fastmath=_ORDERED)
