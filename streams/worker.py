@@ -74,7 +74,7 @@ from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
@@ -321,9 +321,11 @@ class PartitionJoin:
             elif rejection.reason.startswith(OVER_CAPACITY):
                 out.counters.over_capacity += 1
             record = source.get(id(rejection.event))
-            # A click that waited for its impression came in an earlier batch: re-encoded.
+            # A click that waited for its impression came in an earlier batch: re-encoded. The
+            # join rejects only what it was given, decoded events: models or their mirrors.
+            event = cast("Impression | Click | wire.Impression | wire.Click", rejection.event)
             out.dead_letters.append(DeadLetter.of(record, rejection.reason) if record else
-                                    DeadLetter(encode(rejection.event), rejection.reason,
+                                    DeadLetter(encode(event), rejection.reason,
                                                f"{CLICKS}/{self.partition}/join"))
 
     def checkpoint(self) -> bytes:

@@ -28,7 +28,8 @@ from bandit.engine.randomness import (
     one_id_words,
     slot_draws,
 )
-from bandit.models import Contribution, DecisionRequest
+from bandit.models import Contribution
+from bandit.wire.decisions import DecisionRequestLike
 
 _ONE = np.ones(1)  # the context-free fallback's input row (read only)
 _NO_DRAWS = np.empty((0, 0))  # a decision that decides no slot draws nothing (read only)
@@ -177,7 +178,7 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None) -> OneD
     return OneDecision(text, r.campaign, slots, arms)
 
 
-def batch_columns(c: _Campaign, requests: Sequence[DecisionRequest]) -> RequestColumns:
+def batch_columns(c: _Campaign, requests: Sequence[DecisionRequestLike]) -> RequestColumns:
     """The columns of pydantic requests of campaign ``c``: contexts encoded (zero rows without
     consent, whose context is neither read nor used: the context-free fallback decides them)."""
     n = len(requests)

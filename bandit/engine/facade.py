@@ -46,6 +46,7 @@ from bandit.models import (
     DecisionRequest,
 )
 from bandit.policies import Policy
+from bandit.wire.decisions import DecisionRequestLike
 from bandit.wire.protocols import ClickLike, ImpressionLike, JoinedLike
 
 
@@ -164,7 +165,8 @@ class Engine:
     def decide_many(self, campaign: str, requests: Sequence[DecisionRequest]) -> list[Decision]:
         return self.decide_batch(campaign, requests).decisions()
 
-    def decide_batch(self, campaign: str, requests: Sequence[DecisionRequest]) -> DecisionBatch:
+    def decide_batch(self, campaign: str,
+                     requests: Sequence[DecisionRequestLike]) -> DecisionBatch:
         """Decide every slot for every request, slot by slot, each slot in one batch call."""
         with self._lock:
             c = self._get(campaign)
