@@ -18,8 +18,8 @@ from streams.kafka import reader
 from streams.records import CLICKS, IMPRESSIONS
 from streams.topics import Topics
 from tests import streamdata
-from tests.test_durable import _run_until
-from tests.test_worker_kafka import _setup
+from tests.streams.test_durable import _run_until
+from tests.streams.test_worker_kafka import _setup
 
 PARTITIONS = 2
 VALID = streamdata.make(40, seed=31)

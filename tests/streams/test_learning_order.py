@@ -18,7 +18,7 @@ from streams.memory import MemoryLog, MemoryTransport
 from streams.topics import Topics
 from streams.worker import PartitionJoin, Worker
 from tests import streamdata
-from tests.test_worker import _fill
+from tests.streams.test_worker import _fill
 
 POLICIES = {
     "lin_ucb": lambda **kw: LinUCB(n_arms=4, dim=3, rng=0, **kw),
@@ -118,15 +118,6 @@ def _checkpointed(log) -> list[Engine]:
             for p in range(log.partitions)]
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        self.now += 1.0
-        return self.now
-
-
 def _run(s: streamdata.Streams, seed: int | None, half_life_ms: float | None) -> list[Engine]:
     """The worker over the streams; ``seed``: killed at random steps (what came after its
     last checkpoint is lost and re-processed), with random poll sizes and checkpoint intervals;
@@ -140,7 +131,7 @@ def _run(s: streamdata.Streams, seed: int | None, half_life_ms: float | None) ->
 
     def start() -> Worker:
         transport = MemoryTransport(log, max_records=int(rng.integers(2, 12)) if seed else 500)
-        worker = Worker(transport, clock=_Clock(),
+        worker = Worker(transport, clock=streamdata.Clock(),
                         checkpoint_interval_ms=int(rng.integers(0, 4)) * 1000 if seed else 0)
         transport.attach(worker)
         return worker

@@ -183,7 +183,7 @@ def test_the_service_in_stream_mode_publishes_campaigns_and_events_and_follows_t
     from bandit.service import create_app
     from bandit.settings import Settings
     from streams.link import stream_link
-    from tests.test_service import live
+    from tests.servers import live
 
     prefix = f"s{uuid.uuid4().hex[:10]}"
     topics = Topics(prefix)
@@ -227,7 +227,7 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
     from streams.joined import examples
     from streams.kafka import read_until_idle
     from streams.link import stream_link
-    from tests.test_service import live
+    from tests.servers import live
 
     partitions = 2
     topics = _setup(kafka, partitions)

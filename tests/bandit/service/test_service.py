@@ -13,9 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,38 +32,14 @@ from bandit.service import create_app
 from bandit.service.metrics import Metrics
 from bandit.service.singles import Singles
 from bandit.settings import Settings
+from tests.servers import live
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "s3cret-token"
 NDJSON = {"content-type": "application/x-ndjson"}
 DECLARED = {"subject_line": {"plain", "urgent", "question"}, "artwork": {"action", "calm"},
             "send_hour": {"h09", "h18"}}
 DEFAULTS = {"subject_line": "plain", "artwork": "calm", "send_hour": "h09"}
-
-
-@contextmanager
-def live(app: Any) -> Iterator[httpx.Client]:
-    """Serve ``app`` with uvicorn on a free 127.0.0.1 port until the block ends."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    client = httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=60)
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        assert client.get("/healthz").json() == {"status": "ok"}
-        while client.get("/readyz").status_code != 200:  # the lifespan warms the engine up
-            assert time.monotonic() < deadline, "engine did not become ready"
-            time.sleep(0.05)
-        yield client
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from streams.records import STREAMS
 from streams.topics import Topics, create_topics
 from streams.worker import PartitionJoin
 from tests import streamdata
-from tests.test_worker_kafka import _done, _joined_ids, _produce, _service, _setup
+from tests.streams.test_worker_kafka import _done, _joined_ids, _produce, _service, _setup
 
 # A worker process as `cmab worker` builds it, paced (a pause after every batch of 20
 # records, so that the stream lasts through two rebalances), with two hooks: it prints its
@@ -192,7 +192,7 @@ def _checkpoint(partition: int, n: int, imps: int, clicks: int) -> bytes:
 def test_the_service_ignores_checkpoints_behind_the_absorbed_one_and_counts_them(kafka):
     from bandit.service import create_app
     from streams.link import stream_link
-    from tests.test_service import live
+    from tests.servers import live
 
     prefix = f"z{uuid.uuid4().hex[:10]}"
     topics = Topics(prefix)

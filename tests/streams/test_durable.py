@@ -10,7 +10,7 @@ from streams.broker import LocalBroker
 from streams.topics import create_topics
 from streams.worker import Counters
 from tests import streamdata
-from tests.test_worker_kafka import _joined_ids, _produce, _run_until, _setup
+from tests.streams.test_worker_kafka import _joined_ids, _produce, _run_until, _setup
 
 
 def test_a_durable_broker_restarted_mid_stream_loses_and_doubles_nothing(tmp_path):

@@ -1,26 +1,23 @@
 """The batch path column by column: the same decisions and bytes as the row-at-a-time engine
-(tests/reference.py), and the msgspec decoding of batch bodies never laxer than pydantic."""
+(tests/reference.py), from decoded columns, in chunks and over the service's batch route."""
 
 import asyncio
-import json
 from typing import Any
 
 import httpx
-import msgspec
 
 import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bandit.engine import Engine, holdout_mask
 from bandit.errors import InvalidInputError
-from bandit.kernels.text import interleave, row_bounds
 from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent, SlotChoice
 from bandit.service import BATCH_CHUNK, NDJSON, create_app
 from bandit.settings import Settings
-from bandit.wire.batch import _decoders, json_columns, ndjson_columns
+from bandit.wire.batch import json_columns, ndjson_columns
 from tests import reference
 
 KINDS = ["lin_ucb", "epsilon_greedy", "bart", "beta_ts", "hybrid_lin_ucb", "lin_ts"]
@@ -126,61 +123,6 @@ def test_a_large_batch_in_chunks_matches_the_reference():
     assert out == expected
 
 
-def pydantic_accepts(line: bytes) -> bool:
-    try:
-        DecisionRequest.model_validate_json(line)
-    except ValueError:
-        return False
-    return True
-
-
-GOOD = {"campaign": "mix", "user_id": "u1", "context": {"engagement": 0.5, "style": "deal"},
-        "segments": {"region": "eu"}}
-TOKENS = [b"null", b"true", b"1", b"-0.0", b"1e400", b'""', b'"x"', b"{}", b"[]", b'"a b"',
-          b'"\\ud800"', b"\xff", b"NaN", b"Infinity", b"2e308", b'"' + b"x" * 130 + b'"']
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.sampled_from(sorted(json.dumps(GOOD).encode().split(b'"'))[1:]),
-       st.sampled_from(TOKENS), st.booleans())
-@example(b"user_id", b'"u1","user_id":"u2"', False)  # a key twice: the last value, both ways
-@example(b"mix", b'mix"}{"campaign":"mix', False)  # two objects on one line
-def test_the_fast_path_takes_only_what_pydantic_takes(part, token, wrap):
-    """A good line with one part replaced: whenever the msgspec path decodes the body, pydantic
-    accepts the line, the engine accepts it, and the decisions are the same."""
-    line = json.dumps(GOOD).encode().replace(b'"' + part + b'"', token if not wrap else
-                                             b'"' + token + b'"', 1)
-    body = line + b"\n" + json.dumps(GOOD).encode() + b"\n\n"
-    columns = ndjson_columns(body, e := engine())
-    if columns is None:
-        return
-    assert pydantic_accepts(line)
-    models = [DecisionRequest.model_validate_json(x) for x in body.split(b"\n") if x.strip()]
-    assert e.decide_columns(columns).ndjson() == reference.decide_batch_ndjson(
-        engine(), "mix", models)
-
-
-@pytest.mark.parametrize("body", [
-    b"", b"\n \n", b'{"campaign":"nope","user_id":"u"}\n',
-    b'{"campaign":"mix","user_id":"u","consent":false}\n{"campaign":"other","user_id":"v"}',
-    b'{"campaign":"mix","user_id":"u","context":{"engagement":1,"extra":2}}',
-    b'{"campaign":"mix","user_id":"u","context":{"style":"deal"}}',  # engagement: no default
-    b'{"campaign":"mix","user_id":"u","context":{"engagement":1},"segments":{"bad key":"x"}}',
-    b'{"campaign":"mix","user_id":"u","context":{"engagement":1}}{"campaign":"mix","user_id":"v",'
-    b'"context":{"engagement":1}}\n\n',
-])
-def test_bodies_the_fast_path_leaves_to_pydantic(body):
-    assert ndjson_columns(body, engine()) is None
-
-
-def test_the_batch_mirror_has_the_request_model_s_fields_in_order():
-    campaign = spec(0.2)
-    request = msgspec.inspect.type_info(_decoders(campaign).ndjson.type).fields
-    assert [f.name for f in request] == list(DecisionRequest.model_fields)
-    context = request[2].type.fields  # Context | UNSET
-    assert [f.name for f in context] == [f.name for f in campaign.context.features]
-
-
 def test_holdout_mask_is_the_per_user_hash():
     from bandit.engine import _in_holdout
 
@@ -188,21 +130,6 @@ def test_holdout_mask_is_the_per_user_hash():
     mask = holdout_mask("mix", users, 0.3)
     assert mask.tolist() == [_in_holdout("mix", u, 0.3) for u in users]
     assert 0.25 < mask.mean() < 0.35
-
-
-def test_interleave_puts_pieces_and_columns_in_row_order():
-    data = np.frombuffer(b"a,bb,ccc|x|yy|z", dtype=np.uint8)
-    s1, e1 = row_bounds(data[:8], ord(","), 3)
-    s2, e2 = row_bounds(data[9:], ord("|"), 3)
-    starts = np.stack([s1, s2 + 9], axis=1)
-    ends = np.stack([e1, e2 + 9], axis=1)
-    pieces = np.frombuffer(b"<-=>\n", dtype=np.uint8)
-    piece_at = np.array([0, 1, 2, 5], dtype=np.int64)
-    out = np.empty(3 * 5 + int((ends - starts).sum()), dtype=np.uint8)
-    assert interleave(pieces, piece_at, data, starts, ends, out) == len(out)
-    assert out.tobytes() == b"<a-x=>\n<bb-yy=>\n<ccc-z=>\n"
-    with pytest.raises(ValueError, match="expected 2 texts, found 3"):
-        row_bounds(data[:8], ord(","), 2)
 
 
 @pytest.mark.parametrize("blank", [b"", b"\x0c\n"], ids=["msgspec", "pydantic"])

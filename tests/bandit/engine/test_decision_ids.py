@@ -19,7 +19,7 @@ from bandit.models import CampaignSpec, DecisionRequest
 from bandit.service import create_app
 from bandit.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SPEC = {"name": "ids", "holdout": 0.0,
         "context": {"features": [{"kind": "numeric", "name": "x"}]},
         "slots": [{"name": "s", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a",

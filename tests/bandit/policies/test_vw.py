@@ -1,4 +1,4 @@
-"""VWPolicy (the conformance suite it shares with every policy is in tests/test_policies.py):
+"""VWPolicy (the conformance suite it shares with every policy is in tests/bandit/policies/test_policies.py):
 the example conversion against VW's own text path, state, learning on the email simulator, the
 engine (logged propensities, seeds, snapshots) and the ``cmab vw-export`` command."""
 
@@ -16,7 +16,7 @@ from bandit.models import Arm, CampaignSpec, Click, DecisionRequest, VWSpec
 from bandit.policies import VWPolicy, from_state
 from bandit.policies.vw import VWFormat
 from simulators.environments import Email
-from tests import test_policies as conformance
+from tests.bandit.policies import test_policies as conformance
 
 K, D = conformance.K, conformance.D
 

@@ -38,7 +38,7 @@ from streams.topics import Topics
 from streams.worker import Worker
 from tests import streamdata
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 INGEST, MANAGE = "ingest-s3cret", "manage-s3cret"
 NDJSON = {"content-type": "application/x-ndjson"}
 SPEC = {"name": "w", "attribution_window_ms": 1000,

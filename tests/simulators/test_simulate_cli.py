@@ -19,7 +19,7 @@ from simulators.environments.supervised import SupervisedBandit, gaussian_blobs
 from simulators.reports.simulation import write_report
 from simulators.simulate import ORACLE, POLICY_NAMES, UNIFORM, make_policies, simulate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(env, names, steps=3000, batch_size=100, seed=0):

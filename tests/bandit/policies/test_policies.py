@@ -387,7 +387,7 @@ def test_importing_the_engine_does_not_load_vowpalwabbit(module):
     # made or read (bandit.policies.VWPolicy, a "vw" state), never by an import of the engine.
     code = f"import sys, {module}; print(sorted(m for m in sys.modules if 'vowpal' in m))"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], check=True)
+                         cwd=Path(__file__).resolve().parents[3], check=True)
     assert run.stdout.strip() == "[]"
 
 

@@ -32,7 +32,7 @@ from bandit.models import (
 )
 from bandit.service import create_app
 from bandit.settings import Settings
-from tests.test_service import live
+from tests.servers import live
 
 KINDS = ["beta_ts", "lin_ucb", "hybrid_lin_ucb", "lin_ts", "epsilon_greedy", "bart", "vw"]
 PLANS = ["free", "pro"]

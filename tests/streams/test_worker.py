@@ -94,17 +94,6 @@ def test_a_restart_from_every_checkpoint_ends_in_the_same_state():
     streamdata.assert_same_model(_model(log), streamdata.reference(s))
 
 
-class _Clock:
-    """A clock that moves one second per reading: checkpoints every few steps, by count."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        self.now += 1.0
-        return self.now
-
-
 def test_a_kill_between_checkpoints_re_processes_and_ends_in_the_same_state():
     s = streamdata.make(300, seed=7)
     log = _log(partitions=2)
@@ -114,7 +103,7 @@ def test_a_kill_between_checkpoints_re_processes_and_ends_in_the_same_state():
 
     def start(steps: int) -> tuple[MemoryTransport, Worker]:
         transport = MemoryTransport(log, max_records=11 + steps % 5)
-        worker = Worker(transport, checkpoint_interval_ms=2500, clock=_Clock(),
+        worker = Worker(transport, checkpoint_interval_ms=2500, clock=streamdata.Clock(),
                         on_batch=lambda p, out: batches.append(out.counters.records))
         transport.attach(worker)
         return transport, worker
