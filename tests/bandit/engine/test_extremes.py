@@ -228,8 +228,8 @@ def test_largest_campaigns_the_contract_allows_decide_well_formed(kind):
         requests = [DecisionRequest(campaign=campaign.name, user_id=f"u{i}", explain=True,
                                     context=c)
                     for i, c in enumerate([top, {names[0]: 5e-324}, {names[0]: -0.0}])]
-        for d in engine.decide_batch(campaign.name, requests).to_dicts():
-            check(d, engine, campaign.name)
+        for line in engine.decide_batch(campaign.name, requests).lines():
+            check(orjson.loads(line), engine, campaign.name)
 
 
 # -- over HTTP ------------------------------------------------------------------------------

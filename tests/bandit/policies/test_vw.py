@@ -277,7 +277,7 @@ def test_engine_snapshot_keeps_the_vw_models_and_arms(tmp_path):
         X = np.random.default_rng(0).random((20, mine.dim))
         np.testing.assert_array_equal(theirs.propensities(X), mine.propensities(X))
     requests = _requests(30)
-    assert loaded.decide_batch("vw", requests).to_dicts()[0]["slots"][0]["arm"] in {
+    assert loaded.decide_batch("vw", requests).decisions()[0].slots[0].arm in {
         "plain", "urgent", "question", "emoji"}
 
 
