@@ -10,8 +10,12 @@ import uuid
 from pathlib import Path
 
 import orjson
+import pytest
 
 from simulators.email_campaign import SLOTS
+
+
+pytestmark = pytest.mark.broker  # every test here starts `cmab demo`
 
 
 def _processes_with(marker: bytes) -> list[str]:

@@ -14,6 +14,7 @@ from bandit.errors import InvalidInputError, UnavailableError
 from streams.broker import LocalBroker, ObjectStore, free_port
 
 
+@pytest.mark.broker
 def test_broker_round_trip_and_clean_stop():
     with LocalBroker() as broker:
         pid = broker.pid
@@ -43,6 +44,7 @@ def test_broker_round_trip_and_clean_stop():
         s.bind(("127.0.0.1", int(port)))
 
 
+@pytest.mark.broker
 def test_a_taken_port_gets_a_clear_error():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -72,6 +74,7 @@ def _serving(directory) -> list[int]:
     return pids
 
 
+@pytest.mark.broker
 def test_a_durable_broker_keeps_topics_records_and_offsets_across_a_restart(tmp_path):
     data = tmp_path / "kafka"
     with LocalBroker(durable=data) as broker:
@@ -113,6 +116,7 @@ def test_a_durable_broker_keeps_topics_records_and_offsets_across_a_restart(tmp_
     assert sorted(values) == sorted(f"v{i}".encode() for i in range(10))
 
 
+@pytest.mark.broker
 def test_one_durable_directory_serves_one_broker_at_a_time(tmp_path):
     with LocalBroker(durable=tmp_path) as broker:
         with pytest.raises(InvalidInputError, match=f"{tmp_path}.*another broker"):
@@ -123,6 +127,7 @@ def test_one_durable_directory_serves_one_broker_at_a_time(tmp_path):
         admin.close()
 
 
+@pytest.mark.broker
 def test_a_durable_directory_that_is_a_file_gets_a_clear_error(tmp_path):
     path = tmp_path / "file"
     path.write_text("not a directory")
@@ -130,6 +135,7 @@ def test_a_durable_directory_that_is_a_file_gets_a_clear_error(tmp_path):
         LocalBroker(durable=path).start()
 
 
+@pytest.mark.broker
 def test_a_broker_that_fails_to_start_leaves_no_store_behind(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

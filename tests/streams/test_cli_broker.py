@@ -6,8 +6,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
+
+
+pytestmark = pytest.mark.broker  # every test here starts `cmab broker`
 
 
 def _cmab(*args: str) -> subprocess.Popen[str]:

@@ -6,6 +6,8 @@ counters add up to exactly what was produced, and the joined topic has every dec
 import dataclasses
 import uuid
 
+import pytest
+
 from streams.broker import LocalBroker
 from streams.topics import create_topics
 from streams.worker import Counters
@@ -13,6 +15,7 @@ from tests import streamdata
 from tests.streams.test_worker_kafka import _joined_ids, _produce, _run_until, _setup
 
 
+@pytest.mark.broker
 def test_a_durable_broker_restarted_mid_stream_loses_and_doubles_nothing(tmp_path):
     partitions = 2
     s = streamdata.make(600, seed=21)
