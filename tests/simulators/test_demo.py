@@ -2,8 +2,8 @@
 through HTTP and Kafka, a report that lists every slot, and nothing left running."""
 
 import os
-import subprocess
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from simulators.email_campaign import SLOTS
-
 
 pytestmark = pytest.mark.broker  # every test here starts `cmab demo`
 

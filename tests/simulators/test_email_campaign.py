@@ -22,9 +22,9 @@ def all_combinations(env: EmailCampaign, eligible_only_step: int | None = None):
     for combo in itertools.product(*(range(k) for k in sizes)):
         if eligible_only_step is not None:
             eligible = env.eligible(eligible_only_step)
-            if not all(eligible[slot][a] for slot, a in zip(SLOTS, combo)):
+            if not all(eligible[slot][a] for slot, a in zip(SLOTS, combo, strict=True)):
                 continue
-        yield dict(zip(SLOTS, combo))
+        yield dict(zip(SLOTS, combo, strict=True))
 
 
 def brute_force(env, subs, step=0):
@@ -157,7 +157,7 @@ def test_click_probability_implements_the_documented_model(rng):
                                             "artwork": w})
     np.testing.assert_allclose(by_index, expected, rtol=1e-12)
     by_id = env.click_probability(subs, {slot: [env.arm_ids[slot][a] for a in arms]
-                                         for slot, arms in zip(SLOTS, (f, t, o, w))})
+                                         for slot, arms in zip(SLOTS, (f, t, o, w), strict=True)})
     np.testing.assert_array_equal(by_id, by_index)
 
 
@@ -229,7 +229,7 @@ def test_rates_are_realistic_and_every_slot_matters(rng):
     assert 0.02 <= uniform.mean() <= 0.035
     random_choices = {slot: rng.integers(len(env.arm_ids[slot]), size=50_000) for slot in SLOTS}
     p = env.click_probability(subs, random_choices)
-    assert 0.0005 <= p.min() and p.max() <= 0.25
+    assert p.min() >= 0.0005 and p.max() <= 0.25
     # The best arm of every slot depends on the subscriber: no arm is best for most of them.
     for slot in SLOTS:
         share = np.bincount(choice[slot], minlength=len(env.arm_ids[slot])) / 50_000

@@ -10,7 +10,6 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-
 pytestmark = pytest.mark.broker  # every test here starts `cmab broker`
 
 

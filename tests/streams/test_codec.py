@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandit import wire
-from bandit import models
+from bandit import models, wire
 from bandit.models import JoinedEvent
 from streams.codec import Refused, decode, decode_many, decode_model, encode
 
@@ -202,7 +201,7 @@ def test_any_bytes_get_the_same_verdict_and_reason(garbage):
 @given(event=impressions, rewards=st.lists(finite, min_size=4, max_size=4))
 def test_joined_structs_write_the_bytes_of_joined_event(event, rewards):
     imp = wire.EVENTS.decode(orjson.dumps(event))
-    values = dict(zip(imp.slots, rewards))
+    values = dict(zip(imp.slots, rewards, strict=False))
     fields = dict(decision_id=imp.decision_id, campaign=imp.campaign, user_id=imp.user_id,
                   segments=imp.segments, holdout=imp.holdout, context=imp.context,
                   rewards=values)

@@ -91,8 +91,8 @@ _line = st.binary(min_size=1, max_size=80).filter(lambda b: b"\n" not in b)
                 max_size=8))
 def test_the_vw_learner_dead_letters_garbage_on_joined_and_carries_on(values):
     from bandit.engine import Engine
-    from streams.vw_learner import JOINED, VWLearner
     from streams.records import Record
+    from streams.vw_learner import JOINED, VWLearner
 
     learner = VWLearner(Engine())  # no campaign: every example is refused too
     letters = learner.process([Record(JOINED, 1, i, v) for i, v in enumerate(values)])

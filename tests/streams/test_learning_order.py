@@ -56,7 +56,7 @@ def test_learn_many_sums_do_not_depend_on_the_batching(half_life_ms, kind, seed,
     whole, split = (POLICIES[kind](half_life_ms=half_life_ms) for _ in range(2))
     whole.learn_many(arms, X, rewards, ts_ms=ts)
     bounds = [0, *sorted(cuts), n]
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
         split.learn_many(arms[lo:hi], X[lo:hi], rewards[lo:hi], ts_ms=ts[lo:hi])
     assert _learned(split) == _learned(whole)
 
@@ -65,7 +65,8 @@ def assert_same_learning(actual: Engine, expected: Engine) -> None:
     """Bit-equal policy sums and bit-equal report tallies (per arm, per segment value, the
     campaign's totals)."""
     streamdata.assert_same_model(actual, expected)
-    for sa, se in zip(actual._campaigns["news"].slots, expected._campaigns["news"].slots):
+    for sa, se in zip(actual._campaigns["news"].slots, expected._campaigns["news"].slots,
+                      strict=True):
         for pa, pe in ((sa.policy, se.policy), (sa.fallback, se.fallback)):
             assert _learned(pa) == _learned(pe)
         assert {k: vars(t) for k, t in sa.segment_tally.items()} == {
@@ -93,7 +94,7 @@ def _ingest(cuts: list[int], half_life_ms: float | None) -> Engine:
     engine = Engine()
     engine.create_campaign(streamdata.spec(half_life_ms=half_life_ms))
     bounds = [0, *sorted(cuts), len(events)]
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
         engine.ingest(events[lo:hi])
     return engine
 

@@ -697,7 +697,7 @@ def test_a_worker_killed_before_its_checkpoint_writes_decisions_twice_and_the_vw
     steps = iter(range(10_000))
     learner.run(lambda: learner.learner.counters.records >= len(ids) or next(steps) > 9000)
     seen, first = set(), []
-    for decision, x in zip(ids, examples):
+    for decision, x in zip(ids, examples, strict=True):
         if decision not in seen:
             seen.add(decision)
             first.append(x)

@@ -177,8 +177,9 @@ def test_bad_records_are_dead_lettered_with_a_reason_and_the_rest_learned():
 @settings(max_examples=25, deadline=None)
 @given(garbage=st.lists(st.one_of(st.binary(max_size=64),
                                   st.dictionaries(st.text(max_size=8),
-                                                  st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=8),
-                                                            st.floats()), max_size=6)
+                                                  st.one_of(st.integers(-2**63, 2**63 - 1),
+                                                            st.text(max_size=8), st.floats()),
+                                                  max_size=6)
                                   .map(orjson.dumps)), max_size=20))
 def test_garbage_never_stops_the_worker(garbage):
     log = _log(partitions=1)
@@ -295,7 +296,7 @@ def test_timing_the_stages_changes_nothing_and_times_every_stage():
     s = streamdata.make(300, seed=5)
     logs = [_log(partitions=2), _log(partitions=2)]
     workers = []
-    for log, stages in zip(logs, [None, Stages()]):
+    for log, stages in zip(logs, [None, Stages()], strict=True):
         _fill(log, s)
         transport = MemoryTransport(log, max_records=61)
         workers.append(Worker(transport, stages=stages, checkpoint_interval_ms=0))

@@ -2,7 +2,6 @@
 a group with a rebalance on join and on kill. Exactly-once is checked bit for bit: contexts
 are multiples of 1/4, so sums do not depend on the order they were added in."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import time
 import uuid
 
 import numpy as np
-import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bandit.engine import Engine

@@ -175,7 +175,8 @@ def test_a_worker_stalled_past_its_session_timeout_changes_nothing(kafka):
     streamdata.assert_same_model(engine, streamdata.reference(s))
     assert {p: part.offsets for p, part in follower.partitions().items()} == final
     assert len(seen) > 1
-    for before, after in zip(seen, seen[1:]):  # the service's model never stepped back
+    # The service's model never stepped back.
+    for before, after in zip(seen, seen[1:], strict=False):
         for p, offsets in before.items():
             assert not behind(after[p], offsets), (p, offsets, after[p])
     assert _joined_ids(kafka, topics, partitions, len(s.joined)) == {
@@ -250,4 +251,5 @@ def test_the_service_ignores_checkpoints_behind_the_absorbed_one_and_counts_them
     ((0, 0), (1, 0), True),
 ])
 def test_behind_compares_both_inputs(offsets, absorbed, stale):
-    assert behind(dict(zip(STREAMS, offsets)), dict(zip(STREAMS, absorbed))) is stale
+    assert behind(dict(zip(STREAMS, offsets, strict=True)),
+                  dict(zip(STREAMS, absorbed, strict=True))) is stale

@@ -5,7 +5,6 @@ import asyncio
 from typing import Any
 
 import httpx
-
 import numpy as np
 import orjson
 import pytest
@@ -173,7 +172,7 @@ def test_encode_of_many_rows_is_encode_of_each(keys, values):
     """``encode``'s one-pass path (rows alike, floats only) agrees with the row by row one,
     which it leaves anything else to (a string or int among the numbers, a categorical)."""
     encoder = engine()._get("mix").context
-    rows = [dict(zip(keys, values[i:i + 2])) for i in range(0, len(values) - 1, 2)]
+    rows = [dict(zip(keys, values[i:i + 2], strict=True)) for i in range(0, len(values) - 1, 2)]
     try:
         each = np.vstack([encoder.encode([row]) for row in rows])
     except InvalidInputError:

@@ -29,8 +29,10 @@ SPEC = {"name": "c", "holdout": 0.0, "attribution_window_ms": 1000,
         "slots": [{"name": "subject", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a",
                    "policy": {"kind": "lin_ucb"}}]}
 # What a sender wrongly logs for the consent-less decision: none of it may be kept.
-SECRET = {"context": {"engagement": 0.75, "plan": "plan-of-u0"}, "segments": {"region": "home-of-u0"}}
-SHARED = {"context": {"engagement": 0.5, "plan": "plan-of-u1"}, "segments": {"region": "home-of-u1"}}
+SECRET = {"context": {"engagement": 0.75, "plan": "plan-of-u0"},
+          "segments": {"region": "home-of-u0"}}
+SHARED = {"context": {"engagement": 0.5, "plan": "plan-of-u1"},
+          "segments": {"region": "home-of-u1"}}
 
 
 def engine() -> Engine:

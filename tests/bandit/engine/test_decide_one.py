@@ -128,7 +128,8 @@ def test_unknown_campaign_draws_nothing(twins):
     with pytest.raises(BanditError, match="no campaign 'nope'"):
         one.decide_one(request)
     request = DecisionRequest(campaign="beta_ts", user_id="u", context={"engagement": 1.0})
-    assert one.decide_one(request).json == batch.decide_batch("beta_ts", [request]).lines()[0].decode()
+    expected = batch.decide_batch("beta_ts", [request]).lines()[0].decode()
+    assert one.decide_one(request).json == expected
 
 
 @given(seed=st.integers(0, 2**64 - 1), n_slots=st.integers(1, 6), width=st.integers(1, 40))

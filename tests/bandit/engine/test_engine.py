@@ -64,7 +64,8 @@ def requests(n, *, seed=0, consent=True, explain=False):
     rng = np.random.default_rng(seed)
     return [
         DecisionRequest(campaign="weekly", user_id=f"user-{seed}-{i}",
-                        context={"engagement": float(rng.normal()), "style": ["deal", "busy", "new"][i % 3]},
+                        context={"engagement": float(rng.normal()),
+                                 "style": ["deal", "busy", "new"][i % 3]},
                         segments={"region": ["eu", "us"][i % 2]}, consent=consent, explain=explain)
         for i in range(n)
     ]
@@ -84,7 +85,7 @@ def test_decisions_name_declared_arms_with_propensities(engine):
     assert len(decisions) == 300 and len({d.decision_id for d in decisions}) == 300
     for d in decisions:
         assert [s.slot for s in d.slots] == [s.name for s in spec.slots]
-        for s, slot_spec in zip(d.slots, spec.slots):
+        for s, slot_spec in zip(d.slots, spec.slots, strict=True):
             assert s.arm in {a.id for a in slot_spec.arms}
             assert 0 < s.propensity <= 1
         if d.holdout:  # holdout subscribers get every default arm, for sure
@@ -94,9 +95,9 @@ def test_decisions_name_declared_arms_with_propensities(engine):
 
 def test_eligibility_rule_keeps_an_arm_out_of_a_segment(engine):
     decisions = engine.decide_many("weekly", requests(400))
-    us = [d for d, r in zip(decisions, requests(400)) if r.segments["region"] == "us"]
+    us = [d for d, r in zip(decisions, requests(400), strict=True) if r.segments["region"] == "us"]
     assert all(d.slots[2].arm != "o30" for d in us)
-    eu = [d for d, r in zip(decisions, requests(400)) if r.segments["region"] == "eu"]
+    eu = [d for d, r in zip(decisions, requests(400), strict=True) if r.segments["region"] == "eu"]
     assert any(d.slots[2].arm == "o30" for d in eu)
 
 
@@ -106,7 +107,8 @@ def test_eligibility_rule_keeps_an_arm_out_of_a_segment(engine):
 @given(fraction=st.sampled_from([0.0, 0.05, 0.2, 0.5]), salt=st.text(min_size=1, max_size=8))
 def test_holdout_share_matches_the_fraction_and_is_stable(fraction, salt):
     e = Engine()
-    e.create_campaign(campaign_spec(name=f"c-{zlib.crc32(salt.encode()) % 10**6}", holdout=fraction))
+    e.create_campaign(campaign_spec(name=f"c-{zlib.crc32(salt.encode()) % 10**6}",
+                                    holdout=fraction))
     name = e.campaigns()[0].name
     users = [f"{salt}-{i}" for i in range(4000)]
     flags = np.array([e.in_holdout(name, u) for u in users])
@@ -195,7 +197,7 @@ def _play(engine, n, seed, ts, click_rule):
     batch = engine.decide_batch("weekly", reqs)
     events = batch.impressions(reqs, ts_ms=ts)
     clicks = [Click(event_id=f"c-{d}", decision_id=d, campaign="weekly", ts=ts + 10)
-              for d, r in zip(batch.decision_ids, reqs) if click_rule(r)]
+              for d, r in zip(batch.decision_ids, reqs, strict=True) if click_rule(r)]
     engine.record(events + clicks)
     return batch
 
@@ -279,7 +281,8 @@ def test_snapshot_round_trip_keeps_everything(engine, tmp_path):
     restored = Engine.load(path)
     assert restored.report("weekly") == engine.report("weekly")
     assert restored.campaign("weekly") == engine.campaign("weekly")
-    for a, b in zip(engine._campaigns["weekly"].slots, restored._campaigns["weekly"].slots):
+    for a, b in zip(engine._campaigns["weekly"].slots, restored._campaigns["weekly"].slots,
+                    strict=True):
         for name, value in a.policy.state()["arrays"].items():
             np.testing.assert_array_equal(b.policy.state()["arrays"][name], value)
     # The 50 open windows came along: closing them counts them once.
@@ -377,11 +380,12 @@ def test_logged_propensities_are_choice_frequencies_summing_to_one(trained, cons
     batch = trained.decide_batch("weekly", [request] * n)
     spec = trained.campaign("weekly")
     arms = {s.slot: [s.arm_ids[a] for a in s.arms.tolist()] for s in batch.slots}
-    for slot_spec, s in zip(spec.slots, batch.slots):
-        given_earlier = list(zip(*(arms[prev] for prev in slot_spec.condition_on))) or [()] * n
+    for slot_spec, s in zip(spec.slots, batch.slots, strict=True):
+        given_earlier = list(zip(*(arms[prev] for prev in slot_spec.condition_on),
+                                 strict=True)) or [()] * n
         logged: dict[tuple, dict[str, float]] = {}
         counts: dict[tuple, dict[str, int]] = {}
-        for key, arm, p in zip(given_earlier, arms[s.slot], s.propensity.tolist()):
+        for key, arm, p in zip(given_earlier, arms[s.slot], s.propensity.tolist(), strict=True):
             assert logged.setdefault(key, {}).setdefault(arm, p) == pytest.approx(p, abs=1e-12)
             counts.setdefault(key, {}).setdefault(arm, 0)
             counts[key][arm] += 1
@@ -403,7 +407,7 @@ def test_consent_less_requests_never_log_context(trained, flags):
                             context={"engagement": float(i), "style": "deal"},
                             segments={"region": "eu"}) for i, flag in enumerate(flags)]
     impressions = trained.decide_batch("weekly", reqs).impressions(reqs, ts_ms=0)
-    for imp, r in zip(impressions, reqs):
+    for imp, r in zip(impressions, reqs, strict=True):
         assert imp.context == (r.context if r.consent else None)
         assert "engagement" not in imp.model_dump_json() or r.consent
 

@@ -37,7 +37,7 @@ def test_learned_report_tallies_equal_one_event_at_a_time():
     one.create_campaign(streamdata.spec())
     for e in s.joined:
         one.learn([e])
-    for sb, so in zip(batch._campaigns["news"].slots, one._campaigns["news"].slots):
+    for sb, so in zip(batch._campaigns["news"].slots, one._campaigns["news"].slots, strict=True):
         assert {k: vars(t) for k, t in sb.arm_tally.items()} == {
             k: vars(t) for k, t in so.arm_tally.items()}
         assert sb.segment_counts == so.segment_counts

@@ -53,7 +53,8 @@ def streams(draw, make=imp):
         for j in range(draw(st.integers(0, 3))):
             dt = draw(st.integers(0, WINDOW + 50))
             slot = draw(st.sampled_from([None, "s", "t"]))
-            events.append((t0 + dt, click(i, j, t0 + dt, draw(st.sampled_from([0.5, 1.0, 2.0])), slot)))
+            reward = draw(st.sampled_from([0.5, 1.0, 2.0]))
+            events.append((t0 + dt, click(i, j, t0 + dt, reward, slot)))
     if draw(st.booleans()):
         events.append(events[0])  # a duplicate delivery
     events.sort(key=lambda e: e[0])
@@ -64,7 +65,7 @@ def _run(events, cuts, rule):
     j = Joiner(lambda name: spec(rule))
     joined, rejected = [], []
     bounds = [0, *sorted(cuts), len(events)]
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
         out = j.add(events[lo:hi])
         joined += out.joined
         rejected += [(r.event.event_id, r.reason) for r in out.rejected]
@@ -140,7 +141,7 @@ def test_a_join_restored_at_any_point_ends_like_an_uninterrupted_one(events, dat
         j = Joiner(lambda name: spec(rule))
         joined, rejected = [], []
         bounds = sorted({0, *cuts, erase_at, len(events)})
-        for lo, hi in zip(bounds, bounds[1:]):
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
             if lo == erase_at and erase is not None:
                 j.erase({subject_key(erase): erased_until})
             out = j.add(events[lo:hi])
@@ -201,7 +202,7 @@ def test_the_open_windows_do_not_depend_on_the_batching(events, data):
     for e in stream:
         one.add([e], watermark=0)
     bounds = [0, *sorted(cuts), len(stream)]
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
         cut.add(stream[lo:hi], watermark=0)
     assert _state_bytes(cut) == _state_bytes(one)
     assert cut.add([], 10**6).closed.json() == one.add([], 10**6).closed.json()
@@ -234,8 +235,9 @@ def test_closed_json_is_the_bytes_of_the_joined_event_for_any_values(rows):
         events.append(Impression(
             event_id=f"i{i}", decision_id=f"{i:032x}", campaign="w", user_id=row["user"],
             ts=row["ts"], holdout=row["holdout"], context=row["context"],
-            segments=row["segments"], slots={slot: {"arm": arm, "propensity": row["propensity"]}
-                                             for slot, arm in zip(row["slots"], row["arms"])}))
+            segments=row["segments"], slots={
+                slot: {"arm": arm, "propensity": row["propensity"]}
+                for slot, arm in zip(row["slots"], row["arms"], strict=False)}))
         if row["reward"] is not None:
             events.append(Click(event_id=f"c{i}", decision_id=f"{i:032x}", campaign="w",
                                 ts=row["ts"], reward=row["reward"], slot=row["slots"][0]))

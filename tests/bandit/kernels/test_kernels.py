@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from bandit.kernels import beta, choice, hybrid, linear
-from bandit.policies import (_BETA_NODES, _BETA_PIECE_SDS, _BETA_WEIGHTS, _GL_NODES, _GL_WEIGHTS,
-                             _RADIUS, _STEPS)
+from bandit.policies import (
+    _BETA_NODES,
+    _BETA_PIECE_SDS,
+    _BETA_WEIGHTS,
+    _GL_NODES,
+    _GL_WEIGHTS,
+    _RADIUS,
+    _STEPS,
+)
 from tests import reference
 
 SHAPES = [(1, 1), (4, 1), (1, 3), (4, 3), (3, 16)]  # (n_arms, dim)
@@ -34,7 +41,7 @@ def test_learn_one_keeps_inverse_and_estimate_exact(rng, k, d):
     S, b, counts = np.zeros((k, d, d)), np.zeros((k, d)), np.zeros(k)
     Ainv = np.repeat(np.eye(d)[None] / l2, k, axis=0)
     theta = np.zeros((k, d))
-    for a, x, ri in zip(arms, X, r):
+    for a, x, ri in zip(arms, X, r, strict=True):
         assert linear.learn_one(S, b, counts, Ainv, theta, a, x, ri, 1.0)
     theta_ref, A_inv = reference.ridge(arms, X, r, k, l2)
     np.testing.assert_allclose(S, reference.sums(arms, X, r, k)[0], rtol=1e-9, atol=1e-12)
@@ -49,7 +56,7 @@ def test_learn_one_refuses_non_finite_without_touching_state(rng):
     x = np.array([1.0, np.nan, 0.0])
     assert not linear.learn_one(S, b, counts, Ainv, theta, 0, x, 1.0, 1.0)
     assert not linear.learn_one(S, b, counts, Ainv, theta, 0, np.ones(3), np.inf, 1.0)
-    for got, want in zip((S, b, counts, Ainv, theta), before):
+    for got, want in zip((S, b, counts, Ainv, theta), before, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -131,7 +138,8 @@ def test_gaussian_max_probabilities_masks_and_degenerate_rows():
     mask = np.array([[True, True, False], [True, True, True]])
     out = np.empty((2, 3))
     choice.gaussian_max_probabilities(mean, sd, mask, _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, out)
-    np.testing.assert_allclose(out[0, :2], reference.gaussian_max_probabilities(mean[0, :2], sd[0, :2]),
+    np.testing.assert_allclose(out[0, :2],
+                               reference.gaussian_max_probabilities(mean[0, :2], sd[0, :2]),
                                atol=1e-9)
     assert out[0, 2] == 0.0
     np.testing.assert_array_equal(out[1], [0.0, 0.5, 0.5])  # all widths 0: a tie of the maxima
@@ -163,8 +171,8 @@ def _gaussian(mean, sd, mask=None, steps=_STEPS):
 @pytest.mark.parametrize("seed", range(4))  # one of each kind
 def test_gaussian_max_probabilities_random_posteriors(seed):
     mean, sd = _random_posterior(seed)
-    np.testing.assert_allclose(_gaussian(mean, sd)[0], reference.gaussian_max_probabilities(mean, sd),
-                               atol=1e-9)
+    np.testing.assert_allclose(_gaussian(mean, sd)[0],
+                               reference.gaussian_max_probabilities(mean, sd), atol=1e-9)
 
 
 def test_gaussian_max_probabilities_fifty_arms_with_masks():
@@ -211,7 +219,7 @@ def test_hybrid_accumulate_matches_kron_sums(rng, k, d, m):
     got = [np.zeros((p, p)), np.zeros(p), np.zeros((k, d, d)), np.zeros((k, d, p)),
            np.zeros((k, d)), np.zeros(k)]
     hybrid.accumulate(*got, arms, X, F, r, w)
-    for g, want in zip(got, reference.hybrid_sums(arms, X, r, F, w)):
+    for g, want in zip(got, reference.hybrid_sums(arms, X, r, F, w), strict=True):
         np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-12)
 
 

@@ -20,9 +20,9 @@ from bandit.policies import (
     LinTS,
     LinUCB,
     Policy,
+    VWPolicy,
     from_state,
 )
-from bandit.policies import VWPolicy
 
 K, D = 4, 3
 ARM_FEATURES = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]])  # arms 0, 3 alike

@@ -32,7 +32,8 @@ FACTORIES = {
     "lin_ucb": lambda rng=None, **kw: LinUCB(K, D, alpha=0.8, rng=rng, **kw),
     "lin_ts": lambda rng=None, **kw: LinTS(K, D, v=0.4, rng=rng, **kw),
     "epsilon_greedy": lambda rng=None, **kw: EpsilonGreedy(K, D, epsilon=0.2, rng=rng, **kw),
-    "hybrid_lin_ucb": lambda rng=None, **kw: HybridLinUCB(D, ARM_FEATURES, alpha=0.5, rng=rng, **kw),
+    "hybrid_lin_ucb": lambda rng=None, **kw: HybridLinUCB(D, ARM_FEATURES, alpha=0.5, rng=rng,
+                                                          **kw),
     "beta_ts": lambda rng=None, **kw: BetaTS(K, dim=D, rng=rng, **kw),
     "bart": lambda rng=None, **kw: Bart(D, ARM_FEATURES, epsilon=0.2, rng=rng, **kw),
     "vw": lambda rng=None, **kw: VWPolicy(D, ARM_FEATURES, rng=rng, **kw),
@@ -78,7 +79,7 @@ def test_inputs_are_not_mutated(kind):
     policy.choose_many(X, with_propensities=True)
     policy.propensities(X[:5])
     policy.learn_one(int(arms[0]), X[0], r[0])
-    for got, want in zip((arms, X, r), copies):
+    for got, want in zip((arms, X, r), copies, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -154,7 +155,7 @@ def test_propensities_agree_with_monte_carlo(kind):
     policy = FACTORIES[kind](rng=0)
     policy.learn_many(arms[:60], X[:60], r[:60])
     per_row = np.array([[True, True, True, True], [True, True, False, True]])
-    for x, eligible in zip(X[:2], per_row):
+    for x, eligible in zip(X[:2], per_row, strict=True):
         chosen = policy.choose_many(np.repeat(x[None], draws, axis=0),
                                     eligible=np.repeat(eligible[None], draws, axis=0))
         freq = np.bincount(chosen, minlength=K) / draws
@@ -212,7 +213,8 @@ def test_bad_input_gets_a_clear_error(kind):
         (lambda: policy.choose_many(np.array([[0.0, np.nan, 0.0]])), InvalidInputError, "NaN"),
         (lambda: policy.choose_one(np.zeros(D + 2)), InvalidInputError, "expected shape"),
         (lambda: policy.learn_many(np.array([0, K]), X, np.ones(2)), UnknownArmError, "got 4"),
-        (lambda: policy.learn_many(np.array([0.5, 1]), X, np.ones(2)), InvalidInputError, "integers"),
+        (lambda: policy.learn_many(np.array([0.5, 1]), X, np.ones(2)), InvalidInputError,
+         "integers"),
         (lambda: policy.learn_many(np.array([0, 1]), X, np.array([1.0, np.inf])),
          InvalidInputError, "rewards"),
         (lambda: policy.learn_many(np.array([0]), X, np.ones(2)), InvalidInputError, "arms"),
@@ -266,7 +268,7 @@ def test_per_event_learning_does_not_drift_from_the_sums(rng, cls):
     n, k, d = 20_000, 3, 6
     arms, X, r = rng.integers(k, size=n), rng.normal(size=(n, d)), rng.normal(size=n)
     incremental, batch = cls(k, d, rng=0), cls(k, d, rng=0)
-    for a, x, ri in zip(arms, X, r):
+    for a, x, ri in zip(arms, X, r, strict=True):
         incremental.learn_one(int(a), x, ri)
     batch.learn_many(arms, X, r)
     Q = rng.normal(size=(50, d))

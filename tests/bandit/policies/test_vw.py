@@ -1,5 +1,5 @@
-"""VWPolicy (the conformance suite it shares with every policy is in tests/bandit/policies/test_policies.py):
-the example conversion against VW's own text path, state, learning on the email simulator, the
+"""VWPolicy (the conformance suite it shares with every policy is in test_policies.py): the
+example conversion against VW's own text path, state, learning on the email simulator, the
 engine (logged propensities, seeds, snapshots) and the ``cmab vw-export`` command."""
 
 import pickle
@@ -117,7 +117,8 @@ def test_corrupt_or_foreign_states_are_refused():
     garbage = dict(state, arrays=dict(state["arrays"], model=np.frombuffer(b"nonsense", np.uint8)))
     cases = [
         (garbage, "does not load"),
-        (dict(state, params=dict(state["params"], exploration="cover")), "not a cb_explore_adf cover"),
+        (dict(state, params=dict(state["params"], exploration="cover")),
+         "not a cb_explore_adf cover"),
         (dict(state, arrays=dict(state["arrays"], active=np.zeros(2, bool))), "active"),
         (dict(state, params=dict(state["params"], lrq="zz9")), "lrq"),
         (dict(state, arrays={}), "missing"),
@@ -159,8 +160,9 @@ def test_bad_arguments_get_clear_errors():
 def test_vw_spec_is_strict(bad, field):
     with pytest.raises(ValidationError, match=field):
         VWSpec.model_validate({"kind": "vw", **bad})
-    assert VWSpec.model_validate({"kind": "vw", "bag": 3.0, "extra_args": ["--cb_type", "dr",
-                                                                             "--noconstant"]}).bag == 3
+    spec = VWSpec.model_validate({"kind": "vw", "bag": 3.0,
+                                  "extra_args": ["--cb_type", "dr", "--noconstant"]})
+    assert spec.bag == 3
 
 
 def test_learns_the_context_dependent_best_arm_on_the_email_simulator():
@@ -185,8 +187,9 @@ def test_learns_the_context_dependent_best_arm_on_the_email_simulator():
 def _campaign(name="vw", **policy):
     return CampaignSpec.model_validate({
         "name": name, "holdout": 0.0, "attribution_window_ms": 1000,
-        "context": {"features": [{"kind": "numeric", "name": "engagement"},
-                                 {"kind": "categorical", "name": "plan", "values": ["free", "pro"]}]},
+        "context": {"features": [
+            {"kind": "numeric", "name": "engagement"},
+            {"kind": "categorical", "name": "plan", "values": ["free", "pro"]}]},
         "slots": [
             {"name": "subject", "arms": [{"id": "plain"}, {"id": "urgent"}, {"id": "question"}],
              "default_arm": "plain", "policy": {"kind": "vw", **policy}},

@@ -25,8 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.engine import Engine
-from bandit.errors import OverCapacityError
 from bandit.engine.join import OVER_CAPACITY, Joiner, subject_key
+from bandit.errors import OverCapacityError
 from bandit.models import CampaignSpec, Click, Impression
 from bandit.service import create_app
 from bandit.service.deadlines import deadline_protocol
@@ -121,7 +121,8 @@ def test_events_need_the_ingest_token_and_decisions_stay_open(guarded):
 def test_bodies_that_are_not_json_are_refused_with_415(guarded, path, content_type):
     """A web page can post these content types to another site without asking first."""
     body = {"/v1/events": b'[{"type": "click", "event_id": "c", "decision_id": "' + b"0" * 32
-                          + b'", "campaign": "w", "ts": 0}]',"/v1/decisions": b'{"campaign": "w", "user_id": "u"}',
+                          + b'", "campaign": "w", "ts": 0}]',
+            "/v1/decisions": b'{"campaign": "w", "user_id": "u"}',
             "/v1/decisions/batch": b'{"campaign": "w", "requests": [{"campaign": "w", '
                                    b'"user_id": "u"}]}'}[path]
     headers = {"Authorization": f"Bearer {INGEST}"}
@@ -252,7 +253,7 @@ def test_json_requests_are_counted_wherever_the_body_is_cut(users, cuts):
         {"campaign": "w", "user_id": u, "context": {"x": [1, {"y": u}]}} for u in users]})
     counter = JsonItems()
     at = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
-    for start, end in zip(at, at[1:]):
+    for start, end in zip(at, at[1:], strict=False):
         counter.feed(body[start:end])
     assert counter.count == len(users)
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -472,7 +471,8 @@ BAD_INPUT = [
      422, "invalid_input", "requests[2].context.x: unknown feature 'x'; expected"),
     ("POST", "/v1/decisions/batch",
      {"campaign": "table", "requests": [GOOD, GOOD, {**GOOD, "context": {"engagement": -5e9}}]},
-     422, "invalid_input", "requests[2].context.engagement: feature 'engagement' is -5000000000.0, beyond +-1e+09"),
+     422, "invalid_input",
+     "requests[2].context.engagement: feature 'engagement' is -5000000000.0, beyond +-1e+09"),
     ("POST", "/v1/decisions/batch", ("application/json", b'{"campaign": "table", "requests": ['
                                      + b", ".join([json.dumps(GOOD).encode()] * 12)
                                      + b', {"campaign": "table", "user_id": "u", '
@@ -539,7 +539,8 @@ BAD_INPUT = [
      422, "invalid_input", "[1].context.x: event 'e2': unknown feature 'x'"),
     ("POST", "/v1/events", [IMPRESSION, {**IMPRESSION, "event_id": "e2",
                                          "context": {"engagement": 3e9}}],
-     422, "invalid_input", "[1].context.engagement: event 'e2': feature 'engagement' is 3000000000.0"),
+     422, "invalid_input",
+     "[1].context.engagement: event 'e2': feature 'engagement' is 3000000000.0"),
     ("POST", "/v1/events", ("application/x-ndjson", _lines(
         IMPRESSION, b"",
         {**IMPRESSION, "slots": {"send_hour": {"arm": "h00", "propensity": 0.5}}})),

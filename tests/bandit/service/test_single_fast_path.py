@@ -173,7 +173,8 @@ async def test_fast_path_answers_what_the_route_answers():
     batches: list[int] = []  # the fast path decides by decide_one, never by decide_batch
     decide_batch = engine.decide_batch
     engine.decide_batch = lambda c, r: batches.append(len(r)) or decide_batch(c, r)  # type: ignore[method-assign]
-    async with client(app_over(engine)) as fast, client(app_over(Engine(seed=3, id_seed=3))) as route:
+    twin = Engine(seed=3, id_seed=3)
+    async with client(app_over(engine)) as fast, client(app_over(twin)) as route:
         bodies = [json.dumps(b).encode() for b in SENT] + RAW
         decided = []
         for body in bodies:

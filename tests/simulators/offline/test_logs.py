@@ -49,7 +49,7 @@ def _joined(spec, n, rng):
         "engagement": float(rng.random()), "plan": str(rng.choice(["free", "pro", "gold"]))},
         segments={"region": "north"}) for i in range(n)]
     events = []
-    for request, decision in zip(requests, engine.decide_many(spec.name, requests)):
+    for request, decision in zip(requests, engine.decide_many(spec.name, requests), strict=True):
         slots = {s.slot: SlotChoice(arm=s.arm, propensity=s.propensity) for s in decision.slots}
         events.append(JoinedEvent(
             decision_id=decision.decision_id, campaign=spec.name, user_id=request.user_id,
@@ -73,9 +73,10 @@ def test_joined_log_is_encoded_as_the_engine_learns_it(spec, rng, tmp_path):
     assert log.context_names[-4:] == ("subject_line=plain", "subject_line=urgent",
                                       "subject_line=question", "subject_line=(added later)")
     e = live[0]
-    row = dict(zip(log.context_names, log.X[0]))
+    row = dict(zip(log.context_names, log.X[0], strict=True))
     assert row["engagement"] == e.context["engagement"]
-    assert row[f"plan={e.context['plan']}" if e.context["plan"] != "gold" else "plan=(unknown)"] == 1
+    plan = f"plan={e.context['plan']}" if e.context["plan"] != "gold" else "plan=(unknown)"
+    assert row[plan] == 1
     assert row[f"subject_line={e.slots['subject_line'].arm}"] == 1
     np.testing.assert_array_equal(log.propensities, [e.slots["artwork"].propensity for e in live])
     np.testing.assert_array_equal(log.rewards, [e.rewards["artwork"] for e in live])

@@ -3,7 +3,6 @@ its counts and checksums, the estimators on it, and bad files."""
 
 import hashlib
 import json
-import io
 import zipfile
 
 import numpy as np

@@ -6,8 +6,8 @@ import pytest
 
 from bandit.errors import InvalidInputError
 from bandit.policies import BetaTS, EpsilonGreedy, LinUCB
-from simulators.offline import ope
 from simulators.environments import LinearLogistic
+from simulators.offline import ope
 from simulators.offline.logs import LoggedBandit
 from tests import reference
 
