@@ -12,6 +12,8 @@ import pytest
 from simulators.environments import LinearLogistic
 from simulators.simulate import ORACLE, UNIFORM, make_policies, simulate
 
+pytestmark = pytest.mark.slow  # the simulation all these tests read
+
 STEPS = 20_000
 
 

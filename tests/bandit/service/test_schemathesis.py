@@ -29,6 +29,8 @@ from bandit.models import CampaignSpec
 from bandit.service import EXAMPLE_CAMPAIGN, NDJSON, create_app
 from bandit.settings import Settings
 
+pytestmark = pytest.mark.slow  # every phase of schemathesis over the whole API, twice
+
 # A setting per token, with the token sent: the service names each security scheme after its
 # setting, so another token is one more line here.
 TOKENS = {"api_token": "management-s3cret", "ingest_token": "ingest-s3cret"}
