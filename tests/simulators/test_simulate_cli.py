@@ -90,7 +90,7 @@ def test_every_policy_runs_on_every_single_slot_environment():
 def test_lin_ucb_beats_uniform_on_the_linear_environment():
     result = run(LinearLogistic(seed=0), ["lin_ucb"], steps=5000)
     rows = {row.policy: row for row in result.summary()}
-    # Observed about +30% at this budget; the threshold leaves room for changes in tuning.
+    # The threshold is well below what this budget gives: room for changes in tuning.
     assert rows["lin_ucb"].lift_vs_uniform > 0.15
     assert result.runs["lin_ucb"].regret < 0.7 * result.runs[UNIFORM].regret
 
@@ -262,7 +262,7 @@ def test_campaign_runs_through_the_engine(campaign_result):
 
 def test_campaign_policies_beat_uniform(campaign_result):
     rows = {row.policy: row for row in campaign_result.summary()}
-    # At 3,000 decisions bart reaches about 45% of the oracle, uniform 27%.
+    # 3,000 decisions: enough for bart to be well clear of uniform, far from the oracle.
     assert rows["bart"].share_of_oracle > 1.3 * rows[UNIFORM].share_of_oracle
     assert campaign_result.runs["bart"].regret < 0.85 * campaign_result.runs[UNIFORM].regret
 

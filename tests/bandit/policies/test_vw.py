@@ -166,8 +166,8 @@ def test_vw_spec_is_strict(bad, field):
 
 
 def test_learns_the_context_dependent_best_arm_on_the_email_simulator():
-    # 20,000 subscribers in batches of 100, learning at the logged propensities. With this seed
-    # VW squarecb closes about 90% of the uniform-oracle gap in the last quarter (held to 60%).
+    # 20,000 subscribers in batches of 100, learning at the logged propensities; in the last
+    # quarter VW squarecb closes most of the uniform-oracle gap (held to 60%).
     env, rng = Email(), np.random.default_rng(0)
     policy = VWPolicy(env.dim, env.arm_features, rng=1)
     late = []

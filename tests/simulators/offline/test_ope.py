@@ -160,14 +160,14 @@ def _coverage(seeds, n, n_boot):
 
 
 def test_intervals_cover_the_true_value_in_most_seeds():
-    # Seeds are fixed, so this is deterministic; at these sizes coverage ran 92-93 of 100.
+    # Seeds are fixed, so this is deterministic.
     covered = _coverage(range(100), n=2000, n_boot=200)
     assert min(covered.values()) >= 90, covered
 
 
 @pytest.mark.long
 def test_intervals_cover_the_true_value_in_90_of_100_seeds():
-    covered = _coverage(range(100), n=5000, n_boot=1000)  # 92-95 of 100 when written
+    covered = _coverage(range(100), n=5000, n_boot=1000)
     assert min(covered.values()) >= 90, covered
 
 
