@@ -39,8 +39,8 @@ test: $(VENV)/.installed-dev
 
 # Kernel logic as plain Python (Numba off), so coverage sees inside the kernels.
 test-nojit: $(VENV)/.installed-dev
-	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/test_kernels.py --cov=bandit.kernels --cov-report=term
-	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/test_ope.py -k kernel --cov=simulators.offline.ope --cov-report=term
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/bandit/kernels/test_kernels.py --cov=bandit.kernels --cov-report=term
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/simulators/offline/test_ope.py -k kernel --cov=simulators.offline.ope --cov-report=term
 
 # Every benchmark; rewrites the README's performance table (about 5 minutes here).
 bench: $(VENV)/.installed-bench

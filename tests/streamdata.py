@@ -134,3 +134,14 @@ def assert_same_model(actual: Engine, expected: Engine, campaign: str = "news") 
             k: vars(t) for k, t in se.arm_tally.items()}
     assert vars(a.personalized) == vars(e.personalized)
     assert vars(a.holdout) == vars(e.holdout)
+
+
+class Clock:
+    """A worker's clock that moves one second per reading: checkpoints every few steps, by count."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
