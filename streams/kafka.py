@@ -34,7 +34,7 @@ _READ_TIMEOUT_S = 10.0
 # (events -> worker, checkpoint -> decision service) waits part of it (kafka-python's default
 # of 500 ms makes that lag visible). Not much shorter, because on the durable broker (s3://
 # storage) a fetch must outlast the store's read, or a worker never catches up
-# (tests/test_durable.py). A busy consumer's fetches come back full at once, so throughput
+# (tests/streams/test_durable.py). A busy consumer's fetches come back full at once, so throughput
 # does not depend on it; an idle consumer fetches about every half of it.
 FETCH_MAX_WAIT_MS = 100
 

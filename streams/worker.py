@@ -54,7 +54,7 @@ batches, end to end, close the partition's decisions in (deadline, id) order wha
 poll sizes and interleaving, with the same rewards; a restart re-closes those after its
 checkpoint in that order onto the checkpointed sums. The partition's policy sums and report
 tallies are then the bits of one uninterrupted run, for any real-valued features and rewards
-(tests/test_learning_order.py); a VW slot learns in the same order, its model being VW's.
+(tests/streams/test_learning_order.py); a VW slot learns in the same order, its model being VW's.
 Outside that condition, an impression that comes after its deadline passed is closed in the
 batch it arrives in, and an in-window click counts or is late, depending on the polls. Decay
 (``half_life_ms``) keeps this: the sums' reference time moves by whole half-lives at the

@@ -213,7 +213,7 @@ class Engine:
     def learn_closed(self, closed: Closed) -> None:
         """``learn(closed.events())`` straight from the join's columns, without an event per
         decision (the campaigns, slots and arms were checked when the impressions came in).
-        The same model, bit for bit (tests/test_engine.py)."""
+        The same model, bit for bit (tests/bandit/engine/test_engine.py)."""
         with self._lock:
             for name, rows in _learn.closed_campaigns(closed):
                 c = self._get(name)

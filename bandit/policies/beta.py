@@ -12,7 +12,7 @@ from bandit.policies.base import Policy, Rng, _as_rng, _finite_float, _positive_
 
 # Grid pieces of Beta TS's win-probability quadrature span at most this many logit-scale sds of
 # the narrowest arm there, with a 10-node Gauss-Legendre rule each (see bandit/kernels/beta.py;
-# its error against adaptive quadrature is checked in tests/test_beta_kernels.py).
+# its error against adaptive quadrature is checked in tests/bandit/kernels/test_beta_kernels.py).
 _BETA_PIECE_SDS = 2.0
 _BETA_NODES, _BETA_WEIGHTS = np.polynomial.legendre.leggauss(10)
 # decide_row's entry for a mask: the CDF, pmf, means and sds over the arms, and the last arm

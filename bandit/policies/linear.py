@@ -16,7 +16,7 @@ from bandit.policies.base import Policy, Rng, _as_rng, _DrawBuffer, _finite_floa
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 # Each arm counts over RADIUS standard deviations either side of its mean; a quadrature piece
 # spans at most RADIUS / STEPS sds of the narrowest arm it overlaps (its error against adaptive
-# quadrature is checked in tests/test_kernels.py).
+# quadrature is checked in tests/bandit/kernels/test_kernels.py).
 _RADIUS, _STEPS = 7.0, 4
 # Rank-one (Sherman-Morrison) updates an arm takes before its inverse is recomputed from its
 # sums, which bounds the rounding a long chain of updates could build up.

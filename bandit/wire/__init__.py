@@ -1,5 +1,5 @@
 """msgspec mirrors of the contract (``bandit.models``), for the hot paths: one per schema,
-each pinned to its pydantic twin by tests (tests/test_codec.py).
+each pinned to its pydantic twin by tests (tests/streams/test_codec.py).
 
 ``names`` (the scalar types and the one name and decision-id check), ``events`` (impression,
 click, watermark), ``joined`` (the joined event), ``decode`` (the one bisecting batch decoder,

@@ -3,7 +3,7 @@ path (``bandit.service.fast_path``), and what the two kinds of request both have
 
 The mirror has the model's fields, defaults and constraints but the pattern of names, which
 its reader checks with ``names_fit`` (``bandit.wire.names``); pinned field by field to the
-model by tests/test_codec.py. Defaults are omitted when a request is written back, for
+model by tests/streams/test_codec.py. Defaults are omitted when a request is written back, for
 ``keys_unique``.
 
 >>> import msgspec
