@@ -99,8 +99,9 @@ class Closed:
 
     def json(self) -> list[tuple[str, bytes]]:
         """(decision id, the JSON of its JoinedEvent) per closed decision, the bytes of
-        ``model_dump(mode="json", exclude_none=True)`` (pinned by tests/bandit/engine/test_engine.py and
-        tests/bandit/engine/test_join.py), written from the columns without building an event or a dict.
+        ``model_dump(mode="json", exclude_none=True)`` (pinned by
+        tests/bandit/engine/test_engine.py and tests/bandit/engine/test_join.py), written from
+        the columns without building an event or a dict.
 
         Per shape, every row has the same keys in the same order, so its JSON is fixed text
         between values; each value column is written at once (numbers by one orjson call over

@@ -2,8 +2,8 @@
 
 The pydantic models in ``bandit.models.events`` stay the contract (HTTP, docs, the in-process
 event path). The worker decodes its records into these Structs instead: the same fields,
-defaults and constraints, much cheaper per event than ``model_validate``. Agreement
-with the pydantic models on valid and invalid input is pinned by tests (tests/streams/test_codec.py);
+defaults and constraints, much cheaper per event than ``model_validate``. Agreement with the
+pydantic models on valid and invalid input is pinned by tests (tests/streams/test_codec.py);
 where msgspec refuses an event, ``streams.codec`` asks the pydantic model for the reason, so
 dead-letter reasons do not change.
 
