@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 from matplotlib.figure import Figure
 
-from simulators.reports.page import html_table, markdown_table, png_data_uri
+from simulators.reports.page import html_page, html_table, markdown_table, png_data_uri
 
 
 @dataclass
@@ -115,12 +115,10 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
     images = "".join(
         f'<figure><img alt="{n}" src="{png_data_uri(out / n)}"></figure>' for n in figures)
     body = (f"<p>{html.escape(summary)}</p><h2>Sends</h2>"
-            f"{html_table(SEND_HEADER, rows, sections=False)}<h2>Slots</h2>"
+            f"{html_table(SEND_HEADER, rows)}<h2>Slots</h2>"
             f"<p>{html.escape(', '.join(slots))}</p><h2>Bias audit</h2>"
-            f"{html_table(BIAS_HEADER, bias, sections=False)}{images}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}"
-            "</body></html>")
+            f"{html_table(BIAS_HEADER, bias)}{images}")
+    page = html_page(title, body, _STYLE)
     path = out / "report.html"
     path.write_text(page)
     return path

@@ -36,19 +36,16 @@ def markdown_table(header: Row, rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def html_table(header: Row, rows: Sequence[Row], *, sections: bool = True) -> str:
-    """An HTML table with its cells escaped; ``sections``: the header row in ``<thead>`` and
-    the rows in ``<tbody>``.
+def html_table(header: Row, rows: Sequence[Row]) -> str:
+    """An HTML table with its cells escaped, the header row in ``<thead>``.
 
-    >>> html_table(("a",), [("<1>",)], sections=False)
-    '<table><tr><th>a</th></tr><tr><td>&lt;1&gt;</td></tr></table>'
+    >>> html_table(("a",), [("<1>",)])
+    '<table><thead><tr><th>a</th></tr></thead><tbody><tr><td>&lt;1&gt;</td></tr></tbody></table>'
     """
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
                    for row in rows)
-    if sections:
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def html_page(title: str, body: str, style: str) -> str:
