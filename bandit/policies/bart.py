@@ -9,7 +9,7 @@ import numpy as np
 
 from bandit.errors import InvalidInputError
 from bandit.kernels import choice, linear
-from bandit.policies.base import Policy, Rng, _finite_float, _ridge_inverse
+from bandit.policies.base import Policy, Rng, _arm_feature_row, _finite_float, _ridge_inverse
 
 
 class Bart(Policy):
@@ -60,11 +60,8 @@ class Bart(Policy):
         return np.ascontiguousarray(np.hstack([X, F, cross]))
 
     def add_arm(self, features: Any = None) -> int:
-        m = self._arm_features.shape[1]
-        f = np.asarray(features if features is not None else np.nan, dtype=np.float64)
-        if f.shape != (m,) or not np.isfinite(f).all():
-            raise InvalidInputError(f"features: expected {m} finite numbers, got {features!r}")
-        self._grow_arrays({"arm_features": f[None, :]})
+        row = _arm_feature_row(features, self._arm_features.shape[1])
+        self._grow_arrays({"arm_features": row})
         return self.n_arms - 1
 
     def _state_changed(self) -> None:

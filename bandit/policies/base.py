@@ -115,6 +115,14 @@ def _float_vector(name: str, values: Any, n: int) -> np.ndarray:
     return v
 
 
+def _arm_feature_row(features: Any, m: int) -> np.ndarray:
+    """A new arm's features as a (1, m) float64 row, or an error: m finite numbers."""
+    f = np.asarray(features if features is not None else np.nan, dtype=np.float64)
+    if f.shape != (m,) or not np.isfinite(f).all():
+        raise InvalidInputError(f"features: expected {m} finite numbers, got {features!r}")
+    return f[None, :]
+
+
 def check_state_header(state: Any, kind: str) -> None:
     """IncompatibleStateError unless ``state`` is a state dict of ``kind`` in this format."""
     if not isinstance(state, dict) or state.get("kind") != kind:
