@@ -32,8 +32,8 @@ _READ_TIMEOUT_S = 10.0
 # How long the broker may hold a fetch that found nothing new. Short, because the local broker
 # does not answer a waiting fetch when a record arrives but holds it, so every hop of the loop
 # (events -> worker, checkpoint -> decision service) waits part of it (kafka-python's default
-# of 500 ms makes that lag visible). Not much shorter, because on the durable broker (s3://
-# storage) a fetch must outlast the store's read, or a worker never catches up
+# makes that lag visible). Not much shorter, because on the durable broker (s3:// storage) a
+# fetch must outlast the store's read, or a worker never catches up
 # (tests/streams/test_durable.py). A busy consumer's fetches come back full at once, so throughput
 # does not depend on it; an idle consumer fetches about every half of it.
 FETCH_MAX_WAIT_MS = 100

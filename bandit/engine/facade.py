@@ -249,14 +249,15 @@ class Engine:
         events it rejected (duplicate, late, orphan) with reasons. ``watermark`` (event time)
         closes windows instead of the newest event time seen; the stream worker passes the
         slowest of its input streams. A bad event refuses the batch (see ``check_event``),
-        unless ``checked`` says the caller already passed each through ``check_event``.
+        unless ``checked`` says the caller already passed each through ``check_event`` and
+        ``strip_consentless`` (the stream worker does both as it decodes).
         Events may also be ``bandit.wire`` Structs (the stream worker's decoder). ``lap``
         (a timing hook, ``streams.worker.Stages.lap``) is called with "join" and "learn".
         ``whole``: an impression over the join's cap refuses the batch (OverCapacityError)
         instead of being rejected alone. Impressions of decisions made without consent lose
         their context and segments first (``strip_consentless``; counted in
         ``stripped_impressions``), so theirs is never checked, kept or learned."""
-        events, stripped = strip_consentless(events)
+        events, stripped = (events, 0) if checked else strip_consentless(events)
         with self._lock:
             self.stripped_impressions += stripped
             for i, e in enumerate([] if checked else events):
