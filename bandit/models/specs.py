@@ -4,13 +4,15 @@ a campaign, checked whole when it is created."""
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from bandit.models.base import Strict
+from bandit.models.events import OutcomeType
 from bandit.models.names import (
     INTEGER,
+    MAX_MS,
     REWARD_LIMIT,
     Finite,
     Label,
@@ -282,6 +284,36 @@ def check_arm_features(slot: SlotSpec, arm: Arm) -> None:
             )
 
 
+class OutcomeReward(Strict):
+    """What one outcome type is worth: ``weight`` times its amount (1; a conversion's value),
+    counted within ``window_ms`` of the send and aggregated over the type's events of a slot
+    by ``aggregation`` (``first``: the earliest event's)."""
+
+    weight: Finite = Field(ge=-REWARD_LIMIT, le=REWARD_LIMIT)
+    window_ms: PositiveMs | None = Field(None, description="Only events this soon after the "
+                                         "send count; none: the campaign's attribution window.")
+    aggregation: Literal["sum", "max", "first"] = "sum"
+
+
+def _click_reward() -> dict[str, OutcomeReward]:
+    return {"click": OutcomeReward(weight=1.0)}
+
+
+class RewardSpec(Strict):
+    """The reward the policies learn, per slot: the sum over outcome types of their
+    aggregated, weighted amounts; the campaign's ``default_reward`` when no weighted outcome
+    counted. Outcome types without a weight are still counted and reported (unsubscribe and
+    complaint rates always are)."""
+
+    outcomes: dict[OutcomeType, OutcomeReward] = Field(
+        default_factory=_click_reward, description="Weight, window and aggregation per outcome "
+        "type, e.g. {click: {weight: 1}, conversion: {weight: 0.01}, unsubscribe: {weight: -5}}.")
+    scanner_ms: Annotated[float, Field(ge=0, le=MAX_MS, json_schema_extra=INTEGER),
+                          AfterValidator(integral)] = Field(
+        0, description="Clicks this soon after the send are a link scanner's: counted, never "
+        "learned.")
+
+
 class CampaignSpec(Strict):
     """A named experiment: context schema, holdout, attribution and ordered slots."""
 
@@ -291,14 +323,39 @@ class CampaignSpec(Strict):
     attribution_window_ms: PositiveMs = Field(7 * 24 * 3600 * 1000)
     default_reward: Finite = Field(0.0, ge=-REWARD_LIMIT, le=REWARD_LIMIT,
                                    description="Learned when a window closes without a click.")
-    reward_aggregation: Literal["sum", "max", "earliest"] = "sum"
+    reward_aggregation: Literal["sum", "max", "earliest"] = Field(
+        "sum", description="Legacy: the click aggregation when ``reward`` is not given.")
+    reward: RewardSpec = Field(default_factory=RewardSpec, description="What the policies "
+                               "learn from a decision's outcomes.")
+    activation: Literal["decision", "send"] = Field(
+        "decision", description="When a decision becomes learnable: when made (batch sends), "
+        "or once its sender posts its send event.")
+    activation_window_ms: PositiveMs = Field(
+        2 * 24 * 3600 * 1000, description="With activation 'send': a decision not sent within "
+        "this time of being made is never learned (and is counted).")
     slots: list[SlotSpec] = Field(min_length=1, max_length=32)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_reward(cls, data: Any) -> Any:
+        """A spec without ``reward`` learns its clicks aggregated by ``reward_aggregation``."""
+        if isinstance(data, dict) and "reward" not in data and data.get(
+                "reward_aggregation") in ("max", "earliest"):
+            rule = "first" if data["reward_aggregation"] == "earliest" else "max"
+            data = {**data, "reward": {"outcomes": {"click": {"weight": 1.0,
+                                                              "aggregation": rule}}}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignSpec:
         names = [s.name for s in self.slots]
         if len(set(names)) != len(names):
             raise ValueError("slot names must be distinct")
+        for kind, rule in self.reward.outcomes.items():
+            if rule.window_ms is not None and rule.window_ms > self.attribution_window_ms:
+                raise ValueError(f"reward.outcomes.{kind}.window_ms: {rule.window_ms:g} is "
+                                 "longer than attribution_window_ms "
+                                 f"{self.attribution_window_ms:g}")
         context = {f.name for f in self.context.features} | set(self.context.segments)
         for i, slot in enumerate(self.slots):
             for earlier in slot.condition_on:

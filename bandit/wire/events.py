@@ -63,18 +63,72 @@ class Impression(msgspec.Struct, forbid_unknown_fields=True, tag_field="type",
         self.model_version = whole(self.model_version)
 
 
-class Click(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", tag="click",
-            gc=False):
-    type: ClassVar[Literal["click"]] = "click"
+class Send(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", tag="send",
+           gc=False):
+    type: ClassVar[Literal["send"]] = "send"
     event_id: Label
     decision_id: DecisionId
-    campaign: Name
     ts: EpochMs
-    reward: Reward = 1.0
-    slot: Name | None = None
+    campaign: Name | None = None
 
     def __post_init__(self) -> None:
         self.ts = whole(self.ts)
+
+
+class _Outcome(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", gc=False):
+    """``models.events._Outcome``: one Struct per outcome type (msgspec tags one per class)."""
+
+    event_id: Label
+    decision_id: DecisionId
+    ts: EpochMs
+    campaign: Name | None = None
+    slot: Name | None = None
+    machine: bool = False
+
+    def __post_init__(self) -> None:
+        self.ts = whole(self.ts)
+
+    @property
+    def amount(self) -> float:
+        return 1.0
+
+
+class Open(_Outcome, tag="open"):
+    type: ClassVar[Literal["open"]] = "open"
+
+
+class Click(_Outcome, tag="click"):
+    type: ClassVar[Literal["click"]] = "click"
+    reward: Reward = 1.0
+
+    @property
+    def amount(self) -> float:
+        return self.reward
+
+
+class Conversion(_Outcome, tag="conversion", kw_only=True):
+    type: ClassVar[Literal["conversion"]] = "conversion"
+    value: Reward
+
+    @property
+    def amount(self) -> float:
+        return self.value
+
+
+class Unsubscribe(_Outcome, tag="unsubscribe"):
+    type: ClassVar[Literal["unsubscribe"]] = "unsubscribe"
+
+
+class Complaint(_Outcome, tag="complaint"):
+    type: ClassVar[Literal["complaint"]] = "complaint"
+
+
+class Bounce(_Outcome, tag="bounce"):
+    type: ClassVar[Literal["bounce"]] = "bounce"
+
+
+Outcome = Open | Click | Conversion | Unsubscribe | Complaint | Bounce
+OUTCOMES = (Open, Click, Conversion, Unsubscribe, Complaint, Bounce)
 
 
 class Watermark(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", tag="watermark",
@@ -86,9 +140,12 @@ class Watermark(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", ta
         self.ts = whole(self.ts)
 
 
-Event = Impression | Click | Watermark
-EVENTS = msgspec.json.Decoder(Impression | Click | Watermark)  # all but the patterns: misfits
+Event = Impression | Send | Outcome | Watermark
+# all but the patterns: misfits
+EVENTS = msgspec.json.Decoder(Impression | Send | Open | Click | Conversion | Unsubscribe
+                              | Complaint | Bounce | Watermark)
 _arm = attrgetter("arm")
+_SENT = frozenset({Send, *OUTCOMES})
 
 
 def misfits(events: Sequence[Event | Exception]) -> list[int]:
@@ -105,9 +162,9 @@ def misfits(events: Sequence[Event | Exception]) -> list[int]:
                                  *(e.context or ()), *e.segments])):
                 out.append(i)
                 continue
-        elif type(e) is Click:
-            if not (e.campaign in known and (e.slot is None or e.slot in known)) and not (
-                    names_match([e.campaign] if e.slot is None else [e.campaign, e.slot])):
+        elif type(e) in _SENT:
+            names = [n for n in (e.campaign, getattr(e, "slot", None)) if n is not None]
+            if not fits(names) and not names_match(names):
                 out.append(i)
                 continue
         else:

@@ -554,7 +554,7 @@ BAD_INPUT = [
      422, "invalid_input", "no arm 'h00'"),
     ("POST", "/v1/events", [{**IMPRESSION, "ts": -1}], 422, "invalid_input",
      "[0].ts: Input should be greater"),
-    ("POST", "/v1/events", [{**IMPRESSION, "type": "open"}], 422, "invalid_input", "[0]:"),
+    ("POST", "/v1/events", [{**IMPRESSION, "type": "opened"}], 422, "invalid_input", "[0]:"),
     ("POST", "/v1/events", [{**IMPRESSION, "ts": 2**53 + 1}], 422, "invalid_input",
      "[0].ts: Input should be less than or equal to 9007199254740991"),
     ("POST", "/v1/events", [], 422, "invalid_input", "body: List should have at least 1 item"),

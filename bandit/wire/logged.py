@@ -1,0 +1,80 @@
+"""The msgspec mirror of ``models.LoggedDecision``: a line of a decision block on
+``<prefix>.decisions`` (``streams.blocks``), as the stream worker decodes it.
+
+Like the event mirrors (``wire.events``) it has the model's fields, defaults and constraints
+but the patterns (names, decision id, subject key: 32 lowercase hex digits), which ``misfits``
+checks for a whole block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+
+from bandit.wire.names import (
+    DecisionId,
+    EpochMs,
+    Label,
+    Name,
+    Propensity,
+    ids_misfit,
+    names_match,
+    whole,
+)
+from bandit.wire.names import known as _known
+
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+SubjectKey = Annotated[str, msgspec.Meta(min_length=32, max_length=32)]
+
+
+class LoggedChoice(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    arm: Name
+    propensity: Propensity
+    probabilities: dict[Name, Probability] = {}
+
+
+class LoggedDecision(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    type: ClassVar[Literal["decision"]] = "decision"
+    decision_id: DecisionId
+    campaign: Name
+    subject: SubjectKey
+    ts: EpochMs
+    model_version: EpochMs = 0
+    holdout: bool = False
+    slots: Annotated[dict[Name, LoggedChoice], msgspec.Meta(min_length=1)] = {}
+    context: dict[Name, float | Label] | None = None
+    segments: dict[Name, Label] = {}
+
+    def __post_init__(self) -> None:
+        self.ts = whole(self.ts)
+        self.model_version = whole(self.model_version)
+
+
+DECISIONS = msgspec.json.Decoder(LoggedDecision)
+_arm = attrgetter("arm")
+_HEX = frozenset("0123456789abcdef")
+
+
+def misfits(decisions: Sequence[LoggedDecision | Exception]) -> list[int]:
+    """Indices of the decisions (anything else is skipped) whose names, decision id or subject
+    key do not match the models' patterns, in order."""
+    known = _known
+    fits = known.issuperset
+    out, ids, where = [], [], []
+    for i, d in enumerate(decisions):
+        if type(d) is not LoggedDecision:
+            continue
+        names = [d.campaign, *d.slots, *map(_arm, d.slots.values()), *(d.context or ()),
+                 *d.segments]
+        for choice in d.slots.values():
+            names += choice.probabilities
+        if not fits(names) and not names_match(names) or not _HEX.issuperset(d.subject):
+            out.append(i)
+            continue
+        ids.append(d.decision_id)
+        where.append(i)
+    bad = ids_misfit(ids, where)
+    return sorted(out + bad) if bad else out
