@@ -2,11 +2,11 @@
 each pinned to its pydantic twin by tests (tests/streams/test_codec.py).
 
 ``names`` (the scalar types and the one name and decision-id check), ``events`` (impression,
-send, outcomes, watermark), ``logged`` (the logged decision), ``joined`` (the joined event), ``decode`` (the one bisecting batch decoder,
-``Reader``: msgspec first, the contract for the verdict), ``strict`` (BOMs, UTF-16, repeated
-keys), ``protocols`` (what a model and its mirror both have), ``batch`` (decision batch
-bodies into the engine's columns; import it from ``bandit.wire.batch``: it reads the engine's
-campaigns, so the package does not load it).
+send, outcomes, watermark), ``logged`` (the logged decision), ``joined`` (the joined event),
+``decode`` (the one bisecting batch decoder, ``Reader``: msgspec first, the contract for the
+verdict), ``strict`` (BOMs, UTF-16, repeated keys), ``protocols`` (what a model and its mirror
+both have), ``batch`` (decision batch bodies into the engine's columns; import it from
+``bandit.wire.batch``: it reads the engine's campaigns, so the package does not load it).
 """
 
 from bandit.wire.decode import Reader, decode_lines
