@@ -58,7 +58,7 @@ def trained_engine() -> Engine:
     p = 1 / (1 + np.exp(-(X[:, :1] * (arms - K / 2) / K - 2.0)))
     clicks = rng.random(arms.shape) < p
     engine.learn([
-        JoinedEvent(decision_id=f"{i:032x}", campaign="bench", user_id=r.user_id, ts=0,
+        JoinedEvent(decision_id=f"{i:032x}", campaign="bench", subject=f"{i:032x}", ts=0,
                     context=r.context,
                     slots={s: SlotChoice(arm=f"a{arms[i, j]}", propensity=1 / K)
                            for j, s in enumerate(POLICIES)},

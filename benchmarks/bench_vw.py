@@ -106,7 +106,7 @@ def _learner(n: int) -> Results:
         "slots": [{"name": "s", "arms": [{"id": f"a{a}"} for a in range(k)],
                    "default_arm": "a0", "policy": {"kind": "vw"}}]})
     arms = np.random.default_rng(19).integers(k, size=n)
-    events = [JoinedEvent(decision_id=f"{i:032x}", campaign="bench", user_id=f"u{i}", ts=i,
+    events = [JoinedEvent(decision_id=f"{i:032x}", campaign="bench", subject=f"{i:032x}", ts=i,
                           slots={"s": {"arm": f"a{a}", "propensity": 1.0 / k}},
                           context={f"x{j}": float(v) for j, v in enumerate(x)},
                           rewards={"s": float(wl.R[i, a])})

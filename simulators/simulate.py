@@ -33,6 +33,7 @@ from rich.progress import (
 )
 
 from bandit.engine import DecisionBatch, Engine
+from bandit.engine.join import subject_key
 from bandit.errors import InvalidInputError
 from bandit.models import Arm, DecisionRequest, JoinedEvent, SlotChoice
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
@@ -438,7 +439,8 @@ def _joined(batch: DecisionBatch, requests: Sequence[DecisionRequest], clicks: l
     for i, (request, click) in enumerate(zip(requests, clicks, strict=True)):
         reward = 1.0 if click else 0.0
         events.append(JoinedEvent(
-            decision_id=batch.decision_ids[i], campaign=batch.campaign, user_id=request.user_id,
+            decision_id=batch.decision_ids[i], campaign=batch.campaign,
+            subject=subject_key(request.user_id).hex(),
             ts=ts_ms,
             slots={c.slot: SlotChoice(arm=c.arm_ids[c.arms[i]], propensity=float(c.propensity[i]))
                    for c in batch.slots},

@@ -146,7 +146,7 @@ class VWLearner:
     ...     {"id": "a"}, {"id": "b"}], "default_arm": "a", "policy": {"kind": "vw"}}]},
     ...     "paused": False, "retired": {}}])
     0
-    >>> event = JoinedEvent(decision_id="0" * 32, campaign="w", user_id="u", ts=0,
+    >>> event = JoinedEvent(decision_id="0" * 32, campaign="w", subject="0" * 32, ts=0,
     ...     slots={"s": {"arm": "b", "propensity": 0.5}}, rewards={"s": 1.0})
     >>> line = event.model_dump_json().encode()
     >>> [(_, block)] = joined.pack([("0" * 32, line), ("1", b"{"), ("0" * 32, line)])

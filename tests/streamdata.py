@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from bandit.engine import Engine
+from bandit.engine.join import subject_key
 from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent
 
 WINDOW_MS = 1_000
@@ -74,6 +75,7 @@ def make(n: int, seed: int, campaign: str = "news", t0: int = 0, real: bool = Fa
     clicks, joined, late, duplicates = [], [], 0, 0
     for i, imp in enumerate(impressions):
         rewards = dict.fromkeys(imp.slots, 0.0)
+        learned = 0
         for j in range(int(rng.choice([0, 0, 0, 1, 2]))):
             slot = [None, *imp.slots][int(rng.integers(0, len(imp.slots) + 1))]
             is_late = rng.random() < 0.05
@@ -88,14 +90,18 @@ def make(n: int, seed: int, campaign: str = "news", t0: int = 0, real: bool = Fa
             if is_late:
                 late += 1
                 continue
+            learned += 1
             for s in ([slot] if slot else list(imp.slots)):
                 rewards[s] += click["reward"]
             if rng.random() < 0.1:  # the tracker sends it twice
                 clicks.append(dict(click))
                 duplicates += 1
         joined.append(JoinedEvent(
-            decision_id=imp.decision_id, campaign=campaign, user_id=imp.user_id, ts=imp.ts,
-            slots=imp.slots, context=imp.context, segments=imp.segments, holdout=imp.holdout,
+            decision_id=imp.decision_id, campaign=campaign,
+            subject=subject_key(imp.user_id).hex(), ts=imp.ts,
+            slots={s: {"arm": c.arm, "propensity": c.propensity} for s, c in imp.slots.items()},
+            context=imp.context, segments=imp.segments, holdout=imp.holdout,
+            model_version=imp.model_version, outcomes={"click": learned} if learned else {},
             rewards=rewards))
     clicks.sort(key=lambda c: c["ts"])  # stable: a duplicate stays right after its original
     return Streams([imp.model_dump(mode="json", exclude_none=True) for imp in impressions],

@@ -16,11 +16,11 @@ from bandit.errors import ConflictError, InvalidInputError, NotFoundError, Unkno
 from bandit.models import Arm, CampaignSpec, EligibilityRule, SlotSpec, check_arm_features
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
 from bandit.wire import Joined
-from bandit.wire.protocols import ClickLike, ImpressionLike
+from bandit.wire.protocols import DecisionLike, OutcomeLike, SendLike
 
 # What check_event takes: an event, pydantic or msgspec, or the VW learner's joined example
-# (checked as the impression it was).
-Checkable = ImpressionLike | ClickLike | Joined
+# (checked as the decision it was).
+Checkable = DecisionLike | SendLike | OutcomeLike | Joined
 
 # A slot's learned state is refused beyond this many float64 numbers (256 MiB), so that one
 # campaign spec cannot exhaust the server.
@@ -296,15 +296,17 @@ def _campaign_of(campaigns: Mapping[str, _Campaign], name: str) -> _Campaign:
 def check_event(campaigns: Mapping[str, _Campaign], e: Checkable) -> None:
     """InvalidInputError if the event does not fit the campaigns: unknown campaign, slot or
     arm, or a context outside the campaign's schema."""
+    if e.campaign is None:  # a send or an outcome that does not name its campaign
+        return
     c = _campaign_of(campaigns, e.campaign)
     try:
-        if e.type == "impression":
+        if e.type == "impression" or e.type == "decision":
             for slot, choice in e.slots.items():
                 if choice.arm not in c.slot(slot).arm_index:
                     raise UnknownArmError(f"slot {slot!r}: no arm {choice.arm!r}")
             if e.context is not None:
                 c.context.check(e.context)
-        elif e.slot is not None:
+        elif e.type != "send" and e.slot is not None:
             c.slot(e.slot)
     except (NotFoundError, UnknownArmError) as exc:
         raise InvalidInputError(str(exc)) from None
@@ -317,18 +319,20 @@ def event_checker(campaigns: Mapping[str, _Campaign]) -> Callable[[Checkable], N
     arms_of: dict[str, dict[str, dict[str, int]]] = {}  # campaign -> slot name -> arm index
 
     def check(e: Checkable) -> None:
+        if e.campaign is None:  # a send or an outcome that does not name its campaign
+            return
         slots = arms_of.get(e.campaign)
         if slots is None:
             c = _campaign_of(campaigns, e.campaign)
             slots = arms_of[e.campaign] = {s.spec.name: s.arm_index for s in c.slots}
-        if e.type == "impression":
+        if e.type == "impression" or e.type == "decision":
             for slot, choice in e.slots.items():
                 arms = slots.get(slot)
                 if arms is None or choice.arm not in arms:
                     check_event(campaigns, e)  # raises: no such slot or arm
             if e.context is not None:
                 campaigns[e.campaign].context.check(e.context)
-        elif e.slot is not None and e.slot not in slots:
+        elif e.type != "send" and e.slot is not None and e.slot not in slots:
             check_event(campaigns, e)  # raises: no such slot
 
     return check

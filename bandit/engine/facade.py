@@ -15,7 +15,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from bandit.engine import report as _report
 from bandit.engine import snapshot as _snapshot
 from bandit.engine.campaign import Checkable, _Campaign
 from bandit.engine.decide import RequestColumns
-from bandit.engine.join import Closed, Joiner, JoinResult, subject_key
+from bandit.engine.join import Closed, Joinable, Joiner, JoinResult, subject_key
 from bandit.engine.output import DecisionBatch, OneDecision
 from bandit.engine.randomness import _in_holdout, id_words, strip_consentless
 from bandit.errors import (
@@ -47,7 +47,7 @@ from bandit.models import (
 )
 from bandit.policies import Policy
 from bandit.wire.decisions import DecisionRequestLike
-from bandit.wire.protocols import ClickLike, ImpressionLike, JoinedLike
+from bandit.wire.protocols import JoinedLike
 
 
 class Engine:
@@ -75,6 +75,8 @@ class Engine:
         self._lock = threading.RLock()
         self._joiner = Joiner(self.campaign)
         self.rejected_events = 0
+        # Counted by the join, never learned: machine and scanner outcomes, unsent decisions.
+        self.excluded: Counter[str] = Counter()
         self.ready = False
 
     # -- campaigns ----------------------------------------------------------------------
@@ -219,14 +221,16 @@ class Engine:
                 c = self._get(name)
                 _learn.learn_columns(c, _learn.closed_columns(c, closed, rows))
 
-    def record(self, events: Sequence[ImpressionLike | ClickLike]) -> int:
-        """The in-process event path: impressions and clicks through the attribution join;
-        closed windows are learned; a consent-less decision's impression loses its context
-        and segments (``ingest``). Unknown campaigns, slots, arms or context features refuse
-        the whole batch before anything changes, and so does an impression over the join's
-        cap (``limit_pending``: OverCapacityError). Returns how many of ``events`` the join
-        accepted (duplicates, late and orphan clicks are counted in ``rejected_events``); clicks
-        of earlier calls that this call's time turns into orphans do not count against it."""
+    def record(self, events: Sequence[Joinable]) -> int:
+        """The in-process event path: logged decisions, sends, outcomes and legacy impressions
+        through the attribution join (``bandit.engine.join``); closed windows are learned; a
+        consent-less decision loses its context and segments (``ingest``). Unknown campaigns,
+        slots, arms or context features refuse the whole batch before anything changes, and
+        so does a decision over the join's cap (``limit_pending``: OverCapacityError). Returns
+        how many of ``events`` the join accepted (duplicates, late and orphan events are
+        counted in ``rejected_events``; machine and scanner outcomes and unsent decisions in
+        ``excluded``); events of earlier calls that this call's time turns into orphans do
+        not count against it."""
         # Stripped here, not in ingest, so that the rejected events are the ones given to it.
         events, stripped = strip_consentless(events)
         mine = {id(e) for e in events}  # alive until the return: ids stay theirs
@@ -241,7 +245,7 @@ class Engine:
         with self._lock:
             self._joiner.max_pending = max_pending
 
-    def ingest(self, events: Sequence[ImpressionLike | ClickLike],
+    def ingest(self, events: Sequence[Joinable],
                watermark: float | None = None, *, checked: bool = False,
                lap: Callable[[str | None], None] | None = None,
                whole: bool = False) -> JoinResult:
@@ -264,11 +268,11 @@ class Engine:
                 try:
                     self.check_event(e)
                 except InvalidInputError as exc:
-                    raise InvalidInputError(f"event {i} ({e.event_id}): {exc}") from None
+                    raise InvalidInputError(f"event {i} ({_name(e)}): {exc}") from None
             if whole and (over := self._joiner.over_cap(events, watermark)):
                 refused = Counter(events[i].campaign for i in over)
                 raise OverCapacityError(
-                    f"{len(over)} of the impressions would leave more than "
+                    f"{len(over)} of the decisions would leave more than "
                     f"{self._joiner.max_pending} decisions waiting for their attribution "
                     f"windows (campaign {', '.join(map(repr, sorted(refused)))}; setting "
                     "max_pending): nothing was recorded; retry once windows have closed",
@@ -281,6 +285,7 @@ class Engine:
                 if lap is not None:
                     lap("learn")
             self.rejected_events += len(result.rejected)
+            self.excluded.update(result.excluded)
             return result
 
     def check_event(self, e: Checkable) -> None:
@@ -448,3 +453,8 @@ class Engine:
         ``_ctr_gap``), never on fewer than ``_AUDIT_MIN`` impressions."""
         with self._lock:
             return _report.report(self._get(campaign))
+
+
+def _name(event: Joinable) -> str:
+    """How an error names an event: its event id, or a logged decision's id."""
+    return event.decision_id if event.type == "decision" else cast(Any, event).event_id

@@ -1,22 +1,36 @@
-"""The attribution join: impressions and clicks in, closed decisions (JoinedEvent) out.
+"""The attribution join: decisions, sends and outcomes in, closed decisions (JoinedEvent) out.
 
 Pure logic in event time, no I/O and no clock: the same events give the same output whatever
-the batching, so the in-process event path and the stream worker share it. A decision's window
-opens at its impression's ts and closes once the watermark (the newest event time seen) is past
-ts + attribution_window_ms; clicks in the window are aggregated per slot by the campaign's rule
-(sum, max, earliest) and a window without clicks is learned as the campaign's default reward.
+the batching, so the in-process event path and the stream worker share it.
+
+A decision comes from the decision log (``LoggedDecision``) or as a legacy impression (a
+decision logged by its sender, sent at once; an impression of a decision already logged is
+its send). A campaign activated by decisions learns a decision from the time it was made; one
+activated by sends holds it until its ``Send`` comes, and a decision not sent within the
+campaign's ``activation_window_ms`` leaves unlearned (counted: ``excluded["unsent"]``). The
+window of an active decision closes once the watermark (the newest event time seen) is past
+its activation + ``attribution_window_ms``. Outcomes (open, click, conversion, unsubscribe,
+complaint, bounce) count when they fall within their type's window after the send; an outcome
+flagged ``machine`` and a click within the campaign's ``scanner_ms`` of the send are counted
+apart (``excluded``) and never learned. Per slot, each outcome type's amounts are aggregated
+by the type's rule (sum, max, first) and the reward is the weighted sum over the types the
+campaign's ``reward`` weighs (its default reward when none counted).
+
+Outcomes and sends that come before their decision (or, for outcomes, before its send) wait
+for it; what still waits a window later is an orphan. With activation by decision, a send
+only times the scanner rule: a click before the send's arrival is timed from the decision.
 
 Erasure: the join keeps the erased subjects as ``subject_key`` hashes of their user ids, each
-with the event time of its erasure. A decision of an erased subject whose impression is at or
-before that time leaves the open windows, and such an impression arriving later (a replay, a
-late sender) is rejected as ``ERASED``; an impression after it is a new decision (the
-subscriber came back). The erased subjects are part of the state, and the interned strings
-are compacted on erasure, so a snapshot holds neither the user id nor their string values.
+with the event time of its erasure. A decision of an erased subject made at or before that
+time leaves the open windows, and such a decision arriving later (a replay, a late log) is
+rejected as ``ERASED``; a later one is a new decision (the subscriber came back). The erased
+subjects are part of the state, and the interned strings are compacted on erasure, so a
+snapshot holds neither the subject nor their string values.
 
 Memory is bounded: at most ``max_pending`` decisions of one campaign stay open after a batch.
-An impression that would leave more is refused with the reason ``OVER_CAPACITY`` (the stream
+A decision that would leave more is refused with the reason ``OVER_CAPACITY`` (the stream
 worker dead-letters it); one whose window closes within its own batch always fits. Which
-impressions a campaign at its cap refuses can depend on batching (windows close at the end of
+decisions a campaign at its cap refuses can depend on batching (windows close at the end of
 a batch): the cap is an overload guard, not part of the join's batching-independent results.
 """
 
@@ -26,52 +40,68 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from hashlib import blake2b
-from typing import Any, cast
+from typing import Annotated, Any, NamedTuple, cast
 
 import msgspec
 import numpy as np
 import orjson
+from pydantic import BaseModel, Field, TypeAdapter
 
-from bandit.engine.windows import _FIRST_ROWS, _WIDE, Closed, _OpenWindows
-from bandit.models import CampaignSpec, Click, JoinedEvent
+from bandit.engine.randomness import subject_key
+from bandit.engine.windows import _FIRST_ROWS, _WIDE, ACTIVE, SENT, UNSENT, Closed, _OpenWindows
+from bandit.models import OUTCOME_TYPES, CampaignSpec, JoinedEvent, Send
+from bandit.models.events import Bounce, Click, Complaint, Conversion, Open, Unsubscribe
 from bandit.wire import Joined
-from bandit.wire.protocols import ClickLike, ImpressionLike
+from bandit.wire.protocols import (
+    DecisionLike,
+    ImpressionLike,
+    LoggedDecisionLike,
+    OutcomeLike,
+    SendLike,
+)
+
+# What the join takes: decisions (logged, or legacy impressions), sends and outcomes.
+Joinable = DecisionLike | SendLike | OutcomeLike
+Waiting = SendLike | ImpressionLike | OutcomeLike  # what may wait for its decision
+_WAITING: TypeAdapter[Any] = TypeAdapter(Annotated[
+    Send | Open | Click | Conversion | Unsubscribe | Complaint | Bounce,
+    Field(discriminator="type")])
+_DECISIONS = frozenset({"decision", "impression"})
+_KIND_INDEX = {kind: i for i, kind in enumerate(OUTCOME_TYPES)}
 
 # Event ids and closed decision ids are remembered this many windows back, for deduplication
-# and for telling a late click from an orphan.
+# and for telling a late event from an orphan.
 _RETENTION_WINDOWS = 2
 # One reason whether or not the window had closed yet, so that batching cannot change it.
 _LATE = "late: outside the attribution window"
+_LATE_SEND = "late: the decision's activation window had passed"
+_ORPHAN = "orphan: no decision within the window"
+_SECOND_DECISION = "duplicate decision: the decision is logged already"
+_SECOND_IMP = "second impression for the decision"
 ERASED = "erased: the subject asked to be erased"  # never dead-lettered: it holds their data
-
-
-def subject_key(user_id: str) -> bytes:
-    """The 16-byte BLAKE2b hash by which erasures name a subject (the join's state and the
-    stream's erase records hold no user id). Unkeyed: someone who guesses a user id can
-    confirm that it was erased."""
-    return blake2b(user_id.encode(), digest_size=16, person=b"cmab erasure").digest()
-
 
 # Open decisions of one campaign a join holds after a batch (the service's CMAB_MAX_PENDING).
 MAX_PENDING = 1_000_000
-OVER_CAPACITY = "over capacity"  # the start of the reason of an impression over the cap
+OVER_CAPACITY = "over capacity"  # the start of the reason of a decision over the cap
 
 
 @dataclass(frozen=True)
 class Rejected:
     """An event the join could not use, and why: duplicate, late, orphan."""
 
-    event: ImpressionLike | ClickLike
+    event: Joinable
     reason: str
 
 
 @dataclass
 class JoinResult:
-    """Closed decisions (``closed``, columns; ``joined``, their events) and rejected events."""
+    """Closed decisions (``closed``, columns; ``joined``, their events), rejected events, and
+    what was counted but not learned (``excluded``: "machine" and "scanner" outcomes,
+    "unsent" decisions)."""
 
     closed: Closed | None = None
     rejected: list[Rejected] = field(default_factory=list)
+    excluded: Counter[str] = field(default_factory=Counter)
     _events: list[JoinedEvent | Joined] | None = field(default=None, repr=False)
 
     @property
@@ -81,6 +111,33 @@ class JoinResult:
         if self._events is None:
             self._events = self.closed.events() if self.closed is not None else []
         return self._events
+
+
+class _Rules(NamedTuple):
+    """A campaign's settings the join reads per event (a campaign's spec never changes them
+    once it exists). Windows are whole numbers of ms, typed float as the spec types them."""
+
+    window: float  # attribution window: activation to close
+    default: float  # the reward when no weighted outcome counted
+    wait: float | None  # activation by send: how long a decision waits for it; else None
+    weights: dict[str, float]  # outcome type -> weight, in the spec's order
+    windows: dict[str, float]  # outcome type -> its window after the send
+    rules: dict[str, str]  # outcome type -> aggregation: sum, max, first
+    scanner: float  # clicks this soon after the send are a link scanner's
+
+
+def _rules_of(spec: CampaignSpec) -> _Rules:
+    reward = spec.reward.outcomes
+    window = float(spec.attribution_window_ms)
+    return _Rules(
+        window=window, default=spec.default_reward,
+        wait=None if spec.activation == "decision" else float(spec.activation_window_ms),
+        weights={kind: rule.weight for kind, rule in reward.items()},
+        windows={kind: float(reward[kind].window_ms or window) if kind in reward else window
+                 for kind in OUTCOME_TYPES},
+        rules={kind: reward[kind].aggregation if kind in reward else "sum"
+               for kind in OUTCOME_TYPES},
+        scanner=float(spec.reward.scanner_ms))
 
 
 class Joiner(_OpenWindows):
@@ -108,80 +165,110 @@ class Joiner(_OpenWindows):
         self._campaign = campaign
         self.max_pending = max_pending
         self._open: dict[str, int] = {}  # campaign -> its open decisions (live rows)
-        self._cache: dict[str, tuple[float, str, float]] = {}
-        self._early: dict[str, list[ClickLike]] = {}
+        self._cache: dict[str, _Rules] = {}
+        self._early: dict[str, list[Waiting]] = {}  # decision id -> sends and outcomes
         self._seen: dict[str, float] = {}  # event id -> event time
         self._closed: dict[str, float] = {}  # decision id -> window close time
-        self._longest = 1.0  # the longest attribution window seen, in ms
+        # The longest attribution (or activation) window seen, in ms; 0 until a campaign's
+        # event comes (nothing is pruned before: an outcome may come before any decision).
+        self._longest = 0.0
         self._pruned_at = float("-inf")
         self.watermark = float("-inf")
         # Erased subjects: subject_key -> event time of the erasure (ms), and the latest of
-        # those times: a newer impression needs no hash.
+        # those times: a newer decision needs no hash.
         self._erased: dict[bytes, float] = {}
         self._erased_until = -math.inf
 
-    def add(self, events: Sequence[ImpressionLike | ClickLike],
-            watermark: float | None = None) -> JoinResult:
+    def add(self, events: Sequence[Joinable], watermark: float | None = None) -> JoinResult:
         """Apply events (any order), then close every window the new watermark passed.
 
         The watermark is the newest event time seen unless ``watermark`` is given: a join fed
-        by several streams passes the slowest stream's progress, so that a click behind its
-        stream's peers is not judged late because another stream ran ahead. It never goes back.
+        by several streams passes the slowest stream's progress, so that an outcome behind
+        its stream's peers is not judged late because another stream ran ahead. It never goes
+        back.
         """
         result = JoinResult()
         seen, row, closed = self._seen, self._row, self._closed
-        early, free = self._early, self._free
-        settings, newest, longest = self._cache, self.watermark, self._longest
+        newest, longest = self.watermark, self._longest
         erased_until = self._erased_until
-        # Impressions are checked and given their rows here, in order, and written to the
-        # columns together (_insert) at the end. A click on a row not written yet reads the
-        # impression's time, deadline and shape from ``waiting`` instead of the columns, so
-        # that a batch whose clicks come early costs no small numpy write per click.
-        pending: list[tuple[int, int, ImpressionLike]] = []
-        waiting: dict[int, tuple[float, float, int]] = {}  # row -> ts, deadline, shape
+        # Decisions are checked and given their rows here, in order, and written to the
+        # columns together (_insert) at the end. An event on a row not written yet reads and
+        # moves the decision's timing in ``waiting`` instead of the columns, so that a batch
+        # whose sends and outcomes come early costs no small numpy write per event.
+        pending: list[tuple[int, int, DecisionLike]] = []
+        waiting: dict[int, list[float]] = {}  # row -> [ts, deadline, shape, sent, send ts]
         admission = _Admission(self, events, watermark)
         try:
             for event in events:
-                event_id = event.event_id
-                if event_id in seen:
-                    result.rejected.append(Rejected(event, "duplicate event_id"))
-                    continue
-                ts = seen[event_id] = event.ts
+                kind = event.type
+                if kind == "decision":
+                    decision = cast(LoggedDecisionLike, event)
+                    key = decision.decision_id
+                    if key in row or key in closed:
+                        result.rejected.append(Rejected(event, _SECOND_DECISION))
+                        continue
+                    ts = decision.ts
+                else:
+                    sent = cast("ImpressionLike | SendLike | OutcomeLike", event)
+                    key = sent.event_id
+                    if key in seen:
+                        result.rejected.append(Rejected(event, "duplicate event_id"))
+                        continue
+                    ts = seen[key] = sent.ts
                 if ts > newest:
                     newest = ts
-                window = (settings.get(event.campaign) or self._settings(event.campaign))[0]
-                if window > longest:
-                    longest = float(window)
-                if event.type != "impression":
-                    self._click(event, result, waiting)
+                if kind != "decision" and kind != "impression":
+                    named = cast("SendLike | OutcomeLike", event).campaign
+                    if named is not None:
+                        rules = self._rules(named)
+                        span = rules.window if rules.wait is None else max(rules.window,
+                                                                           rules.wait)
+                        if span > longest:
+                            longest = span
+                if kind == "send":
+                    self._send(cast(SendLike, event), result, waiting)
                     continue
-                if ts <= erased_until and ts <= self._erased.get(subject_key(event.user_id),
+                if kind != "decision" and kind != "impression":
+                    self._outcome(cast(OutcomeLike, event), result, waiting)
+                    continue
+                decision = cast(DecisionLike, event)
+                decision_id = decision.decision_id
+                if kind == "impression" and decision_id in row:  # the send of a logged one
+                    self._send(decision, result, waiting)
+                    continue
+                rules = self._rules(decision.campaign)
+                span = rules.window if rules.wait is None else max(rules.window, rules.wait)
+                if span > longest:
+                    longest = span
+                if ts <= erased_until and ts <= self._erased.get(_subject_key(decision),
                                                                   -math.inf):
                     result.rejected.append(Rejected(event, ERASED))
                     continue
-                decision_id = event.decision_id
                 if decision_id in row or decision_id in closed:
-                    result.rejected.append(Rejected(event, "second impression for the decision"))
+                    result.rejected.append(Rejected(event, _SECOND_DECISION
+                                                    if kind == "decision" else _SECOND_IMP))
                     continue
-                if not admission.admit(event.campaign, ts + window):
-                    result.rejected.append(Rejected(event, admission.reason(event.campaign)))
-                    del seen[event_id]  # not taken: it may come again
+                state = ACTIVE if rules.wait is None else SENT if kind == "impression" else UNSENT
+                deadline = ts + (rules.window if state != UNSENT else cast(float, rules.wait))
+                if not admission.admit(decision.campaign, deadline):
+                    result.rejected.append(Rejected(event, admission.reason(decision.campaign)))
+                    if kind != "decision":
+                        del seen[decision.event_id]  # not taken: it may come again
                     continue
-                if free:
-                    r = free.pop()
+                if self._free:
+                    r = self._free.pop()
                 else:
                     r = self._size
                     self._size += 1
                 row[decision_id] = r
-                shape = self._shape_of(event)
-                pending.append((r, shape, event))
-                waiting[r] = (float(ts), float(ts + window), shape)
-                if early and decision_id in early:
-                    for click in early.pop(decision_id):
-                        self._click(click, result, waiting)
+                shape = self._shape_of(decision)
+                pending.append((r, shape, decision))
+                waiting[r] = [float(ts), float(deadline), shape, state, float(ts)]
+                if self._early and decision_id in self._early:
+                    self._wake(decision_id, result, waiting)
         finally:  # rows handed out are written even if a campaign lookup failed half-way
             if pending:
-                self._insert(pending)
+                self._insert(pending, waiting)
             self._longest = longest
         if watermark is None:
             self.watermark = newest
@@ -190,27 +277,34 @@ class Joiner(_OpenWindows):
         self._close(result)
         return result
 
-    def over_cap(self, events: Sequence[ImpressionLike | ClickLike],
-                 watermark: float | None = None) -> list[int]:
-        """The positions in ``events`` of the impressions that ``add(events, watermark)``
+    def over_cap(self, events: Sequence[Joinable], watermark: float | None = None) -> list[int]:
+        """The positions in ``events`` of the decisions that ``add(events, watermark)``
         would refuse for ``max_pending``, without changing anything (the service refuses the
         whole request then)."""
-        counts = Counter(e.campaign for e in events if e.type == "impression")
+        counts = Counter(e.campaign for e in events if e.type in _DECISIONS)
         if all(self._open.get(c, 0) + n <= self.max_pending for c, n in counts.items()):
             return []
         admission = _Admission(self, events, watermark)
         admission.opened = dict(self._open)
         seen, ids, refused = set(), set(), []
         for i, event in enumerate(events):  # add's checks, in add's order
-            if event.event_id in self._seen or event.event_id in seen:
-                continue
-            seen.add(event.event_id)
-            if event.type != "impression":
-                continue
-            decision_id = event.decision_id
+            if event.type == "decision":
+                decision = cast(LoggedDecisionLike, event)
+            else:
+                sent = cast("ImpressionLike | SendLike | OutcomeLike", event)
+                if sent.event_id in self._seen or sent.event_id in seen:
+                    continue
+                seen.add(sent.event_id)
+                if event.type != "impression":
+                    continue
+                decision = cast(ImpressionLike, event)
+            decision_id = decision.decision_id
             if decision_id in self._row or decision_id in self._closed or decision_id in ids:
                 continue
-            if admission.admit(event.campaign, event.ts + self._window(event.campaign)):
+            rules = self._rules(decision.campaign)
+            unsent = rules.wait is not None and event.type == "decision"
+            deadline = decision.ts + (cast(float, rules.wait) if unsent else rules.window)
+            if admission.admit(decision.campaign, deadline):
                 ids.add(decision_id)
             else:
                 refused.append(i)
@@ -218,10 +312,10 @@ class Joiner(_OpenWindows):
 
     def erase(self, subjects: Mapping[bytes, float]) -> tuple[int, bool]:
         """Erase subjects (``subject_key`` -> event time of the erasure, ms): their open
-        decisions with an impression at or before it leave, their later impressions up to it
-        are rejected, and strings no open decision uses leave the interned table. Returns how
-        many open decisions left and whether anything changed (False: every erasure was
-        applied already, so a restored join re-applies its erasures for nothing)."""
+        decisions made at or before it leave, their later decisions up to it are rejected,
+        and strings no open decision uses leave the interned table. Returns how many open
+        decisions left and whether anything changed (False: every erasure was applied
+        already, so a restored join re-applies its erasures for nothing)."""
         fresh = {key: float(at) for key, at in subjects.items()
                  if at > self._erased.get(key, -math.inf)}
         if not fresh:
@@ -229,10 +323,10 @@ class Joiner(_OpenWindows):
         self._erased.update(fresh)
         latest = max(fresh.values())
         self._erased_until = max(self._erased_until, latest)
-        n, users, ts = self._size, self._users, self._ts
+        n, subject, ts = self._size, self._subjects, self._ts
         rows = np.flatnonzero(self._live[:n] & (self._ts[:n] <= latest)).tolist()
-        gone = [r for r in rows if (user := users[r]) is not None  # live rows have users
-                and ts[r] <= fresh.get(subject_key(user), -math.inf)]
+        gone = [r for r in rows if ts[r] <= fresh.get(bytes.fromhex(cast(str, subject[r])),
+                                                      -math.inf)]
         for r in gone:
             self._drop(r)
         self._compact()
@@ -240,109 +334,193 @@ class Joiner(_OpenWindows):
 
     @property
     def open_count(self) -> int:
-        """How many attribution windows are open."""
+        """How many decisions are open (active, or waiting for their send)."""
         return len(self._row)
 
-    # Campaign settings the loop reads per event; the spec lookup copies, so it is cached per
-    # name (a campaign's window, rule and default reward never change once it exists). A
-    # window is a whole number of ms, typed float as the spec types it.
-    def _window(self, campaign: str) -> float:
-        return self._settings(campaign)[0]
-
-    def _rule(self, campaign: str) -> str:
-        return self._settings(campaign)[1]
-
     def _default(self, campaign: str) -> float:
-        return self._settings(campaign)[2]
+        return self._rules(campaign).default
 
-    def _settings(self, campaign: str) -> tuple[float, str, float]:
+    def _weights(self, campaign: str) -> Mapping[str, float]:
+        return self._rules(campaign).weights
+
+    def _rules(self, campaign: str) -> _Rules:
         found = self._cache.get(campaign)
         if found is None:
-            spec = self._campaign(campaign)
-            found = self._cache[campaign] = (spec.attribution_window_ms,
-                                             spec.reward_aggregation, spec.default_reward)
+            found = self._cache[campaign] = _rules_of(self._campaign(campaign))
         return found
 
-    def _click(self, click: ClickLike, result: JoinResult,
-               waiting: dict[int, tuple[float, float, int]]) -> None:
-        """Apply a click; ``waiting`` holds the time, deadline and shape of rows handed out
-        in this batch but not written to the columns yet."""
-        r = self._row.get(click.decision_id)
+    def _timing(self, r: int, waiting: dict[int, list[float]]) -> list[float]:
+        """[ts, deadline, shape, sent, send ts] of row ``r``: from ``waiting`` for a row not
+        written yet, else read from the columns (a copy)."""
+        found = waiting.get(r)
+        if found is not None:
+            return found
+        return [float(self._ts[r]), float(self._deadline[r]), int(self._shape[r]),
+                int(self._sent[r]), float(self._send_ts[r])]
+
+    def _move(self, r: int, timing: list[float], waiting: dict[int, list[float]]) -> None:
+        """Write a row's new activation (a send came): into ``waiting`` or the columns."""
+        if r in waiting:
+            waiting[r] = timing
+            return
+        self._deadline[r], self._sent[r], self._send_ts[r] = timing[1], timing[3], timing[4]
+        self._next_deadline = min(self._next_deadline, timing[1])
+
+    def _wait(self, event: Waiting) -> None:
+        self._early.setdefault(event.decision_id, []).append(event)
+
+    def _wake(self, decision_id: str, result: JoinResult,
+              waiting: dict[int, list[float]]) -> None:
+        """Apply what waited for a decision: its sends first, then its outcomes."""
+        early = sorted(self._early.pop(decision_id), key=_sends_first)
+        for event in early:
+            if event.type == "send" or event.type == "impression":
+                self._send(cast("SendLike | ImpressionLike", event), result, waiting)
+            else:
+                self._outcome(cast(OutcomeLike, event), result, waiting)
+
+    def _send(self, send: SendLike | ImpressionLike, result: JoinResult,
+              waiting: dict[int, list[float]]) -> None:
+        """Apply a send (or the impression of a logged decision): it activates a decision
+        waiting for it, or times the scanner rule of one active since it was made."""
+        r = self._row.get(send.decision_id)
         if r is None:
-            if click.decision_id in self._closed:
-                result.rejected.append(Rejected(click, _LATE))
-            else:  # its impression may still come: wait (until the orphan sweep in _close)
-                self._early.setdefault(click.decision_id, []).append(click)
+            if send.decision_id in self._closed:
+                result.rejected.append(Rejected(send, _LATE_SEND))
+            else:  # its decision may still come: wait (until the orphan sweep in _close)
+                self._wait(send)
             return
-        ts, deadline, shape = waiting.get(r) or (self._ts[r], self._deadline[r], self._shape[r])
-        if click.ts > deadline or click.ts < ts:
-            result.rejected.append(Rejected(click, _LATE))
+        timing = self._timing(r, waiting)
+        ts, deadline, shape, state, _ = timing
+        campaign = self._shapes[int(shape)][0]
+        if send.campaign is not None and send.campaign != campaign:
+            result.rejected.append(Rejected(send, f"the decision is of campaign {campaign!r}"))
             return
-        campaign, names = self._shapes[shape][:2]
-        slots = [click.slot] if click.slot is not None else names
-        if click.slot is not None and click.slot not in names:
-            result.rejected.append(Rejected(click, f"the decision has no slot {click.slot!r}"))
+        if state == SENT:
+            result.rejected.append(Rejected(send, "duplicate send for the decision"))
             return
-        rule = self._rule(campaign)
+        if state == UNSENT:
+            if send.ts > deadline:  # the activation window, as if the decision had closed
+                result.rejected.append(Rejected(send, _LATE_SEND))
+                return
+            at = max(float(send.ts), ts)
+            self._move(r, [ts, at + self._rules(campaign).window, shape, SENT, at], waiting)
+            if self._early and send.decision_id in self._early:
+                self._wake(send.decision_id, result, waiting)
+            return
+        self._move(r, [ts, deadline, shape, SENT, max(float(send.ts), ts)], waiting)
+
+    def _outcome(self, event: OutcomeLike, result: JoinResult,
+                 waiting: dict[int, list[float]]) -> None:
+        """Apply an outcome; ``waiting`` holds the timing of rows not written yet."""
+        r = self._row.get(event.decision_id)
+        if r is None:
+            if event.decision_id in self._closed:
+                result.rejected.append(Rejected(event, _LATE))
+            else:  # its decision may still come: wait (until the orphan sweep in _close)
+                self._wait(event)
+            return
+        _, deadline, shape, state, send_ts = self._timing(r, waiting)
+        if state == UNSENT:  # no email yet: wait for the send, unless it can no longer come
+            if event.ts > deadline:  # past the activation window, as if it had closed
+                result.rejected.append(Rejected(event, _LATE))
+            else:
+                self._wait(event)
+            return
+        campaign, names = self._shapes[int(shape)][:2]
+        if event.campaign is not None and event.campaign != campaign:
+            result.rejected.append(Rejected(event, f"the decision is of campaign {campaign!r}"))
+            return
+        rules = self._rules(campaign)
+        kind = event.type
+        if event.ts < send_ts or event.ts > min(deadline, send_ts + rules.windows[kind]):
+            result.rejected.append(Rejected(event, _LATE))
+            return
+        if event.slot is not None and event.slot not in names:
+            result.rejected.append(Rejected(event, f"the decision has no slot {event.slot!r}"))
+            return
+        if event.machine:
+            result.excluded["machine"] += 1
+            return
+        if kind == "click" and event.ts - send_ts < rules.scanner:
+            result.excluded["scanner"] += 1
+            return
+        counts = self._counts.get(r)
+        if counts is None:
+            counts = self._counts[r] = [0] * len(OUTCOME_TYPES)
+        counts[_KIND_INDEX[kind]] += 1
+        if kind not in rules.weights:
+            return
+        rule, amount = rules.rules[kind], event.amount
         rewards = self._rewards.setdefault(r, {})
         first_ts = self._first_ts.setdefault(r, {})
-        for slot in slots:
-            if slot not in rewards:
-                rewards[slot], first_ts[slot] = click.reward, click.ts
+        for slot in (names if event.slot is None else (event.slot,)):
+            cell = (slot, kind)
+            if cell not in rewards:
+                rewards[cell], first_ts[cell] = amount, event.ts
             elif rule == "sum":
-                rewards[slot] += click.reward
+                rewards[cell] += amount
             elif rule == "max":
-                rewards[slot] = max(rewards[slot], click.reward)
-            elif click.ts < first_ts[slot]:  # earliest
-                rewards[slot], first_ts[slot] = click.reward, click.ts
+                rewards[cell] = max(rewards[cell], amount)
+            elif event.ts < first_ts[cell]:  # first
+                rewards[cell], first_ts[cell] = amount, event.ts
 
     def _drop(self, r: int) -> None:
-        """Free row ``r`` (its decision closed or was erased)."""
+        """Free row ``r`` (its decision was erased)."""
         self._open[self._shapes[self._shape[r]][0]] -= 1
         del self._row[cast(str, self._ids[r])]  # a live row has its decision id
-        self._ids[r] = self._users[r] = None
+        self._ids[r] = self._subjects[r] = self._probabilities[r] = None
         self._live[r] = False
         self._rewards.pop(r, None)
         self._first_ts.pop(r, None)
+        self._counts.pop(r, None)
         self._free.append(r)
 
     def _close(self, result: JoinResult) -> None:
-        # Strictly past: another event at exactly the deadline (a click in the window) may still
-        # come in the next batch; closing at equality would make batching change the result.
+        # Strictly past: another event at exactly the deadline (an outcome in the window) may
+        # still come in the next batch; closing at equality would make batching change the
+        # result.
         if self._next_deadline < self.watermark:
             n = self._size
             due = np.flatnonzero(self._live[:n] & (self._deadline[:n] < self.watermark))
             # In deadline order, then decision id: the same order whatever the rows.
             ids = self._ids
             due = due[np.lexsort((np.array([ids[r] for r in due.tolist()]), self._deadline[due]))]
-            result.closed = self._closed_rows(due)
+            unsent = self._sent[due] == UNSENT
+            if unsent.any():  # never sent: not learned, only counted
+                result.excluded["unsent"] += int(unsent.sum())
+            learned = due[~unsent]
+            result.closed = self._closed_rows(learned)
             rows = due.tolist()
-            self._closed.update(zip(result.closed.ids, self._deadline[due].tolist(),
+            self._closed.update(zip([ids[r] for r in rows], self._deadline[due].tolist(),
                                     strict=True))
-            for decision_id in result.closed.ids:
-                del self._row[decision_id]
-            users, rewards, first_ts = self._users, self._rewards, self._first_ts
             for r in rows:
-                ids[r] = users[r] = None
+                del self._row[cast(str, ids[r])]
+            subjects, probabilities = self._subjects, self._probabilities
+            for r in rows:
+                ids[r] = subjects[r] = probabilities[r] = None
             self._live[due] = False
-            # Few rows have clicks: their rewards are found among those, not row by row.
-            for r in [r for r in rewards if not self._live[r]]:
-                del rewards[r]
-                first_ts.pop(r, None)
+            # Few rows have outcomes: theirs are found among those, not row by row.
+            for r in [r for r in self._counts if not self._live[r]]:
+                del self._counts[r]
+            for r in [r for r in self._rewards if not self._live[r]]:
+                del self._rewards[r]
+                self._first_ts.pop(r, None)
             self._free += rows  # as _drop row by row would
             self._uncount(self._shape[due])
             live = self._live[:n]
             self._next_deadline = float(self._deadline[:n][live].min()) if live.any() else math.inf
         # Forget what is older than the retention horizon, a few times per window, not per batch.
+        if not self._longest:
+            return
         horizon = self.watermark - _RETENTION_WINDOWS * self._longest
         if self.watermark - self._pruned_at < self._longest / 4:
             return
         self._pruned_at = self.watermark
-        for d, clicks in list(self._early.items()):
-            if all(c.ts < self.watermark - self._longest for c in clicks):
+        for d, events in list(self._early.items()):
+            if all(e.ts < self.watermark - self._longest for e in events):
                 del self._early[d]
-                result.rejected += [Rejected(c, "orphan: no impression within the window")
-                                    for c in clicks]
+                result.rejected += [Rejected(e, _ORPHAN) for e in events]
         self._seen = {e: t for e, t in self._seen.items() if t >= horizon}
         self._closed = {d: t for d, t in self._closed.items() if t >= horizon}
 
@@ -361,27 +539,36 @@ class Joiner(_OpenWindows):
                                     & mine[self._shape[:n]]))
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Open windows, waiting clicks, dedup memory and watermark: JSON-ready meta and binary
+        """Open windows, waiting events, dedup memory and watermark: JSON-ready meta and binary
         arrays (the open windows' columns, live rows only; strings packed in blobs)."""
         live = np.flatnonzero(self._live[:self._size])
-        clicked = [(r, k, rewards[slot], self._first_ts[r][slot])
-                   for r, rewards in self._rewards.items()
-                   for k, slot in enumerate(self._shapes[self._shape[r]][1]) if slot in rewards]
-        click_rows, click_slots, click_rewards, click_ts = (
-            zip(*clicked, strict=True) if clicked else ((), (), (), ()))
-        saved_rows = np.searchsorted(live, np.array(click_rows, dtype=np.int64))
+        cells = [(r, k, _KIND_INDEX[kind], amount, self._first_ts[r][slot, kind])
+                 for r, amounts in self._rewards.items()
+                 for k, slot in enumerate(self._shapes[self._shape[r]][1])
+                 for kind in OUTCOME_TYPES if (amount := amounts.get((slot, kind))) is not None]
+        reward_rows, reward_slots, reward_kinds, reward_amounts, reward_ts = (
+            zip(*cells, strict=True) if cells else ((), (), (), (), ()))
+        counted = sorted(self._counts)
         arrays = {
             "ts": self._ts[live], "deadline": self._deadline[live], "shape": self._shape[live],
             "holdout": self._holdout[live], "wire": self._wire[live], "arm": self._arm[live],
             "propensity": self._propensity[live], "context": self._context[live],
-            "segment": self._segment[live],
+            "segment": self._segment[live], "sent": self._sent[live],
+            "send_ts": self._send_ts[live], "model_version": self._model_version[live],
             # A free row holds None: the live rows' strings, in row order.
             "ids": _hex_blob([d for d in self._ids[:self._size] if d is not None]),
-            "users": _json_blob([u for u in self._users[:self._size] if u is not None]),
-            "click_row": saved_rows,
-            "click_slot": np.array(click_slots, dtype=np.int32),
-            "click_reward": np.array(click_rewards, dtype=np.float64),
-            "click_ts": np.array(click_ts, dtype=np.float64),
+            "subjects": _hex_blob([s for s in self._subjects[:self._size] if s is not None]),
+            "probabilities": np.frombuffer(b"\n".join(
+                b"\x1e".join(v) for v in self._probabilities[:self._size] if v is not None),
+                dtype=np.uint8),
+            "reward_row": np.searchsorted(live, np.array(reward_rows, dtype=np.int64)),
+            "reward_slot": np.array(reward_slots, dtype=np.int32),
+            "reward_kind": np.array(reward_kinds, dtype=np.int32),
+            "reward_amount": np.array(reward_amounts, dtype=np.float64),
+            "reward_ts": np.array(reward_ts, dtype=np.float64),
+            "count_row": np.searchsorted(live, np.array(counted, dtype=np.int64)),
+            "counts": np.array([self._counts[r] for r in counted], dtype=np.int64).reshape(
+                len(counted), len(OUTCOME_TYPES)),
             "seen": _json_blob(list(self._seen)),
             "seen_ts": np.fromiter(self._seen.values(), np.float64, len(self._seen)),
             "closed": _hex_blob(list(self._closed)),
@@ -395,7 +582,7 @@ class Joiner(_OpenWindows):
             "longest": self._longest,
             "names": self._names,
             "shapes": self._shapes,
-            "early": [_plain(c) for cs in self._early.values() for c in cs],
+            "early": [_plain(e) for events in self._early.values() for e in events],
         }
         return meta, arrays
 
@@ -421,56 +608,71 @@ class Joiner(_OpenWindows):
                                  None if context is None else tuple(s for _, s in context),
                                  shape[3])] = len(joiner._shapes)
             joiner._shapes.append(shape)
-        ids, users = _from_hex_blob(arrays["ids"]), orjson.loads(arrays["users"].tobytes())
+        ids, subjects = _from_hex_blob(arrays["ids"]), _from_hex_blob(arrays["subjects"])
         n = len(ids)
         columns = {"_ts": np.float64, "_deadline": np.float64, "_shape": np.int32,
                    "_holdout": np.bool_, "_wire": np.bool_, "_arm": np.int32,
-                   "_propensity": np.float64, "_context": np.float64, "_segment": np.int32}
+                   "_propensity": np.float64, "_context": np.float64, "_segment": np.int32,
+                   "_sent": np.int8, "_send_ts": np.float64, "_model_version": np.float64}
         for name, dtype in columns.items():
             column: np.ndarray = np.array(arrays[name[1:]], dtype=dtype)  # a writable copy
             if len(column) != n or column.ndim != (2 if name in _WIDE else 1):
                 raise ValueError(f"open windows: {len(column)} {name[1:]} for {n} decisions")
             setattr(joiner, name, column)
-        if len(users) != n or not all(isinstance(u, str) for u in users):
-            raise ValueError("open windows: user ids do not match the decisions")
+        blob = arrays["probabilities"].tobytes()
+        vectors = [tuple(row.split(b"\x1e")) for row in blob.split(b"\n")] if n else []
+        if len(subjects) != n or len(vectors) != n:
+            raise ValueError("open windows: subjects or probabilities do not match the "
+                             "decisions")
         if not (joiner._shape < len(joiner._shapes)).all() or (joiner._shape < 0).any():
             raise ValueError("open windows: unknown shape")
+        if ((joiner._sent < UNSENT) | (joiner._sent > SENT)).any():
+            raise ValueError("open windows: unknown activation")
         for column in (joiner._arm, joiner._segment):  # indices of interned strings
             if n and (column.min() < 0 or column.max() >= max(len(joiner._names), 1)):
                 raise ValueError("open windows: unknown string")
         joiner._live = np.ones(n, dtype=np.bool_)
-        joiner._ids, joiner._users, joiner._size = list(ids), users, n
+        joiner._ids, joiner._subjects, joiner._size = list(ids), list(subjects), n
+        joiner._probabilities = list(vectors)
         joiner._row = {d: r for r, d in enumerate(ids)}
         joiner._next_deadline = float(joiner._deadline.min()) if n else math.inf
         for k, count in enumerate(np.bincount(joiner._shape, minlength=len(
                 joiner._shapes)).tolist()):
             campaign_name = joiner._shapes[k][0]
             joiner._open[campaign_name] = joiner._open.get(campaign_name, 0) + count
-        if n == 0:  # room for the next impressions
+        if n == 0:  # room for the next decisions
             joiner._allocate(_FIRST_ROWS, *(max(1, c.shape[1]) for c in (
                 joiner._arm, joiner._context, joiner._segment)))
-        for r, k, reward, ts in zip(arrays["click_row"].tolist(), arrays["click_slot"].tolist(),
-                                    arrays["click_reward"].tolist(), arrays["click_ts"].tolist(),
-                                    strict=True):
-            if not 0 <= r < n or not 0 <= k < len(joiner._shapes[joiner._shape[r]][1]):
-                raise ValueError(f"open windows: no slot {k} in row {r}")
-            slot = joiner._shapes[joiner._shape[r]][1][k]
-            joiner._rewards.setdefault(r, {})[slot] = reward
-            joiner._first_ts.setdefault(r, {})[slot] = ts
+        for r, k, kind, amount, ts in zip(
+                arrays["reward_row"].tolist(), arrays["reward_slot"].tolist(),
+                arrays["reward_kind"].tolist(), arrays["reward_amount"].tolist(),
+                arrays["reward_ts"].tolist(), strict=True):
+            if (not 0 <= r < n or not 0 <= k < len(joiner._shapes[joiner._shape[r]][1])
+                    or not 0 <= kind < len(OUTCOME_TYPES)):
+                raise ValueError(f"open windows: no slot {k} or outcome type {kind} in row {r}")
+            cell = (joiner._shapes[joiner._shape[r]][1][k], OUTCOME_TYPES[kind])
+            joiner._rewards.setdefault(r, {})[cell] = amount
+            joiner._first_ts.setdefault(r, {})[cell] = ts
+        counts = np.asarray(arrays["counts"])
+        if counts.ndim != 2 or counts.shape[1] != len(OUTCOME_TYPES):
+            raise ValueError("open windows: outcome counts are not one per type")
+        for r, row_counts in zip(arrays["count_row"].tolist(), counts.tolist(), strict=True):
+            if not 0 <= r < n:
+                raise ValueError(f"open windows: outcome counts of no row {r}")
+            joiner._counts[r] = [int(c) for c in row_counts]
         for item in meta["early"]:
-            click = Click.model_validate(item)
-            joiner._early.setdefault(click.decision_id, []).append(click)
+            event = _WAITING.validate_python(item)
+            joiner._early.setdefault(event.decision_id, []).append(event)
         joiner._seen = dict(zip(orjson.loads(arrays["seen"].tobytes()),
                                 arrays["seen_ts"].tolist(), strict=True))
         joiner._closed = dict(zip(_from_hex_blob(arrays["closed"]),
                                   arrays["closed_ts"].tolist(), strict=True))
-        if "erased" in arrays:  # a state from before erasures were kept has none
-            keys = arrays["erased"].tobytes()
-            if len(keys) % 16:
-                raise ValueError("erased subjects: not a whole number of keys")
-            joiner._erased = dict(zip((keys[i:i + 16] for i in range(0, len(keys), 16)),
-                                      arrays["erased_at"].tolist(), strict=True))
-            joiner._erased_until = max(joiner._erased.values(), default=-math.inf)
+        keys = arrays["erased"].tobytes()
+        if len(keys) % 16:
+            raise ValueError("erased subjects: not a whole number of keys")
+        joiner._erased = dict(zip((keys[i:i + 16] for i in range(0, len(keys), 16)),
+                                  arrays["erased_at"].tolist(), strict=True))
+        joiner._erased_until = max(joiner._erased.values(), default=-math.inf)
         return joiner
 
 
@@ -480,8 +682,7 @@ class _Admission:
     it closes. Counted on the way (``opened``); the batch's final watermark and the windows it
     leaves open are looked up only for a campaign that reaches the cap."""
 
-    def __init__(self, joiner: Joiner,
-                 events: Sequence[ImpressionLike | ClickLike],
+    def __init__(self, joiner: Joiner, events: Sequence[Joinable],
                  watermark: float | None) -> None:
         self.joiner, self.events, self.watermark = joiner, events, watermark
         self.cap = joiner.max_pending
@@ -527,11 +728,15 @@ class _Admission:
                 # one, when add passed them, their first time)
                 seen: set[str] = set()
                 for event in self.events:
-                    ts = joiner._seen.get(event.event_id)
+                    if event.type == "decision":
+                        end = max(end, event.ts)
+                        continue
+                    key = cast("ImpressionLike | SendLike | OutcomeLike", event).event_id
+                    ts = joiner._seen.get(key)
                     if ts is None:
-                        if event.event_id in seen:
+                        if key in seen:
                             continue
-                        seen.add(event.event_id)
+                        seen.add(key)
                         ts = event.ts
                     end = max(end, ts)
             self.end = float(end)
@@ -560,8 +765,19 @@ def _json_blob(strings: list[str]) -> np.ndarray:
     return np.frombuffer(orjson.dumps(strings), dtype=np.uint8)
 
 
-def _plain(event: ClickLike) -> dict[str, Any]:
-    """An event as JSON-ready data (either kind: ``from_state`` reads both)."""
-    if isinstance(event, Click):
+def _plain(event: Waiting) -> dict[str, Any]:
+    """A waiting event as JSON-ready data (either kind: ``from_state`` reads both)."""
+    if isinstance(event, BaseModel):
         return event.model_dump(mode="json")
-    return msgspec.to_builtins(event)
+    return cast(dict[str, Any], msgspec.to_builtins(event))
+
+
+def _subject_key(decision: DecisionLike) -> bytes:
+    """The subject key of a decision: logged as hex, or hashed from an impression's user id."""
+    if decision.type == "decision":
+        return bytes.fromhex(decision.subject)
+    return subject_key(decision.user_id)
+
+
+def _sends_first(event: Waiting) -> tuple[bool, float]:
+    return event.type not in ("send", "impression"), event.ts

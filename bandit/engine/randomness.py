@@ -34,7 +34,7 @@ import numpy as np
 
 from bandit import wire
 from bandit.kernels import draws as draw_kernels
-from bandit.models import Impression
+from bandit.models import Impression, LoggedDecision
 
 
 def _unit_hash(*parts: str) -> float:
@@ -98,23 +98,25 @@ def decided_with_consent(decision_id: str) -> bool:
     return decision_id[-1:] in _WITH_CONSENT
 
 
+_LOGGED = frozenset({Impression, LoggedDecision, wire.Impression, wire.LoggedDecision})
+
+
 def strip_consentless(events: Sequence[Any]) -> tuple[Sequence[Any], int]:
-    """``events`` with context and segments dropped from every impression (pydantic or
-    ``bandit.wire``) whose decision was made without consent, and how many impressions lost
-    something. Stripped impressions are copies; anything else (clicks, watermarks, refusals)
+    """``events`` with context and segments dropped from every impression and logged decision
+    (pydantic or ``bandit.wire``) whose decision was made without consent, and how many lost
+    something. Stripped ones are copies; anything else (sends, outcomes, watermarks, refusals)
     passes as it is, and ``events`` itself when nothing is stripped."""
     out: list[Any] | None = None
     stripped = 0
     for i, e in enumerate(events):
         kind = type(e)
-        if ((kind is Impression or kind is wire.Impression)
-                and (e.context is not None or e.segments)
+        if (kind in _LOGGED and (e.context is not None or e.segments)
                 and e.decision_id[-1:] not in _WITH_CONSENT):
             if out is None:
                 out = list(events)
-            out[i] = (msgspec.structs.replace(e, context=None, segments={})
-                      if kind is wire.Impression
-                      else e.model_copy(update={"context": None, "segments": {}}))
+            out[i] = (e.model_copy(update={"context": None, "segments": {}})
+                      if kind is Impression or kind is LoggedDecision
+                      else msgspec.structs.replace(e, context=None, segments={}))
             stripped += 1
     return (events if out is None else out), stripped
 
@@ -148,3 +150,10 @@ def one_id_words(id_rng: np.random.Generator | None) -> tuple[int, int]:
     # output, word by word (numpy masks nothing off and rejects nothing): the same two words.
     raw = id_rng.bit_generator.random_raw
     return raw(), raw()
+
+
+def subject_key(user_id: str) -> bytes:
+    """The 16-byte BLAKE2b hash by which erasures name a subject (the join's state and the
+    stream's erase records hold no user id). Unkeyed: someone who guesses a user id can
+    confirm that it was erased."""
+    return hashlib.blake2b(user_id.encode(), digest_size=16, person=b"cmab erasure").digest()

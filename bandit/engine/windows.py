@@ -1,11 +1,13 @@
 """The open attribution windows as columns, ``Joiner``'s storage: rows of column arrays
-(impression time, deadline, per slot the arm and propensity, the context's values, segment
-values, holdout), with the strings interned and the shapes of the dicts (campaign, slot names,
-context keys, segment keys) stored once per distinct shape; and ``Closed``, the columns of the
-decisions whose windows closed."""
+(decision time, activation, send time, deadline, per slot the arm and propensity, the
+context's values, segment values, holdout, model version, learned outcomes per type), with the
+strings interned and the shapes of the dicts (campaign, slot names, context keys, segment keys)
+stored once per distinct shape; and ``Closed``, the columns of the decisions whose windows
+closed."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -16,12 +18,16 @@ import numpy as np
 import orjson
 
 from bandit import wire
-from bandit.models import JoinedEvent
+from bandit.engine.randomness import subject_key
+from bandit.models import OUTCOME_TYPES, JoinedEvent
 from bandit.wire import Joined
-from bandit.wire.protocols import ImpressionLike
+from bandit.wire.protocols import DecisionLike
 
 _FIRST_ROWS = 1024  # initial capacity of the open-window columns; doubled when full
 _WIDE = ("_arm", "_propensity", "_context", "_segment")  # a column per slot, key, segment
+# A row's activation: a decision waiting for its send, one learnable since it was made, one
+# whose send came (for a campaign activated by decisions the send only times the scanner rule).
+UNSENT, ACTIVE, SENT = 0, 1, 2
 _arm, _propensity = attrgetter("arm"), attrgetter("propensity")
 
 
@@ -32,16 +38,19 @@ class Closed:
     in, so that a stream's batches, end to end, close its decisions in one canonical order
     (streams/worker.py says when).
 
-    Row i: ``ids[i]``, ``users[i]``, ``ts``, ``shape`` (an index into ``shapes``: campaign, slot
-    names, context keys with "is a string", segment keys), ``holdout``, ``wire`` (decoded by the
-    stream worker), and per position j of its shape's slots, context keys and segment keys:
-    ``arm``, ``propensity`` and ``reward`` (aggregated, or the campaign's default), ``context``
-    and ``segment``. Arms, string context values and segment values are indices into ``names``.
-    ``Engine`` learns from these columns; ``events`` and ``json`` are for the other readers.
+    Row i: ``ids[i]``, ``subjects[i]`` (subject keys, hex), ``ts``, ``shape`` (an index into
+    ``shapes``: campaign, slot names, context keys with "is a string", segment keys),
+    ``holdout``, ``wire`` (decoded by the stream worker), ``model_version``, ``outcomes`` (the
+    learned events per type, in ``OUTCOME_TYPES`` order), ``probabilities[i]`` (per slot the
+    JSON of its probability vector), and per position j of its shape's slots, context keys and
+    segment keys: ``arm``, ``propensity`` and ``reward`` (aggregated, or the campaign's
+    default), ``context`` and ``segment``. Arms, string context values and segment values are
+    indices into ``names``. ``Engine`` learns from these columns; ``events`` and ``json`` are
+    for the other readers.
     """
 
     ids: list[str]
-    users: list[str]
+    subjects: list[str]
     ts: np.ndarray  # (n,) float64
     shape: np.ndarray  # (n,) int32
     holdout: np.ndarray  # (n,) bool
@@ -53,6 +62,9 @@ class Closed:
     segment: np.ndarray  # (n, segments) int32
     names: list[str]
     shapes: list[tuple]
+    model_version: np.ndarray  # (n,) float64
+    outcomes: np.ndarray  # (n, len(OUTCOME_TYPES)) int32
+    probabilities: list[tuple[bytes, ...]]  # per row, per slot: JSON of {arm: probability}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -71,30 +83,35 @@ class Closed:
             context = None if context_keys is None else {
                 key: names[int(v)] if is_str else v
                 for (key, is_str), v in zip(context_keys, values, strict=False)}
-            yield (is_wire, self.ids[i], campaign, self.users[i], ts,
-                   [(slot, names[a], p)
-                    for slot, a, p in zip(slots, arms, propensities, strict=False)],
+            outcomes = {kind: n for kind, n in zip(OUTCOME_TYPES, self.outcomes[i].tolist(),
+                                                    strict=True) if n}
+            yield (is_wire, self.ids[i], campaign, self.subjects[i], ts,
+                   [(slot, names[a], p, orjson.loads(vector)) for slot, a, p, vector in zip(
+                       slots, arms, propensities, self.probabilities[i], strict=False)],
                    context, {key: names[v] for key, v in zip(segment_keys, segment, strict=False)},
-                   holdout, dict(zip(slots, rewards, strict=False)))
+                   holdout, int(self.model_version[i]), outcomes,
+                   dict(zip(slots, rewards, strict=False)))
 
     def events(self) -> list[JoinedEvent | Joined]:
         """The closed decisions: ``wire.Joined`` for impressions decoded by the stream worker
         (validated then: no second validation), else JoinedEvent."""
         out: list[JoinedEvent | Joined] = []
-        for (is_wire, decision_id, campaign, user_id, ts, choices, context, segments, holdout,
-             rewards) in self._rows():
+        for (is_wire, decision_id, campaign, subject, ts, choices, context, segments, holdout,
+             version, outcomes, rewards) in self._rows():
             if is_wire:
                 out.append(Joined(
-                    decision_id=decision_id, campaign=campaign, user_id=user_id, ts=ts,
-                    slots={slot: wire.SlotChoice(arm=a, propensity=p) for slot, a, p in choices},
-                    context=context, segments=segments, holdout=holdout, rewards=rewards))
+                    decision_id=decision_id, campaign=campaign, subject=subject, ts=ts,
+                    slots={slot: wire.LoggedChoice(arm=a, propensity=p, probabilities=v)
+                           for slot, a, p, v in choices},
+                    context=context, segments=segments, holdout=holdout, model_version=version,
+                    outcomes=outcomes, rewards=rewards))
             else:
                 out.append(JoinedEvent.model_validate({
-                    "decision_id": decision_id, "campaign": campaign, "user_id": user_id,
-                    "ts": ts,
-                    "slots": {slot: {"arm": a, "propensity": p} for slot, a, p in choices},
+                    "decision_id": decision_id, "campaign": campaign, "subject": subject,
+                    "ts": ts, "slots": {slot: {"arm": a, "propensity": p, "probabilities": v}
+                                        for slot, a, p, v in choices},
                     "context": context, "segments": segments, "holdout": holdout,
-                    "rewards": rewards}))
+                    "model_version": version, "outcomes": outcomes, "rewards": rewards}))
         return out
 
     def json(self) -> list[tuple[str, bytes]]:
@@ -113,9 +130,12 @@ class Closed:
         ids = _split(dumps(self.ids))  # 32 hex digits each: no comma inside
         if len(ids) != n:
             raise ValueError("closed decisions: a decision id is not 32 hex digits")
-        users = list(map(dumps, self.users))
+        subjects = [b'"%s"' % s.encode() for s in self.subjects]  # hex: nothing to escape
         holdout = list(map(_BOOLS.__getitem__, self.holdout.tolist()))
         ts = _split(dumps(self.ts.tolist()))
+        versions = _split(dumps(self.model_version.tolist()))  # floats, as pydantic dumps
+        outcomes = [b"{" + b",".join(b'"%s":%d' % (_KINDS[k], v) for k, v in enumerate(row) if v)
+                    + b"}" for row in self.outcomes.tolist()]
         for shape in np.unique(self.shape).tolist():
             at = np.flatnonzero(self.shape == shape)
             rows = at.tolist()
@@ -125,14 +145,17 @@ class Closed:
                 *(self.context[at, j].astype(np.int64) for j, (_, is_str) in
                   enumerate(context_keys or ()) if is_str)]))
             pieces: list = [repeat(b'{"decision_id":'), [ids[i] for i in rows],
-                            repeat(b',"campaign":' + dumps(campaign) + b',"user_id":'),
-                            [users[i] for i in rows], repeat(b',"ts":'), [ts[i] for i in rows],
+                            repeat(b',"campaign":' + dumps(campaign) + b',"subject":'),
+                            [subjects[i] for i in rows], repeat(b',"ts":'),
+                            [ts[i] for i in rows],
                             repeat(b',"slots":{')]
             for j, slot in enumerate(slots):
                 pieces += [repeat((b"," if j else b"") + dumps(slot) + b':{"arm":'),
                            list(map(name.__getitem__, self.arm[at, j].tolist())),
                            repeat(b',"propensity":'),
                            _split(dumps(self.propensity[at, j].tolist())),
+                           repeat(b',"probabilities":'),
+                           [self.probabilities[i][j] for i in rows],
                            repeat(b"}")]
             pieces.append(repeat(b"}"))
             if context_keys is not None:
@@ -148,6 +171,8 @@ class Closed:
                 pieces += [repeat((b"," if j else b"") + dumps(key) + b":"),
                            list(map(name.__getitem__, self.segment[at, j].tolist()))]
             pieces += [repeat(b'},"holdout":'), [holdout[i] for i in rows],
+                       repeat(b',"model_version":'), [versions[i] for i in rows],
+                       repeat(b',"outcomes":'), [outcomes[i] for i in rows],
                        repeat(b',"rewards":{')]
             for j, slot in enumerate(slots):
                 pieces += [repeat((b"," if j else b"") + dumps(slot) + b":"),
@@ -158,7 +183,18 @@ class Closed:
         return out
 
 
+_WIRE_DECISIONS = (wire.Impression, wire.LoggedDecision)
+
+
+def _subject(decision: DecisionLike) -> str:
+    """A decision's subject key (hex): logged, or the hash of a legacy impression's user id."""
+    if decision.type == "decision":
+        return decision.subject
+    return subject_key(decision.user_id).hex()
+
+
 _BOOLS = (b"false", b"true")
+_KINDS = [kind.encode() for kind in OUTCOME_TYPES]
 
 
 def _split(array_json: bytes) -> list[bytes]:
@@ -175,7 +211,8 @@ def _names_json(names: list[str], used: np.ndarray) -> dict[int, bytes]:
 class _OpenWindows:
     """The columns of the open decisions and what they index (interned strings, shapes, the
     row of each decision id); ``Joiner`` adds the join itself (events in, windows closed) and
-    says how long a campaign's window is (``_window``) and its default reward (``_default``)."""
+    says what a campaign's default reward is (``_default``) and the weights of its outcome
+    types (``_weights``)."""
 
     def __init__(self) -> None:
         # Interned strings (arm ids, string context values, segment values) and shapes: a
@@ -189,19 +226,21 @@ class _OpenWindows:
         # The open decisions: row r of every column; _row maps a decision id to its row.
         self._row: dict[str, int] = {}
         self._ids: list[str | None] = []
-        self._users: list[str | None] = []
+        self._subjects: list[str | None] = []
+        self._probabilities: list[tuple[bytes, ...] | None] = []
         self._free: list[int] = []
         self._size = 0  # rows ever used (live or free)
-        self._rewards: dict[int, dict[str, float]] = {}  # row -> slot -> aggregated reward
-        self._first_ts: dict[int, dict[str, float]] = {}  # row -> slot -> its reward's click ts
+        # row -> (slot, outcome type) -> the type's amounts aggregated, and the time of the
+        # event that gave it (for "first")
+        self._rewards: dict[int, dict[tuple[str, str], float]] = {}
+        self._first_ts: dict[int, dict[tuple[str, str], float]] = {}
+        self._counts: dict[int, list[int]] = {}  # row -> learned outcomes per type
         self._next_deadline = float("inf")  # no open window closes before this (a lower bound)
         self._allocate(_FIRST_ROWS, 1, 1, 1)
 
-    def _window(self, campaign: str) -> float:
-        raise NotImplementedError
-
     def _default(self, campaign: str) -> float:
         raise NotImplementedError
+
 
     def _allocate(self, rows: int, slots: int, context: int, segments: int) -> None:
         """(Re)size the columns, keeping the rows in use (``add`` may have handed out rows
@@ -224,15 +263,19 @@ class _OpenWindows:
         self._deadline = column("_deadline", np.float64)
         self._shape = column("_shape", np.int32)
         self._holdout = column("_holdout", np.bool_)
-        self._wire = column("_wire", np.bool_)  # a bandit.wire impression (else pydantic)
+        self._wire = column("_wire", np.bool_)  # a bandit.wire decision (else pydantic)
         self._live = column("_live", np.bool_)
+        self._sent = column("_sent", np.int8)  # UNSENT, ACTIVE or SENT
+        self._send_ts = column("_send_ts", np.float64)  # the decision's, until a send comes
+        self._model_version = column("_model_version", np.float64)
         self._arm = column("_arm", np.int32, slots)
         self._propensity = column("_propensity", np.float64, slots)
         self._context = column("_context", np.float64, context)  # string values: their index
         self._segment = column("_segment", np.int32, segments)
         grow = rows - len(self._ids)
         self._ids += [None] * grow
-        self._users += [None] * grow
+        self._subjects += [None] * grow
+        self._probabilities += [None] * grow
 
     def _intern(self, name: str) -> int:
         index = self._name_index.get(name)
@@ -241,7 +284,7 @@ class _OpenWindows:
             self._names.append(name)
         return index
 
-    def _intern_in_order(self, imps: Sequence[ImpressionLike]) -> None:
+    def _intern_in_order(self, imps: Sequence[DecisionLike]) -> None:
         for imp in imps:
             for choice in imp.slots.values():
                 self._intern(choice.arm)
@@ -252,7 +295,7 @@ class _OpenWindows:
             for value in imp.segments.values():
                 self._intern(value)
 
-    def _shape_of(self, imp: ImpressionLike) -> int:
+    def _shape_of(self, imp: DecisionLike) -> int:
         """The index of the impression's shape (campaign, slot names, context keys and which
         values are strings, segment keys), added if new."""
         context = imp.context
@@ -277,12 +320,14 @@ class _OpenWindows:
             self._shape_by_types[fast] = shape
         return shape
 
-    def _insert(self, pending: list[tuple[int, int, ImpressionLike]]) -> None:
-        """Write impressions to their rows (handed out by ``add``), per shape one numpy write
+    def _insert(self, pending: list[tuple[int, int, DecisionLike]],
+                timing: Mapping[int, list[float]]) -> None:
+        """Write decisions to their rows (handed out by ``add``), per shape one numpy write
         per column. Strings new to the join are interned in the order a row-by-row insert
-        would meet them (arms, string context values, segment values, impression by
-        impression), so the state does not depend on how the impressions were batched."""
-        groups: dict[int, list[tuple[int, int, ImpressionLike]]] = {}
+        would meet them (arms, string context values, segment values, decision by decision),
+        so the state does not depend on how the decisions were batched. ``timing`` holds each
+        row's [ts, deadline, shape, activation, send ts], as the join set them."""
+        groups: dict[int, list[tuple[int, int, DecisionLike]]] = {}
         for item in pending:
             groups.setdefault(item[1], []).append(item)
         needed = self._size  # rows ever used, counting the new ones
@@ -333,18 +378,21 @@ class _OpenWindows:
                                                     len(segments)).reshape(-1, g)
         at = np.fromiter((r for r, _, _ in pending), np.intp, len(pending))
         imps = [imp for _, _, imp in pending]
-        ts = np.array([imp.ts for imp in imps], dtype=np.float64)
-        windows = {campaign: self._window(campaign) for campaign in {i.campaign for i in imps}}
-        deadline = np.array([imp.ts + windows[imp.campaign] for imp in imps], dtype=np.float64)
-        self._ts[at], self._deadline[at] = ts, deadline
+        rows = np.array([timing[r] for r, _, _ in pending], dtype=np.float64)
+        deadline = rows[:, 1]
+        self._ts[at], self._deadline[at], self._send_ts[at] = rows[:, 0], deadline, rows[:, 4]
+        self._sent[at] = rows[:, 3]
+        self._model_version[at] = [imp.model_version for imp in imps]
         self._shape[at] = np.fromiter((shape for _, shape, _ in pending), np.int32, len(pending))
         self._holdout[at] = np.fromiter((imp.holdout for imp in imps), np.bool_, len(imps))
-        self._wire[at] = np.fromiter((type(imp) is wire.Impression for imp in imps), np.bool_,
+        self._wire[at] = np.fromiter((type(imp) in _WIRE_DECISIONS for imp in imps), np.bool_,
                                      len(imps))
         self._live[at] = True
-        ids, users = self._ids, self._users
+        ids, subjects, vectors = self._ids, self._subjects, self._probabilities
         for r, _, imp in pending:
-            ids[r], users[r] = imp.decision_id, imp.user_id
+            ids[r], subjects[r] = imp.decision_id, _subject(imp)
+            vectors[r] = tuple(orjson.dumps(getattr(c, "probabilities", None) or {})
+                               for c in imp.slots.values())
         self._next_deadline = min(self._next_deadline, float(deadline.min()))
 
     def _compact(self) -> None:
@@ -377,23 +425,41 @@ class _OpenWindows:
         for cells in strings:
             self._context[cells] = new[self._context[cells].astype(np.intp)]
 
+    def _weights(self, campaign: str) -> Mapping[str, float]:
+        raise NotImplementedError
+
     def _closed_rows(self, rows: np.ndarray) -> Closed:
-        """The columns of ``rows`` (their windows closed), rewards aggregated or defaulted."""
+        """The columns of ``rows`` (their windows closed), rewards weighted and summed over
+        the outcome types, or defaulted."""
         shape = self._shape[rows]
+        outcomes = np.zeros((len(rows), len(OUTCOME_TYPES)), dtype=np.int32)
         defaults = np.array([self._default(campaign) for campaign, *_ in self._shapes])
         reward = np.repeat(defaults[shape][:, None], self._arm.shape[1], axis=1)
-        if self._rewards:  # only rows with clicks have rewards: look those up, not each row
+        if self._counts:  # only rows with outcomes have rewards: look those up
             position = np.full(self._size, -1, dtype=np.int64)
             position[rows] = np.arange(len(rows))
+            for r, counts in self._counts.items():
+                i = int(position[r])
+                if i >= 0:
+                    outcomes[i] = counts
             for r, got in self._rewards.items():
                 i = int(position[r])
-                if i >= 0 and got:
-                    for j, slot in enumerate(self._shapes[shape[i]][1]):
-                        if slot in got:
-                            reward[i, j] = got[slot]
+                if i < 0 or not got:
+                    continue
+                campaign, slots = self._shapes[shape[i]][:2]
+                weights = self._weights(campaign)
+                for j, slot in enumerate(slots):
+                    # The types in the campaign's order, so the float sum is the same always.
+                    parts = [weight * got[slot, kind] for kind, weight in weights.items()
+                             if (slot, kind) in got]
+                    if parts:
+                        reward[i, j] = math.fsum(parts) if len(parts) > 1 else parts[0]
+        ordered = rows.tolist()
         return Closed(
-            ids=[self._ids[r] for r in rows.tolist()],
-            users=[self._users[r] for r in rows.tolist()], ts=self._ts[rows], shape=shape,
+            ids=[self._ids[r] for r in ordered],
+            subjects=[self._subjects[r] for r in ordered], ts=self._ts[rows], shape=shape,
             holdout=self._holdout[rows], wire=self._wire[rows], arm=self._arm[rows],
             propensity=self._propensity[rows], reward=reward, context=self._context[rows],
-            segment=self._segment[rows], names=self._names, shapes=self._shapes)
+            segment=self._segment[rows], names=self._names, shapes=self._shapes,
+            model_version=self._model_version[rows], outcomes=outcomes,
+            probabilities=[cast(tuple, self._probabilities[r]) for r in ordered])

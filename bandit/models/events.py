@@ -16,9 +16,9 @@ click weight multiplies it).
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from bandit.models.base import Strict
 from bandit.models.names import (
@@ -169,6 +169,12 @@ class LoggedChoice(Strict):
         default_factory=dict, description="Probability of every eligible arm (the chosen one "
         "included); empty when not known (a legacy impression).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_slot_choice(cls, data: Any) -> Any:
+        """An impression's SlotChoice is a logged choice whose probabilities are unknown."""
+        return data.model_dump() if isinstance(data, SlotChoice) else data
+
 
 class LoggedDecision(Strict):
     """A decision as the service logs it to ``<prefix>.decisions``: one line of a decision
@@ -188,15 +194,21 @@ class LoggedDecision(Strict):
 
 
 class JoinedEvent(Strict):
-    """A decision whose attribution window closed: its logged context and choices, and the
-    reward aggregated over its clicks (the campaign's default reward when there were none)."""
+    """A decision whose attribution window closed: its logged context and choices, what
+    happened (``outcomes``: the learned outcomes per type) and the reward the campaign's
+    ``reward`` made of them per slot (its default reward when none counted)."""
 
     decision_id: DecisionId
     campaign: Name
-    user_id: UserId
+    subject: SubjectKey
     ts: EpochMs
-    slots: dict[Name, SlotChoice]
+    slots: dict[Name, LoggedChoice]
     context: dict[Name, Finite | Label] | None = None
     segments: dict[Name, Label] = Field(default_factory=dict)
     holdout: bool = False
+    model_version: Annotated[float, Field(ge=0, le=MAX_MS, json_schema_extra=INTEGER),
+                             AfterValidator(integral)] = 0
+    outcomes: dict[OutcomeType, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="Learned outcomes of the decision per type (in their "
+        "windows, not machine-made); types without any are left out.")
     rewards: dict[Name, Finite] = Field(description="Reward per slot.")

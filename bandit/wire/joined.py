@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import attrgetter
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 import orjson
 
-from bandit.wire.events import SlotChoice
+from bandit.models.events import OutcomeType
+from bandit.wire.logged import LoggedChoice, SubjectKey
 from bandit.wire.names import DecisionId, EpochMs, Label, Name, ids_misfit, names_match, whole
 from bandit.wire.names import known as _known
 
@@ -32,38 +33,41 @@ from bandit.wire.names import known as _known
 class Joined(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     """A closed window: ``JoinedEvent``'s fields in its order."""
 
-    type: ClassVar[Literal["impression"]] = "impression"
+    type: ClassVar[Literal["decision"]] = "decision"
     decision_id: DecisionId
     campaign: Name
-    user_id: Label
+    subject: SubjectKey
     ts: EpochMs
-    slots: dict[Name, SlotChoice]
+    slots: dict[Name, LoggedChoice]
     context: dict[str, float | Label] | None = None  # keys: see the module docstring
     segments: dict[Name, Label] = {}
     holdout: bool = False
+    model_version: EpochMs = 0
+    outcomes: dict[OutcomeType, Annotated[int, msgspec.Meta(ge=1)]] = {}
     rewards: dict[Name, float]  # msgspec refuses non-finite JSON numbers: Finite
 
     def __post_init__(self) -> None:
         self.ts = whole(self.ts)  # EpochMs: a whole number (154.0 is 154), built or decoded
+        self.model_version = whole(self.model_version)
 
 
 _arm = attrgetter("arm")
+_HEX = frozenset("0123456789abcdef")
 
 
 def misfits(examples: Sequence[Joined | Exception]) -> list[int]:
     """Indices of the examples (anything else is skipped) whose names (campaign, slots, arms,
-    segment and reward keys; not context keys) or decision id do not match the models'
-    patterns, in order."""
+    probability, segment and reward keys; not context keys), subject key or decision id do not match the models' patterns, in order."""
     known = _known
     fits = known.issuperset
     out, ids, where = [], [], []
     for i, e in enumerate(examples):
         if type(e) is not Joined:
             continue
-        if not (e.campaign in known and fits(e.slots) and fits(map(_arm, e.slots.values()))
-                and fits(e.segments) and fits(e.rewards)) and not (
-                names_match([e.campaign, *e.slots, *map(_arm, e.slots.values()), *e.segments,
-                             *e.rewards])):
+        names = [e.campaign, *e.slots, *map(_arm, e.slots.values()), *e.segments, *e.rewards]
+        for choice in e.slots.values():
+            names += choice.probabilities
+        if not fits(names) and not names_match(names) or not _HEX.issuperset(e.subject):
             out.append(i)
             continue
         ids.append(e.decision_id)
@@ -79,6 +83,7 @@ def joined_json(joined: Joined) -> bytes:
     ``EpochMs`` (a float field, validated whole)."""
     fields = msgspec.to_builtins(joined)
     fields["ts"] = float(fields["ts"])
+    fields["model_version"] = float(fields["model_version"])
     if fields["context"] is None:
         del fields["context"]
     return orjson.dumps(fields)

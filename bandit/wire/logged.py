@@ -36,7 +36,7 @@ class LoggedChoice(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     probabilities: dict[Name, Probability] = {}
 
 
-class LoggedDecision(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class LoggedDecision(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     type: ClassVar[Literal["decision"]] = "decision"
     decision_id: DecisionId
     campaign: Name
@@ -44,7 +44,7 @@ class LoggedDecision(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     ts: EpochMs
     model_version: EpochMs = 0
     holdout: bool = False
-    slots: Annotated[dict[Name, LoggedChoice], msgspec.Meta(min_length=1)] = {}
+    slots: Annotated[dict[Name, LoggedChoice], msgspec.Meta(min_length=1)]
     context: dict[Name, float | Label] | None = None
     segments: dict[Name, Label] = {}
 

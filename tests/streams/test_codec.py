@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit import models, wire
+from bandit.engine.join import subject_key
 from bandit.models import JoinedEvent
 from bandit.wire import decisions
 from streams.codec import Refused, decode, decode_many, decode_model, encode
@@ -42,7 +43,11 @@ events = impressions | clicks | watermarks
 
 MIRRORS = [(wire.SlotChoice, models.SlotChoice), (wire.Impression, models.Impression),
            (wire.Click, models.Click), (wire.Watermark, models.Watermark),
-           (wire.Joined, models.JoinedEvent), (decisions.DecisionRequest, models.DecisionRequest)]
+           (wire.Joined, models.JoinedEvent), (decisions.DecisionRequest, models.DecisionRequest),
+           (wire.Send, models.Send), (wire.Open, models.Open),
+           (wire.Conversion, models.Conversion), (wire.Unsubscribe, models.Unsubscribe),
+           (wire.Complaint, models.Complaint), (wire.Bounce, models.Bounce),
+           (wire.LoggedChoice, models.LoggedChoice), (wire.LoggedDecision, models.LoggedDecision)]
 
 
 def _model_type(annotation):
@@ -73,7 +78,7 @@ def _struct_type(info):
         return info.cls.__name__
     return {msgspec.inspect.StrType: "str", msgspec.inspect.FloatType: "float",
             msgspec.inspect.BoolType: "bool", msgspec.inspect.NoneType: "None",
-            msgspec.inspect.IntType: "int"}[type(info)]
+            msgspec.inspect.IntType: "int", msgspec.inspect.LiteralType: "Literal"}[type(info)]
 
 
 def _default(field):
@@ -203,12 +208,14 @@ def test_any_bytes_get_the_same_verdict_and_reason(garbage):
 def test_joined_structs_write_the_bytes_of_joined_event(event, rewards):
     imp = wire.EVENTS.decode(orjson.dumps(event))
     values = dict(zip(imp.slots, rewards, strict=False))
-    fields = dict(decision_id=imp.decision_id, campaign=imp.campaign, user_id=imp.user_id,
-                  segments=imp.segments, holdout=imp.holdout, context=imp.context,
-                  rewards=values)
+    fields = dict(decision_id=imp.decision_id, campaign=imp.campaign,
+                  subject=subject_key(imp.user_id).hex(), segments=imp.segments,
+                  holdout=imp.holdout, context=imp.context, rewards=values)
     model = JoinedEvent(**fields, ts=imp.ts, slots={
         s: {"arm": c.arm, "propensity": c.propensity} for s, c in imp.slots.items()})
-    assert wire.joined_json(wire.Joined(**fields, ts=float(imp.ts), slots=imp.slots)) == (
+    slots = {s: wire.LoggedChoice(arm=c.arm, propensity=c.propensity)
+             for s, c in imp.slots.items()}
+    assert wire.joined_json(wire.Joined(**fields, ts=float(imp.ts), slots=slots)) == (
         orjson.dumps(model.model_dump(mode="json", exclude_none=True)))
 
 

@@ -68,7 +68,7 @@ def _values(n: int, seed: int, name: str = "vwnews") -> list[bytes]:
         best = 1 if context and context["plan"] == "pro" else 2
         reward = float(rng.random() < (0.8 if offer == best else 0.1))
         event = JoinedEvent(
-            decision_id=f"{seed:08x}{i:024x}", campaign=name, user_id=f"u{i}", ts=10 * i,
+            decision_id=f"{seed:08x}{i:024x}", campaign=name, subject=f"{i:032x}", ts=10 * i,
             slots={"subject": {"arm": ["plain", "urgent"][i % 2], "propensity": 0.5},
                    "offer": {"arm": OFFERS[offer], "propensity": [0.25, 0.25, 0.5][offer]},
                    "hour": {"arm": "h09", "propensity": 1.0}},
@@ -251,7 +251,7 @@ def _example(i: int, ts: int, decision: int | None = None) -> bytes:
     """A good joined example of ``_spec()`` at ``ts``, its decision id from ``decision``."""
     return orjson.dumps({
         "decision_id": f"{i if decision is None else decision:032x}", "campaign": "vwnews",
-        "user_id": f"u{i}", "ts": ts,
+        "subject": f"{i:032x}", "ts": ts,
         "slots": {"subject": {"arm": "plain", "propensity": 0.5},
                   "offer": {"arm": OFFERS[i % 3], "propensity": 0.25}},
         "context": {"engagement": (i % 5) / 4, "plan": "pro"},
@@ -320,7 +320,7 @@ def _old_verdict(engine: Engine, line: bytes) -> str | None:
     try:
         engine.check_event(Impression.model_construct(
             event_id=event.decision_id, decision_id=event.decision_id, campaign=event.campaign,
-            user_id=event.user_id, ts=event.ts, slots=event.slots, context=event.context,
+            user_id="u", ts=event.ts, slots=event.slots, context=event.context,
             segments=event.segments, holdout=event.holdout))
     except InvalidInputError as exc:
         return str(exc)
@@ -336,7 +336,7 @@ _ODD = [None, True, 0, -1, 1.5, 154.0, 2**53, 2**60, 1e300, "", "x", "x" * 129, 
 # Found by CI: a reward key that breaks only the Name pattern (bandit.wire's Name checks none).
 @example(edits=[[], [("rewards", {"bad key!": 1})]], cut=0)
 @given(edits=st.lists(st.lists(st.tuples(
-    st.sampled_from(["decision_id", "campaign", "user_id", "ts", "slots", "context",
+    st.sampled_from(["decision_id", "campaign", "subject", "ts", "slots", "context",
                      "segments", "holdout", "rewards", "extra", "slots.offer", "context.plan",
                      "context.bad key!", "rewards.offer"]),
     st.one_of(st.sampled_from(_ODD), st.just(KeyError))), max_size=3), min_size=1,

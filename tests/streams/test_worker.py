@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.engine import Engine
+from bandit.engine.join import subject_key
 from bandit.errors import IncompatibleStateError, InvalidInputError
 from streams.codec import encode
 from streams.joined import examples
@@ -356,7 +357,8 @@ def test_an_erasure_survives_a_kill_a_restore_and_a_replay():
     log.append(log.topics.clicks, encode(click), partition=0)
     _drain(worker)
     assert worker.counters.erased == 2  # one open decision restored, one impression replayed
-    kept = [e for e in s.joined if e.user_id not in gone]
+    keys = {subject_key(user_id).hex() for user_id in gone}
+    kept = [e for e in s.joined if e.subject not in keys]
     streamdata.assert_same_model(_model(log), streamdata.reference(
         streamdata.Streams(s.impressions, s.clicks, kept, s.late, s.duplicates, s.end_ts)))
     joined = [orjson.loads(v) for _, block, _ in log.read(log.topics.joined, 0)

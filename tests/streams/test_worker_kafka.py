@@ -12,6 +12,7 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bandit.engine import Engine
+from bandit.engine.join import subject_key
 from streams.codec import encode
 from streams.follower import StateFollower
 from streams.kafka import KafkaTransport
@@ -287,10 +288,11 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
         follower.close()
         producer.close()
         log.close()
-    kept = [e for e in s.joined if e.user_id != subject["user_id"]]
+    key = subject_key(subject["user_id"]).hex()
+    kept = [e for e in s.joined if e.subject != key]
     streamdata.assert_same_model(engine, streamdata.reference(
         streamdata.Streams(s.impressions, s.clicks, kept, s.late, s.duplicates, s.end_ts)))
     joined = [orjson.loads(v) for block in read_until_idle(kafka.bootstrap_servers, topics.joined)
               for v in examples(block)]
     assert {j["decision_id"] for j in joined} == {e.decision_id for e in kept}
-    assert subject["user_id"] not in {j["user_id"] for j in joined}
+    assert key not in {j["subject"] for j in joined}

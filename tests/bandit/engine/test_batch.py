@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bandit.engine import Engine, holdout_mask
 from bandit.errors import InvalidInputError
-from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent, SlotChoice
+from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent, LoggedChoice
 from bandit.service import BATCH_CHUNK, NDJSON, create_app
 from bandit.settings import Settings
 from bandit.wire.batch import json_columns, ndjson_columns
@@ -51,9 +51,9 @@ def engine(holdout: float = 0.2, paused: bool = False) -> Engine:
     e.create_campaign(spec(holdout))
     rng = np.random.default_rng(5)
     e.learn([JoinedEvent(
-        decision_id=f"{i:032x}", campaign="mix", user_id=f"t{i}", ts=i,
+        decision_id=f"{i:032x}", campaign="mix", subject=f"{i:032x}", ts=i,
         context={"engagement": float(rng.normal()), "style": STYLES[i % 3]},
-        slots={k: SlotChoice(arm=f"a{rng.integers(4)}", propensity=0.25) for k in KINDS},
+        slots={k: LoggedChoice(arm=f"a{rng.integers(4)}", propensity=0.25) for k in KINDS},
         rewards={k: float(rng.random() < 0.3) for k in KINDS}) for i in range(200)])
     e.pause("mix", paused)
     return e

@@ -25,7 +25,6 @@ from bandit.models import (
     DecisionRequest,
     Impression,
     JoinedEvent,
-    SlotChoice,
 )
 
 SUBJECTS = ["urgency", "curiosity", "offer", "personal", "plain"]
@@ -256,8 +255,9 @@ def test_an_erased_subject_leaves_the_snapshot_and_is_not_learned_from_a_replay(
     batch = engine.decide_batch("weekly", [*reqs, alice])
     events = batch.impressions([*reqs, alice], ts_ms=0)
     engine.record(events)
-    secrets = [b"alice@example.org", b"alice-style", b"alice-town"]
+    secrets = [b"alice-style", b"alice-town"]
     assert all(s in engine.to_bytes() for s in secrets)
+    assert b"alice@example.org" not in engine.to_bytes()  # the join keeps subject keys only
     assert engine.erase("alice@example.org", 0) == 1
     assert not any(s in engine.to_bytes() for s in secrets)
     restored = Engine.from_bytes(engine.to_bytes())[0]
@@ -322,10 +322,11 @@ def test_a_spec_too_large_to_hold_is_refused_with_its_size():
 
 def _segment_events(n, clicks, region, band, start):
     """n joined decisions of one segment value, the first `clicks` rewarded, arms in turn."""
-    return [JoinedEvent(decision_id=f"{start + i:032x}", campaign="weekly", user_id=f"u{start + i}",
+    return [JoinedEvent(decision_id=f"{start + i:032x}", campaign="weekly",
+                        subject=f"{start + i:032x}",
                         ts=0, context={"engagement": 0.0, "style": "deal"},
                         segments={"region": region, "band": band},
-                        slots={"subject": SlotChoice(arm=SUBJECTS[i % 5], propensity=0.2)},
+                        slots={"subject": {"arm": SUBJECTS[i % 5], "propensity": 0.2}},
                         rewards={"subject": float(i < clicks)})
             for i in range(n)]
 
@@ -542,7 +543,7 @@ def test_numeric_values_beyond_the_limit_are_refused_before_they_reach_a_policy(
         with pytest.raises(InvalidInputError, match=why):
             check(impression)
         check(impression.model_copy(update={"context": {"x": 1e9}}))  # the limit itself
-    joined = JoinedEvent(decision_id="0" * 32, campaign="scaled", user_id="u", ts=0,
+    joined = JoinedEvent(decision_id="0" * 32, campaign="scaled", subject="0" * 32, ts=0,
                          slots={"s": {"arm": "b", "propensity": 0.5}}, context={"x": value},
                          rewards={"s": 1.0})
     with pytest.raises(InvalidInputError, match=why):

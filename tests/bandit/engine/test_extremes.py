@@ -28,6 +28,7 @@ from bandit.models import (
     DecisionRequest,
     Impression,
     JoinedEvent,
+    LoggedChoice,
     SlotChoice,
 )
 from bandit.service import create_app
@@ -95,11 +96,11 @@ def learned_events(draw: st.DrawFn, n_arms: int, n: int) -> list[JoinedEvent]:
     for i in range(n):
         context = draw(st.none() | contexts)
         events.append(JoinedEvent(
-            decision_id=f"{i:032x}", campaign="x", user_id=f"u{i}", ts=min(i * gap, 2**53 - 1),
-            slots={"first": SlotChoice(arm=f"a{draw(st.integers(0, n_arms - 1))}",
-                                       propensity=draw(st.sampled_from([1.0, 1e-300, 5e-324]))),
-                   "second": SlotChoice(arm=draw(st.sampled_from(["b0", "b1"])),
-                                        propensity=1.0)},
+            decision_id=f"{i:032x}", campaign="x", subject=f"{i:032x}", ts=min(i * gap, 2**53 - 1),
+            slots={"first": LoggedChoice(arm=f"a{draw(st.integers(0, n_arms - 1))}",
+                                         propensity=draw(st.sampled_from([1.0, 1e-300, 5e-324]))),
+                   "second": LoggedChoice(arm=draw(st.sampled_from(["b0", "b1"])),
+                                          propensity=1.0)},
             context=context, segments={"region": "eu"},
             rewards={"first": draw(rewards), "second": draw(rewards)}))
     return events
@@ -133,9 +134,9 @@ def build(case: dict[str, Any], seed: int = 3) -> Engine:
 
 def pinned(kind: str, x: float, half_life_ms: float | None, gap: int) -> dict[str, Any]:
     """A scenario by hand: two events at context (x, -x), ``gap`` ms apart, learned 50 times."""
-    events = [JoinedEvent(decision_id=f"{i:032x}", campaign="x", user_id="u", ts=i * gap,
-                          slots={"first": SlotChoice(arm="a2", propensity=1e-300),
-                                 "second": SlotChoice(arm="b1", propensity=1.0)},
+    events = [JoinedEvent(decision_id=f"{i:032x}", campaign="x", subject="0" * 32, ts=i * gap,
+                          slots={"first": LoggedChoice(arm="a2", propensity=1e-300),
+                                 "second": LoggedChoice(arm="b1", propensity=1.0)},
                           context={"x": x, "y": -x}, segments={"region": "eu"},
                           rewards={"first": REWARD_LIMIT, "second": -REWARD_LIMIT})
               for i in range(2)]
@@ -222,8 +223,8 @@ def test_largest_campaigns_the_contract_allows_decide_well_formed(kind):
         top = {name: FEATURE_LIMIT * (-1) ** j for j, name in enumerate(names)}
         arms = [a.id for a in campaign.slots[0].arms]
         engine.learn([JoinedEvent(
-            decision_id=f"{i:032x}", campaign=campaign.name, user_id="u", ts=0,
-            slots={"s": SlotChoice(arm=arms[i % len(arms)], propensity=1e-300)},
+            decision_id=f"{i:032x}", campaign=campaign.name, subject="0" * 32, ts=0,
+            slots={"s": LoggedChoice(arm=arms[i % len(arms)], propensity=1e-300)},
             context=top, rewards={"s": REWARD_LIMIT}) for i in range(20)])
         requests = [DecisionRequest(campaign=campaign.name, user_id=f"u{i}", explain=True,
                                     context=c)

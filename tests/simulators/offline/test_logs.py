@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from bandit.engine import Engine
+from bandit.engine.join import subject_key
 from bandit.errors import InvalidInputError
 from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent, SlotChoice
 from simulators.offline.logs import LoggedBandit, read_dsjson, read_joined, write_dsjson
@@ -52,7 +53,8 @@ def _joined(spec, n, rng):
     for request, decision in zip(requests, engine.decide_many(spec.name, requests), strict=True):
         slots = {s.slot: SlotChoice(arm=s.arm, propensity=s.propensity) for s in decision.slots}
         events.append(JoinedEvent(
-            decision_id=decision.decision_id, campaign=spec.name, user_id=request.user_id,
+            decision_id=decision.decision_id, campaign=spec.name,
+            subject=subject_key(request.user_id).hex(),
             ts=1000, slots=slots, context=request.context, segments=request.segments,
             holdout=decision.holdout,
             rewards={s: float(rng.random() < 0.3) for s in slots}))
