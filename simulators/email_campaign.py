@@ -5,7 +5,11 @@ This is the environment the demo plays through the real engine and HTTP API, so 
 the engine's language: ``campaign_spec()`` is a :class:`bandit.models.CampaignSpec`,
 ``subscribers()`` gives raw contexts in the schema's names (and ready-made decision requests),
 and ``click_probability()`` takes the arm ids (or indices) the engine chose. ``oracle()`` and
-``uniform_value()`` are the two yardsticks of regret.
+``uniform_value()`` are the two yardsticks of regret (of clicks). ``simulators.outcomes`` turns a
+decision's email into the events of the contract (send, opens with machine ones, clicks with a
+link scanner's, conversions with a value, unsubscribes, complaints, bounces) on this click
+model, with the same yardsticks for any reward; ``campaign_spec(reward=email_reward(),
+activation="send")`` is the campaign that learns them.
 
 Everything is vectorised over subscribers: one NumPy expression per batch, never a loop per
 subscriber (the uniform value, an average over all 2,400 combinations, goes in row chunks).
@@ -87,13 +91,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from bandit.errors import InvalidInputError
-from bandit.models import CampaignSpec, DecisionRequest, PolicySpec
+from bandit.models import CampaignSpec, DecisionRequest, PolicySpec, RewardSpec
 
 SUBJECT_LINE, SEND_HOUR, OFFER, ARTWORK = "subject_line", "send_hour", "offer", "artwork"
 SLOTS = (SUBJECT_LINE, SEND_HOUR, OFFER, ARTWORK)
@@ -257,6 +261,8 @@ class EmailCampaign:
         *,
         holdout: float = 0.05,
         attribution_window_ms: int = 3 * 24 * 3600 * 1000,
+        reward: RewardSpec | Mapping[str, Any] | None = None,
+        activation: Literal["decision", "send"] = "decision",
     ) -> CampaignSpec:
         """The campaign: context schema (style, open-hour sine and cosine, price sensitivity;
         segments region and age band), the four slots with their arm features, and the
@@ -264,7 +270,9 @@ class EmailCampaign:
         to a policy spec (a model, a dict or a kind such as ``"lin_ts"``); slots left out get
         DEFAULT_POLICIES. Default arms (what the holdout gets): plain, h09, off0, product.
         Without ``new_arm_at`` every arm is in; with it, the late scene is added with
-        ``late_arms()`` when it arrives."""
+        ``late_arms()`` when it arrives. ``reward`` (a RewardSpec or its dict; none: clicks,
+        the spec's default) is what the policies learn, ``email_reward()`` the email preset;
+        ``activation`` ``"send"`` learns a decision only once its send is posted."""
         policies = dict(policies or {})
         unknown = set(policies) - set(SLOTS)
         if unknown:
@@ -280,6 +288,32 @@ class EmailCampaign:
             except ValidationError as error:
                 problem = error.errors(include_url=False)[0]
                 raise InvalidInputError(f"policies[{slot!r}]: {problem['msg']}") from None
+        extra: dict[str, Any] = {"activation": activation}
+        if reward is not None:
+            extra["reward"] = (reward.model_dump() if isinstance(reward, RewardSpec)
+                               else dict(reward))
+        try:
+            return self._spec(name, specs, holdout, attribution_window_ms, extra)
+        except ValidationError as error:
+            problem = error.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            where = f"{where}: " if where else ""
+            raise InvalidInputError(f"campaign_spec: {where}{problem['msg']}") from None
+
+    @staticmethod
+    def email_reward(*, scanner_ms: int = 30_000) -> RewardSpec:
+        """The email preset of ``reward``: a click 1 (within 2 days of the send), a conversion
+        0.01 per unit of value and an unsubscribe -5 (within the attribution window); clicks
+        within ``scanner_ms`` of the send are a link scanner's. Opens, complaints and bounces
+        are counted, not weighted (opens are machine-polluted, see ``simulators.outcomes``)."""
+        return RewardSpec.model_validate({
+            "outcomes": {"click": {"weight": 1.0, "window_ms": 2 * 24 * 3600 * 1000},
+                         "conversion": {"weight": 0.01},
+                         "unsubscribe": {"weight": -5.0}},
+            "scanner_ms": scanner_ms})
+
+    def _spec(self, name: str, specs: dict[str, Any], holdout: float,
+              attribution_window_ms: int, extra: dict[str, Any]) -> CampaignSpec:
         artwork = self.SCENES if self.new_arm_at is None else self.SCENES[:-1]
         hour_arms = []
         for h in self.HOURS:
@@ -291,6 +325,7 @@ class EmailCampaign:
             "name": name,
             "holdout": holdout,
             "attribution_window_ms": attribution_window_ms,
+            **extra,
             "context": {
                 "features": [
                     {"kind": "categorical", "name": "style", "values": list(self.STYLES)},

@@ -276,3 +276,33 @@ def test_late_arm_eligibility():
 def test_bad_options_are_rejected(options):
     with pytest.raises(InvalidInputError):
         EmailCampaign(**options)
+
+
+def test_campaign_spec_takes_the_email_reward_and_send_activation():
+    env = EmailCampaign()
+    spec = env.campaign_spec(reward=env.email_reward(), activation="send")
+    assert spec.activation == "send" and spec.reward.scanner_ms == 30_000
+    weights = {kind: rule.weight for kind, rule in spec.reward.outcomes.items()}
+    assert weights == {"click": 1.0, "conversion": 0.01, "unsubscribe": -5.0}
+    assert spec.reward.outcomes["click"].window_ms == 2 * 24 * 3600 * 1000
+    as_dict = env.campaign_spec(reward={"outcomes": {"open": {"weight": 0.5}}})
+    assert as_dict.reward.outcomes["open"].weight == 0.5
+    # Today's defaults: clicks, learnable when decided.
+    default = env.campaign_spec()
+    assert default.activation == "decision" and list(default.reward.outcomes) == ["click"]
+    assert env.email_reward(scanner_ms=5000).scanner_ms == 5000
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"reward": {"outcomes": {"click": {"weight": "x"}}}},
+         r"campaign_spec: reward\.outcomes\.click\.weight: Input should be a valid number"),
+        ({"reward": {"outcomes": {"click": {"weight": 1, "window_ms": 10**12}}}},
+         "window_ms: 1e\\+12 is longer than attribution_window_ms"),
+        ({"activation": "open"}, "campaign_spec: activation: Input should be 'decision' or"),
+    ],
+)
+def test_bad_reward_or_activation_is_named(options, message):
+    with pytest.raises(InvalidInputError, match=message):
+        EmailCampaign().campaign_spec(**options)
