@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from bandit import wire
-from bandit.models import JoinedEvent
+from bandit.models import OUTCOME_TYPES, JoinedEvent
 from bandit.wire import Joined
 from bandit.wire.protocols import ImpressionLike
 
@@ -53,6 +53,12 @@ class Closed:
     segment: np.ndarray  # (n, segments) int32
     names: list[str]
     shapes: list[tuple]
+    # (n, len(OUTCOME_TYPES)) int32: learned events per outcome type; not given: none
+    outcomes: np.ndarray = cast(np.ndarray, None)
+
+    def __post_init__(self) -> None:
+        if self.outcomes is None:
+            self.outcomes = np.zeros((len(self.ids), len(OUTCOME_TYPES)), dtype=np.int32)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -199,4 +199,5 @@ class JoinedEvent(Strict):
     context: dict[Name, Finite | Label] | None = None
     segments: dict[Name, Label] = Field(default_factory=dict)
     holdout: bool = False
+    outcomes: dict[OutcomeType, int] = {}
     rewards: dict[Name, Finite] = Field(description="Reward per slot.")

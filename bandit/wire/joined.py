@@ -41,6 +41,7 @@ class Joined(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False)
     context: dict[str, float | Label] | None = None  # keys: see the module docstring
     segments: dict[Name, Label] = {}
     holdout: bool = False
+    outcomes: dict[str, int] = {}
     rewards: dict[Name, float]  # msgspec refuses non-finite JSON numbers: Finite
 
     def __post_init__(self) -> None:

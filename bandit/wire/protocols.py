@@ -15,7 +15,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 
 class SlotChoiceLike(Protocol):
@@ -90,6 +90,8 @@ class WatermarkLike(Protocol):
 class JoinedLike(_Logged, Protocol):
     """``models.JoinedEvent`` or ``wire.Joined``."""
 
+    @property
+    def outcomes(self) -> Mapping[Any, int]: ...  # keys: OUTCOME_TYPES (Literal, or str)
     @property
     def rewards(self) -> Mapping[str, float]: ...
 
