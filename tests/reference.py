@@ -327,3 +327,28 @@ def decide_batch_ndjson(engine, campaign, requests):
                        "explanation": ex[i]}
                       for name, arm_ids, arms, p, m, b, ex in slots]}))
     return b"".join(line + b"\n" for line in lines)
+
+
+def outcome_tallies(events, types):
+    """The engine's outcome tallies of joined ``events`` (one campaign), one decision at a
+    time: per slot {(arm, group): (n, reached, events)} and {(segment, value): ...}, and per
+    group for the campaign, each dict in order of first appearance; ``types`` the outcome
+    types in order. reached[k]: decisions with at least one event of types[k]."""
+    groups = ("personalized", "holdout")
+
+    def add(table, key, outcomes):
+        n, reached, counts = table.get(key, (0, [0] * len(types), [0] * len(types)))
+        table[key] = (n + 1, [r + (outcomes.get(t, 0) > 0)
+                              for r, t in zip(reached, types, strict=True)],
+                      [c + outcomes.get(t, 0) for c, t in zip(counts, types, strict=True)])
+
+    slots, campaign = {}, {}
+    for e in events:
+        group = groups[int(e.holdout)]
+        add(campaign, group, e.outcomes)
+        for slot, choice in e.slots.items():
+            mine = slots.setdefault(slot, ({}, {}))
+            add(mine[0], (choice.arm, group), e.outcomes)
+            for key in e.segments.items():
+                add(mine[1], key, e.outcomes)
+    return slots, campaign

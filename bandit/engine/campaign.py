@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from bandit.engine.encoding import _Encoder
-from bandit.engine.tally import _Tally
+from bandit.engine.tally import _Outcomes, _Tally
 from bandit.errors import ConflictError, InvalidInputError, NotFoundError, UnknownArmError
 from bandit.models import Arm, CampaignSpec, EligibilityRule, SlotSpec, check_arm_features
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
@@ -126,6 +126,10 @@ class _Slot:
     arm_tally: dict[str, _Tally] = field(default_factory=dict)
     segment_counts: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     segment_tally: dict[tuple[str, str], _Tally] = field(default_factory=dict)
+    # Per (arm, group) (group: GROUPS): reward and outcomes; per segment value: outcomes.
+    group_tally: dict[tuple[str, str], _Tally] = field(default_factory=dict)
+    outcome_tally: dict[tuple[str, str], _Outcomes] = field(default_factory=dict)
+    segment_outcomes: dict[tuple[str, str], _Outcomes] = field(default_factory=dict)
 
     @property
     def default(self) -> int:
@@ -141,6 +145,7 @@ class _Campaign:
     version: int = 0
     personalized: _Tally = field(default_factory=_Tally)
     holdout: _Tally = field(default_factory=_Tally)
+    outcomes: dict[str, _Outcomes] = field(default_factory=dict)  # per group (GROUPS)
 
     def slot(self, name: str) -> _Slot:
         for s in self.slots:

@@ -10,10 +10,12 @@ import numpy as np
 
 from bandit.engine.campaign import _Campaign, _is_vw, _Slot, build_campaign, slot_matrix
 from bandit.engine.join import Closed
-from bandit.engine.tally import _add_grouped
-from bandit.errors import UnknownArmError
-from bandit.models import CampaignSpec
+from bandit.engine.tally import GROUPS, _add_grouped, _add_outcomes
+from bandit.errors import InvalidInputError, UnknownArmError
+from bandit.models import OUTCOME_TYPES, CampaignSpec
 from bandit.wire.protocols import JoinedLike
+
+_OUTCOME_INDEX = {kind: k for k, kind in enumerate(OUTCOME_TYPES)}
 
 
 @dataclass
@@ -22,7 +24,8 @@ class _Learned:
     decisions in order; per slot of the campaign (by name) the arm index in the slot (-1 where
     the decision has no such slot), its logged propensity and its reward (unclipped);
     ``context`` the encoded contexts of the decisions with ``has_context``, in order; ``best``
-    a decision's best reward over its slots; ``segments`` as ``segment_pairs``."""
+    a decision's best reward over its slots; ``segments`` as ``segment_pairs``; ``outcomes``
+its learned events per outcome type (``OUTCOME_TYPES`` order)."""
 
     ts: np.ndarray  # (n,) float64
     holdout: np.ndarray  # (n,) int64
@@ -33,12 +36,14 @@ class _Learned:
     has_context: np.ndarray  # (n,) bool
     context: np.ndarray  # (n with context, dim) float64
     segments: tuple[list, np.ndarray, np.ndarray, int]
+    outcomes: np.ndarray  # (n, len(OUTCOME_TYPES)) int64
 
 
 def by_campaign(campaigns: Mapping[str, _Campaign], get: Callable[[str], _Campaign],
                 joined: Sequence[JoinedLike]) -> dict[str, list[JoinedLike]]:
     """``joined`` grouped by campaign, each event checked: unknown campaigns (``get`` raises),
-    slots or arms refuse the whole batch before anything is learned."""
+    slots, arms or outcome types, or a negative outcome count, refuse the whole batch before
+    anything is learned."""
     grouped: dict[str, list[JoinedLike]] = {}
     slots: dict[str, dict[str, _Slot]] = {}  # per campaign, by name
     for i, e in enumerate(joined):
@@ -50,6 +55,12 @@ def by_campaign(campaigns: Mapping[str, _Campaign], get: Callable[[str], _Campai
             if choice.arm not in s.arm_index:
                 raise UnknownArmError(f"event {i}: campaign {e.campaign!r}, slot {slot!r}: "
                                       f"no arm {choice.arm!r}")
+        for kind, count in e.outcomes.items():
+            if kind not in _OUTCOME_INDEX or count < 0:
+                raise InvalidInputError(
+                    f"event {i}: outcomes: {kind!r}: " + (
+                        f"not an outcome type (one of {', '.join(OUTCOME_TYPES)})"
+                        if kind not in _OUTCOME_INDEX else f"count {count} is negative"))
         grouped.setdefault(e.campaign, []).append(e)
     return grouped
 
@@ -76,6 +87,10 @@ def event_columns(c: _Campaign, events: list[JoinedLike]) -> _Learned:
         rewards[name] = np.array([e.rewards.get(name, default) for e in events],
                                  dtype=np.float64)
     has_context = np.array([e.context is not None for e in events], dtype=np.bool_)
+    outcomes = np.zeros((len(events), len(OUTCOME_TYPES)), dtype=np.int64)
+    for i, e in enumerate(events):
+        for kind, count in e.outcomes.items():
+            outcomes[i, _OUTCOME_INDEX[kind]] = count
     return _Learned(
         ts=np.array([e.ts for e in events], dtype=np.float64),
         holdout=np.array([e.holdout for e in events], dtype=np.int64),
@@ -83,7 +98,7 @@ def event_columns(c: _Campaign, events: list[JoinedLike]) -> _Learned:
                       dtype=np.float64),
         arms=arms, propensities=propensities, rewards=rewards, has_context=has_context,
         context=c.context.encode([e.context for e in events if e.context is not None]),
-        segments=segment_pairs(events))
+        segments=segment_pairs(events), outcomes=outcomes)
 
 
 def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
@@ -131,7 +146,8 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
         segments = ([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n)
     return _Learned(ts=closed.ts[rows], holdout=closed.holdout[rows].astype(np.int64),
                     best=best, arms=arms, propensities=propensities, rewards=rewards,
-                    has_context=has_context, context=X[has_context], segments=segments)
+                    has_context=has_context, context=X[has_context], segments=segments,
+                    outcomes=closed.outcomes[rows].astype(np.int64))
 
 
 def learn_columns(c: _Campaign, cols: _Learned) -> None:
@@ -169,9 +185,10 @@ def learn_columns(c: _Campaign, cols: _Learned) -> None:
                     logged = {"propensities": cols.propensities[name][event]}
                 s.policy.learn_many(cols.arms[name][event], X, r, ts_ms=ts_ctx[ctx],
                                     **logged)
-        tally(s, arms, rewards, rows, cols.segments)
+        tally(s, arms, rewards, rows, cols.segments, cols.holdout[rows], cols.outcomes[rows])
     totals = {0: c.personalized, 1: c.holdout}
     _add_grouped(totals, [0, 1], cols.holdout, cols.best)
+    _add_outcomes(c.outcomes, GROUPS, cols.holdout, cols.outcomes)
     c.version += 1
 
 
@@ -190,12 +207,18 @@ def segment_pairs(events: Sequence[JoinedLike]) -> tuple[list, np.ndarray, np.nd
 
 
 def tally(s: _Slot, arms: np.ndarray, rewards: np.ndarray, rows: np.ndarray,
-          segments: tuple[list, np.ndarray, np.ndarray, int]) -> None:
-    """Add a slot's events to its report tallies, per arm and per segment value (with
-    per-arm counts). ``arms``, ``rewards`` (n,) belong to the batch's events ``rows``;
-    ``segments`` is ``segment_pairs`` of the whole batch."""
+          segments: tuple[list, np.ndarray, np.ndarray, int], holdout: np.ndarray,
+          outcomes: np.ndarray) -> None:
+    """Add a slot's events to its report tallies: reward per arm, reward and outcomes per
+    (arm, group), reward, outcomes and per-arm counts per segment value. ``arms``,
+    ``rewards``, ``holdout`` (n,) and ``outcomes`` (n, len(OUTCOME_TYPES)) belong to the
+    batch's events ``rows``; ``segments`` is ``segment_pairs`` of the whole batch."""
     rewards = np.asarray(rewards, dtype=np.float64)
     _add_grouped(s.arm_tally, s.arm_ids, arms, rewards)
+    groups = [(arm, group) for arm in s.arm_ids for group in GROUPS]
+    codes = arms * len(GROUPS) + holdout
+    _add_grouped(s.group_tally, groups, codes, rewards)
+    _add_outcomes(s.outcome_tally, groups, codes, outcomes)
     keys, event, code, n_events = segments
     if not len(code):
         return
@@ -204,6 +227,7 @@ def tally(s: _Slot, arms: np.ndarray, rewards: np.ndarray, rows: np.ndarray,
     at = position[event]
     code, at = code[at >= 0], at[at >= 0]
     _add_grouped(s.segment_tally, keys, code, rewards[at])
+    _add_outcomes(s.segment_outcomes, keys, code, outcomes[at])
     pairs = code * len(s.arm_ids) + arms[at]
     seen, first, counts = np.unique(pairs, return_index=True, return_counts=True)
     for pair, n in zip(seen[np.argsort(first)], counts[np.argsort(first)], strict=True):

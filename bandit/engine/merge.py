@@ -4,13 +4,13 @@ swapped in by the caller under its lock, so a decision sees the old model or the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 
 from bandit.engine.campaign import _Campaign, _is_vw, _Slot
-from bandit.engine.tally import _Tally
+from bandit.engine.tally import _Outcomes, _Tally
 from bandit.policies import Bart, HybridLinUCB, Policy, from_state
 
 
@@ -75,9 +75,12 @@ def swap_in(campaigns: Mapping[str, _Campaign], built: Mapping[str, Any]) -> Non
                 s.policy = policy
                 s.fallback = policy if fallback is None else fallback
             s.arm_tally, s.segment_counts, s.segment_tally = {}, {}, {}
+            s.group_tally, s.outcome_tally, s.segment_outcomes = {}, {}, {}
             for t in tallies:
-                for arm, tally in t.arm_tally.items():
-                    s.arm_tally[arm] = s.arm_tally.get(arm, _Tally()) + tally
+                _sum_into(s.arm_tally, t.arm_tally, _Tally)
+                _sum_into(s.group_tally, t.group_tally, _Tally)
+                _sum_into(s.outcome_tally, t.outcome_tally, _Outcomes)
+                _sum_into(s.segment_outcomes, t.segment_outcomes, _Outcomes)
                 for key, counts in t.segment_counts.items():
                     mine = s.segment_counts.setdefault(key, {})
                     for arm, n in counts.items():
@@ -86,7 +89,17 @@ def swap_in(campaigns: Mapping[str, _Campaign], built: Mapping[str, Any]) -> Non
                     s.segment_tally[key] = s.segment_tally.get(key, _Tally()) + tally
         c.personalized = sum((p.personalized for p in parts), _Tally())
         c.holdout = sum((p.holdout for p in parts), _Tally())
+        c.outcomes = {}
+        for p in parts:
+            _sum_into(c.outcomes, p.outcomes, _Outcomes)
         c.version = sum(p.version for p in parts)
+
+
+def _sum_into(mine: dict, theirs: Mapping, empty: Callable[[], Any]) -> None:
+    """``mine[key] += theirs[key]`` for every key of ``theirs``, a new key starting from
+    ``empty()``, in ``theirs``' order."""
+    for key, tally in theirs.items():
+        mine[key] = mine.get(key, empty()) + tally
 
 
 def vw_models(campaigns: Mapping[str, _Campaign], learned: Mapping[str, _Campaign],

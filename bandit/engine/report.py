@@ -1,13 +1,25 @@
 """Reports: per slot and arm impressions, reward and CTR with intervals, holdout lift, and
-the bias audit by segment value."""
+the bias audit by segment value; outcome rates per arm and group with Wilson intervals, and
+their lift (personalized minus holdout) with Newcombe intervals."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 from bandit.engine.campaign import _Campaign, _Slot
-from bandit.engine.tally import _Z95, _Tally
-from bandit.models import ArmReport, CampaignReport, Interval, SegmentReport, SlotReport
+from bandit.engine.tally import _Z95, GROUPS, _Outcomes, _Tally
+from bandit.models import (
+    OUTCOME_TYPES,
+    ArmReport,
+    CampaignReport,
+    Interval,
+    OutcomeType,
+    SegmentReport,
+    SlotReport,
+)
+from bandit.models.reports import Group, GroupReport, OutcomeLift, OutcomeRate
 
 # Bias audit: a segment value is flagged when its arm allocation is this far (total variation)
 # from the slot's overall allocation, on at least this many impressions; or when its reward
@@ -15,18 +27,99 @@ from bandit.models import ArmReport, CampaignReport, Interval, SegmentReport, Sl
 # excludes 0, both sides with at least _AUDIT_MIN impressions) and the lower is under this
 # fraction of the higher (the "four-fifths rule" of disparate-impact audits).
 _AUDIT_TV, _AUDIT_MIN, _AUDIT_CTR_RATIO = 0.25, 50, 0.8
+# Outcome types whose lift is always reported, learned events or not.
+GUARDRAILS = ("unsubscribe", "complaint")
+_TYPES = cast(tuple[OutcomeType, ...], OUTCOME_TYPES)
 
 
 def report(c: _Campaign) -> CampaignReport:
     """Per slot and arm (retired ones too): impressions, reward, CTR with a 95% interval,
     share of traffic; holdout lift with its interval; the bias audit by segment value: arm
     allocation and reward rate, each flagged on a large disparity (``_AUDIT_*``,
-    ``_ctr_gap``), never on fewer than ``_AUDIT_MIN`` impressions."""
+    ``_ctr_gap``), never on fewer than ``_AUDIT_MIN`` impressions. Outcome rates per arm and
+    group (``outcome_rate``) and their lift per type (``outcome_lift``) for the campaign and
+    each slot."""
+    outcomes = {group: c.outcomes.get(group, _Outcomes()) for group in GROUPS}
     return CampaignReport(
         campaign=c.spec.name, model_version=c.version, paused=c.paused,
         impressions=c.personalized.n + c.holdout.n,
         personalized_ctr=c.personalized.interval(), holdout_ctr=c.holdout.interval(),
-        lift=_lift(c), slots=[_slot_report(s) for s in c.slots])
+        lift=_lift(c), slots=[_slot_report(s) for s in c.slots],
+        groups={group: _group_report(tally, outcomes[group]) for group, tally in
+                zip(GROUPS, (c.personalized, c.holdout), strict=True)},
+        outcome_lift=outcome_lift(outcomes["personalized"], outcomes["holdout"]))
+
+
+def outcome_rate(reached: int, n: int) -> tuple[float | None, Interval | None]:
+    """The rate ``reached / n`` and its 95% Wilson score interval (inside [0, 1], never
+    empty at 0 or n); (None, None) when n is 0."""
+    if n == 0:
+        return None, None
+    p, z2 = reached / n, _Z95 * _Z95
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = _Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return p, Interval(estimate=p, low=max(center - half, 0.0), high=min(center + half, 1.0))
+
+
+def rate_lift(a: tuple[int, int], b: tuple[int, int]) -> Interval | None:
+    """Rate of ``a`` minus rate of ``b`` ((reached, n) each) with the 95% Newcombe hybrid
+    score interval (method 10 of Newcombe 1998: each side's Wilson interval, combined);
+    None unless both have decisions."""
+    pa, wa = outcome_rate(*a)
+    pb, wb = outcome_rate(*b)
+    if pa is None or pb is None or wa is None or wb is None:
+        return None
+    d = pa - pb
+    return Interval(estimate=d, low=d - math.hypot(pa - wa.low, wb.high - pb),
+                    high=d + math.hypot(wa.high - pa, pb - wb.low))
+
+
+def _rates(t: _Outcomes) -> dict[OutcomeType, OutcomeRate]:
+    """Every outcome type's rate over the decisions of ``t``."""
+    out = {}
+    for kind, reached, events in zip(_TYPES, t.reached, t.events, strict=True):
+        rate, interval = outcome_rate(reached, t.n)
+        out[kind] = OutcomeRate(decisions=t.n, reached=reached, events=events, rate=rate,
+                                interval=interval)
+    return out
+
+
+def outcome_lift(personalized: _Outcomes, holdout: _Outcomes
+                 ) -> dict[OutcomeType, OutcomeLift]:
+    """Per outcome type that either group learned an event of, and always for the
+    ``GUARDRAILS``: personalized minus holdout rate (``rate_lift``), with both groups' n."""
+    return {kind: OutcomeLift(personalized=personalized.n, holdout=holdout.n,
+                              lift=rate_lift((p, personalized.n), (h, holdout.n)))
+            for kind, p, h in zip(_TYPES, personalized.reached, holdout.reached,
+                                  strict=True)
+            if p or h or kind in GUARDRAILS}
+
+
+def _total(tallies: Iterable[_Outcomes]) -> _Outcomes:
+    return sum(tallies, _Outcomes())
+
+
+def _group_report(reward: _Tally, outcomes: _Outcomes) -> GroupReport:
+    return GroupReport(decisions=reward.n, reward=reward.total,
+                       mean_reward=reward.interval(), outcomes=_rates(outcomes))
+
+
+def _groups(s: _Slot, arms: list[str]) -> dict[Group, tuple[_Tally, _Outcomes]]:
+    """Per group, the reward and outcome tallies of ``arms`` of slot ``s`` together."""
+    out = {}
+    for group in GROUPS:
+        keys = [(arm, group) for arm in arms if (arm, group) in s.group_tally]
+        out[group] = (sum((s.group_tally[k] for k in keys), _Tally()),
+                      _total(s.outcome_tally.get(k, _Outcomes()) for k in keys))
+    return out
+
+
+def _arm_outcomes(s: _Slot, arm: str
+                  ) -> tuple[dict[OutcomeType, OutcomeRate], dict[Group, GroupReport]]:
+    """An arm's outcome rates over all its decisions, and its groups that have decisions."""
+    groups = _groups(s, [arm])
+    rates = _rates(_total(outcomes for _, outcomes in groups.values()))
+    return rates, {group: _group_report(*pair) for group, pair in groups.items() if pair[0].n}
 
 
 def _slot_report(s: _Slot) -> SlotReport:
@@ -36,8 +129,10 @@ def _slot_report(s: _Slot) -> SlotReport:
         ArmReport(arm=arm, active=bool(on), impressions=s.arm_tally.get(arm, _Tally()).n,
                   reward=s.arm_tally.get(arm, _Tally()).total,
                   ctr=s.arm_tally.get(arm, _Tally()).interval(),
-                  share=s.arm_tally.get(arm, _Tally()).n / total if total else 0.0)
+                  share=s.arm_tally.get(arm, _Tally()).n / total if total else 0.0,
+                  outcomes=rates, groups=groups)
         for arm, on in zip(s.arm_ids, s.policy.active, strict=True)
+        for rates, groups in [_arm_outcomes(s, arm)]
     ]
     overall = {a.arm: a.share for a in arms}
     by_segment: dict[str, _Tally] = {}  # every value of a segment together
@@ -67,8 +162,12 @@ def _slot_report(s: _Slot) -> SlotReport:
             segment=segment, value=value, impressions=n, ctr=tally.interval(),
             allocation=allocation, ctr_gap=gap, flagged=bool(reasons),
             reason="; ".join(reasons) or None))
+    groups = _groups(s, s.arm_ids)
     return SlotReport(slot=s.spec.name, policy=s.spec.policy.kind, arms=arms,
-                      segments=segments)
+                      segments=segments,
+                      groups={group: _group_report(*pair) for group, pair in groups.items()},
+                      outcome_lift=outcome_lift(groups["personalized"][1],
+                                                groups["holdout"][1]))
 
 
 def _ctr_gap(this: _Tally, rest: _Tally) -> tuple[Interval | None, bool]:

@@ -16,7 +16,7 @@ import orjson
 
 from bandit.engine.campaign import _Campaign, build_campaign
 from bandit.engine.join import Joiner
-from bandit.engine.tally import _Tally
+from bandit.engine.tally import _Outcomes, _Tally
 from bandit.errors import IncompatibleStateError
 from bandit.models import CampaignSpec
 from bandit.policies import from_state
@@ -70,12 +70,16 @@ def snapshot(campaigns: Mapping[str, _Campaign], joiner: Joiner, rejected_events
                 "conditioned": s.conditioned,
                 "columns": s.columns,
                 "arm_tally": {a: vars(t) for a, t in s.arm_tally.items()},
-                "segments": [[seg, val, counts, vars(s.segment_tally[(seg, val)])]
+                "segments": [[seg, val, counts, vars(s.segment_tally[(seg, val)]),
+                              vars(s.segment_outcomes.get((seg, val), _Outcomes()))]
                              for (seg, val), counts in s.segment_counts.items()],
+                "groups": [[arm, group, vars(t), vars(s.outcome_tally[(arm, group)])]
+                           for (arm, group), t in s.group_tally.items()],
             })
         items.append({
             "spec": c.spec.model_dump(mode="json"), "paused": c.paused, "version": c.version,
             "personalized": vars(c.personalized), "holdout": vars(c.holdout), "slots": slots,
+            "outcomes": {group: vars(t) for group, t in c.outcomes.items()},
         })
     join, windows = joiner.state()
     arrays.update({f"{_JOIN}{name}": value for name, value in windows.items()})
@@ -105,10 +109,12 @@ def read(data: bytes, path: str, model_only: bool) -> tuple[dict[str, Any], dict
 
 def restore_campaign(item: dict[str, Any], ci: int, arrays: Mapping[str, np.ndarray],
                      rng: np.random.Generator) -> _Campaign:
-    """Campaign ``ci`` of a snapshot's meta, its policies seeded from ``rng``."""
+    """Campaign ``ci`` of a snapshot's meta, its policies seeded from ``rng``. A snapshot
+    written before outcome tallies were kept has none: they start empty."""
     c = build_campaign(CampaignSpec.model_validate(item["spec"]), rng)
     c.paused, c.version = bool(item["paused"]), int(item["version"])
     c.personalized, c.holdout = _Tally(**item["personalized"]), _Tally(**item["holdout"])
+    c.outcomes = {group: _Outcomes(**t) for group, t in item.get("outcomes", {}).items()}
     for si, (s, saved) in enumerate(zip(c.slots, item["slots"], strict=True)):
         restored = {}
         for role, head in saved["policies"].items():
@@ -122,9 +128,14 @@ def restore_campaign(item: dict[str, Any], ci: int, arrays: Mapping[str, np.ndar
         s.policy = restored["policy"]
         s.fallback = s.policy if saved["shared_fallback"] else restored["fallback"]
         s.arm_tally = {a: _Tally(**t) for a, t in saved["arm_tally"].items()}
-        for seg, val, counts, tally in saved["segments"]:
+        for seg, val, counts, tally, *outcomes in saved["segments"]:
             s.segment_counts[(seg, val)] = dict(counts)
             s.segment_tally[(seg, val)] = _Tally(**tally)
+            if outcomes:
+                s.segment_outcomes[(seg, val)] = _Outcomes(**outcomes[0])
+        for arm, group, tally, outcomes in saved.get("groups", []):
+            s.group_tally[(arm, group)] = _Tally(**tally)
+            s.outcome_tally[(arm, group)] = _Outcomes(**outcomes)
     return c
 
 

@@ -1,17 +1,22 @@
-"""Running reward sums (count, sum, sum of squares) that learning adds to, partition merges
-sum, snapshots keep and reports read."""
+"""Running reward sums (count, sum, sum of squares) and outcome counts (decisions, and per
+outcome type the decisions that had one and its events) that learning adds to, partition
+merges sum, snapshots keep and reports read."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from bandit.models import Interval
+from bandit.models import OUTCOME_TYPES, Interval
+from bandit.models.reports import Group
 
 _Z95 = 1.959963984540054
+# A decision's group, indexed by its holdout flag.
+GROUPS: tuple[Group, Group] = ("personalized", "holdout")
+_K = len(OUTCOME_TYPES)
 
 
 @dataclass
@@ -66,3 +71,40 @@ def _add_grouped(tallies: dict, names: Sequence, codes: np.ndarray, rewards: np.
         t = tallies.setdefault(names[k], _Tally())
         t.n += int(n)
         t.total, t.squares = float(total[k]), float(squares[k])
+
+
+@dataclass
+class _Outcomes:
+    """Decisions (n) and, per outcome type (``OUTCOME_TYPES`` order), the decisions with at
+    least one learned event of the type (``reached``) and the learned events (``events``):
+    integers, so every sum is exact whatever the order or the partitions."""
+
+    n: int = 0
+    reached: list[int] = field(default_factory=lambda: [0] * _K)
+    events: list[int] = field(default_factory=lambda: [0] * _K)
+
+    def __add__(self, other: _Outcomes) -> _Outcomes:
+        return _Outcomes(self.n + other.n,
+                         [a + b for a, b in zip(self.reached, other.reached, strict=True)],
+                         [a + b for a, b in zip(self.events, other.events, strict=True)])
+
+
+def _add_outcomes(tallies: dict, names: Sequence, codes: np.ndarray,
+                  outcomes: np.ndarray) -> None:
+    """Add decision i (outcome counts ``outcomes[i]``, (n, len(OUTCOME_TYPES)) >= 0) to
+    ``tallies[names[codes[i]]]`` for every i, vectorized (a bincount over the nonzero cells).
+    Tallies are created in order of first appearance, as ``_add_grouped`` creates them."""
+    seen, first, counts = np.unique(codes, return_index=True, return_counts=True)
+    row, column = np.nonzero(outcomes)
+    cell = codes[row] * _K + column
+    size = len(names) * _K
+    reached = np.bincount(cell, minlength=size).reshape(-1, _K)
+    # Event counts are integers far below 2**53: the float weights sum exactly.
+    events = np.bincount(cell, weights=outcomes[row, column],
+                         minlength=size).astype(np.int64).reshape(-1, _K)
+    for k, n in zip(seen[np.argsort(first)].tolist(), counts[np.argsort(first)].tolist(),
+                    strict=True):
+        t = tallies.setdefault(names[k], _Outcomes())
+        t.n += n
+        t.reached = [a + b for a, b in zip(t.reached, reached[k].tolist(), strict=True)]
+        t.events = [a + b for a, b in zip(t.events, events[k].tolist(), strict=True)]

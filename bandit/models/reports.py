@@ -1,16 +1,55 @@
-"""Campaign reports: reward rates with their intervals per arm, segment and slot."""
+"""Campaign reports: reward rates with their intervals per arm, segment and slot; outcome
+rates (the share of decisions that opened, clicked, converted, unsubscribed, complained,
+bounced) per arm and per group (personalized, holdout), and their lift."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
 from bandit.models.base import Strict
+from bandit.models.events import OutcomeType
+
+Group = Literal["personalized", "holdout"]
 
 
 class Interval(Strict):
     estimate: float
     low: float
     high: float
+
+
+class OutcomeRate(Strict):
+    """The share of decisions with at least one learned event of an outcome type, with its 95%
+    Wilson score interval (sound near 0 and 1, where guardrail rates live); null with no
+    decisions."""
+
+    decisions: int = Field(description="Decisions: the rate's denominator.")
+    reached: int = Field(description="Decisions with at least one learned event of the type.")
+    events: int = Field(description="Learned events of the type (conversions: their count).")
+    rate: float | None
+    interval: Interval | None
+
+
+class OutcomeLift(Strict):
+    """Personalized minus holdout rate of an outcome type, with a 95% Newcombe interval (the
+    hybrid score interval of a difference of two proportions, from each side's Wilson
+    interval); null unless both groups have decisions."""
+
+    personalized: int = Field(description="Personalized decisions.")
+    holdout: int = Field(description="Holdout decisions.")
+    lift: Interval | None
+
+
+class GroupReport(Strict):
+    """The decisions of one group (personalized or holdout): reward and outcome rates."""
+
+    decisions: int
+    reward: float = Field(description="Total reward.")
+    mean_reward: Interval | None = Field(
+        description="Reward per decision, 95% normal-approximation interval.")
+    outcomes: dict[OutcomeType, OutcomeRate]
 
 
 class ArmReport(Strict):
@@ -20,6 +59,10 @@ class ArmReport(Strict):
     reward: float
     ctr: Interval | None
     share: float
+    outcomes: dict[OutcomeType, OutcomeRate] = Field(
+        default_factory=dict, description="Outcome rates over the arm's decisions.")
+    groups: dict[Group, GroupReport] = Field(
+        default_factory=dict, description="The arm's decisions by group, where it has any.")
 
 
 class SegmentReport(Strict):
@@ -39,6 +82,11 @@ class SlotReport(Strict):
     policy: str
     arms: list[ArmReport]
     segments: list[SegmentReport]
+    groups: dict[Group, GroupReport] = Field(
+        default_factory=dict, description="The slot's decisions by group, every arm together.")
+    outcome_lift: dict[OutcomeType, OutcomeLift] = Field(
+        default_factory=dict, description="Per outcome type with learned events, and always "
+        "for unsubscribe and complaint (the guardrails): personalized minus holdout rate.")
 
 
 class CampaignReport(Strict):
@@ -50,3 +98,9 @@ class CampaignReport(Strict):
     holdout_ctr: Interval | None
     lift: Interval | None = Field(description="Personalized minus holdout reward per decision.")
     slots: list[SlotReport]
+    groups: dict[Group, GroupReport] = Field(
+        default_factory=dict, description="Every decision by group: reward (a decision's best "
+        "over its slots) and outcome rates.")
+    outcome_lift: dict[OutcomeType, OutcomeLift] = Field(
+        default_factory=dict, description="Per outcome type with learned events, and always "
+        "for unsubscribe and complaint (the guardrails): personalized minus holdout rate.")

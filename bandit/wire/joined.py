@@ -57,7 +57,8 @@ _HEX = frozenset("0123456789abcdef")
 
 def misfits(examples: Sequence[Joined | Exception]) -> list[int]:
     """Indices of the examples (anything else is skipped) whose names (campaign, slots, arms,
-    probability, segment and reward keys; not context keys), subject key or decision id do not match the models' patterns, in order."""
+    probability, segment and reward keys; not context keys), subject key or decision id do
+    not match the models' patterns, in order."""
     known = _known
     fits = known.issuperset
     out, ids, where = [], [], []

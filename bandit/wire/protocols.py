@@ -15,7 +15,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 
 class SlotChoiceLike(Protocol):
@@ -123,7 +123,7 @@ class JoinedLike(_Logged, Protocol):
     @property
     def subject(self) -> str: ...
     @property
-    def outcomes(self) -> Mapping[str, int]: ...
+    def outcomes(self) -> Mapping[Any, int]: ...  # keys: OUTCOME_TYPES (Literal, or str)
     @property
     def rewards(self) -> Mapping[str, float]: ...
 

@@ -1,7 +1,8 @@
 """What a weekly send of the demo produced (``SendResult``) and the demo's report folder:
 report.html (tables and embedded PNGs), report.md, results.json, and the PNGs: cumulative
 expected clicks against the oracle and uniform random, arm allocation per slot and send, and
-the holdout lift per send with its interval."""
+the holdout lift per send with its interval; the service's outcome rates per group and their
+lift."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ import numpy as np
 import orjson
 from matplotlib.figure import Figure
 
-from simulators.reports.page import html_page, html_table, markdown_table, png_data_uri
+from simulators.reports.page import (
+    OUTCOME_HEADER,
+    OUTCOME_NOTE,
+    html_page,
+    html_table,
+    markdown_table,
+    outcome_rows,
+    png_data_uri,
+)
 
 
 @dataclass
@@ -101,6 +110,7 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
         {"subscribers": subscribers, "seed": seed, "sends": [asdict(r) for r in results],
          "service_report": service_report}, option=orjson.OPT_INDENT_2))
     rows = send_rows(results)
+    outcomes = outcome_rows(service_report)
     bias = _bias_rows(service_report)
     slots = [s["slot"] for s in service_report["slots"]]
     title = f"cmab demo: {subscribers:,} subscribers, {len(results)} weekly sends, seed {seed}"
@@ -108,6 +118,7 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
                f"personalized CTR {_interval_plain(service_report.get('personalized_ctr'))}, "
                f"holdout CTR {_interval_plain(service_report.get('holdout_ctr'))}.")
     md = [f"# {title}", "", summary, "", "## Sends", "", markdown_table(SEND_HEADER, rows), "",
+          "## Outcomes", "", markdown_table(OUTCOME_HEADER, outcomes), "", OUTCOME_NOTE, "",
           "## Slots", "", ", ".join(slots), "", "## Bias audit", "",
           markdown_table(BIAS_HEADER, bias), "",
           *[f"![{n}]({n})" for n in figures]]
@@ -115,7 +126,9 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
     images = "".join(
         f'<figure><img alt="{n}" src="{png_data_uri(out / n)}"></figure>' for n in figures)
     body = (f"<p>{html.escape(summary)}</p><h2>Sends</h2>"
-            f"{html_table(SEND_HEADER, rows)}<h2>Slots</h2>"
+            f"{html_table(SEND_HEADER, rows)}<h2>Outcomes</h2>"
+            f"{html_table(OUTCOME_HEADER, outcomes)}<p>{html.escape(OUTCOME_NOTE)}</p>"
+            f"<h2>Slots</h2>"
             f"<p>{html.escape(', '.join(slots))}</p><h2>Bias audit</h2>"
             f"{html_table(BIAS_HEADER, bias)}{images}")
     page = html_page(title, body, _STYLE)

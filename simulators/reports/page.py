@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from bandit.models import OUTCOME_TYPES
 
 Row = Sequence[str]
 
@@ -80,3 +82,61 @@ def write_png(figure: Figure, path: Path) -> None:
 def markdown_images(plots: dict[str, tuple[str, Any]]) -> list[str]:
     """Each plot of ``plots`` (file name -> (title, ...)) as a Markdown image line."""
     return [f"![{title}]({name})" for name, (title, _) in plots.items()]
+
+
+OUTCOME_HEADER = ("outcome", "personalized [95%]", "holdout [95%]", "lift [95%]")
+OUTCOME_NOTE = (
+    "Per decision: the share of decisions with at least one learned event of each type "
+    "(Wilson 95% interval; n/a without decisions) and the reward (normal-approximation "
+    "interval); lift is personalized minus holdout (rates: percentage points, Newcombe 95% "
+    "interval), "
+    "always shown for unsubscribe and complaint, the guardrails; no events: none of either "
+    "group's decisions had one.")
+
+
+def _rate(item: Mapping[str, Any] | None) -> str:
+    if not item:
+        return "n/a"
+    return (f"{100 * item['estimate']:.2f}% [{100 * item['low']:.2f}, "
+            f"{100 * item['high']:.2f}]")
+
+
+def _number(item: Mapping[str, Any] | None, sign: str = "") -> str:
+    if not item:
+        return "n/a"
+    return (f"{item['estimate']:{sign}.4f} [{item['low']:{sign}.4f}, "
+            f"{item['high']:{sign}.4f}]")
+
+
+def _points(item: Mapping[str, Any] | None) -> str:
+    if not item:
+        return "n/a"
+    return (f"{100 * item['estimate']:+.2f} [{100 * item['low']:+.2f}, "
+            f"{100 * item['high']:+.2f}]")
+
+
+def outcome_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The rows of OUTCOME_HEADER for a campaign report (``CampaignReport`` as JSON, or one
+    of its slots): the reward per decision, then every outcome type's rate per group and its
+    lift.
+
+    >>> rate = {"estimate": 0.5, "low": 0.25, "high": 0.75}
+    >>> group = {"mean_reward": rate, "outcomes": {"click": {"interval": rate}}}
+    >>> rows = outcome_rows({"groups": {"personalized": group, "holdout": group},
+    ...                      "lift": {"estimate": 0.0, "low": -0.5, "high": 0.5},
+    ...                      "outcome_lift": {"click": {"lift": None}}})
+    >>> rows[0]
+    ('reward', '0.5000 [0.2500, 0.7500]', '0.5000 [0.2500, 0.7500]', '+0.0000 [-0.5000, +0.5000]')
+    >>> rows[2]
+    ('click', '50.00% [25.00, 75.00]', '50.00% [25.00, 75.00]', 'n/a')
+    """
+    groups = report.get("groups", {})
+    personalized, holdout = groups.get("personalized", {}), groups.get("holdout", {})
+    lifts = report.get("outcome_lift", {})
+    rows: list[tuple[str, ...]] = [("reward", _number(personalized.get("mean_reward")),
+             _number(holdout.get("mean_reward")), _number(report.get("lift"), "+"))]
+    for kind in OUTCOME_TYPES:
+        lift = _points(lifts[kind]["lift"]) if kind in lifts else "no events"
+        rows.append((kind, _rate(personalized.get("outcomes", {}).get(kind, {}).get("interval")),
+                     _rate(holdout.get("outcomes", {}).get(kind, {}).get("interval")), lift))
+    return rows

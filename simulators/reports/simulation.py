@@ -1,13 +1,14 @@
 """Write a simulation's results: results.json, report.md, report.html and PNG plots
-(through ``simulators.reports.page``)."""
+(through ``simulators.reports.page``); with the engines' campaign reports, their outcome rates
+per group and the lift on each."""
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 from matplotlib import colormaps
@@ -51,8 +52,11 @@ def format_slot_row(row: SlotRow) -> tuple[str, ...]:
     )
 
 
-def write_report(result: SimulationResult, out_dir: str | Path) -> Path:
-    """Write every report file into out_dir (created if needed); returns the HTML report's path."""
+def write_report(result: SimulationResult, out_dir: str | Path,
+                 reports: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Write every report file into out_dir (created if needed); returns the HTML report's path.
+    ``reports``: per run of an email campaign, its engine's ``CampaignReport`` as JSON, shown
+    as outcome tables (``page.outcome_rows``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # allow_nan=False: a NaN in a curve is a bug to see now, not a null to puzzle over later.
@@ -63,9 +67,10 @@ def write_report(result: SimulationResult, out_dir: str | Path) -> Path:
 
     rows = [format_row(row) for row in result.summary()]
     slot_rows = [format_slot_row(row) for row in result.slot_summary()]
-    (out / "report.md").write_text(_markdown(result, rows, slot_rows))
+    outcomes = {name: page.outcome_rows(r) for name, r in (reports or {}).items()}
+    (out / "report.md").write_text(_markdown(result, rows, slot_rows, outcomes))
     report = out / "report.html"
-    report.write_text(_html(result, rows, slot_rows, out))
+    report.write_text(_html(result, rows, slot_rows, outcomes, out))
     return report
 
 
@@ -85,7 +90,8 @@ def _parameters(result: SimulationResult) -> str:
 
 
 def _markdown(result: SimulationResult, rows: list[tuple[str, ...]],
-              slot_rows: list[tuple[str, ...]]) -> str:
+              slot_rows: list[tuple[str, ...]],
+              outcomes: dict[str, list[tuple[str, ...]]]) -> str:
     lines = [
         f"# {_title(result)}",
         "",
@@ -101,18 +107,28 @@ def _markdown(result: SimulationResult, rows: list[tuple[str, ...]],
         "",
         _SLOT_DEFINITIONS,
         "",
-        *page.markdown_images(PLOTS),
     ]
+    for name, table in outcomes.items():
+        lines += [f"## Outcomes: {name}", "", page.markdown_table(page.OUTCOME_HEADER, table), ""]
+    if outcomes:
+        lines += [page.OUTCOME_NOTE, ""]
+    lines += page.markdown_images(PLOTS)
     return "\n".join(lines) + "\n"
 
 
 def _html(result: SimulationResult, rows: list[tuple[str, ...]],
-          slot_rows: list[tuple[str, ...]], out: Path) -> str:
+          slot_rows: list[tuple[str, ...]], outcomes: dict[str, list[tuple[str, ...]]],
+          out: Path) -> str:
+    tables = "".join(f"<h2>Outcomes: {html.escape(name)}</h2>"
+                     f"{page.html_table(page.OUTCOME_HEADER, table)}"
+                     for name, table in outcomes.items())
+    note = f"<p>{html.escape(page.OUTCOME_NOTE)}</p>" if outcomes else ""
     body = (
         f"<p>{html.escape(_parameters(result))}</p>"
         f"{page.html_table(SUMMARY_HEADER, rows)}<p>{html.escape(_DEFINITIONS)}</p>"
         f"<h2>Per slot</h2>{page.html_table(SLOT_HEADER, slot_rows)}"
-        f"<p>{html.escape(_SLOT_DEFINITIONS)}</p>{page.titled_images(out, PLOTS)}"
+        f"<p>{html.escape(_SLOT_DEFINITIONS)}</p>{tables}{note}"
+        f"{page.titled_images(out, PLOTS)}"
     )
     return page.html_page(_title(result), body, page.STYLE + page.NUMBERS_RIGHT + page.IMAGES)
 

@@ -1,0 +1,59 @@
+"""The static reports' outcome tables: the demo's (from the service's report JSON) and the
+simulation's (from its engines' reports) show every outcome type per group and its lift."""
+
+from __future__ import annotations
+
+from bandit.engine import Engine
+from bandit.models import OUTCOME_TYPES, CampaignSpec, JoinedEvent
+from simulators.email_campaign import EmailCampaign
+from simulators.reports import demo, simulation
+from simulators.simulate import make_policies, simulate
+
+
+def _engine_report() -> dict:
+    """A campaign whose personalized decisions clicked 4 in 10, holdout 1 in 10, one holdout
+    decision unsubscribed."""
+    engine = Engine()
+    engine.create_campaign(CampaignSpec.model_validate({
+        "name": "w", "holdout": 0.5, "attribution_window_ms": 1000,
+        "slots": [{"name": "s", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a",
+                   "policy": {"kind": "beta_ts"}}]}))
+    engine.learn([JoinedEvent(
+        decision_id=f"{i:032x}", campaign="w", subject=f"{i:032x}", ts=i,
+        slots={"s": {"arm": "b" if i < 10 else "a", "propensity": 0.5}}, holdout=i >= 10,
+        outcomes=({"click": 1} if i % 10 < (4 if i < 10 else 1) else {})
+        | ({"unsubscribe": 1} if i == 19 else {}),
+        rewards={"s": 1.0 if i % 10 < (4 if i < 10 else 1) else 0.0}) for i in range(20)])
+    return engine.report("w").model_dump(mode="json")
+
+
+def test_the_demo_report_shows_outcome_rates_and_lift(tmp_path):
+    send = demo.SendResult(send=1, decisions=20, model_version=1, holdout=10,
+                           clicks_personalized=4, clicks_holdout=1, expected=0.3, oracle=0.4,
+                           uniform=0.2, lift=(0.3, 0.0, 0.6), seconds=1.0, events_per_s=20.0,
+                           dead_letters=0, allocation={"s": {"a": 10, "b": 10}})
+    page = demo.write_report([send], _engine_report(), tmp_path, subscribers=20,
+                             seed=0).read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Outcomes" in markdown and "<h2>Outcomes</h2>" in page
+    # Wilson 4/10 and 1/10; lift +30 points; no opens: "no events".
+    assert "| click | 40.00% [16.82, 68.73] | 10.00% [1.79, 40.42] | +30.00 [" in markdown
+    assert "| open | 0.00% [0.00, 27.75] | 0.00% [0.00, 27.75] | no events |" in markdown
+    assert "| unsubscribe | 0.00% [0.00, 27.75] | 10.00% [1.79, 40.42] | -10.00 [" in markdown
+    for kind in OUTCOME_TYPES:
+        assert f"<td>{kind}</td>" in page
+
+
+def test_the_simulation_report_shows_each_engines_outcome_table(tmp_path):
+    env = EmailCampaign()
+    engines = make_policies(["beta_ts"], env, seed=0)
+    result = simulate(env, engines, 400, batch_size=200, seed=0, progress=False)
+    reports = {name: e.report(next(iter(e._campaigns))).model_dump(mode="json")
+               for name, e in engines.items()}
+    page = simulation.write_report(result, tmp_path, reports).read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Outcomes: beta_ts" in markdown and "<h2>Outcomes: beta_ts</h2>" in page
+    for kind in ("reward", *OUTCOME_TYPES):
+        assert f"| {kind} |" in markdown
+    # No holdout in a simulation run: the guardrails' lift is shown, without an interval.
+    assert "| complaint | 0.00% [" in markdown and "| n/a | n/a |" in markdown
