@@ -1,5 +1,5 @@
-"""Events (impressions and clicks) for senders that cannot write to Kafka, and the erasure of
-a subject."""
+"""Events (sends, outcomes, legacy impressions and clicks) for senders and trackers that
+cannot write to Kafka, and the erasure of a subject."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import re
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import Field, TypeAdapter
 
 from bandit.engine import Engine, strip_consentless
+from bandit.engine.join import Joinable
 from bandit.errors import InvalidInputError, NotFoundError, OverCapacityError
-from bandit.models import Click, Event, Impression
+from bandit.models import Event
 from bandit.service.bodies import Accepted, Erased, as_json
 from bandit.service.dependencies import (
     INGESTED,
@@ -39,9 +40,8 @@ from bandit.service.reading import (
 )
 
 router = APIRouter(route_class=StrictRoute)
-_EVENT: TypeAdapter[Impression | Click] = TypeAdapter(Event)
-_EVENTS: TypeAdapter[list[Impression | Click]] = TypeAdapter(
-    Annotated[list[Event], Field(min_length=1)])
+_EVENT: TypeAdapter[Joinable] = TypeAdapter(Event)
+_EVENTS: TypeAdapter[list[Joinable]] = TypeAdapter(Annotated[list[Event], Field(min_length=1)])
 
 
 @router.post("/v1/events", response_model=Accepted, tags=["events"],
@@ -50,17 +50,20 @@ _EVENTS: TypeAdapter[list[Impression | Click]] = TypeAdapter(
              responses=responses(400, 401, 403, 404, 413, 415, 422, 503))
 async def record(request: Request, engine: EngineDep, metrics: MetricsDep,
                  link: LinkDep) -> Response:
-    """Impressions and clicks, for senders that cannot write to Kafka: a JSON list of
-    events, or ``application/x-ndjson`` with one event per line. An unknown campaign is a
-    404, as on the decision routes (a campaign a body names is a resource, whichever the
-    route; the item is named, ``[3]`` or ``line 4``), unknown slots, arms or context
-    features a 422, and an impression that would leave more than ``max_pending`` decisions
-    of its campaign waiting a 503 ``over_capacity``: each refuses the whole request before
-    anything is learned, so a batch is never half recorded. Duplicates, late and orphan
-    clicks are dropped and not counted as accepted. An impression of a decision made
-    without consent (its id's last hex digit is even) is accepted without its context and
-    segments (metric ``cmab_impressions_stripped``). Needs the ingest token when one is
-    configured."""
+    """What senders and trackers report, for those that cannot write to Kafka: sends (the
+    email of a decision went out), outcomes (``open``, ``click``, ``conversion`` with its
+    ``value``, ``unsubscribe``, ``complaint``, ``bounce``; ``machine: true`` for a proxy's
+    or scanner's), and the legacy ``impression`` (the send of a decision the service logged;
+    a decision and its send for one made elsewhere). A JSON list of events, or
+    ``application/x-ndjson`` with one event per line. A campaign an event names that does
+    not exist is a 404, as on the decision routes (the item is named, ``[3]`` or
+    ``line 4``), unknown slots, arms or context features a 422, and an impression that
+    would leave more than ``max_pending`` decisions of its campaign waiting a 503
+    ``over_capacity``: each refuses the whole request before anything is learned, so a
+    batch is never half recorded. Duplicates, late and orphan events are dropped and not
+    counted as accepted. An impression of a decision made without consent (its id's last
+    hex digit is even) is accepted without its context and segments (metric
+    ``cmab_impressions_stripped``). Needs the ingest token when one is configured."""
     body, ndjson = await request.body(), is_ndjson(request)
     encoded(body)
     try:
@@ -76,16 +79,16 @@ def _record_body(engine: Engine, metrics: Metrics, link: Link | None, body: byte
                  ndjson: bool) -> int:
     """Read, check and record (or send to the stream) the events of a body: the number
     accepted."""
-    events: Sequence[Impression | Click]
+    events: Sequence[Joinable]
     events, where = _events_of(body, ndjson)
     known: set[str] = set()
     for label, event in zip(where, events, strict=True):
-        if event.campaign not in known:
+        if event.campaign is not None and event.campaign not in known:
             try:
                 engine.campaign(event.campaign)
             except NotFoundError as error:
                 raise ServiceError(
-                    404, "not_found", f"{label}: event {event.event_id!r}: {error}",
+                    404, "not_found", f"{label}: event {_event_id(event)!r}: {error}",
                     field="campaign" if ndjson else f"{label}.campaign") from None
             known.add(event.campaign)
     # Here, so that a consent-less decision's context does not reach the stream either.
@@ -98,14 +101,19 @@ def _record_body(engine: Engine, metrics: Metrics, link: Link | None, body: byte
         if match is None:
             raise
         i = int(match[1])
-        inner = InvalidInputError(str(error)[len(f"event {i} ({events[i].event_id}): "):])
+        inner = InvalidInputError(str(error)[len(f"event {i} ({_event_id(events[i])}): "):])
         raise refused(where[i], inner, ndjson=ndjson,
-                      prefix=f"event {events[i].event_id!r}: ") from None
+                      prefix=f"event {_event_id(events[i])!r}: ") from None
     metrics.stripped.inc(stripped)
     return accepted
 
 
-def _events_of(body: bytes, ndjson: bool) -> tuple[list[Impression | Click], list[str]]:
+def _event_id(event: Joinable) -> str:
+    """How errors name an event (a body holds no logged decisions: each has an event id)."""
+    return event.decision_id if event.type == "decision" else cast(Any, event).event_id
+
+
+def _events_of(body: bytes, ndjson: bool) -> tuple[list[Joinable], list[str]]:
     """The events of a JSON or NDJSON body, each with its label in errors (``[3]``,
     ``line 4``)."""
     if ndjson:
