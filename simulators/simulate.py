@@ -35,7 +35,7 @@ from rich.progress import (
 from bandit.engine import DecisionBatch, Engine
 from bandit.engine.join import subject_key
 from bandit.errors import InvalidInputError
-from bandit.models import Arm, DecisionRequest, JoinedEvent, SlotChoice
+from bandit.models import Arm, DecisionRequest, JoinedEvent, LoggedChoice
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
 from simulators.email_campaign import ARTWORK as ARTWORK_SLOT
 from simulators.email_campaign import SLOTS, EmailCampaign
@@ -442,7 +442,8 @@ def _joined(batch: DecisionBatch, requests: Sequence[DecisionRequest], clicks: l
             decision_id=batch.decision_ids[i], campaign=batch.campaign,
             subject=subject_key(request.user_id).hex(),
             ts=ts_ms,
-            slots={c.slot: SlotChoice(arm=c.arm_ids[c.arms[i]], propensity=float(c.propensity[i]))
+            slots={c.slot: LoggedChoice(arm=c.arm_ids[c.arms[i]],
+                                       propensity=float(c.propensity[i]))
                    for c in batch.slots},
             context=request.context, segments=request.segments,
             rewards={c.slot: reward for c in batch.slots},

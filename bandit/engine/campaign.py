@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -306,13 +306,14 @@ def check_event(campaigns: Mapping[str, _Campaign], e: Checkable) -> None:
     c = _campaign_of(campaigns, e.campaign)
     try:
         if e.type == "impression" or e.type == "decision":
-            for slot, choice in e.slots.items():
+            decision = cast("DecisionLike | Joined", e)
+            for slot, choice in decision.slots.items():
                 if choice.arm not in c.slot(slot).arm_index:
                     raise UnknownArmError(f"slot {slot!r}: no arm {choice.arm!r}")
-            if e.context is not None:
-                c.context.check(e.context)
-        elif e.type != "send" and e.slot is not None:
-            c.slot(e.slot)
+            if decision.context is not None:
+                c.context.check(decision.context)
+        elif e.type != "send" and (slot_name := cast(OutcomeLike, e).slot) is not None:
+            c.slot(slot_name)
     except (NotFoundError, UnknownArmError) as exc:
         raise InvalidInputError(str(exc)) from None
 
@@ -331,13 +332,15 @@ def event_checker(campaigns: Mapping[str, _Campaign]) -> Callable[[Checkable], N
             c = _campaign_of(campaigns, e.campaign)
             slots = arms_of[e.campaign] = {s.spec.name: s.arm_index for s in c.slots}
         if e.type == "impression" or e.type == "decision":
-            for slot, choice in e.slots.items():
+            decision = cast("DecisionLike | Joined", e)
+            for slot, choice in decision.slots.items():
                 arms = slots.get(slot)
                 if arms is None or choice.arm not in arms:
                     check_event(campaigns, e)  # raises: no such slot or arm
-            if e.context is not None:
-                campaigns[e.campaign].context.check(e.context)
-        elif e.type != "send" and e.slot is not None and e.slot not in slots:
+            if decision.context is not None:
+                campaigns[e.campaign].context.check(decision.context)
+        elif e.type != "send" and (name := cast(OutcomeLike, e).slot) is not None and (
+                name not in slots):
             check_event(campaigns, e)  # raises: no such slot
 
     return check

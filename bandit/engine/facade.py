@@ -270,7 +270,7 @@ class Engine:
                 except InvalidInputError as exc:
                     raise InvalidInputError(f"event {i} ({_name(e)}): {exc}") from None
             if whole and (over := self._joiner.over_cap(events, watermark)):
-                refused = Counter(events[i].campaign for i in over)
+                refused = Counter(cast(str, events[i].campaign) for i in over)
                 raise OverCapacityError(
                     f"{len(over)} of the decisions would leave more than "
                     f"{self._joiner.max_pending} decisions waiting for their attribution "

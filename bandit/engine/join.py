@@ -55,7 +55,6 @@ from bandit.wire import Joined
 from bandit.wire.protocols import (
     DecisionLike,
     ImpressionLike,
-    LoggedDecisionLike,
     OutcomeLike,
     SendLike,
 )
@@ -202,12 +201,11 @@ class Joiner(_OpenWindows):
             for event in events:
                 kind = event.type
                 if kind == "decision":
-                    decision = cast(LoggedDecisionLike, event)
-                    key = decision.decision_id
+                    key = event.decision_id
                     if key in row or key in closed:
                         result.rejected.append(Rejected(event, _SECOND_DECISION))
                         continue
-                    ts = decision.ts
+                    ts = event.ts
                 else:
                     sent = cast("ImpressionLike | SendLike | OutcomeLike", event)
                     key = sent.event_id
@@ -234,7 +232,7 @@ class Joiner(_OpenWindows):
                 decision = cast(DecisionLike, event)
                 decision_id = decision.decision_id
                 if kind == "impression" and decision_id in row:  # the send of a logged one
-                    self._send(decision, result, waiting)
+                    self._send(cast(ImpressionLike, event), result, waiting)
                     continue
                 rules = self._rules(decision.campaign)
                 span = rules.window if rules.wait is None else max(rules.window, rules.wait)
@@ -252,8 +250,8 @@ class Joiner(_OpenWindows):
                 deadline = ts + (rules.window if state != UNSENT else cast(float, rules.wait))
                 if not admission.admit(decision.campaign, deadline):
                     result.rejected.append(Rejected(event, admission.reason(decision.campaign)))
-                    if kind != "decision":
-                        del seen[decision.event_id]  # not taken: it may come again
+                    if kind != "decision":  # not taken: it may come again
+                        del seen[cast(ImpressionLike, event).event_id]
                     continue
                 if self._free:
                     r = self._free.pop()
@@ -281,23 +279,22 @@ class Joiner(_OpenWindows):
         """The positions in ``events`` of the decisions that ``add(events, watermark)``
         would refuse for ``max_pending``, without changing anything (the service refuses the
         whole request then)."""
-        counts = Counter(e.campaign for e in events if e.type in _DECISIONS)
+        counts = Counter(cast(DecisionLike, e).campaign for e in events
+                         if e.type in _DECISIONS)
         if all(self._open.get(c, 0) + n <= self.max_pending for c, n in counts.items()):
             return []
         admission = _Admission(self, events, watermark)
         admission.opened = dict(self._open)
         seen, ids, refused = set(), set(), []
         for i, event in enumerate(events):  # add's checks, in add's order
-            if event.type == "decision":
-                decision = cast(LoggedDecisionLike, event)
-            else:
+            if event.type != "decision":
                 sent = cast("ImpressionLike | SendLike | OutcomeLike", event)
                 if sent.event_id in self._seen or sent.event_id in seen:
                     continue
                 seen.add(sent.event_id)
                 if event.type != "impression":
                     continue
-                decision = cast(ImpressionLike, event)
+            decision = cast(DecisionLike, event)
             decision_id = decision.decision_id
             if decision_id in self._row or decision_id in self._closed or decision_id in ids:
                 continue
@@ -492,8 +489,8 @@ class Joiner(_OpenWindows):
             learned = due[~unsent]
             result.closed = self._closed_rows(learned)
             rows = due.tolist()
-            self._closed.update(zip([ids[r] for r in rows], self._deadline[due].tolist(),
-                                    strict=True))
+            self._closed.update(zip([cast(str, ids[r]) for r in rows],
+                                    self._deadline[due].tolist(), strict=True))
             for r in rows:
                 del self._row[cast(str, ids[r])]
             subjects, probabilities = self._subjects, self._probabilities

@@ -378,10 +378,10 @@ class _OpenWindows:
                                                     len(segments)).reshape(-1, g)
         at = np.fromiter((r for r, _, _ in pending), np.intp, len(pending))
         imps = [imp for _, _, imp in pending]
-        rows = np.array([timing[r] for r, _, _ in pending], dtype=np.float64)
-        deadline = rows[:, 1]
-        self._ts[at], self._deadline[at], self._send_ts[at] = rows[:, 0], deadline, rows[:, 4]
-        self._sent[at] = rows[:, 3]
+        timings = np.array([timing[r] for r, _, _ in pending], dtype=np.float64)
+        deadline = timings[:, 1]
+        self._ts[at], self._deadline[at] = timings[:, 0], deadline
+        self._send_ts[at], self._sent[at] = timings[:, 4], timings[:, 3]
         self._model_version[at] = [imp.model_version for imp in imps]
         self._shape[at] = np.fromiter((shape for _, shape, _ in pending), np.int32, len(pending))
         self._holdout[at] = np.fromiter((imp.holdout for imp in imps), np.bool_, len(imps))

@@ -295,7 +295,7 @@ class OutcomeReward(Strict):
     aggregation: Literal["sum", "max", "first"] = "sum"
 
 
-def _click_reward() -> dict[str, OutcomeReward]:
+def _click_reward() -> dict[OutcomeType, OutcomeReward]:
     return {"click": OutcomeReward(weight=1.0)}
 
 
@@ -351,9 +351,10 @@ class CampaignSpec(Strict):
         names = [s.name for s in self.slots]
         if len(set(names)) != len(names):
             raise ValueError("slot names must be distinct")
-        for kind, rule in self.reward.outcomes.items():
-            if rule.window_ms is not None and rule.window_ms > self.attribution_window_ms:
-                raise ValueError(f"reward.outcomes.{kind}.window_ms: {rule.window_ms:g} is "
+        for kind, outcome in self.reward.outcomes.items():
+            if (outcome.window_ms is not None
+                    and outcome.window_ms > self.attribution_window_ms):
+                raise ValueError(f"reward.outcomes.{kind}.window_ms: {outcome.window_ms:g} is "
                                  "longer than attribution_window_ms "
                                  f"{self.attribution_window_ms:g}")
         context = {f.name for f in self.context.features} | set(self.context.segments)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from bandit.engine import Engine
-from bandit.engine.join import Joinable
+from bandit.models import Impression, Outcome, Send
 
 
 class Link(Protocol):
@@ -18,7 +18,7 @@ class Link(Protocol):
     def campaign_changed(self, name: str) -> None:
         """Publish the campaign's record after a create, add or retire arm, or pause."""
 
-    def events(self, events: Sequence[Joinable]) -> int:
+    def events(self, events: Sequence[Impression | Send | Outcome]) -> int:
         """Check every event, then send them all (nothing is sent if one is bad): the number
         sent. An event the engine refuses is an InvalidInputError ``event <i> (<event id>):
         <reason>``."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import attrgetter
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, cast
 
 import msgspec
 
@@ -163,13 +163,14 @@ def misfits(events: Sequence[Event | Exception]) -> list[int]:
                 out.append(i)
                 continue
         elif type(e) in _SENT:
-            names = [n for n in (e.campaign, getattr(e, "slot", None)) if n is not None]
+            sent = cast("Send | Outcome", e)
+            names = [n for n in (sent.campaign, getattr(sent, "slot", None)) if n is not None]
             if not fits(names) and not names_match(names):
                 out.append(i)
                 continue
         else:
             continue
-        ids.append(e.decision_id)
+        ids.append(cast("Impression | Send | Outcome", e).decision_id)
         where.append(i)
     bad = ids_misfit(ids, where)
     return sorted(out + bad) if bad else out

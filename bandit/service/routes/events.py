@@ -16,7 +16,7 @@ from pydantic import Field, TypeAdapter
 from bandit.engine import Engine, strip_consentless
 from bandit.engine.join import Joinable
 from bandit.errors import InvalidInputError, NotFoundError, OverCapacityError
-from bandit.models import Event
+from bandit.models import Event, Impression, Outcome, Send
 from bandit.service.bodies import Accepted, Erased, as_json
 from bandit.service.dependencies import (
     INGESTED,
@@ -40,8 +40,9 @@ from bandit.service.reading import (
 )
 
 router = APIRouter(route_class=StrictRoute)
-_EVENT: TypeAdapter[Joinable] = TypeAdapter(Event)
-_EVENTS: TypeAdapter[list[Joinable]] = TypeAdapter(Annotated[list[Event], Field(min_length=1)])
+_Sent = Impression | Send | Outcome  # what Event reads (a union of models)
+_EVENT: TypeAdapter[_Sent] = TypeAdapter(Event)
+_EVENTS: TypeAdapter[list[_Sent]] = TypeAdapter(Annotated[list[Event], Field(min_length=1)])
 
 
 @router.post("/v1/events", response_model=Accepted, tags=["events"],
@@ -79,7 +80,7 @@ def _record_body(engine: Engine, metrics: Metrics, link: Link | None, body: byte
                  ndjson: bool) -> int:
     """Read, check and record (or send to the stream) the events of a body: the number
     accepted."""
-    events: Sequence[Joinable]
+    events: Sequence[_Sent]
     events, where = _events_of(body, ndjson)
     known: set[str] = set()
     for label, event in zip(where, events, strict=True):
@@ -113,7 +114,7 @@ def _event_id(event: Joinable) -> str:
     return event.decision_id if event.type == "decision" else cast(Any, event).event_id
 
 
-def _events_of(body: bytes, ndjson: bool) -> tuple[list[Joinable], list[str]]:
+def _events_of(body: bytes, ndjson: bool) -> tuple[list[_Sent], list[str]]:
     """The events of a JSON or NDJSON body, each with its label in errors (``[3]``,
     ``line 4``)."""
     if ndjson:
