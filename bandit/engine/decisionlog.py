@@ -36,6 +36,20 @@ _LOGGED = msgspec.json.Decoder(list[wire.LoggedDecision])
 
 
 @dataclass(frozen=True)
+class DecisionLogStatus:
+    """What a decision-log writer reports (the service's ``/metrics`` and ``/readyz``):
+    decisions the log took (``logged``: acknowledged by the broker), decisions it lost by
+    reason (``unlogged``: "queue_full", "delivery_failed", "shutdown"), decisions waiting in
+    its queue (``queued``), and why it is failing (None while the last outcome was a
+    delivery)."""
+
+    logged: int
+    unlogged: dict[str, int]
+    queued: int
+    failing: str | None
+
+
+@dataclass(frozen=True)
 class DecisionLog:
     """The decisions of one decide call (n), column by column.
 

@@ -80,7 +80,7 @@ class Engine:
         self.ready = False
         # Called once per decide call with what it decided (outside the lock, unless the
         # caller holds it); it must not block: the service's queues and never raises.
-        self.decision_sink: Callable[[DecisionLog], None] | None = None
+        self.decision_sink: Callable[[DecisionLog], object] | None = None
         self.clock: Callable[[], int] = _now_ms  # the decision log's ts (ms)
 
     # -- campaigns ----------------------------------------------------------------------
@@ -413,7 +413,7 @@ class Engine:
                                          campaign="warm-up", ts=10**10)])
         probe.decide_batch("warm-up", requests)
         probe.decide_one(requests[0])  # the single-row path's own kernel
-        probe.decision_sink = DecisionLog.lines  # type: ignore[assignment]  # and the log's kernels
+        probe.decision_sink = DecisionLog.lines  # and what logging decisions compiles
         probe.decide_batch("warm-up", requests)
         probe.decide_one(requests[0])
         self.ready = True

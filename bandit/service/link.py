@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from bandit.engine import Engine
+from bandit.engine.decisionlog import DecisionLogStatus
 from bandit.models import Click, Impression
 
 
@@ -31,6 +32,10 @@ class Link(Protocol):
 
     def stale_checkpoints(self) -> int:
         """State checkpoints ignored: behind the one absorbed for their partition."""
+
+    def decision_log_status(self) -> DecisionLogStatus:
+        """The decision log's counts: decisions logged, lost by reason, queued; why it is
+        failing (None when it is not)."""
 
     def close(self) -> None:
         """Stop following and publishing."""

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from bandit.cli import main
 from bandit.engine import DecisionBatch, Engine, SlotColumns
+from bandit.engine.decisionlog import DecisionLogStatus
 from bandit.errors import InvalidInputError, NotFoundError
 from bandit.models import CampaignSpec, Contribution, Decision, DecisionRequest
 from bandit.service import create_app
@@ -752,6 +753,9 @@ class FakeLink:
     def stale_checkpoints(self) -> int:
         return 3
 
+    def decision_log_status(self) -> DecisionLogStatus:
+        return DecisionLogStatus(logged=7, unlogged={"queue_full": 2}, queued=1, failing=None)
+
     def close(self) -> None:
         self.calls.append(("close",))
 
@@ -784,7 +788,12 @@ async def test_the_stream_link_is_made_at_start_up_and_gets_campaigns_events_and
             erased = (await c.delete("/v1/subjects/user-1")).json()
             assert erased == {"erased": 0, "forwarded": True}
             assert (await c.get("/readyz")).json() == {"status": "ready", "state_age_s": 2.5}
-            assert "cmab_stale_checkpoints_total 3.0" in (await c.get("/metrics")).text
+            metrics = (await c.get("/metrics")).text
+            assert "cmab_stale_checkpoints_total 3.0" in metrics
+            assert "cmab_decisions_logged_total 7.0" in metrics
+            assert 'cmab_decisions_unlogged_total{reason="queue_full"} 2.0' in metrics
+            assert 'cmab_decisions_unlogged_total{reason="delivery_failed"} 0.0' in metrics
+            assert "cmab_decision_log_queued 1.0" in metrics
         event_id = f"imp-{decision['decision_id']}"
         assert links[0].calls == [("campaign", "s"), ("events", [event_id]),
                                   ("erase", "user-1"), ("close",)]
