@@ -123,8 +123,8 @@ class DecisionLog:
             pieces.append("}")
         pieces[-1] += "}"
         writer.column(b"\n".join(self._private()))
-        pieces.append("}")
-        return writer.rows([p.encode() for p in pieces])
+        pieces.append("}\n")  # no line holds a raw newline: split on it
+        return writer.joined([p.encode() for p in pieces])[0].split(b"\n")[:-1]
 
     def _private(self) -> list[bytes]:
         """Per decision the text after its slots: context and segments with consent, empty
@@ -169,17 +169,25 @@ def _probability_texts(arm_ids: list[str], P: np.ndarray,
     """Each row's ``{"arm":p,...}`` over its eligible arms: one text per row, in a blob, with
     the rows' (starts, ends). Rows with the same eligible arms share a template (most rows of a
     slot have the same ones), so each group is one ``interleave`` call."""
-    n = P.shape[0]
-    codes = np.packbits(eligible, axis=1)
-    patterns, inverse = np.unique(codes, axis=0, return_inverse=True)
+    n, k = P.shape
+    if k < 63:  # a row's eligible arms as one integer: a 1-d sort, or none if all agree
+        codes = eligible @ (np.int64(1) << np.arange(k, dtype=np.int64))
+        patterns, inverse = ((codes[:1], np.zeros(n, dtype=np.int64))
+                             if (codes == codes[0]).all() else np.unique(codes,
+                                                                         return_inverse=True))
+        masks = (patterns[:, None] >> np.arange(k)) & 1 == 1
+    else:
+        patterns, inverse = np.unique(np.packbits(eligible, axis=1), axis=0,
+                                      return_inverse=True)
+        masks = np.unpackbits(patterns, axis=1)[:, :k] == 1
     inverse = inverse.reshape(-1)
     names = [orjson.dumps(a).decode() for a in arm_ids]
     starts, ends = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     blobs: list[bytes] = []
     size = 0
-    for g, code in enumerate(patterns):
-        arms = np.flatnonzero(np.unpackbits(code)[:len(arm_ids)])
-        rows = np.flatnonzero(inverse == g)
+    for g, mask in enumerate(masks):
+        arms = np.flatnonzero(mask)
+        rows = np.flatnonzero(inverse == g) if len(masks) > 1 else np.arange(n)
         group = _Columns(len(rows))
         for a in arms.tolist():
             group.floats(np.ascontiguousarray(P[rows, a]))
@@ -241,11 +249,6 @@ class _Columns:
         out, lengths = self._texts(pieces)
         return out.tobytes(), lengths
 
-    def rows(self, pieces: list[bytes]) -> list[bytes]:
-        out, lengths = self._texts(pieces)
-        text = out.tobytes()
-        cuts = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-        return [text[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 def partition_of(keys: Sequence[str], partitions: int) -> np.ndarray:
