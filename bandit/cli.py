@@ -186,7 +186,8 @@ def serve(
     if settings.bootstrap_servers:
         from streams.link import stream_link
 
-        link = stream_link(settings.bootstrap_servers, settings.topic_prefix)
+        link = stream_link(settings.bootstrap_servers, settings.topic_prefix,
+                           settings.decision_log_capacity)
     try:
         # After the bind: a busy port loads no snapshot.
         app_ = create_app(settings=settings, link=link)

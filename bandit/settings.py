@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     bootstrap_servers: str | None = Field(
         None, min_length=1, description="Kafka bootstrap servers (host:port, comma-separated): "
         "campaigns and events go to the stream, the model follows its state topic.")
+    decision_log_capacity: int = Field(
+        1_000_000, ge=1, description="Stream mode: most decisions waiting to be written to "
+        "<prefix>.decisions; while the broker cannot take them, decisions beyond it are "
+        "decided but not logged (counted in cmab_decisions_unlogged_total).")
     topic_prefix: str = Field("cmab", pattern=r"^[A-Za-z0-9_-]+$",
                               description="Topics are <prefix>.impressions, .clicks, .state, ...")
 

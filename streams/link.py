@@ -3,19 +3,23 @@
 Campaign changes are published as campaign records (the workers and other replicas apply
 them); events posted over HTTP go to the impressions and clicks topics instead of the
 in-process join; erasures go to the campaigns topic as erase records; the model follows the
-state topic (``StateFollower``).
+state topic (``StateFollower``); every decision goes to the decisions topic
+(``DecisionLogWriter``, the engine's ``decision_sink``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from typing import Any
 
 import orjson
 
 from bandit.engine import Engine
+from bandit.engine.decisionlog import DecisionLogStatus
 from bandit.errors import InvalidInputError
-from bandit.models import Click, Impression
+from bandit.models import Impression, Outcome, Send
+from streams.decisionlog import CAPACITY, DecisionLogWriter
 from streams.follower import StateFollower
 from streams.publish import Publisher
 from streams.topics import Topics, create_topics
@@ -26,18 +30,25 @@ class StreamLink:
     """The service's link to the stream (``bandit.service.Link``)."""
 
     def __init__(self, engine: Engine, bootstrap_servers: str, topics: Topics,
-                 partitions: int = 4) -> None:
+                 partitions: int = 4, decision_log_capacity: int = CAPACITY,
+                 decision_log_producer: Mapping[str, Any] | None = None) -> None:
+        """``decision_log_producer``: producer settings of the decision log's writer over its
+        own (``streams.decisionlog``), e.g. a shorter ``delivery_timeout_ms``."""
         self.engine = engine
         self.topics = topics
         self.partitions = create_topics(bootstrap_servers, topics, partitions)
         self.publisher = Publisher(bootstrap_servers, topics)
+        self.decision_log = DecisionLogWriter(bootstrap_servers, topics, self.partitions,
+                                              capacity=decision_log_capacity,
+                                              **(decision_log_producer or {}))
+        engine.decision_sink = self.decision_log.append
         self.follower = StateFollower(engine, bootstrap_servers, topics).start()
 
     def campaign_changed(self, name: str) -> None:
         """Publish the campaign's record after a create, add or retire arm, or pause."""
         self.publisher.campaign(self.engine.campaign_record(name))
 
-    def events(self, events: Sequence[Impression | Click]) -> int:
+    def events(self, events: Sequence[Impression | Send | Outcome]) -> int:
         """Check every event, then send them all (nothing is sent if one is bad)."""
         for i, e in enumerate(events):
             try:
@@ -61,12 +72,19 @@ class StreamLink:
         partition."""
         return self.follower.stale
 
+    def decision_log_status(self) -> DecisionLogStatus:
+        return self.decision_log.status()
+
     def close(self) -> None:
         self.follower.close()
+        self.engine.decision_sink = None
+        self.decision_log.close()
         self.publisher.close()
 
 
-def stream_link(bootstrap_servers: str, topic_prefix: str) -> Callable[[Engine], StreamLink]:
+def stream_link(bootstrap_servers: str, topic_prefix: str,
+                decision_log_capacity: int = CAPACITY) -> Callable[[Engine], StreamLink]:
     """``create_app``'s ``link``: the link to these servers and topics, for the app's engine,
-    made when the app starts."""
-    return partial(StreamLink, bootstrap_servers=bootstrap_servers, topics=Topics(topic_prefix))
+    made when the app starts (``decision_log_capacity``: ``Settings.decision_log_capacity``)."""
+    return partial(StreamLink, bootstrap_servers=bootstrap_servers, topics=Topics(topic_prefix),
+                   decision_log_capacity=decision_log_capacity)

@@ -2,6 +2,8 @@
 
 ``<prefix>.impressions`` and ``<prefix>.clicks`` are keyed by decision id and have the same
 partition count, so a decision's impression and clicks meet in the same partition number.
+``<prefix>.decisions`` (the service's decision log, in blocks: ``streams.decisionlog``) has
+that count too, each block in the partition of its decision ids.
 ``<prefix>.state`` has that count too: partition p holds the checkpoints of the join of
 partition p, one record each, so its newest checkpoint is the partition's last record.
 ``<prefix>.campaigns`` (one partition) carries campaign records; ``.joined`` the closed
@@ -37,6 +39,10 @@ class Topics:
         return f"{self.prefix}.clicks"
 
     @property
+    def decisions(self) -> str:
+        return f"{self.prefix}.decisions"
+
+    @property
     def state(self) -> str:
         return f"{self.prefix}.state"
 
@@ -59,7 +65,8 @@ class Topics:
     def partition_counts(self, partitions: int) -> dict[str, int]:
         """Every topic and its partition count."""
         return {self.impressions: partitions, self.clicks: partitions, self.state: partitions,
-                self.joined: partitions, self.campaigns: 1, self.deadletter: 1,
+                self.joined: partitions, self.decisions: partitions, self.campaigns: 1,
+                self.deadletter: 1,
                 self.vwstate: 1}
 
 
@@ -67,8 +74,8 @@ def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> in
     """Create the deployment's missing topics and return the partition count of the join.
 
     ``partitions`` applies to a new deployment; an existing one keeps its count (the
-    impressions topic's), and a deployment whose impressions, clicks, state and joined topics
-    disagree is refused with a clear error: the join needs them co-partitioned.
+    impressions topic's), and a deployment whose impressions, clicks, decisions, state and
+    joined topics disagree is refused with a clear error: the join needs them co-partitioned.
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic

@@ -18,8 +18,8 @@ from bandit.service.dependencies import API_TOKEN, INGEST_TOKEN
 from bandit.service.errors import add_handlers
 from bandit.service.fast_path import SingleFastPath
 from bandit.service.limits import BodyLimit
-from bandit.service.link import LinkFactory
-from bandit.service.metrics import Metrics, StreamCounts
+from bandit.service.link import JoinLog, LinkFactory
+from bandit.service.metrics import DecisionLogCounts, Metrics, StreamCounts
 from bandit.service.openapi import openapi
 from bandit.service.reading import StrictRoute
 from bandit.service.routes import ROUTERS
@@ -46,6 +46,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
     Without an engine the app makes one: loaded from ``settings.snapshot_path`` when that file
     exists, else ``Engine(seed=settings.seed)``; either issues decision ids from the operating
     system's randomness unless ``settings.id_seed`` is set (reproducible runs only).
+
+    Every decision is logged (``Engine.decision_sink``): without a link to the engine's own
+    attribution join, in stream mode to ``<prefix>.decisions`` by the link.
 
     ``link`` makes the stream link (stream mode; ``cmab serve`` passes
     ``streams.link.stream_link(...)`` when ``settings.bootstrap_servers`` is set, which then
@@ -74,6 +77,11 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
     metrics = Metrics()
     _keep(app, engine, settings, metrics, link)
     metrics.registry.register(StreamCounts(lambda: app.state.link))
+    if link is None:  # the decision log feeds the engine's own join (the link sets its own)
+        join_log = JoinLog(engine)
+        engine.decision_sink = join_log
+    metrics.registry.register(DecisionLogCounts(
+        lambda: app.state.link if link is not None else join_log))
     app.router.route_class = StrictRoute
     # The routes themselves, shared by every app (they read it from the request): FastAPI's
     # include_router would wrap each router in one it resolves again on every request.

@@ -46,6 +46,11 @@ class Readiness(Health):
     state_age_s: float | None = Field(
         None, description="Seconds since the model last followed the stream's state topic "
         "(stream mode only; null before the first state).")
+    decision_log: str | None = Field(
+        None, description="Stream mode, when the decision log is failing: why (the broker "
+        "does not take decisions, its queue is full). Decisions are still made (the service "
+        "stays ready: a 503 would take every replica out at once when the broker is down), "
+        "but those the log loses are counted in cmab_decisions_unlogged_total.")
 
 
 def as_json(model: BaseModel, status: int = 200) -> Response:

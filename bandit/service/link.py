@@ -4,10 +4,13 @@ never imports ``streams/``."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from bandit.engine import Engine
+from bandit.engine.decisionlog import DecisionLog, DecisionLogStatus
+from bandit.engine.join import OVER_CAPACITY
 from bandit.models import Impression, Outcome, Send
 
 
@@ -32,9 +35,46 @@ class Link(Protocol):
     def stale_checkpoints(self) -> int:
         """State checkpoints ignored: behind the one absorbed for their partition."""
 
+    def decision_log_status(self) -> DecisionLogStatus:
+        """The decision log's counts: decisions logged, lost by reason, queued; why it is
+        failing (None when it is not)."""
+
     def close(self) -> None:
         """Stop following and publishing."""
 
 
 # Called at start-up, off the event loop, with the app's engine.
 LinkFactory = Callable[[Engine], Link]
+
+
+class DecisionLogged(Protocol):
+    """What reports a decision log's counts: the link, or the in-process ``JoinLog``."""
+
+    def decision_log_status(self) -> DecisionLogStatus: ...
+
+
+class JoinLog:
+    """The in-process decision log (no stream): each decide call's decisions go to the
+    engine's own attribution join, as the stream worker's join reads them from
+    ``<prefix>.decisions``. Never an error for the decision already made: a decision the join
+    cannot hold (its campaign has ``max_pending`` decisions open) is counted as unlogged
+    ("over_capacity") and will not be learned."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self.logged = 0
+        self.over_capacity = 0
+
+    def __call__(self, log: DecisionLog) -> None:
+        # The engine's own decisions: known campaigns and arms, consent applied by the log.
+        result = self._engine.ingest(log.decisions(), checked=True)
+        over = sum(r.reason.startswith(OVER_CAPACITY) for r in result.rejected)
+        with self._lock:
+            self.logged += len(log) - over
+            self.over_capacity += over
+
+    def decision_log_status(self) -> DecisionLogStatus:
+        with self._lock:
+            return DecisionLogStatus(self.logged, {"over_capacity": self.over_capacity}, 0,
+                                     None)

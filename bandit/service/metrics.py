@@ -6,10 +6,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from bandit.engine import DecisionBatch
-from bandit.service.link import Link
+from bandit.engine.decisionlog import DecisionLogStatus
+from bandit.service.link import DecisionLogged, Link
 
 
 class Metrics:
@@ -63,3 +64,41 @@ class StreamCounts:
             "cmab_stale_checkpoints", "State-topic checkpoints the model did not step back "
             "to: behind the one absorbed for their partition (written by a worker that "
             "stalled past its session timeout).", value=value)
+
+
+UNLOGGED_REASONS = ("queue_full", "delivery_failed", "shutdown", "over_capacity")
+
+
+class DecisionLogCounts:
+    """The decision log's counts, read from the stream link at each scrape (stream mode
+    only): decisions logged to ``<prefix>.decisions``, decisions decided but not logged by
+    reason, and the writer's queue."""
+
+    def __init__(self, link: Callable[[], DecisionLogged | None]) -> None:
+        self._link = link
+
+    def describe(self) -> list[CounterMetricFamily | GaugeMetricFamily]:
+        return self._families(DecisionLogStatus(0, {}, 0, None))
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        link = self._link()
+        if link is not None:
+            yield from self._families(link.decision_log_status())
+
+    @staticmethod
+    def _families(status: DecisionLogStatus) -> list[CounterMetricFamily | GaugeMetricFamily]:
+        logged = CounterMetricFamily(
+            "cmab_decisions_logged", "Decisions written to the decisions topic (acknowledged "
+            "by the broker), or in process taken by the engine's join.", value=status.logged)
+        unlogged = CounterMetricFamily(
+            "cmab_decisions_unlogged", "Decisions made but not logged, by reason: queue_full "
+            "(the writer's queue was full), delivery_failed (the broker did not take them "
+            "in time), shutdown (still queued when the service stopped), over_capacity (in "
+            "process: the join held max_pending decisions of the campaign).",
+            labels=["reason"])
+        for reason in sorted({*UNLOGGED_REASONS, *status.unlogged}):
+            unlogged.add_metric([reason], status.unlogged.get(reason, 0))
+        queued = GaugeMetricFamily(
+            "cmab_decision_log_queued", "Decisions waiting in the decision log's queue.",
+            value=status.queued)
+        return [logged, unlogged, queued]

@@ -24,12 +24,17 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness, response_model_exclude_none=True,
             tags=["operations"], responses=responses(503))
 async def readyz(engine: EngineDep, link: LinkDep) -> Readiness:
-    """Ready to decide at full speed: kernels compiled or loaded from the cache."""
+    """Ready to decide at full speed: kernels compiled or loaded from the cache. In stream
+    mode a failing decision log is reported (``decision_log``) but keeps the answer 200:
+    deciding goes on without the broker, so taking the replicas out of service would turn a
+    logging outage into a decision outage; the lost decisions are counted in /metrics."""
     if not engine.ready:
         raise ServiceError(503, "unavailable", "warming up: kernels are compiling",
                            headers={"Retry-After": "1"})
-    age = link.state_age_s() if link is not None else None
-    return Readiness(status="ready", state_age_s=age)
+    if link is None:
+        return Readiness(status="ready")
+    return Readiness(status="ready", state_age_s=link.state_age_s(),
+                     decision_log=link.decision_log_status().failing)
 
 
 @router.get("/metrics", tags=["operations"], response_class=Response,
@@ -37,5 +42,6 @@ async def readyz(engine: EngineDep, link: LinkDep) -> Readiness:
                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def prometheus(metrics: MetricsDep) -> Response:
     """Decisions by campaign, slot and arm; decision latency; errors by code; in stream
-    mode, stale checkpoints ignored."""
+    mode, stale checkpoints ignored and the decision log's counts (logged, unlogged by
+    reason, queued)."""
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -6,6 +6,7 @@ without context, and each one stripped is counted. With consent nothing changes.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -95,10 +96,11 @@ def test_post_events_strips_and_counts():
         transport = httpx.ASGITransport(create_app(e, Settings()))
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as c:
             ids = []
-            for user, consent in (("u0", False), ("u1", True)):
+            # The service logs each decision with its request's context (consent only); an
+            # impression is the send of a logged decision: its own context is not read.
+            for user, consent, logged in (("u0", False, SECRET), ("u1", True, SHARED)):
                 answer = await c.post("/v1/decisions", json={
-                    "campaign": "c", "user_id": user, "consent": consent,
-                    "context": {"engagement": 0.5}})
+                    "campaign": "c", "user_id": user, "consent": consent, **logged})
                 ids.append(answer.json()["decision_id"])
             body = [impression(ids[0], "u0", SECRET), impression(ids[1], "u1", SHARED)]
             assert (await c.post("/v1/events", json=body)).json() == {"accepted": 2}
@@ -108,7 +110,7 @@ def test_post_events_strips_and_counts():
     assert "cmab_impressions_stripped_total 1.0" in metrics
     data = e.to_bytes()
     assert not secrets_in(data, "u0") and secrets_in(data, "u1")
-    closed = e.ingest([Click.model_validate(far_click())]).closed
+    closed = e.ingest([Click.model_validate(far_click(time.time_ns() // 10**6 + 10**10))]).closed
     joined = {d: orjson.loads(text) for d, text in closed.json()}
     assert "context" not in joined[no] and joined[no]["segments"] == {}
     assert joined[yes]["context"] == SHARED["context"]

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from bandit.cli import main
 from bandit.engine import DecisionBatch, Engine, SlotColumns
+from bandit.engine.decisionlog import DecisionLogStatus
 from bandit.errors import InvalidInputError, NotFoundError
 from bandit.models import CampaignSpec, Contribution, Decision, DecisionRequest
 from bandit.service import create_app
@@ -52,6 +54,15 @@ def guarded() -> Iterator[httpx.Client]:
     """A second service with a token and a 4 KiB body limit."""
     with live(create_app(Engine(seed=1), Settings(api_token=TOKEN, max_body_bytes=4096))) as c:
         yield c
+
+
+@pytest.fixture
+def own(newsletter_spec: Callable[[str], dict[str, Any]]) -> Iterator[tuple[httpx.Client, str]]:
+    """A service of its own and a campaign on it, for a test that moves event time: the
+    service logs every decision it makes in its join, whose watermark all campaigns share."""
+    with live(create_app(Engine(seed=0), Settings())) as c:
+        assert c.post("/v1/campaigns", json=newsletter_spec("own")).status_code == 201
+        yield c, "own"
 
 
 @pytest.fixture
@@ -302,20 +313,23 @@ def impressions(decisions: list[dict], ts: int) -> list[dict]:
             for d in decisions]
 
 
-def test_events_are_learned_and_reported(client, campaign):
+def test_events_are_learned_and_reported(own):
+    client, campaign = own
     decisions = decide_many(client, campaign, 200)
+    now = time.time_ns() // 10**6  # the service logs its decisions at its clock's time
     clicks = [{"type": "click", "event_id": f"click-{d['decision_id']}",
-               "decision_id": d["decision_id"], "campaign": campaign, "ts": 1500}
+               "decision_id": d["decision_id"], "campaign": campaign, "ts": now + 500}
               for d in decisions[::4]]
-    response = client.post("/v1/events", json=impressions(decisions, 1000) + clicks)
+    response = client.post("/v1/events", json=impressions(decisions, now) + clicks)
     assert response.json() == {"accepted": 250}
     # An impression far in event time closes the earlier attribution windows (1 s): as NDJSON.
     late = decide_many(client, campaign, 1, start=999)
-    body = b"\n".join(json.dumps(e).encode() for e in impressions(late, 60_000))
+    body = b"\n".join(json.dumps(e).encode() for e in impressions(late, now + 60_000))
     assert client.post("/v1/events", content=body, headers=NDJSON).json() == {"accepted": 1}
 
     report = client.get(f"/v1/campaigns/{campaign}/report").json()
-    assert report["campaign"] == campaign and report["impressions"] == 200
+    # the late decision too: its window opened when it was made, a minute before its send
+    assert report["campaign"] == campaign and report["impressions"] == 201
     assert report["model_version"] >= 1 and report["paused"] is False
     for key in ("personalized_ctr", "holdout_ctr", "lift"):
         assert report[key] is None or report[key]["low"] <= report[key]["estimate"] <= \
@@ -323,7 +337,7 @@ def test_events_are_learned_and_reported(client, campaign):
     assert [s["slot"] for s in report["slots"]] == list(DECLARED)
     for slot in report["slots"]:
         assert {a["arm"] for a in slot["arms"]} == DECLARED[slot["slot"]]
-        assert sum(a["impressions"] for a in slot["arms"]) == 200
+        assert sum(a["impressions"] for a in slot["arms"]) == 201
         assert sum(a["reward"] for a in slot["arms"]) == 50.0
         assert {(s["segment"], s["value"]) for s in slot["segments"]} == {("region", "eu"),
                                                                          ("region", "us")}
@@ -334,10 +348,11 @@ def test_events_are_learned_and_reported(client, campaign):
         "model_version"] == report["model_version"]
 
 
-def test_erasure_drops_pending_decisions(client, campaign):
+def test_erasure_drops_pending_decisions(own):
+    client, campaign = own
     decisions = decide_many(client, campaign, 3)
-    # Far ahead in event time: the engine's watermark is shared, earlier tests moved it.
-    assert client.post("/v1/events", json=impressions(decisions, 10**12)).json() == {
+    now = time.time_ns() // 10**6
+    assert client.post("/v1/events", json=impressions(decisions, now)).json() == {
         "accepted": 3}
     assert client.delete("/v1/subjects/user-1").json() == {"erased": 1, "forwarded": False}
     assert client.delete("/v1/subjects/user-1").json() == {"erased": 0, "forwarded": False}
@@ -752,6 +767,9 @@ class FakeLink:
     def stale_checkpoints(self) -> int:
         return 3
 
+    def decision_log_status(self) -> DecisionLogStatus:
+        return DecisionLogStatus(logged=7, unlogged={"queue_full": 2}, queued=1, failing=None)
+
     def close(self) -> None:
         self.calls.append(("close",))
 
@@ -784,7 +802,12 @@ async def test_the_stream_link_is_made_at_start_up_and_gets_campaigns_events_and
             erased = (await c.delete("/v1/subjects/user-1")).json()
             assert erased == {"erased": 0, "forwarded": True}
             assert (await c.get("/readyz")).json() == {"status": "ready", "state_age_s": 2.5}
-            assert "cmab_stale_checkpoints_total 3.0" in (await c.get("/metrics")).text
+            metrics = (await c.get("/metrics")).text
+            assert "cmab_stale_checkpoints_total 3.0" in metrics
+            assert "cmab_decisions_logged_total 7.0" in metrics
+            assert 'cmab_decisions_unlogged_total{reason="queue_full"} 2.0' in metrics
+            assert 'cmab_decisions_unlogged_total{reason="delivery_failed"} 0.0' in metrics
+            assert "cmab_decision_log_queued 1.0" in metrics
         event_id = f"imp-{decision['decision_id']}"
         assert links[0].calls == [("campaign", "s"), ("events", [event_id]),
                                   ("erase", "user-1"), ("close",)]
