@@ -18,6 +18,7 @@ from bandit.engine.campaign import (
     _slot_row,
     slot_matrix,
 )
+from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.output import DecisionBatch, OneDecision, SlotColumns, one_json
 from bandit.engine.randomness import (
     _decision_ids,
@@ -41,7 +42,9 @@ class RequestColumns:
     """Decision requests (n) of one campaign as columns, what ``Engine.decide_columns``
     decides: ``context`` (n, dim) the encoded contexts (zero rows without consent), and for
     every feature an eligibility rule of the campaign reads, each request's value
-    (``rule_values``: the context's, else the segments', else None)."""
+    (``rule_values``: the context's, else the segments', else None). ``contexts`` and
+    ``segments`` are the requests' own (a mapping, or a Struct of ``bandit.wire.batch``, per
+    request), for the decision log."""
 
     campaign: str
     user_ids: list[str]
@@ -49,6 +52,8 @@ class RequestColumns:
     explain: np.ndarray  # (n,) bool
     context: np.ndarray  # (n, dim) float64
     rule_values: dict[str, list[Any]]
+    contexts: Sequence[Any]
+    segments: Sequence[Mapping[str, str]]
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -58,7 +63,8 @@ class RequestColumns:
         return RequestColumns(self.campaign, self.user_ids[start:stop],
                               self.consent[start:stop], self.explain[start:stop],
                               self.context[start:stop],
-                              {f: v[start:stop] for f, v in self.rule_values.items()})
+                              {f: v[start:stop] for f, v in self.rule_values.items()},
+                              self.contexts[start:stop], self.segments[start:stop])
 
 
 def eligible(s: _Slot, n: int, rule_values: dict[str, list[Any]]) -> np.ndarray | None:
@@ -79,17 +85,26 @@ def eligibility_mask(s: _Slot, n: int, rule_values: dict[str, list[Any]]) -> np.
     return mask
 
 
+_Slotted = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None,
+                 np.ndarray | None]
+
+
 def _decide_slot(c: _Campaign, s: _Slot, columns: RequestColumns, X: np.ndarray,
-                 seeds: np.ndarray, holdout: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One slot's arms, propensities, expected rewards and bonuses (n,) for ``columns``."""
+                 seeds: np.ndarray, holdout: np.ndarray, logged: bool) -> _Slotted:
+    """One slot's arms, propensities, expected rewards and bonuses (n,) for ``columns``, and
+    when ``logged`` (a decision sink is set) every arm's probability (n, k) and the eligible
+    arms (n, k) bool: probability 1 on the default arm where no policy decides."""
     n, k = len(columns), len(s.arm_ids)
     consent = columns.consent
     arms = np.full(n, s.default, dtype=np.int64)
     probs = np.ones(n)
     mean, bonus = np.zeros(n), np.zeros(n)
+    P = eligible_arms = None
+    if logged:
+        P, eligible_arms = np.zeros((n, k)), np.zeros((n, k), dtype=bool)
+        P[:, s.default], eligible_arms[:, s.default] = 1.0, True
     if c.paused:
-        return arms, probs, mean, bonus
+        return arms, probs, mean, bonus, P, eligible_arms
     allowed = eligible(s, n, columns.rule_values)
     if allowed is not None:
         allowed &= s.policy.active[None, :]
@@ -108,7 +123,10 @@ def _decide_slot(c: _Campaign, s: _Slot, columns: RequestColumns, X: np.ndarray,
         a, p = policy.choose_many(Xp[idx], eligible=m, draws=draws[idx], with_propensities=True)
         arms[idx], probs[idx] = a, p
         mean[idx], bonus[idx] = policy.expectation(Xp[idx], a)
-    return arms, probs, mean, bonus
+        if P is not None and eligible_arms is not None:
+            P[idx] = policy.propensities(Xp[idx], eligible=m)
+            eligible_arms[idx] = policy.active if m is None else m
+    return arms, probs, mean, bonus, P, eligible_arms
 
 
 def explain(s: _Slot, X: np.ndarray, arms: np.ndarray, ask: np.ndarray
@@ -127,11 +145,13 @@ def explain(s: _Slot, X: np.ndarray, arms: np.ndarray, ask: np.ndarray
     return out
 
 
-def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None) -> OneDecision:
+def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
+               ts: int | None = None) -> OneDecision:
     """``decide_columns`` for one request, step for step (the same id words, the same errors
     at the same points), with scalars where it has columns, and one fused call per slot
     (Policy.decide_row) for choice, propensity, mean and bonus. ``r`` is a
-    ``DecisionRequest`` or anything with its attributes (the service's msgspec mirror)."""
+    ``DecisionRequest`` or anything with its attributes (the service's msgspec mirror).
+    ``ts`` (ms; a decision sink is set): the decision's ``DecisionLog`` rides along."""
     hi, lo = one_id_words(id_rng)
     consent = r.consent
     lo = lo & ~1 | bool(consent)  # the consent bit
@@ -149,6 +169,7 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None) -> OneD
     slots: list[str] = []
     numbers: list[float] = []  # per slot: propensity, expected reward, exploration bonus
     explanations: list[str] = []
+    logged: list[SlotColumns] = []
     for s in c.slots:
         x = _slot_row(s, base, chosen)
         a, p, mean, bonus = s.default, 1.0, 0.0, 0.0
@@ -158,7 +179,8 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None) -> OneD
                 r.context.get(rule.feature, r.segments.get(rule.feature))]
                 for rule in s.spec.eligibility})
             mask = allowed[0] & s.policy.active
-        if live and (mask is None or mask.any()):
+        decided = live and (mask is None or mask.any())
+        if decided:
             policy, xp = (s.policy, x) if consent else (s.fallback, _ONE)
             a, p, mean, bonus = policy.decide_row(
                 xp if policy.dim else xp[:0], mask, draws[s.index, :2 + len(s.arm_ids)])
@@ -173,9 +195,23 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None) -> OneD
         slots.append(s.spec.name)
         numbers += (p, mean, bonus)
         explanations.append(explanation)
+        if ts is not None:
+            k = len(s.arm_ids)
+            if decided:
+                P = policy.propensities((xp if policy.dim else xp[:0])[None, :], eligible=mask)
+                allowed = (policy.active if mask is None else mask)[None, :]
+            else:
+                P, allowed = np.zeros((1, k)), np.zeros((1, k), dtype=bool)
+                P[0, a], allowed[0, a] = 1.0, True
+            logged.append(SlotColumns(s.spec.name, list(s.arm_ids), np.array([a]),
+                                      np.array([p]), np.array([mean]), np.array([bonus]),
+                                      None, P, allowed))
+    log = None if ts is None else DecisionLog(
+        r.campaign, [decision_id], [r.user_id], ts, c.version, np.array([holdout]),
+        np.array([bool(consent)]), [r.context], [r.segments], logged)
     text = one_json(decision_id, r.campaign, r.user_id, holdout, c.version, slots, arms,
                     numbers, explanations)
-    return OneDecision(text, r.campaign, slots, arms)
+    return OneDecision(text, r.campaign, slots, arms, log)
 
 
 def batch_columns(c: _Campaign, requests: Sequence[DecisionRequestLike]) -> RequestColumns:
@@ -191,7 +227,8 @@ def batch_columns(c: _Campaign, requests: Sequence[DecisionRequestLike]) -> Requ
         explain=np.fromiter((r.explain for r in requests), dtype=bool, count=n),
         context=base,
         rule_values={f: [r.context.get(f, r.segments.get(f)) for r in requests]
-                     for f in _rule_features(c)})
+                     for f in _rule_features(c)},
+        contexts=[r.context for r in requests], segments=[r.segments for r in requests])
 
 
 def request_columns(c: _Campaign, user_ids: list[str], consent: np.ndarray,
@@ -219,12 +256,15 @@ def request_columns(c: _Campaign, user_ids: list[str], consent: np.ndarray,
             rule_values[name] = [seg.get(name) if v is absent else v
                                  for v, seg in zip(column, segments, strict=True)]
     return RequestColumns(campaign=c.spec.name, user_ids=user_ids, consent=consent,
-                          explain=explain, context=base, rule_values=rule_values)
+                          explain=explain, context=base, rule_values=rule_values,
+                          contexts=contexts, segments=segments)
 
 
-def decide_columns(c: _Campaign, columns: RequestColumns, words: np.ndarray) -> DecisionBatch:
+def decide_columns(c: _Campaign, columns: RequestColumns, words: np.ndarray,
+                   ts: int | None = None) -> DecisionBatch:
     """The decisions of ``columns`` with ids from ``words`` (n, 2) uint64 and the consent
-    bit, each slot in one batch call per policy. Holds the lock (the caller's)."""
+    bit, each slot in one batch call per policy. Holds the lock (the caller's). ``ts`` (ms;
+    a decision sink is set): the batch carries its ``DecisionLog``."""
     _with_consent_bit(words, columns.consent)
     seeds = words[:, 0] ^ words[:, 1]
     holdout = holdout_mask(c.spec.name, columns.user_ids, c.spec.holdout)
@@ -234,10 +274,14 @@ def decide_columns(c: _Campaign, columns: RequestColumns, words: np.ndarray) -> 
     slots = []
     for s in c.slots:
         X = slot_matrix(s, columns.context, chosen)
-        arms, probs, mean, bonus = _decide_slot(c, s, columns, X, seeds, holdout)
+        arms, probs, mean, bonus, P, allowed = _decide_slot(c, s, columns, X, seeds, holdout,
+                                                            ts is not None)
         explanations = explain(s, X, arms, columns.explain & ~skip) if asked else None
         chosen[s.spec.name] = arms
         slots.append(SlotColumns(s.spec.name, list(s.arm_ids), arms, probs, mean, bonus,
-                                 explanations))
-    return DecisionBatch(c.spec.name, _decision_ids(words), columns.user_ids, holdout,
-                         c.version, slots)
+                                 explanations, P, allowed))
+    ids = _decision_ids(words)
+    log = None if ts is None else DecisionLog(
+        c.spec.name, ids, columns.user_ids, ts, c.version, holdout, columns.consent,
+        columns.contexts, columns.segments, slots)
+    return DecisionBatch(c.spec.name, ids, columns.user_ids, holdout, c.version, slots, log)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from bandit.engine import report as _report
 from bandit.engine import snapshot as _snapshot
 from bandit.engine.campaign import Checkable, _Campaign
 from bandit.engine.decide import RequestColumns
+from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.join import Closed, Joinable, Joiner, JoinResult, subject_key
 from bandit.engine.output import DecisionBatch, OneDecision
 from bandit.engine.randomness import _in_holdout, id_words, strip_consentless
@@ -78,6 +80,10 @@ class Engine:
         # Counted by the join, never learned: machine and scanner outcomes, unsent decisions.
         self.excluded: Counter[str] = Counter()
         self.ready = False
+        # Called once per decide call with what it decided (outside the lock, unless the
+        # caller holds it); it must not block: the service's queues and never raises.
+        self.decision_sink: Callable[[DecisionLog], None] | None = None
+        self.clock: Callable[[], int] = _now_ms  # the decision log's ts (ms)
 
     # -- campaigns ----------------------------------------------------------------------
 
@@ -142,8 +148,7 @@ class Engine:
     def decide(self, request: DecisionRequest) -> Decision:
         """One subscriber's decision: ``decide_batch(request.campaign, [request])``'s, by the
         single-row path of ``decide_one``."""
-        with self._lock:
-            return Decision.model_validate_json(self.decide_one(request).json)
+        return Decision.model_validate_json(self.decide_one(request).json)
 
     def decide_one(self, request: Any) -> OneDecision:
         """One subscriber's decision as its JSON text, the same (decision id, arms,
@@ -156,7 +161,10 @@ class Engine:
         first (recording a large batch of events holds it for a while).
         """
         with self._lock:
-            return _decide.decide_one(self._get(request.campaign), request, self._id_rng)
+            one = _decide.decide_one(self._get(request.campaign), request, self._id_rng,
+                                     self._log_ts())
+        self._log(one.log)
+        return one
 
     @property
     def lock(self) -> threading.RLock:
@@ -178,7 +186,10 @@ class Engine:
                                             f"from the batch's {campaign!r}")
             # Ids are drawn before the contexts are read: a refused batch uses up its ids.
             words = id_words(self._id_rng, len(requests))
-            return _decide.decide_columns(c, _decide.batch_columns(c, requests), words)
+            batch = _decide.decide_columns(c, _decide.batch_columns(c, requests), words,
+                                           self._log_ts())
+        self._log(batch.log)
+        return batch
 
     def request_columns(self, campaign: str, user_ids: list[str], consent: np.ndarray,
                         explain: np.ndarray, contexts: Sequence[Any],
@@ -200,7 +211,19 @@ class Engine:
         decisions, ids drawn alike."""
         with self._lock:
             c = self._get(columns.campaign)
-            return _decide.decide_columns(c, columns, id_words(self._id_rng, len(columns)))
+            batch = _decide.decide_columns(c, columns, id_words(self._id_rng, len(columns)),
+                                           self._log_ts())
+        self._log(batch.log)
+        return batch
+
+    def _log_ts(self) -> int | None:
+        """The decision log's time for this call, None without a sink (nothing logged)."""
+        return None if self.decision_sink is None else self.clock()
+
+    def _log(self, log: DecisionLog | None) -> None:
+        sink = self.decision_sink
+        if log is not None and sink is not None:
+            sink(log)
 
     # -- learning -----------------------------------------------------------------------
 
@@ -395,6 +418,9 @@ class Engine:
                                          campaign="warm-up", ts=10**10)])
         probe.decide_batch("warm-up", requests)
         probe.decide_one(requests[0])  # the single-row path's own kernel
+        probe.decision_sink = DecisionLog.lines  # type: ignore[assignment]  # and the log's kernels
+        probe.decide_batch("warm-up", requests)
+        probe.decide_one(requests[0])
         self.ready = True
 
     # -- snapshots ----------------------------------------------------------------------
@@ -458,3 +484,7 @@ class Engine:
 def _name(event: Joinable) -> str:
     """How an error names an event: its event id, or a logged decision's id."""
     return event.decision_id if event.type == "decision" else cast(Any, event).event_id
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -6,12 +6,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
 
 from bandit.kernels.text import interleave, row_bounds
 from bandit.models import Contribution, Decision, DecisionRequest, Impression, SlotChoice
+
+if TYPE_CHECKING:
+    from bandit.engine.decisionlog import DecisionLog
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class OneDecision:
     campaign: str
     slots: list[str]
     arms: list[str]
+    log: DecisionLog | None = None  # when the engine has a decision sink
 
 
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')  # what a JSON string must escape
@@ -38,7 +43,8 @@ def _json_strings(values: Sequence[str]) -> bytes:
 
 @dataclass(frozen=True)
 class SlotColumns:
-    """One slot's answers for a batch, as arrays (n,)."""
+    """One slot's answers for a batch, as arrays (n,); with a decision sink set, also every
+    arm's probability (n, k) and the eligible arms (n, k) bool (``DecisionLog``)."""
 
     slot: str
     arm_ids: list[str]
@@ -47,6 +53,8 @@ class SlotColumns:
     expected_reward: np.ndarray
     exploration_bonus: np.ndarray
     explanations: list[list[Contribution] | None] | None
+    probabilities: np.ndarray | None = None
+    eligible: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class DecisionBatch:
     holdout: np.ndarray
     model_version: int
     slots: list[SlotColumns]
+    log: DecisionLog | None = None  # when the engine has a decision sink
 
     def __len__(self) -> int:
         return len(self.decision_ids)

@@ -1,0 +1,286 @@
+"""The decision log: what one decide call decided, as columns (``DecisionLog``), for the
+engine's ``decision_sink``.
+
+Every decide path of the engine (``decide``, ``decide_one``, ``decide_many``,
+``decide_batch``, ``decide_columns``) hands its sink one ``DecisionLog`` per call when a sink
+is set: the service writes it to ``<prefix>.decisions`` (``streams.decisionlog``) or, without
+a stream, feeds the engine's own join with it. Each decision's line is the JSON of a
+``models.LoggedDecision``: id, campaign, subject key (never the user id), the call's time,
+model version, holdout, per slot the arm, its propensity and the probability of every
+eligible arm, and, only for a decision made with consent (the lowest bit of its id:
+``bandit.engine.randomness``), the request's context and segments.
+
+The log keeps the call's columns as they are (arrays, the requests' own context mappings) and
+writes the lines only when asked (``lines``), so that the deciding thread pays for the
+columns alone and a writer's thread for the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+
+from bandit import wire
+from bandit.engine.join import subject_key
+from bandit.engine.output import SlotColumns
+from bandit.kernels.text import interleave, row_bounds
+
+_SEED, _M = np.uint32(0x9747B28C), np.uint32(0x5BD1E995)  # Kafka's murmur2
+_LOGGED = msgspec.json.Decoder(list[wire.LoggedDecision])
+
+
+@dataclass(frozen=True)
+class DecisionLog:
+    """The decisions of one decide call (n), column by column.
+
+    ``slots``: per slot its ``SlotColumns`` with ``probabilities`` (n, k) float64 (each row
+    sums to 1 over its eligible arms) and ``eligible`` (n, k) bool (the arms a decision could
+    have got; a holdout, paused or no-eligible-arm decision's only arm is the default, at
+    probability 1). ``contexts`` and ``segments`` (n) are the requests' own, read only where
+    ``consent`` (n,) bool is set: a decision without consent logs neither. ``ts`` is the
+    call's time in ms.
+
+    >>> import numpy as np
+    >>> log = DecisionLog(
+    ...     campaign="weekly", decision_ids=["0" * 31 + "1"], user_ids=["u1"], ts=1000,
+    ...     model_version=2, holdout=np.array([False]), consent=np.array([True]),
+    ...     contexts=[{"tenure": 3.0}], segments=[{"plan": "pro"}],
+    ...     slots=[SlotColumns("subject", ["a", "b"], np.array([1]), np.array([0.75]),
+    ...                        np.zeros(1), np.zeros(1), None,
+    ...                        probabilities=np.array([[0.25, 0.75]]),
+    ...                        eligible=np.array([[True, True]]))])
+    >>> print(log.lines()[0].decode().replace(log.subjects[0], "<subject>"))
+    {"decision_id":"00000000000000000000000000000001","campaign":"weekly","subject":"<subject>","ts":1000,"model_version":2,"holdout":false,"slots":{"subject":{"arm":"b","propensity":0.75,"probabilities":{"a":0.25,"b":0.75}}},"context":{"tenure":3.0},"segments":{"plan":"pro"}}
+    """  # noqa: E501
+
+    campaign: str
+    decision_ids: list[str]
+    user_ids: list[str]
+    ts: int
+    model_version: int
+    holdout: np.ndarray
+    consent: np.ndarray
+    contexts: Sequence[Any]
+    segments: Sequence[Mapping[str, str]]
+    slots: list[SlotColumns]
+
+    def __len__(self) -> int:
+        return len(self.decision_ids)
+
+    @cached_property
+    def subjects(self) -> list[str]:
+        """Each decision's subject key: ``subject_key(user_id).hex()`` (32 hex digits)."""
+        return [subject_key(u).hex() for u in self.user_ids]
+
+    def lines(self) -> list[bytes]:
+        """Each decision's line (n): the bytes ``orjson.dumps(LoggedDecision.model_dump(
+        exclude_none=True))`` writes for it (the Python dump: times and versions stay
+        integers; pinned by tests/bandit/engine/test_decisionlog.py), built a column at a time like
+        ``DecisionBatch.ndjson``: no Python object per decision but a consenting request's
+        context and segments."""
+        n = len(self)
+        if n == 0:
+            return []
+        writer = _Columns(n)
+        # Decision ids and subject keys are hex digits: the template quotes them.
+        writer.column("\n".join(self.decision_ids).encode())
+        writer.column("\n".join(self.subjects).encode())
+        writer.table([b"false", b"true"], self.holdout.astype(np.int64))
+        pieces = ['{"decision_id":"', '","campaign":' + orjson.dumps(self.campaign).decode()
+                  + ',"subject":"', '","ts":' + orjson.dumps(self.ts).decode()
+                  + ',"model_version":' + orjson.dumps(self.model_version).decode()
+                  + ',"holdout":', ',"slots":{']
+        for j, s in enumerate(self.slots):
+            if s.probabilities is None or s.eligible is None:
+                raise ValueError(f"slot {s.slot!r}: a decision log needs every arm's "
+                                 "probability (decided with a sink set)")
+            pieces[-1] += ("," if j else "") + orjson.dumps(s.slot).decode() + ':{"arm":'
+            writer.table([orjson.dumps(a) for a in s.arm_ids], s.arms)
+            pieces.append(',"propensity":')
+            writer.floats(s.propensity)
+            pieces.append(',"probabilities":')
+            writer.spans(*_probability_texts(s.arm_ids, s.probabilities, s.eligible))
+            pieces.append("}")
+        pieces[-1] += "}"
+        writer.column(b"\n".join(self._private()))
+        pieces.append("}")
+        return writer.rows([p.encode() for p in pieces])
+
+    def _private(self) -> list[bytes]:
+        """Per decision the text after its slots: context and segments with consent, empty
+        segments without."""
+        dumps, builtins, segments = orjson.dumps, msgspec.to_builtins, self.segments
+        out = []
+        for i, (given, context) in enumerate(zip(self.consent.tolist(), self.contexts,
+                                                 strict=True)):
+            if not given:
+                out.append(b',"segments":{}')
+                continue
+            if type(context) is not dict:  # a msgspec Struct of the batch decoder
+                context = builtins(context)
+            seg = segments[i]
+            out.append(b',"context":' + dumps(context) + b',"segments":'
+                       + dumps(seg if type(seg) is dict else dict(seg)))
+        return out
+
+    def decisions(self) -> list[wire.LoggedDecision]:
+        """The decisions as ``wire.LoggedDecision`` (the join's decision records), read from
+        ``lines()`` in one decoder call."""
+        return _LOGGED.decode(b"[" + b",".join(self.lines()) + b"]")
+
+    def partitions(self, partitions: int) -> np.ndarray:
+        """(n,) int64: the partition Kafka's default partitioner gives each decision id (as
+        ``streams.publish`` keys events: ``decision_id.encode()``) among ``partitions``."""
+        return partition_of(self.decision_ids, partitions)
+
+    def by_partition(self, partitions: int) -> dict[int, list[tuple[str, bytes]]]:
+        """The (decision id, line) pairs of each partition (``partitions``), in call order."""
+        where = self.partitions(partitions)
+        ids, lines = self.decision_ids, self.lines()
+        out: dict[int, list[tuple[str, bytes]]] = {}
+        for p in np.unique(where).tolist():
+            rows = np.flatnonzero(where == p).tolist()
+            out[p] = [(ids[i], lines[i]) for i in rows]
+        return out
+
+
+def _probability_texts(arm_ids: list[str], P: np.ndarray,
+                       eligible: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """Each row's ``{"arm":p,...}`` over its eligible arms: one text per row, in a blob, with
+    the rows' (starts, ends). Rows with the same eligible arms share a template (most rows of a
+    slot have the same ones), so each group is one ``interleave`` call."""
+    n = P.shape[0]
+    codes = np.packbits(eligible, axis=1)
+    patterns, inverse = np.unique(codes, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    names = [orjson.dumps(a).decode() for a in arm_ids]
+    starts, ends = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    blobs: list[bytes] = []
+    size = 0
+    for g, code in enumerate(patterns):
+        arms = np.flatnonzero(np.unpackbits(code)[:len(arm_ids)])
+        rows = np.flatnonzero(inverse == g)
+        group = _Columns(len(rows))
+        for a in arms.tolist():
+            group.floats(np.ascontiguousarray(P[rows, a]))
+        pieces = [("{" if j == 0 else ",") + names[a] + ":" for j, a in enumerate(arms.tolist())]
+        pieces.append("}")
+        text, lengths = group.joined([p.encode() for p in pieces])
+        ends[rows] = size + np.cumsum(lengths)
+        starts[rows] = ends[rows] - lengths
+        blobs.append(text)
+        size += len(text)
+    return b"".join(blobs), starts, ends
+
+
+class _Columns:
+    """Column texts for ``interleave``: each column's texts in one buffer, located per row."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.blobs: list[bytes] = []
+        self.bounds: list[tuple[np.ndarray, np.ndarray]] = []
+        self.size = 0
+
+    def spans(self, blob: bytes, starts: np.ndarray, ends: np.ndarray) -> None:
+        """A column whose row i is ``blob[starts[i]:ends[i]]``."""
+        self.bounds.append((starts + self.size, ends + self.size))
+        self.blobs.append(blob)
+        self.size += len(blob)
+
+    def column(self, blob: bytes, separator: int = ord("\n")) -> None:
+        """A column of n texts separated by ``separator``."""
+        self.spans(blob, *row_bounds(np.frombuffer(blob, dtype=np.uint8), separator, self.n))
+
+    def table(self, texts: list[bytes], rows: np.ndarray) -> None:
+        """A column whose row i is ``texts[rows[i]]`` (arm ids, booleans)."""
+        blob = b"\n".join(texts)
+        starts, ends = row_bounds(np.frombuffer(blob, dtype=np.uint8), ord("\n"), len(texts))
+        self.spans(blob, starts[rows], ends[rows])
+
+    def floats(self, values: np.ndarray) -> None:
+        """A float64 column, as orjson writes each float (one call for the column)."""
+        self.column(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1], ord(","))
+
+    def _texts(self, pieces: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' texts (template pieces around the columns), back to back, and each
+        row's length."""
+        piece_at = np.cumsum([0] + [len(p) for p in pieces], dtype=np.int64)
+        if self.bounds:
+            starts = np.stack([b[0] for b in self.bounds], axis=1)
+            ends = np.stack([b[1] for b in self.bounds], axis=1)
+        else:
+            starts = ends = np.zeros((self.n, 0), dtype=np.int64)
+        lengths = int(piece_at[-1]) + (ends - starts).sum(axis=1)
+        out = np.empty(int(lengths.sum()), dtype=np.uint8)
+        interleave(np.frombuffer(b"".join(pieces), dtype=np.uint8), piece_at,
+                   np.frombuffer(b"".join(self.blobs), dtype=np.uint8), starts, ends, out)
+        return out, lengths
+
+    def joined(self, pieces: list[bytes]) -> tuple[bytes, np.ndarray]:
+        out, lengths = self._texts(pieces)
+        return out.tobytes(), lengths
+
+    def rows(self, pieces: list[bytes]) -> list[bytes]:
+        out, lengths = self._texts(pieces)
+        text = out.tobytes()
+        cuts = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        return [text[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def partition_of(keys: Sequence[str], partitions: int) -> np.ndarray:
+    """(n,) int64: the partition Kafka's default partitioner gives each key (``key.encode()``
+    as the record key) among ``partitions``: murmur2, positive, modulo. Keys of one length
+    (decision ids) are hashed as one array; the same numbers as kafka-python's pure-Python
+    murmur2, key by key (tests/streams/test_decisionlog.py).
+
+    >>> partition_of(["0123456789abcdef0123456789abcdef"], 7).tolist()
+    [5]
+    """
+    n = len(keys)
+    out = np.empty(n, dtype=np.int64)
+    if not n:
+        return out
+    by_length: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_length.setdefault(len(key), []).append(i)
+    for length, rows in by_length.items():
+        data = np.frombuffer("".join(keys[i] for i in rows).encode(), dtype=np.uint8)
+        if len(data) != length * len(rows):
+            raise ValueError("partition keys: expected ASCII decision ids")
+        out[rows] = _murmur2(data.reshape(len(rows), length)) & 0x7FFFFFFF
+    return out % partitions
+
+
+def _murmur2(data: np.ndarray) -> np.ndarray:
+    """Murmur2 of each row of ``data`` (n, length) uint8, as int64 (n,)."""
+    n, length = data.shape
+    h = np.full(n, _SEED ^ np.uint32(length), dtype=np.uint32)
+    whole = length // 4
+    words = np.ascontiguousarray(data[:, :4 * whole]).view("<u4").astype(np.uint32)
+    with np.errstate(over="ignore"):
+        for i in range(whole):
+            k = words[:, i] * _M
+            k ^= k >> np.uint32(24)
+            k *= _M
+            h *= _M
+            h ^= k
+        tail = data[:, 4 * whole:].astype(np.uint32)
+        extra = length % 4
+        if extra >= 3:
+            h ^= tail[:, 2] << np.uint32(16)
+        if extra >= 2:
+            h ^= tail[:, 1] << np.uint32(8)
+        if extra >= 1:
+            h ^= tail[:, 0]
+            h *= _M
+        h ^= h >> np.uint32(13)
+        h *= _M
+        h ^= h >> np.uint32(15)
+    return h.astype(np.int64)

@@ -1,0 +1,179 @@
+"""The decision log: every decide path hands the sink one DecisionLog per call; each line is the
+JSON of a LoggedDecision in the one canonical form; consent-less decisions log no context and
+no segments; each slot's probability vector sums to 1 over its eligible arms and gives the
+chosen arm its logged propensity, for every policy kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+import pytest
+
+from bandit import wire
+from bandit.engine import Engine, subject_key
+from bandit.engine.decisionlog import DecisionLog
+from bandit.models import CampaignSpec, DecisionRequest, LoggedDecision
+from bandit.wire.batch import ndjson_columns
+from bandit.wire.decisions import DecisionRequest as WireRequest
+
+POLICIES: list[dict[str, Any]] = [
+    {"kind": "lin_ucb", "alpha": 0.5}, {"kind": "lin_ucb", "alpha": 0.5, "epsilon": 0.0},
+    {"kind": "epsilon_greedy"}, {"kind": "lin_ts"}, {"kind": "beta_ts"},
+    {"kind": "hybrid_lin_ucb", "epsilon": 0.2}, {"kind": "bart"},
+    {"kind": "vw", "exploration": "epsilon"}, {"kind": "vw"},
+]
+
+
+def spec(policy: dict[str, Any], holdout: float = 0.2) -> CampaignSpec:
+    """Two slots: one of ``policy`` with an eligibility rule on the plan, one Beta TS."""
+    features = policy["kind"] in ("hybrid_lin_ucb", "bart")
+    return CampaignSpec.model_validate({
+        "name": "weekly", "holdout": holdout,
+        "context": {"features": [{"kind": "numeric", "name": "engagement"},
+                                 {"kind": "categorical", "name": "plan",
+                                  "values": ["free", "pro"]}],
+                    "segments": ["region"]},
+        "slots": [
+            {"name": "offer", "default_arm": "a", "policy": policy,
+             "arms": [{"id": arm, **({"features": {"price": price}} if features else {})}
+                      for arm, price in (("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 4.0))],
+             **({"arm_features": [{"kind": "numeric", "name": "price"}]} if features else {}),
+             "eligibility": [{"arm": "d", "feature": "plan", "op": "eq", "value": "pro"}]},
+            {"name": "send_hour", "default_arm": "h09", "policy": {"kind": "beta_ts"},
+             "arms": [{"id": "h09"}, {"id": "h18"}]}]})
+
+
+def learned(policy: dict[str, Any], rng: np.random.Generator, holdout: float = 0.2) -> Engine:
+    """An engine whose offer slot learned some rewards (straight into its policies), so that
+    arms differ."""
+    engine = Engine(seed=3, id_seed=4)
+    engine.create_campaign(spec(policy, holdout))
+    for slot in ("offer", "send_hour"):
+        model, columns, arms = engine.slot_policy("weekly", slot)
+        n = 300
+        chosen = rng.integers(len(arms), size=n)
+        X = rng.normal(size=(n, model.dim))
+        model.learn_many(chosen, X, (rng.random(n) < 0.2 + 0.15 * chosen).astype(float))
+    return engine
+
+
+def requests_of(rng: np.random.Generator, n: int) -> list[DecisionRequest]:
+    return [DecisionRequest(
+        campaign="weekly", user_id=f"user-{i}-\u00e9\"", consent=bool(rng.random() < 0.7),
+        context={"engagement": float(rng.normal()), **(
+            {"plan": str(rng.choice(["free", "pro"]))} if rng.random() < 0.8 else {})},
+        segments={"region": str(rng.choice(["eu", "us"]))} if rng.random() < 0.5 else {})
+        for i in range(n)]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.logs: list[DecisionLog] = []
+
+    def __call__(self, log: DecisionLog) -> None:
+        self.logs.append(log)
+
+
+def canonical(line: bytes) -> bytes:
+    """The one form of a line: orjson over the model's Python dump without None (times and
+    versions stay integers, as their JSON Schema says; the JSON dump writes them as floats)."""
+    return orjson.dumps(LoggedDecision.model_validate_json(line).model_dump(exclude_none=True))
+
+
+def check_lines(log: DecisionLog, requests: list[Any], answers: list[dict[str, Any]]) -> None:
+    """Every line is canonical, and says what was decided for its request."""
+    lines = log.lines()
+    assert len(lines) == len(requests) == len(answers)
+    for line, r, answer in zip(lines, requests, answers, strict=True):
+        assert line == canonical(line)
+        got = orjson.loads(line)
+        assert got["decision_id"] == answer["decision_id"]
+        assert got["subject"] == subject_key(r.user_id).hex()
+        assert got["holdout"] == answer["holdout"]
+        assert got["model_version"] == answer["model_version"]
+        assert got["ts"] == log.ts
+        assert {slot: (c["arm"], c["propensity"]) for slot, c in got["slots"].items()} == {
+            s["slot"]: (s["arm"], s["propensity"]) for s in answer["slots"]}
+        if r.consent:
+            context = r.context if isinstance(r.context, dict) else msgspec.to_builtins(
+                r.context)
+            assert got["context"] == context and got["segments"] == dict(r.segments or {})
+        else:
+            assert "context" not in got and got["segments"] == {}
+            assert int(answer["decision_id"][-1], 16) % 2 == 0
+        for slot, choice in got["slots"].items():
+            assert sum(choice["probabilities"].values()) == pytest.approx(1.0, abs=1e-12)
+            assert choice["probabilities"][choice["arm"]] == choice["propensity"]
+            if answer["holdout"]:
+                assert choice["probabilities"] == {choice["arm"]: 1.0}
+            if slot == "offer" and "d" in choice["probabilities"]:
+                assert r.context.get("plan") == "pro"
+    assert [d.decision_id for d in log.decisions()] == [a["decision_id"] for a in answers]
+    assert log.decisions() == [wire.DECISIONS.decode(line) for line in lines]
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: "-".join(map(str, p.values())))
+def test_every_decide_path_logs_each_decision_once_in_the_canonical_form(policy, rng):
+    engine = learned(policy, rng)
+    sink = Sink()
+    engine.decision_sink = sink
+    engine.clock = lambda: 1_700_000_000_123
+    requests = requests_of(rng, 200)
+    batch = engine.decide_batch("weekly", requests)
+    check_lines(sink.logs[-1], requests, [orjson.loads(x) for x in batch.lines()])
+    one = engine.decide_one(requests[0])
+    check_lines(sink.logs[-1], requests[:1], [orjson.loads(one.json)])
+    decision = engine.decide(requests[1])
+    check_lines(sink.logs[-1], requests[1:2], [decision.model_dump()])
+    many = engine.decide_many("weekly", requests[:5])
+    check_lines(sink.logs[-1], requests[:5], [d.model_dump() for d in many])
+    body = b"\n".join(r.model_dump_json().encode() for r in requests)
+    columns = ndjson_columns(body, engine)
+    assert columns is not None
+    decoded = msgspec.json.Decoder(WireRequest).decode_lines(body)
+    batch = engine.decide_columns(columns)
+    check_lines(sink.logs[-1], decoded, [orjson.loads(x) for x in batch.lines()])
+    assert [len(log) for log in sink.logs] == [200, 1, 1, 5, 200]
+    engine.pause("weekly")
+    batch = engine.decide_batch("weekly", requests[:20])
+    check_lines(sink.logs[-1], requests[:20], [orjson.loads(x) for x in batch.lines()])
+    assert all(len(orjson.loads(line)["slots"]["offer"]["probabilities"]) == 1
+               for line in sink.logs[-1].lines())
+
+
+def test_without_a_sink_nothing_is_logged_nor_computed(rng):
+    engine = learned({"kind": "lin_ts"}, rng)
+    requests = requests_of(rng, 10)
+    batch = engine.decide_batch("weekly", requests)
+    assert batch.log is None and all(s.probabilities is None for s in batch.slots)
+    assert engine.decide_one(requests[0]).log is None
+    engine.decision_sink = Sink()
+    assert engine.decide_batch("weekly", requests).log is not None
+
+
+def test_the_log_of_a_batch_is_the_log_of_its_decisions_one_by_one(rng):
+    """The same decision (same id words, same state) logs the same line on either path."""
+    requests = requests_of(rng, 40)
+    logs = []
+    for single in (False, True):
+        engine = learned({"kind": "lin_ts"}, np.random.default_rng(1))
+        sink = Sink()
+        engine.decision_sink, engine.clock = sink, lambda: 5
+        if single:
+            for r in requests:
+                engine.decide_one(r)
+        else:
+            engine.decide_batch("weekly", requests)
+        logs.append([line for log in sink.logs for line in log.lines()])
+    assert logs[0] == logs[1]
+
+
+def test_an_empty_call_logs_no_line(rng):
+    engine = learned({"kind": "beta_ts"}, rng)
+    sink = Sink()
+    engine.decision_sink = sink
+    engine.decide_batch("weekly", [])
+    assert sink.logs[-1].lines() == [] and sink.logs[-1].decisions() == []
