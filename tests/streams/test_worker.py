@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from bandit.engine import Engine
 from bandit.engine.join import subject_key
 from bandit.errors import IncompatibleStateError, InvalidInputError
+from streams import blocks
 from streams.codec import encode
 from streams.joined import examples
 from streams.memory import MemoryLog, MemoryTransport
-from streams import blocks
 from streams.records import DECISIONS, EVENTS, Batch
 from streams.topics import Topics
 from streams.worker import PartitionJoin, Stages, Worker, erase_record
