@@ -303,7 +303,7 @@ def worker(
         str, typer.Option(envvar="CMAB_BOOTSTRAP_SERVERS", help="Kafka bootstrap address.")
     ] = "127.0.0.1:9092",
     topic_prefix: Annotated[
-        str, typer.Option(help="Topics are <prefix>.impressions, ...")
+        str, typer.Option(help="Topics are <prefix>.decisions, <prefix>.events, ...")
     ] = "cmab",
     group: Annotated[str, typer.Option(help="Consumer group of the workers.")] = "cmab-worker",
     partitions: Annotated[
@@ -325,10 +325,10 @@ def worker(
     ] = 100,
     max_pending: Annotated[int | None, typer.Option(
         min=1, envvar="CMAB_MAX_PENDING", show_default="1000000", help="Most decisions of one "
-        "campaign waiting for their attribution windows per partition; impressions beyond go "
+        "campaign waiting for their attribution windows per partition; decisions beyond go "
         "to the dead-letter topic.")] = None,
 ) -> None:
-    """Join impressions and clicks, learn, checkpoint to the state topic; until Ctrl-C or
+    """Join decisions and events, learn, checkpoint to the state topic; until Ctrl-C or
     SIGTERM (then it leaves its group, and its partitions move to the other workers)."""
     from bandit.engine.join import MAX_PENDING
     from streams.kafka import KafkaTransport
@@ -346,7 +346,7 @@ def worker(
                      max_pending=MAX_PENDING if max_pending is None else max_pending)
     transport.attach(running)
     if not quiet:
-        print(f"cmab worker: group {group} on {topics.impressions} and {topics.clicks} at "
+        print(f"cmab worker: group {group} on {topics.decisions} and {topics.events} at "
               f"{bootstrap_servers}", file=sys.stderr, flush=True)
 
     def status(rate: float) -> str:

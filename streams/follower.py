@@ -5,7 +5,7 @@ change makes the engine's model the sum of the partitions' partial states (``Eng
 built aside and swapped under the engine's lock: a decision sees the old model or the new one).
 
 The model never goes back: per partition, a checkpoint is absorbed only if it has read at least
-as far as the absorbed one in both inputs (impressions and clicks offsets), and further in one;
+as far as the absorbed one in both inputs (decisions and events offsets), and further in one;
 one that has read less of either is *stale* and ignored (counted in ``stale``, logged). A stale
 checkpoint comes from a zombie worker: one that stalled past its session timeout (GC pause,
 SIGSTOP) while its partitions moved on, and wrote what it had when it woke. It is a consistent
@@ -48,9 +48,9 @@ def behind(offsets: dict[str, int], absorbed: dict[str, int]) -> bool:
     """Whether a checkpoint with next ``offsets`` has read less of either input than the
     ``absorbed`` one of the same partition: then it is stale (see the module docstring).
 
-    >>> behind({"impressions": 90, "clicks": 70}, {"impressions": 100, "clicks": 60})
+    >>> behind({"decisions": 90, "events": 70}, {"decisions": 100, "events": 60})
     True
-    >>> behind({"impressions": 100, "clicks": 70}, {"impressions": 100, "clicks": 60})
+    >>> behind({"decisions": 100, "events": 70}, {"decisions": 100, "events": 60})
     False
     """
     return any(offsets[s] < absorbed[s] for s in STREAMS)

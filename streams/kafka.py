@@ -1,5 +1,5 @@
-"""The worker's transport over Kafka (kafka-python): a consumer group over impressions and
-clicks, a producer for outputs and checkpoints, and plain readers for checkpoints and campaigns.
+"""The worker's transport over Kafka (kafka-python): a consumer group over decisions and
+events, a producer for outputs and checkpoints, and plain readers for checkpoints and campaigns.
 
 What the local broker taught (shared/NOTES-KAFKA.md): offsets are committed explicitly with a
 leader epoch of -1; "latest" offsets are only right when the partition's newest batch holds one
@@ -23,7 +23,7 @@ from kafka.structs import OffsetAndMetadata
 
 from bandit.errors import InvalidInputError, UnavailableError
 from streams import joined
-from streams.records import CLICKS, IMPRESSIONS, STREAMS, Batch, DeadLetter, dead_letter_headers
+from streams.records import DECISIONS, EVENTS, STREAMS, Batch, DeadLetter, dead_letter_headers
 from streams.topics import Topics
 
 # A checkpoint holds a partition's open windows: allow big records.
@@ -136,7 +136,7 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class KafkaTransport:
-    """Consumer group ``group_id`` over ``topics.impressions`` and ``topics.clicks``.
+    """Consumer group ``group_id`` over ``topics.decisions`` and ``topics.events``.
 
     The range assignor gives a member the same partition numbers of both topics (they have
     the same count), which is what a partition-local join needs.
@@ -148,8 +148,8 @@ class KafkaTransport:
                  fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
         self.topics = topics
         self.worker: Any = None
-        self._tp = {IMPRESSIONS: topics.impressions, CLICKS: topics.clicks}
-        self._stream = {topics.impressions: IMPRESSIONS, topics.clicks: CLICKS}
+        self._tp = {DECISIONS: topics.decisions, EVENTS: topics.events}
+        self._stream = {topics.decisions: DECISIONS, topics.events: EVENTS}
         try:
             self.consumer = KafkaConsumer(
                 bootstrap_servers=bootstrap_servers, group_id=group_id,
@@ -169,7 +169,7 @@ class KafkaTransport:
 
     def attach(self, worker: Any) -> None:
         self.worker = worker
-        self.consumer.subscribe([self.topics.impressions, self.topics.clicks],
+        self.consumer.subscribe([self.topics.decisions, self.topics.events],
                                 listener=_Listener(self))
 
     def poll(self, timeout_ms: int) -> list[Batch]:

@@ -5,13 +5,13 @@ the same worker code as production; the unit tests use it too."""
 from __future__ import annotations
 
 import threading
-import zlib
 from typing import Any, cast
 
 import orjson
+from kafka.partitioner.default import murmur2
 
 from streams import joined
-from streams.records import IMPRESSIONS, STREAMS, Batch, DeadLetter, dead_letter_headers
+from streams.records import STREAMS, Batch, DeadLetter, dead_letter_headers
 from streams.topics import Topics
 
 
@@ -19,7 +19,7 @@ class MemoryLog:
     """Topics of append-only partitions of (key, value, headers), thread-safe.
 
     >>> log = MemoryLog(Topics("t"), partitions=2)
-    >>> log.append("t.clicks", b"v", key=b"k") == log.partition_for(b"k")
+    >>> log.append("t.events", b"v", key=b"k") == log.partition_for(b"k")
     True
     """
 
@@ -32,8 +32,10 @@ class MemoryLog:
             for name, n in topics.partition_counts(partitions).items()}
 
     def partition_for(self, key: bytes) -> int:
-        """Same key, same partition number, whatever the topic (what co-partitioning needs)."""
-        return zlib.crc32(key) % self.partitions
+        """Same key, same partition number, whatever the topic (what co-partitioning needs):
+        the partition Kafka's default partitioner gives it, as decision blocks are grouped
+        (``bandit.engine.decisionlog.partition_of``)."""
+        return (murmur2(key) & 0x7FFFFFFF) % self.partitions
 
     def append(self, topic: str, value: bytes | None, *, key: bytes | None = None,
                partition: int | None = None, headers: list | None = None) -> int:
@@ -74,7 +76,7 @@ class MemoryTransport:
         worker.on_assigned(range(self.log.partitions))
 
     def _topic(self, stream: str) -> str:
-        return self.log.topics.impressions if stream == IMPRESSIONS else self.log.topics.clicks
+        return str(getattr(self.log.topics, stream))  # Topics.decisions, Topics.events
 
     def poll(self, timeout_ms: int) -> list[Batch]:
         batches: list[Batch] = []

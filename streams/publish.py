@@ -1,6 +1,7 @@
 """Writing to the stream: events from senders and trackers, campaign records from the
-decision service. Events are keyed by decision id, so with the default partitioner a
-decision's impression and clicks land in the same partition number of their topics."""
+decision service. Events go to ``<prefix>.events`` keyed by decision id, so with the default
+partitioner a decision's events land in the partition number of its decision block on
+``<prefix>.decisions`` (``streams.blocks``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from bandit.models import Click, Impression
+from bandit.models import Event, Watermark
 from streams.codec import encode
 from streams.kafka import producer
 from streams.topics import Topics
@@ -22,14 +23,12 @@ class Publisher:
         self.topics = topics
         self._producer = producer(bootstrap_servers, **{"linger_ms": 20, **config})
 
-    def events(self, events: Iterable[Impression | Click | dict[str, Any]], *,
-               flush: bool = True) -> int:
-        """Send impressions and clicks (models or their JSON-ready dicts); returns the count."""
-        n = 0
+    def events(self, events: Iterable[Event | dict[str, Any]], *, flush: bool = True) -> int:
+        """Send events (sends, outcomes, legacy impressions and clicks: models or their
+        JSON-ready dicts) to ``<prefix>.events``, keyed by decision id; returns the count."""
+        n, topic = 0, self.topics.events
         for event in events:
-            kind = event["type"] if isinstance(event, dict) else event.type
             decision_id = event["decision_id"] if isinstance(event, dict) else event.decision_id
-            topic = self.topics.impressions if kind == "impression" else self.topics.clicks
             self._producer.send(topic, encode(event), key=str(decision_id).encode())
             n += 1
         if flush:
@@ -37,19 +36,21 @@ class Publisher:
         return n
 
     def watermark(self, ts: int) -> None:
-        """Promise that no later impression or click is older than ``ts`` (event time, ms):
-        one watermark record to every partition of both topics, so open windows whose end
-        is before ``ts`` close now."""
-        value = encode({"type": "watermark", "ts": int(ts)})
-        for topic in (self.topics.impressions, self.topics.clicks):
-            for p in sorted(self._producer.partitions_for(topic)):
-                self._producer.send(topic, value, partition=p)
+        """Promise that no later event is older than ``ts`` (event time, ms): one watermark
+        record to every partition of ``<prefix>.events``, so open windows whose end is before
+        ``ts`` close now (a worker whose decisions input is caught up goes by its events')."""
+        value = encode(Watermark(ts=int(ts)))
+        topic = self.topics.events
+        for p in sorted(self._producer.partitions_for(topic)):
+            self._producer.send(topic, value, partition=p)
         self._producer.flush()
 
-    def raw(self, topic: str, values: Iterable[bytes | None], key: bytes | None = None) -> None:
-        """Send values as they are (for tests that need bad records on a topic)."""
+    def raw(self, topic: str, values: Iterable[bytes | None], key: bytes | None = None, *,
+            partition: int | None = None) -> None:
+        """Send values as they are (for tests that need bad records or hand-made decision
+        blocks on a topic)."""
         for value in values:
-            self._producer.send(topic, value, key=key)
+            self._producer.send(topic, value, key=key, partition=partition)
         self._producer.flush()
 
     def campaign(self, record: dict[str, Any]) -> None:

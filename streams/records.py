@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-IMPRESSIONS, CLICKS = "impressions", "clicks"
-STREAMS = (IMPRESSIONS, CLICKS)
+DECISIONS, EVENTS = "decisions", "events"
+STREAMS = (DECISIONS, EVENTS)
 
 
 class Record(NamedTuple):
@@ -21,7 +21,7 @@ class Record(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """What a transport's poll brought of one input (``stream``: IMPRESSIONS or CLICKS) of one
+    """What a transport's poll brought of one input (``stream``: DECISIONS or EVENTS) of one
     partition: the records' offsets, ascending (Kafka's order within a partition), and their
     values. Two lists, not an object per record: kafka-python already costs one each."""
 
@@ -35,9 +35,9 @@ class Batch(NamedTuple):
 class DeadLetter:
     """A refused record: its original bytes, why, and where it came from.
 
-    >>> letter = DeadLetter.of(Record(CLICKS, 3, 7, b"?"), "not JSON")
+    >>> letter = DeadLetter.of(Record(EVENTS, 3, 7, b"?"), "not JSON")
     >>> letter.source, dead_letter_headers(letter)
-    ('clicks/3/7', [('reason', b'not JSON'), ('source', b'clicks/3/7')])
+    ('events/3/7', [('reason', b'not JSON'), ('source', b'events/3/7')])
     """
 
     value: bytes | None

@@ -1,10 +1,11 @@
 """Topic names of one deployment and their creation.
 
-``<prefix>.impressions`` and ``<prefix>.clicks`` are keyed by decision id and have the same
-partition count, so a decision's impression and clicks meet in the same partition number.
-``<prefix>.decisions`` (the service's decision log, in blocks: ``streams.decisionlog``) has
-that count too, each block in the partition of its decision ids.
-``<prefix>.state`` has that count too: partition p holds the checkpoints of the join of
+The worker's two inputs have the same partition count and are keyed by decision id:
+``<prefix>.decisions``, the decision service's log (blocks of decisions, each block of the
+partition Kafka's default partitioner gives its decisions' ids: ``streams.blocks``), and
+``<prefix>.events``, everything senders and trackers write (sends, outcomes, legacy
+impressions and clicks, watermarks), so a decision and its events meet in the same partition
+number. ``<prefix>.state`` has that count too: partition p holds the checkpoints of the join of
 partition p, one record each, so its newest checkpoint is the partition's last record.
 ``<prefix>.campaigns`` (one partition) carries campaign records; ``.joined`` the closed
 decisions (the training log); ``.deadletter`` the records the worker could not use;
@@ -31,16 +32,12 @@ class Topics:
                 f"topic prefix: letters, digits, '-' and '_' only, got {self.prefix!r}")
 
     @property
-    def impressions(self) -> str:
-        return f"{self.prefix}.impressions"
-
-    @property
-    def clicks(self) -> str:
-        return f"{self.prefix}.clicks"
-
-    @property
     def decisions(self) -> str:
         return f"{self.prefix}.decisions"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
 
     @property
     def state(self) -> str:
@@ -64,9 +61,8 @@ class Topics:
 
     def partition_counts(self, partitions: int) -> dict[str, int]:
         """Every topic and its partition count."""
-        return {self.impressions: partitions, self.clicks: partitions, self.state: partitions,
-                self.joined: partitions, self.decisions: partitions, self.campaigns: 1,
-                self.deadletter: 1,
+        return {self.decisions: partitions, self.events: partitions, self.state: partitions,
+                self.joined: partitions, self.campaigns: 1, self.deadletter: 1,
                 self.vwstate: 1}
 
 
@@ -74,8 +70,8 @@ def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> in
     """Create the deployment's missing topics and return the partition count of the join.
 
     ``partitions`` applies to a new deployment; an existing one keeps its count (the
-    impressions topic's), and a deployment whose impressions, clicks, decisions, state and
-    joined topics disagree is refused with a clear error: the join needs them co-partitioned.
+    decisions topic's), and a deployment whose decisions, events, state and joined topics
+    disagree is refused with a clear error: the join needs them co-partitioned.
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -98,7 +94,7 @@ def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> in
                     for t in (admin.describe_topics(kept) if kept else [])}
 
         have = counts()
-        partitions = have.get(topics.impressions, partitions)
+        partitions = have.get(topics.decisions, partitions)
         wanted = topics.partition_counts(partitions)
         missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in have]
         if missing:
@@ -108,7 +104,7 @@ def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> in
         for name, n in have.items():
             if n != wanted[name]:
                 raise InvalidInputError(
-                    f"topic {name} has {n} partitions, {topics.impressions} has {partitions}: "
+                    f"topic {name} has {n} partitions, {topics.decisions} has {partitions}: "
                     "the join needs them co-partitioned (use another topic prefix)")
         return partitions
     finally:

@@ -1,13 +1,21 @@
-"""The stream worker: impressions and clicks in, a learned partial model per partition out.
+"""The stream worker: decisions and events in, a learned partial model per partition out.
 
-Each partition p of the impressions and clicks topics is joined on its own (``PartitionJoin``):
-an Engine that holds the partition's attribution windows and what the partition learned (the
-partial state), plus the next offsets of both inputs. The whole of it is written as one
-checkpoint record to partition p of the state topic, and that record is the only truth: on
-assignment a worker restores it and seeks to its offsets. A worker killed at any instant
-therefore resumes from a state and offsets that belong together, and the model sees every
-event once (duplicated event ids are dropped by the join). The decision service sums the
-partitions' latest partial states (``Engine.absorb``).
+Inputs (``streams.topics``): ``.decisions``, the decision service's log, whose records are
+blocks of logged decisions (``streams.blocks``: ``cmab.decisions/1``, one
+``LoggedDecision`` JSON per line, every line of the block's partition), and ``.events``,
+everything senders and trackers write, one JSON event per record: sends, outcomes (open,
+click, conversion, unsubscribe, complaint, bounce), legacy impressions and clicks, watermarks.
+Both are keyed by decision id, so partition p of each holds what the join of p needs.
+
+Each partition p is joined on its own (``PartitionJoin``): an Engine that holds the
+partition's attribution windows and what the partition learned (the partial state), plus the
+next offsets of both inputs. The whole of it is written as one checkpoint record to partition
+p of the state topic, and that record is the only truth: on assignment a worker restores it
+and seeks to its offsets. A worker killed at any instant therefore resumes from a state and
+offsets that belong together, and the model sees every event once (duplicated event and
+decision ids are dropped by the join). The decision service sums the partitions' latest
+partial states (``Engine.absorb``). A checkpoint of format 2 (of the old impressions and
+clicks topics) is refused with what to do.
 
 A checkpoint holds every open attribution window, so it is not written after every batch but
 at most every ``checkpoint_interval_ms``, and at once when a batch closed windows (the model
@@ -16,37 +24,45 @@ and when the worker stops. A worker killed between checkpoints loses nothing: it
 re-processes the records after the last checkpoint's offsets.
 
 Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
-training log, blocks: streams.joined) and refused records to ``.deadletter`` with the original
-bytes and a reason (among them impressions over the join's cap, ``max_pending`` decisions of a
-campaign open in the partition, counted in ``Counters.over_capacity``); both are flushed after
-every batch, so before any checkpoint that covers them, and records re-processed after a
-restart may write them again.
+training log, blocks: streams.joined) and refused items to ``.deadletter`` with their bytes
+and a reason: a ``.decisions`` record that is no decision block (a stray JSON event among
+them) whole, a bad line of a block alone (its bytes, the reason naming its line number; the
+block's other decisions are used), an ``.events`` record that is a block or no event, events
+the campaigns refuse, late ones, and decisions over the join's cap (``max_pending`` decisions
+of a campaign open in the partition, counted in ``Counters.over_capacity``). Both are flushed
+after every batch, so before any checkpoint that covers them, and records re-processed after a
+restart may write them again. Counted, not dead-lettered: repeats (``duplicates``), machine
+and scanner outcomes and unsent decisions (``machine``, ``scanner``, ``unsent``: the join's
+``excluded``).
 
 Erasure is durable: the decision service publishes an erase record (``erase_record``: the
 subject's ``bandit.engine.join.subject_key`` and the erasure's time, no user id) to the campaigns
 topic, which every worker reads from its start. A worker applies each erase record to every
 partition it holds and again to every partition it restores (a checkpoint may predate the
-erasure), and the join refuses the subject's impressions up to the erasure's time that come
-again (records re-processed after a restart) without dead-lettering them: no restart,
-rebalance or replay brings the subject back into the model or ``.joined``. The partitions
-are then checkpointed as usual, and their next checkpoint no longer holds the subject.
-Earlier records on the topics themselves (impressions, older checkpoints) hold the subject
-until the topics' retention removes them.
+erasure), and the join refuses the subject's decisions (logged, or legacy impressions) up to
+the erasure's time that come again (records re-processed after a restart) without
+dead-lettering them: no restart, rebalance or replay brings the subject back into the model
+or ``.joined``. The partitions are then checkpointed as usual, and their next checkpoint no
+longer holds the subject. Earlier records on the topics themselves (decisions, events, older
+checkpoints) hold the subject until the topics' retention removes them.
 
-Consent: an impression whose decision id says the decision was made without consent
-(``bandit.engine.decided_with_consent``) loses its context and segments as it is decoded,
-before any check, and is counted (``Counters.stripped``); the join, the checkpoints and
-``.joined`` never hold them. A dead letter still carries the record's original bytes.
+Consent: a logged decision or impression whose decision id says the decision was made
+without consent (``bandit.engine.decided_with_consent``) loses its context and segments as it
+is decoded, before any check, and is counted (``Counters.stripped``); the join, the
+checkpoints and ``.joined`` never hold them, and its dead letter carries the stripped copy
+(the service logs none for such a decision; a sender's impression may).
 
 Event time: a partition's watermark is the slower of its two inputs (the newest event time
-each has delivered), so a click is not judged late because impressions ran ahead; an input
-with nothing left to read does not hold the watermark back.
+each has delivered: decisions' times, events' times and watermark records), so an outcome is
+not judged late because decisions ran ahead; an input with nothing left to read does not hold
+the watermark back.
 
-Learning order, and what is bit for bit. A batch closes the open windows whose deadline
-(impression ts + attribution window) is strictly before the watermark, in deadline order,
+Learning order, and what is bit for bit. A batch closes the open windows whose deadline (the
+decision's activation + attribution window; activation is the decision's time, or its send's
+for a campaign activated by sends) is strictly before the watermark, in deadline order,
 decision id breaking ties, and the policies and report tallies add them to their sums one
-decision after another (no sum of a batch is added at once). Suppose no impression, and no
-click inside its window, reaches the join after the watermark has passed its decision's
+decision after another (no sum of a batch is added at once). Suppose no decision, send, and
+no outcome inside its window, reaches the join after the watermark has passed its decision's
 deadline; that holds when each input partition arrives in event time order and no input is
 idle while behind the other (nor sends a watermark record it later breaks). Then every
 batch closes exactly the windows with deadline in [previous watermark, watermark), so the
@@ -55,8 +71,8 @@ poll sizes and interleaving, with the same rewards; a restart re-closes those af
 checkpoint in that order onto the checkpointed sums. The partition's policy sums and report
 tallies are then the bits of one uninterrupted run, for any real-valued features and rewards
 (tests/streams/test_learning_order.py); a VW slot learns in the same order, its model being VW's.
-Outside that condition, an impression that comes after its deadline passed is closed in the
-batch it arrives in, and an in-window click counts or is late, depending on the polls. Decay
+Outside that condition, a decision that comes after its deadline passed is closed in the
+batch it arrives in, and an in-window outcome counts or is late, depending on the polls. Decay
 (``half_life_ms``) keeps this: the sums' reference time moves by whole half-lives at the
 decision that crosses one, whatever the batch (``bandit.kernels.decay``).
 
@@ -80,29 +96,38 @@ from bandit import wire
 from bandit.engine import Engine, strip_consentless
 from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected, subject_key
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
-from bandit.models import Click, Impression
-from streams.codec import Refused, decode_many, encode
-from streams.records import CLICKS, IMPRESSIONS, STREAMS, Batch, DeadLetter, Record
+from bandit.models import Impression, LoggedDecision, Outcome, Send
+from streams import blocks
+from streams.codec import Refused, decode_decisions, decode_many, encode
+from streams.records import DECISIONS, EVENTS, STREAMS, Batch, DeadLetter
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 2  # 2: engine snapshot format 2 (open windows as binary columns)
+CHECKPOINT_FORMAT = 3  # 3: offsets of .decisions and .events; 2: of .impressions and .clicks
 
 
 @dataclass
 class Counters:
     """What a partition has seen, carried in its checkpoint (so totals survive restarts).
-    ``stripped``: impressions that lost their context and segments because their decision
-    was made without consent (``bandit.engine.strip_consentless``)."""
+    ``records``: input records (a block of decisions is one); ``decisions``: the logged
+    decisions those blocks held. ``stripped``: logged decisions and impressions that lost
+    their context and segments because their decision was made without consent
+    (``bandit.engine.strip_consentless``). ``machine``, ``scanner``: outcomes counted, never
+    learned (``bandit.engine.join``); ``unsent``: decisions of campaigns activated by sends
+    that closed unsent, never learned."""
 
     records: int = 0
+    decisions: int = 0
     joined: int = 0
     duplicates: int = 0
     late: int = 0
     dead_letters: int = 0
     erased: int = 0  # decisions of erased subjects dropped (pending, or their impression)
     stripped: int = 0  # impressions of consent-less decisions, context and segments dropped
-    over_capacity: int = 0  # impressions refused for the join's cap (also dead letters)
+    over_capacity: int = 0  # decisions refused for the join's cap (also dead letters)
+    machine: int = 0
+    scanner: int = 0
+    unsent: int = 0
 
     def add(self, other: Counters) -> None:
         for name, value in vars(other).items():
@@ -154,17 +179,60 @@ def _erasure(record: dict[str, Any]) -> tuple[bytes, float]:
         raise InvalidInputError("erase record: the subject key is not hex") from None
 
 
-_WIRE = {IMPRESSIONS: wire.Impression, CLICKS: wire.Click}  # what each input should decode to
-Event = Impression | Click | wire.Impression | wire.Click
+# What each input's records decode to, when good: the join's decision records, its events.
+_JOINABLE = {DECISIONS: frozenset({wire.LoggedDecision}),
+             EVENTS: frozenset({wire.Impression, wire.Send, *wire.OUTCOMES})}
+Event = (Impression | LoggedDecision | Send | Outcome | wire.Impression | wire.LoggedDecision
+         | wire.Send | wire.Outcome)
+_BLOCK = b"cmab."  # how every block's header starts (streams.blocks)
+
+
+def _decisions(offsets: list[int], values: list[bytes | None]) -> tuple[
+        list[int], list[bytes | None], list[int | None], list[Any]]:
+    """The items of a batch of ``.decisions`` records: each line of each decision block
+    (its record's offset, its bytes, its number in the block, its decision or Refused), or a
+    record that is no block whole (line None, Refused with the reason)."""
+    where: list[int] = []
+    items: list[bytes | None] = []
+    numbers: list[int | None] = []
+    refused: dict[int, Refused] = {}  # item -> why its record is no block
+    for offset, value in zip(offsets, values, strict=True):
+        try:
+            lines = blocks.DECISIONS.lines(value)
+        except InvalidInputError as exc:
+            refused[len(items)] = Refused(
+                f"a JSON {EVENTS[:-1]}, not a decision block: senders and trackers write to "
+                f"<prefix>.{EVENTS}" if value is not None and value.lstrip()[:1] == b"{"
+                else "empty record" if value is None else str(exc))
+            where.append(offset)
+            items.append(value)
+            numbers.append(None)
+            continue
+        where += [offset] * len(lines)
+        items += lines
+        numbers += range(1, len(lines) + 1)
+    if not refused:  # the usual batch: every record a block
+        return where, items, numbers, decode_decisions(cast("list[bytes]", items))
+    good = [i for i in range(len(items)) if i not in refused]
+    decoded: list[Any] = [None] * len(items)
+    for i, d in zip(good, decode_decisions([cast(bytes, items[i]) for i in good]), strict=True):
+        decoded[i] = d
+    for i, why in refused.items():
+        decoded[i] = why
+    return where, items, numbers, decoded
 
 
 class _Read(NamedTuple):
-    """The records of one batch past the input's next offset, and what they decoded to."""
+    """The items of one batch past the input's next offset, and what they decoded to: on
+    ``.events`` an item is a record; on ``.decisions`` a line of a block (``lines``: its
+    number in the block, from 1), or a whole record that is no block (``lines`` None)."""
 
     stream: str
-    offsets: list[int]
-    values: list[bytes | None]
-    decoded: Sequence[Any]  # one per value: its event, or the Refused it is refused with
+    offsets: list[int]  # per item: its record's offset
+    values: list[bytes | None]  # per item: the record's bytes, or the line's
+    decoded: Sequence[Any]  # per item: its event, or the Refused it is refused with
+    lines: list[int | None] | None  # per item of .decisions: its line number; None on .events
+    stripped: AbstractSet[int]  # items that lost context and segments (no consent)
 
 
 _ts = attrgetter("ts")
@@ -186,19 +254,19 @@ class BatchOutput:
 class PartitionJoin:
     """One partition's attribution join, partial model and next input offsets.
 
-    >>> from streams.codec import encode
+    >>> from streams import blocks
     >>> from bandit.models import CampaignSpec
     >>> engine = Engine()
     >>> _ = engine.create_campaign(CampaignSpec.model_validate({"name": "w",
     ...     "attribution_window_ms": 10, "slots": [{"name": "s", "arms": [{"id": "a"}],
     ...     "default_arm": "a"}]}))
     >>> part = PartitionJoin(0, Engine.from_bytes(engine.to_bytes())[0])
-    >>> imp = encode({"type": "impression", "event_id": "i", "decision_id": "0" * 32,
-    ...     "campaign": "w", "user_id": "u", "ts": 0, "slots": {"s": {"arm": "a",
-    ...     "propensity": 1.0}}})
-    >>> out = part.process([Batch(IMPRESSIONS, 0, [0, 1], [imp, b"?"])], idle={CLICKS})
-    >>> part.offsets, [d.reason[:8] for d in out.dead_letters]
-    ({'impressions': 2, 'clicks': 0}, ['not JSON'])
+    >>> line = (b'{"decision_id": "' + b"0" * 32 + b'", "campaign": "w", "subject": "'
+    ...         + b"0" * 32 + b'", "ts": 0, "slots": {"s": {"arm": "a", "propensity": 1.0}}}')
+    >>> [(_, block)] = blocks.DECISIONS.pack([("0" * 32, line), ("1" * 32, b'{"ts": 1}')])
+    >>> out = part.process([Batch(DECISIONS, 0, [0, 1], [block, b"?"])], idle={EVENTS})
+    >>> part.offsets, part.counters.decisions, [d.reason[:21] for d in out.dead_letters]
+    ({'decisions': 2, 'events': 0}, 2, ['line 2 of the block: ', 'not a decision block:'])
     """
 
     def __init__(self, partition: int, engine: Engine, *,
@@ -232,6 +300,11 @@ class PartitionJoin:
             lap("check")
         result = self.engine.ingest(events, self._watermark(idle), checked=True, lap=lap)
         self._rejected(result.rejected, read, out)
+        excluded = result.excluded
+        if excluded:
+            out.counters.machine += excluded["machine"]
+            out.counters.scanner += excluded["scanner"]
+            out.counters.unsent += excluded["unsent"]
         lap("join")
         if result.closed is not None:
             out.joined = result.closed.json()
@@ -253,20 +326,27 @@ class PartitionJoin:
             offsets, values = offsets[skip:], values[skip:]
         self.offsets[stream] = offsets[-1] + 1
         counters.records += len(values)
+        lines: list[int | None] | None = None
+        if stream == DECISIONS:
+            offsets, values, lines, decoded = _decisions(offsets, values)
+            counters.decisions += sum(n is not None for n in lines)
+        else:
+            decoded = decode_many(values)
         # Before the checks: a consent-less decision's context is neither checked nor kept.
-        decoded, stripped = strip_consentless(decode_many(values))
+        kept, stripped = strip_consentless(decoded)
         counters.stripped += stripped
-        return _Read(stream, offsets, values, decoded)
+        changed = frozenset(i for i, (a, b) in enumerate(zip(kept, decoded, strict=True))
+                            if a is not b) if stripped else frozenset()
+        return _Read(stream, offsets, values, kept, lines, changed)
 
     def _check(self, fresh: _Read, check: Callable[[Event], object], events: list[Event],
                dead_letters: list[DeadLetter]) -> None:
-        """Check one batch's decoded records, adding its events to ``events`` and its refused
-        records to ``dead_letters``, and move the input's newest event time."""
-        stream, offsets, values, decoded = fresh
+        """Check one batch's decoded items, adding its events to ``events`` and its refused
+        items to ``dead_letters``, and move the input's newest event time."""
+        stream, decoded = fresh.stream, fresh.decoded
         newest = self.newest
-        kind = _WIRE[stream]
-        if len(set(map(type, decoded))) == 1 and type(decoded[0]) is kind:
-            try:  # the usual batch: every record an event of its topic's kind
+        if set(map(type, decoded)) <= _JOINABLE[stream]:
+            try:  # the usual batch: every item an event of its topic's kinds
                 for _ in map(check, decoded):
                     pass
             except InvalidInputError:
@@ -283,17 +363,31 @@ class PartitionJoin:
                 if event.type == "watermark":
                     top = max(top, float(event.ts))
                     continue
-                if (event.type == "impression") != (stream == IMPRESSIONS):
-                    raise Refused(f"a {event.type} on the {stream} topic")
                 check(event)
             except (Refused, InvalidInputError) as exc:
-                dead_letters.append(DeadLetter.of(
-                    Record(stream, self.partition, offsets[i], values[i]), str(exc)))
+                dead_letters.append(self._letter(fresh, i, str(exc)))
                 continue
             events.append(event)
             if event.ts > top:
                 top = float(event.ts)
         newest[stream] = top
+
+    def _letter(self, fresh: _Read, i: int, reason: str) -> DeadLetter:
+        """The dead letter of item ``i``: its bytes (a block's line: the line's, its number
+        in the reason), or those of its stripped copy when it lost context and segments (a
+        consent-less decision's are kept nowhere)."""
+        stream, offset, value = fresh.stream, fresh.offsets[i], fresh.values[i]
+        if i in fresh.stripped:
+            value = encode(fresh.decoded[i])
+            reason += " (context and segments dropped: decided without consent)"
+        elif stream == EVENTS and value is not None and value.startswith(_BLOCK):
+            reason = (f"a {value[:value.find(b' ')].decode(errors='replace')!r:.40} block on "
+                      f"the {EVENTS} topic, not an event: decision blocks go to "
+                      f"<prefix>.{DECISIONS}")
+        line = fresh.lines[i] if fresh.lines is not None else None
+        if line is not None:
+            reason = f"line {line} of the block: {reason}"
+        return DeadLetter(value, reason, f"{stream}/{self.partition}/{offset}")
 
     def _watermark(self, idle: AbstractSet[str]) -> float:
         """The slower of the inputs that are not idle (of all, if every input is idle)."""
@@ -301,14 +395,13 @@ class PartitionJoin:
         return min(busy) if busy else max(self.newest.values())
 
     def _rejected(self, rejected: list[Rejected], read: list[_Read], out: BatchOutput) -> None:
-        """Count what the join rejected and dead-letter it with its record's original bytes
+        """Count what the join rejected and dead-letter it with its item's original bytes
         (duplicates and erased subjects' decisions are only counted)."""
-        source: dict[int, Record] = {}  # id of a decoded event -> its record, if any refused
+        source: dict[int, tuple[_Read, int]] = {}  # id of a decoded event -> its item
         if any(r.reason is not ERASED and not r.reason.startswith("duplicate")
                for r in rejected):
-            source = {id(event): Record(stream, self.partition, offset, value)
-                      for stream, offsets, values, decoded in read
-                      for event, offset, value in zip(decoded, offsets, values, strict=True)}
+            source = {id(event): (fresh, i) for fresh in read
+                      for i, event in enumerate(fresh.decoded)}
         for rejection in rejected:
             if rejection.reason.startswith("duplicate"):
                 out.counters.duplicates += 1
@@ -320,13 +413,15 @@ class PartitionJoin:
                 out.counters.late += 1
             elif rejection.reason.startswith(OVER_CAPACITY):
                 out.counters.over_capacity += 1
-            record = source.get(id(rejection.event))
-            # A click that waited for its impression came in an earlier batch: re-encoded. The
+            item = source.get(id(rejection.event))
+            if item is not None:
+                out.dead_letters.append(self._letter(*item, rejection.reason))
+                continue
+            # An event that waited for its decision came in an earlier batch: re-encoded. The
             # join rejects only what it was given, decoded events: models or their mirrors.
-            event = cast("Impression | Click | wire.Impression | wire.Click", rejection.event)
-            out.dead_letters.append(DeadLetter.of(record, rejection.reason) if record else
-                                    DeadLetter(encode(event), rejection.reason,
-                                               f"{CLICKS}/{self.partition}/join"))
+            event = cast("Event", rejection.event)
+            out.dead_letters.append(DeadLetter(encode(event), rejection.reason,
+                                               f"{EVENTS}/{self.partition}/join"))
 
     def checkpoint(self) -> bytes:
         """The partition's whole state as one record value."""
@@ -345,6 +440,12 @@ class PartitionJoin:
         try:
             if extra is None:  # an engine snapshot: Python's words for indexing it
                 raise TypeError("'NoneType' object is not subscriptable")
+            if extra["checkpoint"] == 2:
+                raise IncompatibleStateError(
+                    f"{what}: a format-2 worker checkpoint, of the impressions and clicks "
+                    "topics; this worker reads <prefix>.decisions and <prefix>.events. Start it "
+                    "on fresh topics (a new topic prefix), or replay the events into the new "
+                    "topics with an empty state topic")
             if extra["checkpoint"] != CHECKPOINT_FORMAT:
                 raise ValueError(f"format {extra['checkpoint']}")
             return cls(int(extra["partition"]), engine,

@@ -154,7 +154,8 @@ BAD = [({"ts": 5.5}, "ts: Value error, expected a whole number, got 5.5"),
        ({"user_id": "u" * 129}, "user_id: String should have at most 128 characters"),
        ({"event_id": None}, "event_id: Input should be a valid string"),
        ({"segments": {"r": 1}}, "segments.r: Input should be a valid string"),
-       ({"type": "view"}, "type: expected 'impression', 'click' or 'watermark', got 'view'")]
+       ({"type": "view"}, "type: expected one of 'impression', 'send', 'open', 'click', "
+        "'conversion', 'unsubscribe', 'complaint', 'bounce', 'watermark', got 'view'")]
 
 
 @pytest.mark.parametrize(("change", "reason"), BAD)

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from bandit.engine import Engine
-from bandit.models import Click, Impression
+from bandit.models import Event, LoggedDecision
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB
+from streams import blocks
 from streams.memory import MemoryLog, MemoryTransport
 from streams.topics import Topics
 from streams.worker import PartitionJoin, Worker
 from tests import streamdata
-from tests.streams.test_worker import _fill
 
 POLICIES = {
     "lin_ucb": lambda **kw: LinUCB(n_arms=4, dim=3, rng=0, **kw),
@@ -76,15 +77,16 @@ def assert_same_learning(actual: Engine, expected: Engine) -> None:
 
 @cache
 def _events() -> tuple:
-    """A real-valued stream in event time order, and a last impression far ahead that closes
-    every window."""
+    """A real-valued stream in event time order (a decision before its events), and a last
+    decision far ahead that closes every window."""
     s = streamdata.make(200, seed=11, real=True)
-    events = sorted([Impression.model_validate(i) for i in s.impressions] +
-                    [Click.model_validate(c) for c in s.clicks], key=lambda e: e.ts)
-    end = Impression.model_validate(streamdata.sentinels(0, s.end_ts + 10**6)[0])
-    return (*events, end)
+    events = sorted([LoggedDecision.model_validate_json(line) for _, line in s.decisions] +
+                    [EVENT.validate_python(e) for e in s.events], key=lambda e: e.ts)
+    [end] = blocks.DECISIONS.lines(streamdata.sentinels(0, s.end_ts + 10**6)[0])
+    return (*events, LoggedDecision.model_validate_json(end))
 
 
+EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 # The streams span a few seconds of event time: a third of a second is several half-lives.
 DECAY = [None, 1000 / 3]
 
@@ -127,7 +129,7 @@ def _run(s: streamdata.Streams, seed: int | None, half_life_ms: float | None) ->
     service = Engine()
     service.create_campaign(streamdata.spec(half_life_ms=half_life_ms))
     log.publish_campaign(service.campaign_record("news"))
-    _fill(log, s)
+    streamdata.fill(log, s, size=1)  # a decision per record: many polls, so many kills
     rng = np.random.default_rng(seed)
 
     def start() -> Worker:

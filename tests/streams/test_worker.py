@@ -1,6 +1,7 @@
 """The stream worker in embedded mode (in-process log): join, learning, checkpoints,
 dead letters, restarts. The same code runs over Kafka in test_worker_kafka.py."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,24 +13,18 @@ from hypothesis import strategies as st
 from bandit.engine import Engine
 from bandit.engine.join import subject_key
 from bandit.errors import IncompatibleStateError, InvalidInputError
+from streams import blocks
 from streams.codec import encode
 from streams.joined import examples
 from streams.memory import MemoryLog, MemoryTransport
-from streams.records import CLICKS, IMPRESSIONS, Batch
+from streams.records import DECISIONS, EVENTS, Batch
 from streams.topics import Topics
 from streams.worker import PartitionJoin, Stages, Worker, erase_record
 from tests import streamdata
 
 
 def _fill(log: MemoryLog, s: streamdata.Streams) -> None:
-    for imp in s.impressions:
-        log.append(log.topics.impressions, encode(imp), key=imp["decision_id"].encode())
-    for click in s.clicks:
-        log.append(log.topics.clicks, encode(click), key=click["decision_id"].encode())
-    for p in range(log.partitions):
-        imp, click = streamdata.sentinels(p, s.end_ts + 10 * streamdata.WINDOW_MS)
-        log.append(log.topics.impressions, encode(imp), partition=p)
-        log.append(log.topics.clicks, encode(click), partition=p)
+    streamdata.fill(log, s)
 
 
 def _log(partitions: int = 3) -> MemoryLog:
@@ -65,8 +60,11 @@ def test_learned_sums_equal_a_direct_batch_computation():
     _drain(worker)
     streamdata.assert_same_model(_model(log), streamdata.reference(s))
     assert worker.counters.joined == 600
+    assert worker.counters.decisions == 600 + 3  # and the sentinels
     assert worker.counters.duplicates == s.duplicates
     assert worker.counters.late == s.late
+    assert (worker.counters.machine, worker.counters.scanner) == (
+        s.excluded["machine"], s.excluded["scanner"]) != (0, 0)
     letters = log.read(log.topics.deadletter, 0)
     assert len(letters) == s.late
     assert all(dict(h)["reason"].startswith(b"late") for _, _, h in letters)
@@ -98,7 +96,7 @@ def test_a_restart_from_every_checkpoint_ends_in_the_same_state():
 def test_a_kill_between_checkpoints_re_processes_and_ends_in_the_same_state():
     s = streamdata.make(300, seed=7)
     log = _log(partitions=2)
-    _fill(log, s)
+    streamdata.fill(log, s, size=1)  # a decision per record: batches between checkpoints
 
     batches = []
 
@@ -121,7 +119,7 @@ def test_a_kill_between_checkpoints_re_processes_and_ends_in_the_same_state():
     joined = [orjson.loads(v)["decision_id"] for p in range(2)
               for _, block, _ in log.read(log.topics.joined, p) for v in examples(block)]
     assert sorted(joined) == sorted(e.decision_id for e in s.joined)  # closing checkpoints
-    records = sum(log.end(t, p) for t in (log.topics.impressions, log.topics.clicks)
+    records = sum(log.end(t, p) for t in (log.topics.decisions, log.topics.events)
                   for p in range(2))
     assert sum(batches) > records  # records after a lost checkpoint were processed again
 
@@ -129,7 +127,7 @@ def test_a_kill_between_checkpoints_re_processes_and_ends_in_the_same_state():
 def test_revocation_and_stop_write_what_is_pending():
     s = streamdata.make(100, seed=8)
     log = _log(partitions=2)
-    _fill(log, s)
+    streamdata.fill(log, s, size=1)
     transport = MemoryTransport(log, max_records=20)
     worker = Worker(transport, checkpoint_interval_ms=10**9)
     transport.attach(worker)
@@ -145,33 +143,58 @@ def test_revocation_and_stop_write_what_is_pending():
         worker.partitions[1].offsets
 
 
-def test_bad_records_are_dead_lettered_with_a_reason_and_the_rest_learned():
+def _line(line: bytes, **change) -> bytes:
+    return orjson.dumps({**orjson.loads(line), **change})
+
+
+def test_bad_records_and_lines_are_dead_lettered_with_a_reason_and_the_rest_learned():
     s = streamdata.make(200, seed=3)
     log = _log(partitions=1)
-    bad = [b"not json", b"[]", b'{"type": "view"}',
-           encode({**s.impressions[0], "event_id": "x1", "campaign": "nope"}),
-           encode({**s.impressions[0], "event_id": "x2",
-                   "slots": {"subject": {"arm": "ghost", "propensity": 0.5}}}),
-           b'{"type": "impression", "ts": NaN}',
-           encode({**s.impressions[0], "event_id": "x3", "context": {"engagement": "high"}}),
-           encode(s.clicks[0]),  # a click on the impressions topic
-           None]
-    for value in bad:
-        log.append(log.topics.impressions, value, partition=0)
-    _fill(log, s)
+    (_, first), (_, second) = s.decisions[:2]
+    ghost = _line(first, decision_id="f" * 31 + "1",
+                  slots={"subject": {"arm": "ghost", "propensity": 0.5}})
+    [(_, good_and_bad)] = blocks.DECISIONS.pack([s.decisions[0], ("x", ghost), s.decisions[1]])
+    decisions = [b"not a block", encode(s.events[0]), good_and_bad,
+                 blocks.DECISIONS.pack([("y", first)])[0][1].replace(b"/1 1", b"/1 2"),
+                 blocks.DECISIONS.pack([("z", _line(first, subject="alice"))])[0][1], None]
+    events = [b"not json", b"[]", b'{"type": "view"}', good_and_bad,
+              encode({**s.events[0], "event_id": "x1", "campaign": "nope"}),
+              encode({"type": "open", "event_id": "x2", "decision_id": "0" * 32, "ts": 0,
+                      "campaign": "news", "slot": "ghost"}),
+              b'{"type": "click", "ts": NaN}', None]
+    for value in decisions:
+        log.append(log.topics.decisions, value, partition=0)
+    for value in events:
+        log.append(log.topics.events, value, partition=0)
+    _fill(log, dataclasses.replace(s, decisions=s.decisions[2:]))
     transport = MemoryTransport(log)
     worker = Worker(transport)
     transport.attach(worker)
     _drain(worker)
     letters = log.read(log.topics.deadletter, 0)
-    reasons = [dict(h)["reason"].decode() for _, _, h in letters]
-    assert [v for v, _, in [(v, h) for _, v, h in letters[:len(bad)]]] == bad
-    assert reasons[0].startswith("not JSON")
-    assert "no campaign 'nope'" in reasons[3]
-    assert "no arm 'ghost'" in reasons[4]
-    assert "engagement" in reasons[6]
-    assert "a click on the impressions topic" in reasons[7]
-    assert reasons[8] == "empty record"
+    reasons = {dict(h)["source"].decode(): dict(h)["reason"].decode() for _, _, h in letters}
+    values = {dict(h)["source"].decode(): v for _, v, h in letters}
+    assert reasons["decisions/0/0"] == "not a decision block: no 'cmab.decisions/1' header"
+    assert reasons["decisions/0/1"] == ("a JSON event, not a decision block: senders and "
+                                        "trackers write to <prefix>.events")
+    assert reasons["decisions/0/2"] == "line 2 of the block: slot 'subject': no arm 'ghost'"
+    assert values["decisions/0/2"] == ghost  # the line alone: the block's others are learned
+    assert reasons["decisions/0/3"].startswith("damaged decision block: header says 2")
+    assert reasons["decisions/0/4"].startswith("line 1 of the block: decision: subject:")
+    assert reasons["decisions/0/5"] == "empty record"
+    assert reasons["events/0/0"].startswith("not JSON")
+    assert reasons["events/0/1"] == "not a JSON object but list"
+    assert reasons["events/0/2"].startswith("type: expected one of 'impression', 'send'")
+    assert reasons["events/0/3"] == ("a 'cmab.decisions/1' block on the events topic, not an "
+                                     "event: decision blocks go to <prefix>.decisions")
+    assert "no campaign 'nope'" in reasons["events/0/4"]
+    assert "no slot 'ghost'" in reasons["events/0/5"]
+    assert reasons["events/0/6"].startswith("not JSON")
+    assert reasons["events/0/7"] == "empty record"
+    assert [v for _, v, _ in letters[:len(decisions) + len(events)]] == [
+        b"not a block", encode(s.events[0]), ghost, decisions[3],
+        _line(first, subject="alice"), None, *events]
+    assert worker.counters.decisions == 200 + 3  # the ghost's, alice's, the sentinel's
     streamdata.assert_same_model(_model(log), streamdata.reference(s))
 
 
@@ -185,29 +208,42 @@ def test_bad_records_are_dead_lettered_with_a_reason_and_the_rest_learned():
 def test_garbage_never_stops_the_worker(garbage):
     log = _log(partitions=1)
     for value in garbage:
-        log.append(log.topics.clicks, value, partition=0)
+        log.append(log.topics.events, value, partition=0)
+        log.append(log.topics.decisions, value, partition=0)
     transport = MemoryTransport(log)
     worker = Worker(transport)
     transport.attach(worker)
     _drain(worker)
-    assert len(log.read(log.topics.deadletter, 0)) == len(garbage)
-    assert worker.counters.records == len(garbage)
+    assert len(log.read(log.topics.deadletter, 0)) == 2 * len(garbage)
+    assert worker.counters.records == 2 * len(garbage)
+
+
+def _blocks(s: streamdata.Streams, end: int | None = None) -> list[bytes]:
+    """The decision blocks of a one-partition log (and the sentinel's when ``end`` is given)."""
+    values = [value for _, value in streamdata.blocks_of(s.decisions, 1)[0]]
+    return values + ([streamdata.sentinels(0, end)[0]] if end is not None else [])
 
 
 def test_the_watermark_waits_for_the_slower_input():
     s = streamdata.make(50, seed=4)
     part = PartitionJoin(0, Engine())
     part.engine.create_campaign(streamdata.spec())
-    imps = [encode(e) for e in s.impressions] + [encode(streamdata.sentinels(0, 10**9)[0])]
-    out = part.process([Batch(IMPRESSIONS, 0, list(range(len(imps))), imps)], idle=set())
-    assert out.joined == []  # clicks have not moved: no window may close yet
-    clicks = [encode(c) for c in s.clicks]
-    out = part.process([Batch(CLICKS, 0, list(range(len(clicks))), clicks)],
-                       idle={IMPRESSIONS})
-    assert len(out.joined) > 0 and math.isfinite(part.newest[CLICKS])
+    decisions = _blocks(s, 10**9)
+    out = part.process([Batch(DECISIONS, 0, list(range(len(decisions))), decisions)],
+                       idle=set())
+    assert out.joined == []  # events have not moved: no window may close yet
+    events = [encode(e) for e in s.events]
+    out = part.process([Batch(EVENTS, 0, list(range(len(events))), events)],
+                       idle={DECISIONS})
+    assert len(out.joined) > 0 and math.isfinite(part.newest[EVENTS])
 
 
-def test_a_damaged_checkpoint_is_refused():
+def test_a_damaged_or_format_2_checkpoint_is_refused():
+    old = Engine().to_bytes(extra={
+        "checkpoint": 2, "partition": 0, "seq": 1, "offsets": {"impressions": 5, "clicks": 3},
+        "newest": {"impressions": 10, "clicks": 9}, "counters": {"records": 8}})
+    with pytest.raises(IncompatibleStateError, match="format-2 .* fresh topics .* replay"):
+        PartitionJoin.restore(old)
     with pytest.raises(IncompatibleStateError, match="partition 3"):
         PartitionJoin.restore(b"garbage", what="checkpoint of partition 3")
     with pytest.raises(IncompatibleStateError, match="not a worker checkpoint"):
@@ -237,20 +273,43 @@ def test_absorb_sums_partitions_with_arms_added_later():
 def test_watermark_records_close_the_windows_they_pass():
     s = streamdata.make(120, seed=6)
     log = _log(partitions=2)
-    for imp in s.impressions:
-        log.append(log.topics.impressions, encode(imp), key=imp["decision_id"].encode())
-    for click in s.clicks:
-        log.append(log.topics.clicks, encode(click), key=click["decision_id"].encode())
+    streamdata.fill(log, s, sentinel=False)
     mark = encode({"type": "watermark", "ts": s.end_ts})
     for p in range(2):
-        log.append(log.topics.impressions, mark, partition=p)
-        log.append(log.topics.clicks, mark, partition=p)
+        log.append(log.topics.events, mark, partition=p)
     transport = MemoryTransport(log)
     worker = Worker(transport)
     transport.attach(worker)
     _drain(worker)
     assert worker.counters.joined == 120 and worker.counters.dead_letters == s.late
     streamdata.assert_same_model(_model(log), streamdata.reference(s))
+
+
+def test_a_campaign_activated_by_sends_learns_sent_decisions_and_counts_the_unsent():
+    s = streamdata.make(400, seed=10, activation="send")
+    log = MemoryLog(Topics("t"), 2)
+    service = Engine()
+    service.create_campaign(streamdata.spec(activation="send"))
+    log.publish_campaign(service.campaign_record("news"))
+    streamdata.fill(log, s)
+    transport = MemoryTransport(log, max_records=29)
+    worker = Worker(transport)
+    transport.attach(worker)
+    _drain(worker)
+    assert worker.counters.unsent == s.excluded["unsent"] > 0
+    assert worker.counters.joined == len(s.joined) == 400 - s.excluded["unsent"]
+    assert (worker.counters.machine, worker.counters.scanner, worker.counters.late) == (
+        s.excluded["machine"], s.excluded["scanner"], s.late)
+    model = Engine()
+    model.create_campaign(streamdata.spec(activation="send"))
+    model.absorb([PartitionJoin.restore(transport.latest_checkpoint(p)).engine
+                  for p in range(2)])
+    streamdata.assert_same_model(model, streamdata.reference(s, activation="send"))
+    joined = {j["decision_id"]: j for p in range(2)
+              for _, block, _ in log.read(log.topics.joined, p) for j in
+              map(orjson.loads, examples(block))}
+    assert joined == {e.decision_id: orjson.loads(e.model_dump_json(exclude_none=True))
+                      for e in s.joined}
 
 
 def test_absorb_keeps_a_vw_slot_when_partitions_cannot_merge():
@@ -275,9 +334,9 @@ def test_a_model_only_restore_has_the_model_and_no_windows():
     s = streamdata.make(80, seed=9)
     part = PartitionJoin(0, Engine())
     part.engine.create_campaign(streamdata.spec())
-    half = len(s.impressions) // 2
-    part.process([Batch(IMPRESSIONS, 0, list(range(len(s.impressions))),
-                        [encode(e) for e in s.impressions])], idle={CLICKS})
+    half = len(s.joined) // 2
+    decisions = _blocks(s)
+    part.process([Batch(DECISIONS, 0, list(range(len(decisions))), decisions)], idle={EVENTS})
     part.engine.learn(s.joined[:half])
     data = part.checkpoint()
     full = PartitionJoin.restore(data)
@@ -318,19 +377,22 @@ def test_an_erasure_survives_a_kill_a_restore_and_a_replay():
     checkpoint and re-processes those records. Nothing of the subjects is learned, written to
     .joined or dead-lettered, and the next checkpoint no longer holds them."""
     s = streamdata.make(200, seed=21)
-    first, second = s.impressions[120], s.impressions[150]
-    gone = {first["user_id"], second["user_id"]}
+    logged = [orjson.loads(line) for _, line in s.decisions]
+    first, second = logged[120], logged[150]
+    gone = {s.user_ids[first["decision_id"]], s.user_ids[second["decision_id"]]}
     log = _log(partitions=1)
-    sent = {"impressions": 0, "clicks": 0}
+    sent = {"decisions": 0, "events": 0}
 
     def send_until(ts: float) -> None:  # both inputs, in event time, up to ts
-        for stream, topic in (("impressions", log.topics.impressions),
-                              ("clicks", log.topics.clicks)):
-            events = getattr(s, stream)
-            while sent[stream] < len(events) and events[sent[stream]]["ts"] <= ts:
-                event = events[sent[stream]]
-                log.append(topic, encode(event), key=event["decision_id"].encode())
-                sent[stream] += 1
+        start = sent["decisions"]
+        while sent["decisions"] < len(logged) and logged[sent["decisions"]]["ts"] <= ts:
+            sent["decisions"] += 1
+        for _, value in blocks.DECISIONS.pack(s.decisions[start:sent["decisions"]]):
+            log.append(log.topics.decisions, value, partition=0)
+        while sent["events"] < len(s.events) and s.events[sent["events"]]["ts"] <= ts:
+            event = s.events[sent["events"]]
+            log.append(log.topics.events, encode(event), partition=0)
+            sent["events"] += 1
 
     send_until(first["ts"])
     transport = MemoryTransport(log)
@@ -347,20 +409,20 @@ def test_an_erasure_survives_a_kill_a_restore_and_a_replay():
     open_ids = worker.partitions[0].engine._joiner._row.keys()
     assert first["decision_id"] not in open_ids and second["decision_id"] not in open_ids
     # Killed. The successor restores the checkpoint holding the first subject, replays the
-    # second's impression, then reads the rest of the stream.
+    # second's decision, then reads the rest of the stream.
     transport = MemoryTransport(log)
     worker = Worker(transport)
     transport.attach(worker)
     send_until(s.end_ts)
-    imp, click = streamdata.sentinels(0, s.end_ts + 10 * streamdata.WINDOW_MS)
-    log.append(log.topics.impressions, encode(imp), partition=0)
-    log.append(log.topics.clicks, encode(click), partition=0)
+    block, mark = streamdata.sentinels(0, s.end_ts + 10 * streamdata.WINDOW_MS)
+    log.append(log.topics.decisions, block, partition=0)
+    log.append(log.topics.events, mark, partition=0)
     _drain(worker)
-    assert worker.counters.erased == 2  # one open decision restored, one impression replayed
+    assert worker.counters.erased == 2  # one open decision restored, one decision replayed
     keys = {subject_key(user_id).hex() for user_id in gone}
     kept = [e for e in s.joined if e.subject not in keys]
     streamdata.assert_same_model(_model(log), streamdata.reference(
-        streamdata.Streams(s.impressions, s.clicks, kept, s.late, s.duplicates, s.end_ts)))
+        dataclasses.replace(s, joined=kept)))
     joined = [orjson.loads(v) for _, block, _ in log.read(log.topics.joined, 0)
               for v in examples(block)]
     # At least once: what the killed worker wrote after its checkpoint is written again.
@@ -382,3 +444,44 @@ def test_a_malformed_erase_record_is_refused_without_logging_its_contents(caplog
     transport.attach(worker)
     assert worker.campaign_errors == 3 and worker.erasures == {}
     assert "erase record" in caplog.text and "alice" not in caplog.text
+
+
+def test_no_topic_holds_the_context_or_segments_of_a_decision_made_without_consent():
+    """The service logs none for such a decision; a sender's legacy impression of one (a
+    decision made elsewhere) brings a secret context and segment value: after a run, every
+    topic but the one it was written to is read back and holds neither, whether the
+    impression was joined or dead-lettered."""
+    s = streamdata.make(300, seed=12)
+    log = _log(partitions=2)
+    streamdata.fill(log, s, sentinel=False)
+    without = [d for d, given in s.consent.items() if not given]
+    assert without and all(b'"context"' not in line for d, line in s.decisions if d in without)
+    for i, arm in enumerate(["plain", "ghost"]):  # joined, and dead-lettered (no such arm)
+        decision_id = f"{i:031x}0"  # lowest bit 0: decided without consent
+        log.append(log.topics.events, encode({
+            "type": "impression", "event_id": f"legacy-{i}", "decision_id": decision_id,
+            "campaign": "news", "user_id": "secret-user", "ts": 10 + i,
+            "slots": {"subject": {"arm": arm, "propensity": 1.0}},
+            "context": {"engagement": 0.123456789, "plan": "SECRET-PLAN"},
+            "segments": {"region": "SECRET-REGION"}}), key=decision_id.encode())
+    for p in range(2):
+        block, mark = streamdata.sentinels(p, s.end_ts + 10 * streamdata.WINDOW_MS)
+        log.append(log.topics.decisions, block, partition=p)
+        log.append(log.topics.events, mark, partition=p)
+    transport = MemoryTransport(log)
+    worker = Worker(transport)
+    transport.attach(worker)
+    _drain(worker)
+    assert worker.counters.stripped == 2 and worker.counters.dead_letters >= 1
+    written = b"".join(b"%r%r%r" % (key, value, headers)
+                       for name, n in log.topics.partition_counts(2).items()
+                       if name != log.topics.events for p in range(n)
+                       for key, value, headers in log.read(name, p))
+    for secret in (b"SECRET-PLAN", b"SECRET-REGION", b"0.123456789"):
+        assert secret not in written
+    joined = [orjson.loads(v) for p in range(2) for _, block, _ in log.read(log.topics.joined, p)
+              for v in examples(block)]
+    for j in joined:
+        if j["decision_id"] in without or j["decision_id"].endswith("0"):
+            assert "context" not in j and j["segments"] == {}
+    assert {"0" * 31 + "0"} <= {j["decision_id"] for j in joined}

@@ -122,7 +122,7 @@ def test_the_worker_strips_counts_and_writes_no_context_to_joined():
     log = MemoryLog(Topics("t"), 1)
     log.publish_campaign(engine().campaign_record("c"))
     for event in (impression(no, "u0", SECRET), impression(yes, "u1", SHARED)):
-        log.append(log.topics.impressions, encode(event), key=event["decision_id"].encode())
+        log.append(log.topics.events, encode(event), key=event["decision_id"].encode())
     transport = MemoryTransport(log)
     worker = Worker(transport, checkpoint_interval_ms=0)
     transport.attach(worker)
@@ -132,8 +132,8 @@ def test_the_worker_strips_counts_and_writes_no_context_to_joined():
     checkpoint = transport.latest_checkpoint(0)
     assert not secrets_in(checkpoint, "u0") and secrets_in(checkpoint, "u1")
 
-    log.append(log.topics.impressions, encode(impression("e" * 31 + "1", "x", {}, ts=10_000)))
-    log.append(log.topics.clicks, encode(far_click()))
+    log.append(log.topics.events, encode(impression("e" * 31 + "1", "x", {}, ts=10_000)))
+    log.append(log.topics.events, encode(far_click()))
     while worker.step():
         pass
     joined = {j["decision_id"]: j for _, value, _ in log.read(log.topics.joined, 0)

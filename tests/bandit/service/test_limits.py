@@ -32,7 +32,6 @@ from bandit.service import create_app
 from bandit.service.deadlines import deadline_protocol
 from bandit.service.limits import JsonItems
 from bandit.settings import Settings
-from streams.codec import encode
 from streams.memory import MemoryLog, MemoryTransport
 from streams.topics import Topics
 from streams.worker import Worker
@@ -198,21 +197,21 @@ def test_events_over_the_cap_are_refused_whole_and_counted(guarded):
     assert guarded.post("/v1/events", json=body[2:], headers=auth).status_code == 503
 
 
-def test_the_worker_dead_letters_impressions_over_the_cap():
+def test_the_worker_dead_letters_decisions_over_the_cap():
     s = streamdata.make(300, seed=5)
     log = MemoryLog(Topics("t"), 1)
     service = Engine()
     service.create_campaign(streamdata.spec())
     log.publish_campaign(service.campaign_record("news"))
-    for imp in s.impressions:
-        log.append(log.topics.impressions, encode(imp), partition=0)
+    for _, value in streamdata.blocks_of(s.decisions, 1, size=10)[0]:
+        log.append(log.topics.decisions, value, partition=0)
     transport = MemoryTransport(log)
     worker = Worker(transport, max_pending=20)
     transport.attach(worker)
     while worker.step():
         pass
     reasons = [dict(h)["reason"].decode() for _, _, h in log.read(log.topics.deadletter, 0)]
-    over = [r for r in reasons if r.startswith(OVER_CAPACITY)]
+    over = [r for r in reasons if r.split(": ", 1)[1].startswith(OVER_CAPACITY)]  # "line k of"
     assert over and "'news'" in over[0] and "max_pending" in over[0]
     assert worker.counters.over_capacity == len(over)
     assert worker.partitions[0].engine.open_windows() <= 20
