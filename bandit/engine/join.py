@@ -165,6 +165,7 @@ class Joiner(_OpenWindows):
         self.max_pending = max_pending
         self._open: dict[str, int] = {}  # campaign -> its open decisions (live rows)
         self._cache: dict[str, _Rules] = {}
+        self._spans: set[str] = set()  # campaigns whose windows ``_longest`` counts
         self._early: dict[str, list[Waiting]] = {}  # decision id -> sends and outcomes
         self._seen: dict[str, float] = {}  # event id -> event time
         self._closed: dict[str, float] = {}  # decision id -> window close time
@@ -189,13 +190,14 @@ class Joiner(_OpenWindows):
         result = JoinResult()
         seen, row, closed = self._seen, self._row, self._closed
         newest, longest = self.watermark, self._longest
-        erased_until = self._erased_until
+        erased_until, spans = self._erased_until, self._spans
         # Decisions are checked and given their rows here, in order, and written to the
         # columns together (_insert) at the end. An event on a row not written yet reads and
         # moves the decision's timing in ``waiting`` instead of the columns, so that a batch
         # whose sends and outcomes come early costs no small numpy write per event.
         pending: list[tuple[int, int, DecisionLike]] = []
-        waiting: dict[int, list[float]] = {}  # row -> [ts, deadline, shape, sent, send ts]
+        # row -> (ts, deadline, shape, sent, send ts); tuples, which the GC does not track
+        waiting: dict[int, tuple[float, ...]] = {}
         admission = _Admission(self, events, watermark)
         try:
             for event in events:
@@ -217,12 +219,8 @@ class Joiner(_OpenWindows):
                     newest = ts
                 if kind != "decision" and kind != "impression":
                     named = cast("SendLike | OutcomeLike", event).campaign
-                    if named is not None:
-                        rules = self._rules(named)
-                        span = rules.window if rules.wait is None else max(rules.window,
-                                                                           rules.wait)
-                        if span > longest:
-                            longest = span
+                    if named is not None and named not in spans:
+                        longest = max(longest, self._span(named))
                 if kind == "send":
                     self._send(cast(SendLike, event), result, waiting)
                     continue
@@ -234,10 +232,9 @@ class Joiner(_OpenWindows):
                 if kind == "impression" and decision_id in row:  # the send of a logged one
                     self._send(cast(ImpressionLike, event), result, waiting)
                     continue
-                rules = self._rules(decision.campaign)
-                span = rules.window if rules.wait is None else max(rules.window, rules.wait)
-                if span > longest:
-                    longest = span
+                rules = self._cache.get(decision.campaign) or self._rules(decision.campaign)
+                if decision.campaign not in spans:
+                    longest = max(longest, self._span(decision.campaign))
                 if ts <= erased_until and ts <= self._erased.get(_subject_key(decision),
                                                                   -math.inf):
                     result.rejected.append(Rejected(event, ERASED))
@@ -261,7 +258,7 @@ class Joiner(_OpenWindows):
                 row[decision_id] = r
                 shape = self._shape_of(decision)
                 pending.append((r, shape, decision))
-                waiting[r] = [float(ts), float(deadline), shape, state, float(ts)]
+                waiting[r] = (float(ts), float(deadline), shape, state, float(ts))
                 if self._early and decision_id in self._early:
                     self._wake(decision_id, result, waiting)
         finally:  # rows handed out are written even if a campaign lookup failed half-way
@@ -340,22 +337,30 @@ class Joiner(_OpenWindows):
     def _weights(self, campaign: str) -> Mapping[str, float]:
         return self._rules(campaign).weights
 
+    def _span(self, campaign: str) -> float:
+        """How long a campaign's decisions may stay open (its attribution window, or its
+        activation window if longer), noted once per campaign."""
+        rules = self._rules(campaign)
+        self._spans.add(campaign)
+        return rules.window if rules.wait is None else max(rules.window, rules.wait)
+
     def _rules(self, campaign: str) -> _Rules:
         found = self._cache.get(campaign)
         if found is None:
             found = self._cache[campaign] = _rules_of(self._campaign(campaign))
         return found
 
-    def _timing(self, r: int, waiting: dict[int, list[float]]) -> list[float]:
-        """[ts, deadline, shape, sent, send ts] of row ``r``: from ``waiting`` for a row not
-        written yet, else read from the columns (a copy)."""
+    def _timing(self, r: int, waiting: dict[int, tuple[float, ...]]) -> tuple[float, ...]:
+        """(ts, deadline, shape, sent, send ts) of row ``r``: from ``waiting`` for a row not
+        written yet, else read from the columns."""
         found = waiting.get(r)
         if found is not None:
             return found
-        return [float(self._ts[r]), float(self._deadline[r]), int(self._shape[r]),
-                int(self._sent[r]), float(self._send_ts[r])]
+        return (float(self._ts[r]), float(self._deadline[r]), int(self._shape[r]),
+                int(self._sent[r]), float(self._send_ts[r]))
 
-    def _move(self, r: int, timing: list[float], waiting: dict[int, list[float]]) -> None:
+    def _move(self, r: int, timing: tuple[float, ...],
+              waiting: dict[int, tuple[float, ...]]) -> None:
         """Write a row's new activation (a send came): into ``waiting`` or the columns."""
         if r in waiting:
             waiting[r] = timing
@@ -367,7 +372,7 @@ class Joiner(_OpenWindows):
         self._early.setdefault(event.decision_id, []).append(event)
 
     def _wake(self, decision_id: str, result: JoinResult,
-              waiting: dict[int, list[float]]) -> None:
+              waiting: dict[int, tuple[float, ...]]) -> None:
         """Apply what waited for a decision: its sends first, then its outcomes."""
         early = sorted(self._early.pop(decision_id), key=_sends_first)
         for event in early:
@@ -377,7 +382,7 @@ class Joiner(_OpenWindows):
                 self._outcome(cast(OutcomeLike, event), result, waiting)
 
     def _send(self, send: SendLike | ImpressionLike, result: JoinResult,
-              waiting: dict[int, list[float]]) -> None:
+              waiting: dict[int, tuple[float, ...]]) -> None:
         """Apply a send (or the impression of a logged decision): it activates a decision
         waiting for it, or times the scanner rule of one active since it was made."""
         r = self._row.get(send.decision_id)
@@ -401,14 +406,14 @@ class Joiner(_OpenWindows):
                 result.rejected.append(Rejected(send, _LATE_SEND))
                 return
             at = max(float(send.ts), ts)
-            self._move(r, [ts, at + self._rules(campaign).window, shape, SENT, at], waiting)
+            self._move(r, (ts, at + self._rules(campaign).window, shape, SENT, at), waiting)
             if self._early and send.decision_id in self._early:
                 self._wake(send.decision_id, result, waiting)
             return
-        self._move(r, [ts, deadline, shape, SENT, max(float(send.ts), ts)], waiting)
+        self._move(r, (ts, deadline, shape, SENT, max(float(send.ts), ts)), waiting)
 
     def _outcome(self, event: OutcomeLike, result: JoinResult,
-                 waiting: dict[int, list[float]]) -> None:
+                 waiting: dict[int, tuple[float, ...]]) -> None:
         """Apply an outcome; ``waiting`` holds the timing of rows not written yet."""
         r = self._row.get(event.decision_id)
         if r is None:
@@ -417,20 +422,26 @@ class Joiner(_OpenWindows):
             else:  # its decision may still come: wait (until the orphan sweep in _close)
                 self._wait(event)
             return
-        _, deadline, shape, state, send_ts = self._timing(r, waiting)
+        found = waiting.get(r)
+        if found is None:  # the columns, read as the timing tuple holds them
+            deadline, shape = float(self._deadline[r]), float(self._shape[r])
+            state, send_ts = float(self._sent[r]), float(self._send_ts[r])
+        else:
+            _, deadline, shape, state, send_ts = found
         if state == UNSENT:  # no email yet: wait for the send, unless it can no longer come
             if event.ts > deadline:  # past the activation window, as if it had closed
                 result.rejected.append(Rejected(event, _LATE))
             else:
                 self._wait(event)
             return
-        campaign, names = self._shapes[int(shape)][:2]
+        described = self._shapes[int(shape)]
+        campaign, names = described[0], described[1]
         if event.campaign is not None and event.campaign != campaign:
             result.rejected.append(Rejected(event, f"the decision is of campaign {campaign!r}"))
             return
-        rules = self._rules(campaign)
-        kind = event.type
-        if event.ts < send_ts or event.ts > min(deadline, send_ts + rules.windows[kind]):
+        rules = self._cache.get(campaign) or self._rules(campaign)
+        kind, ts = event.type, event.ts
+        if ts < send_ts or ts > min(deadline, send_ts + rules.windows[kind]):
             result.rejected.append(Rejected(event, _LATE))
             return
         if event.slot is not None and event.slot not in names:
@@ -556,7 +567,7 @@ class Joiner(_OpenWindows):
             "ids": _hex_blob([d for d in self._ids[:self._size] if d is not None]),
             "subjects": _hex_blob([s for s in self._subjects[:self._size] if s is not None]),
             "probabilities": np.frombuffer(b"\n".join(
-                b"\x1e".join(v) for v in self._probabilities[:self._size] if v is not None),
+                v for v in self._probabilities[:self._size] if v is not None),
                 dtype=np.uint8),
             "reward_row": np.searchsorted(live, np.array(reward_rows, dtype=np.int64)),
             "reward_slot": np.array(reward_slots, dtype=np.int32),
@@ -617,7 +628,7 @@ class Joiner(_OpenWindows):
                 raise ValueError(f"open windows: {len(column)} {name[1:]} for {n} decisions")
             setattr(joiner, name, column)
         blob = arrays["probabilities"].tobytes()
-        vectors = [tuple(row.split(b"\x1e")) for row in blob.split(b"\n")] if n else []
+        vectors = blob.split(b"\n") if n else []
         if len(subjects) != n or len(vectors) != n:
             raise ValueError("open windows: subjects or probabilities do not match the "
                              "decisions")

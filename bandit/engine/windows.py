@@ -29,6 +29,8 @@ _WIDE = ("_arm", "_propensity", "_context", "_segment")  # a column per slot, ke
 # whose send came (for a campaign activated by decisions the send only times the scanner rule).
 UNSENT, ACTIVE, SENT = 0, 1, 2
 _arm, _propensity = attrgetter("arm"), attrgetter("propensity")
+_probabilities = attrgetter("probabilities")
+_RS = b"\x1e"  # between the slots' probability vectors (JSON never holds it raw)
 
 
 @dataclass
@@ -42,11 +44,11 @@ class Closed:
     ``shapes``: campaign, slot names, context keys with "is a string", segment keys),
     ``holdout``, ``wire`` (decoded by the stream worker), ``model_version``, ``outcomes`` (the
     learned events per type, in ``OUTCOME_TYPES`` order), ``probabilities[i]`` (per slot the
-    JSON of its probability vector), and per position j of its shape's slots, context keys and
-    segment keys: ``arm``, ``propensity`` and ``reward`` (aggregated, or the campaign's
-    default), ``context`` and ``segment``. Arms, string context values and segment values are
-    indices into ``names``. ``Engine`` learns from these columns; ``events`` and ``json`` are
-    for the other readers.
+    JSON of its probability vector, separated by ``\x1e``), and per position j of its shape's
+    slots, context keys and segment keys: ``arm``, ``propensity`` and ``reward``
+    (aggregated, or the campaign's default), ``context`` and ``segment``. Arms, string context
+    values and segment values are indices into ``names``. ``Engine`` learns from these
+    columns; ``events`` and ``json`` are for the other readers.
     """
 
     ids: list[str]
@@ -64,7 +66,7 @@ class Closed:
     shapes: list[tuple]
     model_version: np.ndarray  # (n,) float64
     outcomes: np.ndarray  # (n, len(OUTCOME_TYPES)) int32
-    probabilities: list[tuple[bytes, ...]]  # per row, per slot: JSON of {arm: probability}
+    probabilities: list[bytes]  # per row: per slot the JSON of {arm: probability}, b"\x1e"-split
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,7 +89,8 @@ class Closed:
                                                     strict=True) if n}
             yield (is_wire, self.ids[i], campaign, self.subjects[i], ts,
                    [(slot, names[a], p, orjson.loads(vector)) for slot, a, p, vector in zip(
-                       slots, arms, propensities, self.probabilities[i], strict=False)],
+                       slots, arms, propensities, self.probabilities[i].split(_RS),
+                       strict=False)],
                    context, {key: names[v] for key, v in zip(segment_keys, segment, strict=False)},
                    holdout, int(self.model_version[i]), outcomes,
                    dict(zip(slots, rewards, strict=False)))
@@ -140,6 +143,7 @@ class Closed:
             at = np.flatnonzero(self.shape == shape)
             rows = at.tolist()
             campaign, slots, context_keys, segment_keys = self.shapes[shape]
+            vectors = {i: self.probabilities[i].split(_RS) for i in rows}
             name = _names_json(names, np.concatenate([
                 self.arm[at, :len(slots)].ravel(), self.segment[at, :len(segment_keys)].ravel(),
                 *(self.context[at, j].astype(np.int64) for j, (_, is_str) in
@@ -155,7 +159,7 @@ class Closed:
                            repeat(b',"propensity":'),
                            _split(dumps(self.propensity[at, j].tolist())),
                            repeat(b',"probabilities":'),
-                           [self.probabilities[i][j] for i in rows],
+                           [vectors[i][j] for i in rows],
                            repeat(b"}")]
             pieces.append(repeat(b"}"))
             if context_keys is not None:
@@ -184,13 +188,6 @@ class Closed:
 
 
 _WIRE_DECISIONS = (wire.Impression, wire.LoggedDecision)
-
-
-def _subject(decision: DecisionLike) -> str:
-    """A decision's subject key (hex): logged, or the hash of a legacy impression's user id."""
-    if decision.type == "decision":
-        return decision.subject
-    return subject_key(decision.user_id).hex()
 
 
 _BOOLS = (b"false", b"true")
@@ -227,7 +224,7 @@ class _OpenWindows:
         self._row: dict[str, int] = {}
         self._ids: list[str | None] = []
         self._subjects: list[str | None] = []
-        self._probabilities: list[tuple[bytes, ...] | None] = []
+        self._probabilities: list[bytes | None] = []  # per slot the vector's JSON, _RS-split
         self._free: list[int] = []
         self._size = 0  # rows ever used (live or free)
         # row -> (slot, outcome type) -> the type's amounts aggregated, and the time of the
@@ -321,7 +318,7 @@ class _OpenWindows:
         return shape
 
     def _insert(self, pending: list[tuple[int, int, DecisionLike]],
-                timing: Mapping[int, list[float]]) -> None:
+                timing: Mapping[int, tuple[float, ...]]) -> None:
         """Write decisions to their rows (handed out by ``add``), per shape one numpy write
         per column. Strings new to the join are interned in the order a row-by-row insert
         would meet them (arms, string context values, segment values, decision by decision),
@@ -389,10 +386,15 @@ class _OpenWindows:
                                      len(imps))
         self._live[at] = True
         ids, subjects, vectors = self._ids, self._subjects, self._probabilities
+        dumps, join = orjson.dumps, _RS.join
         for r, _, imp in pending:
-            ids[r], subjects[r] = imp.decision_id, _subject(imp)
-            vectors[r] = tuple(orjson.dumps(getattr(c, "probabilities", None) or {})
-                               for c in imp.slots.values())
+            ids[r] = imp.decision_id
+            if imp.type == "decision":
+                subjects[r] = imp.subject
+                vectors[r] = join(map(dumps, map(_probabilities, imp.slots.values())))
+            else:  # a legacy impression: the hash of its user id, no probabilities known
+                subjects[r] = subject_key(imp.user_id).hex()
+                vectors[r] = _RS.join([b"{}"] * len(imp.slots))
         self._next_deadline = min(self._next_deadline, float(deadline.min()))
 
     def _compact(self) -> None:
@@ -462,4 +464,4 @@ class _OpenWindows:
             propensity=self._propensity[rows], reward=reward, context=self._context[rows],
             segment=self._segment[rows], names=self._names, shapes=self._shapes,
             model_version=self._model_version[rows], outcomes=outcomes,
-            probabilities=[cast(tuple, self._probabilities[r]) for r in ordered])
+            probabilities=[cast(bytes, self._probabilities[r]) for r in ordered])
