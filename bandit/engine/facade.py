@@ -163,7 +163,7 @@ class Engine:
         with self._lock:
             one = _decide.decide_one(self._get(request.campaign), request, self._id_rng,
                                      self._log_ts())
-        self._log(one.log)
+        self.log_decisions(one.log)
         return one
 
     @property
@@ -175,9 +175,12 @@ class Engine:
     def decide_many(self, campaign: str, requests: Sequence[DecisionRequest]) -> list[Decision]:
         return self.decide_batch(campaign, requests).decisions()
 
-    def decide_batch(self, campaign: str,
-                     requests: Sequence[DecisionRequestLike]) -> DecisionBatch:
-        """Decide every slot for every request, slot by slot, each slot in one batch call."""
+    def decide_batch(self, campaign: str, requests: Sequence[DecisionRequestLike], *,
+                     logged: bool = True) -> DecisionBatch:
+        """Decide every slot for every request, slot by slot, each slot in one batch call.
+        ``logged=False``: the call's decision log is kept in ``batch.log`` instead of going
+        to the sink (a caller that may still refuse the whole request logs it later with
+        ``log_decisions``, or never)."""
         with self._lock:
             c = self._get(campaign)
             for i, r in enumerate(requests):
@@ -188,7 +191,8 @@ class Engine:
             words = id_words(self._id_rng, len(requests))
             batch = _decide.decide_columns(c, _decide.batch_columns(c, requests), words,
                                            self._log_ts())
-        self._log(batch.log)
+        if logged:
+            self.log_decisions(batch.log)
         return batch
 
     def request_columns(self, campaign: str, user_ids: list[str], consent: np.ndarray,
@@ -213,14 +217,15 @@ class Engine:
             c = self._get(columns.campaign)
             batch = _decide.decide_columns(c, columns, id_words(self._id_rng, len(columns)),
                                            self._log_ts())
-        self._log(batch.log)
+        self.log_decisions(batch.log)
         return batch
 
     def _log_ts(self) -> int | None:
         """The decision log's time for this call, None without a sink (nothing logged)."""
         return None if self.decision_sink is None else self.clock()
 
-    def _log(self, log: DecisionLog | None) -> None:
+    def log_decisions(self, log: DecisionLog | None) -> None:
+        """Hand a decide call's log to the sink (nothing without one, or without a log)."""
         sink = self.decision_sink
         if log is not None and sink is not None:
             sink(log)

@@ -127,7 +127,8 @@ def _decide_labelled(engine: Engine, metrics: Metrics, campaign: str | None,
     """Decide ``(label, request)`` pairs a chunk at a time, so that a big batch never holds
     the engine's lock for long nor keeps every request alive at once. The label (``line
     7``, ``requests[6]``) names the request in errors; ``campaign`` defaults to the first
-    request's."""
+    request's. The decisions are logged once the whole batch is decided: a refused batch
+    answers no decision, so it logs none (its probes neither)."""
     batches = []
     for chunk in _chunks(labelled, BATCH_CHUNK):
         campaign = campaign or chunk[0][1].campaign
@@ -139,18 +140,20 @@ def _decide_labelled(engine: Engine, metrics: Metrics, campaign: str | None,
                                    field=field)
         requests = [request for _, request in chunk]
         try:
-            batches.append(engine.decide_batch(campaign, requests))
+            batches.append(engine.decide_batch(campaign, requests, logged=False))
         except InvalidInputError:
             # The engine names the row inside the chunk only: decide the chunk's requests
             # alone (deciding has no side effect but drawing ids) to name the first bad one
             # as the caller knows it.
             for label, request in chunk:
                 try:
-                    engine.decide_batch(campaign, [request])
+                    engine.decide_batch(campaign, [request], logged=False)
                 except InvalidInputError as error:
                     raise refused(label, error, ndjson=label.startswith("line")) from None
             raise
         metrics.count(batches[-1])
+    for batch in batches:
+        engine.log_decisions(batch.log)
     return batches
 
 

@@ -868,3 +868,23 @@ def test_cmab_serve_runs_stops_on_ctrl_c_and_keeps_its_snapshot(tmp_path, newsle
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
     assert process.returncode == 0
+
+
+def test_a_refused_batch_logs_no_decision(client, campaign):
+    """A batch refused for one bad request answers no decision, so it logs none: not the
+    chunks decided before the bad one, nor the probes that name it."""
+    def logged() -> float:
+        found = re.search(r"^cmab_decisions_logged_total (\S+)$",
+                          client.get("/metrics").text, re.M)
+        assert found is not None
+        return float(found[1])
+
+    before = logged()
+    requests = [subscriber(campaign, i) for i in range(5)]
+    requests[3]["context"] = {"no_such_feature": 1.0}
+    response = client.post("/v1/decisions/batch", json={"campaign": campaign,
+                                                         "requests": requests})
+    assert response.status_code == 422, response.text
+    assert logged() == before
+    decide_many(client, campaign, 5)
+    assert logged() == before + 5
