@@ -47,7 +47,9 @@ from kafka.admin import NewTopic
 from bandit.engine import Engine
 from bandit.engine.decisionlog import DecisionLog
 from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
-from simulators.email_campaign import EmailCampaign
+from simulators.demo import CAMPAIGN as DEMO_CAMPAIGN
+from simulators.demo import _events
+from simulators.email_campaign import SLOTS, EmailCampaign
 from streams import blocks
 from streams.broker import LocalBroker
 from streams.codec import decode_decisions, decode_many, encode
@@ -104,7 +106,7 @@ def _at(ts: int) -> Callable[[], int]:
     return lambda: ts
 
 
-def workload(n: int, activation: Literal["decision", "send"] = "decision") -> Workload:
+def logged_workload(n: int, activation: Literal["decision", "send"] = "decision") -> Workload:
     """S4: n decisions of the newsletter and their events (module docstring)."""
     env = EmailCampaign()
     spec = env.campaign_spec(name=CAMPAIGN, reward=env.email_reward(), activation=activation)
@@ -147,6 +149,27 @@ def workload(n: int, activation: Literal["decision", "send"] = "decision") -> Wo
     events.sort(key=lambda e: e["ts"])
     watermark = int(send_ts.max()) + window + 1
     return Workload(engine.campaign_record(CAMPAIGN), logs, events, watermark)
+
+
+def workload(n: int) -> tuple[dict, list[dict], list[dict], int]:
+    """The old S4, for benchmarks.bench_scale (which has not moved to the new topics yet):
+    the campaign record, n legacy impressions (decision and send in one), their clicks from
+    the simulator's click probabilities, and the watermark that closes every window."""
+    env = EmailCampaign()
+    spec = env.campaign_spec(name=DEMO_CAMPAIGN)
+    engine = Engine(seed=0)
+    engine.create_campaign(spec)
+    rng = np.random.default_rng(0)
+    population = env.subscribers(n, rng)
+    batch = engine.decide_batch(DEMO_CAMPAIGN, population.requests(DEMO_CAMPAIGN))
+    decisions = [orjson.loads(line) for line in batch.lines()]
+    choices = {slot: np.array([d["slots"][i]["arm"] for d in decisions])
+               for i, slot in enumerate(SLOTS)}
+    clicked = env.sample_clicks(population, choices, rng)
+    impressions, clicks = _events(decisions, population, clicked, 0,
+                                  int(spec.attribution_window_ms), rng)
+    return (engine.campaign_record(DEMO_CAMPAIGN), impressions, clicks,
+            int(spec.attribution_window_ms) + 1)
 
 
 def _send(w: Workload, topics: Topics, reference: str, bootstrap: str) -> int:
@@ -268,7 +291,7 @@ def _drain(worker: Worker) -> float:
 def _embedded(n: int, activation: Literal["decision", "send"], name: str) -> Results:
     """S5 (or S5-send): the worker over an in-process log, one partition, every window open
     at once."""
-    w = workload(n, activation)
+    w = logged_workload(n, activation)
     log, block = embedded_log(w)
     transport = _Polls(log, block)
     stages = Stages()
@@ -321,7 +344,7 @@ def run(quick: bool = False) -> Results:
     send = _embedded(10_000 if quick else 140_000, "send", "S5-send")
     ms += send[0]
     n = 10_000 if quick else 100_000
-    w = workload(n)
+    w = logged_workload(n)
     with LocalBroker() as broker:
         bootstrap = broker.bootstrap_servers
         topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
