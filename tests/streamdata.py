@@ -187,7 +187,8 @@ def _joined(d: Any, outcomes: list[tuple[int, str, str | None, float]]) -> Joine
         rewards[s] = (math.fsum(parts) if len(parts) > 1 else parts[0]) if parts else 0.0
     return JoinedEvent(
         decision_id=d.decision_id, campaign=d.campaign, subject=d.subject, ts=d.ts,
-        slots={s: {"arm": c.arm, "propensity": c.propensity, "probabilities": c.probabilities}
+        slots={s: {"arm": c.arm, "propensity": c.propensity,
+                   "probabilities": orjson.loads(bytes(c.probabilities))}
                for s, c in d.slots.items()},
         context=d.context, segments=d.segments, holdout=d.holdout,
         model_version=d.model_version, outcomes=dict(Counter(k for _, k, _, _ in outcomes)),

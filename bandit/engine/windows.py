@@ -14,6 +14,7 @@ from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any, cast
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -88,7 +89,7 @@ class Closed:
             outcomes = {kind: n for kind, n in zip(OUTCOME_TYPES, self.outcomes[i].tolist(),
                                                     strict=True) if n}
             yield (is_wire, self.ids[i], campaign, self.subjects[i], ts,
-                   [(slot, names[a], p, orjson.loads(vector)) for slot, a, p, vector in zip(
+                   [(slot, names[a], p, vector) for slot, a, p, vector in zip(
                        slots, arms, propensities, self.probabilities[i].split(_RS),
                        strict=False)],
                    context, {key: names[v] for key, v in zip(segment_keys, segment, strict=False)},
@@ -104,14 +105,16 @@ class Closed:
             if is_wire:
                 out.append(Joined(
                     decision_id=decision_id, campaign=campaign, subject=subject, ts=ts,
-                    slots={slot: wire.LoggedChoice(arm=a, propensity=p, probabilities=v)
+                    slots={slot: wire.LoggedChoice(arm=a, propensity=p,
+                                                   probabilities=msgspec.Raw(v))
                            for slot, a, p, v in choices},
                     context=context, segments=segments, holdout=holdout, model_version=version,
                     outcomes=outcomes, rewards=rewards))
             else:
                 out.append(JoinedEvent.model_validate({
                     "decision_id": decision_id, "campaign": campaign, "subject": subject,
-                    "ts": ts, "slots": {slot: {"arm": a, "propensity": p, "probabilities": v}
+                    "ts": ts, "slots": {slot: {"arm": a, "propensity": p,
+                                               "probabilities": orjson.loads(v)}
                                         for slot, a, p, v in choices},
                     "context": context, "segments": segments, "holdout": holdout,
                     "model_version": version, "outcomes": outcomes, "rewards": rewards}))
@@ -389,7 +392,10 @@ class _OpenWindows:
         dumps, join = orjson.dumps, _RS.join
         for r, _, imp in pending:
             ids[r] = imp.decision_id
-            if imp.type == "decision":
+            if type(imp) is wire.LoggedDecision:  # the vectors' JSON as the service wrote it
+                subjects[r] = imp.subject
+                vectors[r] = join(map(_probabilities, imp.slots.values()))
+            elif imp.type == "decision":  # the pydantic model: its dicts
                 subjects[r] = imp.subject
                 vectors[r] = join(map(dumps, map(_probabilities, imp.slots.values())))
             else:  # a legacy impression: the hash of its user id, no probabilities known

@@ -57,8 +57,9 @@ _HEX = frozenset("0123456789abcdef")
 
 def misfits(examples: Sequence[Joined | Exception]) -> list[int]:
     """Indices of the examples (anything else is skipped) whose names (campaign, slots, arms,
-    probability, segment and reward keys; not context keys), subject key or decision id do
-    not match the models' patterns, in order."""
+    segment and reward keys; not context keys), subject key or decision id do not match the
+    models' patterns, or whose probability vectors are not JSON objects (kept raw, as
+    ``bandit.wire.logged`` says), in order."""
     known = _known
     fits = known.issuperset
     out, ids, where = [], [], []
@@ -66,9 +67,9 @@ def misfits(examples: Sequence[Joined | Exception]) -> list[int]:
         if type(e) is not Joined:
             continue
         names = [e.campaign, *e.slots, *map(_arm, e.slots.values()), *e.segments, *e.rewards]
-        for choice in e.slots.values():
-            names += choice.probabilities
-        if not fits(names) and not names_match(names) or not _HEX.issuperset(e.subject):
+        if (not fits(names) and not names_match(names) or not _HEX.issuperset(e.subject)
+                or not all(memoryview(c.probabilities)[:1].tobytes() == b"{"
+                           for c in e.slots.values())):
             out.append(i)
             continue
         ids.append(e.decision_id)
@@ -82,7 +83,9 @@ def joined_json(joined: Joined) -> bytes:
     encoder writes some floats differently: 1e16 where orjson writes 1e+16); without a context
     when it has none, as ``exclude_none`` writes it, and ts a float, as pydantic writes
     ``EpochMs`` (a float field, validated whole)."""
-    fields = msgspec.to_builtins(joined)
+    fields = msgspec.to_builtins(joined, builtin_types=(msgspec.Raw,))
+    for choice in fields["slots"].values():  # the vector's JSON as it came
+        choice["probabilities"] = orjson.Fragment(bytes(choice["probabilities"]))
     fields["ts"] = float(fields["ts"])
     fields["model_version"] = float(fields["model_version"])
     if fields["context"] is None:

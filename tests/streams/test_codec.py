@@ -94,6 +94,10 @@ def test_every_mirror_has_its_models_fields_types_and_defaults(mirror, model):
     assert [f.name for f in info.fields] == list(fields)  # same fields, in the JSON's order
     for field in info.fields:
         twin = fields[field.name]
+        if (mirror, field.name) == (wire.LoggedChoice, "probabilities"):
+            # Kept as the raw JSON object (bandit.wire.logged says why)
+            assert isinstance(field.type, msgspec.inspect.RawType)
+            continue
         assert _struct_type(field.type) == _model_type(twin.annotation), field.name
         assert field.required == twin.is_required(), field.name
         if not field.required:
