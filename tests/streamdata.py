@@ -195,6 +195,18 @@ def _joined(d: Any, outcomes: list[tuple[int, str, str | None, float]]) -> Joine
         rewards=rewards)
 
 
+def joined_of(decision: Any, outcomes: list[tuple[int, str, str | None, float]]) -> JoinedEvent:
+    """What the join must make of logged decision ``decision`` (a ``LoggedDecision``) and its
+    learned outcomes, (ts, type, slot or None, amount) each, by ``REWARD``: for streams not
+    made here (decisions made by a service)."""
+    return _joined(decision, outcomes)
+
+
+def of_joined(joined: list[JoinedEvent]) -> Streams:
+    """Streams holding only an expected join (for ``reference``)."""
+    return Streams([], [], joined, 0, 0, 0, Counter(), {}, {})
+
+
 def blocks_of(decisions: list[tuple[str, bytes]], partitions: int,
               size: int = 25) -> dict[int, list[tuple[bytes, bytes]]]:
     """The (key, value) decision blocks of each partition (Kafka's default partitioner on

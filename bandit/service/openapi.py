@@ -9,7 +9,19 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Path
 from fastapi.openapi.utils import get_openapi
 
-from bandit.models import BatchDecisionRequest, Click, Decision, DecisionRequest, Impression
+from bandit.models import (
+    BatchDecisionRequest,
+    Bounce,
+    Click,
+    Complaint,
+    Conversion,
+    Decision,
+    DecisionRequest,
+    Impression,
+    Open,
+    Send,
+    Unsubscribe,
+)
 from bandit.service.reading import NDJSON
 
 EXAMPLE_CAMPAIGN: dict[str, Any] = {
@@ -36,14 +48,35 @@ EXAMPLE_REQUESTS = [
      "context": {"engagement": 0.7, "plan": "pro"}, "segments": {"region": "eu"}},
     {"campaign": "weekly-newsletter", "user_id": "subscriber-43", "consent": False},
 ]
+_DECISION = "5" * 32
+_T0 = 1_700_000_000_000
+# What a sender and a tracker post about one email: its send, then every outcome type (a
+# proxy's open flagged as a machine's, a click on one slot, a conversion with its value).
 _EXAMPLE_EVENTS = [
-    {"type": "impression", "event_id": "imp-1", "decision_id": "5" * 32,
-     "campaign": "weekly-newsletter", "user_id": "subscriber-42", "ts": 1_700_000_000_000,
+    {"type": "send", "event_id": "send-1", "decision_id": _DECISION, "ts": _T0},
+    {"type": "open", "event_id": "open-0", "decision_id": _DECISION, "ts": _T0 + 1_000,
+     "machine": True},
+    {"type": "open", "event_id": "open-1", "decision_id": _DECISION, "ts": _T0 + 60_000},
+    {"type": "click", "event_id": "click-1", "decision_id": _DECISION,
+     "campaign": "weekly-newsletter", "slot": "artwork", "ts": _T0 + 90_000},
+    {"type": "conversion", "event_id": "conversion-1", "decision_id": _DECISION,
+     "ts": _T0 + 600_000, "value": 49.9},
+    {"type": "unsubscribe", "event_id": "unsubscribe-1", "decision_id": _DECISION,
+     "ts": _T0 + 700_000},
+    {"type": "complaint", "event_id": "complaint-1", "decision_id": _DECISION,
+     "ts": _T0 + 800_000},
+    {"type": "bounce", "event_id": "bounce-1", "decision_id": "6" * 32, "ts": _T0},
+]
+# The old shapes, still read: an impression (decision and send of one made elsewhere) and a
+# click with a reward.
+_LEGACY_EVENTS = [
+    {"type": "impression", "event_id": "imp-1", "decision_id": _DECISION,
+     "campaign": "weekly-newsletter", "user_id": "subscriber-42", "ts": _T0,
      "slots": {"subject_line": {"arm": "urgent", "propensity": 0.4},
                "artwork": {"arm": "calm", "propensity": 0.6}},
      "context": {"engagement": 0.7, "plan": "pro"}, "segments": {"region": "eu"}},
-    {"type": "click", "event_id": "click-1", "decision_id": "5" * 32,
-     "campaign": "weekly-newsletter", "ts": 1_700_000_060_000},
+    {"type": "click", "event_id": "click-1", "decision_id": _DECISION,
+     "campaign": "weekly-newsletter", "ts": _T0 + 60_000, "reward": 1.0},
 ]
 
 
@@ -83,16 +116,20 @@ BATCH_OK: dict[int | str, dict[str, Any]] = {200: {
     "content": {NDJSON: {"schema": {
         "type": "array", "items": {"$ref": "#/components/schemas/Decision"}}}}}}
 
-_EVENT_LIST = {"type": "array", "minItems": 1, "items": {"oneOf": [
-    {"$ref": "#/components/schemas/Impression"}, {"$ref": "#/components/schemas/Click"}],
+_EVENT_MODELS = (Impression, Send, Open, Click, Conversion, Unsubscribe, Complaint, Bounce)
+_EVENT_NAMES = {m.model_fields["type"].default: m.__name__ for m in _EVENT_MODELS}
+_EVENT_LIST = {"type": "array", "minItems": 1, "items": {
+    "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in _EVENT_NAMES.values()],
     "discriminator": {"propertyName": "type", "mapping": {
-        "impression": "#/components/schemas/Impression",
-        "click": "#/components/schemas/Click"}}}}
+        kind: f"#/components/schemas/{name}" for kind, name in _EVENT_NAMES.items()}}}}
+_EVENT_EXAMPLES = {
+    "email": {"summary": "A send and every outcome type", "value": _EXAMPLE_EVENTS},
+    "legacy": {"summary": "An impression and a click (the old shapes)",
+               "value": _LEGACY_EVENTS}}
 EVENTS_BODY = {"required": True, "content": {
-    "application/json": {"schema": _EVENT_LIST,
-                         "examples": example(_EXAMPLE_EVENTS, "An impression, a click")},
+    "application/json": {"schema": _EVENT_LIST, "examples": _EVENT_EXAMPLES},
     NDJSON: {"schema": _EVENT_LIST, "x-description": "One event per line.",
-             "examples": example(_EXAMPLE_EVENTS, "An impression, a click")}}}
+             "examples": _EVENT_EXAMPLES}}}
 
 
 # -- the document --------------------------------------------------------------------------------
@@ -116,7 +153,7 @@ def openapi(app: FastAPI, schemes: set[str]) -> dict[str, Any]:
                     del operation["responses"]["422"]
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
-        for model in (BatchDecisionRequest, DecisionRequest, Decision, Impression, Click):
+        for model in (BatchDecisionRequest, DecisionRequest, Decision, *_EVENT_MODELS):
             extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, definition in extra.pop("$defs", {}).items():
                 components.setdefault(name, definition)

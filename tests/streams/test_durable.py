@@ -6,6 +6,7 @@ counters add up to exactly what was produced, and the joined topic has every dec
 import dataclasses
 import uuid
 
+import orjson
 import pytest
 
 from streams.broker import LocalBroker
@@ -19,12 +20,15 @@ from tests.streams.test_worker_kafka import _joined_ids, _produce, _run_until, _
 def test_a_durable_broker_restarted_mid_stream_loses_and_doubles_nothing(tmp_path):
     partitions = 2
     s = streamdata.make(600, seed=21)
-    half_ts = s.impressions[len(s.impressions) // 2]["ts"]
-    # Split in event time: open windows and clicks still to come cross the restart.
-    first = dataclasses.replace(s, impressions=[e for e in s.impressions if e["ts"] < half_ts],
-                                clicks=[c for c in s.clicks if c["ts"] < half_ts])
-    rest = dataclasses.replace(s, impressions=[e for e in s.impressions if e["ts"] >= half_ts],
-                               clicks=[c for c in s.clicks if c["ts"] >= half_ts])
+    times = [orjson.loads(line)["ts"] for _, line in s.decisions]
+    half_ts = times[len(times) // 2]
+    # Split in event time: open windows and outcomes still to come cross the restart.
+    first = dataclasses.replace(
+        s, decisions=[d for d, ts in zip(s.decisions, times, strict=True) if ts < half_ts],
+        events=[e for e in s.events if e["ts"] < half_ts])
+    rest = dataclasses.replace(
+        s, decisions=[d for d, ts in zip(s.decisions, times, strict=True) if ts >= half_ts],
+        events=[e for e in s.events if e["ts"] >= half_ts])
     group = f"g-{uuid.uuid4().hex[:10]}"
     with LocalBroker(durable=tmp_path / "kafka") as broker:
         topics = _setup(broker, partitions)
@@ -45,8 +49,11 @@ def test_a_durable_broker_restarted_mid_stream_loses_and_doubles_nothing(tmp_pat
     total = Counters()
     for part in after.values():
         total.add(part.counters)
-    # Every produced record counted once (two sentinels per partition, whose window stays
-    # open); the tracker's repeats dropped; late clicks dead-lettered.
-    assert total == Counters(records=sum(counts.values()), joined=len(s.joined),
-                             duplicates=s.duplicates, late=s.late, dead_letters=s.late)
+    # Every produced record counted once, every decision (and each partition's sentinel,
+    # whose window stays open); the tracker's repeats dropped; late outcomes dead-lettered;
+    # machine and scanner outcomes counted apart.
+    assert total == Counters(records=sum(counts.values()), decisions=600 + partitions,
+                             joined=len(s.joined), duplicates=s.duplicates, late=s.late,
+                             dead_letters=s.late, machine=s.excluded["machine"],
+                             scanner=s.excluded["scanner"])
     assert joined == {e.decision_id for e in s.joined}

@@ -1,30 +1,40 @@
 """Hypothesis-drawn garbage on real topics, mixed into a valid stream: the worker survives,
-every bad record reaches the dead-letter topic with its original bytes, a reason and where it
-came from, and the valid events are learned exactly (bit-equal to a direct batch computation).
+every bad record (or bad line of a decision block) reaches the dead-letter topic with its
+original bytes, a reason and where it came from, and the valid decisions and events are
+learned exactly (bit-equal to a direct batch computation).
+
+Garbage goes to both inputs: on ``.decisions`` records that are no block (bytes, nothing, a
+JSON event sent to the wrong topic, a damaged block) and blocks of valid decisions (repeats
+of logged ones: counted, never learned twice) with one bad line (bytes, a JSON that is no
+decision, non-finite numbers, a bad context, an unknown arm or campaign); on ``.events``
+bytes, nothing, JSON that is no event, non-finite numbers, an unknown campaign, a legacy
+impression of an unknown arm, a decision block sent to the wrong topic.
 
 One broker for the module; each example gets its own topic prefix and consumer group."""
 
+import time
 import uuid
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kafka import KafkaProducer, TopicPartition
+from kafka import TopicPartition
 
 from streams.codec import encode
 from streams.kafka import reader
-from streams.records import CLICKS, IMPRESSIONS
+from streams.records import DECISIONS, EVENTS
 from streams.topics import Topics
 from tests import streamdata
-from tests.streams.test_durable import _run_until
-from tests.streams.test_worker_kafka import _setup
+from tests.streams.test_worker_kafka import _run_until, _setup, _write
 
 PARTITIONS = 2
 VALID = streamdata.make(40, seed=31)
-_KNOWN_ARMS = {"plain", "urgent", "quiz"}
+BLOCKS = streamdata.blocks_of(VALID.decisions, PARTITIONS, size=5)  # partition -> blocks
+_KNOWN_ARMS = {"plain", "urgent", "quiz", "action", "calm", "h09", "h18"}
 _PLACEHOLDER = "__number__"
+_HEADER = b"cmab.decisions/1 "
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=8)
@@ -35,38 +45,45 @@ _json = st.recursive(
 _names = st.from_regex(r"[a-z][a-z0-9_]{0,7}", fullmatch=True)
 
 
+class Garbage(NamedTuple):
+    stream: str  # DECISIONS or EVENTS
+    partition: int | None  # None: drawn
+    value: bytes | None  # the record
+    dead: bytes | None  # what its dead letter holds: the record, or its bad line
+    words: tuple[str, ...]  # what the reason must contain
+
+
+def _block(lines: list[bytes]) -> bytes:
+    return _HEADER + b"%d\n" % len(lines) + b"".join(line + b"\n" for line in lines)
+
+
+def _finite(event: dict[str, Any], token: bytes) -> bytes:
+    return encode(event).replace(f'"{_PLACEHOLDER}"'.encode(), token)
+
+
 @st.composite
-def _garbage(draw) -> tuple[str, bytes | None, str | None]:
-    """One bad record: (stream it is sent to, value, a word its reason must contain)."""
-    n = draw(st.integers(0, 10**9))  # fresh ids: garbage never collides with a real event
-    # An odd id: a decision made with consent, whose impression's context is read and checked
-    # (a consent-less one's is dropped unread, so bad context in it is no garbage).
-    imp = {**VALID.impressions[draw(st.integers(0, len(VALID.impressions) - 1))],
-           "event_id": f"g-{n}", "decision_id": f"{2 * n + 1:032x}"}
-    click = {**VALID.clicks[draw(st.integers(0, len(VALID.clicks) - 1))], "event_id": f"g-{n}"}
-    stream = draw(st.sampled_from([IMPRESSIONS, CLICKS]))
-    kind = draw(st.sampled_from(["bytes", "empty", "shape", "not finite", "context",
-                                 "arm", "campaign", "wrong topic"]))
+def _bad_line(draw, n: int) -> tuple[bytes, tuple[str, ...]]:
+    """A bad decision line: (its bytes, words of its reason)."""
+    # An odd id: a decision made with consent, whose context is read and checked (a
+    # consent-less one's is dropped unread, so bad context in it is no garbage).
+    good = {**orjson.loads(VALID.decisions[draw(st.integers(0, len(VALID.decisions) - 1))][1]),
+            "decision_id": f"{2 * n + 1:032x}"}
+    kind = draw(st.sampled_from(["bytes", "shape", "not finite", "context", "arm",
+                                 "campaign"]))
     if kind == "bytes":
-        return stream, draw(st.binary(max_size=64)), None
-    if kind == "empty":
-        return stream, None, None
-    if kind == "shape":  # JSON, but not an event: any value, or an event's keys mangled
-        value = draw(_json | st.fixed_dictionaries(
-            {"type": st.sampled_from(["impression", "click", "view"])}, optional={
-                k: _json for k in ("event_id", "decision_id", "campaign", "ts", "slots")}))
-        return stream, orjson.dumps(value), None
+        return draw(st.binary(min_size=1, max_size=64).filter(lambda b: b"\n" not in b)), ()
+    if kind == "shape":  # JSON, but not a decision: any value, or a decision's keys mangled
+        value = draw(_json | st.fixed_dictionaries({}, optional={
+            k: _json for k in ("decision_id", "campaign", "subject", "ts", "slots")}))
+        return orjson.dumps(value), ()
     if kind == "not finite":  # NaN, Infinity and overflowing numbers, which JSON forbids
         token = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e999"]))
-        if stream == CLICKS:
-            event = {**click, "reward": _PLACEHOLDER}
-        else:
-            field = draw(st.sampled_from(["ts", "context", "propensity"]))
-            event = {**imp, "ts": _PLACEHOLDER} if field == "ts" else {
-                **imp, "context": {"engagement": _PLACEHOLDER, "plan": "free"}} if (
-                field == "context") else {
-                **imp, "slots": {"subject": {"arm": "plain", "propensity": _PLACEHOLDER}}}
-        return stream, encode(event).replace(f'"{_PLACEHOLDER}"'.encode(), token), None
+        field = draw(st.sampled_from(["ts", "context", "propensity"]))
+        line = {**good, "ts": _PLACEHOLDER} if field == "ts" else {
+            **good, "context": {"engagement": _PLACEHOLDER, "plan": "free"}} if (
+            field == "context") else {
+            **good, "slots": {"subject": {"arm": "plain", "propensity": _PLACEHOLDER}}}
+        return _finite(line, token), ()
     if kind == "context":  # too many features, too few, or of the wrong kind
         extra = draw(st.lists(_names.filter(lambda f: f not in ("engagement", "plan")),
                               min_size=1, max_size=20, unique=True))
@@ -74,55 +91,95 @@ def _garbage(draw) -> tuple[str, bytes | None, str | None]:
             {"engagement": 0.5, "plan": "free", **dict.fromkeys(extra, 1.0)},
             {"plan": "free"},
             {"engagement": extra[0], "plan": "free"}]))
-        return IMPRESSIONS, encode({**imp, "context": context}), None
+        return encode({**good, "context": context}), ()
     if kind == "arm":
         arm = draw(_names.filter(lambda a: a not in _KNOWN_ARMS))
-        return IMPRESSIONS, encode({**imp, "slots": {"subject": {"arm": arm,
-                                                                 "propensity": 0.5}}}), arm
+        return encode({**good, "slots": {"subject": {"arm": arm, "propensity": 0.5}}}), (arm,)
+    name = draw(_names.filter(lambda c: c != "news"))
+    return encode({**good, "campaign": name}), (name,)
+
+
+@st.composite
+def _garbage(draw) -> Garbage:
+    """One bad record, of either input."""
+    n = draw(st.integers(0, 10**9))  # fresh ids: garbage never collides with a real event
+    event = {**VALID.events[draw(st.integers(0, len(VALID.events) - 1))], "event_id": f"g-{n}"}
+    if draw(st.booleans()):  # .decisions
+        kind = draw(st.sampled_from(["bytes", "empty", "event", "damaged", "line"]))
+        if kind == "bytes":
+            value = draw(st.binary(max_size=64))
+            return Garbage(DECISIONS, None, value, value, ())
+        if kind == "empty":
+            return Garbage(DECISIONS, None, None, None, ("empty",))
+        if kind == "event":  # a tracker's event sent to the wrong topic
+            value = encode(event)
+            return Garbage(DECISIONS, None, value, value, ("events",))
+        if kind == "damaged":  # a block that lost a line, or whose last line is cut
+            p = draw(st.sampled_from(sorted(BLOCKS)))
+            _, block = BLOCKS[p][draw(st.integers(0, len(BLOCKS[p]) - 1))]
+            cut = block[:-1] if draw(st.booleans()) else block[:block.rfind(
+                b"\n", 0, len(block) - 1) + 1]
+            return Garbage(DECISIONS, p, cut, cut, ("block",))
+        # A block of repeats of logged decisions (of their partition) with one bad line.
+        p = draw(st.sampled_from(sorted(BLOCKS)))
+        _, block = BLOCKS[p][draw(st.integers(0, len(BLOCKS[p]) - 1))]
+        lines = block.split(b"\n")[1:-1]
+        bad, words = draw(_bad_line(n))
+        at = draw(st.integers(0, len(lines)))
+        lines.insert(at, bad)
+        return Garbage(DECISIONS, p, _block(lines), bad, (f"line {at + 1} of the block", *words))
+    kind = draw(st.sampled_from(["bytes", "empty", "shape", "not finite", "campaign",
+                                 "impression", "block"]))
+    if kind == "bytes":
+        value = draw(st.binary(max_size=64))
+        return Garbage(EVENTS, None, value, value, ())
+    if kind == "empty":
+        return Garbage(EVENTS, None, None, None, ())
+    if kind == "shape":  # JSON, but not an event: any value, or an event's keys mangled
+        value = orjson.dumps(draw(_json | st.fixed_dictionaries(
+            {"type": st.sampled_from(["send", "open", "click", "conversion", "view"])},
+            optional={k: _json for k in ("event_id", "decision_id", "ts", "value", "slot")})))
+        return Garbage(EVENTS, None, value, value, ())
+    if kind == "not finite":
+        token = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e999"]))
+        value = _finite({**event, "ts": _PLACEHOLDER} if draw(st.booleans()) else {
+            "type": "conversion", "event_id": f"g-{n}", "decision_id": event["decision_id"],
+            "ts": event["ts"], "value": _PLACEHOLDER}, token)
+        return Garbage(EVENTS, None, value, value, ())
     if kind == "campaign":
         name = draw(_names.filter(lambda c: c != "news"))
-        event = {**imp, "campaign": name} if stream == IMPRESSIONS else {**click,
-                                                                         "campaign": name}
-        return stream, encode(event), name
-    # An impression on the clicks topic or a click on the impressions topic.
-    return (CLICKS, encode(imp), "topic") if stream == CLICKS else (
-        IMPRESSIONS, encode(click), "topic")
+        value = encode({**event, "campaign": name})
+        return Garbage(EVENTS, None, value, value, (name,))
+    if kind == "impression":  # a legacy impression of a decision made elsewhere, bad arm
+        arm = draw(_names.filter(lambda a: a not in _KNOWN_ARMS))
+        value = encode({"type": "impression", "event_id": f"g-{n}",
+                        "decision_id": f"{2 * n + 1:032x}", "campaign": "news",
+                        "user_id": f"g-{n}", "ts": event["ts"],
+                        "slots": {"subject": {"arm": arm, "propensity": 0.5}}})
+        return Garbage(EVENTS, None, value, value, (arm,))
+    p = draw(st.sampled_from(sorted(BLOCKS)))  # a decision block sent to the wrong topic
+    _, block = BLOCKS[p][draw(st.integers(0, len(BLOCKS[p]) - 1))]
+    return Garbage(EVENTS, None, block, block, ("block", "decisions"))
 
 
-def _send(kafka, topics: Topics, garbage, positions) -> dict[tuple[str, int], int]:
-    """The valid stream with the garbage inserted at ``positions`` (to random partitions),
-    then the sentinels that close every window; returns records per (topic, partition)."""
-    records: list[tuple[str, bytes | None, bytes | None, int | None]] = [
-        (topics.impressions, encode(e), e["decision_id"].encode(), None)
-        for e in VALID.impressions] + [
-        (topics.clicks, encode(c), c["decision_id"].encode(), None) for c in VALID.clicks]
-    name = {IMPRESSIONS: topics.impressions, CLICKS: topics.clicks}
-    for (stream, value, _), (at, partition) in sorted(zip(garbage, positions, strict=True),
-                                                      key=lambda g: -g[1][0]):
+def _send(kafka, topics: Topics, garbage: list[Garbage],
+          positions: list[tuple[int, int]]) -> dict[tuple[str, int], int]:
+    """The valid stream with the garbage inserted at ``positions`` (to the partition drawn
+    for it, when it has none), then the sentinels that close every window; returns records
+    per (topic, partition)."""
+    records = streamdata.records(VALID, PARTITIONS, size=5, sentinel=False)
+    for g, (at, partition) in sorted(zip(garbage, positions, strict=True),
+                                     key=lambda item: -item[1][0]):
         # A key, because Kafka refuses a record with neither key nor value.
-        records.insert(at, (name[stream], value, b"garbage", partition))
+        records.insert(at, (g.stream, partition if g.partition is None else g.partition,
+                            b"garbage", g.value))
     for p in range(PARTITIONS):
-        imp, click = streamdata.sentinels(p, VALID.end_ts + 10 * streamdata.WINDOW_MS)
-        records += [(topics.impressions, encode(imp), None, p),
-                    (topics.clicks, encode(click), None, p)]
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=5,
-                             allow_auto_create_topics=False)
-    try:
-        futures = [producer.send(topic, value, key=key, partition=partition)
-                   for topic, value, key, partition in records]
-        producer.flush()
-    finally:
-        producer.close()
-    counts: Counter[tuple[str, int]] = Counter()
-    for f in futures:
-        meta = f.get(timeout=10)
-        counts[(meta.topic, meta.partition)] += 1
-    return dict(counts)
+        block, mark = streamdata.sentinels(p, VALID.end_ts + 10 * streamdata.WINDOW_MS)
+        records += [(DECISIONS, p, None, block), (EVENTS, p, None, mark)]
+    return _write(kafka, topics, records)
 
 
 def _dead_letters(kafka, topics: Topics, expected: int) -> list[tuple[bytes | None, dict]]:
-    import time
-
     consumer = reader(kafka.bootstrap_servers)
     tp = TopicPartition(topics.deadletter, 0)
     consumer.assign([tp])
@@ -139,7 +196,7 @@ def _dead_letters(kafka, topics: Topics, expected: int) -> list[tuple[bytes | No
 @given(data=st.data())
 def test_garbage_on_real_topics_is_dead_lettered_and_the_rest_learned(kafka, data):
     garbage = data.draw(st.lists(_garbage(), min_size=1, max_size=30), label="garbage")
-    total = len(VALID.impressions) + len(VALID.clicks)
+    total = len(streamdata.records(VALID, PARTITIONS, size=5, sentinel=False))
     positions = data.draw(st.lists(st.tuples(st.integers(0, total), st.integers(
         0, PARTITIONS - 1)), min_size=len(garbage), max_size=len(garbage)), label="positions")
     topics = _setup(kafka, PARTITIONS)
@@ -151,11 +208,13 @@ def test_garbage_on_real_topics_is_dead_lettered_and_the_rest_learned(kafka, dat
     late = [h for _, h in letters if h["reason"].startswith("late")]
     bad = [(value, h) for value, h in letters if not h["reason"].startswith("late")]
     assert len(late) == VALID.late
-    # Each bad record once, byte for byte, with the input it came from.
+    # Each bad record (or line) once, byte for byte, with the input it came from.
     assert Counter((value, h["source"].split("/")[0]) for value, h in bad) == Counter(
-        (value, stream) for stream, value, _ in garbage)
+        (g.dead, g.stream) for g in garbage)
     assert all(h["reason"] for _, h in bad)
-    reasons = {value: h["reason"] for value, h in bad}
-    for _, value, word in garbage:
-        if word is not None:
-            assert word in reasons[value], (value, reasons[value])
+    reasons: dict[bytes | None, list[str]] = {}
+    for value, h in bad:
+        reasons.setdefault(value, []).append(h["reason"])
+    for g in garbage:
+        assert any(all(word in reason for word in g.words) for reason in reasons[g.dead]), (
+            g, reasons[g.dead])

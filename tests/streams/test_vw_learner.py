@@ -20,16 +20,19 @@ from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
 
 from bandit.engine import Engine
+from bandit.engine.join import subject_key
 from bandit.models import CampaignSpec, JoinedEvent
 from bandit.policies import VWPolicy
 from streams import joined
+from streams.blocks import DECISIONS as DECISION_BLOCKS
 from streams.follower import StateFollower
 from streams.kafka import producer, read_last, reader
 from streams.publish import Publisher
-from streams.records import Record
+from streams.records import DECISIONS, EVENTS, Record
 from streams.topics import Topics, create_topics
 from streams.vw_learner import JOINED, KafkaVWLearner, VWLearner
 from streams.worker import PartitionJoin
+from tests import streamdata
 
 OFFERS = ["o0", "o1", "o2"]
 
@@ -552,27 +555,29 @@ def test_export_joined_copies_the_topic_once_per_decision_for_export_dsjson(kafk
     assert "topic 'nothere.joined' does not exist" in capsys.readouterr().err
 
 
-def _decisions(n: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """Impressions and clicks of ``_spec()`` as a sender and a tracker write them, in event
-    time order (10 ms apart; a click in one of three windows)."""
+def _decisions(n: int, seed: int) -> tuple[list[tuple[str, bytes]], list[dict]]:
+    """Logged decisions of ``_spec()`` as the service writes them to ``.decisions`` ((id,
+    line), context only with consent: an odd id) and clicks as a tracker writes them, in
+    event time order (10 ms apart; a click in one of three windows)."""
     rng = np.random.default_rng(seed)
-    impressions, clicks = [], []
+    decisions, clicks = [], []
     for i in range(n):
         decision = f"{seed:08x}{i:024x}"
-        impressions.append({
-            "type": "impression", "event_id": f"i{i}", "decision_id": decision,
-            "campaign": "vwnews", "user_id": f"u{i}", "ts": 10 * i,
+        context = {"engagement": int(rng.integers(5)) / 4,
+                   "plan": ["free", "pro"][int(rng.integers(2))]}
+        decisions.append((decision, orjson.dumps({
+            "decision_id": decision, "campaign": "vwnews",
+            "subject": subject_key(f"u{i}").hex(), "ts": 10 * i,
             "slots": {"subject": {"arm": ["plain", "urgent"][i % 2], "propensity": 0.5},
                       "offer": {"arm": OFFERS[int(rng.integers(3))], "propensity": 0.25},
                       "hour": {"arm": "h09", "propensity": 1.0}},
-            "context": {"engagement": int(rng.integers(5)) / 4,
-                        "plan": ["free", "pro"][int(rng.integers(2))]}})
+            **({"context": context} if i % 2 else {})})))
         if rng.random() < 1 / 3:
             clicks.append({"type": "click", "event_id": f"c{i}", "decision_id": decision,
                            "campaign": "vwnews", "ts": 10 * i + int(rng.integers(1, 900)),
                            "slot": "offer"})
     clicks.sort(key=lambda c: c["ts"])
-    return impressions, clicks
+    return decisions, clicks
 
 
 class _JoinedLog:
@@ -644,20 +649,22 @@ def test_a_worker_killed_before_its_checkpoint_writes_decisions_twice_and_the_vw
 
     rng = np.random.default_rng(31)
     topics = _setup(kafka)
-    impressions, clicks = _decisions(6000, seed=31)
+    decisions, clicks = _decisions(6000, seed=31)
+    records = [(DECISIONS, value, key) for key, value in DECISION_BLOCKS.pack(
+        decisions, max_examples=25)]
+    records += [(EVENTS, encode(c), c["decision_id"].encode()) for c in clicks]
+    block, mark = streamdata.sentinels(0, 70_000, "vwnews")  # past every window
+    records += [(DECISIONS, block, None), (EVENTS, mark, None)]
     out = producer(kafka.bootstrap_servers)
-    produced = {}  # records, as a worker's offsets count them
     try:
-        for stream, topic, events in (("impressions", topics.impressions, impressions),
-                                      ("clicks", topics.clicks, clicks)):
-            for e in events:
-                out.send(topic, encode(e), key=e["decision_id"].encode(), partition=0)
-            out.send(topic, encode({"type": "watermark", "ts": 70_000}), partition=0)
-            produced[stream] = len(events) + 1
+        for stream, value, key in records:
+            out.send(getattr(topics, stream), value, key=key, partition=0)
         out.flush()
     finally:
         out.close()
-    n = len(impressions)
+    produced = {stream: sum(r[0] == stream for r in records)  # as a worker's offsets count
+                for stream in (DECISIONS, EVENTS)}
+    n = len(decisions)
 
     log_path, log = tmp_path / "worker.log", open(tmp_path / "worker.log", "wb")  # noqa: SIM115
     cli = ["worker", "--bootstrap-servers", kafka.bootstrap_servers, "--topic-prefix",

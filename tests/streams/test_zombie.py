@@ -21,7 +21,7 @@ from bandit.settings import Settings
 from streams.follower import behind
 from streams.kafka import read_last, reader
 from streams.publish import Publisher
-from streams.records import STREAMS
+from streams.records import DECISIONS, EVENTS, STREAMS
 from streams.topics import Topics, create_topics
 from streams.worker import PartitionJoin
 from tests import streamdata
@@ -183,11 +183,11 @@ def test_a_worker_stalled_past_its_session_timeout_changes_nothing(kafka):
         e.decision_id for e in s.joined}
 
 
-def _checkpoint(partition: int, n: int, imps: int, clicks: int) -> bytes:
+def _checkpoint(partition: int, n: int, decisions: int, events: int) -> bytes:
     """A partition checkpoint whose model learned the first ``n`` decisions of a stream."""
     s = streamdata.make(n, seed=22)
     return PartitionJoin(partition, streamdata.reference(s),
-                         offsets={"impressions": imps, "clicks": clicks}).checkpoint()
+                         offsets={DECISIONS: decisions, EVENTS: events}).checkpoint()
 
 
 def test_the_service_ignores_checkpoints_behind_the_absorbed_one_and_counts_them(kafka):
@@ -227,7 +227,7 @@ def test_the_service_ignores_checkpoints_behind_the_absorbed_one_and_counts_them
         send(_checkpoint(0, 30, 100, 50))
         wait(lambda: impressions() == 30, "the first checkpoint was not absorbed")
         # The same offsets as the absorbed one (so the same state, whatever its bytes); behind
-        # in both inputs; behind in clicks only (ahead in impressions): none is taken.
+        # in both inputs; behind in events only (ahead in decisions): none is taken.
         send(_checkpoint(0, 20, 100, 50), _checkpoint(0, 10, 60, 40), _checkpoint(0, 40, 120, 49))
         wait(lambda: stale() == 2, "the stale checkpoints were not counted")
         assert impressions() == 30
