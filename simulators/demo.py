@@ -96,9 +96,12 @@ class _Children:
 
 def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
              out: Path = Path("reports/demo"), partitions: int = 2,
-             on_send: Any = None) -> tuple[list[SendResult], Path]:
+             on_send: Any = None, bootstrap_servers: str | None = None,
+             prefix: str | None = None) -> tuple[list[SendResult], Path]:
     """Play the demo; returns the sends and the report's path. ``on_send(result)`` is called
-    after each send (the CLI draws its live table with it)."""
+    after each send (the CLI draws its live table with it). ``bootstrap_servers``: a running
+    broker to use instead of starting one; ``prefix``: the topics' prefix (default: a new
+    random one)."""
     if subscribers < 10:
         raise InvalidInputError(f"--subscribers: at least 10, got {subscribers}")
     if sends < 1:
@@ -108,21 +111,21 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidInputError(f"--out: cannot create {out}: {exc.strerror}") from None
-    prefix = f"demo-{uuid.uuid4().hex[:8]}"
+    prefix = prefix or f"demo-{uuid.uuid4().hex[:8]}"
     children = _Children()
-    with LocalBroker() as broker, contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
+        servers = bootstrap_servers or stack.enter_context(LocalBroker()).bootstrap_servers
         stack.callback(children.stop)
-        env = {**os.environ, "CMAB_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-               "CMAB_TOPIC_PREFIX": prefix}
+        env = {**os.environ, "CMAB_BOOTSTRAP_SERVERS": servers, "CMAB_TOPIC_PREFIX": prefix}
         from streams.topics import Topics, create_topics
 
         topics = Topics(prefix)
-        create_topics(broker.bootstrap_servers, topics, partitions)
+        create_topics(servers, topics, partitions)
         port = free_port()
         # Seeded decision ids (an opt-in for reproducible runs): the same sends on every run.
         children.start("decision service", ["serve", "--port", str(port)],
                        {**env, "CMAB_ID_SEED": str(seed)}, out / "service.log")
-        children.start("worker", ["worker", "--bootstrap-servers", broker.bootstrap_servers,
+        children.start("worker", ["worker", "--bootstrap-servers", servers,
                                   "--topic-prefix", prefix, "--group", f"{prefix}-workers"],
                        env, out / "worker.log")
         client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}",
@@ -132,9 +135,9 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
         from streams.follower import StateFollower
         from streams.publish import Publisher
 
-        publisher = stack.enter_context(Publisher(broker.bootstrap_servers, topics))
+        publisher = stack.enter_context(Publisher(servers, topics))
         # The demo's own view of the checkpoints, for the worker's counters (dead letters).
-        follower = StateFollower(Engine(), broker.bootstrap_servers, topics).start()
+        follower = StateFollower(Engine(), servers, topics).start()
         stack.callback(follower.close)
         results = _play(client, publisher, follower, children, subscribers=subscribers,
                         sends=sends, seed=seed, on_send=on_send)
