@@ -2,25 +2,37 @@
 
 It starts the local broker, the decision service (``cmab serve`` in stream mode) and one
 worker (``cmab worker``) as child processes on 127.0.0.1, creates the four-slot newsletter
-campaign of ``simulators.email_campaign`` over HTTP, then plays weekly sends:
+campaign of ``simulators.email_campaign`` over HTTP, with the email reward
+(``EmailCampaign.email_reward``: a click 1, a conversion 0.01 per unit of value, an
+unsubscribe -5) and ``activation: "send"``, then plays weekly sends:
 
-1. decide: the whole list in one ``POST /v1/decisions/batch`` (JSON lines);
-2. send: the impressions go to ``<prefix>.impressions`` (as a sender would write them);
-3. click: clicks drawn from the simulator's true click probabilities go to
-   ``<prefix>.clicks`` (as a tracker would), within the attribution window;
-4. close: both write a watermark past the window; the worker joins, learns and checkpoints;
-   the service follows the state topic and swaps the new model in before the next send.
+1. decide: the whole list in one ``POST /v1/decisions/batch`` (JSON lines); the service logs
+   every decision itself to ``<prefix>.decisions``;
+2. send: the sender posts one ``send`` per email to ``<prefix>.events`` (no context, no arms),
+   at the send hour the service chose;
+3. respond: the tracker posts what the simulated subscribers did (``simulators.outcomes``:
+   opens, some of them a privacy proxy's machine opens, clicks, a link scanner's among them,
+   conversions with a value, unsubscribes, complaints, bounces) to ``<prefix>.events``;
+4. close: a watermark past the attribution window; the worker joins the decisions, sends and
+   outcomes, learns the reward and checkpoints; the service follows the state topic and swaps
+   the new model in before the next send.
 
-Every send prints a row: CTR of personalized and holdout subscribers, the lift with its
-interval, the model version the send was decided with, events/s and dead letters. At the end a
-report folder (HTML, Markdown, JSON, PNGs) compares the sends with the simulator's oracle and
-uniform random and includes the service's report (holdout lift, bias audit).
+Event time: the service logs its decisions at its own clock's time, and the demo plays a week
+in seconds, so its sends are dated from the next midnight (UTC) after the start, a week apart,
+and the campaign accepts a send up to the whole run after its decision
+(``activation_window_ms``).
+
+Every send prints a row: the learned click rate (CTR) of personalized and holdout subscribers
+and its lift with a 95% interval, the rate and lift of every other outcome type, the model
+version the send was decided with, events/s and dead letters. At the end a report folder
+(HTML, Markdown, JSON, PNGs) compares the sends with the simulator's oracle and uniform random
+(expected reward) and includes the service's report (outcome rates and lift per type, bias
+audit).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import subprocess
@@ -35,27 +47,18 @@ import numpy as np
 import orjson
 
 from bandit.errors import InvalidInputError, UnavailableError
+from bandit.models import OUTCOME_TYPES
 from simulators.email_campaign import SLOTS, EmailCampaign, Subscribers
+from simulators.outcomes import EmailOutcomes
 from simulators.reports.demo import SendResult, write_report
 from streams.broker import LocalBroker, free_port
 
 DAY_MS = 24 * 3600 * 1000
 WEEK_MS = 7 * DAY_MS
-T0_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC: the first send
 CAMPAIGN = "weekly-newsletter"
-_Z95 = 1.959963984540054
 _START_TIMEOUT_S = 120.0
 # The wait for the model gives up only when the worker has stopped making progress this long.
 _STALL_TIMEOUT_S = 120.0
-
-
-def _lift(c1: int, n1: int, c0: int, n0: int) -> tuple[float, float, float] | None:
-    """Difference of two proportions with a 95% normal-approximation interval."""
-    if n1 < 2 or n0 < 2:
-        return None
-    p1, p0 = c1 / n1, c0 / n0
-    half = _Z95 * math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
-    return p1 - p0, p1 - p0 - half, p1 - p0 + half
 
 
 class _Children:
@@ -93,9 +96,12 @@ class _Children:
 
 def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
              out: Path = Path("reports/demo"), partitions: int = 2,
-             on_send: Any = None) -> tuple[list[SendResult], Path]:
+             on_send: Any = None, bootstrap_servers: str | None = None,
+             prefix: str | None = None) -> tuple[list[SendResult], Path]:
     """Play the demo; returns the sends and the report's path. ``on_send(result)`` is called
-    after each send (the CLI draws its live table with it)."""
+    after each send (the CLI draws its live table with it). ``bootstrap_servers``: a running
+    broker to use instead of starting one; ``prefix``: the topics' prefix (default: a new
+    random one)."""
     if subscribers < 10:
         raise InvalidInputError(f"--subscribers: at least 10, got {subscribers}")
     if sends < 1:
@@ -105,21 +111,21 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidInputError(f"--out: cannot create {out}: {exc.strerror}") from None
-    prefix = f"demo-{uuid.uuid4().hex[:8]}"
+    prefix = prefix or f"demo-{uuid.uuid4().hex[:8]}"
     children = _Children()
-    with LocalBroker() as broker, contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
+        servers = bootstrap_servers or stack.enter_context(LocalBroker()).bootstrap_servers
         stack.callback(children.stop)
-        env = {**os.environ, "CMAB_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-               "CMAB_TOPIC_PREFIX": prefix}
+        env = {**os.environ, "CMAB_BOOTSTRAP_SERVERS": servers, "CMAB_TOPIC_PREFIX": prefix}
         from streams.topics import Topics, create_topics
 
         topics = Topics(prefix)
-        create_topics(broker.bootstrap_servers, topics, partitions)
+        create_topics(servers, topics, partitions)
         port = free_port()
         # Seeded decision ids (an opt-in for reproducible runs): the same sends on every run.
         children.start("decision service", ["serve", "--port", str(port)],
                        {**env, "CMAB_ID_SEED": str(seed)}, out / "service.log")
-        children.start("worker", ["worker", "--bootstrap-servers", broker.bootstrap_servers,
+        children.start("worker", ["worker", "--bootstrap-servers", servers,
                                   "--topic-prefix", prefix, "--group", f"{prefix}-workers"],
                        env, out / "worker.log")
         client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}",
@@ -129,9 +135,9 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
         from streams.follower import StateFollower
         from streams.publish import Publisher
 
-        publisher = stack.enter_context(Publisher(broker.bootstrap_servers, topics))
+        publisher = stack.enter_context(Publisher(servers, topics))
         # The demo's own view of the checkpoints, for the worker's counters (dead letters).
-        follower = StateFollower(Engine(), broker.bootstrap_servers, topics).start()
+        follower = StateFollower(Engine(), servers, topics).start()
         stack.callback(follower.close)
         results = _play(client, publisher, follower, children, subscribers=subscribers,
                         sends=sends, seed=seed, on_send=on_send)
@@ -156,50 +162,58 @@ def _wait_ready(client: httpx.Client, children: _Children) -> None:
 def _play(client: httpx.Client, publisher: Any, follower: Any, children: _Children, *,
           subscribers: int, sends: int, seed: int, on_send: Any) -> list[SendResult]:
     env = EmailCampaign()
-    spec = env.campaign_spec(name=CAMPAIGN)
+    model = EmailOutcomes(env)
+    reward = EmailCampaign.email_reward()
+    # The first send day: the next midnight (UTC) after now, so every send comes after the
+    # decisions the service logs at its clock's time (see the module docstring).
+    first_day = (time.time_ns() // 10**6 // DAY_MS + 1) * DAY_MS
+    spec = env.campaign_spec(name=CAMPAIGN, reward=reward, activation="send",
+                             activation_window_ms=(sends + 1) * WEEK_MS)
     created = client.post("/v1/campaigns", json=spec.model_dump(mode="json"))
     if created.status_code != 201:
         raise UnavailableError(f"campaign not created: {created.status_code} {created.text}")
     rng = np.random.default_rng(seed)
     population = env.subscribers(subscribers, rng)
+    inboxes = model.inboxes(subscribers, rng)
     window = int(spec.attribution_window_ms)  # whole ms: the spec checks it is integral
+    # The yardsticks, once per population: the best combination's and uniform random's
+    # expected reward per subscriber.
+    oracle = float(model.oracle(population, reward, window, inboxes)[1].mean())
+    uniform = float(model.uniform_value(population, reward, window, inboxes).mean())
     results: list[SendResult] = []
     for k in range(sends):
         started = time.monotonic()
-        send_ts = T0_MS + k * WEEK_MS
+        day = first_day + k * WEEK_MS
         decisions = _decide(client, population)
         choices = {slot: np.array([d["slots"][i]["arm"] for d in decisions])
                    for i, slot in enumerate(SLOTS)}
         holdout = np.array([d["holdout"] for d in decisions])
-        clicked = env.sample_clicks(population, choices, rng)
-        p = env.click_probability(population, choices)
-        _, best = env.oracle(population)
-        uniform = env.uniform_value(population)
-        impressions, clicks = _events(decisions, population, clicked, send_ts, window, rng)
-        publisher.events(impressions, flush=False)
-        publisher.events(clicks)
-        publisher.watermark(send_ts + window + 1)
+        sent = EmailOutcomes.send_times(day, choices, env)
+        columns = model.sample([d["decision_id"] for d in decisions], choices, sent,
+                               population, inboxes, rng, campaign=CAMPAIGN)
+        events = columns.payloads()  # the sender's sends and the tracker's outcomes
+        publisher.events(events)
+        publisher.watermark(int(sent.max()) + window + 1)
         learned = sum(r.decisions for r in results) + len(decisions)
         _wait_learned(client, children, follower, learned)
         dead = sum(part.counters.dead_letters for part in follower.partitions().values())
         seconds = time.monotonic() - started
+        counts, rewards = columns.realized(reward, window)
+        expected = model.expected_reward(population, choices, reward, window, inboxes)
         personalized = ~holdout
+        reached = counts > 0
         result = SendResult(
             send=k + 1, decisions=len(decisions),
             model_version=int(decisions[0]["model_version"]),
             holdout=int(holdout.sum()),
-            clicks_personalized=int(clicked[personalized].sum()),
-            clicks_holdout=int(clicked[holdout].sum()),
-            expected=float(p[personalized].mean()) if personalized.any() else math.nan,
-            oracle=float(best.mean()), uniform=float(uniform.mean()),
-            lift=_lift(int(clicked[personalized].sum()), int(personalized.sum()),
-                       int(clicked[holdout].sum()), int(holdout.sum())),
-            seconds=seconds, events_per_s=(len(impressions) + len(clicks)) / seconds,
-            dead_letters=dead,
-            allocation={slot: dict(zip(*np.unique(choices[slot], return_counts=True), strict=True))
-                        for slot in SLOTS})
-        result.allocation = {slot: {str(a): int(n) for a, n in counts.items()}
-                             for slot, counts in result.allocation.items()}
+            reached={kind: [int(reached[personalized, j].sum()), int(reached[holdout, j].sum())]
+                     for j, kind in enumerate(OUTCOME_TYPES)},
+            reward=[float(rewards[personalized].sum()), float(rewards[holdout].sum())],
+            expected=float(expected[personalized].mean()) if personalized.any() else float("nan"),
+            oracle=oracle, uniform=uniform,
+            seconds=seconds, events_per_s=len(events) / seconds, dead_letters=dead,
+            allocation={slot: {str(a): int(n) for a, n in zip(
+                *np.unique(choices[slot], return_counts=True), strict=True)} for slot in SLOTS})
         results.append(result)
         if on_send is not None:
             on_send(result)
@@ -219,7 +233,9 @@ def _decide(client: httpx.Client, population: Subscribers) -> list[dict[str, Any
 def _events(decisions: list[dict[str, Any]], population: Subscribers, clicked: np.ndarray,
             send_ts: int, window: int, rng: np.random.Generator
             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The sender's impressions and the tracker's clicks of one send, as wire dicts."""
+    """The legacy impressions and clicks of one send, as wire dicts: what a sender wrote
+    before the decision log (the workload of benchmarks/bench_worker.py, which still measures
+    those topics; the demo posts sends and outcomes)."""
     contexts, segments = population.contexts(), population.segments()
     impressions, clicks = [], []
     delays = rng.integers(60_000, window, size=len(decisions))

@@ -263,6 +263,7 @@ class EmailCampaign:
         attribution_window_ms: int = 3 * 24 * 3600 * 1000,
         reward: RewardSpec | Mapping[str, Any] | None = None,
         activation: Literal["decision", "send"] = "decision",
+        activation_window_ms: int | None = None,
     ) -> CampaignSpec:
         """The campaign: context schema (style, open-hour sine and cosine, price sensitivity;
         segments region and age band), the four slots with their arm features, and the
@@ -272,7 +273,8 @@ class EmailCampaign:
         Without ``new_arm_at`` every arm is in; with it, the late scene is added with
         ``late_arms()`` when it arrives. ``reward`` (a RewardSpec or its dict; none: clicks,
         the spec's default) is what the policies learn, ``email_reward()`` the email preset;
-        ``activation`` ``"send"`` learns a decision only once its send is posted."""
+        ``activation`` ``"send"`` learns a decision only once its send is posted, if it comes
+        within ``activation_window_ms`` of the decision (none: the spec's default)."""
         policies = dict(policies or {})
         unknown = set(policies) - set(SLOTS)
         if unknown:
@@ -289,6 +291,8 @@ class EmailCampaign:
                 problem = error.errors(include_url=False)[0]
                 raise InvalidInputError(f"policies[{slot!r}]: {problem['msg']}") from None
         extra: dict[str, Any] = {"activation": activation}
+        if activation_window_ms is not None:
+            extra["activation_window_ms"] = activation_window_ms
         if reward is not None:
             extra["reward"] = (reward.model_dump() if isinstance(reward, RewardSpec)
                                else dict(reward))

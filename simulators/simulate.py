@@ -7,10 +7,23 @@ probabilities, not on the noisy clicks.
 
 Two kinds of environment play: a single-slot ``Environment`` drives the policy objects directly
 (one uniform per step and arm: the potential click of every arm), and the four-slot
-``EmailCampaign`` drives the real ``Engine`` (``decide_batch``, then ``learn`` with
-``JoinedEvent``s, a click rewarding every slot of its decision; one uniform per step, so two
-runs that send a subscriber the same combination see the same click). Feedback can arrive
-``delay`` batches late.
+``EmailCampaign`` drives the real ``Engine`` through the email contract: the campaign learns
+the email reward (``EmailCampaign.email_reward``) with ``activation: "send"``; each batch is
+decided with ``decide_batch``, whose decisions the engine logs into its own attribution join
+(``Engine.decision_sink``, the service's in-process ``JoinLog``); its sends are recorded at
+once and the simulated subscribers' outcomes (``simulators.outcomes``: opens, machine ones
+among them, clicks, a link scanner's among them, conversions with a value, unsubscribes,
+complaints, bounces) are recorded when they are due, with the watermark that closes the
+batch's windows, so the engine learns what the join makes of them. Outcomes are drawn from one
+random stream per batch, so two runs that send a subscriber the same combination see the
+same events. There, the reward and regret are the campaign's reward (observed: what the join
+learns, ``OutcomeColumns.realized``; expected: ``EmailOutcomes.expected_reward`` against
+``EmailOutcomes.oracle``). Feedback can arrive ``delay`` batches late.
+
+Event time of the campaign play: batch b is decided and sent at ``T0_MS + b * step`` with
+step = the attribution window // (delay + 1); its outcomes are recorded after batch b + delay
+is decided, with the watermark ``send + window + 1``: every window of batch b closes then, and
+none of a later batch.
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -32,19 +45,21 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from bandit.engine import DecisionBatch, Engine
-from bandit.engine.join import subject_key
+from bandit.engine import Engine
 from bandit.errors import InvalidInputError
-from bandit.models import Arm, DecisionRequest, JoinedEvent, LoggedChoice
+from bandit.models import Arm, Outcome, Send
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
+from bandit.service.link import JoinLog
 from simulators.email_campaign import ARTWORK as ARTWORK_SLOT
 from simulators.email_campaign import SLOTS, EmailCampaign
 from simulators.environments.base import Environment
+from simulators.outcomes import EmailOutcomes, OutcomeColumns
 
 UNIFORM, ORACLE = "uniform", "oracle"
 # On the campaign: every slot on its DEFAULT_POLICIES entry, the mix the demo runs.
 CAMPAIGN_DEFAULT = "default"
 _CAMPAIGN = "simulation"
+T0_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC: the campaign play's first batch
 
 # Each policy with its default hyperparameters, sized for the environment, on its own stream.
 POLICY_FACTORIES: dict[str, Callable[[Environment, np.random.Generator], Policy]] = {
@@ -87,7 +102,9 @@ def make_policies(
         engine_seed = int(_stream(seed, 1, known.index(name)).integers(2**63))
         engine = Engine(seed=engine_seed, id_seed=engine_seed)  # a reproducible run
         kinds = None if name == CAMPAIGN_DEFAULT else dict.fromkeys(SLOTS, name)
-        engine.create_campaign(env.campaign_spec(_CAMPAIGN, kinds, holdout=0.0))
+        engine.create_campaign(env.campaign_spec(
+            _CAMPAIGN, kinds, holdout=0.0, reward=EmailCampaign.email_reward(),
+            activation="send"))
         engines[name] = engine
     return engines
 
@@ -101,13 +118,14 @@ def _stream(seed: int, *key: int) -> np.random.Generator:
 class PolicyRun:
     """One policy's trajectory, recorded at the end of every batch window (B windows).
 
-    cumulative_reward (B,): clicks received; cumulative_expected (B,): summed true click
-    probabilities of the chosen arms; cumulative_regret (B,): the oracle's cumulative_expected
-    minus this one's; allocation: per slot, (B, n_arms) int64, how often each arm was chosen
-    within each window; oracle_agreement: per slot, the share of decisions on the oracle's arm;
-    slot_loss: per slot, the mean click probability lost by that slot's choice with the other
-    slots' choices held (a single slot: the mean regret); wall_time_s: seconds spent choosing
-    and learning.
+    cumulative_reward (B,): reward received (clicks; the campaign: its reward as the join
+    learns it); cumulative_expected (B,): summed expected reward of the chosen arms (click
+    probabilities; the campaign: ``EmailOutcomes.expected_reward``); cumulative_regret (B,):
+    the oracle's cumulative_expected minus this one's; allocation: per slot, (B, n_arms) int64,
+    how often each arm was chosen within each window; oracle_agreement: per slot, the share of
+    decisions on the oracle's arm; slot_loss: per slot, the mean click probability lost by that
+    slot's choice with the other slots' choices held (a single slot: the mean regret);
+    wall_time_s: seconds spent choosing and learning.
     """
 
     name: str
@@ -125,12 +143,12 @@ class PolicyRun:
 
     @property
     def mean_reward(self) -> float:
-        """Click-through rate actually observed."""
+        """Reward per decision actually observed (a single slot: the click-through rate)."""
         return float(self.cumulative_reward[-1]) / self.steps
 
     @property
     def mean_expected(self) -> float:
-        """Mean true click probability of the chosen arms: the CTR without the click noise."""
+        """Mean expected reward of the chosen arms: the observed one without the noise."""
         return float(self.cumulative_expected[-1]) / self.steps
 
     @property
@@ -168,7 +186,8 @@ class SimulationResult:
     """Every run of one simulation: the learning policies in the order given, then the uniform
     and oracle baselines. slots: each slot's arm names, in decision order; batch_ends (B,)
     int64: steps done at the end of each window; new_arm: "slot/arm" arriving at new_arm_at;
-    delay: batches between a decision and the policy learning its reward."""
+    delay: batches between a decision and the policy learning its reward; reports: per
+    engine run of an email campaign, its ``CampaignReport`` as JSON (outcome rates and lift)."""
 
     env_name: str
     slots: dict[str, tuple[str, ...]]
@@ -181,6 +200,7 @@ class SimulationResult:
     delay: int
     batch_ends: np.ndarray
     runs: dict[str, PolicyRun]
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> list[SummaryRow]:
         """One row per run, in run order."""
@@ -283,9 +303,13 @@ def simulate(
         task = bar.add_task(env.name, total=steps * len(policies))
         # make_policies pairs an EmailCampaign with engines and an Environment with policy
         # objects: narrowing env cannot narrow the policies' type, so the pairing is a cast.
+        reports: dict[str, dict[str, Any]] = {}
         if isinstance(env, EmailCampaign):
-            slots, runs, new_arm = _play_campaign(env, cast(dict[str, Engine], policies), steps,
-                                                  batch_size, seed, delay, bar, task)
+            engines = cast(dict[str, Engine], policies)
+            slots, runs, new_arm = _play_campaign(env, engines, steps, batch_size, seed, delay,
+                                                  bar, task)
+            reports = {name: engine.report(_CAMPAIGN).model_dump(mode="json")
+                       for name, engine in engines.items()}
         else:
             slots, runs, new_arm = _play_environment(env, cast(dict[str, Policy], policies),
                                                      steps, batch_size, seed, delay, bar, task)
@@ -301,6 +325,7 @@ def simulate(
         delay=delay,
         batch_ends=np.minimum(np.arange(0, steps, batch_size) + batch_size, steps),
         runs=runs,
+        reports=reports,
     )
 
 
@@ -368,87 +393,108 @@ def _play_environment(env: Environment, policies: dict[str, Policy], steps: int,
 
 def _play_campaign(env: EmailCampaign, engines: dict[str, Engine], steps: int, batch_size: int,
                    seed: int, delay: int, bar: Progress, task: TaskID) -> _Played:
-    """Four slots: each engine decides a batch, the clicks of its combinations are drawn from
-    the truth, and the closed windows reach ``Engine.learn`` as JoinedEvents. A late arm is
-    added to every engine at the first batch that starts at or after ``new_arm_at``."""
+    """Four slots through the email contract (the module docstring): each engine decides a
+    batch and logs it into its join, the batch's sends are recorded, its outcomes are drawn
+    from the truth and recorded ``delay`` batches later with the watermark that closes its
+    windows. A late arm is added to every engine at the first batch that starts at or after
+    ``new_arm_at``."""
+    model = EmailOutcomes(env)
+    reward = EmailCampaign.email_reward()
+    window = int(env.campaign_spec().attribution_window_ms)
     rng = np.random.default_rng(seed)
     subs = env.subscribers(steps, rng)
-    U = rng.random(steps)
+    inboxes = model.inboxes(steps, rng)
     step = np.arange(steps)
     starts = np.arange(0, steps, batch_size)
     eligible = env.eligible(step)
-    oracle_choice, oracle_p = env.oracle(subs, step)
+    oracle_choice, oracle_value = model.oracle(subs, reward, window, inboxes, step)
     sizes = {slot: len(arms) for slot, arms in env.arm_ids.items()}
-    score = _Scorer(sizes, oracle_p, oracle_choice, starts)
+    score = _Scorer(sizes, oracle_value, oracle_choice, starts)
+    pace = max(window // (delay + 1), 1)  # ms between batches (the module docstring)
 
-    def scored(name: str, choices: dict[str, np.ndarray], elapsed: float) -> PolicyRun:
+    def outcomes(b: int, rows: slice, ids: Sequence[str], choices: dict[str, np.ndarray]
+                 ) -> OutcomeColumns:
+        """Batch b's events: the same draws for every run (a stream per batch)."""
+        return model.sample(ids, {slot: c[rows] for slot, c in choices.items()},
+                            T0_MS + b * pace, subs[rows], inboxes[rows], _stream(seed, 2, b),
+                            campaign=_CAMPAIGN, step=step[rows])
+
+    def realized(choices: dict[str, np.ndarray]) -> np.ndarray:
+        """The reward the join would learn of every step's events (the baselines')."""
+        rewards = np.empty(steps)
+        for b, start in enumerate(starts.tolist()):
+            rows = slice(start, min(start + batch_size, steps))
+            ids = [f"{i:032x}" for i in range(rows.start, rows.stop)]
+            rewards[rows] = outcomes(b, rows, ids, choices).realized(reward, window)[1]
+        return rewards
+
+    def scored(name: str, choices: dict[str, np.ndarray], rewards: np.ndarray,
+               elapsed: float) -> PolicyRun:
         for slot in SLOTS:
             if not eligible[slot][step, choices[slot]].all():
                 first = int(np.argmin(eligible[slot][step, choices[slot]]))
                 raise InvalidInputError(
                     f"policy {name!r} chose an ineligible {slot} arm at step {first}")
-        # The oracle's own probabilities, so its regret is exactly 0, not a rounding residue.
-        expected = (oracle_p if choices is oracle_choice
-                    else env.click_probability(subs, choices, step))
+        # The oracle's own values, so its regret is exactly 0, not a rounding residue.
+        expected = (oracle_value if choices is oracle_choice
+                    else model.expected_reward(subs, choices, reward, window, inboxes, step))
         loss = {slot: float(v.mean()) for slot, v in env.slot_losses(subs, choices, step).items()}
-        return score(name, choices, expected, (expected > U).astype(np.float64), loss, elapsed)
+        return score(name, choices, expected, rewards, loss, elapsed)
 
     uniform_stream = _stream(seed, 0)
     uniform = {
         slot: np.where(eligible[slot], uniform_stream.random((steps, k)), -1.0).argmax(axis=1)
         for slot, k in sizes.items()
     }
-    baselines = {UNIFORM: scored(UNIFORM, uniform, 0.0), ORACLE: scored(ORACLE, oracle_choice, 0.0)}
+    baselines = {UNIFORM: scored(UNIFORM, uniform, realized(uniform), 0.0),
+                 ORACLE: scored(ORACLE, oracle_choice, realized(oracle_choice), 0.0)}
 
     # The same requests for every engine: validated once, never changed (frozen models).
     requests = subs.requests(_CAMPAIGN)
     late = [(slot, Arm.model_validate(arm)) for slot, arm in env.late_arms()]
     learned: dict[str, PolicyRun] = {}
+    now = [T0_MS]  # event time: the decision log's clock
+
+    def clock() -> int:
+        return now[0]
+
     for name, engine in engines.items():
         bar.update(task, description=f"{env.name}: {name}")
         choices = {slot: np.empty(steps, dtype=np.int64) for slot in SLOTS}
-        pending: deque[list[JoinedEvent]] = deque()
+        rewards = np.zeros(steps)
+        # Per batch not yet learned: its outcomes and the watermark that closes its windows.
+        pending: deque[tuple[list[Send | Outcome], int]] = deque()
         arrived = not late
         elapsed = 0.0
-        for start in starts.tolist():  # Python ints: they slice lists as well as arrays
-            rows = slice(start, min(start + batch_size, steps))
-            t0 = time.perf_counter()
-            if not arrived and env.new_arm_at is not None and start >= env.new_arm_at:
-                for slot, arm in late:
-                    engine.add_arm(_CAMPAIGN, slot, arm)
-                arrived = True
-            batch = engine.decide_batch(_CAMPAIGN, requests[rows])
-            for columns in batch.slots:
-                choices[columns.slot][rows] = columns.arms
-            p = env.click_probability(subs[rows], {s: c[rows] for s, c in choices.items()},
-                                      step[rows])
-            pending.append(_joined(batch, requests[rows], (U[rows] < p).tolist(), start))
-            if len(pending) > delay:
-                engine.learn(pending.popleft())
-            elapsed += time.perf_counter() - t0
-            bar.advance(task, rows.stop - rows.start)
-        learned[name] = scored(name, choices, elapsed)
+        sink, own_clock = engine.decision_sink, engine.clock
+        engine.decision_sink, engine.clock = JoinLog(engine), clock
+        try:
+            for b, start in enumerate(starts.tolist()):  # Python ints: they slice lists too
+                rows = slice(start, min(start + batch_size, steps))
+                t0 = time.perf_counter()
+                now[0] = T0_MS + b * pace
+                if not arrived and env.new_arm_at is not None and start >= env.new_arm_at:
+                    for slot, arm in late:
+                        engine.add_arm(_CAMPAIGN, slot, arm)
+                    arrived = True
+                batch = engine.decide_batch(_CAMPAIGN, requests[rows])  # logged into the join
+                for columns in batch.slots:
+                    choices[columns.slot][rows] = columns.arms
+                drawn = outcomes(b, rows, batch.decision_ids, choices)
+                rewards[rows] = drawn.realized(reward, window)[1]
+                events = drawn.events()
+                engine.record([e for e in events if e.type == "send"])
+                pending.append(([e for e in events if e.type != "send"], now[0] + window + 1))
+                if len(pending) > delay:
+                    due, watermark = pending.popleft()
+                    engine.ingest(due, watermark=watermark)
+                elapsed += time.perf_counter() - t0
+                bar.advance(task, rows.stop - rows.start)
+        finally:
+            engine.decision_sink, engine.clock = sink, own_clock
+        learned[name] = scored(name, choices, rewards, elapsed)
     new_arm = f"{ARTWORK_SLOT}/{env.arm_ids[ARTWORK_SLOT][-1]}"
     return dict(env.arm_ids), learned | baselines, new_arm
-
-
-def _joined(batch: DecisionBatch, requests: Sequence[DecisionRequest], clicks: list[bool],
-            ts_ms: int) -> list[JoinedEvent]:
-    """The closed attribution windows of a batch: a click rewards every slot of its decision."""
-    events = []
-    for i, (request, click) in enumerate(zip(requests, clicks, strict=True)):
-        reward = 1.0 if click else 0.0
-        events.append(JoinedEvent(
-            decision_id=batch.decision_ids[i], campaign=batch.campaign,
-            subject=subject_key(request.user_id).hex(),
-            ts=ts_ms,
-            slots={c.slot: LoggedChoice(arm=c.arm_ids[c.arms[i]],
-                                       propensity=float(c.propensity[i]))
-                   for c in batch.slots},
-            context=request.context, segments=request.segments,
-            rewards={c.slot: reward for c in batch.slots},
-        ))
-    return events
 
 
 class _Scorer:

@@ -1,8 +1,8 @@
 """What a weekly send of the demo produced (``SendResult``) and the demo's report folder:
 report.html (tables and embedded PNGs), report.md, results.json, and the PNGs: cumulative
-expected clicks against the oracle and uniform random, arm allocation per slot and send, and
-the holdout lift per send with its interval; the service's outcome rates per group and their
-lift."""
+expected reward against the oracle and uniform random, arm allocation per slot and send, and
+the holdout lift of the click rate per send with its interval; per send the rate of every
+outcome type per group and its lift; the service's outcome rates per group and their lift."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import numpy as np
 import orjson
 from matplotlib.figure import Figure
 
+from bandit.engine.report import rate_lift
+from bandit.models import OUTCOME_TYPES, Interval
 from simulators.reports.page import (
     OUTCOME_HEADER,
     OUTCOME_NOTE,
@@ -29,71 +31,120 @@ from simulators.reports.page import (
 
 @dataclass
 class SendResult:
-    """One weekly send, from the simulator's side (true click probabilities and clicks)."""
+    """One weekly send, from the simulator's side: the events the campaign learns
+    (``OutcomeColumns.realized``) and the truth's expected reward.
+
+    reached: per outcome type, [personalized, holdout] decisions with at least one learned
+    event of the type; reward: [personalized, holdout] total reward; expected: the mean
+    expected reward of the personalized choices; oracle, uniform: the mean expected reward of
+    the best combination and of uniformly random choices over the whole list."""
 
     send: int
     decisions: int
     model_version: int
     holdout: int
-    clicks_personalized: int
-    clicks_holdout: int
-    expected: float  # mean true click probability of the choices made (personalized)
-    oracle: float  # mean click probability of the best combination
-    uniform: float  # mean click probability of uniformly random choices
-    lift: tuple[float, float, float] | None  # personalized minus holdout CTR, 95% interval
+    reached: dict[str, list[int]]
+    reward: list[float]
+    expected: float
+    oracle: float
+    uniform: float
     seconds: float
     events_per_s: float
     dead_letters: int
     allocation: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
+    def personalized(self) -> int:
+        return self.decisions - self.holdout
+
+    def rate(self, kind: str, group: int) -> float:
+        """The share of group 0 (personalized) or 1 (holdout) with a learned ``kind``."""
+        n = (self.personalized, self.holdout)[group]
+        return self.reached[kind][group] / n if n else math.nan
+
+    def lift(self, kind: str) -> Interval | None:
+        """Personalized minus holdout rate of ``kind``, 95% Newcombe interval (as the
+        service's report computes it); None unless both groups have decisions."""
+        p, h = self.reached[kind]
+        return rate_lift((p, self.personalized), (h, self.holdout))
+
+    @property
     def ctr_personalized(self) -> float:
-        n = self.decisions - self.holdout
-        return self.clicks_personalized / n if n else math.nan
+        return self.rate("click", 0)
 
     @property
     def ctr_holdout(self) -> float:
-        return self.clicks_holdout / self.holdout if self.holdout else math.nan
+        return self.rate("click", 1)
 
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 
 
+def _points(lift: Interval | None) -> str:
+    return "n/a" if lift is None else (
+        f"{100 * lift.estimate:+.2f} [{100 * lift.low:+.2f}, {100 * lift.high:+.2f}]")
+
+
 def _interval(item: dict[str, Any] | None) -> str:
     if not item:
         return "n/a"
-    return (f"{100 * item['estimate']:+.2f} pts [{100 * item['low']:+.2f}, "
-            f"{100 * item['high']:+.2f}]")
+    return f"{item['estimate']:+.4f} [{item['low']:+.4f}, {item['high']:+.4f}]"
 
 
 def send_rows(results: list[SendResult]) -> list[tuple[str, ...]]:
-    """The per-send table, as the CLI's live table and the report show it."""
-    rows: list[tuple[str, ...]] = []
-    for r in results:
-        lift = "n/a" if r.lift is None else (
-            f"{100 * r.lift[0]:+.2f} [{100 * r.lift[1]:+.2f}, {100 * r.lift[2]:+.2f}]")
-        rows.append((str(r.send), f"{r.decisions:,}", _pct(r.ctr_personalized),
-                     _pct(r.ctr_holdout), lift, str(r.model_version), _pct(r.expected),
-                     _pct(r.oracle), _pct(r.uniform), f"{r.events_per_s:,.0f}",
-                     str(r.dead_letters)))
-    return rows
+    """The per-send table of SEND_HEADER (the headline: click rates and their lift)."""
+    return [(str(r.send), f"{r.decisions:,}", _pct(r.ctr_personalized), _pct(r.ctr_holdout),
+             _points(r.lift("click")), str(r.model_version), f"{r.expected:.4f}",
+             f"{r.oracle:.4f}", f"{r.uniform:.4f}", f"{r.events_per_s:,.0f}",
+             str(r.dead_letters)) for r in results]
 
 
-LIVE_HEADER = ("send", "decisions", "CTR pers.", "CTR hold.", "lift pts [95%]", "model",
-               "events/s", "dead")
-_LIVE_COLUMNS = (0, 1, 2, 3, 4, 5, 9, 10)
+def outcome_send_rows(results: list[SendResult]) -> list[tuple[str, ...]]:
+    """Per send and outcome type (OUTCOME_SEND_HEADER): each group's rate and the lift."""
+    return [(str(r.send), kind, _pct(r.rate(kind, 0)), _pct(r.rate(kind, 1)),
+             _points(r.lift(kind))) for r in results for kind in OUTCOME_TYPES]
+
+
+# The live table: per send four lines (personalized rate, holdout rate, lift in points, the
+# click lift's 95% interval), a column per outcome type, the click rate first (the headline).
+_SHORT = {"open": "open", "click": "click", "conversion": "conv.", "unsubscribe": "unsub.",
+          "complaint": "compl.", "bounce": "bounce"}
+_LIVE_TYPES = ("click", *(kind for kind in OUTCOME_TYPES if kind != "click"))
+LIVE_HEADER = ("send", "", *(_SHORT[kind] for kind in _LIVE_TYPES), "model", "events/s",
+               "dead")
+_LIVE_LABELS = "pers.\nhold.\nlift pts\n95%"
+
+
+def _live_cell(r: SendResult, kind: str) -> str:
+    lift = r.lift(kind)
+    lines = [_pct(r.rate(kind, 0)), _pct(r.rate(kind, 1)),
+             "n/a" if lift is None else f"{100 * lift.estimate:+.2f}"]
+    if kind == "click" and lift is not None:
+        lines.append(f"[{100 * lift.low:+.2f}, {100 * lift.high:+.2f}]")
+    return "\n".join(lines)
 
 
 def live_rows(results: list[SendResult]) -> list[tuple[str, ...]]:
-    """The columns of ``send_rows`` that fit a terminal, for the CLI's live table."""
-    return [tuple(row[i] for i in _LIVE_COLUMNS) for row in send_rows(results)]
+    """The CLI's live table (LIVE_HEADER): per send and outcome type a cell of four lines
+    (personalized and holdout rate, lift in points, the click lift's interval), then the
+    model version, events/s and dead letters."""
+    return [(str(r.send), _LIVE_LABELS, *(_live_cell(r, kind) for kind in _LIVE_TYPES),
+             str(r.model_version), f"{r.events_per_s:,.0f}", str(r.dead_letters))
+            for r in results]
 
 
 SEND_HEADER = ("send", "decisions", "CTR personalized", "CTR holdout", "lift, pts [95%]",
-               "model version", "expected CTR", "oracle CTR", "uniform CTR", "events/s",
-               "dead letters")
-BIAS_HEADER = ("slot", "segment", "value", "impressions", "CTR", "flagged")
+               "model version", "expected reward", "oracle reward", "uniform reward",
+               "events/s", "dead letters")
+OUTCOME_SEND_HEADER = ("send", "outcome", "personalized", "holdout", "lift, pts [95%]")
+SEND_NOTE = (
+    "Per send, from the simulated subscribers: the share of decisions with a learned event of "
+    "each type (CTR: a learned click; machine opens and link-scanner clicks are not learned) "
+    "and the lift, personalized minus holdout (percentage points, Newcombe 95% interval). "
+    "Expected, oracle and uniform reward: the truth's expected reward per decision of the "
+    "personalized choices, the best combination, and uniformly random choices.")
+BIAS_HEADER = ("slot", "segment", "value", "impressions", "reward rate", "flagged")
 _STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
 
@@ -110,14 +161,20 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
         {"subscribers": subscribers, "seed": seed, "sends": [asdict(r) for r in results],
          "service_report": service_report}, option=orjson.OPT_INDENT_2))
     rows = send_rows(results)
+    per_send = outcome_send_rows(results)
     outcomes = outcome_rows(service_report)
     bias = _bias_rows(service_report)
     slots = [s["slot"] for s in service_report["slots"]]
     title = f"cmab demo: {subscribers:,} subscribers, {len(results)} weekly sends, seed {seed}"
-    summary = (f"Holdout lift over all learned sends: {_interval(service_report.get('lift'))}; "
-               f"personalized CTR {_interval_plain(service_report.get('personalized_ctr'))}, "
-               f"holdout CTR {_interval_plain(service_report.get('holdout_ctr'))}.")
+    click = service_report.get("outcome_lift", {}).get("click", {}).get("lift")
+    summary = (f"Over all learned sends: click rate lift {_points_item(click)} points; "
+               f"reward per decision, personalized "
+               f"{_interval(service_report.get('personalized_ctr'))}, holdout "
+               f"{_interval(service_report.get('holdout_ctr'))}, lift "
+               f"{_interval(service_report.get('lift'))}.")
     md = [f"# {title}", "", summary, "", "## Sends", "", markdown_table(SEND_HEADER, rows), "",
+          "## Outcomes per send", "", markdown_table(OUTCOME_SEND_HEADER, per_send), "",
+          SEND_NOTE, "",
           "## Outcomes", "", markdown_table(OUTCOME_HEADER, outcomes), "", OUTCOME_NOTE, "",
           "## Slots", "", ", ".join(slots), "", "## Bias audit", "",
           markdown_table(BIAS_HEADER, bias), "",
@@ -126,7 +183,9 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
     images = "".join(
         f'<figure><img alt="{n}" src="{png_data_uri(out / n)}"></figure>' for n in figures)
     body = (f"<p>{html.escape(summary)}</p><h2>Sends</h2>"
-            f"{html_table(SEND_HEADER, rows)}<h2>Outcomes</h2>"
+            f"{html_table(SEND_HEADER, rows)}<h2>Outcomes per send</h2>"
+            f"{html_table(OUTCOME_SEND_HEADER, per_send)}<p>{html.escape(SEND_NOTE)}</p>"
+            f"<h2>Outcomes</h2>"
             f"{html_table(OUTCOME_HEADER, outcomes)}<p>{html.escape(OUTCOME_NOTE)}</p>"
             f"<h2>Slots</h2>"
             f"<p>{html.escape(', '.join(slots))}</p><h2>Bias audit</h2>"
@@ -137,15 +196,13 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
     return path
 
 
-def _interval_plain(item: dict[str, Any] | None) -> str:
-    if not item:
-        return "n/a"
-    return f"{_pct(item['estimate'])} [{_pct(item['low'])}, {_pct(item['high'])}]"
+def _points_item(item: dict[str, Any] | None) -> str:
+    return "n/a" if not item else _points(Interval.model_validate(item))
 
 
 def _bias_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     return [(s["slot"], seg["segment"], seg["value"], f"{seg['impressions']:,}",
-             _interval_plain(seg.get("ctr")), "yes: " + (seg.get("reason") or "")
+             _interval(seg.get("ctr")), "yes: " + (seg.get("reason") or "")
              if seg["flagged"] else "no")
             for s in report["slots"] for seg in s["segments"]]
 
@@ -157,9 +214,9 @@ def _cumulative(results: list[SendResult]) -> Figure:
     for label, values in (("oracle", [r.oracle for r in results]),
                           ("engine (personalized)", [r.expected for r in results]),
                           ("uniform random", [r.uniform for r in results])):
-        ax.plot(sends, np.cumsum([v * r.decisions for v, r in zip(values, results)]),
+        ax.plot(sends, np.cumsum([v * r.decisions for v, r in zip(values, results, strict=True)]),
                 marker="o", label=label)
-    ax.set(xlabel="weekly send", ylabel="cumulative expected clicks",
+    ax.set(xlabel="weekly send", ylabel="cumulative expected reward",
            title="Cumulative reward against the oracle and uniform random")
     ax.legend()
     return fig
@@ -169,7 +226,7 @@ def _allocation(results: list[SendResult]) -> Figure:
     slots = list(results[0].allocation)
     fig = Figure(figsize=(4 * len(slots), 3.6))
     axes = fig.subplots(1, len(slots), squeeze=False)
-    for ax, slot in zip(axes[0], slots):
+    for ax, slot in zip(axes[0], slots, strict=True):
         arms = sorted({a for r in results for a in r.allocation[slot]})
         bottom = np.zeros(len(results))
         for arm in arms:
@@ -187,12 +244,13 @@ def _allocation(results: list[SendResult]) -> Figure:
 def _lift(results: list[SendResult]) -> Figure:
     fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
-    shown = [(r.send, r.lift) for r in results if r.lift is not None]
+    shown = [(r.send, lift) for r in results if (lift := r.lift("click")) is not None]
     if shown:
-        est = np.array([100 * lift[0] for _, lift in shown])
-        err = np.array([[100 * (lift[0] - lift[1]) for _, lift in shown],
-                        [100 * (lift[2] - lift[0]) for _, lift in shown]])
+        est = np.array([100 * lift.estimate for _, lift in shown])
+        err = np.array([[100 * (lift.estimate - lift.low) for _, lift in shown],
+                        [100 * (lift.high - lift.estimate) for _, lift in shown]])
         ax.errorbar([send for send, _ in shown], est, yerr=err, fmt="o", capsize=4)
     ax.axhline(0, color="grey", lw=1)
-    ax.set(xlabel="weekly send", ylabel="CTR points", title="Holdout lift (95% interval)")
+    ax.set(xlabel="weekly send", ylabel="click rate points",
+           title="Holdout lift of the click rate (95% interval)")
     return fig

@@ -20,9 +20,11 @@ from simulators.simulate import ORACLE, UNIFORM, SimulationResult, SlotRow, Summ
 SUMMARY_HEADER = ("policy", "mean reward", "regret", "vs uniform", "vs oracle")
 SLOT_HEADER = ("slot", "policy", "matches oracle", "loss per decision", "top arm (last window)")
 _DEFINITIONS = (
-    "mean reward: observed click-through rate. regret: cumulative expected regret against the "
-    "oracle (true click probabilities, no click noise). vs uniform: lift of the expected CTR "
-    "over uniform random choice. vs oracle: expected CTR as a share of the oracle's."
+    "mean reward: observed reward per decision (a click; the four-slot campaign: its email "
+    "reward, as the engine's join learns it from the simulated sends and outcomes). regret: "
+    "cumulative expected regret against the oracle (expected rewards, no outcome noise). vs "
+    "uniform: lift of the expected reward over uniform random choice. vs oracle: expected "
+    "reward as a share of the oracle's."
 )
 _SLOT_DEFINITIONS = (
     "Per slot: matches oracle is the share of decisions on the oracle's arm; loss per decision "
@@ -56,7 +58,7 @@ def write_report(result: SimulationResult, out_dir: str | Path,
                  reports: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """Write every report file into out_dir (created if needed); returns the HTML report's path.
     ``reports``: per run of an email campaign, its engine's ``CampaignReport`` as JSON, shown
-    as outcome tables (``page.outcome_rows``)."""
+    as outcome tables (``page.outcome_rows``); by default the result's own."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # allow_nan=False: a NaN in a curve is a bug to see now, not a null to puzzle over later.
@@ -67,7 +69,8 @@ def write_report(result: SimulationResult, out_dir: str | Path,
 
     rows = [format_row(row) for row in result.summary()]
     slot_rows = [format_slot_row(row) for row in result.slot_summary()]
-    outcomes = {name: page.outcome_rows(r) for name, r in (reports or {}).items()}
+    chosen = result.reports if reports is None else reports
+    outcomes = {name: page.outcome_rows(r) for name, r in chosen.items()}
     (out / "report.md").write_text(_markdown(result, rows, slot_rows, outcomes))
     report = out / "report.html"
     report.write_text(_html(result, rows, slot_rows, outcomes, out))

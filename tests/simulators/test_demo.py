@@ -1,5 +1,7 @@
 """`cmab demo`, reduced: broker, service and worker as child processes, two weekly sends
-through HTTP and Kafka, a report that lists every slot, and nothing left running."""
+through HTTP and Kafka, a report that lists every slot and every outcome type, nothing left
+running; the topics read back hold the service's decisions and the sender's sends and the
+tracker's outcomes, never an impression."""
 
 import os
 import signal
@@ -11,8 +13,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
+from bandit.models import OUTCOME_TYPES
+from simulators.demo import run_demo
 from simulators.email_campaign import SLOTS
+from streams.blocks import DECISIONS
+from streams.topics import Topics
 
 pytestmark = pytest.mark.broker  # every test here starts `cmab demo`
 
@@ -35,7 +42,24 @@ def _demo(args: list[str], marker: str, **popen) -> subprocess.Popen[str]:
                             env={**os.environ, "COLUMNS": "120", name: value}, **popen)
 
 
-def test_a_reduced_demo_runs_beside_another_and_ctrl_c_stops_everything(tmp_path: Path):
+def _read_topic(bootstrap_servers: str, topic: str) -> list[bytes]:
+    """Every record of ``topic``, from its start to its end now."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end, values = consumer.end_offsets(parts), []
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                values += [r.value for r in records]
+        return values
+    finally:
+        consumer.close()
+
+
+def test_a_reduced_demo_runs_beside_another_and_ctrl_c_stops_everything(
+        tmp_path: Path, kafka, monkeypatch):
     # A long demo runs in the background: the reduced one must work beside it (free ports,
     # its own topics), and Ctrl-C must then stop everything the long one started.
     other_marker = f"DEMO_TEST_MARK={uuid.uuid4().hex}"
@@ -47,22 +71,48 @@ def test_a_reduced_demo_runs_beside_another_and_ctrl_c_stops_everything(tmp_path
             assert other.poll() is None, other.stderr.read()
             time.sleep(0.2)
 
-        marker = f"DEMO_TEST_MARK={uuid.uuid4().hex}"
-        reduced = _demo(["--subscribers", "2000", "--sends", "2", "--out", str(tmp_path / "demo")],
-                        marker, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        stdout, stderr = reduced.communicate(timeout=600)
-        assert reduced.returncode == 0, stderr[-3000:]
-        assert stdout.strip().splitlines()[-1] == f"report: {tmp_path / 'demo' / 'report.html'}"
-        page = (tmp_path / "demo" / "report.html").read_text()
+        # The reduced one in this process, on the test's broker, so its topics can be read
+        # back; its service and worker inherit the marker.
+        name, value = f"DEMO_TEST_MARK={uuid.uuid4().hex}".split("=")
+        monkeypatch.setenv(name, value)
+        prefix = f"demo-test-{uuid.uuid4().hex[:8]}"
+        results, path = run_demo(subscribers=1000, sends=2, seed=0, out=tmp_path / "demo",
+                                 bootstrap_servers=kafka.bootstrap_servers, prefix=prefix)
+        assert path == tmp_path / "demo" / "report.html"
+        assert _processes_with(f"{name}={value}".encode()) == []  # service, worker stopped
+        page = path.read_text()
+        markdown = (tmp_path / "demo" / "report.md").read_text()
         for slot in SLOTS:
             assert slot in page
-        results = orjson.loads((tmp_path / "demo" / "results.json").read_bytes())
-        assert [s["send"] for s in results["sends"]] == [1, 2]
-        assert results["service_report"]["impressions"] == 4000  # both sends learned
-        assert {s["slot"] for s in results["service_report"]["slots"]} == set(SLOTS)
+        for kind in OUTCOME_TYPES:  # per send and in the service's outcome table
+            assert f"| 1 | {kind} |" in markdown and f"| 2 | {kind} |" in markdown
+            assert markdown.count(f"| {kind} |") >= 3 and f"<td>{kind}</td>" in page
+        results_json = orjson.loads((tmp_path / "demo" / "results.json").read_bytes())
+        assert [s["send"] for s in results_json["sends"]] == [1, 2]
+        report = results_json["service_report"]
+        assert report["impressions"] == 2000  # both sends learned
+        assert {s["slot"] for s in report["slots"]} == set(SLOTS)
+        assert {"unsubscribe", "complaint"} <= set(report["outcome_lift"])
         for png in ("cumulative_reward.png", "allocation.png", "lift.png"):
             assert (tmp_path / "demo" / png).stat().st_size > 1000
-        assert _processes_with(marker.encode()) == []  # broker, service, worker all stopped
+
+        # The topics: the service logged every decision; the demo wrote sends, outcomes and
+        # watermarks only, a send per decision, no impression (no context, no arms).
+        topics = Topics(prefix)
+        logged = [line for block in _read_topic(kafka.bootstrap_servers, topics.decisions)
+                  for line in DECISIONS.lines(block)]
+        assert len(logged) == 2000
+        events = [orjson.loads(v) for v in _read_topic(kafka.bootstrap_servers, topics.events)]
+        kinds = {e["type"] for e in events}
+        assert kinds <= {"send", *OUTCOME_TYPES, "watermark"} and "impression" not in kinds
+        assert {"send", "open", "click"} <= kinds
+        sends = [e for e in events if e["type"] == "send"]
+        assert len(sends) == 2000 and all(set(e) == {"type", "event_id", "decision_id", "ts",
+                                                     "campaign"} for e in sends)
+        assert {e["decision_id"] for e in sends} == {
+            orjson.loads(line)["decision_id"] for line in logged}
+        assert any(e.get("machine") for e in events if e["type"] == "open")
+        assert all(e["value"] > 0 for e in events if e["type"] == "conversion")
 
         assert other.poll() is None, "the long demo ended early: " + other.stderr.read()
         other.send_signal(signal.SIGINT)

@@ -28,10 +28,11 @@ def _engine_report() -> dict:
 
 
 def test_the_demo_report_shows_outcome_rates_and_lift(tmp_path):
-    send = demo.SendResult(send=1, decisions=20, model_version=1, holdout=10,
-                           clicks_personalized=4, clicks_holdout=1, expected=0.3, oracle=0.4,
-                           uniform=0.2, lift=(0.3, 0.0, 0.6), seconds=1.0, events_per_s=20.0,
-                           dead_letters=0, allocation={"s": {"a": 10, "b": 10}})
+    reached = dict.fromkeys(OUTCOME_TYPES, [0, 0]) | {"click": [4, 1], "unsubscribe": [0, 1]}
+    send = demo.SendResult(send=1, decisions=20, model_version=1, holdout=10, reached=reached,
+                           reward=[4.0, -4.0], expected=0.3, oracle=0.4, uniform=0.2,
+                           seconds=1.0, events_per_s=20.0, dead_letters=0,
+                           allocation={"s": {"a": 10, "b": 10}})
     page = demo.write_report([send], _engine_report(), tmp_path, subscribers=20,
                              seed=0).read_text()
     markdown = (tmp_path / "report.md").read_text()
@@ -42,6 +43,17 @@ def test_the_demo_report_shows_outcome_rates_and_lift(tmp_path):
     assert "| unsubscribe | 0.00% [0.00, 27.75] | 10.00% [1.79, 40.42] | -10.00 [" in markdown
     for kind in OUTCOME_TYPES:
         assert f"<td>{kind}</td>" in page
+    # The send's own table (the simulator's side): every type, each group's rate and lift.
+    assert "## Outcomes per send" in markdown and "<h2>Outcomes per send</h2>" in page
+    assert "| 1 | click | 40.00% | 10.00% | +30.00 [" in markdown
+    assert "| 1 | unsubscribe | 0.00% | 10.00% | -10.00 [" in markdown
+    assert "| 1 | bounce | 0.00% | 0.00% | +0.00 [" in markdown
+    # The headline: CTR of each group and the click lift, as the live table shows it too.
+    assert "| 1 | 20 | 40.00% | 10.00% | +30.00 [" in markdown
+    (row,) = demo.live_rows([send])
+    assert row[2].splitlines()[:3] == ["40.00%", "10.00%", "+30.00"]
+    assert [demo.LIVE_HEADER[2 + i] for i in range(6)] == [
+        "click", "open", "conv.", "unsub.", "compl.", "bounce"]
 
 
 def test_the_simulation_report_shows_each_engines_outcome_table(tmp_path):

@@ -235,9 +235,16 @@ def test_delay_is_validated():
 
 
 @pytest.fixture(scope="module")
-def campaign_result():
+def campaign_engines():
     env = EmailCampaign(new_arm_at=1000)
-    return run(env, ["bart", "default"], steps=3000, batch_size=200)
+    engines = make_policies(["bart", "default"], env, seed=0)
+    result = simulate(env, engines, 3000, batch_size=200, seed=0, progress=False)
+    return result, engines
+
+
+@pytest.fixture(scope="module")
+def campaign_result(campaign_engines):
+    return campaign_engines[0]
 
 
 def test_campaign_runs_through_the_engine(campaign_result):
@@ -260,11 +267,47 @@ def test_campaign_runs_through_the_engine(campaign_result):
     assert len(rows) == 4 * 4 and rows[0].slot == "subject_line" and rows[0].policy == "bart"
 
 
+def test_the_campaign_learns_through_the_join(campaign_engines):
+    # The engines learn the email reward from the join of their own logged decisions, the
+    # sends and the simulated outcomes: every decision (delay 0: all windows closed), the
+    # reward the simulator says the join learns, machine opens and scanner clicks apart.
+    result, engines = campaign_engines
+    for name, engine in engines.items():
+        spec = engine.campaign("simulation")
+        assert spec.activation == "send" and set(spec.reward.outcomes) == {
+            "click", "conversion", "unsubscribe"}
+        report = engine.report("simulation")
+        assert report.impressions == 3000
+        learned = report.groups["personalized"].reward
+        assert learned == pytest.approx(result.runs[name].cumulative_reward[-1], abs=1e-9)
+        assert engine.excluded["machine"] > 0 and engine.excluded["scanner"] > 0
+        assert engine.excluded["unsent"] == 0
+        outcomes = report.groups["personalized"].outcomes
+        assert all(outcomes[kind].reached > 0 for kind in ("open", "click", "conversion"))
+        assert engine.decision_sink is None  # the play's sink is removed after it
+    assert list(result.reports) == ["bart", "default"]
+    assert result.reports["bart"]["groups"]["personalized"]["decisions"] == 3000
+
+
+def test_campaign_feedback_is_learned_delay_batches_late():
+    # With a delay, batch b's outcomes close after batch b + delay is decided: the last
+    # ``delay`` batches are never learned, and nothing is refused as unsent.
+    env = EmailCampaign()
+    for delay in (1, 3):
+        engines = make_policies(["beta_ts"], env, seed=0)
+        simulate(env, engines, 1000, batch_size=100, seed=0, progress=False, delay=delay)
+        engine = engines["beta_ts"]
+        assert engine.report("simulation").impressions == 1000 - 100 * delay
+        assert engine.excluded["unsent"] == 0
+
+
 def test_campaign_policies_beat_uniform(campaign_result):
     rows = {row.policy: row for row in campaign_result.summary()}
-    # 3,000 decisions: enough for bart to be well clear of uniform, far from the oracle.
-    assert rows["bart"].share_of_oracle > 1.3 * rows[UNIFORM].share_of_oracle
-    assert campaign_result.runs["bart"].regret < 0.85 * campaign_result.runs[UNIFORM].regret
+    # 3,000 decisions of the email reward (whose unsubscribe weight makes uniform's expected
+    # reward close to 0): enough for bart to gain a tenth of the oracle's reward over uniform
+    # and to cut a tenth of its regret, far from the oracle.
+    assert rows["bart"].share_of_oracle > rows[UNIFORM].share_of_oracle + 0.1
+    assert campaign_result.runs["bart"].regret < 0.9 * campaign_result.runs[UNIFORM].regret
 
 
 def test_campaign_common_random_numbers(campaign_result):
@@ -296,3 +339,7 @@ def test_cli_simulate_email4(tmp_path, capsys):
         "email4", 1, 300, 600)
     assert list(results["runs"]["lin_ucb"]["allocation"]) == list(results["slots"])
     assert len(results["slot_summary"]) == 4 * 3
+    markdown = (out / "report.md").read_text()
+    assert "## Outcomes: lin_ucb" in markdown
+    for kind in ("reward", "open", "click", "conversion", "unsubscribe", "complaint", "bounce"):
+        assert f"| {kind} |" in markdown
