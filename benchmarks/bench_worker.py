@@ -48,8 +48,7 @@ from bandit.engine import Engine
 from bandit.engine.decisionlog import DecisionLog
 from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
 from simulators.demo import CAMPAIGN as DEMO_CAMPAIGN
-from simulators.demo import _events
-from simulators.email_campaign import SLOTS, EmailCampaign
+from simulators.email_campaign import SLOTS, EmailCampaign, Subscribers
 from streams import blocks
 from streams.broker import LocalBroker
 from streams.codec import decode_decisions, decode_many, encode
@@ -166,10 +165,34 @@ def workload(n: int) -> tuple[dict, list[dict], list[dict], int]:
     choices = {slot: np.array([d["slots"][i]["arm"] for d in decisions])
                for i, slot in enumerate(SLOTS)}
     clicked = env.sample_clicks(population, choices, rng)
-    impressions, clicks = _events(decisions, population, clicked, 0,
+    impressions, clicks = _legacy_events(decisions, population, clicked, 0,
                                   int(spec.attribution_window_ms), rng)
     return (engine.campaign_record(DEMO_CAMPAIGN), impressions, clicks,
             int(spec.attribution_window_ms) + 1)
+
+
+def _legacy_events(decisions: list[dict[str, Any]], population: Subscribers,
+                   clicked: np.ndarray, send_ts: int, window: int, rng: np.random.Generator
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The legacy impressions and clicks of one send, as wire dicts: what a sender wrote
+    before the decision log (the old S4, which benchmarks.bench_scale still measures)."""
+    contexts, segments = population.contexts(), population.segments()
+    impressions, clicks = [], []
+    delays = rng.integers(60_000, window, size=len(decisions))
+    for i, d in enumerate(decisions):
+        impressions.append({
+            "type": "impression", "event_id": f"imp-{d['decision_id']}",
+            "decision_id": d["decision_id"], "campaign": DEMO_CAMPAIGN, "user_id": d["user_id"],
+            "ts": send_ts, "slots": {s["slot"]: {"arm": s["arm"], "propensity": s["propensity"]}
+                                     for s in d["slots"]},
+            "context": contexts[i], "segments": segments[i], "holdout": d["holdout"],
+            "model_version": d["model_version"]})
+        if clicked[i]:
+            clicks.append({"type": "click", "event_id": f"clk-{d['decision_id']}",
+                           "decision_id": d["decision_id"], "campaign": DEMO_CAMPAIGN,
+                           "ts": send_ts + int(delays[i])})
+    clicks.sort(key=lambda c: c["ts"])
+    return impressions, clicks
 
 
 def _send(w: Workload, topics: Topics, reference: str, bootstrap: str) -> int:

@@ -230,31 +230,6 @@ def _decide(client: httpx.Client, population: Subscribers) -> list[dict[str, Any
     return [orjson.loads(line) for line in answer.content.splitlines() if line]
 
 
-def _events(decisions: list[dict[str, Any]], population: Subscribers, clicked: np.ndarray,
-            send_ts: int, window: int, rng: np.random.Generator
-            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The legacy impressions and clicks of one send, as wire dicts: what a sender wrote
-    before the decision log (the workload of benchmarks/bench_worker.py, which still measures
-    those topics; the demo posts sends and outcomes)."""
-    contexts, segments = population.contexts(), population.segments()
-    impressions, clicks = [], []
-    delays = rng.integers(60_000, window, size=len(decisions))
-    for i, d in enumerate(decisions):
-        impressions.append({
-            "type": "impression", "event_id": f"imp-{d['decision_id']}",
-            "decision_id": d["decision_id"], "campaign": CAMPAIGN, "user_id": d["user_id"],
-            "ts": send_ts, "slots": {s["slot"]: {"arm": s["arm"], "propensity": s["propensity"]}
-                                     for s in d["slots"]},
-            "context": contexts[i], "segments": segments[i], "holdout": d["holdout"],
-            "model_version": d["model_version"]})
-        if clicked[i]:
-            clicks.append({"type": "click", "event_id": f"clk-{d['decision_id']}",
-                           "decision_id": d["decision_id"], "campaign": CAMPAIGN,
-                           "ts": send_ts + int(delays[i])})
-    clicks.sort(key=lambda c: c["ts"])
-    return impressions, clicks
-
-
 def _wait_learned(client: httpx.Client, children: _Children, follower: Any,
                   learned: int) -> None:
     """Wait until the service's model holds ``learned`` decisions, as long as the worker makes
