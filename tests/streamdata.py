@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -188,11 +189,17 @@ def _joined(d: Any, outcomes: list[tuple[int, str, str | None, float]]) -> Joine
     return JoinedEvent(
         decision_id=d.decision_id, campaign=d.campaign, subject=d.subject, ts=d.ts,
         slots={s: {"arm": c.arm, "propensity": c.propensity,
-                   "probabilities": orjson.loads(bytes(c.probabilities))}
-               for s, c in d.slots.items()},
+                   "probabilities": _vector(c.probabilities)} for s, c in d.slots.items()},
         context=d.context, segments=d.segments, holdout=d.holdout,
         model_version=d.model_version, outcomes=dict(Counter(k for _, k, _, _ in outcomes)),
         rewards=rewards)
+
+
+def _vector(probabilities: Any) -> dict[str, float]:
+    """A logged choice's probabilities: the pydantic model's dict, or a mirror's raw JSON."""
+    if isinstance(probabilities, msgspec.Raw):
+        return orjson.loads(bytes(probabilities))
+    return dict(probabilities)
 
 
 def joined_of(decision: Any, outcomes: list[tuple[int, str, str | None, float]]) -> JoinedEvent:
