@@ -371,6 +371,19 @@ class Joiner(_OpenWindows):
     def _wait(self, event: Waiting) -> None:
         self._early.setdefault(event.decision_id, []).append(event)
 
+    def _row_of(self, event: SendLike | ImpressionLike | OutcomeLike, result: JoinResult,
+                late: str) -> int | None:
+        """The open row of an event's decision; None when there is none: the event is
+        rejected with ``late`` if its decision closed, else it waits for the decision
+        (until the orphan sweep in _close)."""
+        r = self._row.get(event.decision_id)
+        if r is None:
+            if event.decision_id in self._closed:
+                result.rejected.append(Rejected(event, late))
+            else:
+                self._wait(event)
+        return r
+
     def _wake(self, decision_id: str, result: JoinResult,
               waiting: dict[int, tuple[float, ...]]) -> None:
         """Apply what waited for a decision: its sends first, then its outcomes."""
@@ -385,12 +398,8 @@ class Joiner(_OpenWindows):
               waiting: dict[int, tuple[float, ...]]) -> None:
         """Apply a send (or the impression of a logged decision): it activates a decision
         waiting for it, or times the scanner rule of one active since it was made."""
-        r = self._row.get(send.decision_id)
+        r = self._row_of(send, result, _LATE_SEND)
         if r is None:
-            if send.decision_id in self._closed:
-                result.rejected.append(Rejected(send, _LATE_SEND))
-            else:  # its decision may still come: wait (until the orphan sweep in _close)
-                self._wait(send)
             return
         timing = self._timing(r, waiting)
         ts, deadline, shape, state, _ = timing
@@ -415,12 +424,8 @@ class Joiner(_OpenWindows):
     def _outcome(self, event: OutcomeLike, result: JoinResult,
                  waiting: dict[int, tuple[float, ...]]) -> None:
         """Apply an outcome; ``waiting`` holds the timing of rows not written yet."""
-        r = self._row.get(event.decision_id)
+        r = self._row_of(event, result, _LATE)
         if r is None:
-            if event.decision_id in self._closed:
-                result.rejected.append(Rejected(event, _LATE))
-            else:  # its decision may still come: wait (until the orphan sweep in _close)
-                self._wait(event)
             return
         found = waiting.get(r)
         if found is None:  # the columns, read as the timing tuple holds them

@@ -25,9 +25,8 @@ import msgspec
 import orjson
 
 from bandit.models.events import OutcomeType
-from bandit.wire.logged import LoggedChoice, SubjectKey
-from bandit.wire.names import DecisionId, EpochMs, Label, Name, ids_misfit, names_match, whole
-from bandit.wire.names import known as _known
+from bandit.wire.logged import LoggedChoice, SubjectKey, logged_misfits
+from bandit.wire.names import DecisionId, EpochMs, Label, Name, whole
 
 
 class Joined(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
@@ -52,7 +51,6 @@ class Joined(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False)
 
 
 _arm = attrgetter("arm")
-_HEX = frozenset("0123456789abcdef")
 
 
 def misfits(examples: Sequence[Joined | Exception]) -> list[int]:
@@ -60,22 +58,8 @@ def misfits(examples: Sequence[Joined | Exception]) -> list[int]:
     segment and reward keys; not context keys), subject key or decision id do not match the
     models' patterns, or whose probability vectors are not JSON objects (kept raw, as
     ``bandit.wire.logged`` says), in order."""
-    known = _known
-    fits = known.issuperset
-    out, ids, where = [], [], []
-    for i, e in enumerate(examples):
-        if type(e) is not Joined:
-            continue
-        names = [e.campaign, *e.slots, *map(_arm, e.slots.values()), *e.segments, *e.rewards]
-        if (not fits(names) and not names_match(names) or not _HEX.issuperset(e.subject)
-                or not all(memoryview(c.probabilities)[:1].tobytes() == b"{"
-                           for c in e.slots.values())):
-            out.append(i)
-            continue
-        ids.append(e.decision_id)
-        where.append(i)
-    bad = ids_misfit(ids, where)
-    return sorted(out + bad) if bad else out
+    return logged_misfits(examples, Joined, lambda e: [
+        e.campaign, *e.slots, *map(_arm, e.slots.values()), *e.segments, *e.rewards])
 
 
 def joined_json(joined: Joined) -> bytes:

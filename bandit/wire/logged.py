@@ -13,9 +13,9 @@ example's readers).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -64,15 +64,25 @@ _HEX = frozenset("0123456789abcdef")
 
 def misfits(decisions: Sequence[LoggedDecision | Exception]) -> list[int]:
     """Indices of the decisions (anything else is skipped) whose names, decision id or subject
-    key do not match the models' patterns, in order."""
+    key do not match the models' patterns, or whose probability vectors are not JSON
+    objects, in order."""
+    return logged_misfits(decisions, LoggedDecision, lambda d: [
+        d.campaign, *d.slots, *map(_arm, d.slots.values()), *(d.context or ()), *d.segments])
+
+
+def logged_misfits(items: Sequence[Any], kind: type, names_of: Callable[[Any], list[str]]
+                   ) -> list[int]:
+    """``misfits`` of the records of type ``kind`` that hold a logged decision (this module's,
+    or a joined example): their names (``names_of``), subject key, decision id and raw
+    probability vectors."""
     known = _known
     fits = known.issuperset
     out, ids, where = [], [], []
-    for i, d in enumerate(decisions):
-        if type(d) is not LoggedDecision:
+    for i, item in enumerate(items):
+        if type(item) is not kind:
             continue
-        names = [d.campaign, *d.slots, *map(_arm, d.slots.values()), *(d.context or ()),
-                 *d.segments]
+        d: Any = item
+        names = names_of(d)
         if (not fits(names) and not names_match(names) or not _HEX.issuperset(d.subject)
                 or not all(memoryview(c.probabilities)[:1].tobytes() == b"{"
                            for c in d.slots.values())):
