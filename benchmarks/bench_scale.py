@@ -81,7 +81,7 @@ def _workers_rate(bootstrap: str, workers: int, record: dict[str, Any], impressi
         pub.events(impressions, flush=False)
         pub.events(clicks)
         pub.watermark(window + 1)
-    total = len(impressions) + len(clicks) + 2 * PARTITIONS
+    total = len(impressions) + len(clicks) + PARTITIONS  # a watermark per events partition
     first: list[tuple[float, int]] = []
 
     def consumed(latest: dict) -> int:
@@ -205,7 +205,7 @@ def run(quick: bool = False) -> Results:
         raw = _raw_latency(bootstrap, steps)
         idle = _raw_latency(bootstrap, steps, idle_s=0.3, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         lag = _service_lag(bootstrap, spec, impressions, clicks, window, steps, per_step)
-    total = n + len(scale_clicks) + 2 * PARTITIONS
+    total = n + len(scale_clicks) + PARTITIONS
     p50, p99 = np.percentile(lag, [50, 99])
     r50, r99 = np.percentile(raw, [50, 99])
     i50, i99 = np.percentile(idle, [50, 99])
