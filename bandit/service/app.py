@@ -19,7 +19,7 @@ from bandit.service.errors import add_handlers
 from bandit.service.fast_path import SingleFastPath
 from bandit.service.limits import BodyLimit
 from bandit.service.link import JoinLog, LinkFactory
-from bandit.service.metrics import DecisionLogCounts, Metrics, StreamCounts
+from bandit.service.metrics import DecisionLogCounts, ExcludedCounts, Metrics, StreamCounts
 from bandit.service.openapi import openapi
 from bandit.service.reading import StrictRoute
 from bandit.service.routes import ROUTERS
@@ -80,6 +80,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
     if link is None:  # the decision log feeds the engine's own join (the link sets its own)
         join_log = JoinLog(engine)
         engine.decision_sink = join_log
+        metrics.registry.register(ExcludedCounts(partial(_excluded, engine)))
     metrics.registry.register(DecisionLogCounts(
         lambda: app.state.link if link is not None else join_log))
     app.router.route_class = StrictRoute
@@ -96,6 +97,11 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
                                         (INGEST_TOKEN, settings.ingest_token)) if token}
     app.openapi = partial(openapi, app, schemes)  # type: ignore[method-assign]
     return app
+
+
+def _excluded(engine: Engine) -> dict[str, int]:
+    with engine.lock:  # the join updates them under it
+        return dict(engine.excluded)
 
 
 def _keep(app: FastAPI, engine: Engine, settings: Settings, metrics: Metrics,

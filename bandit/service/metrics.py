@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -41,6 +41,35 @@ class Metrics:
             for arm, n in zip(slot.arm_ids, counts.tolist(), strict=True):
                 if n:  # one labelled increment per arm, not per decision
                     self.decisions.labels(batch.campaign, slot.slot, arm).inc(n)
+
+
+EXCLUDED_REASONS = ("machine", "scanner", "unsent")
+
+
+class ExcludedCounts:
+    """What the in-process join counted and never learned (``Engine.excluded``), read at each
+    scrape: machine-made outcomes, link scanners' clicks, decisions never sent. In stream mode
+    the workers count them (``cmab worker``'s counters, in their checkpoints)."""
+
+    def __init__(self, excluded: Callable[[], Mapping[str, int]]) -> None:
+        self._excluded = excluded
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [self._family({})]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield self._family(self._excluded())
+
+    @staticmethod
+    def _family(excluded: Mapping[str, int]) -> CounterMetricFamily:
+        family = CounterMetricFamily(
+            "cmab_events_excluded", "Counted, never learned (in process): machine (outcomes "
+            "flagged as a proxy's or scanner's), scanner (clicks within the campaign's "
+            "scanner_ms of the send), unsent (decisions not sent within their activation "
+            "window).", labels=["reason"])
+        for reason in sorted({*EXCLUDED_REASONS, *excluded}):
+            family.add_metric([reason], excluded.get(reason, 0))
+        return family
 
 
 class StreamCounts:

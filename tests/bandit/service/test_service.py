@@ -888,3 +888,19 @@ def test_a_refused_batch_logs_no_decision(client, campaign):
     assert logged() == before
     decide_many(client, campaign, 5)
     assert logged() == before + 5
+
+
+def test_machine_and_scanner_events_are_counted_apart_in_process(own):
+    """A machine-flagged open is accepted, never learned and counted by reason; a click at
+    the send is learned, since this campaign sets no scanner time."""
+    client, campaign = own
+    (decision,) = decide_many(client, campaign, 1)
+    now = time.time_ns() // 10**6
+    base = {"decision_id": decision["decision_id"]}
+    body = [{**base, "type": "send", "event_id": "s", "ts": now},
+            {**base, "type": "open", "event_id": "o", "ts": now + 5, "machine": True},
+            {**base, "type": "click", "event_id": "c0", "ts": now}]
+    assert client.post("/v1/events", json=body).json() == {"accepted": 3}
+    metrics = client.get("/metrics").text
+    for reason, n in (("machine", 1), ("scanner", 0), ("unsent", 0)):
+        assert f'cmab_events_excluded_total{{reason="{reason}"}} {n}.0' in metrics, metrics
