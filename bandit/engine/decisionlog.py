@@ -148,6 +148,32 @@ class DecisionLog:
         ``lines()`` in one decoder call."""
         return _LOGGED.decode(b"[" + b",".join(self.lines()) + b"]")
 
+    def for_join(self) -> list[wire.LoggedDecision]:
+        """The decisions as the engine's own join takes them in process (the service without
+        a stream), built from the columns: no JSON written and read back, and no probability
+        vectors, which are for the log's readers (``lines``) and would cost more than the
+        rest; the join learns and reports without them."""
+        empty, choice, decision = msgspec.Raw(b"{}"), wire.LoggedChoice, wire.LoggedDecision
+        slots = [(s.slot, [s.arm_ids[a] for a in s.arms.tolist()], s.propensity.tolist())
+                 for s in self.slots]
+        out = []
+        for i, (decision_id, subject, holdout, given) in enumerate(zip(
+                self.decision_ids, self.subjects, self.holdout.tolist(), self.consent.tolist(),
+                strict=True)):
+            context, segments = None, {}
+            if given:  # the request's own, as lines() writes them
+                context = self.contexts[i]
+                if type(context) is not dict:  # a msgspec Struct of the batch decoder
+                    context = msgspec.to_builtins(context)
+                segments = dict(self.segments[i])
+            out.append(decision(
+                decision_id=decision_id, campaign=self.campaign, subject=subject, ts=self.ts,
+                model_version=self.model_version, holdout=holdout,
+                slots={name: choice(arm=arms[i], propensity=p[i], probabilities=empty)
+                       for name, arms, p in slots},
+                context=context, segments=segments))
+        return out
+
     def partitions(self, partitions: int) -> np.ndarray:
         """(n,) int64: the partition Kafka's default partitioner gives each decision id (as
         ``streams.publish`` keys events: ``decision_id.encode()``) among ``partitions``."""

@@ -68,7 +68,7 @@ class JoinLog:
 
     def __call__(self, log: DecisionLog) -> None:
         # The engine's own decisions: known campaigns and arms, consent applied by the log.
-        result = self._engine.ingest(log.decisions(), checked=True)
+        result = self._engine.ingest(log.for_join(), checked=True)
         over = sum(r.reason.startswith(OVER_CAPACITY) for r in result.rejected)
         with self._lock:
             self.logged += len(log) - over

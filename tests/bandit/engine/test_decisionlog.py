@@ -113,6 +113,11 @@ def check_lines(log: DecisionLog, requests: list[Any], answers: list[dict[str, A
                 assert r.context.get("plan") == "pro"
     assert [d.decision_id for d in log.decisions()] == [a["decision_id"] for a in answers]
     assert log.decisions() == [wire.DECISIONS.decode(line) for line in lines]
+    # What the in-process join takes: the same decisions without their probability vectors.
+    bare = msgspec.Raw(b"{}")
+    assert log.for_join() == [msgspec.structs.replace(d, slots={
+        slot: msgspec.structs.replace(c, probabilities=bare) for slot, c in d.slots.items()})
+        for d in log.decisions()]
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: "-".join(map(str, p.values())))
