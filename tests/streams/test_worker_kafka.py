@@ -25,7 +25,9 @@ from streams.topics import Topics, create_topics
 from streams.worker import Counters, PartitionJoin, Worker
 from tests import streamdata
 
-TEST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
+# The in-process worker's group: a step that holds the interpreter for long (a first batch's
+# compilations on a cold cache, a loaded machine) must not get it evicted and rebalanced.
+TEST_GROUP = {"session_timeout_ms": 10_000, "heartbeat_interval_ms": 1000}
 
 
 def _setup(kafka, partitions: int) -> Topics:
