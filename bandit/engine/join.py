@@ -513,12 +513,14 @@ class Joiner(_OpenWindows):
             for r in rows:
                 ids[r] = subjects[r] = probabilities[r] = None
             self._live[due] = False
-            # Few rows have outcomes: theirs are found among those, not row by row.
-            for r in [r for r in self._counts if not self._live[r]]:
-                del self._counts[r]
-            for r in [r for r in self._rewards if not self._live[r]]:
-                del self._rewards[r]
-                self._first_ts.pop(r, None)
+            # The closed rows' outcomes go (a dict lookup per closed row: the open rows with
+            # outcomes may be many more).
+            counts, rewards, first_ts = self._counts, self._rewards, self._first_ts
+            if counts or rewards:
+                for r in rows:
+                    counts.pop(r, None)
+                    rewards.pop(r, None)
+                    first_ts.pop(r, None)
             self._free += rows  # as _drop row by row would
             self._uncount(self._shape[due])
             live = self._live[:n]

@@ -443,17 +443,14 @@ class _OpenWindows:
         outcomes = np.zeros((len(rows), len(OUTCOME_TYPES)), dtype=np.int32)
         defaults = np.array([self._default(campaign) for campaign, *_ in self._shapes])
         reward = np.repeat(defaults[shape][:, None], self._arm.shape[1], axis=1)
-        if self._counts:  # only rows with outcomes have rewards: look those up
-            position = np.full(self._size, -1, dtype=np.int64)
-            position[rows] = np.arange(len(rows))
-            for r, counts in self._counts.items():
-                i = int(position[r])
-                if i >= 0:
-                    outcomes[i] = counts
-            for r, got in self._rewards.items():
-                i = int(position[r])
-                if i < 0 or not got:
-                    continue
+        ordered = rows.tolist()
+        counts_of, rewards_of = self._counts, self._rewards
+        for i, r in enumerate(ordered if counts_of or rewards_of else ()):
+            counts = counts_of.get(r)
+            if counts is not None:
+                outcomes[i] = counts
+            got = rewards_of.get(r)
+            if got:  # only rows with weighted outcomes have rewards
                 campaign, slots = self._shapes[shape[i]][:2]
                 weights = self._weights(campaign)
                 for j, slot in enumerate(slots):
@@ -462,7 +459,6 @@ class _OpenWindows:
                              if (slot, kind) in got]
                     if parts:
                         reward[i, j] = math.fsum(parts) if len(parts) > 1 else parts[0]
-        ordered = rows.tolist()
         return Closed(
             ids=[self._ids[r] for r in ordered],
             subjects=[self._subjects[r] for r in ordered], ts=self._ts[rows], shape=shape,

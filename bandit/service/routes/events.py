@@ -7,14 +7,13 @@ import re
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import Field, TypeAdapter
 
 from bandit.engine import Engine, strip_consentless
-from bandit.engine.join import Joinable
 from bandit.errors import InvalidInputError, NotFoundError, OverCapacityError
 from bandit.models import Event, Impression, Outcome, Send
 from bandit.service.bodies import Accepted, Erased, as_json
@@ -89,7 +88,7 @@ def _record_body(engine: Engine, metrics: Metrics, link: Link | None, body: byte
                 engine.campaign(event.campaign)
             except NotFoundError as error:
                 raise ServiceError(
-                    404, "not_found", f"{label}: event {_event_id(event)!r}: {error}",
+                    404, "not_found", f"{label}: event {event.event_id!r}: {error}",
                     field="campaign" if ndjson else f"{label}.campaign") from None
             known.add(event.campaign)
     # Here, so that a consent-less decision's context does not reach the stream either.
@@ -102,16 +101,11 @@ def _record_body(engine: Engine, metrics: Metrics, link: Link | None, body: byte
         if match is None:
             raise
         i = int(match[1])
-        inner = InvalidInputError(str(error)[len(f"event {i} ({_event_id(events[i])}): "):])
+        inner = InvalidInputError(str(error)[len(f"event {i} ({events[i].event_id}): "):])
         raise refused(where[i], inner, ndjson=ndjson,
-                      prefix=f"event {_event_id(events[i])!r}: ") from None
+                      prefix=f"event {events[i].event_id!r}: ") from None
     metrics.stripped.inc(stripped)
     return accepted
-
-
-def _event_id(event: Joinable) -> str:
-    """How errors name an event (a body holds no logged decisions: each has an event id)."""
-    return event.decision_id if event.type == "decision" else cast(Any, event).event_id
 
 
 def _events_of(body: bytes, ndjson: bool) -> tuple[list[_Sent], list[str]]:
