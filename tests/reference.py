@@ -352,3 +352,21 @@ def outcome_tallies(events, types):
             for key in e.segments.items():
                 add(mine[1], key, e.outcomes)
     return slots, campaign
+
+
+def clustered_difference(groups, outcomes, clusters):
+    """Rate of group 1 minus rate of group 0 (decision i: group ``groups[i]`` in {0, 1},
+    outcome ``outcomes[i]``, cluster ``clusters[i]``) and its cluster-robust variance, one
+    cluster at a time: G / (G - 1) * sum over clusters of the squared influence
+    (sum over the cluster's group-1 decisions of (y - p1) / N1, minus the same for group 0)."""
+    groups, outcomes, clusters = map(np.asarray, (groups, outcomes, clusters))
+    big = [np.sum(groups == k) for k in (0, 1)]
+    p = [outcomes[groups == k].sum() / big[k] for k in (0, 1)]
+    total = 0.0
+    labels = sorted(set(clusters.tolist()))
+    for c in labels:
+        u = 0.0
+        for g, y in zip(groups[clusters == c], outcomes[clusters == c], strict=True):
+            u += (y - p[g]) / big[g] * (1 if g == 1 else -1)
+        total += u * u
+    return p[1] - p[0], len(labels) / (len(labels) - 1) * total

@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bandit.engine.intervals import (
+    CLUSTERS,
+    always_valid_interval,
+    clustered_difference,
+    fixed_interval,
+)
 from bandit.models import OUTCOME_TYPES, Interval
 from bandit.models.reports import Group
 
@@ -108,3 +114,47 @@ def _add_outcomes(tallies: dict, names: Sequence, codes: np.ndarray,
         t.n += n
         t.reached = [a + b for a, b in zip(t.reached, reached[k].tolist(), strict=True)]
         t.events = [a + b for a, b in zip(t.events, events[k].tolist(), strict=True)]
+
+
+@dataclass
+class _Clustered:
+    """Per subscriber bucket (``intervals.CLUSTERS``, by subject key): decisions (``n``), the
+    decisions reaching each outcome type (``reached``, (CLUSTERS, len(OUTCOME_TYPES))) and
+    the reward: the sums a lift variance clustered by subscriber needs
+    (``intervals.clustered_difference``); they add across partitions like every tally."""
+
+    n: np.ndarray = field(default_factory=lambda: np.zeros(CLUSTERS, np.int64))
+    reached: np.ndarray = field(default_factory=lambda: np.zeros((CLUSTERS, _K), np.int64))
+    reward: np.ndarray = field(default_factory=lambda: np.zeros(CLUSTERS))
+
+    def add(self, clusters: np.ndarray, outcomes: np.ndarray, rewards: np.ndarray) -> None:
+        """Add decision i (bucket ``clusters[i]``, outcome counts ``outcomes[i]`` (n, K),
+        reward ``rewards[i]``) for every i."""
+        self.n += np.bincount(clusters, minlength=CLUSTERS)
+        for k in range(_K):
+            self.reached[:, k] += np.bincount(clusters, weights=outcomes[:, k] > 0,
+                                              minlength=CLUSTERS).astype(np.int64)
+        self.reward += np.bincount(clusters, weights=rewards, minlength=CLUSTERS)
+
+    def __add__(self, other: _Clustered) -> _Clustered:
+        return _Clustered(self.n + other.n, self.reached + other.reached,
+                          self.reward + other.reward)
+
+    def column(self, kind: int | None) -> np.ndarray:
+        """Per bucket, the decisions reaching outcome type ``kind`` (an index into
+        OUTCOME_TYPES), or the reward for None."""
+        return self.reward if kind is None else self.reached[:, kind]
+
+
+def clustered_lift(personalized: _Clustered, holdout: _Clustered, kind: int | None,
+                   rho: float) -> tuple[Interval, Interval] | None:
+    """Personalized minus holdout rate of outcome type ``kind`` (None: mean reward) with
+    its fixed-horizon and always-valid 95% intervals (``bandit.engine.intervals``), the
+    variance clustered by subscriber bucket, time = decisions of both groups; None unless
+    both groups have decisions in two buckets."""
+    lift = clustered_difference(personalized.n, personalized.column(kind), holdout.n,
+                                holdout.column(kind))
+    if lift is None:
+        return None
+    t = float(personalized.n.sum() + holdout.n.sum())
+    return fixed_interval(*lift), always_valid_interval(*lift, t, rho)
