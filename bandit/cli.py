@@ -667,6 +667,8 @@ def demo(
 
     n = 280_000 if full else subscribers
     console = Console()
+    if not console.is_terminal:  # a pipe or CI log: Rich's 80 columns would cut the table
+        console = Console(width=max(console.width, 160))
     console.print(f"cmab demo: {n:,} subscribers, {sends} weekly sends; starting the broker, "
                   "the decision service and a worker on 127.0.0.1 ...")
     results: list[Any] = []
