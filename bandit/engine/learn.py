@@ -13,6 +13,7 @@ from bandit.engine.join import Closed
 from bandit.engine.tally import GROUPS, _add_grouped, _add_outcomes
 from bandit.errors import InvalidInputError, UnknownArmError
 from bandit.models import OUTCOME_TYPES, CampaignSpec
+from bandit.policies import Policy
 from bandit.wire.protocols import JoinedLike
 
 _OUTCOME_INDEX = {kind: k for k, kind in enumerate(OUTCOME_TYPES)}
@@ -153,43 +154,58 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
 def learn_columns(c: _Campaign, cols: _Learned) -> None:
     """The learning itself, for either entry point: per slot the policy (context and
     context-free) and the report tallies, then the campaign's totals and version."""
-    ts = cols.ts
-    with_context = np.flatnonzero(cols.has_context)
-    ts_ctx = ts[with_context]
     for s in c.slots:
         name = s.spec.name
-        present = cols.arms[name] >= 0
-        rows = np.flatnonzero(present)
+        rows = np.flatnonzero(cols.arms[name] >= 0)
         if not len(rows):
             continue
+        for policy, (a, X, r, ts), logged in slot_batches(s, cols):
+            policy.learn_many(a, X, r, ts_ms=ts, **logged)
         arms = cols.arms[name][rows]
-        # A Bernoulli model (Beta TS) learns "at least one click" from a sum of clicks.
         low, high = s.policy.reward_range
         rewards = np.clip(cols.rewards[name][rows], low, high)
-        # VW learns each event at the propensity it was logged with.
-        vw = _is_vw(s)
-        logged = {"propensities": cols.propensities[name][rows]} if vw else {}
-        if s.fallback is s.policy:  # context-free slot: every event, context or not
-            s.policy.learn_many(arms, np.empty((len(rows), 0)), rewards, ts_ms=ts[rows])
-        else:
-            s.fallback.learn_many(arms, np.ones((len(rows), 1)), rewards, ts_ms=ts[rows],
-                                  **logged)
-            ctx = np.flatnonzero(present[with_context])
-            if len(ctx):
-                event = with_context[ctx]
-                chosen = {prev: np.maximum(cols.arms[prev][event], 0)
-                          for prev, _ in s.conditioned}
-                X = slot_matrix(s, cols.context[ctx], chosen)
-                r = np.clip(cols.rewards[name][event], low, high)
-                if vw:
-                    logged = {"propensities": cols.propensities[name][event]}
-                s.policy.learn_many(cols.arms[name][event], X, r, ts_ms=ts_ctx[ctx],
-                                    **logged)
         tally(s, arms, rewards, rows, cols.segments, cols.holdout[rows], cols.outcomes[rows])
     totals = {0: c.personalized, 1: c.holdout}
     _add_grouped(totals, [0, 1], cols.holdout, cols.best)
     _add_outcomes(c.outcomes, GROUPS, cols.holdout, cols.outcomes)
     c.version += 1
+
+
+# A policy's share of a slot's learning: (arms, X, rewards, ts_ms), and the keyword arguments.
+_Batch = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def slot_batches(s: _Slot, cols: _Learned) -> list[tuple[Policy, _Batch, dict[str, np.ndarray]]]:
+    """What slot ``s``'s policies learn of the columns, in order: per policy (arms, X, rewards,
+    event times) and for VW the logged propensities. The context-free fallback learns every
+    decision with the slot, the policy the ones with a context over the context and the
+    earlier slots' choices; a context-free slot's policy is its fallback and learns them all.
+    Rewards are clipped into the policy's range: a Bernoulli model (Beta TS) learns "at least
+    one click" from a sum of clicks."""
+    name = s.spec.name
+    present = cols.arms[name] >= 0
+    rows = np.flatnonzero(present)
+    if not len(rows):
+        return []
+    arms = cols.arms[name][rows]
+    low, high = s.policy.reward_range
+    rewards = np.clip(cols.rewards[name][rows], low, high)
+    # VW learns each event at the propensity it was logged with.
+    vw = _is_vw(s)
+    logged = {"propensities": cols.propensities[name][rows]} if vw else {}
+    if s.fallback is s.policy:  # context-free slot: every event, context or not
+        return [(s.policy, (arms, np.empty((len(rows), 0)), rewards, cols.ts[rows]), {})]
+    batches = [(s.fallback, (arms, np.ones((len(rows), 1)), rewards, cols.ts[rows]), logged)]
+    with_context = np.flatnonzero(cols.has_context)
+    ctx = np.flatnonzero(present[with_context])
+    if len(ctx):
+        event = with_context[ctx]
+        chosen = {prev: np.maximum(cols.arms[prev][event], 0) for prev, _ in s.conditioned}
+        X = slot_matrix(s, cols.context[ctx], chosen)
+        r = np.clip(cols.rewards[name][event], low, high)
+        logged = {"propensities": cols.propensities[name][event]} if vw else {}
+        batches.append((s.policy, (cols.arms[name][event], X, r, cols.ts[event]), logged))
+    return batches
 
 
 def segment_pairs(events: Sequence[JoinedLike]) -> tuple[list, np.ndarray, np.ndarray, int]:

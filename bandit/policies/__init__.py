@@ -2,7 +2,8 @@
 
 Every policy has the same verbs: ``choose_one(x)``, ``choose_many(X)``, ``scores(X)``,
 ``propensities(X)``, ``learn_one(arm, x, reward)``, ``learn_many(arms, X, rewards)``,
-``merge(other)``, ``state()`` / ``from_state(state)``, ``add_arm()`` and ``retire_arm(arm)``.
+``merge(other)``, ``state()`` / ``from_state(state)``, ``add_arm()`` and ``retire_arm(arm)``,
+and ``forget_many(arms, X, rewards)``, which takes learned rows out of the sums again (not VW).
 Inputs are validated here, once; kernels trust their arrays.
 
 The learned state is a sum over events (plus, with decay, the event time it refers to), so two

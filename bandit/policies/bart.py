@@ -30,6 +30,7 @@ class Bart(Policy):
     _sum_names = ("arm_features", "S", "b", "counts")
     _per_arm = frozenset(("arm_features", "counts"))
     _shape_params = ("arm_features",)
+    _grams = ("S",)
 
     def __init__(self, dim: int, arm_features: Any, epsilon: float = 0.1, l2: float = 1.0,
                  half_life_ms: float | None = None, rng: Rng = None) -> None:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 STATE_FORMAT = 1
 VW_KIND = "vw"
+# Forgetting: a sum may end this far below zero, relative to what it was, through rounding
+# alone, and an arm with at most this share of its weight left has nothing left.
+_FORGET_ROUNDING = 1e-9
 
 Rng = np.random.Generator | int | None
 
@@ -266,6 +269,7 @@ class Policy(_EdgeChecks):
 
     kind: ClassVar[str]
     _sum_names: ClassVar[tuple[str, ...]]
+    _counts: np.ndarray  # (n_arms,) event weights: every kind with sums keeps them
     _min_dim: ClassVar[int] = 1
 
     def __init__(self, n_arms: int, dim: int, *, half_life_ms: float | None, rng: Rng) -> None:
@@ -405,6 +409,96 @@ class Policy(_EdgeChecks):
             self._t_newest = newest
             self._state_changed()  # every arm's model moves to the new now
 
+    def forget_many(self, arms: Any, X: Any, rewards: Any, *, ts_ms: Any = None) -> None:
+        """Take rows learned before out of the sums: subtract exactly what ``learn_many`` with
+        the same arms (n,), X (n, dim), rewards (n,) and event times ts_ms (n,) added, in any
+        order and batching. With ``half_life_ms`` a row weighs 2^((ts - t_ref) / half_life),
+        its contribution as it stands in the sums kept at ``t_ref``, wherever the reference
+        moved after it was learned.
+
+        The clock stays: ``t_ref_ms`` and ``t_newest_ms`` remain where learning, forgotten rows
+        included, left them (event time does not go back). The policy is then the one that
+        never learned the rows, its clock advanced to the same time: the sums seen from any
+        common time (``sums_at``) agree, and so do the decisions at the same newest event
+        time, up to rounding. Derived factors are refitted from the sums.
+
+        Forgetting rows that were never learned is the caller's error. A row later than the
+        newest event learned, or a sum of nonnegative terms (a count, a Gram diagonal, Beta's
+        successes and failures) taken below zero beyond rounding, raise InvalidInputError and
+        leave the sums as they were. An arm left with at most 1e-9 of its weight (rounding of
+        the subtraction; with decay also rows some 30 half-lives older than those forgotten)
+        has nothing left: its sums become exactly zero, as if never learned, and the shared
+        sums too once every arm is empty, so that ties between untouched arms stay ties.
+        """
+        X = self._contexts(X)
+        n = X.shape[0]
+        arms = self._arm_array(arms, n)
+        rewards = self._reward_array(rewards, n)
+        if n == 0:
+            return
+        if self.half_life_ms is None:
+            weights = np.ones(n)
+        else:
+            ts = self._event_times(ts_ms, n)
+            if self._t_ref is None or self._t_newest is None:
+                raise InvalidInputError("ts_ms: nothing was learned, so there is nothing to forget")
+            late = np.flatnonzero(ts > self._t_newest)
+            if len(late):
+                raise InvalidInputError(
+                    f"ts_ms: row {late[0]} at {ts[late[0]]!r} is later than the newest event "
+                    f"learned ({self._t_newest!r}), so it was never learned")
+            weights = 2.0 ** ((ts - self._t_ref) / self.half_life_ms)
+        before = {name: getattr(self, "_" + name).copy() for name in self._sum_names
+                  if name not in self._shape_params}
+        self._accumulate(arms, X, rewards, -weights)
+        problem = self._below_zero(before)
+        if problem is not None:
+            for name, value in before.items():
+                getattr(self, "_" + name)[...] = value
+            self._state_changed()
+            raise InvalidInputError(
+                f"arms, X, rewards: {problem}: these rows were not all learned")
+        empty = self._counts <= _FORGET_ROUNDING * before["counts"]
+        if empty.any():
+            for name in before:
+                if name in self._per_arm:
+                    getattr(self, "_" + name)[empty] = 0.0
+                elif empty.all():
+                    getattr(self, "_" + name)[...] = 0.0
+        self._clamp_at_zero()
+        self._state_changed()
+
+    # Sums of nonnegative terms, and sums of outer products x x^T (whose diagonals are):
+    # forgetting that takes one clearly below zero took out rows that were never learned.
+    _nonnegative: ClassVar[tuple[str, ...]] = ("counts",)
+    _grams: ClassVar[tuple[str, ...]] = ()
+
+    def _below_zero(self, before: dict[str, np.ndarray]) -> str | None:
+        """What went below zero beyond rounding (``before``: the sums before forgetting), or
+        None. Rounding is judged against the largest such sum of the array: an entry left at
+        zero by earlier forgetting may have had large terms too."""
+        checks = [(name, getattr(self, "_" + name), before[name]) for name in self._nonnegative]
+        checks += [(f"the diagonal of {name}",
+                    np.diagonal(getattr(self, "_" + name), axis1=-2, axis2=-1),
+                    np.diagonal(before[name], axis1=-2, axis2=-1)) for name in self._grams]
+        for what, now, was in checks:
+            bad = np.flatnonzero(now < -_FORGET_ROUNDING * max(float(was.max()), 0.0))
+            if len(bad):
+                at = np.unravel_index(bad[0], now.shape)
+                return (f"{what} at {tuple(int(i) for i in at)} would fall from "
+                        f"{was[at]:.6g} to {now[at]:.6g}")
+        return None
+
+    def _clamp_at_zero(self) -> None:
+        """Rounding below zero, which ``_below_zero`` let pass, back to zero: the sums of
+        nonnegative terms and the Gram diagonals."""
+        for name in self._nonnegative:
+            np.maximum(getattr(self, "_" + name), 0.0, out=getattr(self, "_" + name))
+        for name in self._grams:
+            gram = getattr(self, "_" + name)
+            i = np.arange(gram.shape[-1])
+            gram[..., i, i] = np.maximum(gram[..., i, i], 0.0)
+
     def add_arm(self, features: Any = None) -> int:
         """Add an arm that starts from the prior; returns its index."""
         if features is not None:
@@ -504,25 +598,33 @@ class Policy(_EdgeChecks):
             if not np.array_equal(mine["arrays"][name], theirs["arrays"][name]):
                 raise IncompatibleStateError(f"cannot merge {self.kind} policies with other {name}")
         t_ref = t_newest = None
-        scale_mine = scale_theirs = 1.0
         if self.half_life_ms is not None and (mine["t_ref_ms"], theirs["t_ref_ms"]) != (None, None):
             # The later reference; with a whole-number half-life both are on one grid, so the
             # older sums move by an exact power of two.
             t_ref = max(t for t in (mine["t_ref_ms"], theirs["t_ref_ms"]) if t is not None)
             t_newest = max(t for t in (mine["t_newest_ms"], theirs["t_newest_ms"])
                            if t is not None)
-            if mine["t_ref_ms"] is not None:
-                scale_mine = 2.0 ** (-(t_ref - mine["t_ref_ms"]) / self.half_life_ms)
-            if theirs["t_ref_ms"] is not None:
-                scale_theirs = 2.0 ** (-(t_ref - theirs["t_ref_ms"]) / self.half_life_ms)
+        ours, others = self.sums_at(t_ref), other.sums_at(t_ref)
         merged = dict(mine, t_ref_ms=t_ref, t_newest_ms=t_newest, arrays=dict(mine["arrays"]))
         for name in self._sum_names:
             if name in self._shape_params:
                 continue
-            merged["arrays"][name] = (
-                scale_mine * mine["arrays"][name] + scale_theirs * theirs["arrays"][name]
-            )
+            merged["arrays"][name] = ours[name] + others[name]
         return type(self).from_state(merged, rng=rng)
+
+    def sums_at(self, t_ms: float | None) -> dict[str, np.ndarray]:
+        """The sums of ``state()["arrays"]`` (without ``active``; arm features as they are)
+        seen from event time ``t_ms``: each event weighs 2^((its time - t_ms) / half_life).
+        Without decay, before the first event, or for t_ms None: the sums as kept.
+
+        Policies whose references differ compare here: a merge adds its parts' sums at the
+        later reference, and a policy that forgot rows keeps the reference they moved it to.
+        """
+        scale = 1.0
+        if self.half_life_ms is not None and self._t_ref is not None and t_ms is not None:
+            scale = 2.0 ** (-(t_ms - self._t_ref) / self.half_life_ms)
+        return {name: getattr(self, "_" + name).copy() if name in self._shape_params
+                else scale * getattr(self, "_" + name) for name in self._sum_names}
 
     _shape_params: ClassVar[tuple[str, ...]] = ()
 

@@ -36,6 +36,7 @@ class BetaTS(Policy):
     kind = "beta_ts"
     _sum_names = ("successes", "failures", "counts")
     _per_arm = frozenset(_sum_names)
+    _nonnegative = _sum_names
     reward_range = (0.0, 1.0)
     _min_dim = 0
 

@@ -31,6 +31,7 @@ class HybridLinUCB(_LinearScoring):
     _sum_names = ("arm_features", "Szz", "bz", "Sxx", "Sxz", "bx", "counts")
     _per_arm = frozenset(("arm_features", "Sxx", "Sxz", "bx", "counts"))
     _shape_params = ("arm_features",)
+    _grams = ("Szz", "Sxx")
 
     def __init__(self, dim: int, arm_features: Any, alpha: float = 1.0, l2: float = 1.0,
                  epsilon: float = 0.05, half_life_ms: float | None = None, rng: Rng = None) -> None:

@@ -129,6 +129,7 @@ class _DisjointLinear(_LinearScoring):
 
     _sum_names = ("S", "b", "counts")
     _per_arm = frozenset(_sum_names)
+    _grams = ("S",)
 
     def __init__(self, n_arms: int, dim: int, *, l2: float, epsilon: float,
                  half_life_ms: float | None, rng: Rng) -> None:

@@ -117,7 +117,9 @@ class VWPolicy(Policy):
     Learning needs each event's logged propensity (VW weighs the chosen arm's cost by it);
     without one an event counts as chosen uniformly among the active arms. VW has no event-time
     decay (``ts_ms`` is accepted for the common signature and not used): its learning rate is
-    its forgetting.
+    its forgetting. Nor can it take a subscriber's rows out (``forget_many`` refuses): its
+    weights are not a sum of per-row terms, so erasure retrains the slot from the log without
+    them.
 
     >>> policy = VWPolicy(dim=2, n_arms=2, rng=0)
     >>> X = np.array([[1.0, 0.0], [0.0, 1.0]] * 200)
@@ -432,6 +434,14 @@ class VWPolicy(Policy):
             raise IncompatibleStateError(
                 f"vw: the model is not a cb_explore_adf {exploration} model (learners {learners})")
         return ws
+
+    def forget_many(self, arms: Any, X: Any, rewards: Any, *, ts_ms: Any = None) -> None:
+        """Refused (IncompatibleStateError): VW's model is not a sum, so rows cannot be taken
+        out of it; a slot that must forget a subscriber is retrained from its log without
+        that subscriber's decisions."""
+        raise IncompatibleStateError(
+            "cannot forget rows of a vw policy: VW learns in order and its model is not a sum; "
+            "retrain the slot from the log without the subscriber's decisions")
 
     def merge(self, other: Policy, *, rng: Rng = None) -> Self:
         raise IncompatibleStateError(
