@@ -167,10 +167,19 @@ def clustered_lift(personalized: _Clustered, holdout: _Clustered, kind: int | No
     """Personalized minus holdout rate of outcome type ``kind`` (None: mean reward) with
     its fixed-horizon and always-valid 95% intervals (``bandit.engine.intervals``), the
     variance clustered by subscriber bucket, time = decisions of both groups; None unless
-    both groups have decisions in two buckets."""
+    both groups have decisions in two buckets. A rate difference lies in [-1, 1], so its
+    intervals are cut there (still covering whenever the uncut ones do: early on, the
+    always-valid one is far wider)."""
     lift = clustered_difference(personalized.n, personalized.column(kind), holdout.n,
                                 holdout.column(kind))
     if lift is None:
         return None
     t = float(personalized.n.sum() + holdout.n.sum())
-    return fixed_interval(*lift), always_valid_interval(*lift, t, rho)
+    fixed, valid = fixed_interval(*lift), always_valid_interval(*lift, t, rho)
+    if kind is None:
+        return fixed, valid
+    return _within_one(fixed), _within_one(valid)
+
+
+def _within_one(x: Interval) -> Interval:
+    return Interval(estimate=x.estimate, low=max(x.low, -1.0), high=min(x.high, 1.0))
