@@ -50,21 +50,23 @@ def clusters_of(subjects: Sequence[str | bytes]) -> np.ndarray:
     """(n,) int64 bucket in [0, CLUSTERS) of each subject key: 32 hex digits (``.joined``)
     or the 16 bytes they spell (the join's state), the same bucket either way: the low bits
     of the key's first four bytes. Vectorized (one array over all keys); a key of another
-    length or a non-hex digit gets InvalidInputError naming it."""
+    length, or a non-hex digit among those read, gets InvalidInputError."""
     n = len(subjects)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     if isinstance(subjects[0], bytes):
         raw = np.frombuffer(b"".join(cast("Sequence[bytes]", subjects)), dtype=np.uint8)
-        if raw.size != 16 * n or any(len(s) != 16 for s in subjects):
+        if raw.size != 16 * n or (np.fromiter(map(len, subjects), np.int64, n) != 16).any():
             raise InvalidInputError("subject keys: expected 16 bytes each")
         low = raw.reshape(n, 16)[:, 2:4].astype(np.int64)
         return (low[:, 0] << 8 | low[:, 1]) & (CLUSTERS - 1)
-    text = "".join(cast("Sequence[str]", subjects)).encode("ascii", "replace")
-    digits = _HEX_VALUE[np.frombuffer(text, dtype=np.uint8)]
-    if digits.size != 32 * n or any(len(s) != 32 for s in subjects) or (digits < 0).any():
+    text = np.frombuffer("".join(cast("Sequence[str]", subjects)).encode("ascii", "replace"),
+                         dtype=np.uint8)
+    if text.size != 32 * n or (np.fromiter(map(len, subjects), np.int64, n) != 32).any():
         raise InvalidInputError("subject keys: expected 32 hex digits each")
-    low = digits.reshape(n, 32)[:, 4:8]  # bytes 2 and 3
+    low = _HEX_VALUE[text.reshape(n, 32)[:, 4:8]]  # bytes 2 and 3: the digits the bucket reads
+    if (low < 0).any():
+        raise InvalidInputError("subject keys: expected 32 hex digits each")
     return (low[:, 0] << 12 | low[:, 1] << 8 | low[:, 2] << 4 | low[:, 3]) & (CLUSTERS - 1)
 
 

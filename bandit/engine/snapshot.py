@@ -4,9 +4,10 @@ worker's partition checkpoints are these snapshots too (``Engine.to_bytes``).
 
 The lift's clustered tallies (``tally._Clustered``, per group, for the campaign and each slot)
 are arrays under ``clustered/<ci>/[<si>/]<group>/``: the buckets that hold anything
-(``bucket``), their decisions and decisions per outcome type (``counts``, int64 (m, 1 + K))
-and reward (``reward``); a snapshot written before they were kept has none, and loads with
-them empty (the lift intervals then cover the decisions learned since)."""
+(``bucket``), their decisions and decisions per outcome type (``counts``, (m, 1 + K), the
+narrowest integer type that holds them) and reward (``reward``, float64); a snapshot written
+before they were kept has none, and loads with them empty (the lift intervals then cover the
+decisions learned since)."""
 
 from __future__ import annotations
 
@@ -102,12 +103,23 @@ def snapshot(campaigns: Mapping[str, _Campaign], joiner: Joiner, rejected_events
 def _clustered_arrays(prefix: str, tallies: Mapping[Group, _Clustered],
                       arrays: dict[str, np.ndarray]) -> None:
     """The clustered tallies as arrays (the module docstring): only the buckets that hold
-    anything, so a small campaign's snapshot stays small."""
+    anything, so a small campaign's snapshot stays small, and the counts in the narrowest
+    integer type that holds them (read back as int64)."""
     for group, t in tallies.items():
         used = np.flatnonzero((t.n != 0) | t.reached.any(axis=1) | (t.reward != 0))
-        arrays[f"{prefix}{group}/bucket"] = used.astype(np.int64)
-        arrays[f"{prefix}{group}/counts"] = np.column_stack([t.n[used], t.reached[used]])
+        counts = np.column_stack([t.n[used], t.reached[used]])
+        arrays[f"{prefix}{group}/bucket"] = used.astype(np.uint16)
+        arrays[f"{prefix}{group}/counts"] = counts.astype(_narrowest(counts))
         arrays[f"{prefix}{group}/reward"] = t.reward[used]
+
+
+def _narrowest(values: np.ndarray) -> type[np.signedinteger]:
+    """The narrowest signed integer type that holds every one of ``values``."""
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    for kind in (np.int8, np.int16, np.int32):
+        if np.iinfo(kind).min <= low and high <= np.iinfo(kind).max:
+            return kind
+    return np.int64
 
 
 def _clustered_from(prefix: str, arrays: Mapping[str, np.ndarray]) -> dict[Group, _Clustered]:
@@ -121,6 +133,7 @@ def _clustered_from(prefix: str, arrays: Mapping[str, np.ndarray]) -> dict[Group
         counts, reward = arrays[f"{prefix}{group}/counts"], arrays[f"{prefix}{group}/reward"]
         m = len(bucket)
         if (counts.shape != (m, 1 + _K) or reward.shape != (m,)
+                or counts.dtype.kind != "i" or bucket.dtype.kind not in "iu"
                 or (m and not 0 <= bucket.min() <= bucket.max() < len(t.n))):
             raise ValueError(f"{prefix}{group}: clustered tallies do not fit together")
         t.n[bucket], t.reached[bucket], t.reward[bucket] = counts[:, 0], counts[:, 1:], reward

@@ -11,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 
 from bandit.engine import Engine
+from bandit.engine import snapshot as _snapshot
 from bandit.engine.intervals import always_valid_interval, clusters_of, fixed_interval, rho_for
 from bandit.engine.join import subject_key
 from bandit.engine.report import rate_lift
 from bandit.engine.tally import GROUPS, _Clustered, clustered_groups, clustered_lift
+from bandit.errors import IncompatibleStateError
 from bandit.models import OUTCOME_TYPES, CampaignSpec, Click, DecisionRequest
 from simulators.correlated import CorrelatedPanel
 from tests import reference, streamdata
@@ -191,3 +193,18 @@ def test_partition_merges_and_snapshots_keep_the_clustered_sums_exactly(decision
     others = {g: parts[1]._campaigns["news"].clustered[g] + parts[2]._campaigns["news"].clustered[g]
               for g in GROUPS}
     assert _same([rest], [others])
+
+
+def test_a_snapshot_whose_clustered_arrays_do_not_fit_is_refused():
+    spec = streamdata.spec()
+    engine = Engine()
+    engine.create_campaign(spec)
+    decisions = [{"slots": (("subject", "plain", 0.5),), "segments": {}, "holdout": i % 3 == 0,
+                  "clicks": [], "outcomes": [1, 0, 0, 0, 0, 0], "partition": 0, "user": i}
+                 for i in range(12)]
+    engine.learn_closed(_closed(decisions, spec))
+    meta, arrays = _snapshot.read(engine.to_bytes(), "x", False)
+    assert arrays["clustered/0/holdout/counts"].dtype == np.int8  # the narrowest that holds
+    bad = dict(arrays, **{"clustered/0/holdout/counts": arrays["clustered/0/holdout/counts"][1:]})
+    with pytest.raises(IncompatibleStateError, match="clustered tallies do not fit together"):
+        Engine.from_bytes(_snapshot.to_bytes(meta, bad), what="x")
