@@ -11,9 +11,10 @@ from typing import Any, cast
 import numpy as np
 
 from bandit.engine.encoding import _Encoder
-from bandit.engine.tally import _Outcomes, _Tally
+from bandit.engine.tally import _Clustered, _Outcomes, _Tally, clustered_groups
 from bandit.errors import ConflictError, InvalidInputError, NotFoundError, UnknownArmError
 from bandit.models import Arm, CampaignSpec, EligibilityRule, SlotSpec, check_arm_features
+from bandit.models.reports import Group
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
 from bandit.wire import Joined
 from bandit.wire.protocols import DecisionLike, OutcomeLike, SendLike
@@ -130,6 +131,8 @@ class _Slot:
     group_tally: dict[tuple[str, str], _Tally] = field(default_factory=dict)
     outcome_tally: dict[tuple[str, str], _Outcomes] = field(default_factory=dict)
     segment_outcomes: dict[tuple[str, str], _Outcomes] = field(default_factory=dict)
+    # Per group, the slot's decisions by subscriber bucket (its reward: the slot's, clipped).
+    clustered: dict[Group, _Clustered] = field(default_factory=clustered_groups)
 
     @property
     def default(self) -> int:
@@ -146,6 +149,9 @@ class _Campaign:
     personalized: _Tally = field(default_factory=_Tally)
     holdout: _Tally = field(default_factory=_Tally)
     outcomes: dict[str, _Outcomes] = field(default_factory=dict)  # per group (GROUPS)
+    # Per group, every decision by subscriber bucket (its reward: the best over its slots):
+    # what the lift intervals read (tally.clustered_lift).
+    clustered: dict[Group, _Clustered] = field(default_factory=clustered_groups)
 
     def slot(self, name: str) -> _Slot:
         for s in self.slots:

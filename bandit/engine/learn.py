@@ -9,10 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.engine.campaign import _Campaign, _is_vw, _Slot, build_campaign, slot_matrix
+from bandit.engine.intervals import clusters_of
 from bandit.engine.join import Closed
-from bandit.engine.tally import GROUPS, _add_grouped, _add_outcomes
+from bandit.engine.tally import GROUPS, _add_grouped, _add_outcomes, _Clustered
 from bandit.errors import InvalidInputError, UnknownArmError
 from bandit.models import OUTCOME_TYPES, CampaignSpec
+from bandit.models.reports import Group
 from bandit.policies import Policy
 from bandit.wire.protocols import JoinedLike
 
@@ -26,7 +28,8 @@ class _Learned:
     the decision has no such slot), its logged propensity and its reward (unclipped);
     ``context`` the encoded contexts of the decisions with ``has_context``, in order; ``best``
     a decision's best reward over its slots; ``segments`` as ``segment_pairs``; ``outcomes``
-its learned events per outcome type (``OUTCOME_TYPES`` order)."""
+    its learned events per outcome type (``OUTCOME_TYPES`` order); ``clusters`` each
+    decision's subscriber bucket (``intervals.clusters_of`` of its subject key)."""
 
     ts: np.ndarray  # (n,) float64
     holdout: np.ndarray  # (n,) int64
@@ -38,6 +41,7 @@ its learned events per outcome type (``OUTCOME_TYPES`` order)."""
     context: np.ndarray  # (n with context, dim) float64
     segments: tuple[list, np.ndarray, np.ndarray, int]
     outcomes: np.ndarray  # (n, len(OUTCOME_TYPES)) int64
+    clusters: np.ndarray  # (n,) int64
 
 
 def by_campaign(campaigns: Mapping[str, _Campaign], get: Callable[[str], _Campaign],
@@ -99,7 +103,8 @@ def event_columns(c: _Campaign, events: list[JoinedLike]) -> _Learned:
                       dtype=np.float64),
         arms=arms, propensities=propensities, rewards=rewards, has_context=has_context,
         context=c.context.encode([e.context for e in events if e.context is not None]),
-        segments=segment_pairs(events), outcomes=outcomes)
+        segments=segment_pairs(events), outcomes=outcomes,
+        clusters=clusters_of([e.subject for e in events]))
 
 
 def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
@@ -148,7 +153,8 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
     return _Learned(ts=closed.ts[rows], holdout=closed.holdout[rows].astype(np.int64),
                     best=best, arms=arms, propensities=propensities, rewards=rewards,
                     has_context=has_context, context=X[has_context], segments=segments,
-                    outcomes=closed.outcomes[rows].astype(np.int64))
+                    outcomes=closed.outcomes[rows].astype(np.int64),
+                    clusters=clusters_of([closed.subjects[r] for r in rows.tolist()]))
 
 
 def learn_columns(c: _Campaign, cols: _Learned) -> None:
@@ -165,9 +171,12 @@ def learn_columns(c: _Campaign, cols: _Learned) -> None:
         low, high = s.policy.reward_range
         rewards = np.clip(cols.rewards[name][rows], low, high)
         tally(s, arms, rewards, rows, cols.segments, cols.holdout[rows], cols.outcomes[rows])
+        _add_clustered(s.clustered, cols.holdout[rows], cols.clusters[rows],
+                       cols.outcomes[rows], rewards)
     totals = {0: c.personalized, 1: c.holdout}
     _add_grouped(totals, [0, 1], cols.holdout, cols.best)
     _add_outcomes(c.outcomes, GROUPS, cols.holdout, cols.outcomes)
+    _add_clustered(c.clustered, cols.holdout, cols.clusters, cols.outcomes, cols.best)
     c.version += 1
 
 
@@ -206,6 +215,15 @@ def slot_batches(s: _Slot, cols: _Learned) -> list[tuple[Policy, _Batch, dict[st
         logged = {"propensities": cols.propensities[name][event]} if vw else {}
         batches.append((s.policy, (cols.arms[name][event], X, r, cols.ts[event]), logged))
     return batches
+
+
+def _add_clustered(tallies: Mapping[Group, _Clustered], holdout: np.ndarray,
+                   clusters: np.ndarray, outcomes: np.ndarray, rewards: np.ndarray) -> None:
+    """Add each decision to its group's (``GROUPS[holdout[i]]``) clustered tally."""
+    for flag, group in enumerate(GROUPS):
+        at = np.flatnonzero(holdout == flag)
+        if len(at):
+            tallies[group].add(clusters[at], outcomes[at], rewards[at])
 
 
 def segment_pairs(events: Sequence[JoinedLike]) -> tuple[list, np.ndarray, np.ndarray, int]:

@@ -10,7 +10,8 @@ from typing import Any, cast
 import numpy as np
 
 from bandit.engine.campaign import _Campaign, _is_vw, _Slot
-from bandit.engine.tally import _Outcomes, _Tally
+from bandit.engine.tally import GROUPS, _Clustered, _Outcomes, _Tally
+from bandit.models.reports import Group
 from bandit.policies import Bart, HybridLinUCB, Policy, from_state
 
 
@@ -87,12 +88,20 @@ def swap_in(campaigns: Mapping[str, _Campaign], built: Mapping[str, Any]) -> Non
                         mine[arm] = mine.get(arm, 0) + n
                 for key, tally in t.segment_tally.items():
                     s.segment_tally[key] = s.segment_tally.get(key, _Tally()) + tally
+            s.clustered = _summed([t.clustered for t in tallies])
         c.personalized = sum((p.personalized for p in parts), _Tally())
         c.holdout = sum((p.holdout for p in parts), _Tally())
         c.outcomes = {}
         for p in parts:
             _sum_into(c.outcomes, p.outcomes, _Outcomes)
+        c.clustered = _summed([p.clustered for p in parts])
         c.version = sum(p.version for p in parts)
+
+
+def _summed(parts: Sequence[Mapping[Group, _Clustered]]) -> dict[Group, _Clustered]:
+    """Per group, the sum of the partitions' clustered tallies (integers exact; the rewards in
+    partition order)."""
+    return {group: sum((p[group] for p in parts), _Clustered()) for group in GROUPS}
 
 
 def _sum_into(mine: dict, theirs: Mapping, empty: Callable[[], Any]) -> None:

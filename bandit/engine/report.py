@@ -1,6 +1,12 @@
 """Reports: per slot and arm impressions, reward and CTR with intervals, holdout lift, and
 the bias audit by segment value; outcome rates per arm and group with Wilson intervals, and
-their lift (personalized minus holdout) with Newcombe intervals."""
+their lift (personalized minus holdout) with two intervals whose variance is clustered by
+subscriber (``bandit.engine.intervals``): a fixed-horizon one and an always-valid one.
+
+Why clustered: a subscriber is in every send, and their decisions are correlated (the same
+person opens, or ignores, every email), so intervals that treat decisions as independent
+(Newcombe's, kept here as ``rate_lift`` for a single send, where each subscriber appears once)
+are too narrow over a campaign; tests/bandit/engine/test_lift_coverage.py measures both."""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ from collections.abc import Iterable
 from typing import cast
 
 from bandit.engine.campaign import _Campaign, _Slot
-from bandit.engine.tally import _Z95, GROUPS, _Outcomes, _Tally
+from bandit.engine.intervals import rho_for
+from bandit.engine.tally import _Z95, GROUPS, _Clustered, _Outcomes, _Tally, clustered_lift
 from bandit.models import (
     OUTCOME_TYPES,
     ArmReport,
@@ -38,16 +45,21 @@ def report(c: _Campaign) -> CampaignReport:
     allocation and reward rate, each flagged on a large disparity (``_AUDIT_*``,
     ``_ctr_gap``), never on fewer than ``_AUDIT_MIN`` impressions. Outcome rates per arm and
     group (``outcome_rate``) and their lift per type (``outcome_lift``) for the campaign and
-    each slot."""
+    each slot; the lifts, reward's and outcome types', with a fixed-horizon and an
+    always-valid interval clustered by subscriber (tightest at ``spec.lift_horizon``)."""
     outcomes = {group: c.outcomes.get(group, _Outcomes()) for group in GROUPS}
+    rho = rho_for(c.spec.lift_horizon)
+    reward = clustered_lift(c.clustered["personalized"], c.clustered["holdout"], None, rho)
     return CampaignReport(
         campaign=c.spec.name, model_version=c.version, paused=c.paused,
         impressions=c.personalized.n + c.holdout.n,
         personalized_ctr=c.personalized.interval(), holdout_ctr=c.holdout.interval(),
-        lift=_lift(c), slots=[_slot_report(s) for s in c.slots],
+        lift=None if reward is None else reward[0],
+        lift_always_valid=None if reward is None else reward[1],
+        slots=[_slot_report(s, rho) for s in c.slots],
         groups={group: _group_report(tally, outcomes[group]) for group, tally in
                 zip(GROUPS, (c.personalized, c.holdout), strict=True)},
-        outcome_lift=outcome_lift(outcomes["personalized"], outcomes["holdout"]))
+        outcome_lift=outcome_lift(c.clustered, rho))
 
 
 def outcome_rate(reached: int, n: int) -> tuple[float | None, Interval | None]:
@@ -64,7 +76,8 @@ def outcome_rate(reached: int, n: int) -> tuple[float | None, Interval | None]:
 def rate_lift(a: tuple[int, int], b: tuple[int, int]) -> Interval | None:
     """Rate of ``a`` minus rate of ``b`` ((reached, n) each) with the 95% Newcombe hybrid
     score interval (method 10 of Newcombe 1998: each side's Wilson interval, combined);
-    None unless both have decisions."""
+    None unless both have decisions. It treats decisions as independent: right for one send
+    (each subscriber once), too narrow over sends to the same subscribers."""
     pa, wa = outcome_rate(*a)
     pb, wb = outcome_rate(*b)
     if pa is None or pb is None or wa is None or wb is None:
@@ -84,15 +97,22 @@ def _rates(t: _Outcomes) -> dict[OutcomeType, OutcomeRate]:
     return out
 
 
-def outcome_lift(personalized: _Outcomes, holdout: _Outcomes
+def outcome_lift(clustered: dict[Group, _Clustered], rho: float
                  ) -> dict[OutcomeType, OutcomeLift]:
     """Per outcome type that either group learned an event of, and always for the
-    ``GUARDRAILS``: personalized minus holdout rate (``rate_lift``), with both groups' n."""
-    return {kind: OutcomeLift(personalized=personalized.n, holdout=holdout.n,
-                              lift=rate_lift((p, personalized.n), (h, holdout.n)))
-            for kind, p, h in zip(_TYPES, personalized.reached, holdout.reached,
-                                  strict=True)
-            if p or h or kind in GUARDRAILS}
+    ``GUARDRAILS``: personalized minus holdout rate with its fixed-horizon and always-valid
+    intervals clustered by subscriber (``tally.clustered_lift``), with both groups' n."""
+    personalized, holdout = clustered["personalized"], clustered["holdout"]
+    reached = personalized.reached.sum(axis=0) + holdout.reached.sum(axis=0)
+    out = {}
+    for k, kind in enumerate(_TYPES):
+        if reached[k] or kind in GUARDRAILS:
+            pair = clustered_lift(personalized, holdout, k, rho)
+            out[kind] = OutcomeLift(
+                personalized=int(personalized.n.sum()), holdout=int(holdout.n.sum()),
+                lift=None if pair is None else pair[0],
+                always_valid=None if pair is None else pair[1])
+    return out
 
 
 def _total(tallies: Iterable[_Outcomes]) -> _Outcomes:
@@ -122,8 +142,9 @@ def _arm_outcomes(s: _Slot, arm: str
     return rates, {group: _group_report(*pair) for group, pair in groups.items() if pair[0].n}
 
 
-def _slot_report(s: _Slot) -> SlotReport:
-    """A slot's arms (retired ones too) and its bias audit by segment value."""
+def _slot_report(s: _Slot, rho: float) -> SlotReport:
+    """A slot's arms (retired ones too), its lifts (``outcome_lift`` of its decisions, mixing
+    ``rho``) and its bias audit by segment value."""
     total = sum(t.n for t in s.arm_tally.values())
     arms = [
         ArmReport(arm=arm, active=bool(on), impressions=s.arm_tally.get(arm, _Tally()).n,
@@ -166,8 +187,7 @@ def _slot_report(s: _Slot) -> SlotReport:
     return SlotReport(slot=s.spec.name, policy=s.spec.policy.kind, arms=arms,
                       segments=segments,
                       groups={group: _group_report(*pair) for group, pair in groups.items()},
-                      outcome_lift=outcome_lift(groups["personalized"][1],
-                                                groups["holdout"][1]))
+                      outcome_lift=outcome_lift(s.clustered, rho))
 
 
 def _ctr_gap(this: _Tally, rest: _Tally) -> tuple[Interval | None, bool]:
@@ -183,12 +203,3 @@ def _ctr_gap(this: _Tally, rest: _Tally) -> tuple[Interval | None, bool]:
     unequal = (min(this.n, rest.n) >= _AUDIT_MIN and not gap.low <= 0 <= gap.high
                and min(a, b) >= 0 and min(a, b) < _AUDIT_CTR_RATIO * max(a, b))
     return gap, unequal
-
-
-def _lift(c: _Campaign) -> Interval | None:
-    p, h = c.personalized, c.holdout
-    if p.n < 2 or h.n < 2:
-        return None
-    diff = p.mean() - h.mean()
-    half = _Z95 * math.sqrt(p.var_of_mean() + h.var_of_mean())
-    return Interval(estimate=diff, low=diff - half, high=diff + half)

@@ -1,5 +1,13 @@
 """Snapshots: campaigns, policy states, report tallies and the open attribution windows as
-one npz (``meta`` JSON plus named arrays), written atomically; and read back."""
+one npz (``meta`` JSON plus named arrays), written atomically; and read back. The stream
+worker's partition checkpoints are these snapshots too (``Engine.to_bytes``).
+
+The lift's clustered tallies (``tally._Clustered``, per group, for the campaign and each slot)
+are arrays under ``clustered/<ci>/[<si>/]<group>/``: the buckets that hold anything
+(``bucket``), their decisions and decisions per outcome type (``counts``, (m, 1 + K), the
+narrowest integer type that holds them) and reward (``reward``, float64); a snapshot written
+before they were kept has none, and loads with them empty (the lift intervals then cover the
+decisions learned since)."""
 
 from __future__ import annotations
 
@@ -16,14 +24,16 @@ import orjson
 
 from bandit.engine.campaign import _Campaign, build_campaign
 from bandit.engine.join import Joiner
-from bandit.engine.tally import _Outcomes, _Tally
+from bandit.engine.tally import _K, _Clustered, _Outcomes, _Tally, clustered_groups
 from bandit.errors import IncompatibleStateError
 from bandit.models import CampaignSpec
+from bandit.models.reports import Group
 from bandit.policies import from_state
 
 SNAPSHOT_MAGIC = "bandit-engine-snapshot"
 SNAPSHOT_FORMAT = 2  # 2: the open attribution windows as binary columns
 _JOIN = "join/"  # snapshot arrays of the attribution join (policy arrays are "ci/si/role/")
+_CLUSTERED = "clustered/"  # the lift's clustered tallies: "clustered/ci/group/", ".../ci/si/..."
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -76,6 +86,8 @@ def snapshot(campaigns: Mapping[str, _Campaign], joiner: Joiner, rejected_events
                 "groups": [[arm, group, vars(t), vars(s.outcome_tally[(arm, group)])]
                            for (arm, group), t in s.group_tally.items()],
             })
+            _clustered_arrays(f"{_CLUSTERED}{ci}/{si}/", s.clustered, arrays)
+        _clustered_arrays(f"{_CLUSTERED}{ci}/", c.clustered, arrays)
         items.append({
             "spec": c.spec.model_dump(mode="json"), "paused": c.paused, "version": c.version,
             "personalized": vars(c.personalized), "holdout": vars(c.holdout), "slots": slots,
@@ -86,6 +98,46 @@ def snapshot(campaigns: Mapping[str, _Campaign], joiner: Joiner, rejected_events
     meta = {"magic": SNAPSHOT_MAGIC, "format": SNAPSHOT_FORMAT, "campaigns": items,
             "joiner": join, "rejected_events": rejected_events}
     return meta, arrays
+
+
+def _clustered_arrays(prefix: str, tallies: Mapping[Group, _Clustered],
+                      arrays: dict[str, np.ndarray]) -> None:
+    """The clustered tallies as arrays (the module docstring): only the buckets that hold
+    anything, so a small campaign's snapshot stays small, and the counts in the narrowest
+    integer type that holds them (read back as int64)."""
+    for group, t in tallies.items():
+        used = np.flatnonzero((t.n != 0) | t.reached.any(axis=1) | (t.reward != 0))
+        counts = np.column_stack([t.n[used], t.reached[used]])
+        arrays[f"{prefix}{group}/bucket"] = used.astype(np.uint16)
+        arrays[f"{prefix}{group}/counts"] = counts.astype(_narrowest(counts))
+        arrays[f"{prefix}{group}/reward"] = t.reward[used]
+
+
+def _narrowest(values: np.ndarray) -> type[np.signedinteger]:
+    """The narrowest signed integer type that holds every one of ``values``."""
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    for kind in (np.int8, np.int16, np.int32):
+        if np.iinfo(kind).min <= low and high <= np.iinfo(kind).max:
+            return kind
+    return np.int64
+
+
+def _clustered_from(prefix: str, arrays: Mapping[str, np.ndarray]) -> dict[Group, _Clustered]:
+    """``_clustered_arrays`` read back; empty tallies where the snapshot has none (written
+    before they were kept). ValueError if the arrays do not fit together."""
+    out = clustered_groups()
+    for group, t in out.items():
+        bucket = arrays.get(f"{prefix}{group}/bucket")
+        if bucket is None:
+            continue
+        counts, reward = arrays[f"{prefix}{group}/counts"], arrays[f"{prefix}{group}/reward"]
+        m = len(bucket)
+        if (counts.shape != (m, 1 + _K) or reward.shape != (m,)
+                or counts.dtype.kind != "i" or bucket.dtype.kind not in "iu"
+                or (m and not 0 <= bucket.min() <= bucket.max() < len(t.n))):
+            raise ValueError(f"{prefix}{group}: clustered tallies do not fit together")
+        t.n[bucket], t.reached[bucket], t.reward[bucket] = counts[:, 0], counts[:, 1:], reward
+    return out
 
 
 def read(data: bytes, path: str, model_only: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -110,11 +162,13 @@ def read(data: bytes, path: str, model_only: bool) -> tuple[dict[str, Any], dict
 def restore_campaign(item: dict[str, Any], ci: int, arrays: Mapping[str, np.ndarray],
                      rng: np.random.Generator) -> _Campaign:
     """Campaign ``ci`` of a snapshot's meta, its policies seeded from ``rng``. A snapshot
-    written before outcome tallies were kept has none: they start empty."""
+    written before outcome tallies (or the lift's clustered tallies) were kept has none: they
+    start empty."""
     c = build_campaign(CampaignSpec.model_validate(item["spec"]), rng)
     c.paused, c.version = bool(item["paused"]), int(item["version"])
     c.personalized, c.holdout = _Tally(**item["personalized"]), _Tally(**item["holdout"])
     c.outcomes = {group: _Outcomes(**t) for group, t in item.get("outcomes", {}).items()}
+    c.clustered = _clustered_from(f"{_CLUSTERED}{ci}/", arrays)
     for si, (s, saved) in enumerate(zip(c.slots, item["slots"], strict=True)):
         restored = {}
         for role, head in saved["policies"].items():
@@ -136,6 +190,7 @@ def restore_campaign(item: dict[str, Any], ci: int, arrays: Mapping[str, np.ndar
         for arm, group, tally, outcomes in saved.get("groups", []):
             s.group_tally[(arm, group)] = _Tally(**tally)
             s.outcome_tally[(arm, group)] = _Outcomes(**outcomes)
+        s.clustered = _clustered_from(f"{_CLUSTERED}{ci}/{si}/", arrays)
     return c
 
 

@@ -116,12 +116,14 @@ def _add_outcomes(tallies: dict, names: Sequence, codes: np.ndarray,
         t.events = [a + b for a, b in zip(t.events, events[k].tolist(), strict=True)]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Clustered:
     """Per subscriber bucket (``intervals.CLUSTERS``, by subject key): decisions (``n``), the
     decisions reaching each outcome type (``reached``, (CLUSTERS, len(OUTCOME_TYPES))) and
     the reward: the sums a lift variance clustered by subscriber needs
-    (``intervals.clustered_difference``); they add across partitions like every tally."""
+    (``intervals.clustered_difference``). They add across partitions like every tally, and
+    a subscriber's decisions can be taken out again (``-``, erasure): integer counts exactly,
+    the reward up to float rounding."""
 
     n: np.ndarray = field(default_factory=lambda: np.zeros(CLUSTERS, np.int64))
     reached: np.ndarray = field(default_factory=lambda: np.zeros((CLUSTERS, _K), np.int64))
@@ -129,16 +131,25 @@ class _Clustered:
 
     def add(self, clusters: np.ndarray, outcomes: np.ndarray, rewards: np.ndarray) -> None:
         """Add decision i (bucket ``clusters[i]``, outcome counts ``outcomes[i]`` (n, K),
-        reward ``rewards[i]``) for every i."""
+        reward ``rewards[i]``) for every i: one bincount per column kind."""
         self.n += np.bincount(clusters, minlength=CLUSTERS)
-        for k in range(_K):
-            self.reached[:, k] += np.bincount(clusters, weights=outcomes[:, k] > 0,
-                                              minlength=CLUSTERS).astype(np.int64)
+        row, column = np.nonzero(outcomes)
+        self.reached += np.bincount(clusters[row] * _K + column,
+                                    minlength=CLUSTERS * _K).reshape(CLUSTERS, _K)
         self.reward += np.bincount(clusters, weights=rewards, minlength=CLUSTERS)
 
     def __add__(self, other: _Clustered) -> _Clustered:
         return _Clustered(self.n + other.n, self.reached + other.reached,
                           self.reward + other.reward)
+
+    def __sub__(self, other: _Clustered) -> _Clustered:
+        return _Clustered(self.n - other.n, self.reached - other.reached,
+                          self.reward - other.reward)
+
+    def same(self, other: _Clustered) -> bool:
+        """Whether every sum equals ``other``'s exactly."""
+        return (np.array_equal(self.n, other.n) and np.array_equal(self.reached, other.reached)
+                and np.array_equal(self.reward, other.reward))
 
     def column(self, kind: int | None) -> np.ndarray:
         """Per bucket, the decisions reaching outcome type ``kind`` (an index into
@@ -146,15 +157,29 @@ class _Clustered:
         return self.reward if kind is None else self.reached[:, kind]
 
 
+def clustered_groups() -> dict[Group, _Clustered]:
+    """An empty clustered tally per group (``GROUPS``)."""
+    return {group: _Clustered() for group in GROUPS}
+
+
 def clustered_lift(personalized: _Clustered, holdout: _Clustered, kind: int | None,
                    rho: float) -> tuple[Interval, Interval] | None:
     """Personalized minus holdout rate of outcome type ``kind`` (None: mean reward) with
     its fixed-horizon and always-valid 95% intervals (``bandit.engine.intervals``), the
     variance clustered by subscriber bucket, time = decisions of both groups; None unless
-    both groups have decisions in two buckets."""
+    both groups have decisions in two buckets. A rate difference lies in [-1, 1], so its
+    intervals are cut there (still covering whenever the uncut ones do: early on, the
+    always-valid one is far wider)."""
     lift = clustered_difference(personalized.n, personalized.column(kind), holdout.n,
                                 holdout.column(kind))
     if lift is None:
         return None
     t = float(personalized.n.sum() + holdout.n.sum())
-    return fixed_interval(*lift), always_valid_interval(*lift, t, rho)
+    fixed, valid = fixed_interval(*lift), always_valid_interval(*lift, t, rho)
+    if kind is None:
+        return fixed, valid
+    return _within_one(fixed), _within_one(valid)
+
+
+def _within_one(x: Interval) -> Interval:
+    return Interval(estimate=x.estimate, low=max(x.low, -1.0), high=min(x.high, 1.0))

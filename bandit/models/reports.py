@@ -32,14 +32,23 @@ class OutcomeRate(Strict):
     interval: Interval | None
 
 
+_FIXED = ("95% fixed-horizon interval, variance clustered by subscriber (a subscriber's "
+          "decisions in every send are one unit): valid when read once, at a planned end.")
+_ALWAYS_VALID = ("95% always-valid interval (asymptotic confidence sequence, Waudby-Smith et al. "
+                 "2024), variance clustered by subscriber: covers at every look at once, "
+                 "however often the report is read; tightest at the campaign's lift_horizon.")
+
+
 class OutcomeLift(Strict):
-    """Personalized minus holdout rate of an outcome type, with a 95% Newcombe interval (the
-    hybrid score interval of a difference of two proportions, from each side's Wilson
-    interval); null unless both groups have decisions."""
+    """Personalized minus holdout rate of an outcome type (the share of decisions with at
+    least one learned event of it), with two 95% intervals whose variance is clustered by
+    subscriber: ``lift`` (fixed-horizon) and ``always_valid``; null unless both groups have
+    decisions (in two subscriber buckets)."""
 
     personalized: int = Field(description="Personalized decisions.")
     holdout: int = Field(description="Holdout decisions.")
-    lift: Interval | None
+    lift: Interval | None = Field(description=_FIXED)
+    always_valid: Interval | None = Field(None, description=_ALWAYS_VALID)
 
 
 class GroupReport(Strict):
@@ -96,7 +105,10 @@ class CampaignReport(Strict):
     impressions: int
     personalized_ctr: Interval | None
     holdout_ctr: Interval | None
-    lift: Interval | None = Field(description="Personalized minus holdout reward per decision.")
+    lift: Interval | None = Field(description="Personalized minus holdout reward per decision "
+                                  "(a decision's best over its slots): " + _FIXED)
+    lift_always_valid: Interval | None = Field(
+        None, description="The same lift: " + _ALWAYS_VALID)
     slots: list[SlotReport]
     groups: dict[Group, GroupReport] = Field(
         default_factory=dict, description="Every decision by group: reward (a decision's best "

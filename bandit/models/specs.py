@@ -320,6 +320,11 @@ class CampaignSpec(Strict):
     name: Name
     context: ContextSchema = Field(default_factory=ContextSchema)
     holdout: Finite = Field(0.05, ge=0, le=0.5, description="Share of subscribers on default arms.")
+    lift_horizon: Annotated[float, Field(ge=1, le=MAX_MS, json_schema_extra=INTEGER),
+                            AfterValidator(integral)] = Field(
+        100_000, description="Decisions (both groups) at which the report's always-valid lift "
+        "interval is tightest (bandit.engine.intervals.rho_for); it stays valid at every other "
+        "count, only wider.")
     attribution_window_ms: PositiveMs = Field(7 * 24 * 3600 * 1000)
     default_reward: Finite = Field(0.0, ge=-REWARD_LIMIT, le=REWARD_LIMIT,
                                    description="Learned when a window closes without a click.")

@@ -63,8 +63,10 @@ class SendResult:
         return self.reached[kind][group] / n if n else math.nan
 
     def lift(self, kind: str) -> Interval | None:
-        """Personalized minus holdout rate of ``kind``, 95% Newcombe interval (as the
-        service's report computes it); None unless both groups have decisions."""
+        """Personalized minus holdout rate of ``kind`` in this send, 95% Newcombe interval
+        (not clustered: one send mails each subscriber once, so its decisions are
+        independent; the service's report, over every send, clusters by subscriber); None
+        unless both groups have decisions."""
         p, h = self.reached[kind]
         return rate_lift((p, self.personalized), (h, self.holdout))
 
@@ -141,7 +143,8 @@ OUTCOME_SEND_HEADER = ("send", "outcome", "personalized", "holdout", "lift, pts 
 SEND_NOTE = (
     "Per send, from the simulated subscribers: the share of decisions with a learned event of "
     "each type (CTR: a learned click; machine opens and link-scanner clicks are not learned) "
-    "and the lift, personalized minus holdout (percentage points, Newcombe 95% interval). "
+    "and the lift, personalized minus holdout (percentage points, Newcombe 95% interval: "
+    "within one send each subscriber appears once, so it needs no clustering). "
     "Expected, oracle and uniform reward: the truth's expected reward per decision of the "
     "personalized choices, the best combination, and uniformly random choices.")
 BIAS_HEADER = ("slot", "segment", "value", "impressions", "reward rate", "flagged")
@@ -166,12 +169,14 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
     bias = _bias_rows(service_report)
     slots = [s["slot"] for s in service_report["slots"]]
     title = f"cmab demo: {subscribers:,} subscribers, {len(results)} weekly sends, seed {seed}"
-    click = service_report.get("outcome_lift", {}).get("click", {}).get("lift")
-    summary = (f"Over all learned sends: click rate lift {_points_item(click)} points; "
-               f"reward per decision, personalized "
-               f"{_interval(service_report.get('personalized_ctr'))}, holdout "
+    click = service_report.get("outcome_lift", {}).get("click", {})
+    summary = (f"Over all learned sends: click rate lift {_points_item(click.get('lift'))} "
+               f"points (95% fixed-horizon), {_points_item(click.get('always_valid'))} "
+               f"(95% always-valid), both clustered by subscriber; reward per decision, "
+               f"personalized {_interval(service_report.get('personalized_ctr'))}, holdout "
                f"{_interval(service_report.get('holdout_ctr'))}, lift "
-               f"{_interval(service_report.get('lift'))}.")
+               f"{_interval(service_report.get('lift'))} (fixed-horizon), "
+               f"{_interval(service_report.get('lift_always_valid'))} (always-valid).")
     md = [f"# {title}", "", summary, "", "## Sends", "", markdown_table(SEND_HEADER, rows), "",
           "## Outcomes per send", "", markdown_table(OUTCOME_SEND_HEADER, per_send), "",
           SEND_NOTE, "",
@@ -252,5 +257,5 @@ def _lift(results: list[SendResult]) -> Figure:
         ax.errorbar([send for send, _ in shown], est, yerr=err, fmt="o", capsize=4)
     ax.axhline(0, color="grey", lw=1)
     ax.set(xlabel="weekly send", ylabel="click rate points",
-           title="Holdout lift of the click rate (95% interval)")
+           title="Holdout lift of the click rate per send (95% Newcombe interval)")
     return fig

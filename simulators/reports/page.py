@@ -84,14 +84,17 @@ def markdown_images(plots: dict[str, tuple[str, Any]]) -> list[str]:
     return [f"![{title}]({name})" for name, (title, _) in plots.items()]
 
 
-OUTCOME_HEADER = ("outcome", "personalized [95%]", "holdout [95%]", "lift [95%]")
+OUTCOME_HEADER = ("outcome", "personalized [95%]", "holdout [95%]",
+                  "lift [95% fixed-horizon]", "lift [95% always-valid]")
 OUTCOME_NOTE = (
     "Per decision: the share of decisions with at least one learned event of each type "
     "(Wilson 95% interval; n/a without decisions) and the reward (normal-approximation "
-    "interval); lift is personalized minus holdout (rates: percentage points, Newcombe 95% "
-    "interval), "
-    "always shown for unsubscribe and complaint, the guardrails; no events: none of either "
-    "group's decisions had one.")
+    "interval); lift is personalized minus holdout (rates: percentage points), always shown "
+    "for unsubscribe and complaint, the guardrails; no events: none of either group's "
+    "decisions had one. Both lift intervals cluster the variance by subscriber (a "
+    "subscriber's decisions in every send are one unit): the fixed-horizon one holds when "
+    "read once, at a planned end; the always-valid one (a confidence sequence) holds at "
+    "every look at once, however often the report is read.")
 
 
 def _rate(item: Mapping[str, Any] | None) -> str:
@@ -124,19 +127,22 @@ def outcome_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
     >>> group = {"mean_reward": rate, "outcomes": {"click": {"interval": rate}}}
     >>> rows = outcome_rows({"groups": {"personalized": group, "holdout": group},
     ...                      "lift": {"estimate": 0.0, "low": -0.5, "high": 0.5},
-    ...                      "outcome_lift": {"click": {"lift": None}}})
-    >>> rows[0]
-    ('reward', '0.5000 [0.2500, 0.7500]', '0.5000 [0.2500, 0.7500]', '+0.0000 [-0.5000, +0.5000]')
+    ...                      "outcome_lift": {"click": {"lift": None, "always_valid": None}}})
+    >>> rows[0][3:]
+    ('+0.0000 [-0.5000, +0.5000]', 'n/a')
     >>> rows[2]
-    ('click', '50.00% [25.00, 75.00]', '50.00% [25.00, 75.00]', 'n/a')
+    ('click', '50.00% [25.00, 75.00]', '50.00% [25.00, 75.00]', 'n/a', 'n/a')
     """
     groups = report.get("groups", {})
     personalized, holdout = groups.get("personalized", {}), groups.get("holdout", {})
     lifts = report.get("outcome_lift", {})
     rows: list[tuple[str, ...]] = [("reward", _number(personalized.get("mean_reward")),
-             _number(holdout.get("mean_reward")), _number(report.get("lift"), "+"))]
+             _number(holdout.get("mean_reward")), _number(report.get("lift"), "+"),
+             _number(report.get("lift_always_valid"), "+"))]
     for kind in OUTCOME_TYPES:
-        lift = _points(lifts[kind]["lift"]) if kind in lifts else "no events"
+        lift = lifts.get(kind)
         rows.append((kind, _rate(personalized.get("outcomes", {}).get(kind, {}).get("interval")),
-                     _rate(holdout.get("outcomes", {}).get(kind, {}).get("interval")), lift))
+                     _rate(holdout.get("outcomes", {}).get(kind, {}).get("interval")),
+                     *((_points(lift["lift"]), _points(lift.get("always_valid"))) if lift
+                       else ("no events", "no events"))))
     return rows

@@ -4,6 +4,7 @@ simulation's (from its engines' reports) show every outcome type per group and i
 from __future__ import annotations
 
 from bandit.engine import Engine
+from bandit.engine.join import subject_key
 from bandit.models import OUTCOME_TYPES, CampaignSpec, JoinedEvent
 from simulators.email_campaign import EmailCampaign
 from simulators.reports import demo, simulation
@@ -19,7 +20,7 @@ def _engine_report() -> dict:
         "slots": [{"name": "s", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a",
                    "policy": {"kind": "beta_ts"}}]}))
     engine.learn([JoinedEvent(
-        decision_id=f"{i:032x}", campaign="w", subject=f"{i:032x}", ts=i,
+        decision_id=f"{i:032x}", campaign="w", subject=subject_key(f"u{i}").hex(), ts=i,
         slots={"s": {"arm": "b" if i < 10 else "a", "propensity": 0.5}}, holdout=i >= 10,
         outcomes=({"click": 1} if i % 10 < (4 if i < 10 else 1) else {})
         | ({"unsubscribe": 1} if i == 19 else {}),
@@ -37,9 +38,13 @@ def test_the_demo_report_shows_outcome_rates_and_lift(tmp_path):
                              seed=0).read_text()
     markdown = (tmp_path / "report.md").read_text()
     assert "## Outcomes" in markdown and "<h2>Outcomes</h2>" in page
-    # Wilson 4/10 and 1/10; lift +30 points; no opens: "no events".
+    # Wilson 4/10 and 1/10; lift +30 points, with both intervals, each labelled; no opens:
+    # "no events".
+    assert "| lift [95% fixed-horizon] | lift [95% always-valid] |" in markdown
+    assert "clustered by subscriber" in markdown and "confidence sequence" in markdown
     assert "| click | 40.00% [16.82, 68.73] | 10.00% [1.79, 40.42] | +30.00 [" in markdown
-    assert "| open | 0.00% [0.00, 27.75] | 0.00% [0.00, 27.75] | no events |" in markdown
+    assert ("| open | 0.00% [0.00, 27.75] | 0.00% [0.00, 27.75] | no events | no events |"
+            in markdown)
     assert "| unsubscribe | 0.00% [0.00, 27.75] | 10.00% [1.79, 40.42] | -10.00 [" in markdown
     for kind in OUTCOME_TYPES:
         assert f"<td>{kind}</td>" in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from bandit.engine.intervals import (
     rho_for,
 )
 from bandit.engine.tally import _Clustered, clustered_lift
+from bandit.errors import InvalidInputError
 from bandit.models import OUTCOME_TYPES
 from tests import reference
 
@@ -121,3 +123,30 @@ def test_clustered_tally_lift_is_the_difference_of_its_buckets():
     reward = clustered_lift(groups[0], groups[1], None, rho_for(1_000))
     assert reward is not None
     assert math.isclose(reward[0].estimate, rewards[~holdout].mean() - rewards[holdout].mean())
+
+
+def test_subject_keys_of_another_shape_are_refused():
+    with pytest.raises(InvalidInputError, match="32 hex digits"):
+        clusters_of(["0" * 31])
+    with pytest.raises(InvalidInputError, match="32 hex digits"):
+        clusters_of(["g" * 32])
+    with pytest.raises(InvalidInputError, match="16 bytes"):
+        clusters_of([b"\0" * 15, b"\0" * 17])
+    assert clusters_of([]).shape == (0,)
+
+
+def test_rate_lifts_are_cut_to_minus_one_to_one_and_reward_lifts_are_not():
+    # Two decisions a group, early (t = 4 of a 100,000 horizon): the always-valid interval
+    # is far wider than any rate difference can be.
+    groups = [_Clustered(), _Clustered()]
+    outcomes = np.zeros((2, len(OUTCOME_TYPES)), dtype=np.int64)
+    outcomes[0] = 1
+    for g in groups:
+        g.add(np.array([1, 2]), outcomes, np.array([5.0, 0.0]))
+    groups[1].add(np.array([3]), outcomes[:1], np.array([5.0]))
+    click = OUTCOME_TYPES.index("click")
+    got = clustered_lift(groups[0], groups[1], click, rho_for(100_000))
+    reward = clustered_lift(groups[0], groups[1], None, rho_for(100_000))
+    assert got is not None and reward is not None
+    assert (got[1].low, got[1].high) == (-1.0, 1.0)
+    assert reward[1].low < -5 and reward[1].high > 5

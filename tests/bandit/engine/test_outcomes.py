@@ -1,7 +1,8 @@
 """Outcome tallies and their report: the share of decisions per outcome type (open, click,
 conversion, unsubscribe, complaint, bounce) per slot, arm, group and segment value, against a
 one-decision-at-a-time twin; partition merges and snapshots; the rates' Wilson intervals and
-the lift's Newcombe intervals on hand-checked numbers and over seeded runs."""
+Newcombe's on hand-checked numbers; the lift's clustered intervals against their twin and over
+seeded runs."""
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from hypothesis import strategies as st
 
 from bandit.engine import Engine
 from bandit.engine import snapshot as _snapshot
-from bandit.engine.join import Joiner
+from bandit.engine.intervals import clusters_of, fixed_interval
+from bandit.engine.join import Joiner, subject_key
 from bandit.engine.report import outcome_rate, rate_lift
 from bandit.errors import InvalidInputError
 from bandit.models import OUTCOME_TYPES, CampaignSpec, Click, Impression, JoinedEvent
@@ -29,7 +31,8 @@ _decisions = st.lists(st.fixed_dictionaries({
                                  st.sampled_from([1.0, 0.5, -2.0, 3.25])), max_size=2),
     "outcomes": st.lists(st.integers(0, 3), min_size=len(OUTCOME_TYPES),
                          max_size=len(OUTCOME_TYPES)),
-    "partition": st.integers(0, 2)}), min_size=1, max_size=40)
+    "partition": st.integers(0, 2),
+    "user": st.integers(0, 9)}), min_size=1, max_size=40)  # subscribers get several decisions
 
 
 def _closed(decisions, spec):
@@ -37,7 +40,8 @@ def _closed(decisions, spec):
     events = []
     for i, d in enumerate(decisions):
         imp = Impression(event_id=f"i{i}", decision_id=f"{i:032x}", campaign=spec.name,
-                         user_id=f"u{i}", ts=i, holdout=d["holdout"], segments=d["segments"],
+                         user_id=f"u{d['user']}", ts=i, holdout=d["holdout"],
+                         segments=d["segments"],
                          slots={name: {"arm": arm, "propensity": p}
                                 for name, arm, p in d["slots"]})
         events.append(imp)
@@ -126,7 +130,8 @@ def test_snapshot_keeps_outcome_tallies_and_an_older_snapshot_loads_without_them
                             ("hour", ["h09", "h18"][i % 2], 0.5)),
                   "segments": {"region": "ns"[i % 2]}, "holdout": bool(i % 5 == 0),
                   "clicks": [(None, 1.0)] if i % 4 == 0 else [],
-                  "outcomes": rng.integers(0, 2, len(OUTCOME_TYPES)).tolist(), "partition": 0}
+                  "outcomes": rng.integers(0, 2, len(OUTCOME_TYPES)).tolist(), "partition": 0,
+                  "user": i % 25}
                  for i in range(60)]
     engine = _engine(spec)
     engine.learn_closed(_closed(decisions, spec))
@@ -137,6 +142,8 @@ def test_snapshot_keeps_outcome_tallies_and_an_older_snapshot_loads_without_them
 
     # What the writer of before this change wrote: no outcome tallies, no (arm, group) sums.
     meta, arrays = _snapshot.read(engine.to_bytes(), "x", False)
+    for key in [k for k in arrays if k.startswith("clustered/")]:
+        del arrays[key]
     for item in meta["campaigns"]:
         del item["outcomes"]
         for slot in item["slots"]:
@@ -145,8 +152,10 @@ def test_snapshot_keeps_outcome_tallies_and_an_older_snapshot_loads_without_them
     older = Engine.from_bytes(_snapshot.to_bytes(meta, arrays))[0]
     assert _tallies(older) == ({}, [])
     report, before = older.report("news"), engine.report("news")
-    assert (report.impressions, report.lift, report.personalized_ctr) == (
-        before.impressions, before.lift, before.personalized_ctr)
+    assert (report.impressions, report.personalized_ctr) == (
+        before.impressions, before.personalized_ctr)
+    # No clustered sums: the lifts have no interval until decisions are learned again.
+    assert report.lift is None and before.lift is not None
     assert report.groups["personalized"].decisions == before.groups["personalized"].decisions
     assert report.groups["personalized"].outcomes["click"].rate is None  # no outcome data
     assert set(report.outcome_lift) == {"unsubscribe", "complaint"}
@@ -180,14 +189,16 @@ def _spec():
 
 
 def _event(i, arm, holdout, outcomes, reward=0.0):
-    return JoinedEvent(decision_id=f"{i:032x}", campaign="w", subject=f"{i:032x}", ts=i,
+    return JoinedEvent(decision_id=f"{i:032x}", campaign="w",
+                       subject=subject_key(f"u{i}").hex(), ts=i,
                        slots={"subject": {"arm": arm, "propensity": 0.5}}, holdout=holdout,
                        outcomes=outcomes, rewards={"subject": reward})
 
 
 def test_report_rates_and_lift_on_a_hand_checked_campaign():
     """Personalized: 70 decisions on "bold", 56 clicked (one twice), 7 converted, 2 opened;
-    holdout: 80 on "plain", 48 clicked, 1 unsubscribed. Click lift is Newcombe's example."""
+    holdout: 80 on "plain", 48 clicked, 1 unsubscribed, each decision its own subscriber. The
+    lifts' intervals are the clustered ones of the one-at-a-time twin."""
     events = [_event(i, "bold", False,
                      ({"click": 2 if i == 0 else 1} if i < 56 else {})
                      | ({"conversion": 1} if i < 7 else {}) | ({"open": 3} if i < 2 else {}),
@@ -214,13 +225,20 @@ def test_report_rates_and_lift_on_a_hand_checked_campaign():
                                          "complaint"]
     lift = report.outcome_lift["click"]
     assert (lift.personalized, lift.holdout) == (70, 80)
+    clicked = np.array([e.outcomes.get("click", 0) > 0 for e in events], dtype=float)
+    groups = np.array([not e.holdout for e in events], dtype=int)
+    clusters = clusters_of([e.subject for e in events])
+    fixed = fixed_interval(*reference.clustered_difference(groups, clicked, clusters))
     assert (lift.lift.estimate, lift.lift.low, lift.lift.high) == pytest.approx(
-        (0.2, 0.0524, 0.3339), abs=5e-5)
+        (0.2, fixed.low, fixed.high), rel=1e-12)
+    assert lift.always_valid.low < lift.lift.low and lift.always_valid.high > lift.lift.high
     complaint = report.outcome_lift["complaint"].lift
-    assert complaint.estimate == 0.0 and complaint.low < 0 < complaint.high
+    # No complaint in either group: no variation to measure, the clustered interval is the point.
+    assert (complaint.estimate, complaint.low, complaint.high) == (0.0, 0.0, 0.0)
     assert report.outcome_lift["unsubscribe"].lift.estimate == pytest.approx(-1 / 80)
-    # The reward lift is as before: personalized minus holdout mean reward.
+    # The reward lift: personalized minus holdout mean reward, the same two intervals.
     assert report.lift.estimate == pytest.approx(0.2)
+    assert report.lift_always_valid.low < report.lift.low
     # Per slot and arm: the slot's groups and lift are the campaign's (one slot), the arms'
     # rates their own decisions'.
     slot = report.slots[0]
@@ -256,13 +274,15 @@ def test_learning_refuses_unknown_outcome_types_and_negative_counts(bad, reason)
 
 def test_rate_and_lift_intervals_cover_the_true_rates_in_95_percent_of_seeded_runs():
     """400 seeded campaigns (personalized click rate 0.3 over 150 decisions, holdout 0.2 over
-    100) through Engine.learn and the report: the 95% intervals of the personalized rate and
-    of the lift each cover the truth in 92% to 98% of the runs."""
+    100, a subscriber each) through Engine.learn and the report: the 95% intervals of the
+    personalized rate and of the lift (fixed-horizon) each cover the truth in 92% to 98% of
+    the runs. (Subscribers in several sends: tests/bandit/engine/test_lift_coverage.py.)"""
+    subjects = [subject_key(f"u{i}").hex() for i in range(250)]
     runs, covered_rate, covered_lift = 400, 0, 0
     for seed in range(runs):
         rng = np.random.default_rng(seed)
         clicks = np.concatenate([rng.random(150) < 0.3, rng.random(100) < 0.2])
-        events = [Joined(decision_id=f"{i:032x}", campaign="w", subject="0" * 32, ts=i,
+        events = [Joined(decision_id=f"{i:032x}", campaign="w", subject=subjects[i], ts=i,
                          slots={"subject": SlotChoice(arm="bold" if i < 150 else "plain",
                                                       propensity=0.5)},
                          holdout=i >= 150, outcomes={"click": 1} if c else {},
