@@ -187,3 +187,13 @@ def test_concurrent_deciders_and_senders_lose_nothing(newsletter_spec):
         assert engine.open_windows() == decided
         assert counts(client) == {"logged": decided, "over_capacity": 0.0, "queued": 0.0}
         assert engine.rejected_events == 0
+
+
+def test_decisions_queued_at_shutdown_are_in_the_saved_snapshot(newsletter_spec, tmp_path):
+    snapshot = tmp_path / "engine.snap"
+    with serve(newsletter_spec("held"), Settings(snapshot_path=snapshot)) as (client, _, log):
+        decide(client, 2, single=True)
+        decide(client, 3, single=False, start=2)
+        assert log.queued == 5
+    assert (log.queued, log.logged) == (0, 5)
+    assert Engine.load(snapshot).open_windows() == 5
