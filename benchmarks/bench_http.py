@@ -12,13 +12,16 @@ connection, start together (a barrier after warm-up requests) and send a fixed s
 requests, cycling through 64 distinct bodies (so holdout and non-holdout subscribers both
 appear), to ``/v1/decisions`` and to ``/bare`` in turns; req/s is all requests over the wall
 time of the round; p50/p99 are per-request latencies of that round (under load they include
-queueing). The clients share the machine's cores with the server, which caps the bare route at
-high C.
+queueing), and the server's CPU per request (user + system time of the server process over
+the round, all its threads: on a machine shared with other work the wall-clock rates move, the
+CPU a request costs much less). The clients share the machine's cores with the server, which
+caps the bare route at high C.
 The RATIO service / bare req/s (target >= 0.8) compares two figures of the same run.
 
 Batches: one client posts 280,000 subscribers as NDJSON (and the JSON maximum, 100,000) to
 ``/v1/decisions/batch`` and reads the whole answer; decisions/s is the count over the time from
-the first byte sent to the last byte received (target >= 100,000/s for the NDJSON send).
+the first byte sent to the last byte received (target >= 100,000/s for the NDJSON send), with
+the server's CPU per decision over that time.
 In process, the NDJSON text of a 280,000 x 4-slot ``DecisionBatch`` is built two ways, the
 same bytes: ``ndjson`` (the route's: a kernel copies the column texts) and the REFERENCE writer
 here (a dict per decision built from the columns, each line by ``orjson.dumps``); and the
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import http.client
 import multiprocessing
+import os
 import queue
 import socket
 import subprocess
@@ -110,6 +114,12 @@ class Server:
             if time.monotonic() > deadline:
                 raise RuntimeError("benchmark server never became ready")
             time.sleep(0.2)
+
+    def cpu_s(self) -> float:
+        """The server process's CPU time so far (user + system, every thread; Linux)."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
@@ -234,29 +244,35 @@ def run(quick: bool = False) -> Results:
     rs: list[Ratio] = []
     with Server() as server:
         for clients in CLIENTS:
-            best: dict[str, tuple[float, np.ndarray]] = {}
+            best: dict[str, tuple[float, np.ndarray, float]] = {}
             for _ in range(repeat):  # in turns, so that noise hits both routes alike
                 for path in ("/bare", "/v1/decisions"):
-                    rate, latencies = _round(server.port, path, singles, clients,
-                                             per_round // clients)
-                    if rate > best.get(path, (0.0, None))[0]:
-                        best[path] = (rate, latencies)
+                    n = per_round // clients
+                    cpu = server.cpu_s()
+                    rate, latencies = _round(server.port, path, singles, clients, n)
+                    cpu = (server.cpu_s() - cpu) / (n * clients)
+                    if rate > best.get(path, (0.0, None, 0.0))[0]:
+                        best[path] = (rate, latencies, cpu)
             for path, case in (("/bare", "REFERENCE bare FastAPI route, canned decision"),
                                ("/v1/decisions", "POST /v1/decisions, 4 slots")):
-                rate, latencies = best[path]
+                rate, latencies, cpu = best[path]
                 p50, p99 = np.percentile(latencies, [50, 99]) * 1e3
                 ms.append(Measurement(BENCH, f"{case}, {clients} clients", "E4", rate, "req/s",
-                                      len(latencies), note=f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"))
+                                      len(latencies), note=f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+                                      f"server CPU {cpu * 1e6:.0f} us/req"))
             rs.append(Ratio(BENCH, f"POST /v1/decisions / bare route (req/s), {clients} clients",
                             "E4", best["/v1/decisions"][0] / best["/bare"][0], target=0.8,
                             note="concurrent keep-alive connections"))
 
+        cpu = server.cpu_s()
         t_nd, _ = best_time(lambda: None, lambda _: _batch(server.port, ndjson, NDJSON, n_send),
                             repeat)
+        cpu = (server.cpu_s() - cpu) / (n_send * repeat)
         full = n_send == N_SEND
         ms.append(Measurement(
             BENCH, "POST /v1/decisions/batch NDJSON, 4 slots", "E4", n_send / t_nd,
-            "decisions/s", n_send, note=f"{t_nd:.2f} s for {len(ndjson) / 1e6:.0f} MB in",
+            "decisions/s", n_send, note=f"{t_nd:.2f} s for {len(ndjson) / 1e6:.0f} MB in, "
+            f"server CPU {cpu * 1e6:.1f} us/decision (mean of the runs)",
             target=">= 100,000 decisions/s" if full else "",
             met=(n_send / t_nd >= 100_000) if full else None))
         t_js, _ = best_time(lambda: None, lambda _: _batch(

@@ -83,6 +83,11 @@ class Engine:
         # Called once per decide call with what it decided (outside the lock, unless the
         # caller holds it); it must not block: the service's queues and never raises.
         self.decision_sink: Callable[[DecisionLog], object] | None = None
+        # Called under the lock before anything reads or changes the join or what it learned
+        # (ingest and record, erase, report, snapshot, open windows, the cap): a sink that
+        # queues decisions (the service's in-process ``JoinLog``) hands them to the join here,
+        # so that they are in it before any event that names them.
+        self.before_join: Callable[[], object] | None = None
         self.clock: Callable[[], int] = _now_ms  # the decision log's ts (ms)
 
     # -- campaigns ----------------------------------------------------------------------
@@ -271,6 +276,7 @@ class Engine:
         """Keep at most ``max_pending`` decisions of a campaign open in the attribution join
         (``bandit.engine.join``); not part of a snapshot, so set again after loading one."""
         with self._lock:
+            self._join_ready()
             self._joiner.max_pending = max_pending
 
     def ingest(self, events: Sequence[Joinable],
@@ -291,6 +297,7 @@ class Engine:
         ``stripped_impressions``), so theirs is never checked, kept or learned."""
         events, stripped = (events, 0) if checked else strip_consentless(events)
         with self._lock:
+            self._join_ready()
             self.stripped_impressions += stripped
             for i, e in enumerate([] if checked else events):
                 try:
@@ -402,12 +409,19 @@ class Engine:
         """``erase`` by ``subject_key`` (the stream worker's erase records): how many pending
         decisions were dropped and whether anything changed (see ``Joiner.erase``)."""
         with self._lock:
+            self._join_ready()
             return self._joiner.erase(subjects)
 
     def open_windows(self) -> int:
         """How many decisions wait in the attribution join for their window to close."""
         with self._lock:
+            self._join_ready()
             return self._joiner.open_count
+
+    def _join_ready(self) -> None:
+        """``before_join``, with the lock held: the join holds every decision logged."""
+        if self.before_join is not None:
+            self.before_join()
 
     def warm_up(self) -> None:
         """Compile (or load from the cache) every kernel a decision or a learn can reach, so
@@ -439,6 +453,7 @@ class Engine:
         """The snapshot ``save`` writes, as bytes; ``extra`` (JSON-ready) rides along and comes
         back from ``from_bytes`` (the stream worker keeps its offsets there)."""
         with self._lock:
+            self._join_ready()
             meta, arrays = _snapshot.snapshot(self._campaigns, self._joiner, self.rejected_events)
         meta["extra"] = extra
         return _snapshot.to_bytes(meta, arrays)
@@ -483,6 +498,7 @@ class Engine:
         allocation and reward rate, each flagged on a large disparity (``_AUDIT_*``,
         ``_ctr_gap``), never on fewer than ``_AUDIT_MIN`` impressions."""
         with self._lock:
+            self._join_ready()
             return _report.report(self._get(campaign))
 
 

@@ -48,7 +48,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
     system's randomness unless ``settings.id_seed`` is set (reproducible runs only).
 
     Every decision is logged (``Engine.decision_sink``): without a link to the engine's own
-    attribution join, in stream mode to ``<prefix>.decisions`` by the link.
+    attribution join, in batches (``JoinLog``: queued, and joined before any event, erasure,
+    report, snapshot or metric reads the join), in stream mode to ``<prefix>.decisions`` by
+    the link.
 
     ``link`` makes the stream link (stream mode; ``cmab serve`` passes
     ``streams.link.stream_link(...)`` when ``settings.bootstrap_servers`` is set, which then
@@ -78,9 +80,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
     _keep(app, engine, settings, metrics, link)
     metrics.registry.register(StreamCounts(lambda: app.state.link))
     if link is None:  # the decision log feeds the engine's own join (the link sets its own)
-        join_log = JoinLog(engine)
+        join_log = app.state.join_log = JoinLog(engine)
         engine.decision_sink = join_log
-        metrics.registry.register(ExcludedCounts(partial(_excluded, engine)))
+        metrics.registry.register(ExcludedCounts(partial(_excluded, engine, join_log)))
     metrics.registry.register(DecisionLogCounts(
         lambda: app.state.link if link is not None else join_log))
     app.router.route_class = StrictRoute
@@ -99,8 +101,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
     return app
 
 
-def _excluded(engine: Engine) -> dict[str, int]:
-    with engine.lock:  # the join updates them under it
+def _excluded(engine: Engine, join_log: JoinLog) -> dict[str, int]:
+    with engine.lock:  # the join updates them under it, after the queued decisions
+        join_log.flush()
         return dict(engine.excluded)
 
 
@@ -116,6 +119,7 @@ def _keep(app: FastAPI, engine: Engine, settings: Settings, metrics: Metrics,
                           if settings.ingest_token else None)
     state.link_factory = link
     state.link = None  # made at start-up
+    state.join_log = None  # in process: the decision log (set by create_app)
 
 
 @asynccontextmanager
@@ -130,6 +134,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up = asyncio.create_task(run_in_threadpool(engine.warm_up))
         warm_up.add_done_callback(_log_failure)
     yield
+    if state.join_log is not None:  # the decisions still queued, into the join
+        await run_in_threadpool(state.join_log.flush)
     if state.link is not None:
         link, state.link = state.link, None
         await run_in_threadpool(link.close)
