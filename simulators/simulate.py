@@ -466,8 +466,8 @@ def _play_campaign(env: EmailCampaign, engines: dict[str, Engine], steps: int, b
         pending: deque[tuple[list[Send | Outcome], int]] = deque()
         arrived = not late
         elapsed = 0.0
-        sink, own_clock = engine.decision_sink, engine.clock
-        engine.decision_sink, engine.clock = JoinLog(engine), clock
+        sink, own_clock, hook = engine.decision_sink, engine.clock, engine.before_join
+        engine.decision_sink, engine.clock = JoinLog(engine), clock  # sets before_join
         try:
             for b, start in enumerate(starts.tolist()):  # Python ints: they slice lists too
                 rows = slice(start, min(start + batch_size, steps))
@@ -491,7 +491,7 @@ def _play_campaign(env: EmailCampaign, engines: dict[str, Engine], steps: int, b
                 elapsed += time.perf_counter() - t0
                 bar.advance(task, rows.stop - rows.start)
         finally:
-            engine.decision_sink, engine.clock = sink, own_clock
+            engine.decision_sink, engine.clock, engine.before_join = sink, own_clock, hook
         learned[name] = scored(name, choices, rewards, elapsed)
     new_arm = f"{ARTWORK_SLOT}/{env.arm_ids[ARTWORK_SLOT][-1]}"
     return dict(env.arm_ids), learned | baselines, new_arm

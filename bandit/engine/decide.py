@@ -146,12 +146,13 @@ def explain(s: _Slot, X: np.ndarray, arms: np.ndarray, ask: np.ndarray
 
 
 def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
-               ts: int | None = None) -> OneDecision:
+               ts: int | None = None, vectors: bool = True) -> OneDecision:
     """``decide_columns`` for one request, step for step (the same id words, the same errors
     at the same points), with scalars where it has columns, and one fused call per slot
     (Policy.decide_row) for choice, propensity, mean and bonus. ``r`` is a
     ``DecisionRequest`` or anything with its attributes (the service's msgspec mirror).
-    ``ts`` (ms; a decision sink is set): the decision's ``DecisionLog`` rides along."""
+    ``ts`` (ms; a decision sink is set): the decision's ``DecisionLog`` rides along, with
+    every arm's probability unless ``vectors`` is False."""
     hi, lo = one_id_words(id_rng)
     consent = r.consent
     lo = lo & ~1 | bool(consent)  # the consent bit
@@ -197,15 +198,18 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
         explanations.append(explanation)
         if ts is not None:
             k = len(s.arm_ids)
-            if decided:
-                P = policy.propensities((xp if policy.dim else xp[:0])[None, :], eligible=mask)
-                allowed = (policy.active if mask is None else mask)[None, :]
-            else:
+            vector: tuple[np.ndarray, np.ndarray] | tuple[None, None] = (None, None)
+            if vectors and decided:
+                vector = (policy.propensities((xp if policy.dim else xp[:0])[None, :],
+                                              eligible=mask),
+                          (policy.active if mask is None else mask)[None, :])
+            elif vectors:
                 P, allowed = np.zeros((1, k)), np.zeros((1, k), dtype=bool)
                 P[0, a], allowed[0, a] = 1.0, True
+                vector = (P, allowed)
             logged.append(SlotColumns(s.spec.name, list(s.arm_ids), np.array([a]),
                                       np.array([p]), np.array([mean]), np.array([bonus]),
-                                      None, P, allowed))
+                                      None, *vector))
     log = None if ts is None else DecisionLog(
         r.campaign, [decision_id], [r.user_id], ts, c.version, np.array([holdout]),
         np.array([bool(consent)]), [r.context], [r.segments], logged)
@@ -261,10 +265,11 @@ def request_columns(c: _Campaign, user_ids: list[str], consent: np.ndarray,
 
 
 def decide_columns(c: _Campaign, columns: RequestColumns, words: np.ndarray,
-                   ts: int | None = None) -> DecisionBatch:
+                   ts: int | None = None, vectors: bool = True) -> DecisionBatch:
     """The decisions of ``columns`` with ids from ``words`` (n, 2) uint64 and the consent
     bit, each slot in one batch call per policy. Holds the lock (the caller's). ``ts`` (ms;
-    a decision sink is set): the batch carries its ``DecisionLog``."""
+    a decision sink is set): the batch carries its ``DecisionLog``, with every arm's
+    probability unless ``vectors`` is False."""
     _with_consent_bit(words, columns.consent)
     seeds = words[:, 0] ^ words[:, 1]
     holdout = holdout_mask(c.spec.name, columns.user_ids, c.spec.holdout)
@@ -275,7 +280,7 @@ def decide_columns(c: _Campaign, columns: RequestColumns, words: np.ndarray,
     for s in c.slots:
         X = slot_matrix(s, columns.context, chosen)
         arms, probs, mean, bonus, P, allowed = _decide_slot(c, s, columns, X, seeds, holdout,
-                                                            ts is not None)
+                                                            ts is not None and vectors)
         explanations = explain(s, X, arms, columns.explain & ~skip) if asked else None
         chosen[s.spec.name] = arms
         slots.append(SlotColumns(s.spec.name, list(s.arm_ids), arms, probs, mean, bonus,

@@ -167,7 +167,7 @@ class Engine:
         """
         with self._lock:
             one = _decide.decide_one(self._get(request.campaign), request, self._id_rng,
-                                     self._log_ts())
+                                     self._log_ts(), self._log_vectors())
         self.log_decisions(one.log)
         return one
 
@@ -195,7 +195,7 @@ class Engine:
             # Ids are drawn before the contexts are read: a refused batch uses up its ids.
             words = id_words(self._id_rng, len(requests))
             batch = _decide.decide_columns(c, _decide.batch_columns(c, requests), words,
-                                           self._log_ts())
+                                           self._log_ts(), self._log_vectors())
         if logged:
             self.log_decisions(batch.log)
         return batch
@@ -221,13 +221,18 @@ class Engine:
         with self._lock:
             c = self._get(columns.campaign)
             batch = _decide.decide_columns(c, columns, id_words(self._id_rng, len(columns)),
-                                           self._log_ts())
+                                           self._log_ts(), self._log_vectors())
         self.log_decisions(batch.log)
         return batch
 
     def _log_ts(self) -> int | None:
         """The decision log's time for this call, None without a sink (nothing logged)."""
         return None if self.decision_sink is None else self.clock()
+
+    def _log_vectors(self) -> bool:
+        """Whether the sink reads every arm's probability (a sink whose ``probabilities``
+        attribute is False, the in-process join, does not: they are not computed)."""
+        return bool(getattr(self.decision_sink, "probabilities", True))
 
     def log_decisions(self, log: DecisionLog | None) -> None:
         """Hand a decide call's log to the sink (nothing without one, or without a log)."""

@@ -78,6 +78,9 @@ class JoinLog:
     ``logged``, the decisions the join took; ``queued``, those decided and not ingested yet;
     every decision is in exactly one of logged, over_capacity and queued."""
 
+    # The join reads no probability vector: the engine need not compute them.
+    probabilities = False
+
     def __init__(self, engine: Engine, *, batch: int = 4096, delay_s: float = 0.05,
                  idle_s: float = 1.0) -> None:
         self._engine = engine

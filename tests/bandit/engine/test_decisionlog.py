@@ -72,6 +72,7 @@ def requests_of(rng: np.random.Generator, n: int) -> list[DecisionRequest]:
 class Sink:
     def __init__(self) -> None:
         self.logs: list[DecisionLog] = []
+        self.probabilities = True
 
     def __call__(self, log: DecisionLog) -> None:
         self.logs.append(log)
@@ -182,3 +183,24 @@ def test_an_empty_call_logs_no_line(rng):
     engine.decision_sink = sink
     engine.decide_batch("weekly", [])
     assert sink.logs[-1].lines() == [] and sink.logs[-1].decisions() == []
+
+
+def test_a_sink_that_reads_no_vector_gets_the_same_decisions_without_them(rng):
+    """The in-process join reads no probability vector (``probabilities = False`` on the
+    sink): none is computed, and the decisions and what the join takes are the same."""
+    requests = requests_of(rng, 30)
+    logs = []
+    for vectors in (True, False):
+        engine = learned({"kind": "lin_ts"}, np.random.default_rng(1))
+        sink = Sink()
+        sink.probabilities = vectors
+        engine.decision_sink, engine.clock = sink, lambda: 5
+        engine.decide_batch("weekly", requests)
+        for r in requests[:5]:
+            engine.decide_one(r)
+        logs.append(sink.logs)
+    for full, bare in zip(*logs, strict=True):
+        assert all(s.probabilities is None and s.eligible is None for s in bare.slots)
+        assert full.for_join() == bare.for_join()
+        with pytest.raises(ValueError, match="needs every arm's probability"):
+            bare.lines()
