@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.engine.campaign import _Campaign, _is_vw, _Slot, build_campaign, slot_matrix
+from bandit.engine.intervals import clusters_of
 from bandit.engine.join import Closed
 from bandit.engine.tally import GROUPS, _add_grouped, _add_outcomes
 from bandit.errors import InvalidInputError, UnknownArmError
@@ -37,6 +38,7 @@ its learned events per outcome type (``OUTCOME_TYPES`` order)."""
     context: np.ndarray  # (n with context, dim) float64
     segments: tuple[list, np.ndarray, np.ndarray, int]
     outcomes: np.ndarray  # (n, len(OUTCOME_TYPES)) int64
+    clusters: np.ndarray  # (n,) int64: the subscriber bucket (``intervals.clusters_of``)
 
 
 def by_campaign(campaigns: Mapping[str, _Campaign], get: Callable[[str], _Campaign],
@@ -98,7 +100,8 @@ def event_columns(c: _Campaign, events: list[JoinedLike]) -> _Learned:
                       dtype=np.float64),
         arms=arms, propensities=propensities, rewards=rewards, has_context=has_context,
         context=c.context.encode([e.context for e in events if e.context is not None]),
-        segments=segment_pairs(events), outcomes=outcomes)
+        segments=segment_pairs(events), outcomes=outcomes,
+        clusters=clusters_of([e.subject for e in events]))
 
 
 def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
@@ -147,7 +150,8 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
     return _Learned(ts=closed.ts[rows], holdout=closed.holdout[rows].astype(np.int64),
                     best=best, arms=arms, propensities=propensities, rewards=rewards,
                     has_context=has_context, context=X[has_context], segments=segments,
-                    outcomes=closed.outcomes[rows].astype(np.int64))
+                    outcomes=closed.outcomes[rows].astype(np.int64),
+                    clusters=clusters_of([closed.subjects[r] for r in rows.tolist()]))
 
 
 def learn_columns(c: _Campaign, cols: _Learned) -> None:
@@ -189,6 +193,9 @@ def learn_columns(c: _Campaign, cols: _Learned) -> None:
     totals = {0: c.personalized, 1: c.holdout}
     _add_grouped(totals, [0, 1], cols.holdout, cols.best)
     _add_outcomes(c.outcomes, GROUPS, cols.holdout, cols.outcomes)
+    for flag, group in enumerate(GROUPS):
+        mine = cols.holdout == flag
+        c.clustered[group].add(cols.clusters[mine], cols.outcomes[mine], cols.best[mine])
     c.version += 1
 
 

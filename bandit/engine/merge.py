@@ -10,7 +10,7 @@ from typing import Any, cast
 import numpy as np
 
 from bandit.engine.campaign import _Campaign, _is_vw, _Slot
-from bandit.engine.tally import _Outcomes, _Tally
+from bandit.engine.tally import GROUPS, _Clustered, _Outcomes, _Tally
 from bandit.policies import Bart, HybridLinUCB, Policy, from_state
 
 
@@ -92,6 +92,7 @@ def swap_in(campaigns: Mapping[str, _Campaign], built: Mapping[str, Any]) -> Non
         c.outcomes = {}
         for p in parts:
             _sum_into(c.outcomes, p.outcomes, _Outcomes)
+        c.clustered = {g: sum((p.clustered[g] for p in parts), _Clustered()) for g in GROUPS}
         c.version = sum(p.version for p in parts)
 
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable
 from typing import cast
 
+from bandit.engine import guardrails as _guardrails
 from bandit.engine.campaign import _Campaign, _Slot
 from bandit.engine.tally import _Z95, GROUPS, _Outcomes, _Tally
 from bandit.models import (
@@ -38,7 +39,7 @@ def report(c: _Campaign) -> CampaignReport:
     allocation and reward rate, each flagged on a large disparity (``_AUDIT_*``,
     ``_ctr_gap``), never on fewer than ``_AUDIT_MIN`` impressions. Outcome rates per arm and
     group (``outcome_rate``) and their lift per type (``outcome_lift``) for the campaign and
-    each slot."""
+    each slot; each guardrail's test and why one paused the campaign."""
     outcomes = {group: c.outcomes.get(group, _Outcomes()) for group in GROUPS}
     return CampaignReport(
         campaign=c.spec.name, model_version=c.version, paused=c.paused,
@@ -47,7 +48,8 @@ def report(c: _Campaign) -> CampaignReport:
         lift=_lift(c), slots=[_slot_report(s) for s in c.slots],
         groups={group: _group_report(tally, outcomes[group]) for group, tally in
                 zip(GROUPS, (c.personalized, c.holdout), strict=True)},
-        outcome_lift=outcome_lift(outcomes["personalized"], outcomes["holdout"]))
+        outcome_lift=outcome_lift(outcomes["personalized"], outcomes["holdout"]),
+        guardrails=_guardrails.report(c), paused_by=c.paused_by)
 
 
 def outcome_rate(reached: int, n: int) -> tuple[float | None, Interval | None]:

@@ -1,0 +1,196 @@
+"""Guardrails (``bandit.engine.guardrails``): the spec's checks; a harmful subject line trips
+its guardrail within the sends its effect and the always-valid interval allow; a harmless
+campaign trips in at most 5% of 200 runs checked after every send; a breach pauses the campaign
+with its reason (report, metric, decisions on default arms) until a person resumes it, after
+which the test restarts from the sums at the resume; the reason and the baseline travel in
+campaign records and snapshots, and the stream service's merged model is evaluated too.
+
+The outcomes are the email simulator's (``simulators.outcomes``): unsubscribes depend on the
+subject line and the send hour only (urgency and night sends cost them), so a run draws them
+from that table, per subscriber and send, and adds them to the tallies the engine keeps."""
+
+from __future__ import annotations
+
+import math
+from itertools import count
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from bandit.engine import Engine
+from bandit.engine import guardrails as _guardrails
+from bandit.engine.campaign import _Campaign, build_campaign
+from bandit.engine.intervals import always_valid_factor, clusters_of, rho_for
+from bandit.engine.randomness import _in_holdout, subject_key
+from bandit.models import OUTCOME_TYPES, CampaignSpec, DecisionRequest, Unsubscribe
+from bandit.models.specs import Guardrail
+from bandit.service import create_app
+from bandit.settings import Settings
+from simulators.email_campaign import EmailCampaign
+from simulators.outcomes import EmailOutcomes
+from tests.servers import live
+
+ENV = EmailCampaign()
+FRAMING = {f: i for i, f in enumerate(ENV.FRAMINGS)}
+UNSUBSCRIBE, COMPLAINT = OUTCOME_TYPES.index("unsubscribe"), OUTCOME_TYPES.index("complaint")
+# The list every send goes to: the simulator's subscriber ids; holdout 5% (the default).
+N, HOLDOUT = 20_000, 0.05
+USERS = [f"s{i:07d}" for i in range(N)]
+
+
+def _rates() -> tuple[np.ndarray, np.ndarray]:
+    """The simulator's unsubscribe and complaint rates per (framing, send hour) (5, 24), per
+    email sent (bounces included); the same for every subscriber."""
+    f, h = np.meshgrid(np.arange(len(ENV.FRAMINGS)), np.arange(24), indexing="ij")
+    rates = EmailOutcomes(ENV).rates(ENV.subscribers(f.size, np.random.default_rng(0)), {
+        "subject_line": f.ravel(), "send_hour": h.ravel(),
+        "offer": np.zeros(f.size, dtype=np.int64), "artwork": np.zeros(f.size, dtype=np.int64)})
+    return rates["unsubscribe"].reshape(f.shape), rates["complaint"].reshape(f.shape)
+
+
+UNSUB, COMPLAIN = _rates()
+PLAIN_H09 = UNSUB[FRAMING["plain"], 9]  # the default arms: what the holdout gets
+
+
+def spec(name: str, *guardrails: dict[str, Any], holdout: float = HOLDOUT) -> CampaignSpec:
+    return CampaignSpec.model_validate({
+        "name": name, "holdout": holdout, "attribution_window_ms": 1000,
+        "slots": [{"name": "subject_line", "arms": [{"id": "plain"}, {"id": "urgency"}],
+                   "default_arm": "plain", "policy": {"kind": "beta_ts"}},
+                  {"name": "send_hour", "arms": [{"id": "h09"}, {"id": "h02"}],
+                   "default_arm": "h09", "policy": {"kind": "beta_ts"}}],
+        "guardrails": list(guardrails)})
+
+
+class Sends:
+    """Sends to the whole list, straight into a campaign's clustered tallies (what learning
+    adds once their windows close): each subscriber's bucket from their subject key, holdout
+    by the engine's hash, unsubscribes and complaints drawn from the simulator's rates."""
+
+    def __init__(self, campaign: str) -> None:
+        self.clusters = clusters_of([subject_key(u) for u in USERS])
+        self.holdout = np.array([_in_holdout(campaign, u, HOLDOUT) for u in USERS])
+
+    def send(self, c: _Campaign, framing: np.ndarray, hour: np.ndarray,
+             rng: np.random.Generator) -> None:
+        """One send: personalized subscriber i gets (framing[i], hour[i]); the holdout plain
+        at 9h."""
+        f = np.where(self.holdout, FRAMING["plain"], framing)
+        h = np.where(self.holdout, 9, hour)
+        unsubscribed = rng.random(N) < UNSUB[f, h]
+        outcomes = np.zeros((N, len(OUTCOME_TYPES)), dtype=np.int64)
+        outcomes[:, UNSUBSCRIBE] = unsubscribed
+        outcomes[:, COMPLAINT] = unsubscribed & (rng.random(N) < COMPLAIN[f, h] / UNSUB[f, h])
+        for flag, group in enumerate(("personalized", "holdout")):
+            mine = self.holdout == bool(flag)
+            c.clustered[group].add(self.clusters[mine], outcomes[mine], np.zeros(mine.sum()))
+
+
+# -- the spec -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("guardrails", "message"), [
+    ([{"outcome": "unsubscribe"}], "max_lift or min_lift: give at least one"),
+    ([{"outcome": "click", "min_lift": 0.01, "max_lift": 0.0}], "min_lift 0.01 is above"),
+    ([{"outcome": "unsubscribe", "max_lift": 0.001},
+      {"outcome": "unsubscribe", "min_lift": -0.1}],
+     "guardrails: 2 guardrails on 'unsubscribe'; at most one per outcome type"),
+    ([{"outcome": "unsubscribes", "max_lift": 0.001}], "guardrails.0.outcome"),
+    ([{"outcome": "unsubscribe", "max_lift": 2.0}], "guardrails.0.max_lift"),
+    ([{"outcome": "unsubscribe", "max_lift": 0.001, "min_decisions": 0}],
+     "guardrails.0.min_decisions"),
+    ([{"outcome": "unsubscribe", "max_lift": 0.001, "min_decisions": 10.5}],
+     "expected a whole number"),
+])
+def test_a_bad_guardrail_is_refused_naming_its_field(guardrails, message):
+    with pytest.raises(ValidationError) as error:
+        spec("bad", *guardrails)
+    text = str(error.value)
+    assert message in text or message in ".".join(
+        ".".join(map(str, e["loc"])) for e in error.value.errors()), text
+
+
+def test_a_guardrail_defaults_to_1000_decisions_per_group():
+    g = Guardrail.model_validate({"outcome": "complaint", "max_lift": 0.0005})
+    assert (g.min_decisions, g.min_lift) == (1000, None)
+
+
+# -- the test's error rates, on the simulator ---------------------------------------------
+
+
+# How far the estimate may fall short (in its standard deviations) in the bound of
+# ``sends_to_trip``: 5 sd is under 1e-6 for a normal estimate; the holdout's unsubscribe count
+# (about 30 by then) is skewed like a Poisson's, which leaves it far below 1e-3.
+MARGIN = 5
+
+
+def sends_to_trip(harmful: float, limit: float, rho: float) -> int:
+    """The sends by which a personalized unsubscribe rate ``harmful`` (holdout: the default
+    arms') trips a guardrail ``max_lift = limit`` unless the estimate falls MARGIN standard
+    deviations short: the first send s after which the expected lift exceeds the limit by
+    the always-valid half width plus MARGIN standard deviations of the estimate (binomial:
+    independent draws per send), with each group past min_decisions."""
+    n_h = HOLDOUT * N
+    n_p = N - n_h
+    for s in count(1):
+        sd = math.sqrt(harmful * (1 - harmful) / (s * n_p)
+                       + PLAIN_H09 * (1 - PLAIN_H09) / (s * n_h))
+        if (s * n_h >= 1000 and harmful - PLAIN_H09 - limit
+                >= (always_valid_factor(s * N, rho) + MARGIN) * sd):
+            return s
+    raise AssertionError("unreachable")
+
+
+def test_a_harmful_subject_line_trips_its_guardrail_within_the_bound():
+    """Every personalized subscriber gets the urgency subject line at 9h: unsubscribes go
+    from 0.25% to 0.67% (the simulator's odds times e), a lift of +0.42 points against a
+    guardrail of +0.1 points. Over 20 seeds each run trips by the bound of
+    ``sends_to_trip`` (19 sends; most runs trip within 2 to 4)."""
+    guardrail = {"outcome": "unsubscribe", "max_lift": 0.001}
+    harmful = UNSUB[FRAMING["urgency"], 9]
+    assert harmful - PLAIN_H09 == pytest.approx(0.0042, abs=1e-4)
+    bound = sends_to_trip(harmful, 0.001, rho_for(_guardrails.LIFT_HORIZON))
+    assert bound == 19
+    sends = Sends("harm")
+    tripped = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        c = build_campaign(spec("harm", guardrail), rng)
+        for s in range(1, bound + 1):
+            sends.send(c, np.full(N, FRAMING["urgency"]), np.full(N, 9), rng)
+            if _guardrails.check(c, at_ms=s) is not None:
+                break
+        assert c.paused and c.paused_by is not None, f"seed {seed}: not tripped in {bound}"
+        assert (c.paused_by.outcome, c.paused_by.bound, c.paused_by.limit) == (
+            "unsubscribe", "max_lift", 0.001)
+        assert c.paused_by.interval.low > 0.001 and c.paused_by.at_ms == s
+        tripped.append(s)
+    assert max(tripped) <= bound and np.median(tripped) <= 4
+
+
+@pytest.mark.slow
+def test_a_harmless_campaign_trips_in_at_most_5_percent_of_200_runs():
+    """200 runs of 12 sends, checked after every send: personalized subscribers get any
+    subject line but urgency at any hour from 6h (the simulator's unsubscribe rate of the
+    default arms: no harm). Two guardrails per run: the issue's +0.1 points, and the hardest
+    harmless one, max_lift 0 (the bound at the true lift itself: the one-sided error of the
+    95% confidence sequence, nominally 2.5%). Each trips in at most 10 of the 200 runs."""
+    sends = Sends("harmless")
+    others = np.array([FRAMING[f] for f in ENV.FRAMINGS if f != "urgency"])
+    assert np.allclose(UNSUB[others, 6:], PLAIN_H09)  # no harm
+    trips = {0.001: 0, 0.0: 0}
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        c = build_campaign(spec("harmless", {"outcome": "unsubscribe", "max_lift": 0.001}), rng)
+        strict = build_campaign(spec("harmless", {"outcome": "unsubscribe", "max_lift": 0.0}),
+                                rng)
+        strict.clustered = c.clustered  # the same sends, the other bound
+        for s in range(12):
+            sends.send(c, rng.choice(others, N), rng.integers(6, 24, N), rng)
+            _guardrails.check(c, at_ms=s)
+            _guardrails.check(strict, at_ms=s)
+        trips[0.001] += c.paused
+        trips[0.0] += strict.paused
+    assert trips[0.001] <= 10 and trips[0.0] <= 10, trips
