@@ -276,8 +276,8 @@ class Engine:
         if reason is None:
             return False
         self.breaches[(c.spec.name, reason.outcome)] += 1
-        log.warning("campaign %r paused by its %s guardrail: lift %s [%.6f, %.6f] (always-"
-                    "valid 95%%) beyond %s %g", c.spec.name, reason.outcome, reason.bound,
+        log.warning("campaign %r paused by its %s guardrail: lift in [%.6f, %.6f] (always-"
+                    "valid 95%%), beyond %s %g", c.spec.name, reason.outcome,
                     reason.interval.low, reason.interval.high, reason.bound, reason.limit)
         return True
 
