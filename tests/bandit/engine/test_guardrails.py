@@ -117,6 +117,29 @@ def test_a_guardrail_defaults_to_1000_decisions_per_group():
     assert (g.min_decisions, g.min_lift) == (1000, None)
 
 
+def test_a_lift_below_min_lift_breaches_and_too_few_decisions_wait():
+    """Clicks fall from 3% (holdout) to 1% (personalized) over 20,000 decisions each: a
+    guardrail of -0.5 points breaches its min_lift; one that wants 50,000 decisions per group
+    waits (and pauses nothing), whatever its interval says."""
+    click = OUTCOME_TYPES.index("click")
+    rng = np.random.default_rng(1)
+    c = build_campaign(spec("clicks", {"outcome": "click", "min_lift": -0.005},
+                            {"outcome": "open", "min_lift": -0.005,
+                             "min_decisions": 50_000}), rng)
+    for group, rate in (("personalized", 0.01), ("holdout", 0.03)):
+        outcomes = np.zeros((20_000, len(OUTCOME_TYPES)), dtype=np.int64)
+        outcomes[:, click] = outcomes[:, OUTCOME_TYPES.index("open")] = (
+            rng.random(20_000) < rate)
+        c.clustered[group].add(rng.integers(1024, size=20_000), outcomes, np.zeros(20_000))
+    clicks, opens = _guardrails.report(c)
+    assert (clicks.state, opens.state) == ("breached", "waiting")
+    assert opens.interval is not None and opens.interval.high < -0.005
+    reason = _guardrails.check(c, at_ms=7)
+    assert reason is not None and (reason.outcome, reason.bound, reason.limit) == (
+        "click", "min_lift", -0.005)
+    assert reason.interval.high < -0.005 and c.paused
+
+
 # -- the test's error rates, on the simulator ---------------------------------------------
 
 
