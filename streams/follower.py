@@ -17,6 +17,11 @@ the owner has passed it in both. One with the same offsets as the absorbed one h
 state (the join is deterministic given its records) and is skipped. At start-up the newest
 record of each partition is taken as it is.
 
+After every absorb it evaluates the campaigns' guardrails on the merged model (one partition
+sees part of the data; ``Engine.guard``): a breach pauses the campaign here and is handed to
+``on_breach`` (the service's link publishes the campaign record, with the reason, so every
+replica and worker follows; ``bandit.engine.guardrails``).
+
 It also follows the campaigns topic, so several service replicas hold the same campaigns,
 and ``.vwstate``, the VW learner's checkpoints: the VW slots' models are swapped in from the
 newest one (``Engine.absorb_vw``), again under the engine's lock.
@@ -61,15 +66,19 @@ class StateFollower:
 
     ``updated_at`` (monotonic seconds) is when the model last changed; ``stale`` counts the
     checkpoints ignored because they were behind the absorbed ones; ``age_s()`` is what
-    readyz reports. ``wait_for(predicate)`` helps tests and the demo. ``fetch_max_wait_ms`` is
+    readyz reports. ``on_breach(campaign)`` is called for each campaign a guardrail paused
+    after an absorb (the service's link publishes its record). ``wait_for(predicate)`` helps
+    tests and the demo. ``fetch_max_wait_ms`` is
     how long the broker may hold a fetch that found nothing: a new checkpoint waits up to
     about half of it before the follower sees it (``streams.kafka.FETCH_MAX_WAIT_MS``).
     """
 
     def __init__(self, engine: Engine, bootstrap_servers: str, topics: Topics, *,
                  poll_timeout_ms: int = 200,
-                 fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+                 fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+                 on_breach: Callable[[str], None] | None = None) -> None:
         self.engine = engine
+        self.on_breach = on_breach
         self.topics = topics
         self.poll_timeout_ms = poll_timeout_ms
         self.updates = 0
@@ -199,6 +208,14 @@ class StateFollower:
             return
         partials = [part.engine for part in self.partitions().values()]
         self.engine.absorb(partials)
+        for name in self.engine.guard():
+            if self.on_breach is not None:
+                try:
+                    self.on_breach(name)
+                except (BanditError, KafkaError) as exc:  # paused in this replica only
+                    self.errors += 1
+                    log.error("state follower: campaign %r paused by a guardrail, its record "
+                              "not published: %s", name, exc)
         with self._changed:
             self.updates += 1
             self.updated_at = time.monotonic()

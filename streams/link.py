@@ -3,8 +3,9 @@
 Campaign changes are published as campaign records (the workers and other replicas apply
 them); events posted over HTTP go to the impressions and clicks topics instead of the
 in-process join; erasures go to the campaigns topic as erase records; the model follows the
-state topic (``StateFollower``); every decision goes to the decisions topic
-(``DecisionLogWriter``, the engine's ``decision_sink``).
+state topic (``StateFollower``), and the guardrail breaches it finds there are published as
+campaign records; every decision goes to the decisions topic (``DecisionLogWriter``, the
+engine's ``decision_sink``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class StreamLink:
                                               capacity=decision_log_capacity,
                                               **(decision_log_producer or {}))
         engine.decision_sink = self.decision_log.append
-        self.follower = StateFollower(engine, bootstrap_servers, topics).start()
+        self.follower = StateFollower(engine, bootstrap_servers, topics,
+                                      on_breach=self.campaign_changed).start()
 
     def campaign_changed(self, name: str) -> None:
         """Publish the campaign's record after a create, add or retire arm, or pause."""

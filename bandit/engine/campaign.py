@@ -11,10 +11,10 @@ from typing import Any, cast
 import numpy as np
 
 from bandit.engine.encoding import _Encoder
-from bandit.engine.tally import _Clustered, _Outcomes, _Tally, clustered_groups
+from bandit.engine.tally import GROUPS, _Clustered, _Outcomes, _Tally, clustered_groups
 from bandit.errors import ConflictError, InvalidInputError, NotFoundError, UnknownArmError
 from bandit.models import Arm, CampaignSpec, EligibilityRule, SlotSpec, check_arm_features
-from bandit.models.reports import Group
+from bandit.models.reports import Group, PauseReason
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
 from bandit.wire import Joined
 from bandit.wire.protocols import DecisionLike, OutcomeLike, SendLike
@@ -152,6 +152,10 @@ class _Campaign:
     # Per group, every decision by subscriber bucket (its reward: the best over its slots):
     # what the lift intervals read (tally.clustered_lift).
     clustered: dict[Group, _Clustered] = field(default_factory=clustered_groups)
+    paused_by: PauseReason | None = None  # the guardrail breach that paused it
+    # ``clustered`` when a person resumed it after a guardrail pause: the guardrails test the
+    # decisions since (``bandit.engine.guardrails``).
+    baseline: dict[Group, _Clustered] | None = None
 
     def slot(self, name: str) -> _Slot:
         for s in self.slots:
@@ -290,10 +294,44 @@ def retire_arm(c: _Campaign, slot: str, arm_id: str) -> CampaignSpec:
 
 def campaign_record(c: _Campaign) -> dict[str, Any]:
     """What another process needs to hold the same campaign: the spec, the retired arms per
-    slot and the pause flag, JSON-ready (the stream's campaigns topic carries it)."""
+    slot, the pause flag and the guardrails' state (``guard_state``), JSON-ready (the
+    stream's campaigns topic carries it)."""
     return {"spec": c.spec.model_dump(mode="json"), "paused": c.paused,
             "retired": {s.spec.name: [a for a, on in zip(s.arm_ids, s.policy.active, strict=True)
-                                      if not on] for s in c.slots}}
+                                      if not on] for s in c.slots},
+            **guard_state(c)}
+
+
+def guard_state(c: _Campaign) -> dict[str, Any]:
+    """The guardrails' state, JSON-ready: why a guardrail paused the campaign (``paused_by``)
+    and the sums at the resume after such a pause (``baseline``: per group, decisions and
+    the decisions reaching each outcome type per subscriber bucket); each null when none."""
+    baseline = None if c.baseline is None else {
+        group: {"n": t.n.tolist(), "reached": t.reached.tolist()}
+        for group, t in c.baseline.items()}
+    return {"paused_by": None if c.paused_by is None else c.paused_by.model_dump(mode="json"),
+            "baseline": baseline}
+
+
+def read_guard(state: Mapping[str, Any]
+               ) -> tuple[PauseReason | None, dict[Group, _Clustered] | None]:
+    """``paused_by`` and ``baseline`` from ``guard_state``'s dict (a record or snapshot
+    without them: none). ValueError, TypeError or KeyError for a malformed one."""
+    reason, baseline = state.get("paused_by"), state.get("baseline")
+    paused_by = None if reason is None else PauseReason.model_validate(reason)
+    if baseline is None:
+        return paused_by, None
+    sums: dict[Group, _Clustered] = {}
+    for group in GROUPS:
+        t = _Clustered()
+        n = np.asarray(baseline[group]["n"], dtype=np.int64)
+        reached = np.asarray(baseline[group]["reached"], dtype=np.int64)
+        if n.shape != t.n.shape or reached.shape != t.reached.shape:
+            raise ValueError(f"baseline of {group}: shapes {n.shape} and {reached.shape}, "
+                             f"expected {t.n.shape} and {t.reached.shape}")
+        t.n[:], t.reached[:] = n, reached
+        sums[group] = t
+    return paused_by, sums
 
 
 def _campaign_of(campaigns: Mapping[str, _Campaign], name: str) -> _Campaign:

@@ -10,6 +10,7 @@ consent bit and the replayable draws are described in ``bandit.engine.randomness
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ import numpy as np
 
 from bandit.engine import campaign as _campaign
 from bandit.engine import decide as _decide
+from bandit.engine import guardrails as _guardrails
 from bandit.engine import learn as _learn
 from bandit.engine import merge as _merge
 from bandit.engine import report as _report
@@ -50,6 +52,8 @@ from bandit.models import (
 from bandit.policies import Policy
 from bandit.wire.decisions import DecisionRequestLike
 from bandit.wire.protocols import JoinedLike
+
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -88,7 +92,9 @@ class Engine:
         # queues decisions (the service's in-process ``JoinLog``) hands them to the join here,
         # so that they are in it before any event that names them.
         self.before_join: Callable[[], object] | None = None
-        self.clock: Callable[[], int] = _now_ms  # the decision log's ts (ms)
+        self.clock: Callable[[], int] = _now_ms  # the decision log's ts (ms), breaches' at_ms
+        # Guardrail breaches per (campaign, outcome type): each paused its campaign.
+        self.breaches: Counter[tuple[str, str]] = Counter()
 
     # -- campaigns ----------------------------------------------------------------------
 
@@ -123,10 +129,15 @@ class Engine:
             return _campaign.retire_arm(self._get(campaign), slot, arm_id)
 
     def pause(self, campaign: str, paused: bool = True) -> CampaignSpec:
-        """The kill switch: while paused every subscriber gets each slot's default arm."""
+        """The kill switch: while paused every subscriber gets each slot's default arm.
+        Resuming a campaign that a guardrail paused clears the reason and restarts its
+        guardrails' test from the sums now (``bandit.engine.guardrails``)."""
         with self._lock:
             c = self._get(campaign)
-            c.paused = paused
+            if paused:
+                c.paused = True
+            else:
+                _guardrails.resume(c)
             return c.spec
 
     def is_paused(self, campaign: str) -> bool:
@@ -249,6 +260,7 @@ class Engine:
             for name, events in _learn.by_campaign(self._campaigns, self._get, joined).items():
                 c = self._campaigns[name]
                 _learn.learn_columns(c, _learn.event_columns(c, events))
+                self._guard(c)
 
     def learn_closed(self, closed: Closed) -> None:
         """``learn(closed.events())`` straight from the join's columns, without an event per
@@ -258,6 +270,26 @@ class Engine:
             for name, rows in _learn.closed_campaigns(closed):
                 c = self._get(name)
                 _learn.learn_columns(c, _learn.closed_columns(c, closed, rows))
+                self._guard(c)
+
+    def guard(self) -> list[str]:
+        """Evaluate every running campaign's guardrails (``bandit.engine.guardrails``); a
+        breach pauses its campaign with the reason. Learning does it for the campaigns it
+        learns; the stream service calls it after absorbing the workers' states. Returns the
+        campaigns paused now."""
+        with self._lock:
+            return [c.spec.name for c in self._campaigns.values() if self._guard(c)]
+
+    def _guard(self, c: _Campaign) -> bool:
+        """``guardrails.check`` of one campaign, counted in ``breaches``: whether it tripped."""
+        reason = _guardrails.check(c, self.clock())
+        if reason is None:
+            return False
+        self.breaches[(c.spec.name, reason.outcome)] += 1
+        log.warning("campaign %r paused by its %s guardrail: lift in [%.6f, %.6f] (always-"
+                    "valid 95%%), beyond %s %g", c.spec.name, reason.outcome,
+                    reason.interval.low, reason.interval.high, reason.bound, reason.limit)
+        return True
 
     def record(self, events: Sequence[Joinable]) -> int:
         """The in-process event path: logged decisions, sends, outcomes and legacy impressions
@@ -342,17 +374,20 @@ class Engine:
 
     def campaign_record(self, name: str) -> dict[str, Any]:
         """What another process needs to hold the same campaign: the spec, the retired arms per
-        slot and the pause flag, JSON-ready (the stream's campaigns topic carries it)."""
+        slot, the pause flag and the guardrails' state (why a guardrail paused it, the
+        baseline of a resume), JSON-ready (the stream's campaigns topic carries it)."""
         with self._lock:
             return _campaign.campaign_record(self._get(name))
 
     def sync_campaign(self, record: dict[str, Any]) -> None:
         """Bring a campaign to ``campaign_record``'s content: create it, add the arms it lacks,
-        retire arms, set the pause flag. Idempotent; a record that changes anything but arms
-        (slots, schema, policies) is refused with IncompatibleStateError."""
+        retire arms, set the pause flag and the guardrails' state. Idempotent; a record that
+        changes anything but arms (slots, schema, policies) is refused with
+        IncompatibleStateError."""
         try:
             spec = CampaignSpec.model_validate(record["spec"])
             retired, paused = dict(record["retired"]), bool(record["paused"])
+            paused_by, baseline = _campaign.read_guard(record)
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError(f"campaign record: {exc}") from None
         with self._lock:
@@ -371,7 +406,7 @@ class Engine:
                         self.add_arm(spec.name, slot.name, arm)
                 for arm_id in retired.get(slot.name, []):
                     self.retire_arm(spec.name, slot.name, arm_id)
-            c.paused = paused
+            c.paused, c.paused_by, c.baseline = paused, paused_by, baseline
 
     def absorb(self, partials: Sequence[Engine]) -> int:
         """Make this engine's model the sum of partition engines' models (the stream worker's

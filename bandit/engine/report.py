@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable
 from typing import cast
 
+from bandit.engine import guardrails as _guardrails
 from bandit.engine.campaign import _Campaign, _Slot
 from bandit.engine.intervals import rho_for
 from bandit.engine.tally import _Z95, GROUPS, _Clustered, _Outcomes, _Tally, clustered_lift
@@ -46,7 +47,8 @@ def report(c: _Campaign) -> CampaignReport:
     ``_ctr_gap``), never on fewer than ``_AUDIT_MIN`` impressions. Outcome rates per arm and
     group (``outcome_rate``) and their lift per type (``outcome_lift``) for the campaign and
     each slot; the lifts, reward's and outcome types', with a fixed-horizon and an
-    always-valid interval clustered by subscriber (tightest at ``spec.lift_horizon``)."""
+    always-valid interval clustered by subscriber (tightest at ``spec.lift_horizon``); each
+    guardrail's test and why one paused the campaign."""
     outcomes = {group: c.outcomes.get(group, _Outcomes()) for group in GROUPS}
     rho = rho_for(c.spec.lift_horizon)
     reward = clustered_lift(c.clustered["personalized"], c.clustered["holdout"], None, rho)
@@ -59,7 +61,8 @@ def report(c: _Campaign) -> CampaignReport:
         slots=[_slot_report(s, rho) for s in c.slots],
         groups={group: _group_report(tally, outcomes[group]) for group, tally in
                 zip(GROUPS, (c.personalized, c.holdout), strict=True)},
-        outcome_lift=outcome_lift(c.clustered, rho))
+        outcome_lift=outcome_lift(c.clustered, rho),
+        guardrails=_guardrails.report(c), paused_by=c.paused_by)
 
 
 def outcome_rate(reached: int, n: int) -> tuple[float | None, Interval | None]:

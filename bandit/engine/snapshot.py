@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bandit.engine.campaign import _Campaign, build_campaign
+from bandit.engine.campaign import _Campaign, build_campaign, guard_state, read_guard
 from bandit.engine.join import Joiner
 from bandit.engine.tally import _K, _Clustered, _Outcomes, _Tally, clustered_groups
 from bandit.errors import IncompatibleStateError
@@ -92,6 +92,7 @@ def snapshot(campaigns: Mapping[str, _Campaign], joiner: Joiner, rejected_events
             "spec": c.spec.model_dump(mode="json"), "paused": c.paused, "version": c.version,
             "personalized": vars(c.personalized), "holdout": vars(c.holdout), "slots": slots,
             "outcomes": {group: vars(t) for group, t in c.outcomes.items()},
+            **guard_state(c),
         })
     join, windows = joiner.state()
     arrays.update({f"{_JOIN}{name}": value for name, value in windows.items()})
@@ -169,6 +170,7 @@ def restore_campaign(item: dict[str, Any], ci: int, arrays: Mapping[str, np.ndar
     c.personalized, c.holdout = _Tally(**item["personalized"]), _Tally(**item["holdout"])
     c.outcomes = {group: _Outcomes(**t) for group, t in item.get("outcomes", {}).items()}
     c.clustered = _clustered_from(f"{_CLUSTERED}{ci}/", arrays)
+    c.paused_by, c.baseline = read_guard(item)
     for si, (s, saved) in enumerate(zip(c.slots, item["slots"], strict=True)):
         restored = {}
         for role, head in saved["policies"].items():

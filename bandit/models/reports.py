@@ -98,6 +98,38 @@ class SlotReport(Strict):
         "for unsubscribe and complaint (the guardrails): personalized minus holdout rate.")
 
 
+GuardrailState = Literal["ok", "waiting", "breached"]
+
+
+class PauseReason(Strict):
+    """Why a guardrail paused a campaign: the outcome type, the bound its lift left and the
+    always-valid interval that showed it, at ``at_ms`` (the deciding engine's clock)."""
+
+    outcome: OutcomeType
+    bound: Literal["max_lift", "min_lift"]
+    limit: float = Field(description="The bound's value (a difference of rates).")
+    interval: Interval = Field(description="The lift's always-valid 95% interval then.")
+    at_ms: int
+
+
+class GuardrailReport(Strict):
+    """A guardrail's test over the decisions since the campaign was last resumed after a
+    guardrail pause (all decisions before any): ``waiting`` until each group has
+    ``min_decisions``, then ``breached`` while the always-valid interval lies wholly above
+    ``max_lift`` or below ``min_lift``, else ``ok``."""
+
+    outcome: OutcomeType
+    max_lift: float | None
+    min_lift: float | None
+    min_decisions: int
+    state: GuardrailState
+    personalized: int = Field(description="Personalized decisions the test counts.")
+    holdout: int = Field(description="Holdout decisions the test counts.")
+    interval: Interval | None = Field(
+        description="The lift with its always-valid 95% interval (a confidence sequence: "
+        "valid however often it is read); null unless both groups have decisions.")
+
+
 class CampaignReport(Strict):
     campaign: str
     model_version: int
@@ -116,3 +148,8 @@ class CampaignReport(Strict):
     outcome_lift: dict[OutcomeType, OutcomeLift] = Field(
         default_factory=dict, description="Per outcome type with learned events, and always "
         "for unsubscribe and complaint (the guardrails): personalized minus holdout rate.")
+    guardrails: list[GuardrailReport] = Field(
+        default_factory=list, description="The campaign's guardrails, each with its test.")
+    paused_by: PauseReason | None = Field(
+        None, description="The guardrail breach that paused the campaign, until a person "
+        "resumes it; null for a campaign running or paused by hand.")

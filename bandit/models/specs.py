@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from bandit.models.base import Strict
-from bandit.models.events import OutcomeType
+from bandit.models.events import OUTCOME_TYPES, OutcomeType
 from bandit.models.names import (
     INTEGER,
     MAX_MS,
@@ -314,6 +314,36 @@ class RewardSpec(Strict):
         "learned.")
 
 
+class Guardrail(Strict):
+    """A bound on the lift of an outcome type (personalized minus holdout rate of decisions
+    with the outcome, as a fraction: 0.001 is +0.1 points), tested sequentially as outcomes
+    close (``bandit.engine.guardrails``); a breach pauses the campaign until a person resumes
+    it."""
+
+    outcome: OutcomeType
+    max_lift: Finite | None = Field(
+        None, ge=-1, le=1, description="Breached when the lift is surely above it, e.g. "
+        "unsubscribe 0.001: no more than +0.1 points.")
+    min_lift: Finite | None = Field(
+        None, ge=-1, le=1, description="Breached when the lift is surely below it, e.g. "
+        "click -0.005: no less than -0.5 points.")
+    min_decisions: Annotated[float, Field(ge=1, le=MAX_MS, json_schema_extra=INTEGER),
+                             AfterValidator(integral)] = Field(
+        1000, description="Decisions each group needs (since the last resume) before the "
+        "guardrail can trip.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Guardrail:
+        if self.max_lift is None and self.min_lift is None:
+            raise ValueError(f"guardrail on {self.outcome!r}: max_lift or min_lift: give at "
+                             "least one")
+        if (self.max_lift is not None and self.min_lift is not None
+                and self.min_lift > self.max_lift):
+            raise ValueError(f"guardrail on {self.outcome!r}: min_lift {self.min_lift:g} is "
+                             f"above max_lift {self.max_lift:g}")
+        return self
+
+
 class CampaignSpec(Strict):
     """A named experiment: context schema, holdout, attribution and ordered slots."""
 
@@ -339,6 +369,9 @@ class CampaignSpec(Strict):
         2 * 24 * 3600 * 1000, description="With activation 'send': a decision not sent within "
         "this time of being made is never learned (and is counted).")
     slots: list[SlotSpec] = Field(min_length=1, max_length=32)
+    guardrails: list[Guardrail] = Field(
+        default_factory=list, max_length=len(OUTCOME_TYPES), description="Bounds on the "
+        "lift of outcome types that pause the campaign when breached; one per outcome type.")
 
     @model_validator(mode="before")
     @classmethod
@@ -356,6 +389,10 @@ class CampaignSpec(Strict):
         names = [s.name for s in self.slots]
         if len(set(names)) != len(names):
             raise ValueError("slot names must be distinct")
+        guarded = [g.outcome for g in self.guardrails]
+        for kind in dict.fromkeys(k for k in guarded if guarded.count(k) > 1):
+            raise ValueError(f"guardrails: {guarded.count(kind)} guardrails on {kind!r}; at "
+                             "most one per outcome type")
         for kind, outcome in self.reward.outcomes.items():
             if (outcome.window_ms is not None
                     and outcome.window_ms > self.attribution_window_ms):

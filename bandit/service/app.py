@@ -19,7 +19,13 @@ from bandit.service.errors import add_handlers
 from bandit.service.fast_path import SingleFastPath
 from bandit.service.limits import BodyLimit
 from bandit.service.link import JoinLog, LinkFactory
-from bandit.service.metrics import DecisionLogCounts, ExcludedCounts, Metrics, StreamCounts
+from bandit.service.metrics import (
+    DecisionLogCounts,
+    ExcludedCounts,
+    GuardrailCounts,
+    Metrics,
+    StreamCounts,
+)
 from bandit.service.openapi import openapi
 from bandit.service.reading import StrictRoute
 from bandit.service.routes import ROUTERS
@@ -79,6 +85,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
     metrics = Metrics()
     _keep(app, engine, settings, metrics, link)
     metrics.registry.register(StreamCounts(lambda: app.state.link))
+    metrics.registry.register(GuardrailCounts(engine))
     if link is None:  # the decision log feeds the engine's own join (the link sets its own)
         join_log = app.state.join_log = JoinLog(engine)
         engine.decision_sink = join_log

@@ -8,7 +8,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from bandit.engine import DecisionBatch
+from bandit.engine import DecisionBatch, Engine
 from bandit.engine.decisionlog import DecisionLogStatus
 from bandit.service.link import DecisionLogged, Link
 
@@ -93,6 +93,33 @@ class StreamCounts:
             "cmab_stale_checkpoints", "State-topic checkpoints the model did not step back "
             "to: behind the one absorbed for their partition (written by a worker that "
             "stalled past its session timeout).", value=value)
+
+
+class GuardrailCounts:
+    """Guardrail breaches per campaign and outcome type (``Engine.breaches``), read at each
+    scrape: each paused its campaign (in stream mode, the breaches this replica found on the
+    merged model)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [self._family({})]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        with self._engine.lock:  # learning counts them under it
+            breaches = dict(self._engine.breaches)
+        yield self._family(breaches)
+
+    @staticmethod
+    def _family(breaches: Mapping[tuple[str, str], int]) -> CounterMetricFamily:
+        family = CounterMetricFamily(
+            "cmab_guardrail_breaches", "Guardrail breaches, by campaign and outcome type: "
+            "each paused its campaign until a person resumed it.",
+            labels=["campaign", "outcome"])
+        for (campaign, outcome), n in sorted(breaches.items()):
+            family.add_metric([campaign, outcome], n)
+        return family
 
 
 UNLOGGED_REASONS = ("queue_full", "delivery_failed", "shutdown", "over_capacity")

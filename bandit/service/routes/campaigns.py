@@ -88,7 +88,9 @@ async def pause(
     body: Annotated[PauseRequest | None, Body(
         openapi_examples=example({"paused": False}, "Resume"))] = None,
 ) -> PauseState:
-    """Kill switch: while paused everyone gets the default arms. Without a body: pause."""
+    """Kill switch: while paused everyone gets the default arms. Without a body: pause.
+    Resuming a campaign that a guardrail paused (the report's ``paused_by`` says why) clears
+    the reason and restarts its guardrails' test from the decisions since the resume."""
     paused = True if body is None else body.paused
     await off_loop(engine.pause, campaign, paused)
     await published(link, campaign)
