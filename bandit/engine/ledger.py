@@ -76,12 +76,15 @@ class _Columns:
     def __init__(self, arrays: dict[str, np.ndarray], n: int) -> None:
         self.arrays, self.n = arrays, n
 
-    def extend(self, parts: Mapping[str, np.ndarray]) -> None:
+    def extend(self, parts: Mapping[str, np.ndarray], most: int | None = None) -> None:
+        """Append ``parts`` (arrays of the same length); the capacity doubles, to at most
+        ``most`` rows unless more are needed."""
         m = len(next(iter(parts.values())))
         need = self.n + m
         capacity = len(next(iter(self.arrays.values())))
         if need > capacity:
-            capacity = max(need, 2 * capacity, _FIRST_ROWS)
+            grown = max(2 * capacity, _FIRST_ROWS)
+            capacity = max(need, grown if most is None else min(grown, most))
             for name, old in self.arrays.items():
                 fresh = np.empty((capacity, *old.shape[1:]), dtype=old.dtype)
                 fresh[:self.n] = old[:self.n]
@@ -89,6 +92,12 @@ class _Columns:
         for name, part in parts.items():
             self.arrays[name][self.n:need] = part
         self.n = need
+
+    def trimmed(self) -> _Columns:
+        """These columns without capacity beyond the rows in use (copied only if any)."""
+        if len(next(iter(self.arrays.values()))) == self.n:
+            return self
+        return self.take(np.ones(self.n, dtype=np.bool_))
 
     def used(self) -> dict[str, np.ndarray]:
         """The rows in use (views)."""
@@ -120,9 +129,9 @@ class _Chunk:
         return self.rows.n
 
     def seal(self) -> None:
-        self.rows = self.rows.take(np.ones(self.n, dtype=np.bool_))
-        self.context = self.context.take(np.ones(self.context.n, dtype=np.bool_))
-        self.pairs = self.pairs.take(np.ones(self.pairs.n, dtype=np.bool_))
+        self.rows = self.rows.trimmed()
+        self.context = self.context.trimmed()
+        self.pairs = self.pairs.trimmed()
         self.order = np.argsort(self.rows.arrays["subject_hi"], kind="stable").astype(np.int32)
 
     def matching(self, hi: int, lo: int, at_ms: float) -> np.ndarray:
@@ -257,10 +266,11 @@ class Ledger:
                 self._chunks.append(chunk)
             end = min(n, start + self.chunk_rows - chunk.n)
             lo, hi = pair_at[start], pair_at[end]
+            most = self.chunk_rows  # a full chunk is sealed without a copy
             chunk.pairs.extend({"row": (event[lo:hi] - start + chunk.n).astype(np.int32),
                                 "code": codes[code[lo:hi]]})
-            chunk.rows.extend({k: v[start:end] for k, v in rows.items()})
-            chunk.context.extend({"x": cols.context[context_at[start]:context_at[end]]})
+            chunk.rows.extend({k: v[start:end] for k, v in rows.items()}, most)
+            chunk.context.extend({"x": cols.context[context_at[start]:context_at[end]]}, most)
             newest = np.where(arms[start:end] >= 0, cols.ts[start:end, None],
                               -math.inf).max(axis=0)
             chunk.newest = np.maximum(chunk.newest, newest)
