@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         description="Most decisions of one campaign waiting in the attribution join (per "
         "partition in stream mode): impressions beyond it are refused (503 over HTTP, the "
         "dead-letter topic in the worker) until windows close.")
+    erasure_ledger: int = Field(
+        1_000_000, ge=0,
+        description="Most learned decisions kept (as the columns learned, in memory and in the "
+        "snapshot) so that `DELETE /v1/subjects/{id}` can take a subscriber's out of the model; "
+        "beyond it the oldest are dropped and an erasure says its ledger is incomplete. Per "
+        "decision 8 bytes per context column, 12 per slot and about 70 besides; 0 keeps none.")
     header_timeout_s: float = Field(
         10.0, gt=0, description="A connection must deliver a request's headers within this "
         "many seconds of opening or of the request's first byte, else it is closed.")

@@ -23,6 +23,7 @@ import numpy as np
 
 from bandit.engine import campaign as _campaign
 from bandit.engine import decide as _decide
+from bandit.engine import erase as _erase
 from bandit.engine import guardrails as _guardrails
 from bandit.engine import learn as _learn
 from bandit.engine import merge as _merge
@@ -32,6 +33,7 @@ from bandit.engine.campaign import Checkable, _Campaign
 from bandit.engine.decide import RequestColumns
 from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.join import Closed, Joinable, Joiner, JoinResult, subject_key
+from bandit.engine.ledger import Ledger
 from bandit.engine.output import DecisionBatch, OneDecision
 from bandit.engine.randomness import _in_holdout, id_words, strip_consentless
 from bandit.errors import (
@@ -80,6 +82,7 @@ class Engine:
         self._campaigns: dict[str, _Campaign] = {}
         self._lock = threading.RLock()
         self._joiner = Joiner(self.campaign)
+        self._ledger = Ledger()  # off until keep_ledger
         self.rejected_events = 0
         # Counted by the join, never learned: machine and scanner outcomes, unsent decisions.
         self.excluded: Counter[str] = Counter()
@@ -259,7 +262,9 @@ class Engine:
         with self._lock:
             for name, events in _learn.by_campaign(self._campaigns, self._get, joined).items():
                 c = self._campaigns[name]
-                _learn.learn_columns(c, _learn.event_columns(c, events))
+                cols = _learn.event_columns(c, events)
+                _learn.learn_columns(c, cols)
+                self._ledger.add(c, cols, [e.subject for e in events])
                 self._guard(c)
 
     def learn_closed(self, closed: Closed) -> None:
@@ -269,7 +274,9 @@ class Engine:
         with self._lock:
             for name, rows in _learn.closed_campaigns(closed):
                 c = self._get(name)
-                _learn.learn_columns(c, _learn.closed_columns(c, closed, rows))
+                cols = _learn.closed_columns(c, closed, rows)
+                _learn.learn_columns(c, cols)
+                self._ledger.add(c, cols, [closed.subjects[i] for i in rows.tolist()])
                 self._guard(c)
 
     def guard(self) -> list[str]:
@@ -308,6 +315,14 @@ class Engine:
         with self._lock:
             self.stripped_impressions += stripped
         return len(events) - sum(id(r.event) in mine for r in rejected)
+
+    def keep_ledger(self, max_decisions: int) -> None:
+        """Keep the decisions learned from now on, at most ``max_decisions`` (0: none), in the
+        erasure ledger (``bandit.engine.ledger``), so that ``erase`` takes a subject's out of
+        the model; the oldest beyond the bound are dropped now. Not part of a snapshot (the
+        ledger is), so set again after loading one."""
+        with self._lock:
+            self._ledger.limit(max_decisions)
 
     def limit_pending(self, max_pending: int) -> None:
         """Keep at most ``max_pending`` decisions of a campaign open in the attribution join
@@ -422,6 +437,8 @@ class Engine:
                              self._seed)
         with self._lock:
             _merge.swap_in(self._campaigns, built)
+            if built:  # sums the erasure ledger never saw
+                self._ledger.complete = False
             return len(built)
 
     def absorb_vw(self, learned: Engine) -> int:
@@ -438,19 +455,39 @@ class Engine:
                 s.policy, s.fallback = policy, fallback
             return len(taken)
 
-    def erase(self, user_id: str, at_ms: float) -> int:
+    def erase(self, user_id: str, at_ms: float) -> _erase.Erasure:
         """Erasure at ``at_ms`` (event time): the subject's decisions with an impression at or
-        before it leave the join and are refused if they come again; their user id and string
-        values leave the snapshot (learned sums and report tallies are aggregates and stay).
-        Returns how many pending decisions were dropped."""
-        return self.erase_subjects({subject_key(user_id): at_ms})[0]
+        before it leave the join and are refused if they come again, and those learned that
+        the erasure ledger holds (``keep_ledger``) are taken out of every summed slot policy
+        (``bandit.engine.erase``) and out of the ledger; their user id and string values leave
+        the snapshot. The report tallies keep them (their erasure is the next step).
+        All or nothing, under the engine's lock. Returns what was done (``Erasure``): pending
+        decisions dropped, learned ones forgotten, the VW slots to retrain from the log, and
+        whether the ledger is complete (else older contributions may remain)."""
+        return self._erase_subjects({subject_key(user_id): at_ms})
 
     def erase_subjects(self, subjects: Mapping[bytes, float]) -> tuple[int, bool]:
         """``erase`` by ``subject_key`` (the stream worker's erase records): how many pending
-        decisions were dropped and whether anything changed (see ``Joiner.erase``)."""
+        decisions were dropped and whether anything changed (see ``Joiner.erase``; learned
+        decisions forgotten count as a change)."""
+        erasure = self._erase_subjects(subjects)
+        return erasure.dropped, erasure.changed
+
+    def _erase_subjects(self, subjects: Mapping[bytes, float]) -> _erase.Erasure:
         with self._lock:
             self._join_ready()
-            return self._joiner.erase(subjects)
+            found = self._ledger.find(subjects)
+            # Every campaign's policies forget aside first: a refusal changes nothing.
+            forgetting = [_erase.forget_columns(self._campaigns[name], cols)
+                          for name, cols in found.by_campaign()]
+            dropped, changed = self._joiner.erase(subjects)
+            for f in forgetting:
+                f.apply()
+            self._ledger.remove(found)
+            return _erase.Erasure(
+                dropped=dropped, forgotten=len(found), changed=changed or bool(len(found)),
+                retrain={f.campaign.spec.name: f.retrain for f in forgetting if f.retrain},
+                complete=self._ledger.complete)
 
     def open_windows(self) -> int:
         """How many decisions wait in the attribution join for their window to close."""
@@ -495,6 +532,7 @@ class Engine:
         with self._lock:
             self._join_ready()
             meta, arrays = _snapshot.snapshot(self._campaigns, self._joiner, self.rejected_events)
+            _snapshot.add_ledger(meta, arrays, self._ledger)
         meta["extra"] = extra
         return _snapshot.to_bytes(meta, arrays)
 
@@ -525,6 +563,7 @@ class Engine:
                 engine._campaigns[c.spec.name] = c
             if not model_only:
                 engine._joiner = _snapshot.restore_joiner(meta, arrays, engine.campaign)
+            engine._ledger = _snapshot.restore_ledger(meta, arrays, engine._campaigns, model_only)
             engine.rejected_events = int(meta["rejected_events"])
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleStateError(f"{what}: damaged snapshot ({exc})") from None

@@ -24,6 +24,7 @@ import orjson
 
 from bandit.engine.campaign import _Campaign, build_campaign, guard_state, read_guard
 from bandit.engine.join import Joiner
+from bandit.engine.ledger import Ledger
 from bandit.engine.tally import _K, _Clustered, _Outcomes, _Tally, clustered_groups
 from bandit.errors import IncompatibleStateError
 from bandit.models import CampaignSpec
@@ -34,6 +35,7 @@ SNAPSHOT_MAGIC = "bandit-engine-snapshot"
 SNAPSHOT_FORMAT = 2  # 2: the open attribution windows as binary columns
 _JOIN = "join/"  # snapshot arrays of the attribution join (policy arrays are "ci/si/role/")
 _CLUSTERED = "clustered/"  # the lift's clustered tallies: "clustered/ci/group/", ".../ci/si/..."
+_LEDGER = "ledger/"  # snapshot arrays of the erasure ledger
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -149,7 +151,7 @@ def read(data: bytes, path: str, model_only: bool) -> tuple[dict[str, Any], dict
             meta = orjson.loads(npz["meta"].tobytes())
             # Members are read on access: a model-only load never touches the windows.
             arrays = {k: npz[k] for k in npz.files if k != "meta"
-                      and not (model_only and k.startswith(_JOIN))}
+                      and not (model_only and k.startswith((_JOIN, _LEDGER)))}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise IncompatibleStateError(f"{path}: not an engine snapshot ({exc})") from None
     if not isinstance(meta, dict) or meta.get("magic") != SNAPSHOT_MAGIC:
@@ -201,3 +203,23 @@ def restore_joiner(meta: dict[str, Any], arrays: Mapping[str, np.ndarray],
     """The attribution join of a snapshot."""
     return Joiner.from_state(meta["joiner"], {k[len(_JOIN):]: v for k, v in arrays.items()
                                               if k.startswith(_JOIN)}, campaign)
+
+
+def add_ledger(meta: dict[str, Any], arrays: dict[str, np.ndarray], ledger: Ledger) -> None:
+    """The erasure ledger into a snapshot's meta (key ``ledger``) and arrays."""
+    head, columns = ledger.state()
+    meta["ledger"] = head
+    arrays.update({f"{_LEDGER}{name}": value for name, value in columns.items()})
+
+
+def restore_ledger(meta: dict[str, Any], arrays: Mapping[str, np.ndarray],
+                   campaigns: Mapping[str, _Campaign], model_only: bool) -> Ledger:
+    """The erasure ledger of a snapshot (its bound unset: ``Engine.keep_ledger``). A
+    snapshot without one (written before ledgers), or read ``model_only``, gives an empty
+    ledger that is not complete: the model holds decisions it does not."""
+    if model_only or "ledger" not in meta:
+        ledger = Ledger()
+        ledger.complete = False
+        return ledger
+    return Ledger.from_state(meta["ledger"], {k[len(_LEDGER):]: v for k, v in arrays.items()
+                                              if k.startswith(_LEDGER)}, campaigns)

@@ -76,6 +76,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
                   if snapshot is not None and snapshot.exists()
                   else Engine(seed=seed, id_seed=id_seed))
     engine.limit_pending(settings.max_pending)
+    engine.keep_ledger(settings.erasure_ledger)
     app = FastAPI(
         title="bandit-engine decision service",
         version="1",

@@ -33,6 +33,16 @@ class Accepted(Strict):
 class Erased(Strict):
     erased: int = Field(description="Pending decisions of the subject this process dropped "
                         "(0 in stream mode: the workers hold them).")
+    forgotten: int = Field(description="Learned decisions of the subject taken out of this "
+                           "process's model (every policy with sums) and its erasure ledger.")
+    retrain: dict[str, list[str]] = Field(
+        description="Per campaign, the VW slots that learned some of those decisions: VW cannot "
+        "subtract them; retrain these slots from the log without the subject.")
+    complete: bool = Field(
+        description="The erasure ledger holds every decision this model learned (none dropped "
+        "by its bound, CMAB_ERASURE_LEDGER): the subject's contributions are all gone. False: "
+        "older contributions of the subject may remain in the model; always in stream mode, "
+        "where the model follows the workers' state and the workers keep no ledger yet.")
     forwarded: bool = Field(description="The erasure was written to the stream (stream mode) "
                             "before this answer: every worker applies it, also after a "
                             "restart.")

@@ -124,10 +124,14 @@ def _events_of(body: bytes, ndjson: bool) -> tuple[list[_Sent], list[str]]:
 async def erase(user_id: UserIdPath, engine: EngineDep, link: LinkDep) -> Erased:
     """Erasure: the subscriber's decisions with an impression at or before now (this
     server's clock) are dropped and refused if their impression comes again; a later
-    impression is a new decision. Their user id and string values leave the state;
-    learned sums and report tallies are aggregates and stay."""
+    impression is a new decision. Those already learned are subtracted from every policy
+    with sums (each contribution as it stands in the decayed sums), as far as the erasure
+    ledger holds them (`complete` says whether it holds every learned decision); VW slots
+    are named for retraining from the log. Their user id and string values leave the state.
+    The report tallies still count them."""
     at_ms = int(time.time() * 1000)
     if link is not None:
         await off_loop(link.erase, user_id, at_ms)
-    return Erased(erased=await off_loop(engine.erase, user_id, at_ms),
-                  forwarded=link is not None)
+    erasure = await off_loop(engine.erase, user_id, at_ms)
+    return Erased(erased=erasure.dropped, forgotten=erasure.forgotten, retrain=erasure.retrain,
+                  complete=erasure.complete and link is None, forwarded=link is not None)
