@@ -31,7 +31,7 @@ _WIDE = ("_arm", "_propensity", "_context", "_segment")  # a column per slot, ke
 UNSENT, ACTIVE, SENT = 0, 1, 2
 _arm, _propensity = attrgetter("arm"), attrgetter("propensity")
 _probabilities = attrgetter("probabilities")
-_RS = b"\x1e"  # between the slots' probability vectors (JSON never holds it raw)
+_RS = b"\x1e"  # between a row's probability vectors in a checkpoint (JSON never holds it raw)
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Closed:
     ``shapes``: campaign, slot names, context keys with "is a string", segment keys),
     ``holdout``, ``wire`` (decoded by the stream worker), ``model_version``, ``outcomes`` (the
     learned events per type, in ``OUTCOME_TYPES`` order), ``probabilities[i]`` (per slot the
-    JSON of its probability vector, separated by ``\x1e``), and per position j of its shape's
+    JSON of its probability vector), and per position j of its shape's
     slots, context keys and segment keys: ``arm``, ``propensity`` and ``reward``
     (aggregated, or the campaign's default), ``context`` and ``segment``. Arms, string context
     values and segment values are indices into ``names``. ``Engine`` learns from these
@@ -67,7 +67,7 @@ class Closed:
     shapes: list[tuple]
     model_version: np.ndarray  # (n,) float64
     outcomes: np.ndarray  # (n, len(OUTCOME_TYPES)) int32
-    probabilities: list[bytes]  # per row: per slot the JSON of {arm: probability}, b"\x1e"-split
+    probabilities: list[tuple[bytes, ...]]  # per row: per slot the JSON of {arm: probability}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,7 +90,7 @@ class Closed:
                                                     strict=True) if n}
             yield (is_wire, self.ids[i], campaign, self.subjects[i], ts,
                    [(slot, names[a], p, vector) for slot, a, p, vector in zip(
-                       slots, arms, propensities, self.probabilities[i].split(_RS),
+                       slots, arms, propensities, self.probabilities[i],
                        strict=False)],
                    context, {key: names[v] for key, v in zip(segment_keys, segment, strict=False)},
                    holdout, int(self.model_version[i]), outcomes,
@@ -136,17 +136,21 @@ class Closed:
         ids = _split(dumps(self.ids))  # 32 hex digits each: no comma inside
         if len(ids) != n:
             raise ValueError("closed decisions: a decision id is not 32 hex digits")
-        subjects = [b'"%s"' % s.encode() for s in self.subjects]  # hex: nothing to escape
+        subjects = _split(dumps(self.subjects))  # hex digits too
+        if len(subjects) != n:
+            raise ValueError("closed decisions: a subject key is not hex digits")
         holdout = list(map(_BOOLS.__getitem__, self.holdout.tolist()))
         ts = _split(dumps(self.ts.tolist()))
         versions = _split(dumps(self.model_version.tolist()))  # floats, as pydantic dumps
-        outcomes = [b"{" + b",".join(b'"%s":%d' % (_KINDS[k], v) for k, v in enumerate(row) if v)
-                    + b"}" for row in self.outcomes.tolist()]
+        counts = list(map(tuple, self.outcomes.tolist()))  # few distinct rows: each written once
+        texts = {row: b"{" + b",".join(b'"%s":%d' % (_KINDS[k], v) for k, v in enumerate(row)
+                                       if v) + b"}" for row in set(counts)}
+        outcomes = list(map(texts.__getitem__, counts))
         for shape in np.unique(self.shape).tolist():
             at = np.flatnonzero(self.shape == shape)
             rows = at.tolist()
             campaign, slots, context_keys, segment_keys = self.shapes[shape]
-            vectors = {i: self.probabilities[i].split(_RS) for i in rows}
+            vectors = self.probabilities
             name = _names_json(names, np.concatenate([
                 self.arm[at, :len(slots)].ravel(), self.segment[at, :len(segment_keys)].ravel(),
                 *(self.context[at, j].astype(np.int64) for j, (_, is_str) in
@@ -227,7 +231,7 @@ class _OpenWindows:
         self._row: dict[str, int] = {}
         self._ids: list[str | None] = []
         self._subjects: list[str | None] = []
-        self._probabilities: list[bytes | None] = []  # per slot the vector's JSON, _RS-split
+        self._probabilities: list[tuple[bytes, ...] | None] = []  # per slot the vector's JSON
         self._free: list[int] = []
         self._size = 0  # rows ever used (live or free)
         # row -> (slot, outcome type) -> the type's amounts aggregated, and the time of the
@@ -389,18 +393,19 @@ class _OpenWindows:
                                      len(imps))
         self._live[at] = True
         ids, subjects, vectors = self._ids, self._subjects, self._probabilities
-        dumps, join = orjson.dumps, _RS.join
+        dumps = orjson.dumps
         for r, _, imp in pending:
             ids[r] = imp.decision_id
             if type(imp) is wire.LoggedDecision:  # the vectors' JSON as the service wrote it
                 subjects[r] = imp.subject
-                vectors[r] = join(map(_probabilities, imp.slots.values()))
+                # Copies: a Raw is a view of the whole batch's input, which it would keep.
+                vectors[r] = tuple(map(bytes, map(_probabilities, imp.slots.values())))
             elif imp.type == "decision":  # the pydantic model: its dicts
                 subjects[r] = imp.subject
-                vectors[r] = join(map(dumps, map(_probabilities, imp.slots.values())))
+                vectors[r] = tuple(map(dumps, map(_probabilities, imp.slots.values())))
             else:  # a legacy impression: the hash of its user id, no probabilities known
                 subjects[r] = subject_key(imp.user_id).hex()
-                vectors[r] = _RS.join([b"{}"] * len(imp.slots))
+                vectors[r] = (b"{}",) * len(imp.slots)
         self._next_deadline = min(self._next_deadline, float(deadline.min()))
 
     def _compact(self) -> None:
@@ -466,4 +471,4 @@ class _OpenWindows:
             propensity=self._propensity[rows], reward=reward, context=self._context[rows],
             segment=self._segment[rows], names=self._names, shapes=self._shapes,
             model_version=self._model_version[rows], outcomes=outcomes,
-            probabilities=[cast(bytes, self._probabilities[r]) for r in ordered])
+            probabilities=[cast("tuple[bytes, ...]", self._probabilities[r]) for r in ordered])
