@@ -142,10 +142,11 @@ class Closed:
         holdout = list(map(_BOOLS.__getitem__, self.holdout.tolist()))
         ts = _split(dumps(self.ts.tolist()))
         versions = _split(dumps(self.model_version.tolist()))  # floats, as pydantic dumps
-        counts = list(map(tuple, self.outcomes.tolist()))  # few distinct rows: each written once
-        texts = {row: b"{" + b",".join(b'"%s":%d' % (_KINDS[k], v) for k, v in enumerate(row)
-                                       if v) + b"}" for row in set(counts)}
-        outcomes = list(map(texts.__getitem__, counts))
+        # Few distinct rows of outcome counts: each written once (and no list per row).
+        distinct, which = _distinct_rows(self.outcomes.reshape(n, len(OUTCOME_TYPES)))
+        texts = [b"{" + b",".join(b'"%s":%d' % (_KINDS[k], v) for k, v in enumerate(row) if v)
+                 + b"}" for row in distinct.tolist()]
+        outcomes = list(map(texts.__getitem__, which.tolist()))
         for shape in np.unique(self.shape).tolist():
             at = np.flatnonzero(self.shape == shape)
             rows = at.tolist()
@@ -205,6 +206,25 @@ def _split(array_json: bytes) -> list[bytes]:
     """The elements of a JSON array of numbers or of strings without a comma, as orjson wrote
     them."""
     return array_json[1:-1].split(b",") if len(array_json) > 2 else []
+
+
+def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 2-d array and, per row, the index of its distinct row
+    (``np.unique(axis=0)``'s answer, by a sort of the columns instead of one of the rows'
+    bytes).
+
+    >>> distinct, which = _distinct_rows(np.array([[0, 1], [2, 0], [0, 1]]))
+    >>> distinct.tolist(), which.tolist()
+    ([[0, 1], [2, 0]], [0, 1, 0])
+    """
+    if not len(rows):
+        return rows, np.zeros(0, dtype=np.intp)
+    order = np.lexsort(rows.T[::-1])
+    ordered = rows[order]
+    starts = np.concatenate(([True], (ordered[1:] != ordered[:-1]).any(axis=1)))
+    which = np.empty(len(rows), dtype=np.intp)
+    which[order] = np.cumsum(starts) - 1
+    return ordered[starts], which
 
 
 def _names_json(names: list[str], used: np.ndarray) -> dict[int, bytes]:
