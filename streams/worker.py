@@ -21,10 +21,11 @@ A checkpoint holds every open attribution window, so it is not written after eve
 at most every ``checkpoint_interval_ms``, and at once when a batch closed windows (the model
 changed), when the worker has caught up (a poll with nothing new), when a partition is revoked
 and when the worker stops. While the worker is behind (its polls bring records), a partition's
-checkpoint also waits ``CHECKPOINT_SHARE`` times as long as its last one took to write, so
-that checkpoints of many open windows take a bounded share of the worker's time (a partition
-with a week of open windows writes a large checkpoint). A worker killed between checkpoints
-loses nothing: its successor re-processes the records after the last checkpoint's offsets.
+checkpoint also waits ``CHECKPOINT_SHARE`` times as long as its last one took to write (by
+``clock``), a batch that closed windows too, so that checkpoints of many open windows take a
+bounded share of the worker's time (a partition with a week of open windows writes a large
+checkpoint). A worker killed between checkpoints loses nothing: its successor re-processes
+the records after the last checkpoint's offsets (and writes their closed decisions again).
 
 Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
 training log, blocks: streams.joined) and refused items to ``.deadletter`` with their bytes
@@ -677,10 +678,10 @@ class Worker:
         if not due:
             return
         for p in due:
-            start = time.perf_counter()
+            start = self.clock()
             self.transport.send_checkpoint(p, self.partitions[p].checkpoint())
-            self._cost[p] = time.perf_counter() - start
             self._written_at[p] = self.clock()
+            self._cost[p] = self._written_at[p] - start
             self._pending.discard(p)
             self.checkpoints += 1
         self.transport.commit({p: self.partitions[p].offsets for p in due})
