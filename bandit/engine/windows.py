@@ -8,10 +8,11 @@ closed."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, cast
 
 import msgspec
@@ -31,6 +32,10 @@ _WIDE = ("_arm", "_propensity", "_context", "_segment")  # a column per slot, ke
 UNSENT, ACTIVE, SENT = 0, 1, 2
 _arm, _propensity = attrgetter("arm"), attrgetter("propensity")
 _probabilities = attrgetter("probabilities")
+_slots, _context, _segments = attrgetter("slots"), attrgetter("context"), attrgetter("segments")
+_decision_id, _subject = attrgetter("decision_id"), attrgetter("subject")
+_holdout, _model_version = attrgetter("holdout"), attrgetter("model_version")
+_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
 _RS = b"\x1e"  # between a row's probability vectors in a checkpoint (JSON never holds it raw)
 
 
@@ -208,6 +213,11 @@ def _split(array_json: bytes) -> list[bytes]:
     return array_json[1:-1].split(b",") if len(array_json) > 2 else []
 
 
+def _assign(column: list[Any], rows: Iterable[int], values: Iterable[Any]) -> None:
+    """``column[r] = value`` for each row and value, in a C loop (no bytecode per row)."""
+    deque(map(column.__setitem__, rows, values), maxlen=0)
+
+
 def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows of a 2-d array and, per row, the index of its distinct row
     (``np.unique(axis=0)``'s answer, by a sort of the columns instead of one of the rows'
@@ -370,22 +380,27 @@ class _OpenWindows:
         known = self._name_index
         columns = []  # per shape: its rows, slot choices, arms, context values, segment values
         names: set[str] = set()
+        vectors = self._probabilities
         for shape, items in groups.items():
             _, slots, context_keys, segment_keys = self._shapes[shape]
-            imps = [imp for _, _, imp in items]
-            choices = list(chain.from_iterable(imp.slots.values() for imp in imps))
+            imps = list(map(_third, items))
+            choices = list(chain.from_iterable(map(dict.values, map(_slots, imps))))
             arms = list(map(_arm, choices))
             d = 0 if context_keys is None else len(context_keys)
             values: list[Any] = []  # context values; string ones become their indices
             if d:  # a shape with context keys: each of its impressions has a context
-                contexts = cast(list[Mapping[str, float | str]], [imp.context for imp in imps])
-                values = list(chain.from_iterable(c.values() for c in contexts))
+                values = list(chain.from_iterable(map(dict.values, map(_context, imps))))
             strings = [j for j, (_, is_str) in enumerate(context_keys or ()) if is_str]
-            segments = list(chain.from_iterable(imp.segments.values() for imp in imps))
+            segments = list(chain.from_iterable(map(dict.values, map(_segments, imps))))
             names.update(arms, segments, *(values[j::d] for j in strings))
-            at = np.fromiter((r for r, _, _ in items), np.intp, len(items))
-            columns.append((at, len(slots), d, strings, len(segment_keys), choices, arms,
-                            values, segments))
+            where = list(map(_first, items))
+            if set(map(type, imps)) == {wire.LoggedDecision}:
+                # The vectors' JSON as the service wrote it, per row a tuple of its slots'.
+                # Copies: a Raw is a view of the whole batch's input, which it would keep.
+                _assign(vectors, where, zip(*[iter(map(bytes, map(_probabilities, choices)))]
+                                            * len(slots), strict=True))
+            columns.append((np.array(where, dtype=np.intp), len(slots), d, strings,
+                            len(segment_keys), choices, arms, values, segments))
         if not known.keys() >= names:
             self._intern_in_order([imp for _, _, imp in pending])
         for at, k, d, strings, g, choices, arms, values, segments in columns:
@@ -400,32 +415,36 @@ class _OpenWindows:
             if g:
                 self._segment[at, :g] = np.fromiter(map(known.__getitem__, segments), np.int32,
                                                     len(segments)).reshape(-1, g)
-        at = np.fromiter((r for r, _, _ in pending), np.intp, len(pending))
-        imps = [imp for _, _, imp in pending]
-        timings = np.array([timing[r] for r, _, _ in pending], dtype=np.float64)
+        filled = list(map(_first, pending))
+        at = np.array(filled, dtype=np.intp)
+        imps = list(map(_third, pending))
+        timings = np.array(list(map(timing.__getitem__, filled)), dtype=np.float64)
         deadline = timings[:, 1]
         self._ts[at], self._deadline[at] = timings[:, 0], deadline
         self._send_ts[at], self._sent[at] = timings[:, 4], timings[:, 3]
-        self._model_version[at] = [imp.model_version for imp in imps]
-        self._shape[at] = np.fromiter((shape for _, shape, _ in pending), np.int32, len(pending))
-        self._holdout[at] = np.fromiter((imp.holdout for imp in imps), np.bool_, len(imps))
-        self._wire[at] = np.fromiter((type(imp) in _WIRE_DECISIONS for imp in imps), np.bool_,
+        self._model_version[at] = list(map(_model_version, imps))
+        self._shape[at] = np.fromiter(map(_second, pending), np.int32, len(pending))
+        self._holdout[at] = np.fromiter(map(_holdout, imps), np.bool_, len(imps))
+        kinds = list(map(type, imps))
+        self._wire[at] = np.fromiter(map(_WIRE_DECISIONS.__contains__, kinds), np.bool_,
                                      len(imps))
         self._live[at] = True
-        ids, subjects, vectors = self._ids, self._subjects, self._probabilities
-        dumps = orjson.dumps
-        for r, _, imp in pending:
-            ids[r] = imp.decision_id
-            if type(imp) is wire.LoggedDecision:  # the vectors' JSON as the service wrote it
-                subjects[r] = imp.subject
-                # Copies: a Raw is a view of the whole batch's input, which it would keep.
-                vectors[r] = tuple(map(bytes, map(_probabilities, imp.slots.values())))
-            elif imp.type == "decision":  # the pydantic model: its dicts
-                subjects[r] = imp.subject
-                vectors[r] = tuple(map(dumps, map(_probabilities, imp.slots.values())))
-            else:  # a legacy impression: the hash of its user id, no probabilities known
-                subjects[r] = subject_key(imp.user_id).hex()
-                vectors[r] = (b"{}",) * len(imp.slots)
+        ids, subjects = self._ids, self._subjects
+        _assign(ids, filled, map(_decision_id, imps))
+        if set(kinds) == {wire.LoggedDecision}:  # their vectors are written by shape above
+            _assign(subjects, filled, map(_subject, imps))
+        else:
+            dumps = orjson.dumps
+            for r, imp in zip(filled, imps, strict=True):
+                if type(imp) is wire.LoggedDecision:  # the vectors' JSON as the service wrote it
+                    subjects[r] = imp.subject
+                    vectors[r] = tuple(map(bytes, map(_probabilities, imp.slots.values())))
+                elif imp.type == "decision":  # the pydantic model: its dicts
+                    subjects[r] = imp.subject
+                    vectors[r] = tuple(map(dumps, map(_probabilities, imp.slots.values())))
+                else:  # a legacy impression: the hash of its user id, no probabilities known
+                    subjects[r] = subject_key(imp.user_id).hex()
+                    vectors[r] = (b"{}",) * len(imp.slots)
         self._next_deadline = min(self._next_deadline, float(deadline.min()))
 
     def _compact(self) -> None:
