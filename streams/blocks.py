@@ -73,13 +73,14 @@ class BlockFormat:
                                     f"max_examples={max_examples}")
         out: list[tuple[bytes, bytes]] = []
         start, size = 0, 0  # the open block: items[start:i], size bytes of lines
+        header = len(self._prefix) + 1  # a header's bytes but its count's digits
         for i, (decision_id, value) in enumerate(items):
             if not value or b"\n" in value:
                 raise InvalidInputError(f"{self.item} {decision_id!r}: expected one line of "
                                         f"JSON, got {value[:64]!r}")
             count = i - start
             if count and (count == max_examples
-                          or len(self._header(count + 1)) + size + len(value) + 1 > max_bytes):
+                          or header + len(str(count + 1)) + size + len(value) + 1 > max_bytes):
                 out.append(self._block(items, start, i))
                 start, size = i, 0
             size += len(value) + 1

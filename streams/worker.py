@@ -20,8 +20,12 @@ clicks topics) is refused with what to do.
 A checkpoint holds every open attribution window, so it is not written after every batch but
 at most every ``checkpoint_interval_ms``, and at once when a batch closed windows (the model
 changed), when the worker has caught up (a poll with nothing new), when a partition is revoked
-and when the worker stops. A worker killed between checkpoints loses nothing: its successor
-re-processes the records after the last checkpoint's offsets.
+and when the worker stops. While the worker is behind (its polls bring records), a partition's
+checkpoint also waits ``CHECKPOINT_SHARE`` times as long as its last one took to write (by
+``clock``), a batch that closed windows too, so that checkpoints of many open windows take a
+bounded share of the worker's time (a partition with a week of open windows writes a large
+checkpoint). A worker killed between checkpoints loses nothing: its successor re-processes
+the records after the last checkpoint's offsets (and writes their closed decisions again).
 
 Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
 training log, blocks: streams.joined) and refused items to ``.deadletter`` with their bytes
@@ -104,6 +108,8 @@ from streams.records import DECISIONS, EVENTS, STREAMS, Batch, DeadLetter
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 3  # 3: offsets of .decisions and .events; 2: of .impressions and .clicks
+# While behind, a partition's checkpoints are this many times their writing time apart.
+CHECKPOINT_SHARE = 10
 
 
 @dataclass
@@ -523,6 +529,7 @@ class Worker:
         self.checkpoints = 0  # written by this worker
         self._pending: set[int] = set()  # partitions with records after their last checkpoint
         self._written_at: dict[int, float] = {}  # partition -> clock() of its last checkpoint
+        self._cost: dict[int, float] = {}  # partition -> seconds its last checkpoint took
 
     # -- assignment -------------------------------------------------------------------
 
@@ -552,6 +559,7 @@ class Worker:
         for p in gone:
             self.partitions.pop(p)
             self._written_at.pop(p, None)
+            self._cost.pop(p, None)
 
     def on_lost(self, partitions: Iterable[int]) -> None:
         """The group evicted this worker (it stalled past its session timeout): the
@@ -562,6 +570,7 @@ class Worker:
         for p in partitions:
             self.partitions.pop(p, None)
             self._written_at.pop(p, None)
+            self._cost.pop(p, None)
             self._pending.discard(p)
 
     # -- campaigns --------------------------------------------------------------------
@@ -641,15 +650,25 @@ class Worker:
             self._pending.update(outputs)
             lap("output")
         now = self.clock()
-        self.write_checkpoints(
-            [p for p in self._pending if not records or (p in outputs and outputs[p].joined)
-             or (now - self._written_at.get(p, -math.inf)) * 1000 >= self.checkpoint_interval_ms])
+        self.write_checkpoints([p for p in self._pending
+                                if not records or self._due(p, outputs, now)])
         lap("checkpoint")
         for p, out in outputs.items():
             self.counters.add(out.counters)
             if self.on_batch is not None:
                 self.on_batch(p, out)
         return sum(out.counters.records for out in outputs.values())
+
+    def _due(self, p: int, outputs: dict[int, BatchOutput], now: float) -> bool:
+        """Whether partition ``p``'s checkpoint is due at ``now`` while the worker is behind:
+        the interval passed or the batch closed windows, and (unless checkpoints go after
+        every batch) ``CHECKPOINT_SHARE`` times its last checkpoint's cost passed too."""
+        interval = self.checkpoint_interval_ms
+        if not interval:
+            return True
+        since = now - self._written_at.get(p, -math.inf)
+        return ((p in outputs and bool(outputs[p].joined)) or since * 1000 >= interval) and (
+            since >= CHECKPOINT_SHARE * self._cost.get(p, 0.0))
 
     def write_checkpoints(self, partitions: Iterable[int] | None = None) -> None:
         """Checkpoint the given partitions (default: all) that have records no checkpoint
@@ -659,8 +678,10 @@ class Worker:
         if not due:
             return
         for p in due:
+            start = self.clock()
             self.transport.send_checkpoint(p, self.partitions[p].checkpoint())
             self._written_at[p] = self.clock()
+            self._cost[p] = self._written_at[p] - start
             self._pending.discard(p)
             self.checkpoints += 1
         self.transport.commit({p: self.partitions[p].offsets for p in due})

@@ -48,7 +48,16 @@ import orjson
 from pydantic import BaseModel, Field, TypeAdapter
 
 from bandit.engine.randomness import subject_key
-from bandit.engine.windows import _FIRST_ROWS, _WIDE, ACTIVE, SENT, UNSENT, Closed, _OpenWindows
+from bandit.engine.windows import (
+    _FIRST_ROWS,
+    _RS,
+    _WIDE,
+    ACTIVE,
+    SENT,
+    UNSENT,
+    Closed,
+    _OpenWindows,
+)
 from bandit.models import OUTCOME_TYPES, CampaignSpec, JoinedEvent, Send
 from bandit.models.events import Bounce, Click, Complaint, Conversion, Open, Unsubscribe
 from bandit.wire import Joined
@@ -573,8 +582,9 @@ class Joiner(_OpenWindows):
             # A free row holds None: the live rows' strings, in row order.
             "ids": _hex_blob([d for d in self._ids[:self._size] if d is not None]),
             "subjects": _hex_blob([s for s in self._subjects[:self._size] if s is not None]),
-            "probabilities": np.frombuffer(b"\n".join(
-                v for v in self._probabilities[:self._size] if v is not None),
+            # Per row its slots' vectors, separated by _RS; rows by newlines.
+            "probabilities": np.frombuffer(b"\n".join(map(_RS.join, (
+                v for v in self._probabilities[:self._size] if v is not None))),
                 dtype=np.uint8),
             "reward_row": np.searchsorted(live, np.array(reward_rows, dtype=np.int64)),
             "reward_slot": np.array(reward_slots, dtype=np.int32),
@@ -648,7 +658,7 @@ class Joiner(_OpenWindows):
                 raise ValueError("open windows: unknown string")
         joiner._live = np.ones(n, dtype=np.bool_)
         joiner._ids, joiner._subjects, joiner._size = list(ids), list(subjects), n
-        joiner._probabilities = list(vectors)
+        joiner._probabilities = [tuple(v.split(_RS)) for v in vectors]
         joiner._row = {d: r for r, d in enumerate(ids)}
         joiner._next_deadline = float(joiner._deadline.min()) if n else math.inf
         for k, count in enumerate(np.bincount(joiner._shape, minlength=len(

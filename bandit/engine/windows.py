@@ -8,10 +8,11 @@ closed."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, cast
 
 import msgspec
@@ -31,7 +32,11 @@ _WIDE = ("_arm", "_propensity", "_context", "_segment")  # a column per slot, ke
 UNSENT, ACTIVE, SENT = 0, 1, 2
 _arm, _propensity = attrgetter("arm"), attrgetter("propensity")
 _probabilities = attrgetter("probabilities")
-_RS = b"\x1e"  # between the slots' probability vectors (JSON never holds it raw)
+_slots, _context, _segments = attrgetter("slots"), attrgetter("context"), attrgetter("segments")
+_decision_id, _subject = attrgetter("decision_id"), attrgetter("subject")
+_holdout, _model_version = attrgetter("holdout"), attrgetter("model_version")
+_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
+_RS = b"\x1e"  # between a row's probability vectors in a checkpoint (JSON never holds it raw)
 
 
 @dataclass
@@ -45,7 +50,7 @@ class Closed:
     ``shapes``: campaign, slot names, context keys with "is a string", segment keys),
     ``holdout``, ``wire`` (decoded by the stream worker), ``model_version``, ``outcomes`` (the
     learned events per type, in ``OUTCOME_TYPES`` order), ``probabilities[i]`` (per slot the
-    JSON of its probability vector, separated by ``\x1e``), and per position j of its shape's
+    JSON of its probability vector), and per position j of its shape's
     slots, context keys and segment keys: ``arm``, ``propensity`` and ``reward``
     (aggregated, or the campaign's default), ``context`` and ``segment``. Arms, string context
     values and segment values are indices into ``names``. ``Engine`` learns from these
@@ -67,7 +72,7 @@ class Closed:
     shapes: list[tuple]
     model_version: np.ndarray  # (n,) float64
     outcomes: np.ndarray  # (n, len(OUTCOME_TYPES)) int32
-    probabilities: list[bytes]  # per row: per slot the JSON of {arm: probability}, b"\x1e"-split
+    probabilities: list[tuple[bytes, ...]]  # per row: per slot the JSON of {arm: probability}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,7 +95,7 @@ class Closed:
                                                     strict=True) if n}
             yield (is_wire, self.ids[i], campaign, self.subjects[i], ts,
                    [(slot, names[a], p, vector) for slot, a, p, vector in zip(
-                       slots, arms, propensities, self.probabilities[i].split(_RS),
+                       slots, arms, propensities, self.probabilities[i],
                        strict=False)],
                    context, {key: names[v] for key, v in zip(segment_keys, segment, strict=False)},
                    holdout, int(self.model_version[i]), outcomes,
@@ -136,17 +141,22 @@ class Closed:
         ids = _split(dumps(self.ids))  # 32 hex digits each: no comma inside
         if len(ids) != n:
             raise ValueError("closed decisions: a decision id is not 32 hex digits")
-        subjects = [b'"%s"' % s.encode() for s in self.subjects]  # hex: nothing to escape
+        subjects = _split(dumps(self.subjects))  # hex digits too
+        if len(subjects) != n:
+            raise ValueError("closed decisions: a subject key is not hex digits")
         holdout = list(map(_BOOLS.__getitem__, self.holdout.tolist()))
         ts = _split(dumps(self.ts.tolist()))
         versions = _split(dumps(self.model_version.tolist()))  # floats, as pydantic dumps
-        outcomes = [b"{" + b",".join(b'"%s":%d' % (_KINDS[k], v) for k, v in enumerate(row) if v)
-                    + b"}" for row in self.outcomes.tolist()]
+        # Few distinct rows of outcome counts: each written once (and no list per row).
+        distinct, which = _distinct_rows(self.outcomes.reshape(n, len(OUTCOME_TYPES)))
+        texts = [b"{" + b",".join(b'"%s":%d' % (_KINDS[k], v) for k, v in enumerate(row) if v)
+                 + b"}" for row in distinct.tolist()]
+        outcomes = list(map(texts.__getitem__, which.tolist()))
         for shape in np.unique(self.shape).tolist():
             at = np.flatnonzero(self.shape == shape)
             rows = at.tolist()
             campaign, slots, context_keys, segment_keys = self.shapes[shape]
-            vectors = {i: self.probabilities[i].split(_RS) for i in rows}
+            vectors = self.probabilities
             name = _names_json(names, np.concatenate([
                 self.arm[at, :len(slots)].ravel(), self.segment[at, :len(segment_keys)].ravel(),
                 *(self.context[at, j].astype(np.int64) for j, (_, is_str) in
@@ -203,6 +213,30 @@ def _split(array_json: bytes) -> list[bytes]:
     return array_json[1:-1].split(b",") if len(array_json) > 2 else []
 
 
+def _assign(column: list[Any], rows: Iterable[int], values: Iterable[Any]) -> None:
+    """``column[r] = value`` for each row and value, in a C loop (no bytecode per row)."""
+    deque(map(column.__setitem__, rows, values), maxlen=0)
+
+
+def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 2-d array and, per row, the index of its distinct row
+    (``np.unique(axis=0)``'s answer, by a sort of the columns instead of one of the rows'
+    bytes).
+
+    >>> distinct, which = _distinct_rows(np.array([[0, 1], [2, 0], [0, 1]]))
+    >>> distinct.tolist(), which.tolist()
+    ([[0, 1], [2, 0]], [0, 1, 0])
+    """
+    if not len(rows):
+        return rows, np.zeros(0, dtype=np.intp)
+    order = np.lexsort(rows.T[::-1])
+    ordered = rows[order]
+    starts = np.concatenate(([True], (ordered[1:] != ordered[:-1]).any(axis=1)))
+    which = np.empty(len(rows), dtype=np.intp)
+    which[order] = np.cumsum(starts) - 1
+    return ordered[starts], which
+
+
 def _names_json(names: list[str], used: np.ndarray) -> dict[int, bytes]:
     """The JSON of each interned string a batch uses, by index."""
     return {i: orjson.dumps(names[i]) for i in np.unique(used).tolist()}
@@ -227,7 +261,7 @@ class _OpenWindows:
         self._row: dict[str, int] = {}
         self._ids: list[str | None] = []
         self._subjects: list[str | None] = []
-        self._probabilities: list[bytes | None] = []  # per slot the vector's JSON, _RS-split
+        self._probabilities: list[tuple[bytes, ...] | None] = []  # per slot the vector's JSON
         self._free: list[int] = []
         self._size = 0  # rows ever used (live or free)
         # row -> (slot, outcome type) -> the type's amounts aggregated, and the time of the
@@ -346,22 +380,27 @@ class _OpenWindows:
         known = self._name_index
         columns = []  # per shape: its rows, slot choices, arms, context values, segment values
         names: set[str] = set()
+        vectors = self._probabilities
         for shape, items in groups.items():
             _, slots, context_keys, segment_keys = self._shapes[shape]
-            imps = [imp for _, _, imp in items]
-            choices = list(chain.from_iterable(imp.slots.values() for imp in imps))
+            imps = list(map(_third, items))
+            choices = list(chain.from_iterable(map(dict.values, map(_slots, imps))))
             arms = list(map(_arm, choices))
             d = 0 if context_keys is None else len(context_keys)
             values: list[Any] = []  # context values; string ones become their indices
             if d:  # a shape with context keys: each of its impressions has a context
-                contexts = cast(list[Mapping[str, float | str]], [imp.context for imp in imps])
-                values = list(chain.from_iterable(c.values() for c in contexts))
+                values = list(chain.from_iterable(map(dict.values, map(_context, imps))))
             strings = [j for j, (_, is_str) in enumerate(context_keys or ()) if is_str]
-            segments = list(chain.from_iterable(imp.segments.values() for imp in imps))
+            segments = list(chain.from_iterable(map(dict.values, map(_segments, imps))))
             names.update(arms, segments, *(values[j::d] for j in strings))
-            at = np.fromiter((r for r, _, _ in items), np.intp, len(items))
-            columns.append((at, len(slots), d, strings, len(segment_keys), choices, arms,
-                            values, segments))
+            where = list(map(_first, items))
+            if set(map(type, imps)) == {wire.LoggedDecision}:
+                # The vectors' JSON as the service wrote it, per row a tuple of its slots'.
+                # Copies: a Raw is a view of the whole batch's input, which it would keep.
+                _assign(vectors, where, zip(*[iter(map(bytes, map(_probabilities, choices)))]
+                                            * len(slots), strict=True))
+            columns.append((np.array(where, dtype=np.intp), len(slots), d, strings,
+                            len(segment_keys), choices, arms, values, segments))
         if not known.keys() >= names:
             self._intern_in_order([imp for _, _, imp in pending])
         for at, k, d, strings, g, choices, arms, values, segments in columns:
@@ -376,31 +415,36 @@ class _OpenWindows:
             if g:
                 self._segment[at, :g] = np.fromiter(map(known.__getitem__, segments), np.int32,
                                                     len(segments)).reshape(-1, g)
-        at = np.fromiter((r for r, _, _ in pending), np.intp, len(pending))
-        imps = [imp for _, _, imp in pending]
-        timings = np.array([timing[r] for r, _, _ in pending], dtype=np.float64)
+        filled = list(map(_first, pending))
+        at = np.array(filled, dtype=np.intp)
+        imps = list(map(_third, pending))
+        timings = np.array(list(map(timing.__getitem__, filled)), dtype=np.float64)
         deadline = timings[:, 1]
         self._ts[at], self._deadline[at] = timings[:, 0], deadline
         self._send_ts[at], self._sent[at] = timings[:, 4], timings[:, 3]
-        self._model_version[at] = [imp.model_version for imp in imps]
-        self._shape[at] = np.fromiter((shape for _, shape, _ in pending), np.int32, len(pending))
-        self._holdout[at] = np.fromiter((imp.holdout for imp in imps), np.bool_, len(imps))
-        self._wire[at] = np.fromiter((type(imp) in _WIRE_DECISIONS for imp in imps), np.bool_,
+        self._model_version[at] = list(map(_model_version, imps))
+        self._shape[at] = np.fromiter(map(_second, pending), np.int32, len(pending))
+        self._holdout[at] = np.fromiter(map(_holdout, imps), np.bool_, len(imps))
+        kinds = list(map(type, imps))
+        self._wire[at] = np.fromiter(map(_WIRE_DECISIONS.__contains__, kinds), np.bool_,
                                      len(imps))
         self._live[at] = True
-        ids, subjects, vectors = self._ids, self._subjects, self._probabilities
-        dumps, join = orjson.dumps, _RS.join
-        for r, _, imp in pending:
-            ids[r] = imp.decision_id
-            if type(imp) is wire.LoggedDecision:  # the vectors' JSON as the service wrote it
-                subjects[r] = imp.subject
-                vectors[r] = join(map(_probabilities, imp.slots.values()))
-            elif imp.type == "decision":  # the pydantic model: its dicts
-                subjects[r] = imp.subject
-                vectors[r] = join(map(dumps, map(_probabilities, imp.slots.values())))
-            else:  # a legacy impression: the hash of its user id, no probabilities known
-                subjects[r] = subject_key(imp.user_id).hex()
-                vectors[r] = _RS.join([b"{}"] * len(imp.slots))
+        ids, subjects = self._ids, self._subjects
+        _assign(ids, filled, map(_decision_id, imps))
+        if set(kinds) == {wire.LoggedDecision}:  # their vectors are written by shape above
+            _assign(subjects, filled, map(_subject, imps))
+        else:
+            dumps = orjson.dumps
+            for r, imp in zip(filled, imps, strict=True):
+                if type(imp) is wire.LoggedDecision:  # the vectors' JSON as the service wrote it
+                    subjects[r] = imp.subject
+                    vectors[r] = tuple(map(bytes, map(_probabilities, imp.slots.values())))
+                elif imp.type == "decision":  # the pydantic model: its dicts
+                    subjects[r] = imp.subject
+                    vectors[r] = tuple(map(dumps, map(_probabilities, imp.slots.values())))
+                else:  # a legacy impression: the hash of its user id, no probabilities known
+                    subjects[r] = subject_key(imp.user_id).hex()
+                    vectors[r] = (b"{}",) * len(imp.slots)
         self._next_deadline = min(self._next_deadline, float(deadline.min()))
 
     def _compact(self) -> None:
@@ -466,4 +510,4 @@ class _OpenWindows:
             propensity=self._propensity[rows], reward=reward, context=self._context[rows],
             segment=self._segment[rows], names=self._names, shapes=self._shapes,
             model_version=self._model_version[rows], outcomes=outcomes,
-            probabilities=[cast(bytes, self._probabilities[r]) for r in ordered])
+            probabilities=[cast("tuple[bytes, ...]", self._probabilities[r]) for r in ordered])

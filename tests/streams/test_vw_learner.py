@@ -669,7 +669,8 @@ def test_a_worker_killed_before_its_checkpoint_writes_decisions_twice_and_the_vw
     log_path, log = tmp_path / "worker.log", open(tmp_path / "worker.log", "wb")  # noqa: SIM115
     cli = ["worker", "--bootstrap-servers", kafka.bootstrap_servers, "--topic-prefix",
            topics.prefix, "--group", f"g-{topics.prefix}", "--max-poll-records", "3",
-           "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500", "--quiet"]
+           "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500", "--quiet",
+           "--checkpoint-interval-ms", "0"]  # a checkpoint after every batch that closed some
     # Two workers die, each at a random checkpoint of its own; a third one finishes the run.
     deaths = [int(rng.integers(2, 30)) for _ in range(2)]
     proc = None

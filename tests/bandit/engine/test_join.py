@@ -1,11 +1,13 @@
 """The attribution join: event time only, so batching never changes what is learned."""
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.engine.join import ERASED, Joiner, subject_key
+from bandit.engine.windows import _distinct_rows
 from bandit.models import CampaignSpec, Click, Impression
 
 WINDOW = 100
@@ -280,3 +282,15 @@ def test_an_erased_subject_leaves_the_state_and_only_a_later_decision_comes_back
     closed = restored.add([imp(9, 10_000)]).joined
     assert sorted(e.subject for e in closed) == sorted(  # only the later one
         subject_key(u).hex() for u in ["alice", "u0", "u1"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 3), min_size=6, max_size=6), max_size=40))
+def test_closed_json_finds_the_distinct_outcome_rows_numpy_finds(rows):
+    counts = np.array(rows, dtype=np.int32).reshape(len(rows), 6)
+    distinct, which = _distinct_rows(counts)
+    if rows:
+        expected, inverse = np.unique(counts, axis=0, return_inverse=True)
+        np.testing.assert_array_equal(distinct, expected)
+        np.testing.assert_array_equal(which, inverse.reshape(-1))
+    np.testing.assert_array_equal(distinct[which], counts)
