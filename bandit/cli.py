@@ -327,13 +327,18 @@ def worker(
         min=1, envvar="CMAB_MAX_PENDING", show_default="1000000", help="Most decisions of one "
         "campaign waiting for their attribution windows per partition; decisions beyond go "
         "to the dead-letter topic.")] = None,
+    erasure_ledger: Annotated[int | None, typer.Option(
+        min=0, envvar="CMAB_ERASURE_LEDGER", show_default="1000000", help="Most learned "
+        "decisions each partition keeps (in its checkpoint) so that an erasure (cmab erase, "
+        "DELETE /v1/subjects/{id}) takes a subscriber's out of the model; beyond it the oldest "
+        "are dropped; 0 keeps none (an erasure then drops pending decisions only).")] = None,
 ) -> None:
     """Join decisions and events, learn, checkpoint to the state topic; until Ctrl-C or
     SIGTERM (then it leaves its group, and its partitions move to the other workers)."""
     from bandit.engine.join import MAX_PENDING
     from streams.kafka import KafkaTransport
     from streams.topics import Topics, create_topics
-    from streams.worker import Worker
+    from streams.worker import ERASURE_LEDGER, Worker
 
     topics = Topics(topic_prefix)
     create_topics(bootstrap_servers, topics, partitions)
@@ -343,7 +348,8 @@ def worker(
                                heartbeat_interval_ms=heartbeat_interval_ms,
                                fetch_max_wait_ms=fetch_max_wait_ms)
     running = Worker(transport, checkpoint_interval_ms=checkpoint_interval_ms,
-                     max_pending=MAX_PENDING if max_pending is None else max_pending)
+                     max_pending=MAX_PENDING if max_pending is None else max_pending,
+                     erasure_ledger=ERASURE_LEDGER if erasure_ledger is None else erasure_ledger)
     transport.attach(running)
     if not quiet:
         print(f"cmab worker: group {group} on {topics.decisions} and {topics.events} at "
@@ -357,6 +363,73 @@ def worker(
                 f"erased {c.erased:,}")
 
     _run_until_signalled(running.run, lambda: running.counters.records, status, quiet)
+
+
+@app.command()
+def erase(
+    user_ids: Annotated[list[str], typer.Argument(
+        help="Subscriber ids to erase (each 1 to 128 characters).", show_default=False)],
+    bootstrap_servers: Annotated[
+        str, typer.Option(envvar="CMAB_BOOTSTRAP_SERVERS", help="Kafka bootstrap address.")
+    ] = "127.0.0.1:9092",
+    topic_prefix: Annotated[str, typer.Option(help="Prefix of the topics.")] = "cmab",
+    at_ms: Annotated[int | None, typer.Option(
+        min=0, show_default="now", help="Erase the decisions made at or before this event time "
+        "(ms since the epoch).")] = None,
+    wait: Annotated[bool, typer.Option(
+        help="Wait until every partition's checkpoint on <prefix>.state shows the erasures "
+             "applied (their learned decisions out of the model), with a progress line.")
+    ] = False,
+    timeout_s: Annotated[float, typer.Option(
+        min=0.0, help="With --wait: give up after this many seconds (exit code 1).")] = 600.0,
+) -> None:
+    """Erase subscribers in the stream, as DELETE /v1/subjects/{id} does in stream mode:
+    publish an erase record per subscriber (a hash of the id and the time, no id) to
+    <prefix>.campaigns, which every worker applies to every partition, now and on every
+    restore: their pending decisions are dropped and their learned ones taken out of the
+    policies' sums (as far as each partition's erasure ledger holds them). Prints a line per
+    subscriber. The decision services' merged models follow the workers' states."""
+    import time
+
+    from bandit.models.names import MAX_MS
+    from streams.link import ErasureWatch, publish_erasures
+    from streams.topics import Topics
+    from streams.worker import erase_record
+
+    for i, user_id in enumerate(user_ids, 1):
+        if not 1 <= len(user_id) <= 128:
+            raise InvalidInputError(f"USER_IDS: subscriber id {i} has {len(user_id)} "
+                                    "characters, expected 1 to 128")
+    if at_ms is not None and at_ms > MAX_MS:
+        raise InvalidInputError(f"--at-ms: {at_ms} is past the latest time, {MAX_MS}")
+    at = int(time.time() * 1000) if at_ms is None else at_ms
+    topics = Topics(topic_prefix)
+    offsets = publish_erasures(bootstrap_servers, topics,
+                               [erase_record(user_id, at) for user_id in user_ids])
+    for user_id, offset in zip(user_ids, offsets, strict=True):
+        print(f"{user_id}: erase record at {topics.campaigns} offset {offset} (at_ms {at})",
+              flush=True)
+    if not wait:
+        return
+    watch = ErasureWatch(bootstrap_servers, topics, max(offsets))
+    try:
+        deadline = time.monotonic() + timeout_s
+        shown = -1
+        while (done := len(watch.check())) < len(watch.partitions):
+            if done != shown:
+                print(f"cmab erase: {done} of {len(watch.partitions)} partitions applied the "
+                      "erasures", file=sys.stderr, flush=True)
+                shown = done
+            if time.monotonic() >= deadline:
+                print(f"cmab: error: --wait: {done} of {len(watch.partitions)} partitions "
+                      f"applied the erasures in {timeout_s:g} s (are the workers running?)",
+                      file=sys.stderr)
+                raise typer.Exit(1)
+            time.sleep(0.5)
+        print(f"cmab erase: {done} of {done} partitions applied the erasures", file=sys.stderr,
+              flush=True)
+    finally:
+        watch.close()
 
 
 @app.command("vw-learner")

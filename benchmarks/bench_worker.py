@@ -25,8 +25,11 @@ a batch): the windows stay open until the final watermark closes them all, so th
 worker with the largest open set a 280k send gives a partition (140k) in the full run.
 Reported: decisions/s, µs per decision in each stage of the worker (``streams.worker.Stages``:
 a clock read per stage and batch), and the checkpoint at the largest open set (bytes, ms;
-restore ms in full and model-only) against the time the worker spends on one batch. S5-send
-is S5 for the campaign activated by sends: a send for ``SENT_SHARE`` of the decisions too.
+restore ms in full and model-only) against the time the worker spends on one batch; and once
+every window closed, the checkpoint with every decision learned in the partition's erasure
+ledger (``Worker(erasure_ledger=...)``, the default bound) against the same checkpoint without
+it (bytes, ms): what the ledger adds to each checkpoint. S5-send is S5 for the campaign
+activated by sends: a send for ``SENT_SHARE`` of the decisions too.
 
 Run on its own: ``python -m benchmarks.bench_worker [--quick]``.
 """
@@ -350,7 +353,26 @@ def _embedded(n: int, activation: Literal["decision", "send"], name: str) -> Res
                            t_model * 1e3, "ms", open_n)]
         rs.append(Ratio(BENCH, "one batch's time / one checkpoint's, largest open set", name,
                         opened / batches / t_checkpoint))
+        ms += _ledger_checkpoint(part, name)
     return ms, rs
+
+
+def _ledger_checkpoint(part: PartitionJoin, name: str) -> list[Measurement]:
+    """The closed partition's checkpoint with its erasure ledger (every decision learned),
+    then without (the ledger off): bytes and ms of each, and a restore of the first."""
+    learned = part.engine._ledger.size
+    t_with, data = best_time(lambda: None, lambda _: part.checkpoint(), repeat=3)
+    t_restore, _ = best_time(lambda: None, lambda _: PartitionJoin.restore(data), repeat=2)
+    part.engine.keep_ledger(0)
+    t_without, bare = best_time(lambda: None, lambda _: part.checkpoint(), repeat=3)
+    return [Measurement(BENCH, f"checkpoint with {learned:,} learned decisions in its ledger",
+                        name, t_with * 1e3, "ms", learned, note=f"{len(data) / 1e6:.1f} MB"),
+            Measurement(BENCH, "the same checkpoint without the ledger", name,
+                        t_without * 1e3, "ms", learned, note=f"{len(bare) / 1e6:.2f} MB"),
+            Measurement(BENCH, "restore the checkpoint with the ledger (worker)", name,
+                        t_restore * 1e3, "ms", learned),
+            Measurement(BENCH, "ledger bytes per learned decision in a checkpoint", name,
+                        (len(data) - len(bare)) / max(learned, 1), "bytes", learned)]
 
 
 def _reference_topic(bootstrap: str, name: str) -> None:

@@ -6,6 +6,9 @@ in-process join; erasures go to the campaigns topic as erase records; the model 
 state topic (``StateFollower``), and the guardrail breaches it finds there are published as
 campaign records; every decision goes to the decisions topic (``DecisionLogWriter``, the
 engine's ``decision_sink``).
+
+``publish_erasures`` and ``ErasureWatch`` are ``cmab erase``'s: the erase records the service
+would publish, and whether every partition's checkpoint shows them applied.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import orjson
 
 from bandit.engine import Engine
 from bandit.engine.decisionlog import DecisionLogStatus
-from bandit.errors import InvalidInputError
+from bandit.errors import InvalidInputError, UnavailableError
 from bandit.models import Impression, Outcome, Send
 from streams.decisionlog import CAPACITY, DecisionLogWriter
 from streams.follower import StateFollower
+from streams.kafka import producer, read_last, reader
 from streams.publish import Publisher
 from streams.topics import Topics, create_topics
-from streams.worker import erase_record
+from streams.worker import applied_campaigns, erase_record
 
 
 class StreamLink:
@@ -90,3 +94,65 @@ def stream_link(bootstrap_servers: str, topic_prefix: str,
     made when the app starts (``decision_log_capacity``: ``Settings.decision_log_capacity``)."""
     return partial(StreamLink, bootstrap_servers=bootstrap_servers, topics=Topics(topic_prefix),
                    decision_log_capacity=decision_log_capacity)
+
+
+def publish_erasures(bootstrap_servers: str, topics: Topics,
+                     records: Sequence[dict[str, Any]]) -> list[int]:
+    """Publish erase records (``erase_record``) to the campaigns topic as the service's link
+    does, each flushed on its own; returns their offsets. The topic must exist (a deployment
+    that never ran has nothing to erase): InvalidInputError otherwise."""
+    from kafka.errors import KafkaError
+
+    # Asked of a consumer: a producer's metadata request may create the topic.
+    consumer = reader(bootstrap_servers)
+    try:
+        exists = topics.campaigns in consumer.topics()
+    finally:
+        consumer.close()
+    if not exists:
+        raise InvalidInputError(f"topic {topics.campaigns!r} does not exist at "
+                                f"{bootstrap_servers} (topic prefix {topics.prefix!r}?)")
+    sender = producer(bootstrap_servers)
+    try:
+        offsets = []
+        for record in records:
+            sent = sender.send(topics.campaigns, orjson.dumps(record), key=b"erase")
+            offsets.append(sent.get(timeout=30).offset)
+        return offsets
+    except KafkaError as exc:
+        raise UnavailableError(f"{topics.campaigns}: erase records not written ({exc})") from None
+    finally:
+        sender.close()
+
+
+class ErasureWatch:
+    """Which partitions of ``<prefix>.state`` have a newest checkpoint that applied the
+    campaign records through offset ``through`` (``PartitionJoin.campaigns`` above it): the
+    workers have then taken those erasures out of that partition's state."""
+
+    def __init__(self, bootstrap_servers: str, topics: Topics, through: int) -> None:
+        self.topics, self.through = topics, through
+        self._consumer = reader(bootstrap_servers)
+        partitions = self._consumer.partitions_for_topic(topics.state)
+        if not partitions:
+            self._consumer.close()
+            raise InvalidInputError(f"topic {topics.state!r} does not exist at "
+                                    f"{bootstrap_servers}")
+        self.partitions = sorted(partitions)
+        self.applied: set[int] = set()
+
+    def check(self) -> set[int]:
+        """Read the newest checkpoint of each partition not yet applied; the applied ones."""
+        from kafka import TopicPartition
+
+        for p in self.partitions:
+            if p in self.applied:
+                continue
+            data = read_last(self._consumer, TopicPartition(self.topics.state, p))
+            if data is not None and applied_campaigns(
+                    data, f"checkpoint of partition {p}") > self.through:
+                self.applied.add(p)
+        return self.applied
+
+    def close(self) -> None:
+        self._consumer.close()

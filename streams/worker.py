@@ -40,15 +40,24 @@ and scanner outcomes and unsent decisions (``machine``, ``scanner``, ``unsent``:
 ``excluded``).
 
 Erasure is durable: the decision service publishes an erase record (``erase_record``: the
-subject's ``bandit.engine.join.subject_key`` and the erasure's time, no user id) to the campaigns
-topic, which every worker reads from its start. A worker applies each erase record to every
-partition it holds and again to every partition it restores (a checkpoint may predate the
-erasure), and the join refuses the subject's decisions (logged, or legacy impressions) up to
-the erasure's time that come again (records re-processed after a restart) without
-dead-lettering them: no restart, rebalance or replay brings the subject back into the model
-or ``.joined``. The partitions are then checkpointed as usual, and their next checkpoint no
-longer holds the subject. Earlier records on the topics themselves (decisions, events, older
-checkpoints) hold the subject until the topics' retention removes them.
+subject's key and the erasure's time, no user id; ``cmab erase`` publishes the same) to the
+campaigns topic, which every worker reads from its start. A worker applies each erase record to
+every partition it holds and again to every partition it restores (a checkpoint may predate the
+erasure): the join drops the subject's pending decisions and refuses those up to the
+erasure's time that come again (records re-processed after a restart) without dead-lettering
+them, and the subject's learned decisions that the partition's erasure ledger holds
+(``erasure_ledger``, ``bandit.engine.ledger``: the columns learned, in the checkpoint) are
+taken out of every summed policy (``Engine.erase_subjects``; VW slots learn in the VW learner,
+not here). Applying an erase record again is a no-op: the forgotten rows left the ledger, and
+a worker killed after forgetting but before its checkpoint restores the older state, ledger
+rows included, and forgets them again. No restart, rebalance or replay brings the subject
+back into the model or ``.joined``. A partition's checkpoint is due as soon as erase records
+were applied to it; it records how many campaign records had been read then (``campaigns``:
+the campaigns topic's next offset while the topic keeps every record), so ``cmab erase
+--wait`` knows when every partition's state shows an erasure. Earlier records on the topics
+themselves (decisions, events, older checkpoints) hold the subject until the topics'
+retention removes them. Partition engines never evaluate guardrails (``Engine.guarding``):
+each sees one partition, and the decision service evaluates the merged model.
 
 Consent: a logged decision or impression whose decision id says the decision was made
 without consent (``bandit.engine.decided_with_consent``) loses its context and segments as it
@@ -99,8 +108,10 @@ from typing import Any, NamedTuple, Protocol, cast
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
 from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected, subject_key
+from bandit.engine.snapshot import read as read_snapshot
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Impression, LoggedDecision, Outcome, Send
+from bandit.settings import Settings
 from streams import blocks
 from streams.codec import Refused, decode_decisions, decode_many, encode
 from streams.records import DECISIONS, EVENTS, STREAMS, Batch, DeadLetter
@@ -110,6 +121,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 3  # 3: offsets of .decisions and .events; 2: of .impressions and .clicks
 # While behind, a partition's checkpoints are this many times their writing time apart.
 CHECKPOINT_SHARE = 10
+# Learned decisions each partition keeps for erasure: the service's CMAB_ERASURE_LEDGER default.
+ERASURE_LEDGER: int = Settings.model_fields["erasure_ledger"].default
 
 
 @dataclass
@@ -167,7 +180,7 @@ class Stages:
 
 def erase_record(user_id: str, at_ms: int) -> dict[str, Any]:
     """The campaigns-topic record that erases a subject's decisions with an impression at or
-    before ``at_ms`` (event time, ms since the epoch)."""
+    before ``at_ms`` (event time, ms since the epoch), pending and learned."""
     return {"erase": subject_key(user_id).hex(), "at": at_ms}
 
 
@@ -183,6 +196,16 @@ def _erasure(record: dict[str, Any]) -> tuple[bytes, float]:
         return bytes.fromhex(key), float(at)
     except ValueError:
         raise InvalidInputError("erase record: the subject key is not hex") from None
+
+
+def applied_campaigns(checkpoint: bytes, what: str = "checkpoint") -> int:
+    """How many campaign records a worker checkpoint's partition had applied (its erasures
+    through them: ``PartitionJoin.campaigns``), read from the snapshot's meta alone."""
+    meta, _ = read_snapshot(checkpoint, what, model_only=True)
+    extra = meta.get("extra")
+    if not isinstance(extra, dict) or "checkpoint" not in extra:
+        raise IncompatibleStateError(f"{what}: not a worker checkpoint")
+    return int(extra.get("campaigns", 0))
 
 
 # What each input's records decode to, when good: the join's decision records, its events.
@@ -278,13 +301,15 @@ class PartitionJoin:
     def __init__(self, partition: int, engine: Engine, *,
                  offsets: dict[str, int] | None = None,
                  newest: dict[str, float] | None = None,
-                 counters: Counters | None = None, seq: int = 0) -> None:
+                 counters: Counters | None = None, seq: int = 0, campaigns: int = 0) -> None:
         self.partition = partition
         self.engine = engine
         self.offsets = dict(offsets) if offsets else dict.fromkeys(STREAMS, 0)
         self.newest = dict(newest) if newest else dict.fromkeys(STREAMS, -math.inf)
         self.counters = counters or Counters()
         self.seq = seq
+        # Campaign records read (from the topic's start) when erasures were last applied.
+        self.campaigns = campaigns
 
     def process(self, batches: Iterable[Batch], idle: AbstractSet[str] = frozenset(), *,
                 lap: Callable[[str | None], None] = _no_lap) -> BatchOutput:
@@ -435,7 +460,7 @@ class PartitionJoin:
             "checkpoint": CHECKPOINT_FORMAT, "partition": self.partition, "seq": self.seq,
             "offsets": self.offsets,
             "newest": {s: (t if math.isfinite(t) else None) for s, t in self.newest.items()},
-            "counters": vars(self.counters)})
+            "counters": vars(self.counters), "campaigns": self.campaigns})
 
     @classmethod
     def restore(cls, data: bytes, *, what: str = "checkpoint",
@@ -458,7 +483,8 @@ class PartitionJoin:
                        offsets={s: int(extra["offsets"][s]) for s in STREAMS},
                        newest={s: (-math.inf if extra["newest"][s] is None
                                    else float(extra["newest"][s])) for s in STREAMS},
-                       counters=Counters(**extra["counters"]), seq=int(extra["seq"]))
+                       counters=Counters(**extra["counters"]), seq=int(extra["seq"]),
+                       campaigns=int(extra.get("campaigns", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleStateError(f"{what}: not a worker checkpoint ({exc})") from None
 
@@ -502,17 +528,23 @@ class Worker:
 
     ``on_batch`` (optional) is called with each partition's output after it is written;
     ``stages`` (optional) sums the time of each stage of the batches (``Stages``);
-    ``max_pending`` caps each partition's open decisions per campaign (``bandit.engine.join``).
+    ``max_pending`` caps each partition's open decisions per campaign (``bandit.engine.join``);
+    ``erasure_ledger``: the learned decisions each partition keeps so that erase records take
+    them out of its model (``Engine.keep_ledger``; 0: none, erasure drops pending decisions
+    only).
     """
 
     def __init__(self, transport: Transport, *, seed: int = 0,
                  on_batch: Callable[[int, BatchOutput], None] | None = None,
                  checkpoint_interval_ms: int = 1000,
                  clock: Callable[[], float] = time.monotonic,
-                 stages: Stages | None = None, max_pending: int = MAX_PENDING) -> None:
+                 stages: Stages | None = None, max_pending: int = MAX_PENDING,
+                 erasure_ledger: int = ERASURE_LEDGER) -> None:
         if checkpoint_interval_ms < 0:
             raise InvalidInputError(
                 f"checkpoint_interval_ms: expected >= 0, got {checkpoint_interval_ms}")
+        if erasure_ledger < 0:
+            raise InvalidInputError(f"erasure_ledger: expected >= 0, got {erasure_ledger}")
         self.transport = transport
         self.seed = seed
         self.on_batch = on_batch
@@ -520,10 +552,12 @@ class Worker:
         self.clock = clock
         self.stages = stages
         self.max_pending = max_pending
+        self.erasure_ledger = erasure_ledger
         self._lap = _no_lap if stages is None else stages.lap
         self.partitions: dict[int, PartitionJoin] = {}
         self.campaigns: dict[str, dict[str, Any]] = {}
         self.erasures: dict[bytes, float] = {}  # every erase record read: subject key -> time
+        self.campaigns_read = 0  # campaign records read from the topic's start
         self.counters = Counters()
         self.campaign_errors = 0
         self.checkpoints = 0  # written by this worker
@@ -544,6 +578,8 @@ class Worker:
             else:
                 part = PartitionJoin.restore(data, what=f"checkpoint of partition {p}")
             part.engine.limit_pending(self.max_pending)
+            part.engine.keep_ledger(self.erasure_ledger)
+            part.engine.guarding = False
             self._apply_campaigns(part, self.campaigns.values())
             self._erase(part, self.erasures)
             self.partitions[p] = part
@@ -579,6 +615,7 @@ class Worker:
         fresh = self.transport.campaign_records()
         if not fresh:
             return
+        self.campaigns_read += len(fresh)
         erasures: dict[bytes, float] = {}
         for record in [r for r in fresh if isinstance(r, dict) and "erase" in r]:
             try:
@@ -600,15 +637,17 @@ class Worker:
             self._erase(part, erasures)
 
     def _erase(self, part: PartitionJoin, erasures: dict[bytes, float]) -> None:
-        """Apply erasures to a partition; if that changed it, its next checkpoint is due
-        (the last one may hold the subjects)."""
+        """Apply erasures to a partition (pending and learned decisions); its next checkpoint
+        is then due (the last one may hold the subjects, and it shows how far erasure went),
+        unless those erasures were applied before its last one."""
         if not erasures:
             return
         dropped, changed = part.engine.erase_subjects(erasures)
         part.counters.erased += dropped
         self.counters.erased += dropped
-        if changed:
+        if changed or part.campaigns != self.campaigns_read:
             self._pending.add(part.partition)
+        part.campaigns = self.campaigns_read
 
     def _apply_campaigns(self, part: PartitionJoin, records: Iterable[dict[str, Any]]) -> None:
         for record in records:

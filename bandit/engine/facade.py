@@ -98,6 +98,9 @@ class Engine:
         self.clock: Callable[[], int] = _now_ms  # the decision log's ts (ms), breaches' at_ms
         # Guardrail breaches per (campaign, outcome type): each paused its campaign.
         self.breaches: Counter[tuple[str, str]] = Counter()
+        # Whether learning (and ``guard``) evaluates guardrails. A stream worker's partition
+        # engines do not: each sees one partition, and the service evaluates the merged model.
+        self.guarding = True
 
     # -- campaigns ----------------------------------------------------------------------
 
@@ -283,12 +286,15 @@ class Engine:
         """Evaluate every running campaign's guardrails (``bandit.engine.guardrails``); a
         breach pauses its campaign with the reason. Learning does it for the campaigns it
         learns; the stream service calls it after absorbing the workers' states. Returns the
-        campaigns paused now."""
+        campaigns paused now (none while not ``guarding``)."""
         with self._lock:
             return [c.spec.name for c in self._campaigns.values() if self._guard(c)]
 
     def _guard(self, c: _Campaign) -> bool:
-        """``guardrails.check`` of one campaign, counted in ``breaches``: whether it tripped."""
+        """``guardrails.check`` of one campaign, counted in ``breaches``: whether it tripped
+        (never while not ``guarding``)."""
+        if not self.guarding:
+            return False
         reason = _guardrails.check(c, self.clock())
         if reason is None:
             return False

@@ -506,3 +506,134 @@ def test_no_topic_holds_the_context_or_segments_of_a_decision_made_without_conse
         if j["decision_id"] in without or j["decision_id"].endswith("0"):
             assert "context" not in j and j["segments"] == {}
     assert {"0" * 31 + "0"} <= {j["decision_id"] for j in joined}
+
+
+# -- erasure from the model: the partitions' erasure ledgers ------------------------------------
+
+
+def subject_stream(n: int, seed: int, picks: list[int]) -> tuple[streamdata.Streams, bytes]:
+    """``streamdata.make(n, seed)`` whose decisions ``picks`` (indexes in event time) are all
+    of one subject S: their logged lines carry the first one's subject key. Returns the
+    streams and S's key (whatever the service made it: the worker takes keys as they come)."""
+    s = streamdata.make(n, seed)
+    decisions = list(s.decisions)
+    key = orjson.loads(decisions[picks[0]][1])["subject"]
+    for i in picks:
+        decision_id, line = decisions[i]
+        decisions[i] = (decision_id, orjson.dumps({**orjson.loads(line), "subject": key}))
+    return dataclasses.replace(s, decisions=decisions), bytes.fromhex(key)
+
+
+def without(s: streamdata.Streams, key: bytes, at_ms: float) -> streamdata.Streams:
+    """``s`` without the decisions of subject ``key`` made at or before ``at_ms`` and without
+    their events: the stream of a run where erasure had nothing to take out."""
+    gone = {d for d, line in s.decisions if orjson.loads(line)["subject"] == key.hex()
+            and orjson.loads(line)["ts"] <= at_ms}
+    return dataclasses.replace(
+        s, decisions=[(d, line) for d, line in s.decisions if d not in gone],
+        events=[e for e in s.events if e["decision_id"] not in gone],
+        joined=[j for j in s.joined if j.decision_id not in gone])
+
+
+def assert_same_sums(actual: Engine, expected: Engine, campaign: str = "news") -> None:
+    """Every slot's policy and fallback hold the same sums to 1e-9, seen from a common event
+    time (``Policy.sums_at``: forgetting leaves a policy's clock where learning took it)."""
+    a, e = actual._campaigns[campaign], expected._campaigns[campaign]
+    for sa, se in zip(a.slots, e.slots, strict=True):
+        for pa, pe in ((sa.policy, se.policy), (sa.fallback, se.fallback)):
+            times = [t for t in (pa._t_newest, pe._t_newest) if t is not None]
+            at = max(times) if times else None
+            ta, te = pa.sums_at(at), pe.sums_at(at)
+            assert ta.keys() == te.keys()
+            for name in ta:
+                np.testing.assert_allclose(ta[name], te[name], rtol=1e-9, atol=1e-9,
+                                           err_msg=f"{sa.spec.name} {name}")
+
+
+def decay_log(partitions: int, half_life_ms: float | None) -> MemoryLog:
+    """``_log`` of ``streamdata.spec(half_life_ms=half_life_ms)``."""
+    log = MemoryLog(Topics("t"), partitions)
+    service = Engine()
+    service.create_campaign(streamdata.spec(half_life_ms=half_life_ms))
+    log.publish_campaign(service.campaign_record("news"))
+    return log
+
+
+def _partition_engines(log: MemoryLog) -> dict[int, Engine]:
+    transport = MemoryTransport(log)
+    return {p: PartitionJoin.restore(transport.latest_checkpoint(p)).engine
+            for p in range(log.partitions)}
+
+
+@pytest.mark.parametrize("half_life_ms", [None, 700.0])
+def test_an_erase_record_takes_learned_decisions_out_of_every_partition_once(half_life_ms):
+    """A worker learned a stream in which subject S made 5 decisions; an erase record of S
+    comes. The worker forgets S's learned decisions in each partition (its erasure ledger),
+    then is killed before its checkpoint: its successor restores the older state and forgets
+    them again; a third worker restores the erased checkpoint and re-applies the record, a
+    no-op. Each time every partition's sums equal those of a run without S's events."""
+    s, key = subject_stream(300, seed=41, picks=[30, 95, 150, 151, 240])
+    plain = without(s, key, s.end_ts)
+    assert len(plain.joined) == len(s.joined) - 5
+    reference = decay_log(2, half_life_ms)
+    _fill(reference, plain)
+    _drain(_worker(reference))
+    expected = _partition_engines(reference)
+
+    log = decay_log(2, half_life_ms)
+    _fill(log, s)
+    worker = _worker(log)
+    _drain(worker)
+    learned = sum(w.engine._ledger.size for w in worker.partitions.values())
+    assert learned == len(s.joined)  # the sentinels stay open
+    worker.transport.send_checkpoint = lambda partition, data: None  # killed before it
+    log.publish_campaign({"erase": key.hex(), "at": s.end_ts})
+    worker.step()
+    for p, part in worker.partitions.items():
+        assert_same_sums(part.engine, expected[p])
+        assert not len(part.engine._ledger.find({key: math.inf}))
+    assert sum(w.engine._ledger.size for w in worker.partitions.values()) == learned - 5
+    for _ in range(2):  # forgets again; then re-applies with nothing left to forget
+        worker = _worker(log)  # restores the newest checkpoints
+        for p, part in worker.partitions.items():
+            assert_same_sums(part.engine, expected[p])
+            assert part.campaigns == 2  # the campaign and the erase record
+        _drain(worker)
+        worker.write_checkpoints()
+    for p, engine in _partition_engines(log).items():
+        assert_same_sums(engine, expected[p])
+        assert not len(engine._ledger.find({key: math.inf}))
+
+
+def _worker(log: MemoryLog, **options) -> Worker:
+    transport = MemoryTransport(log)
+    worker = Worker(transport, **options)
+    transport.attach(worker)
+    return worker
+
+
+def test_partition_engines_keep_the_ledger_to_its_bound_and_never_guard():
+    """The worker's partition engines keep ``erasure_ledger`` learned decisions each (0:
+    none) and never evaluate guardrails: a harmful campaign learned in a partition stays
+    running there, while the service's merged model trips its guardrail."""
+    from tests.bandit.engine.test_guardrails import HARM, send, spec
+
+    log = MemoryLog(Topics("t"), 1)
+    service = Engine(seed=8, id_seed=8)
+    service.create_campaign(spec("harm", HARM, holdout=0.5))
+    log.publish_campaign(service.campaign_record("harm"))
+    worker = _worker(log, erasure_ledger=3000)
+    part = worker.partitions[0].engine
+    assert part.guarding is False and service.guarding is True
+    rng = np.random.default_rng(8)
+    for k in range(40):  # the service absorbs the partition's state after each send
+        send(service, k, rng, learner=part)
+        service.absorb([part])
+        if service.guard() == ["harm"]:
+            break
+    assert service.is_paused("harm"), "not tripped in 40 sends"
+    assert not part.is_paused("harm") and not part.breaches and part.guard() == []
+    assert part._ledger.size <= 3000 and not part._ledger.complete
+    assert _worker(log, erasure_ledger=0).partitions[0].engine._ledger.max_decisions == 0
+    with pytest.raises(InvalidInputError, match="erasure_ledger"):
+        Worker(MemoryTransport(log), erasure_ledger=-1)

@@ -2,6 +2,7 @@
 a group with a rebalance on join and on kill. Exactly-once is checked bit for bit: contexts
 are multiples of 1/4, so sums do not depend on the order they were added in."""
 
+import math
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections import Counter
 from functools import partial
 
 import numpy as np
+import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bandit.engine import Engine
@@ -19,6 +21,7 @@ from bandit.models import LoggedDecision
 from streams.codec import encode
 from streams.follower import StateFollower
 from streams.kafka import KafkaTransport, reader
+from streams.memory import MemoryTransport
 from streams.publish import Publisher
 from streams.records import DECISIONS, EVENTS
 from streams.topics import Topics, create_topics
@@ -392,6 +395,37 @@ def test_no_topic_holds_the_context_or_segments_of_a_subscriber_without_consent(
         assert secret not in written
 
 
+def _sender(kafka, topics: Topics, s: streamdata.Streams, partitions: int,
+            counts: dict[tuple[str, int], int]):
+    """``send_until(ts)``: write the decisions and events of ``s`` up to event time ``ts`` not
+    written yet, in event time (past ``s.end_ts``: each partition's sentinels too), adding the
+    records written to ``counts``."""
+    import orjson
+
+    times = [orjson.loads(line)["ts"] for _, line in s.decisions]
+    sent = {DECISIONS: 0, EVENTS: 0}
+
+    def send_until(ts: float) -> None:
+        records: list[tuple[str, int | None, bytes | None, bytes]] = []
+        first = sent[DECISIONS]
+        while sent[DECISIONS] < len(s.decisions) and times[sent[DECISIONS]] <= ts:
+            sent[DECISIONS] += 1
+        records += [(DECISIONS, p, key, value) for p, packed in sorted(streamdata.blocks_of(
+            s.decisions[first:sent[DECISIONS]], partitions).items()) for key, value in packed]
+        while sent[EVENTS] < len(s.events) and s.events[sent[EVENTS]]["ts"] <= ts:
+            event = s.events[sent[EVENTS]]
+            records.append((EVENTS, None, event["decision_id"].encode(), encode(event)))
+            sent[EVENTS] += 1
+        if ts > s.end_ts:
+            for p in range(partitions):
+                block, mark = streamdata.sentinels(p, s.end_ts + 10 * streamdata.WINDOW_MS)
+                records += [(DECISIONS, p, None, block), (EVENTS, p, None, mark)]
+        for key, n in _write(kafka, topics, records).items():
+            counts[key] = counts.get(key, 0) + n
+
+    return send_until
+
+
 def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
     """A subject's decision is open in a `cmab worker`'s checkpoint; the service erases them
     (DELETE /v1/subjects/..., forwarded to the stream); the worker is SIGKILLed and restarted,
@@ -412,27 +446,8 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
     subject_id, subject_line = s.decisions[200]
     subject_ts = orjson.loads(subject_line)["ts"]
     user_id = s.user_ids[subject_id]
-    times = [orjson.loads(line)["ts"] for _, line in s.decisions]
     counts: dict[tuple[str, int], int] = {}
-    sent = {DECISIONS: 0, EVENTS: 0}
-
-    def send_until(ts: float) -> None:  # both inputs, in event time, up to ts
-        records: list[tuple[str, int | None, bytes | None, bytes]] = []
-        first = sent[DECISIONS]
-        while sent[DECISIONS] < len(s.decisions) and times[sent[DECISIONS]] <= ts:
-            sent[DECISIONS] += 1
-        records += [(DECISIONS, p, key, value) for p, packed in sorted(streamdata.blocks_of(
-            s.decisions[first:sent[DECISIONS]], partitions).items()) for key, value in packed]
-        while sent[EVENTS] < len(s.events) and s.events[sent[EVENTS]]["ts"] <= ts:
-            event = s.events[sent[EVENTS]]
-            records.append((EVENTS, None, event["decision_id"].encode(), encode(event)))
-            sent[EVENTS] += 1
-        if ts > s.end_ts:
-            for p in range(partitions):
-                block, mark = streamdata.sentinels(p, s.end_ts + 10 * streamdata.WINDOW_MS)
-                records += [(DECISIONS, p, None, block), (EVENTS, p, None, mark)]
-        for key, n in _write(kafka, topics, records).items():
-            counts[key] = counts.get(key, 0) + n
+    send_until = _sender(kafka, topics, s, partitions, counts)
 
     engine, follower = _service(kafka, topics)
     group = f"g-{topics.prefix}"
@@ -470,3 +485,176 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
               for v in examples(block)]
     assert {j["decision_id"] for j in joined} == {e.decision_id for e in kept}
     assert key not in {j["subject"] for j in joined}
+
+
+def _checkpoints(kafka, topics: Topics, partitions: int) -> dict[int, PartitionJoin]:
+    """The newest checkpoint of every partition, whole (the erasure ledger too)."""
+    from streams.kafka import read_last
+
+    consumer = reader(kafka.bootstrap_servers)
+    try:
+        return {p: PartitionJoin.restore(read_last(consumer, TopicPartition(topics.state, p)))
+                for p in range(partitions)}
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("half_life_ms", [None, 700.0])
+def test_an_erasure_takes_learned_decisions_out_through_a_sigkilled_worker(kafka, tmp_path,
+                                                                           half_life_ms):
+    """A `cmab worker` learned the first 60% of a stream in which subject S made decisions
+    (3 learned, 1 open, 2 after) and stopped; an erase record of S up to then (as `cmab erase`
+    publishes it) and the rest of the stream are written, and a worker restores the
+    partitions, applies the record (forgets S's learned decisions, drops the open one) and
+    plays on, until it is SIGKILLed at a random instant after its first checkpoint that shows
+    the erasure; a third worker restores and finishes. Every partition's policy sums then
+    equal, to 1e-9 seen from a common time, those of a run on the stream without S's erased
+    decisions and their events; no checkpoint's ledger holds them, and every one shows the
+    erase record applied. (The stream is written while no worker runs: a worker that reads
+    half-written inputs may judge outcomes late, which no erasure is about.)"""
+    import orjson
+
+    from streams.link import ErasureWatch, publish_erasures
+    from tests.streams.test_worker import (
+        _drain,
+        _partition_engines,
+        assert_same_sums,
+        decay_log,
+        subject_stream,
+        without,
+    )
+
+    partitions = 2
+    topics = Topics(f"e{uuid.uuid4().hex[:10]}")
+    create_topics(kafka.bootstrap_servers, topics, partitions)
+    engine = Engine()
+    engine.create_campaign(streamdata.spec(half_life_ms=half_life_ms))
+    with Publisher(kafka.bootstrap_servers, topics) as pub:
+        pub.campaign(engine.campaign_record("news"))
+    s, key = subject_stream(1500, seed=43, picks=[100, 400, 700, 899, 1100, 1400])
+    at = orjson.loads(s.decisions[900][1])["ts"]  # decision 899's window is open then
+    plain = without(s, key, at)
+    assert len(plain.joined) == len(s.joined) - 4
+    reference = decay_log(partitions, half_life_ms)
+    streamdata.fill(reference, plain)
+    worker = Worker(MemoryTransport(reference))
+    worker.transport.attach(worker)
+    _drain(worker)
+    expected = _partition_engines(reference)
+
+    counts: dict[tuple[str, int], int] = {}
+    send_until = _sender(kafka, topics, s, partitions, counts)
+    follower = StateFollower(engine, kafka.bootstrap_servers, topics).start()
+    group = f"g-{topics.prefix}"
+    log = open(tmp_path / "workers.log", "wb")  # noqa: SIM115 - closed below
+    rng = np.random.default_rng(43 if half_life_ms is None else 44)
+    send_until(at)
+    proc = _spawn(kafka, topics, group, log)
+    try:
+        assert follower.wait_for(_done(topics, dict(counts), partitions), 60), "no checkpoint"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
+        [offset] = publish_erasures(kafka.bootstrap_servers, topics,
+                                    [{"erase": key.hex(), "at": at}])
+        send_until(s.end_ts + 10 * streamdata.WINDOW_MS)
+        watch = ErasureWatch(kafka.bootstrap_servers, topics, offset)
+        proc = _spawn(kafka, topics, group, log)
+        try:
+            deadline = time.monotonic() + 60
+            while not watch.check():
+                assert time.monotonic() < deadline, "no checkpoint shows the erasure"
+                time.sleep(0.05)
+        finally:
+            watch.close()
+        time.sleep(float(rng.uniform(0.0, 1.0)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc = _spawn(kafka, topics, group, log)
+        finished = follower.wait_for(_done(topics, counts, partitions), 120)
+        assert finished, f"the worker did not finish: {(tmp_path / 'workers.log').read_text()}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        follower.close()
+        log.close()
+    checkpoints = _checkpoints(kafka, topics, partitions)
+    for p, part in checkpoints.items():
+        assert_same_sums(part.engine, expected[p])
+        assert not len(part.engine._ledger.find({key: at}))
+        assert part.campaigns == offset + 1
+    assert sum(len(part.engine._ledger.find({key: math.inf}))
+               for part in checkpoints.values()) == 2  # made after the erasure's time
+
+
+def test_cmab_erase_publishes_the_records_and_waits_for_every_partition(kafka, tmp_path):
+    """`cmab erase`: bad input is one line and exit code 2, nothing published; good input
+    publishes one erase record per subscriber (a hash of the id, no id) and prints a line
+    each; with --wait it returns once every partition's checkpoint shows them applied."""
+    import orjson
+
+    from streams.kafka import read_campaign_records
+    from streams.worker import erase_record
+
+    partitions = 2
+    topics = _setup(kafka, partitions)
+
+    def cmab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bandit.cli", "erase", *args, "--bootstrap-servers",
+             kafka.bootstrap_servers, "--topic-prefix", topics.prefix],
+            capture_output=True, text=True, timeout=120)
+
+    for bad in (["x" * 129], ["u1", "--at-ms", "-5"], ["u1", "--at-ms", "soon"], []):
+        done = cmab(*bad)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("cmab: error:")
+    wrong = subprocess.run([sys.executable, "-m", "bandit.cli", "erase", "u1",
+                            "--bootstrap-servers", kafka.bootstrap_servers, "--topic-prefix",
+                            "nowhere"], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "nowhere.campaigns" in wrong.stderr
+    assert wrong.stderr.count("\n") == 1
+
+    done = cmab("alice@example.org", "bob", "--at-ms", "1000")
+    assert done.returncode == 0, done.stderr
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["alice@example.org",
+                                                                         "bob"]
+    consumer = reader(kafka.bootstrap_servers)
+    tp = TopicPartition(topics.campaigns, 0)
+    consumer.assign([tp])
+    try:
+        records = read_campaign_records(consumer, tp)
+    finally:
+        consumer.close()
+    assert records[1:] == [erase_record("alice@example.org", 1000), erase_record("bob", 1000)]
+    assert b"alice" not in orjson.dumps(records)
+
+    s = streamdata.make(200, seed=44)
+    counts = _produce(kafka, topics, s, partitions)
+    log = open(tmp_path / "workers.log", "wb")  # noqa: SIM115 - closed below
+    proc = _spawn(kafka, topics, f"g-{topics.prefix}", log)
+    try:
+        erased = cmab("carol", "--wait", "--timeout-s", "120")
+        assert erased.returncode == 0, erased.stderr
+        assert erased.stderr.splitlines()[-1] == (
+            f"cmab erase: {partitions} of {partitions} partitions applied the erasures")
+        engine, follower = _service(kafka, topics)
+        try:
+            assert follower.wait_for(_done(topics, counts, partitions), 120)
+        finally:
+            follower.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        log.close()
+    unapplied = cmab("dave", "--wait", "--timeout-s", "1")  # no worker runs now
+    assert unapplied.returncode == 1
+    assert unapplied.stderr.splitlines()[-1].startswith(
+        f"cmab: error: --wait: 0 of {partitions} partitions applied the erasures in 1 s")
