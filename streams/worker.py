@@ -111,7 +111,6 @@ from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected, sub
 from bandit.engine.snapshot import read as read_snapshot
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Impression, LoggedDecision, Outcome, Send
-from bandit.settings import Settings
 from streams import blocks
 from streams.codec import Refused, decode_decisions, decode_many, encode
 from streams.records import DECISIONS, EVENTS, STREAMS, Batch, DeadLetter
@@ -121,8 +120,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 3  # 3: offsets of .decisions and .events; 2: of .impressions and .clicks
 # While behind, a partition's checkpoints are this many times their writing time apart.
 CHECKPOINT_SHARE = 10
-# Learned decisions each partition keeps for erasure: the service's CMAB_ERASURE_LEDGER default.
-ERASURE_LEDGER: int = Settings.model_fields["erasure_ledger"].default
+# Learned decisions each partition keeps for erasure. Below the service's default: the whole
+# ledger rides in every checkpoint (about 200 bytes a decision) until its chunks are written
+# apart, and a checkpoint must stay well under the broker's record limit.
+ERASURE_LEDGER = 250_000
 
 
 @dataclass
