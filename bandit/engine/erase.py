@@ -15,7 +15,8 @@ decisions leaves the report, as it never appears in one that did not learn them,
 equals that campaign's up to float rounding (and its model version). The guardrails' baseline
 of a resume loses the decisions learned before the resume (``guardrails.baseline_without``).
 A count that would fall below zero means the decisions were never learned: the erasure is
-refused.
+refused. The tallies do not decay: decisions the erasure ledger let expire (decayed below
+2^-40 in the policies) are still counted in them, and an erasure leaves them there.
 
 The decisions come as ``.joined`` carries them (``forget_joined``) or as the columns learning
 learned (``forget_columns``; the engine's erasure ledger, ``bandit.engine.ledger``, keeps
@@ -188,8 +189,9 @@ def forget_joined(c: _Campaign, joined: Sequence[JoinedLike]) -> list[str]:
 
     All or nothing: the decisions are checked as learning checks them (campaign, slots, arms,
     outcome types), and every policy forgets on a copy that replaces it only once all have
-    succeeded, so rows a policy never learned (InvalidInputError) change nothing. The
-    campaign's model version moves when a policy changed. The caller holds the engine's lock.
+    succeeded, so rows a policy or report tally never learned (InvalidInputError) change
+    nothing. The report tallies lose the decisions too (``untally``); the campaign's model
+    version moves when anything changed. The caller holds the engine's lock.
     """
     if not joined:
         return []
