@@ -127,10 +127,10 @@ def logged(decisions: list[dict[str, Any]]) -> list[Any]:
     return sorted(events, key=lambda e: e.ts)
 
 
-def _engine(guardrails: list[dict[str, Any]] | None = None) -> Engine:
+def _engine(guardrails: list[dict[str, Any]] | None = None, ledger: int = 10**6) -> Engine:
     engine = Engine(seed=3)
     engine.create_campaign(spec(guardrails))
-    engine.keep_ledger(10**6)
+    engine.keep_ledger(ledger)
     return engine
 
 
@@ -357,19 +357,21 @@ SINCE = {("events", math.inf): (40, 10), ("join", math.inf): (80, 20),
          ("events", RESUME_MS): (45, 15), ("join", RESUME_MS): (85, 25)}
 
 
+@pytest.mark.parametrize("ledger", [10**6, 640])  # one open chunk; sealed ones of 40
 @pytest.mark.parametrize("at_ms", [math.inf, RESUME_MS])
 @pytest.mark.parametrize("path", ["events", "join"])
 def test_erasure_takes_the_decisions_learned_before_the_resume_out_of_the_baseline(
-        path, at_ms):
+        path, at_ms, ledger):
     """The subscriber's decisions learned before the resume leave the baseline; those made
     before it but learned after (open at the resume) and those after it do not: the
     guardrails test what an engine that never learned the subscriber's decisions (up to the
     erasure) tests. Erased up to the resume, the subscriber keeps later decisions in the
     bucket, where cutting the baseline to the sums left would not do."""
     decisions = _harm()
-    forgot, never = _engine([HARM]), _engine([HARM])
+    forgot, never = _engine([HARM], ledger), _engine([HARM])
     _guarded(forgot, decisions, path)
     _guarded(never, [d for d in decisions if d["user"] != 2 or _ts(d) > at_ms], path)
+    assert forgot._ledger.complete and len(forgot._ledger._chunks) == (1 if ledger > 640 else 8)
     assert forgot.erase_subjects({bytes.fromhex(KEYS[2]): at_ms}) == (0, True)
     assert_same_tallies(forgot, never)
     assert_same_report(forgot, never)
