@@ -39,6 +39,18 @@ does not trip it again at once, and what the campaign does next is judged on its
 after a pause by hand keeps the test running over everything (a person's pause is no verdict on
 the outcomes).
 
+Erasure. Erasing a subscriber takes their learned decisions out of the clustered sums
+(``bandit.engine.erase``); those learned before the resume are in the baseline too and leave it
+as well, so the guardrails test what a campaign that never learned the subscriber would test.
+Which were learned before the resume is learn order, not decision time (a decision made before
+the resume may close after it): the erasure ledger knows it when it holds every decision the
+campaign learned (it is complete and nothing expired): the resume came after the first
+``baseline`` decisions, i.e. before the last (sums minus baseline) ones. When the ledger cannot
+tell (or the baseline came in a campaign record from a replica whose sums these are not), the
+baseline keeps the subscriber's decisions, cut bucket by bucket to the sums left
+(``baseline_without``): the test since the resume then misses at most the subscriber's decisions
+learned before it, and never counts below zero.
+
 Where it runs. The engine evaluates after each learned batch (``Engine.learn``,
 ``learn_closed``); in stream mode the decision service evaluates the merged model after each
 absorb of the workers' states (``streams.follower``), since one partition sees part of the
@@ -138,6 +150,25 @@ def check(c: _Campaign, at_ms: int) -> PauseReason | None:
                                       interval=r.interval, at_ms=int(at_ms))
             return c.paused_by
     return None
+
+
+def baseline_without(c: _Campaign, learned_before: dict[Group, _Clustered] | None,
+                     left: dict[Group, _Clustered]) -> dict[Group, _Clustered] | None:
+    """The baseline once erasure has taken decisions out of ``c``'s clustered sums, leaving
+    ``left`` (see the module docstring): less ``learned_before``, the erased decisions learned
+    before the resume, when known (None: unknown); and within [0, ``left``] bucket by bucket,
+    so that the guardrails never test negative counts since the resume."""
+    if c.baseline is None:
+        return None
+    out = {}
+    for group in GROUPS:
+        base, now = c.baseline[group], left[group]
+        n, reached = base.n, base.reached
+        if learned_before is not None:
+            n, reached = n - learned_before[group].n, reached - learned_before[group].reached
+        out[group] = _Clustered(np.clip(n, 0, now.n), np.clip(reached, 0, now.reached),
+                                np.zeros_like(base.reward))
+    return out
 
 
 def resume(c: _Campaign) -> None:

@@ -29,7 +29,9 @@ class _Learned:
     ``context`` the encoded contexts of the decisions with ``has_context``, in order; ``best``
     a decision's best reward over its slots; ``segments`` as ``segment_pairs``; ``outcomes``
     its learned events per outcome type (``OUTCOME_TYPES`` order); ``clusters`` each
-    decision's subscriber bucket (``intervals.clusters_of`` of its subject key)."""
+    decision's subscriber bucket (``intervals.clusters_of`` of its subject key); ``after``, for
+    decisions the erasure ledger gives back (``Ledger.columns``), how many of the campaign's
+    decisions were learned after each (None: unknown)."""
 
     ts: np.ndarray  # (n,) float64
     holdout: np.ndarray  # (n,) int64
@@ -42,6 +44,7 @@ class _Learned:
     segments: tuple[list, np.ndarray, np.ndarray, int]
     outcomes: np.ndarray  # (n, len(OUTCOME_TYPES)) int64
     clusters: np.ndarray  # (n,) int64
+    after: np.ndarray | None = None  # (n,) int64
 
 
 def by_campaign(campaigns: Mapping[str, _Campaign], get: Callable[[str], _Campaign],
@@ -159,14 +162,25 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
 
 def learn_columns(c: _Campaign, cols: _Learned) -> None:
     """The learning itself, for either entry point: per slot the policy (context and
-    context-free) and the report tallies, then the campaign's totals and version."""
+    context-free), then the report tallies (``tally_columns``) and the campaign's version."""
+    for s in c.slots:
+        for policy, (a, X, r, ts), logged in slot_batches(s, cols):
+            policy.learn_many(a, X, r, ts_ms=ts, **logged)
+    tally_columns(c, cols)
+    c.version += 1
+
+
+def tally_columns(c: _Campaign, cols: _Learned) -> None:
+    """Add the columns to every report tally of campaign ``c``: per slot (``tally``, and
+    the slot's clustered tallies, its reward clipped as its policy learns it), then the
+    campaign's totals, outcomes and clustered tallies (its reward: a decision's best).
+    Erasure runs it on blank tallies to find what learning added
+    (``bandit.engine.erase``)."""
     for s in c.slots:
         name = s.spec.name
         rows = np.flatnonzero(cols.arms[name] >= 0)
         if not len(rows):
             continue
-        for policy, (a, X, r, ts), logged in slot_batches(s, cols):
-            policy.learn_many(a, X, r, ts_ms=ts, **logged)
         arms = cols.arms[name][rows]
         low, high = s.policy.reward_range
         rewards = np.clip(cols.rewards[name][rows], low, high)
@@ -177,7 +191,6 @@ def learn_columns(c: _Campaign, cols: _Learned) -> None:
     _add_grouped(totals, [0, 1], cols.holdout, cols.best)
     _add_outcomes(c.outcomes, GROUPS, cols.holdout, cols.outcomes)
     _add_clustered(c.clustered, cols.holdout, cols.clusters, cols.outcomes, cols.best)
-    c.version += 1
 
 
 # A policy's share of a slot's learning: (arms, X, rewards, ts_ms), and the keyword arguments.

@@ -307,11 +307,17 @@ class Ledger:
     def columns(self, name: str, found: list[tuple[_Chunk, np.ndarray]]) -> _Learned:
         """The learned columns of campaign ``name``'s ``found`` rows (per chunk, sorted), in
         ledger order, as ``learn_columns`` had them (propensities zero: the ledger keeps
-        none)."""
+        none), with ``after``: per decision, the campaign's decisions learned after it, when
+        the ledger holds every decision it learned (complete, nothing expired)."""
         book = self._books[name]
         parts: dict[str, list[np.ndarray]] = {}
         offset = 0
+        # Per chunk of the campaign, its decisions and those of the chunks learned after it.
+        tail = np.cumsum([c.n for c in self._chunks if c.campaign == name][::-1])[::-1]
+        upto = {id(c): int(k) for c, k in zip(
+            (c for c in self._chunks if c.campaign == name), tail, strict=True)}
         for chunk, rows in found:
+            parts.setdefault("after", []).append(upto[id(chunk)] - 1 - rows)
             mask = np.zeros(chunk.n, dtype=np.bool_)
             mask[rows] = True
             pair_rows = chunk.pairs.used()["row"]
@@ -336,7 +342,9 @@ class Ledger:
             segments=([book.pairs[k] for k in seen.tolist()], col["event"],
                       local.reshape(-1).astype(np.int64), offset),
             outcomes=col["outcomes"].astype(np.int64),
-            clusters=word_clusters(col["subject_hi"]))
+            clusters=word_clusters(col["subject_hi"]),
+            after=col["after"].astype(np.int64)
+            if self.complete and not self.expired else None)
 
     def remove(self, found: Found) -> None:
         """Take ``found``'s decisions out of the ledger; segment pairs no kept decision uses

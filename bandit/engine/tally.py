@@ -1,6 +1,13 @@
 """Running reward sums (count, sum, sum of squares) and outcome counts (decisions, and per
 outcome type the decisions that had one and its events) that learning adds to, partition
-merges sum, snapshots keep and reports read."""
+merges sum, snapshots keep, reports read and erasure subtracts from.
+
+Erasure (``bandit.engine.erase``) finds what learning added for some decisions by learning
+them into blank tallies (``learn.tally_columns``) and takes that out (``untallied``,
+``untallied_counts``, ``_Clustered.less``): counts exactly, float sums by subtraction (equal
+to never having learned them up to float rounding). What is left without decisions is what a
+tally that never saw the decisions holds: a tally entry without decisions leaves its dict
+(learning creates one only for a decision), a sum over no decisions is exactly zero."""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from bandit.engine.intervals import (
     clustered_difference,
     fixed_interval,
 )
+from bandit.errors import InvalidInputError
 from bandit.models import OUTCOME_TYPES, Interval
 from bandit.models.reports import Group
 
@@ -94,6 +102,11 @@ class _Outcomes:
                          [a + b for a, b in zip(self.reached, other.reached, strict=True)],
                          [a + b for a, b in zip(self.events, other.events, strict=True)])
 
+    def minus(self, other: _Outcomes) -> _Outcomes:
+        return _Outcomes(self.n - other.n,
+                         [a - b for a, b in zip(self.reached, other.reached, strict=True)],
+                         [a - b for a, b in zip(self.events, other.events, strict=True)])
+
 
 def _add_outcomes(tallies: dict, names: Sequence, codes: np.ndarray,
                   outcomes: np.ndarray) -> None:
@@ -146,6 +159,16 @@ class _Clustered:
         return _Clustered(self.n - other.n, self.reached - other.reached,
                           self.reward - other.reward)
 
+    def less(self, other: _Clustered, what: str) -> _Clustered:
+        """These sums without ``other``'s (``-``), a bucket left without decisions holding a
+        reward of exactly zero; InvalidInputError naming ``what`` if a count would fall below
+        zero (the decisions were never learned)."""
+        left = self - other
+        for name, mine, after in (("n", self.n, left.n), ("reached", self.reached, left.reached)):
+            _not_negative(what, name, mine, after)
+        left.reward[left.n == 0] = 0.0
+        return left
+
     def same(self, other: _Clustered) -> bool:
         """Whether every sum equals ``other``'s exactly."""
         return (np.array_equal(self.n, other.n) and np.array_equal(self.reached, other.reached)
@@ -183,3 +206,71 @@ def clustered_lift(personalized: _Clustered, holdout: _Clustered, kind: int | No
 
 def _within_one(x: Interval) -> Interval:
     return Interval(estimate=x.estimate, low=max(x.low, -1.0), high=min(x.high, 1.0))
+
+
+def _not_negative(what: str, name: str, before: np.ndarray | int, after: np.ndarray | int
+                  ) -> None:
+    """InvalidInputError if a count ``after`` erasure is negative: the decisions it takes out
+    were not all learned."""
+    low = np.asarray(after)
+    if low.size and low.min() < 0:
+        at = np.unravel_index(int(np.argmin(low)), low.shape) if low.ndim else ()
+        raise InvalidInputError(
+            f"{what}: {name}{list(map(int, at)) if at else ''} would fall from "
+            f"{int(np.asarray(before)[at])} to {int(low[at])}: these decisions were not all "
+            "learned")
+
+
+def untallied(tallies: dict, erased: dict, what: str) -> dict:
+    """``tallies`` less ``erased`` (per key a ``_Tally`` or ``_Outcomes``: what learning added
+    for some decisions), as a new dict in ``tallies``' order: counts exactly, float sums by
+    subtraction; an entry left without decisions leaves it, as learning never made one.
+    InvalidInputError naming ``what`` and the key if a count would fall below zero (or events
+    stay without decisions): nothing changes. Entries ``erased`` does not name are shared."""
+    out = dict(tallies)
+    for key, theirs in erased.items():
+        mine = out.get(key, type(theirs)())
+        left = mine.minus(theirs)
+        where = f"{what} {key!r}"
+        _not_negative(where, "n", mine.n, left.n)
+        if isinstance(left, _Outcomes):
+            for name in ("reached", "events"):
+                _not_negative(where, name, np.array(getattr(mine, name)),
+                              np.array(getattr(left, name)))
+            if not left.n and any(left.reached + left.events):
+                raise InvalidInputError(f"{where}: outcomes would stay without decisions: "
+                                        "these decisions were not all learned")
+        if left.n:
+            out[key] = left
+        else:
+            out.pop(key, None)
+    return out
+
+
+def untallied_counts(counts: dict[tuple[str, str], dict[str, int]],
+                     erased: dict[tuple[str, str], dict[str, int]],
+                     what: str) -> dict[tuple[str, str], dict[str, int]]:
+    """``untallied`` of a slot's decisions per segment value and arm (``segment_counts``):
+    arms left without decisions leave their value's counts, values left without any leave."""
+    out = dict(counts)
+    for key, arms in erased.items():
+        mine = dict(out.get(key, {}))
+        for arm, n in arms.items():
+            before = mine.get(arm, 0)
+            _not_negative(f"{what} {key!r}, arm {arm!r}", "n", before, before - n)
+            if before - n:
+                mine[arm] = before - n
+            else:
+                mine.pop(arm, None)
+        if mine:
+            out[key] = mine
+        else:
+            out.pop(key, None)
+    return out
+
+
+def untallied_total(total: _Tally, erased: _Tally, what: str) -> _Tally:
+    """A campaign group's reward tally less ``erased``: zero sums once no decision is left."""
+    left = total.minus(erased)
+    _not_negative(what, "n", total.n, left.n)
+    return left if left.n else _Tally()
