@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bandit.errors import BanditError, InvalidInputError
+from bandit.errors import BanditError, InvalidInputError, UnavailableError
 
 if TYPE_CHECKING:
     import logging
@@ -384,15 +384,19 @@ def erase(
         min=0.0, help="With --wait: give up after this many seconds (exit code 1).")] = 600.0,
 ) -> None:
     """Erase subscribers in the stream, as DELETE /v1/subjects/{id} does in stream mode:
-    publish an erase record per subscriber (a hash of the id and the time, no id) to
-    <prefix>.campaigns, which every worker applies to every partition, now and on every
-    restore: their pending decisions are dropped and their learned ones taken out of the
-    policies' sums (as far as each partition's erasure ledger holds them). Prints a line per
+    publish an erase record per pseudonym each subscriber had (read from <prefix>.subjects;
+    and one for the legacy unkeyed key; no id) to <prefix>.campaigns, which every worker
+    applies to every partition, now and on every restore: their pending decisions are dropped
+    and their learned ones taken out of the policies' sums (as far as each partition's
+    erasure ledger holds them); then destroy their secrets (tombstones on <prefix>.subjects),
+    so the pseudonyms in the logs no longer follow from the ids. Prints a line per
     subscriber. The decision services' merged models follow the workers' states."""
     import time
 
+    from bandit.engine.pseudonyms import SubjectKeys
     from bandit.models.names import MAX_MS
     from streams.link import ErasureWatch, publish_erasures
+    from streams.subjects import SharedSubjects
     from streams.topics import Topics
     from streams.worker import erase_record
 
@@ -404,11 +408,24 @@ def erase(
         raise InvalidInputError(f"--at-ms: {at_ms} is past the latest time, {MAX_MS}")
     at = int(time.time() * 1000) if at_ms is None else at_ms
     topics = Topics(topic_prefix)
-    offsets = publish_erasures(bootstrap_servers, topics,
-                               [erase_record(user_id, at) for user_id in user_ids])
-    for user_id, offset in zip(user_ids, offsets, strict=True):
-        print(f"{user_id}: erase record at {topics.campaigns} offset {offset} (at_ms {at})",
-              flush=True)
+    try:
+        shared = SharedSubjects(SubjectKeys(), bootstrap_servers, topics)
+    except UnavailableError as exc:  # no subjects topic: a deployment that never ran
+        raise InvalidInputError(str(exc)) from None
+    try:
+        keys = [shared.subjects.erase_keys(user_id) for user_id in user_ids]
+        offsets = publish_erasures(bootstrap_servers, topics,
+                                   [erase_record(k, at) for mine in keys for k in mine])
+        for user_id in user_ids:
+            shared.erase(user_id)
+    finally:
+        shared.close()
+    first = 0
+    for user_id, mine in zip(user_ids, keys, strict=True):
+        span = offsets[first:first + len(mine)]
+        first += len(mine)
+        print(f"{user_id}: {len(mine)} erase record(s) at {topics.campaigns} offsets "
+              f"{span[0]}-{span[-1]} (at_ms {at})", flush=True)
     if not wait:
         return
     watch = ErasureWatch(bootstrap_servers, topics, max(offsets))

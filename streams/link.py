@@ -5,7 +5,9 @@ them); events posted over HTTP go to the impressions and clicks topics instead o
 in-process join; erasures go to the campaigns topic as erase records; the model follows the
 state topic (``StateFollower``), and the guardrail breaches it finds there are published as
 campaign records; every decision goes to the decisions topic (``DecisionLogWriter``, the
-engine's ``decision_sink``).
+engine's ``decision_sink``), naming its subscriber by the pseudonym whose secret the replicas
+share through the subjects topic (``SharedSubjects``, read to its end before the service
+starts).
 
 ``publish_erasures`` and ``ErasureWatch`` are ``cmab erase``'s: the erase records the service
 would publish, and whether every partition's checkpoint shows them applied.
@@ -27,6 +29,7 @@ from streams.decisionlog import CAPACITY, DecisionLogWriter
 from streams.follower import StateFollower
 from streams.kafka import producer, read_last, reader
 from streams.publish import Publisher
+from streams.subjects import SharedSubjects
 from streams.topics import Topics, create_topics
 from streams.worker import applied_campaigns, erase_record
 
@@ -43,6 +46,7 @@ class StreamLink:
         self.topics = topics
         self.partitions = create_topics(bootstrap_servers, topics, partitions)
         self.publisher = Publisher(bootstrap_servers, topics)
+        self.subjects = SharedSubjects(engine.subjects, bootstrap_servers, topics)
         self.decision_log = DecisionLogWriter(bootstrap_servers, topics, self.partitions,
                                               capacity=decision_log_capacity,
                                               **(decision_log_producer or {}))
@@ -64,11 +68,16 @@ class StreamLink:
         return self.publisher.events(events)
 
     def erase(self, user_id: str, at_ms: int) -> None:
-        """Erase the subject's decisions up to ``at_ms`` in every worker, durably: the erase
-        record (a hash of the user id, not the id) is flushed to the campaigns topic, which
-        workers re-apply on every restore (streams.worker)."""
-        self.publisher.raw(self.topics.campaigns, [orjson.dumps(erase_record(user_id, at_ms))],
-                           key=b"erase")
+        """Erase the subject's decisions up to ``at_ms`` in every worker, durably, then their
+        secrets in every replica: an erase record per pseudonym the subscriber had (and one
+        for the legacy impressions' ``subject_key``; hashes, not the id) is flushed to the
+        campaigns topic, which workers re-apply on every restore (streams.worker), then a
+        tombstone per secret to the subjects topic. Called before ``Engine.erase``, which
+        destroys the secrets here."""
+        self.publisher.raw(self.topics.campaigns,
+                           [orjson.dumps(erase_record(k, at_ms))
+                            for k in self.engine.subjects.erase_keys(user_id)], key=b"erase")
+        self.subjects.erase(user_id)
 
     def state_age_s(self) -> float | None:
         return self.follower.age_s()
@@ -85,6 +94,7 @@ class StreamLink:
         self.follower.close()
         self.engine.decision_sink = None
         self.decision_log.close()
+        self.subjects.close()
         self.publisher.close()
 
 

@@ -9,7 +9,9 @@ number. ``<prefix>.state`` has that count too: partition p holds the checkpoints
 partition p, one record each, so its newest checkpoint is the partition's last record.
 ``<prefix>.campaigns`` (one partition) carries campaign records; ``.joined`` the closed
 decisions (the training log); ``.deadletter`` the records the worker could not use;
-``.vwstate`` (one partition) the VW learner's checkpoints (VW models and ``.joined`` offsets).
+``.vwstate`` (one partition) the VW learner's checkpoints (VW models and ``.joined`` offsets);
+``.subjects`` (one partition, compacted) the subscribers' secrets that the decision service's
+replicas share (``streams.subjects``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from bandit.errors import InvalidInputError, UnavailableError
 
 _ADMIN_TIMEOUT_MS = 10_000
+_COMPACTED = {"cleanup.policy": "compact"}  # the subjects topic: the newest record of each key
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,15 @@ class Topics:
     def vwstate(self) -> str:
         return f"{self.prefix}.vwstate"
 
+    @property
+    def subjects(self) -> str:
+        return f"{self.prefix}.subjects"
+
     def partition_counts(self, partitions: int) -> dict[str, int]:
         """Every topic and its partition count."""
         return {self.decisions: partitions, self.events: partitions, self.state: partitions,
                 self.joined: partitions, self.campaigns: 1, self.deadletter: 1,
-                self.vwstate: 1}
+                self.vwstate: 1, self.subjects: 1}
 
 
 def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> int:
@@ -96,7 +103,8 @@ def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> in
         have = counts()
         partitions = have.get(topics.decisions, partitions)
         wanted = topics.partition_counts(partitions)
-        missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in have]
+        missing = [NewTopic(name, n, 1, topic_configs=_COMPACTED if name == topics.subjects
+                            else {}) for name, n in wanted.items() if name not in have]
         if missing:
             # Created meanwhile by another process.
             with contextlib.suppress(TopicAlreadyExistsError):

@@ -107,7 +107,7 @@ from typing import Any, NamedTuple, Protocol, cast
 
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
-from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected, subject_key
+from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected
 from bandit.engine.snapshot import read as read_snapshot
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Impression, LoggedDecision, Outcome, Send
@@ -179,10 +179,12 @@ class Stages:
         self._last = now
 
 
-def erase_record(user_id: str, at_ms: int) -> dict[str, Any]:
-    """The campaigns-topic record that erases a subject's decisions with an impression at or
-    before ``at_ms`` (event time, ms since the epoch), pending and learned."""
-    return {"erase": subject_key(user_id).hex(), "at": at_ms}
+def erase_record(key: bytes, at_ms: int) -> dict[str, Any]:
+    """The campaigns-topic record that erases the decisions of subject key ``key`` (a
+    pseudonym of the subscriber, or the legacy ``subject_key``: ``SubjectKeys.erase_keys``)
+    with an impression at or before ``at_ms`` (event time, ms since the epoch), pending and
+    learned."""
+    return {"erase": key.hex(), "at": at_ms}
 
 
 def _erasure(record: dict[str, Any]) -> tuple[bytes, float]:

@@ -20,6 +20,7 @@ from bandit.engine.campaign import (
 )
 from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.output import DecisionBatch, OneDecision, SlotColumns, one_json
+from bandit.engine.pseudonyms import SubjectKeys
 from bandit.engine.randomness import (
     _decision_ids,
     _in_holdout,
@@ -146,13 +147,15 @@ def explain(s: _Slot, X: np.ndarray, arms: np.ndarray, ask: np.ndarray
 
 
 def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
-               ts: int | None = None, vectors: bool = True) -> OneDecision:
+               subjects: SubjectKeys, ts: int | None = None,
+               vectors: bool = True) -> OneDecision:
     """``decide_columns`` for one request, step for step (the same id words, the same errors
     at the same points), with scalars where it has columns, and one fused call per slot
     (Policy.decide_row) for choice, propensity, mean and bonus. ``r`` is a
     ``DecisionRequest`` or anything with its attributes (the service's msgspec mirror).
     ``ts`` (ms; a decision sink is set): the decision's ``DecisionLog`` rides along, with
-    every arm's probability unless ``vectors`` is False."""
+    every arm's probability unless ``vectors`` is False, and the subscriber's pseudonym from
+    ``subjects``."""
     hi, lo = one_id_words(id_rng)
     consent = r.consent
     lo = lo & ~1 | bool(consent)  # the consent bit
@@ -211,8 +214,8 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
                                       np.array([p]), np.array([mean]), np.array([bonus]),
                                       None, *vector))
     log = None if ts is None else DecisionLog(
-        r.campaign, [decision_id], [r.user_id], ts, c.version, np.array([holdout]),
-        np.array([bool(consent)]), [r.context], [r.segments], logged)
+        r.campaign, [decision_id], [subjects.pseudonym(r.user_id)], ts, c.version,
+        np.array([holdout]), np.array([bool(consent)]), [r.context], [r.segments], logged)
     text = one_json(decision_id, r.campaign, r.user_id, holdout, c.version, slots, arms,
                     numbers, explanations)
     return OneDecision(text, r.campaign, slots, arms, log)
@@ -265,11 +268,13 @@ def request_columns(c: _Campaign, user_ids: list[str], consent: np.ndarray,
 
 
 def decide_columns(c: _Campaign, columns: RequestColumns, words: np.ndarray,
-                   ts: int | None = None, vectors: bool = True) -> DecisionBatch:
+                   subjects: SubjectKeys, ts: int | None = None,
+                   vectors: bool = True) -> DecisionBatch:
     """The decisions of ``columns`` with ids from ``words`` (n, 2) uint64 and the consent
     bit, each slot in one batch call per policy. Holds the lock (the caller's). ``ts`` (ms;
     a decision sink is set): the batch carries its ``DecisionLog``, with every arm's
-    probability unless ``vectors`` is False."""
+    probability unless ``vectors`` is False, and the subscribers' pseudonyms from
+    ``subjects``."""
     _with_consent_bit(words, columns.consent)
     seeds = words[:, 0] ^ words[:, 1]
     holdout = holdout_mask(c.spec.name, columns.user_ids, c.spec.holdout)
@@ -287,6 +292,6 @@ def decide_columns(c: _Campaign, columns: RequestColumns, words: np.ndarray,
                                  explanations, P, allowed))
     ids = _decision_ids(words)
     log = None if ts is None else DecisionLog(
-        c.spec.name, ids, columns.user_ids, ts, c.version, holdout, columns.consent,
-        columns.contexts, columns.segments, slots)
+        c.spec.name, ids, subjects.pseudonyms(columns.user_ids), ts, c.version,
+        holdout, columns.consent, columns.contexts, columns.segments, slots)
     return DecisionBatch(c.spec.name, ids, columns.user_ids, holdout, c.version, slots, log)

@@ -5,10 +5,11 @@ Every decide path of the engine (``decide``, ``decide_one``, ``decide_many``,
 ``decide_batch``, ``decide_columns``) hands its sink one ``DecisionLog`` per call when a sink
 is set: the service writes it to ``<prefix>.decisions`` (``streams.decisionlog``) or, without
 a stream, feeds the engine's own join with it. Each decision's line is the JSON of a
-``models.LoggedDecision``: id, campaign, subject key (never the user id), the call's time,
-model version, holdout, per slot the arm, its propensity and the probability of every
-eligible arm, and, only for a decision made with consent (the lowest bit of its id:
-``bandit.engine.randomness``), the request's context and segments.
+``models.LoggedDecision``: id, campaign, subject key (the subscriber's pseudonym,
+``bandit.engine.pseudonyms``: never the user id), the call's time, model version, holdout,
+per slot the arm, its propensity and the probability of every eligible arm, and, only for a
+decision made with consent (the lowest bit of its id: ``bandit.engine.randomness``), the
+request's context and segments.
 
 The log keeps the call's columns as they are (arrays, the requests' own context mappings) and
 writes the lines only when asked (``lines``), so that the deciding thread pays for the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -27,7 +27,6 @@ import numpy as np
 import orjson
 
 from bandit import wire
-from bandit.engine.join import subject_key
 from bandit.engine.output import SlotColumns
 from bandit.kernels.text import interleave, row_bounds
 
@@ -62,20 +61,20 @@ class DecisionLog:
 
     >>> import numpy as np
     >>> log = DecisionLog(
-    ...     campaign="weekly", decision_ids=["0" * 31 + "1"], user_ids=["u1"], ts=1000,
+    ...     campaign="weekly", decision_ids=["0" * 31 + "1"], subjects=["5e" * 16], ts=1000,
     ...     model_version=2, holdout=np.array([False]), consent=np.array([True]),
     ...     contexts=[{"tenure": 3.0}], segments=[{"plan": "pro"}],
     ...     slots=[SlotColumns("subject", ["a", "b"], np.array([1]), np.array([0.75]),
     ...                        np.zeros(1), np.zeros(1), None,
     ...                        probabilities=np.array([[0.25, 0.75]]),
     ...                        eligible=np.array([[True, True]]))])
-    >>> print(log.lines()[0].decode().replace(log.subjects[0], "<subject>"))
-    {"decision_id":"00000000000000000000000000000001","campaign":"weekly","subject":"<subject>","ts":1000,"model_version":2,"holdout":false,"slots":{"subject":{"arm":"b","propensity":0.75,"probabilities":{"a":0.25,"b":0.75}}},"context":{"tenure":3.0},"segments":{"plan":"pro"}}
+    >>> print(log.lines()[0].decode())
+    {"decision_id":"00000000000000000000000000000001","campaign":"weekly","subject":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","ts":1000,"model_version":2,"holdout":false,"slots":{"subject":{"arm":"b","propensity":0.75,"probabilities":{"a":0.25,"b":0.75}}},"context":{"tenure":3.0},"segments":{"plan":"pro"}}
     """  # noqa: E501
 
     campaign: str
     decision_ids: list[str]
-    user_ids: list[str]
+    subjects: list[str]  # each decision's subject key: its subscriber's pseudonym, 32 hex digits
     ts: int
     model_version: int
     holdout: np.ndarray
@@ -86,11 +85,6 @@ class DecisionLog:
 
     def __len__(self) -> int:
         return len(self.decision_ids)
-
-    @cached_property
-    def subjects(self) -> list[str]:
-        """Each decision's subject key: ``subject_key(user_id).hex()`` (32 hex digits)."""
-        return [subject_key(u).hex() for u in self.user_ids]
 
     def lines(self) -> list[bytes]:
         """Each decision's line (n): the bytes ``orjson.dumps(LoggedDecision.model_dump(

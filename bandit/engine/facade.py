@@ -32,9 +32,10 @@ from bandit.engine import snapshot as _snapshot
 from bandit.engine.campaign import Checkable, _Campaign
 from bandit.engine.decide import RequestColumns
 from bandit.engine.decisionlog import DecisionLog
-from bandit.engine.join import Closed, Joinable, Joiner, JoinResult, subject_key
+from bandit.engine.join import Closed, Joinable, Joiner, JoinResult
 from bandit.engine.ledger import Ledger
 from bandit.engine.output import DecisionBatch, OneDecision
+from bandit.engine.pseudonyms import SubjectKeys
 from bandit.engine.randomness import _in_holdout, id_words, strip_consentless
 from bandit.errors import (
     ConflictError,
@@ -57,6 +58,8 @@ from bandit.wire.protocols import JoinedLike
 
 log = logging.getLogger(__name__)
 
+_SECRETS_STREAM = 0x5EC  # with id_seed: the subscribers' secrets' generator, apart from the ids'
+
 
 class Engine:
     """Campaigns and their policies, in one process; thread-safe (one lock).
@@ -78,6 +81,10 @@ class Engine:
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._id_rng = None if id_seed is None else np.random.default_rng(id_seed)
+        # Subscribers' secrets, whose keyed hashes the decision log names them by
+        # (``bandit.engine.pseudonyms``); seeded apart from the ids, which stay as they were.
+        self.subjects = SubjectKeys(None if id_seed is None
+                                    else np.random.default_rng((id_seed, _SECRETS_STREAM)))
         self.stripped_impressions = 0  # impressions ``ingest`` took context or segments from
         self._campaigns: dict[str, _Campaign] = {}
         self._lock = threading.RLock()
@@ -184,7 +191,7 @@ class Engine:
         """
         with self._lock:
             one = _decide.decide_one(self._get(request.campaign), request, self._id_rng,
-                                     self._log_ts(), self._log_vectors())
+                                     self.subjects, self._log_ts(), self._log_vectors())
         self.log_decisions(one.log)
         return one
 
@@ -212,7 +219,8 @@ class Engine:
             # Ids are drawn before the contexts are read: a refused batch uses up its ids.
             words = id_words(self._id_rng, len(requests))
             batch = _decide.decide_columns(c, _decide.batch_columns(c, requests), words,
-                                           self._log_ts(), self._log_vectors())
+                                           self.subjects, self._log_ts(),
+                                           self._log_vectors())
         if logged:
             self.log_decisions(batch.log)
         return batch
@@ -238,7 +246,8 @@ class Engine:
         with self._lock:
             c = self._get(columns.campaign)
             batch = _decide.decide_columns(c, columns, id_words(self._id_rng, len(columns)),
-                                           self._log_ts(), self._log_vectors())
+                                           self.subjects, self._log_ts(),
+                                           self._log_vectors())
         self.log_decisions(batch.log)
         return batch
 
@@ -467,13 +476,21 @@ class Engine:
         the erasure ledger holds (``keep_ledger``) are taken out of every summed slot policy
         (``bandit.engine.erase``) and out of the ledger; their user id and string values leave
         the snapshot. The report tallies keep them (their erasure is the next step).
+        Decisions are found by every pseudonym of the subscriber and by the legacy
+        impressions' ``subject_key`` (``subjects.erase_keys``); then the subscriber's secrets
+        are destroyed (``bandit.engine.pseudonyms``): the pseudonyms logged can no longer be
+        computed from the user id, and the next decision gets a new one.
         All or nothing, under the engine's lock. Returns what was done (``Erasure``): pending
         decisions dropped, learned ones forgotten, the VW slots to retrain from the log, and
         whether the ledger is complete (else older contributions may remain)."""
-        return self._erase_subjects({subject_key(user_id): at_ms})
+        with self._lock:
+            erasure = self._erase_subjects(dict.fromkeys(self.subjects.erase_keys(user_id),
+                                                         at_ms))
+            self.subjects.destroy(user_id)
+            return erasure
 
     def erase_subjects(self, subjects: Mapping[bytes, float]) -> tuple[int, bool]:
-        """``erase`` by ``subject_key`` (the stream worker's erase records): how many pending
+        """``erase`` by subject keys (the stream worker's erase records): how many pending
         decisions were dropped and whether anything changed (see ``Joiner.erase``; learned
         decisions forgotten count as a change)."""
         erasure = self._erase_subjects(subjects)
@@ -539,6 +556,7 @@ class Engine:
             self._join_ready()
             meta, arrays = _snapshot.snapshot(self._campaigns, self._joiner, self.rejected_events)
             _snapshot.add_ledger(meta, arrays, self._ledger)
+            _snapshot.add_subjects(arrays, self.subjects)
         meta["extra"] = extra
         return _snapshot.to_bytes(meta, arrays)
 
@@ -570,6 +588,7 @@ class Engine:
             if not model_only:
                 engine._joiner = _snapshot.restore_joiner(meta, arrays, engine.campaign)
             engine._ledger = _snapshot.restore_ledger(meta, arrays, engine._campaigns, model_only)
+            _snapshot.restore_subjects(arrays, engine.subjects)
             engine.rejected_events = int(meta["rejected_events"])
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleStateError(f"{what}: damaged snapshot ({exc})") from None

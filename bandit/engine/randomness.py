@@ -153,7 +153,8 @@ def one_id_words(id_rng: np.random.Generator | None) -> tuple[int, int]:
 
 
 def subject_key(user_id: str) -> bytes:
-    """The 16-byte BLAKE2b hash by which erasures name a subject (the join's state and the
-    stream's erase records hold no user id). Unkeyed: someone who guesses a user id can
-    confirm that it was erased."""
+    """The unkeyed 16-byte BLAKE2b hash of a user id: the index of the subscriber's secrets
+    (``bandit.engine.pseudonyms``; never written to the decision or joined logs, whose subject
+    keys are keyed pseudonyms), and the subject key of legacy impressions, which carry the user
+    id itself. Unkeyed: anyone who guesses a user id can compute it."""
     return hashlib.blake2b(user_id.encode(), digest_size=16, person=b"cmab erasure").digest()

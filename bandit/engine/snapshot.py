@@ -7,7 +7,13 @@ are arrays under ``clustered/<ci>/[<si>/]<group>/``: the buckets that hold anyth
 (``bucket``), their decisions and decisions per outcome type (``counts``, (m, 1 + K), the
 narrowest integer type that holds them) and reward (``reward``, float64); a snapshot written
 before they were kept has none, and loads with them empty (the lift intervals then cover the
-decisions learned since)."""
+decisions learned since).
+
+The subscribers' secrets (``bandit.engine.pseudonyms``) are ``subjects/index`` and
+``subjects/secret``, (m, 16) uint8 each: an erased subscriber's are absent from every snapshot
+written after the erasure. A snapshot without them (written before they were kept) loads
+with none: subscribers get new pseudonyms, and their decisions logged before keep the legacy
+``subject_key`` by which erasure still finds them."""
 
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import orjson
 from bandit.engine.campaign import _Campaign, build_campaign, guard_state, read_guard
 from bandit.engine.join import Joiner
 from bandit.engine.ledger import Ledger
+from bandit.engine.pseudonyms import SubjectKeys
 from bandit.engine.tally import _K, _Clustered, _Outcomes, _Tally, clustered_groups
 from bandit.errors import IncompatibleStateError
 from bandit.models import CampaignSpec
@@ -36,6 +43,7 @@ SNAPSHOT_FORMAT = 2  # 2: the open attribution windows as binary columns
 _JOIN = "join/"  # snapshot arrays of the attribution join (policy arrays are "ci/si/role/")
 _CLUSTERED = "clustered/"  # the lift's clustered tallies: "clustered/ci/group/", ".../ci/si/..."
 _LEDGER = "ledger/"  # snapshot arrays of the erasure ledger
+_SUBJECTS = "subjects/"  # the subscribers' secrets: "subjects/index", "subjects/secret"
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -151,7 +159,7 @@ def read(data: bytes, path: str, model_only: bool) -> tuple[dict[str, Any], dict
             meta = orjson.loads(npz["meta"].tobytes())
             # Members are read on access: a model-only load never touches the windows.
             arrays = {k: npz[k] for k in npz.files if k != "meta"
-                      and not (model_only and k.startswith((_JOIN, _LEDGER)))}
+                      and not (model_only and k.startswith((_JOIN, _LEDGER, _SUBJECTS)))}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise IncompatibleStateError(f"{path}: not an engine snapshot ({exc})") from None
     if not isinstance(meta, dict) or meta.get("magic") != SNAPSHOT_MAGIC:
@@ -223,3 +231,16 @@ def restore_ledger(meta: dict[str, Any], arrays: Mapping[str, np.ndarray],
         return ledger
     return Ledger.from_state(meta["ledger"], {k[len(_LEDGER):]: v for k, v in arrays.items()
                                               if k.startswith(_LEDGER)}, campaigns)
+
+
+def add_subjects(arrays: dict[str, np.ndarray], subjects: SubjectKeys) -> None:
+    """The subscribers' secrets into a snapshot's arrays."""
+    arrays[f"{_SUBJECTS}index"], arrays[f"{_SUBJECTS}secret"] = subjects.state()
+
+
+def restore_subjects(arrays: Mapping[str, np.ndarray], subjects: SubjectKeys) -> None:
+    """The subscribers' secrets of a snapshot into ``subjects`` (none in a snapshot written
+    before they were kept, or read model-only)."""
+    index = arrays.get(f"{_SUBJECTS}index")
+    if index is not None:
+        subjects.restore(index, arrays[f"{_SUBJECTS}secret"])

@@ -425,7 +425,7 @@ def test_an_erasure_survives_a_kill_a_restore_and_a_replay():
     send_until(second["ts"])
     worker.step()
     for user_id in sorted(gone):
-        log.publish_campaign(erase_record(user_id, s.end_ts))
+        log.publish_campaign(erase_record(subject_key(user_id), s.end_ts))
     worker.step()
     open_ids = worker.partitions[0].engine._joiner._row.keys()
     assert first["decision_id"] not in open_ids and second["decision_id"] not in open_ids

@@ -598,6 +598,7 @@ def test_cmab_erase_publishes_the_records_and_waits_for_every_partition(kafka, t
     each; with --wait it returns once every partition's checkpoint shows them applied."""
     import orjson
 
+    from bandit.engine.randomness import subject_key
     from streams.kafka import read_campaign_records
     from streams.worker import erase_record
 
@@ -617,7 +618,7 @@ def test_cmab_erase_publishes_the_records_and_waits_for_every_partition(kafka, t
     wrong = subprocess.run([sys.executable, "-m", "bandit.cli", "erase", "u1",
                             "--bootstrap-servers", kafka.bootstrap_servers, "--topic-prefix",
                             "nowhere"], capture_output=True, text=True, timeout=120)
-    assert wrong.returncode == 2 and "nowhere.campaigns" in wrong.stderr
+    assert wrong.returncode == 2 and "nowhere.subjects" in wrong.stderr
     assert wrong.stderr.count("\n") == 1
 
     done = cmab("alice@example.org", "bob", "--at-ms", "1000")
@@ -631,7 +632,9 @@ def test_cmab_erase_publishes_the_records_and_waits_for_every_partition(kafka, t
         records = read_campaign_records(consumer, tp)
     finally:
         consumer.close()
-    assert records[1:] == [erase_record("alice@example.org", 1000), erase_record("bob", 1000)]
+    # No secret on the subjects topic: each has the legacy key only.
+    assert records[1:] == [erase_record(subject_key("alice@example.org"), 1000),
+                           erase_record(subject_key("bob"), 1000)]
     assert b"alice" not in orjson.dumps(records)
 
     s = streamdata.make(200, seed=44)

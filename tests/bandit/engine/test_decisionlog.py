@@ -84,15 +84,18 @@ def canonical(line: bytes) -> bytes:
     return orjson.dumps(LoggedDecision.model_validate_json(line).model_dump(exclude_none=True))
 
 
-def check_lines(log: DecisionLog, requests: list[Any], answers: list[dict[str, Any]]) -> None:
-    """Every line is canonical, and says what was decided for its request."""
+def check_lines(log: DecisionLog, requests: list[Any], answers: list[dict[str, Any]],
+                engine: Engine) -> None:
+    """Every line is canonical, and says what was decided for its request; its subject is the
+    subscriber's pseudonym (the engine's keyed hash), not the unkeyed hash of the user id."""
     lines = log.lines()
     assert len(lines) == len(requests) == len(answers)
     for line, r, answer in zip(lines, requests, answers, strict=True):
         assert line == canonical(line)
         got = orjson.loads(line)
         assert got["decision_id"] == answer["decision_id"]
-        assert got["subject"] == subject_key(r.user_id).hex()
+        assert got["subject"] == engine.subjects.pseudonym(r.user_id)
+        assert got["subject"] != subject_key(r.user_id).hex()
         assert got["holdout"] == answer["holdout"]
         assert got["model_version"] == answer["model_version"]
         assert got["ts"] == log.ts
@@ -129,23 +132,23 @@ def test_every_decide_path_logs_each_decision_once_in_the_canonical_form(policy,
     engine.clock = lambda: 1_700_000_000_123
     requests = requests_of(rng, 200)
     batch = engine.decide_batch("weekly", requests)
-    check_lines(sink.logs[-1], requests, [orjson.loads(x) for x in batch.lines()])
+    check_lines(sink.logs[-1], requests, [orjson.loads(x) for x in batch.lines()], engine)
     one = engine.decide_one(requests[0])
-    check_lines(sink.logs[-1], requests[:1], [orjson.loads(one.json)])
+    check_lines(sink.logs[-1], requests[:1], [orjson.loads(one.json)], engine)
     decision = engine.decide(requests[1])
-    check_lines(sink.logs[-1], requests[1:2], [decision.model_dump()])
+    check_lines(sink.logs[-1], requests[1:2], [decision.model_dump()], engine)
     many = engine.decide_many("weekly", requests[:5])
-    check_lines(sink.logs[-1], requests[:5], [d.model_dump() for d in many])
+    check_lines(sink.logs[-1], requests[:5], [d.model_dump() for d in many], engine)
     body = b"\n".join(r.model_dump_json().encode() for r in requests)
     columns = ndjson_columns(body, engine)
     assert columns is not None
     decoded = msgspec.json.Decoder(WireRequest).decode_lines(body)
     batch = engine.decide_columns(columns)
-    check_lines(sink.logs[-1], decoded, [orjson.loads(x) for x in batch.lines()])
+    check_lines(sink.logs[-1], decoded, [orjson.loads(x) for x in batch.lines()], engine)
     assert [len(log) for log in sink.logs] == [200, 1, 1, 5, 200]
     engine.pause("weekly")
     batch = engine.decide_batch("weekly", requests[:20])
-    check_lines(sink.logs[-1], requests[:20], [orjson.loads(x) for x in batch.lines()])
+    check_lines(sink.logs[-1], requests[:20], [orjson.loads(x) for x in batch.lines()], engine)
     assert all(len(orjson.loads(line)["slots"]["offer"]["probabilities"]) == 1
                for line in sink.logs[-1].lines())
 
