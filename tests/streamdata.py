@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -30,6 +30,7 @@ import orjson
 from bandit.engine import Engine
 from bandit.engine.decisionlog import DecisionLog, partition_of
 from bandit.engine.join import subject_key
+from bandit.engine.pseudonyms import SubjectKeys
 from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent
 from streams import blocks
 from streams.codec import encode
@@ -88,6 +89,8 @@ class Streams:
     excluded: Counter[str]  # "machine", "scanner" outcomes and "unsent" decisions
     user_ids: dict[str, str]  # decision id -> the user id it was decided for
     consent: dict[str, bool]  # decision id -> decided with consent
+    # The deciding engine's secrets: the pseudonyms its decision log names subscribers by.
+    subjects: SubjectKeys = field(default_factory=SubjectKeys)
 
 
 def make(n: int, seed: int, campaign: str = "news", t0: int = 0, real: bool = False,
@@ -113,7 +116,8 @@ def make(n: int, seed: int, campaign: str = "news", t0: int = 0, real: bool = Fa
         engine.decide_batch(campaign, requests[k:k + CALL])
     decisions = [(d, line) for log in logs
                  for d, line in zip(log.decision_ids, log.lines(), strict=True)]
-    user_ids = {d: u for log in logs for d, u in zip(log.decision_ids, log.user_ids, strict=True)}
+    user_ids = dict(zip((d for log in logs for d in log.decision_ids),
+                        (r.user_id for r in requests), strict=True))
     consent = {d: bool(c) for log in logs
                for d, c in zip(log.decision_ids, log.consent.tolist(), strict=True)}
     events: list[dict[str, Any]] = []
@@ -164,7 +168,8 @@ def make(n: int, seed: int, campaign: str = "news", t0: int = 0, real: bool = Fa
         joined.append(_joined(d, mine))
     events.sort(key=lambda e: e["ts"])  # stable: a repeat stays right after its original
     end = t0 + n * STEP_MS + 2 * WINDOW_MS + WAIT_MS
-    return Streams(decisions, events, joined, late, duplicates, end, excluded, user_ids, consent)
+    return Streams(decisions, events, joined, late, duplicates, end, excluded, user_ids, consent,
+                   engine.subjects)
 
 
 def _joined(d: Any, outcomes: list[tuple[int, str, str | None, float]]) -> JoinedEvent:

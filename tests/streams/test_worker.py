@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.engine import Engine
-from bandit.engine.join import subject_key
 from bandit.errors import IncompatibleStateError, InvalidInputError
 from streams import blocks
 from streams.codec import encode
@@ -425,7 +424,8 @@ def test_an_erasure_survives_a_kill_a_restore_and_a_replay():
     send_until(second["ts"])
     worker.step()
     for user_id in sorted(gone):
-        log.publish_campaign(erase_record(subject_key(user_id), s.end_ts))
+        for key in s.subjects.erase_keys(user_id):
+            log.publish_campaign(erase_record(key, s.end_ts))
     worker.step()
     open_ids = worker.partitions[0].engine._joiner._row.keys()
     assert first["decision_id"] not in open_ids and second["decision_id"] not in open_ids
@@ -440,7 +440,7 @@ def test_an_erasure_survives_a_kill_a_restore_and_a_replay():
     log.append(log.topics.events, mark, partition=0)
     _drain(worker)
     assert worker.counters.erased == 2  # one open decision restored, one decision replayed
-    keys = {subject_key(user_id).hex() for user_id in gone}
+    keys = {key.hex() for user_id in gone for key in s.subjects.all_of(user_id)}
     kept = [e for e in s.joined if e.subject not in keys]
     streamdata.assert_same_model(_model(log), streamdata.reference(
         dataclasses.replace(s, joined=kept)))

@@ -16,11 +16,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bandit.engine import Engine
-from bandit.engine.join import subject_key
+from bandit.engine.pseudonyms import SubjectKeys, fingerprint
 from bandit.models import LoggedDecision
 from streams.codec import encode
 from streams.follower import StateFollower
-from streams.kafka import KafkaTransport, reader
+from streams.kafka import KafkaTransport, producer, reader
 from streams.memory import MemoryTransport
 from streams.publish import Publisher
 from streams.records import DECISIONS, EVENTS
@@ -457,6 +457,7 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
         send_until(subject_ts)
         assert follower.wait_for(_done(topics, dict(counts), partitions), 60), "no checkpoint"
         settings = Settings(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=topics.prefix)
+        _share_secrets(kafka, topics, s.subjects)  # the service erases by their pseudonyms
         link = stream_link(kafka.bootstrap_servers, topics.prefix)
         with live(create_app(Engine(seed=0), settings, link)) as client:
             erased = client.delete(f"/v1/subjects/{user_id}")
@@ -479,7 +480,7 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
             raise
         follower.close()
         log.close()
-    key = subject_key(user_id).hex()
+    [key] = [k.hex() for k in s.subjects.all_of(user_id)]
     kept = [e for e in s.joined if e.subject != key]
     assert len(kept) == len(s.joined) - 1
     streamdata.assert_same_model(engine, streamdata.reference(streamdata.of_joined(kept)))
@@ -487,6 +488,19 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
               for v in examples(block)]
     assert {j["decision_id"] for j in joined} == {e.decision_id for e in kept}
     assert key not in {j["subject"] for j in joined}
+
+
+def _share_secrets(kafka, topics: Topics, subjects: SubjectKeys) -> None:
+    """Publish the deciding engine's subscriber secrets on the subjects topic, as the
+    replica that decided would have (``streams.subjects``)."""
+    out = producer(kafka.bootstrap_servers)
+    try:
+        for index, secret in zip(*subjects.state(), strict=True):
+            out.send(topics.subjects, secret.tobytes(),
+                     key=index.tobytes() + fingerprint(secret.tobytes()), partition=0)
+        out.flush()
+    finally:
+        out.close()
 
 
 def _checkpoints(kafka, topics: Topics, partitions: int) -> dict[int, PartitionJoin]:
