@@ -312,7 +312,7 @@ class LedgerRefs:
         """The bookkeeping of a checkpoint's ``extra["ledger"]`` (absent: written before
         the ledger was stored apart) and its engine."""
         saved = saved or {}
-        return cls(engine.ledger.keys(), [str(k) for k in saved.get("retired", [])],
+        return cls(engine.ledger.stored_keys(), [str(k) for k in saved.get("retired", [])],
                    int(saved.get("end", 0)))
 
 
@@ -341,7 +341,7 @@ class PartitionJoin:
                  ledger: LedgerRefs | None = None) -> None:
         self.partition = partition
         self.engine = engine
-        self.ledger = ledger or LedgerRefs(keys=engine.ledger.keys())
+        self.ledger = ledger or LedgerRefs(keys=engine.ledger.stored_keys())
         self.offsets = dict(offsets) if offsets else dict.fromkeys(STREAMS, 0)
         self.newest = dict(newest) if newest else dict.fromkeys(STREAMS, -math.inf)
         self.counters = counters or Counters()
@@ -678,7 +678,7 @@ class Worker:
             at = self.transport.send_ledger(p, key, ledger.chunk_value(chunk))
             ledger.stored(chunk, key, at)
             part.ledger.end = max(part.ledger.end, at + 1)
-        keys = ledger.keys()
+        keys = ledger.stored_keys()
         part.ledger.retired = sorted(part.ledger.keys - keys)
         part.ledger.keys = keys
 

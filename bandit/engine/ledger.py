@@ -520,7 +520,7 @@ class Ledger:
         """``chunk``'s current version is stored under ``key`` at position ``at``."""
         chunk.ref = (key, at)
 
-    def keys(self) -> set[str]:
+    def stored_keys(self) -> set[str]:
         """The keys of the sealed chunks stored apart (what a snapshot now references)."""
         return {c.ref[0] for c in self._chunks if c.order is not None and c.ref is not None}
 
