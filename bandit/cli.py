@@ -328,8 +328,9 @@ def worker(
         "campaign waiting for their attribution windows per partition; decisions beyond go "
         "to the dead-letter topic.")] = None,
     erasure_ledger: Annotated[int | None, typer.Option(
-        min=0, envvar="CMAB_ERASURE_LEDGER", show_default="250000", help="Most learned "
-        "decisions each partition keeps (in every checkpoint) so that an erasure (cmab erase, "
+        min=0, envvar="CMAB_ERASURE_LEDGER", show_default="1000000", help="Most learned "
+        "decisions each partition keeps (sealed chunks on <prefix>.ledger, the rest in its "
+        "checkpoint) so that an erasure (cmab erase, "
         "DELETE /v1/subjects/{id}) takes a subscriber's out of the model; beyond it the oldest "
         "are dropped; 0 keeps none (an erasure then drops pending decisions only).")] = None,
 ) -> None:

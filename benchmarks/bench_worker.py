@@ -27,9 +27,11 @@ Reported: decisions/s, µs per decision in each stage of the worker (``streams.w
 a clock read per stage and batch), and the checkpoint at the largest open set (bytes, ms;
 restore ms in full and model-only) against the time the worker spends on one batch; and once
 every window closed, the checkpoint with every decision learned in the partition's erasure
-ledger (``Worker(erasure_ledger=...)``, the default bound) against the same checkpoint without
-it (bytes, ms): what the ledger adds to each checkpoint. S5-send is S5 for the campaign
-activated by sends: a send for ``SENT_SHARE`` of the decisions too.
+ledger (``Worker(erasure_ledger=...)``, the default bound; its sealed chunks stored apart on
+the ledger topic, referenced by the checkpoint), at the decisions learned and at
+``LEDGER_GROWN``: storing the chunks sealed since the last checkpoint, the checkpoint, a
+worker's restore; against the same checkpoint without the ledger (bytes, ms). S5-send is S5
+for the campaign activated by sends: a send for ``SENT_SHARE`` of the decisions too.
 
 Run on its own: ``python -m benchmarks.bench_worker [--quick]``.
 """
@@ -49,6 +51,7 @@ from kafka.admin import NewTopic
 
 from bandit.engine import Engine
 from bandit.engine.decisionlog import DecisionLog
+from bandit.engine.ledger import Found
 from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
 from simulators.demo import CAMPAIGN as DEMO_CAMPAIGN
 from simulators.email_campaign import SLOTS, EmailCampaign, Subscribers
@@ -72,6 +75,7 @@ OUTCOME_SHARE = 0.3
 SENT_SHARE = 0.9
 EMBEDDED_DECISIONS = 5000  # per batch of S5: about what a KafkaTransport poll brings
 POLL = 5000  # records per poll (KafkaTransport's max_poll_records)
+LEDGER_GROWN = 1_000_000  # learned decisions of the largest ledger measured
 
 
 @dataclass
@@ -353,26 +357,62 @@ def _embedded(n: int, activation: Literal["decision", "send"], name: str) -> Res
                            t_model * 1e3, "ms", open_n)]
         rs.append(Ratio(BENCH, "one batch's time / one checkpoint's, largest open set", name,
                         opened / batches / t_checkpoint))
-        ms += _ledger_checkpoint(part, name)
+        ms += _ledger_checkpoint(worker, log, name)
     return ms, rs
 
 
-def _ledger_checkpoint(part: PartitionJoin, name: str) -> list[Measurement]:
-    """The closed partition's checkpoint with its erasure ledger (every decision learned),
-    then without (the ledger off): bytes and ms of each, and a restore of the first."""
-    learned = part.engine._ledger.size
-    t_with, data = best_time(lambda: None, lambda _: part.checkpoint(), repeat=3)
-    t_restore, _ = best_time(lambda: None, lambda _: PartitionJoin.restore(data), repeat=2)
+def _ledger_checkpoint(worker: Worker, log: MemoryLog, name: str) -> list[Measurement]:
+    """The closed partition's checkpoint with its erasure ledger (every decision learned, its
+    sealed chunks stored apart on the ledger topic), at the decisions the partition learned
+    and at ``LEDGER_GROWN`` (the ledger grown by learning its decisions again): what storing
+    the sealed chunks not stored yet costs (once per chunk version), then the checkpoint that
+    references them (bytes, ms), and a worker's restore of it (chunks read back); then the
+    same checkpoint without the ledger."""
+    part = worker.partitions[0]
+    ledger = part.engine.ledger
+    ms = []
+    for target in (ledger.size, LEDGER_GROWN):
+        _grow(part, target)
+        chunks = ledger.unstored()
+        stored = sum(len(ledger.chunk_value(c)) for c in chunks)
+        t0 = time.perf_counter()
+        worker._store_ledger(part)
+        t_store = time.perf_counter() - t0
+        t_with, data = best_time(lambda: None, lambda _: part.checkpoint(), repeat=3)
+        worker.transport.send_checkpoint(0, data)
+        t_restore, _ = best_time(lambda: None, lambda _: Worker(
+            MemoryTransport(log), erasure_ledger=LEDGER_GROWN).on_assigned([0]),
+            repeat=2)
+        n = ledger.size
+        ms += [Measurement(BENCH, f"checkpoint with {n:,} learned decisions in its ledger",
+                           name, t_with * 1e3, "ms", n, note=f"{len(data) / 1e6:.2f} MB"),
+               Measurement(BENCH, f"store the sealed ledger chunks not stored yet ({n:,})",
+                           name, t_store * 1e3, "ms", n,
+                           note=f"{len(chunks)} chunks, {stored / 1e6:.1f} MB"),
+               Measurement(BENCH, f"restore that checkpoint and its ledger (worker, {n:,})",
+                           name, t_restore * 1e3, "ms", n)]
     part.engine.keep_ledger(0)
     t_without, bare = best_time(lambda: None, lambda _: part.checkpoint(), repeat=3)
-    return [Measurement(BENCH, f"checkpoint with {learned:,} learned decisions in its ledger",
-                        name, t_with * 1e3, "ms", learned, note=f"{len(data) / 1e6:.1f} MB"),
-            Measurement(BENCH, "the same checkpoint without the ledger", name,
-                        t_without * 1e3, "ms", learned, note=f"{len(bare) / 1e6:.2f} MB"),
-            Measurement(BENCH, "restore the checkpoint with the ledger (worker)", name,
-                        t_restore * 1e3, "ms", learned),
-            Measurement(BENCH, "ledger bytes per learned decision in a checkpoint", name,
-                        (len(data) - len(bare)) / max(learned, 1), "bytes", learned)]
+    return ms + [Measurement(BENCH, "the same checkpoint without the ledger", name,
+                             t_without * 1e3, "ms", 0, note=f"{len(bare) / 1e6:.2f} MB")]
+
+
+def _grow(part: PartitionJoin, n: int) -> None:
+    """Grow the partition's erasure ledger to ``n`` decisions by adding the decisions it holds
+    again, as if learned again (the ledger only: the model is not touched)."""
+    ledger = part.engine.ledger
+    if ledger.size >= n:
+        return
+    found = Found(ledger)
+    found.rows = [(chunk, np.arange(chunk.n)) for chunk in ledger._chunks]
+    cols = ledger.columns(CAMPAIGN, found.rows)
+    words = np.column_stack([np.concatenate([c.rows.used()[w] for c in ledger._chunks])
+                             for w in ("subject_hi", "subject_lo")]).astype("<u8")
+    raw = words.tobytes()
+    subjects = [raw[16 * i:16 * i + 16].hex() for i in range(len(words))]
+    c = part.engine._campaigns[CAMPAIGN]
+    while ledger.size < n:
+        ledger.add(c, cols, subjects)
 
 
 def _reference_topic(bootstrap: str, name: str) -> None:

@@ -102,6 +102,46 @@ def read_until_idle(bootstrap_servers: str, topic: str, *, idle_ms: int = 1000
         consumer.close()
 
 
+def read_at(consumer: KafkaConsumer, tp: TopicPartition, offsets: list[int]
+            ) -> list[tuple[bytes | None, bytes | None]]:
+    """The (key, value) of the records of partition ``tp`` at ``offsets`` ((None, None) for
+    an offset that holds none: removed, or past the end). Consecutive offsets are one read."""
+    consumer.assign([tp])
+    wanted, got = set(offsets), {}
+    end = consumer.end_offsets([tp])[tp]
+    for offset in sorted(wanted):
+        if offset in got or offset >= end:
+            continue
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + _READ_TIMEOUT_S
+        while offset not in got and consumer.position(tp) <= offset:
+            if time.monotonic() > deadline:
+                raise UnavailableError(f"{tp.topic}[{tp.partition}]: offset {offset} not "
+                                       f"readable in {_READ_TIMEOUT_S:.0f} s")
+            for record in consumer.poll(timeout_ms=100).get(tp, []):
+                if record.offset in wanted:
+                    got[record.offset] = (record.key, record.value)
+    return [got.get(offset, (None, None)) for offset in offsets]
+
+
+def read_from(consumer: KafkaConsumer, tp: TopicPartition, start: int
+              ) -> list[tuple[int, bytes | None, bytes | None]]:
+    """(offset, key, value) of the records of partition ``tp`` from ``start`` to its end
+    (exact when its writers flush every record on its own)."""
+    consumer.assign([tp])
+    end = consumer.end_offsets([tp])[tp]
+    out: list[tuple[int, bytes | None, bytes | None]] = []
+    if start >= end:
+        return out
+    consumer.seek(tp, start)
+    deadline = time.monotonic() + _READ_TIMEOUT_S
+    while consumer.position(tp) < end:
+        if time.monotonic() > deadline:
+            raise UnavailableError(f"{tp.topic}[{tp.partition}]: not readable to its end")
+        out += [(r.offset, r.key, r.value) for r in consumer.poll(timeout_ms=100).get(tp, [])]
+    return out
+
+
 def read_campaign_records(consumer: KafkaConsumer, tp: TopicPartition) -> list[dict[str, Any]]:
     """Everything new on the campaigns topic partition ``tp`` (assigned to ``consumer``), read
     to its end (records are flushed one by one by the publisher, so the end offset is exact)."""
@@ -215,6 +255,26 @@ class KafkaTransport:
         self.producer.send(self.topics.state, data, key=str(partition).encode(),
                            partition=partition)
         self.producer.flush()
+
+    def send_ledger(self, partition: int, key: str, value: bytes) -> int:
+        sent = self.producer.send(self.topics.ledger, value, key=key.encode(),
+                                  partition=partition)
+        self.producer.flush()  # on its own: the partition's end offset stays exact
+        return int(sent.get(timeout=_READ_TIMEOUT_S).offset)
+
+    def read_ledger(self, partition: int, offsets: list[int]
+                    ) -> list[tuple[bytes | None, bytes | None]]:
+        return read_at(self._checkpoints, TopicPartition(self.topics.ledger, partition), offsets)
+
+    def ledger_records(self, partition: int, start: int
+                       ) -> list[tuple[int, bytes | None, bytes | None]]:
+        return read_from(self._checkpoints, TopicPartition(self.topics.ledger, partition),
+                         start)
+
+    def retire_ledger(self, partition: int, keys: list[str]) -> None:
+        for key in keys:
+            self.producer.send(self.topics.ledger, None, key=key.encode(), partition=partition)
+            self.producer.flush()
 
     def commit(self, offsets: dict[int, dict[str, int]]) -> None:
         # A partition moved meanwhile: its checkpoint is what counts.

@@ -47,6 +47,13 @@ class MemoryLog:
             parts[partition].append((key, value, headers or []))
         return partition
 
+    def put(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> int:
+        """Append a record to ``partition``; returns its offset."""
+        with self._lock:
+            records = self._data[topic][partition]
+            records.append((key, value, []))
+            return len(records) - 1
+
     def read(self, topic: str, partition: int, start: int = 0,
              stop: int | None = None) -> list[tuple[bytes | None, bytes | None, list]]:
         with self._lock:
@@ -55,6 +62,12 @@ class MemoryLog:
     def end(self, topic: str, partition: int) -> int:
         with self._lock:
             return len(self._data[topic][partition])
+
+    def compacted(self, topic: str, partition: int) -> dict[bytes | None, bytes]:
+        """What compaction would leave of a partition: the newest value of each key whose
+        newest record is no tombstone."""
+        newest = {key: value for key, value, _ in self.read(topic, partition)}
+        return {key: value for key, value in newest.items() if value is not None}
 
     def publish_campaign(self, record: dict[str, Any]) -> None:
         self.append(self.topics.campaigns, orjson.dumps(record))
@@ -123,6 +136,23 @@ class MemoryTransport:
     def send_checkpoint(self, partition: int, data: bytes) -> None:
         self.log.append(self.log.topics.state, data, key=str(partition).encode(),
                         partition=partition)
+
+    def send_ledger(self, partition: int, key: str, value: bytes) -> int:
+        return self.log.put(self.log.topics.ledger, partition, key.encode(), value)
+
+    def read_ledger(self, partition: int, offsets: list[int]
+                    ) -> list[tuple[bytes | None, bytes | None]]:
+        rows = self.log.read(self.log.topics.ledger, partition)
+        return [(rows[o][0], rows[o][1]) if o < len(rows) else (None, None) for o in offsets]
+
+    def ledger_records(self, partition: int, start: int
+                       ) -> list[tuple[int, bytes | None, bytes | None]]:
+        rows = self.log.read(self.log.topics.ledger, partition, start)
+        return [(start + i, key, value) for i, (key, value, _) in enumerate(rows)]
+
+    def retire_ledger(self, partition: int, keys: list[str]) -> None:
+        for key in keys:
+            self.log.append(self.log.topics.ledger, None, key=key.encode(), partition=partition)
 
     def commit(self, offsets: dict[int, dict[str, int]]) -> None:
         pass

@@ -11,7 +11,9 @@ partition p, one record each, so its newest checkpoint is the partition's last r
 decisions (the training log); ``.deadletter`` the records the worker could not use;
 ``.vwstate`` (one partition) the VW learner's checkpoints (VW models and ``.joined`` offsets);
 ``.subjects`` (one partition, compacted) the subscribers' secrets that the decision service's
-replicas share (``streams.subjects``).
+replicas share (``streams.subjects``); ``.ledger`` (compacted, the state topic's partition
+count) the sealed chunks of the partitions' erasure ledgers that their checkpoints reference
+(``streams.worker``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from bandit.errors import InvalidInputError, UnavailableError
 
 _ADMIN_TIMEOUT_MS = 10_000
-_COMPACTED = {"cleanup.policy": "compact"}  # the subjects topic: the newest record of each key
+_COMPACTED = {"cleanup.policy": "compact"}  # subjects, ledger: the newest record of each key
 
 
 @dataclass(frozen=True)
@@ -66,19 +68,23 @@ class Topics:
     def subjects(self) -> str:
         return f"{self.prefix}.subjects"
 
+    @property
+    def ledger(self) -> str:
+        return f"{self.prefix}.ledger"
+
     def partition_counts(self, partitions: int) -> dict[str, int]:
         """Every topic and its partition count."""
         return {self.decisions: partitions, self.events: partitions, self.state: partitions,
                 self.joined: partitions, self.campaigns: 1, self.deadletter: 1,
-                self.vwstate: 1, self.subjects: 1}
+                self.vwstate: 1, self.subjects: 1, self.ledger: partitions}
 
 
 def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> int:
     """Create the deployment's missing topics and return the partition count of the join.
 
     ``partitions`` applies to a new deployment; an existing one keeps its count (the
-    decisions topic's), and a deployment whose decisions, events, state and joined topics
-    disagree is refused with a clear error: the join needs them co-partitioned.
+    decisions topic's), and a deployment whose decisions, events, state, joined and ledger
+    topics disagree is refused with a clear error: the join needs them co-partitioned.
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -103,8 +109,9 @@ def create_topics(bootstrap_servers: str, topics: Topics, partitions: int) -> in
         have = counts()
         partitions = have.get(topics.decisions, partitions)
         wanted = topics.partition_counts(partitions)
-        missing = [NewTopic(name, n, 1, topic_configs=_COMPACTED if name == topics.subjects
-                            else {}) for name, n in wanted.items() if name not in have]
+        compacted = {topics.subjects, topics.ledger}
+        missing = [NewTopic(name, n, 1, topic_configs=_COMPACTED if name in compacted else {})
+                   for name, n in wanted.items() if name not in have]
         if missing:
             # Created meanwhile by another process.
             with contextlib.suppress(TopicAlreadyExistsError):

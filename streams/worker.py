@@ -59,6 +59,20 @@ themselves (decisions, events, older checkpoints) hold the subject until the top
 retention removes them. Partition engines never evaluate guardrails (``Engine.guarding``):
 each sees one partition, and the decision service evaluates the merged model.
 
+The ledger's sealed chunks are not in the checkpoint (``Ledger.apart``): each version of a
+sealed chunk is written once to partition p of the compacted ``.ledger`` topic, under a key of
+its own (the partition and 16 random hex digits: no other writer, a killed predecessor or a
+zombie, ever uses it, so compaction never removes a record a checkpoint references), flushed
+before the checkpoint, which holds the open chunks and each sealed chunk's key and offset
+(``LedgerRefs``). A sealed chunk changes only when an erasure takes rows out of it; the new
+version is written before the next checkpoint, and once that checkpoint is written the keys it
+no longer references (old versions, chunks dropped by the bound or expired) get tombstones,
+so compaction removes the erased rows. The checkpoint names those retired keys, and the
+ledger topic's end after its writes: a restoring worker reads its chunks by offset, then
+tombstones the retired keys again and every key written after that end that it does not
+reference (chunks of a predecessor killed before its checkpoint), so a kill at any point
+leaves the successor consistent and the topic, once compacted, without erased rows.
+
 Consent: a logged decision or impression whose decision id says the decision was made
 without consent (``bandit.engine.decided_with_consent``) loses its context and segments as it
 is decoded, before any check, and is counted (``Counters.stripped``); the join, the
@@ -97,6 +111,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -120,10 +135,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 3  # 3: offsets of .decisions and .events; 2: of .impressions and .clicks
 # While behind, a partition's checkpoints are this many times their writing time apart.
 CHECKPOINT_SHARE = 10
-# Learned decisions each partition keeps for erasure. Below the service's default: the whole
-# ledger rides in every checkpoint (about 200 bytes a decision) until its chunks are written
-# apart, and a checkpoint must stay well under the broker's record limit.
-ERASURE_LEDGER = 250_000
+# Learned decisions each partition keeps for erasure, as the service does: sealed chunks of the
+# ledger go to <prefix>.ledger once per version, so a checkpoint carries the open chunks only.
+ERASURE_LEDGER = 1_000_000
 
 
 @dataclass
@@ -283,6 +297,25 @@ class BatchOutput:
     counters: Counters = field(default_factory=Counters)
 
 
+@dataclass
+class LedgerRefs:
+    """A partition's bookkeeping of the ledger topic (module docstring): ``keys`` its last
+    checkpoint references, ``retired`` the keys that checkpoint stopped referencing (to be
+    tombstoned after it), ``end`` the topic partition's next offset after its writes."""
+
+    keys: set[str] = field(default_factory=set)
+    retired: list[str] = field(default_factory=list)
+    end: int = 0
+
+    @classmethod
+    def of(cls, saved: Any, engine: Engine) -> LedgerRefs:
+        """The bookkeeping of a checkpoint's ``extra["ledger"]`` (absent: written before
+        the ledger was stored apart) and its engine."""
+        saved = saved or {}
+        return cls(engine.ledger.stored_keys(), [str(k) for k in saved.get("retired", [])],
+                   int(saved.get("end", 0)))
+
+
 class PartitionJoin:
     """One partition's attribution join, partial model and next input offsets.
 
@@ -304,9 +337,11 @@ class PartitionJoin:
     def __init__(self, partition: int, engine: Engine, *,
                  offsets: dict[str, int] | None = None,
                  newest: dict[str, float] | None = None,
-                 counters: Counters | None = None, seq: int = 0, campaigns: int = 0) -> None:
+                 counters: Counters | None = None, seq: int = 0, campaigns: int = 0,
+                 ledger: LedgerRefs | None = None) -> None:
         self.partition = partition
         self.engine = engine
+        self.ledger = ledger or LedgerRefs(keys=engine.ledger.stored_keys())
         self.offsets = dict(offsets) if offsets else dict.fromkeys(STREAMS, 0)
         self.newest = dict(newest) if newest else dict.fromkeys(STREAMS, -math.inf)
         self.counters = counters or Counters()
@@ -463,7 +498,8 @@ class PartitionJoin:
             "checkpoint": CHECKPOINT_FORMAT, "partition": self.partition, "seq": self.seq,
             "offsets": self.offsets,
             "newest": {s: (t if math.isfinite(t) else None) for s, t in self.newest.items()},
-            "counters": vars(self.counters), "campaigns": self.campaigns})
+            "counters": vars(self.counters), "campaigns": self.campaigns,
+            "ledger": {"end": self.ledger.end, "retired": self.ledger.retired}})
 
     @classmethod
     def restore(cls, data: bytes, *, what: str = "checkpoint",
@@ -487,7 +523,8 @@ class PartitionJoin:
                        newest={s: (-math.inf if extra["newest"][s] is None
                                    else float(extra["newest"][s])) for s in STREAMS},
                        counters=Counters(**extra["counters"]), seq=int(extra["seq"]),
-                       campaigns=int(extra.get("campaigns", 0)))
+                       campaigns=int(extra.get("campaigns", 0)),
+                       ledger=LedgerRefs.of(extra.get("ledger"), engine))
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleStateError(f"{what}: not a worker checkpoint ({exc})") from None
 
@@ -517,6 +554,20 @@ class Transport(Protocol):
 
     def send_checkpoint(self, partition: int, data: bytes) -> None:
         """Write and flush one checkpoint (its own batch, so the partition's end is exact)."""
+
+    def send_ledger(self, partition: int, key: str, value: bytes) -> int:
+        """Write and flush one sealed ledger chunk to the ledger topic; returns its offset."""
+
+    def read_ledger(self, partition: int, offsets: list[int]
+                    ) -> list[tuple[bytes | None, bytes | None]]:
+        """The (key, value) of the ledger topic's records at ``offsets``."""
+
+    def ledger_records(self, partition: int, start: int
+                       ) -> list[tuple[int, bytes | None, bytes | None]]:
+        """(offset, key, value) of every ledger topic record from ``start`` to its end."""
+
+    def retire_ledger(self, partition: int, keys: list[str]) -> None:
+        """Write and flush a tombstone for each of ``keys`` on the ledger topic."""
 
     def commit(self, offsets: dict[int, dict[str, int]]) -> None:
         """Tell the log how far each partition is (for lag monitoring, not for restarts)."""
@@ -580,6 +631,8 @@ class Worker:
                 part = PartitionJoin(p, Engine(seed=self.seed))
             else:
                 part = PartitionJoin.restore(data, what=f"checkpoint of partition {p}")
+            self._restore_ledger(part)
+            part.engine.ledger.apart = True
             part.engine.limit_pending(self.max_pending)
             part.engine.keep_ledger(self.erasure_ledger)
             part.engine.guarding = False
@@ -589,6 +642,45 @@ class Worker:
             self._written_at[p] = self.clock()
             self.transport.seek(p, part.offsets)
             log.info("partition %d: from offsets %s (checkpoint %d)", p, part.offsets, part.seq)
+
+    def _restore_ledger(self, part: PartitionJoin) -> None:
+        """Read the restored checkpoint's sealed ledger chunks by offset, then tombstone the
+        keys it retired and those written after its end that it does not reference (the
+        module docstring)."""
+        p, ledger, refs = part.partition, part.engine.ledger, part.engine.ledger.references()
+        what = f"checkpoint of partition {p}"
+        values = []
+        for (key, at), (got, value) in zip(
+                refs, self.transport.read_ledger(p, [at for _, at in refs]), strict=True):
+            if got != key.encode() or value is None:
+                raise IncompatibleStateError(
+                    f"{what}: its ledger chunk {key} is not at offset {at} of the ledger topic")
+            values.append(value)
+        try:
+            ledger.load(values)
+        except ValueError as exc:
+            raise IncompatibleStateError(f"{what}: {exc}") from None
+        stray = set(part.ledger.retired)
+        for offset, written, chunk in self.transport.ledger_records(p, part.ledger.end):
+            name = None if written is None else written.decode()
+            if chunk is not None and name is not None and name not in part.ledger.keys:
+                stray.add(name)
+            part.ledger.end = offset + 1
+        if stray:
+            self.transport.retire_ledger(p, sorted(stray))
+
+    def _store_ledger(self, part: PartitionJoin) -> None:
+        """Write the partition's sealed ledger chunks not stored yet (before the checkpoint
+        that references them) and note the keys that checkpoint retires."""
+        p, ledger = part.partition, part.engine.ledger
+        for chunk in ledger.unstored():
+            key = f"{p}/{os.urandom(8).hex()}"
+            at = self.transport.send_ledger(p, key, ledger.chunk_value(chunk))
+            ledger.stored(chunk, key, at)
+            part.ledger.end = max(part.ledger.end, at + 1)
+        keys = ledger.stored_keys()
+        part.ledger.retired = sorted(part.ledger.keys - keys)
+        part.ledger.keys = keys
 
     def on_revoked(self, partitions: Iterable[int]) -> None:
         # The next owner starts from the newest checkpoint: write what is pending first (the
@@ -721,7 +813,11 @@ class Worker:
             return
         for p in due:
             start = self.clock()
-            self.transport.send_checkpoint(p, self.partitions[p].checkpoint())
+            part = self.partitions[p]
+            self._store_ledger(part)
+            self.transport.send_checkpoint(p, part.checkpoint())
+            if part.ledger.retired:  # only now: a successor may restore the last checkpoint
+                self.transport.retire_ledger(p, part.ledger.retired)
             self._written_at[p] = self.clock()
             self._cost[p] = self._written_at[p] - start
             self._pending.discard(p)

@@ -339,6 +339,12 @@ class Engine:
         with self._lock:
             self._ledger.limit(max_decisions)
 
+    @property
+    def ledger(self) -> Ledger:
+        """The erasure ledger itself, for the stream worker, which stores its sealed chunks
+        apart from the checkpoints (``Ledger.apart``); not for use while others call."""
+        return self._ledger
+
     def limit_pending(self, max_pending: int) -> None:
         """Keep at most ``max_pending`` decisions of a campaign open in the attribution join
         (``bandit.engine.join``); not part of a snapshot, so set again after loading one."""

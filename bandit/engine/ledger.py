@@ -22,16 +22,28 @@ count as dropped too. With decay a chunk whose decisions, in every slot they nam
 than ``EXPIRY_HALF_LIVES`` half-lives older than the newest decision of that slot is dropped
 freely (counted in ``expired``): such a decision weighs less than 2^-40 (below 1e-12) of what
 it weighed when learned, so leaving it in the sums changes them by less than that.
+
+Stored apart (``apart``: the stream worker's partitions). A snapshot then carries the open
+chunks and only a reference to each sealed chunk, so its size does not grow with the sealed
+ones: a sealed chunk changes only when an erasure takes rows out of it, so each version of it
+is written once elsewhere (``unstored``, ``chunk_value``, ``stored``: a key and a position the
+writer chooses) before the snapshot that references it. Sealed chunks are then smaller
+(``_APART_ROWS``), so that the open chunks a snapshot carries stay small. A ledger restored
+from such a snapshot has its sealed chunks as references (``references``) until ``load``
+reads them; it refuses to be used before.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import orjson
 
 from bandit.engine.campaign import _Campaign, _is_vw
 from bandit.engine.intervals import CLUSTERS
@@ -40,6 +52,7 @@ from bandit.models import OUTCOME_TYPES
 
 EXPIRY_HALF_LIVES = 40
 _CHUNK_ROWS = 65_536  # rows of a sealed chunk at most
+_APART_ROWS = 8_192  # rows of a sealed chunk at most when sealed chunks are stored apart
 _FIRST_ROWS = 64  # an open chunk's first capacity
 # Per decision; the context and segment pairs have their own lengths.
 _ROW_COLUMNS = ("subject_hi", "subject_lo", "ts", "holdout", "best", "has_context", "arms",
@@ -124,7 +137,9 @@ class _Chunk:
     the contexts of those with one (``context``: column ``x``, in order) and the segment
     pairs (``pairs``: ``row`` and ``code``, the pair's index in the campaign's ``_Book``).
     ``order``: a sealed chunk's rows sorted by subject key (None while open); ``newest`` the
-    newest event time per slot (-inf where no decision names the slot)."""
+    newest event time per slot (-inf where no decision names the slot). ``ref``: where this
+    version of a sealed chunk is stored apart (key, position), None until it is; ``missing``:
+    a restored reference whose columns are not read yet (``Ledger.load``)."""
 
     campaign: str
     rows: _Columns
@@ -132,6 +147,8 @@ class _Chunk:
     pairs: _Columns
     newest: np.ndarray  # (slots,) float64
     order: np.ndarray | None = None
+    ref: tuple[str, int] | None = None
+    missing: bool = False
 
     @property
     def n(self) -> int:
@@ -165,11 +182,16 @@ class _Chunk:
         self.pairs = self.pairs.take(keep[pair_rows])
         self.pairs.arrays["row"] = renumber[self.pairs.arrays["row"]].astype(np.int32)
         self.rows = self.rows.take(keep)
-        ts, arms = self.rows.arrays["ts"], self.rows.arrays["arms"]
-        self.newest = np.where(arms >= 0, ts[:, None], -math.inf).max(
-            axis=0, initial=-math.inf)
+        self.newest = _newest(self.rows)
+        self.ref = None  # a new version, to be stored again
         if self.order is not None:
             self.seal()
+
+
+def _newest(rows: _Columns) -> np.ndarray:
+    """The newest event time per slot of ``rows`` (-inf where none names the slot)."""
+    ts, arms = rows.arrays["ts"][:rows.n], rows.arrays["arms"][:rows.n]
+    return np.where(arms >= 0, ts[:, None], -math.inf).max(axis=0, initial=-math.inf)
 
 
 class _Book:
@@ -218,6 +240,7 @@ class Ledger:
 
     def __init__(self, max_decisions: int = 0) -> None:
         self.max_decisions = max_decisions
+        self.apart = False  # sealed chunks stored apart, referenced by the snapshots
         self.dropped = 0  # learned decisions not kept (the bound, or learned while off)
         self.expired = 0  # decisions dropped once decayed below 2^-EXPIRY_HALF_LIVES
         self.complete = True  # nothing dropped since the ledger started
@@ -228,14 +251,21 @@ class Ledger:
     @property
     def chunk_rows(self) -> int:
         """Rows of a sealed chunk: a sixteenth of the bound (the granularity of dropping),
-        at most ``_CHUNK_ROWS``."""
-        return min(_CHUNK_ROWS, max(1, self.max_decisions // 16))
+        at most ``_CHUNK_ROWS`` (``_APART_ROWS`` when stored apart)."""
+        return min(_APART_ROWS if self.apart else _CHUNK_ROWS, max(1, self.max_decisions // 16))
+
+    def _loaded(self) -> None:
+        """ValueError unless every sealed chunk's columns are here (``load``)."""
+        if any(c.missing for c in self._chunks):
+            raise ValueError("erasure ledger: its sealed chunks stored apart were not read "
+                             "(Ledger.load)")
 
     def limit(self, max_decisions: int) -> None:
         """Keep at most ``max_decisions`` decisions (0: none, the ledger is off); the oldest
         chunks beyond it are dropped now."""
         if max_decisions < 0:
             raise ValueError(f"max_decisions: {max_decisions} is negative")
+        self._loaded()
         self.max_decisions = max_decisions
         self._trim()
 
@@ -249,6 +279,7 @@ class Ledger:
             self.dropped += n
             self.complete = False
             return
+        self._loaded()
         name = c.spec.name
         book = self._books.get(name)
         if book is None:
@@ -295,6 +326,7 @@ class Ledger:
     def find(self, subjects: Mapping[bytes, float]) -> Found:
         """The kept decisions of ``subjects`` (subject key -> erasure time, ms) made at or
         before their erasure time, per campaign."""
+        self._loaded()
         found = Found(self)
         words = [(key_words(key), at) for key, at in subjects.items()]
         for chunk in self._chunks:
@@ -412,15 +444,24 @@ class Ledger:
     # -- snapshots ----------------------------------------------------------------------
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The ledger as JSON-ready meta and named arrays (the chunks' columns in use)."""
+        """The ledger as JSON-ready meta and named arrays (the chunks' columns in use); when
+        stored ``apart``, a sealed chunk is its reference (``key``, ``at``) and has no arrays
+        (ValueError if one is not stored yet: ``unstored``)."""
         arrays: dict[str, np.ndarray] = {}
-        chunks = []
+        chunks: list[dict[str, Any]] = []
         for i, chunk in enumerate(self._chunks):
+            sealed = chunk.order is not None
+            item: dict[str, Any] = {"campaign": chunk.campaign, "sealed": sealed}
+            chunks.append(item)
+            if sealed and (self.apart or chunk.missing):
+                if chunk.ref is None:
+                    raise ValueError(f"ledger chunk {i}: sealed but not stored apart yet")
+                item["key"], item["at"] = chunk.ref
+                continue
             for group, columns in (("rows", chunk.rows), ("context", chunk.context),
                                    ("pairs", chunk.pairs)):
                 for name, value in columns.used().items():
                     arrays[f"{i}/{group}/{name}"] = value
-            chunks.append({"campaign": chunk.campaign, "sealed": chunk.order is not None})
         books = {name: {"pairs": [list(p) for p in book.pairs]}
                  for name, book in self._books.items()}
         return ({"dropped": self.dropped, "expired": self.expired, "complete": self.complete,
@@ -430,7 +471,9 @@ class Ledger:
     def from_state(cls, meta: dict[str, Any], arrays: Mapping[str, np.ndarray],
                    campaigns: Mapping[str, _Campaign]) -> Ledger:
         """The ledger of ``state`` for the restored ``campaigns``; its bound is set by
-        ``limit`` (not part of the state)."""
+        ``limit`` (not part of the state). Sealed chunks stored apart come as references
+        (``references``), to be read (``load``) before the ledger is used; the ledger is then
+        ``apart``."""
         ledger = cls()
         ledger.dropped, ledger.expired = int(meta["dropped"]), int(meta["expired"])
         ledger.complete = bool(meta["complete"])
@@ -441,6 +484,13 @@ class Ledger:
         for i, item in enumerate(meta["chunks"]):
             name = item["campaign"]
             book = ledger._books[name]
+            if "key" in item:
+                chunk = book.empty_chunk()
+                chunk.ref, chunk.missing = (str(item["key"]), int(item["at"])), True
+                chunk.order = np.zeros(0, dtype=np.int32)
+                ledger._chunks.append(chunk)
+                ledger.apart = True
+                continue
             groups = {}
             for group in ("rows", "context", "pairs"):
                 prefix = f"{i}/{group}/"
@@ -449,10 +499,8 @@ class Ledger:
                 groups[group] = _Columns(columns, len(next(iter(columns.values()))))
             if set(groups["rows"].arrays) != set(_ROW_COLUMNS):
                 raise ValueError(f"ledger chunk {i}: columns {sorted(groups['rows'].arrays)}")
-            ts, arms = groups["rows"].arrays["ts"], groups["rows"].arrays["arms"]
             chunk = _Chunk(name, groups["rows"], groups["context"], groups["pairs"],
-                           np.where(arms >= 0, ts[:, None], -math.inf).max(
-                               axis=0, initial=-math.inf))
+                           _newest(groups["rows"]))
             book.newest = np.maximum(book.newest, chunk.newest)
             if item["sealed"]:
                 chunk.seal()
@@ -461,6 +509,75 @@ class Ledger:
             ledger._chunks.append(chunk)
             ledger.size += chunk.n
         return ledger
+
+    # -- sealed chunks stored apart -----------------------------------------------------
+
+    def unstored(self) -> list[_Chunk]:
+        """The sealed chunks whose current version is not stored apart yet, oldest first."""
+        return [c for c in self._chunks if c.order is not None and c.ref is None]
+
+    def stored(self, chunk: _Chunk, key: str, at: int) -> None:
+        """``chunk``'s current version is stored under ``key`` at position ``at``."""
+        chunk.ref = (key, at)
+
+    def stored_keys(self) -> set[str]:
+        """The keys of the sealed chunks stored apart (what a snapshot now references)."""
+        return {c.ref[0] for c in self._chunks if c.order is not None and c.ref is not None}
+
+    def references(self) -> list[tuple[str, int]]:
+        """The (key, position) of each sealed chunk not read yet, in ledger order."""
+        return [cast(tuple[str, int], c.ref) for c in self._chunks if c.missing]
+
+    def chunk_value(self, chunk: _Chunk) -> bytes:
+        """A sealed chunk as bytes (an npz: its columns, and its segment pairs by name, so
+        that it stays valid when the campaign's pairs are renumbered)."""
+        codes = chunk.pairs.used()["code"]
+        used, local = np.unique(codes, return_inverse=True)
+        pairs = self._books[chunk.campaign].pairs
+        meta = {"campaign": chunk.campaign, "pairs": [list(pairs[k]) for k in used.tolist()]}
+        arrays = {f"rows/{k}": v for k, v in chunk.rows.used().items()}
+        arrays["context/x"] = chunk.context.used()["x"]
+        arrays["pairs/row"] = chunk.pairs.used()["row"]
+        arrays["pairs/code"] = local.reshape(-1).astype(np.int32)
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
+                 allow_pickle=True, **arrays)
+        return buffer.getvalue()
+
+    def load(self, values: list[bytes]) -> None:
+        """Read the sealed chunks of ``references`` from their stored ``values`` (in that
+        order); ValueError if one is damaged or of another campaign."""
+        missing = [c for c in self._chunks if c.missing]
+        if len(values) != len(missing):
+            raise ValueError(f"erasure ledger: {len(values)} stored chunks for "
+                             f"{len(missing)} references")
+        for chunk, value in zip(missing, values, strict=True):
+            where = f"ledger chunk {chunk.ref[0] if chunk.ref else '?'}"
+            try:
+                with np.load(io.BytesIO(value), allow_pickle=False) as npz:
+                    meta = orjson.loads(npz["meta"].tobytes())
+                    arrays = {k: npz[k] for k in npz.files if k != "meta"}
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+                    orjson.JSONDecodeError) as exc:
+                raise ValueError(f"{where}: not a stored ledger chunk ({exc})") from None
+            if meta.get("campaign") != chunk.campaign:
+                raise ValueError(f"{where}: of campaign {meta.get('campaign')!r}, referenced "
+                                 f"for {chunk.campaign!r}")
+            rows = {k[5:]: v for k, v in arrays.items() if k.startswith("rows/")}
+            if set(rows) != set(_ROW_COLUMNS):
+                raise ValueError(f"{where}: columns {sorted(rows)}")
+            book = self._books[chunk.campaign]
+            codes = np.array([book.code((k, v)) for k, v in meta["pairs"]], dtype=np.int32)
+            chunk.rows = _Columns(rows, len(rows["ts"]))
+            chunk.context = _Columns({"x": arrays["context/x"]}, len(arrays["context/x"]))
+            chunk.pairs = _Columns({"row": arrays["pairs/row"],
+                                    "code": codes[arrays["pairs/code"]]},
+                                   len(arrays["pairs/row"]))
+            chunk.newest = _newest(chunk.rows)
+            chunk.missing = False
+            chunk.seal()
+            book.newest = np.maximum(book.newest, chunk.newest)
+            self.size += chunk.n
 
 
 class Found:

@@ -13,7 +13,12 @@ The subscribers' secrets (``bandit.engine.pseudonyms``) are ``subjects/index`` a
 ``subjects/secret``, (m, 16) uint8 each: an erased subscriber's are absent from every snapshot
 written after the erasure. A snapshot without them (written before they were kept) loads
 with none: subscribers get new pseudonyms, and their decisions logged before keep the legacy
-``subject_key`` by which erasure still finds them."""
+``subject_key`` by which erasure still finds them.
+
+The erasure ledger is ``ledger/<i>/<group>/<column>`` per chunk, with its meta under
+``ledger``; a ledger stored apart (the stream worker's, ``Ledger.apart``) has arrays for its
+open chunks only, and its sealed chunks as references in the meta (``Ledger.state``), read back
+by ``Ledger.load`` after the snapshot."""
 
 from __future__ import annotations
 
@@ -222,9 +227,10 @@ def add_ledger(meta: dict[str, Any], arrays: dict[str, np.ndarray], ledger: Ledg
 
 def restore_ledger(meta: dict[str, Any], arrays: Mapping[str, np.ndarray],
                    campaigns: Mapping[str, _Campaign], model_only: bool) -> Ledger:
-    """The erasure ledger of a snapshot (its bound unset: ``Engine.keep_ledger``). A
-    snapshot without one (written before ledgers), or read ``model_only``, gives an empty
-    ledger that is not complete: the model holds decisions it does not."""
+    """The erasure ledger of a snapshot (its bound unset: ``Engine.keep_ledger``; sealed
+    chunks stored apart still to be read: ``Ledger.load``). A snapshot without one (written
+    before ledgers), or read ``model_only``, gives an empty ledger that is not complete: the
+    model holds decisions it does not."""
     if model_only or "ledger" not in meta:
         ledger = Ledger()
         ledger.complete = False

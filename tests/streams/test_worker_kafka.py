@@ -2,6 +2,7 @@
 a group with a rebalance on join and on kill. Exactly-once is checked bit for bit: contexts
 are multiples of 1/4, so sums do not depend on the order they were added in."""
 
+import io
 import math
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bandit.engine import Engine
+from bandit.engine.ledger import key_words
 from bandit.engine.pseudonyms import SubjectKeys, fingerprint
 from bandit.models import LoggedDecision
 from streams.codec import encode
@@ -83,13 +85,15 @@ def _service(kafka, topics: Topics,
     return engine, StateFollower(engine, kafka.bootstrap_servers, topics).start()
 
 
-def _spawn(kafka, topics: Topics, group: str, log, max_poll_records: int = 50) -> subprocess.Popen:
-    """A `cmab worker` process; its stderr goes to the open file ``log``."""
+def _spawn(kafka, topics: Topics, group: str, log, max_poll_records: int = 50,
+           *options: str) -> subprocess.Popen:
+    """A `cmab worker` process (``options``: more of its options); its stderr goes to the
+    open file ``log``."""
     return subprocess.Popen(
         [sys.executable, "-m", "bandit.cli", "worker", "--bootstrap-servers",
          kafka.bootstrap_servers, "--topic-prefix", topics.prefix, "--group", group,
          "--max-poll-records", str(max_poll_records), "--session-timeout-ms", "2000",
-         "--heartbeat-interval-ms", "500", "--quiet"],
+         "--heartbeat-interval-ms", "500", "--quiet", *options],
         stdout=subprocess.DEVNULL, stderr=log)
 
 
@@ -504,13 +508,38 @@ def _share_secrets(kafka, topics: Topics, subjects: SubjectKeys) -> None:
 
 
 def _checkpoints(kafka, topics: Topics, partitions: int) -> dict[int, PartitionJoin]:
-    """The newest checkpoint of every partition, whole (the erasure ledger too)."""
-    from streams.kafka import read_last
+    """The newest checkpoint of every partition, whole (the erasure ledger too, its sealed
+    chunks read from the ledger topic)."""
+    from streams.kafka import read_at, read_last
 
     consumer = reader(kafka.bootstrap_servers)
     try:
-        return {p: PartitionJoin.restore(read_last(consumer, TopicPartition(topics.state, p)))
-                for p in range(partitions)}
+        out = {}
+        for p in range(partitions):
+            part = PartitionJoin.restore(read_last(consumer, TopicPartition(topics.state, p)))
+            ledger = part.engine.ledger
+            stored = read_at(consumer, TopicPartition(topics.ledger, p),
+                             [at for _, at in ledger.references()])
+            ledger.load([value for _, value in stored])
+            out[p] = part
+        return out
+    finally:
+        consumer.close()
+
+
+def _compacted_ledger(kafka, topics: Topics, partitions: int) -> dict[int, dict[bytes, bytes]]:
+    """What compaction leaves of each partition of the ledger topic (the local broker never
+    compacts): the newest value of each key whose newest record is no tombstone."""
+    from streams.kafka import read_from
+
+    consumer = reader(kafka.bootstrap_servers)
+    try:
+        out = {}
+        for p in range(partitions):
+            newest = {key: value for _, key, value in
+                      read_from(consumer, TopicPartition(topics.ledger, p), 0)}
+            out[p] = {key: value for key, value in newest.items() if value is not None}
+        return out
     finally:
         consumer.close()
 
@@ -526,8 +555,11 @@ def test_an_erasure_takes_learned_decisions_out_through_a_sigkilled_worker(kafka
     the erasure; a third worker restores and finishes. Every partition's policy sums then
     equal, to 1e-9 seen from a common time, those of a run on the stream without S's erased
     decisions and their events; no checkpoint's ledger holds them, and every one shows the
-    erase record applied. (The stream is written while no worker runs: a worker that reads
-    half-written inputs may judge outcomes late, which no erasure is about.)"""
+    erase record applied. The workers keep 1600 learned decisions a partition, so most sit in
+    sealed chunks on the ledger topic: compacted, it holds exactly the chunks the newest
+    checkpoints reference, none with S's erased rows. (The stream is written while no worker
+    runs: a worker that reads half-written inputs may judge outcomes late, which no erasure
+    is about.)"""
     import orjson
 
     from streams.link import ErasureWatch, publish_erasures
@@ -565,7 +597,8 @@ def test_an_erasure_takes_learned_decisions_out_through_a_sigkilled_worker(kafka
     log = open(tmp_path / "workers.log", "wb")  # noqa: SIM115 - closed below
     rng = np.random.default_rng(43 if half_life_ms is None else 44)
     send_until(at)
-    proc = _spawn(kafka, topics, group, log)
+    ledger = ("--erasure-ledger", "1600")
+    proc = _spawn(kafka, topics, group, log, 50, *ledger)
     try:
         assert follower.wait_for(_done(topics, dict(counts), partitions), 60), "no checkpoint"
         proc.send_signal(signal.SIGTERM)
@@ -574,7 +607,7 @@ def test_an_erasure_takes_learned_decisions_out_through_a_sigkilled_worker(kafka
                                     [{"erase": key.hex(), "at": at}])
         send_until(s.end_ts + 10 * streamdata.WINDOW_MS)
         watch = ErasureWatch(kafka.bootstrap_servers, topics, offset)
-        proc = _spawn(kafka, topics, group, log)
+        proc = _spawn(kafka, topics, group, log, 50, *ledger)
         try:
             deadline = time.monotonic() + 60
             while not watch.check():
@@ -585,7 +618,7 @@ def test_an_erasure_takes_learned_decisions_out_through_a_sigkilled_worker(kafka
         time.sleep(float(rng.uniform(0.0, 1.0)))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        proc = _spawn(kafka, topics, group, log)
+        proc = _spawn(kafka, topics, group, log, 50, *ledger)
         finished = follower.wait_for(_done(topics, counts, partitions), 120)
         assert finished, f"the worker did not finish: {(tmp_path / 'workers.log').read_text()}"
     finally:
@@ -604,6 +637,14 @@ def test_an_erasure_takes_learned_decisions_out_through_a_sigkilled_worker(kafka
         assert part.campaigns == offset + 1
     assert sum(len(part.engine._ledger.find({key: math.inf}))
                for part in checkpoints.values()) == 2  # made after the erasure's time
+    hi, lo = key_words(key)
+    for p, kept in _compacted_ledger(kafka, topics, partitions).items():
+        assert set(kept) == {k.encode() for k in checkpoints[p].engine.ledger.stored_keys()}
+        assert len(kept) >= 3
+        for value in kept.values():
+            with np.load(io.BytesIO(value)) as npz:
+                mine = (npz["rows/subject_hi"] == hi) & (npz["rows/subject_lo"] == lo)
+                assert np.all(npz["rows/ts"][mine] > at)
 
 
 def test_cmab_erase_publishes_the_records_and_waits_for_every_partition(kafka, tmp_path):
