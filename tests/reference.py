@@ -219,6 +219,25 @@ def ope_values(pi, qhat, actions, rewards, propensities, clip=np.inf):
     }
 
 
+def dr_variant_values(pi, qhat, actions, rewards, propensities, clip=np.inf, tau=np.inf,
+                      lam=np.inf):
+    """SNDR, Switch-DR and DR-OS as Open Bandit Pipeline writes them (``_estimate_round_rewards``
+    of SelfNormalizedDoublyRobust, SwitchDoublyRobust, DoublyRobustWithShrinkage), one event at a
+    time: SNDR's weights clipped at clip, the other two read the raw weights."""
+    n, k = len(actions), pi.shape[1]
+    iw = [pi[i, actions[i]] / propensities[i] for i in range(n)]
+    clipped = [min(w, clip) for w in iw]
+    q_factual = [qhat[i, actions[i]] for i in range(n)]
+    baseline = [sum(pi[i, a] * qhat[i, a] for a in range(k)) for i in range(n)]
+    mean_iw = sum(clipped) / n
+    sndr = [baseline[i] + clipped[i] * (rewards[i] - q_factual[i]) / mean_iw for i in range(n)]
+    switch = [baseline[i] + (1 if iw[i] <= tau else 0) * iw[i] * (rewards[i] - q_factual[i])
+              for i in range(n)]
+    shrunk = [w if lam == np.inf else (0.0 if w == 0 else lam * w / (w**2 + lam)) for w in iw]
+    os = [baseline[i] + shrunk[i] * (rewards[i] - q_factual[i]) for i in range(n)]
+    return {"sndr": sum(sndr) / n, "switch-dr": sum(switch) / n, "dr-os": sum(os) / n}
+
+
 def bootstrap_ratios(U, V, idx):
     """Each resample's ratio of sums, by fancy indexing: (B, m)."""
     with np.errstate(invalid="ignore", divide="ignore"):

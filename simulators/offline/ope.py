@@ -14,13 +14,30 @@ Estimators of the target's expected reward per event, V = E_x[sum_a pi(a|x) q(x,
 - ``dr``: dm + w_i (r_i - q_hat(x_i, a_i)) (doubly robust: unbiased when the propensities are
   right, whatever the reward model).
 
+Three more, named and defined as in Open Bandit Pipeline (OBP), each DM plus a tamed
+correction; write d_i = r_i - q_hat(x_i, a_i) and dm_i = sum_a pi(a|x_i) q_hat(x_i, a):
+
+- ``sndr`` (self-normalized DR; Kallus & Uehara, NeurIPS 2019; OBP
+  ``SelfNormalizedDoublyRobust``): mean(dm_i) + sum w_i d_i / sum w_i.
+- ``switch-dr`` (Wang et al., ICML 2017's switch, on DR as in Su et al., ICML 2020; OBP
+  ``SwitchDoublyRobust``): dm_i + 1[w_i <= tau] w_i d_i: DR where the weight is at most
+  ``switch_tau``, DM alone where it is larger (tau = inf is DR, tau = 0 is DM).
+- ``dr-os`` (DR with optimistic shrinkage; Su et al., ICML 2020; OBP
+  ``DoublyRobustWithShrinkage``): dm_i + w_hat_i d_i with w_hat = lambda w / (w^2 + lambda),
+  ``os_lambda`` = lambda (inf is DR, 0 is DM).
+
+Both parameters default to OBP's (inf: the estimator equals DR); a finite value trades bias
+for variance, and the bias grows with the reward model's error on the events it hands to DM.
+
 Each estimate is a ratio of per-event sums (a plain mean has denominator terms 1), so one
 kernel computes the point estimate and every bootstrap resample: intervals are percentile
 bootstrap intervals over events, with the resampled indices drawn from a seeded generator and
-shared by all estimators. The reward model is held fixed across resamples (the DM and DR
+shared by all estimators (SNDR's resample is the sum of two ratios: DM's and its normalized
+correction's). The reward model is held fixed across resamples (the DM and DR
 intervals leave out its fitting noise). Weight clipping (w -> min(w, clip)) trades variance for
 a downward bias (with rewards >= 0) that each estimate states: ``clipping_bias`` is the
-clipped minus the unclipped estimate on this log.
+clipped minus the unclipped estimate on this log. It applies to ips, snips, dr and sndr;
+switch-dr and dr-os tame the weights their own way and read them unclipped.
 """
 
 from __future__ import annotations
@@ -38,7 +55,11 @@ from bandit.policies import Policy
 from simulators.offline.logs import LoggedBandit
 
 __all__ = [
+    "DR_VARIANTS",
     "ESTIMATORS",
+    "MODEL_BASED",
+    "OFF_POLICY",
+    "WEIGHTED",
     "Estimate",
     "ReplayRun",
     "evaluate",
@@ -48,9 +69,22 @@ __all__ = [
     "target_probabilities",
 ]
 
-ESTIMATORS = ("replay", "ips", "snips", "dm", "dr")
 # Columns of the per-event term matrices filled by ``ope_terms``.
 WEIGHTED = ("ips", "snips", "dm", "dr")
+DR_VARIANTS = ("sndr", "switch-dr", "dr-os")
+# What ``evaluate`` computes.
+OFF_POLICY = (*WEIGHTED, *DR_VARIANTS)
+ESTIMATORS = ("replay", *OFF_POLICY)
+# Estimators that read the reward model q_hat.
+MODEL_BASED = frozenset({"dm", "dr", "sndr", "switch-dr", "dr-os"})
+# Ratio columns: ``ope_terms`` fills the first four, ``ope_more_terms`` the last three
+# ("sndr-correction" is sum w d / sum w).
+_COLUMNS = ("ips", "snips", "dm", "dr", "sndr-correction", "switch-dr", "dr-os")
+# Each estimator is the sum of these ratio columns.
+_PARTS = {"ips": (0,), "snips": (1,), "dm": (2,), "dr": (3,), "sndr": (2, 4),
+          "switch-dr": (5,), "dr-os": (6,)}
+# Estimators whose weights ``clip`` clips.
+_CLIPPED = frozenset({"ips", "snips", "dr", "sndr"})
 # Resampled index rows drawn at a time: bounds the memory of a bootstrap at about 32 MiB.
 _BOOT_CHUNK_CELLS = 2**22
 
@@ -83,6 +117,32 @@ def ope_terms(pi, qhat, actions, rewards, propensities, clip, U, V):
         U[i, 3] = dm + w * (r - qhat[i, a])
         V[i, 3] = 1.0
     return n_clipped
+
+
+@njit(cache=True)
+def ope_more_terms(pi, qhat, actions, rewards, propensities, clip, tau, lam, U, V):
+    """Per-event numerator and denominator terms of SNDR's correction (w clipped at clip),
+    Switch-DR (threshold tau, raw w) and DR-OS (shrinkage lam, raw w), in that column order.
+    Inputs as ``ope_terms``; tau, lam >= 0 (inf for none); fills U, V (n, 3)."""
+    for i in range(actions.shape[0]):
+        a = actions[i]
+        w = pi[i, a] / propensities[i]
+        d = rewards[i] - qhat[i, a]
+        dm = 0.0
+        for b in range(pi.shape[1]):
+            dm += pi[i, b] * qhat[i, b]
+        U[i, 0] = min(w, clip) * d
+        V[i, 0] = min(w, clip)
+        U[i, 1] = dm + w * d if w <= tau else dm
+        V[i, 1] = 1.0
+        if lam == np.inf:
+            shrunk = w
+        elif w == 0.0:
+            shrunk = 0.0
+        else:
+            shrunk = lam * w / (w * w + lam)
+        U[i, 2] = dm + shrunk * d
+        V[i, 2] = 1.0
 
 
 @njit(cache=True)
@@ -249,8 +309,10 @@ def fit_reward_model(log: LoggedBandit, *, l2: float = 1.0, folds: int = 2,
 
 
 def _interval(U: np.ndarray, V: np.ndarray, n_boot: int, level: float,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap bounds (m,) each of the ratio estimators U, V (n, m)."""
+              rng: np.random.Generator,
+              parts: Sequence[tuple[int, ...]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap bounds of the ratio estimators U, V (n, m): (m,) each, or one per
+    entry of ``parts`` when given, an estimator being the sum of the ratio columns it names."""
     n = U.shape[0]
     boot = np.empty((n_boot, U.shape[1]))
     chunk = max(1, _BOOT_CHUNK_CELLS // n)
@@ -258,9 +320,11 @@ def _interval(U: np.ndarray, V: np.ndarray, n_boot: int, level: float,
         stop = min(start + chunk, n_boot)
         idx = rng.integers(0, n, size=(stop - start, n))
         bootstrap_ratios(U, V, idx, boot[start:stop])
+    if parts is not None:
+        boot = np.stack([boot[:, list(cols)].sum(axis=1) for cols in parts], axis=1)
     tail = 50.0 * (1.0 - level)
     if np.isnan(boot).all(axis=0).any():
-        return np.full(U.shape[1], np.nan), np.full(U.shape[1], np.nan)
+        return np.full(boot.shape[1], np.nan), np.full(boot.shape[1], np.nan)
     low, high = np.nanpercentile(boot, [tail, 100.0 - tail], axis=0)
     return low, high
 
@@ -280,6 +344,29 @@ def _check_common(n_boot: int, level: float, clip: float | None) -> None:
         raise InvalidInputError(f"clip: expected a number > 0 or None, got {clip!r}")
 
 
+def _check_threshold(name: str, value: float) -> float:
+    """A number >= 0, inf allowed (Switch-DR's tau, DR-OS's lambda)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name}: expected a number >= 0 or inf, got {value!r}") from None
+    if not number >= 0:
+        raise InvalidInputError(f"{name}: expected a number >= 0 or inf, got {value!r}")
+    return number
+
+
+def estimator_terms(pi: np.ndarray, qhat: np.ndarray, log: LoggedBandit, clip: float,
+                    switch_tau: float, os_lambda: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """U, V (n, 7): per-event ratio terms of the columns ``_COLUMNS``, and how many weights
+    ``clip`` (inf for none) clipped."""
+    U4, V4, U3, V3 = np.empty((log.n, 4)), np.empty((log.n, 4)), np.empty((log.n, 3)), \
+        np.empty((log.n, 3))
+    n_clipped = ope_terms(pi, qhat, log.actions, log.rewards, log.propensities, clip, U4, V4)
+    ope_more_terms(pi, qhat, log.actions, log.rewards, log.propensities, clip, switch_tau,
+                   os_lambda, U3, V3)
+    return np.hstack([U4, U3]), np.hstack([V4, V3]), n_clipped
+
+
 def evaluate(
     log: LoggedBandit,
     target: Policy | np.ndarray,
@@ -287,47 +374,58 @@ def evaluate(
     *,
     qhat: np.ndarray | None = None,
     clip: float | None = None,
+    switch_tau: float = np.inf,
+    os_lambda: float = np.inf,
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Estimate]:
-    """IPS, SNIPS, DM and DR estimates (any subset, by name) of the target's value on the log.
+    """IPS, SNIPS, DM, DR, SNDR, Switch-DR and DR-OS estimates (any subset, by name) of the
+    target's value on the log.
 
     target: a project policy (evaluated as it stands, through ``propensities``) or a table
     pi (n, k). qhat (n, k): the reward model's predictions (default ``fit_reward_model(log)``,
-    fitted only when dm or dr is asked for). The bootstrap resamples events with replacement,
-    ``n_boot`` times, from ``np.random.default_rng(seed)``.
+    fitted only when a model-based estimator is asked for). switch_tau: Switch-DR's weight
+    threshold; os_lambda: DR-OS's shrinkage (both >= 0, default inf as in OBP). The bootstrap
+    resamples events with replacement, ``n_boot`` times, from ``np.random.default_rng(seed)``.
     """
     _check_common(n_boot, level, clip)
-    unknown = [e for e in estimators if e not in WEIGHTED]
+    switch_tau = _check_threshold("switch_tau", switch_tau)
+    os_lambda = _check_threshold("os_lambda", os_lambda)
+    unknown = [e for e in estimators if e not in OFF_POLICY]
     if unknown or not estimators:
-        raise InvalidInputError(f"estimators: expected some of {', '.join(WEIGHTED)}, "
+        raise InvalidInputError(f"estimators: expected some of {', '.join(OFF_POLICY)}, "
                                 f"got {list(estimators)}")
     pi = target_probabilities(target, log)
     if qhat is None:
-        qhat = (fit_reward_model(log, seed=seed) if {"dm", "dr"} & set(estimators)
+        qhat = (fit_reward_model(log, seed=seed) if MODEL_BASED & set(estimators)
                 else np.zeros((log.n, log.n_actions)))
     qhat = np.ascontiguousarray(qhat, dtype=np.float64)
     if qhat.shape != pi.shape or not np.isfinite(qhat).all():
         raise InvalidInputError(f"qhat: expected finite predictions of shape {pi.shape}, "
                                 f"got {qhat.shape}")
-    U, V = np.empty((log.n, 4)), np.empty((log.n, 4))
-    n_clipped = ope_terms(pi, qhat, log.actions, log.rewards, log.propensities,
-                          np.inf if clip is None else float(clip), U, V)
-    value = _point(U, V)
-    bias = np.zeros(4)
+    U, V, n_clipped = estimator_terms(pi, qhat, log, np.inf if clip is None else float(clip),
+                                      switch_tau, os_lambda)
+    for name in ("snips", "sndr"):
+        if name in estimators and not V[:, 1].sum() > 0:
+            raise InvalidInputError(f"{name}: the target gives probability 0 to every logged "
+                                    "action")
+    # Only the columns the asked estimators read are resampled.
+    columns = sorted({c for name in estimators for c in _PARTS[name]})
+    parts = [tuple(columns.index(c) for c in _PARTS[name]) for name in estimators]
+    U, V = np.ascontiguousarray(U[:, columns]), np.ascontiguousarray(V[:, columns])
+    ratio = _point(U, V)
+    value = np.array([ratio[list(cols)].sum() for cols in parts])
+    bias = np.zeros(len(estimators))
     if clip is not None:
-        U0, V0 = np.empty_like(U), np.empty_like(V)
-        ope_terms(pi, qhat, log.actions, log.rewards, log.propensities, np.inf, U0, V0)
-        bias = value - _point(U0, V0)
-    if "snips" in estimators and not V[:, 1].sum() > 0:
-        raise InvalidInputError("snips: the target gives probability 0 to every logged action")
-    low, high = _interval(U, V, n_boot, level, np.random.default_rng(seed))
+        U0, V0, _ = estimator_terms(pi, qhat, log, np.inf, switch_tau, os_lambda)
+        ratio0 = _point(np.ascontiguousarray(U0[:, columns]), np.ascontiguousarray(V0[:, columns]))
+        bias = value - np.array([ratio0[list(cols)].sum() for cols in parts])
+    low, high = _interval(U, V, n_boot, level, np.random.default_rng(seed), parts)
     out = {}
     clip_value = None if clip is None else float(clip)
-    for name in estimators:
-        j = WEIGHTED.index(name)
-        clipped = clip is not None and name in ("ips", "snips", "dr")
+    for j, name in enumerate(estimators):
+        clipped = clip is not None and name in _CLIPPED
         out[name] = Estimate(
             estimator=name, value=float(value[j]), low=float(low[j]), high=float(high[j]),
             level=level, n_events=log.n, n_boot=n_boot,
