@@ -138,8 +138,9 @@ def compare(
     The weighted estimators (all but replay) read a project policy as ``target_mode`` scores
     it (``simulators.offline.targets.MODES``; progressive in batches of ``batch_size``,
     cross-fit over ``folds`` folds), on a copy: replay then starts from the policy as given and
-    learns online from the events it keeps. DM and DR take a learning target's own model as
-    their reward model; a table or a fixed policy gets ``ope.fit_reward_model``, fitted once.
+    learns online from the events it keeps. The estimators with a reward model (dm, dr) take
+    a learning target's own model; a table or a fixed policy gets ``ope.fit_reward_model``,
+    fitted once.
     """
     unknown = [e for e in estimators if e not in ope.ESTIMATORS]
     if unknown or not estimators:
@@ -155,7 +156,7 @@ def compare(
     fitted: list[np.ndarray] = []  # ope.fit_reward_model(log), once, when a target needs it
 
     def reward_model() -> np.ndarray | None:
-        if not {"dm", "dr"} & set(weighted):
+        if not set(weighted) - {"ips", "snips"}:  # only IPS and SNIPS read no reward model
             return None
         if not fitted:
             fitted.append(ope.fit_reward_model(log, seed=seed))
