@@ -544,6 +544,12 @@ class LogFormat(StrEnum):
     dsjson = "dsjson"
 
 
+class TargetMode(StrEnum):  # simulators.offline.targets.MODES
+    progressive = "progressive"
+    cross_fit = "cross-fit"
+    fixed = "fixed"
+
+
 @app.command()
 def replay(
     dataset: Annotated[
@@ -572,8 +578,20 @@ def replay(
         float | None, typer.Option(min=0.0, help="Clip importance weights at this value.")
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, help="Replay: events per choose/learn batch.")
+        int, typer.Option(min=1, help="Events per choose/learn batch (replay) and per "
+                          "score/learn batch (--target-mode progressive).")
     ] = 100,
+    target_mode: Annotated[
+        TargetMode, typer.Option(help="How ips, snips, dm and dr read a project policy: "
+                                 "progressive (learns the log in order, scores each batch "
+                                 "before learning it), cross-fit (learns k-1 folds, scores "
+                                 "the held-out one) or fixed (as it stands).")
+    ] = TargetMode.progressive,
+    folds: Annotated[int, typer.Option(min=2, help="Folds of --target-mode cross-fit.")] = 5,
+    target_snapshot: Annotated[
+        Path | None, typer.Option(help="An engine snapshot whose --slot policy is evaluated "
+                                  "too, fixed, as target 'snapshot' (campaign: --spec's).")
+    ] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of policies and bootstrap.")] = 0,
     out: Annotated[Path, typer.Option(help="Directory for the report.")] = Path("reports/replay"),
     cache_dir: Annotated[
@@ -604,14 +622,26 @@ def replay(
     names = [n.strip() for n in policy.split(",") if n.strip()]
     chosen = [e.strip() for e in estimators.split(",") if e.strip()]
     targets = make_targets(names, logged, behaviors=behaviors, seed=seed)
+    if target_snapshot is not None:
+        from simulators.offline.ope import target_probabilities
+        from simulators.offline.targets import snapshot_policy
+
+        if slot is None:
+            raise InvalidInputError("--target-snapshot needs --slot NAME")
+        if "snapshot" in targets:
+            raise InvalidInputError("--policy: 'snapshot' is the --target-snapshot target")
+        campaign_name = _campaign_spec(spec).name if spec is not None else None
+        targets["snapshot"] = target_probabilities(
+            snapshot_policy(target_snapshot, logged, slot, campaign_name), logged)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InvalidInputError(f"--out: cannot create directory {out}: {error.strerror}") from None
     result = compare(logged, targets, chosen, n_boot=n_boot, clip=clip, batch_size=batch_size,
-                     seed=seed, progress=progress,
+                     seed=seed, progress=progress, target_mode=target_mode.value, folds=folds,
                      parameters={"n_boot": n_boot, "clip": clip, "seed": seed,
-                                 "batch_size": batch_size})
+                                 "batch_size": batch_size, "target_mode": target_mode.value}
+                     | ({"folds": folds} if target_mode is TargetMode.cross_fit else {}))
     report = write_report(result, out)
     _print_replay(result, report,
                   f"{logged.name}: {logged.n:,} events, {logged.n_actions} actions")

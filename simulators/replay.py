@@ -2,7 +2,9 @@
 
 ``compare`` runs the chosen estimators for every target (a project policy or a table of
 action probabilities) with a Rich progress bar; ``simulators.reports.replay`` writes its
-report.
+report. The weighted estimators read a project policy as it would have been trained on the
+log (``simulators.offline.targets``: progressive by default, cross-fitted, or fixed); replay
+lets it learn from the events it keeps.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bandit.errors import InvalidInputError
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
 from simulators.offline import ope
+from simulators.offline import targets as _targets
 from simulators.offline.logs import LoggedBandit
 from simulators.offline.obd import logged_policy_table
 
@@ -127,11 +130,17 @@ def compare(
     seed: int = 0,
     progress: bool = True,
     parameters: dict[str, Any] | None = None,
+    target_mode: str = "progressive",
+    folds: int = 5,
 ) -> Comparison:
     """Evaluate every target with every estimator (names from ``ope.ESTIMATORS``).
 
-    A project policy is evaluated by the IPS family as it stands, before replay, which then
-    lets it learn online from the events it keeps. The reward model of dm/dr is fitted once.
+    The weighted estimators (all but replay) read a project policy as ``target_mode`` scores
+    it (``simulators.offline.targets.MODES``; progressive in batches of ``batch_size``,
+    cross-fit over ``folds`` folds), on a copy: replay then starts from the policy as given and
+    learns online from the events it keeps. The estimators with a reward model (dm, dr) take
+    a learning target's own model; a table or a fixed policy gets ``ope.fit_reward_model``,
+    fitted once.
     """
     unknown = [e for e in estimators if e not in ope.ESTIMATORS]
     if unknown or not estimators:
@@ -141,7 +150,18 @@ def compare(
         raise InvalidInputError(f"replay: {log.name} was not logged uniformly at random; "
                                 "leave replay out or evaluate a uniform log")
     weighted = tuple(e for e in estimators if e != "replay")
-    qhat = ope.fit_reward_model(log, seed=seed) if {"dm", "dr"} & set(weighted) else None
+    if target_mode not in _targets.MODES:
+        raise InvalidInputError(f"target mode: expected one of {', '.join(_targets.MODES)}, "
+                                f"got {target_mode!r}")
+    fitted: list[np.ndarray] = []  # ope.fit_reward_model(log), once, when a target needs it
+
+    def reward_model() -> np.ndarray | None:
+        if not set(weighted) - {"ips", "snips"}:  # only IPS and SNIPS read no reward model
+            return None
+        if not fitted:
+            fitted.append(ope.fit_reward_model(log, seed=seed))
+        return fitted[0]
+
     on_policy = ope.on_policy(log, n_boot=n_boot, seed=seed)
     estimates: dict[str, dict[str, ope.Estimate]] = {}
     replays: dict[str, ope.ReplayRun] = {}
@@ -156,10 +176,18 @@ def compare(
             found: dict[str, ope.Estimate] = {}
             if weighted:
                 bar.update(task, description=f"{log.name}: {name} {', '.join(weighted)}")
-                found |= ope.evaluate(log, target, weighted, qhat=qhat, clip=clip,
+                if isinstance(target, Policy):
+                    scored = _targets.score(target, log, target_mode, batch_size=batch_size,
+                                            folds=folds, seed=seed)
+                    pi, qhat = scored.pi, scored.qhat
+                else:
+                    pi, qhat = ope.target_probabilities(target, log), None
+                if qhat is None:
+                    qhat = reward_model()
+                found |= ope.evaluate(log, pi, weighted, qhat=qhat, clip=clip,
                                       n_boot=n_boot, seed=seed)
                 bar.advance(task, len(weighted))
-                allocation[name] = ope.target_probabilities(target, log).mean(axis=0)
+                allocation[name] = pi.mean(axis=0)
             if "replay" in estimators:
                 bar.update(task, description=f"{log.name}: {name} replay")
                 run = ope.replay(log, target, batch_size=batch_size, n_boot=n_boot, seed=seed)

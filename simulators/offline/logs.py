@@ -167,9 +167,14 @@ def read_joined(source: str | Path | Iterable[str], spec: CampaignSpec, slot: st
 
     Contexts are encoded as the engine encodes them for that slot (the campaign schema, then a
     one-hot of each earlier slot it conditions on), so a policy learned offline fits the live
-    one. Left out, and counted in ``skipped``: events of other campaigns, events without this
-    slot, holdout events (their arm was not chosen by the policy, propensity 1 for the default
-    arm, so no estimator can use them) and events without context (no consent).
+    one; so are the arm features (``action_features``, (k, m): the spec's arm features of the
+    slot in its arm order, or one constant column when the slot declares none, as the engine
+    hands them to BaRT and hybrid LinUCB). The spec must list every arm the log chose (the
+    campaign's spec as it stands at the end of the log, arms added later included): a logged
+    arm the spec's slot lacks is an error naming the line. Left out, and counted in
+    ``skipped``: events of other campaigns, events without this slot, holdout events (their arm
+    was not chosen by the policy, propensity 1 for the default arm, so no estimator can use
+    them) and events without context (no consent).
     A line that is not a valid JoinedEvent is an error naming the line.
     """
     from bandit.engine import encode_slot_contexts
@@ -179,6 +184,7 @@ def read_joined(source: str | Path | Iterable[str], spec: CampaignSpec, slot: st
         raise InvalidInputError(f"slot: campaign {spec.name!r} has no slot {slot!r}; "
                                 f"expected one of {names}")
     slot_spec = spec.slots[names.index(slot)]
+    features = _arm_features(spec, slot)
     arm_index = {a.id: j for j, a in enumerate(slot_spec.arms)}
     skipped = {"other campaign": 0, "without slot": 0, "holdout": 0, "without context": 0}
     kept: list[JoinedEvent] = []
@@ -199,8 +205,10 @@ def read_joined(source: str | Path | Iterable[str], spec: CampaignSpec, slot: st
         elif event.context is None:
             skipped["without context"] += 1
         elif event.slots[slot].arm not in arm_index:
-            raise InvalidInputError(f"{where}: line {number}: slot {slot!r} has no arm "
-                                    f"{event.slots[slot].arm!r}")
+            raise InvalidInputError(
+                f"{where}: line {number}: slot {slot!r} logged arm {event.slots[slot].arm!r}, "
+                f"which the spec's slot does not list (its arms: {list(arm_index)}): give the "
+                "campaign's spec with every arm the log chose")
         else:
             kept.append(event)
     if not kept:
@@ -213,11 +221,22 @@ def read_joined(source: str | Path | Iterable[str], spec: CampaignSpec, slot: st
         np.array([e.rewards.get(slot, spec.default_reward) for e in kept]),
         np.array([e.slots[slot].propensity for e in kept]),
         n_actions=len(slot_spec.arms),
+        action_features=features,
         action_names=tuple(arm_index),
         context_names=tuple(columns),
         name=f"{spec.name}/{slot}",
         skipped={k: v for k, v in skipped.items() if v},
     )
+
+
+def _arm_features(spec: CampaignSpec, slot: str) -> np.ndarray:
+    """The slot's arm features (k, m) as the engine encodes them for its policy."""
+    from bandit.engine.campaign import build_campaign
+
+    s = build_campaign(spec, np.random.default_rng(0)).slot(slot)
+    if not s.spec.arm_features:
+        return np.ones((len(s.arm_ids), 1))
+    return s.encoder.encode([a.features for a in s.spec.arms])
 
 
 # -- Vowpal Wabbit DSJSON -------------------------------------------------------------------
