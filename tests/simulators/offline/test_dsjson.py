@@ -415,3 +415,28 @@ def test_cmab_export_dsjson_warns_once_about_decisions_without_a_distribution(sp
                  "offer", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no slot 'offer'" in err
+
+
+def test_decision_columns_are_checked_and_kept_by_take(rng):
+    log = _log(rng, n=6, unknown=(1,))
+    part = log.take(np.array([0, 1, 4]))
+    np.testing.assert_array_equal(part.probabilities, log.probabilities[[0, 1, 4]])
+    np.testing.assert_array_equal(part.timestamps, log.timestamps[[0, 1, 4]])
+    assert part.event_ids == tuple(log.event_ids[i] for i in (0, 1, 4))
+    assert log.take(log.actions == log.actions[0]).event_ids[0] == log.event_ids[0]
+    columns = {"X": np.ones((2, 1)), "actions": np.array([0, 1]), "rewards": np.zeros(2),
+               "propensities": np.array([0.25, 0.5]), "n_actions": 2}
+    for change, message in (
+        ({"probabilities": np.ones((2, 3))}, r"probabilities: expected shape \(2, 2\)"),
+        ({"probabilities": np.array([[0.25, 0.75], [0.5, 1.5]])},
+         r"probabilities: row 1: expected every probability in \[0, 1\]"),
+        ({"probabilities": np.array([[0.25, 0.75], [0.75, 0.25]])},
+         r"probabilities: row 1: the logged action's probability differs from its propensity, "
+         "got 0.25"),
+        ({"event_ids": ("a",)}, "event_ids: expected 2, got 1"),
+        ({"timestamps": np.array([1.5, 2.0])}, r"timestamps: expected \(2,\) integers"),
+        ({"action_features": np.ones((2, 1)), "action_feature_names": ("a", "b")},
+         "action_feature_names: expected 1, got 2"),
+    ):
+        with pytest.raises(InvalidInputError, match=message):
+            LoggedBandit(**columns | change)
