@@ -700,16 +700,35 @@ def export_dsjson(
     slot: Annotated[str, typer.Option(help="The slot to export.")],
     out: Annotated[Path, typer.Option(help="Where to write the DSJSON lines.")],
 ) -> None:
-    """Write one slot of a joined log as Vowpal Wabbit DSJSON (cost = -reward, the logged
-    propensity), contexts encoded as the engine learns them, to train VW offline:
-    ``vw --cb_explore_adf --dsjson -d OUT``. Holdout and consent-less events are left out."""
-    from simulators.offline.logs import read_joined, write_dsjson
+    """Write one slot of a joined log as Vowpal Wabbit DSJSON, to train VW offline:
+    ``vw --cb_explore_adf --dsjson -d OUT``. Per decision: its id as EventId, its time, the
+    context as the engine encodes it, the slot's arms with their features (from the spec) as
+    _multi, cost = -reward, the logged arm's propensity and the logging policy's probability of
+    every arm (``p``). Holdout and consent-less events are left out. Decisions joined without
+    the probability of every arm (legacy impressions) get no ``p``; a warning counts them."""
+    import dataclasses
 
-    logged = read_joined(joined, _campaign_spec(spec), slot)
+    import numpy as np
+
+    from simulators.offline.logs import read_joined, spec_arm_features, write_dsjson
+
+    campaign = _campaign_spec(spec)
+    logged = read_joined(joined, campaign, slot)
+    # The spec's arm features only: not the constant column read_joined gives policies
+    # (BaRT, hybrid) for a slot without any.
+    features, names = spec_arm_features(campaign, slot)
+    logged = dataclasses.replace(logged, action_features=features, action_feature_names=names)
     try:
         n = write_dsjson(logged, out)
     except OSError as error:
         raise InvalidInputError(f"--out: cannot write {out}: {error.strerror}") from None
+    assert logged.probabilities is not None  # read_joined always gives them
+    unknown = int(np.isnan(logged.probabilities).all(axis=1).sum())
+    if unknown:
+        print(f"cmab export-dsjson: warning: {unknown:,} of {n:,} decisions were joined without "
+              "the probability of every arm (legacy impressions): their lines have no 'p', "
+              "only the logged arm's propensity (_label_probability, what VW learns from)",
+              file=sys.stderr)
     skipped = ", ".join(f"{k} {v:,}" for k, v in logged.skipped.items())
     print(f"{out}: {n:,} events" + (f" (left out: {skipped})" if skipped else ""))
 
