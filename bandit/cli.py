@@ -571,7 +571,8 @@ def replay(
                           "random_logged, bts_logged.")
     ] = "lin_ucb,uniform",
     estimators: Annotated[
-        str, typer.Option(help="Comma-separated among replay, ips, snips, dm, dr.")
+        str, typer.Option(help="Comma-separated among replay, ips, snips, dm, dr, sndr, "
+                          "switch-dr, dr-os.")
     ] = "replay,ips,snips,dm,dr",
     n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap resamples.")] = 1000,
     clip: Annotated[

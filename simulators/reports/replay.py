@@ -19,8 +19,10 @@ from simulators.reports import page
 _NOTE = (
     "Estimates are the expected reward per event. Intervals: percentile bootstrap over events "
     "(seeded). replay (Li et al. 2011) keeps the events where the policy picks the logged "
-    "action and lets project policies learn from them; ips, snips, dm and dr evaluate a project "
-    "policy as it stands, through its propensities. Clipping lowers the weights above the "
+    "action and lets project policies learn from them; the other estimators evaluate a project "
+    "policy as trained on the log (the target mode: progressive, each event scored before it "
+    "is learned; cross-fit; or fixed, as it stands), through its propensities and, for the "
+    "model-based ones, its own reward model. Clipping lowers the weights above the "
     "threshold: the bias column is the clipped minus the unclipped estimate on this log."
 )
 
