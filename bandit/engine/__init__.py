@@ -5,8 +5,12 @@ Modules, one reason to change each: ``campaign`` (a campaign's slots, arms, rule
 policies), ``encoding`` (context -> rows), ``randomness`` (decision ids, the consent bit,
 draws, the holdout hash), ``decide`` (the single-row and columnar decision paths), ``output``
 (decision JSON), ``learn`` (closed decisions -> policies and tallies), ``tally`` (the reward
-sums reports read), ``merge`` (partition states), ``snapshot``, ``report`` and ``join`` (the
-attribution join).
+sums reports read), ``intervals`` (lift variance clustered by subscriber, fixed-horizon and
+always-valid intervals), ``guardrails`` (the sequential test and the kill switch), ``merge``
+(partition states), ``snapshot``, ``report``, ``join`` and ``windows`` (the attribution join),
+``decisionlog`` (what a decide call logs), ``pseudonyms`` (subscribers' keyed pseudonyms and
+their secrets), ``ledger`` (what was learned, kept for erasure) and ``erase`` (taking it out of
+the policies and tallies again).
 """
 
 from bandit.engine.campaign import _rule_holds
