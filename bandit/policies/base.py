@@ -377,12 +377,15 @@ class Policy(_EdgeChecks):
             return
         self._learn_one(a, x, r)
 
+    def _rows(self, arms: Any, X: Any, rewards: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A batch's arms (n,), X (n, dim) and rewards (n,), each checked."""
+        X = self._contexts(X)
+        return self._arm_array(arms, X.shape[0]), X, self._reward_array(rewards, X.shape[0])
+
     def learn_many(self, arms: Any, X: Any, rewards: Any, *, ts_ms: Any = None) -> None:
         """Learn a batch: arms (n,) ints, X (n, dim), rewards (n,), ts_ms (n,) event times."""
-        X = self._contexts(X)
+        arms, X, rewards = self._rows(arms, X, rewards)
         n = X.shape[0]
-        arms = self._arm_array(arms, n)
-        rewards = self._reward_array(rewards, n)
         if n == 0:
             return
         if self.half_life_ms is None:
@@ -430,10 +433,8 @@ class Policy(_EdgeChecks):
         has nothing left: its sums become exactly zero, as if never learned, and the shared
         sums too once every arm is empty, so that ties between untouched arms stay ties.
         """
-        X = self._contexts(X)
+        arms, X, rewards = self._rows(arms, X, rewards)
         n = X.shape[0]
-        arms = self._arm_array(arms, n)
-        rewards = self._reward_array(rewards, n)
         if n == 0:
             return
         if self.half_life_ms is None:
