@@ -129,8 +129,9 @@ def _print_simulation(result: Any, report: Path, title: str) -> None:
     )
 
     table = Table(title=title)
-    for i, column in enumerate(SUMMARY_HEADER):
-        table.add_column(column, justify="left" if i == 0 else "right")
+    for i, column in enumerate(SUMMARY_HEADER):  # a policy's settings fold rather than get cut
+        table.add_column(column, justify="left" if i == 0 else "right",
+                         overflow="fold" if i == 0 else "ellipsis")
     for row in result.summary():
         table.add_row(*format_row(row))
     console = Console()
@@ -688,8 +689,9 @@ def _print_replay(result: Any, report: Path, title: str) -> None:
     from simulators.replay import HEADER
 
     table = Table(title=title)
-    for i, column in enumerate(HEADER):
-        table.add_column(column, justify="left" if i < 2 else "right")
+    for i, column in enumerate(HEADER):  # a policy's settings fold rather than get cut
+        table.add_column(column, justify="left" if i < 2 else "right",
+                         overflow="fold" if i == 0 else "ellipsis")
     for row in result.rows():
         table.add_row(*row)
     console = Console()
@@ -771,8 +773,8 @@ def export_joined(
     try:
         copied = write_joined_file(bootstrap_servers, Topics(topic_prefix).joined, out,
                                    idle_ms=idle_ms)
-    except InvalidInputError as error:
-        raise InvalidInputError(f"--out: {error}") from None
+    except OSError as error:
+        raise InvalidInputError(f"--out: cannot write {out}: {error.strerror}") from None
     left = copied.left_out()
     print(f"{out}: {copied.events:,} joined events" + (f" (left out: {left})" if left else ""))
 

@@ -152,7 +152,11 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
         # The researcher's inputs, while the broker still runs: every send's decisions closed
         # (_play waited until the model learned them, and the worker writes .joined first).
         (out / SPEC_FILE).write_bytes(spec.model_dump_json(indent=2).encode() + b"\n")
-        write_joined_file(servers, topics.joined, out / JOINED_FILE)
+        try:
+            write_joined_file(servers, topics.joined, out / JOINED_FILE)
+        except OSError as exc:
+            raise InvalidInputError(f"--out: cannot write {out / JOINED_FILE}: "
+                                    f"{exc.strerror}") from None
     path = write_report(results, report, out, subscribers=subscribers, seed=seed)
     return results, path
 

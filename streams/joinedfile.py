@@ -36,30 +36,28 @@ def write_joined_file(bootstrap_servers: str, topic: str, out: str | Path, *,
                       idle_ms: int = 1000) -> JoinedFile:
     """Copy ``topic`` (a ``.joined`` topic, in blocks) into ``out``: each decision once (a worker
     restarted from a checkpoint may write a decision again: the first copy is kept), until a
-    read of ``idle_ms`` brings nothing new. InvalidInputError if ``out`` cannot be written."""
+    read of ``idle_ms`` brings nothing new. OSError if ``out`` cannot be written,
+    InvalidInputError if the topic does not exist."""
     seen: set[str] = set()
     written = bad_blocks = bad_examples = 0
-    try:
-        with open(out, "wb") as sink:
-            for value in read_until_idle(bootstrap_servers, topic, idle_ms=idle_ms):
+    with open(out, "wb") as sink:
+        for value in read_until_idle(bootstrap_servers, topic, idle_ms=idle_ms):
+            try:
+                lines = joined.examples(value)
+            except InvalidInputError:
+                bad_blocks += 1
+                continue
+            for line in lines:
                 try:
-                    lines = joined.examples(value)
-                except InvalidInputError:
-                    bad_blocks += 1
+                    decision = orjson.loads(line)["decision_id"]
+                except (orjson.JSONDecodeError, TypeError, KeyError):
+                    decision = None
+                if not isinstance(decision, str):
+                    bad_examples += 1
                     continue
-                for line in lines:
-                    try:
-                        decision = orjson.loads(line)["decision_id"]
-                    except (orjson.JSONDecodeError, TypeError, KeyError):
-                        decision = None
-                    if not isinstance(decision, str):
-                        bad_examples += 1
-                        continue
-                    if decision in seen:
-                        continue
-                    seen.add(decision)
-                    sink.write(line + b"\n")
-                    written += 1
-    except OSError as error:
-        raise InvalidInputError(f"cannot write {out}: {error.strerror}") from None
+                if decision in seen:
+                    continue
+                seen.add(decision)
+                sink.write(line + b"\n")
+                written += 1
     return JoinedFile(written, bad_blocks, bad_examples)
