@@ -58,9 +58,9 @@ def simulate(
         str | None,
         typer.Option(
             help="Comma-separated policies among lin_ucb, lin_ts, beta_ts, epsilon_greedy, "
-            "hybrid_lin_ucb, bart (email4: the kind in every slot, or default: the "
-            "campaign's own mix).",
-            show_default="all",
+            "hybrid_lin_ucb, bart, vw (email4: the kind in every slot, or default: the "
+            "campaign's own mix), each with optional settings: lin_ucb:alpha=0.3:l2=2.",
+            show_default="all but vw",
         ),
     ] = None,
     steps: Annotated[int, typer.Option(min=1, help="Simulated subscribers (decisions).")] = 20_000,
@@ -83,16 +83,19 @@ def simulate(
     """Compare policies on a simulated environment against uniform random and the oracle."""
     from simulators.environments import make_environment
     from simulators.reports.simulation import write_report
-    from simulators.simulate import POLICY_NAMES, make_policies
+    from simulators.simulate import (
+        CAMPAIGN_POLICY_NAMES,
+        KNOWN_POLICY_NAMES,
+        POLICY_NAMES,
+        make_policies,
+    )
     from simulators.simulate import simulate as run_simulation
 
-    names = POLICY_NAMES if policies is None else [
-        name.strip() for name in policies.split(",") if name.strip()
-    ]
-    if not names:
-        raise InvalidInputError("--policies: expected at least one policy name")
     environment = make_environment(env.value, seed=seed, drift_steps=steps if drift else None,
                                    new_arm_at=new_arm_at)
+    known = CAMPAIGN_POLICY_NAMES if env is EnvName.email4 else KNOWN_POLICY_NAMES
+    names = (list(POLICY_NAMES) if policies is None
+             else _policy_args("--policies", policies, known))
     contenders = make_policies(names, environment, seed=seed)
     try:
         # Before the simulation, so an unwritable --out costs nothing.
@@ -126,8 +129,9 @@ def _print_simulation(result: Any, report: Path, title: str) -> None:
     )
 
     table = Table(title=title)
-    for i, column in enumerate(SUMMARY_HEADER):
-        table.add_column(column, justify="left" if i == 0 else "right")
+    for i, column in enumerate(SUMMARY_HEADER):  # a policy's settings fold rather than get cut
+        table.add_column(column, justify="left" if i == 0 else "right",
+                         overflow="fold" if i == 0 else "ellipsis")
     for row in result.summary():
         table.add_row(*format_row(row))
     console = Console()
@@ -553,7 +557,8 @@ class TargetMode(StrEnum):  # simulators.offline.targets.MODES
 @app.command()
 def replay(
     dataset: Annotated[
-        str | None, typer.Option(help="A bundled dataset: obd (Open Bandit Dataset sample).")
+        str | None, typer.Option(help="A bundled dataset: obd (Open Bandit Dataset sample); or "
+                                 "joined / dsjson: --log FILE is such a log.")
     ] = None,
     campaign: Annotated[str, typer.Option(help="OBD campaign: all, men or women.")] = "all",
     behavior: Annotated[
@@ -567,8 +572,9 @@ def replay(
     slot: Annotated[str | None, typer.Option(help="Slot of a joined log to evaluate.")] = None,
     policy: Annotated[
         str, typer.Option(help="Comma-separated targets: lin_ucb, lin_ts, beta_ts, "
-                          "epsilon_greedy, hybrid_lin_ucb, bart, uniform, and with obd "
-                          "random_logged, bts_logged.")
+                          "epsilon_greedy, hybrid_lin_ucb, bart, vw, uniform, and with obd "
+                          "random_logged, bts_logged; a policy with optional settings: "
+                          "lin_ucb:alpha=0.3:l2=2.")
     ] = "lin_ucb,uniform",
     estimators: Annotated[
         str, typer.Option(help="Comma-separated among replay, ips, snips, dm, dr, sndr, "
@@ -602,9 +608,13 @@ def replay(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Estimate how target policies would have done on a logged log, with intervals."""
-    from simulators.replay import compare, make_targets
+    from simulators.replay import TARGET_NAMES, compare, make_targets
     from simulators.reports.replay import write_report
 
+    if dataset in (LogFormat.joined.value, LogFormat.dsjson.value):  # --dataset joined --log F
+        if log is None:
+            raise InvalidInputError(f"--dataset {dataset}: needs --log FILE")
+        format, dataset = LogFormat(dataset), None
     if (dataset is None) == (log is None):
         raise InvalidInputError("give exactly one of --dataset obd and --log FILE")
     behaviors = None
@@ -612,7 +622,7 @@ def replay(
         from simulators.offline.obd import BEHAVIORS, load_obd
 
         if dataset != "obd":
-            raise InvalidInputError(f"--dataset: expected obd, got {dataset!r}")
+            raise InvalidInputError(f"--dataset: expected obd, joined or dsjson, got {dataset!r}")
         if behavior not in BEHAVIORS:
             raise InvalidInputError(f"--behavior: expected random or bts, got {behavior!r}")
         behaviors = load_obd(campaign, cache_dir=cache_dir)
@@ -620,7 +630,7 @@ def replay(
     else:
         assert log is not None
         logged = _logged(log, format, spec, slot)
-    names = [n.strip() for n in policy.split(",") if n.strip()]
+    names = _policy_args("--policy", policy, TARGET_NAMES)
     chosen = [e.strip() for e in estimators.split(",") if e.strip()]
     targets = make_targets(names, logged, behaviors=behaviors, seed=seed)
     if target_snapshot is not None:
@@ -648,6 +658,16 @@ def replay(
                   f"{logged.name}: {logged.n:,} events, {logged.n_actions} actions")
 
 
+def _policy_args(option: str, text: str, known: Sequence[str]) -> list[Any]:
+    """The policies of a --policy list with their settings (``simulators.policy_args``)."""
+    from simulators.policy_args import parse_policy_args
+
+    try:
+        return parse_policy_args(text, known)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{option}: {error}") from None
+
+
 def _logged(log: Path, format: LogFormat, spec: Path | None, slot: str | None) -> Any:
     """The logged events of a --log file."""
     if format is LogFormat.dsjson:
@@ -669,8 +689,9 @@ def _print_replay(result: Any, report: Path, title: str) -> None:
     from simulators.replay import HEADER
 
     table = Table(title=title)
-    for i, column in enumerate(HEADER):
-        table.add_column(column, justify="left" if i < 2 else "right")
+    for i, column in enumerate(HEADER):  # a policy's settings fold rather than get cut
+        table.add_column(column, justify="left" if i < 2 else "right",
+                         overflow="fold" if i == 0 else "ellipsis")
     for row in result.rows():
         table.add_row(*row)
     console = Console()
@@ -746,41 +767,16 @@ def export_joined(
     one joined event per line, each decision once (a worker restarted from a checkpoint may
     write a decision again), for ``cmab replay --dataset joined`` and ``cmab export-dsjson``.
     Records that are not blocks and examples without a decision id are counted, left out."""
-    import orjson
-
-    from streams import joined
-    from streams.kafka import read_until_idle
+    from streams.joinedfile import write_joined_file
     from streams.topics import Topics
 
-    seen: set[str] = set()
-    written = bad_blocks = bad_examples = 0
     try:
-        with open(out, "wb") as sink:
-            for value in read_until_idle(bootstrap_servers, Topics(topic_prefix).joined,
-                                         idle_ms=idle_ms):
-                try:
-                    lines = joined.examples(value)
-                except InvalidInputError:
-                    bad_blocks += 1
-                    continue
-                for line in lines:
-                    try:
-                        decision = orjson.loads(line)["decision_id"]
-                    except (orjson.JSONDecodeError, TypeError, KeyError):
-                        decision = None
-                    if not isinstance(decision, str):
-                        bad_examples += 1
-                        continue
-                    if decision in seen:
-                        continue
-                    seen.add(decision)
-                    sink.write(line + b"\n")
-                    written += 1
+        copied = write_joined_file(bootstrap_servers, Topics(topic_prefix).joined, out,
+                                   idle_ms=idle_ms)
     except OSError as error:
         raise InvalidInputError(f"--out: cannot write {out}: {error.strerror}") from None
-    left = ", ".join(f"{n:,} {what}" for n, what in ((bad_blocks, "records not joined blocks"),
-                                                     (bad_examples, "unreadable examples")) if n)
-    print(f"{out}: {written:,} joined events" + (f" (left out: {left})" if left else ""))
+    left = copied.left_out()
+    print(f"{out}: {copied.events:,} joined events" + (f" (left out: {left})" if left else ""))
 
 
 @app.command()

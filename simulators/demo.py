@@ -27,7 +27,9 @@ and its lift with a 95% interval, the rate and lift of every other outcome type,
 version the send was decided with, events/s and dead letters. At the end a report folder
 (HTML, Markdown, JSON, PNGs) compares the sends with the simulator's oracle and uniform random
 (expected reward) and includes the service's report (outcome rates and lift per type, bias
-audit).
+audit). Beside it, copied before the broker stops: ``joined.jsonl``, the joined log (every
+decision once, as ``cmab export-joined`` writes it), and ``spec.json``, the campaign's spec, the
+inputs of ``cmab replay --dataset joined``.
 """
 
 from __future__ import annotations
@@ -47,15 +49,19 @@ import numpy as np
 import orjson
 
 from bandit.errors import InvalidInputError, UnavailableError
-from bandit.models import OUTCOME_TYPES
+from bandit.models import OUTCOME_TYPES, CampaignSpec
 from simulators.email_campaign import SLOTS, EmailCampaign, Subscribers
 from simulators.outcomes import EmailOutcomes
 from simulators.reports.demo import SendResult, write_report
 from streams.broker import LocalBroker, free_port
+from streams.joinedfile import write_joined_file
 
 DAY_MS = 24 * 3600 * 1000
 WEEK_MS = 7 * DAY_MS
 CAMPAIGN = "weekly-newsletter"
+# Beside the report: the joined log (one JSON line per decision) and the campaign's spec, for
+# ``cmab replay --dataset joined --log DIR/joined.jsonl --spec DIR/spec.json --slot SLOT``.
+JOINED_FILE, SPEC_FILE = "joined.jsonl", "spec.json"
 _START_TIMEOUT_S = 120.0
 # The wait for the model gives up only when the worker has stopped making progress this long.
 _STALL_TIMEOUT_S = 120.0
@@ -139,9 +145,18 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
         # The demo's own view of the checkpoints, for the worker's counters (dead letters).
         follower = StateFollower(Engine(), servers, topics).start()
         stack.callback(follower.close)
-        results = _play(client, publisher, follower, children, subscribers=subscribers,
+        spec = _spec(sends)
+        results = _play(client, publisher, follower, children, spec, subscribers=subscribers,
                         sends=sends, seed=seed, on_send=on_send)
         report = client.get(f"/v1/campaigns/{CAMPAIGN}/report").json()
+        # The researcher's inputs, while the broker still runs: every send's decisions closed
+        # (_play waited until the model learned them, and the worker writes .joined first).
+        (out / SPEC_FILE).write_bytes(spec.model_dump_json(indent=2).encode() + b"\n")
+        try:
+            write_joined_file(servers, topics.joined, out / JOINED_FILE)
+        except OSError as exc:
+            raise InvalidInputError(f"--out: cannot write {out / JOINED_FILE}: "
+                                    f"{exc.strerror}") from None
     path = write_report(results, report, out, subscribers=subscribers, seed=seed)
     return results, path
 
@@ -159,16 +174,22 @@ def _wait_ready(client: httpx.Client, children: _Children) -> None:
         time.sleep(0.1)
 
 
-def _play(client: httpx.Client, publisher: Any, follower: Any, children: _Children, *,
-          subscribers: int, sends: int, seed: int, on_send: Any) -> list[SendResult]:
+def _spec(sends: int) -> CampaignSpec:
+    """The demo's campaign: the newsletter with the email reward, learned once sent."""
+    return EmailCampaign().campaign_spec(name=CAMPAIGN, reward=EmailCampaign.email_reward(),
+                                         activation="send",
+                                         activation_window_ms=(sends + 1) * WEEK_MS)
+
+
+def _play(client: httpx.Client, publisher: Any, follower: Any, children: _Children,
+          spec: CampaignSpec, *, subscribers: int, sends: int, seed: int,
+          on_send: Any) -> list[SendResult]:
     env = EmailCampaign()
     model = EmailOutcomes(env)
     reward = EmailCampaign.email_reward()
     # The first send day: the next midnight (UTC) after now, so every send comes after the
     # decisions the service logs at its clock's time (see the module docstring).
     first_day = (time.time_ns() // 10**6 // DAY_MS + 1) * DAY_MS
-    spec = env.campaign_spec(name=CAMPAIGN, reward=reward, activation="send",
-                             activation_window_ms=(sends + 1) * WEEK_MS)
     created = client.post("/v1/campaigns", json=spec.model_dump(mode="json"))
     if created.status_code != 201:
         raise UnavailableError(f"campaign not created: {created.status_code} {created.text}")

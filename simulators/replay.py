@@ -24,6 +24,7 @@ from simulators.offline import ope
 from simulators.offline import targets as _targets
 from simulators.offline.logs import LoggedBandit
 from simulators.offline.obd import logged_policy_table
+from simulators.policy_args import PolicyArg, as_policy_args
 
 HEADER = ("policy", "estimator", "estimate", "95% interval", "events", "clipping")
 
@@ -75,13 +76,16 @@ def _row(policy: str, e: ope.Estimate) -> tuple[str, ...]:
             f"{e.n_events:,}", clipping)
 
 
-POLICIES: dict[str, Callable[[LoggedBandit, int], Policy]] = {
-    "lin_ucb": lambda log, seed: LinUCB(log.n_actions, log.dim, rng=seed),
-    "lin_ts": lambda log, seed: LinTS(log.n_actions, log.dim, rng=seed),
-    "beta_ts": lambda log, seed: BetaTS(log.n_actions, rng=seed),
-    "epsilon_greedy": lambda log, seed: EpsilonGreedy(log.n_actions, log.dim, rng=seed),
-    "hybrid_lin_ucb": lambda log, seed: HybridLinUCB(log.dim, _features(log), rng=seed),
-    "bart": lambda log, seed: Bart(log.dim, _features(log), rng=seed),
+POLICIES: dict[str, Callable[..., Policy]] = {
+    "lin_ucb": lambda log, seed, **kw: LinUCB(log.n_actions, log.dim, rng=seed, **kw),
+    "lin_ts": lambda log, seed, **kw: LinTS(log.n_actions, log.dim, rng=seed, **kw),
+    "beta_ts": lambda log, seed, **kw: BetaTS(log.n_actions, rng=seed, **kw),
+    "epsilon_greedy": lambda log, seed, **kw: EpsilonGreedy(log.n_actions, log.dim, rng=seed,
+                                                            **kw),
+    "hybrid_lin_ucb": lambda log, seed, **kw: HybridLinUCB(log.dim, _features(log), rng=seed,
+                                                           **kw),
+    "bart": lambda log, seed, **kw: Bart(log.dim, _features(log), rng=seed, **kw),
+    "vw": lambda log, seed, **kw: _vw(log, seed, **kw),
 }
 TABLES = ("uniform", "random_logged", "bts_logged")
 TARGET_NAMES = (*POLICIES, *TABLES)
@@ -94,28 +98,32 @@ def _features(log: LoggedBandit) -> np.ndarray:
     return log.action_features
 
 
-def make_targets(names: Sequence[str], log: LoggedBandit, *,
+def _vw(log: LoggedBandit, seed: int, **kw: Any) -> Policy:
+    from bandit.policies import VWPolicy  # imported here: only a VW target loads vowpalwabbit
+
+    # Without action features each arm is its id in VW's action namespace.
+    return VWPolicy(log.dim, log.action_features, n_arms=log.n_actions, rng=seed, **kw)
+
+
+def make_targets(names: Sequence[str | PolicyArg], log: LoggedBandit, *,
                  behaviors: dict[str, LoggedBandit] | None = None,
                  seed: int = 0) -> dict[str, Policy | np.ndarray]:
-    """Targets by name: a project policy with default hyperparameters sized for the log
-    (seeded), ``uniform`` (1/k for every action), or, for the Open Bandit Dataset
-    (``behaviors`` = its logs by behaviour), ``random_logged`` / ``bts_logged``: that logging
-    policy's per-position item shares (``obd.logged_policy_table``)."""
-    if len(set(names)) != len(names) or not names:
-        raise InvalidInputError(f"--policy: expected distinct names, got {list(names)}")
+    """Targets by name, keyed by the name as given: a project policy sized for the log (seeded)
+    with its default hyperparameters or the settings given with it (``lin_ucb:alpha=0.3``,
+    ``simulators.policy_args``), ``uniform`` (1/k for every action), or, for the Open Bandit
+    Dataset (``behaviors`` = its logs by behaviour), ``random_logged`` / ``bts_logged``: that
+    logging policy's per-position item shares (``obd.logged_policy_table``)."""
     out: dict[str, Policy | np.ndarray] = {}
-    for i, name in enumerate(names):
+    for i, target in enumerate(as_policy_args(names, TARGET_NAMES)):
+        name = target.name
         if name in POLICIES:
-            out[name] = POLICIES[name](log, seed + i)
+            out[target.label] = POLICIES[name](log, seed + i, **target.settings)
         elif name == "uniform":
-            out[name] = np.full((log.n, log.n_actions), 1.0 / log.n_actions)
-        elif name in ("random_logged", "bts_logged"):
+            out[target.label] = np.full((log.n, log.n_actions), 1.0 / log.n_actions)
+        else:
             if behaviors is None:
                 raise InvalidInputError(f"--policy {name}: only with --dataset obd")
-            out[name] = logged_policy_table(behaviors[name.removesuffix("_logged")], log)
-        else:
-            raise InvalidInputError(f"--policy: unknown {name!r}; expected some of "
-                                    f"{', '.join(TARGET_NAMES)}")
+            out[target.label] = logged_policy_table(behaviors[name.removesuffix("_logged")], log)
     return out
 
 

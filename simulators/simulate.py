@@ -54,6 +54,7 @@ from simulators.email_campaign import ARTWORK as ARTWORK_SLOT
 from simulators.email_campaign import SLOTS, EmailCampaign
 from simulators.environments.base import Environment
 from simulators.outcomes import EmailOutcomes, OutcomeColumns
+from simulators.policy_args import PolicyArg, as_policy_args
 
 UNIFORM, ORACLE = "uniform", "oracle"
 # On the campaign: every slot on its DEFAULT_POLICIES entry, the mix the demo runs.
@@ -61,51 +62,61 @@ CAMPAIGN_DEFAULT = "default"
 _CAMPAIGN = "simulation"
 T0_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC: the campaign play's first batch
 
-# Each policy with its default hyperparameters, sized for the environment, on its own stream.
-POLICY_FACTORIES: dict[str, Callable[[Environment, np.random.Generator], Policy]] = {
-    "lin_ucb": lambda env, rng: LinUCB(env.n_arms, env.dim, rng=rng),
-    "lin_ts": lambda env, rng: LinTS(env.n_arms, env.dim, rng=rng),
-    "beta_ts": lambda env, rng: BetaTS(env.n_arms, dim=env.dim, rng=rng),
-    "epsilon_greedy": lambda env, rng: EpsilonGreedy(env.n_arms, env.dim, rng=rng),
-    "hybrid_lin_ucb": lambda env, rng: HybridLinUCB(env.dim, env.arm_features, rng=rng),
-    "bart": lambda env, rng: Bart(env.dim, env.arm_features, rng=rng),
+# Each policy with its default hyperparameters (and any settings given), sized for the
+# environment, on its own stream.
+POLICY_FACTORIES: dict[str, Callable[..., Policy]] = {
+    "lin_ucb": lambda env, rng, **kw: LinUCB(env.n_arms, env.dim, rng=rng, **kw),
+    "lin_ts": lambda env, rng, **kw: LinTS(env.n_arms, env.dim, rng=rng, **kw),
+    "beta_ts": lambda env, rng, **kw: BetaTS(env.n_arms, dim=env.dim, rng=rng, **kw),
+    "epsilon_greedy": lambda env, rng, **kw: EpsilonGreedy(env.n_arms, env.dim, rng=rng, **kw),
+    "hybrid_lin_ucb": lambda env, rng, **kw: HybridLinUCB(env.dim, env.arm_features, rng=rng,
+                                                          **kw),
+    "bart": lambda env, rng, **kw: Bart(env.dim, env.arm_features, rng=rng, **kw),
+    "vw": lambda env, rng, **kw: _vw(env.dim, env.arm_features, rng, **kw),
 }
-POLICY_NAMES = tuple(POLICY_FACTORIES)
-CAMPAIGN_POLICY_NAMES = (*POLICY_NAMES, CAMPAIGN_DEFAULT)
+VW = "vw"
+# The policies a simulation runs when none are named: every kind but VW (the slowest to learn).
+POLICY_NAMES = tuple(name for name in POLICY_FACTORIES if name != VW)
+KNOWN_POLICY_NAMES = (*POLICY_NAMES, VW)
+CAMPAIGN_POLICY_NAMES = (*POLICY_NAMES, CAMPAIGN_DEFAULT, VW)
+
+
+def _vw(dim: int, arm_features: np.ndarray, rng: np.random.Generator, **kw: Any) -> Policy:
+    from bandit.policies import VWPolicy  # imported here: only a VW run loads vowpalwabbit
+
+    return VWPolicy(dim, arm_features, rng=rng, **kw)
 
 
 def make_policies(
-    names: Sequence[str], env: Environment | EmailCampaign, seed: int = 0
+    names: Sequence[str | PolicyArg], env: Environment | EmailCampaign, seed: int = 0
 ) -> dict[str, Policy] | dict[str, Engine]:
-    """Build policies by name with default hyperparameters: Policy objects (names from
-    POLICY_NAMES) for an Environment; for an EmailCampaign one Engine per name running the
-    campaign with that policy kind in every slot (or ``default``: DEFAULT_POLICIES), no holdout.
+    """Build policies by name (``lin_ucb``), each with its default hyperparameters or the
+    settings given with it (``lin_ucb:alpha=0.3``, ``simulators.policy_args``), keyed by the
+    name as given: Policy objects (names from KNOWN_POLICY_NAMES) for an Environment; for an
+    EmailCampaign one Engine per name running the campaign with that policy kind (and
+    settings) in every slot (or ``default``: DEFAULT_POLICIES), no holdout.
 
-    Each policy draws from its own stream, keyed by its place in the name list, so a policy
-    makes the same choices whichever other policies run beside it.
+    Each policy draws from its own stream, keyed by its kind's place in the name list, so a
+    policy makes the same choices whichever other policies run beside it.
     """
-    known = CAMPAIGN_POLICY_NAMES if isinstance(env, EmailCampaign) else POLICY_NAMES
-    for name in names:
-        if name not in known:
-            raise InvalidInputError(
-                f"unknown policy {name!r}; expected some of {', '.join(known)}"
-            )
-    if len(set(names)) != len(names):
-        raise InvalidInputError(f"policies must be distinct, got {', '.join(names)}")
+    known = CAMPAIGN_POLICY_NAMES if isinstance(env, EmailCampaign) else KNOWN_POLICY_NAMES
+    chosen = as_policy_args(names, known)
     if not isinstance(env, EmailCampaign):
         return {
-            name: POLICY_FACTORIES[name](env, _stream(seed, 1, POLICY_NAMES.index(name)))
-            for name in names
+            p.label: POLICY_FACTORIES[p.name](env, _stream(seed, 1, known.index(p.name)),
+                                              **p.settings)
+            for p in chosen
         }
     engines = {}
-    for name in names:
-        engine_seed = int(_stream(seed, 1, known.index(name)).integers(2**63))
+    for p in chosen:
+        engine_seed = int(_stream(seed, 1, known.index(p.name)).integers(2**63))
         engine = Engine(seed=engine_seed, id_seed=engine_seed)  # a reproducible run
-        kinds = None if name == CAMPAIGN_DEFAULT else dict.fromkeys(SLOTS, name)
+        kinds = (None if p.name == CAMPAIGN_DEFAULT
+                 else dict.fromkeys(SLOTS, {"kind": p.name, **p.settings}))
         engine.create_campaign(env.campaign_spec(
             _CAMPAIGN, kinds, holdout=0.0, reward=EmailCampaign.email_reward(),
             activation="send"))
-        engines[name] = engine
+        engines[p.label] = engine
     return engines
 
 

@@ -139,22 +139,30 @@ def betainc(a, b, x):
                                         wvar=(0.0, b - 1.0), epsabs=0.0, epsrel=1e-13)[0]
 
 
-def hybrid_sums(arms, X, rewards, F, weights):
-    """The additive statistics of hybrid LinUCB, with z = kron(x, F[a])."""
-    k, m = F.shape
-    d = X.shape[1]
-    p = d * m
-    Szz, bz = np.zeros((p, p)), np.zeros(p)
-    Sxx, Sxz, bx, counts = np.zeros((k, d, d)), np.zeros((k, d, p)), np.zeros((k, d)), np.zeros(k)
-    for a, x, r, w in zip(arms, X, rewards, weights, strict=True):
-        z = np.kron(x, F[a])
-        Szz += w * np.outer(z, z)
-        bz += w * r * z
-        Sxx[a] += w * np.outer(x, x)
-        Sxz[a] += w * np.outer(x, z)
-        bx[a] += w * r * x
-        counts[a] += w
-    return Szz, bz, Sxx, Sxz, bx, counts
+def hybrid_kron_sum(C, F):
+    """sum_a M_a C_a M_a^T with M_a = kron(I_d, f_a) (p, d), as explicit matrices."""
+    d = C.shape[1]
+    return sum(_hybrid_m(d, f) @ c @ _hybrid_m(d, f).T for c, f in zip(C, F, strict=True))
+
+
+def hybrid_kron_vector_sum(c, F):
+    """sum_a M_a c_a."""
+    return sum(_hybrid_m(len(v), f) @ v for v, f in zip(c, F, strict=True))
+
+
+def hybrid_kron_vectors(v, F, d):
+    """M_a^T v for every arm, (k, d)."""
+    return np.array([_hybrid_m(d, f).T @ v for f in F])
+
+
+def hybrid_kron_forms(P, F, d):
+    """M_a^T P M_a for every arm, (k, d, d)."""
+    return np.array([_hybrid_m(d, f).T @ P @ _hybrid_m(d, f) for f in F])
+
+
+def _hybrid_m(d, f):
+    """M (d * m, d) with M x = kron(x, f)."""
+    return np.kron(np.eye(d), f[:, None])
 
 
 def hybrid_linucb(arms, X, rewards, Q, F, alpha, l2=1.0):

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any, Self
 
 import numpy as np
+from scipy.linalg import lapack
 
 from bandit.errors import InvalidInputError
-from bandit.kernels import hybrid
+from bandit.kernels import hybrid, linear
 from bandit.policies.base import Rng, _arm_feature_row, _finite_float, _ridge_inverse
 from bandit.policies.linear import _LinearScoring
 
@@ -28,10 +29,12 @@ class HybridLinUCB(_LinearScoring):
     """
 
     kind = "hybrid_lin_ucb"
-    _sum_names = ("arm_features", "Szz", "bz", "Sxx", "Sxz", "bx", "counts")
-    _per_arm = frozenset(("arm_features", "Sxx", "Sxz", "bx", "counts"))
+    # The shared sums of Algorithm 2 (of z z^T, r z and x z^T) are functions of these, since an
+    # event's z = M_a x is fixed by its arm (bandit.kernels.hybrid): only per-arm sums are kept.
+    _sum_names = ("arm_features", "Sxx", "bx", "counts")
+    _per_arm = frozenset(_sum_names)
     _shape_params = ("arm_features",)
-    _grams = ("Szz", "Sxx")
+    _grams = ("Sxx",)
 
     def __init__(self, dim: int, arm_features: Any, alpha: float = 1.0, l2: float = 1.0,
                  epsilon: float = 0.05, half_life_ms: float | None = None, rng: Rng = None) -> None:
@@ -44,13 +47,9 @@ class HybridLinUCB(_LinearScoring):
         self.alpha = self._alpha = _finite_float("alpha", alpha, low=0.0)
         self.l2 = _finite_float("l2", l2, low=0.0, low_open=True)
         self.epsilon = _finite_float("epsilon", epsilon, low=0.0, high=1.0)
-        k, d, m = self.n_arms, self.dim, F.shape[1]
-        p = d * m
+        k, d = self.n_arms, self.dim
         self._arm_features = np.ascontiguousarray(F.copy())
-        self._Szz = np.zeros((p, p))
-        self._bz = np.zeros(p)
         self._Sxx = np.zeros((k, d, d))
-        self._Sxz = np.zeros((k, d, p))
         self._bx = np.zeros((k, d))
         self._counts = np.zeros(k)
         self._dirty = True
@@ -71,46 +70,45 @@ class HybridLinUCB(_LinearScoring):
 
     def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
                     weights: np.ndarray) -> None:
-        hybrid.accumulate(self._Szz, self._bz, self._Sxx, self._Sxz, self._bx, self._counts,
-                          arms, X, self._arm_features, rewards, weights)
+        linear.accumulate(self._Sxx, self._bx, self._counts, arms, X, rewards, weights)
         self._dirty = True
 
     def _refresh(self) -> None:
         # Every arm's statistics enter the shared A0, so any change refreshes everything:
-        # O(k d^2 p + p^3) once per batch of learning, never per decision.
+        # O(k d^2 m^2 + p^3) once per batch of learning, never per decision.
         if not self._dirty:
             return
-        k, d, p = self.n_arms, self.dim, self._Szz.shape[0]
-        Szz, bz, Sxx, Sxz, bx = self._Szz, self._bz, self._Sxx, self._Sxz, self._bx
+        d, p, l2 = self.dim, self.dim * self._arm_features.shape[1], self.l2
+        F, Sxx, bx = self._arm_features, self._Sxx, self._bx
         if (now := self._decayed()) != 1.0:
-            Szz, bz, Sxx, Sxz, bx = (now * Szz, now * bz, now * Sxx, now * Sxz, now * bx)
+            Sxx, bx = now * Sxx, now * bx
         try:
-            A_inv = np.linalg.inv(Sxx + self.l2 * np.eye(d))
+            A_inv = np.linalg.inv(Sxx + l2 * np.eye(d))
         except np.linalg.LinAlgError:
             A_inv = None
-        A_inv = _ridge_inverse(A_inv, Sxx, self.l2)
-        G = A_inv @ Sxz                                             # A_a^-1 B_a, (k, d, p)
-        Ainv_b = (A_inv @ bx[..., None])[..., 0]                    # A_a^-1 b_a, (k, d)
-        A0 = self.l2 * np.eye(p) + Szz - np.einsum("kdp,kdq->pq", Sxz, G)
-        b0 = bz - np.einsum("kdp,kd->p", Sxz, Ainv_b)
-        try:
-            L0_inv = np.linalg.inv(np.linalg.cholesky(0.5 * (A0 + A0.T)))
-            A0_inv = L0_inv.T @ L0_inv
-        except np.linalg.LinAlgError:
-            A0_inv = None
-        # A0 - l2 I is PSD (a sum of Schur complements); cancellation can hide that.
-        A0_inv = _ridge_inverse(None if A0_inv is None else A0_inv[None],
-                                (A0 - self.l2 * np.eye(p))[None], self.l2)[0]
+        A_inv = _ridge_inverse(A_inv, Sxx, l2)                       # A_a^-1, (k, d, d)
+        # With B_a = Sxx_a M_a^T (M_a = I_d (x) f_a, z = M_a x) Algorithm 2's Schur complement
+        # is A0 = l2 I + sum_a M_a C_a M_a^T with C_a = Sxx_a - Sxx_a A_a^-1 Sxx_a
+        # = l2 Sxx_a A_a^-1, and b0 = sum_a M_a c_a with c_a = l2 A_a^-1 b_a.
+        C = l2 * (Sxx @ A_inv)
+        C = 0.5 * (C + np.swapaxes(C, 1, 2))
+        c = l2 * (A_inv @ bx[..., None])[..., 0]
+        A0, b0 = l2 * np.eye(p), np.zeros(p)
+        hybrid.kron_sum(np.ascontiguousarray(C), F, A0)
+        hybrid.kron_vector_sum(np.ascontiguousarray(c), F, b0)
+        A0_inv = _spd_inverse(A0, l2)
         beta = A0_inv @ b0
-        theta = Ainv_b - (G @ beta[:, None])[..., 0]
-        # Algorithm 2's score is linear in x once z = M_a x is substituted (M_a = I_d (x) f_a):
-        # mean x.(theta_a + M_a^T beta), width^2 x^T Q_a x with W_a = M_a - G_a^T and
-        # Q_a = W_a^T A0^-1 W_a + A_a^-1. So decisions cost what disjoint LinUCB's cost.
-        M = np.einsum("ij,kl->kilj", np.eye(d), self._arm_features).reshape(k, p, d)
-        W = M - np.swapaxes(G, 1, 2)
-        Q = np.swapaxes(W, 1, 2) @ A0_inv @ W + A_inv
+        # The score is linear in x (see the module docstring of bandit.kernels.hybrid): mean
+        # x.(theta_a + M_a^T beta) with theta_a = A_a^-1 (b_a - B_a beta), width^2 x^T Q_a x with
+        # W_a = M_a - B_a^T A_a^-1 = l2 M_a A_a^-1 and Q_a = W_a^T A0^-1 W_a + A_a^-1.
+        k = self.n_arms
+        Mbeta, N = np.empty((k, d)), np.empty((k, d, d))
+        hybrid.kron_vectors(beta, F, Mbeta)                            # M_a^T beta
+        hybrid.kron_forms(np.ascontiguousarray(A0_inv), F, N)          # M_a^T A0^-1 M_a
+        Q = A_inv + l2 * l2 * (A_inv @ N @ A_inv)
         self._Ainv = np.ascontiguousarray(0.5 * (Q + np.swapaxes(Q, 1, 2)))
-        self._theta = np.ascontiguousarray(theta + np.swapaxes(M, 1, 2) @ beta)
+        Ainv_b = (A_inv @ bx[..., None])[..., 0]
+        self._theta = np.ascontiguousarray(Ainv_b + l2 * (A_inv @ Mbeta[..., None])[..., 0])
         self._dirty = False
 
     def _params(self) -> dict[str, Any]:
@@ -120,3 +118,19 @@ class HybridLinUCB(_LinearScoring):
     @classmethod
     def _from_params(cls, params: dict[str, Any], arrays: dict[str, Any], rng: Rng) -> Self:
         return cls(**params, arm_features=np.asarray(arrays["arm_features"]), rng=rng)
+
+
+def _spd_inverse(A0: np.ndarray, l2: float) -> np.ndarray:
+    """(A0)^-1 for A0 = l2 I + a PSD sum (p, p), from its Cholesky factor (LAPACK potrf and
+    potri: a third of the work of a general inverse) if A0 is PD; otherwise, or if the inverse
+    is not sane, through its eigendecomposition (``_ridge_inverse``): rounding can hide the PSD
+    part."""
+    p = A0.shape[0]
+    A0_inv = None
+    L, info = lapack.dpotrf(0.5 * (A0 + A0.T), lower=1, clean=0)
+    if info == 0:
+        inv, info = lapack.dpotri(L, lower=1)
+        if info == 0:
+            A0_inv = np.tril(inv) + np.tril(inv, -1).T
+    return _ridge_inverse(None if A0_inv is None else A0_inv[None],
+                          (A0 - l2 * np.eye(p))[None], l2)[0]

@@ -130,3 +130,31 @@ def test_a_bad_argument_is_one_line_and_exit_code_2(tmp_path: Path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "--sends" in done.stderr
+
+
+def test_the_demo_leaves_its_joined_log_and_spec_and_replay_runs_on_them(tmp_path: Path) -> None:
+    # The researcher's path from the main job: cmab demo --out DIR, then cmab replay on DIR's
+    # joined log and spec, with a policy's settings on the command line.
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "bandit.cli", "demo", "--subscribers", "300",
+                           "--sends", "2", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "COLUMNS": "160"})
+    assert done.returncode == 0, done.stderr
+    lines = (out / "joined.jsonl").read_bytes().splitlines()
+    decisions = [orjson.loads(line)["decision_id"] for line in lines]
+    assert len(decisions) == len(set(decisions)) == 600  # every decision of both sends, once
+    spec = orjson.loads((out / "spec.json").read_bytes())
+    assert spec["name"] == "weekly-newsletter" and [s["name"] for s in spec["slots"]] == list(SLOTS)
+
+    replayed = subprocess.run(
+        [sys.executable, "-m", "bandit.cli", "replay", "--dataset", "joined",
+         "--log", str(out / "joined.jsonl"), "--spec", str(out / "spec.json"),
+         "--slot", SLOTS[0], "--policy", "lin_ucb:alpha=0.3,uniform",
+         "--estimators", "ips,snips,dm,dr", "--n-boot", "50", "--no-progress",
+         "--out", str(tmp_path / "replay")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "160"})
+    assert replayed.returncode == 0, replayed.stderr
+    result = orjson.loads((tmp_path / "replay" / "results.json").read_bytes())
+    assert set(result["estimates"]) == {"lin_ucb:alpha=0.3", "uniform"}
+    # Holdout subscribers are left out of the slot's log; everyone else was sent both weeks.
+    assert 0 < result["events"] <= 600

@@ -87,6 +87,34 @@ def test_every_policy_runs_on_every_single_slot_environment():
         assert list(result.runs) == [*POLICY_NAMES, UNIFORM, ORACLE]
 
 
+def test_vw_and_settings_run_in_a_simulation():
+    # VW by name, with its settings; a setting given reaches the policy, the rest stay default.
+    env = Artwork(new_arm_at=300)
+    policies = make_policies(["vw:exploration=epsilon:epsilon=0.2", "lin_ucb:alpha=0.3:l2=2"],
+                             env, seed=1)
+    vw, linucb = policies.values()
+    assert (vw.kind, vw.exploration, vw.epsilon, vw.bag) == ("vw", "epsilon", 0.2, 5)
+    assert (linucb.alpha, linucb.l2, linucb.epsilon) == (0.3, 2.0, 0.05)
+    result = simulate(env, policies, 600, batch_size=100, seed=1, progress=False)
+    assert list(result.runs) == ["vw:exploration=epsilon:epsilon=0.2", "lin_ucb:alpha=0.3:l2=2",
+                                 UNIFORM, ORACLE]
+    assert all(run_.allocation["artwork"].sum() == 600 for run_ in result.runs.values())
+    # The same kind with other settings runs beside it; the settings are the policy's own.
+    both = make_policies(["lin_ucb", "lin_ucb:alpha=0"], env)
+    assert [p.alpha for p in both.values()] == [1.0, 0.0]
+    with pytest.raises(InvalidInputError, match="policy lin_ts: v: Input should be greater"):
+        make_policies(["lin_ts:v=0"], env)
+
+
+def test_campaign_policies_take_settings():
+    (engine,) = make_policies(["lin_ts:v=0.5"], EmailCampaign(), seed=0).values()
+    spec = engine.campaign("simulation")
+    assert {s.policy.kind for s in spec.slots} == {"lin_ts"}
+    assert {s.policy.v for s in spec.slots} == {0.5}
+    with pytest.raises(InvalidInputError, match="policy default: takes no settings"):
+        make_policies(["default:alpha=1"], EmailCampaign())
+
+
 def test_lin_ucb_beats_uniform_on_the_linear_environment():
     result = run(LinearLogistic(seed=0), ["lin_ucb"], steps=5000)
     rows = {row.policy: row for row in result.summary()}
@@ -151,6 +179,18 @@ def test_cli_simulate_writes_a_report(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert (results["env"], results["steps"], results["batch_size"], results["seed"]) == (
         "linear", 1000, 50, 3)
+    assert list(results["runs"]) == ["lin_ucb", "lin_ts", UNIFORM, ORACLE]
+
+
+def test_cli_simulate_runs_vw_with_settings(tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["simulate", "--policies", "vw:exploration=bag:bag=3,lin_ucb:alpha=0.3",
+                 "--steps", "300", "--out", str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0 and captured.err == ""
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["runs"]) == ["vw:exploration=bag:bag=3", "lin_ucb:alpha=0.3", UNIFORM,
+                                     ORACLE]
 
 
 def test_cli_drift_sets_the_drift_over_the_run(tmp_path, capsys):
@@ -176,6 +216,9 @@ def test_cli_drift_sets_the_drift_over_the_run(tmp_path, capsys):
         ["simulate", "--delay", "-1"],
         ["simulate", "--new-arm-at", "-3"],
         ["simulate", "--env", "email4", "--policies", "nope"],
+        ["simulate", "--policies", "lin_ucb:alpha=x"],
+        ["simulate", "--policies", "vw:bag=0"],
+        ["simulate", "--policies", "bart:alpha=1"],
         ["nope"],
     ],
 )

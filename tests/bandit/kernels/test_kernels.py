@@ -211,16 +211,25 @@ def test_beta_max_probabilities_match_adaptive_quadrature(case):
 
 
 @pytest.mark.parametrize(("k", "d", "m"), [(1, 1, 1), (3, 2, 2), (4, 5, 3)])
-def test_hybrid_accumulate_matches_kron_sums(rng, k, d, m):
+def test_hybrid_kron_kernels_match_explicit_matrices(rng, k, d, m):
     F = rng.normal(size=(k, m))
-    arms, X, r = _events(rng, k, d, n=40)
-    w = rng.random(len(arms))
     p = d * m
-    got = [np.zeros((p, p)), np.zeros(p), np.zeros((k, d, d)), np.zeros((k, d, p)),
-           np.zeros((k, d)), np.zeros(k)]
-    hybrid.accumulate(*got, arms, X, F, r, w)
-    for g, want in zip(got, reference.hybrid_sums(arms, X, r, F, w), strict=True):
-        np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-12)
+    C, c = rng.normal(size=(k, d, d)), rng.normal(size=(k, d))
+    P, v = rng.normal(size=(p, p)), rng.normal(size=p)
+    A0, b0 = np.eye(p), np.ones(p)  # the kernels add to what is there
+    hybrid.kron_sum(C, F, A0)
+    hybrid.kron_vector_sum(c, F, b0)
+    np.testing.assert_allclose(A0, np.eye(p) + reference.hybrid_kron_sum(C, F), rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(b0, 1.0 + reference.hybrid_kron_vector_sum(c, F), rtol=1e-12,
+                               atol=1e-12)
+    vectors, forms = np.full((k, d), np.nan), np.full((k, d, d), np.nan)
+    hybrid.kron_vectors(v, F, vectors)
+    hybrid.kron_forms(P, F, forms)
+    np.testing.assert_allclose(vectors, reference.hybrid_kron_vectors(v, F, d), rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(forms, reference.hybrid_kron_forms(P, F, d), rtol=1e-12,
+                               atol=1e-12)
 
 
 @pytest.mark.parametrize(("k", "d", "m"), [(1, 1, 1), (3, 2, 2), (4, 5, 3)])
@@ -230,7 +239,7 @@ def test_hybrid_scores_match_algorithm_2(rng, k, d, m):
     F = rng.normal(size=(k, m))
     arms, X, r = _events(rng, k, d, n=40)
     policy = HybridLinUCB(dim=d, arm_features=F, alpha=0.6, l2=1.3, epsilon=0.0)
-    policy.learn_many(arms, X, r)  # hybrid.accumulate, the Schur complement, then linear kernels
+    policy.learn_many(arms, X, r)  # per-arm sums, the Schur complement, then linear kernels
     Q = rng.normal(size=(5, d))
     want = reference.hybrid_linucb(arms, X, r, Q, F, alpha=0.6, l2=1.3)
     np.testing.assert_allclose(policy.scores(Q), want, rtol=1e-9, atol=1e-9)

@@ -131,7 +131,8 @@ def test_cmab_replay_on_obd_writes_the_report(wheel, tmp_path, capsys):
 
     out = tmp_path / "report"
     code = main(["replay", "--dataset", "obd", "--campaign", "men", "--behavior", "random",
-                 "--policy", "lin_ucb,bts_logged,random_logged", "--estimators",
+                 "--policy", "lin_ucb,bts_logged,random_logged,vw:exploration=epsilon,"
+                 "hybrid_lin_ucb:alpha=0.3,l2=2", "--estimators",
                  "replay,ips,snips,dm,dr", "--n-boot", "200", "--out", str(out),
                  "--cache-dir", str(wheel.parent), "--no-progress"])
     assert code == 0, capsys.readouterr().err
@@ -140,8 +141,10 @@ def test_cmab_replay_on_obd_writes_the_report(wheel, tmp_path, capsys):
                                               "allocation.png"}
     results = json.loads((out / "results.json").read_text())
     assert results["on_policy"]["value"] == pytest.approx(46 / 10_000)
-    assert set(results["estimates"]) == {"lin_ucb", "bts_logged", "random_logged"}
-    assert set(results["estimates"]["lin_ucb"]) == {"replay", "ips", "snips", "dm", "dr"}
+    assert set(results["estimates"]) == {"lin_ucb", "bts_logged", "random_logged",
+                                         "vw:exploration=epsilon", "hybrid_lin_ucb:alpha=0.3:l2=2"}
+    for policy in ("lin_ucb", "vw:exploration=epsilon", "hybrid_lin_ucb:alpha=0.3:l2=2"):
+        assert set(results["estimates"][policy]) == {"replay", "ips", "snips", "dm", "dr"}
     assert "data:image/png;base64," in (out / "report.html").read_text()
     assert "| bts_logged | ips |" in (out / "report.md").read_text()
 
@@ -151,10 +154,22 @@ def test_cmab_replay_on_obd_writes_the_report(wheel, tmp_path, capsys):
     [
         (["--dataset", "obd", "--behavior", "bts", "--estimators", "replay"],
          "replay: obd/bts/all was not logged uniformly"),
-        (["--dataset", "obd", "--policy", "lin_ucb,nope"], "--policy: unknown 'nope'"),
+        (["--dataset", "obd", "--policy", "lin_ucb,nope"], "--policy: unknown policy 'nope'"),
+        # A policy's settings are checked by its own spec: the policy and the key are named.
+        (["--dataset", "obd", "--policy", "lin_ucb:alpha=-1"],
+         "--policy: policy lin_ucb: alpha: Input should be greater than or equal to 0, got -1"),
+        (["--dataset", "obd", "--policy", "lin_ts,lin_ucb:alpha=0.3,apha=2"],
+         "--policy: policy lin_ucb: apha: unknown setting; expected one of alpha, l2, epsilon"),
+        (["--dataset", "obd", "--policy", "vw:bag=x"], "--policy: policy vw: bag: Input should "
+                                                       "be a valid number"),
+        (["--dataset", "obd", "--policy", "uniform:alpha=1"],
+         "--policy: policy uniform: takes no settings"),
+        (["--dataset", "obd", "--policy", "lin_ucb:alpha=1,lin_ucb:alpha=1"],
+         "--policy: policies must be distinct"),
         (["--dataset", "obd", "--estimators", "ips,foo"], "estimators: expected some of"),
         (["--dataset", "obd", "--campaign", "kids"], "campaign: expected one of"),
         (["--dataset", "mnist"], "--dataset: expected obd"),
+        (["--dataset", "joined"], "--dataset joined: needs --log FILE"),
         ([], "give exactly one of --dataset obd and --log FILE"),
     ],
 )
