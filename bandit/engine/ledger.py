@@ -287,7 +287,16 @@ class Ledger:
         words = subject_words(subjects)
         arms = np.stack([cols.arms[s] for s in book.slots], axis=1).astype(np.int32)
         keys, event, code, _ = cols.segments
-        codes = np.array([book.code(pair) for pair in keys], dtype=np.int32)
+        # Pairs are interned, and a decision's pairs kept, in one canonical order (by the first
+        # decision that uses each, then by name), whatever order the learn path listed them in:
+        # learning from events and from the join's columns keep the same ledger.
+        first = np.full(len(keys), np.iinfo(np.int64).max)
+        np.minimum.at(first, code, event)
+        codes = np.empty(len(keys), dtype=np.int32)
+        for j in sorted(range(len(keys)), key=lambda j: (int(first[j]), keys[j])):
+            codes[j] = book.code(keys[j])
+        order = np.lexsort((codes[code], event))
+        event, code = event[order], code[order]
         rows = {"subject_hi": words[:, 0], "subject_lo": words[:, 1], "ts": cols.ts,
                 "holdout": cols.holdout.astype(np.bool_), "best": cols.best,
                 "has_context": cols.has_context, "arms": arms,
