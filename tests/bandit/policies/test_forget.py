@@ -67,11 +67,18 @@ def assert_same_model(forgot, never):
     assert (forgot.state()["arrays"]["counts"] >= 0).all()
     advanced = _at_clock(never, forgot)
     Q = np.column_stack([np.ones(6), np.random.default_rng(99).uniform(-2, 2, size=(6, D - 1))])
-    np.testing.assert_allclose(forgot.scores(Q), advanced.scores(Q), rtol=0, atol=1e-9)
-    np.testing.assert_allclose(forgot.propensities(Q), advanced.propensities(Q), atol=1e-8)
+    scores = advanced.scores(Q)
+    np.testing.assert_allclose(forgot.scores(Q), scores, rtol=0, atol=1e-9)
+    # Decisions agree wherever the best arm wins by more than rounding: an exact tie in one
+    # model is a win by 1e-16 in the other, and a tie splits the choice (BaRT: its
+    # propensities), a win does not.
+    top = np.sort(scores, axis=1)
+    clear = top[:, -1] - top[:, -2] > 1e-7
+    np.testing.assert_allclose(forgot.propensities(Q)[clear], advanced.propensities(Q)[clear],
+                               atol=1e-8)
     draws = np.random.default_rng(5).random((6, 2 + K))
-    np.testing.assert_array_equal(forgot.choose_many(Q, draws=draws),
-                                  advanced.choose_many(Q, draws=draws))
+    np.testing.assert_array_equal(forgot.choose_many(Q, draws=draws)[clear],
+                                  advanced.choose_many(Q, draws=draws)[clear])
 
 
 @pytest.mark.parametrize("kind", KINDS)
