@@ -174,7 +174,10 @@ async def test_fast_path_answers_what_the_route_answers():
     decide_batch = engine.decide_batch
     engine.decide_batch = lambda c, r: batches.append(len(r)) or decide_batch(c, r)  # type: ignore[method-assign]
     twin = Engine(seed=3, id_seed=3)
-    async with client(app_over(engine)) as fast, client(app_over(twin)) as route:
+    apps = app_over(engine), app_over(twin)
+    for app in apps:  # the decision log's timer would take the engine's lock now and then,
+        app.state.join_log.delay_s = 3600.0  # and the fast path then decides in a thread
+    async with client(apps[0]) as fast, client(apps[1]) as route:
         bodies = [json.dumps(b).encode() for b in SENT] + RAW
         decided = []
         for body in bodies:
