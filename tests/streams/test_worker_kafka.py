@@ -476,12 +476,7 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
         finished = follower.wait_for(_done(topics, counts, partitions), 120)
         assert finished, f"the worker did not finish: {(tmp_path / 'workers.log').read_text()}"
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            raise
+        _stop(worker)
         follower.close()
         log.close()
     [key] = [k.hex() for k in s.subjects.all_of(user_id)]
@@ -492,6 +487,16 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
               for v in examples(block)]
     assert {j["decision_id"] for j in joined} == {e.decision_id for e in kept}
     assert key not in {j["subject"] for j in joined}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM a worker process and wait for it (killed, and the test failed, if it hangs)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
 
 
 def _share_secrets(kafka, topics: Topics, subjects: SubjectKeys) -> None:
@@ -622,12 +627,7 @@ def test_an_erasure_takes_learned_decisions_out_through_a_sigkilled_worker(kafka
         finished = follower.wait_for(_done(topics, counts, partitions), 120)
         assert finished, f"the worker did not finish: {(tmp_path / 'workers.log').read_text()}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        _stop(proc)
         follower.close()
         log.close()
     checkpoints = _checkpoints(kafka, topics, partitions)
@@ -707,12 +707,7 @@ def test_cmab_erase_publishes_the_records_and_waits_for_every_partition(kafka, t
         finally:
             follower.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        _stop(proc)
         log.close()
     unapplied = cmab("dave", "--wait", "--timeout-s", "1")  # no worker runs now
     assert unapplied.returncode == 1
