@@ -246,6 +246,24 @@ def dr_variant_values(pi, qhat, actions, rewards, propensities, clip=np.inf, tau
     return {"sndr": sum(sndr) / n, "switch-dr": sum(switch) / n, "dr-os": sum(os) / n}
 
 
+def weighted_reward_model(arms, X, rewards, n_arms, fold, weights, l2=1.0):
+    """Cross-fitted per-arm ridge of (reward - mean reward) on weighted events: an event of fold
+    f is predicted by the arms' models fitted on the other folds (all events with one fold),
+    each event weighing weights[i]; explicit inverses. Returns q_hat (n, n_arms)."""
+    folds = int(fold.max()) + 1
+    qhat = np.empty((len(arms), n_arms))
+    for f in range(folds):
+        train = fold != f if folds > 1 else fold == f
+        w = weights[train]
+        mean = (w * rewards[train]).sum() / w.sum()
+        S, b, _ = sums(arms[train], X[train], rewards[train] - mean, n_arms, w)
+        theta = [np.linalg.inv(l2 * np.eye(X.shape[1]) + S[a]) @ b[a] for a in range(n_arms)]
+        for i in np.flatnonzero(fold == f):
+            for a in range(n_arms):
+                qhat[i, a] = X[i] @ theta[a] + mean
+    return qhat
+
+
 def bootstrap_ratios(U, V, idx):
     """Each resample's ratio of sums, by fancy indexing: (B, m)."""
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -186,12 +186,13 @@ def compare_estimators(
     level: float = 0.95,
     truth_contexts: int = 1_000_000,
     seed: int = 0,
+    refit: bool = True,
 ) -> EstimatorComparison:
     """Run ``ope.evaluate`` (the estimators by name, with their parameters) on
     ``replications`` logs of ``events`` events drawn from ``problem`` with
-    ``np.random.default_rng(seed)`` and score each estimator against the true value. The
-    reward model is fitted once per log and shared by the model-based estimators; replication
-    r bootstraps with seed ``seed + r``."""
+    ``np.random.default_rng(seed)`` and score each estimator against the true value. Replication
+    r fits the reward model and bootstraps with seed ``seed + r``; ``refit`` is passed on
+    (False: DM's, Switch-DR's and DR-OS's resamples hold the model fixed)."""
     if isinstance(events, bool) or not isinstance(events, int) or events < 2:
         raise InvalidInputError(f"events: expected an integer >= 2, got {events!r}")
     if isinstance(replications, bool) or not isinstance(replications, int) or replications < 1:
@@ -204,14 +205,13 @@ def compare_estimators(
     if truth == 0.0:
         raise InvalidInputError(f"{problem.name}: the target's true value is 0, so relative "
                                 "errors are undefined")
-    model_based = bool(ope.MODEL_BASED & set(estimators))
     names = tuple(estimators)
     found = {name: np.empty((3, replications)) for name in names}
     rng = np.random.default_rng(seed)
     for r, (log, pi) in enumerate(problem.logs(events, replications, rng)):
-        qhat = ope.fit_reward_model(log, seed=seed + r) if model_based else None
-        result = ope.evaluate(log, pi, names, qhat=qhat, clip=clip, switch_tau=switch_tau,
-                              os_lambda=os_lambda, n_boot=n_boot, level=level, seed=seed + r)
+        result = ope.evaluate(log, pi, names, clip=clip, switch_tau=switch_tau,
+                              os_lambda=os_lambda, n_boot=n_boot, level=level, seed=seed + r,
+                              refit=refit)
         for name, e in result.items():
             found[name][:, r] = (e.value, e.low, e.high)
     scores = {}
@@ -227,6 +227,6 @@ def compare_estimators(
         problem=problem.name, truth=truth, events=events, replications=replications,
         level=level,
         parameters={"switch_tau": switch_tau, "os_lambda": os_lambda, "clip": clip,
-                    "n_boot": n_boot, "seed": seed},
+                    "n_boot": n_boot, "seed": seed, "refit": refit},
         scores=scores, values={n: f[0] for n, f in found.items()},
         lows={n: f[1] for n, f in found.items()}, highs={n: f[2] for n, f in found.items()})

@@ -33,8 +33,12 @@ Each estimate is a ratio of per-event sums (a plain mean has denominator terms 1
 kernel computes the point estimate and every bootstrap resample: intervals are percentile
 bootstrap intervals over events, with the resampled indices drawn from a seeded generator and
 shared by all estimators (SNDR's resample is the sum of two ratios: DM's and its normalized
-correction's). The reward model is held fixed across resamples (the DM and DR
-intervals leave out its fitting noise). Weight clipping (w -> min(w, clip)) trades variance for
+correction's). DM, Switch-DR and DR-OS lean on the reward model, so its fitting noise is much
+of their error: when ``evaluate`` fits the model itself, each resample refits it on the
+resampled events (``REFIT``; a resample is a count per event, so each action's Gram matrix and
+moment vector are one count-weighted sum, ``refit_reward_models``). DR's and SNDR's
+corrections cancel the model's error to first order, so their resamples hold it fixed, as do
+all estimators given a ``qhat``. Weight clipping (w -> min(w, clip)) trades variance for
 a downward bias (with rewards >= 0) that each estimate states: ``clipping_bias`` is the
 clipped minus the unclipped estimate on this log. It applies to ips, snips, dr and sndr;
 switch-dr and dr-os tame the weights their own way and read them unclipped.
@@ -42,7 +46,7 @@ switch-dr and dr-os tame the weights their own way and read them unclipped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,12 +63,14 @@ __all__ = [
     "ESTIMATORS",
     "MODEL_BASED",
     "OFF_POLICY",
+    "REFIT",
     "WEIGHTED",
     "Estimate",
     "ReplayRun",
     "evaluate",
     "fit_reward_model",
     "on_policy",
+    "refit_reward_models",
     "replay",
     "target_probabilities",
 ]
@@ -77,6 +83,8 @@ OFF_POLICY = (*WEIGHTED, *DR_VARIANTS)
 ESTIMATORS = ("replay", *OFF_POLICY)
 # Estimators that read the reward model q_hat.
 MODEL_BASED = frozenset({"dm", "dr", "sndr", "switch-dr", "dr-os"})
+# Model-based estimators whose bootstrap refits the reward model in each resample.
+REFIT = frozenset({"dm", "switch-dr", "dr-os"})
 # Ratio columns: ``ope_terms`` fills the first four, ``ope_more_terms`` the last three
 # ("sndr-correction" is sum w d / sum w).
 _COLUMNS = ("ips", "snips", "dm", "dr", "sndr-correction", "switch-dr", "dr-os")
@@ -275,6 +283,18 @@ def target_probabilities(target: Policy | np.ndarray, log: LoggedBandit) -> np.n
     return pi
 
 
+def _folds(n: int, folds: int, seed: int) -> np.ndarray:
+    """The cross-fitting fold (0..folds-1) of each of n events."""
+    return np.random.default_rng(seed).permutation(n) % folds
+
+
+def _check_fit(log: LoggedBandit, l2: float, folds: int) -> None:
+    if folds < 1 or folds > log.n:
+        raise InvalidInputError(f"folds: expected 1..{log.n}, got {folds}")
+    if not l2 > 0:
+        raise InvalidInputError(f"l2: expected a number > 0, got {l2!r}")
+
+
 def fit_reward_model(log: LoggedBandit, *, l2: float = 1.0, folds: int = 2,
                      seed: int = 0) -> np.ndarray:
     """q_hat (n, k): predicted reward of every action for every event, cross-fitted.
@@ -285,12 +305,9 @@ def fit_reward_model(log: LoggedBandit, *, l2: float = 1.0, folds: int = 2,
     folds = 1 fits and predicts on the whole log. Predictions are not clipped to the reward
     range: with rare clicks most would be cut at 0, which biases DM upwards.
     """
-    if folds < 1 or folds > log.n:
-        raise InvalidInputError(f"folds: expected 1..{log.n}, got {folds}")
-    if not l2 > 0:
-        raise InvalidInputError(f"l2: expected a number > 0, got {l2!r}")
+    _check_fit(log, l2, folds)
     n, k, d = log.n, log.n_actions, log.dim
-    fold = np.random.default_rng(seed).permutation(n) % folds
+    fold = _folds(n, folds, seed)
     qhat = np.empty((n, k))
     for f in range(folds):
         test = fold == f
@@ -305,21 +322,64 @@ def fit_reward_model(log: LoggedBandit, *, l2: float = 1.0, folds: int = 2,
     return qhat
 
 
+def refit_reward_models(log: LoggedBandit, counts: np.ndarray, *, l2: float = 1.0,
+                        folds: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_reward_model`` on B reweighted logs at once: counts (B, n), event i weighing
+    counts[b, i] in the b-th fit (a bootstrap resample's multiplicities; all ones is the log
+    itself). Returns theta (B, folds, k, d) and means (B, folds): an event of fold f is
+    predicted X_i theta[b, f].T + means[b, f] (the folds as ``fit_reward_model`` draws them
+    with ``seed``)."""
+    _check_fit(log, l2, folds)
+    return _refit(log.X, log.actions, log.rewards, _folds(log.n, folds, seed), folds,
+                  log.n_actions, np.asarray(counts, dtype=np.float64), l2)
+
+
+def _refit(X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, fold: np.ndarray,
+           folds: int, k: int, counts: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """``refit_reward_models`` on arrays. Every fit's sums are linear in the counts: the
+    per-event terms x x^T (upper triangle), r x, x, r and 1, summed per fold and action, are
+    one product with the counts matrix."""
+    n, d = X.shape
+    upper = np.triu_indices(d)
+    Z = np.hstack([X[:, upper[0]] * X[:, upper[1]], X * rewards[:, None], X, rewards[:, None],
+                   np.ones((n, 1))])
+    m = len(upper[0])
+    B = counts.shape[0]
+    G = np.zeros((B, folds, k, Z.shape[1]))
+    group = fold * k + actions
+    if (np.diff(group) < 0).any():  # each group's events in one slice
+        order = np.argsort(group, kind="stable")
+        group, Z, counts = group[order], Z[order], counts[:, order]
+    bounds = np.searchsorted(group, np.arange(folds * k + 1))
+    for g in range(folds * k):
+        rows = slice(bounds[g], bounds[g + 1])
+        G[:, g // k, g % k] = counts[:, rows] @ Z[rows]
+    T = G.sum(axis=1, keepdims=True) - G if folds > 1 else G
+    S = np.empty((B, folds, k, d, d))
+    S[..., upper[0], upper[1]] = T[..., :m]
+    S[..., upper[1], upper[0]] = T[..., :m]
+    sum_rx, sum_x = T[..., m: m + d], T[..., m + d: m + 2 * d]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = T[..., -2].sum(axis=2) / T[..., -1].sum(axis=2)
+    b = sum_rx - means[..., None, None] * sum_x
+    theta = np.linalg.solve(S + l2 * np.eye(d), b[..., None])[..., 0]
+    return theta, means
+
+
 # -- estimators ------------------------------------------------------------------------------
 
 
-def _interval(U: np.ndarray, V: np.ndarray, n_boot: int, level: float,
-              rng: np.random.Generator,
-              parts: Sequence[tuple[int, ...]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap bounds of the ratio estimators U, V (n, m): (m,) each, or one per
-    entry of ``parts`` when given, an estimator being the sum of the ratio columns it names."""
-    n = U.shape[0]
-    boot = np.empty((n_boot, U.shape[1]))
+def _resamples(n: int, n_boot: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """The bootstrap's resampled event indices, (rows, n) int64 chunks, ``n_boot`` rows in
+    all."""
     chunk = max(1, _BOOT_CHUNK_CELLS // n)
     for start in range(0, n_boot, chunk):
-        stop = min(start + chunk, n_boot)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        bootstrap_ratios(U, V, idx, boot[start:stop])
+        yield rng.integers(0, n, size=(min(start + chunk, n_boot) - start, n))
+
+
+def _bounds(boot: np.ndarray, level: float,
+            parts: Sequence[tuple[int, ...]] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bounds of the resampled ratio columns boot (B, m), summed by ``parts``."""
     if parts is not None:
         boot = np.stack([boot[:, list(cols)].sum(axis=1) for cols in parts], axis=1)
     tail = 50.0 * (1.0 - level)
@@ -327,6 +387,60 @@ def _interval(U: np.ndarray, V: np.ndarray, n_boot: int, level: float,
         return np.full(boot.shape[1], np.nan), np.full(boot.shape[1], np.nan)
     low, high = np.nanpercentile(boot, [tail, 100.0 - tail], axis=0)
     return low, high
+
+
+def _interval(U: np.ndarray, V: np.ndarray, n_boot: int, level: float,
+              rng: np.random.Generator,
+              parts: Sequence[tuple[int, ...]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap bounds of the ratio estimators U, V (n, m): (m,) each, or one per
+    entry of ``parts`` when given, an estimator being the sum of the ratio columns it names."""
+    boot = np.empty((n_boot, U.shape[1]))
+    start = 0
+    for idx in _resamples(U.shape[0], n_boot, rng):
+        bootstrap_ratios(U, V, idx, boot[start:start + idx.shape[0]])
+        start += idx.shape[0]
+    return _bounds(boot, level, parts)
+
+
+def _refit_boot(log: LoggedBandit, pi: np.ndarray, U: np.ndarray, V: np.ndarray,
+                terms: dict[str, float], n_boot: int, rng: np.random.Generator,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The resampled ratio columns of ``_COLUMNS``, (n_boot, 7) each: from the terms U, V
+    (n, 7) as they are, and from the terms under the reward model refitted on each resample
+    (``fit_reward_model``'s settings, its folds drawn with ``seed``). The events are put in
+    fold and action order first (the sums do not depend on it), so each fold's predictions and
+    each model's sums read a slice."""
+    n, k = log.n, log.n_actions
+    fold = _folds(n, 2, seed)
+    order = np.argsort(fold * k + log.actions, kind="stable")
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    X, actions, rewards = log.X[order], log.actions[order], log.rewards[order]
+    propensities, pi, U, V = log.propensities[order], pi[order], U[order], V[order]
+    split = int(np.searchsorted(fold[order], 1))
+    slices = (slice(0, split), slice(split, n))
+    fixed, refitted = np.empty((n_boot, U.shape[1])), np.empty((n_boot, U.shape[1]))
+    U4, V4, U3, V3 = np.empty((n, 4)), np.empty((n, 4)), np.empty((n, 3)), np.empty((n, 3))
+    start = 0
+    for idx in _resamples(n, n_boot, rng):
+        B = idx.shape[0]
+        counts = np.bincount((position[idx] + n * np.arange(B)[:, None]).ravel(),
+                             minlength=B * n).reshape(B, n).astype(np.float64)
+        theta, means = _refit(X, actions, rewards, fold[order], 2, k, counts, 1.0)
+        qhat = np.empty((B, n, k))
+        for f, rows in enumerate(slices):
+            qhat[:, rows] = X[rows] @ theta[:, f].transpose(0, 2, 1) + means[:, f, None, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fixed[start:start + B] = (counts @ U) / (counts @ V)
+            for b in range(B):
+                ope_terms(pi, qhat[b], actions, rewards, propensities, terms["clip"], U4, V4)
+                ope_more_terms(pi, qhat[b], actions, rewards, propensities, terms["clip"],
+                               terms["switch_tau"], terms["os_lambda"], U3, V3)
+                c = counts[b]
+                refitted[start + b, :4] = (c @ U4) / (c @ V4)
+                refitted[start + b, 4:] = (c @ U3) / (c @ V3)
+        start += B
+    return fixed, refitted
 
 
 def _point(U: np.ndarray, V: np.ndarray) -> np.ndarray:
@@ -379,6 +493,7 @@ def evaluate(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    refit: bool | None = None,
 ) -> dict[str, Estimate]:
     """IPS, SNIPS, DM, DR, SNDR, Switch-DR and DR-OS estimates (any subset, by name) of the
     target's value on the log.
@@ -388,6 +503,9 @@ def evaluate(
     fitted only when a model-based estimator is asked for). switch_tau: Switch-DR's weight
     threshold; os_lambda: DR-OS's shrinkage (both >= 0, default inf as in OBP). The bootstrap
     resamples events with replacement, ``n_boot`` times, from ``np.random.default_rng(seed)``.
+    refit: whether DM's, Switch-DR's and DR-OS's resamples refit the reward model (default:
+    when ``evaluate`` fits it, that is when no qhat is given; refit=True with a qhat is
+    refused, the model that made it being unknown here).
     """
     _check_common(n_boot, level, clip)
     switch_tau = _check_threshold("switch_tau", switch_tau)
@@ -396,6 +514,10 @@ def evaluate(
     if unknown or not estimators:
         raise InvalidInputError(f"estimators: expected some of {', '.join(OFF_POLICY)}, "
                                 f"got {list(estimators)}")
+    if refit and qhat is not None:
+        raise InvalidInputError("refit: the reward model can only be refitted when evaluate "
+                                "fits it; got a qhat")
+    refit = bool(REFIT & set(estimators)) and (qhat is None if refit is None else refit)
     pi = target_probabilities(target, log)
     if qhat is None:
         qhat = (fit_reward_model(log, seed=seed) if MODEL_BASED & set(estimators)
@@ -413,6 +535,7 @@ def evaluate(
     # Only the columns the asked estimators read are resampled.
     columns = sorted({c for name in estimators for c in _PARTS[name]})
     parts = [tuple(columns.index(c) for c in _PARTS[name]) for name in estimators]
+    full_U, full_V = U, V
     U, V = np.ascontiguousarray(U[:, columns]), np.ascontiguousarray(V[:, columns])
     ratio = _point(U, V)
     value = np.array([ratio[list(cols)].sum() for cols in parts])
@@ -421,7 +544,16 @@ def evaluate(
         U0, V0, _ = estimator_terms(pi, qhat, log, np.inf, switch_tau, os_lambda)
         ratio0 = _point(np.ascontiguousarray(U0[:, columns]), np.ascontiguousarray(V0[:, columns]))
         bias = value - np.array([ratio0[list(cols)].sum() for cols in parts])
-    low, high = _interval(U, V, n_boot, level, np.random.default_rng(seed), parts)
+    if refit:
+        fixed, refitted = _refit_boot(log, pi, full_U, full_V,
+                                      {"clip": np.inf if clip is None else float(clip),
+                                       "switch_tau": switch_tau, "os_lambda": os_lambda},
+                                      n_boot, np.random.default_rng(seed), seed)
+        boot = np.stack([(refitted if name in REFIT else fixed)[:, list(_PARTS[name])].sum(axis=1)
+                         for name in estimators], axis=1)
+        low, high = _bounds(boot, level, None)
+    else:
+        low, high = _interval(U, V, n_boot, level, np.random.default_rng(seed), parts)
     out = {}
     clip_value = None if clip is None else float(clip)
     for j, name in enumerate(estimators):
