@@ -40,9 +40,9 @@ CLUSTERS = 1024
 _Z95 = 1.959963984540054
 
 
-# Hex digit -> value, for every byte (lower and upper case; anything else is refused).
-_HEX_VALUE = np.full(256, -1, dtype=np.int64)
-_HEX_VALUE[np.frombuffer(b"0123456789abcdefABCDEF", dtype=np.uint8)] = [*range(16),
+# Hex digit -> value, for every byte (lower and upper case; anything else: -1).
+HEX_VALUE = np.full(256, -1, dtype=np.int64)
+HEX_VALUE[np.frombuffer(b"0123456789abcdefABCDEF", dtype=np.uint8)] = [*range(16),
                                                                        *range(10, 16)]
 
 
@@ -58,16 +58,21 @@ def clusters_of(subjects: Sequence[str | bytes]) -> np.ndarray:
         raw = np.frombuffer(b"".join(cast("Sequence[bytes]", subjects)), dtype=np.uint8)
         if raw.size != 16 * n or (np.fromiter(map(len, subjects), np.int64, n) != 16).any():
             raise InvalidInputError("subject keys: expected 16 bytes each")
-        low = raw.reshape(n, 16)[:, 2:4].astype(np.int64)
-        return (low[:, 0] << 8 | low[:, 1]) & (CLUSTERS - 1)
+        return key_clusters(raw.reshape(n, 16))
     text = np.frombuffer("".join(cast("Sequence[str]", subjects)).encode("ascii", "replace"),
                          dtype=np.uint8)
     if text.size != 32 * n or (np.fromiter(map(len, subjects), np.int64, n) != 32).any():
         raise InvalidInputError("subject keys: expected 32 hex digits each")
-    low = _HEX_VALUE[text.reshape(n, 32)[:, 4:8]]  # bytes 2 and 3: the digits the bucket reads
+    low = HEX_VALUE[text.reshape(n, 32)[:, 4:8]]  # bytes 2 and 3: the digits the bucket reads
     if (low < 0).any():
         raise InvalidInputError("subject keys: expected 32 hex digits each")
     return (low[:, 0] << 12 | low[:, 1] << 8 | low[:, 2] << 4 | low[:, 3]) & (CLUSTERS - 1)
+
+
+def key_clusters(keys: np.ndarray) -> np.ndarray:
+    """``clusters_of`` of subject keys given as their bytes, (n, 16) uint8."""
+    low = keys[:, 2:4].astype(np.int64)
+    return (low[:, 0] << 8 | low[:, 1]) & (CLUSTERS - 1)
 
 
 def clustered_difference(n_a: np.ndarray, y_a: np.ndarray, n_b: np.ndarray,

@@ -46,7 +46,7 @@ import numpy as np
 import orjson
 
 from bandit.engine.campaign import _Campaign, _is_vw
-from bandit.engine.intervals import CLUSTERS
+from bandit.engine.intervals import HEX_VALUE, key_clusters
 from bandit.engine.learn import _Learned
 from bandit.models import OUTCOME_TYPES
 
@@ -57,10 +57,6 @@ _FIRST_ROWS = 64  # an open chunk's first capacity
 # Per decision; the context and segment pairs have their own lengths.
 _ROW_COLUMNS = ("subject_hi", "subject_lo", "ts", "holdout", "best", "has_context", "arms",
                 "rewards", "outcomes")
-_HEX = np.full(256, 255, dtype=np.uint8)
-_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
-_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
-_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
 
 
 def subject_words(subjects: list[str]) -> np.ndarray:
@@ -70,19 +66,11 @@ def subject_words(subjects: list[str]) -> np.ndarray:
     text = "".join(subjects).encode("ascii")
     if len(text) != 32 * n:
         raise ValueError("subject keys: each must be 32 hex digits")
-    nibbles = _HEX[np.frombuffer(text, dtype=np.uint8)].reshape(n, 32)
-    if n and nibbles.max() == 255:
+    nibbles = HEX_VALUE[np.frombuffer(text, dtype=np.uint8)].reshape(n, 32)
+    if n and nibbles.min() < 0:
         raise ValueError("subject keys: each must be 32 hex digits")
-    raw = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+    raw = ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).astype(np.uint8)
     return np.ascontiguousarray(raw).view("<u8").reshape(n, 2)
-
-
-def word_clusters(hi: np.ndarray) -> np.ndarray:
-    """(n,) int64: ``intervals.clusters_of`` of the keys whose first words (``subject_words``,
-    little-endian) are ``hi``: their first four bytes read big-endian, bucketed."""
-    b = [(hi >> np.uint64(8 * i)) & np.uint64(0xFF) for i in range(4)]
-    big = (b[0] << np.uint64(24)) | (b[1] << np.uint64(16)) | (b[2] << np.uint64(8)) | b[3]
-    return (big & np.uint64(CLUSTERS - 1)).astype(np.int64)
 
 
 def key_words(key: bytes) -> tuple[int, int]:
@@ -383,7 +371,8 @@ class Ledger:
             segments=([book.pairs[k] for k in seen.tolist()], col["event"],
                       local.reshape(-1).astype(np.int64), offset),
             outcomes=col["outcomes"].astype(np.int64),
-            clusters=word_clusters(col["subject_hi"]),
+            clusters=key_clusters(np.stack([col["subject_hi"], col["subject_lo"]], axis=1)
+                                  .astype("<u8").view(np.uint8)),
             after=col["after"].astype(np.int64)
             if self.complete and not self.expired else None)
 

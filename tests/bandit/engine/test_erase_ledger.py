@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bandit.engine import Engine
-from bandit.engine.intervals import clusters_of
-from bandit.engine.ledger import EXPIRY_HALF_LIVES, key_words, subject_words, word_clusters
+from bandit.engine.intervals import clusters_of, key_clusters
+from bandit.engine.ledger import EXPIRY_HALF_LIVES, key_words, subject_words
 from bandit.engine.randomness import subject_key
 from bandit.models import Click, Impression, JoinedEvent
 from tests.bandit.engine.test_erase_model import (
@@ -231,4 +231,4 @@ def test_subject_words_read_the_keys_bytes():
 def test_the_ledgers_subject_words_give_the_subjects_buckets():
     keys = [subject_key(f"u{i}").hex() for i in range(500)]
     words = subject_words(keys)
-    assert np.array_equal(word_clusters(words[:, 0]), clusters_of(keys))
+    assert np.array_equal(key_clusters(words.view(np.uint8)), clusters_of(keys))

@@ -13,18 +13,7 @@ from simulators.environments import Email
 from simulators.offline import compare, ope
 from simulators.offline.logs import LoggedBandit
 from tests import reference
-
-
-def _random_inputs(rng, n=53, k=4):
-    pi = rng.dirichlet(np.ones(k), size=n)
-    pi[rng.random((n, k)) < 0.2] = 0.0  # some zero-probability actions, so some w = 0
-    pi[:, 0] += 1e-3
-    pi /= pi.sum(axis=1, keepdims=True)
-    qhat = rng.random((n, k))
-    actions = rng.integers(k, size=n)
-    rewards = rng.normal(size=n)
-    p = rng.uniform(0.05, 1.0, size=n)
-    return pi, qhat, actions, rewards, p
+from tests.simulators.offline.test_ope import _random_inputs
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +34,7 @@ def email_log(problem):
                          [(np.inf, np.inf, np.inf), (2.0, 3.0, 5.0), (0.3, 0.0, 0.0),
                           (np.inf, 1.2, 0.5)])
 def test_kernel_ope_more_terms_match_obp_formulas(rng, clip, tau, lam):
-    pi, qhat, actions, rewards, p = _random_inputs(rng)
+    pi, qhat, actions, rewards, p = _random_inputs(rng, n=53)
     U, V = np.empty((len(actions), 3)), np.empty((len(actions), 3))
     ope.ope_more_terms(pi, qhat, actions, rewards, p, clip, tau, lam, U, V)
     U4, V4 = np.empty((len(actions), 4)), np.empty((len(actions), 4))
