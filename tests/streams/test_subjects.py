@@ -11,17 +11,16 @@ import uuid
 from collections.abc import Callable
 
 import orjson
-from kafka import TopicPartition
 
 from bandit.engine import Engine
 from bandit.engine.pseudonyms import keyed
 from bandit.engine.randomness import subject_key
 from bandit.models import CampaignSpec, DecisionRequest
 from streams.broker import LocalBroker
-from streams.kafka import read_campaign_records, reader
 from streams.link import StreamLink
 from streams.topics import Topics
 from tests.streams.test_decisionlog import logged_lines
+from tests.streams.test_worker_kafka import campaign_records
 
 CAMPAIGN = CampaignSpec.model_validate({
     "name": "weekly", "holdout": 0.0,
@@ -97,13 +96,7 @@ def test_replicas_share_pseudonyms_keep_raced_secrets_and_drop_erased_ones(kafka
         assert len(carol) == 4 and set(carol) == raced
         assert carol.count(in_use) == 3  # one decision each before the race was seen
         # The erase records name every pseudonym carol had, and the legacy key.
-        consumer = reader(kafka.bootstrap_servers)
-        tp = TopicPartition(topics.campaigns, 0)
-        consumer.assign([tp])
-        try:
-            records = read_campaign_records(consumer, tp)
-        finally:
-            consumer.close()
+        records = campaign_records(kafka, topics)
         assert {r["erase"] for r in records if "erase" in r} == raced | {
             subject_key("carol").hex()}
         # No replica maps the logged decisions of carol to her user id any more.

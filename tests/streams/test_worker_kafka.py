@@ -489,6 +489,19 @@ def test_an_erasure_survives_a_sigkilled_worker(kafka, tmp_path):
     assert key not in {j["subject"] for j in joined}
 
 
+def campaign_records(kafka, topics: Topics) -> list:
+    """Every record on the campaigns topic, decoded."""
+    from streams.kafka import read_campaign_records
+
+    consumer = reader(kafka.bootstrap_servers)
+    tp = TopicPartition(topics.campaigns, 0)
+    consumer.assign([tp])
+    try:
+        return read_campaign_records(consumer, tp)
+    finally:
+        consumer.close()
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM a worker process and wait for it (killed, and the test failed, if it hangs)."""
     proc.send_signal(signal.SIGTERM)
@@ -654,7 +667,6 @@ def test_cmab_erase_publishes_the_records_and_waits_for_every_partition(kafka, t
     import orjson
 
     from bandit.engine.randomness import subject_key
-    from streams.kafka import read_campaign_records
     from streams.worker import erase_record
 
     partitions = 2
@@ -680,13 +692,7 @@ def test_cmab_erase_publishes_the_records_and_waits_for_every_partition(kafka, t
     assert done.returncode == 0, done.stderr
     assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["alice@example.org",
                                                                          "bob"]
-    consumer = reader(kafka.bootstrap_servers)
-    tp = TopicPartition(topics.campaigns, 0)
-    consumer.assign([tp])
-    try:
-        records = read_campaign_records(consumer, tp)
-    finally:
-        consumer.close()
+    records = campaign_records(kafka, topics)
     # No secret on the subjects topic: each has the legacy key only.
     assert records[1:] == [erase_record(subject_key("alice@example.org"), 1000),
                            erase_record(subject_key("bob"), 1000)]
