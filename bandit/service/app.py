@@ -28,7 +28,7 @@ from bandit.service.metrics import (
 )
 from bandit.service.openapi import openapi
 from bandit.service.reading import StrictRoute
-from bandit.service.routes import ROUTERS
+from bandit.service.routes import ROUTERS, console
 from bandit.service.singles import Singles
 from bandit.settings import Settings
 
@@ -82,6 +82,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
         version="1",
         summary="Contextual bandit decisions with propensities, campaign management, events.",
         lifespan=_lifespan,
+        docs_url=None, redoc_url=None,  # /docs offline: console.add_pages serves it
     )
     metrics = Metrics()
     _keep(app, engine, settings, metrics, link)
@@ -98,6 +99,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
     # include_router would wrap each router in one it resolves again on every request.
     for router in ROUTERS:
         app.router.routes.extend(router.routes)
+    console.add_pages(app)  # /console and /docs, outside the OpenAPI document
     add_handlers(app)
     app.add_middleware(SingleFastPath, engine=engine, singles=app.state.singles,
                        metrics=metrics)
