@@ -1,8 +1,9 @@
 """What a weekly send of the demo produced (``SendResult``) and the demo's report folder:
-report.html (tables and embedded PNGs), report.md, results.json, and the PNGs: cumulative
-expected reward against the oracle and uniform random, arm allocation per slot and send, and
-the holdout lift of the click rate per send with its interval; per send the rate of every
-outcome type per group and its lift; the service's outcome rates per group and their lift."""
+report.html (tables, the bias audit's heatmaps and embedded PNGs), report.md, results.json,
+and the PNGs: cumulative expected reward against the oracle and uniform random, arm
+allocation per slot and send, and the holdout lift of the click rate per send with its
+interval; per send the rate of every outcome type per group and its lift; the service's
+outcome rates per group and their lift."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from matplotlib.figure import Figure
 from bandit.engine.report import rate_lift
 from bandit.models import OUTCOME_TYPES, Interval
 from simulators.reports.page import (
+    HEATMAP_STYLE,
     OUTCOME_HEADER,
     OUTCOME_NOTE,
+    bias_audit,
     html_page,
     html_table,
     markdown_table,
@@ -147,9 +150,9 @@ SEND_NOTE = (
     "within one send each subscriber appears once, so it needs no clustering). "
     "Expected, oracle and uniform reward: the truth's expected reward per decision of the "
     "personalized choices, the best combination, and uniformly random choices.")
-BIAS_HEADER = ("slot", "segment", "value", "impressions", "reward rate", "flagged")
 _STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
+          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
+          + HEATMAP_STYLE)
 
 
 def write_report(results: list[SendResult], service_report: dict[str, Any], out: Path, *,
@@ -166,7 +169,7 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
     rows = send_rows(results)
     per_send = outcome_send_rows(results)
     outcomes = outcome_rows(service_report)
-    bias = _bias_rows(service_report)
+    audit_md, audit_html = bias_audit(service_report)
     slots = [s["slot"] for s in service_report["slots"]]
     title = f"cmab demo: {subscribers:,} subscribers, {len(results)} weekly sends, seed {seed}"
     click = service_report.get("outcome_lift", {}).get("click", {})
@@ -181,8 +184,7 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
           "## Outcomes per send", "", markdown_table(OUTCOME_SEND_HEADER, per_send), "",
           SEND_NOTE, "",
           "## Outcomes", "", markdown_table(OUTCOME_HEADER, outcomes), "", OUTCOME_NOTE, "",
-          "## Slots", "", ", ".join(slots), "", "## Bias audit", "",
-          markdown_table(BIAS_HEADER, bias), "",
+          "## Slots", "", ", ".join(slots), "", *audit_md,
           *[f"![{n}]({n})" for n in figures]]
     (out / "report.md").write_text("\n".join(md) + "\n")
     images = "".join(
@@ -193,8 +195,7 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
             f"<h2>Outcomes</h2>"
             f"{html_table(OUTCOME_HEADER, outcomes)}<p>{html.escape(OUTCOME_NOTE)}</p>"
             f"<h2>Slots</h2>"
-            f"<p>{html.escape(', '.join(slots))}</p><h2>Bias audit</h2>"
-            f"{html_table(BIAS_HEADER, bias)}{images}")
+            f"<p>{html.escape(', '.join(slots))}</p>{audit_html}{images}")
     page = html_page(title, body, _STYLE)
     path = out / "report.html"
     path.write_text(page)
@@ -203,13 +204,6 @@ def write_report(results: list[SendResult], service_report: dict[str, Any], out:
 
 def _points_item(item: dict[str, Any] | None) -> str:
     return "n/a" if not item else _points(Interval.model_validate(item))
-
-
-def _bias_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
-    return [(s["slot"], seg["segment"], seg["value"], f"{seg['impressions']:,}",
-             _interval(seg.get("ctr")), "yes: " + (seg.get("reason") or "")
-             if seg["flagged"] else "no")
-            for s in report["slots"] for seg in s["segments"]]
 
 
 def _cumulative(results: list[SendResult]) -> Figure:

@@ -1,5 +1,6 @@
-"""The page writer every report shares: tables in Markdown and HTML, the HTML page shell, PNG
-plots drawn on bare matplotlib Figures with the Agg canvas (no pyplot, no GUI backend, no
+"""The page writer every report shares: tables in Markdown and HTML, the bias-audit heatmap
+(the web console's numbers, ``bandit.service.console.allocation_heatmap``), the HTML page
+shell, PNG plots drawn on bare matplotlib Figures with the Agg canvas (no pyplot, no GUI backend, no
 global figure state, so reports can be written from any thread or process), and PNGs embedded
 in the page, so the one HTML file can be mailed or attached on its own."""
 
@@ -15,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bandit.models import OUTCOME_TYPES
+from bandit.service.console import Heatmap, allocation_heatmap
 
 Row = Sequence[str]
 
@@ -146,3 +148,95 @@ def outcome_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
                      *((_points(lift["lift"]), _points(lift.get("always_valid"))) if lift
                        else ("no events", "no events"))))
     return rows
+
+
+AUDIT_NOTE = (
+    "Bias audit, per slot: each row is a segment value, each cell the share of the value's "
+    "learned decisions that got the arm (a row sums to 100%), under the slot's share over every "
+    "decision. ⚑ marks a value the audit flagged, with its reason: an allocation far from the "
+    "slot's (total variation), or a reward rate unlike the segment's other values.")
+# Cells shaded by share (the console's colours); a flagged value's cells outlined.
+HEATMAP_STYLE = ("table.heatmap td.cell{min-width:3.5em}"
+                 "table.heatmap th:first-child,table.heatmap td:first-child{text-align:left}"
+                 "table.heatmap tr.reason td{font-size:.85em}"
+                 "table.heatmap tr.flagged td{color:#b3261e}"
+                 "table.heatmap tr.flagged td.cell{outline:2px solid #b3261e;outline-offset:-3px;"
+                 "color:inherit}")
+
+
+def _share(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def heatmap_header(heatmap: Heatmap) -> tuple[str, ...]:
+    return ("segment = value", "learned",
+            *(arm if active else f"{arm} (retired)"
+              for arm, active in zip(heatmap["arms"], heatmap["active"], strict=True)))
+
+
+def heatmap_rows(heatmap: Heatmap) -> list[tuple[str, ...]]:
+    """The heatmap as rows of ``heatmap_header``: the slot's allocation over every decision,
+    then a row per segment value (flagged ones marked ⚑).
+
+    >>> h = {"slot": "s", "arms": ["a", "b"], "active": [True, True], "overall": [0.5, 0.5],
+    ...      "rows": [{"segment": "region", "value": "eu", "impressions": 60,
+    ...                "shares": [1.0, 0.0], "flagged": True, "reason": "far"}]}
+    >>> heatmap_rows(h)
+    [('every decision', '', '50.0%', '50.0%'), ('⚑ region = eu', '60', '100.0%', '0.0%')]
+    """
+    rows = [("every decision", "", *map(_share, heatmap["overall"]))]
+    rows += [(f"{'⚑ ' if r['flagged'] else ''}{r['segment']} = {r['value']}",
+              f"{r['impressions']:,}", *map(_share, r["shares"])) for r in heatmap["rows"]]
+    return rows
+
+
+def heatmap_markdown(heatmap: Heatmap) -> str:
+    """The heatmap as a Markdown table (``|`` in names escaped), each flagged value's reason
+    below it."""
+    rows = [tuple(cell.replace("|", "\\|") for cell in row) for row in heatmap_rows(heatmap)]
+    reasons = [f"- ⚑ {r['segment']} = {r['value']}: {r['reason']}"
+               for r in heatmap["rows"] if r["flagged"]]
+    return "\n".join([markdown_table(heatmap_header(heatmap), rows), *([""] + reasons
+                                                                      if reasons else [])])
+
+
+def heatmap_html(heatmap: Heatmap) -> str:
+    """The heatmap as an HTML table, every name escaped: cells shaded by share, a flagged
+    value's cells outlined and its reason in a row below it (``HEATMAP_STYLE``)."""
+    columns = len(heatmap["arms"]) + 2
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in heatmap_header(heatmap))
+    body = []
+    for k, row in enumerate(heatmap_rows(heatmap)):
+        flagged = k > 0 and heatmap["rows"][k - 1]["flagged"]
+        shares = heatmap["overall"] if k == 0 else heatmap["rows"][k - 1]["shares"]
+        cells = "".join(
+            f'<td class="cell" style="background:hsl(212,70%,{97 - 55 * share:.0f}%)'
+            f'{";color:#fff" if share > 0.55 else ""}">{html.escape(text)}</td>'
+            for text, share in zip(row[2:], shares, strict=True))
+        marked = ' class="flagged"' if flagged else ""
+        body.append(f"<tr{marked}><td>{html.escape(row[0])}</td><td>{html.escape(row[1])}</td>"
+                    f"{cells}</tr>")
+        if flagged:
+            reason = heatmap["rows"][k - 1]["reason"] or ""
+            body.append(f'<tr class="flagged reason"><td colspan="{columns}">⚑ '
+                        f"{html.escape(reason)}</td></tr>")
+    return (f'<table class="heatmap"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def bias_audit(report: Mapping[str, Any], level: int = 2, title: str = "Bias audit"
+               ) -> tuple[list[str], str]:
+    """A campaign report's (``CampaignReport`` as JSON) bias audit, a heatmap per slot that has
+    segment values, as Markdown lines and HTML, headed at ``level`` (slots one below);
+    nothing when no slot has any."""
+    heatmaps = [h for h in map(allocation_heatmap, report["slots"]) if h["rows"]]
+    if not heatmaps:
+        return [], ""
+    mark = "#" * level
+    md = [f"{mark} {title}", "", AUDIT_NOTE, ""]
+    page = f"<h{level}>{html.escape(title)}</h{level}><p>{html.escape(AUDIT_NOTE)}</p>"
+    for h in heatmaps:
+        md += [f"{mark}# Slot {h['slot']}", "", heatmap_markdown(h), ""]
+        page += (f"<h{level + 1}>Slot {html.escape(h['slot'])}</h{level + 1}>"
+                 f"{heatmap_html(h)}")
+    return md, page

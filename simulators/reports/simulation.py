@@ -58,7 +58,8 @@ def write_report(result: SimulationResult, out_dir: str | Path,
                  reports: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """Write every report file into out_dir (created if needed); returns the HTML report's path.
     ``reports``: per run of an email campaign, its engine's ``CampaignReport`` as JSON, shown
-    as outcome tables (``page.outcome_rows``); by default the result's own."""
+    as outcome tables (``page.outcome_rows``) and bias-audit heatmaps (``page.bias_audit``,
+    where its decisions carry segments); by default the result's own."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # allow_nan=False: a NaN in a curve is a bug to see now, not a null to puzzle over later.
@@ -71,9 +72,10 @@ def write_report(result: SimulationResult, out_dir: str | Path,
     slot_rows = [format_slot_row(row) for row in result.slot_summary()]
     chosen = result.reports if reports is None else reports
     outcomes = {name: page.outcome_rows(r) for name, r in chosen.items()}
-    (out / "report.md").write_text(_markdown(result, rows, slot_rows, outcomes))
+    audits = {name: page.bias_audit(r, title=f"Bias audit: {name}") for name, r in chosen.items()}
+    (out / "report.md").write_text(_markdown(result, rows, slot_rows, outcomes, audits))
     report = out / "report.html"
-    report.write_text(_html(result, rows, slot_rows, outcomes, out))
+    report.write_text(_html(result, rows, slot_rows, outcomes, audits, out))
     return report
 
 
@@ -94,7 +96,8 @@ def _parameters(result: SimulationResult) -> str:
 
 def _markdown(result: SimulationResult, rows: list[tuple[str, ...]],
               slot_rows: list[tuple[str, ...]],
-              outcomes: dict[str, list[tuple[str, ...]]]) -> str:
+              outcomes: dict[str, list[tuple[str, ...]]],
+              audits: dict[str, tuple[list[str], str]]) -> str:
     lines = [
         f"# {_title(result)}",
         "",
@@ -115,13 +118,15 @@ def _markdown(result: SimulationResult, rows: list[tuple[str, ...]],
         lines += [f"## Outcomes: {name}", "", page.markdown_table(page.OUTCOME_HEADER, table), ""]
     if outcomes:
         lines += [page.OUTCOME_NOTE, ""]
+    for audit, _ in audits.values():
+        lines += audit
     lines += page.markdown_images(PLOTS)
     return "\n".join(lines) + "\n"
 
 
 def _html(result: SimulationResult, rows: list[tuple[str, ...]],
           slot_rows: list[tuple[str, ...]], outcomes: dict[str, list[tuple[str, ...]]],
-          out: Path) -> str:
+          audits: dict[str, tuple[list[str], str]], out: Path) -> str:
     tables = "".join(f"<h2>Outcomes: {html.escape(name)}</h2>"
                      f"{page.html_table(page.OUTCOME_HEADER, table)}"
                      for name, table in outcomes.items())
@@ -131,9 +136,10 @@ def _html(result: SimulationResult, rows: list[tuple[str, ...]],
         f"{page.html_table(SUMMARY_HEADER, rows)}<p>{html.escape(_DEFINITIONS)}</p>"
         f"<h2>Per slot</h2>{page.html_table(SLOT_HEADER, slot_rows)}"
         f"<p>{html.escape(_SLOT_DEFINITIONS)}</p>{tables}{note}"
-        f"{page.titled_images(out, PLOTS)}"
+        f"{''.join(audit for _, audit in audits.values())}{page.titled_images(out, PLOTS)}"
     )
-    return page.html_page(_title(result), body, page.STYLE + page.NUMBERS_RIGHT + page.IMAGES)
+    return page.html_page(_title(result), body, page.STYLE + page.NUMBERS_RIGHT + page.IMAGES
+                          + page.HEATMAP_STYLE)
 
 
 class _LineStyle(TypedDict, total=False):

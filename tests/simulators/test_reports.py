@@ -74,3 +74,61 @@ def test_the_simulation_report_shows_each_engines_outcome_table(tmp_path):
         assert f"| {kind} |" in markdown
     # No holdout in a simulation run: the guardrails' lift is shown, without an interval.
     assert "| complaint | 0.00% [" in markdown and "| n/a | n/a |" in markdown
+
+
+def _segmented_report() -> dict:
+    """60 decisions per region: 'eu' always got arm 'a' and clicked, the others got 'a' or 'b'
+    in turn and never clicked (so every region is flagged); a region named like markup."""
+    engine = Engine()
+    engine.create_campaign(CampaignSpec.model_validate({
+        "name": "w", "attribution_window_ms": 1000, "context": {"segments": ["region"]},
+        "slots": [{"name": "s", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a",
+                   "policy": {"kind": "beta_ts"}}]}))
+    regions = ["eu", "us", "<b>x|y</b>"]
+    engine.learn([JoinedEvent(
+        decision_id=f"{i:032x}", campaign="w", subject=subject_key(f"u{i}").hex(), ts=i,
+        slots={"s": {"arm": "a" if i % 3 == 0 or i % 2 else "b", "propensity": 0.5}},
+        holdout=False, segments={"region": regions[i % 3]},
+        outcomes={"click": 1} if i % 3 == 0 else {}, rewards={"s": float(i % 3 == 0)})
+        for i in range(180)])
+    return engine.report("w").model_dump(mode="json")
+
+
+def test_the_demo_report_shows_the_bias_audit_as_a_heatmap(tmp_path):
+    report = _segmented_report()
+    reached = dict.fromkeys(OUTCOME_TYPES, [0, 0])
+    send = demo.SendResult(send=1, decisions=180, model_version=1, holdout=0, reached=reached,
+                           reward=[60.0, 0.0], expected=0.3, oracle=0.4, uniform=0.2,
+                           seconds=1.0, events_per_s=20.0, dead_letters=0,
+                           allocation={"s": {"a": 120, "b": 60}})
+    page = demo.write_report([send], report, tmp_path, subscribers=180, seed=0).read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    # Which arms each value got (a row per value, a column per arm), not a reward rate per
+    # slot: eu always 'a', the others half and half; the slot's allocation above them.
+    assert "## Bias audit" in markdown and "### Slot s" in markdown
+    assert "| segment = value | learned | a | b |" in markdown
+    assert "| every decision |  | 66.7% | 33.3% |" in markdown
+    assert "| ⚑ region = eu | 60 | 100.0% | 0.0% |" in markdown
+    assert "| ⚑ region = us | 60 | 50.0% | 50.0% |" in markdown
+    assert "| ⚑ region = <b>x\\|y</b> | 60 | 50.0% | 50.0% |" in markdown
+    assert ("- ⚑ region = eu: arm allocation differs from the slot's overall by 0.33 (total "
+            "variation); reward rate 1.0000 vs 0.0000") in markdown
+    assert '<table class="heatmap">' in page
+    assert "region = &lt;b&gt;x|y&lt;/b&gt;" in page and "<b>x|y</b>" not in page
+    assert page.count('<tr class="flagged"><td>⚑ region') == 3
+
+
+def test_the_simulation_report_shows_each_engines_heatmaps(tmp_path):
+    env = EmailCampaign()
+    engines = make_policies(["beta_ts"], env, seed=0)
+    result = simulate(env, engines, 400, batch_size=200, seed=0, progress=False)
+    reports = {name: e.report(next(iter(e._campaigns))).model_dump(mode="json")
+               for name, e in engines.items()}
+    page = simulation.write_report(result, tmp_path, reports).read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Bias audit: beta_ts" in markdown and "<h2>Bias audit: beta_ts</h2>" in page
+    slots = [s["slot"] for s in reports["beta_ts"]["slots"]]
+    for slot in slots:
+        assert f"### Slot {slot}" in markdown
+    assert page.count('<table class="heatmap">') == len(slots)
+    assert "| region = " in markdown and "| age_band = " in markdown
