@@ -1,6 +1,7 @@
 """The operator's pages, outside the OpenAPI document: the web console at ``/console`` and
 the API reference at ``/docs`` (Swagger UI), both offline: their files come from this
-package (``bandit.service.console.ASSETS``) and from ``swagger-ui-bundle``, never a CDN.
+package (``bandit.service.console.ASSETS``) and from ``fastapi-offline`` (Swagger UI 5, which
+reads the OpenAPI 3.1 document FastAPI writes), never a CDN.
 
 The console polls ``GET /console/state`` (every campaign's report, the decisions this
 replica served per slot and arm, the age of the state it follows) and keeps the history
@@ -11,11 +12,13 @@ add and retire arm call the campaign routes with the management token the page a
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 import orjson
-import swagger_ui_bundle
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -29,7 +32,7 @@ from bandit.service.reading import StrictRoute
 
 router = APIRouter(route_class=StrictRoute, include_in_schema=False)
 _PAGE = (ASSETS / "index.html").read_text()
-_DOCS = (ASSETS / "docs.html").read_text()
+_SWAGGER = Path(fastapi_offline.__file__).parent / "static"
 
 
 def add_pages(app: FastAPI) -> None:
@@ -37,7 +40,7 @@ def add_pages(app: FastAPI) -> None:
     and ``redoc_url=None``: FastAPI's own pages load Swagger UI and ReDoc from a CDN)."""
     app.router.routes.extend(router.routes)
     app.mount("/console/assets", StaticFiles(directory=ASSETS), name="console-assets")
-    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+    app.mount("/docs/assets", StaticFiles(directory=_SWAGGER),
               name="docs-assets")
 
 
@@ -87,9 +90,11 @@ def _state(engine: Engine, metrics: Metrics, link: Link | None) -> dict[str, Any
 
 @router.get("/docs", response_class=HTMLResponse)
 async def docs(request: Request) -> HTMLResponse:
-    """Swagger UI over the app's OpenAPI document, its script and style from the package
-    (``assets/docs.js`` says why it is not FastAPI's ``get_swagger_ui_html``)."""
-    app = request.app
-    return HTMLResponse(_DOCS.replace("__TITLE__", html.escape(f"{app.title}: API reference"))
-                        .replace("__OPENAPI__", html.escape(app.openapi_url))
-                        .replace("__ROOT__", html.escape(_root(request))))
+    """Swagger UI over the app's OpenAPI document, its script and style from the package;
+    no favicon and no validator badge, so that the page asks no other host for anything."""
+    app, root = request.app, _root(request)
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{app.openapi_url}", title=f"{app.title}: API reference",
+        swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+        swagger_favicon_url="data:,", swagger_ui_parameters={"validatorUrl": None})
