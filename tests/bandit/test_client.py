@@ -56,13 +56,20 @@ def tokens(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CMAB_INGEST_TOKEN", INGEST)
 
 
-def test_the_token_and_address_variables_are_the_services_settings():
+def test_the_token_and_address_variables_are_the_services_settings(monkeypatch):
     names = {f"{ENV_PREFIX}{name}".upper(): f for name, f in Settings.model_fields.items()}
     for env in (client_module.API_TOKEN_ENV, client_module.INGEST_TOKEN_ENV,
                 client_module.HOST_ENV, client_module.PORT_ENV):
         assert env in names
     assert names["CMAB_PORT"].default == 8000 and names["CMAB_HOST"].default == "127.0.0.1"
-    assert Client(retry=QUICK).url == "http://127.0.0.1:8000"
+    monkeypatch.delenv("CMAB_HOST", raising=False)
+    monkeypatch.delenv("CMAB_PORT", raising=False)
+    with Client(retry=QUICK) as default:
+        assert default.url == "http://127.0.0.1:8000"
+    monkeypatch.setenv("CMAB_HOST", "0.0.0.0")  # the service listens everywhere: ask here
+    monkeypatch.setenv("CMAB_PORT", "9000")
+    with Client(retry=QUICK) as everywhere:
+        assert everywhere.url == "http://127.0.0.1:9000"
 
 
 def test_sync_client_decides_records_and_pauses(url, newsletter_spec, tokens):
