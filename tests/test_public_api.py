@@ -73,8 +73,8 @@ PINNED = {
     "bandit.wire.decisions": ["DecisionRequest", "DecisionRequestLike"],
 }
 # The public modules and packages: each states its names.
-PUBLIC = ["bandit", "bandit.client", "bandit.engine", "bandit.errors", "bandit.models", "bandit.policies",
-          "bandit.service", "bandit.settings", "bandit.wire"]
+PUBLIC = ["bandit", "bandit.client", "bandit.engine", "bandit.errors", "bandit.models",
+          "bandit.policies", "bandit.service", "bandit.settings", "bandit.wire"]
 
 
 def _modules_with_all() -> dict[str, list[str]]:
