@@ -829,6 +829,99 @@ def demo(
     console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
 
 
+@app.command()
+def decide(
+    campaign: Annotated[str, typer.Option(help="The campaign to decide for.")],
+    input: Annotated[Path, typer.Option(
+        "--input", help="The send list: .csv (a header line) or .parquet.")],
+    out: Annotated[Path, typer.Option(help="Where to write the decisions: .csv or .parquet.")],
+    snapshot: Annotated[Path | None, typer.Option(
+        help="Decide in this process from an engine snapshot (as cmab serve --snapshot "
+        "writes it); the decisions are not logged.")] = None,
+    url: Annotated[str | None, typer.Option(
+        help="Decide through the service at this URL (it logs the decisions); the token "
+        "variables as for the client.")] = None,
+    errors: Annotated[Path | None, typer.Option(
+        help="Also write every bad row here (CSV: where, column, reason).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Decide for every subscriber of a file, in process (--snapshot) or by a service (--url).
+
+    Input columns, by name: user_id (required); each context feature of the campaign's spec
+    (numbers for numeric features; a column or an empty cell may be left out only where the
+    feature has a default; labels for categorical ones); each segment of the spec (optional);
+    consent (optional, default true: true/false, 1/0, yes/no). Another column is refused.
+
+    Output, one row per decision in input order: decision_id, user_id, holdout, then per slot
+    <slot>.arm and <slot>.propensity.
+
+    A bad row is reported on stderr with its line number (CSV: the header is line 1; Parquet:
+    row 1 is the first) and left out; the rest are decided, and the exit code is 1. Bad usage
+    (no such file, an unknown extension, an unknown campaign or column) is one line and exit
+    code 2.
+    """
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from bandit.bulk import decide_file, file_format
+
+    if (snapshot is None) == (url is None):
+        raise InvalidInputError("give exactly one of --snapshot PATH and --url URL")
+    file_format(input, "--input")
+    file_format(out, "--out")
+    if not input.is_file():
+        raise InvalidInputError(f"--input {input}: no such file")
+    engine = client = None
+    with contextlib.ExitStack() as stack:
+        if snapshot is not None:
+            from bandit.engine import Engine
+
+            if not snapshot.is_file():
+                raise InvalidInputError(f"--snapshot {snapshot}: no such file")
+            engine = Engine.load(snapshot)
+            spec = engine.campaign(campaign)
+        else:
+            from bandit.client import Client
+
+            client = stack.enter_context(Client(url))
+            spec = client.campaign(campaign)
+        started = time.perf_counter()
+        console = Console(stderr=True)
+        bar = stack.enter_context(Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, disable=not progress, transient=True))
+        task = bar.add_task(f"deciding {campaign}", total=None)
+        result = decide_file(input, out, spec, engine=engine, client=client,
+                             progress=lambda n, total: bar.update(task, advance=n, total=total))
+    seconds = time.perf_counter() - started
+    for refusal in result.refused[:20]:
+        print(f"cmab decide: {input}: {refusal}", file=sys.stderr)
+    if len(result.refused) > 20:
+        print(f"cmab decide: ... and {len(result.refused) - 20:,} more bad rows"
+              + (f" (all in {errors})" if errors else " (--errors FILE lists them all)"),
+              file=sys.stderr)
+    if errors is not None:
+        _write_refusals(errors, result.refused)
+    print(f"{out}: {result.decided:,} decisions in {seconds:.2f} s"
+          + (f"; {len(result.refused):,} bad rows left out" if result.refused else ""))
+    if result.refused:
+        raise typer.Exit(1)
+
+
+def _write_refusals(path: Path, refused: Sequence[Any]) -> None:
+    import csv
+
+    try:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["where", "column", "reason"])
+            writer.writerows([r.where, r.column, r.reason] for r in refused)
+    except OSError as error:
+        raise InvalidInputError(f"--errors: cannot write {path}: {error.strerror}") from None
+
+
 def _describe_settings_error(error: ValidationError) -> str:
     """One line naming every bad setting (CMAB_PROT=1 is "unknown setting CMAB_PROT")."""
     problems = []

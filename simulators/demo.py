@@ -6,8 +6,9 @@ campaign of ``simulators.email_campaign`` over HTTP, with the email reward
 (``EmailCampaign.email_reward``: a click 1, a conversion 0.01 per unit of value, an
 unsubscribe -5) and ``activation: "send"``, then plays weekly sends:
 
-1. decide: the whole list in one ``POST /v1/decisions/batch`` (JSON lines); the service logs
-   every decision itself to ``<prefix>.decisions``;
+1. decide: the whole list streamed to ``POST /v1/decisions/batch`` as JSON lines by
+   ``bandit.client`` (as every call to the service here); the service logs every decision
+   itself to ``<prefix>.decisions``;
 2. send: the sender posts one ``send`` per email to ``<prefix>.events`` (no context, no arms),
    at the send hour the service chose;
 3. respond: the tracker posts what the simulated subscribers did (``simulators.outcomes``:
@@ -44,10 +45,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import orjson
 
+from bandit.client import Client, Retry
 from bandit.errors import InvalidInputError, UnavailableError
 from bandit.models import OUTCOME_TYPES, CampaignSpec
 from simulators.email_campaign import SLOTS, EmailCampaign, Subscribers
@@ -134,8 +135,9 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
         children.start("worker", ["worker", "--bootstrap-servers", servers,
                                   "--topic-prefix", prefix, "--group", f"{prefix}-workers"],
                        env, out / "worker.log")
-        client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}",
-                                                  timeout=300))
+        # Every retry first checks that the children still run.
+        client = stack.enter_context(Client(f"http://127.0.0.1:{port}", timeout_s=300,
+                                            retry=Retry(on_retry=lambda _: children.check())))
         _wait_ready(client, children)
         from bandit.engine import Engine
         from streams.follower import StateFollower
@@ -148,7 +150,7 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
         spec = _spec(sends)
         results = _play(client, publisher, follower, children, spec, subscribers=subscribers,
                         sends=sends, seed=seed, on_send=on_send)
-        report = client.get(f"/v1/campaigns/{CAMPAIGN}/report").json()
+        report = orjson.loads(client.report(CAMPAIGN).model_dump_json())
         # The researcher's inputs, while the broker still runs: every send's decisions closed
         # (_play waited until the model learned them, and the worker writes .joined first).
         (out / SPEC_FILE).write_bytes(spec.model_dump_json(indent=2).encode() + b"\n")
@@ -161,13 +163,13 @@ def run_demo(*, subscribers: int = 20_000, sends: int = 6, seed: int = 0,
     return results, path
 
 
-def _wait_ready(client: httpx.Client, children: _Children) -> None:
+def _wait_ready(client: Client, children: _Children) -> None:
     deadline = time.monotonic() + _START_TIMEOUT_S
     while True:
         children.check()
-        with contextlib.suppress(httpx.TransportError):
-            if client.get("/readyz").status_code == 200:
-                return
+        with contextlib.suppress(UnavailableError):  # not listening yet, or warming up
+            client.readiness()
+            return
         if time.monotonic() > deadline:
             raise UnavailableError(f"the decision service was not ready in "
                                    f"{_START_TIMEOUT_S:.0f} s")
@@ -181,7 +183,7 @@ def _spec(sends: int) -> CampaignSpec:
                                          activation_window_ms=(sends + 1) * WEEK_MS)
 
 
-def _play(client: httpx.Client, publisher: Any, follower: Any, children: _Children,
+def _play(client: Client, publisher: Any, follower: Any, children: _Children,
           spec: CampaignSpec, *, subscribers: int, sends: int, seed: int,
           on_send: Any) -> list[SendResult]:
     env = EmailCampaign()
@@ -190,9 +192,7 @@ def _play(client: httpx.Client, publisher: Any, follower: Any, children: _Childr
     # The first send day: the next midnight (UTC) after now, so every send comes after the
     # decisions the service logs at its clock's time (see the module docstring).
     first_day = (time.time_ns() // 10**6 // DAY_MS + 1) * DAY_MS
-    created = client.post("/v1/campaigns", json=spec.model_dump(mode="json"))
-    if created.status_code != 201:
-        raise UnavailableError(f"campaign not created: {created.status_code} {created.text}")
+    client.create_campaign(spec)
     rng = np.random.default_rng(seed)
     population = env.subscribers(subscribers, rng)
     inboxes = model.inboxes(subscribers, rng)
@@ -241,17 +241,14 @@ def _play(client: httpx.Client, publisher: Any, follower: Any, children: _Childr
     return results
 
 
-def _decide(client: httpx.Client, population: Subscribers) -> list[dict[str, Any]]:
-    body = b"\n".join(orjson.dumps(p) for p in population.payloads(CAMPAIGN))
-    answer = client.post("/v1/decisions/batch", content=body,
-                         headers={"content-type": "application/x-ndjson"})
-    if answer.status_code != 200:
-        raise UnavailableError(f"batch decision failed: {answer.status_code} "
-                               f"{answer.text[:300]}")
-    return [orjson.loads(line) for line in answer.content.splitlines() if line]
+def _decide(client: Client, population: Subscribers) -> list[dict[str, Any]]:
+    # The service's JSON lines, read as dicts: a model per decision would cost more than the
+    # demo reads of it.
+    return [orjson.loads(line) for line in client.decide_lines(
+        CAMPAIGN, population.payloads(CAMPAIGN))]
 
 
-def _wait_learned(client: httpx.Client, children: _Children, follower: Any,
+def _wait_learned(client: Client, children: _Children, follower: Any,
                   learned: int) -> None:
     """Wait until the service's model holds ``learned`` decisions, as long as the worker makes
     progress (records in its checkpoints, or decisions in the service's model): a large send
@@ -259,8 +256,7 @@ def _wait_learned(client: httpx.Client, children: _Children, follower: Any,
     deadline, last = time.monotonic() + _STALL_TIMEOUT_S, None
     while True:
         children.check()
-        report = client.get(f"/v1/campaigns/{CAMPAIGN}/report").json()
-        seen = int(report["impressions"])
+        seen = client.report(CAMPAIGN).impressions
         if seen >= learned:
             return
         progress = (seen, sum(part.counters.records for part in follower.partitions().values()))

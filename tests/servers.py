@@ -12,10 +12,12 @@ import uvicorn
 
 
 @contextmanager
-def live(app: Any) -> Iterator[httpx.Client]:
-    """Serve ``app`` with uvicorn on a free 127.0.0.1 port until the block ends."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+def live(app: Any, sock: socket.socket | None = None) -> Iterator[httpx.Client]:
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port until the block ends; or on ``sock``,
+    a socket bound (not listening: connections to it are refused until the server starts)."""
+    if sock is None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -28,6 +28,10 @@ PINNED = {
         "NumericFeature", "OverCapacityError", "SegmentReport", "SlotChoice", "SlotDecision",
         "SlotReport", "SlotSpec", "UnavailableError", "UnknownArmError", "VWSpec", "Watermark",
     ],
+    "bandit.client": [
+        "AsyncClient", "Client", "Conflict", "Forbidden", "Invalid", "NotFound", "Retry",
+        "RetryEvent", "ServiceRefused", "Unavailable", "Unreachable",
+    ],
     "bandit.engine": [
         "ERASED", "MAX_PENDING", "OVER_CAPACITY", "Closed", "DecisionBatch", "Engine",
         "JoinResult", "Joiner", "OneDecision", "RequestColumns", "SlotColumns", "_Tally",
@@ -69,8 +73,8 @@ PINNED = {
     "bandit.wire.decisions": ["DecisionRequest", "DecisionRequestLike"],
 }
 # The public modules and packages: each states its names.
-PUBLIC = ["bandit", "bandit.engine", "bandit.errors", "bandit.models", "bandit.policies",
-          "bandit.service", "bandit.settings", "bandit.wire"]
+PUBLIC = ["bandit", "bandit.client", "bandit.engine", "bandit.errors", "bandit.models",
+          "bandit.policies", "bandit.service", "bandit.settings", "bandit.wire"]
 
 
 def _modules_with_all() -> dict[str, list[str]]:
