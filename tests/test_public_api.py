@@ -62,6 +62,7 @@ PINNED = {
         "BATCH_CHUNK", "EXAMPLE_CAMPAIGN", "NDJSON", "Link", "LinkFactory", "create_app",
         "tune_gc",
     ],
+    "bandit.service.console": ["ASSETS", "Heatmap", "HeatmapRow", "allocation_heatmap"],
     "bandit.service.routes": ["ROUTERS"],
     "bandit.settings": ["ENV_PREFIX", "Settings"],
     "bandit.wire": [
