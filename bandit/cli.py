@@ -289,11 +289,12 @@ def broker(
 
     # SIGTERM stops it the way Ctrl-C does: out of the with block, which stops the broker.
     signal.signal(signal.SIGTERM, interrupt)
-    with LocalBroker(host=settings.host, port=settings.port or None,
-                     durable=settings.durable) as running:
+    # The address inside the suppress: a SIGTERM right after it is a clean stop too.
+    with (LocalBroker(host=settings.host, port=settings.port or None,
+                      durable=settings.durable) as running,
+          contextlib.suppress(KeyboardInterrupt)):
         print(running.bootstrap_servers, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+        signal.pause()
 
 
 def _run_until_signalled(run: Callable[[Callable[[], bool]], None], records: Callable[[], int],

@@ -46,6 +46,8 @@ _CONFIG = Field(None, description="A TOML file of settings (top-level shared key
                 "section per command); environment variables override it, options both.")
 _TOPIC_PREFIX = Field("cmab", pattern=r"^[A-Za-z0-9_-]+$",
                       description="Topics are <prefix>.decisions, .events, .state, ...")
+# The stream commands leave the prefix to streams.topics.Topics, whose error names it.
+_STREAM_PREFIX = Field("cmab", min_length=1, description="Topics are <prefix>.decisions, ...")
 _PARTITIONS = Field(4, ge=1, description="Partitions of topics the command creates if missing.")
 _OTLP_ENDPOINT = Field(
     None, min_length=1, description="Export spans to this OTLP/HTTP endpoint (needs the "
@@ -178,7 +180,7 @@ class WorkerSettings(_Sourced):
 
     bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1,
                                    description="Kafka bootstrap address.")
-    topic_prefix: str = _TOPIC_PREFIX
+    topic_prefix: str = _STREAM_PREFIX
     partitions: int = _PARTITIONS
     max_pending: int = Field(
         MAX_PENDING, ge=1, description="Most decisions of one campaign waiting for their "
@@ -209,7 +211,7 @@ class VWLearnerSettings(_Sourced):
 
     bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1,
                                    description="Kafka bootstrap address.")
-    topic_prefix: str = _TOPIC_PREFIX
+    topic_prefix: str = _STREAM_PREFIX
     partitions: int = _PARTITIONS
     group: str = Field("cmab-vw-learner", min_length=1, description="Group its .joined offsets "
                        "are committed to (lag monitoring only; restarts use its checkpoint).")
