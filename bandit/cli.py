@@ -146,6 +146,24 @@ def _print_simulation(result: Any, report: Path, title: str) -> None:
     console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
 
 
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", help="A TOML file of settings (bandit.settings): shared top-level keys and a "
+    "section per command; CMAB_* variables override it, options both.", show_default="CMAB_CONFIG",
+    dir_okay=False)]
+
+
+def _settings(cls: Any, config: Path | None, **options: Any) -> Any:
+    """``cls`` (a settings class of bandit.settings) from the config file, the environment and
+    the options given (None: not given), in increasing priority; a bad one is one line."""
+    from pydantic import ValidationError
+
+    given = {key: value for key, value in options.items() if value is not None}
+    try:
+        return cls(**({"config": config} if config is not None else {}), **given)
+    except ValidationError as error:
+        raise InvalidInputError(_describe_settings_error(error)) from None
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -164,27 +182,26 @@ def serve(
         Path | None, typer.Option(help="A dotenv file of CMAB_* settings.", exists=True,
                                   dir_okay=False)
     ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Run the HTTP decision service until Ctrl-C.
 
-    Each setting is taken from its option, else its CMAB_* variable, else --env-file.
+    Each setting is taken from its option, else its CMAB_* variable, else --env-file, else
+    the [service] section (or top-level shared key) of --config.
     """
     import contextlib
     import logging
 
     import uvicorn
-    from pydantic import ValidationError
 
     from bandit.service import create_app, tune_gc
     from bandit.service.deadlines import deadline_protocol
     from bandit.settings import Settings
+    from bandit.tracing import configure_export
 
-    overrides: dict[str, Any] = {"host": host, "port": port, "snapshot_path": snapshot}
-    try:
-        settings = Settings(_env_file=env_file,
-                            **{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as error:
-        raise InvalidInputError(_describe_settings_error(error)) from None
+    settings = _settings(Settings, config, _env_file=env_file, host=host, port=port,
+                         snapshot_path=snapshot)
+    configure_export(settings.otlp_endpoint, "cmab-serve")
     sock = _listening_socket(settings.host, settings.port)
     link = None
     if settings.bootstrap_servers:
@@ -204,7 +221,7 @@ def serve(
         logger.warning(
             "cmab serve: CMAB_ID_SEED is set: decision ids are seeded, for reproducible runs "
             "only (a restart or another replica with the same id seed issues the same ids)")
-    config = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info",
+    server = uvicorn.Config(app_, host=settings.host, port=settings.port, log_level="info",
                             http=deadline_protocol(settings.header_timeout_s,
                                                    settings.body_timeout_s))
     # uvicorn does not announce sockets it was handed; the real port matters with --port 0.
@@ -214,7 +231,7 @@ def serve(
     # On SIGINT/SIGTERM uvicorn stops accepting, drains, runs the shutdown (which writes the
     # snapshot), then re-raises the signal: Ctrl-C arrives here as KeyboardInterrupt.
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(server).run(sockets=[sock])
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -245,31 +262,39 @@ def _warn_open(logger: logging.Logger, settings: Settings) -> None:
 
 @app.command()
 def broker(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one).")] = 0,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.",
+                                             show_default="127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="TCP port (0: any free "
+                                             "one).", show_default="0")] = None,
     durable: Annotated[Path | None, typer.Option(
         help="Keep topics, records and committed offsets in this directory (an S3 store on "
              "loopback), so a restart on it finds them again.")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Run the local Kafka-compatible broker (tansu, in memory unless --durable) until Ctrl-C
-    or SIGTERM.
+    or SIGTERM. Settings: options, else CMAB_BROKER_* variables, else [broker] of --config.
 
     The first line printed is its bootstrap address, for --bootstrap-servers or
     CMAB_BOOTSTRAP_SERVERS.
     """
     import signal
 
+    from bandit.settings import BrokerSettings
     from streams.broker import LocalBroker
+
+    settings = _settings(BrokerSettings, config, host=host, port=port, durable=durable)
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     # SIGTERM stops it the way Ctrl-C does: out of the with block, which stops the broker.
     signal.signal(signal.SIGTERM, interrupt)
-    with LocalBroker(host=host, port=port or None, durable=durable) as running:
+    # The address inside the suppress: a SIGTERM right after it is a clean stop too.
+    with (LocalBroker(host=settings.host, port=settings.port or None,
+                      durable=settings.durable) as running,
+          contextlib.suppress(KeyboardInterrupt)):
         print(running.bootstrap_servers, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+        signal.pause()
 
 
 def _run_until_signalled(run: Callable[[Callable[[], bool]], None], records: Callable[[], int],
@@ -303,62 +328,74 @@ def _run_until_signalled(run: Callable[[Callable[[], bool]], None], records: Cal
 
 @app.command()
 def worker(
-    bootstrap_servers: Annotated[
-        str, typer.Option(envvar="CMAB_BOOTSTRAP_SERVERS", help="Kafka bootstrap address.")
-    ] = "127.0.0.1:9092",
-    topic_prefix: Annotated[
-        str, typer.Option(help="Topics are <prefix>.decisions, <prefix>.events, ...")
-    ] = "cmab",
-    group: Annotated[str, typer.Option(help="Consumer group of the workers.")] = "cmab-worker",
-    partitions: Annotated[
-        int, typer.Option(min=1, help="Partitions of topics this command creates if missing.")
-    ] = 4,
-    max_poll_records: Annotated[int, typer.Option(min=1, help="Records per batch.")] = 5000,
-    session_timeout_ms: Annotated[
-        int, typer.Option(min=1000, help="Consumer group session timeout.")] = 6000,
-    heartbeat_interval_ms: Annotated[
-        int, typer.Option(min=100, help="Consumer group heartbeat interval.")] = 1000,
+    bootstrap_servers: Annotated[str | None, typer.Option(
+        help="Kafka bootstrap address.", show_default="127.0.0.1:9092")] = None,
+    topic_prefix: Annotated[str | None, typer.Option(
+        help="Topics are <prefix>.decisions, <prefix>.events, ...", show_default="cmab")
+    ] = None,
+    group: Annotated[str | None, typer.Option(
+        help="Consumer group of the workers.", show_default="cmab-worker")] = None,
+    partitions: Annotated[int | None, typer.Option(
+        min=1, help="Partitions of topics this command creates if missing.", show_default="4")
+    ] = None,
+    max_poll_records: Annotated[int | None, typer.Option(
+        min=1, help="Records per batch.", show_default="5000")] = None,
+    session_timeout_ms: Annotated[int | None, typer.Option(
+        min=1000, help="Consumer group session timeout.", show_default="6000")] = None,
+    heartbeat_interval_ms: Annotated[int | None, typer.Option(
+        min=100, help="Consumer group heartbeat interval.", show_default="1000")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress lines on stderr.")] = False,
-    checkpoint_interval_ms: Annotated[int, typer.Option(
-        min=0, help="Checkpoint a partition at most this often (also when a batch closed "
-        "windows, on catching up and on stop); 0: after every batch.")] = 1000,
-    fetch_max_wait_ms: Annotated[int, typer.Option(
-        min=1, max=10000, help="Longest time the broker may hold a fetch that found nothing "
-        "new: new records wait up to about half of it (lag), while an idle worker "
-        "fetches this often (CPU); a durable broker needs it longer than a storage read.")
-    ] = 100,
+    checkpoint_interval_ms: Annotated[int | None, typer.Option(
+        min=0, show_default="1000", help="Checkpoint a partition at most this often (also when "
+        "a batch closed windows, on catching up and on stop); 0: after every batch.")] = None,
+    fetch_max_wait_ms: Annotated[int | None, typer.Option(
+        min=1, max=10000, show_default="100", help="Longest time the broker may hold a fetch "
+        "that found nothing new: new records wait up to about half of it (lag), while an idle "
+        "worker fetches this often (CPU); a durable broker needs it longer than a storage read.")
+    ] = None,
     max_pending: Annotated[int | None, typer.Option(
-        min=1, envvar="CMAB_MAX_PENDING", show_default="1000000", help="Most decisions of one "
+        min=1, show_default="1000000", help="Most decisions of one "
         "campaign waiting for their attribution windows per partition; decisions beyond go "
         "to the dead-letter topic.")] = None,
     erasure_ledger: Annotated[int | None, typer.Option(
-        min=0, envvar="CMAB_ERASURE_LEDGER", show_default="1000000", help="Most learned "
+        min=0, show_default="1000000", help="Most learned "
         "decisions each partition keeps (sealed chunks on <prefix>.ledger, the rest in its "
         "checkpoint) so that an erasure (cmab erase, "
         "DELETE /v1/subjects/{id}) takes a subscriber's out of the model; beyond it the oldest "
         "are dropped; 0 keeps none (an erasure then drops pending decisions only).")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Join decisions and events, learn, checkpoint to the state topic; until Ctrl-C or
-    SIGTERM (then it leaves its group, and its partitions move to the other workers)."""
-    from bandit.engine.join import MAX_PENDING
+    SIGTERM (then it leaves its group, and its partitions move to the other workers).
+    Settings: options, else CMAB_WORKER_* variables (CMAB_* for the shared keys), else
+    [worker] (or the top-level keys) of --config."""
+    from bandit.settings import WorkerSettings
+    from bandit.tracing import configure_export
     from streams.kafka import KafkaTransport
     from streams.topics import Topics, create_topics
-    from streams.worker import ERASURE_LEDGER, Worker
+    from streams.worker import Worker
 
-    topics = Topics(topic_prefix)
-    create_topics(bootstrap_servers, topics, partitions)
-    transport = KafkaTransport(bootstrap_servers, topics, group,
-                               max_poll_records=max_poll_records,
-                               session_timeout_ms=session_timeout_ms,
-                               heartbeat_interval_ms=heartbeat_interval_ms,
-                               fetch_max_wait_ms=fetch_max_wait_ms)
-    running = Worker(transport, checkpoint_interval_ms=checkpoint_interval_ms,
-                     max_pending=MAX_PENDING if max_pending is None else max_pending,
-                     erasure_ledger=ERASURE_LEDGER if erasure_ledger is None else erasure_ledger)
+    s = _settings(WorkerSettings, config, bootstrap_servers=bootstrap_servers,
+                  topic_prefix=topic_prefix, group=group, partitions=partitions,
+                  max_poll_records=max_poll_records, session_timeout_ms=session_timeout_ms,
+                  heartbeat_interval_ms=heartbeat_interval_ms,
+                  checkpoint_interval_ms=checkpoint_interval_ms,
+                  fetch_max_wait_ms=fetch_max_wait_ms, max_pending=max_pending,
+                  erasure_ledger=erasure_ledger)
+    configure_export(s.otlp_endpoint, "cmab-worker")
+    topics = Topics(s.topic_prefix)
+    create_topics(s.bootstrap_servers, topics, s.partitions)
+    transport = KafkaTransport(s.bootstrap_servers, topics, s.group,
+                               max_poll_records=s.max_poll_records,
+                               session_timeout_ms=s.session_timeout_ms,
+                               heartbeat_interval_ms=s.heartbeat_interval_ms,
+                               fetch_max_wait_ms=s.fetch_max_wait_ms)
+    running = Worker(transport, checkpoint_interval_ms=s.checkpoint_interval_ms,
+                     max_pending=s.max_pending, erasure_ledger=s.erasure_ledger)
     transport.attach(running)
     if not quiet:
-        print(f"cmab worker: group {group} on {topics.decisions} and {topics.events} at "
-              f"{bootstrap_servers}", file=sys.stderr, flush=True)
+        print(f"cmab worker: group {s.group} on {topics.decisions} and {topics.events} at "
+              f"{s.bootstrap_servers}", file=sys.stderr, flush=True)
 
     def status(rate: float) -> str:
         c = running.counters
@@ -456,36 +493,45 @@ def erase(
 
 @app.command("vw-learner")
 def vw_learner(
-    bootstrap_servers: Annotated[
-        str, typer.Option(envvar="CMAB_BOOTSTRAP_SERVERS", help="Kafka bootstrap address.")
-    ] = "127.0.0.1:9092",
-    topic_prefix: Annotated[str, typer.Option(help="Topics are <prefix>.joined, ...")] = "cmab",
-    group: Annotated[
-        str, typer.Option(help="Group its .joined offsets are committed to (lag monitoring "
-                          "only; restarts use its checkpoint).")] = "cmab-vw-learner",
-    partitions: Annotated[
-        int, typer.Option(min=1, help="Partitions of topics this command creates if missing.")
-    ] = 4,
-    max_poll_records: Annotated[int, typer.Option(
-        min=1, help=".joined records (blocks of up to 1,000 examples) per batch.")] = 20,
-    checkpoint_interval_ms: Annotated[
-        int, typer.Option(min=0, help="Least time between checkpoints (0: after every batch).")
-    ] = 1000,
+    bootstrap_servers: Annotated[str | None, typer.Option(
+        help="Kafka bootstrap address.", show_default="127.0.0.1:9092")] = None,
+    topic_prefix: Annotated[str | None, typer.Option(
+        help="Topics are <prefix>.joined, ...", show_default="cmab")] = None,
+    group: Annotated[str | None, typer.Option(
+        help="Group its .joined offsets are committed to (lag monitoring only; restarts use "
+        "its checkpoint).", show_default="cmab-vw-learner")] = None,
+    partitions: Annotated[int | None, typer.Option(
+        min=1, help="Partitions of topics this command creates if missing.", show_default="4")
+    ] = None,
+    max_poll_records: Annotated[int | None, typer.Option(
+        min=1, help=".joined records (blocks of up to 1,000 examples) per batch.",
+        show_default="20")] = None,
+    checkpoint_interval_ms: Annotated[int | None, typer.Option(
+        min=0, help="Least time between checkpoints (0: after every batch).",
+        show_default="1000")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress lines on stderr.")] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Learn every VW slot from the .joined training log, in order, and checkpoint the models
     with their offsets to .vwstate; until Ctrl-C or SIGTERM (then a last checkpoint). Run one
-    per deployment: VW learns in order, so a VW slot has a single learner."""
+    per deployment: VW learns in order, so a VW slot has a single learner. Settings: options,
+    else CMAB_VW_LEARNER_* variables (CMAB_* for the shared keys), else [vw_learner] (or the
+    top-level keys) of --config."""
+    from bandit.settings import VWLearnerSettings
     from streams.topics import Topics, create_topics
     from streams.vw_learner import KafkaVWLearner
 
-    topics = Topics(topic_prefix)
-    create_topics(bootstrap_servers, topics, partitions)
-    running = KafkaVWLearner(bootstrap_servers, topics, group_id=group,
-                             max_poll_records=max_poll_records,
-                             checkpoint_interval_ms=checkpoint_interval_ms)
+    s = _settings(VWLearnerSettings, config, bootstrap_servers=bootstrap_servers,
+                  topic_prefix=topic_prefix, group=group, partitions=partitions,
+                  max_poll_records=max_poll_records,
+                  checkpoint_interval_ms=checkpoint_interval_ms)
+    topics = Topics(s.topic_prefix)
+    create_topics(s.bootstrap_servers, topics, s.partitions)
+    running = KafkaVWLearner(s.bootstrap_servers, topics, group_id=s.group,
+                             max_poll_records=s.max_poll_records,
+                             checkpoint_interval_ms=s.checkpoint_interval_ms)
     if not quiet:
-        print(f"cmab vw-learner: {topics.joined} to {topics.vwstate} at {bootstrap_servers}",
+        print(f"cmab vw-learner: {topics.joined} to {topics.vwstate} at {s.bootstrap_servers}",
               file=sys.stderr, flush=True)
 
     def status(rate: float) -> str:

@@ -105,6 +105,11 @@ decision that crosses one, whatever the batch (``bandit.kernels.decay``).
 
 The transport is a seam: ``streams.kafka.KafkaTransport`` over a consumer group, or
 ``streams.memory.MemoryTransport`` over an in-process log (embedded mode, unit tests).
+
+Traced (``bandit.tracing``, when a tracer provider is set): a span per partition's batch
+(``cmab.worker.batch``: records, decisions, events, learned, dead letters; linked to the
+decisions' spans its events name by ``traceparent``) and per checkpoint
+(``cmab.worker.checkpoint``).
 """
 
 from __future__ import annotations
@@ -120,12 +125,15 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol, cast
 
+from opentelemetry.trace import Span
+
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
 from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected
 from bandit.engine.snapshot import read as read_snapshot
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Impression, LoggedDecision, Outcome, Send
+from bandit.tracing import link_traceparents, tracer
 from streams import blocks
 from streams.codec import Refused, decode_decisions, decode_many, encode
 from streams.records import DECISIONS, EVENTS, STREAMS, Batch, DeadLetter
@@ -575,6 +583,20 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def _describe_batch(span: Span, partition: int, batches: list[Batch], out: BatchOutput) -> None:
+    """A recording batch span's attributes (records, decisions, events, learned: closed
+    decisions written to .joined, dead letters) and its links to the decisions' spans that
+    events of the batch name (their ``traceparent``)."""
+    events = sum(len(b.offsets) for b in batches if b.stream == EVENTS)
+    c = out.counters
+    span.set_attributes({"cmab.partition": partition, "cmab.records": c.records,
+                         "cmab.decisions": c.decisions, "cmab.events": events,
+                         "cmab.learned": c.joined, "cmab.dead_letters": c.dead_letters})
+    for batch in batches:
+        if batch.stream == EVENTS:
+            link_traceparents(span, batch.values)
+
+
 class Worker:
     """The worker loop over a transport: restore on assignment, then batch after batch,
     process and write the outputs; checkpoint as the module docstring says
@@ -775,7 +797,10 @@ class Worker:
                 continue
             idle = self.transport.idle(p)
             lap("transport")
-            outputs[p] = part.process(mine, idle, lap=lap)
+            with tracer.start_as_current_span("cmab.worker.batch") as span:
+                outputs[p] = part.process(mine, idle, lap=lap)
+                if span.is_recording():
+                    _describe_batch(span, p, mine, outputs[p])
         if outputs:
             for p, out in outputs.items():
                 self.transport.send_joined(p, out.joined)
@@ -814,10 +839,15 @@ class Worker:
         for p in due:
             start = self.clock()
             part = self.partitions[p]
-            self._store_ledger(part)
-            self.transport.send_checkpoint(p, part.checkpoint())
-            if part.ledger.retired:  # only now: a successor may restore the last checkpoint
-                self.transport.retire_ledger(p, part.ledger.retired)
+            with tracer.start_as_current_span("cmab.worker.checkpoint") as span:
+                self._store_ledger(part)
+                data = part.checkpoint()
+                self.transport.send_checkpoint(p, data)
+                if part.ledger.retired:  # only now: a successor may restore the last checkpoint
+                    self.transport.retire_ledger(p, part.ledger.retired)
+                if span.is_recording():
+                    span.set_attributes({"cmab.partition": p, "cmab.bytes": len(data),
+                                         "cmab.seq": part.seq})
             self._written_at[p] = self.clock()
             self._cost[p] = self._written_at[p] - start
             self._pending.discard(p)

@@ -66,6 +66,11 @@ _CAMPAIGN = Field(None, description="The decision's campaign (optional: the deci
 _SLOT = Field(None, description="The slot the outcome is about; none: every slot.")
 _MACHINE = Field(False, description="The tracker knows a machine made it (a mail-privacy proxy "
                  "that fetches every image, a link scanner): counted, never learned.")
+# The W3C traceparent of the decision's span (bandit.tracing's TRACEPARENT_PATTERN).
+Traceparent = Annotated[str, Field(pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+_TRACEPARENT = Field(None, description="The decision's `traceresponse` header (W3C "
+                     "`00-<trace id>-<span id>-<flags>`), passed on so that the span that "
+                     "reads this event links to the decision's (optional; tracing).")
 
 
 class Send(Strict):
@@ -78,6 +83,7 @@ class Send(Strict):
     decision_id: DecisionId
     ts: EpochMs
     campaign: Name | None = _CAMPAIGN
+    traceparent: Traceparent | None = _TRACEPARENT
 
 
 class _Outcome(Strict):
@@ -89,6 +95,7 @@ class _Outcome(Strict):
     campaign: Name | None = _CAMPAIGN
     slot: Name | None = _SLOT
     machine: bool = _MACHINE
+    traceparent: Traceparent | None = _TRACEPARENT
 
     @property
     def amount(self) -> float:

@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bandit import wire
+from bandit import tracing, wire
 from bandit.engine import Engine, OneDecision
 from bandit.errors import BanditError
 from bandit.service.errors import bandit_error
@@ -74,12 +74,14 @@ class SingleFastPath:
                 or scope["method"] != "POST"):
             await self.app(scope, receive, send)
             return
-        length = content_type = None
+        length = content_type = trace_parent = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = value
             elif name == b"content-type":
                 content_type = value
+            elif name == b"traceparent":
+                trace_parent = value
         if (content_type != b"application/json" or length is None or not length.isdigit()
                 or int(length) > _FAST_MAX_BYTES):
             await self.app(scope, receive, send)
@@ -101,13 +103,17 @@ class SingleFastPath:
         if not self.waiting:
             loop.call_soon(self.decide_waiting)
         self.waiting.append((request, future))
+        span = tracing.start("cmab.decide", trace_parent)
         try:
             answer = await future
         except BanditError as error:
             response = await bandit_error(Request(scope), error)
         else:
             self.latency.observe(time.perf_counter() - start)
-            response = Response(answer, media_type="application/json")
+            response = Response(answer, media_type="application/json",
+                                headers=tracing.decided(span, request.campaign, 1, None, answer))
+        finally:
+            span.end()
         await response(scope, receive, send)
 
     def decide_waiting(self) -> None:

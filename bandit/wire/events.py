@@ -36,6 +36,9 @@ from bandit.wire.names import (
 )
 from bandit.wire.names import known as _known
 
+# models.events.Traceparent: the W3C traceparent of the decision's span.
+Traceparent = Annotated[str, msgspec.Meta(pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+
 
 class SlotChoice(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     arm: Name
@@ -70,6 +73,7 @@ class Send(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", tag="se
     decision_id: DecisionId
     ts: EpochMs
     campaign: Name | None = None
+    traceparent: Traceparent | None = None
 
     def __post_init__(self) -> None:
         self.ts = whole(self.ts)
@@ -84,6 +88,7 @@ class _Outcome(msgspec.Struct, forbid_unknown_fields=True, tag_field="type", gc=
     campaign: Name | None = None
     slot: Name | None = None
     machine: bool = False
+    traceparent: Traceparent | None = None
 
     def __post_init__(self) -> None:
         self.ts = whole(self.ts)

@@ -10,7 +10,9 @@ from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response, StreamingResponse
+from opentelemetry.trace import Span
 
+from bandit import tracing
 from bandit.engine import DecisionBatch, Engine, RequestColumns
 from bandit.errors import InvalidInputError
 from bandit.models import BatchDecisionRequest, BatchDecisionResponse, Decision, DecisionRequest
@@ -50,15 +52,20 @@ _T = TypeVar("_T")
 async def decide(
     request: Annotated[DecisionRequest, Body(openapi_examples=example(
         EXAMPLE_REQUESTS[0], "A subscriber with context and segment"))],
-    singles: SinglesDep, metrics: MetricsDep,
+    singles: SinglesDep, metrics: MetricsDep, http: Request,
 ) -> Response:
     """Decide every slot for one subscriber: arms, propensities, expected rewards."""
     start = time.perf_counter()
-    # In a thread (with the requests that arrived meanwhile): waiting on the engine's lock
-    # (a large events batch holds it for every event) must not stall the event loop.
-    body = await singles.decide(request)
+    span = tracing.start("cmab.decide", http.headers.get("traceparent"))
+    try:
+        # In a thread (with the requests that arrived meanwhile): waiting on the engine's lock
+        # (a large events batch holds it for every event) must not stall the event loop.
+        body = await singles.decide(request)
+        headers = tracing.decided(span, request.campaign, 1, None, body)
+    finally:
+        span.end()
     metrics.latency.labels("decision").observe(time.perf_counter() - start)
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.post("/v1/decisions/batch", response_model=BatchDecisionResponse, tags=["decisions"],
@@ -79,33 +86,50 @@ async def decide_batch(request: Request, engine: EngineDep, metrics: MetricsDep,
     body = await read_rows(request, ndjson, settings.max_batch_rows)
     encoded(body)
     media_type = NDJSON if ndjson else "application/json"
-    # Parsing and serializing 100,000 rows takes a while too: all of it off the event loop.
-    columns = await off_loop(ndjson_columns if ndjson else json_columns, body, engine)
-    if columns is not None:
-        # A good body (msgspec, bandit.wire.batch): nothing left to refuse, so each chunk
-        # goes out once decided, while the next one is decided.
-        return StreamingResponse(_decided(engine, metrics, columns, ndjson, start),
-                                 media_type=media_type)
-    batches = await off_loop(_decide_body, engine, metrics, body, ndjson)
+    span = tracing.start("cmab.decide_batch", request.headers.get("traceparent"))
+    try:
+        # Parsing and serializing 100,000 rows takes a while too: all of it off the event loop.
+        columns = await off_loop(ndjson_columns if ndjson else json_columns, body, engine)
+        if columns is not None:
+            # A good body (msgspec, bandit.wire.batch): nothing left to refuse, so each chunk
+            # goes out once decided, while the next one is decided (the span ends with it).
+            headers = tracing.decided(span, columns.campaign, len(columns), None)
+            return StreamingResponse(_decided(engine, metrics, columns, ndjson, start, span),
+                                     media_type=media_type, headers=headers)
+        batches = await off_loop(_decide_body, engine, metrics, body, ndjson)
+    except BaseException:
+        span.end()
+        raise
+    headers = batches and tracing.decided(span, batches[0].campaign, sum(map(len, batches)),
+                                          batches[0].model_version) or None
+    span.end()
     metrics.latency.labels("batch").observe(time.perf_counter() - start)
     if ndjson:
-        return StreamingResponse(_ndjson_chunks(batches), media_type=NDJSON)
-    return Response(await off_loop(_json_decisions, batches), media_type=media_type)
+        return StreamingResponse(_ndjson_chunks(batches), media_type=NDJSON, headers=headers)
+    return Response(await off_loop(_json_decisions, batches), media_type=media_type,
+                    headers=headers)
 
 
 def _decided(engine: Engine, metrics: Metrics, columns: RequestColumns, ndjson: bool,
-             start: float) -> Iterator[bytes]:
+             start: float, span: Span) -> Iterator[bytes]:
     """The answer to a batch that passed as columns, a chunk at a time (``_decide_labelled``'s
-    chunks, so the decisions are the same): NDJSON, or a BatchDecisionResponse's JSON."""
+    chunks, so the decisions are the same): NDJSON, or a BatchDecisionResponse's JSON. Ends
+    ``span`` (the batch's) once the last chunk is decided."""
     end = b"\n" if ndjson else b","
-    for first in range(0, len(columns), BATCH_CHUNK):
-        batch = engine.decide_columns(columns.rows(first, first + BATCH_CHUNK))
-        metrics.count(batch)
-        text = batch.ndjson(end)
-        if not ndjson:
-            head = b'{"decisions":[' if first == 0 else b","
-            text = head + text[:-1] + (b"]}" if first + BATCH_CHUNK >= len(columns) else b"")
-        yield text
+    try:
+        for first in range(0, len(columns), BATCH_CHUNK):
+            batch = engine.decide_columns(columns.rows(first, first + BATCH_CHUNK))
+            metrics.count(batch)
+            if first == 0 and span.is_recording():
+                span.set_attribute("cmab.model_version", batch.model_version)
+            text = batch.ndjson(end)
+            if not ndjson:
+                head = b'{"decisions":[' if first == 0 else b","
+                text = head + text[:-1] + (b"]}" if first + BATCH_CHUNK >= len(columns)
+                                           else b"")
+            yield text
+    finally:
+        span.end()
     metrics.latency.labels("batch").observe(time.perf_counter() - start)
 
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import Field, TypeAdapter
 
+from bandit import tracing
 from bandit.engine import Engine, strip_consentless
 from bandit.errors import InvalidInputError, NotFoundError, OverCapacityError
 from bandit.models import Event, Impression, Outcome, Send
@@ -81,6 +82,16 @@ def _record_body(engine: Engine, metrics: Metrics, link: Link | None, body: byte
     accepted."""
     events: Sequence[_Sent]
     events, where = _events_of(body, ndjson)
+    with tracing.tracer.start_as_current_span("cmab.events") as span:
+        if span.is_recording():  # a send or outcome may name its decision's span
+            span.set_attribute("cmab.events", len(events))
+            tracing.link_values(span, (getattr(e, "traceparent", None) for e in events))
+        return _record(engine, metrics, link, events, where, ndjson)
+
+
+def _record(engine: Engine, metrics: Metrics, link: Link | None, events: Sequence[_Sent],
+            where: list[str], ndjson: bool) -> int:
+    """Check and record (or send to the stream) read events: the number accepted."""
     known: set[str] = set()
     for label, event in zip(where, events, strict=True):
         if event.campaign is not None and event.campaign not in known:
