@@ -64,7 +64,13 @@ PINNED = {
     ],
     "bandit.service.console": ["ASSETS", "Heatmap", "HeatmapRow", "allocation_heatmap"],
     "bandit.service.routes": ["ROUTERS"],
-    "bandit.settings": ["ENV_PREFIX", "Settings"],
+    "bandit.settings": [
+        "ENV_PREFIX", "SHARED", "BrokerSettings", "Settings", "VWLearnerSettings", "WorkerSettings",
+    ],
+    "bandit.tracing": [
+        "TRACEPARENT_PATTERN", "configure_export", "decided", "link_traceparents", "link_values",
+        "parent", "span_context", "start", "traceparent", "tracer",
+    ],
     "bandit.wire": [
         "DECISIONS", "EVENTS", "OUTCOMES", "Bounce", "Click", "Complaint", "Conversion", "Event",
         "Impression", "Joined", "LoggedChoice", "LoggedDecision", "Open", "Outcome", "Reader",
