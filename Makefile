@@ -43,6 +43,10 @@ test-nojit: $(VENV)/.installed-dev
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/bandit/kernels/test_kernels.py --cov=bandit.kernels --cov-report=term
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/simulators/offline/test_ope.py -k kernel --cov=simulators.offline.ope --cov-report=term
 
-# Every benchmark; rewrites the README's performance table (about 5 minutes here).
+# Every benchmark (pytest-benchmark; benchmarks/pytest.ini keeps them out of make test), then
+# the report: ratios, targets, and the README's performance table (about 15 minutes here).
+BENCH_JSON := benchmarks/results/bench.json
 bench: $(VENV)/.installed-bench
-	$(BIN)/python -m benchmarks.run --readme README.md
+	mkdir -p $(dir $(BENCH_JSON))
+	$(BIN)/python -m pytest benchmarks --benchmark-json=$(BENCH_JSON)
+	$(BIN)/python -m benchmarks.report $(BENCH_JSON) --readme README.md

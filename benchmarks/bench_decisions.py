@@ -5,25 +5,25 @@ that of a campaign in progress. The REFERENCE is plain NumPy scoring the same ba
 same state: LinUCB means and widths by einsum (BLAS underneath), then argmax, no propensities.
 The ratio is reference time / policy time (above 1: the policy is faster).
 
-Run on its own: ``python -m benchmarks.bench_decisions [--quick]``.
+Run on its own: ``pytest benchmarks/bench_decisions.py [--quick]``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+import pytest
 
 from bandit.policies import Policy
 from benchmarks import workloads
 from benchmarks.bench_learning import ALPHA, L2, make_policy
-from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
+from benchmarks.common import ratio, record, rounds
 from benchmarks.workloads import Workload
 
 BENCH = "decisions"
 N_SEND = 280_000
 N_TRAIN = 20_000
 CHUNK = 16_384  # rows per einsum: big enough for BLAS, small enough to stay in memory
+REF = "REFERENCE NumPy einsum LinUCB + argmax"
 
 
 def training_events(wl: Workload) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -64,47 +64,45 @@ def trained(name: str, wl: Workload) -> Policy:
     return policy
 
 
-def time_choose(policy: Policy, X: np.ndarray, repeat: int) -> tuple[float, Any]:
-    """Best time of ``policy.choose_many(X, with_propensities=True)``, and its (arms, probs)."""
-    return best_time(lambda: None, lambda _: policy.choose_many(X, with_propensities=True),
-                     repeat)
-
-
-def run(quick: bool = False) -> Results:
-    """Seconds per 280,000-row send for each policy, and the NumPy reference ratio."""
-    n = N_SEND // 10 if quick else N_SEND
-    repeat = 1 if quick else 3
+@pytest.fixture(scope="module")
+def send(quick: bool) -> tuple[Workload, np.ndarray]:
+    """W1 with the send and the training rows, and the rows timed (a tenth when quick)."""
     wl = workloads.build("W1", N_SEND + N_TRAIN)
-    X = wl.X[:n]
-    scale = N_SEND / n  # quick runs time a tenth of the send and scale up
-    note = "" if n == N_SEND else f"timed on {n:,} rows, scaled to {N_SEND:,}"
-    ms: list[Measurement] = []
-    rs: list[Ratio] = []
+    return wl, wl.X[: N_SEND // 10 if quick else N_SEND]
 
+
+def _scaled(n: int) -> tuple[float, str]:
+    """Quick runs time a tenth of the send and scale up: the factor and the note."""
+    return N_SEND / n, "" if n == N_SEND else f"timed on {n:,} rows, scaled to {N_SEND:,}"
+
+
+def test_reference(benchmark, send, quick):
+    wl, X = send
     theta, Ainv = reference_state(wl)
     reference_choose(theta, Ainv, X[:10])
-    t_ref, ref_arms = best_time(lambda: None, lambda _: reference_choose(theta, Ainv, X), repeat)
-    ms.append(Measurement(BENCH, "REFERENCE NumPy einsum LinUCB + argmax", "W1", t_ref * scale,
-                          "s/280k", n, note))
-
-    for name in ("LinUCB", "EpsilonGreedy", "LinTS", "BetaTS"):
-        policy = trained(name, wl)
-        # LinTS propensities are a quadrature per row: one pass, not the best of `repeat`.
-        reps = 1 if name == "LinTS" else repeat
-        t, (arms, probs) = time_choose(policy, X, reps)
-        extra = ""
-        if name == "LinUCB":
-            # Same state, same scores: apart from the epsilon draws the arms must agree.
-            agree = np.mean(arms == ref_arms)
-            extra = f"agrees with reference on {agree:.1%} of rows (epsilon=0.05)"
-        target, met = ("< 1 s", t * scale < 1.0) if name == "LinUCB" else ("", None)
-        notes = "; ".join(x for x in (note, extra) if x)
-        ms.append(Measurement(BENCH, f"{name} choose_many + propensities", "W1", t * scale,
-                              "s/280k", n, notes, target, met))
-        rs.append(Ratio(BENCH, f"{name} choose_many+propensities vs NumPy reference (time ratio)",
-                        "W1", t_ref / t))
-    return ms, rs
+    benchmark.pedantic(reference_choose, args=(theta, Ainv, X), rounds=rounds(quick))
+    scale, note = _scaled(X.shape[0])
+    record(benchmark, BENCH, REF, "W1", X.shape[0], "s/280k", scale=scale, note=note)
 
 
-if __name__ == "__main__":
-    script_main(run)
+@pytest.mark.parametrize("name", ["LinUCB", "EpsilonGreedy", "LinTS", "BetaTS"])
+def test_choose_many(benchmark, send, quick, name):
+    wl, X = send
+    policy = trained(name, wl)
+    # LinTS propensities are a quadrature per row: one round, not the best of three.
+    arms, _ = benchmark.pedantic(policy.choose_many, args=(X,),
+                                 kwargs={"with_propensities": True},
+                                 rounds=1 if name == "LinTS" else rounds(quick))
+    scale, note = _scaled(X.shape[0])
+    notes = [note] if note else []
+    if name == "LinUCB":
+        # Same state, same scores: apart from the epsilon draws the arms must agree.
+        agree = np.mean(arms == reference_choose(*reference_state(wl), X))
+        notes.append(f"agrees with reference on {agree:.1%} of rows (epsilon=0.05)")
+    if name == "LinTS":
+        notes.append("one round")
+    record(benchmark, BENCH, f"{name} choose_many + propensities", "W1", X.shape[0], "s/280k",
+           scale=scale, note="; ".join(notes),
+           target=("<", 1.0) if name == "LinUCB" else None,
+           ratios=[ratio(f"{name} choose_many+propensities vs NumPy reference (time ratio)",
+                         REF)])

@@ -9,16 +9,17 @@ encoding, per-decision draws, four policies, expectations), then the same plus t
 service sends. The REFERENCE is the four policies' own ``choose_many(X, with_propensities=True)``
 on the already-encoded matrix, in the same run: the ratio says what the engine layer costs.
 
-Run on its own: ``python -m benchmarks.bench_engine [--quick]``.
+Run on its own: ``pytest benchmarks/bench_engine.py [--quick]``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bandit.engine import Engine
 from bandit.models import CampaignSpec, DecisionRequest, JoinedEvent, SlotChoice
-from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
+from benchmarks.common import ratio, record, rounds
 
 BENCH = "engine"
 N_SEND = 280_000
@@ -68,39 +69,50 @@ def trained_engine() -> Engine:
     return engine
 
 
-def run(quick: bool = False) -> Results:
-    n = N_SEND // 10 if quick else N_SEND
-    repeat = 1 if quick else 3
+@pytest.fixture(scope="module")
+def send(quick: bool) -> tuple[Engine, list[DecisionRequest], np.ndarray]:
+    """The trained engine and the send's requests (a tenth when quick), warmed up."""
     engine = trained_engine()
-    requests, X = build(n, seed=4)
+    requests, X = build(N_SEND // 10 if quick else N_SEND, seed=4)
     engine.decide_batch("bench", requests[:100])  # compile or load the cache, untimed
-    t_engine, batch = best_time(lambda: None, lambda _: engine.decide_batch("bench", requests),
-                                repeat)
-    t_json, _ = best_time(lambda: None,
-                          lambda _: engine.decide_batch("bench", requests).ndjson(), repeat)
+    return engine, requests, X
+
+
+REF = "REFERENCE 4 policies' choose_many + propensities"
+
+
+def test_reference(benchmark, send, quick):
+    engine, requests, X = send
+    n = len(requests)
     X1 = np.ascontiguousarray(np.hstack([np.ones((n, 1)), X]))
     slots = engine._campaigns["bench"].slots  # the same policy objects, same state
 
-    def reference(_):
+    def reference() -> None:
         for s in slots:
             s.policy.choose_many(X1 if s.policy.dim else X1[:, :0], with_propensities=True)
 
-    t_ref, _ = best_time(lambda: None, reference, repeat)
-    holdout = float(batch.holdout.mean())
-    ms = [
-        Measurement(BENCH, "REFERENCE 4 policies' choose_many + propensities", "E4", t_ref,
-                    "s/send", n),
-        Measurement(BENCH, "Engine.decide_batch, 4 slots", "E4", t_engine, "s/send", n,
-                    note=f"holdout share {holdout:.3f}; {n / t_engine:,.0f} decisions/s",
-                    target="< 4 s" if n == N_SEND else "",
-                    met=(t_engine < 4.0) if n == N_SEND else None),
-        Measurement(BENCH, "decide_batch + JSON of every decision", "E4", t_json, "s/send", n,
-                    note=f"{n / t_json:,.0f} decisions/s"),
-    ]
-    rs = [Ratio(BENCH, "policies alone / Engine.decide_batch (time ratio)", "E4", t_ref / t_engine,
-                note="the share of the engine's time spent in the policies")]
-    return ms, rs
+    benchmark.pedantic(reference, rounds=rounds(quick))
+    record(benchmark, BENCH, REF, "E4", n, "s/send",
+           ratios=[ratio("policies alone / Engine.decide_batch (time ratio)", DECIDE, by="value",
+                         note="the share of the engine's time spent in the policies")])
 
 
-if __name__ == "__main__":
-    script_main(run)
+DECIDE = "Engine.decide_batch, 4 slots"
+
+
+def test_decide_batch(benchmark, send, quick):
+    engine, requests, _ = send
+    n = len(requests)
+    batch = benchmark.pedantic(engine.decide_batch, args=("bench", requests),
+                               rounds=rounds(quick))
+    record(benchmark, BENCH, DECIDE, "E4", n, "s/send",
+           note=f"holdout share {float(batch.holdout.mean()):.3f}",
+           target=("<", 4.0) if n == N_SEND else None)
+
+
+def test_decide_batch_json(benchmark, send, quick):
+    engine, requests, _ = send
+    benchmark.pedantic(lambda: engine.decide_batch("bench", requests).ndjson(),
+                       rounds=rounds(quick))
+    record(benchmark, BENCH, "decide_batch + JSON of every decision", "E4", len(requests),
+           "s/send")

@@ -29,7 +29,7 @@ route's other two stages are timed alone: the body decoded into columns
 (``bandit.wire.batch.ndjson_columns``) and ``Engine.decide_columns`` of the whole send in one
 call.
 
-Run on its own: ``python -m benchmarks.bench_http [--quick]``.
+Run on its own: ``pytest benchmarks/bench_http.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -42,13 +42,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pytest
 from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
 from fastapi.responses import Response
 
-from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
+from benchmarks.common import ratio, record, rounds
 
 if TYPE_CHECKING:
     from bandit.engine import DecisionBatch
@@ -226,83 +229,138 @@ def reference_ndjson(batch: DecisionBatch) -> bytes:
 # -- the benchmark ---------------------------------------------------------------------------
 
 
-def run(quick: bool = False) -> Results:
-    from bandit.wire.batch import ndjson_columns
-    from benchmarks.bench_engine import build, trained_engine
+@dataclass(frozen=True)
+class Bodies:
+    """The requests as the clients send them: single bodies, the send as NDJSON and as JSON."""
 
-    repeat = 1 if quick else 3
-    per_round = PER_ROUND // 5 if quick else PER_ROUND
+    singles: list[bytes]
+    requests: list[Any]
+    ndjson: bytes
+    json_body: bytes
+    n_send: int
+    n_json: int
+    quick: bool
+
+
+@pytest.fixture(scope="module")
+def bodies(quick: bool) -> Bodies:
+    from benchmarks.bench_engine import build
+
     n_send, n_json = (N_SEND // 10, N_JSON // 10) if quick else (N_SEND, N_JSON)
     singles = [r.model_dump_json(exclude_defaults=True).encode() for r in build(BODIES, 6)[0]]
     requests, _ = build(n_send, seed=7)
     lines = [r.model_dump_json(exclude_defaults=True).encode() for r in requests]
-    ndjson = b"\n".join(lines) + b"\n"
-    json_body = b'{"campaign":"bench","requests":[' + b",".join(lines[:n_json]) + b"]}"
-    del lines
+    return Bodies(singles, requests, b"\n".join(lines) + b"\n",
+                  b'{"campaign":"bench","requests":[' + b",".join(lines[:n_json]) + b"]}",
+                  n_send, n_json, quick)
 
-    ms: list[Measurement] = []
-    rs: list[Ratio] = []
-    with Server() as server:
-        for clients in CLIENTS:
-            best: dict[str, tuple[float, np.ndarray, float]] = {}
-            for _ in range(repeat):  # in turns, so that noise hits both routes alike
-                for path in ("/bare", "/v1/decisions"):
-                    n = per_round // clients
-                    cpu = server.cpu_s()
-                    rate, latencies = _round(server.port, path, singles, clients, n)
-                    cpu = (server.cpu_s() - cpu) / (n * clients)
-                    if rate > best.get(path, (0.0, None, 0.0))[0]:
-                        best[path] = (rate, latencies, cpu)
-            for path, case in (("/bare", "REFERENCE bare FastAPI route, canned decision"),
-                               ("/v1/decisions", "POST /v1/decisions, 4 slots")):
-                rate, latencies, cpu = best[path]
-                p50, p99 = np.percentile(latencies, [50, 99]) * 1e3
-                ms.append(Measurement(BENCH, f"{case}, {clients} clients", "E4", rate, "req/s",
-                                      len(latencies), note=f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-                                      f"server CPU {cpu * 1e6:.0f} us/req"))
-            rs.append(Ratio(BENCH, f"POST /v1/decisions / bare route (req/s), {clients} clients",
-                            "E4", best["/v1/decisions"][0] / best["/bare"][0], target=0.8,
-                            note="concurrent keep-alive connections"))
 
-        cpu = server.cpu_s()
-        t_nd, _ = best_time(lambda: None, lambda _: _batch(server.port, ndjson, NDJSON, n_send),
-                            repeat)
-        cpu = (server.cpu_s() - cpu) / (n_send * repeat)
-        full = n_send == N_SEND
-        ms.append(Measurement(
-            BENCH, "POST /v1/decisions/batch NDJSON, 4 slots", "E4", n_send / t_nd,
-            "decisions/s", n_send, note=f"{t_nd:.2f} s for {len(ndjson) / 1e6:.0f} MB in, "
-            f"server CPU {cpu * 1e6:.1f} us/decision (mean of the runs)",
-            target=">= 100,000 decisions/s" if full else "",
-            met=(n_send / t_nd >= 100_000) if full else None))
-        t_js, _ = best_time(lambda: None, lambda _: _batch(
-            server.port, json_body, "application/json", n_json), repeat)
-        ms.append(Measurement(BENCH, "POST /v1/decisions/batch JSON, 4 slots", "E4",
-                              n_json / t_js, "decisions/s", n_json, note=f"{t_js:.2f} s"))
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with Server() as running:
+        yield running
+
+
+BARE = "REFERENCE bare FastAPI route, canned decision"
+ROUTES = (("/bare", BARE), ("/v1/decisions", "POST /v1/decisions, 4 slots"))
+
+
+@pytest.mark.parametrize("clients", CLIENTS)
+def test_single(benchmark, server, bodies, clients):
+    """One round per route in turns (so that noise hits both alike), the best of 3 per route."""
+    n = (PER_ROUND // 5 if bodies.quick else PER_ROUND) // clients
+    best: dict[str, tuple[float, np.ndarray, float]] = {}
+
+    def turn() -> None:
+        for path, _ in ROUTES:
+            cpu = server.cpu_s()
+            rate, latencies = _round(server.port, path, bodies.singles, clients, n)
+            cpu = (server.cpu_s() - cpu) / (n * clients)
+            if rate > best.get(path, (0.0, None, 0.0))[0]:
+                best[path] = (rate, latencies, cpu)
+
+    benchmark.pedantic(turn, rounds=rounds(bodies.quick))
+    for path, case in ROUTES:
+        rate, latencies, cpu = best[path]
+        p50, p99 = np.percentile(latencies, [50, 99]) * 1e3
+        rs = ([] if path == "/bare" else
+              [ratio(f"POST /v1/decisions / bare route (req/s), {clients} clients",
+                     f"{BARE}, {clients} clients", target=0.8,
+                     note="concurrent keep-alive connections")])
+        record(benchmark, BENCH, f"{case}, {clients} clients", "E4", len(latencies), "req/s",
+               seconds=len(latencies) / rate, ratios=rs,
+               note=f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, server CPU {cpu * 1e6:.0f} us/req")
+
+
+def test_batch_ndjson(benchmark, server, bodies):
+    cpu = server.cpu_s()
+    reps = rounds(bodies.quick)
+    benchmark.pedantic(_batch, args=(server.port, bodies.ndjson, NDJSON, bodies.n_send),
+                       rounds=reps)
+    cpu = (server.cpu_s() - cpu) / (bodies.n_send * reps)
+    full = bodies.n_send == N_SEND
+    record(benchmark, BENCH, "POST /v1/decisions/batch NDJSON, 4 slots", "E4", bodies.n_send,
+           "decisions/s", target=(">=", 100_000) if full else None,
+           note=f"{len(bodies.ndjson) / 1e6:.0f} MB in, server CPU {cpu * 1e6:.1f} us/decision "
+                "(mean of the rounds)")
+
+
+def test_batch_json(benchmark, server, bodies):
+    benchmark.pedantic(_batch, args=(server.port, bodies.json_body, "application/json",
+                                     bodies.n_json), rounds=rounds(bodies.quick))
+    record(benchmark, BENCH, "POST /v1/decisions/batch JSON, 4 slots", "E4", bodies.n_json,
+           "decisions/s")
+
+
+@pytest.fixture(scope="module")
+def decided(bodies: Bodies) -> tuple[Any, DecisionBatch]:
+    """The engine of the server, in process, and its batch for the send."""
+    from benchmarks.bench_engine import trained_engine
 
     engine = trained_engine()
-    batch = engine.decide_batch("bench", requests)
+    batch = engine.decide_batch("bench", bodies.requests)
     if reference_ndjson(batch) != batch.ndjson():  # untimed: the two write the same bytes
         raise RuntimeError("the reference writer and DecisionBatch.ndjson differ")
-    t_ref, _ = best_time(lambda: None, lambda _: reference_ndjson(batch), repeat)
-    # The route's own path in process: msgspec columns, decide_columns, DecisionBatch.ndjson.
-    t_text, _ = best_time(lambda: None, lambda _: batch.ndjson(), repeat)
-    t_parse, columns = best_time(lambda: None, lambda _: ndjson_columns(ndjson, engine), repeat)
-    t_decide, _ = best_time(lambda: None, lambda _: engine.decide_columns(columns), repeat)
-    ms += [Measurement(BENCH, "REFERENCE NDJSON via orjson of dicts", "E4", t_ref, "s/send",
-                       n_send),
-           Measurement(BENCH, "NDJSON via DecisionBatch.ndjson", "E4", t_text, "s/send", n_send),
-           Measurement(BENCH, "wire.batch.ndjson_columns (parse + encode)", "E4", t_parse,
-                       "s/send", n_send, note=f"{len(ndjson) / 1e6:.0f} MB"),
-           Measurement(BENCH, "Engine.decide_columns, 4 slots", "E4", t_decide, "s/send",
-                       n_send)]
-    rs.append(Ratio(BENCH, "reference writer / ndjson (time ratio)", "E4", t_ref / t_text,
-                    note="serializing a send's decisions, in process"))
-    return ms, rs
+    return engine, batch
+
+
+WRITER = "REFERENCE NDJSON via orjson of dicts"
+
+
+def test_reference_writer(benchmark, bodies, decided):
+    _, batch = decided
+    benchmark.pedantic(reference_ndjson, args=(batch,), rounds=rounds(bodies.quick))
+    record(benchmark, BENCH, WRITER, "E4", bodies.n_send, "s/send")
+
+
+def test_ndjson(benchmark, bodies, decided):
+    """The route's own path in process: msgspec columns, decide_columns, DecisionBatch.ndjson;
+    here its writer."""
+    _, batch = decided
+    benchmark.pedantic(batch.ndjson, rounds=rounds(bodies.quick))
+    record(benchmark, BENCH, "NDJSON via DecisionBatch.ndjson", "E4", bodies.n_send, "s/send",
+           ratios=[ratio("reference writer / ndjson (time ratio)", WRITER,
+                         note="serializing a send's decisions, in process")])
+
+
+def test_ndjson_columns(benchmark, bodies, decided):
+    from bandit.wire.batch import ndjson_columns
+
+    engine, _ = decided
+    benchmark.pedantic(ndjson_columns, args=(bodies.ndjson, engine), rounds=rounds(bodies.quick))
+    record(benchmark, BENCH, "wire.batch.ndjson_columns (parse + encode)", "E4", bodies.n_send,
+           "s/send", note=f"{len(bodies.ndjson) / 1e6:.0f} MB")
+
+
+def test_decide_columns(benchmark, bodies, decided):
+    from bandit.wire.batch import ndjson_columns
+
+    engine, _ = decided
+    columns = ndjson_columns(bodies.ndjson, engine)
+    benchmark.pedantic(engine.decide_columns, args=(columns,), rounds=rounds(bodies.quick))
+    record(benchmark, BENCH, "Engine.decide_columns, 4 slots", "E4", bodies.n_send, "s/send")
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--serve"]:
         serve()
-    else:
-        script_main(run)

@@ -8,23 +8,25 @@ Paths timed, each on the same rows with the same pre-drawn rewards:
   arm's A^-1 kept by Sherman-Morrison (no validation, no Python per event: the fastest honest
   design, and the yardstick the policy paths are divided by);
 - per-event NumPy LinUCB (``np.linalg.solve`` per event), MABWiser LinUCB (per event and per
-  1,000) and Vowpal Wabbit ``--cb_explore_adf --squarecb -q UA`` per event.
+  1,000), Vowpal Wabbit ``--cb_explore_adf --squarecb -q UA`` per event, and bayesianbandits'
+  UCB and Thompson agents (per event and per 1,000; ``benchmarks.peers``).
 
-Run on its own: ``python -m benchmarks.bench_learning [--quick]``.
+Rounds: the minimum of 3 (the policies, the reference), one for NumPy and the peers.
+Run on its own: ``pytest benchmarks/bench_learning.py [--quick]``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import time
+from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from numba import njit
 
 from bandit.policies import BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
 from benchmarks import peers, workloads
-from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
+from benchmarks.common import ratio, record, rounds
 from benchmarks.workloads import Workload
 
 BENCH = "learning"
@@ -107,21 +109,21 @@ def run_reference(s: dict) -> float:
     return linucb_loop(s["Ainv"], s["theta"], s["X"], s["R"], ALPHA, EPSILON, s["U"], s["u"])
 
 
-def numpy_per_event(wl: Workload, n: int) -> tuple[float, float]:
+def numpy_state(wl: Workload, n: int) -> tuple:
+    """Fresh sums and the first n rows for `numpy_per_event` (built outside the clock)."""
+    k, d = wl.n_arms, wl.dim
+    return (np.repeat(L2 * np.eye(d)[None], k, axis=0), np.zeros((k, d)), np.empty((k, d, 2)),
+            list(wl.X[:n]), wl.R[:n].tolist())
+
+
+def numpy_per_event(A: np.ndarray, b: np.ndarray, rhs: np.ndarray, rows: list[np.ndarray],
+                    R: list[list[float]]) -> float:
     """Per-event NumPy LinUCB: one batched ``np.linalg.solve`` over all arms per event.
 
-    Returns (seconds, total reward). No exploration floor: it only makes NumPy look better.
+    Returns the total reward. No exploration floor: it only makes NumPy look better.
     """
-    k, d = wl.n_arms, wl.dim
-    A = np.repeat(L2 * np.eye(d)[None], k, axis=0)
-    b = np.zeros((k, d))
-    rhs = np.empty((k, d, 2))
-    rows = list(wl.X[:n])
-    R = wl.R[:n].tolist()
     total = 0.0
-    t0 = time.perf_counter()
-    for i in range(n):
-        x = rows[i]
+    for i, x in enumerate(rows):
         rhs[:, :, 0] = b
         rhs[:, :, 1] = x
         Z = np.linalg.solve(A, rhs)  # theta_a and A_a^-1 x for every arm in one call
@@ -131,7 +133,7 @@ def numpy_per_event(wl: Workload, n: int) -> tuple[float, float]:
         A[a] += np.outer(x, x)
         b[a] += r * x
         total += r
-    return time.perf_counter() - t0, total
+    return total
 
 
 def make_policy(name: str, wl: Workload, seed: int = 3) -> Policy:
@@ -201,120 +203,161 @@ SIZES = {  # workload: (micro-batch, per event, reference, NumPy per event) even
     "W2": (40_000, 10_000, 60_000, 4_000),
 }
 QUICK_DIV = 5
-PEER_BUDGET_S = {"mabwiser": 4.0, "vw": 3.0}  # quick runs take a quarter
+PEER_BUDGET_S = 4.0  # per-event peers stop here (a quarter in quick runs)
 REF = "REFERENCE loop-in-kernel LinUCB"
+POLICIES = {"W1": ["LinUCB", "LinTS", "EpsilonGreedy", "HybridLinUCB", "BetaTS"],
+            "W2": ["LinUCB", "LinTS", "EpsilonGreedy"]}
+BB_NOTE = "bayesianbandits draws one posterior sample per batch; LinTS draws one per row"
 
 
-class _Recorder:
-    """Collects one workload's measurements and remembers events/s per case for the ratios."""
+@dataclass(frozen=True)
+class Setting:
+    """One workload at the run's size: the rows, the sizes (SIZES order), W3 for BetaTS."""
 
-    def __init__(self, wname: str) -> None:
-        self.wname = wname
-        self.ms: list[Measurement] = []
-        self.rs: list[Ratio] = []
-        self.eps: dict[str, float] = {}
+    wl: Workload
+    w3: Workload
+    sizes: tuple[int, ...]
+    quick: bool
 
-    def rate(self, case: str, n: int, seconds: float, reward: float | None = None,
-             note: str = "", wl_name: str | None = None) -> None:
-        notes = [f"mean reward {reward / n:.3f}"] if reward is not None else []
-        self.ms.append(Measurement(BENCH, case, wl_name or self.wname, n / seconds, "events/s", n,
-                                   "; ".join([*notes, note] if note else notes)))
-        self.eps[case] = n / seconds
-
-    def latency(self, case: str, n: int, seconds: float, reward: float, wl_name: str,
-                target_us: float | None) -> None:
-        us = seconds / n * 1e6
-        target = f"<= {target_us:g} us" if target_us else ""
-        met = None if target_us is None else us <= target_us
-        self.ms.append(Measurement(BENCH, case, wl_name, us, "us/event", n,
-                                   f"mean reward {reward / n:.3f}", target, met))
-        self.eps[case] = n / seconds
-
-    def ratio(self, what: str, num_case: str, den_case: str, target: float | None = None) -> None:
-        if num_case in self.eps and den_case in self.eps:
-            self.rs.append(Ratio(BENCH, what, self.wname, self.eps[num_case] / self.eps[den_case],
-                                 target))
+    @property
+    def budget_s(self) -> float:
+        return PEER_BUDGET_S / (4 if self.quick else 1)
 
 
-def _policy_cases(rec: _Recorder, wl: Workload, w3: Workload, sizes: tuple[int, ...],
-                  repeat: int) -> list[str]:
-    """Micro-batch and per-event runs of every policy on `wl`; returns the labels timed."""
-    n_mb, n_pe = sizes[0], sizes[1]
-    names = ["LinUCB", "LinTS", "EpsilonGreedy"]
-    if rec.wname == "W1":
-        names += ["HybridLinUCB", "BetaTS"]
-    labels = []
-    for name in names:
-        w = w3 if name == "BetaTS" else wl
-        label = f"{name} (m={HYBRID_M})" if name == "HybridLinUCB" else name
-        labels.append(label)
-        n = min(n_mb, w.n // BATCH * BATCH)
-        t, tot = best_time(functools.partial(make_policy, name, w),
-                           functools.partial(micro_batch, wl=w, n=n), repeat)
-        rec.rate(f"{label} micro-batch", n, t, tot, wl_name=w.name)
-        # Hybrid refactorizes on every event: a tenth of the events says as much.
-        n_ev = n_pe // 10 if name == "HybridLinUCB" else n_pe
-        t, tot = best_time(functools.partial(per_event_state, name, w, n_ev), per_event, repeat)
-        target = 3.0 if (name == "LinUCB" and rec.wname == "W1") else None
-        rec.latency(f"{label} per event", n_ev, t, tot, w.name, target)
-    return labels
-
-
-def _peer_cases(rec: _Recorder, wl: Workload, sizes: tuple[int, ...],
-                budget: dict[str, float]) -> None:
-    """NumPy per event, MABWiser per event and per 1,000, VW per event."""
-    n_mb, n_np = sizes[0], sizes[3]
-    t, tot = numpy_per_event(wl, n_np)
-    rec.rate("NumPy LinUCB per event", n_np, t, tot)
-    out = peers.mabwiser_per_event(wl, n_np, budget["mabwiser"])
-    if out:
-        rec.rate("MABWiser LinUCB per event", *out)
-    out = peers.mabwiser_batched(wl, n_mb)
-    if out:
-        rec.rate("MABWiser LinUCB per 1,000", *out)
-    out = peers.vw_per_event(wl, n_mb, budget["vw"])
-    if out:
-        rec.rate("VW squarecb -q UA per event", *out)
-
-
-def run(quick: bool = False) -> Results:
-    """All learning measurements and their ratios, W1 and W2 (BetaTS on W3)."""
-    repeat = 1 if quick else 3
+@pytest.fixture(scope="module")
+def settings(quick: bool) -> dict[str, Setting]:
     div = QUICK_DIV if quick else 1
-    budget = {k: v / (4 if quick else 1) for k, v in PEER_BUDGET_S.items()}
     w3 = workloads.build("W3", SIZES["W1"][0] // div)
     warm_up(workloads.build("W1", 3 * BATCH), w3)
-    ms: list[Measurement] = []
-    rs: list[Ratio] = []
-    for wname, full_sizes in SIZES.items():
-        sizes = tuple(s // div for s in full_sizes)
-        wl = workloads.build(wname, max(sizes) + peers.WARMUP_EVENTS + BATCH)
-        rec = _Recorder(wname)
-
-        n_ref = sizes[2]
-        t, tot = best_time(functools.partial(reference_loop, wl, n_ref), run_reference, repeat)
-        P = wl.probs[:n_ref]  # what a mean reward means: uniform choice and the oracle, same rows
-        rec.rate(REF, n_ref, t, tot, f"uniform {P.mean():.3f}, oracle {P.max(axis=1).mean():.3f}")
-        labels = _policy_cases(rec, wl, w3, sizes, repeat)
-        _peer_cases(rec, wl, sizes, budget)
-
-        for label in labels:
-            if label != "BetaTS":  # context-free on W3: nothing to compare with LinUCB's loop
-                target = 0.5 if (label == "LinUCB" and wname == "W1") else None
-                rec.ratio(f"{label} micro-batch / loop-in-kernel reference", f"{label} micro-batch",
-                          REF, target)
-        rec.ratio("LinUCB per event / loop-in-kernel reference", "LinUCB per event", REF)
-        for peer in ("NumPy LinUCB per event", "MABWiser LinUCB per event",
-                     "VW squarecb -q UA per event"):
-            rec.ratio(f"LinUCB per event / {peer}", "LinUCB per event", peer)
-        for peer in ("MABWiser LinUCB per 1,000", "VW squarecb -q UA per event"):
-            rec.ratio(f"LinUCB micro-batch / {peer}", "LinUCB micro-batch", peer)
-        rec.ratio("loop-in-kernel reference / NumPy LinUCB per event", REF,
-                  "NumPy LinUCB per event")
-        ms += rec.ms
-        rs += rec.rs
-    return ms, rs
+    out = {}
+    for name, full in SIZES.items():
+        sizes = tuple(s // div for s in full)
+        out[name] = Setting(workloads.build(name, max(sizes) + peers.WARMUP_EVENTS + BATCH), w3,
+                            sizes, quick)
+    return out
 
 
-if __name__ == "__main__":
-    script_main(run)
+def _label(name: str) -> str:
+    return f"{name} (m={HYBRID_M})" if name == "HybridLinUCB" else name
+
+
+@pytest.mark.parametrize("wname", SIZES)
+def test_reference(benchmark, settings, wname):
+    s = settings[wname]
+    n = s.sizes[2]
+    total = benchmark.pedantic(run_reference, setup=lambda: ((reference_loop(s.wl, n),), {}),
+                               rounds=rounds(s.quick))
+    P = s.wl.probs[:n]  # what a mean reward means: uniform choice and the oracle, same rows
+    record(benchmark, BENCH, REF, wname, n, "events/s", mean_reward=total / n,
+           note=f"uniform {P.mean():.3f}, oracle {P.max(axis=1).mean():.3f}",
+           ratios=[ratio(f"loop-in-kernel reference / {NUMPY}", NUMPY)])
+
+
+CASES = [(w, name) for w, names in POLICIES.items() for name in names]
+
+
+@pytest.mark.parametrize(("wname", "name"), CASES)
+def test_micro_batch(benchmark, settings, wname, name):
+    s = settings[wname]
+    w = s.w3 if name == "BetaTS" else s.wl
+    n = min(s.sizes[0], w.n // BATCH * BATCH)
+    total = benchmark.pedantic(micro_batch, setup=lambda: ((make_policy(name, w), w, n), {}),
+                               rounds=rounds(s.quick))
+    label = _label(name)
+    rs = []
+    if name != "BetaTS":  # context-free on W3: nothing to compare with LinUCB's loop
+        rs.append(ratio(f"{label} micro-batch / loop-in-kernel reference", REF, workload=wname,
+                        target=0.5 if (name == "LinUCB" and wname == "W1") else None))
+    if name == "LinUCB":
+        rs += [ratio(f"LinUCB micro-batch / {peer}", peer)
+               for peer in (MABWISER_BATCH, VW, BB_BATCH["UCB"])]
+    if name == "LinTS":
+        rs.append(ratio(f"LinTS micro-batch / {BB_BATCH['TS']}", BB_BATCH["TS"], note=BB_NOTE))
+    record(benchmark, BENCH, f"{label} micro-batch", w.name, n, "events/s",
+           mean_reward=total / n, ratios=rs)
+
+
+@pytest.mark.parametrize(("wname", "name"), CASES)
+def test_per_event(benchmark, settings, wname, name):
+    s = settings[wname]
+    w = s.w3 if name == "BetaTS" else s.wl
+    # Hybrid refactorizes on every event: a tenth of the events says as much.
+    n = s.sizes[1] // 10 if name == "HybridLinUCB" else s.sizes[1]
+    total = benchmark.pedantic(per_event, setup=lambda: ((per_event_state(name, w, n),), {}),
+                               rounds=rounds(s.quick))
+    rs = []
+    if name == "LinUCB":
+        rs.append(ratio("LinUCB per event / loop-in-kernel reference", REF))
+        rs += [ratio(f"LinUCB per event / {peer}", peer)
+               for peer in (NUMPY, MABWISER_EVENT, VW, BB_EVENT["UCB"])]
+    if name == "LinTS":
+        rs.append(ratio(f"LinTS per event / {BB_EVENT['TS']}", BB_EVENT["TS"]))
+    target = ("<=", 3.0) if (name == "LinUCB" and wname == "W1") else None
+    record(benchmark, BENCH, f"{_label(name)} per event", w.name, n, "us/event",
+           mean_reward=total / n, target=target, ratios=rs)
+
+
+NUMPY = "NumPy LinUCB per event"
+MABWISER_EVENT = "MABWiser LinUCB per event"
+MABWISER_BATCH = "MABWiser LinUCB per 1,000"
+VW = "VW squarecb -q UA per event"
+BB_EVENT = {"UCB": "bayesianbandits UCB per event", "TS": "bayesianbandits Thompson per event"}
+BB_BATCH = {"UCB": "bayesianbandits UCB per 1,000", "TS": "bayesianbandits Thompson per 1,000"}
+
+
+@pytest.mark.parametrize("wname", SIZES)
+def test_numpy_per_event(benchmark, settings, wname):
+    s = settings[wname]
+    n = s.sizes[3]
+    total = benchmark.pedantic(numpy_per_event, setup=lambda: (numpy_state(s.wl, n), {}))
+    record(benchmark, BENCH, NUMPY, wname, n, "events/s", mean_reward=total / n,
+           note="one round")
+
+
+@pytest.mark.parametrize("wname", SIZES)
+def test_mabwiser_per_event(benchmark, settings, wname):
+    s = settings[wname]
+    done = benchmark.pedantic(peers.mabwiser_per_event, setup=lambda: (
+        (peers.mabwiser(s.wl), peers.mabwiser_rows(s.wl, s.sizes[3]), s.wl, s.budget_s), {}))
+    record(benchmark, BENCH, MABWISER_EVENT, wname, done, "events/s",
+           note=f"one round, stopped at {s.budget_s:g} s")
+
+
+@pytest.mark.parametrize("wname", SIZES)
+def test_mabwiser_batched(benchmark, settings, wname):
+    s = settings[wname]
+    n = s.sizes[0] // BATCH * BATCH
+    benchmark.pedantic(peers.mabwiser_batched,
+                       setup=lambda: ((peers.mabwiser(s.wl), s.wl, n, BATCH), {}))
+    record(benchmark, BENCH, MABWISER_BATCH, wname, n, "events/s", note="one round")
+
+
+@pytest.mark.parametrize("wname", SIZES)
+def test_vw_per_event(benchmark, settings, wname):
+    s = settings[wname]
+    done = benchmark.pedantic(peers.vw_per_event,
+                              setup=lambda: ((*peers.vw(s.wl, s.sizes[0]), s.wl, s.budget_s), {}))
+    record(benchmark, BENCH, VW, wname, done, "events/s",
+           note=f"one round, stopped at {s.budget_s:g} s")
+
+
+@pytest.mark.parametrize("policy", peers.BB_POLICIES)
+@pytest.mark.parametrize("wname", SIZES)
+def test_bayesianbandits_per_event(benchmark, settings, wname, policy):
+    s = settings[wname]
+    done = benchmark.pedantic(peers.bayesianbandits_per_event, setup=lambda: (
+        (peers.bayesianbandits(s.wl, policy), peers.mabwiser_rows(s.wl, s.sizes[3]), s.wl,
+         s.budget_s), {}))
+    record(benchmark, BENCH, BB_EVENT[policy], wname, done, "events/s",
+           note=f"one round, stopped at {s.budget_s:g} s")
+
+
+@pytest.mark.parametrize("policy", peers.BB_POLICIES)
+@pytest.mark.parametrize("wname", SIZES)
+def test_bayesianbandits_batched(benchmark, settings, wname, policy):
+    s = settings[wname]
+    n = s.sizes[1] // BATCH * BATCH
+    benchmark.pedantic(peers.bayesianbandits_batched,
+                       setup=lambda: ((peers.bayesianbandits(s.wl, policy), s.wl, n, BATCH), {}))
+    record(benchmark, BENCH, BB_BATCH[policy], wname, n, "events/s",
+           note="one round" + ("; one posterior sample per batch" if policy == "TS" else ""))

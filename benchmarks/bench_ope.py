@@ -9,26 +9,34 @@ wall time of every estimator with 1,000 bootstrap resamples.
 - replay of a table target: ``sample_actions`` + ``replay_matches`` against a per-event loop
   (searchsorted, compare);
 - all estimators: ``ope.evaluate`` (IPS, SNIPS, DM, DR, reward model included) plus
-  ``ope.replay`` of the bts policy's table, then LinUCB learning online in replay.
+  ``ope.replay`` of the bts policy's table, then LinUCB learning online in replay;
+- against Open Bandit Pipeline (the bench extra, never a dependency of the project): IPS,
+  SNIPS, DM and DR with 1,000-resample intervals, OBP's ``estimate_interval`` beside
+  ``ope.evaluate`` on the same arrays and the same reward model (target: the project 10x
+  faster).
 
-The obp wheel is fetched (once, cached) and parsed before any clock starts. OBP's own
-estimators are not timed here: the project does not depend on obp.
+The dataset is loaded and parsed (``simulators.offline.obd``) before any clock starts.
 
-Run on its own: ``python -m benchmarks.bench_ope [--quick]``.
+Run on its own: ``pytest benchmarks/bench_ope.py [--quick]``.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pytest
 
 from bandit.policies import LinUCB
-from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
+from benchmarks.common import ratio, record, rounds
 from simulators.offline import obd, ope
+from simulators.offline.logs import LoggedBandit
 
 BENCH = "ope"
 WORKLOAD = "OBD random/all"
+N_BOOT = 1000
+FOUR = ("ips", "snips", "dm", "dr")
 
 
 def terms_reference(pi, qhat, actions, rewards, propensities):
@@ -59,88 +67,191 @@ def replay_reference(pi, u, actions, rewards):
     return total / kept
 
 
-def run(quick: bool = False) -> Results:
-    repeat = 1 if quick else 3
-    n_boot = 1000
+@dataclass(frozen=True)
+class OBD:
+    """The random/all log, the bts policy's table pi (n, k) as target, the reward model's
+    predictions qhat (n, k), and the four estimators' terms U, V (n, 4) of the kernel."""
+
+    log: LoggedBandit
+    bts: LoggedBandit
+    pi: np.ndarray
+    qhat: np.ndarray
+    U: np.ndarray
+    V: np.ndarray
+    quick: bool
+
+
+@pytest.fixture(scope="module")
+def obd_data(quick: bool) -> OBD:
     logs = obd.load_obd("all")
     log, bts = logs["random"], logs["bts"]
-    n = log.n
     pi = obd.logged_policy_table(bts, log)
     qhat = ope.fit_reward_model(log)
-    rng = np.random.default_rng(31)
-    ms: list[Measurement] = []
-    rs: list[Ratio] = []
-
-    # Weighted sums.
-    U, V = np.empty((n, 4)), np.empty((n, 4))
+    U, V = np.empty((log.n, 4)), np.empty((log.n, 4))
     ope.ope_terms(pi, qhat, log.actions, log.rewards, log.propensities, np.inf, U, V)  # compile
+    # Every kernel the timed estimators call, compiled (or loaded from the cache) untimed.
+    ope.evaluate(log, pi, FOUR, n_boot=2)
+    ope.evaluate(log, pi, FOUR, qhat=qhat, n_boot=2)
+    ope.replay(log, pi, n_boot=2)
+    ope.replay(log, LinUCB(log.n_actions, log.dim, rng=0), n_boot=2)
+    return OBD(log, bts, pi, qhat, U, V, quick)
 
-    def kernel_terms(_):
-        ope.ope_terms(pi, qhat, log.actions, log.rewards, log.propensities, np.inf, U, V)
-        return U.sum(axis=0) / V.sum(axis=0)
 
-    t_kernel, got = best_time(lambda: None, kernel_terms, repeat)
-    t_ref, want = best_time(lambda: None, lambda _: terms_reference(
-        pi, qhat, log.actions, log.rewards, log.propensities), repeat)
-    np.testing.assert_allclose(got, want, rtol=1e-9)
-    ms += [Measurement(BENCH, "ips/snips/dm/dr terms, kernel", WORKLOAD, n / t_kernel,
-                       "events/s", n),
-           Measurement(BENCH, "ips/snips/dm/dr terms, per-event NumPy", WORKLOAD, n / t_ref,
-                       "events/s", n)]
-    rs.append(Ratio(BENCH, "weighted-sum kernel over per-event NumPy", WORKLOAD, t_ref / t_kernel))
+def _terms(d: OBD) -> np.ndarray:
+    ope.ope_terms(d.pi, d.qhat, d.log.actions, d.log.rewards, d.log.propensities, np.inf,
+                  d.U, d.V)
+    return d.U.sum(axis=0) / d.V.sum(axis=0)
 
-    # Bootstrap: the same resampled indices for both sides.
-    b = 50 if quick else n_boot
-    idx = rng.integers(0, n, size=(b, n))
-    out = np.empty((b, 4))
-    ope.bootstrap_ratios(U, V, idx[:1], out[:1])  # compile
-    t_kernel, _ = best_time(lambda: None, lambda _: ope.bootstrap_ratios(U, V, idx, out), repeat)
-    t_ref, boot = best_time(lambda: None, lambda _: bootstrap_reference(U, V, idx), 1)
-    np.testing.assert_allclose(out, boot, rtol=1e-9)
-    ms += [Measurement(BENCH, f"bootstrap {b} resamples x 4 estimators, kernel", WORKLOAD,
-                       b * n / t_kernel, "resampled events/s", b * n, f"{t_kernel:.3f} s"),
-           Measurement(BENCH, f"bootstrap {b} resamples, NumPy indexing per resample", WORKLOAD,
-                       b * n / t_ref, "resampled events/s", b * n, f"{t_ref:.3f} s")]
-    rs.append(Ratio(BENCH, "bootstrap kernel over NumPy indexing", WORKLOAD, t_ref / t_kernel))
 
-    # Replay of a table target.
-    u = rng.random(n)
-    chosen = np.empty(n, dtype=np.int64)
-    matched, allocation = np.empty(n, dtype=np.int64), np.zeros(log.n_actions, dtype=np.int64)
+def test_terms_kernel(benchmark, obd_data):
+    d = obd_data
+    got = benchmark.pedantic(_terms, args=(d,), rounds=rounds(d.quick))
+    np.testing.assert_allclose(got, terms_reference(d.pi, d.qhat, d.log.actions, d.log.rewards,
+                                                    d.log.propensities), rtol=1e-9)
+    record(benchmark, BENCH, "ips/snips/dm/dr terms, kernel", WORKLOAD, d.log.n, "events/s",
+           ratios=[ratio("weighted-sum kernel over per-event NumPy", TERMS_REF)])
 
-    def kernel_replay(_):
-        ope.sample_actions(pi, u, chosen)
+
+TERMS_REF = "ips/snips/dm/dr terms, per-event NumPy"
+
+
+def test_terms_reference(benchmark, obd_data):
+    d = obd_data
+    benchmark.pedantic(terms_reference, args=(d.pi, d.qhat, d.log.actions, d.log.rewards,
+                                              d.log.propensities), rounds=rounds(d.quick))
+    record(benchmark, BENCH, TERMS_REF, WORKLOAD, d.log.n, "events/s")
+
+
+def _resamples(d: OBD) -> np.ndarray:
+    """The same resampled indices for both sides: 1,000 resamples (50 when quick)."""
+    return np.random.default_rng(31).integers(0, d.log.n, size=(50 if d.quick else N_BOOT,
+                                                                 d.log.n))
+
+
+def test_bootstrap_kernel(benchmark, obd_data):
+    d = obd_data
+    _terms(d)
+    idx = _resamples(d)
+    out = np.empty((idx.shape[0], 4))
+    ope.bootstrap_ratios(d.U, d.V, idx[:1], out[:1])  # compile
+    benchmark.pedantic(ope.bootstrap_ratios, args=(d.U, d.V, idx, out), rounds=rounds(d.quick))
+    np.testing.assert_allclose(out, bootstrap_reference(d.U, d.V, idx), rtol=1e-9)
+    record(benchmark, BENCH, f"bootstrap {idx.shape[0]} resamples x 4 estimators, kernel",
+           WORKLOAD, idx.size, "resampled events/s",
+           ratios=[ratio("bootstrap kernel over NumPy indexing",
+                         f"bootstrap {idx.shape[0]} resamples, NumPy indexing per resample")])
+
+
+def test_bootstrap_reference(benchmark, obd_data):
+    d = obd_data
+    _terms(d)
+    idx = _resamples(d)
+    benchmark.pedantic(bootstrap_reference, args=(d.U, d.V, idx))
+    record(benchmark, BENCH, f"bootstrap {idx.shape[0]} resamples, NumPy indexing per resample",
+           WORKLOAD, idx.size, "resampled events/s", note="one round")
+
+
+def test_replay_kernel(benchmark, obd_data):
+    """Replay of a table target: sample the target's action per event, keep the matches."""
+    d = obd_data
+    log = d.log
+    u = np.random.default_rng(37).random(log.n)
+    chosen = np.empty(log.n, dtype=np.int64)
+    matched, allocation = np.empty(log.n, dtype=np.int64), np.zeros(log.n_actions, np.int64)
+
+    def kernel_replay() -> float:
+        ope.sample_actions(d.pi, u, chosen)
         allocation[:] = 0
         count = ope.replay_matches(chosen, log.actions, log.rewards, matched, allocation)
-        return log.rewards[matched[:count]].mean()
+        return float(log.rewards[matched[:count]].mean())
 
-    kernel_replay(None)  # compile
-    t_kernel, got = best_time(lambda: None, kernel_replay, repeat)
-    t_ref, want = best_time(lambda: None, lambda _: replay_reference(pi, u, log.actions,
-                                                                     log.rewards), 1)
-    assert got == want
-    ms += [Measurement(BENCH, "replay of a table, kernel", WORKLOAD, n / t_kernel, "events/s", n),
-           Measurement(BENCH, "replay of a table, per-event NumPy", WORKLOAD, n / t_ref,
-                       "events/s", n)]
-    rs.append(Ratio(BENCH, "replay kernel over per-event NumPy", WORKLOAD, t_ref / t_kernel))
-
-    # Everything a report runs, 1,000 resamples each.
-    t0 = time.perf_counter()
-    estimates = ope.evaluate(log, pi, ("ips", "snips", "dm", "dr"), n_boot=n_boot)
-    estimates["replay"] = ope.replay(log, pi, n_boot=n_boot).estimate
-    t_all = time.perf_counter() - t0
-    summary = ", ".join(f"{k} {e.value:.4f} [{e.low:.4f}, {e.high:.4f}]"
-                        for k, e in estimates.items())
-    ms.append(Measurement(BENCH, f"all 5 estimators, {n_boot} resamples, bts table", WORKLOAD,
-                          t_all, "s", n, f"bts on-policy {bts.rewards.mean():.4f}; {summary}"))
-    t0 = time.perf_counter()
-    run_ = ope.replay(log, LinUCB(log.n_actions, log.dim, rng=0), n_boot=n_boot)
-    t_lin = time.perf_counter() - t0
-    ms.append(Measurement(BENCH, "replay, LinUCB learning online (batches of 100)", WORKLOAD,
-                          n / t_lin, "events/s", n,
-                          f"kept {run_.estimate.n_events}; {t_lin:.2f} s incl. bootstrap"))
-    return ms, rs
+    kernel_replay()  # compile
+    got = benchmark.pedantic(kernel_replay, rounds=rounds(d.quick))
+    assert got == replay_reference(d.pi, u, log.actions, log.rewards)
+    record(benchmark, BENCH, "replay of a table, kernel", WORKLOAD, log.n, "events/s",
+           ratios=[ratio("replay kernel over per-event NumPy", REPLAY_REF)])
 
 
-if __name__ == "__main__":
-    script_main(run)
+REPLAY_REF = "replay of a table, per-event NumPy"
+
+
+def test_replay_reference(benchmark, obd_data):
+    d = obd_data
+    u = np.random.default_rng(37).random(d.log.n)
+    benchmark.pedantic(replay_reference, args=(d.pi, u, d.log.actions, d.log.rewards))
+    record(benchmark, BENCH, REPLAY_REF, WORKLOAD, d.log.n, "events/s", note="one round")
+
+
+def _summary(estimates: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {e.value:.4f} [{e.low:.4f}, {e.high:.4f}]" for k, e in estimates.items())
+
+
+def test_all_estimators(benchmark, obd_data):
+    """Everything a report runs, 1,000 resamples each: ``ope.evaluate`` (IPS, SNIPS, DM, DR,
+    the reward model fitted and refitted per resample) and ``ope.replay`` of the table."""
+    d = obd_data
+
+    def report() -> dict[str, Any]:
+        estimates = ope.evaluate(d.log, d.pi, FOUR, n_boot=N_BOOT)
+        estimates["replay"] = ope.replay(d.log, d.pi, n_boot=N_BOOT).estimate
+        return estimates
+
+    estimates = benchmark.pedantic(report)
+    record(benchmark, BENCH, f"all 5 estimators, {N_BOOT} resamples, bts table", WORKLOAD,
+           d.log.n, "s", note=f"one round; bts on-policy {d.bts.rewards.mean():.4f}; "
+                              f"{_summary(estimates)}")
+
+
+def test_replay_linucb(benchmark, obd_data):
+    d = obd_data
+    run = benchmark.pedantic(lambda policy: ope.replay(d.log, policy, n_boot=N_BOOT),
+                             setup=lambda: ((LinUCB(d.log.n_actions, d.log.dim, rng=0),), {}))
+    record(benchmark, BENCH, "replay, LinUCB learning online (batches of 100)", WORKLOAD,
+           d.log.n, "events/s",
+           note=f"one round; kept {run.estimate.n_events}; incl. bootstrap")
+
+
+OBP_CASE = f"Open Bandit Pipeline IPS, SNIPS, DM, DR, estimate_interval ({N_BOOT} resamples)"
+
+
+def test_project_four(benchmark, obd_data):
+    """IPS, SNIPS, DM, DR with 1,000-resample intervals, the reward model given (held fixed in
+    the resamples): what OBP's ``estimate_interval`` computes from the same inputs."""
+    d = obd_data
+    estimates = benchmark.pedantic(ope.evaluate, args=(d.log, d.pi, FOUR),
+                                   kwargs={"qhat": d.qhat, "n_boot": N_BOOT},
+                                   rounds=rounds(d.quick))
+    record(benchmark, BENCH, f"project IPS, SNIPS, DM, DR, {N_BOOT} resamples, same qhat",
+           WORKLOAD, d.log.n, "s", note=_summary(estimates),
+           ratios=[ratio("project estimators / Open Bandit Pipeline's (time ratio)", OBP_CASE,
+                         target=10.0, note="IPS, SNIPS, DM, DR with 1,000-resample intervals")])
+
+
+def test_obp_four(benchmark, obd_data):
+    """Open Bandit Pipeline 0.4.1's estimators on the same arrays: the target as an action
+    distribution (n, k, 1), the same reward model as estimated_rewards_by_reg_model."""
+    from obp.ope import (
+        DirectMethod,
+        DoublyRobust,
+        InverseProbabilityWeighting,
+        SelfNormalizedInverseProbabilityWeighting,
+    )
+
+    d = obd_data
+    log = d.log
+    common = {"reward": log.rewards, "action": log.actions, "action_dist": d.pi[:, :, None],
+              "n_bootstrap_samples": N_BOOT, "random_state": 0}
+    weighted = {**common, "pscore": log.propensities}
+    model = {"estimated_rewards_by_reg_model": d.qhat[:, :, None]}
+    calls = {"ips": (InverseProbabilityWeighting(), weighted),
+             "snips": (SelfNormalizedInverseProbabilityWeighting(), weighted),
+             "dm": (DirectMethod(), {**common, **model}),
+             "dr": (DoublyRobust(), {**weighted, **model})}
+
+    def four() -> dict[str, dict[str, float]]:
+        return {name: est.estimate_interval(**kwargs) for name, (est, kwargs) in calls.items()}
+
+    out = benchmark.pedantic(four, rounds=rounds(d.quick))
+    summary = ", ".join(f"{k} {v['mean']:.4f} [{v['95.0% CI (lower)']:.4f}, "
+                        f"{v['95.0% CI (upper)']:.4f}]" for k, v in out.items())
+    record(benchmark, BENCH, OBP_CASE, WORKLOAD, log.n, "s", note=summary)

@@ -11,17 +11,18 @@ value's MC standard error (over n values, a max near sqrt(2 ln n) is what exact 
 A third check draws 10^5 decisions from ``choose_many`` on repeated rows: the policy's own
 choice frequencies must match its propensities too.
 
-Run on its own: ``python -m benchmarks.bench_propensity [--quick]``.
+Run on its own: ``pytest benchmarks/bench_propensity.py [--quick]``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bandit.policies import Policy
 from benchmarks import workloads
 from benchmarks.bench_learning import L2, make_policy
-from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
+from benchmarks.common import ratio, record, rounds
 from benchmarks.workloads import Workload
 
 BENCH = "propensity"
@@ -84,71 +85,93 @@ def choice_frequencies(policy: Policy, x: np.ndarray) -> np.ndarray:
     return np.bincount(arms, minlength=policy.n_arms) / DRAWS
 
 
-def run(quick: bool = False) -> Results:
-    """Quadrature vs Monte Carlo for LinTS (W1) and BetaTS (W3)."""
-    n_quad, n_mc, n_freq = (200, 4, 1) if quick else (2_000, 20, 3)
-    repeat = 1 if quick else 3
-    rng = np.random.default_rng(23)
-    ms: list[Measurement] = []
-    rs: list[Ratio] = []
-
-    # LinTS, W1: per row, each row its own integral.
+@pytest.fixture(scope="module")
+def lints(quick: bool) -> tuple[Policy, Workload, Events, np.ndarray]:
+    """LinTS after 2,000 W1 events, its events, and the rows whose propensities are timed."""
     wl = workloads.build("W1", 1000 + N_TRAIN["LinTS"])
     events = logged(wl, N_TRAIN["LinTS"], seed=29)
     policy = make_policy("LinTS", wl)
     policy.learn_many(*events)
-    Xq = wl.X[:n_quad]
-    policy.propensities(Xq[:2])  # compile or load the cache, untimed
-    t_quad, P = best_time(lambda: None, lambda _: policy.propensities(Xq), repeat)
+    policy.propensities(wl.X[:2])  # compile or load the cache, untimed
+    return policy, wl, events, wl.X[: 200 if quick else 2_000]
+
+
+LINTS_QUAD, LINTS_MC = "LinTS quadrature", "LinTS Monte Carlo 10^5 draws"
+BETA_QUAD = "BetaTS quadrature (per state)"
+BETA_MC = "BetaTS Monte Carlo 10^5 draws (per state)"
+
+
+def _check_note(P: np.ndarray, P_mc: np.ndarray) -> str:
+    return (f"max |quad - MC| = {float(np.abs(P - P_mc).max()):.1e}, "
+            f"within {mc_z(P, P_mc):.1f} MC s.e.")
+
+
+def test_lints_quadrature(benchmark, lints, quick):
+    policy, wl, events, Xq = lints
+    P = benchmark.pedantic(policy.propensities, args=(Xq,), rounds=rounds(quick))
+    n_mc = 4 if quick else 20
+    mean, sd = linear_moments(wl, events, Xq[:n_mc])  # the same draws as test_lints_monte_carlo
+    P_mc = mc_gaussian(mean, sd, np.random.default_rng(23))
+    record(benchmark, BENCH, LINTS_QUAD, "W1", Xq.shape[0], "us/row",
+           note=f"rows with 2+ arms above 1%: {np.mean((P > 0.01).sum(axis=1) >= 2):.0%}",
+           ratios=[ratio("LinTS quadrature speedup over 10^5-draw MC", LINTS_MC, target=100.0,
+                         note=_check_note(P[:n_mc], P_mc))])
+
+
+def test_lints_monte_carlo(benchmark, lints, quick):
+    policy, wl, events, Xq = lints
+    n_mc, n_freq = (4, 1) if quick else (20, 3)
     mean, sd = linear_moments(wl, events, Xq[:n_mc])
-    t_mc, P_mc = best_time(lambda: None, lambda _: mc_gaussian(mean, sd, rng), 1)
-    diff = float(np.abs(P[:n_mc] - P_mc).max())
-    z = mc_z(P[:n_mc], P_mc)
-    freq = max(float(np.abs(choice_frequencies(policy, Xq[i]) - P[i]).max()) for i in range(n_freq))
-    us_quad, us_mc = t_quad / n_quad * 1e6, t_mc / n_mc * 1e6
-    ms += [
-        Measurement(BENCH, "LinTS quadrature", "W1", us_quad, "us/row", n_quad,
-                    f"rows with 2+ arms above 1%: {np.mean((P > 0.01).sum(axis=1) >= 2):.0%}"),
-        Measurement(BENCH, "LinTS Monte Carlo 10^5 draws", "W1", us_mc, "us/row", n_mc,
-                    f"max |quad - MC| {diff:.1e} = {z:.1f} MC s.e. over {P_mc.size} values; "
-                    f"max |choose_many freq - quad| {freq:.1e} on {n_freq} row(s)"),
-    ]
-    rs.append(Ratio(BENCH, "LinTS quadrature speedup over 10^5-draw MC", "W1", us_mc / us_quad,
-                    100.0,
-                    f"max |quad - MC| = {diff:.1e}, within {z:.1f} MC s.e."))
+    P_mc = benchmark.pedantic(mc_gaussian, args=(mean, sd, np.random.default_rng(23)))
+    P = policy.propensities(Xq[:n_mc])
+    freq = max(float(np.abs(choice_frequencies(policy, Xq[i]) - P[i]).max())
+               for i in range(n_freq))
+    record(benchmark, BENCH, LINTS_MC, "W1", n_mc, "us/row",
+           note=f"one round; max |quad - MC| {float(np.abs(P - P_mc).max()):.1e} = "
+                f"{mc_z(P, P_mc):.1f} MC s.e. over {P_mc.size} values; "
+                f"max |choose_many freq - quad| {freq:.1e} on {n_freq} row(s)")
 
-    # BetaTS, W3: one integral per state; time it fresh after a learn (no cache hit).
+
+@pytest.fixture(scope="module")
+def beta() -> tuple[Workload, Events]:
     w3 = workloads.build("W3", 1000 + N_TRAIN["BetaTS"])
-    events = logged(w3, N_TRAIN["BetaTS"], seed=31)
+    return w3, logged(w3, N_TRAIN["BetaTS"], seed=31)
+
+
+def _fresh(w3: Workload, events: Events) -> Policy:
+    """BetaTS after the events: its propensities not computed yet (no cache hit)."""
+    p = make_policy("BetaTS", w3)
+    p.learn_many(*events)
+    return p
+
+
+def _beta_posterior(w3: Workload, events: Events) -> tuple[np.ndarray, np.ndarray]:
+    p = _fresh(w3, events)
+    return (p.alpha + np.bincount(events[0], weights=events[2], minlength=w3.n_arms),
+            p.beta + np.bincount(events[0], weights=1.0 - events[2], minlength=w3.n_arms))
+
+
+def test_beta_quadrature(benchmark, beta, quick):
+    w3, events = beta
     x0 = w3.X[:1]
-
-    def fresh() -> Policy:
-        p = make_policy("BetaTS", w3)
-        p.learn_many(*events)
-        return p
-
-    fresh().propensities(x0)
-    t_quad, P = best_time(fresh, lambda p: p.propensities(x0), repeat)
-    p_b = fresh()
-    a = p_b.alpha + np.bincount(events[0], weights=events[2], minlength=w3.n_arms)
-    b = p_b.beta + np.bincount(events[0], weights=1.0 - events[2], minlength=w3.n_arms)
-    t_mc, P_mc = best_time(lambda: None, lambda _: mc_beta(a, b, rng), repeat)
-    diff = float(np.abs(P[0] - P_mc).max())
-    z = mc_z(P[0], P_mc)
-    freq = float(np.abs(choice_frequencies(p_b, x0[0]) - P[0]).max())
-    ms += [
-        Measurement(BENCH, "BetaTS quadrature (per state)", "W3", t_quad * 1e6, "us/row", 1,
-                    f"arms above 1%: {(P[0] > 0.01).sum()}"),
-        Measurement(BENCH, "BetaTS Monte Carlo 10^5 draws (per state)", "W3", t_mc * 1e6,
-                    "us/row", 1,
-                    f"max |quad - MC| {diff:.1e} = {z:.1f} MC s.e. over {P_mc.size} values; "
-                    f"max |choose_many freq - quad| {freq:.1e}"),
-    ]
-    rs.append(Ratio(BENCH, "BetaTS quadrature speedup over 10^5-draw MC", "W3", t_mc / t_quad,
-                    100.0,
-                    f"max |quad - MC| = {diff:.1e}, within {z:.1f} MC s.e."))
-    return ms, rs
+    _fresh(w3, events).propensities(x0)  # compile or load the cache, untimed
+    P = benchmark.pedantic(lambda p: p.propensities(x0),
+                           setup=lambda: ((_fresh(w3, events),), {}), rounds=rounds(quick))
+    P_mc = mc_beta(*_beta_posterior(w3, events), np.random.default_rng(23))
+    record(benchmark, BENCH, BETA_QUAD, "W3", 1, "us/row",
+           note=f"arms above 1%: {(P[0] > 0.01).sum()}",
+           ratios=[ratio("BetaTS quadrature speedup over 10^5-draw MC", BETA_MC, target=100.0,
+                         note=_check_note(P[0], P_mc))])
 
 
-if __name__ == "__main__":
-    script_main(run)
+def test_beta_monte_carlo(benchmark, beta, quick):
+    w3, events = beta
+    a, b = _beta_posterior(w3, events)
+    P_mc = benchmark.pedantic(mc_beta, args=(a, b, np.random.default_rng(23)),
+                              rounds=rounds(quick))
+    p = _fresh(w3, events)
+    P = p.propensities(w3.X[:1])[0]
+    freq = float(np.abs(choice_frequencies(p, w3.X[0]) - P).max())
+    record(benchmark, BENCH, BETA_MC, "W3", 1, "us/row",
+           note=f"max |quad - MC| {float(np.abs(P - P_mc).max()):.1e} = {mc_z(P, P_mc):.1f} "
+                f"MC s.e. over {P_mc.size} values; max |choose_many freq - quad| {freq:.1e}")

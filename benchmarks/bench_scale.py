@@ -19,7 +19,10 @@ an engine, impressions and simulated clicks, a watermark that closes every windo
     a waiting fetch for part of that time, record or not): the floor of one hop of the loop,
     which has two (events to the worker, checkpoint to the service).
 
-Run on its own: ``python -m benchmarks.bench_scale [--quick]``.
+The figures are clocked inside each scenario (rates from the first checkpoint, latency
+percentiles); the fixture's own time covers the whole scenario, one round each.
+
+Run on its own: ``pytest benchmarks/bench_scale.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -31,16 +34,19 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from bandit.engine import Engine
 from benchmarks.bench_worker import workload
-from benchmarks.common import Measurement, Ratio, Results, script_main
+from benchmarks.common import ratio, record
 from simulators.demo import CAMPAIGN
 from streams.broker import LocalBroker, free_port
 from streams.follower import StateFollower
@@ -71,13 +77,14 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def _workers_rate(bootstrap: str, workers: int, record: dict[str, Any], impressions: list,
-                  clicks: list, window: int) -> float:
-    """records/s of ``workers`` `cmab worker` processes over freshly published records."""
+def _workers_rate(bootstrap: str, workers: int, campaign: dict[str, Any], impressions: list,
+                  clicks: list, window: int) -> tuple[int, float]:
+    """Records and seconds of ``workers`` `cmab worker` processes over freshly published
+    records, from the first checkpoint seen to the last."""
     topics = Topics(f"scale-{uuid.uuid4().hex[:8]}")
     create_topics(bootstrap, topics, PARTITIONS)
     with Publisher(bootstrap, topics) as pub:
-        pub.campaign(record)
+        pub.campaign(campaign)
         pub.events(impressions, flush=False)
         pub.events(clicks)
         pub.watermark(window + 1)
@@ -105,7 +112,7 @@ def _workers_rate(bootstrap: str, workers: int, record: dict[str, Any], impressi
         _stop(procs)
         follower.close()
     t_first, n_first = first[0]
-    return (total - n_first) / (end - t_first)
+    return total - n_first, end - t_first
 
 
 def _raw_latency(bootstrap: str, steps: int, idle_s: float = 0.0, **config: Any) -> np.ndarray:
@@ -191,44 +198,79 @@ def _service_lag(bootstrap: str, spec: dict[str, Any], impressions: list, clicks
     return out
 
 
-def run(quick: bool = False) -> Results:
+@dataclass(frozen=True)
+class Stream:
+    """S4 (the legacy impressions and clicks) on a running local broker."""
+
+    bootstrap: str
+    spec: dict[str, Any]
+    campaign: dict[str, Any]
+    impressions: list[dict[str, Any]]
+    clicks: list[dict[str, Any]]
+    window: int
+    n: int
+    steps: int
+    per_step: int
+
+
+@pytest.fixture(scope="module")
+def stream(quick: bool) -> Iterator[Stream]:
     n = 5_000 if quick else 40_000
     steps, per_step = (30, 10) if quick else (200, 10)
-    record, impressions, clicks, watermark = workload(max(n, (steps + 1) * per_step))
-    spec, window = record["spec"], watermark - 1  # S4's campaign and attribution window
-    ids = {e["decision_id"] for e in impressions[:n]}
-    scale_clicks = [c for c in clicks if c["decision_id"] in ids]
+    campaign, impressions, clicks, watermark = workload(max(n, (steps + 1) * per_step))
     with LocalBroker() as broker:
-        bootstrap = broker.bootstrap_servers
-        one = _workers_rate(bootstrap, 1, record, impressions[:n], scale_clicks, window)
-        two = _workers_rate(bootstrap, 2, record, impressions[:n], scale_clicks, window)
-        raw = _raw_latency(bootstrap, steps)
-        idle = _raw_latency(bootstrap, steps, idle_s=0.3, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
-        lag = _service_lag(bootstrap, spec, impressions, clicks, window, steps, per_step)
-    total = n + len(scale_clicks) + PARTITIONS
+        yield Stream(broker.bootstrap_servers, campaign["spec"], campaign, impressions, clicks,
+                     watermark - 1, n, steps, per_step)
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers(benchmark, stream, workers):
+    """``workers`` cmab worker processes in one group on 2 partitions; one round each."""
+    s = stream
+    ids = {e["decision_id"] for e in s.impressions[: s.n]}
+    clicks = [c for c in s.clicks if c["decision_id"] in ids]
+    done, seconds = benchmark.pedantic(_workers_rate, args=(
+        s.bootstrap, workers, s.campaign, s.impressions[: s.n], clicks, s.window))
+    rs = ([ratio("2 workers / 1 worker (records/s)", "1 cmab worker, 2 partitions")]
+          if workers == 2 else [])
+    name = "1 cmab worker" if workers == 1 else "2 cmab workers (one group)"
+    record(benchmark, BENCH, f"{name}, 2 partitions", "S4", done, "records/s", seconds=seconds,
+           note=f"{s.n + len(clicks) + PARTITIONS:,} records, counted from the first "
+                "checkpoint", ratios=rs)
+
+
+LAG = "click produced -> model in the service, p50"
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("idle", [False, True])
+def test_raw_latency(benchmark, stream, idle):
+    s = stream
+    config = {"idle_s": 0.3, "fetch_max_wait_ms": FETCH_MAX_WAIT_MS} if idle else {}
+    lat = benchmark.pedantic(_raw_latency, args=(s.bootstrap, s.steps), kwargs=config)
+    p50, p99 = np.percentile(lat, [50, 99])
+    if idle:
+        record(benchmark, BENCH, "REFERENCE one record to an idle consumer, p50", "S4 step",
+               s.steps, "ms", seconds=p50,
+               note=f"p99 {p99 * 1e3:.1f} ms; fetch_max_wait_ms {FETCH_MAX_WAIT_MS}, "
+                    "idle 0-300 ms before each send",
+               ratios=[ratio("two idle-consumer hops / service lag (p50)", LAG, by="value",
+                             factor=2.0,
+                             note="the share of the lag that is fetch waiting at the broker")])
+    else:
+        record(benchmark, BENCH, "REFERENCE one record produce -> consume, p50", "S4 step",
+               s.steps, "ms", seconds=p50, note=f"p99 {p99 * 1e3:.1f} ms",
+               ratios=[ratio("raw produce->consume / service lag (p50)", LAG, by="value",
+                             note="the share of the lag that is the broker's own latency")])
+
+
+@pytest.mark.broker
+def test_service_lag(benchmark, stream):
+    s = stream
+    lag = benchmark.pedantic(_service_lag, args=(s.bootstrap, s.spec, s.impressions, s.clicks,
+                                                 s.window, s.steps, s.per_step))
     p50, p99 = np.percentile(lag, [50, 99])
-    r50, r99 = np.percentile(raw, [50, 99])
-    i50, i99 = np.percentile(idle, [50, 99])
-    ms = [Measurement(BENCH, "1 cmab worker, 2 partitions", "S4", one, "records/s", total),
-          Measurement(BENCH, "2 cmab workers (one group), 2 partitions", "S4", two, "records/s",
-                      total),
-          Measurement(BENCH, "REFERENCE one record produce -> consume, p50", "1 record",
-                      r50 * 1e3, "ms", steps, note=f"p99 {r99 * 1e3:.1f} ms"),
-          Measurement(BENCH, "REFERENCE one record to an idle consumer, p50", "1 record",
-                      i50 * 1e3, "ms", steps,
-                      note=f"p99 {i99 * 1e3:.1f} ms; fetch_max_wait_ms {FETCH_MAX_WAIT_MS}, "
-                           "idle 0-300 ms before each send"),
-          Measurement(BENCH, "click produced -> model in the service, p50", "S4 step",
-                      p50 * 1e3, "ms", steps,
-                      note=f"p99 {p99 * 1e3:.1f} ms; {per_step} decisions + clicks + "
-                           "watermark per step; report polled every 2 ms")]
-    rs = [Ratio(BENCH, "2 workers / 1 worker (records/s)", "S4", two / one),
-          Ratio(BENCH, "raw produce->consume / service lag (p50)", "S4 step", r50 / p50,
-                note="the share of the lag that is the broker's own latency"),
-          Ratio(BENCH, "two idle-consumer hops / service lag (p50)", "S4 step", 2 * i50 / p50,
-                note="the share of the lag that is fetch waiting at the broker")]
-    return ms, rs
-
-
-if __name__ == "__main__":
-    script_main(run)
+    record(benchmark, BENCH, LAG, "S4 step", s.steps, "ms", seconds=p50,
+           note=f"p99 {p99 * 1e3:.1f} ms; {s.per_step} decisions + clicks + watermark per "
+                "step; report polled every 2 ms")

@@ -17,7 +17,12 @@ to (target >= 1.0x, moonshot >= 3x). FLOOR: a consume of the worker's own inputs
 events) with each poll split into lines and decoded by the worker's decoders, nothing else:
 the least a worker of this design does. The worker is timed from its first batch to the last
 checkpoint, so the group join is not counted; it runs in this process, one worker on both
-partitions, and also reads the events (the reference reads decisions only).
+partitions, and also reads the events (the reference reads decisions only). The three run in
+turns over ``S4_ROUNDS`` rounds (100,000 decisions each, a fresh deployment per round): the
+ratios are the medians of the per-round ratios, their min and max beside them, so a slow
+spell of the shared machine moves one round, not the figure. The same rounds are also read in
+CPU seconds of this process (``time.process_time``: the clients and the worker, not the
+broker), which the other jobs of a shared machine move much less than the wall clock.
 
 Workload S5: S4's decisions and events on ONE partition, embedded (streams.memory, no broker),
 polled like KafkaTransport polls them (about ``EMBEDDED_DECISIONS`` decisions and 5000 events
@@ -33,11 +38,15 @@ the ledger topic, referenced by the checkpoint), at the decisions learned and at
 worker's restore; against the same checkpoint without the ledger (bytes, ms). S5-send is S5
 for the campaign activated by sends: a send for ``SENT_SHARE`` of the decisions too.
 
-Run on its own: ``python -m benchmarks.bench_worker [--quick]``.
+The worker's figures are clocked inside each scenario (the fixture's own time covers the whole
+scenario: join, probes and all); ``benchmark.extra_info`` holds them.
+
+Run on its own: ``pytest benchmarks/bench_worker.py [--quick]``.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -46,13 +55,14 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
 from bandit.engine import Engine
 from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.ledger import Found
-from benchmarks.common import Measurement, Ratio, Results, best_time, script_main
+from benchmarks.common import ratio, record
 from simulators.demo import CAMPAIGN as DEMO_CAMPAIGN
 from simulators.email_campaign import SLOTS, EmailCampaign, Subscribers
 from streams import blocks
@@ -76,6 +86,7 @@ SENT_SHARE = 0.9
 EMBEDDED_DECISIONS = 5000  # per batch of S5: about what a KafkaTransport poll brings
 POLL = 5000  # records per poll (KafkaTransport's max_poll_records)
 LEDGER_GROWN = 1_000_000  # learned decisions of the largest ledger measured
+S4_ROUNDS, S4_ROUNDS_QUICK = 7, 3  # paired rounds of S4
 
 
 @dataclass
@@ -202,17 +213,14 @@ def _legacy_events(decisions: list[dict[str, Any]], population: Subscribers,
     return impressions, clicks
 
 
-def _send(w: Workload, topics: Topics, reference: str, bootstrap: str) -> int:
-    """Write S4 to the worker's topics and its decisions one per record to ``reference``;
-    returns the worker's input records."""
+def _send(w: Workload, topics: Topics, bootstrap: str) -> int:
+    """Write S4 to the worker's topics; returns the worker's input records."""
     records = 0
     out = producer(bootstrap, linger_ms=20)
     for p, packed in w.blocks(PARTITIONS).items():
         for key, value in packed:
             out.send(topics.decisions, value, key=key, partition=p)
             records += 1
-    for decision_id, line in w.lines():
-        out.send(reference, line, key=decision_id.encode())
     out.flush()
     out.close()
     with Publisher(bootstrap, topics) as pub:
@@ -220,6 +228,16 @@ def _send(w: Workload, topics: Topics, reference: str, bootstrap: str) -> int:
         records += pub.events(w.events)
         pub.watermark(w.watermark)
     return records + PARTITIONS
+
+
+def _send_reference(w: Workload, reference: str, bootstrap: str) -> None:
+    """Write S4's decisions one per record to ``reference`` (read by every round's raw
+    consume: it assigns partitions, so it keeps no state between rounds)."""
+    out = producer(bootstrap, linger_ms=20)
+    for decision_id, line in w.lines():
+        out.send(reference, line, key=decision_id.encode())
+    out.flush()
+    out.close()
 
 
 def _raw(bootstrap: str, topic: str, total: int) -> float:
@@ -261,7 +279,9 @@ def _floor(bootstrap: str, topics: Topics, total: int) -> float:
     return elapsed
 
 
-def _worker(bootstrap: str, topics: Topics, total: int) -> tuple[float, Worker]:
+def _worker(bootstrap: str, topics: Topics, total: int, done: list[Worker]) -> float:
+    """The worker's seconds from its first batch to its last checkpoint (the group join is not
+    counted); the worker goes to ``done``."""
     transport = KafkaTransport(bootstrap, topics, f"bench-{uuid.uuid4().hex[:8]}",
                                max_poll_records=POLL, session_timeout_ms=2000,
                                heartbeat_interval_ms=500)
@@ -274,7 +294,8 @@ def _worker(bootstrap: str, topics: Topics, total: int) -> tuple[float, Worker]:
     worker.write_checkpoints()  # the last one, if the interval had not come round yet
     elapsed = time.perf_counter() - start
     transport.close()
-    return elapsed, worker
+    done.append(worker)
+    return elapsed
 
 
 class _Polls(MemoryTransport):
@@ -318,50 +339,81 @@ def _drain(worker: Worker) -> float:
     return time.perf_counter() - start
 
 
-def _embedded(n: int, activation: Literal["decision", "send"], name: str) -> Results:
+def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Smallest wall time of ``fn()`` over ``repeat`` calls, and its last return value: for the
+    probes taken inside a scenario the fixture times as a whole."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+@pytest.fixture(scope="module")
+def warm() -> None:
+    """The compiled kernels loaded and the first calls paid, on a small S5."""
+    w = logged_workload(2_000)
+    worker = Worker(_Polls(*embedded_log(w)))
+    worker.transport.attach(worker)
+    _drain(worker)
+
+
+@pytest.mark.parametrize(("wname", "activation"), [("S5", "decision"), ("S5-send", "send")])
+def test_embedded(benchmark, warm, quick, wname, activation):
     """S5 (or S5-send): the worker over an in-process log, one partition, every window open
-    at once."""
-    w = logged_workload(n, activation)
+    at once; then the checkpoint probes (S5 only). The fixture times the whole scenario; the
+    figures are the worker's own seconds (both drains) and the probes', clocked inside."""
+    w = logged_workload(10_000 if quick else 140_000, activation)
+
     log, block = embedded_log(w)
-    transport = _Polls(log, block)
     stages = Stages()
-    worker = Worker(transport, stages=stages)
-    transport.attach(worker)
-    opened = _drain(worker)
-    part = worker.partitions[0]
-    open_n = part.engine.open_windows()
-    batches = worker.partitions[0].seq
-    t_checkpoint, data = best_time(lambda: None, lambda _: part.checkpoint(), repeat=3)
-    mark = orjson.dumps({"type": "watermark", "ts": w.watermark})
-    log.append(log.topics.events, mark, partition=0)
-    closed = _drain(worker)
+    worker = Worker(_Polls(log, block), stages=stages)
+    worker.transport.attach(worker)
+
+    def scenario(worker: Worker, log: MemoryLog, stages: Stages) -> dict[str, Any]:
+        opened = _drain(worker)
+        part = worker.partitions[0]
+        out = {"opened": opened, "open_n": part.engine.open_windows(),
+               "batches": part.seq}
+        out["t_checkpoint"], out["data"] = best_of(part.checkpoint, 3)
+        log.append(log.topics.events, orjson.dumps({"type": "watermark", "ts": w.watermark}),
+                   partition=0)
+        out["closed"] = _drain(worker)
+        return out
+
+    out = benchmark.pedantic(scenario, args=(worker, log, stages))
     c = worker.counters
-    seconds = opened + closed
-    ms = [Measurement(BENCH, f"embedded worker, one partition ({activation} activation)", name,
-                      c.decisions / seconds, "decisions/s", c.decisions,
-                      note=f"{len(w.events):,} events, {c.joined:,} joined, "
-                           f"{c.unsent:,} unsent; {worker.checkpoints} checkpoints")]
-    ms += [Measurement(BENCH, f"embedded worker stage: {stage}", name,
-                       secs / c.decisions * 1e6, "us/decision", c.decisions)
-           for stage, secs in stages.seconds.items()]
-    rs: list[Ratio] = []
+    record(benchmark, BENCH, f"embedded worker, one partition ({activation} activation)", wname,
+           c.decisions, "decisions/s", seconds=out["opened"] + out["closed"],
+           note=f"{len(w.events):,} events, {c.joined:,} joined, {c.unsent:,} unsent; "
+                f"{worker.checkpoints} checkpoints; one round")
+    for stage, secs in stages.seconds.items():
+        record(benchmark, BENCH, f"embedded worker stage: {stage}", wname, c.decisions,
+               "us/decision", seconds=secs)
     if activation == "decision":
-        t_restore, _ = best_time(lambda: None, lambda _: PartitionJoin.restore(data), repeat=2)
-        t_model, _ = best_time(lambda: None,
-                               lambda _: PartitionJoin.restore(data, model_only=True), repeat=2)
-        ms += [Measurement(BENCH, f"checkpoint with {open_n:,} open windows", name,
-                           t_checkpoint * 1e3, "ms", open_n, note=f"{len(data) / 1e6:.1f} MB"),
-               Measurement(BENCH, "restore that checkpoint (worker)", name, t_restore * 1e3,
-                           "ms", open_n),
-               Measurement(BENCH, "restore it model-only (decision service)", name,
-                           t_model * 1e3, "ms", open_n)]
-        rs.append(Ratio(BENCH, "one batch's time / one checkpoint's, largest open set", name,
-                        opened / batches / t_checkpoint))
-        ms += _ledger_checkpoint(worker, log, name)
-    return ms, rs
+        _checkpoint_probes(benchmark, wname, out)
+        _ledger_checkpoint(benchmark, worker, log, wname)
 
 
-def _ledger_checkpoint(worker: Worker, log: MemoryLog, name: str) -> list[Measurement]:
+def _checkpoint_probes(benchmark: Any, name: str, out: dict[str, Any]) -> None:
+    """The checkpoint at the largest open set, its restores, and one batch's time."""
+    data, open_n = out["data"], out["open_n"]
+    t_restore, _ = best_of(lambda: PartitionJoin.restore(data), 2)
+    t_model, _ = best_of(lambda: PartitionJoin.restore(data, model_only=True), 2)
+    record(benchmark, BENCH, f"checkpoint with {open_n:,} open windows", name, open_n, "ms",
+           seconds=out["t_checkpoint"], note=f"{len(data) / 1e6:.1f} MB")
+    record(benchmark, BENCH, "restore that checkpoint (worker)", name, open_n, "ms",
+           seconds=t_restore)
+    record(benchmark, BENCH, "restore it model-only (decision service)", name, open_n, "ms",
+           seconds=t_model)
+    record(benchmark, BENCH, "one batch of the worker, largest open set", name, 1, "ms",
+           seconds=out["opened"] / out["batches"],
+           ratios=[ratio("one batch's time / one checkpoint's, largest open set",
+                         f"checkpoint with {open_n:,} open windows", by="value")])
+
+
+def _ledger_checkpoint(benchmark: Any, worker: Worker, log: MemoryLog, name: str) -> None:
     """The closed partition's checkpoint with its erasure ledger (every decision learned, its
     sealed chunks stored apart on the ledger topic), at the decisions the partition learned
     and at ``LEDGER_GROWN`` (the ledger grown by learning its decisions again): what storing
@@ -370,7 +422,6 @@ def _ledger_checkpoint(worker: Worker, log: MemoryLog, name: str) -> list[Measur
     same checkpoint without the ledger."""
     part = worker.partitions[0]
     ledger = part.engine.ledger
-    ms = []
     for target in (ledger.size, LEDGER_GROWN):
         _grow(part, target)
         chunks = ledger.unstored()
@@ -378,23 +429,21 @@ def _ledger_checkpoint(worker: Worker, log: MemoryLog, name: str) -> list[Measur
         t0 = time.perf_counter()
         worker._store_ledger(part)
         t_store = time.perf_counter() - t0
-        t_with, data = best_time(lambda: None, lambda _: part.checkpoint(), repeat=3)
+        t_with, data = best_of(part.checkpoint, 3)
         worker.transport.send_checkpoint(0, data)
-        t_restore, _ = best_time(lambda: None, lambda _: Worker(
-            MemoryTransport(log), erasure_ledger=LEDGER_GROWN).on_assigned([0]),
-            repeat=2)
+        t_restore, _ = best_of(lambda: Worker(MemoryTransport(log), erasure_ledger=LEDGER_GROWN)
+                               .on_assigned([0]), 2)
         n = ledger.size
-        ms += [Measurement(BENCH, f"checkpoint with {n:,} learned decisions in its ledger",
-                           name, t_with * 1e3, "ms", n, note=f"{len(data) / 1e6:.2f} MB"),
-               Measurement(BENCH, f"store the sealed ledger chunks not stored yet ({n:,})",
-                           name, t_store * 1e3, "ms", n,
-                           note=f"{len(chunks)} chunks, {stored / 1e6:.1f} MB"),
-               Measurement(BENCH, f"restore that checkpoint and its ledger (worker, {n:,})",
-                           name, t_restore * 1e3, "ms", n)]
+        record(benchmark, BENCH, f"checkpoint with {n:,} learned decisions in its ledger", name,
+               n, "ms", seconds=t_with, note=f"{len(data) / 1e6:.2f} MB")
+        record(benchmark, BENCH, f"store the sealed ledger chunks not stored yet ({n:,})", name,
+               n, "ms", seconds=t_store, note=f"{len(chunks)} chunks, {stored / 1e6:.1f} MB")
+        record(benchmark, BENCH, f"restore that checkpoint and its ledger (worker, {n:,})", name,
+               n, "ms", seconds=t_restore)
     part.engine.keep_ledger(0)
-    t_without, bare = best_time(lambda: None, lambda _: part.checkpoint(), repeat=3)
-    return ms + [Measurement(BENCH, "the same checkpoint without the ledger", name,
-                             t_without * 1e3, "ms", 0, note=f"{len(bare) / 1e6:.2f} MB")]
+    t_without, bare = best_of(part.checkpoint, 3)
+    record(benchmark, BENCH, "the same checkpoint without the ledger", name, 0, "ms",
+           seconds=t_without, note=f"{len(bare) / 1e6:.2f} MB")
 
 
 def _grow(part: PartitionJoin, n: int) -> None:
@@ -423,39 +472,68 @@ def _reference_topic(bootstrap: str, name: str) -> None:
         admin.close()
 
 
-def run(quick: bool = False) -> Results:
-    _embedded(2_000, "decision", "warm-up")  # compiled kernels loaded, first calls paid
-    ms, rs = _embedded(10_000 if quick else 140_000, "decision", "S5")
-    send = _embedded(10_000 if quick else 140_000, "send", "S5-send")
-    ms += send[0]
+RAW = "REFERENCE kafka-python consume, a decision per record"
+
+
+@pytest.mark.broker
+def test_s4(benchmark, warm, quick):
+    """S4 in paired rounds: each round publishes S4 to a fresh deployment (untimed: a worker
+    would restore the previous round's checkpoints), then times the raw consume, the floor and
+    the worker on it, in turns (reversed every other round, so a slow spell of the shared
+    machine does not always land on the same case). The ratios are medians of the per-round
+    ratios, with their spread."""
     n = 10_000 if quick else 100_000
     w = logged_workload(n)
+    seconds: dict[str, list[float]] = {"raw": [], "floor": [], "worker": []}
+    cpu_seconds: dict[str, list[float]] = {"raw": [], "floor": [], "worker": []}
+    workers: list[Worker] = []
     with LocalBroker() as broker:
         bootstrap = broker.bootstrap_servers
-        topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
-        create_topics(bootstrap, topics, PARTITIONS)
-        reference = f"{topics.prefix}.reference"
+        reference = f"bench-{uuid.uuid4().hex[:8]}.reference"
         _reference_topic(bootstrap, reference)
-        total = _send(w, topics, reference, bootstrap)
-        t_raw = _raw(bootstrap, reference, n)
-        t_floor = _floor(bootstrap, topics, total)
-        t_worker, worker = _worker(bootstrap, topics, total)
-    c = worker.counters
-    ms += [Measurement(BENCH, "REFERENCE kafka-python consume, a decision per record", "S4",
-                       n / t_raw, "decisions/s", n),
-           Measurement(BENCH, "worker: consume, validate, join, learn, checkpoint", "S4",
-                       c.decisions / t_worker, "decisions/s", c.decisions,
-                       note=f"{len(w.events):,} events, {c.joined:,} joined, "
-                            f"{c.dead_letters} dead letters"),
-           Measurement(BENCH, "floor: kafka-python consume + decode only", "S4",
-                       n / t_floor, "decisions/s", n,
-                       note="blocks and events; no join, learning, output or checkpoint")]
-    rs += [Ratio(BENCH, "worker / raw consume (decisions/s)", "S4", t_raw / t_worker,
-                 target=1.0, note="moonshot >= 3x"),
-           Ratio(BENCH, "floor (consume + decode only) / raw consume (decisions/s)", "S4",
-                 t_raw / t_floor)]
-    return ms, rs + send[1]
+        _send_reference(w, reference, bootstrap)
 
+        def deployment() -> tuple[tuple[Topics, int], dict[str, Any]]:
+            topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
+            create_topics(bootstrap, topics, PARTITIONS)
+            return (topics, _send(w, topics, bootstrap)), {}
 
-if __name__ == "__main__":
-    script_main(run)
+        def paired(topics: Topics, total: int) -> None:
+            cases = {"raw": lambda: _raw(bootstrap, reference, n),
+                     "floor": lambda: _floor(bootstrap, topics, total),
+                     "worker": lambda: _worker(bootstrap, topics, total, workers)}
+            order = list(cases) if len(seconds["raw"]) % 2 == 0 else list(cases)[::-1]
+            for case in order:
+                cpu = time.process_time()
+                seconds[case].append(cases[case]())
+                cpu_seconds[case].append(time.process_time() - cpu)
+
+        benchmark.pedantic(paired, setup=deployment, rounds=S4_ROUNDS_QUICK if quick
+                           else S4_ROUNDS)
+    c = workers[-1].counters
+    rounds_note = f"median of {len(seconds['raw'])} rounds"
+    record(benchmark, BENCH, RAW, "S4", n, "decisions/s",
+           seconds=statistics.median(seconds["raw"]), rounds=seconds["raw"], note=rounds_note)
+    record(benchmark, BENCH, "worker: consume, validate, join, learn, checkpoint", "S4",
+           c.decisions, "decisions/s", seconds=statistics.median(seconds["worker"]),
+           rounds=seconds["worker"],
+           note=f"{rounds_note}; {len(w.events):,} events, {c.joined:,} joined, "
+                f"{c.dead_letters} dead letters",
+           ratios=[ratio("worker / raw consume (decisions/s)", RAW, by="paired", target=1.0,
+                         note="moonshot >= 3x")])
+    record(benchmark, BENCH, "floor: kafka-python consume + decode only", "S4", n,
+           "decisions/s", seconds=statistics.median(seconds["floor"]), rounds=seconds["floor"],
+           note=f"{rounds_note}; blocks and events; no join, learning, output or checkpoint",
+           ratios=[ratio("floor (consume + decode only) / raw consume (decisions/s)", RAW,
+                         by="paired")])
+    # The same rounds in CPU seconds of this process (clients and worker; the broker is another
+    # process): what other jobs on the machine move much less than the wall clock.
+    record(benchmark, BENCH, "REFERENCE raw consume, per CPU second of this process", "S4", n,
+           "decisions/s", seconds=statistics.median(cpu_seconds["raw"]),
+           rounds=cpu_seconds["raw"], note=f"{rounds_note}; consumer set-up included")
+    record(benchmark, BENCH, "worker, per CPU second of this process", "S4", c.decisions,
+           "decisions/s", seconds=statistics.median(cpu_seconds["worker"]),
+           rounds=cpu_seconds["worker"], note=f"{rounds_note}; group join included",
+           ratios=[ratio("worker / raw consume (decisions per CPU second of this process)",
+                         "REFERENCE raw consume, per CPU second of this process", by="paired",
+                         note="the broker's CPU not counted on either side")])

@@ -1,102 +1,66 @@
-"""Result records, timing and the machine description shared by the benchmark scripts.
+"""What every benchmark records beside pytest-benchmark's timing, and the machine description.
 
 The machine is shared and noisy, so no figure stands alone: every headline number is a ratio
-against a reference measured in the same process a few seconds earlier or later.
+against a reference measured in the same run. A benchmark test times its case with the
+``benchmark`` fixture (``benchmark.pedantic``: setup untimed, a few rounds, the minimum is
+read: on a shared machine noise only adds time) and describes it with ``record``: the case,
+its workload, the events the time covers, the unit it is read in, notes, a target, and the
+ratios it is the numerator of. ``benchmarks.report`` turns the ``--benchmark-json`` output into
+the tables; nothing is computed from a clock here.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
 import platform
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Measurement:
-    """One timed figure: `value` in `unit` for `case` on `workload`, over `n` events or rows."""
-
-    bench: str
-    case: str
-    workload: str
-    value: float
-    unit: str
-    n: int
-    note: str = ""
-    target: str = ""  # e.g. "<= 3 us/event": stated by the issue, reported, never asserted
-    met: bool | None = None
+BATCH_ROUNDS = 3  # rounds of a full run; a quick run takes 1
 
 
-@dataclass(frozen=True)
-class Ratio:
-    """`value` = numerator / denominator of two same-run measurements (higher is better).
+def rounds(quick: bool, full: int = BATCH_ROUNDS) -> int:
+    """Rounds of ``benchmark.pedantic``: ``full`` in a full run, one in a quick run."""
+    return 1 if quick else full
 
-    `target` is the minimum the issue asks for (None: informative only); `met` says whether this
-    run reached it. Nothing fails on a miss: wall-clock figures are reported, never asserted.
+
+def ratio(what: str, over: str, *, workload: str | None = None, bench: str | None = None,
+          target: float | None = None, note: str = "", by: str = "speed",
+          factor: float = 1.0) -> dict[str, Any]:
+    """A ratio whose numerator is the measurement it is recorded with and whose denominator is
+    the case ``over`` (same bench and workload unless given).
+
+    by="speed": the denominator's seconds per event over the numerator's (above 1: the
+    numerator is faster); by="value": factor * numerator value / denominator value (a share);
+    by="paired": the median over rounds of the per-round speed ratios of two cases measured
+    in turns (both record ``rounds``), with min/median/max in the note. ``target``: the
+    minimum the issue asks for, reported as met or missed, never asserted.
     """
-
-    bench: str
-    what: str
-    workload: str
-    value: float
-    target: float | None = None
-    note: str = ""
-    met: bool | None = field(default=None)
-
-    def __post_init__(self) -> None:
-        if self.target is not None and self.met is None:
-            object.__setattr__(self, "met", bool(self.value >= self.target))
+    return {"what": what, "over": over, "workload": workload, "bench": bench,
+            "target": target, "note": note, "by": by, "factor": factor}
 
 
-Results = tuple[list[Measurement], list[Ratio]]
+def record(benchmark: Any, bench: str, case: str, workload: str, n: int, unit: str, *,
+           seconds: float | None = None, scale: float = 1.0, note: str = "",
+           mean_reward: float | None = None, target: tuple[str, float] | None = None,
+           ratios: Sequence[dict[str, Any]] = (), rounds: Sequence[float] | None = None) -> None:
+    """Describe one measurement in ``benchmark.extra_info`` (a test may record several).
 
-
-def best_time(setup: Callable[[], Any], body: Callable[[Any], Any],
-              repeat: int) -> tuple[float, Any]:
-    """Smallest wall time of `body(setup())` over `repeat` runs, and body's last return value.
-
-    setup is never timed. The minimum, not the mean: on a shared machine noise only adds time.
+    seconds: the time the figure is made of; None for the fixture's own minimum (the primary
+    case of the test). n: events, rows or requests that time covers. unit: "<x>/s" reads
+    n / seconds, "us/<x>" seconds / n in microseconds, "ms" seconds in milliseconds, anything
+    else seconds * scale (e.g. "s/280k" with scale 10 when a tenth of the send was timed).
+    target: ("<=", 3.0) or (">=", 1e5) on the value in its unit; rounds: per-round seconds of
+    cases measured in turns.
     """
-    best = float("inf")
-    out = None
-    for _ in range(repeat):
-        state = setup()
-        t0 = time.perf_counter()
-        out = body(state)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
-@contextlib.contextmanager
-def blas_threads(n: int) -> Iterator[None]:
-    """Limit BLAS (NumPy, MABWiser) to n threads while the benchmarks run.
-
-    One thread by default: the Numba kernels use one core, and on a shared machine a second
-    BLAS thread spins against the other processes for the same cores. Without threadpoolctl
-    the BLAS default stays (and the JSON says so).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
-
-
-def blas_info() -> str:
-    """'openblas x1' style summary of the BLAS libraries loaded and their thread counts."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (threadpoolctl absent)"
-    return ", ".join(f"{i['internal_api']} x{i['num_threads']}" for i in threadpool_info()
-                     if i["user_api"] == "blas") or "none loaded"
+    benchmark.extra_info["bench"] = bench
+    benchmark.extra_info.setdefault("measurements", []).append({
+        "bench": bench, "case": case, "workload": workload, "n": int(n), "unit": unit,
+        "seconds": seconds, "scale": scale, "note": note, "mean_reward": mean_reward,
+        "target": list(target) if target else None, "ratios": list(ratios),
+        "rounds": list(rounds) if rounds is not None else None,
+    })
 
 
 def processor() -> str:
@@ -114,8 +78,11 @@ def processor() -> str:
     return name or platform.machine()
 
 
+PEERS = ("numpy", "numba", "scipy", "mabwiser", "vowpalwabbit", "bayesianbandits", "obp")
+
+
 def machine() -> dict[str, str]:
-    """Processor, cores and versions that the numbers depend on."""
+    """Processor, cores and the versions the numbers depend on."""
 
     def version(dist: str) -> str:
         try:
@@ -123,57 +90,14 @@ def machine() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "absent"
 
-    return {
-        "processor": processor(),
-        "machine": platform.machine(),
-        "cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                     else os.cpu_count()),
-        "python": platform.python_version(),
-        "numpy": version("numpy"),
-        "numba": version("numba"),
-        "scipy": version("scipy"),
-        "mabwiser": version("mabwiser"),
-        "vowpalwabbit": version("vowpalwabbit"),
-    }
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"processor": processor(), "machine": platform.machine(), "cores": str(cores),
+            "python": platform.python_version(), **{dist: version(dist) for dist in PEERS}}
 
 
-def as_dicts(results: Results) -> dict[str, list[dict[str, Any]]]:
-    measurements, ratios = results
-    return {"measurements": [asdict(m) for m in measurements],
-            "ratios": [asdict(r) for r in ratios]}
+def blas_info() -> str:
+    """'openblas x1' style summary of the BLAS libraries loaded and their thread counts."""
+    from threadpoolctl import threadpool_info
 
-
-def fmt(value: float, unit: str = "") -> str:
-    """Three significant figures, thousands separated: 1,234,000 events/s, 2.41 us/event."""
-    if value != value:  # NaN: the case did not run
-        return "n/a"
-    if abs(value) >= 1000:
-        text = f"{value:,.0f}"
-    elif abs(value) >= 1:
-        text = f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-    else:
-        text = f"{value:.3g}"
-    return f"{text} {unit}".strip()
-
-
-def print_results(results: Results) -> None:
-    """Plain-text dump for running one script on its own."""
-    measurements, ratios = results
-    for m in measurements:
-        note = f"  ({m.note})" if m.note else ""
-        if m.target:
-            note += f"  target {m.target}: {'met' if m.met else 'MISSED'}"
-        print(f"{m.bench:10s} {m.workload:3s} {m.case:44s} {fmt(m.value, m.unit):>22s}{note}")
-    for r in ratios:
-        target = f"  target >= {r.target:g}x: {'met' if r.met else 'MISSED'}" if r.target else ""
-        print(f"{r.bench:10s} {r.workload:3s} {r.what:60s} {r.value:10.3g}x{target}")
-
-
-def script_main(run: Callable[[bool], Results]) -> None:
-    """Entry point of one benchmark script: `python -m benchmarks.bench_x [--quick]`."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer events, one repeat")
-    parser.add_argument("--blas-threads", type=int, default=1, help="BLAS threads (default 1)")
-    args = parser.parse_args()
-    with blas_threads(args.blas_threads):
-        print_results(run(args.quick))
+    return ", ".join(f"{i['internal_api']} x{i['num_threads']}" for i in threadpool_info()
+                     if i["user_api"] == "blas") or "none loaded"

@@ -1,15 +1,24 @@
-"""Other libraries doing the same LinUCB-style learn-and-choose loop, for the speedup ratios.
+"""Other libraries doing the same learn-and-choose loop, for the speedup ratios.
 
-Each runner plays the same workload rows with the same pre-drawn rewards and returns
-(events played, seconds). The slow peers stop at a time budget instead of a fixed count so the
-whole suite stays within a few minutes; throughput is events / seconds either way. Import errors
-surface as None so the suite still runs where a peer is not installed.
+Each peer has a ``prepare`` (untimed: the model built and fitted on ``WARMUP_EVENTS`` uniformly
+logged rows, the inputs laid out as the peer wants them) and a ``play`` that the benchmark
+times: it plays the workload's rows with the same pre-drawn rewards and returns the events
+played. The per-event plays stop at a time budget instead of a fixed count so the whole suite
+stays within minutes; a benchmark reads events per second either way.
+
+- MABWiser LinUCB: ``predict`` + ``partial_fit`` per event, or per batch of rows;
+- Vowpal Wabbit ``--cb_explore_adf --squarecb -q UA``: predict, sample, learn per event;
+- bayesianbandits (``ContextualAgent`` over one ``NormalRegressor`` per arm, its
+  ``UpperConfidenceBound`` or ``ThompsonSampling`` policy at defaults): ``pull`` + ``update``
+  per event, or ``pull`` on a batch then one ``update`` per arm chosen. Its Thompson policy
+  draws one posterior sample per arm per ``pull`` call, so a batch shares one draw (LinTS draws
+  per row); its UCB estimates each arm's quantile from posterior samples per call.
 """
 
 from __future__ import annotations
 
 import time
-from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -18,93 +27,140 @@ from benchmarks.workloads import Workload
 WARMUP_EVENTS = 100  # a peer's first fit happens here, outside the clock
 
 
-def _import(name: str) -> ModuleType | None:
-    try:
-        return __import__(name, fromlist=["_"])
-    except ImportError:
-        return None
+def _warmup_arms(wl: Workload) -> np.ndarray:
+    return np.random.default_rng(7).integers(wl.n_arms, size=WARMUP_EVENTS)
 
 
-def mabwiser_per_event(wl: Workload, n: int, budget_s: float) -> tuple[int, float] | None:
-    """MABWiser LinUCB, `predict` then `partial_fit` per event, until n events or budget_s."""
-    mab_mod = _import("mabwiser.mab")
-    if mab_mod is None:
-        return None
-    mab = _mabwiser_fit(mab_mod, wl)
-    start = WARMUP_EVENTS
-    rows = [wl.X[i : i + 1] for i in range(start, start + n)]  # 2-D rows, as MABWiser wants
-    R = wl.R
-    done = 0
-    t0 = time.perf_counter()
-    deadline = t0 + budget_s
-    for i, x in enumerate(rows):
-        arm = mab.predict(x)
-        mab.partial_fit([arm], [R[start + i, arm]], x)
-        done += 1
-        if time.perf_counter() > deadline:
-            break
-    return done, time.perf_counter() - t0
+# -- MABWiser --------------------------------------------------------------------------------
 
 
-def mabwiser_batched(wl: Workload, n: int, batch: int = 1000) -> tuple[int, float] | None:
-    """MABWiser LinUCB, `predict` on `batch` rows then `partial_fit` on them, for n events."""
-    mab_mod = _import("mabwiser.mab")
-    if mab_mod is None:
-        return None
-    mab = _mabwiser_fit(mab_mod, wl)
-    start = WARMUP_EVENTS
-    n = min(n, wl.n - start) // batch * batch
-    t0 = time.perf_counter()
-    for s in range(start, start + n, batch):
-        Xb = wl.X[s : s + batch]
-        arms = np.asarray(mab.predict(Xb), dtype=np.int64)
-        mab.partial_fit(arms, wl.rewards(s, arms), Xb)
-    return n, time.perf_counter() - t0
+def mabwiser(wl: Workload) -> Any:
+    """MABWiser LinUCB (alpha 1, l2 1) fitted on the warm-up rows."""
+    from mabwiser.mab import MAB, LearningPolicy
 
-
-def _mabwiser_fit(mab_mod: ModuleType, wl: Workload) -> object:
-    rng = np.random.default_rng(7)
-    arms = rng.integers(wl.n_arms, size=WARMUP_EVENTS)
-    mab = mab_mod.MAB(
-        arms=list(range(wl.n_arms)),
-        learning_policy=mab_mod.LearningPolicy.LinUCB(alpha=1.0, l2_lambda=1.0),
-        seed=11,
-    )
+    arms = _warmup_arms(wl)
+    mab = MAB(arms=list(range(wl.n_arms)),
+              learning_policy=LearningPolicy.LinUCB(alpha=1.0, l2_lambda=1.0), seed=11)
     mab.fit(arms, wl.rewards(0, arms), wl.X[:WARMUP_EVENTS])
     return mab
 
 
-def vw_per_event(wl: Workload, n: int, budget_s: float) -> tuple[int, float] | None:
-    """Vowpal Wabbit `--cb_explore_adf --squarecb -q UA`: predict, sample, learn per event.
+def mabwiser_rows(wl: Workload, n: int) -> list[np.ndarray]:
+    """n 2-D rows after the warm-up, as MABWiser's per-event calls want them."""
+    return [wl.X[i : i + 1] for i in range(WARMUP_EVENTS, WARMUP_EVENTS + n)]
 
-    Text lines are built before the clock (only the chosen action's label line is made inside):
-    the timing is VW's parse + predict + learn plus the Python calls, not our string formatting.
-    Cost is -reward (VW minimises cost); the float32 pmf is renormalised before sampling.
+
+def mabwiser_per_event(mab: Any, rows: list[np.ndarray], wl: Workload, budget_s: float) -> int:
+    """``predict`` then ``partial_fit`` per row until the rows or the budget run out."""
+    R = wl.R
+    deadline = time.perf_counter() + budget_s
+    for i, x in enumerate(rows):
+        arm = mab.predict(x)
+        mab.partial_fit([arm], [R[WARMUP_EVENTS + i, arm]], x)
+        if time.perf_counter() > deadline:
+            return i + 1
+    return len(rows)
+
+
+def mabwiser_batched(mab: Any, wl: Workload, n: int, batch: int) -> int:
+    """``predict`` on ``batch`` rows then ``partial_fit`` on them, for n events (a multiple)."""
+    for s in range(WARMUP_EVENTS, WARMUP_EVENTS + n, batch):
+        Xb = wl.X[s : s + batch]
+        arms = np.asarray(mab.predict(Xb), dtype=np.int64)
+        mab.partial_fit(arms, wl.rewards(s, arms), Xb)
+    return n
+
+
+# -- Vowpal Wabbit ---------------------------------------------------------------------------
+
+
+def vw(wl: Workload, n: int) -> tuple[Any, list[str], list[str], list[float]]:
+    """A fresh ``--cb_explore_adf --squarecb -q UA`` workspace and the first n rows as text.
+
+    Text lines are built here, untimed (only the chosen action's label line is made inside the
+    play): the timing is VW's parse + predict + learn plus the Python calls, not our string
+    formatting.
     """
-    vw_mod = _import("vowpalwabbit")
-    if vw_mod is None:
-        return None
-    vw = vw_mod.Workspace("--cb_explore_adf --squarecb --quiet -q UA")
-    n = min(n, wl.n)
-    shared = [
-        "shared |User " + " ".join(f"f{j}:{v:.6g}" for j, v in enumerate(row)) for row in wl.X[:n]
-    ]
+    from vowpalwabbit import Workspace
+
+    shared = ["shared |User " + " ".join(f"f{j}:{v:.6g}" for j, v in enumerate(row))
+              for row in wl.X[:n]]
     actions = [f"|Action a{a}" for a in range(wl.n_arms)]
     U = np.random.default_rng(13).random(n).tolist()
+    return Workspace("--cb_explore_adf --squarecb --quiet -q UA"), shared, actions, U
+
+
+def vw_per_event(ws: Any, shared: list[str], actions: list[str], U: list[float],
+                 wl: Workload, budget_s: float) -> int:
+    """Predict, sample, learn per row until the rows or the budget run out.
+
+    Cost is -reward (VW minimises cost); the float32 pmf is renormalised before sampling.
+    """
     R = wl.R
-    done = 0
-    t0 = time.perf_counter()
-    deadline = t0 + budget_s
-    for i in range(n):
+    deadline = time.perf_counter() + budget_s
+    done = len(shared)
+    for i in range(len(shared)):
         example = [shared[i], *actions]
-        pmf = np.asarray(vw.predict(example), dtype=np.float64)
+        pmf = np.asarray(ws.predict(example), dtype=np.float64)
         cdf = np.cumsum(pmf)
         arm = min(int(np.searchsorted(cdf, U[i] * cdf[-1], side="right")), wl.n_arms - 1)
         prob = pmf[arm] / cdf[-1]
         example[1 + arm] = f"0:{-R[i, arm]}:{prob:.6g} {actions[arm]}"
-        vw.learn(example)
-        done += 1
+        ws.learn(example)
         if time.perf_counter() > deadline:
+            done = i + 1
             break
-    vw.finish()
-    return done, time.perf_counter() - t0
+    ws.finish()
+    return done
+
+
+# -- bayesianbandits -------------------------------------------------------------------------
+
+BB_POLICIES = ("UCB", "TS")
+
+
+def bayesianbandits(wl: Workload, policy: str) -> Any:
+    """A bayesianbandits ``ContextualAgent``, one ``NormalRegressor(alpha=1, beta=1)`` per arm
+    (a ridge of l2 1 with unit noise, LinUCB's and LinTS's model), its ``UpperConfidenceBound``
+    ("UCB") or ``ThompsonSampling`` ("TS") policy at defaults, fitted on the warm-up rows."""
+    from bayesianbandits import (
+        Arm,
+        ContextualAgent,
+        NormalRegressor,
+        ThompsonSampling,
+        UpperConfidenceBound,
+    )
+
+    chooser = UpperConfidenceBound() if policy == "UCB" else ThompsonSampling()
+    agent = ContextualAgent([Arm(a, learner=NormalRegressor(alpha=1.0, beta=1.0))
+                             for a in range(wl.n_arms)], chooser, random_seed=11)
+    arms = _warmup_arms(wl)
+    X, r = wl.X[:WARMUP_EVENTS], wl.rewards(0, arms)
+    for a in np.unique(arms).tolist():
+        agent.select_for_update(a).update(X[arms == a], r[arms == a])
+    return agent
+
+
+def bayesianbandits_per_event(agent: Any, rows: list[np.ndarray], wl: Workload,
+                              budget_s: float) -> int:
+    """``pull`` then ``update`` per row (the pulled arm) until the rows or the budget run out."""
+    R = wl.R
+    deadline = time.perf_counter() + budget_s
+    for i, x in enumerate(rows):
+        (arm,) = agent.pull(x)
+        agent.update(x, R[WARMUP_EVENTS + i, arm : arm + 1])
+        if time.perf_counter() > deadline:
+            return i + 1
+    return len(rows)
+
+
+def bayesianbandits_batched(agent: Any, wl: Workload, n: int, batch: int) -> int:
+    """``pull`` on ``batch`` rows, then one ``update`` per arm chosen, for n events."""
+    for s in range(WARMUP_EVENTS, WARMUP_EVENTS + n, batch):
+        Xb = wl.X[s : s + batch]
+        arms = np.asarray(agent.pull(Xb), dtype=np.int64)
+        r = wl.rewards(s, arms)
+        for a in np.unique(arms).tolist():
+            chosen = arms == a
+            agent.select_for_update(a).update(Xb[chosen], r[chosen])
+    return n

@@ -22,7 +22,7 @@ def test_readme_quickstart_has_the_two_commands():
 
 
 def test_bench_table_replaces_only_between_the_markers():
-    from benchmarks.run import README_END, README_START, replace_readme_table
+    from benchmarks.report import README_END, README_START, replace_readme_table
 
     text = f"intro\n{README_START}\nold | table\n{README_END}\nafter\n"
     assert replace_readme_table(text, "new | table\n") == (
@@ -36,7 +36,7 @@ def test_bench_table_replaces_only_between_the_markers():
 
 
 def test_readme_has_the_generated_bench_table():
-    from benchmarks.run import replace_readme_table
+    from benchmarks.report import replace_readme_table
 
     text = README.read_text(encoding="utf-8")
     replace_readme_table(text, "x")  # exactly one pair of markers
