@@ -75,6 +75,16 @@ def choose_floor(values, mask, epsilon, U):
     return np.array(arms)
 
 
+def normal_cdf(z):
+    """Phi(z), SciPy's."""
+    return special.ndtr(z)
+
+
+def normal_pdf(z):
+    """phi(z), SciPy's."""
+    return stats.norm.pdf(z)
+
+
 def _piecewise_quad(f, lo, hi, points):
     """Adaptive quadrature of f over [lo, hi], split at every point inside it."""
     cuts = np.unique(np.clip(np.concatenate([[lo, hi], points]), lo, hi))
