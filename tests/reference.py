@@ -425,3 +425,35 @@ def clustered_difference(groups, outcomes, clusters):
             u += (y - p[g]) / big[g] * (1 if g == 1 else -1)
         total += u * u
     return p[1] - p[0], len(labels) / (len(labels) - 1) * total
+
+
+def gamma_draw(shape, normals, uniforms):
+    """Marsaglia and Tsang (2000), as written in the paper, reading the iterators ``normals``
+    and ``uniforms``: (g, e) with the draw g * exp(e) (e = log(U) / shape for shape < 1)."""
+    boost = shape < 1
+    d = (shape + 1 if boost else shape) - 1 / 3
+    c = 1 / math.sqrt(9 * d)
+    while True:
+        x = next(normals)
+        v = (1 + c * x) ** 3
+        if v <= 0:
+            continue
+        u = next(uniforms)
+        if u < 1 - 0.0331 * x**4 or math.log(u) < 0.5 * x**2 + d * (1 - v + math.log(v)):
+            break
+    return d * v, (math.log(next(uniforms)) / shape if boost else 0.0)
+
+
+def thompson_pick(successes, failures, alpha, beta, now, mask, normals, uniforms):
+    """Beta TS's arm: the eligible arm with the largest logit log(X / Y) of a Beta draw; returns
+    the arm and how many normals and uniforms it read."""
+    normals, uniforms = list(normals), list(uniforms)
+    it_n, it_u = iter(normals), iter(uniforms)
+    best, arm = -np.inf, -1
+    for i in np.flatnonzero(mask):
+        gx, ex = gamma_draw(alpha + now * successes[i], it_n, it_u)
+        gy, ey = gamma_draw(beta + now * failures[i], it_n, it_u)
+        y = math.log(gx / gy) + ex - ey
+        if arm < 0 or y > best:
+            best, arm = y, int(i)
+    return arm, len(normals) - len(list(it_n)), len(uniforms) - len(list(it_u))
