@@ -213,6 +213,31 @@ def hybrid_linucb(arms, X, rewards, Q, F, alpha, l2=1.0):
     return out
 
 
+def hybrid_factors(Sxx, bx, F, l2=1.0):
+    """Every factor hybrid LinUCB derives from its per-arm sums, by explicit inverses and
+    matrices: A_a^-1, A0^-1, N_a = M_a^T A0^-1 M_a, c_a = l2 A_a^-1 b_a, b0 = sum_a M_a c_a,
+    beta = A0^-1 b0, M_a^T beta, theta_a = A_a^-1 (b_a + l2 M_a^T beta) and
+    Q_a = A_a^-1 + l2^2 A_a^-1 N_a A_a^-1 (Algorithm 2 with B_a = Sxx_a M_a^T)."""
+    k, d = bx.shape
+    p = d * F.shape[1]
+    M = [_hybrid_m(d, f) for f in F]
+    A_inv = np.array([np.linalg.inv(Sxx[a] + l2 * np.eye(d)) for a in range(k)])
+    A0, b0 = l2 * np.eye(p), np.zeros(p)
+    for a in range(k):
+        B = Sxx[a] @ M[a].T
+        A0 += M[a] @ Sxx[a] @ M[a].T - B.T @ A_inv[a] @ B
+        b0 += M[a] @ bx[a] - B.T @ A_inv[a] @ bx[a]
+    A0_inv = np.linalg.inv(A0)
+    beta = A0_inv @ b0
+    N = np.array([M[a].T @ A0_inv @ M[a] for a in range(k)])
+    c = np.array([l2 * A_inv[a] @ bx[a] for a in range(k)])
+    Mbeta = np.array([M[a].T @ beta for a in range(k)])
+    theta = np.array([A_inv[a] @ (bx[a] + l2 * Mbeta[a]) for a in range(k)])
+    Q = np.array([A_inv[a] + l2**2 * A_inv[a] @ N[a] @ A_inv[a] for a in range(k)])
+    return {"A_inv": A_inv, "A0_inv": A0_inv, "N": N, "c": c, "b0": b0, "beta": beta,
+            "Mbeta": Mbeta, "theta": theta, "Q": Q}
+
+
 def bart(arms, X, rewards, Q, F, l2=1.0):
     """One ridge regression over phi = [x, f_a, kron(x, f_a)]; its mean for every query and arm."""
     def phi(x, a):

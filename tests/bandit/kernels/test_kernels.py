@@ -293,3 +293,24 @@ def test_hybrid_scores_match_algorithm_2(rng, k, d, m):
     want = reference.hybrid_linucb(arms, X, r, Q, F, alpha=0.6, l2=1.3)
     np.testing.assert_allclose(policy.scores(Q), want, rtol=1e-9, atol=1e-9)
     assert [policy.choose_one(x) for x in Q] == list(want.argmax(axis=1))
+
+
+@pytest.mark.parametrize(("k", "d", "m", "l2"), [(1, 1, 1, 1.0), (4, 3, 2, 0.5), (3, 5, 3, 2.0)])
+def test_hybrid_learn_one_moves_every_factor_to_its_refactorized_value(rng, k, d, m, l2):
+    F = rng.normal(size=(k, m))
+    arms, X, r = _events(rng, k, d, n=40)
+    Sxx, bx, counts = reference.sums(arms, X, r, k)
+    f = {name: np.ascontiguousarray(v)
+         for name, v in reference.hybrid_factors(Sxx, bx, F, l2).items()}
+    for a, x, ri in zip(*_events(rng, k, d, n=25), strict=True):
+        assert hybrid.learn_one(Sxx, bx, counts, F, f["A_inv"], f["A0_inv"], f["N"], f["c"],
+                                f["b0"], f["beta"], f["Mbeta"], f["theta"], f["Q"], l2, a, x, ri)
+    want = reference.hybrid_factors(Sxx, bx, F, l2)
+    for name, value in want.items():
+        np.testing.assert_allclose(f[name], value, rtol=1e-9, atol=1e-12 * np.abs(value).max(),
+                                   err_msg=name)
+    before = Sxx.copy()
+    assert not hybrid.learn_one(Sxx, bx, counts, F, f["A_inv"], f["A0_inv"], f["N"], f["c"],
+                                f["b0"], f["beta"], f["Mbeta"], f["theta"], f["Q"], l2, 0,
+                                np.full(d, np.nan), 1.0)
+    np.testing.assert_array_equal(Sxx, before)
