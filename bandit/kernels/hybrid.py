@@ -85,7 +85,7 @@ def kron_forms(P, F, out):
 def learn_one(Sxx, bx, counts, F, A_inv, A0_inv, N, c, b0, beta, Mbeta, theta, Q, l2, arm, x,
               reward):
     """Add one event (arm, x (d,), reward) to the sums and bring every derived factor along
-    in O(p^2 + k d^2 + d^3), where refactorizing costs O(k d^2 m^2 + p^3 + k d^3).
+    in O(p^2 + k d^2), where refactorizing costs O(k d^2 m^2 + p^3 + k d^3).
 
     The factors are the policy's refresh's: A_inv (k, d, d) = A_a^-1, A0_inv (p, p), N (k, d, d)
     = M_a^T A0^-1 M_a, c (k, d) = l2 A_a^-1 b_a, b0 (p,) = sum_a M_a c_a, beta (p,) = A0^-1 b0,
@@ -93,7 +93,8 @@ def learn_one(Sxx, bx, counts, F, A_inv, A0_inv, N, c, b0, beta, Mbeta, theta, Q
     A_a^-1 + l2^2 A_a^-1 N_a A_a^-1. With u = A_a^-1 x and h = 1 + x.u, Sherman-Morrison takes
     A_a^-1 to A_a^-1 - u u^T / h, so A0 = l2 I + sum_a M_a l2 (I - l2 A_a^-1) M_a^T gains
     (l2^2 / h) w w^T with w = M_a u: a rank-one update of A0^-1 too, A0^-1 - g s s^T with
-    s = A0^-1 w, and of every N_b and Q_b (b != a) along M_b^T s. Returns False, touching
+    s = A0^-1 w, and of every N_b and Q_b along M_b^T s (arm a's Q takes its A_a^-1's step as
+    well). Returns False, touching
     nothing, when x or reward is not finite.
     """
     k, d = theta.shape
@@ -113,6 +114,21 @@ def learn_one(Sxx, bx, counts, F, A_inv, A0_inv, N, c, b0, beta, Mbeta, theta, Q
             acc += A_inv[a, j, l] * x[l]
         u[j] = acc
         h += x[j] * acc
+    # For arm a's own Q, with the old N_a and A_a^-1: q = A_a^-1 N_a u and sigma = u.N_a u.
+    Nu = np.empty(d)
+    sigma = 0.0
+    for j in range(d):
+        acc = 0.0
+        for l in range(d):  # noqa: E741
+            acc += N[a, j, l] * u[l]
+        Nu[j] = acc
+        sigma += u[j] * acc
+    q = np.empty(d)
+    for j in range(d):
+        acc = 0.0
+        for l in range(d):  # noqa: E741
+            acc += A_inv[a, j, l] * Nu[l]
+        q[j] = acc
     counts[a] += 1.0
     for j in range(d):
         bx[a, j] += reward * x[j]
@@ -165,34 +181,35 @@ def learn_one(Sxx, bx, counts, F, A_inv, A0_inv, N, c, b0, beta, Mbeta, theta, Q
         for j in range(d):
             for l in range(d):  # noqa: E741
                 N[b, j, l] -= gain * tb[j] * tb[l]
-        if b != a:
-            # Q_b = A_b^-1 + l2^2 A_b^-1 N_b A_b^-1 with A_b^-1 unchanged: rank one as well.
+        # Q_b = A_b^-1 + l2^2 A_b^-1 N_b A_b^-1 moves by -gain l2^2 v v^T, v = A_b^-1 t_b (A_b^-1
+        # the new one for arm a), and arm a's also by its A_a^-1's own step: -u u^T / h and
+        # l2^2 (sigma u u^T / h^2 - (q u^T + u q^T) / h).
+        for j in range(d):
+            acc = 0.0
+            for l in range(d):  # noqa: E741
+                acc += A_inv[b, j, l] * tb[l]
+            vb[j] = acc
+        for j in range(d):
+            for l in range(d):  # noqa: E741
+                Q[b, j, l] -= gain * l2 * l2 * vb[j] * vb[l]
+        if b == a:
             for j in range(d):
-                acc = 0.0
                 for l in range(d):  # noqa: E741
-                    acc += A_inv[b, j, l] * tb[l]
-                vb[j] = acc
-            for j in range(d):
-                for l in range(d):  # noqa: E741
-                    Q[b, j, l] -= gain * l2 * l2 * vb[j] * vb[l]
+                    Q[a, j, l] += (l2 * l2 * (sigma * u[j] * u[l] / h
+                                              - (q[j] * u[l] + u[j] * q[l])) - u[j] * u[l]) / h
         for j in range(d):
             acc = 0.0
             for l in range(d):  # noqa: E741
                 acc += A_inv[b, j, l] * (bx[b, l] + l2 * Mbeta[b, l])
             theta[b, j] = acc
-    # The arm's own Q from its new A_a^-1 and N_a, symmetric by construction.
-    T = np.empty((d, d))
-    for j in range(d):
-        for l in range(d):  # noqa: E741
-            acc = 0.0
-            for t in range(d):
-                acc += N[a, j, t] * A_inv[a, t, l]
-            T[j, l] = acc
-    for j in range(d):
-        for l in range(j, d):  # noqa: E741
-            acc = 0.0
-            for t in range(d):
-                acc += A_inv[a, j, t] * T[t, l]
-            Q[a, j, l] = A_inv[a, j, l] + l2 * l2 * acc
-            Q[a, l, j] = Q[a, j, l]
     return True
+
+
+@njit(cache=True, fastmath=_FAST)
+def learn_rows(Sxx, bx, counts, F, A_inv, A0_inv, N, c, b0, beta, Mbeta, theta, Q, l2, arms, X,
+               rewards):
+    """``learn_one`` for every row of arms (n,), X (n, d), rewards (n,), in order (finite rows:
+    the policy checked them)."""
+    for i in range(X.shape[0]):
+        learn_one(Sxx, bx, counts, F, A_inv, A0_inv, N, c, b0, beta, Mbeta, theta, Q, l2,
+                  arms[i], X[i], rewards[i])

@@ -71,6 +71,18 @@ class HybridLinUCB(_LinearScoring):
 
     def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
                     weights: np.ndarray) -> None:
+        # A batch of events learned too small to pay for a refactorization (a replay's few kept
+        # events) takes learn_one's rank-one updates, row by row; it adds the same sums.
+        n, d, k = X.shape[0], self.dim, self.n_arms
+        p = d * self._arm_features.shape[1]
+        per_row, refactor = 3 * p * p + 4 * k * d * d, p**3 + k * p * p + 3 * k * d**3
+        if (not self._dirty and self.half_life_ms is None and n * per_row < refactor
+                and self._updates + n <= _REFACTOR_EVERY and (weights == 1.0).all()):
+            hybrid.learn_rows(self._Sxx, self._bx, self._counts, self._arm_features, self._A_inv,
+                              self._A0_inv, self._N, self._c, self._b0, self._beta, self._Mbeta,
+                              self._theta, self._Ainv, self.l2, arms, X, rewards)
+            self._updates += n
+            return
         linear.accumulate(self._Sxx, self._bx, self._counts, arms, X, rewards, weights)
         self._dirty = True
 

@@ -118,3 +118,17 @@ def test_events_learned_one_at_a_time_follow_algorithm_2():
     Q = rng.normal(size=(6, d))
     np.testing.assert_allclose(policy.scores(Q),
                                reference.hybrid_linucb(arms, X, r, Q, F, 0.6, 0.7), rtol=1e-9)
+
+
+def test_a_small_batch_learned_keeps_the_factors_in_place_and_the_sums_of_one_batch():
+    policy, Q = _learned()
+    arms, X, r = _events(7, 6, policy.n_arms, policy.dim)
+    whole = from_state(policy.state())
+    policy.choose_one(Q[0])
+    for s in range(0, 6, 2):
+        policy.learn_many(arms[s : s + 2], X[s : s + 2], r[s : s + 2])
+        assert not policy._dirty  # two events cost less than a refactorization
+    _assert_factors_match(policy)
+    whole.learn_many(arms, X, r)
+    for name, value in whole.state()["arrays"].items():
+        np.testing.assert_array_equal(policy.state()["arrays"][name], value)
