@@ -120,15 +120,18 @@ def test_events_learned_one_at_a_time_follow_algorithm_2():
                                reference.hybrid_linucb(arms, X, r, Q, F, 0.6, 0.7), rtol=1e-9)
 
 
-def test_a_small_batch_learned_keeps_the_factors_in_place_and_the_sums_of_one_batch():
-    policy, Q = _learned()
-    arms, X, r = _events(7, 6, policy.n_arms, policy.dim)
+def test_a_batch_too_small_for_a_refactorization_keeps_the_factors_in_place():
+    # p = 5 * 8 shared features: refactorizing costs far more than one event's updates.
+    rng = np.random.default_rng(8)
+    policy = HybridLinUCB(dim=5, arm_features=rng.normal(size=(3, 8)), rng=0)
+    arms, X, r = _events(7, 50, 3, 5)
+    policy.learn_many(arms[:40], X[:40], r[:40])
     whole = from_state(policy.state())
-    policy.choose_one(Q[0])
-    for s in range(0, 6, 2):
-        policy.learn_many(arms[s : s + 2], X[s : s + 2], r[s : s + 2])
-        assert not policy._dirty  # two events cost less than a refactorization
+    policy.choose_one(X[0])
+    for s in range(40, 50):
+        policy.learn_many(arms[s : s + 1], X[s : s + 1], r[s : s + 1])
+        assert not policy._dirty
     _assert_factors_match(policy)
-    whole.learn_many(arms, X, r)
+    whole.learn_many(arms[40:], X[40:], r[40:])
     for name, value in whole.state()["arrays"].items():
         np.testing.assert_array_equal(policy.state()["arrays"][name], value)
