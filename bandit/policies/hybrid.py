@@ -13,8 +13,6 @@ from bandit.kernels import hybrid, linear
 from bandit.policies.base import Rng, _arm_feature_row, _finite_float, _ridge_inverse
 from bandit.policies.linear import _REFACTOR_EVERY, _LinearScoring
 
-_BLAS_SPEEDUP = 8
-
 
 class HybridLinUCB(_LinearScoring):
     """Hybrid LinUCB (Li et al. 2010, Algorithm 2): a model shared by all arms over
@@ -74,13 +72,11 @@ class HybridLinUCB(_LinearScoring):
     def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
                     weights: np.ndarray) -> None:
         # A batch of events learned too small to pay for a refactorization (a replay's few kept
-        # events) takes learn_one's rank-one updates, row by row; it adds the same sums. The
-        # refactorization's flops run in LAPACK's blocked routines, several times as fast per
-        # flop as the updates' loops: _BLAS_SPEEDUP weighs that.
+        # events) takes learn_one's rank-one updates, row by row; it adds the same sums.
         n, d, k = X.shape[0], self.dim, self.n_arms
         p = d * self._arm_features.shape[1]
         per_row, refactor = 3 * p * p + 4 * k * d * d, p**3 + k * p * p + 3 * k * d**3
-        if (not self._dirty and self.half_life_ms is None and _BLAS_SPEEDUP * n * per_row < refactor
+        if (not self._dirty and self.half_life_ms is None and n * per_row < refactor
                 and self._updates + n <= _REFACTOR_EVERY and (weights == 1.0).all()):
             hybrid.learn_rows(self._Sxx, self._bx, self._counts, self._arm_features, self._A_inv,
                               self._A0_inv, self._N, self._c, self._b0, self._beta, self._Mbeta,
