@@ -75,6 +75,16 @@ def choose_floor(values, mask, epsilon, U):
     return np.array(arms)
 
 
+def normal_cdf(z):
+    """Phi(z), SciPy's."""
+    return special.ndtr(z)
+
+
+def normal_pdf(z):
+    """phi(z), SciPy's."""
+    return stats.norm.pdf(z)
+
+
 def _piecewise_quad(f, lo, hi, points):
     """Adaptive quadrature of f over [lo, hi], split at every point inside it."""
     cuts = np.unique(np.clip(np.concatenate([[lo, hi], points]), lo, hi))
@@ -201,6 +211,31 @@ def hybrid_linucb(arms, X, rewards, Q, F, alpha, l2=1.0):
                  + x @ Ai @ B[a] @ A0i @ B[a].T @ Ai @ x)
             out[i, a] = z @ beta + x @ theta + alpha * np.sqrt(s)
     return out
+
+
+def hybrid_factors(Sxx, bx, F, l2=1.0):
+    """Every factor hybrid LinUCB derives from its per-arm sums, by explicit inverses and
+    matrices: A_a^-1, A0^-1, N_a = M_a^T A0^-1 M_a, c_a = l2 A_a^-1 b_a, b0 = sum_a M_a c_a,
+    beta = A0^-1 b0, M_a^T beta, theta_a = A_a^-1 (b_a + l2 M_a^T beta) and
+    Q_a = A_a^-1 + l2^2 A_a^-1 N_a A_a^-1 (Algorithm 2 with B_a = Sxx_a M_a^T)."""
+    k, d = bx.shape
+    p = d * F.shape[1]
+    M = [_hybrid_m(d, f) for f in F]
+    A_inv = np.array([np.linalg.inv(Sxx[a] + l2 * np.eye(d)) for a in range(k)])
+    A0, b0 = l2 * np.eye(p), np.zeros(p)
+    for a in range(k):
+        B = Sxx[a] @ M[a].T
+        A0 += M[a] @ Sxx[a] @ M[a].T - B.T @ A_inv[a] @ B
+        b0 += M[a] @ bx[a] - B.T @ A_inv[a] @ bx[a]
+    A0_inv = np.linalg.inv(A0)
+    beta = A0_inv @ b0
+    N = np.array([M[a].T @ A0_inv @ M[a] for a in range(k)])
+    c = np.array([l2 * A_inv[a] @ bx[a] for a in range(k)])
+    Mbeta = np.array([M[a].T @ beta for a in range(k)])
+    theta = np.array([A_inv[a] @ (bx[a] + l2 * Mbeta[a]) for a in range(k)])
+    Q = np.array([A_inv[a] + l2**2 * A_inv[a] @ N[a] @ A_inv[a] for a in range(k)])
+    return {"A_inv": A_inv, "A0_inv": A0_inv, "N": N, "c": c, "b0": b0, "beta": beta,
+            "Mbeta": Mbeta, "theta": theta, "Q": Q}
 
 
 def bart(arms, X, rewards, Q, F, l2=1.0):
@@ -415,3 +450,35 @@ def clustered_difference(groups, outcomes, clusters):
             u += (y - p[g]) / big[g] * (1 if g == 1 else -1)
         total += u * u
     return p[1] - p[0], len(labels) / (len(labels) - 1) * total
+
+
+def gamma_draw(shape, normals, uniforms):
+    """Marsaglia and Tsang (2000), as written in the paper, reading the iterators ``normals``
+    and ``uniforms``: (g, e) with the draw g * exp(e) (e = log(U) / shape for shape < 1)."""
+    boost = shape < 1
+    d = (shape + 1 if boost else shape) - 1 / 3
+    c = 1 / math.sqrt(9 * d)
+    while True:
+        x = next(normals)
+        v = (1 + c * x) ** 3
+        if v <= 0:
+            continue
+        u = next(uniforms)
+        if u < 1 - 0.0331 * x**4 or math.log(u) < 0.5 * x**2 + d * (1 - v + math.log(v)):
+            break
+    return d * v, (math.log(next(uniforms)) / shape if boost else 0.0)
+
+
+def thompson_pick(successes, failures, alpha, beta, now, mask, normals, uniforms):
+    """Beta TS's arm: the eligible arm with the largest logit log(X / Y) of a Beta draw; returns
+    the arm and how many normals and uniforms it read."""
+    normals, uniforms = list(normals), list(uniforms)
+    it_n, it_u = iter(normals), iter(uniforms)
+    best, arm = -np.inf, -1
+    for i in np.flatnonzero(mask):
+        gx, ex = gamma_draw(alpha + now * successes[i], it_n, it_u)
+        gy, ey = gamma_draw(beta + now * failures[i], it_n, it_u)
+        y = math.log(gx / gy) + ex - ey
+        if arm < 0 or y > best:
+            best, arm = y, int(i)
+    return arm, len(normals) - len(list(it_n)), len(uniforms) - len(list(it_u))

@@ -335,3 +335,74 @@ def beta_max_probabilities(alpha, beta, mask, nodes, weights, width, out):
         # The pieces sum to 1 up to quadrature error; renormalising makes the pmf exact-sum.
         for j in range(n):
             out[r, idx[j]] = acc[j] / total
+
+
+@njit(cache=True)
+def _gamma_draw(shape, buf, pos):
+    """A Gamma(shape, 1) draw by Marsaglia and Tsang (2000), an exact rejection method, as
+    (g, e): the draw is g * exp(e), e = 0 for shape >= 1; below 1 it is Gamma(shape + 1)
+    U^(1 / shape), with e = log(U) / shape kept apart so that no draw underflows. Reads
+    standard normals from buf[0, pos[0]:] and uniforms in [0, 1) from buf[1, pos[1]:] and
+    moves the cursors past them; g = -1 when a row of buf ran out."""
+    boost = shape < 1.0
+    d = (shape + 1.0 if boost else shape) - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    n = buf.shape[1]
+    while True:
+        if pos[0] >= n or pos[1] >= n:
+            return -1.0, 0.0
+        x = buf[0, pos[0]]
+        pos[0] += 1
+        v = 1.0 + c * x
+        if v <= 0.0:
+            continue
+        v = v * v * v
+        u = buf[1, pos[1]]
+        pos[1] += 1
+        x2 = x * x
+        if u < 1.0 - 0.0331 * x2 * x2 or math.log(u) < 0.5 * x2 + d * (1.0 - v + math.log(v)):
+            break
+    if not boost:
+        return d * v, 0.0
+    if pos[1] >= n:
+        return -1.0, 0.0
+    e = math.log(buf[1, pos[1]]) / shape
+    pos[1] += 1
+    return d * v, e
+
+
+@njit(cache=True)
+def beta_logit_draw(a, b, buf, pos):
+    """log(X / Y), the logit of a Beta(a, b) draw X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b)
+    (``_gamma_draw``'s buffer and cursors); (0, False) when the buffer ran out."""
+    gx, ex = _gamma_draw(a, buf, pos)
+    if gx < 0.0:
+        return 0.0, False
+    gy, ey = _gamma_draw(b, buf, pos)
+    if gy < 0.0:
+        return 0.0, False
+    return math.log(gx / gy) + (ex - ey), True
+
+
+@njit(cache=True)
+def thompson_pick(successes, failures, alpha, beta, now, mask, buf, pos):
+    """Beta TS's arm for one decision: the eligible arm whose draw from Beta(alpha + now
+    successes_a, beta + now failures_a) is largest (compared as logits, which keeps the order
+    and the digits of draws near 0 or 1; a tie, of probability 0, goes to the lower arm).
+    successes, failures (k,), mask (k,) bool; the draws come from buf (2, m), standard normals
+    then uniforms, at the cursors pos (2,) int64, which move past them. Returns -1, cursors
+    untouched, when the buffer ran out (the caller refills it and asks again)."""
+    start_n, start_u = pos[0], pos[1]
+    best = -np.inf
+    arm = -1
+    for i in range(successes.shape[0]):
+        if not mask[i]:
+            continue
+        y, ok = beta_logit_draw(alpha + now * successes[i], beta + now * failures[i], buf, pos)
+        if not ok:
+            pos[0], pos[1] = start_n, start_u
+            return -1
+        if arm < 0 or y > best:
+            best = y
+            arm = i
+    return arm

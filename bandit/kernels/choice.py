@@ -92,9 +92,29 @@ def floor_probabilities(values, mask, epsilon, out):
                 out[i, a] = p
 
 
+# Above this z the normal CDF rounds to 1.0 and the mass beyond is below 1e-16.
+_CDF_ONE = 8.3
+
+
 @njit(cache=True)
-def _std_normal_cdf(z):
-    return 0.5 * math.erfc(-z * 0.7071067811865476)
+def normal_cdf_pdf(z, mills):
+    """(Phi(z), phi(z)) of the standard normal with a single exp: Phi(-|z|) = phi(z) R(|z|),
+    where the Mills ratio R comes from ``mills`` (pieces, degree + 1), power-basis polynomials
+    in s = 2 (|z| - j) - 1 on the unit intervals [j, j + 1) of [0, pieces), and beyond them
+    from its asymptotic series (there Phi(-|z|) is below 1e-19). NaN gives NaN."""
+    pdf = math.exp(-0.5 * z * z) * 0.3989422804014327
+    a = abs(z)
+    if a < mills.shape[0]:
+        j = int(a)
+        s = 2.0 * (a - j) - 1.0
+        r = 0.0
+        for p in range(mills.shape[1] - 1, -1, -1):
+            r = r * s + mills[j, p]
+    else:
+        q = 1.0 / (a * a)
+        r = (1.0 - q * (1.0 - 3.0 * q)) / a
+    tail = pdf * r
+    return (tail if z < 0.0 else 1.0 - tail), pdf
 
 
 @njit(cache=True)
@@ -107,7 +127,8 @@ def _gaussian_grid(mu, sg, c, lo, radius, steps, order, grid):
     equal and at most radius / steps sds of the narrowest covering arm wide: the bound that
     breakpoints every radius / steps sds of every arm give, with far fewer pieces when the arms
     overlap. A segment lies inside the window (2 radius sds) of its narrowest covering arm, so
-    it takes at most 2 steps + 1 pieces and grid needs c (2 steps + 1) + 1 entries.
+    it takes at most 2 steps + 1 pieces and grid needs c (2 steps + 1) + 1 entries. Where
+    equal pieces of the narrowest arm's bound over the whole range are fewer, the grid is those.
     """
     for j in range(c):
         order[j] = j
@@ -135,11 +156,124 @@ def _gaussian_grid(mu, sg, c, lo, radius, steps, order, grid):
             grid[start] = bottom + (top - bottom) * (p / n_pieces)
         start -= 1
         grid[start] = bottom
+    # Arms of alike widths put their ends close together, and the segments between them each
+    # round up to whole pieces: equal pieces of the narrowest arm's bound over all of [lo, U]
+    # satisfy the same bound, in fewer pieces then.
+    end = grid.shape[0] - 1
+    span = grid[end] - lo
+    if span > 0.0:
+        n_even = int(math.ceil(span / (narrowest * (radius / steps))))
+        if n_even < end - start:
+            for p in range(n_even - 1, 0, -1):
+                grid[end - n_even + p] = lo + span * (p / n_even)
+            start = end - n_even
+            grid[start] = lo
     return start
 
 
 @njit(cache=True)
-def gaussian_max_probabilities(mean, sd, mask, nodes, weights, radius, steps, out):
+def gaussian_row(mean, sd, mask, nodes, weights, radius, steps, mills, out, work, iwork, breaks):
+    """P(arm a has the largest draw) for independent N(mean_a, sd_a^2), one row: mean, sd,
+    mask (k,); fills out (k,). ``work`` (5, k) float, ``iwork`` (2, k) int64 and ``breaks``
+    (k (2 steps + 1) + 1,) are scratch space (``gaussian_max_probabilities`` documents the
+    method)."""
+    k = mean.shape[0]
+    n_gl = nodes.shape[0]
+    mu, sg, inv, acc, pdf = work[0], work[1], work[2], work[3], work[4]
+    idx, order = iwork[0], iwork[1]
+    m = 0
+    sd_max = 0.0
+    for a in range(k):
+        out[a] = 0.0
+        if mask[a]:
+            idx[m] = a
+            mu[m] = mean[a]
+            sg[m] = sd[a]
+            if sg[m] > sd_max:
+                sd_max = sg[m]
+            m += 1
+    if sd_max == 0.0:
+        best = -np.inf
+        ties = 0
+        for j in range(m):
+            if mu[j] > best:
+                best = mu[j]
+                ties = 1
+            elif mu[j] == best:
+                ties += 1
+        for j in range(m):
+            if mu[j] == best:
+                out[idx[j]] = 1.0 / ties
+        return
+    # A zero width next to positive ones is a point mass; a very narrow normal stands in.
+    for j in range(m):
+        if sg[j] < sd_max * 1e-9:
+            sg[j] = sd_max * 1e-9
+    lo = -np.inf
+    for j in range(m):
+        lo = max(lo, mu[j] - radius * sg[j])
+    # Keep the arms that can win; the others have F_b = 1 to machine precision above lo.
+    c = 0
+    for j in range(m):
+        if mu[j] + radius * sg[j] >= lo:
+            idx[c] = idx[j]
+            mu[c] = mu[j]
+            sg[c] = sg[j]
+            inv[c] = 1.0 / sg[j]
+            acc[c] = 0.0
+            c += 1
+    first = _gaussian_grid(mu, sg, c, lo, radius, steps, order, breaks)
+    # Below t the pieces hold prod_b F_b(t) of probability in all (the integrand is its
+    # derivative): pieces under a point where that is below Phi(-radius) are skipped, the same
+    # bound as lo's. Several arms near the top make it far tighter than lo.
+    floor = normal_cdf_pdf(-radius, mills)[0]
+    last = breaks.shape[0] - 1
+    while first < last - 1:
+        prod = 1.0
+        for j in range(c):
+            z = (breaks[first + 1] - mu[j]) * inv[j]
+            if z <= _CDF_ONE:
+                prod *= normal_cdf_pdf(z, mills)[0]
+        if prod >= floor:
+            break
+        first += 1
+    for g in range(first, last):
+        half = 0.5 * (breaks[g + 1] - breaks[g])
+        if half <= 0.0:
+            continue
+        mid = 0.5 * (breaks[g + 1] + breaks[g])
+        for q in range(n_gl):
+            t = mid + half * nodes[q]
+            prod = 1.0
+            for j in range(c):
+                z = (t - mu[j]) * inv[j]
+                if z > _CDF_ONE:  # F_j = 1 in double precision, and no mass of f_j is left
+                    pdf[j] = 0.0
+                    continue
+                cdf, dens = normal_cdf_pdf(z, mills)
+                # pdf / cdf: the product over the other arms, without a second pass; on
+                # [lo, U] every F_b >= Phi(-radius) > 0.
+                pdf[j] = dens * inv[j] / cdf
+                prod *= cdf
+            w = half * weights[q] * prod
+            for j in range(c):
+                acc[j] += w * pdf[j]
+    total = 0.0
+    for j in range(c):
+        total += acc[j]
+    # The pieces sum to 1 up to quadrature error; renormalising makes the pmf exact-sum.
+    for j in range(c):
+        out[idx[j]] = acc[j] / total
+
+
+@njit(cache=True)
+def gaussian_scratch(k, steps):
+    """The scratch arrays of ``gaussian_row`` for k arms: (work, iwork, breaks)."""
+    return np.empty((5, k)), np.empty((2, k), dtype=np.int64), np.empty(k * (2 * steps + 1) + 1)
+
+
+@njit(cache=True)
+def gaussian_max_probabilities(mean, sd, mask, nodes, weights, radius, steps, mills, out):
     """P(arm a has the largest draw) for independent N(mean, sd^2) per arm; fills out (n, k).
 
     One-dimensional quadrature of P(a) = int f_a(t) prod_{b != a} F_b(t) dt. The integral runs
@@ -148,83 +282,13 @@ def gaussian_max_probabilities(mean, sd, mask, nodes, weights, radius, steps, ou
     product over b != a a safe division. Arms with mean + radius sd < L cannot win (p = 0).
     Pieces at most radius / steps standard deviations of every competing arm they overlap
     (``_gaussian_grid``) resolve each density and each CDF step at its own scale; each piece
-    uses the Gauss-Legendre rule (nodes, weights) on [-1, 1]. Rows where every sd is 0 are ties
-    between the largest means.
+    uses the Gauss-Legendre rule (nodes, weights) on [-1, 1]; the normal CDF and density come
+    from ``normal_cdf_pdf`` with the Mills-ratio table ``mills``. Rows where every sd is 0 are
+    ties between the largest means.
     """
     n, k = mean.shape
     per_row = mask.shape[0] > 1
-    n_gl = nodes.shape[0]
-    idx = np.empty(k, dtype=np.int64)
-    mu = np.empty(k)
-    sg = np.empty(k)
-    cdf = np.empty(k)
-    pdf = np.empty(k)
-    acc = np.empty(k)
-    order = np.empty(k, dtype=np.int64)
-    breaks = np.empty(k * (2 * steps + 1) + 1)
+    work, iwork, breaks = gaussian_scratch(k, steps)
     for i in range(n):
-        r = i if per_row else 0
-        m = 0
-        sd_max = 0.0
-        for a in range(k):
-            out[i, a] = 0.0
-            if mask[r, a]:
-                idx[m] = a
-                mu[m] = mean[i, a]
-                sg[m] = sd[i, a]
-                if sg[m] > sd_max:
-                    sd_max = sg[m]
-                m += 1
-        if sd_max == 0.0:
-            best = -np.inf
-            ties = 0
-            for j in range(m):
-                if mu[j] > best:
-                    best = mu[j]
-                    ties = 1
-                elif mu[j] == best:
-                    ties += 1
-            for j in range(m):
-                if mu[j] == best:
-                    out[i, idx[j]] = 1.0 / ties
-            continue
-        # A zero width next to positive ones is a point mass; a very narrow normal stands in.
-        for j in range(m):
-            if sg[j] < sd_max * 1e-9:
-                sg[j] = sd_max * 1e-9
-        lo = -np.inf
-        for j in range(m):
-            lo = max(lo, mu[j] - radius * sg[j])
-        # Keep the arms that can win; the others have F_b = 1 to machine precision above lo.
-        c = 0
-        for j in range(m):
-            if mu[j] + radius * sg[j] >= lo:
-                idx[c] = idx[j]
-                mu[c] = mu[j]
-                sg[c] = sg[j]
-                c += 1
-        first = _gaussian_grid(mu, sg, c, lo, radius, steps, order, breaks)
-        for j in range(c):
-            acc[j] = 0.0
-        for g in range(first, breaks.shape[0] - 1):
-            half = 0.5 * (breaks[g + 1] - breaks[g])
-            if half <= 0.0:
-                continue
-            mid = 0.5 * (breaks[g + 1] + breaks[g])
-            for q in range(n_gl):
-                t = mid + half * nodes[q]
-                prod = 1.0
-                for j in range(c):
-                    z = (t - mu[j]) / sg[j]
-                    cdf[j] = _std_normal_cdf(z)
-                    pdf[j] = math.exp(-0.5 * z * z) * 0.3989422804014327 / sg[j]
-                    prod *= cdf[j]
-                w = half * weights[q] * prod
-                for j in range(c):
-                    acc[j] += w * pdf[j] / cdf[j]
-        total = 0.0
-        for j in range(c):
-            total += acc[j]
-        # The pieces sum to 1 up to quadrature error; renormalising makes the pmf exact-sum.
-        for j in range(c):
-            out[i, idx[j]] = acc[j] / total
+        gaussian_row(mean[i], sd[i], mask[i if per_row else 0], nodes, weights, radius, steps,
+                     mills, out[i], work, iwork, breaks)

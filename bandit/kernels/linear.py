@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from bandit.kernels.choice import pick
+from bandit.kernels.choice import gaussian_row, gaussian_scratch, pick
 
 # Reassociation lets LLVM vectorize the dot products; NaN and inf keep their IEEE meaning
 # (no "nnan"/"ninf"), so the finiteness checks below stay valid.
@@ -136,6 +136,36 @@ def choose(theta, Ainv, X, alpha, noise, mask, epsilon, U, arms_out, probs_out):
         else:
             _values(theta, Ainv, X[i], alpha, no_noise, m, row)
         arms_out[i], probs_out[i] = pick(row, m, epsilon, U[i, 0], U[i, 1])
+
+
+@njit(cache=True)  # no fast-math here: the quadrature's own arithmetic stays as written
+def thompson_choose(theta, Ainv, X, noise, mask, U, v, nodes, weights, radius, steps, mills,
+                    arms_out, probs_out):
+    """Linear Thompson sampling with propensities, in one pass over the rows: each arm's mean
+    and width once per row, the arm of ``choose`` (alpha 0, no floor: U[i, 1] breaks ties) and
+    its win probability, ``choice.gaussian_row`` over N(mean, (v width)^2), the number
+    ``moments`` then ``choice.gaussian_max_probabilities`` give for that row and arm."""
+    n = X.shape[0]
+    k = theta.shape[0]
+    per_row = mask.shape[0] > 1
+    row = np.empty(k)
+    mean = np.empty(k)
+    sd = np.empty(k)
+    pmf = np.empty(k)
+    work, iwork, breaks = gaussian_scratch(k, steps)
+    for i in range(n):
+        m = mask[i if per_row else 0]
+        for a in range(k):
+            mean[a], w = _mean_width(theta, Ainv, a, X[i])
+            sd[a] = v * w
+            row[a] = mean[a] + w * (0.0 + noise[i, a])
+        arm, _ = pick(row, m, 0.0, U[i, 0], U[i, 1])
+        arms_out[i] = arm
+        if arm < 0:
+            probs_out[i] = np.nan
+            continue
+        gaussian_row(mean, sd, m, nodes, weights, radius, steps, mills, pmf, work, iwork, breaks)
+        probs_out[i] = pmf[arm]
 
 
 @njit(cache=True, fastmath=_FAST)

@@ -7,7 +7,7 @@ from typing import Any, Self
 import numpy as np
 
 from bandit.kernels import choice
-from bandit.kernels.beta import beta_max_probabilities
+from bandit.kernels.beta import beta_max_probabilities, thompson_pick
 from bandit.policies.base import Policy, Rng, _as_rng, _finite_float, _positive_int
 
 # Grid pieces of Beta TS's win-probability quadrature span at most this many logit-scale sds of
@@ -18,6 +18,22 @@ _BETA_NODES, _BETA_WEIGHTS = np.polynomial.legendre.leggauss(10)
 # decide_row's entry for a mask: the CDF, pmf, means and sds over the arms, and the last arm
 # with a probability > 0.
 _RowEntry = tuple[list[float], list[float], list[float], list[float], int]
+
+
+class _GammaDraws:
+    """The standard normals (row 0) and uniforms (row 1) of single decisions' Beta draws
+    (``kernels.beta.thompson_pick``), taken from the policy's generator in blocks and read at
+    the cursors ``pos``."""
+
+    def __init__(self, rng: np.random.Generator, block: int = 4096) -> None:
+        self._rng, self._block = rng, block
+        self.buf = np.empty((2, 0))
+        self.pos = np.zeros(2, dtype=np.int64)
+
+    def refill(self) -> None:
+        """A fresh block; what was left unread is dropped (independent draws: nothing lost)."""
+        self.buf = np.stack([self._rng.standard_normal(self._block), self._rng.random(self._block)])
+        self.pos[:] = 0
 
 
 class BetaTS(Policy):
@@ -51,6 +67,21 @@ class BetaTS(Policy):
         # A mask's bytes -> its pmf (n_arms,); (its bytes,) -> decide_row's entry. One dict,
         # so that one clear() drops both when the state changes.
         self._pmf_cache: dict[bytes | tuple[bytes], np.ndarray | _RowEntry] = {}
+        self._gamma = _GammaDraws(self._rng)
+
+    def choose_one(self, x: Any = None, *, eligible: Any = None, rng: Rng = None) -> int:
+        # One kernel call per decision: the eligible arms' Beta draws, by Marsaglia-Tsang Gammas
+        # from the policy's own stream (a caller's generator takes the batch path instead).
+        if rng is not None:
+            return super().choose_one(x, eligible=eligible, rng=rng)
+        if self.dim or not (x is None or (type(x) is np.ndarray and x.shape == (0,))):
+            self._context(x)  # checked, never read
+        mask = self._active if eligible is None else self._mask(eligible, 1)[0]
+        draws, now = self._gamma, self._decayed()
+        while (arm := thompson_pick(self._successes, self._failures, self.alpha, self.beta, now,
+                                    mask, draws.buf, draws.pos)) < 0:
+            draws.refill()
+        return int(arm)
 
     def _contexts(self, X: Any) -> np.ndarray:
         if self.dim == 0 and isinstance(X, int | np.integer) and not isinstance(X, bool):
@@ -72,6 +103,15 @@ class BetaTS(Policy):
         np.add.at(self._failures, arms, weights * (1.0 - rewards))
         np.add.at(self._counts, arms, weights)
         self._state_changed()
+
+    def learn_one(self, arm: int, x: Any, reward: float, *, ts_ms: float | None = None) -> None:
+        # The common case checked inline (an int arm, a float reward in [0, 1], no decay): the
+        # generic checks would cost more than the update.
+        if (self.half_life_ms is None and type(arm) is int and type(reward) is float
+                and 0 <= arm < self.n_arms and 0.0 <= reward <= 1.0):
+            self._learn_one(arm, x, reward)
+        else:
+            super().learn_one(arm, x, reward, ts_ms=ts_ms)
 
     def _learn_one(self, arm: int, x: Any, reward: float) -> None:
         self._successes[arm] += reward

@@ -11,7 +11,7 @@ from scipy.linalg import lapack
 from bandit.errors import InvalidInputError
 from bandit.kernels import hybrid, linear
 from bandit.policies.base import Rng, _arm_feature_row, _finite_float, _ridge_inverse
-from bandit.policies.linear import _LinearScoring
+from bandit.policies.linear import _REFACTOR_EVERY, _LinearScoring
 
 
 class HybridLinUCB(_LinearScoring):
@@ -53,6 +53,7 @@ class HybridLinUCB(_LinearScoring):
         self._bx = np.zeros((k, d))
         self._counts = np.zeros(k)
         self._dirty = True
+        self._updates = 0  # events learned one at a time since the last refactorization
 
     @property
     def arm_features(self) -> np.ndarray:
@@ -70,8 +71,42 @@ class HybridLinUCB(_LinearScoring):
 
     def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
                     weights: np.ndarray) -> None:
+        # A batch of events learned too small to pay for a refactorization (a replay's few kept
+        # events) takes learn_one's rank-one updates, row by row; it adds the same sums.
+        n, d, k = X.shape[0], self.dim, self.n_arms
+        p = d * self._arm_features.shape[1]
+        per_row, refactor = 3 * p * p + 4 * k * d * d, p**3 + k * p * p + 3 * k * d**3
+        if (not self._dirty and self.half_life_ms is None and n * per_row < refactor
+                and self._updates + n <= _REFACTOR_EVERY and (weights == 1.0).all()):
+            hybrid.learn_rows(self._Sxx, self._bx, self._counts, self._arm_features, self._A_inv,
+                              self._A0_inv, self._N, self._c, self._b0, self._beta, self._Mbeta,
+                              self._theta, self._Ainv, self.l2, arms, X, rewards)
+            self._updates += n
+            return
         linear.accumulate(self._Sxx, self._bx, self._counts, arms, X, rewards, weights)
         self._dirty = True
+
+    def learn_one(self, arm: int, x: Any, reward: float, *, ts_ms: float | None = None) -> None:
+        # Without decay, one event moves every factor by rank-one updates (hybrid.learn_one)
+        # instead of a refactorization; every _REFACTOR_EVERY events the factors are rebuilt
+        # from the sums, which bounds the rounding the updates build up.
+        if self.half_life_ms is not None:
+            super().learn_one(arm, x, reward, ts_ms=ts_ms)
+            return
+        a = self._arm(arm)
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.dim,):
+            raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
+        if self._dirty or self._updates >= _REFACTOR_EVERY:
+            self._dirty = True
+            self._refresh()
+        r = reward if type(reward) is float else self._reward(reward)
+        if not hybrid.learn_one(self._Sxx, self._bx, self._counts, self._arm_features,
+                                self._A_inv, self._A0_inv, self._N, self._c, self._b0,
+                                self._beta, self._Mbeta, self._theta, self._Ainv, self.l2, a, x,
+                                r):
+            raise InvalidInputError(f"x or reward: contains NaN or inf (reward={reward!r})")
+        self._updates += 1
 
     def _refresh(self) -> None:
         # Every arm's statistics enter the shared A0, so any change refreshes everything:
@@ -109,7 +144,12 @@ class HybridLinUCB(_LinearScoring):
         self._Ainv = np.ascontiguousarray(0.5 * (Q + np.swapaxes(Q, 1, 2)))
         Ainv_b = (A_inv @ bx[..., None])[..., 0]
         self._theta = np.ascontiguousarray(Ainv_b + l2 * (A_inv @ Mbeta[..., None])[..., 0])
+        # What learn_one updates in place, from the same sums.
+        self._A_inv, self._A0_inv, self._N = (np.ascontiguousarray(A_inv),
+                                              np.ascontiguousarray(A0_inv), N)
+        self._c, self._b0, self._beta, self._Mbeta = np.ascontiguousarray(c), b0, beta, Mbeta
         self._dirty = False
+        self._updates = 0
 
     def _params(self) -> dict[str, Any]:
         return {"dim": self.dim, "alpha": self.alpha, "l2": self.l2, "epsilon": self.epsilon,

@@ -159,3 +159,33 @@ def test_beta_ts_propensities_with_a_retired_arm_and_decay():
     P = policy.propensities(np.zeros((1, 0)))[0]
     assert P[3] == 0.0
     np.testing.assert_allclose(P[:3], reference.beta_max_probabilities(a[:3], b[:3]), atol=1e-9)
+
+
+@pytest.mark.parametrize(("a", "b"), [(1.0, 1.0), (0.3, 0.7), (2.5, 40.0), (500.0, 2000.0),
+                                      (0.05, 3.0), (1e6, 3.0)])
+def test_beta_draws_follow_the_beta_distribution(a, b):
+    rng = np.random.default_rng([7, int(a * 100), int(b * 100)])
+    buf = np.stack([rng.standard_normal(200_000), rng.random(200_000)])
+    pos = np.zeros(2, dtype=np.int64)
+    y = np.array([beta.beta_logit_draw(a, b, buf, pos)[0] for _ in range(20_000)])
+    assert np.isfinite(y).all()
+    # In the logit, where draws near 0 or 1 keep their digits: logit(X) ~ logit of Beta(a, b).
+    cdf = stats.beta(a, b).cdf
+    assert stats.kstest(y, lambda t: cdf(special.expit(t))).pvalue > 1e-3
+
+
+def test_thompson_pick_matches_its_twin_and_reports_a_short_buffer():
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        k = int(rng.integers(1, 8))
+        s, f = rng.integers(0, 50, k).astype(float), rng.integers(0, 50, k).astype(float)
+        alpha, prior_b, now = rng.choice([0.2, 1.0, 3.0]), rng.choice([0.5, 1.0]), rng.random()
+        mask = rng.random(k) < 0.8
+        mask[rng.integers(k)] = True
+        buf = np.stack([rng.standard_normal(100), rng.random(100)])
+        pos = np.zeros(2, dtype=np.int64)
+        arm = beta.thompson_pick(s, f, alpha, prior_b, now, mask, buf, pos)
+        assert (arm, *pos) == reference.thompson_pick(s, f, alpha, prior_b, now, mask, *buf)
+    pos = np.array([99, 99])
+    assert beta.thompson_pick(s, f, 1.0, 1.0, 1.0, np.ones(k, dtype=np.bool_), buf, pos) == -1
+    assert list(pos) == [99, 99]

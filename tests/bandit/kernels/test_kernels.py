@@ -10,6 +10,7 @@ from bandit.policies import (
     _BETA_WEIGHTS,
     _GL_NODES,
     _GL_WEIGHTS,
+    _MILLS,
     _RADIUS,
     _STEPS,
 )
@@ -127,7 +128,7 @@ def test_gaussian_max_probabilities_match_adaptive_quadrature(case):
     mean, sd = (np.array(v, dtype=float) for v in GAUSSIAN_CASES[case])
     out = np.empty((1, len(mean)))
     choice.gaussian_max_probabilities(mean[None], sd[None], np.ones((1, len(mean)), dtype=np.bool_),
-                                      _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, out)
+                                      _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, _MILLS, out)
     np.testing.assert_allclose(out[0], reference.gaussian_max_probabilities(mean, sd), atol=1e-9)
     assert abs(out.sum() - 1.0) < 1e-12
 
@@ -137,7 +138,8 @@ def test_gaussian_max_probabilities_masks_and_degenerate_rows():
     sd = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
     mask = np.array([[True, True, False], [True, True, True]])
     out = np.empty((2, 3))
-    choice.gaussian_max_probabilities(mean, sd, mask, _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, out)
+    choice.gaussian_max_probabilities(mean, sd, mask, _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS,
+                                      _MILLS, out)
     np.testing.assert_allclose(out[0, :2],
                                reference.gaussian_max_probabilities(mean[0, :2], sd[0, :2]),
                                atol=1e-9)
@@ -164,7 +166,8 @@ def _gaussian(mean, sd, mask=None, steps=_STEPS):
     mean, sd = np.atleast_2d(mean), np.atleast_2d(sd)
     mask = np.ones_like(mean, dtype=np.bool_) if mask is None else np.atleast_2d(mask)
     out = np.empty_like(mean)
-    choice.gaussian_max_probabilities(mean, sd, mask, _GL_NODES, _GL_WEIGHTS, _RADIUS, steps, out)
+    choice.gaussian_max_probabilities(mean, sd, mask, _GL_NODES, _GL_WEIGHTS, _RADIUS, steps,
+                                      _MILLS, out)
     return out
 
 
@@ -190,6 +193,52 @@ def test_gaussian_max_probabilities_fifty_arms_with_masks():
     np.testing.assert_allclose(_gaussian(mean[0, some], sd[0, some])[0],
                                reference.gaussian_max_probabilities(mean[0, some], sd[0, some]),
                                atol=1e-9)
+
+
+def test_normal_cdf_pdf_matches_scipy():
+    z = np.concatenate([np.linspace(-40.0, 40.0, 20_001), [-9.0, -8.999999, 0.0, 9.0, 1e6]])
+    got = np.array([choice.normal_cdf_pdf(v, _MILLS) for v in z])
+    # Relative accuracy where the table is; beyond |z| = 9 the tail is below 1e-19 and its
+    # asymptotic series is within 1e-4 of it, far below what any integral can see.
+    inner = np.abs(z) < 9.0
+    np.testing.assert_allclose(got[inner, 0], reference.normal_cdf(z[inner]), rtol=1e-13, atol=0.0)
+    np.testing.assert_allclose(got[:, 0], reference.normal_cdf(z), rtol=1e-4, atol=1e-300)
+    np.testing.assert_allclose(got[:, 1], reference.normal_pdf(z), rtol=1e-13, atol=1e-300)
+    assert np.isnan(choice.normal_cdf_pdf(np.nan, _MILLS)).all()
+
+
+def test_thompson_choose_is_choose_then_the_propensity_of_the_arm(rng):
+    k, d, n = 5, 3, 200
+    arms, X, r = _events(rng, k, d, n=300)
+    theta, Ainv = reference.ridge(arms, X, r, k)
+    Q, noise, U = rng.normal(size=(n, d)), 0.3 * rng.normal(size=(n, k)), rng.random((n, 2))
+    mask = rng.random((n, k)) < 0.7
+    mask[:, 0] = True
+    chosen, p = np.empty(n, dtype=np.int64), np.empty(n)
+    linear.thompson_choose(theta, Ainv, Q, noise, mask, U, 0.3, _GL_NODES, _GL_WEIGHTS, _RADIUS,
+                           _STEPS, _MILLS, chosen, p)
+    want, _ = np.empty(n, dtype=np.int64), np.empty(n)
+    linear.choose(theta, Ainv, Q, 0.0, noise, mask, 0.0, U, want, _)
+    np.testing.assert_array_equal(chosen, want)
+    mean, sd = np.empty((n, k)), np.empty((n, k))
+    linear.moments(theta, Ainv, Q, mean, sd)
+    P = _gaussian(mean, 0.3 * sd, mask)
+    np.testing.assert_array_equal(p, P[np.arange(n), chosen])
+
+
+def test_gaussian_grid_of_alike_arms_takes_even_pieces():
+    # Ten arms of alike widths a few sds apart: their ends split [lo, U] into short segments,
+    # which equal pieces of the narrowest arm's bound replace (and the answer stays the same).
+    mean, sd = np.linspace(0.0, 0.3, 10), np.linspace(0.1, 0.106, 10)
+    order, grid = np.empty(10, dtype=np.int64), np.empty(10 * (2 * _STEPS + 1) + 1)
+    lo = float((mean - _RADIUS * sd).max())
+    start = choice._gaussian_grid(mean, sd, 10, lo, _RADIUS, _STEPS, order, grid)
+    pieces = np.diff(grid[start:])
+    even = int(np.ceil((grid[-1] - lo) / (0.1 * _RADIUS / _STEPS)))
+    assert grid[start] == lo and len(pieces) == even
+    np.testing.assert_allclose(pieces, pieces[0], rtol=1e-9)
+    np.testing.assert_allclose(_gaussian(mean, sd)[0],
+                               reference.gaussian_max_probabilities(mean, sd), atol=1e-9)
 
 
 BETA_CASES = {
@@ -244,3 +293,24 @@ def test_hybrid_scores_match_algorithm_2(rng, k, d, m):
     want = reference.hybrid_linucb(arms, X, r, Q, F, alpha=0.6, l2=1.3)
     np.testing.assert_allclose(policy.scores(Q), want, rtol=1e-9, atol=1e-9)
     assert [policy.choose_one(x) for x in Q] == list(want.argmax(axis=1))
+
+
+@pytest.mark.parametrize(("k", "d", "m", "l2"), [(1, 1, 1, 1.0), (4, 3, 2, 0.5), (3, 5, 3, 2.0)])
+def test_hybrid_learn_one_moves_every_factor_to_its_refactorized_value(rng, k, d, m, l2):
+    F = rng.normal(size=(k, m))
+    arms, X, r = _events(rng, k, d, n=40)
+    Sxx, bx, counts = reference.sums(arms, X, r, k)
+    f = {name: np.ascontiguousarray(v)
+         for name, v in reference.hybrid_factors(Sxx, bx, F, l2).items()}
+    for a, x, ri in zip(*_events(rng, k, d, n=25), strict=True):
+        assert hybrid.learn_one(Sxx, bx, counts, F, f["A_inv"], f["A0_inv"], f["N"], f["c"],
+                                f["b0"], f["beta"], f["Mbeta"], f["theta"], f["Q"], l2, a, x, ri)
+    want = reference.hybrid_factors(Sxx, bx, F, l2)
+    for name, value in want.items():
+        np.testing.assert_allclose(f[name], value, rtol=1e-9, atol=1e-12 * np.abs(value).max(),
+                                   err_msg=name)
+    before = Sxx.copy()
+    assert not hybrid.learn_one(Sxx, bx, counts, F, f["A_inv"], f["A0_inv"], f["N"], f["c"],
+                                f["b0"], f["beta"], f["Mbeta"], f["theta"], f["Q"], l2, 0,
+                                np.full(d, np.nan), 1.0)
+    np.testing.assert_array_equal(Sxx, before)

@@ -249,6 +249,35 @@ def test_beta_ts_rejects_rewards_outside_unit_interval():
         BetaTS(2).learn_many(np.array([0]), np.zeros((1, 0)), np.array([1.5]))
 
 
+def test_beta_ts_choose_one_draws_its_propensities_reproducibly():
+    arms, X, r = _stream(6, n=60)
+    policy, twin = BetaTS(K, dim=D, rng=4), BetaTS(K, dim=D, rng=4)
+    for p in (policy, twin):
+        p.learn_many(arms, X, r)
+    eligible = np.array([True, True, False, True])
+    chosen = np.array([policy.choose_one(X[0], eligible=eligible) for _ in range(40_000)])
+    np.testing.assert_allclose(np.bincount(chosen, minlength=K) / len(chosen),
+                               policy.propensities(X[:1], eligible=eligible)[0], atol=5e-3)
+    again = np.array([twin.choose_one(X[0], eligible=eligible) for _ in range(40_000)])
+    np.testing.assert_array_equal(chosen, again)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        policy.choose_one(np.full(D, np.nan))
+
+
+def test_beta_ts_learn_one_adds_what_learn_many_adds():
+    arms, X, r = _stream(7, n=200)
+    one, many = BetaTS(K, dim=D), BetaTS(K, dim=D)
+    for a, x, ri in zip(arms.tolist(), X, r.tolist(), strict=True):
+        one.learn_one(a, x, ri)
+    many.learn_many(arms, X, r)
+    for name, value in many.state()["arrays"].items():
+        np.testing.assert_array_equal(one.state()["arrays"][name], value)
+    with pytest.raises(InvalidInputError, match="reward"):
+        one.learn_one(0, X[0], 1.5)
+    with pytest.raises(UnknownArmError):
+        one.learn_one(K, X[0], 1.0)
+
+
 def test_from_state_refuses_corrupt_arrays():
     policy = LinUCB(2, 2)
     state = policy.state()
