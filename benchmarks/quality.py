@@ -416,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = run(args.quick)
     console = Console()
+    if not console.is_terminal:  # a log or a pipe: wide enough for a row per learner
+        console = Console(width=200)
     console.print("mean expected reward ± sd over seeds (share of the oracle-over-uniform gap) "
                   "#rank; * the project's policies")
     print_table(console, "Learning quality at defaults", result["summary"]["defaults"])
