@@ -107,7 +107,9 @@ def _make_policy(slot: SlotSpec, dim: int, arm_features: np.ndarray, seed: int) 
                             exploration=spec.exploration, epsilon=spec.epsilon,
                             bag=int(spec.bag), cover=int(spec.cover),
                             interactions=spec.interactions, lrq=spec.lrq,
-                            learning_rate=spec.learning_rate, extra_args=spec.extra_args, rng=rng)
+                            learning_rate=spec.learning_rate, extra_args=spec.extra_args,
+                            gamma_scale=spec.gamma_scale, gamma_exponent=spec.gamma_exponent,
+                            rng=rng)
         case _:
             return HybridLinUCB(dim, arm_features, alpha=spec.alpha, l2=spec.l2,
                                 epsilon=spec.epsilon, half_life_ms=spec.half_life_ms, rng=rng)

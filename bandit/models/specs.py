@@ -103,6 +103,9 @@ class _UCBParams(Strict):
 
 class LinUCBSpec(_UCBParams):
     kind: Literal["lin_ucb"] = "lin_ucb"
+    # bandit.policies.LinUCB's defaults (why: its docstring).
+    alpha: Finite = Field(0.3, ge=0, le=PARAM_MAX)
+    epsilon: Finite = Field(0.01, ge=0, le=1, description="Exploration floor.")
 
 
 class HybridLinUCBSpec(_UCBParams):
@@ -181,13 +184,42 @@ def check_vw_args(tokens: list[str]) -> list[str]:
     return out
 
 
+VW_GAMMA_SCALE = (1e-6, 1e6)
+VW_GAMMA_EXPONENT = (0.0, 1.0)
+
+
+def check_vw_gamma(exploration: str, gamma_scale: Any, gamma_exponent: Any,
+                   extra_args: list[str]) -> tuple[float | None, float | None]:
+    """squarecb's ``gamma_scale`` and ``gamma_exponent`` as floats (None: VW's default), or a
+    ValueError naming the setting: a number in range, for exploration ``squarecb`` only, and
+    not also given in ``extra_args``."""
+    out: list[float | None] = []
+    for name, value, (low, high) in (("gamma_scale", gamma_scale, VW_GAMMA_SCALE),
+                                     ("gamma_exponent", gamma_exponent, VW_GAMMA_EXPONENT)):
+        if value is None:
+            out.append(None)
+            continue
+        number = (math.nan if isinstance(value, bool) or not isinstance(value, int | float)
+                  else float(value))
+        if not low <= number <= high:
+            raise ValueError(f"{name}: expected a number in [{low:g}, {high:g}], got {value!r}")
+        if exploration != "squarecb":
+            raise ValueError(f"{name}: applies to exploration 'squarecb' only, got exploration "
+                             f"{exploration!r}")
+        if f"--{name}" in extra_args:
+            raise ValueError(f"{name}: given twice, as a setting and in extra_args")
+        out.append(number)
+    return out[0], out[1]
+
+
 VWInteraction = Annotated[str, Field(pattern=r"^[ca]{2,3}$")]
 
 
 class VWSpec(Strict):
     """Vowpal Wabbit ``--cb_explore_adf``: the context is the shared namespace ``c``, each arm an
     action line in namespace ``a`` (its id and its arm features). ``epsilon`` is the exploration
-    of ``epsilon``, ``bag`` and ``cover``; ``bag`` and ``cover`` are their numbers of models."""
+    of ``epsilon``, ``bag`` and ``cover``; ``bag`` and ``cover`` are their numbers of models;
+    ``gamma_scale`` and ``gamma_exponent`` are squarecb's (VW's defaults when unset)."""
 
     kind: Literal["vw"] = "vw"
     exploration: Literal["squarecb", "epsilon", "bag", "cover"] = "squarecb"
@@ -205,6 +237,17 @@ class VWSpec(Strict):
     extra_args: Annotated[list[str], AfterValidator(check_vw_args)] = Field(
         default_factory=list, max_length=16,
         description="More VW options, from a whitelist: " + ", ".join(sorted(VW_EXTRA_OPTIONS)))
+    gamma_scale: Finite | None = Field(
+        None, ge=VW_GAMMA_SCALE[0], le=VW_GAMMA_SCALE[1],
+        description="squarecb's --gamma_scale (greedier when larger); VW's default when unset.")
+    gamma_exponent: Finite | None = Field(
+        None, ge=VW_GAMMA_EXPONENT[0], le=VW_GAMMA_EXPONENT[1],
+        description="squarecb's --gamma_exponent; VW's default when unset.")
+
+    @model_validator(mode="after")
+    def _gamma(self) -> VWSpec:
+        check_vw_gamma(self.exploration, self.gamma_scale, self.gamma_exponent, self.extra_args)
+        return self
 
 
 PolicySpec = Annotated[

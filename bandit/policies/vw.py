@@ -3,9 +3,11 @@
 VW keeps the reward model (a cost regression over the context, the arm's features and their
 interactions, or ``--lrq``'s factorization machine) and the exploration (``squarecb``,
 ``epsilon``, ``bag``, ``cover``); it answers a decision with a pmf over the arms it was shown.
-This module turns context rows and arms into VW examples (``VWFormat``), renormalizes the
-float32 pmf in float64, samples the arm from it with the caller's uniform, and learns with
-cost = -reward at the logged propensity.
+This module turns context rows and arms into VW examples (``VWFormat`` names the features;
+each arm's action example is parsed once, and one shared example is refilled per row with the
+context's pre-hashed features, as VW's text parser would hash them, values as the nearest
+float32), renormalizes the float32 pmf in float64, samples the arm from it with the caller's
+uniform, and learns with cost = -reward at the logged propensity.
 
 VW learns in order and its model is not a sum, so a VW slot has a single learner: ``merge`` is
 refused. Its state is the model file's bytes plus the constructor arguments; a policy rebuilt
@@ -24,6 +26,7 @@ from vowpalwabbit import pyvw
 
 from bandit.errors import IncompatibleStateError, InvalidInputError
 from bandit.models import check_vw_args
+from bandit.models.specs import check_vw_gamma
 from bandit.policies.base import (
     STATE_FORMAT,
     VW_KIND,
@@ -46,6 +49,10 @@ _LEARNERS = {"squarecb": "cb_explore_adf_squarecb", "epsilon": "cb_explore_adf_g
 _predict_multi = pyvw.pylibvw.vw.predict_multi
 _learn_multi = pyvw.pylibvw.vw.learn_multi
 _CB_LABEL = pyvw.LabelType.CONTEXTUAL_BANDIT
+_setup, _unsetup = pyvw.pylibvw.vw.setup_example, pyvw.pylibvw.vw.unsetup_example
+_erase_namespace = pyvw.pylibvw.example.erase_namespace
+_push_features = pyvw.pylibvw.example.push_feature_list
+_CONTEXT_ORD = ord(CONTEXT_NS)
 
 
 _F32_TINY = float(np.finfo(np.float32).tiny)  # VW's smallest normal feature value
@@ -73,7 +80,9 @@ class VWFormat:
     def __init__(self, dim: int, arm_features: np.ndarray) -> None:
         """``arm_features`` (n_arms, m), m >= 0."""
         self.dim = dim
-        self._names = [f"x{j}:" for j in range(dim)]
+        # Column j of a context row is feature x<j> of namespace c.
+        self.context_features = [f"x{j}" for j in range(dim)]
+        self._names = [f"{name}:" for name in self.context_features]
         self.action_lines: list[str] = []
         for f in arm_features:
             self.add_arm(f)
@@ -106,10 +115,13 @@ class VWPolicy(Policy):
 
     ``exploration`` is one of ``squarecb`` (default), ``epsilon``, ``bag`` or ``cover``;
     ``epsilon`` is the exploration rate of the last three, ``bag`` and ``cover`` their numbers
-    of models. ``interactions`` are VW ``-q`` pairs over the namespaces ``c`` (context) and
-    ``a`` (arm: its id and features), default ``["ca"]``, without which no choice depends on
-    the context; ``lrq`` (e.g. ``"ca4"``) adds a rank-4 factorization of the context x arm
-    interactions (BaRT's factorization machine). ``extra_args`` takes whitelisted VW options
+    of models; ``gamma_scale`` and ``gamma_exponent`` set squarecb's greediness (VW's
+    ``--gamma_scale``, ``--gamma_exponent``: gamma = scale * t^exponent, larger is greedier;
+    VW's defaults when None), and ``learning_rate`` is VW's ``--learning_rate``.
+    ``interactions`` are VW ``-q`` pairs over the namespaces ``c`` (context) and ``a`` (arm:
+    its id and features), default ``["ca"]``, without which no choice depends on the context;
+    ``lrq`` (e.g. ``"ca4"``) adds a rank-4 factorization of the context x arm interactions
+    (BaRT's factorization machine). ``extra_args`` takes whitelisted VW options
     (``bandit.models.VW_EXTRA_OPTIONS``). Arms have features ``arm_features`` (n_arms, m), or
     only an id when ``n_arms`` is given instead; a new arm is a new action line, scored from its
     features on day one.
@@ -136,6 +148,7 @@ class VWPolicy(Policy):
                  exploration: str = "squarecb", epsilon: float = 0.05, bag: int = 5,
                  cover: int = 5, interactions: Sequence[str] = ("ca",), lrq: str | None = None,
                  learning_rate: float | None = None, extra_args: Sequence[str] = (),
+                 gamma_scale: float | None = None, gamma_exponent: float | None = None,
                  rng: Rng = None) -> None:
         if arm_features is None:
             if n_arms is None:
@@ -174,6 +187,8 @@ class VWPolicy(Policy):
                               _finite_float("learning_rate", learning_rate, low=0.0, low_open=True))
         try:
             self.extra_args = check_vw_args(list(extra_args))
+            self.gamma_scale, self.gamma_exponent = check_vw_gamma(
+                exploration, gamma_scale, gamma_exponent, self.extra_args)
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
         self._arm_features = np.ascontiguousarray(F.copy())
@@ -198,17 +213,32 @@ class VWPolicy(Policy):
             args += ["--lrq", self.lrq]
         if self.learning_rate is not None:
             args += ["--learning_rate", repr(self.learning_rate)]
+        if self.gamma_scale is not None:
+            args += ["--gamma_scale", repr(self.gamma_scale)]
+        if self.gamma_exponent is not None:
+            args += ["--gamma_exponent", repr(self.gamma_exponent)]
         return args + self.extra_args
 
     def _attach(self, workspace: pyvw.Workspace) -> None:
         self._ws = workspace
         # Every arm's action example is parsed once and reused by every decision and learn:
-        # VW merges the shared features into it for the call and takes them out again. Not
-        # with --lrq, whose predictions then drift from VW's own text path (a test compares
-        # them): there the precomputed action lines are parsed per call.
+        # VW merges the shared features into it for the call and takes them out again. The
+        # shared example is one object too, refilled per row with the context's features,
+        # hashed once here as VW's text parser hashes ``x<j>`` in namespace ``c`` (no text
+        # per row: formatting and parsing it cost more than VW's predict). Not with --lrq,
+        # whose predictions then drift from VW's own text path (a test compares them): there
+        # the precomputed action lines are parsed per call.
         self._reuse = self.lrq is None
         self._actions = ([self._example(line) for line in self._format.action_lines]
                          if self._reuse else [])
+        if self._reuse:
+            self._ns_hash = workspace.hash_space(CONTEXT_NS)
+            self._hashes = [workspace.hash_feature(name, self._ns_hash)
+                            for name in self._format.context_features]
+            self._shared = self._example("shared |" + CONTEXT_NS)
+            _unsetup(workspace, self._shared)  # kept unset between calls: _fill sets it up
+            # An empty text namespace is not made; erasing features keeps the namespace.
+            pyvw.pylibvw.example.ensure_namespace_exists(self._shared, _CONTEXT_ORD)
         self._arms_changed()
 
     def _example(self, line: str) -> pyvw.Example:
@@ -217,19 +247,36 @@ class VWPolicy(Policy):
         # actions) reads past its end inside VW.
         return pyvw.Example(self._ws, line, _CB_LABEL)
 
+    def _fill(self, values: list[float], dense: bool = False) -> pyvw.Example:
+        """The reusable shared example holding a context row (its ``dim`` values), set up for
+        one VW call; ``_unsetup`` it after the call. Its features are those of
+        ``VWFormat.shared_line`` (zero and sub-float32 values left out; ``dense``: the caller
+        knows there are none), each value as the nearest float32 (VW's text parser may land
+        an ulp off it)."""
+        shared = self._shared
+        _erase_namespace(shared, _CONTEXT_ORD)
+        _push_features(shared, self._ws, _CONTEXT_ORD, self._ns_hash,
+                       list(zip(self._hashes, values, strict=True)) if dense else
+                       [(h, v) for h, v in zip(self._hashes, values, strict=True)
+                        if v >= _F32_TINY or v <= -_F32_TINY])
+        _setup(self._ws, shared)
+        return shared
+
     def _multi(self, x: np.ndarray, arms: Sequence[int], label_arm: int = -1,
                label: str = "") -> list[pyvw.Example]:
         """The multi-line example of context x (dim,) and ``arms``, in that order, the arm
         ``label_arm`` carrying ``label``; give it back to ``_release`` after the call."""
         fmt = self._format
         if self._reuse:
-            return [self._example(fmt.shared_line(x))] + [
+            return [self._fill(x.tolist())] + [
                 self._example(label) if a == label_arm else self._actions[a] for a in arms]
         return self._ws.parse([fmt.shared_line(x)] + [label if a == label_arm else
                                                        fmt.action_lines[a] for a in arms])
 
     def _release(self, examples: list[pyvw.Example]) -> None:
-        if not self._reuse:  # parsed from the workspace's pool, and complete: back they go
+        if self._reuse:
+            _unsetup(self._ws, examples[0])
+        else:  # parsed from the workspace's pool, and complete: back they go
             self._ws.finish_example(examples)
 
     def _arms_changed(self) -> None:
@@ -273,22 +320,51 @@ class VWPolicy(Policy):
         n, k = X.shape[0], self.n_arms
         P = np.zeros((n, k))
         S = np.full((n, k), -np.inf) if scores else None
-        groups: dict[bytes, tuple[np.ndarray, list[int]]] = {}
-        for i in range(n):
-            row = mask[0] if mask.shape[0] == 1 else mask[i]
-            key = row.tobytes()
-            if key not in groups:
-                idx = np.flatnonzero(row)
-                groups[key] = (idx, idx.tolist())
-            idx, arms = groups[key]
-            example = self._multi(X[i], arms)
-            _predict_multi(self._ws, example)
-            P[i, idx] = example[0].get_action_scores()
+        # Rows by their set of eligible arms (one set for all rows without a per-row mask).
+        groups: dict[bytes, list[int]] = {}
+        if mask.shape[0] == 1:
+            groups[b""] = list(range(n))
+        else:
+            for i, row in enumerate(mask):
+                groups.setdefault(row.tobytes(), []).append(i)
+        for rows in groups.values():
+            idx = np.flatnonzero(mask[0] if mask.shape[0] == 1 else mask[rows[0]])
+            pmfs, ests = self._predict_rows(X, rows, idx.tolist(), scores)
+            at = (np.asarray(rows)[:, None], idx)
+            P[at] = pmfs
             if S is not None:
-                S[i, idx] = [-e.get_partial_prediction() for e in example[1:]]
-            self._release(example)
+                S[at] = ests
         P /= P.sum(axis=1, keepdims=True)
         return P, S
+
+    def _predict_rows(self, X: np.ndarray, rows: list[int], arms: list[int],
+                      scores: bool) -> tuple[list[list[float]], list[list[float]]]:
+        """VW's pmf over ``arms`` for each of X's ``rows`` and, when ``scores``, its reward
+        estimates (-cost). The batch-decision path: with reused examples a row costs the
+        shared example's refill and one predict call (the VW row of ``benchmarks.bench_vw``)."""
+        pmfs: list[list[float]] = []
+        ests: list[list[float]] = []
+        if self._reuse:
+            ws, fill, shared = self._ws, self._fill, self._shared
+            example = [shared] + [self._actions[a] for a in arms]
+            Xr = X[rows]
+            dense = (np.abs(Xr) >= _F32_TINY).all(axis=1).tolist()
+            for values, full in zip(Xr.tolist(), dense, strict=True):
+                fill(values, full)
+                _predict_multi(ws, example)
+                pmfs.append(shared.get_action_scores())
+                if scores:
+                    ests.append([-e.get_partial_prediction() for e in example[1:]])
+                _unsetup(ws, shared)
+            return pmfs, ests
+        for i in rows:
+            example = self._multi(X[i], arms)
+            _predict_multi(self._ws, example)
+            pmfs.append(example[0].get_action_scores())
+            if scores:
+                ests.append([-e.get_partial_prediction() for e in example[1:]])
+            self._release(example)
+        return pmfs, ests
 
     def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
                 with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -385,7 +461,8 @@ class VWPolicy(Policy):
         return {"dim": self.dim, "exploration": self.exploration, "epsilon": self.epsilon,
                 "bag": self.bag, "cover": self.cover, "interactions": list(self.interactions),
                 "lrq": self.lrq, "learning_rate": self.learning_rate,
-                "extra_args": list(self.extra_args)}
+                "extra_args": list(self.extra_args), "gamma_scale": self.gamma_scale,
+                "gamma_exponent": self.gamma_exponent}
 
     def state(self) -> dict[str, Any]:
         """The constructor's arguments, the arms (features, active) and the model's bytes."""
@@ -451,7 +528,7 @@ class VWPolicy(Policy):
     def __getstate__(self) -> dict[str, Any]:
         # The workspace and its parsed examples are native objects: the model travels as bytes.
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("_ws", "_actions")}
+                 if k not in ("_ws", "_actions", "_shared")}
         state["_model"] = self.model_bytes()
         return state
 

@@ -94,14 +94,14 @@ def test_vw_and_settings_run_in_a_simulation():
                              env, seed=1)
     vw, linucb = policies.values()
     assert (vw.kind, vw.exploration, vw.epsilon, vw.bag) == ("vw", "epsilon", 0.2, 5)
-    assert (linucb.alpha, linucb.l2, linucb.epsilon) == (0.3, 2.0, 0.05)
+    assert (linucb.alpha, linucb.l2, linucb.epsilon) == (0.3, 2.0, 0.01)
     result = simulate(env, policies, 600, batch_size=100, seed=1, progress=False)
     assert list(result.runs) == ["vw:exploration=epsilon:epsilon=0.2", "lin_ucb:alpha=0.3:l2=2",
                                  UNIFORM, ORACLE]
     assert all(run_.allocation["artwork"].sum() == 600 for run_ in result.runs.values())
     # The same kind with other settings runs beside it; the settings are the policy's own.
     both = make_policies(["lin_ucb", "lin_ucb:alpha=0"], env)
-    assert [p.alpha for p in both.values()] == [1.0, 0.0]
+    assert [p.alpha for p in both.values()] == [0.3, 0.0]
     with pytest.raises(InvalidInputError, match="policy lin_ts: v: Input should be greater"):
         make_policies(["lin_ts:v=0"], env)
 

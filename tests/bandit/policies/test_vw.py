@@ -47,13 +47,14 @@ def test_values_too_small_for_vws_floats_are_left_out_not_turned_into_nan():
 @pytest.mark.parametrize("options", [{}, {"exploration": "epsilon", "epsilon": 0.2},
                                      {"lrq": "ca2", "learning_rate": 0.3}])
 def test_reused_examples_match_vw_fed_text_lines(rng, options):
-    # The policy parses each arm once and reuses it; VW fed the same events as text, one
-    # multi-line example at a time, must give the very same pmfs.
+    # The policy parses each arm once and refills one shared example per row; VW fed the same
+    # events as text, one multi-line example at a time, must give the very same pmfs. The
+    # contexts are values VW's text parser reads exactly (it can land an ulp off others).
     F = rng.normal(size=(K, 2))
     policy = VWPolicy(D, F, rng=0, **options)
     plain = pyvw.Workspace(arg_list=policy.arguments())
     fmt = VWFormat(D, F)
-    X = rng.normal(size=(300, D))
+    X = rng.integers(-8, 9, size=(300, D)) / 4.0
     arms, rewards = rng.integers(K, size=300), (rng.random(300) < 0.3).astype(float)
     probs = rng.uniform(0.1, 1.0, size=300)
     for i in range(300):
@@ -65,6 +66,65 @@ def test_reused_examples_match_vw_fed_text_lines(rng, options):
         plain.learn(lines)
         policy.learn_one(int(arms[i]), X[i], rewards[i], propensity=probs[i])
     assert policy.propensities(X[:1]).max() > 0.5  # it learned something, not a uniform pmf
+
+
+def _text_path(policy, X, mask):
+    """The former batch decision, row by row: the policy's model fed text lines (a shared line
+    per row) over each row's eligible arms; the pmfs (n, k) renormalized, zero elsewhere."""
+    plain = pyvw.Workspace(arg_list=["--quiet", "-i", str(_model_file(policy))])
+    fmt = VWFormat(D, policy.arm_features)
+    P = np.zeros((X.shape[0], policy.n_arms))
+    for i, x in enumerate(X):
+        idx = np.flatnonzero(mask[i])
+        P[i, idx] = plain.predict(fmt.lines(x, idx.tolist()))
+    return P / P.sum(axis=1, keepdims=True)
+
+
+def _model_file(policy):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "model.vw"
+    path.write_bytes(policy.model_bytes())
+    return path
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_batch_decisions_match_the_text_path_for_the_same_model_and_draws(rng, exact):
+    # Same model, same draws: the same arms and probabilities as VW fed a text line per row,
+    # exactly for contexts VW's text parser reads exactly, else to float32 rounding; with a
+    # per-row mask (rows grouped by eligible arms) and with zeros and sub-float32 values,
+    # which both paths leave out.
+    policy = VWPolicy(D, conformance.ARM_FEATURES, rng=0)
+    arms, X, r = conformance._stream(3, 400)
+    policy.learn_many(arms, X, r, propensities=np.full(400, 1 / K))
+    Q = rng.integers(-8, 9, size=(200, D)) / 4.0 if exact else rng.normal(size=(200, D))
+    Q[:20, 1] = 0.0
+    Q[20:40, 2] = 1e-200
+    mask = rng.random((200, K)) < 0.7
+    mask[~mask.any(axis=1), 0] = True
+    U = rng.random((200, 2 + K))
+    got_arms, got_p = policy.choose_many(Q, eligible=mask, draws=U, with_propensities=True)
+    want = _text_path(policy, Q, mask)
+    cdf = np.cumsum(want, axis=1)
+    want_arms = np.minimum((cdf <= U[:, :1] * cdf[:, -1:]).sum(axis=1), K - 1)
+    np.testing.assert_array_equal(got_arms, want_arms)
+    tol = {"rtol": 1e-15} if exact else {"rtol": 1e-5, "atol": 1e-7}
+    np.testing.assert_allclose(got_p, want[np.arange(200), want_arms], **tol)
+    np.testing.assert_allclose(policy.propensities(Q, eligible=mask), want, **tol)
+
+
+def test_batch_decisions_format_no_text(monkeypatch):
+    # Formatting and parsing a text line per row cost more than VW's predict: the batch path
+    # refills one shared example with pre-hashed features instead.
+    policy = VWPolicy(D, n_arms=K, rng=0)
+
+    def refuse(self, x):
+        raise AssertionError("a text line was formatted for a decision")
+
+    monkeypatch.setattr(VWFormat, "shared_line", refuse)
+    arms, probs = policy.choose_many(np.ones((5, D)), with_propensities=True)
+    assert arms.shape == probs.shape == (5,)
 
 
 def test_pmf_is_float32_renormalized_and_choice_follows_the_draw(rng):
@@ -145,6 +205,14 @@ def test_bad_arguments_get_clear_errors():
         (lambda: VWPolicy(D, n_arms=2).learn_one(0, np.ones(D), 1.0, propensity=1.5),
          "propensity"),
         (lambda: VWPolicy(D, n_arms=2).add_arm(np.ones(1)), "features"),
+        (lambda: VWPolicy(D, n_arms=2, gamma_scale=0.0), "gamma_scale"),
+        (lambda: VWPolicy(D, n_arms=2, gamma_scale=float("nan")), "gamma_scale"),
+        (lambda: VWPolicy(D, n_arms=2, gamma_exponent=1.5), "gamma_exponent"),
+        (lambda: VWPolicy(D, n_arms=2, gamma_scale="big"), "gamma_scale"),
+        (lambda: VWPolicy(D, n_arms=2, exploration="epsilon", gamma_scale=100.0),
+         "gamma_scale: applies to exploration 'squarecb' only"),
+        (lambda: VWPolicy(D, n_arms=2, gamma_scale=100.0, extra_args=["--gamma_scale", "5"]),
+         "gamma_scale: given twice"),
     ]
     for call, message in cases:
         with pytest.raises(InvalidInputError, match=message):
@@ -156,6 +224,9 @@ def test_bad_arguments_get_clear_errors():
     ({"interactions": ["cz"]}, "interactions"), ({"lrq": "ca"}, "lrq"),
     ({"extra_args": ["--loss_function", "logistic"]}, "extra_args"),
     ({"learning_rate": 0}, "learning_rate"), ({"epsilon": 1.5}, "epsilon"), ({"bogus": 1}, "bogus"),
+    ({"gamma_scale": 0}, "gamma_scale"), ({"gamma_exponent": -0.1}, "gamma_exponent"),
+    ({"exploration": "cover", "gamma_scale": 50}, "squarecb"),
+    ({"gamma_exponent": 0.5, "extra_args": ["--gamma_exponent", "0.5"]}, "given twice"),
 ])
 def test_vw_spec_is_strict(bad, field):
     with pytest.raises(ValidationError, match=field):
@@ -163,6 +234,32 @@ def test_vw_spec_is_strict(bad, field):
     spec = VWSpec.model_validate({"kind": "vw", "bag": 3.0,
                                   "extra_args": ["--cb_type", "dr", "--noconstant"]})
     assert spec.bag == 3
+
+
+def test_vws_own_settings_reach_the_workspace_from_settings_strings_and_campaign_specs():
+    from simulators.policy_args import parse_policy_args
+
+    (arg,) = parse_policy_args("vw:gamma_scale=100:gamma_exponent=0.25:learning_rate=0.1:"
+                               "interactions=ca+cca", ["vw"])
+    policy = VWPolicy(D, n_arms=K, rng=0, **arg.settings)
+    args = policy.arguments()
+    pairs = set(zip(args, args[1:], strict=False))
+    assert {("--gamma_scale", "100.0"), ("--gamma_exponent", "0.25"),
+            ("--learning_rate", "0.1"), ("--interactions", "cca")} <= pairs
+    restored = VWPolicy.from_state(policy.state())
+    assert restored.gamma_scale == 100.0 and restored.gamma_exponent == 0.25
+    with pytest.raises(InvalidInputError, match="policy vw: gamma_scale"):
+        parse_policy_args("vw:gamma_scale=-1", ["vw"])
+    with pytest.raises(InvalidInputError, match="squarecb"):
+        parse_policy_args("vw:exploration=epsilon:gamma_scale=100", ["vw"])
+    spec = CampaignSpec.model_validate({
+        "name": "c", "context": {"features": [{"kind": "numeric", "name": "x"}]},
+        "slots": [{"name": "s", "arms": [{"id": "a"}, {"id": "b"}], "default_arm": "a",
+                   "policy": {"kind": "vw", "gamma_scale": 1000, "gamma_exponent": 0.5}}]})
+    engine = Engine()
+    engine.create_campaign(spec)
+    (slot_policy,) = [s.policy for s in engine._campaigns["c"].slots]
+    assert "--gamma_scale" in slot_policy.arguments() and slot_policy.gamma_scale == 1000.0
 
 
 def test_learns_the_context_dependent_best_arm_on_the_email_simulator():
