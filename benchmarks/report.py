@@ -215,6 +215,13 @@ def print_tables(run: dict[str, Any]) -> None:
         for row in rows:
             table.add_row(*row, style="red" if "missed" in row[-2] else None)
         console.print(table)
+    for extra in extra_tables(run):
+        table = Table(title=extra["title"], caption=extra.get("note"))
+        for h in extra["head"]:
+            table.add_column(h, overflow="fold")
+        for row in extra["rows"]:
+            table.add_row(*row)
+        console.print(table)
 
 
 def main(argv: list[str] | None = None) -> None:
