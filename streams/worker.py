@@ -122,10 +122,12 @@ from typing import Any, NamedTuple, Protocol, cast
 
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
+from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected
 from bandit.engine.snapshot import read as read_snapshot
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Impression, LoggedDecision, Outcome, Send
+from bandit.wire import columns
 from streams import blocks
 from streams.codec import Refused, decode_decisions, decode_many, encode
 from streams.records import DECISIONS, EVENTS, STREAMS, Batch, DeadLetter
@@ -235,36 +237,43 @@ _BLOCK = b"cmab."  # how every block's header starts (streams.blocks)
 
 def _decisions(offsets: list[int], values: list[bytes | None]) -> tuple[
         list[int], list[bytes | None], list[int | None], list[Any]]:
-    """The items of a batch of ``.decisions`` records: each line of each decision block
-    (its record's offset, its bytes, its number in the block, its decision or Refused), or a
-    record that is no block whole (line None, Refused with the reason)."""
+    """The items of a batch of ``.decisions`` records: each decision of each decision block
+    (its record's offset, its bytes: the line of a ``cmab.decisions/1`` block, None for a
+    ``cmab.decisions/2`` one, its number in the block, its decision or Refused), or a record
+    that is no block whole (line None, Refused with the reason)."""
     where: list[int] = []
     items: list[bytes | None] = []
     numbers: list[int | None] = []
-    refused: dict[int, Refused] = {}  # item -> why its record is no block
+    decoded: list[Any] = []
+    text: list[int] = []  # items that are lines of text blocks, decoded together below
     for offset, value in zip(offsets, values, strict=True):
         try:
+            if value is not None and value.startswith(columns.PREFIX):
+                logged = DecisionLog.of_block(columns.read(value)).logged()
+                where += [offset] * len(logged)
+                items += [None] * len(logged)
+                numbers += range(1, len(logged) + 1)
+                decoded += logged
+                continue
             lines = blocks.DECISIONS.lines(value)
         except InvalidInputError as exc:
-            refused[len(items)] = Refused(
-                f"a JSON {EVENTS[:-1]}, not a decision block: senders and trackers write to "
-                f"<prefix>.{EVENTS}" if value is not None and value.lstrip()[:1] == b"{"
-                else "empty record" if value is None else str(exc))
             where.append(offset)
             items.append(value)
             numbers.append(None)
+            decoded.append(Refused(
+                f"a JSON {EVENTS[:-1]}, not a decision block: senders and trackers write to "
+                f"<prefix>.{EVENTS}" if value is not None and value.lstrip()[:1] == b"{"
+                else "empty record" if value is None else str(exc)))
             continue
+        text += range(len(items), len(items) + len(lines))
         where += [offset] * len(lines)
         items += lines
         numbers += range(1, len(lines) + 1)
-    if not refused:  # the usual batch: every record a block
+        decoded += [None] * len(lines)
+    if len(text) == len(items):  # the usual batch of text blocks
         return where, items, numbers, decode_decisions(cast("list[bytes]", items))
-    good = [i for i in range(len(items)) if i not in refused]
-    decoded: list[Any] = [None] * len(items)
-    for i, d in zip(good, decode_decisions([cast(bytes, items[i]) for i in good]), strict=True):
+    for i, d in zip(text, decode_decisions([cast(bytes, items[i]) for i in text]), strict=True):
         decoded[i] = d
-    for i, why in refused.items():
-        decoded[i] = why
     return where, items, numbers, decoded
 
 
@@ -443,19 +452,22 @@ class PartitionJoin:
 
     def _letter(self, fresh: _Read, i: int, reason: str) -> DeadLetter:
         """The dead letter of item ``i``: its bytes (a block's line: the line's, its number
-        in the reason), or those of its stripped copy when it lost context and segments (a
-        consent-less decision's are kept nowhere)."""
+        in the reason; a decision of a binary block: its JSON, its number), or those of its
+        stripped copy when it lost context and segments (a consent-less decision's are kept
+        nowhere)."""
         stream, offset, value = fresh.stream, fresh.offsets[i], fresh.values[i]
-        if i in fresh.stripped:
+        line = fresh.lines[i] if fresh.lines is not None else None
+        binary = value is None and line is not None
+        if i in fresh.stripped or binary:
             value = encode(fresh.decoded[i])
-            reason += " (context and segments dropped: decided without consent)"
+            if not binary:
+                reason += " (context and segments dropped: decided without consent)"
         elif stream == EVENTS and value is not None and value.startswith(_BLOCK):
             reason = (f"a {value[:value.find(b' ')].decode(errors='replace')!r:.40} block on "
                       f"the {EVENTS} topic, not an event: decision blocks go to "
                       f"<prefix>.{DECISIONS}")
-        line = fresh.lines[i] if fresh.lines is not None else None
         if line is not None:
-            reason = f"line {line} of the block: {reason}"
+            reason = f"{'decision' if binary else 'line'} {line} of the block: {reason}"
         return DeadLetter(value, reason, f"{stream}/{self.partition}/{offset}")
 
     def _watermark(self, idle: AbstractSet[str]) -> float:
