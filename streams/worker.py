@@ -120,6 +120,8 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol, cast
 
+import numpy as np
+
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
 from bandit.engine.decisionlog import DecisionLog
@@ -235,12 +237,48 @@ Event = (Impression | LoggedDecision | Send | Outcome | wire.Impression | wire.L
 _BLOCK = b"cmab."  # how every block's header starts (streams.blocks)
 
 
+class _Probe(NamedTuple):
+    """What the event checker reads of a decision, for checking a run's arms and contexts
+    without building its decisions."""
+
+    campaign: str
+    slots: dict[str, Any]
+    context: Any
+    type: str = "decision"
+
+
+class _Choice(NamedTuple):
+    arm: str
+
+
+def _misfits(run: DecisionLog, check: Callable[[Any], object]) -> list[tuple[int, str]]:
+    """The decisions of a run that the campaigns refuse (their positions and reasons, in
+    order): each arm a slot uses is checked once, each consenting decision's context."""
+    bad: dict[int, str] = {}
+    for s in run.slots:
+        for a in np.unique(s.arms).tolist():
+            try:
+                check(_Probe(run.campaign, {s.slot: _Choice(s.arm_ids[a])}, None))
+            except InvalidInputError as exc:
+                for j in np.flatnonzero(s.arms == a).tolist():
+                    bad.setdefault(j, str(exc))
+    for j in np.flatnonzero(run.consent).tolist():
+        context = run.contexts[j]
+        if context is not None and j not in bad:
+            try:
+                check(_Probe(run.campaign, {}, context))
+            except InvalidInputError as exc:
+                bad[j] = str(exc)
+    return sorted(bad.items())
+
+
 def _decisions(offsets: list[int], values: list[bytes | None]) -> tuple[
         list[int], list[bytes | None], list[int | None], list[Any]]:
-    """The items of a batch of ``.decisions`` records: each decision of each decision block
-    (its record's offset, its bytes: the line of a ``cmab.decisions/1`` block, None for a
-    ``cmab.decisions/2`` one, its number in the block, its decision or Refused), or a record
-    that is no block whole (line None, Refused with the reason)."""
+    """The items of a batch of ``.decisions`` records: each line of each text block (its
+    record's offset, its bytes, its number in the block, its decision or Refused), a binary
+    block whole (its offset, its bytes, None, its decisions as one ``DecisionLog``: the join
+    takes them as a run of columns), or a record that is no block whole (line None, Refused
+    with the reason)."""
     where: list[int] = []
     items: list[bytes | None] = []
     numbers: list[int | None] = []
@@ -249,11 +287,10 @@ def _decisions(offsets: list[int], values: list[bytes | None]) -> tuple[
     for offset, value in zip(offsets, values, strict=True):
         try:
             if value is not None and value.startswith(columns.PREFIX):
-                logged = DecisionLog.of_block(columns.read(value)).logged()
-                where += [offset] * len(logged)
-                items += [None] * len(logged)
-                numbers += range(1, len(logged) + 1)
-                decoded += logged
+                where.append(offset)  # the whole block, its decisions one run of columns
+                items.append(value)
+                numbers.append(None)
+                decoded.append(DecisionLog.of_block(columns.read(value)))
                 continue
             lines = blocks.DECISIONS.lines(value)
         except InvalidInputError as exc:
@@ -407,7 +444,8 @@ class PartitionJoin:
         lines: list[int | None] | None = None
         if stream == DECISIONS:
             offsets, values, lines, decoded = _decisions(offsets, values)
-            counters.decisions += sum(n is not None for n in lines)
+            counters.decisions += sum(len(d) if type(d) is DecisionLog else n is not None
+                                      for n, d in zip(lines, decoded, strict=True))
         else:
             decoded = decode_many(values)
         # Before the checks: a consent-less decision's context is neither checked nor kept.
@@ -433,8 +471,16 @@ class PartitionJoin:
                 events += decoded
                 newest[stream] = max(newest[stream], float(max(map(_ts, decoded))))
                 return
+        if set(map(type, decoded)) == {DecisionLog} and not any(
+                _misfits(run, check) for run in decoded):  # the usual batch of binary blocks
+            events += cast("list[Event]", decoded)  # runs: the join takes them as they are
+            newest[stream] = max(newest[stream], *(float(np.max(run.ts)) for run in decoded))
+            return
         top = newest[stream]
         for i, event in enumerate(decoded):
+            if type(event) is DecisionLog:
+                top = max(top, self._check_run(fresh, i, check, events, dead_letters))
+                continue
             try:
                 if type(event) is Refused:
                     raise event
@@ -450,24 +496,43 @@ class PartitionJoin:
                 top = float(event.ts)
         newest[stream] = top
 
-    def _letter(self, fresh: _Read, i: int, reason: str) -> DeadLetter:
-        """The dead letter of item ``i``: its bytes (a block's line: the line's, its number
-        in the reason; a decision of a binary block: its JSON, its number), or those of its
-        stripped copy when it lost context and segments (a consent-less decision's are kept
-        nowhere)."""
+    def _check_run(self, fresh: _Read, i: int, check: Callable[[Event], object],
+                   events: list[Event], dead_letters: list[DeadLetter]) -> float:
+        """Check the run of item ``i`` (a binary block): whole when every decision fits the
+        campaigns, else decision by decision (its misfits dead-lettered with their number in
+        the block); returns its newest event time."""
+        run = cast(DecisionLog, fresh.decoded[i])
+        bad = _misfits(run, check)
+        if not bad:  # the join takes a log as a run of its decisions (Joiner.add)
+            events.append(cast("Event", run))
+        else:
+            why = dict(bad)
+            for j, decision in enumerate(run.logged()):
+                if j in why:
+                    dead_letters.append(self._letter(fresh, i, why[j], j))
+                else:
+                    events.append(decision)
+        return float(np.max(run.ts))
+
+    def _letter(self, fresh: _Read, i: int, reason: str, row: int | None = None) -> DeadLetter:
+        """The dead letter of item ``i``: its bytes (a text block's line: the line's, its
+        number in the reason; decision ``row`` of a binary block: its JSON, its number), or
+        those of its stripped copy when it lost context and segments (a consent-less
+        decision's are kept nowhere)."""
         stream, offset, value = fresh.stream, fresh.offsets[i], fresh.values[i]
         line = fresh.lines[i] if fresh.lines is not None else None
-        binary = value is None and line is not None
-        if i in fresh.stripped or binary:
+        if row is not None:
+            value = encode(cast(DecisionLog, fresh.decoded[i]).logged([row])[0])
+            reason = f"decision {row + 1} of the block: {reason}"
+        elif i in fresh.stripped:
             value = encode(fresh.decoded[i])
-            if not binary:
-                reason += " (context and segments dropped: decided without consent)"
+            reason += " (context and segments dropped: decided without consent)"
         elif stream == EVENTS and value is not None and value.startswith(_BLOCK):
             reason = (f"a {value[:value.find(b' ')].decode(errors='replace')!r:.40} block on "
                       f"the {EVENTS} topic, not an event: decision blocks go to "
                       f"<prefix>.{DECISIONS}")
         if line is not None:
-            reason = f"{'decision' if binary else 'line'} {line} of the block: {reason}"
+            reason = f"line {line} of the block: {reason}"
         return DeadLetter(value, reason, f"{stream}/{self.partition}/{offset}")
 
     def _watermark(self, idle: AbstractSet[str]) -> float:
@@ -479,10 +544,13 @@ class PartitionJoin:
         """Count what the join rejected and dead-letter it with its item's original bytes
         (duplicates and erased subjects' decisions are only counted)."""
         source: dict[int, tuple[_Read, int]] = {}  # id of a decoded event -> its item
+        runs: dict[str, tuple[_Read, int, int]] = {}  # decision id -> (item, row) of a run
         if any(r.reason is not ERASED and not r.reason.startswith("duplicate")
                for r in rejected):
             source = {id(event): (fresh, i) for fresh in read
                       for i, event in enumerate(fresh.decoded)}
+            runs = {d: (fresh, i, j) for fresh in read for i, event in enumerate(fresh.decoded)
+                    if type(event) is DecisionLog for j, d in enumerate(event.decision_ids)}
         for rejection in rejected:
             if rejection.reason.startswith("duplicate"):
                 out.counters.duplicates += 1
@@ -497,6 +565,11 @@ class PartitionJoin:
             item = source.get(id(rejection.event))
             if item is not None:
                 out.dead_letters.append(self._letter(*item, rejection.reason))
+                continue
+            decision_id = getattr(rejection.event, "decision_id", None)
+            if rejection.event.type == "decision" and decision_id in runs:  # a run's decision
+                fresh, i, j = runs[decision_id]
+                out.dead_letters.append(self._letter(fresh, i, rejection.reason, j))
                 continue
             # An event that waited for its decision came in an earlier batch: re-encoded. The
             # join rejects only what it was given, decoded events: models or their mirrors.

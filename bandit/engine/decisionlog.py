@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import numpy as np
@@ -73,6 +73,7 @@ class DecisionLog:
     {"decision_id":"00000000000000000000000000000001","campaign":"weekly","subject":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","ts":1000,"model_version":2,"holdout":false,"slots":{"subject":{"arm":"b","propensity":0.75,"probabilities":{"a":0.25,"b":0.75}}},"context":{"tenure":3.0},"segments":{"plan":"pro"}}
     """  # noqa: E501
 
+    type: ClassVar[str] = "decisions"  # the join takes a log as a run of decisions
     campaign: str
     decision_ids: list[str]
     subjects: list[str]  # each decision's subject key: its subscriber's pseudonym, 32 hex digits
@@ -189,9 +190,10 @@ class DecisionLog:
                                       None) for s in block.slots],
                    vectors=[(s.vectors, s.starts, s.ends) for s in block.slots])
 
-    def logged(self) -> list[wire.LoggedDecision]:
-        """The decisions as the stream worker's join takes them: equal to ``decisions()``
-        (what decoding ``lines()`` gives), built from the columns and the vectors' texts."""
+    def logged(self, rows: Sequence[int] | None = None) -> list[wire.LoggedDecision]:
+        """The decisions (those at ``rows``, default all) as ``wire.LoggedDecision``: equal
+        to ``decisions()`` (what decoding ``lines()`` gives), built from the columns and the
+        vectors' texts."""
         slots, raw = [], msgspec.Raw
         for s, (blob, starts, ends) in zip(self.slots, self._vectors(), strict=True):
             slots.append((s.slot, [s.arm_ids[a] for a in s.arms.tolist()], s.propensity.tolist(),
@@ -200,10 +202,11 @@ class DecisionLog:
         choice, decision = wire.LoggedChoice, wire.LoggedDecision
         campaign, contexts, segments = self.campaign, self.contexts, self.segments
         times, versions = self._per_decision()
+        holdouts, consents = self.holdout.tolist(), self.consent.tolist()
         out = []
-        for i, (decision_id, subject, holdout, given) in enumerate(zip(
-                self.decision_ids, self.subjects, self.holdout.tolist(), self.consent.tolist(),
-                strict=True)):
+        for i in range(len(self)) if rows is None else rows:
+            decision_id, subject = self.decision_ids[i], self.subjects[i]
+            holdout, given = holdouts[i], consents[i]
             context: Any = None
             segment: dict[str, str] = {}
             if given:  # the request's own, as lines() writes them
