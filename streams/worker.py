@@ -1,8 +1,10 @@
 """The stream worker: decisions and events in, a learned partial model per partition out.
 
 Inputs (``streams.topics``): ``.decisions``, the decision service's log, whose records are
-blocks of logged decisions (``streams.blocks``: ``cmab.decisions/1``, one
-``LoggedDecision`` JSON per line, every line of the block's partition), and ``.events``,
+blocks of logged decisions of the block's partition: binary (``cmab.decisions/2``, columns,
+``bandit.wire.columns``: what the service writes; the block goes to the join as one run of
+columns, ``Joiner.add``) or text (``streams.blocks``: ``cmab.decisions/1``, one
+``LoggedDecision`` JSON per line: an older service's), and ``.events``,
 everything senders and trackers write, one JSON event per record: sends, outcomes (open,
 click, conversion, unsubscribe, complaint, bounce), legacy impressions and clicks, watermarks.
 Both are keyed by decision id, so partition p of each holds what the join of p needs.
@@ -30,8 +32,9 @@ the records after the last checkpoint's offsets (and writes their closed decisio
 Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
 training log, blocks: streams.joined) and refused items to ``.deadletter`` with their bytes
 and a reason: a ``.decisions`` record that is no decision block (a stray JSON event among
-them) whole, a bad line of a block alone (its bytes, the reason naming its line number; the
-block's other decisions are used), an ``.events`` record that is a block or no event, events
+them) and a damaged binary block whole, a bad line of a text block alone (its bytes, the
+reason naming its line number; the block's other decisions are used), a decision of a binary
+block the campaigns refuse alone (its JSON, the reason naming its number), an ``.events`` record that is a block or no event, events
 the campaigns refuse, late ones, and decisions over the join's cap (``max_pending`` decisions
 of a campaign open in the partition, counted in ``Counters.over_capacity``). Both are flushed
 after every batch, so before any checkpoint that covers them, and records re-processed after a
