@@ -34,7 +34,8 @@ training log, blocks: streams.joined) and refused items to ``.deadletter`` with 
 and a reason: a ``.decisions`` record that is no decision block (a stray JSON event among
 them) and a damaged binary block whole, a bad line of a text block alone (its bytes, the
 reason naming its line number; the block's other decisions are used), a decision of a binary
-block the campaigns refuse alone (its JSON, the reason naming its number), an ``.events`` record that is a block or no event, events
+block the campaigns refuse alone (its JSON, the reason naming its number), an ``.events``
+record that is a block or no event, events
 the campaigns refuse, late ones, and decisions over the join's cap (``max_pending`` decisions
 of a campaign open in the partition, counted in ``Counters.over_capacity``). Both are flushed
 after every batch, so before any checkpoint that covers them, and records re-processed after a
@@ -290,10 +291,11 @@ def _decisions(offsets: list[int], values: list[bytes | None]) -> tuple[
     for offset, value in zip(offsets, values, strict=True):
         try:
             if value is not None and value.startswith(columns.PREFIX):
+                run = DecisionLog.of_block(columns.read(value))
                 where.append(offset)  # the whole block, its decisions one run of columns
                 items.append(value)
                 numbers.append(None)
-                decoded.append(DecisionLog.of_block(columns.read(value)))
+                decoded.append(run)
                 continue
             lines = blocks.DECISIONS.lines(value)
         except InvalidInputError as exc:

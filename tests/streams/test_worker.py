@@ -678,3 +678,15 @@ def test_a_binary_block_is_joined_whole_and_its_misfits_and_overflow_leave_alone
     assert sorted(got, key=lambda x: x[0]) == sorted(expected, key=lambda x: x[0])
     assert all(d.source == "decisions/0/0" for d in out.dead_letters)
     assert part.counters.decisions == len(log) and part.engine.open_windows() == 10
+
+
+def test_a_damaged_binary_block_beside_good_ones_is_dead_lettered_whole():
+    s = streamdata.make(20, seed=9)
+    good = DecisionLog.concat(s.logs).block()
+    engine = Engine()
+    engine.create_campaign(streamdata.spec())
+    part = PartitionJoin(0, engine)
+    out = part.process([Batch(DECISIONS, 0, [0, 1, 2], [good[:-1], good, b"?"])], idle={EVENTS})
+    assert [(d.value, d.reason[:29]) for d in out.dead_letters] == [
+        (good[:-1], "damaged decision block: Input"), (b"?", "not a decision block: no 'cma")]
+    assert part.counters.decisions == 20 and part.engine.open_windows() == 20
