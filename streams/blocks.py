@@ -25,9 +25,15 @@ decision id land in the partition number of its decision. The record's key is th
 first decision id: it names the record for whoever traces a decision, and unlike a key per
 partition it never invites a compacted topic to keep one block per partition.
 
-This module is the only place that knows the format: ``BlockFormat.pack`` for writers,
-``BlockFormat.lines`` for every reader; ``JOINED`` and ``DECISIONS`` are the two formats
-(``streams.joined`` keeps the joined format's old names).
+This module knows the text format: ``BlockFormat.pack`` for writers, ``BlockFormat.lines``
+for every reader; ``JOINED`` and ``DECISIONS`` are the two formats (``streams.joined`` keeps
+the joined format's old names).
+
+The decision service writes its log in the binary format ``cmab.decisions/2`` instead
+(``bandit.wire.columns``: the same decisions as columns, which the worker reads without
+decoding text; written by ``DecisionLog.blocks`` with this module's caps). The worker reads
+both formats on ``.decisions``, so a topic holding ``cmab.decisions/1`` blocks of an older
+service stays readable; ``decision_lines`` gives any reader the JSON lines of either.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bandit.engine.decisionlog import DecisionLog
 from bandit.errors import InvalidInputError
+from bandit.wire import columns
 
 MAX_BLOCK_BYTES = 256 << 10
 MAX_BLOCK_EXAMPLES = 1000
@@ -127,3 +135,16 @@ class BlockFormat:
 
 JOINED = BlockFormat(b"cmab.joined/1", "joined", "joined example")
 DECISIONS = BlockFormat(b"cmab.decisions/1", "decision", "logged decision")
+
+
+def decision_lines(value: bytes | None) -> list[bytes]:
+    """The JSON lines of the decisions of a ``.decisions`` record value, of either format (a
+    ``cmab.decisions/2`` block's written as ``DecisionLog.lines`` writes them, the lines of
+    ``cmab.decisions/1``). InvalidInputError, its message the reason, if it is no block.
+
+    >>> decision_lines(b'cmab.decisions/1 1\\n{"a":1}\\n')
+    [b'{"a":1}']
+    """
+    if value is not None and value.startswith(columns.PREFIX):
+        return DecisionLog.of_block(columns.read(value)).lines()
+    return DECISIONS.lines(value)

@@ -152,8 +152,8 @@ def encode(event: Event | Watermark | LoggedDecision | wire.Event | wire.LoggedD
     """An event or logged decision (or its JSON-ready dict) as the bytes producers send."""
     if isinstance(event, dict):
         return orjson.dumps(event)
-    if isinstance(event, wire.LoggedDecision):
-        event = LoggedDecision.model_validate(msgspec.to_builtins(event))
+    if isinstance(event, wire.LoggedDecision):  # its vectors are Raw JSON: to_builtins fails
+        event = LoggedDecision.model_validate_json(msgspec.json.encode(event))
     elif isinstance(event, msgspec.Struct):  # rare (dead letters): the pydantic model's bytes
         event = _MODELS[event.type].model_validate(msgspec.to_builtins(event))
     model: BaseModel = event

@@ -1,10 +1,10 @@
 """The decision service's decision log on ``<prefix>.decisions``: ``DecisionLogWriter``.
 
 The engine hands every decide call's ``DecisionLog`` to its ``decision_sink``; in stream mode
-that is ``DecisionLogWriter.append``, which only queues it. A background thread writes the
-lines (``DecisionLog.by_partition``), packs each partition's lines into blocks
-(``streams.blocks.DECISIONS``: ``cmab.decisions/1 N``) and produces every block to the
-partition its decision ids hash to (Kafka's default partitioner, so that the sends and
+that is ``DecisionLogWriter.append``, which only queues it. A background thread cuts
+each log into binary blocks of one partition (``DecisionLog.blocks``: ``cmab.decisions/2``,
+columns, ``bandit.wire.columns``; at most ``streams.blocks``' caps) and produces every block to
+the partition its decision ids hash to (Kafka's default partitioner, so that the sends and
 outcomes keyed by a decision id land in the same partition number of their topic).
 
 What is buffered, and what is dropped (deciding never waits on Kafka):
@@ -38,7 +38,8 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from bandit.engine.decisionlog import DecisionLog, DecisionLogStatus
-from streams.blocks import DECISIONS
+from bandit.wire import columns
+from streams.blocks import MAX_BLOCK_BYTES, MAX_BLOCK_EXAMPLES
 from streams.kafka import producer
 from streams.topics import Topics
 
@@ -128,21 +129,30 @@ class DecisionLogWriter:
                 self._wake.wait_for(lambda: bool(self._queue) or self._closed)
                 if not self._queue:
                     return
-                decisions = self._queue.popleft()
-            try:
-                self._send(decisions)
-            except Exception:  # a bug of ours: count these decisions, keep logging the next
-                log.exception("decision log: could not write %d decisions", len(decisions))
-                self._unlog("delivery_failed", len(decisions), "the writer failed")
-            finally:
-                with self._wake:
-                    self._queued -= len(decisions)
-                    self._wake.notify_all()
+                # The calls queued by now, up to a block's worth, go together: single decisions
+                # (decide_one) fill blocks too instead of making a record each.
+                calls = [self._queue.popleft()]
+                size = len(calls[0])
+                while self._queue and size + len(self._queue[0]) <= MAX_BLOCK_EXAMPLES:
+                    calls.append(self._queue.popleft())
+                    size += len(calls[-1])
+            for run in _runs(calls):
+                n = sum(map(len, run))
+                try:
+                    self._send(run[0] if len(run) == 1 else DecisionLog.concat(run))
+                except Exception:  # a bug of ours: count these, keep logging the next
+                    log.exception("decision log: could not write %d decisions", n)
+                    self._unlog("delivery_failed", n, "the writer failed")
+                finally:
+                    with self._wake:
+                        self._queued -= n
+                        self._wake.notify_all()
 
     def _send(self, decisions: DecisionLog) -> None:
-        for partition, items in decisions.by_partition(self.partitions).items():
-            for key, value in DECISIONS.pack(items):
-                count = value.count(b"\n") - 1  # a line per decision after the header
+        for partition, made in decisions.blocks(self.partitions, MAX_BLOCK_BYTES,
+                                                MAX_BLOCK_EXAMPLES).items():
+            for key, value in made:
+                count = columns.count(value)
                 try:
                     future = self._producer.send(self.topic, value, key=key,
                                                  partition=partition)
@@ -167,3 +177,16 @@ class DecisionLogWriter:
             self._failing = why
         if first:
             log.warning("decision log: %d decisions not logged (%s): %s", count, reason, why)
+
+
+
+def _runs(calls: list[DecisionLog]) -> list[list[DecisionLog]]:
+    """The calls in order, cut into runs that ``DecisionLog.concat`` joins: of one campaign
+    with the same slots and arms."""
+    out: list[list[DecisionLog]] = []
+    for call in calls:
+        if out and DecisionLog.joinable(out[-1][-1], call):
+            out[-1].append(call)
+        else:
+            out.append([call])
+    return out

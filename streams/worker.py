@@ -1,8 +1,10 @@
 """The stream worker: decisions and events in, a learned partial model per partition out.
 
 Inputs (``streams.topics``): ``.decisions``, the decision service's log, whose records are
-blocks of logged decisions (``streams.blocks``: ``cmab.decisions/1``, one
-``LoggedDecision`` JSON per line, every line of the block's partition), and ``.events``,
+blocks of logged decisions of the block's partition: binary (``cmab.decisions/2``, columns,
+``bandit.wire.columns``: what the service writes; the block goes to the join as one run of
+columns, ``Joiner.add``) or text (``streams.blocks``: ``cmab.decisions/1``, one
+``LoggedDecision`` JSON per line: an older service's), and ``.events``,
 everything senders and trackers write, one JSON event per record: sends, outcomes (open,
 click, conversion, unsubscribe, complaint, bounce), legacy impressions and clicks, watermarks.
 Both are keyed by decision id, so partition p of each holds what the join of p needs.
@@ -30,8 +32,10 @@ the records after the last checkpoint's offsets (and writes their closed decisio
 Outputs besides the checkpoint are at-least-once: closed decisions go to ``.joined`` (the
 training log, blocks: streams.joined) and refused items to ``.deadletter`` with their bytes
 and a reason: a ``.decisions`` record that is no decision block (a stray JSON event among
-them) whole, a bad line of a block alone (its bytes, the reason naming its line number; the
-block's other decisions are used), an ``.events`` record that is a block or no event, events
+them) and a damaged binary block whole, a bad line of a text block alone (its bytes, the
+reason naming its line number; the block's other decisions are used), a decision of a binary
+block the campaigns refuse alone (its JSON, the reason naming its number), an ``.events``
+record that is a block or no event, events
 the campaigns refuse, late ones, and decisions over the join's cap (``max_pending`` decisions
 of a campaign open in the partition, counted in ``Counters.over_capacity``). Both are flushed
 after every batch, so before any checkpoint that covers them, and records re-processed after a
@@ -125,15 +129,18 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol, cast
 
+import numpy as np
 from opentelemetry.trace import Span
 
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
+from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected
 from bandit.engine.snapshot import read as read_snapshot
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Impression, LoggedDecision, Outcome, Send
 from bandit.tracing import link_traceparents, tracer
+from bandit.wire import columns
 from streams import blocks
 from streams.codec import Refused, decode_decisions, decode_many, encode
 from streams.records import DECISIONS, EVENTS, STREAMS, Batch, DeadLetter
@@ -241,38 +248,81 @@ Event = (Impression | LoggedDecision | Send | Outcome | wire.Impression | wire.L
 _BLOCK = b"cmab."  # how every block's header starts (streams.blocks)
 
 
+class _Probe(NamedTuple):
+    """What the event checker reads of a decision, for checking a run's arms and contexts
+    without building its decisions."""
+
+    campaign: str
+    slots: dict[str, Any]
+    context: Any
+    type: str = "decision"
+
+
+class _Choice(NamedTuple):
+    arm: str
+
+
+def _misfits(run: DecisionLog, check: Callable[[Any], object]) -> list[tuple[int, str]]:
+    """The decisions of a run that the campaigns refuse (their positions and reasons, in
+    order): each arm a slot uses is checked once, each consenting decision's context."""
+    bad: dict[int, str] = {}
+    for s in run.slots:
+        for a in np.unique(s.arms).tolist():
+            try:
+                check(_Probe(run.campaign, {s.slot: _Choice(s.arm_ids[a])}, None))
+            except InvalidInputError as exc:
+                for j in np.flatnonzero(s.arms == a).tolist():
+                    bad.setdefault(j, str(exc))
+    for j in np.flatnonzero(run.consent).tolist():
+        context = run.contexts[j]
+        if context is not None and j not in bad:
+            try:
+                check(_Probe(run.campaign, {}, context))
+            except InvalidInputError as exc:
+                bad[j] = str(exc)
+    return sorted(bad.items())
+
+
 def _decisions(offsets: list[int], values: list[bytes | None]) -> tuple[
         list[int], list[bytes | None], list[int | None], list[Any]]:
-    """The items of a batch of ``.decisions`` records: each line of each decision block
-    (its record's offset, its bytes, its number in the block, its decision or Refused), or a
-    record that is no block whole (line None, Refused with the reason)."""
+    """The items of a batch of ``.decisions`` records: each line of each text block (its
+    record's offset, its bytes, its number in the block, its decision or Refused), a binary
+    block whole (its offset, its bytes, None, its decisions as one ``DecisionLog``: the join
+    takes them as a run of columns), or a record that is no block whole (line None, Refused
+    with the reason)."""
     where: list[int] = []
     items: list[bytes | None] = []
     numbers: list[int | None] = []
-    refused: dict[int, Refused] = {}  # item -> why its record is no block
+    decoded: list[Any] = []
+    text: list[int] = []  # items that are lines of text blocks, decoded together below
     for offset, value in zip(offsets, values, strict=True):
         try:
+            if value is not None and value.startswith(columns.PREFIX):
+                run = DecisionLog.of_block(columns.read(value))
+                where.append(offset)  # the whole block, its decisions one run of columns
+                items.append(value)
+                numbers.append(None)
+                decoded.append(run)
+                continue
             lines = blocks.DECISIONS.lines(value)
         except InvalidInputError as exc:
-            refused[len(items)] = Refused(
-                f"a JSON {EVENTS[:-1]}, not a decision block: senders and trackers write to "
-                f"<prefix>.{EVENTS}" if value is not None and value.lstrip()[:1] == b"{"
-                else "empty record" if value is None else str(exc))
             where.append(offset)
             items.append(value)
             numbers.append(None)
+            decoded.append(Refused(
+                f"a JSON {EVENTS[:-1]}, not a decision block: senders and trackers write to "
+                f"<prefix>.{EVENTS}" if value is not None and value.lstrip()[:1] == b"{"
+                else "empty record" if value is None else str(exc)))
             continue
+        text += range(len(items), len(items) + len(lines))
         where += [offset] * len(lines)
         items += lines
         numbers += range(1, len(lines) + 1)
-    if not refused:  # the usual batch: every record a block
+        decoded += [None] * len(lines)
+    if len(text) == len(items):  # the usual batch of text blocks
         return where, items, numbers, decode_decisions(cast("list[bytes]", items))
-    good = [i for i in range(len(items)) if i not in refused]
-    decoded: list[Any] = [None] * len(items)
-    for i, d in zip(good, decode_decisions([cast(bytes, items[i]) for i in good]), strict=True):
+    for i, d in zip(text, decode_decisions([cast(bytes, items[i]) for i in text]), strict=True):
         decoded[i] = d
-    for i, why in refused.items():
-        decoded[i] = why
     return where, items, numbers, decoded
 
 
@@ -406,7 +456,8 @@ class PartitionJoin:
         lines: list[int | None] | None = None
         if stream == DECISIONS:
             offsets, values, lines, decoded = _decisions(offsets, values)
-            counters.decisions += sum(n is not None for n in lines)
+            counters.decisions += sum(len(d) if type(d) is DecisionLog else n is not None
+                                      for n, d in zip(lines, decoded, strict=True))
         else:
             decoded = decode_many(values)
         # Before the checks: a consent-less decision's context is neither checked nor kept.
@@ -432,8 +483,16 @@ class PartitionJoin:
                 events += decoded
                 newest[stream] = max(newest[stream], float(max(map(_ts, decoded))))
                 return
+        if set(map(type, decoded)) == {DecisionLog} and not any(
+                _misfits(run, check) for run in decoded):  # the usual batch of binary blocks
+            events += cast("list[Event]", decoded)  # runs: the join takes them as they are
+            newest[stream] = max(newest[stream], *(float(np.max(run.ts)) for run in decoded))
+            return
         top = newest[stream]
         for i, event in enumerate(decoded):
+            if type(event) is DecisionLog:
+                top = max(top, self._check_run(fresh, i, check, events, dead_letters))
+                continue
             try:
                 if type(event) is Refused:
                     raise event
@@ -449,19 +508,41 @@ class PartitionJoin:
                 top = float(event.ts)
         newest[stream] = top
 
-    def _letter(self, fresh: _Read, i: int, reason: str) -> DeadLetter:
-        """The dead letter of item ``i``: its bytes (a block's line: the line's, its number
-        in the reason), or those of its stripped copy when it lost context and segments (a
-        consent-less decision's are kept nowhere)."""
+    def _check_run(self, fresh: _Read, i: int, check: Callable[[Event], object],
+                   events: list[Event], dead_letters: list[DeadLetter]) -> float:
+        """Check the run of item ``i`` (a binary block): whole when every decision fits the
+        campaigns, else decision by decision (its misfits dead-lettered with their number in
+        the block); returns its newest event time."""
+        run = cast(DecisionLog, fresh.decoded[i])
+        bad = _misfits(run, check)
+        if not bad:  # the join takes a log as a run of its decisions (Joiner.add)
+            events.append(cast("Event", run))
+        else:
+            why = dict(bad)
+            for j, decision in enumerate(run.logged()):
+                if j in why:
+                    dead_letters.append(self._letter(fresh, i, why[j], j))
+                else:
+                    events.append(decision)
+        return float(np.max(run.ts))
+
+    def _letter(self, fresh: _Read, i: int, reason: str, row: int | None = None) -> DeadLetter:
+        """The dead letter of item ``i``: its bytes (a text block's line: the line's, its
+        number in the reason; decision ``row`` of a binary block: its JSON, its number), or
+        those of its stripped copy when it lost context and segments (a consent-less
+        decision's are kept nowhere)."""
         stream, offset, value = fresh.stream, fresh.offsets[i], fresh.values[i]
-        if i in fresh.stripped:
+        line = fresh.lines[i] if fresh.lines is not None else None
+        if row is not None:
+            value = encode(cast(DecisionLog, fresh.decoded[i]).logged([row])[0])
+            reason = f"decision {row + 1} of the block: {reason}"
+        elif i in fresh.stripped:
             value = encode(fresh.decoded[i])
             reason += " (context and segments dropped: decided without consent)"
         elif stream == EVENTS and value is not None and value.startswith(_BLOCK):
             reason = (f"a {value[:value.find(b' ')].decode(errors='replace')!r:.40} block on "
                       f"the {EVENTS} topic, not an event: decision blocks go to "
                       f"<prefix>.{DECISIONS}")
-        line = fresh.lines[i] if fresh.lines is not None else None
         if line is not None:
             reason = f"line {line} of the block: {reason}"
         return DeadLetter(value, reason, f"{stream}/{self.partition}/{offset}")
@@ -475,10 +556,13 @@ class PartitionJoin:
         """Count what the join rejected and dead-letter it with its item's original bytes
         (duplicates and erased subjects' decisions are only counted)."""
         source: dict[int, tuple[_Read, int]] = {}  # id of a decoded event -> its item
+        runs: dict[str, tuple[_Read, int, int]] = {}  # decision id -> (item, row) of a run
         if any(r.reason is not ERASED and not r.reason.startswith("duplicate")
                for r in rejected):
             source = {id(event): (fresh, i) for fresh in read
                       for i, event in enumerate(fresh.decoded)}
+            runs = {d: (fresh, i, j) for fresh in read for i, event in enumerate(fresh.decoded)
+                    if type(event) is DecisionLog for j, d in enumerate(event.decision_ids)}
         for rejection in rejected:
             if rejection.reason.startswith("duplicate"):
                 out.counters.duplicates += 1
@@ -493,6 +577,11 @@ class PartitionJoin:
             item = source.get(id(rejection.event))
             if item is not None:
                 out.dead_letters.append(self._letter(*item, rejection.reason))
+                continue
+            decision_id = getattr(rejection.event, "decision_id", None)
+            if rejection.event.type == "decision" and decision_id in runs:  # a run's decision
+                fresh, i, j = runs[decision_id]
+                out.dead_letters.append(self._letter(fresh, i, rejection.reason, j))
                 continue
             # An event that waited for its decision came in an earlier batch: re-encoded. The
             # join rejects only what it was given, decoded events: models or their mirrors.

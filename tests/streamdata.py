@@ -91,6 +91,7 @@ class Streams:
     consent: dict[str, bool]  # decision id -> decided with consent
     # The deciding engine's secrets: the pseudonyms its decision log names subscribers by.
     subjects: SubjectKeys = field(default_factory=SubjectKeys)
+    logs: list[DecisionLog] = field(default_factory=list)  # the calls' logs of ``decisions``
 
 
 def make(n: int, seed: int, campaign: str = "news", t0: int = 0, real: bool = False,
@@ -169,7 +170,7 @@ def make(n: int, seed: int, campaign: str = "news", t0: int = 0, real: bool = Fa
     events.sort(key=lambda e: e["ts"])  # stable: a repeat stays right after its original
     end = t0 + n * STEP_MS + 2 * WINDOW_MS + WAIT_MS
     return Streams(decisions, events, joined, late, duplicates, end, excluded, user_ids, consent,
-                   engine.subjects)
+                   engine.subjects, logs)
 
 
 def _joined(d: Any, outcomes: list[tuple[int, str, str | None, float]]) -> JoinedEvent:
@@ -230,6 +231,17 @@ def blocks_of(decisions: list[tuple[str, bytes]], partitions: int,
     return {p: blocks.DECISIONS.pack(items, max_examples=size) for p, items in mine.items()}
 
 
+def binary_blocks_of(s: Streams, partitions: int,
+                     size: int = 25) -> dict[int, list[tuple[bytes, bytes]]] | None:
+    """``blocks_of`` in the format the service writes (``cmab.decisions/2``), made from the
+    calls' logs, or None when ``s.decisions`` are not its logs' decisions (a test changed
+    them)."""
+    if not s.logs or s.decisions != [item for log in s.logs for item in zip(
+            log.decision_ids, log.lines(), strict=True)]:
+        return None
+    return DecisionLog.concat(s.logs).blocks(partitions, blocks.MAX_BLOCK_BYTES, size)
+
+
 def sentinels(partition: int, ts: int, campaign: str = "news") -> tuple[bytes, bytes]:
     """A decision block and a watermark far in event time, for one partition's
     ``.decisions`` and ``.events``: they move both inputs' watermark past every real window
@@ -245,11 +257,12 @@ def sentinels(partition: int, ts: int, campaign: str = "news") -> tuple[bytes, b
 def records(s: Streams, partitions: int, *, size: int = 25,
             sentinel: bool = True) -> list[tuple[str, int | None, bytes | None, bytes]]:
     """What the service, senders and trackers write, as (stream, partition or None, key,
-    value): the decision blocks (with their partition), then the events keyed by decision id,
-    then (``sentinel``) each partition's sentinels."""
+    value): the decision blocks (with their partition; binary as the service writes them, or
+    text when the decisions are not the logs'), then the events keyed by decision id, then
+    (``sentinel``) each partition's sentinels (a text block: both formats in one stream)."""
+    made = binary_blocks_of(s, partitions, size) or blocks_of(s.decisions, partitions, size)
     out: list[tuple[str, int | None, bytes | None, bytes]] = [
-        ("decisions", p, key, value)
-        for p, packed in sorted(blocks_of(s.decisions, partitions, size).items())
+        ("decisions", p, key, value) for p, packed in sorted(made.items())
         for key, value in packed]
     out += [("events", None, e["decision_id"].encode(), encode(e)) for e in s.events]
     if sentinel:

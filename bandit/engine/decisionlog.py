@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import numpy as np
@@ -29,6 +29,7 @@ import orjson
 from bandit import wire
 from bandit.engine.output import SlotColumns
 from bandit.kernels.text import interleave, row_bounds
+from bandit.wire import columns
 
 _SEED, _M = np.uint32(0x9747B28C), np.uint32(0x5BD1E995)  # Kafka's murmur2
 _LOGGED = msgspec.json.Decoder(list[wire.LoggedDecision])
@@ -72,16 +73,20 @@ class DecisionLog:
     {"decision_id":"00000000000000000000000000000001","campaign":"weekly","subject":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","ts":1000,"model_version":2,"holdout":false,"slots":{"subject":{"arm":"b","propensity":0.75,"probabilities":{"a":0.25,"b":0.75}}},"context":{"tenure":3.0},"segments":{"plan":"pro"}}
     """  # noqa: E501
 
+    type: ClassVar[str] = "decisions"  # the join takes a log as a run of decisions
     campaign: str
     decision_ids: list[str]
     subjects: list[str]  # each decision's subject key: its subscriber's pseudonym, 32 hex digits
-    ts: int
-    model_version: int
+    ts: int | np.ndarray  # the call's time, or (n,) int64 a decision's (a read block's)
+    model_version: int | np.ndarray
     holdout: np.ndarray
     consent: np.ndarray
     contexts: Sequence[Any]
     segments: Sequence[Mapping[str, str]]
     slots: list[SlotColumns]
+    # Per slot the probability vectors as JSON texts (blob, starts, ends), when read from a
+    # block (``of_block``); None: written from the slots' columns when needed.
+    vectors: list[tuple[bytes, np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.decision_ids)
@@ -99,21 +104,24 @@ class DecisionLog:
         # Decision ids and subject keys are hex digits: the template quotes them.
         writer.column("\n".join(self.decision_ids).encode())
         writer.column("\n".join(self.subjects).encode())
-        writer.table([b"false", b"true"], self.holdout.astype(np.int64))
         pieces = ['{"decision_id":"', '","campaign":' + orjson.dumps(self.campaign).decode()
-                  + ',"subject":"', '","ts":' + orjson.dumps(self.ts).decode()
-                  + ',"model_version":' + orjson.dumps(self.model_version).decode()
-                  + ',"holdout":', ',"slots":{']
-        for j, s in enumerate(self.slots):
-            if s.probabilities is None or s.eligible is None:
-                raise ValueError(f"slot {s.slot!r}: a decision log needs every arm's "
-                                 "probability (decided with a sink set)")
+                  + ',"subject":"', '","ts":']
+        for name, value in (("ts", self.ts), ("model_version", self.model_version)):
+            if isinstance(value, np.ndarray):  # a value per decision (a read block's)
+                writer.column(b",".join(map(b"%d".__mod__, value.tolist())), ord(","))
+                pieces.append("")
+            else:
+                pieces[-1] += orjson.dumps(value).decode()
+            pieces[-1] += ',"model_version":' if name == "ts" else ',"holdout":'
+        writer.table([b"false", b"true"], self.holdout.astype(np.int64))
+        pieces.append(',"slots":{')
+        for j, (s, vectors) in enumerate(zip(self.slots, self._vectors(), strict=True)):
             pieces[-1] += ("," if j else "") + orjson.dumps(s.slot).decode() + ':{"arm":'
             writer.table([orjson.dumps(a) for a in s.arm_ids], s.arms)
             pieces.append(',"propensity":')
             writer.floats(s.propensity)
             pieces.append(',"probabilities":')
-            writer.spans(*_probability_texts(s.arm_ids, s.probabilities, s.eligible))
+            writer.spans(*vectors)
             pieces.append("}")
         pieces[-1] += "}"
         writer.column(b"\n".join(self._private()))
@@ -151,6 +159,7 @@ class DecisionLog:
         slots = [(s.slot, [s.arm_ids[a] for a in s.arms.tolist()], s.propensity.tolist())
                  for s in self.slots]
         out = []
+        times, versions = self._per_decision()
         for i, (decision_id, subject, holdout, given) in enumerate(zip(
                 self.decision_ids, self.subjects, self.holdout.tolist(), self.consent.tolist(),
                 strict=True)):
@@ -161,11 +170,204 @@ class DecisionLog:
                     context = msgspec.to_builtins(context)
                 segments = dict(self.segments[i])
             out.append(decision(
-                decision_id=decision_id, campaign=self.campaign, subject=subject, ts=self.ts,
-                model_version=self.model_version, holdout=holdout,
+                decision_id=decision_id, campaign=self.campaign, subject=subject, ts=times[i],
+                model_version=versions[i], holdout=holdout,
                 slots={name: choice(arm=arms[i], propensity=p[i], probabilities=empty)
                        for name, arms, p in slots},
                 context=context, segments=segments))
+        return out
+
+    @classmethod
+    def of_block(cls, block: columns.Columns) -> DecisionLog:
+        """The log of a read ``cmab.decisions/2`` block (``bandit.wire.columns.read``): its
+        probability vectors as the block's texts (``vectors``)."""
+        zeros = np.zeros(len(block))
+        return cls(campaign=block.campaign, decision_ids=block.decision_ids,
+                   subjects=block.subjects, ts=block.ts, model_version=block.model_version,
+                   holdout=block.holdout, consent=block.consent, contexts=block.contexts,
+                   segments=block.segments,
+                   slots=[SlotColumns(s.slot, s.arm_ids, s.arms, s.propensity, zeros, zeros,
+                                      None) for s in block.slots],
+                   vectors=[(s.vectors, s.starts, s.ends) for s in block.slots])
+
+    def logged(self, rows: Sequence[int] | None = None) -> list[wire.LoggedDecision]:
+        """The decisions (those at ``rows``, default all) as ``wire.LoggedDecision``: equal
+        to ``decisions()`` (what decoding ``lines()`` gives), built from the columns and the
+        vectors' texts."""
+        slots, raw = [], msgspec.Raw
+        for s, (blob, starts, ends) in zip(self.slots, self._vectors(), strict=True):
+            slots.append((s.slot, [s.arm_ids[a] for a in s.arms.tolist()], s.propensity.tolist(),
+                          [raw(blob[a:b]) for a, b in zip(starts.tolist(), ends.tolist(),
+                                                          strict=True)]))
+        choice, decision = wire.LoggedChoice, wire.LoggedDecision
+        campaign, contexts, segments = self.campaign, self.contexts, self.segments
+        times, versions = self._per_decision()
+        holdouts, consents = self.holdout.tolist(), self.consent.tolist()
+        out = []
+        for i in range(len(self)) if rows is None else rows:
+            decision_id, subject = self.decision_ids[i], self.subjects[i]
+            holdout, given = holdouts[i], consents[i]
+            context: Any = None
+            segment: dict[str, str] = {}
+            if given:  # the request's own, as lines() writes them
+                context, mine = contexts[i], segments[i]
+                if context is not None and type(context) is not dict:  # a batch decoder's
+                    context = msgspec.to_builtins(context)
+                segment = mine if type(mine) is dict else dict(mine)
+            out.append(decision(
+                decision_id=decision_id, campaign=campaign, subject=subject, ts=times[i],
+                model_version=versions[i], holdout=holdout,
+                slots={name: choice(arm=arms[i], propensity=p[i], probabilities=v[i])
+                       for name, arms, p, v in slots},
+                context=context, segments=segment))
+        return out
+
+    def blocks(self, partitions: int, max_bytes: int, max_examples: int
+               ) -> dict[int, list[tuple[bytes, bytes]]]:
+        """The (key, value) records of the decisions as ``cmab.decisions/2`` blocks
+        (``bandit.wire.columns``), per partition of their decision ids (``partitions``), in
+        call order: at most ``max_examples`` decisions and about ``max_bytes`` bytes a block
+        (a decision bigger than that travels alone). A record's key is its first decision
+        id."""
+        n = len(self)
+        if n == 0:
+            return {}
+        private = self._private_objects()
+        vectors = self._vectors()
+        fixed = 96 + len(self.campaign.encode())  # header, counts, lengths
+        sizes = np.full(n, 3 * 16 + 1, dtype=np.int64)
+        for s, (_, starts, ends) in zip(self.slots, vectors, strict=True):
+            fixed += len(s.slot.encode()) + sum(len(a.encode()) + 2 for a in s.arm_ids) + 16
+            sizes += 16 + ends - starts
+        sizes += np.fromiter((0 if p is None else len(p) + 1 for p in private), np.int64, n)
+        where = self.partitions(partitions)
+        out: dict[int, list[tuple[bytes, bytes]]] = {}
+        for p in np.unique(where).tolist():
+            rows = np.flatnonzero(where == p)
+            ends = np.cumsum(sizes[rows])
+            start, made = 0, []
+            while start < len(rows):
+                before = int(ends[start - 1]) if start else 0
+                stop = int(np.searchsorted(ends, before + max_bytes - fixed, side="right"))
+                stop = min(max(stop, start + 1), start + max_examples, len(rows))
+                run = rows[start:stop]
+                made.append((self.decision_ids[int(run[0])].encode(),
+                             self._block(run, private, vectors)))
+                start = stop
+            out[p] = made
+        return out
+
+    def block(self) -> bytes:
+        """All the decisions as one ``cmab.decisions/2`` record value (``blocks`` cuts them
+        by partition and size)."""
+        return self._block(np.arange(len(self)), self._private_objects(), self._vectors())
+
+    def _vectors(self) -> list[tuple[bytes, np.ndarray, np.ndarray]]:
+        """Per slot the JSON texts of the rows' probability vectors: a blob and each row's
+        (starts, ends) in it; a read block's as they came, else written from the columns."""
+        if self.vectors is not None:
+            return self.vectors
+        out = []
+        for s in self.slots:
+            if s.probabilities is None or s.eligible is None:
+                raise ValueError(f"slot {s.slot!r}: a decision log needs every arm's "
+                                 "probability (decided with a sink set)")
+            out.append(_probability_texts(s.arm_ids, s.probabilities, s.eligible))
+        return out
+
+    def _block(self, rows: np.ndarray, private: list[bytes | None],
+               vectors: list[tuple[bytes, np.ndarray, np.ndarray]]) -> bytes:
+        """The ``cmab.decisions/2`` value of the decisions ``rows``; ``private``: per decision
+        the JSON object of its context and segments (None without consent); ``vectors``: per
+        slot the probability vectors' texts (``_vectors``)."""
+        slots = []
+        for s, (blob, starts, ends) in zip(self.slots, vectors, strict=True):
+            text, lengths = _gather(blob, starts[rows], ends[rows])
+            slots.append(columns.Slot(
+                s.slot, list(s.arm_ids), s.arms[rows].astype("<i4").tobytes(),
+                s.propensity[rows].astype("<f8").tobytes(), text,
+                np.cumsum(lengths).astype("<u4").tobytes()))
+        listed = rows.tolist()
+        mine = [p for p in (private[r] for r in listed) if p is not None]
+        return columns.write(columns.Block(
+            campaign=self.campaign, ts=self._column(self.ts, rows),
+            model_version=self._column(self.model_version, rows),
+            ids=columns.hex_bytes([self.decision_ids[r] for r in listed]),
+            subjects=columns.hex_bytes([self.subjects[r] for r in listed]),
+            holdout=np.packbits(self.holdout[rows].astype(bool)).tobytes(), slots=slots,
+            private=b"[" + b",".join(mine) + b"]" if mine else None), len(rows))
+
+    def _per_decision(self) -> tuple[list[int], list[int]]:
+        """Each decision's time and model version (n), as ints."""
+        n = len(self)
+        return tuple(value.tolist() if isinstance(value, np.ndarray) else [int(value)] * n
+                     for value in (self.ts, self.model_version))  # type: ignore[return-value]
+
+    @staticmethod
+    def _column(value: int | np.ndarray, rows: np.ndarray) -> bytes:
+        """The ``<i8`` column of a call's value (one for all) or per-decision values, at
+        ``rows``."""
+        if isinstance(value, np.ndarray):
+            return value[rows].astype("<i8").tobytes()
+        return np.full(len(rows), int(value), dtype="<i8").tobytes()
+
+    @staticmethod
+    def joinable(a: DecisionLog, b: DecisionLog) -> bool:
+        """Whether ``concat`` joins the two: one campaign, the same slots and arms."""
+        return a.campaign == b.campaign and [(s.slot, s.arm_ids) for s in a.slots] == [
+            (s.slot, s.arm_ids) for s in b.slots]
+
+    @classmethod
+    def concat(cls, logs: Sequence[DecisionLog]) -> DecisionLog:
+        """One log of the decisions of several calls of one campaign with the same slots and
+        arms (``joinable``), in order (times and model versions per decision; the probability
+        vectors as texts)."""
+        first = logs[0]
+        if not all(cls.joinable(first, log) for log in logs):
+            raise ValueError("decision logs: expected one campaign with the same slots and arms")
+        texts = [log._vectors() for log in logs]
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([np.broadcast_to(np.asarray(getattr(log, name)), len(log))
+                                   for log in logs])
+
+        def vectors(j: int) -> tuple[bytes, np.ndarray, np.ndarray]:
+            shift = np.cumsum([0] + [len(t[j][0]) for t in texts[:-1]])
+            return (b"".join(t[j][0] for t in texts),
+                    np.concatenate([t[j][1] + at for t, at in zip(texts, shift, strict=True)]),
+                    np.concatenate([t[j][2] + at for t, at in zip(texts, shift, strict=True)]))
+
+        n = sum(map(len, logs))
+        return cls(campaign=first.campaign,
+                   decision_ids=[d for log in logs for d in log.decision_ids],
+                   subjects=[s for log in logs for s in log.subjects],
+                   ts=joined("ts").astype(np.int64),
+                   model_version=joined("model_version").astype(np.int64),
+                   holdout=joined("holdout"), consent=joined("consent"),
+                   contexts=[c for log in logs for c in log.contexts],
+                   segments=[s for log in logs for s in log.segments],
+                   slots=[SlotColumns(s.slot, s.arm_ids,
+                                      np.concatenate([log.slots[j].arms for log in logs]),
+                                      np.concatenate([log.slots[j].propensity for log in logs]),
+                                      np.zeros(n), np.zeros(n), None)
+                          for j, s in enumerate(first.slots)],
+                   vectors=[vectors(j) for j in range(len(first.slots))])
+
+    def _private_objects(self) -> list[bytes | None]:
+        """Per decision the JSON object of its context and segments, as ``lines`` writes
+        them; None for a decision without consent."""
+        dumps, builtins, segments = orjson.dumps, msgspec.to_builtins, self.segments
+        out: list[bytes | None] = []
+        for i, (given, context) in enumerate(zip(self.consent.tolist(), self.contexts,
+                                                 strict=True)):
+            if not given:
+                out.append(None)
+                continue
+            if context is not None and type(context) is not dict:  # a batch decoder's Struct
+                context = builtins(context)
+            seg = segments[i]
+            out.append(b'{"context":' + dumps(context) + b',"segments":'
+                       + dumps(seg if type(seg) is dict else dict(seg)) + b"}")
         return out
 
     def partitions(self, partitions: int) -> np.ndarray:
@@ -182,6 +384,16 @@ class DecisionLog:
             rows = np.flatnonzero(where == p).tolist()
             out[p] = [(ids[i], lines[i]) for i in rows]
         return out
+
+
+def _gather(blob: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """The texts ``blob[starts[i]:ends[i]]`` back to back, and their lengths (one numpy
+    gather, no slice per text)."""
+    lengths = ends - starts
+    data = np.frombuffer(blob, dtype=np.uint8)
+    at = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(
+        int(lengths.sum()))
+    return data[at].tobytes(), lengths
 
 
 def _probability_texts(arm_ids: list[str], P: np.ndarray,

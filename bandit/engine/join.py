@@ -3,9 +3,10 @@
 Pure logic in event time, no I/O and no clock: the same events give the same output whatever
 the batching, so the in-process event path and the stream worker share it.
 
-A decision comes from the decision log (``LoggedDecision``) or as a legacy impression (a
-decision logged by its sender, sent at once; an impression of a decision already logged is
-its send). A campaign activated by decisions learns a decision from the time it was made; one
+A decision comes from the decision log (``LoggedDecision``; or many as one run of columns,
+a ``DecisionLog`` read from a binary block, joined with the same outcome as its decisions one
+by one) or as a legacy impression (a decision logged by its sender, sent at once; an
+impression of a decision already logged is its send). A campaign activated by decisions learns a decision from the time it was made; one
 activated by sends holds it until its ``Send`` comes, and a decision not sent within the
 campaign's ``activation_window_ms`` leaves unlearned (counted: ``excluded["unsent"]``). The
 window of an active decision closes once the watermark (the newest event time seen) is past
@@ -47,6 +48,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, Field, TypeAdapter
 
+from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.randomness import subject_key
 from bandit.engine.windows import (
     _FIRST_ROWS,
@@ -211,6 +213,15 @@ class Joiner(_OpenWindows):
         try:
             for event in events:
                 kind = event.type
+                if kind == "decisions":  # a binary block's decisions, as columns
+                    if pending:  # rows before it first, as they came
+                        self._insert(pending, waiting)
+                        admission.written += [r for r, _, _ in pending]
+                        pending.clear()
+                        waiting.clear()
+                    newest, longest = self._add_run(cast(DecisionLog, event), result,
+                                                    admission, newest, longest)
+                    continue
                 if kind == "decision":
                     key = event.decision_id
                     if key in row or key in closed:
@@ -280,6 +291,67 @@ class Joiner(_OpenWindows):
             self.watermark = max(self.watermark, watermark)
         self._close(result)
         return result
+
+    def _add_run(self, run: DecisionLog, result: JoinResult, admission: _Admission,
+                 newest: float, longest: float) -> tuple[float, float]:
+        """``add``'s work for each decision of ``run`` (a ``DecisionLog`` read from a binary
+        block), in order, with the same outcome as its decisions one by one: per decision a
+        few dict lookups (repeat, erased subject, admission, row); the columns written at once
+        (``_write_run``); then, in order, the rejections and what waited for them. Returns
+        ``add``'s newest event time and longest window."""
+        ids, row, closed, free = run.decision_ids, self._row, self._closed, self._free
+        times = np.broadcast_to(np.asarray(run.ts, dtype=np.float64), len(run))
+        ts = times.tolist()
+        campaign, rules = run.campaign, None
+        erased_until, erased, subjects = self._erased_until, self._erased, run.subjects
+        deadline: list[float] = []
+        after: list[tuple[int, str]] = []  # (position, reason): rejected, in order
+        taken: list[int] = []
+        rows: list[int] = []
+        admit = admission.admit
+        for i, decision_id in enumerate(ids):
+            if decision_id in row or decision_id in closed:
+                after.append((i, _SECOND_DECISION))
+                continue
+            t = ts[i]
+            if t > newest:
+                newest = t
+            if rules is None:
+                rules = self._cache.get(campaign) or self._rules(campaign)
+                if campaign not in self._spans:
+                    longest = max(longest, self._span(campaign))
+                span = rules.window if rules.wait is None else rules.wait
+            if t <= erased_until and t <= erased.get(bytes.fromhex(subjects[i]), -math.inf):
+                after.append((i, ERASED))
+                continue
+            if not admit(campaign, t + span):
+                after.append((i, admission.reason(campaign)))
+                continue
+            if free:
+                r = free.pop()
+            else:
+                r = self._size
+                self._size += 1
+            row[decision_id] = r
+            taken.append(i)
+            rows.append(r)
+            deadline.append(t + span)
+        if taken:
+            state = ACTIVE if cast(_Rules, rules).wait is None else UNSENT
+            self._write_run(run, np.array(taken, dtype=np.intp), rows,
+                            np.array(deadline, dtype=np.float64), state)
+            admission.written += rows
+        early = self._early
+        woken = [(i, "") for i in taken if ids[i] in early] if early else []
+        if after or woken:
+            events = run.logged([i for i, _ in after])
+            rejected = iter(events)
+            for i, reason in sorted(after + woken):
+                if reason:
+                    result.rejected.append(Rejected(next(rejected), reason))
+                else:
+                    self._wake(ids[i], result, {})
+        return newest, longest
 
     def over_cap(self, events: Sequence[Joinable], watermark: float | None = None) -> list[int]:
         """The positions in ``events`` of the decisions that ``add(events, watermark)``
@@ -554,13 +626,16 @@ class Joiner(_OpenWindows):
             if n:
                 self._open[self._shapes[shape][0]] -= n
 
-    def _still_open(self, campaign: str, watermark: float) -> int:
-        """How many open decisions of ``campaign`` (rows written to the columns) a watermark
-        of ``watermark`` leaves open."""
+    def _still_open(self, campaign: str, watermark: float, fresh: Sequence[int] = ()) -> int:
+        """How many open decisions of ``campaign`` (rows written to the columns, but the
+        ``fresh`` ones: written in the batch under way, which its admission counts) a
+        watermark of ``watermark`` leaves open."""
         n = min(self._size, len(self._live))
         mine = np.array([shape[0] == campaign for shape in self._shapes] or [False])
-        return int(np.count_nonzero(self._live[:n] & (self._deadline[:n] >= watermark)
-                                    & mine[self._shape[:n]]))
+        still = self._live[:n] & (self._deadline[:n] >= watermark) & mine[self._shape[:n]]
+        if len(fresh):
+            still[np.asarray(fresh, dtype=np.intp)] = False
+        return int(np.count_nonzero(still))
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Open windows, waiting events, dedup memory and watermark: JSON-ready meta and binary
@@ -718,6 +793,9 @@ class _Admission:
         self.admitted: list[tuple[str, float]] = []  # (campaign, deadline) until ``end``
         self.after: dict[str, int] = {}  # campaign -> its decisions still open at ``end``
         self.settled: set[str] = set()  # campaigns whose ``after`` counts the earlier batches'
+        # Rows of this batch written to the columns before its end (the rows before a run,
+        # and a run's): counted in ``opened``, so not again as open windows.
+        self.written: list[int] = []
 
     def admit(self, campaign: str, deadline: float) -> bool:
         """Whether an impression of ``campaign`` whose window closes at ``deadline`` fits;
@@ -756,6 +834,9 @@ class _Admission:
                     if event.type == "decision":
                         end = max(end, event.ts)
                         continue
+                    if event.type == "decisions":  # a run: its decisions' times
+                        end = max(end, float(np.max(cast(DecisionLog, event).ts)))
+                        continue
                     key = cast("ImpressionLike | SendLike | OutcomeLike", event).event_id
                     ts = joiner._seen.get(key)
                     if ts is None:
@@ -770,8 +851,8 @@ class _Admission:
                     self.after[c] = self.after.get(c, 0) + 1
             self.admitted = []
         self.settled.add(campaign)
-        self.after[campaign] = self.after.get(campaign, 0) + joiner._still_open(campaign,
-                                                                                self.end)
+        self.after[campaign] = self.after.get(campaign, 0) + joiner._still_open(
+            campaign, self.end, self.written)
 
 
 def _hex_blob(decision_ids: list[str]) -> np.ndarray:

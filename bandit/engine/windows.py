@@ -207,6 +207,13 @@ _BOOLS = (b"false", b"true")
 _KINDS = [kind.encode() for kind in OUTCOME_TYPES]
 
 
+def _builtins(context: Any) -> dict[str, Any] | None:
+    """A decision's context as a dict (a batch decoder's Struct converted), or None."""
+    if context is None or type(context) is dict:
+        return context
+    return cast("dict[str, Any]", msgspec.to_builtins(context))
+
+
 def _split(array_json: bytes) -> list[bytes]:
     """The elements of a JSON array of numbers or of strings without a comma, as orjson wrote
     them."""
@@ -311,6 +318,22 @@ class _OpenWindows:
         self._subjects += [None] * grow
         self._probabilities += [None] * grow
 
+    def _room(self, shapes: Iterable[int]) -> None:
+        """Grow the columns to hold every row handed out (``_size``) and the widths of
+        ``shapes``."""
+        width = [self._arm.shape[1], self._context.shape[1], self._segment.shape[1]]
+        for shape in shapes:
+            _, slots, context_keys, segment_keys = self._shapes[shape]
+            width[0] = max(width[0], len(slots))
+            width[1] = max(width[1], 0 if context_keys is None else len(context_keys))
+            width[2] = max(width[2], len(segment_keys))
+        rows = len(self._ts)
+        while rows < self._size:
+            rows *= 2
+        if rows > len(self._ts) or width != [self._arm.shape[1], self._context.shape[1],
+                                             self._segment.shape[1]]:
+            self._allocate(rows, *width)
+
     def _intern(self, name: str) -> int:
         index = self._name_index.get(name)
         if index is None:
@@ -332,11 +355,15 @@ class _OpenWindows:
     def _shape_of(self, imp: DecisionLike) -> int:
         """The index of the impression's shape (campaign, slot names, context keys and which
         values are strings, segment keys), added if new."""
-        context = imp.context
+        return self._shape_for(imp.campaign, tuple(imp.slots), imp.context, imp.segments)
+
+    def _shape_for(self, campaign: str, slots: tuple[str, ...],
+                   context: Mapping[str, Any] | None, segments: Mapping[str, str]) -> int:
+        """``_shape_of`` of a decision given by its parts (slot names in order)."""
         # The value types, not "is a string" per value: map(type) costs a fraction of a loop.
-        fast = (imp.campaign, tuple(imp.slots), None if context is None else tuple(context),
+        fast = (campaign, slots, None if context is None else tuple(context),
                 None if context is None else tuple(map(type, context.values())),
-                tuple(imp.segments))
+                tuple(segments))
         shape = self._shape_by_types.get(fast)
         if shape is not None:
             return shape
@@ -349,7 +376,7 @@ class _OpenWindows:
         shape = self._shape_index.get(key)
         if shape is None:
             shape = self._shape_index[key] = len(self._shapes)
-            self._shapes.append((imp.campaign, key[1], described, key[4]))
+            self._shapes.append((campaign, key[1], described, key[4]))
         if len(self._shape_by_types) < 4096:
             self._shape_by_types[fast] = shape
         return shape
@@ -364,19 +391,7 @@ class _OpenWindows:
         groups: dict[int, list[tuple[int, int, DecisionLike]]] = {}
         for item in pending:
             groups.setdefault(item[1], []).append(item)
-        needed = self._size  # rows ever used, counting the new ones
-        width = [self._arm.shape[1], self._context.shape[1], self._segment.shape[1]]
-        for shape in groups:
-            _, slots, context_keys, segment_keys = self._shapes[shape]
-            width[0] = max(width[0], len(slots))
-            width[1] = max(width[1], 0 if context_keys is None else len(context_keys))
-            width[2] = max(width[2], len(segment_keys))
-        rows = len(self._ts)
-        while rows < needed:
-            rows *= 2
-        if rows > len(self._ts) or width != [self._arm.shape[1], self._context.shape[1],
-                                             self._segment.shape[1]]:
-            self._allocate(rows, *width)
+        self._room(groups)
         known = self._name_index
         columns = []  # per shape: its rows, slot choices, arms, context values, segment values
         names: set[str] = set()
@@ -445,6 +460,83 @@ class _OpenWindows:
                 else:  # a legacy impression: the hash of its user id, no probabilities known
                     subjects[r] = subject_key(imp.user_id).hex()
                     vectors[r] = (b"{}",) * len(imp.slots)
+        self._next_deadline = min(self._next_deadline, float(deadline.min()))
+
+    def _write_run(self, run: Any, at: np.ndarray, rows: list[int], deadline: np.ndarray,
+                   state: int) -> None:
+        """Write decisions ``at`` (positions) of ``run`` (a ``DecisionLog`` read from a binary
+        block) to their ``rows`` (handed out by ``add``) as ``_insert`` writes decisions, a
+        column at a time: per decision Python only for its strings (id, subject, probability
+        texts) and a consenting decision's context and segments. ``deadline`` (len(at),) and
+        ``state`` (the activation) as the join set them."""
+        picked = at.tolist()
+        contexts, segments, slot_names = run.contexts, run.segments, tuple(
+            s.slot for s in run.slots)
+        given = run.consent[at].tolist()
+        plain = -1  # the shape of a decision without consent, once met (shapes are numbered
+        shapes = []  # in the order decisions bring them)
+        for i, c in zip(picked, given, strict=True):
+            if c:
+                shapes.append(self._shape_for(run.campaign, slot_names, _builtins(contexts[i]),
+                                              segments[i]))
+                continue
+            if plain < 0:
+                plain = self._shape_for(run.campaign, slot_names, None, {})
+            shapes.append(plain)
+        self._room(set(shapes))
+        known = self._name_index
+        used = {run.slots[j].arm_ids[a] for j in range(len(run.slots))
+                for a in np.unique(run.slots[j].arms[at]).tolist()}
+        strings = {v for i, c in zip(picked, given, strict=True) if c
+                   for v in (*(x for x in (_builtins(contexts[i]) or {}).values()
+                               if type(x) is str), *segments[i].values())}
+        if not known.keys() >= used | strings:  # new strings: in a row-by-row insert's order
+            for i, c in zip(picked, given, strict=True):
+                for s in run.slots:
+                    self._intern(s.arm_ids[int(s.arms[i])])
+                if c:
+                    for value in (_builtins(contexts[i]) or {}).values():
+                        if type(value) is str:
+                            self._intern(value)
+                    for value in segments[i].values():
+                        self._intern(value)
+        where = np.array(rows, dtype=np.intp)
+        for j, s in enumerate(run.slots):
+            lookup = np.array([known.get(a, 0) for a in s.arm_ids], dtype=np.int32)
+            self._arm[where, j] = lookup[s.arms[at]]
+            self._propensity[where, j] = s.propensity[at]
+        shape = np.array(shapes, dtype=np.int32)
+        for k in np.unique(shape).tolist():
+            _, _, context_keys, segment_keys = self._shapes[k]
+            mine = np.flatnonzero(shape == k)
+            if context_keys:
+                d = len(context_keys)
+                values = [v for m in mine.tolist()
+                          for v in cast("dict[str, Any]", _builtins(contexts[picked[m]])).values()]
+                for j, (_, is_str) in enumerate(context_keys):
+                    if is_str:
+                        values[j::d] = map(known.__getitem__, values[j::d])
+                self._context[where[mine], :d] = np.array(values, dtype=np.float64).reshape(
+                    -1, d)
+            if segment_keys:
+                g = len(segment_keys)
+                self._segment[where[mine], :g] = np.fromiter(
+                    (known[v] for m in mine.tolist() for v in segments[picked[m]].values()),
+                    np.int32, len(mine) * g).reshape(-1, g)
+        ts = np.broadcast_to(np.asarray(run.ts, dtype=np.float64), len(run))[at]
+        self._ts[where], self._deadline[where], self._send_ts[where] = ts, deadline, ts
+        self._sent[where] = state
+        self._model_version[where] = np.broadcast_to(
+            np.asarray(run.model_version, dtype=np.float64), len(run))[at]
+        self._shape[where] = shape
+        self._holdout[where] = run.holdout[at]
+        self._wire[where] = True
+        self._live[where] = True
+        _assign(self._ids, rows, (run.decision_ids[i] for i in picked))
+        _assign(self._subjects, rows, (run.subjects[i] for i in picked))
+        texts = [[blob[a:b] for a, b in zip(starts[at].tolist(), ends[at].tolist(), strict=True)]
+                 for blob, starts, ends in run._vectors()]
+        _assign(self._probabilities, rows, zip(*texts, strict=True))
         self._next_deadline = min(self._next_deadline, float(deadline.min()))
 
     def _compact(self) -> None:

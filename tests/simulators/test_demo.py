@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 from bandit.models import OUTCOME_TYPES
 from simulators.demo import run_demo
 from simulators.email_campaign import SLOTS
-from streams.blocks import DECISIONS
+from streams.blocks import decision_lines
 from streams.topics import Topics
 
 pytestmark = pytest.mark.broker  # every test here starts `cmab demo`
@@ -100,7 +100,7 @@ def test_a_reduced_demo_runs_beside_another_and_ctrl_c_stops_everything(
         # watermarks only, a send per decision, no impression (no context, no arms).
         topics = Topics(prefix)
         logged = [line for block in _read_topic(kafka.bootstrap_servers, topics.decisions)
-                  for line in DECISIONS.lines(block)]
+                  for line in decision_lines(block)]
         assert len(logged) == 2000
         events = [orjson.loads(v) for v in _read_topic(kafka.bootstrap_servers, topics.events)]
         kinds = {e["type"] for e in events}

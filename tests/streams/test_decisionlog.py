@@ -20,7 +20,7 @@ from kafka.partitioner.default import murmur2
 
 from bandit.engine.decisionlog import DecisionLogStatus, partition_of
 from bandit.models import LoggedDecision
-from streams.blocks import DECISIONS
+from streams.blocks import decision_lines
 from streams.broker import LocalBroker
 from streams.decisionlog import DecisionLogWriter
 from streams.kafka import reader
@@ -55,7 +55,7 @@ def logged_lines(bootstrap_servers: str, topics: Topics, partitions: int) -> lis
     """Every line of the decisions topic, each checked to sit in its decision's partition."""
     lines = []
     for partition, block in decisions_topic(bootstrap_servers, topics.decisions):
-        items = DECISIONS.lines(block)
+        items = decision_lines(block)
         ids = [orjson.loads(line)["decision_id"] for line in items]
         assert set(partition_of(ids, partitions).tolist()) == {partition}
         lines += items

@@ -4,9 +4,12 @@ original bytes, a reason and where it came from, and the valid decisions and eve
 learned exactly (bit-equal to a direct batch computation).
 
 Garbage goes to both inputs: on ``.decisions`` records that are no block (bytes, nothing, a
-JSON event sent to the wrong topic, a damaged block) and blocks of valid decisions (repeats
-of logged ones: counted, never learned twice) with one bad line (bytes, a JSON that is no
-decision, non-finite numbers, a bad context, an unknown arm or campaign); on ``.events``
+JSON event sent to the wrong topic, a damaged text block, a binary block cut, miscounted or
+with a bad propensity, arm, probability vector or a context no consenting decision owns) and
+text blocks of valid decisions (repeats of logged ones: counted, never learned twice) with one
+bad line (bytes, a JSON that is no decision, non-finite numbers, a bad context, an unknown arm
+or campaign); the valid decisions come in binary blocks, as the service writes them; on
+``.events``
 bytes, nothing, JSON that is no event, non-finite numbers, an unknown campaign, a legacy
 impression of an unknown arm, a decision block sent to the wrong topic.
 
@@ -17,11 +20,14 @@ import uuid
 from collections import Counter
 from typing import Any, NamedTuple
 
+import msgspec
+import numpy as np
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import TopicPartition
 
+from bandit.wire import columns
 from streams.codec import encode
 from streams.kafka import reader
 from streams.records import DECISIONS, EVENTS
@@ -32,6 +38,7 @@ from tests.streams.test_worker_kafka import _run_until, _setup, _write
 PARTITIONS = 2
 VALID = streamdata.make(40, seed=31)
 BLOCKS = streamdata.blocks_of(VALID.decisions, PARTITIONS, size=5)  # partition -> blocks
+BINARY = streamdata.binary_blocks_of(VALID, PARTITIONS, size=5)  # cmab.decisions/2, the same
 _KNOWN_ARMS = {"plain", "urgent", "quiz", "action", "calm", "h09", "h18"}
 _PLACEHOLDER = "__number__"
 _HEADER = b"cmab.decisions/1 "
@@ -99,13 +106,40 @@ def _bad_line(draw, n: int) -> tuple[bytes, tuple[str, ...]]:
     return encode({**good, "campaign": name}), (name,)
 
 
+def _damaged(value: bytes, how: str) -> bytes:
+    """A valid binary decision block damaged as ``how`` says (``_DAMAGE``)."""
+    head, body = value.split(b"\n", 1)
+    n = int(head.split(b" ")[1])
+    block = msgspec.msgpack.decode(body, type=columns.Block)
+    slot = block.slots[0]
+    if how == "cut":
+        return value[:-1]
+    if how == "count":
+        return columns.write(block, n + 1)
+    if how == "propensity":
+        p = np.frombuffer(slot.propensity, dtype="<f8").copy()
+        p[-1] = 1.5
+        slot = msgspec.structs.replace(slot, propensity=p.tobytes())
+    elif how == "arm":
+        slot = msgspec.structs.replace(slot, arms=np.full(n, 99, dtype="<i4").tobytes())
+    elif how == "vector":
+        slot = msgspec.structs.replace(slot, vectors=slot.vectors.replace(b":", b"=", 1))
+    else:  # a context with no decision made with consent to belong to
+        return columns.write(msgspec.structs.replace(block, private=(block.private or b"[]")[
+            :-1].rstrip(b"[") + (b"," if block.private else b"[") + b'{"context":null}]'), n)
+    return columns.write(msgspec.structs.replace(block, slots=[slot, *block.slots[1:]]), n)
+
+
+_DAMAGE = ("cut", "count", "propensity", "arm", "vector", "context")
+
+
 @st.composite
 def _garbage(draw) -> Garbage:
     """One bad record, of either input."""
     n = draw(st.integers(0, 10**9))  # fresh ids: garbage never collides with a real event
     event = {**VALID.events[draw(st.integers(0, len(VALID.events) - 1))], "event_id": f"g-{n}"}
     if draw(st.booleans()):  # .decisions
-        kind = draw(st.sampled_from(["bytes", "empty", "event", "damaged", "line"]))
+        kind = draw(st.sampled_from(["bytes", "empty", "event", "damaged", "line", "binary"]))
         if kind == "bytes":
             value = draw(st.binary(max_size=64))
             return Garbage(DECISIONS, None, value, value, ())
@@ -120,6 +154,12 @@ def _garbage(draw) -> Garbage:
             cut = block[:-1] if draw(st.booleans()) else block[:block.rfind(
                 b"\n", 0, len(block) - 1) + 1]
             return Garbage(DECISIONS, p, cut, cut, ("block",))
+        if kind == "binary":  # a binary block of repeats, damaged: refused whole
+            assert BINARY is not None
+            p = draw(st.sampled_from(sorted(BINARY)))
+            _, block = BINARY[p][draw(st.integers(0, len(BINARY[p]) - 1))]
+            bad = _damaged(block, draw(st.sampled_from(list(_DAMAGE))))
+            return Garbage(DECISIONS, p, bad, bad, ("decision block",))
         # A block of repeats of logged decisions (of their partition) with one bad line.
         p = draw(st.sampled_from(sorted(BLOCKS)))
         _, block = BLOCKS[p][draw(st.integers(0, len(BLOCKS[p]) - 1))]

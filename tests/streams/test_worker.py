@@ -4,6 +4,7 @@ dead letters, restarts. The same code runs over Kafka in test_worker_kafka.py.""
 import dataclasses
 import math
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -11,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.engine import Engine
+from bandit.engine.decisionlog import DecisionLog
 from bandit.errors import IncompatibleStateError, InvalidInputError
+from bandit.wire import columns
 from streams import blocks
 from streams.codec import encode
 from streams.joined import examples
@@ -637,3 +640,53 @@ def test_partition_engines_keep_the_ledger_to_its_bound_and_never_guard():
     assert _worker(log, erasure_ledger=0).partitions[0].engine._ledger.max_decisions == 0
     with pytest.raises(InvalidInputError, match="erasure_ledger"):
         Worker(MemoryTransport(log), erasure_ledger=-1)
+
+
+# -- binary decision blocks: a run of columns through the join -----------------------------------
+
+
+def test_a_binary_block_is_joined_whole_and_its_misfits_and_overflow_leave_alone():
+    """A binary block's decisions go to the join as one run; a decision the campaigns refuse
+    (an arm they do not have) and one over the join's cap are dead-lettered alone, as the
+    JSON of their decision, with their number in the block; the others are joined."""
+    s = streamdata.make(60, seed=8)
+    log = DecisionLog.concat(s.logs)
+    head, body = log.block().split(b"\n", 1)
+    block = msgspec.msgpack.decode(body, type=columns.Block)
+    hour = block.slots[2]  # h09, h18: h18 becomes an arm the campaign does not have
+    ghost = columns.write(msgspec.structs.replace(block, slots=[*block.slots[:2], msgspec.structs
+                          .replace(hour, arm_ids=["h09", "ghost"])]), len(log))
+    arms = np.frombuffer(hour.arms, dtype="<i4")
+    engine = Engine()
+    engine.create_campaign(streamdata.spec())
+    part = PartitionJoin(0, engine)
+    part.engine.limit_pending(10)
+    out = part.process([Batch(DECISIONS, 0, [0], [ghost])], idle={EVENTS})
+    misfit = np.flatnonzero(arms == 1).tolist()
+    fits = np.flatnonzero(arms == 0).tolist()
+    assert misfit and len(fits) > 10
+    decisions = log.logged()
+    expected = [(f"decision {j + 1} of the block: slot 'hour': no arm 'ghost'",
+                 {**orjson.loads(encode(decisions[j])),
+                  "slots": {**orjson.loads(encode(decisions[j]))["slots"],
+                            "hour": {**orjson.loads(encode(decisions[j]))["slots"]["hour"],
+                                     "arm": "ghost"}}}) for j in misfit]
+    expected += [(f"decision {j + 1} of the block: over capacity: campaign 'news' already has 10 "
+                  "decisions waiting for their attribution windows (setting max_pending)",
+                  orjson.loads(encode(decisions[j]))) for j in fits[10:]]
+    got = [(d.reason, orjson.loads(d.value)) for d in out.dead_letters]
+    assert sorted(got, key=lambda x: x[0]) == sorted(expected, key=lambda x: x[0])
+    assert all(d.source == "decisions/0/0" for d in out.dead_letters)
+    assert part.counters.decisions == len(log) and part.engine.open_windows() == 10
+
+
+def test_a_damaged_binary_block_beside_good_ones_is_dead_lettered_whole():
+    s = streamdata.make(20, seed=9)
+    good = DecisionLog.concat(s.logs).block()
+    engine = Engine()
+    engine.create_campaign(streamdata.spec())
+    part = PartitionJoin(0, engine)
+    out = part.process([Batch(DECISIONS, 0, [0, 1, 2], [good[:-1], good, b"?"])], idle={EVENTS})
+    assert [(d.value, d.reason[:29]) for d in out.dead_letters] == [
+        (good[:-1], "damaged decision block: Input"), (b"?", "not a decision block: no 'cma")]
+    assert part.counters.decisions == 20 and part.engine.open_windows() == 20

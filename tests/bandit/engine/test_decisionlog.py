@@ -16,6 +16,7 @@ from bandit import wire
 from bandit.engine import Engine, subject_key
 from bandit.engine.decisionlog import DecisionLog
 from bandit.models import CampaignSpec, DecisionRequest, LoggedDecision
+from bandit.wire import columns
 from bandit.wire.batch import ndjson_columns
 from bandit.wire.decisions import DecisionRequest as WireRequest
 
@@ -117,6 +118,17 @@ def check_lines(log: DecisionLog, requests: list[Any], answers: list[dict[str, A
                 assert r.context.get("plan") == "pro"
     assert [d.decision_id for d in log.decisions()] == [a["decision_id"] for a in answers]
     assert log.decisions() == [wire.DECISIONS.decode(line) for line in lines]
+    # The binary block (cmab.decisions/2) holds the same decisions: read back, its lines and
+    # the join's decisions are those of the text, and no consent-less context is in it.
+    assert log.logged() == log.decisions()
+    block = log.block()
+    back = DecisionLog.of_block(columns.read(block))
+    assert back.lines() == lines and back.logged() == log.decisions()
+    two = DecisionLog.of_block(columns.read(DecisionLog.concat([log, back]).block()))
+    assert two.lines() == lines + lines and two.logged() == log.decisions() * 2
+    for r, d in zip(requests, log.decisions(), strict=True):
+        if not r.consent:
+            assert d.context is None and d.segments == {}
     # What the in-process join takes: the same decisions without their probability vectors.
     bare = msgspec.Raw(b"{}")
     assert log.for_join() == [msgspec.structs.replace(d, slots={

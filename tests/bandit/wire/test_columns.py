@@ -1,0 +1,120 @@
+"""The binary decision block (``cmab.decisions/2``, bandit.wire.columns): it holds exactly the
+decisions of the text lines it replaces, never carries a consent-less decision's context, and
+is never laxer than the text blocks it replaces: any damage is refused with a reason
+(InvalidInputError), and whatever it accepts, the text path accepts line by line."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandit.engine.decisionlog import DecisionLog
+from bandit.errors import InvalidInputError
+from bandit.wire import columns
+from streams.codec import decode_decisions
+from tests import streamdata
+
+S = streamdata.make(60, seed=5)
+LOG = DecisionLog.concat(S.logs)
+BLOCK = LOG.block()
+_HEAD = len(BLOCK) - len(BLOCK.split(b"\n", 1)[1])
+
+
+def _body(value: bytes) -> columns.Block:
+    return msgspec.msgpack.decode(value[_HEAD:], type=columns.Block)
+
+
+def _with(n: int, block: columns.Block) -> bytes:
+    return columns.write(block, n)
+
+
+def test_a_block_holds_the_lines_it_replaces_and_no_consent_less_context():
+    back = DecisionLog.of_block(columns.read(BLOCK))
+    assert back.lines() == [line for _, line in S.decisions]
+    assert back.logged() == LOG.decisions()
+    gone = [d for d, given in S.consent.items() if not given]
+    assert gone
+    for d in back.logged():
+        if d.decision_id in gone:
+            assert d.context is None and d.segments == {}
+    # The context travels in one column, one entry per consenting decision: nothing names a
+    # consent-less one.
+    private = msgspec.json.decode(_body(BLOCK).private or b"[]")
+    assert len(private) == sum(S.consent.values())
+
+
+def test_blocks_are_cut_by_partition_count_and_size():
+    made = LOG.blocks(3, max_bytes=4000, max_examples=7)
+    for p, records in made.items():
+        for key, value in records:
+            cols = columns.read(value)
+            assert 1 <= len(cols) <= 7 and key == cols.decision_ids[0].encode()
+            assert len(value) <= 4000 or len(cols) == 1
+            assert set(streamdata.partition_of(cols.decision_ids, 3).tolist()) == {p}
+    order = [d for records in made.values() for _, v in records for d in columns.read(v)
+             .decision_ids]
+    assert sorted(order) == sorted(d for d, _ in S.decisions)
+
+
+def _refused(value: bytes | None, *words: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        columns.read(value)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_damage_is_refused_with_its_reason():
+    block = _body(BLOCK)
+    n = len(LOG)
+    slot = block.slots[0]
+    _refused(None, "no 'cmab.decisions/2' header")
+    _refused(b"cmab.decisions/2 x\n", "count")
+    _refused(BLOCK[:-3], "damaged")
+    _refused(_with(n + 1, block), "ts: expected 61 values")
+    bad = np.frombuffer(slot.propensity, dtype="<f8").copy()
+    bad[4] = np.nan
+    _refused(_with(n, msgspec.structs.replace(block, slots=[msgspec.structs.replace(
+        slot, propensity=bad.tobytes())] + block.slots[1:])), "decision 5", "propensity")
+    arms = np.frombuffer(slot.arms, dtype="<i4").copy()
+    arms[2] = len(slot.arm_ids)
+    _refused(_with(n, msgspec.structs.replace(block, slots=[msgspec.structs.replace(
+        slot, arms=arms.tobytes())] + block.slots[1:])), "decision 3", "arm index")
+    _refused(_with(n, msgspec.structs.replace(block, campaign="-x")), "name pattern")
+    ts = np.frombuffer(block.ts, dtype="<i8").copy()
+    ts[0] = -1
+    _refused(_with(n, msgspec.structs.replace(block, ts=ts.tobytes())), "decision 1", "ts")
+    # One context more than decisions made with consent: it would belong to one without.
+    extra = block.private[:-1] + b',{"context":{"engagement":1.0},"segments":{}}]'
+    _refused(_with(n, msgspec.structs.replace(block, private=extra)), "one per decision made")
+    vectors = slot.vectors.replace(b":", b";", 1)
+    _refused(_with(n, msgspec.structs.replace(block, slots=[msgspec.structs.replace(
+        slot, vectors=vectors)] + block.slots[1:])), "probabilities")
+    vectors = slot.vectors.replace(b",", b",\n", 1)
+    ends = np.frombuffer(slot.ends, dtype="<u4") + 1
+    _refused(_with(n, msgspec.structs.replace(block, slots=[msgspec.structs.replace(
+        slot, vectors=vectors, ends=ends.astype("<u4").tobytes())] + block.slots[1:])),
+        "probabilities")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_damaged_bytes_are_refused_or_hold_only_valid_decisions(data):
+    """Any byte of a block changed, or the block cut: refused with InvalidInputError, or every
+    decision it holds is one the text path accepts as the same decision (its lines decoded as
+    the worker decodes cmab.decisions/1, which reads a probability vector's names and numbers
+    where it uses it as a dict)."""
+    value = bytearray(BLOCK)
+    if data.draw(st.booleans()):
+        for _ in range(data.draw(st.integers(1, 4))):
+            value[data.draw(st.integers(0, len(value) - 1))] = data.draw(st.integers(0, 255))
+    else:
+        value = value[:data.draw(st.integers(0, len(value) - 1))]
+    try:
+        read = columns.read(bytes(value))
+    except InvalidInputError:
+        return
+    log = DecisionLog.of_block(read)
+    assert decode_decisions(log.lines()) == log.logged()
