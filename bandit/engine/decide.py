@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from bandit.engine.campaign import (
     _Campaign,
@@ -172,7 +171,7 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
     arms: list[str] = []
     slots: list[str] = []
     numbers: list[float] = []  # per slot: propensity, expected reward, exploration bonus
-    explanations: list[str] = []
+    explanations: list[list[dict[str, Any]] | None] = []
     logged: list[SlotColumns] = []
     for s in c.slots:
         x = _slot_row(s, base, chosen)
@@ -188,12 +187,12 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
             policy, xp = (s.policy, x) if consent else (s.fallback, _ONE)
             a, p, mean, bonus = policy.decide_row(
                 xp if policy.dim else xp[:0], mask, draws[s.index, :2 + len(s.arm_ids)])
-        explanation = "null"
+        explanation = None
         if r.explain:
             e = explain(s, x[None, :], np.array([a], dtype=np.int64),
                         np.array([not holdout and consent]))[0]
             if e is not None:
-                explanation = orjson.dumps([item.model_dump() for item in e]).decode()
+                explanation = [item.model_dump() for item in e]
         chosen[s.spec.name] = a
         arms.append(s.arm_ids[a])
         slots.append(s.spec.name)
