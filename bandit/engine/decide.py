@@ -172,7 +172,7 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
     slots: list[str] = []
     numbers: list[float] = []  # per slot: propensity, expected reward, exploration bonus
     explanations: list[list[dict[str, Any]] | None] = []
-    logged: list[SlotColumns] = []
+    logged: list[tuple[_Slot, tuple[np.ndarray, np.ndarray] | tuple[None, None]]] = []
     for s in c.slots:
         x = _slot_row(s, base, chosen)
         a, p, mean, bonus = s.default, 1.0, 0.0, 0.0
@@ -209,12 +209,19 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
                 P, allowed = np.zeros((1, k)), np.zeros((1, k), dtype=bool)
                 P[0, a], allowed[0, a] = 1.0, True
                 vector = (P, allowed)
-            logged.append(SlotColumns(s.spec.name, list(s.arm_ids), np.array([a]),
-                                      np.array([p]), np.array([mean]), np.array([bonus]),
-                                      None, *vector))
-    log = None if ts is None else DecisionLog(
-        r.campaign, [decision_id], [subjects.pseudonym(r.user_id)], ts, c.version,
-        np.array([holdout]), np.array([bool(consent)]), [r.context], [r.segments], logged)
+            logged.append((s, vector))
+    log = None
+    if ts is not None:
+        # Each slot's (1,) columns are views of two arrays: two allocations per decision, not
+        # four per slot.
+        indices, values = np.array(list(chosen.values())), np.array(numbers)
+        log = DecisionLog(
+            r.campaign, [decision_id], [subjects.pseudonym(r.user_id)], ts, c.version,
+            np.array([holdout]), np.array([bool(consent)]), [r.context], [r.segments],
+            [SlotColumns(s.spec.name, list(s.arm_ids), indices[j:j + 1],
+                         values[3 * j:3 * j + 1], values[3 * j + 1:3 * j + 2],
+                         values[3 * j + 2:3 * j + 3], None, *vector)
+             for j, (s, vector) in enumerate(logged)])
     text = one_json(decision_id, r.campaign, r.user_id, holdout, c.version, slots, arms,
                     numbers, explanations)
     return OneDecision(text, r.campaign, slots, arms, log)
