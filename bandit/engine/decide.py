@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from bandit.engine.campaign import (
     _Campaign,
@@ -172,8 +171,8 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
     arms: list[str] = []
     slots: list[str] = []
     numbers: list[float] = []  # per slot: propensity, expected reward, exploration bonus
-    explanations: list[str] = []
-    logged: list[SlotColumns] = []
+    explanations: list[list[dict[str, Any]] | None] = []
+    logged: list[tuple[_Slot, tuple[np.ndarray, np.ndarray] | tuple[None, None]]] = []
     for s in c.slots:
         x = _slot_row(s, base, chosen)
         a, p, mean, bonus = s.default, 1.0, 0.0, 0.0
@@ -188,12 +187,12 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
             policy, xp = (s.policy, x) if consent else (s.fallback, _ONE)
             a, p, mean, bonus = policy.decide_row(
                 xp if policy.dim else xp[:0], mask, draws[s.index, :2 + len(s.arm_ids)])
-        explanation = "null"
+        explanation = None
         if r.explain:
             e = explain(s, x[None, :], np.array([a], dtype=np.int64),
                         np.array([not holdout and consent]))[0]
             if e is not None:
-                explanation = orjson.dumps([item.model_dump() for item in e]).decode()
+                explanation = [item.model_dump() for item in e]
         chosen[s.spec.name] = a
         arms.append(s.arm_ids[a])
         slots.append(s.spec.name)
@@ -210,12 +209,19 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
                 P, allowed = np.zeros((1, k)), np.zeros((1, k), dtype=bool)
                 P[0, a], allowed[0, a] = 1.0, True
                 vector = (P, allowed)
-            logged.append(SlotColumns(s.spec.name, list(s.arm_ids), np.array([a]),
-                                      np.array([p]), np.array([mean]), np.array([bonus]),
-                                      None, *vector))
-    log = None if ts is None else DecisionLog(
-        r.campaign, [decision_id], [subjects.pseudonym(r.user_id)], ts, c.version,
-        np.array([holdout]), np.array([bool(consent)]), [r.context], [r.segments], logged)
+            logged.append((s, vector))
+    log = None
+    if ts is not None:
+        # Each slot's (1,) columns are views of two arrays: two allocations per decision, not
+        # four per slot.
+        indices, values = np.array(list(chosen.values())), np.array(numbers)
+        log = DecisionLog(
+            r.campaign, [decision_id], [subjects.pseudonym(r.user_id)], ts, c.version,
+            np.array([holdout]), np.array([bool(consent)]), [r.context], [r.segments],
+            [SlotColumns(s.spec.name, list(s.arm_ids), indices[j:j + 1],
+                         values[3 * j:3 * j + 1], values[3 * j + 1:3 * j + 2],
+                         values[3 * j + 2:3 * j + 3], None, *vector)
+             for j, (s, vector) in enumerate(logged)])
     text = one_json(decision_id, r.campaign, r.user_id, holdout, c.version, slots, arms,
                     numbers, explanations)
     return OneDecision(text, r.campaign, slots, arms, log)

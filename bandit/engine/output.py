@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -166,19 +166,17 @@ class DecisionBatch:
 
 def one_json(decision_id: str, campaign: str, user_id: str, holdout: bool, model_version: int,
              slots: list[str], arms: list[str], numbers: list[float],
-             explanations: list[str]) -> str:
-    """One decision's JSON text, byte for byte ``DecisionBatch.ndjson``'s line for it, written
-    with f-strings: the batch writer's column machinery costs more than a single decision.
+             explanations: list[list[dict[str, Any]] | None]) -> str:
+    """One decision's JSON text, byte for byte ``DecisionBatch.ndjson``'s line for it, in one
+    ``orjson.dumps`` of its fields: the batch writer's column machinery costs more than a
+    single decision, and orjson writes a float as it writes a float64 array's items.
     ``numbers`` holds per slot the propensity, expected reward and exploration bonus;
-    ``explanations`` per slot its JSON text ("null" without one)."""
-    # The floats as ndjson writes them: orjson over a float64 array.
-    texts = orjson.dumps(np.array(numbers, dtype=np.float64),
-                         option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
-    dumps = orjson.dumps
-    parts = [f'{{"slot":{dumps(slot).decode()},"arm":{dumps(arm).decode()},'
-             f'"propensity":{texts[3 * j]},"expected_reward":{texts[3 * j + 1]},'
-             f'"exploration_bonus":{texts[3 * j + 2]},"explanation":{explanations[j]}}}'
-             for j, (slot, arm) in enumerate(zip(slots, arms, strict=True))]
-    return (f'{{"decision_id":"{decision_id}","campaign":{dumps(campaign).decode()},'
-            f'"user_id":{dumps(user_id).decode()},"holdout":{"true" if holdout else "false"},'
-            f'"model_version":{dumps(model_version).decode()},"slots":[{",".join(parts)}]}}')
+    ``explanations`` per slot its contributions' dicts (None without one)."""
+    return orjson.dumps({
+        "decision_id": decision_id, "campaign": campaign, "user_id": user_id,
+        "holdout": holdout, "model_version": model_version,
+        "slots": [{"slot": slot, "arm": arm, "propensity": float(numbers[3 * j]),
+                   "expected_reward": float(numbers[3 * j + 1]),
+                   "exploration_bonus": float(numbers[3 * j + 2]),
+                   "explanation": explanations[j]}
+                  for j, (slot, arm) in enumerate(zip(slots, arms, strict=True))]}).decode()
