@@ -32,6 +32,34 @@ def ridge(arms, X, rewards, n_arms, l2=1.0):
     return theta, A_inv
 
 
+def mean_sums(arms, X, rewards, n_arms, weights=None):
+    """Linear TS's extra sums: reward_sums_a = sum w r, x_sums_a = sum w x."""
+    w = np.ones(len(arms)) if weights is None else weights
+    reward_sums, x_sums = np.zeros(n_arms), np.zeros((n_arms, X.shape[1]))
+    for a, x, r, wi in zip(arms, X, rewards, w, strict=True):
+        reward_sums[a] += wi * r
+        x_sums[a] += wi * x
+    return reward_sums, x_sums
+
+
+def centred_ridge(arms, X, rewards, n_arms, l2=1.0, weights=None):
+    """Linear TS with its prior centred on the pooled mean reward m = sum w r / sum w (0 with
+    no events): per-arm theta = A^-1 sum w (r - m) x, A^-1 and m; arm a's mean at x is
+    m + theta_a . x."""
+    w = np.ones(len(arms)) if weights is None else weights
+    m = float(np.dot(w, rewards) / w.sum()) if len(arms) and w.sum() > 0 else 0.0
+    S, b, _ = sums(arms, X, rewards - m, n_arms, w)
+    A_inv = np.array([np.linalg.inv(l2 * np.eye(X.shape[1]) + S[a]) for a in range(n_arms)])
+    theta = np.array([A_inv[a] @ b[a] for a in range(n_arms)])
+    return theta, A_inv, m
+
+
+def lints_means(arms, X, rewards, Q, n_arms, l2=1.0, weights=None):
+    """Linear TS's mean m + theta_a . q per query and arm (``centred_ridge``)."""
+    theta, _, m = centred_ridge(arms, X, rewards, n_arms, l2, weights)
+    return np.array([[m + theta[a] @ q for a in range(n_arms)] for q in Q])
+
+
 def linucb(arms, X, rewards, Q, n_arms, alpha, l2=1.0):
     """Li et al. 2010, Algorithm 1 scores theta_a.x + alpha sqrt(x^T A_a^-1 x) for queries Q."""
     theta, A_inv = ridge(arms, X, rewards, n_arms, l2)

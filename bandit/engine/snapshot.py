@@ -18,7 +18,11 @@ with none: subscribers get new pseudonyms, and their decisions logged before kee
 The erasure ledger is ``ledger/<i>/<group>/<column>`` per chunk, with its meta under
 ``ledger``; a ledger stored apart (the stream worker's, ``Ledger.apart``) has arrays for its
 open chunks only, and its sealed chunks as references in the meta (``Ledger.state``), read back
-by ``Ledger.load`` after the snapshot."""
+by ``Ledger.load`` after the snapshot.
+
+A linear TS slot's state written before it kept its sums of rewards and contexts (for its prior
+centred on the mean reward) cannot be derived from the other sums: ``LinTS.from_state`` refuses
+it with IncompatibleStateError, and the snapshot does not load."""
 
 from __future__ import annotations
 

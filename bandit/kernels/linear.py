@@ -4,6 +4,8 @@ Pure functions over C-contiguous float64 / int64 / bool arrays; outputs go into 
 arrays. Shapes: ``S`` (k, d, d) raw sums of x x^T (no prior), ``b`` (k, d) sums of r x,
 ``counts`` (k,) event weights, ``Ainv`` (k, d, d) inverses of ``A = l2 * I + S`` and ``theta``
 (k, d) ridge estimates (both derived from the sums, never part of the state), ``X`` (n, d).
+Linear TS also keeps ``reward_sums`` (k,) sums of w r and ``x_sums`` (k, d) sums of w x, for a
+prior centred on the pooled mean reward (``accumulate_means``, ``learn_one_centred``).
 
 Small products are written as loops: at d <= 64 they are as fast as BLAS calls from Numba and
 need no SciPy at compile time.
@@ -42,6 +44,73 @@ def accumulate(S, b, counts, arms, X, rewards, weights):
             b[a, j] += wx * rewards[i]
             for m in range(d):
                 S[a, j, m] += wx * X[i, m]
+
+
+@njit(cache=True, fastmath=_ORDERED)
+def accumulate_means(reward_sums, x_sums, arms, X, rewards, weights):
+    """Add a batch of weighted events to the per-arm sums of w r (k,) and w x (k, d), row
+    after row, like ``accumulate``."""
+    d = X.shape[1]
+    for i in range(X.shape[0]):
+        a = arms[i]
+        w = weights[i]
+        reward_sums[a] += w * rewards[i]
+        for j in range(d):
+            x_sums[a, j] += w * X[i, j]
+
+
+@njit(cache=True, fastmath=_FAST)
+def learn_one_centred(S, b, counts, reward_sums, x_sums, Ainv, theta_b, theta_s, theta, arm, x,
+                      reward, weight):
+    """``learn_one`` for a prior centred on the pooled mean reward m = sum reward_sums /
+    sum counts: also adds the event to reward_sums and x_sums, updates arm's theta_b = A^-1 b
+    and theta_s = A^-1 x_sums by Sherman-Morrison (the same u and c), then every arm's
+    theta = theta_b - m theta_s (the fit to the rewards less m) in O(k d). Returns m, or NaN,
+    touching nothing, when x or reward is not finite."""
+    d = x.shape[0]
+    if not math.isfinite(reward):
+        return np.nan
+    for j in range(d):
+        if not math.isfinite(x[j]):
+            return np.nan
+    u = np.empty(d)
+    xu = 0.0
+    xb = 0.0
+    xs = 0.0
+    for j in range(d):
+        acc = 0.0
+        for m in range(d):
+            acc += Ainv[arm, j, m] * x[m]
+        u[j] = acc
+        xu += x[j] * acc
+        xb += x[j] * theta_b[arm, j]
+        xs += x[j] * theta_s[arm, j]
+    c = 1.0 + weight * xu
+    gb = weight * (reward - xb) / c
+    gs = weight * (1.0 - xs) / c
+    h = weight / c
+    counts[arm] += weight
+    reward_sums[arm] += weight * reward
+    for j in range(d):
+        wx = weight * x[j]
+        b[arm, j] += wx * reward
+        x_sums[arm, j] += wx
+        theta_b[arm, j] += gb * u[j]
+        theta_s[arm, j] += gs * u[j]
+        hu = h * u[j]
+        for m in range(d):
+            S[arm, j, m] += wx * x[m]
+            Ainv[arm, j, m] -= hu * u[m]
+    total = 0.0
+    rewards = 0.0
+    for a in range(counts.shape[0]):
+        total += counts[a]
+        rewards += reward_sums[a]
+    mean = rewards / total if total > 0.0 else 0.0
+    for a in range(theta.shape[0]):
+        for j in range(d):
+            theta[a, j] = theta_b[a, j] - mean * theta_s[a, j]
+    return mean
 
 
 @njit(cache=True, fastmath=_FAST)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from scipy import special
 
-from bandit.errors import InvalidInputError
+from bandit.errors import IncompatibleStateError, InvalidInputError
 from bandit.kernels import choice, linear, single
 from bandit.policies.base import Policy, Rng, _as_rng, _DrawBuffer, _finite_float, _ridge_inverse
 
@@ -79,7 +79,8 @@ class _LinearScoring(Policy):
 
     def contributions(self, X: Any, arms: Any) -> np.ndarray:
         """(n, dim): theta_a[j] * x[j], each feature's share of the chosen arm's expected reward
-        (for hybrid LinUCB, of the arm's effective coefficient, shared part included)."""
+        (for hybrid LinUCB, of the arm's effective coefficient, shared part included; for
+        linear TS, of what the arm's expected reward exceeds the pooled mean reward by)."""
         X = self._contexts(X)
         arms = self._arm_array(arms, X.shape[0])
         self._refresh()
@@ -141,7 +142,7 @@ class _LinearScoring(Policy):
 class _DisjointLinear(_LinearScoring):
     """A ridge model per arm: A_a = l2 I + sum x x^T (kept as the raw sum S_a), b_a = sum r x."""
 
-    _sum_names = ("S", "b", "counts")
+    _sum_names: ClassVar[tuple[str, ...]] = ("S", "b", "counts")
     _per_arm = frozenset(_sum_names)
     _grams = ("S",)
 
@@ -180,11 +181,16 @@ class _DisjointLinear(_LinearScoring):
             Ainv = None
         Ainv = _ridge_inverse(Ainv, S, self.l2)
         self._Ainv[idx] = Ainv
-        self._theta[idx] = (Ainv @ b[..., None])[..., 0]
+        self._fit(idx, Ainv, b, now)
         self._stale[idx] = False
         self._dirty = False
         for a in idx:
             self._updates[a] = 0
+
+    def _fit(self, idx: np.ndarray, Ainv: np.ndarray, b: np.ndarray, now: float) -> None:
+        """The estimates of arms ``idx`` from their new inverses and b, both at the newest
+        event time (``now``: the factor that brought the sums there)."""
+        self._theta[idx] = (Ainv @ b[..., None])[..., 0]
 
     def _grow(self, features: np.ndarray | None) -> None:
         self._grow_arrays()
@@ -214,10 +220,15 @@ class _DisjointLinear(_LinearScoring):
             self._dirty = True
             self._refresh()
         r = reward if type(reward) is float else self._reward(reward)
-        ok = linear.learn_one(self._S, self._b, self._counts, self._Ainv, self._theta, a, x, r, 1.0)
-        if not ok:
+        if not self._learn_row(a, x, r):
             raise InvalidInputError(f"x or reward: contains NaN or inf (reward={reward!r})")
         self._updates[a] += 1
+
+    def _learn_row(self, a: int, x: np.ndarray, r: float) -> bool:
+        """One event into the sums, the arm's inverse and the estimates; False, touching
+        nothing, when x or r is not finite."""
+        return bool(linear.learn_one(self._S, self._b, self._counts, self._Ainv, self._theta,
+                                     a, x, r, 1.0))
 
     def _params(self) -> dict[str, Any]:
         return {"n_arms": self.n_arms, "dim": self.dim, "l2": self.l2,
@@ -275,27 +286,82 @@ class EpsilonGreedy(_DisjointLinear):
 
 
 class LinTS(_DisjointLinear):
-    """Linear Thompson sampling: arm a's score is drawn from N(theta_a . x, v^2 x^T A_a^-1 x).
+    """Linear Thompson sampling: arm a's score is drawn from N(m + theta_a . x, v^2 x^T A_a^-1 x).
+
+    The prior is centred on the pooled mean reward m (every arm's rewards over every arm's
+    events; 0 before any): theta_a is the ridge fit to the rewards less m, so an arm not yet
+    tried scores about m rather than 0. With a prior mean of 0, the first arm tried looks
+    better than every untried one by about the mean reward, more than a small ``v`` explores,
+    and a policy learning an event at a time locks onto it. The sums of rewards
+    (``reward_sums``) and of contexts (``x_sums``) per arm give theta_a = A_a^-1 (b_a -
+    m x_sums_a) exactly under merges, decay and forgetting, as the other sums do; a state
+    written before they were kept is refused (``from_state``).
 
     Drawing the score per decision is the same as drawing theta_a ~ N(theta_hat, v^2 A_a^-1) per
     decision, at O(d^2) instead of O(d^3). ``v`` is about the reward noise's standard deviation
     (0.2 suits click rewards). The draws are independent across arms, so the probability that
     an arm wins is a one-dimensional integral, computed by quadrature.
 
-    >>> policy = LinTS(n_arms=2, dim=1, v=0.1, rng=0)
-    >>> policy.learn_many(np.array([0] * 50), np.ones((50, 1)), np.ones(50))
-    >>> policy.propensities(np.array([[1.0]])).round(3)
-    array([[1., 0.]])
+    >>> policy = LinTS(n_arms=3, dim=1, v=0.1, rng=0)
+    >>> policy.learn_many(np.array([0, 1] * 50), np.ones((100, 1)), np.tile([1.0, 0.0], 50))
+    >>> policy.scores(np.array([[1.0]])).round(2)
+    array([[0.99, 0.01, 0.5 ]])
     """
 
     kind = "lin_ts"
     _bonus_scale = "v"
+    _sum_names = ("S", "b", "counts", "reward_sums", "x_sums")
+    _per_arm = frozenset(_sum_names)
 
     def __init__(self, n_arms: int, dim: int, v: float = 0.2, l2: float = 1.0,
                  half_life_ms: float | None = None, rng: Rng = None) -> None:
         super().__init__(n_arms, dim, l2=l2, epsilon=0.0, half_life_ms=half_life_ms, rng=rng)
         self.v = _finite_float("v", v, low=0.0, low_open=True)
         self._normals = _DrawBuffer(self._rng, self.n_arms, normal=True)
+        k, d = self.n_arms, self.dim
+        self._reward_sums = np.zeros(k)
+        self._x_sums = np.zeros((k, d))
+        self._theta_b = np.zeros((k, d))  # A^-1 b
+        self._theta_s = np.zeros((k, d))  # A^-1 x_sums
+        self._offset = 0.0  # the pooled mean reward m
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], *, rng: Rng = None) -> Self:
+        """Rebuild a policy from ``state()``. A state without the sums of rewards and contexts
+        (written before the prior was centred on the mean reward) is refused: they cannot be
+        derived from the others; learn the logged events again."""
+        arrays = state.get("arrays") if isinstance(state, dict) else None
+        if isinstance(arrays, dict) and state.get("kind") == cls.kind:
+            missing = [name for name in ("reward_sums", "x_sums") if name not in arrays]
+            if missing:
+                raise IncompatibleStateError(
+                    f"{cls.kind}: state has no array {missing[0]!r} (written before linear TS "
+                    "centred its prior on the mean reward, which needs it); learn the logged "
+                    "events again")
+        return super().from_state(state, rng=rng)
+
+    def _fit(self, idx: np.ndarray, Ainv: np.ndarray, b: np.ndarray, now: float) -> None:
+        self._theta_b[idx] = (Ainv @ b[..., None])[..., 0]
+        self._theta_s[idx] = now * (Ainv @ self._x_sums[idx][..., None])[..., 0]
+        # The pooled mean moves with every event, so every arm's estimate does (O(k d)); the
+        # decay factor scales both sums alike and leaves it as it is.
+        total = float(self._counts.sum())
+        self._offset = float(self._reward_sums.sum()) / total if total > 0.0 else 0.0
+        np.subtract(self._theta_b, self._offset * self._theta_s, out=self._theta)
+
+    def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
+                    weights: np.ndarray) -> None:
+        linear.accumulate_means(self._reward_sums, self._x_sums, arms, X, rewards, weights)
+        super()._accumulate(arms, X, rewards, weights)
+
+    def _learn_row(self, a: int, x: np.ndarray, r: float) -> bool:
+        offset = linear.learn_one_centred(
+            self._S, self._b, self._counts, self._reward_sums, self._x_sums, self._Ainv,
+            self._theta_b, self._theta_s, self._theta, a, x, r, 1.0)
+        if offset != offset:  # NaN: x or r not finite
+            return False
+        self._offset = offset
+        return True
 
     def _noise(self, n: int, rng: Rng | np.ndarray) -> np.ndarray:
         if isinstance(rng, np.ndarray):  # caller's uniforms, through the normal quantile
@@ -311,7 +377,14 @@ class LinTS(_DisjointLinear):
 
     def _grow(self, features: np.ndarray | None) -> None:
         super()._grow(features)
+        d = self.dim
+        self._theta_b = np.ascontiguousarray(np.concatenate([self._theta_b, np.zeros((1, d))]))
+        self._theta_s = np.ascontiguousarray(np.concatenate([self._theta_s, np.zeros((1, d))]))
         self._normals = _DrawBuffer(self._rng, self.n_arms, normal=True)
+
+    def _expectation(self, X: np.ndarray, arms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, bonus = super()._expectation(X, arms)
+        return mean + self._offset, bonus
 
     def decide_row(self, x: np.ndarray, mask: np.ndarray | None,
                    u: np.ndarray) -> tuple[int, float, float, float]:
@@ -323,7 +396,7 @@ class LinTS(_DisjointLinear):
             self.v, _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, _MILLS)
         if arm < 0:
             return Policy.decide_row(self, x, mask, u)
-        return arm, p, mean, bonus
+        return arm, p, mean + self._offset, bonus
 
     def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
                 with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -348,7 +421,9 @@ class LinTS(_DisjointLinear):
         return out
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        return self._moments(X)[0]
+        # The pooled mean is every arm's, so the choices and their probabilities (from the
+        # moments without it) are the same with it.
+        return self._moments(X)[0] + self._offset
 
     def _params(self) -> dict[str, Any]:
         params = super()._params()

@@ -302,7 +302,8 @@ def test_per_event_learning_does_not_drift_from_the_sums(rng, cls):
     batch.learn_many(arms, X, r)
     Q = rng.normal(size=(50, d))
     np.testing.assert_allclose(incremental.scores(Q), batch.scores(Q), rtol=1e-9, atol=1e-9)
-    theta_ref, _ = reference.ridge(arms, X, r, k)
+    theta_ref = (reference.centred_ridge(arms, X, r, k)[0] if cls is LinTS
+                 else reference.ridge(arms, X, r, k)[0])
     np.testing.assert_allclose(incremental._theta, theta_ref, rtol=1e-9, atol=1e-9)
 
 
@@ -393,7 +394,8 @@ def test_thompson_propensity_matches_quadrature_twin(rng):
     arms, X, r = _stream(8)
     policy = LinTS(K, D, v=0.4, rng=0)
     policy.learn_many(arms, X, r)
-    mean, sd = reference.moments(arms, X, r, X[:3], K)
+    _, sd = reference.moments(arms, X, r, X[:3], K)
+    mean = reference.lints_means(arms, X, r, X[:3], K)  # its prior centred on the mean reward
     for i in range(3):
         np.testing.assert_allclose(policy.propensities(X[i : i + 1])[0],
                                    reference.gaussian_max_probabilities(mean[i], 0.4 * sd[i]),
