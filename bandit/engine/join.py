@@ -6,8 +6,8 @@ the batching, so the in-process event path and the stream worker share it.
 A decision comes from the decision log (``LoggedDecision``; or many as one run of columns,
 a ``DecisionLog`` read from a binary block, joined with the same outcome as its decisions one
 by one) or as a legacy impression (a decision logged by its sender, sent at once; an
-impression of a decision already logged is its send). A campaign activated by decisions learns a decision from the time it was made; one
-activated by sends holds it until its ``Send`` comes, and a decision not sent within the
+impression of a decision already logged is its send). A campaign activated by decisions
+learns a decision from the time it was made; one activated by sends holds it until its ``Send`` comes, and a decision not sent within the
 campaign's ``activation_window_ms`` leaves unlearned (counted: ``excluded["unsent"]``). The
 window of an active decision closes once the watermark (the newest event time seen) is past
 its activation + ``attribution_window_ms``. Outcomes (open, click, conversion, unsubscribe,
