@@ -3,19 +3,19 @@
 Pure logic in event time, no I/O and no clock: the same events give the same output whatever
 the batching, so the in-process event path and the stream worker share it.
 
-A decision comes from the decision log (``LoggedDecision``; or many as one run of columns,
-a ``DecisionLog`` read from a binary block, joined with the same outcome as its decisions one
-by one) or as a legacy impression (a decision logged by its sender, sent at once; an
-impression of a decision already logged is its send). A campaign activated by decisions
-learns a decision from the time it was made; one activated by sends holds it until its ``Send`` comes, and a decision not sent within the
-campaign's ``activation_window_ms`` leaves unlearned (counted: ``excluded["unsent"]``). The
-window of an active decision closes once the watermark (the newest event time seen) is past
-its activation + ``attribution_window_ms``. Outcomes (open, click, conversion, unsubscribe,
-complaint, bounce) count when they fall within their type's window after the send; an outcome
-flagged ``machine`` and a click within the campaign's ``scanner_ms`` of the send are counted
-apart (``excluded``) and never learned. Per slot, each outcome type's amounts are aggregated
-by the type's rule (sum, max, first) and the reward is the weighted sum over the types the
-campaign's ``reward`` weighs (its default reward when none counted).
+A decision comes from the decision log (``LoggedDecision``; or many as one run of columns, a
+``DecisionLog`` read from a binary block, joined with the same outcome as its decisions one by
+one) or as a legacy impression (a decision logged by its sender, sent at once; an impression of
+a decision already logged is its send). A campaign activated by decisions learns a decision
+from the time it was made; one activated by sends holds it until its ``Send`` comes, and a
+decision not sent within the campaign's ``activation_window_ms`` leaves unlearned (counted:
+``excluded["unsent"]``). The window of an active decision closes once the watermark (the newest
+event time seen) is past its activation + ``attribution_window_ms``. Outcomes (open, click,
+conversion, unsubscribe, complaint, bounce) count when they fall within their type's window
+after the send; an outcome flagged ``machine`` and a click within the campaign's ``scanner_ms``
+of the send are counted apart (``excluded``) and never learned. Per slot, each outcome type's
+amounts are aggregated by the type's rule (sum, max, first) and the reward is the weighted sum
+over the types the campaign's ``reward`` weighs (its default reward when none counted).
 
 Outcomes and sends that come before their decision (or, for outcomes, before its send) wait
 for it; what still waits a window later is an orphan. With activation by decision, a send
