@@ -3,9 +3,9 @@
 Workload S4: the weekly newsletter (simulators.email_campaign, four slots, the email reward:
 clicks, conversions, unsubscribes) decided by an engine in calls of ``CALL`` requests, each
 call's ``DecisionLog`` captured through ``Engine.decision_sink`` as the service hands it to its
-decision-log writer: n logged decisions (about 1.6 kB a line: every eligible arm's probability
-in every slot), written as the writer writes them, in blocks of one partition each
-(``DecisionLog.by_partition``, ``streams.blocks.DECISIONS``), to ``.decisions``; outcomes for
+decision-log writer: n logged decisions (every eligible arm's probability in every slot),
+written as the writer writes them, in binary blocks of one partition each
+(``DecisionLog.blocks``, ``cmab.decisions/2``), to ``.decisions``; outcomes for
 ``OUTCOME_SHARE`` of the decisions on ``.events`` (a click where the simulator's subscriber
 clicks, else an open; a conversion with a value for a tenth of the clickers), then a watermark
 that closes every window; 2 partitions.
@@ -14,7 +14,7 @@ The rate is decisions per second. REFERENCE: kafka-python consuming the same n d
 written one per record on a separate topic of the same broker, in the same run (a consumer
 assigned to every partition, touching each value, nothing else): the rate the issue compares
 to (target >= 1.0x, moonshot >= 3x). FLOOR: a consume of the worker's own inputs (blocks and
-events) with each poll split into lines and decoded by the worker's decoders, nothing else:
+events) with each poll's blocks read as columns and its events decoded, nothing else:
 the least a worker of this design does. The worker is timed from its first batch to the last
 checkpoint, so the group join is not counted; it runs in this process, one worker on both
 partitions, and also reads the events (the reference reads decisions only). The three run in
@@ -62,12 +62,13 @@ from kafka.admin import NewTopic
 from bandit.engine import Engine
 from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.ledger import Found
+from bandit.wire import columns
 from benchmarks.common import ratio, record
 from simulators.demo import CAMPAIGN as DEMO_CAMPAIGN
 from simulators.email_campaign import SLOTS, EmailCampaign, Subscribers
 from streams import blocks
 from streams.broker import LocalBroker
-from streams.codec import decode_decisions, decode_many, encode
+from streams.codec import decode_many, encode
 from streams.kafka import KafkaTransport, producer
 from streams.memory import MemoryLog, MemoryTransport
 from streams.publish import Publisher
@@ -104,12 +105,13 @@ class Workload:
         return sum(len(log) for log in self.logs)
 
     def blocks(self, partitions: int) -> dict[int, list[tuple[bytes, bytes]]]:
-        """Each partition's decision blocks (key, value), as the decision-log writer packs
-        them (``streams.decisionlog``: per call, its lines by partition, then blocks)."""
+        """Each partition's decision blocks (key, value), as the decision-log writer makes
+        them (``streams.decisionlog``: per call, ``cmab.decisions/2`` blocks by partition)."""
         out: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(partitions)}
         for log in self.logs:
-            for p, items in log.by_partition(partitions).items():
-                out[p] += blocks.DECISIONS.pack(items)
+            for p, made in log.blocks(partitions, blocks.MAX_BLOCK_BYTES,
+                                      blocks.MAX_BLOCK_EXAMPLES).items():
+                out[p] += made
         return out
 
     def lines(self) -> list[tuple[str, bytes]]:
@@ -257,8 +259,8 @@ def _raw(bootstrap: str, topic: str, total: int) -> float:
 
 
 def _floor(bootstrap: str, topics: Topics, total: int) -> float:
-    """A consume of the worker's inputs, each poll's blocks split into lines and decoded
-    (decode_decisions) and its events decoded (decode_many): the least any worker of this
+    """A consume of the worker's inputs, each poll's decision blocks read as columns (what the
+    worker's decode is) and its events decoded (decode_many): the least any worker of this
     design does per decision, without join, learning or output."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              allow_auto_create_topics=False, max_poll_records=POLL)
@@ -270,7 +272,8 @@ def _floor(bootstrap: str, topics: Topics, total: int) -> float:
             start = start or time.perf_counter()
             values = [r.value for r in records]
             if tp.topic == topics.decisions:
-                decode_decisions([line for v in values for line in blocks.DECISIONS.lines(v)])
+                for v in values:
+                    DecisionLog.of_block(columns.read(v))
             else:
                 decode_many(values)
             seen += len(records)
