@@ -48,6 +48,7 @@ _TOPIC_PREFIX = Field("cmab", pattern=r"^[A-Za-z0-9_-]+$",
                       description="Topics are <prefix>.decisions, .events, .state, ...")
 # The stream commands leave the prefix to streams.topics.Topics, whose error names it.
 _STREAM_PREFIX = Field("cmab", min_length=1, description="Topics are <prefix>.decisions, ...")
+_BOOTSTRAP = Field("127.0.0.1:9092", min_length=1, description="Kafka bootstrap address.")
 _PARTITIONS = Field(4, ge=1, description="Partitions of topics the command creates if missing.")
 _OTLP_ENDPOINT = Field(
     None, min_length=1, description="Export spans to this OTLP/HTTP endpoint (needs the "
@@ -178,8 +179,7 @@ class WorkerSettings(_Sourced):
     SECTION: ClassVar[str] = "worker"
     ENV: ClassVar[str] = "CMAB_WORKER_"
 
-    bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1,
-                                   description="Kafka bootstrap address.")
+    bootstrap_servers: str = _BOOTSTRAP
     topic_prefix: str = _STREAM_PREFIX
     partitions: int = _PARTITIONS
     max_pending: int = Field(
@@ -209,8 +209,7 @@ class VWLearnerSettings(_Sourced):
     SECTION: ClassVar[str] = "vw_learner"
     ENV: ClassVar[str] = "CMAB_VW_LEARNER_"
 
-    bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1,
-                                   description="Kafka bootstrap address.")
+    bootstrap_servers: str = _BOOTSTRAP
     topic_prefix: str = _STREAM_PREFIX
     partitions: int = _PARTITIONS
     group: str = Field("cmab-vw-learner", min_length=1, description="Group its .joined offsets "
