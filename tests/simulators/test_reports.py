@@ -61,7 +61,8 @@ def test_the_demo_report_shows_outcome_rates_and_lift(tmp_path):
         "click", "open", "conv.", "unsub.", "compl.", "bounce"]
 
 
-def test_the_simulation_report_shows_each_engines_outcome_table(tmp_path):
+def _simulation_report(tmp_path) -> tuple[dict, str, str]:
+    """A short Beta TS simulation's engine reports, and its report page (HTML, Markdown)."""
     env = EmailCampaign()
     engines = make_policies(["beta_ts"], env, seed=0)
     result = simulate(env, engines, 400, batch_size=200, seed=0, progress=False)
@@ -69,6 +70,11 @@ def test_the_simulation_report_shows_each_engines_outcome_table(tmp_path):
                for name, e in engines.items()}
     page = simulation.write_report(result, tmp_path, reports).read_text()
     markdown = (tmp_path / "report.md").read_text()
+    return reports, page, markdown
+
+
+def test_the_simulation_report_shows_each_engines_outcome_table(tmp_path):
+    _, page, markdown = _simulation_report(tmp_path)
     assert "## Outcomes: beta_ts" in markdown and "<h2>Outcomes: beta_ts</h2>" in page
     for kind in ("reward", *OUTCOME_TYPES):
         assert f"| {kind} |" in markdown
@@ -119,13 +125,7 @@ def test_the_demo_report_shows_the_bias_audit_as_a_heatmap(tmp_path):
 
 
 def test_the_simulation_report_shows_each_engines_heatmaps(tmp_path):
-    env = EmailCampaign()
-    engines = make_policies(["beta_ts"], env, seed=0)
-    result = simulate(env, engines, 400, batch_size=200, seed=0, progress=False)
-    reports = {name: e.report(next(iter(e._campaigns))).model_dump(mode="json")
-               for name, e in engines.items()}
-    page = simulation.write_report(result, tmp_path, reports).read_text()
-    markdown = (tmp_path / "report.md").read_text()
+    reports, page, markdown = _simulation_report(tmp_path)
     assert "## Bias audit: beta_ts" in markdown and "<h2>Bias audit: beta_ts</h2>" in page
     slots = [s["slot"] for s in reports["beta_ts"]["slots"]]
     for slot in slots:
