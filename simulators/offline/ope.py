@@ -34,10 +34,12 @@ kernel computes the point estimate and every bootstrap resample: intervals are p
 bootstrap intervals over events, with the resampled indices drawn from a seeded generator and
 shared by all estimators (SNDR's resample is the sum of two ratios: DM's and its normalized
 correction's). The kernel draws each resample where it sums it (``resampled_ratios``), and
-sums a column that several estimators share (IPS's and SNIPS's numerator) once. DM, Switch-DR and DR-OS lean on the reward model, so its fitting noise is much
-of their error: when ``evaluate`` fits the model itself, each resample refits it on the
-resampled events (``REFIT``; a resample is a count per event, so each action's Gram matrix and
-moment vector are one count-weighted sum, ``refit_reward_models``). DR's and SNDR's
+sums a column that several estimators share (IPS's and SNIPS's numerator) once. DM,
+Switch-DR and DR-OS lean on the reward model, so its fitting noise is much of their error:
+when ``evaluate`` fits the model itself, each resample refits it on the resampled events
+(``REFIT``; a resample is a count per event, so each action's Gram matrix and moment vector
+are one count-weighted sum, ``refit_reward_models``, and each refitted estimate is the
+models' parameters against count-weighted feature sums, no predictions formed). DR's and SNDR's
 corrections cancel the model's error to first order, so their resamples hold it fixed, as do
 all estimators given a ``qhat``. Weight clipping (w -> min(w, clip)) trades variance for
 a downward bias (with rewards >= 0) that each estimate states: ``clipping_bias`` is the
@@ -516,38 +518,70 @@ def _refit_boot(log: LoggedBandit, pi: np.ndarray, U: np.ndarray, V: np.ndarray,
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The resampled ratio columns of ``_COLUMNS``, (n_boot, 7) each: from the terms U, V
     (n, 7) as they are, and from the terms under the reward model refitted on each resample
-    (``fit_reward_model``'s settings, its folds drawn with ``seed``). The events are put in
-    fold and action order first (the sums do not depend on it), so each fold's predictions and
-    each model's sums read a slice."""
-    n, k = log.n, log.n_actions
+    (``fit_reward_model``'s settings, its folds drawn with ``seed``).
+
+    A prediction is linear in its model, x_i theta[f, a] + mean[f], so a resample's sum of
+    model-based terms is its models' parameters against count-weighted sums of the events'
+    features: DM's sum_i c_i sum_a pi_ia q_ia pairs theta[f, a] with sum_{i in f} c_i pi_ia x_i,
+    and a correction sum_i c_i g_i q_i,a_i (g the clipped, switched or shrunk weight) pairs
+    theta[f, a] with the sum of c_i g_i x_i over the events of fold f and action a. No resample's
+    (n, k) predictions are ever formed. The events are put in fold and action order first (the
+    sums do not depend on it), so each fold and each model reads a slice."""
+    n, k, d = log.n, log.n_actions, log.dim
     fold = _folds(n, 2, seed)
     order = np.argsort(fold * k + log.actions, kind="stable")
     position = np.empty(n, dtype=np.int64)
     position[order] = np.arange(n)
     X, actions, rewards = log.X[order], log.actions[order], log.rewards[order]
-    propensities, pi, U, V = log.propensities[order], pi[order], U[order], V[order]
-    split = int(np.searchsorted(fold[order], 1))
-    slices = (slice(0, split), slice(split, n))
+    pi, U, V = pi[order], U[order], V[order]
+    group = fold[order] * k + actions
+    bounds = np.searchsorted(group, np.arange(2 * k + 1))
+    # The correction weights of DR and SNDR (clipped), Switch-DR and DR-OS, as the term
+    # kernels compute them.
+    w = pi[np.arange(n), actions] / log.propensities[order]
+    lam = terms["os_lambda"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shrunk = w if lam == np.inf else np.where(w == 0.0, 0.0, lam * w / (w * w + lam))
+    G = np.stack([np.minimum(w, terms["clip"]), np.where(w <= terms["switch_tau"], w, 0.0),
+                  shrunk], axis=1)
+    R = G * rewards[:, None]
+    Y = np.hstack([(G[:, :, None] * X[:, None, :]).reshape(n, 3 * d), G])
+    pi_sum = pi.sum(axis=1)
+    # Events per slab of pi_ia x_i (rows, k d): bounds its memory like a chunk of resamples.
+    slab = max(1, _BOOT_CHUNK_CELLS // (k * d))
     fixed, refitted = np.empty((n_boot, U.shape[1])), np.empty((n_boot, U.shape[1]))
-    U4, V4, U3, V3 = np.empty((n, 4)), np.empty((n, 4)), np.empty((n, 3)), np.empty((n, 3))
     start = 0
     for idx in _resamples(n, n_boot, rng):
         B = idx.shape[0]
         counts = np.bincount((position[idx] + n * np.arange(B)[:, None]).ravel(),
                              minlength=B * n).reshape(B, n).astype(np.float64)
         theta, means = _refit(X, actions, rewards, fold[order], 2, k, counts, 1.0)
-        qhat = np.empty((B, n, k))
-        for f, rows in enumerate(slices):
-            qhat[:, rows] = X[rows] @ theta[:, f].transpose(0, 2, 1) + means[:, f, None, None]
+        dm = np.zeros(B)
+        predicted = np.zeros((B, 3))  # sum_i c_i g_i q_i,a_i for the three weights
+        for g in range(2 * k):
+            f, a = divmod(g, k)
+            rows = slice(bounds[g], bounds[g + 1])
+            T = counts[:, rows] @ Y[rows]
+            predicted += (T[:, :3 * d].reshape(B, 3, d) @ theta[:, f, a, :, None])[..., 0]
+            predicted += T[:, 3 * d:] * means[:, f, None]
+        for lo in range(0, n, slab):
+            rows = slice(lo, min(lo + slab, n))
+            Z = (pi[rows, :, None] * X[rows, None, :]).reshape(-1, k * d)
+            for f in np.unique(fold[order][rows]):
+                mine = np.flatnonzero(fold[order][rows] == f) + lo
+                M = counts[:, mine] @ Z[mine - lo]
+                dm += np.einsum("bj,bj->b", M, theta[:, f].reshape(B, k * d))
+                dm += means[:, f] * (counts[:, mine] @ pi_sum[mine])
+        num, den = counts @ U, counts @ V
+        correction = counts @ R - predicted
         with np.errstate(invalid="ignore", divide="ignore"):
-            fixed[start:start + B] = (counts @ U) / (counts @ V)
-            for b in range(B):
-                ope_terms(pi, qhat[b], actions, rewards, propensities, terms["clip"], U4, V4)
-                ope_more_terms(pi, qhat[b], actions, rewards, propensities, terms["clip"],
-                               terms["switch_tau"], terms["os_lambda"], U3, V3)
-                c = counts[b]
-                refitted[start + b, :4] = (c @ U4) / (c @ V4)
-                refitted[start + b, 4:] = (c @ U3) / (c @ V3)
+            fixed[start:start + B] = num / den
+            num[:, 2] = dm
+            num[:, 3] = dm + correction[:, 0]
+            num[:, 4] = correction[:, 0]
+            num[:, 5] = dm + correction[:, 1]
+            num[:, 6] = dm + correction[:, 2]
+            refitted[start:start + B] = num / den
         start += B
     return fixed, refitted
 
