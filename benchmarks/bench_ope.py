@@ -4,16 +4,21 @@ wall time of every estimator with 1,000 bootstrap resamples.
 
 - weighted sums: ``ope_terms`` (IPS, SNIPS, DM and DR terms) against a Python loop doing the
   same per event with NumPy rows;
-- bootstrap: ``bootstrap_ratios`` over 1,000 resamples against NumPy fancy indexing per
-  resample (one vectorised sum per resample);
+- bootstrap: ``resampled_ratios`` (each resample drawn where it is summed) over 1,000
+  resamples against NumPy drawing the same (1,000, n) indices, then fancy indexing per resample
+  (one vectorised sum per resample);
 - replay of a table target: ``sample_actions`` + ``replay_matches`` against a per-event loop
   (searchsorted, compare);
 - all estimators: ``ope.evaluate`` (IPS, SNIPS, DM, DR, reward model included) plus
   ``ope.replay`` of the bts policy's table, then LinUCB learning online in replay;
 - against Open Bandit Pipeline (the bench extra, never a dependency of the project): IPS,
   SNIPS, DM and DR with 1,000-resample intervals, OBP's ``estimate_interval`` beside
-  ``ope.evaluate`` on the same arrays and the same reward model (target: the project 10x
-  faster).
+  ``ope.evaluate`` on the same arrays and the same reward model, held fixed in the resamples
+  on both sides (target: the project 10x faster). The same work: OBP's four calls with
+  ``random_state=0`` resample the same 1,000 index sets for every estimator, as the project's
+  one call does; OBP draws them once per estimator, which its per-estimator API imposes. The
+  two run in paired rounds (in turns, the order reversed every other round), timed in wall
+  and in CPU seconds of this process; the ratios are medians of the per-round ratios.
 
 The dataset is loaded and parsed (``simulators.offline.obd``) before any clock starts.
 
@@ -22,6 +27,8 @@ Run on its own: ``pytest benchmarks/bench_ope.py [--quick]``.
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +60,8 @@ def terms_reference(pi, qhat, actions, rewards, propensities):
     return U.sum(axis=0) / V.sum(axis=0)
 
 
-def bootstrap_reference(U, V, idx):
+def bootstrap_reference(U, V, n_boot, seed):
+    idx = np.random.default_rng(seed).integers(0, U.shape[0], size=(n_boot, U.shape[0]))
     return np.stack([U[row].sum(axis=0) / V[row].sum(axis=0) for row in idx])
 
 
@@ -122,33 +130,31 @@ def test_terms_reference(benchmark, obd_data):
     record(benchmark, BENCH, TERMS_REF, WORKLOAD, d.log.n, "events/s")
 
 
-def _resamples(d: OBD) -> np.ndarray:
-    """The same resampled indices for both sides: 1,000 resamples (50 when quick)."""
-    return np.random.default_rng(31).integers(0, d.log.n, size=(50 if d.quick else N_BOOT,
-                                                                 d.log.n))
+def _n_boot(d: OBD) -> int:
+    """Resamples of the bootstrap benchmarks: 1,000 (50 when quick)."""
+    return 50 if d.quick else N_BOOT
 
 
 def test_bootstrap_kernel(benchmark, obd_data):
     d = obd_data
     _terms(d)
-    idx = _resamples(d)
-    out = np.empty((idx.shape[0], 4))
-    ope.bootstrap_ratios(d.U, d.V, idx[:1], out[:1])  # compile
-    benchmark.pedantic(ope.bootstrap_ratios, args=(d.U, d.V, idx, out), rounds=rounds(d.quick))
-    np.testing.assert_allclose(out, bootstrap_reference(d.U, d.V, idx), rtol=1e-9)
-    record(benchmark, BENCH, f"bootstrap {idx.shape[0]} resamples x 4 estimators, kernel",
-           WORKLOAD, idx.size, "resampled events/s",
+    out = np.empty((_n_boot(d), 4))
+    ope.resampled_ratios(d.U, d.V, np.random.default_rng(31), out[:1])  # compile
+    benchmark.pedantic(lambda: ope.resampled_ratios(d.U, d.V, np.random.default_rng(31), out),
+                       rounds=rounds(d.quick))
+    np.testing.assert_allclose(out, bootstrap_reference(d.U, d.V, _n_boot(d), 31), rtol=1e-9)
+    record(benchmark, BENCH, f"bootstrap {out.shape[0]} resamples x 4 estimators, kernel",
+           WORKLOAD, _n_boot(d) * d.log.n, "resampled events/s",
            ratios=[ratio("bootstrap kernel over NumPy indexing",
-                         f"bootstrap {idx.shape[0]} resamples, NumPy indexing per resample")])
+                         f"bootstrap {out.shape[0]} resamples, NumPy indexing per resample")])
 
 
 def test_bootstrap_reference(benchmark, obd_data):
     d = obd_data
     _terms(d)
-    idx = _resamples(d)
-    benchmark.pedantic(bootstrap_reference, args=(d.U, d.V, idx))
-    record(benchmark, BENCH, f"bootstrap {idx.shape[0]} resamples, NumPy indexing per resample",
-           WORKLOAD, idx.size, "resampled events/s", note="one round")
+    benchmark.pedantic(bootstrap_reference, args=(d.U, d.V, _n_boot(d), 31))
+    record(benchmark, BENCH, f"bootstrap {_n_boot(d)} resamples, NumPy indexing per resample",
+           WORKLOAD, _n_boot(d) * d.log.n, "resampled events/s", note="one round")
 
 
 def test_replay_kernel(benchmark, obd_data):
@@ -212,22 +218,12 @@ def test_replay_linucb(benchmark, obd_data):
 
 
 OBP_CASE = f"Open Bandit Pipeline IPS, SNIPS, DM, DR, estimate_interval ({N_BOOT} resamples)"
+PROJECT_CASE = f"project IPS, SNIPS, DM, DR, {N_BOOT} resamples, same qhat"
+CPU = ", CPU seconds of this process"
+OBP_ROUNDS, OBP_ROUNDS_QUICK = 7, 3  # paired rounds
 
 
-def test_project_four(benchmark, obd_data):
-    """IPS, SNIPS, DM, DR with 1,000-resample intervals, the reward model given (held fixed in
-    the resamples): what OBP's ``estimate_interval`` computes from the same inputs."""
-    d = obd_data
-    estimates = benchmark.pedantic(ope.evaluate, args=(d.log, d.pi, FOUR),
-                                   kwargs={"qhat": d.qhat, "n_boot": N_BOOT},
-                                   rounds=rounds(d.quick))
-    record(benchmark, BENCH, f"project IPS, SNIPS, DM, DR, {N_BOOT} resamples, same qhat",
-           WORKLOAD, d.log.n, "s", note=_summary(estimates),
-           ratios=[ratio("project estimators / Open Bandit Pipeline's (time ratio)", OBP_CASE,
-                         target=10.0, note="IPS, SNIPS, DM, DR with 1,000-resample intervals")])
-
-
-def test_obp_four(benchmark, obd_data):
+def _obp_four(d: OBD) -> Any:
     """Open Bandit Pipeline 0.4.1's estimators on the same arrays: the target as an action
     distribution (n, k, 1), the same reward model as estimated_rewards_by_reg_model."""
     from obp.ope import (
@@ -237,7 +233,6 @@ def test_obp_four(benchmark, obd_data):
         SelfNormalizedInverseProbabilityWeighting,
     )
 
-    d = obd_data
     log = d.log
     common = {"reward": log.rewards, "action": log.actions, "action_dist": d.pi[:, :, None],
               "n_bootstrap_samples": N_BOOT, "random_state": 0}
@@ -251,7 +246,40 @@ def test_obp_four(benchmark, obd_data):
     def four() -> dict[str, dict[str, float]]:
         return {name: est.estimate_interval(**kwargs) for name, (est, kwargs) in calls.items()}
 
-    out = benchmark.pedantic(four, rounds=rounds(d.quick))
-    summary = ", ".join(f"{k} {v['mean']:.4f} [{v['95.0% CI (lower)']:.4f}, "
-                        f"{v['95.0% CI (upper)']:.4f}]" for k, v in out.items())
-    record(benchmark, BENCH, OBP_CASE, WORKLOAD, log.n, "s", note=summary)
+    return four
+
+
+def test_project_four_and_obp(benchmark, obd_data):
+    """IPS, SNIPS, DM, DR with 1,000-resample intervals from the same inputs, the reward model
+    given (held fixed in the resamples): ``ope.evaluate`` and OBP's ``estimate_interval``, in
+    paired rounds."""
+    d = obd_data
+    cases = {"project": lambda: ope.evaluate(d.log, d.pi, FOUR, qhat=d.qhat, n_boot=N_BOOT),
+             "obp": _obp_four(d)}
+    seconds: dict[str, list[float]] = {"project": [], "obp": []}
+    cpu_seconds: dict[str, list[float]] = {"project": [], "obp": []}
+    out: dict[str, Any] = {}
+
+    def paired() -> None:
+        order = list(cases) if len(seconds["obp"]) % 2 == 0 else list(cases)[::-1]
+        for case in order:
+            wall, cpu = time.perf_counter(), time.process_time()
+            out[case] = cases[case]()
+            seconds[case].append(time.perf_counter() - wall)
+            cpu_seconds[case].append(time.process_time() - cpu)
+
+    benchmark.pedantic(paired, rounds=OBP_ROUNDS_QUICK if d.quick else OBP_ROUNDS)
+    obp_summary = ", ".join(f"{k} {v['mean']:.4f} [{v['95.0% CI (lower)']:.4f}, "
+                            f"{v['95.0% CI (upper)']:.4f}]" for k, v in out["obp"].items())
+    rounds_note = f"median of {len(seconds['obp'])} paired rounds"
+    what = "IPS, SNIPS, DM, DR with 1,000-resample intervals"
+    for suffix, times in (("", seconds), (CPU, cpu_seconds)):
+        record(benchmark, BENCH, OBP_CASE + suffix, WORKLOAD, d.log.n, "s",
+               seconds=statistics.median(times["obp"]), rounds=times["obp"],
+               note=f"{rounds_note}; {obp_summary}")
+        record(benchmark, BENCH, PROJECT_CASE + suffix, WORKLOAD, d.log.n, "s",
+               seconds=statistics.median(times["project"]), rounds=times["project"],
+               note=f"{rounds_note}; {_summary(out['project'])}",
+               ratios=[ratio(f"project estimators / Open Bandit Pipeline's (time ratio"
+                             f"{', CPU seconds' if suffix else ''})", OBP_CASE + suffix,
+                             by="paired", target=10.0, note=what)])

@@ -335,6 +335,17 @@ def bootstrap_ratios(U, V, idx):
         return np.where(den != 0, num / den, np.nan)
 
 
+def resampled_ratios(U, V, rng, B):
+    """The bootstrap of ``B`` resamples drawn all at once, (B, n) indices, then fancy indexing."""
+    return bootstrap_ratios(U, V, rng.integers(0, U.shape[0], size=(B, U.shape[0])))
+
+
+def first_bad_row(pi, tol):
+    """The first row with an entry not finite or < 0, or a sum more than tol from 1; -1 if none."""
+    bad = ~np.isfinite(pi).all(axis=1) | (pi < 0).any(axis=1) | (np.abs(pi.sum(axis=1) - 1) > tol)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else -1
+
+
 def sample_actions(pi, u):
     """Inverse CDF with searchsorted over each row's cumulative probabilities."""
     return np.array([np.searchsorted(np.cumsum(p), ui * p.sum(), side="right") for p, ui in

@@ -33,10 +33,13 @@ Each estimate is a ratio of per-event sums (a plain mean has denominator terms 1
 kernel computes the point estimate and every bootstrap resample: intervals are percentile
 bootstrap intervals over events, with the resampled indices drawn from a seeded generator and
 shared by all estimators (SNDR's resample is the sum of two ratios: DM's and its normalized
-correction's). DM, Switch-DR and DR-OS lean on the reward model, so its fitting noise is much
-of their error: when ``evaluate`` fits the model itself, each resample refits it on the
-resampled events (``REFIT``; a resample is a count per event, so each action's Gram matrix and
-moment vector are one count-weighted sum, ``refit_reward_models``). DR's and SNDR's
+correction's). The kernel draws each resample where it sums it (``resampled_ratios``), and
+sums a column that several estimators share (IPS's and SNIPS's numerator) once. DM,
+Switch-DR and DR-OS lean on the reward model, so its fitting noise is much of their error:
+when ``evaluate`` fits the model itself, each resample refits it on the resampled events
+(``REFIT``; a resample is a count per event, so each action's Gram matrix and moment vector
+are one count-weighted sum, ``refit_reward_models``, and each refitted estimate is the
+models' parameters against count-weighted feature sums, no predictions formed). DR's and SNDR's
 corrections cancel the model's error to first order, so their resamples hold it fixed, as do
 all estimators given a ``qhat``. Weight clipping (w -> min(w, clip)) trades variance for
 a downward bias (with rewards >= 0) that each estimate states: ``clipping_bias`` is the
@@ -46,6 +49,7 @@ switch-dr and dr-os tame the weights their own way and read them unclipped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -93,7 +97,8 @@ _PARTS = {"ips": (0,), "snips": (1,), "dm": (2,), "dr": (3,), "sndr": (2, 4),
           "switch-dr": (5,), "dr-os": (6,)}
 # Estimators whose weights ``clip`` clips.
 _CLIPPED = frozenset({"ips", "snips", "dr", "sndr"})
-# Resampled index rows drawn at a time: bounds the memory of a bootstrap at about 32 MiB.
+# Resampled index rows the refitting bootstrap draws at a time: bounds its memory at about
+# 32 MiB (the others draw one resample at a time, ``resampled_ratios``).
 _BOOT_CHUNK_CELLS = 2**22
 
 
@@ -154,22 +159,132 @@ def ope_more_terms(pi, qhat, actions, rewards, propensities, clip, tau, lam, U, 
 
 
 @njit(cache=True)
+def _same_column(A, a, B, b):
+    """Whether column a of A and column b of B (n rows each) hold equal numbers, so that any
+    resample sums them to the same result (-0.0 and 0.0 too: the sums start from 0.0)."""
+    return np.all(A[:, a] == B[:, b])
+
+
+@njit(cache=True)
+def _distinct_columns(U, V):
+    """What a resample of the ratio terms U, V (n, m) must sum: P (n, 4g), each distinct column
+    of U and V once, zero-padded to a multiple of four; num (m,) and den (m,), the column of P
+    of each ratio's numerator and denominator, -1 where the denominator is a column of ones
+    (it sums to the number of rows summed). IPS's and SNIPS's numerators are one column, and
+    IPS's, DM's and DR's denominators are ones: the four estimators sum four columns, not
+    eight."""
+    n, m = U.shape
+    kept = np.empty(2 * m, dtype=np.int64)  # columns of [U V] copied to P, in order
+    num, den = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
+    q = 0
+    for c in range(2 * m):
+        e = c % m
+        W = U if c < m else V
+        if c >= m:
+            ones = True
+            for i in range(n):
+                if V[i, e] != 1.0:
+                    ones = False
+                    break
+            if ones:
+                den[e] = -1
+                continue
+        found = -1
+        for k in range(q):
+            if _same_column(U if kept[k] < m else V, kept[k] % m, W, e):
+                found = k
+                break
+        if found < 0:
+            kept[q] = c
+            found = q
+            q += 1
+        if c < m:
+            num[e] = found
+        else:
+            den[e] = found
+    P = np.zeros((n, 4 * ((q + 3) // 4)))
+    for k in range(q):
+        W = U if kept[k] < m else V
+        for i in range(n):
+            P[i, k] = W[i, kept[k] % m]
+    return P, num, den
+
+
+@njit(cache=True)
+def _block_ratios(P, num, den, r0, r1, r2, r3, out):
+    """Ratios of up to four resamples at once: out[t, e] = sum_j P[r_t[j], num[e]] /
+    sum_j P[r_t[j], den[e]] for the index rows r0..r3 (s,) and t < out.shape[0] (the rows
+    past it are ignored). Each sum runs in the order of its row; four resamples by four columns
+    are sixteen independent sums, so the adder never waits on the previous addition of one."""
+    acc = np.empty(16)
+    sums = np.empty((4, P.shape[1]))
+    for g in range(0, P.shape[1], 4):
+        acc[:] = 0.0
+        for j in range(r0.shape[0]):
+            i0, i1, i2, i3 = r0[j], r1[j], r2[j], r3[j]
+            for c in range(4):
+                acc[c] += P[i0, g + c]
+                acc[4 + c] += P[i1, g + c]
+                acc[8 + c] += P[i2, g + c]
+                acc[12 + c] += P[i3, g + c]
+        for t in range(4):
+            for c in range(4):
+                sums[t, g + c] = acc[4 * t + c]
+    for t in range(out.shape[0]):
+        for e in range(num.shape[0]):
+            d = float(r0.shape[0]) if den[e] < 0 else sums[t, den[e]]
+            out[t, e] = sums[t, num[e]] / d if d != 0.0 else np.nan
+
+
+@njit(cache=True)
 def bootstrap_ratios(U, V, idx, out):
     """out[b, e] = sum_j U[idx[b, j], e] / sum_j V[idx[b, j], e]; U, V (n, m); idx (B, s)
-    int64 rows into U; fills out (B, m), NaN where a denominator sums to 0."""
-    m = U.shape[1]
-    num = np.empty(m)
-    den = np.empty(m)
-    for b in range(idx.shape[0]):
-        num[:] = 0.0
-        den[:] = 0.0
-        for j in range(idx.shape[1]):
-            i = idx[b, j]
-            for e in range(m):
-                num[e] += U[i, e]
-                den[e] += V[i, e]
-        for e in range(m):
-            out[b, e] = num[e] / den[e] if den[e] != 0.0 else np.nan
+    int64 rows into U; fills out (B, m), NaN where a denominator sums to 0. Each sum runs in
+    the order of idx[b]."""
+    P, num, den = _distinct_columns(U, V)
+    B = idx.shape[0]
+    for b in range(0, B, 4):
+        _block_ratios(P, num, den, idx[b], idx[min(b + 1, B - 1)], idx[min(b + 2, B - 1)],
+                      idx[min(b + 3, B - 1)], out[b:b + 4])
+
+
+@njit(cache=True)
+def resampled_ratios(U, V, rng, out):
+    """``bootstrap_ratios`` over B = out.shape[0] resamples of the n events of U, V (n, m),
+    drawn here from rng (a ``np.random.Generator``): the indices are the rows of
+    ``rng.integers(0, n, size=(B, n))``, the same stream, drawn four resamples at a time, so
+    the (B, n) index matrix never exists. Fills out (B, m), NaN where a denominator sums to 0.
+
+    Unlike the other kernels this one takes the generator rather than its draws: drawing the
+    resamples where they are summed is what makes the bootstrap of ``evaluate`` fast
+    (benchmark rows "bootstrap ... resamples x 4 estimators, kernel" and "project IPS, SNIPS,
+    DM, DR ...")."""
+    n = U.shape[0]
+    P, num, den = _distinct_columns(U, V)
+    B = out.shape[0]
+    for b in range(0, B, 4):
+        r0 = rng.integers(0, n, n)
+        r1 = rng.integers(0, n, n) if b + 1 < B else r0
+        r2 = rng.integers(0, n, n) if b + 2 < B else r0
+        r3 = rng.integers(0, n, n) if b + 3 < B else r0
+        _block_ratios(P, num, den, r0, r1, r2, r3, out[b:b + 4])
+
+
+@njit(cache=True)
+def first_bad_row(pi, tol):
+    """The first row of pi (n, k) that is not a probability distribution (an entry not finite
+    or < 0, or a sum more than tol from 1), -1 if none: one pass where NumPy's checks take
+    four."""
+    for i in range(pi.shape[0]):
+        total = 0.0
+        for a in range(pi.shape[1]):
+            p = pi[i, a]
+            if not (math.isfinite(p) and p >= 0.0):
+                return i
+            total += p
+        if abs(total - 1.0) > tol:
+            return i
+    return -1
 
 
 @njit(cache=True)
@@ -275,9 +390,8 @@ def target_probabilities(target: Policy | np.ndarray, log: LoggedBandit) -> np.n
     if pi.shape != (log.n, log.n_actions):
         raise InvalidInputError(f"target: expected a table of shape ({log.n}, {log.n_actions}), "
                                 f"got {pi.shape}")
-    bad = ~np.isfinite(pi).all(axis=1) | (pi < 0).any(axis=1) | (np.abs(pi.sum(axis=1) - 1) > 1e-6)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    i = first_bad_row(pi, 1e-6)
+    if i >= 0:
         raise InvalidInputError(f"target: row {i}: expected probabilities >= 0 summing to 1, "
                                 f"got sum {pi[i].sum()!r}")
     return pi
@@ -395,10 +509,7 @@ def _interval(U: np.ndarray, V: np.ndarray, n_boot: int, level: float,
     """Percentile bootstrap bounds of the ratio estimators U, V (n, m): (m,) each, or one per
     entry of ``parts`` when given, an estimator being the sum of the ratio columns it names."""
     boot = np.empty((n_boot, U.shape[1]))
-    start = 0
-    for idx in _resamples(U.shape[0], n_boot, rng):
-        bootstrap_ratios(U, V, idx, boot[start:start + idx.shape[0]])
-        start += idx.shape[0]
+    resampled_ratios(U, V, rng, boot)
     return _bounds(boot, level, parts)
 
 
@@ -407,38 +518,70 @@ def _refit_boot(log: LoggedBandit, pi: np.ndarray, U: np.ndarray, V: np.ndarray,
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The resampled ratio columns of ``_COLUMNS``, (n_boot, 7) each: from the terms U, V
     (n, 7) as they are, and from the terms under the reward model refitted on each resample
-    (``fit_reward_model``'s settings, its folds drawn with ``seed``). The events are put in
-    fold and action order first (the sums do not depend on it), so each fold's predictions and
-    each model's sums read a slice."""
-    n, k = log.n, log.n_actions
+    (``fit_reward_model``'s settings, its folds drawn with ``seed``).
+
+    A prediction is linear in its model, x_i theta[f, a] + mean[f], so a resample's sum of
+    model-based terms is its models' parameters against count-weighted sums of the events'
+    features: DM's sum_i c_i sum_a pi_ia q_ia pairs theta[f, a] with sum_{i in f} c_i pi_ia x_i,
+    and a correction sum_i c_i g_i q_i,a_i (g the clipped, switched or shrunk weight) pairs
+    theta[f, a] with the sum of c_i g_i x_i over the events of fold f and action a. No resample's
+    (n, k) predictions are ever formed. The events are put in fold and action order first (the
+    sums do not depend on it), so each fold and each model reads a slice."""
+    n, k, d = log.n, log.n_actions, log.dim
     fold = _folds(n, 2, seed)
     order = np.argsort(fold * k + log.actions, kind="stable")
     position = np.empty(n, dtype=np.int64)
     position[order] = np.arange(n)
     X, actions, rewards = log.X[order], log.actions[order], log.rewards[order]
-    propensities, pi, U, V = log.propensities[order], pi[order], U[order], V[order]
-    split = int(np.searchsorted(fold[order], 1))
-    slices = (slice(0, split), slice(split, n))
+    pi, U, V = pi[order], U[order], V[order]
+    group = fold[order] * k + actions
+    bounds = np.searchsorted(group, np.arange(2 * k + 1))
+    # The correction weights of DR and SNDR (clipped), Switch-DR and DR-OS, as the term
+    # kernels compute them.
+    w = pi[np.arange(n), actions] / log.propensities[order]
+    lam = terms["os_lambda"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shrunk = w if lam == np.inf else np.where(w == 0.0, 0.0, lam * w / (w * w + lam))
+    G = np.stack([np.minimum(w, terms["clip"]), np.where(w <= terms["switch_tau"], w, 0.0),
+                  shrunk], axis=1)
+    R = G * rewards[:, None]
+    Y = np.hstack([(G[:, :, None] * X[:, None, :]).reshape(n, 3 * d), G])
+    pi_sum = pi.sum(axis=1)
+    # Events per slab of pi_ia x_i (rows, k d): bounds its memory like a chunk of resamples.
+    slab = max(1, _BOOT_CHUNK_CELLS // (k * d))
     fixed, refitted = np.empty((n_boot, U.shape[1])), np.empty((n_boot, U.shape[1]))
-    U4, V4, U3, V3 = np.empty((n, 4)), np.empty((n, 4)), np.empty((n, 3)), np.empty((n, 3))
     start = 0
     for idx in _resamples(n, n_boot, rng):
         B = idx.shape[0]
         counts = np.bincount((position[idx] + n * np.arange(B)[:, None]).ravel(),
                              minlength=B * n).reshape(B, n).astype(np.float64)
         theta, means = _refit(X, actions, rewards, fold[order], 2, k, counts, 1.0)
-        qhat = np.empty((B, n, k))
-        for f, rows in enumerate(slices):
-            qhat[:, rows] = X[rows] @ theta[:, f].transpose(0, 2, 1) + means[:, f, None, None]
+        dm = np.zeros(B)
+        predicted = np.zeros((B, 3))  # sum_i c_i g_i q_i,a_i for the three weights
+        for g in range(2 * k):
+            f, a = divmod(g, k)
+            rows = slice(bounds[g], bounds[g + 1])
+            T = counts[:, rows] @ Y[rows]
+            predicted += (T[:, :3 * d].reshape(B, 3, d) @ theta[:, f, a, :, None])[..., 0]
+            predicted += T[:, 3 * d:] * means[:, f, None]
+        for lo in range(0, n, slab):
+            rows = slice(lo, min(lo + slab, n))
+            Z = (pi[rows, :, None] * X[rows, None, :]).reshape(-1, k * d)
+            for f in np.unique(fold[order][rows]):
+                mine = np.flatnonzero(fold[order][rows] == f) + lo
+                M = counts[:, mine] @ Z[mine - lo]
+                dm += np.einsum("bj,bj->b", M, theta[:, f].reshape(B, k * d))
+                dm += means[:, f] * (counts[:, mine] @ pi_sum[mine])
+        num, den = counts @ U, counts @ V
+        correction = counts @ R - predicted
         with np.errstate(invalid="ignore", divide="ignore"):
-            fixed[start:start + B] = (counts @ U) / (counts @ V)
-            for b in range(B):
-                ope_terms(pi, qhat[b], actions, rewards, propensities, terms["clip"], U4, V4)
-                ope_more_terms(pi, qhat[b], actions, rewards, propensities, terms["clip"],
-                               terms["switch_tau"], terms["os_lambda"], U3, V3)
-                c = counts[b]
-                refitted[start + b, :4] = (c @ U4) / (c @ V4)
-                refitted[start + b, 4:] = (c @ U3) / (c @ V3)
+            fixed[start:start + B] = num / den
+            num[:, 2] = dm
+            num[:, 3] = dm + correction[:, 0]
+            num[:, 4] = correction[:, 0]
+            num[:, 5] = dm + correction[:, 1]
+            num[:, 6] = dm + correction[:, 2]
+            refitted[start:start + B] = num / den
         start += B
     return fixed, refitted
 
@@ -470,12 +613,16 @@ def _check_threshold(name: str, value: float) -> float:
 
 
 def estimator_terms(pi: np.ndarray, qhat: np.ndarray, log: LoggedBandit, clip: float,
-                    switch_tau: float, os_lambda: float) -> tuple[np.ndarray, np.ndarray, int]:
+                    switch_tau: float, os_lambda: float,
+                    more: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """U, V (n, 7): per-event ratio terms of the columns ``_COLUMNS``, and how many weights
-    ``clip`` (inf for none) clipped."""
-    U4, V4, U3, V3 = np.empty((log.n, 4)), np.empty((log.n, 4)), np.empty((log.n, 3)), \
-        np.empty((log.n, 3))
+    ``clip`` (inf for none) clipped; with ``more`` False, only the first four columns (n, 4),
+    those of ips, snips, dm and dr."""
+    U4, V4 = np.empty((log.n, 4)), np.empty((log.n, 4))
     n_clipped = ope_terms(pi, qhat, log.actions, log.rewards, log.propensities, clip, U4, V4)
+    if not more:
+        return U4, V4, n_clipped
+    U3, V3 = np.empty((log.n, 3)), np.empty((log.n, 3))
     ope_more_terms(pi, qhat, log.actions, log.rewards, log.propensities, clip, switch_tau,
                    os_lambda, U3, V3)
     return np.hstack([U4, U3]), np.hstack([V4, V3]), n_clipped
@@ -526,8 +673,10 @@ def evaluate(
     if qhat.shape != pi.shape or not np.isfinite(qhat).all():
         raise InvalidInputError(f"qhat: expected finite predictions of shape {pi.shape}, "
                                 f"got {qhat.shape}")
+    # The DR variants' terms only when asked for, or when the refitting bootstrap reads them.
+    more = refit or bool(set(DR_VARIANTS) & set(estimators))
     U, V, n_clipped = estimator_terms(pi, qhat, log, np.inf if clip is None else float(clip),
-                                      switch_tau, os_lambda)
+                                      switch_tau, os_lambda, more)
     for name in ("snips", "sndr"):
         if name in estimators and not V[:, 1].sum() > 0:
             raise InvalidInputError(f"{name}: the target gives probability 0 to every logged "
@@ -541,7 +690,7 @@ def evaluate(
     value = np.array([ratio[list(cols)].sum() for cols in parts])
     bias = np.zeros(len(estimators))
     if clip is not None:
-        U0, V0, _ = estimator_terms(pi, qhat, log, np.inf, switch_tau, os_lambda)
+        U0, V0, _ = estimator_terms(pi, qhat, log, np.inf, switch_tau, os_lambda, more)
         ratio0 = _point(np.ascontiguousarray(U0[:, columns]), np.ascontiguousarray(V0[:, columns]))
         bias = value - np.array([ratio0[list(cols)].sum() for cols in parts])
     if refit:

@@ -89,6 +89,56 @@ def test_kernel_bootstrap_ratios_match_indexing(rng, n, m, B):
     np.testing.assert_allclose(out, reference.bootstrap_ratios(U, V, idx), rtol=1e-12)
 
 
+def _structured_terms(rng, n):
+    """Ratio terms (n, 5) with the columns the kernels fold together: U's first two equal (IPS's
+    and SNIPS's numerators), V's ones (plain means), V's last equal to U's first; five distinct
+    columns in all, one more than a block of four."""
+    a, w = rng.normal(size=n), rng.random(n)
+    U = np.stack([a, a, rng.normal(size=n), np.zeros(n), rng.normal(size=n)], axis=1)
+    V = np.stack([np.ones(n), w, np.ones(n), np.ones(n), a], axis=1)
+    return U, V
+
+
+@pytest.mark.parametrize("B", [1, 4, 7])
+def test_kernel_bootstrap_ratios_keep_duplicate_and_ones_columns_apart(rng, B):
+    U, V = _structured_terms(rng, 50)
+    idx = rng.integers(0, 50, size=(B, 30))  # resamples of 30 rows: ones sum to 30
+    out = np.empty((B, 5))
+    ope.bootstrap_ratios(U, V, idx, out)
+    want = reference.bootstrap_ratios(U, V, idx)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("n", "m", "B"), [(1, 1, 1), (30, 4, 17), (200, 2, 5), (60, 5, 8)])
+def test_kernel_resampled_ratios_draw_what_integers_draws(rng, n, m, B):
+    U, V = rng.normal(size=(n, m)), rng.random((n, m))
+    V[:, 0] = rng.random(n) < 0.3  # some resamples have a zero denominator: NaN
+    out = np.empty((B, m))
+    seeded = np.random.default_rng(n + B)
+    ope.resampled_ratios(U, V, seeded, out)
+    twin = np.random.default_rng(n + B)
+    np.testing.assert_allclose(out, reference.resampled_ratios(U, V, twin, B), rtol=1e-12)
+    assert seeded.random() == twin.random()  # the generator left where integers leaves it
+
+
+def test_kernel_resampled_ratios_keep_duplicate_and_ones_columns_apart(rng):
+    U, V = _structured_terms(rng, 40)
+    out = np.empty((6, 5))
+    ope.resampled_ratios(U, V, np.random.default_rng(2), out)
+    want = reference.resampled_ratios(U, V, np.random.default_rng(2), 6)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+def test_kernel_first_bad_row_matches_numpy_checks(rng):
+    pi = rng.dirichlet(np.ones(5), size=40)
+    assert ope.first_bad_row(pi, 1e-6) == reference.first_bad_row(pi, 1e-6) == -1
+    for row, value in [(3, np.nan), (7, -0.01), (11, np.inf), (20, 2e-6), (30, 5e-7)]:
+        bad = pi.copy()
+        bad[row, 2] += value
+        want = reference.first_bad_row(bad, 1e-6)
+        assert ope.first_bad_row(bad, 1e-6) == want == (-1 if value == 5e-7 else row)
+
+
 def test_kernel_sample_actions_match_searchsorted(rng):
     pi, *_ = _random_inputs(rng, n=500, k=6)
     u = rng.random(500)
