@@ -42,10 +42,13 @@ def test_serve_and_broker_listen_where_the_file_says(tmp_path):
         assert _stop(broker) is not None and broker.returncode == 0
     serve = _cmab("serve", "--config", str(config))
     try:
-        for line in serve.stderr:  # uvicorn's log: the port it listens on
+        listening = ""
+        for line in serve.stderr:  # uvicorn's log: the port it listens on, then ready
             if "cmab serve: listening on" in line:
+                listening = line
+            if "Application startup complete" in line:
                 break
-        assert f"http://127.0.0.1:{serve_port}" in line
+        assert f"http://127.0.0.1:{serve_port}" in listening
         assert httpx.get(f"http://127.0.0.1:{serve_port}/healthz").json() == {"status": "ok"}
     finally:
         _stop(serve)
