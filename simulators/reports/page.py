@@ -156,8 +156,10 @@ AUDIT_NOTE = (
     "learned decisions that got the arm (a row sums to 100%), under the slot's share over every "
     "decision. ⚑ marks a value the audit flagged, with its reason: an allocation far from the "
     "slot's (total variation), or a reward rate unlike the segment's other values.")
-# Cells shaded by share (the console's colours); a flagged value's cells outlined.
-HEATMAP_STYLE = ("table.heatmap td.cell{min-width:3.5em}"
+# Cells shaded by share (the console's colours); a flagged value's cells outlined; a grid wider
+# than the page (an offline log's many actions) scrolls on its own.
+HEATMAP_STYLE = ("table.heatmap{display:block;overflow-x:auto;max-width:100%}"
+                 "table.heatmap td.cell{min-width:3.5em}"
                  "table.heatmap th:first-child,table.heatmap td:first-child{text-align:left}"
                  "table.heatmap tr.reason td{font-size:.85em}"
                  "table.heatmap tr.flagged td{color:#b3261e}"
