@@ -22,8 +22,10 @@ in campaign order ``<slot>.arm`` and ``<slot>.propensity``; in input order, bad 
 Decided in process by an engine (a snapshot, as ``cmab serve`` loads it: decisions are not
 logged, so their outcomes join only through impressions the sender posts), or by a service
 through ``bandit.client``'s NDJSON stream (the service logs them). The rows are read, checked
-and decided a chunk at a time, columns throughout (``Engine.request_columns`` and
-``decide_columns``, as the service's batch route decides a good body).
+and decided a chunk at a time, columns throughout: Arrow columns become NumPy columns (labels
+as indices into their values) that the engine encodes and decides as they are
+(``Engine.value_columns`` and ``decide_columns``), with no Python object per row but the
+user id.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bandit.engine.decide import ValueColumns
 from bandit.errors import InvalidInputError
 from bandit.models import FEATURE_LIMIT, CampaignSpec
 
@@ -51,7 +54,6 @@ CHUNK = 16_384
 MAX_LABEL = 128
 FORMATS = ("csv", "parquet")
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-_ABSENT = object()  # a cell the row leaves empty, as Engine.request_columns reads it
 
 
 def file_format(path: Path, option: str) -> str:
@@ -125,49 +127,70 @@ class _Chunk:
     def __init__(self, table: pa.Table, spec: CampaignSpec, first: int, kind: str) -> None:
         n = table.num_rows
         self.bad: dict[int, tuple[str, str]] = {}  # row in the chunk -> (column, reason)
+        # Every label column's values, one list: a cell holds its index here (0: empty).
+        self._names: list[str | None] = [None]
         names = set(table.column_names)
-        self.user_ids = self._labels(table.column("user_id"), "user_id", required=True)
-        self.consent = (self._consent(table.column("consent")) if "consent" in names
-                        else [True] * n)
-        features: list[list[Any]] = []
-        for f in spec.context.features:
-            if f.name not in names:
-                features.append([_ABSENT] * n)
-            elif f.kind == "numeric":
-                features.append(self._numbers(table.column(f.name), f.name, f.default))
-            else:
-                features.append(self._labels(table.column(f.name), f.name))
-        segments = [(s, self._labels(table.column(s), s)) for s in spec.context.segments
-                    if s in names]
-        keep = [i for i in range(n) if i not in self.bad]
-        self.rows = keep
-        self.user_ids = [self.user_ids[i] for i in keep] if self.bad else self.user_ids
-        self.consent_mask = np.array([self.consent[i] for i in keep], dtype=bool)
-        columns = [[column[i] for i in keep] if self.bad else column for column in features]
-        self.contexts: list[tuple[Any, ...]] = list(zip(*columns, strict=True)) or [()] * len(keep)
-        self.segments: list[dict[str, str]] = [
-            {s: values[i] for s, values in segments if values[i] is not _ABSENT} for i in keep]
+        user_ids = self._labels(table.column("user_id"), "user_id", required=True)
+        consent = (self._consent(table.column("consent")) if "consent" in names
+                   else np.ones(n, dtype=bool))
+        features = [f for f in spec.context.features if f.name in names]
+        contexts = np.empty((n, len(features)))
+        for j, f in enumerate(features):
+            contexts[:, j] = (self._numbers(table.column(f.name), f.name, f.default)
+                              if f.kind == "numeric" else self._codes(table.column(f.name), f.name))
+        segments = [s for s in spec.context.segments if s in names]
+        codes = np.empty((n, len(segments)))
+        for j, s in enumerate(segments):
+            codes[:, j] = self._codes(table.column(s), s)
+        keep: Any = slice(None)
+        if self.bad:
+            keep = np.setdiff1d(np.arange(n), list(self.bad))
+            user_ids = [user_ids[i] for i in keep.tolist()]
+        self.user_ids: list[str] = user_ids
+        self.consent_mask = consent[keep]
+        self.contexts = ValueColumns(tuple(f.name for f in features), contexts[keep],
+                                     self._names, frozenset(f.name for f in features
+                                                            if f.kind == "categorical"))
+        self.segments = ValueColumns(tuple(segments), codes[keep], self._names,
+                                     frozenset(segments))
         unit = "line" if kind == "csv" else "row"
         offset = first + (2 if kind == "csv" else 1)
         self.refused = [Refusal(f"{unit} {offset + i}", *self.bad[i]) for i in sorted(self.bad)]
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
 
     def _refuse(self, rows: Any, column: str, reason: Callable[[int], str]) -> None:
         for i in rows:
             self.bad.setdefault(int(i), (column, reason(int(i))))
 
-    def _labels(self, column: pa.ChunkedArray, name: str, required: bool = False) -> list[Any]:
+    def _strings(self, column: pa.ChunkedArray, name: str, required: bool = False
+                 ) -> pa.ChunkedArray:
+        """The column as strings, its empty cells refused when ``required``, its labels over
+        MAX_LABEL characters refused."""
         if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
             column = pc.cast(column, pa.string())
-        values = column.to_pylist()
         lengths = pc.utf8_length(column).to_numpy(zero_copy_only=False)
         nulls = column.is_null().to_numpy(zero_copy_only=False)
         if required:
             self._refuse(np.flatnonzero(nulls), name, lambda i: "missing")
         self._refuse(np.flatnonzero(~nulls & (lengths > MAX_LABEL)), name,
-                     lambda i: f"{len(values[i])} characters, at most {MAX_LABEL}")
-        return [_ABSENT if v is None else v for v in values] if nulls.any() else values
+                     lambda i: f"{int(lengths[i])} characters, at most {MAX_LABEL}")
+        return column
 
-    def _numbers(self, column: pa.ChunkedArray, name: str, default: float | None) -> list[Any]:
+    def _labels(self, column: pa.ChunkedArray, name: str, required: bool = False) -> list[Any]:
+        return self._strings(column, name, required).to_pylist()
+
+    def _codes(self, column: pa.ChunkedArray, name: str) -> np.ndarray:
+        """A label column as indices into ``self._names`` (float64; 0 for an empty cell)."""
+        encoded = pc.dictionary_encode(self._strings(column, name).combine_chunks())
+        offset = len(self._names)
+        self._names += encoded.dictionary.to_pylist()
+        indices = pc.fill_null(pc.add(encoded.indices.cast(pa.int64()), offset), 0)
+        return indices.to_numpy(zero_copy_only=False).astype(np.float64)
+
+    def _numbers(self, column: pa.ChunkedArray, name: str, default: float | None
+                 ) -> np.ndarray:
         if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
             values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
             nulls = column.is_null().to_numpy(zero_copy_only=False)
@@ -186,13 +209,13 @@ class _Chunk:
                 self._refuse(np.flatnonzero(nulls), name,
                              lambda i: "missing (the feature has no default)")
             values = np.where(nulls, 0.0 if default is None else default, values)
-        return values.tolist()
+        return values
 
-    def _consent(self, column: pa.ChunkedArray) -> list[bool]:
+    def _consent(self, column: pa.ChunkedArray) -> np.ndarray:
         if pa.types.is_boolean(column.type):
             nulls = column.is_null().to_numpy(zero_copy_only=False)
             self._refuse(np.flatnonzero(nulls), "consent", lambda i: "missing")
-            return [v is not False for v in column.to_pylist()]
+            return pc.fill_null(column, True).to_numpy(zero_copy_only=False)
         texts = pc.cast(column, pa.string()).to_pylist()
         out = []
         for i, text in enumerate(texts):
@@ -200,7 +223,7 @@ class _Chunk:
             if value is None:
                 self.bad.setdefault(i, ("consent", f"expected true or false, got {text!r}"))
             out.append(value is not False)
-        return out
+        return np.array(out, dtype=bool)
 
 
 def _number(text: str | None) -> float:
@@ -208,10 +231,6 @@ def _number(text: str | None) -> float:
         return float(text) if text is not None else math.nan
     except ValueError:
         return math.nan
-
-
-def _identity(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return row
 
 
 def _chunks(table: pa.Table, spec: CampaignSpec, kind: str) -> Iterator[_Chunk]:
@@ -275,10 +294,10 @@ def decide_file(source: Path, out: Path, spec: CampaignSpec, *, engine: Engine |
         if engine is not None:
             for chunk in _chunks(table, spec, kind):
                 result.refused += chunk.refused
-                if chunk.rows:
+                if len(chunk):
                     writer.write(_decide_chunk(engine, spec, chunk))
-                    result.decided += len(chunk.rows)
-                done(len(chunk.rows) + len(chunk.refused))
+                    result.decided += len(chunk)
+                done(len(chunk) + len(chunk.refused))
         elif client is not None:
             lines = client.decide_lines(spec.name, _requests(table, spec, kind, result, done))
             while decisions := [orjson.loads(line) for line in islice(lines, CHUNK)]:
@@ -291,9 +310,9 @@ def decide_file(source: Path, out: Path, spec: CampaignSpec, *, engine: Engine |
 
 
 def _decide_chunk(engine: Engine, spec: CampaignSpec, chunk: _Chunk) -> list[Any]:
-    columns = engine.request_columns(
-        spec.name, chunk.user_ids, chunk.consent_mask, np.zeros(len(chunk.rows), dtype=bool),
-        chunk.contexts, _identity, chunk.segments, _ABSENT)
+    columns = engine.value_columns(spec.name, chunk.user_ids, chunk.consent_mask,
+                                   np.zeros(len(chunk), dtype=bool), chunk.contexts,
+                                   chunk.segments)
     batch = engine.decide_columns(columns)
     out: list[Any] = [batch.decision_ids, batch.user_ids, batch.holdout]
     for s in batch.slots:
@@ -305,7 +324,6 @@ def _requests(table: pa.Table, spec: CampaignSpec, kind: str, result: Result,
               done: Callable[[int], None]) -> Iterator[dict[str, Any]]:
     """The good rows as decision requests (mappings) for the NDJSON stream; the bad ones into
     ``result``."""
-    names = [f.name for f in spec.context.features]
     for chunk in _chunks(table, spec, kind):
         result.refused += chunk.refused
         done(len(chunk.refused))
@@ -313,8 +331,7 @@ def _requests(table: pa.Table, spec: CampaignSpec, kind: str, result: Result,
                 chunk.user_ids, chunk.consent_mask.tolist(), chunk.contexts, chunk.segments,
                 strict=True):
             yield {"user_id": user_id, "consent": consent, "segments": segments,
-                   "context": {k: v for k, v in zip(names, context, strict=True)
-                               if v is not _ABSENT}}
+                   "context": context}
 
 
 def _decision_columns(decisions: list[dict[str, Any]], n_slots: int) -> list[Any]:

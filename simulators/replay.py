@@ -18,8 +18,12 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+# The campaign report's bias-audit rule on allocation (``bandit.engine.report``): one rule for
+# every heatmap, live or offline.
+from bandit.engine.report import _AUDIT_MIN, _AUDIT_TV
 from bandit.errors import InvalidInputError
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
+from bandit.service.console import Heatmap, allocation_heatmap
 from simulators.offline import ope
 from simulators.offline import targets as _targets
 from simulators.offline.logs import LoggedBandit
@@ -34,7 +38,9 @@ class Comparison:
     """Every target's estimates on one log. estimates: policy -> estimator -> Estimate;
     replays: policy -> its replay trajectory (when replay ran); allocation: policy -> (k,)
     share of each action in the target's choices (replay) or probabilities (otherwise);
-    on_policy: the logging policy's own mean reward; seconds: per policy."""
+    on_policy: the logging policy's own mean reward; seconds: per policy; segments: policy ->
+    its allocation by segment value (``segment_heatmap``), when the log has a categorical
+    context feature."""
 
     log_name: str
     n_events: int
@@ -46,6 +52,7 @@ class Comparison:
     replays: dict[str, ope.ReplayRun]
     allocation: dict[str, np.ndarray]
     seconds: dict[str, float]
+    segments: dict[str, Heatmap]
 
     def rows(self) -> list[tuple[str, ...]]:
         """The estimates table as strings in HEADER order, the logged policy first."""
@@ -66,7 +73,69 @@ class Comparison:
                        for p, r in self.replays.items()},
             "allocation": {p: a.tolist() for p, a in self.allocation.items()},
             "seconds": self.seconds,
+            "segments": self.segments,
         }
+
+
+def categorical_features(log: LoggedBandit) -> dict[str, tuple[list[str], np.ndarray]]:
+    """The log's categorical context features, read from its one-hot columns: feature ->
+    (values, codes (n,) int64 indices into values), in column order. A feature is a run of two
+    or more columns named ``feature=value`` (as the engine and the OBD reader name them) that
+    hold 0 or 1 and exactly one 1 per event; values no event has are left out.
+
+    >>> log = LoggedBandit(np.array([[1, 1, 0, 0], [1, 0, 0, 1]]), np.array([0, 1]),
+    ...                    np.array([1.0, 0.0]), np.array([0.5, 0.5]), n_actions=2,
+    ...                    context_names=("(intercept)", "plan=free", "plan=pro", "plan=team"))
+    >>> values, codes = categorical_features(log)["plan"]
+    >>> values, codes.tolist()
+    (['free', 'team'], [0, 1])
+    """
+    groups: dict[str, list[int]] = {}
+    for j, column in enumerate(log.context_names):
+        feature, sep, _ = column.partition("=")
+        if sep:
+            groups.setdefault(feature, []).append(j)
+    out = {}
+    for feature, columns in groups.items():
+        block = log.X[:, columns]
+        if len(columns) < 2 or not (np.isin(block, (0.0, 1.0)).all()
+                                    and (block.sum(axis=1) == 1).all()):
+            continue
+        codes = block.argmax(axis=1)
+        seen = np.flatnonzero(np.bincount(codes, minlength=len(columns)))
+        values = [log.context_names[columns[c]].partition("=")[2] for c in seen]
+        out[feature] = (values, np.searchsorted(seen, codes).astype(np.int64))
+    return out
+
+
+def segment_heatmap(policy: str, pi: np.ndarray, log: LoggedBandit,
+                    features: dict[str, tuple[list[str], np.ndarray]]) -> Heatmap:
+    """A target's allocation by segment value, as the campaign report's bias-audit heatmap: a
+    row per value of each categorical feature (``categorical_features``), a column per action,
+    each cell the target's mean probability of the action over the value's events (pi (n, k),
+    so a row sums to 1), above them its mean over every event. A value is flagged by the bias
+    audit's allocation rule: at least ``_AUDIT_MIN`` events and a total variation of at least
+    ``_AUDIT_TV`` from the overall allocation."""
+    overall = pi.mean(axis=0)
+    segments = []
+    for feature, (values, codes) in features.items():
+        counts = np.bincount(codes, minlength=len(values))
+        sums = np.zeros((len(values), pi.shape[1]))
+        np.add.at(sums, codes, pi)
+        for v, value in enumerate(values):
+            shares = sums[v] / counts[v]
+            tv = 0.5 * float(np.abs(shares - overall).sum())
+            flagged = bool(counts[v] >= _AUDIT_MIN and tv >= _AUDIT_TV)
+            segments.append({
+                "segment": feature, "value": value, "impressions": int(counts[v]),
+                "allocation": dict(zip(log.action_names, shares.tolist(), strict=True)),
+                "flagged": flagged,
+                "reason": (f"allocation differs from the policy's overall by {tv:.2f} (total "
+                           "variation)") if flagged else None})
+    return allocation_heatmap({
+        "slot": policy, "segments": segments,
+        "arms": [{"arm": arm, "active": True, "share": float(share)}
+                 for arm, share in zip(log.action_names, overall, strict=True)]})
 
 
 def _row(policy: str, e: ope.Estimate) -> tuple[str, ...]:
@@ -175,6 +244,8 @@ def compare(
     replays: dict[str, ope.ReplayRun] = {}
     allocation: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
+    segments: dict[str, Heatmap] = {}
+    features = categorical_features(log)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=Console(stderr=True), disable=not progress)
     with bar:
@@ -182,6 +253,7 @@ def compare(
         for name, target in targets.items():
             t0 = time.perf_counter()
             found: dict[str, ope.Estimate] = {}
+            pi: np.ndarray | None = None
             if weighted:
                 bar.update(task, description=f"{log.name}: {name} {', '.join(weighted)}")
                 if isinstance(target, Policy):
@@ -196,6 +268,12 @@ def compare(
                                       n_boot=n_boot, seed=seed)
                 bar.advance(task, len(weighted))
                 allocation[name] = pi.mean(axis=0)
+            if features:
+                if pi is None:  # replay alone, which learns the target: read it before
+                    pi = (_targets.score(target, log, target_mode, batch_size=batch_size,
+                                         folds=folds, seed=seed).pi
+                          if isinstance(target, Policy) else ope.target_probabilities(target, log))
+                segments[name] = segment_heatmap(name, pi, log, features)
             if "replay" in estimators:
                 bar.update(task, description=f"{log.name}: {name} replay")
                 run = ope.replay(log, target, batch_size=batch_size, n_boot=n_boot, seed=seed)
@@ -206,4 +284,4 @@ def compare(
             estimates[name] = {e: found[e] for e in estimators}
             seconds[name] = round(time.perf_counter() - t0, 3)
     return Comparison(log.name, log.n, log.n_actions, log.action_names, parameters or {},
-                      on_policy, estimates, replays, allocation, seconds)
+                      on_policy, estimates, replays, allocation, seconds, segments)

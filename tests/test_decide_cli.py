@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
@@ -16,9 +17,12 @@ import pytest
 from bandit.bulk import decide_file
 from bandit.cli import main
 from bandit.engine import Engine
+from bandit.engine.decide import ValueColumns
+from bandit.errors import InvalidInputError
 from bandit.models import CampaignSpec, DecisionRequest
 from bandit.service import create_app
 from bandit.settings import Settings
+from tests.bandit.engine.test_batch import spec as mix_spec
 from tests.servers import live
 
 HEADER = "user_id,engagement,recency,plan,region,consent\n"
@@ -149,3 +153,57 @@ def test_bad_usage_is_one_line_and_exit_code_2(tmp_path, snapshot, capsys, args,
     code, _, stderr = run(capsys, *argv)
     assert code == 2 and len(stderr.splitlines()) == 1, stderr
     assert message.format(tmp=tmp_path) in stderr
+
+
+def test_file_columns_decide_and_log_as_decide_batch(tmp_path):
+    """The engine's columnar entry (``Engine.value_columns``, NumPy columns with labels as
+    indices) decides and logs a file's rows exactly as ``decide_batch`` the same requests:
+    every policy kind, eligibility on a label, a segment and a number, a defaulted numeric
+    left empty, labels empty or unknown, rows without consent."""
+    spec = mix_spec(0.2)
+    n = 600
+    engagement = [round((i % 37) / 9 - 2, 3) for i in range(n)]
+    recency = [None if i % 4 == 0 else i / n for i in range(n)]
+    style = [["deal", "busy", "calm", None, "other"][i % 5] for i in range(n)]
+    region = [["eu", "us", None][i % 3] for i in range(n)]
+    consent = [i % 7 != 0 for i in range(n)]
+    source = tmp_path / "list.parquet"
+    pq.write_table(pa.table({"user_id": [f"u{i}" for i in range(n)], "engagement": engagement,
+                             "recency": pa.array(recency, pa.float64()), "style": style,
+                             "region": region, "consent": consent}), source)
+    engines = [Engine(seed=3, id_seed=5) for _ in range(2)]
+    logs: list[list[Any]] = [[], []]
+    for engine, log in zip(engines, logs, strict=True):
+        engine.create_campaign(spec)
+        engine.decision_sink, engine.clock = log.append, lambda: 1_700_000_000_123
+    out = tmp_path / "decisions.parquet"
+    assert decide_file(source, out, spec, engine=engines[0]).decided == n
+    requests = [DecisionRequest(
+        campaign="mix", user_id=f"u{i}", consent=consent[i],
+        context={"engagement": engagement[i], "recency": 0.5 if recency[i] is None
+                 else recency[i]} | ({"style": style[i]} if style[i] else {}),
+        segments={"region": region[i]} if region[i] else {}) for i in range(n)]
+    expected = engines[1].decide_batch("mix", requests)
+    table = pq.read_table(out)
+    assert table.column("decision_id").to_pylist() == expected.decision_ids
+    for s in expected.slots:
+        assert table.column(f"{s.slot}.arm").to_pylist() == [s.arm_ids[a] for a in s.arms]
+        assert table.column(f"{s.slot}.propensity").to_pylist() == s.propensity.tolist()
+    (logged,), (reference_log,) = logs
+    assert list(logged.lines()) == list(reference_log.lines())
+
+
+@pytest.mark.parametrize(("keys", "categorical", "message"), [
+    (("engagement",), {"engagement"}, "contexts: 'engagement' is no categorical feature"),
+    (("plan",), set(), "contexts: 'plan' is no numeric feature"),
+    (("tenure",), set(), "contexts: 'tenure' is no numeric feature of campaign 'news'"),
+])
+def test_value_columns_refuse_a_key_the_schema_reads_otherwise(newsletter_spec, keys,
+                                                               categorical, message):
+    engine = Engine(seed=0)
+    engine.create_campaign(CampaignSpec.model_validate(newsletter_spec("news")))
+    contexts = ValueColumns(keys, np.zeros((1, 1)), [None], frozenset(categorical))
+    segments = ValueColumns((), np.zeros((1, 0)), [None], frozenset())
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        engine.value_columns("news", ["u1"], np.ones(1, bool), np.zeros(1, bool), contexts,
+                             segments)

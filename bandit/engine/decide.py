@@ -29,6 +29,7 @@ from bandit.engine.randomness import (
     one_id_words,
     slot_draws,
 )
+from bandit.errors import InvalidInputError
 from bandit.models import Contribution
 from bandit.wire.decisions import DecisionRequestLike
 
@@ -268,6 +269,78 @@ def request_columns(c: _Campaign, user_ids: list[str], consent: np.ndarray,
             column = [values(row)[j] for row in contexts]
             rule_values[name] = [seg.get(name) if v is absent else v
                                  for v, seg in zip(column, segments, strict=True)]
+    return RequestColumns(campaign=c.spec.name, user_ids=user_ids, consent=consent,
+                          explain=explain, context=base, rule_values=rule_values,
+                          contexts=contexts, segments=segments)
+
+
+@dataclass(frozen=True, eq=False)
+class ValueColumns(Sequence[dict[str, Any]]):
+    """Named values of n rows as columns (a file's, ``bandit.bulk``): ``values`` (n,
+    len(keys)) float64, where a key in ``categorical`` holds indices into ``names`` (None
+    there: the row omits the key). Row i, as a mapping, is built only when read (the decision
+    log reads them; deciding does not).
+
+    >>> rows = ValueColumns(("plan", "score"), np.array([[0.0, 1.5], [1.0, 2.0]]),
+    ...                     ("pro", None), frozenset({"plan"}))
+    >>> rows[0], rows[1], len(rows[1:])
+    ({'plan': 'pro', 'score': 1.5}, {'score': 2.0}, 1)
+    """
+
+    keys: tuple[str, ...]
+    values: np.ndarray  # (n, len(keys)) float64
+    names: Sequence[str | None]
+    categorical: frozenset[str]
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return ValueColumns(self.keys, self.values[i], self.names, self.categorical)
+        row = {}
+        for key, v in zip(self.keys, self.values[i].tolist(), strict=True):
+            if key not in self.categorical:
+                row[key] = v
+            elif (name := self.names[int(v)]) is not None:
+                row[key] = name
+        return row
+
+    def column(self, key: str) -> list[Any]:
+        """The values of ``key`` (None where a row omits it, or without the key)."""
+        if key not in self.keys:
+            return [None] * len(self)
+        column = self.values[:, self.keys.index(key)]
+        if key not in self.categorical:
+            return column.tolist()
+        return [self.names[v] for v in column.astype(np.int64).tolist()]
+
+
+def value_columns(c: _Campaign, user_ids: list[str], consent: np.ndarray, explain: np.ndarray,
+                  contexts: ValueColumns, segments: ValueColumns) -> RequestColumns:
+    """``Engine.value_columns`` of campaign ``c``: ``request_columns`` of requests whose
+    contexts and segments come as columns, encoded without a Python object per row."""
+    schema = {f.name: f.kind for f in c.spec.context.features}
+    for key in contexts.keys:
+        kind = schema.get(key)
+        if kind is None or (kind == "categorical") != (key in contexts.categorical):
+            given_kind = "categorical" if key in contexts.categorical else "numeric"
+            raise InvalidInputError(f"contexts: {key!r} is no {given_kind} feature of campaign "
+                                    f"{c.spec.name!r}")
+    n = len(user_ids)
+    base = np.zeros((n, c.context.dim))
+    given = np.flatnonzero(consent)
+    if len(given) == n:
+        c.context.encode_columns(contexts.keys, contexts.values, contexts.names, base)
+    elif len(given):
+        sub = np.zeros((len(given), c.context.dim))
+        c.context.encode_columns(contexts.keys, contexts.values[given], contexts.names, sub)
+        base[given] = sub
+    rule_values = {}
+    for name in _rule_features(c):
+        fallback = segments.column(name)
+        rule_values[name] = [f if v is None else v
+                             for v, f in zip(contexts.column(name), fallback, strict=True)]
     return RequestColumns(campaign=c.spec.name, user_ids=user_ids, consent=consent,
                           explain=explain, context=base, rule_values=rule_values,
                           contexts=contexts, segments=segments)

@@ -135,11 +135,12 @@ class _Encoder:
             X[:, start + len(index)] = 1.0
         return True
 
-    def encode_columns(self, keys: Sequence[str], values: np.ndarray, names: Sequence[str],
-                       out: np.ndarray) -> None:
+    def encode_columns(self, keys: Sequence[str], values: np.ndarray,
+                       names: Sequence[str | None], out: np.ndarray) -> None:
         """``encode`` of rows that share their keys, from columns: ``values`` (n, len(keys))
-        holds numbers, and for categorical features indices into ``names``; fills ``out`` (n,
-        dim). The rows must have passed ``check`` (the join's rows did, on the way in)."""
+        holds numbers, and for categorical features indices into ``names`` (None there: the
+        row omits the feature, the 'unknown' bucket); fills ``out`` (n, dim). The rows must
+        have passed ``check`` (the join's and ``bandit.bulk``'s rows did, on the way in)."""
         n = values.shape[0]
         where = {key: j for j, key in enumerate(keys)}
         if self.intercept:

@@ -30,7 +30,7 @@ from bandit.engine import merge as _merge
 from bandit.engine import report as _report
 from bandit.engine import snapshot as _snapshot
 from bandit.engine.campaign import Checkable, _Campaign
-from bandit.engine.decide import RequestColumns
+from bandit.engine.decide import RequestColumns, ValueColumns
 from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.join import Closed, Joinable, Joiner, JoinResult
 from bandit.engine.ledger import Ledger
@@ -239,6 +239,15 @@ class Engine:
             c = self._get(campaign)
         return _decide.request_columns(c, user_ids, consent, explain, contexts, values,
                                       segments, absent)
+
+    def value_columns(self, campaign: str, user_ids: list[str], consent: np.ndarray,
+                      explain: np.ndarray, contexts: ValueColumns, segments: ValueColumns
+                      ) -> RequestColumns:
+        """``request_columns`` of requests whose contexts and segments are columns
+        (``ValueColumns``: a file's, already checked), with no Python object per row."""
+        with self._lock:
+            c = self._get(campaign)
+        return _decide.value_columns(c, user_ids, consent, explain, contexts, segments)
 
     def decide_columns(self, columns: RequestColumns) -> DecisionBatch:
         """``decide_batch`` of requests given as columns (``request_columns``): the same

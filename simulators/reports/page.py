@@ -1,5 +1,6 @@
-"""The page writer every report shares: tables in Markdown and HTML, the bias-audit heatmap
-(the web console's numbers, ``bandit.service.console.allocation_heatmap``), the HTML page
+"""The page writer every report shares: tables in Markdown and HTML, the allocation-by-segment
+heatmap (the web console's numbers, ``bandit.service.console.allocation_heatmap``; a campaign's
+bias audit, an offline evaluation's targets), the HTML page
 shell, PNG plots drawn on bare matplotlib Figures with the Agg canvas (no pyplot, no GUI backend, no
 global figure state, so reports can be written from any thread or process), and PNGs embedded
 in the page, so the one HTML file can be mailed or attached on its own."""
@@ -155,8 +156,10 @@ AUDIT_NOTE = (
     "learned decisions that got the arm (a row sums to 100%), under the slot's share over every "
     "decision. ⚑ marks a value the audit flagged, with its reason: an allocation far from the "
     "slot's (total variation), or a reward rate unlike the segment's other values.")
-# Cells shaded by share (the console's colours); a flagged value's cells outlined.
-HEATMAP_STYLE = ("table.heatmap td.cell{min-width:3.5em}"
+# Cells shaded by share (the console's colours); a flagged value's cells outlined; a grid wider
+# than the page (an offline log's many actions) scrolls on its own.
+HEATMAP_STYLE = ("table.heatmap{display:block;overflow-x:auto;max-width:100%}"
+                 "table.heatmap td.cell{min-width:3.5em}"
                  "table.heatmap th:first-child,table.heatmap td:first-child{text-align:left}"
                  "table.heatmap tr.reason td{font-size:.85em}"
                  "table.heatmap tr.flagged td{color:#b3261e}"
@@ -168,13 +171,19 @@ def _share(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def heatmap_header(heatmap: Heatmap) -> tuple[str, ...]:
-    return ("segment = value", "learned",
+# A heatmap's wording: its count column and its first row (a campaign's decisions by
+# default; an offline evaluation's logged events).
+LEARNED = ("learned", "every decision")
+EVENTS = ("events", "every event")
+
+
+def heatmap_header(heatmap: Heatmap, words: tuple[str, str] = LEARNED) -> tuple[str, ...]:
+    return ("segment = value", words[0],
             *(arm if active else f"{arm} (retired)"
               for arm, active in zip(heatmap["arms"], heatmap["active"], strict=True)))
 
 
-def heatmap_rows(heatmap: Heatmap) -> list[tuple[str, ...]]:
+def heatmap_rows(heatmap: Heatmap, words: tuple[str, str] = LEARNED) -> list[tuple[str, ...]]:
     """The heatmap as rows of ``heatmap_header``: the slot's allocation over every decision,
     then a row per segment value (flagged ones marked ⚑).
 
@@ -184,29 +193,29 @@ def heatmap_rows(heatmap: Heatmap) -> list[tuple[str, ...]]:
     >>> heatmap_rows(h)
     [('every decision', '', '50.0%', '50.0%'), ('⚑ region = eu', '60', '100.0%', '0.0%')]
     """
-    rows = [("every decision", "", *map(_share, heatmap["overall"]))]
+    rows = [(words[1], "", *map(_share, heatmap["overall"]))]
     rows += [(f"{'⚑ ' if r['flagged'] else ''}{r['segment']} = {r['value']}",
               f"{r['impressions']:,}", *map(_share, r["shares"])) for r in heatmap["rows"]]
     return rows
 
 
-def heatmap_markdown(heatmap: Heatmap) -> str:
+def heatmap_markdown(heatmap: Heatmap, words: tuple[str, str] = LEARNED) -> str:
     """The heatmap as a Markdown table (``|`` in names escaped), each flagged value's reason
     below it."""
-    rows = [tuple(cell.replace("|", "\\|") for cell in row) for row in heatmap_rows(heatmap)]
+    header, *rows = [tuple(cell.replace("|", "\\|") for cell in row)
+                     for row in [heatmap_header(heatmap, words), *heatmap_rows(heatmap, words)]]
     reasons = [f"- ⚑ {r['segment']} = {r['value']}: {r['reason']}"
                for r in heatmap["rows"] if r["flagged"]]
-    return "\n".join([markdown_table(heatmap_header(heatmap), rows), *([""] + reasons
-                                                                      if reasons else [])])
+    return "\n".join([markdown_table(header, rows), *([""] + reasons if reasons else [])])
 
 
-def heatmap_html(heatmap: Heatmap) -> str:
+def heatmap_html(heatmap: Heatmap, words: tuple[str, str] = LEARNED) -> str:
     """The heatmap as an HTML table, every name escaped: cells shaded by share, a flagged
     value's cells outlined and its reason in a row below it (``HEATMAP_STYLE``)."""
     columns = len(heatmap["arms"]) + 2
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in heatmap_header(heatmap))
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in heatmap_header(heatmap, words))
     body = []
-    for k, row in enumerate(heatmap_rows(heatmap)):
+    for k, row in enumerate(heatmap_rows(heatmap, words)):
         flagged = k > 0 and heatmap["rows"][k - 1]["flagged"]
         shares = heatmap["overall"] if k == 0 else heatmap["rows"][k - 1]["shares"]
         cells = "".join(
@@ -229,14 +238,22 @@ def bias_audit(report: Mapping[str, Any], level: int = 2, title: str = "Bias aud
     """A campaign report's (``CampaignReport`` as JSON) bias audit, a heatmap per slot that has
     segment values, as Markdown lines and HTML, headed at ``level`` (slots one below);
     nothing when no slot has any."""
-    heatmaps = [h for h in map(allocation_heatmap, report["slots"]) if h["rows"]]
+    return heatmap_section([h for h in map(allocation_heatmap, report["slots"]) if h["rows"]],
+                           level, title, AUDIT_NOTE, "Slot")
+
+
+def heatmap_section(heatmaps: Sequence[Heatmap], level: int, title: str, note: str,
+                    kind: str, words: tuple[str, str] = LEARNED) -> tuple[list[str], str]:
+    """Heatmaps under one heading at ``level`` with ``note``, each headed one below as
+    ``kind`` and its name (a slot, a policy), as Markdown lines and HTML; nothing when there
+    are none."""
     if not heatmaps:
         return [], ""
     mark = "#" * level
-    md = [f"{mark} {title}", "", AUDIT_NOTE, ""]
-    page = f"<h{level}>{html.escape(title)}</h{level}><p>{html.escape(AUDIT_NOTE)}</p>"
+    md = [f"{mark} {title}", "", note, ""]
+    page = f"<h{level}>{html.escape(title)}</h{level}><p>{html.escape(note)}</p>"
     for h in heatmaps:
-        md += [f"{mark}# Slot {h['slot']}", "", heatmap_markdown(h), ""]
-        page += (f"<h{level + 1}>Slot {html.escape(h['slot'])}</h{level + 1}>"
-                 f"{heatmap_html(h)}")
+        md += [f"{mark}# {kind} {h['slot']}", "", heatmap_markdown(h, words), ""]
+        page += (f"<h{level + 1}>{kind} {html.escape(h['slot'])}</h{level + 1}>"
+                 f"{heatmap_html(h, words)}")
     return md, page

@@ -1,6 +1,7 @@
 """The report of an offline evaluation (``simulators.replay.compare``): results.json,
-report.md, report.html (tables and embedded PNGs) and the PNGs: estimates with intervals per
-estimator, cumulative reward of the replayed events, arm allocation."""
+report.md, report.html (tables, embedded PNGs, allocation-by-segment heatmaps) and the PNGs:
+estimates with intervals per estimator, cumulative reward of the replayed events, arm
+allocation."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from bandit.engine.report import _AUDIT_MIN, _AUDIT_TV
 from simulators.replay import HEADER, Comparison
 from simulators.reports import page
 
@@ -25,6 +27,13 @@ _NOTE = (
     "model-based ones, its own reward model. Clipping lowers the weights above the "
     "threshold: the bias column is the clipped minus the unclipped estimate on this log."
 )
+_SEGMENT_NOTE = (
+    "Per policy, its allocation by the log's categorical context features: each row is a "
+    "feature value, each cell the policy's mean probability of the action over the value's "
+    "events, as the estimators read it (a row sums to 100%), under its mean over every event. "
+    "⚑ marks a value the campaign report's bias audit would flag on allocation: at least "
+    f"{_AUDIT_MIN} events and a total variation of at least {_AUDIT_TV} from the policy's "
+    "overall allocation.")
 
 
 def write_report(result: Comparison, out_dir: str | Path) -> Path:
@@ -52,16 +61,22 @@ def _parameters(result: Comparison) -> str:
     return sizes + (f", {extra}" if extra else "")
 
 
+def _segments(result: Comparison) -> tuple[list[str], str]:
+    return page.heatmap_section(list(result.segments.values()), 2, "Allocation by segment",
+                                _SEGMENT_NOTE, "Policy", page.EVENTS)
+
+
 def _markdown(result: Comparison, rows: list[tuple[str, ...]]) -> str:
     lines = [f"# {_title(result)}", "", _parameters(result), "",
-             page.markdown_table(HEADER, rows), "", _NOTE, "", *page.markdown_images(PLOTS)]
-    return "\n".join(lines) + "\n"
+             page.markdown_table(HEADER, rows), "", _NOTE, "", *page.markdown_images(PLOTS), "",
+             *_segments(result)[0]]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _html(result: Comparison, rows: list[tuple[str, ...]], out: Path) -> str:
     body = (f"<p>{html.escape(_parameters(result))}</p>{page.html_table(HEADER, rows)}"
-            f"<p>{html.escape(_NOTE)}</p>{page.titled_images(out, PLOTS)}")
-    return page.html_page(_title(result), body, page.STYLE + page.IMAGES)
+            f"<p>{html.escape(_NOTE)}</p>{page.titled_images(out, PLOTS)}{_segments(result)[1]}")
+    return page.html_page(_title(result), body, page.STYLE + page.IMAGES + page.HEATMAP_STYLE)
 
 
 def _estimates(result: Comparison, title: str) -> Figure:

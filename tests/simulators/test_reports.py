@@ -1,13 +1,22 @@
 """The static reports' outcome tables: the demo's (from the service's report JSON) and the
-simulation's (from its engines' reports) show every outcome type per group and its lift."""
+simulation's (from its engines' reports) show every outcome type per group and its lift; the
+allocation-by-segment heatmaps of the demo, the simulation and the offline evaluation."""
 
 from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
 
 from bandit.engine import Engine
 from bandit.engine.join import subject_key
 from bandit.models import OUTCOME_TYPES, CampaignSpec, JoinedEvent
 from simulators.email_campaign import EmailCampaign
+from simulators.offline.logs import LoggedBandit
+from simulators.replay import compare, make_targets
 from simulators.reports import demo, simulation
+from simulators.reports import replay as replay_report
 from simulators.simulate import make_policies, simulate
 
 
@@ -132,3 +141,48 @@ def test_the_simulation_report_shows_each_engines_heatmaps(tmp_path):
         assert f"### Slot {slot}" in markdown
     assert page.count('<table class="heatmap">') == len(slots)
     assert "| region = " in markdown and "| age_band = " in markdown
+
+
+def _plan_log(rng) -> LoggedBandit:
+    """A uniform log of 240 events over 3 actions; the categorical feature 'plan' (one-hot
+    columns, as the engine and the OBD reader name them) has 'free' on 120 events and
+    '<b>x|y</b>' on 120; 'team' is on none."""
+    n = 240
+    plan = np.arange(n) % 2
+    X = np.column_stack([np.ones(n), plan == 0, plan == 1, np.zeros(n), rng.normal(size=n)])
+    return LoggedBandit(X.astype(float), rng.integers(3, size=n), rng.integers(2, size=n) * 1.0,
+                        np.full(n, 1 / 3), n_actions=3, action_names=("a", "b", "<c>"),
+                        context_names=("(intercept)", "plan=free", "plan=<b>x|y</b>",
+                                       "plan=team", "score"), name="plans")
+
+
+def test_the_replay_report_shows_each_policys_allocation_by_segment(rng, tmp_path):
+    log = _plan_log(rng)
+    skewed = np.where((log.X[:, 1] == 1)[:, None], [1.0, 0.0, 0.0], [0.0, 0.5, 0.5])
+    targets = {"uniform": np.full((log.n, 3), 1 / 3), "skewed": skewed,
+               **make_targets(["lin_ucb"], log)}
+    for estimators in (["replay"], ["replay", "ips"]):
+        result = compare(log, dict(targets), estimators, n_boot=20, progress=False)
+        page = replay_report.write_report(result, tmp_path).read_text()
+        markdown = (tmp_path / "report.md").read_text()
+        assert "## Allocation by segment" in markdown and "<h2>Allocation by segment</h2>" in page
+        assert page.count('<table class="heatmap">') == 3
+        for name in targets:
+            assert f"### Policy {name}" in markdown
+        heatmaps = json.loads((tmp_path / "results.json").read_text())["segments"]
+        for heatmap in heatmaps.values():
+            assert [(r["segment"], r["value"]) for r in heatmap["rows"]] == [
+                ("plan", "free"), ("plan", "<b>x|y</b>")]
+            for row in heatmap["rows"]:
+                assert row["impressions"] == 120 and sum(row["shares"]) == pytest.approx(1.0)
+        # The probabilities the estimators read, per value; the audit's allocation rule flags
+        # both halves of the skewed table (total variation 0.5 from its overall), none of
+        # uniform's.
+        assert "| segment = value | events | a | b | <c> |" in markdown
+        assert "| every event |  | 50.0% | 25.0% | 25.0% |" in markdown
+        assert "| ⚑ plan = free | 120 | 100.0% | 0.0% | 0.0% |" in markdown
+        assert "| ⚑ plan = <b>x\\|y</b> | 120 | 0.0% | 50.0% | 50.0% |" in markdown
+        assert "| plan = free | 120 | 33.3% | 33.3% | 33.3% |" in markdown
+        assert "plan = &lt;b&gt;x|y&lt;/b&gt;" in page and "<b>x|y</b>" not in page
+        assert "<th>&lt;c&gt;</th>" in page and "<c>" not in page
+        assert page.count('<tr class="flagged"><td>⚑ plan') >= 2
