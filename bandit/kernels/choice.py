@@ -261,7 +261,7 @@ def _gaussian_grid(mu, sg, c, lo, radius, steps, order, grid):
 @njit(cache=True)
 def gaussian_row(mean, sd, mask, nodes, weights, radius, steps, out, work, iwork, breaks, nwork):
     """P(arm a has the largest draw) for independent N(mean_a, sd_a^2), one row: mean, sd,
-    mask (k,); fills out (k,). ``work`` (4, k) float, ``iwork`` (2, k) int64, ``breaks``
+    mask (k,); fills out (k,). ``work`` (4, k) float, ``iwork`` (3, k) int64, ``breaks``
     (k (2 steps + 1) + 1,) and ``nwork`` (3 + k, k (2 steps + 1) n_gl) are scratch space
     (``gaussian_scratch``; ``gaussian_max_probabilities`` documents the method)."""
     if not radius < MILLS.shape[0]:
@@ -269,7 +269,7 @@ def gaussian_row(mean, sd, mask, nodes, weights, radius, steps, out, work, iwork
     k = mean.shape[0]
     n_gl = nodes.shape[0]
     mu, sg, inv, acc = work[0], work[1], work[2], work[3]
-    idx, order = iwork[0], iwork[1]
+    idx, order, cut = iwork[0], iwork[1], iwork[2]
     m = 0
     sd_max = 0.0
     for a in range(k):
@@ -340,10 +340,13 @@ def gaussian_row(mean, sd, mask, nodes, weights, radius, steps, out, work, iwork
             wq[n_t] = half * weights[q]
             fprod[n_t] = 1.0
             n_t += 1
+    # The nodes ascend; above mu_j + _CDF_ONE sg_j arm j's factor is 1 and its density 0.
     for j in range(c):
-        _node_terms(t, n_t, mu[j], inv[j], fprod, nwork[3 + j])
+        n_j = np.searchsorted(t[:n_t], mu[j] + _CDF_ONE * sg[j], side="right")
+        cut[j] = n_j
+        _node_terms(t, n_j, mu[j], inv[j], fprod, nwork[3 + j])
     for j in range(c):
-        acc[j] = _weighted_sum(wq, fprod, nwork[3 + j], n_t)
+        acc[j] = _weighted_sum(wq, fprod, nwork[3 + j], cut[j])
     total = 0.0
     for j in range(c):
         total += acc[j]
@@ -357,7 +360,7 @@ def gaussian_scratch(k, steps, n_gl):
     """The scratch arrays of ``gaussian_row`` for k arms and an n_gl-point rule: (work, iwork,
     breaks, nwork)."""
     n_pieces = k * (2 * steps + 1)
-    return (np.empty((4, k)), np.empty((2, k), dtype=np.int64), np.empty(n_pieces + 1),
+    return (np.empty((4, k)), np.empty((3, k), dtype=np.int64), np.empty(n_pieces + 1),
             np.empty((3 + k, n_pieces * n_gl)))
 
 
