@@ -311,9 +311,15 @@ def test_hybrid_scores_match_algorithm_2(rng, k, d, m):
     assert [policy.choose_one(x) for x in Q] == list(want.argmax(axis=1))
 
 
-@pytest.mark.parametrize(("k", "d", "m", "l2"), [(1, 1, 1, 1.0), (4, 3, 2, 0.5), (3, 5, 3, 2.0)])
-def test_hybrid_learn_one_moves_every_factor_to_its_refactorized_value(rng, k, d, m, l2):
+@pytest.mark.parametrize(("k", "d", "m", "l2", "one_hot"),
+                         [(1, 1, 1, 1.0, False), (4, 3, 2, 0.5, False), (3, 5, 3, 2.0, False),
+                          (5, 3, 4, 1.0, True)])
+def test_hybrid_learn_one_moves_every_factor_to_its_refactorized_value(rng, k, d, m, l2, one_hot):
+    # one_hot: a constant and a category per arm, as OBD's item features (learn_one reads
+    # only the rows of A0^-1 where an arm's features are nonzero).
     F = rng.normal(size=(k, m))
+    if one_hot:
+        F = np.column_stack([np.ones(k), np.eye(m - 1)[np.arange(k) % (m - 1)]])
     arms, X, r = _events(rng, k, d, n=40)
     Sxx, bx, counts = reference.sums(arms, X, r, k)
     f = {name: np.ascontiguousarray(v)
