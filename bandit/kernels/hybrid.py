@@ -135,38 +135,51 @@ def learn_one(Sxx, bx, counts, F, A_inv, A0_inv, N, c, b0, beta, Mbeta, theta, Q
         for l in range(d):  # noqa: E741
             Sxx[a, j, l] += x[j] * x[l]
             A_inv[a, j, l] -= u[j] * u[l] / h
-    # A0^-1 along w = M_a u.
-    w = np.empty(p)
-    for j in range(d):
-        for g in range(m):
-            w[j * m + g] = u[j] * F[a, g]
-    s = np.empty(p)
-    ws = 0.0
-    for i in range(p):
-        acc = 0.0
-        for t in range(p):
-            acc += A0_inv[i, t] * w[t]
-        s[i] = acc
-        ws += w[i] * acc
-    gain = (l2 * l2 / h) / (1.0 + (l2 * l2 / h) * ws)
-    for i in range(p):
-        gs = gain * s[i]
-        for t in range(p):
-            A0_inv[i, t] -= gs * s[t]
-    # b0 moves with c_a = l2 A_a^-1 b_a.
+    # b0 moves with c_a = l2 A_a^-1 b_a, by delta = M_a (c_a' - c_a).
+    nz = np.empty(m, dtype=np.int64)  # the arm's nonzero features: w and delta live on them
+    n_nz = 0
+    for g in range(m):
+        if F[a, g] != 0.0:
+            nz[n_nz] = g
+            n_nz += 1
+    dc = np.empty(d)
     for j in range(d):
         acc = 0.0
         for l in range(d):  # noqa: E741
             acc += A_inv[a, j, l] * bx[a, l]
-        delta = l2 * acc - c[a, j]
+        dc[j] = l2 * acc - c[a, j]
         c[a, j] = l2 * acc
         for g in range(m):
-            b0[j * m + g] += delta * F[a, g]
+            b0[j * m + g] += dc[j] * F[a, g]
+    # A0^-1 along w = M_a u: s = A0^-1 w and A0^-1 delta from the rows of A0^-1 (symmetric)
+    # where w and delta are nonzero, d n_nz of its p rows.
+    s = np.zeros(p)
+    Ad = np.zeros(p)
+    ws = 0.0
+    for j in range(d):
+        for r in range(n_nz):
+            g = nz[r]
+            row = j * m + g
+            wr = u[j] * F[a, g]
+            dr = dc[j] * F[a, g]
+            for t in range(p):
+                s[t] += wr * A0_inv[row, t]
+                Ad[t] += dr * A0_inv[row, t]
+    for j in range(d):
+        for r in range(n_nz):
+            row = j * m + nz[r]
+            ws += u[j] * F[a, nz[r]] * s[row]
+    gain = (l2 * l2 / h) / (1.0 + (l2 * l2 / h) * ws)
+    # beta = A0^-1 b0 follows: (A0^-1 - g s s^T)(b0 + delta) = beta + A0^-1 delta - g (s.b0') s.
+    sb = 0.0
     for i in range(p):
-        acc = 0.0
+        sb += s[i] * b0[i]
+    for i in range(p):
+        beta[i] += Ad[i] - gain * sb * s[i]
+    for i in range(p):
+        gs = gain * s[i]
         for t in range(p):
-            acc += A0_inv[i, t] * b0[t]
-        beta[i] = acc
+            A0_inv[i, t] -= gs * s[t]
     tb = np.empty(d)
     vb = np.empty(d)
     for b in range(k):

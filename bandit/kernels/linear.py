@@ -208,8 +208,8 @@ def choose(theta, Ainv, X, alpha, noise, mask, epsilon, U, arms_out, probs_out):
 
 
 @njit(cache=True)  # no fast-math here: the quadrature's own arithmetic stays as written
-def thompson_choose(theta, Ainv, X, noise, mask, U, v, nodes, weights, radius, steps, mills,
-                    arms_out, probs_out):
+def thompson_choose(theta, Ainv, X, noise, mask, U, v, nodes, weights, radius, steps, arms_out,
+                    probs_out):
     """Linear Thompson sampling with propensities, in one pass over the rows: each arm's mean
     and width once per row, the arm of ``choose`` (alpha 0, no floor: U[i, 1] breaks ties) and
     its win probability, ``choice.gaussian_row`` over N(mean, (v width)^2), the number
@@ -221,7 +221,7 @@ def thompson_choose(theta, Ainv, X, noise, mask, U, v, nodes, weights, radius, s
     mean = np.empty(k)
     sd = np.empty(k)
     pmf = np.empty(k)
-    work, iwork, breaks = gaussian_scratch(k, steps)
+    work, iwork, breaks, nwork = gaussian_scratch(k, steps, nodes.shape[0])
     for i in range(n):
         m = mask[i if per_row else 0]
         for a in range(k):
@@ -233,7 +233,7 @@ def thompson_choose(theta, Ainv, X, noise, mask, U, v, nodes, weights, radius, s
         if arm < 0:
             probs_out[i] = np.nan
             continue
-        gaussian_row(mean, sd, m, nodes, weights, radius, steps, mills, pmf, work, iwork, breaks)
+        gaussian_row(mean, sd, m, nodes, weights, radius, steps, pmf, work, iwork, breaks, nwork)
         probs_out[i] = pmf[arm]
 
 

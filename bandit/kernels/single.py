@@ -37,7 +37,7 @@ def linear_decide(theta, Ainv, x, alpha, mask, epsilon, u, scale):
 
 
 @njit(cache=True, fastmath=_FAST)
-def lints_decide(theta, Ainv, x, noise, mask, u, v, nodes, weights, radius, steps, mills):
+def lints_decide(theta, Ainv, x, noise, mask, u, v, nodes, weights, radius, steps):
     """Linear Thompson sampling: the arm whose mean + width * noise is largest (noise (k,),
     ``v`` times the standard normal quantiles of the draws), its exact win probability (the
     quadrature of ``choice.gaussian_max_probabilities`` over every eligible arm), its mean and
@@ -56,6 +56,6 @@ def lints_decide(theta, Ainv, x, noise, mask, u, v, nodes, weights, radius, step
         sd[0, a] = v * w
     probs = np.empty((1, k))
     gaussian_max_probabilities(mean, sd, mask.reshape((1, k)), nodes, weights, radius, steps,
-                               mills, probs)
+                               probs)
     m, w = _mean_width(theta, Ainv, arm, x)
     return arm, probs[0, arm], m, v * w

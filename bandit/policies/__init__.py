@@ -31,7 +31,6 @@ from bandit.policies.hybrid import HybridLinUCB
 from bandit.policies.kinds import from_state
 from bandit.policies.linear import _GL_NODES as _GL_NODES
 from bandit.policies.linear import _GL_WEIGHTS as _GL_WEIGHTS
-from bandit.policies.linear import _MILLS as _MILLS
 from bandit.policies.linear import _RADIUS as _RADIUS
 from bandit.policies.linear import _STEPS as _STEPS
 from bandit.policies.linear import EpsilonGreedy, LinTS, LinUCB

@@ -18,20 +18,6 @@ _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 # spans at most RADIUS / STEPS sds of the narrowest arm it overlaps (its error against adaptive
 # quadrature is checked in tests/bandit/kernels/test_kernels.py).
 _RADIUS, _STEPS = 7.0, 4
-# The normal CDF of the quadrature, as the Mills ratio R(z) = Phi(-z) / phi(z) on unit pieces
-# of [0, 9) (beyond, Phi(-z) < 1e-19): Chebyshev interpolants of degree 12 in power form, within
-# 1e-13 of scipy's (checked in tests/bandit/kernels/test_kernels.py).
-
-
-def _mills_piece(j: int) -> np.ndarray:
-    """The Mills ratio on [j, j + 1), in power form of s = 2 (z - j) - 1: the polynomial through
-    its values at the 13 Chebyshev points."""
-    s = np.cos(np.pi * (np.arange(13) + 0.5) / 13)
-    mills = np.sqrt(np.pi / 2) * special.erfcx((j + 0.5 + 0.5 * s) / np.sqrt(2))
-    return np.asarray(np.polynomial.polynomial.polyfit(s, mills, 12))
-
-
-_MILLS = np.array([_mills_piece(j) for j in range(9)])
 # Rank-one (Sherman-Morrison) updates an arm takes before its inverse is recomputed from its
 # sums, which bounds the rounding a long chain of updates could build up.
 _REFACTOR_EVERY = 1_000
@@ -393,7 +379,7 @@ class LinTS(_DisjointLinear):
         noise = self.v * special.ndtri(np.clip(u[2:], _TINY, None))  # as _noise, for one row
         arm, p, mean, bonus = single.lints_decide(
             self._theta, self._Ainv, x, noise, self._active if mask is None else mask, u,
-            self.v, _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, _MILLS)
+            self.v, _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS)
         if arm < 0:
             return Policy.decide_row(self, x, mask, u)
         return arm, p, mean + self._offset, bonus
@@ -410,14 +396,14 @@ class LinTS(_DisjointLinear):
         arms = np.empty(n, dtype=np.int64)
         probs = np.empty(n)
         linear.thompson_choose(self._theta, self._Ainv, X, noise, mask, U, self.v,
-                               _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, _MILLS, arms, probs)
+                               _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, arms, probs)
         return arms, probs
 
     def _propensities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         mean, sd = self._moments(X)
         out = np.empty_like(mean)
         choice.gaussian_max_probabilities(mean, self.v * sd, mask, _GL_NODES, _GL_WEIGHTS,
-                                          _RADIUS, _STEPS, _MILLS, out)
+                                          _RADIUS, _STEPS, out)
         return out
 
     def _scores(self, X: np.ndarray) -> np.ndarray:

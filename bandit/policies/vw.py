@@ -338,33 +338,42 @@ class VWPolicy(Policy):
         return P, S
 
     def _predict_rows(self, X: np.ndarray, rows: list[int], arms: list[int],
-                      scores: bool) -> tuple[list[list[float]], list[list[float]]]:
-        """VW's pmf over ``arms`` for each of X's ``rows`` and, when ``scores``, its reward
-        estimates (-cost). The batch-decision path: with reused examples a row costs the
-        shared example's refill and one predict call (the VW row of ``benchmarks.bench_vw``)."""
-        pmfs: list[list[float]] = []
+                      scores: bool) -> tuple[np.ndarray, list[list[float]]]:
+        """VW's pmf over ``arms`` for each of X's ``rows`` (len(rows), len(arms)) and, when
+        ``scores``, its reward estimates (-cost). The batch-decision path: with reused examples
+        a row costs the shared example's refill and one predict call (the VW row of
+        ``benchmarks.bench_vw``)."""
+        pmfs: list[float] = []
         ests: list[list[float]] = []
         if self._reuse:
             ws, fill, shared = self._ws, self._fill, self._shared
             example = [shared] + [self._actions[a] for a in arms]
+            keep, pmf_of = pmfs.extend, shared.get_action_scores
+            hashes, ns_hash = self._hashes, self._ns_hash
             Xr = X[rows]
             dense = (np.abs(Xr) >= _F32_TINY).all(axis=1).tolist()
             for values, full in zip(Xr.tolist(), dense, strict=True):
-                fill(values, full)
+                if full:  # _fill(values, dense=True), inline: this loop is the hot path
+                    _erase_namespace(shared, _CONTEXT_ORD)
+                    _push_features(shared, ws, _CONTEXT_ORD, ns_hash,
+                                   list(zip(hashes, values, strict=True)))
+                    _setup(ws, shared)
+                else:
+                    fill(values)
                 _predict_multi(ws, example)
-                pmfs.append(shared.get_action_scores())
+                keep(pmf_of())
                 if scores:
                     ests.append([-e.get_partial_prediction() for e in example[1:]])
                 _unsetup(ws, shared)
-            return pmfs, ests
-        for i in rows:
-            example = self._multi(X[i], arms)
-            _predict_multi(self._ws, example)
-            pmfs.append(example[0].get_action_scores())
-            if scores:
-                ests.append([-e.get_partial_prediction() for e in example[1:]])
-            self._release(example)
-        return pmfs, ests
+        else:
+            for i in rows:
+                example = self._multi(X[i], arms)
+                _predict_multi(self._ws, example)
+                pmfs.extend(example[0].get_action_scores())
+                if scores:
+                    ests.append([-e.get_partial_prediction() for e in example[1:]])
+                self._release(example)
+        return np.array(pmfs).reshape(len(rows), len(arms)), ests
 
     def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
                 with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:

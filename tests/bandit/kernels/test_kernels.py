@@ -10,7 +10,6 @@ from bandit.policies import (
     _BETA_WEIGHTS,
     _GL_NODES,
     _GL_WEIGHTS,
-    _MILLS,
     _RADIUS,
     _STEPS,
 )
@@ -128,7 +127,7 @@ def test_gaussian_max_probabilities_match_adaptive_quadrature(case):
     mean, sd = (np.array(v, dtype=float) for v in GAUSSIAN_CASES[case])
     out = np.empty((1, len(mean)))
     choice.gaussian_max_probabilities(mean[None], sd[None], np.ones((1, len(mean)), dtype=np.bool_),
-                                      _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, _MILLS, out)
+                                      _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, out)
     np.testing.assert_allclose(out[0], reference.gaussian_max_probabilities(mean, sd), atol=1e-9)
     assert abs(out.sum() - 1.0) < 1e-12
 
@@ -139,7 +138,7 @@ def test_gaussian_max_probabilities_masks_and_degenerate_rows():
     mask = np.array([[True, True, False], [True, True, True]])
     out = np.empty((2, 3))
     choice.gaussian_max_probabilities(mean, sd, mask, _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS,
-                                      _MILLS, out)
+                                      out)
     np.testing.assert_allclose(out[0, :2],
                                reference.gaussian_max_probabilities(mean[0, :2], sd[0, :2]),
                                atol=1e-9)
@@ -167,7 +166,7 @@ def _gaussian(mean, sd, mask=None, steps=_STEPS):
     mask = np.ones_like(mean, dtype=np.bool_) if mask is None else np.atleast_2d(mask)
     out = np.empty_like(mean)
     choice.gaussian_max_probabilities(mean, sd, mask, _GL_NODES, _GL_WEIGHTS, _RADIUS, steps,
-                                      _MILLS, out)
+                                      out)
     return out
 
 
@@ -197,14 +196,31 @@ def test_gaussian_max_probabilities_fifty_arms_with_masks():
 
 def test_normal_cdf_pdf_matches_scipy():
     z = np.concatenate([np.linspace(-40.0, 40.0, 20_001), [-9.0, -8.999999, 0.0, 9.0, 1e6]])
-    got = np.array([choice.normal_cdf_pdf(v, _MILLS) for v in z])
+    got = np.array([choice.normal_cdf_pdf(v) for v in z])
     # Relative accuracy where the table is; beyond |z| = 9 the tail is below 1e-19 and its
     # asymptotic series is within 1e-4 of it, far below what any integral can see.
     inner = np.abs(z) < 9.0
     np.testing.assert_allclose(got[inner, 0], reference.normal_cdf(z[inner]), rtol=1e-13, atol=0.0)
     np.testing.assert_allclose(got[:, 0], reference.normal_cdf(z), rtol=1e-4, atol=1e-300)
     np.testing.assert_allclose(got[:, 1], reference.normal_pdf(z), rtol=1e-13, atol=1e-300)
-    assert np.isnan(choice.normal_cdf_pdf(np.nan, _MILLS)).all()
+    assert np.isnan(choice.normal_cdf_pdf(np.nan)).all()
+
+
+def test_node_terms_match_the_exact_cdf_and_density():
+    # The vectorized node loop (inline exp, no branch) against scipy over the z a grid can
+    # see: z from -9 (below -radius, the table's end) to far above the CDF's rounding to 1.
+    mu, inv = 0.25, 2.0
+    z = np.concatenate([np.linspace(-9.0, 12.0, 40_001), [0.0, -_RADIUS, 8.3, 8.30001, 1e6]])
+    t = mu + z / inv
+    z = (t - mu) * inv
+    prod, ratio = np.full(t.shape, 0.5), np.empty(t.shape)
+    choice._node_terms(t, len(t), mu, inv, prod, ratio)
+    cdf = reference.normal_cdf(z)
+    one = z > 8.3
+    np.testing.assert_allclose(prod[~one], 0.5 * cdf[~one], rtol=1e-13, atol=0.0)
+    np.testing.assert_allclose(ratio[~one], reference.normal_pdf(z[~one]) * inv / cdf[~one],
+                               rtol=1e-12, atol=0.0)
+    assert np.all(prod[one] == 0.5) and np.all(ratio[one] == 0.0)
 
 
 def test_thompson_choose_is_choose_then_the_propensity_of_the_arm(rng):
@@ -216,7 +232,7 @@ def test_thompson_choose_is_choose_then_the_propensity_of_the_arm(rng):
     mask[:, 0] = True
     chosen, p = np.empty(n, dtype=np.int64), np.empty(n)
     linear.thompson_choose(theta, Ainv, Q, noise, mask, U, 0.3, _GL_NODES, _GL_WEIGHTS, _RADIUS,
-                           _STEPS, _MILLS, chosen, p)
+                           _STEPS, chosen, p)
     want, _ = np.empty(n, dtype=np.int64), np.empty(n)
     linear.choose(theta, Ainv, Q, 0.0, noise, mask, 0.0, U, want, _)
     np.testing.assert_array_equal(chosen, want)
@@ -295,9 +311,15 @@ def test_hybrid_scores_match_algorithm_2(rng, k, d, m):
     assert [policy.choose_one(x) for x in Q] == list(want.argmax(axis=1))
 
 
-@pytest.mark.parametrize(("k", "d", "m", "l2"), [(1, 1, 1, 1.0), (4, 3, 2, 0.5), (3, 5, 3, 2.0)])
-def test_hybrid_learn_one_moves_every_factor_to_its_refactorized_value(rng, k, d, m, l2):
+@pytest.mark.parametrize(("k", "d", "m", "l2", "one_hot"),
+                         [(1, 1, 1, 1.0, False), (4, 3, 2, 0.5, False), (3, 5, 3, 2.0, False),
+                          (5, 3, 4, 1.0, True)])
+def test_hybrid_learn_one_moves_every_factor_to_its_refactorized_value(rng, k, d, m, l2, one_hot):
+    # one_hot: a constant and a category per arm, as OBD's item features (learn_one reads
+    # only the rows of A0^-1 where an arm's features are nonzero).
     F = rng.normal(size=(k, m))
+    if one_hot:
+        F = np.column_stack([np.ones(k), np.eye(m - 1)[np.arange(k) % (m - 1)]])
     arms, X, r = _events(rng, k, d, n=40)
     Sxx, bx, counts = reference.sums(arms, X, r, k)
     f = {name: np.ascontiguousarray(v)
