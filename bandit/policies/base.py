@@ -154,12 +154,7 @@ class _EdgeChecks:
     def _context(self, x: Any) -> np.ndarray:
         if self.dim == 0 and x is None:
             return np.empty(0)
-        try:
-            x = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"x: expected {self.dim} numbers, got {x!r:.80}") from None
-        if x.shape != (self.dim,):
-            raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
+        x = self._shaped(x)
         if not np.isfinite(x).all():
             raise InvalidInputError("x: contains NaN or inf")
         return x
@@ -175,6 +170,17 @@ class _EdgeChecks:
             rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
             raise InvalidInputError(f"X: row {rows[0]} contains NaN or inf")
         return X
+
+    def _shaped(self, x: Any) -> np.ndarray:
+        """x as a float64 array of shape (dim,); finiteness is left to the caller (the
+        per-event kernels refuse NaN and inf themselves)."""
+        try:
+            x = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"x: expected {self.dim} numbers, got {x!r:.80}") from None
+        if x.shape != (self.dim,):
+            raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
+        return x
 
     def _arm(self, arm: Any) -> int:
         try:

@@ -94,9 +94,7 @@ class HybridLinUCB(_LinearScoring):
             super().learn_one(arm, x, reward, ts_ms=ts_ms)
             return
         a = self._arm(arm)
-        x = np.asarray(x, dtype=np.float64)
-        if x.shape != (self.dim,):
-            raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
+        x = self._shaped(x)
         if self._dirty or self._updates >= _REFACTOR_EVERY:
             self._dirty = True
             self._refresh()

@@ -77,9 +77,7 @@ class _LinearScoring(Policy):
     # (a -1 arm), which the check below turns into an error.
 
     def choose_one(self, x: Any = None, *, eligible: Any = None, rng: Rng = None) -> int:
-        x = np.asarray(x, dtype=np.float64)
-        if x.shape != (self.dim,):
-            raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
+        x = self._shaped(x)
         mask = self._all_active if eligible is None else self._mask(eligible, 1)
         if self._dirty:
             self._refresh()
@@ -198,9 +196,7 @@ class _DisjointLinear(_LinearScoring):
             super().learn_one(arm, x, reward, ts_ms=ts_ms)
             return
         a = self._arm(arm)
-        x = np.asarray(x, dtype=np.float64)
-        if x.shape != (self.dim,):
-            raise InvalidInputError(f"x: expected shape ({self.dim},), got {x.shape}")
+        x = self._shaped(x)
         if self._dirty or self._updates[a] >= _REFACTOR_EVERY:
             self._stale[a] = True
             self._dirty = True
