@@ -322,7 +322,7 @@ class DecisionLog:
 
         def joined(name: str) -> np.ndarray:
             values = list(map(attrgetter(name), logs))
-            if not any(isinstance(v, np.ndarray) for v in values):  # one value per call
+            if np.ndarray not in set(map(type, values)):  # one value per call
                 return np.repeat(np.array(values, dtype=np.int64), lengths)
             return np.concatenate([np.broadcast_to(np.asarray(v), k) for v, k in zip(
                 values, lengths.tolist(), strict=True)]).astype(np.int64, copy=False)

@@ -171,13 +171,16 @@ def _runs(logs: list[DecisionLog]) -> list[DecisionLog]:
         groups.setdefault(log.campaign, []).append(log)
     runs = []
     for group in groups.values():
-        if DecisionLog.alike(group):
-            runs.append(group)
+        try:
+            runs.append(DecisionLog.concat(group, probabilities=False))
             continue
-        runs.append([group[0]])  # an arm was added since: a run per arm set
+        except ValueError:  # an arm was added since a call: a run per arm set
+            pass
+        split = [[group[0]]]
         for log in group[1:]:
-            if DecisionLog.joinable(runs[-1][-1], log):
-                runs[-1].append(log)
+            if DecisionLog.joinable(split[-1][-1], log):
+                split[-1].append(log)
             else:
-                runs.append([log])
-    return [DecisionLog.concat(run, probabilities=False) for run in runs]
+                split.append([log])
+        runs += [DecisionLog.concat(logs, probabilities=False) for logs in split]
+    return runs
