@@ -360,8 +360,7 @@ class Joiner(_OpenWindows):
         ids, early = run.decision_ids, self._early
         woken = [(i, "") for i in taken if ids[i] in early] if early else []
         if after or woken:
-            events = run.logged([i for i, _ in after])
-            rejected = iter(events)
+            rejected = iter(run.logged([i for i, _ in after]) if after else ())
             for i, reason in sorted(after + woken):
                 if reason:
                     result.rejected.append(Rejected(next(rejected), reason))
