@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Any, ClassVar
 
 import msgspec
@@ -33,6 +35,9 @@ from bandit.wire import columns
 
 _SEED, _M = np.uint32(0x9747B28C), np.uint32(0x5BD1E995)  # Kafka's murmur2
 _LOGGED = msgspec.json.Decoder(list[wire.LoggedDecision])
+_dtype, _ndim = attrgetter("dtype"), attrgetter("ndim")
+_slots, _slot, _arm_ids = attrgetter("slots"), attrgetter("slot"), attrgetter("arm_ids")
+_decision_ids, _campaign = attrgetter("decision_ids"), attrgetter("campaign")
 
 
 @dataclass(frozen=True)
@@ -149,33 +154,6 @@ class DecisionLog:
         """The decisions as ``wire.LoggedDecision`` (the join's decision records), read from
         ``lines()`` in one decoder call."""
         return _LOGGED.decode(b"[" + b",".join(self.lines()) + b"]")
-
-    def for_join(self) -> list[wire.LoggedDecision]:
-        """The decisions as the engine's own join takes them in process (the service without
-        a stream), built from the columns: no JSON written and read back, and no probability
-        vectors, which are for the log's readers (``lines``) and would cost more than the
-        rest; the join learns and reports without them."""
-        empty, choice, decision = msgspec.Raw(b"{}"), wire.LoggedChoice, wire.LoggedDecision
-        slots = [(s.slot, [s.arm_ids[a] for a in s.arms.tolist()], s.propensity.tolist())
-                 for s in self.slots]
-        out = []
-        times, versions = self._per_decision()
-        for i, (decision_id, subject, holdout, given) in enumerate(zip(
-                self.decision_ids, self.subjects, self.holdout.tolist(), self.consent.tolist(),
-                strict=True)):
-            context, segments = None, {}
-            if given:  # the request's own, as lines() writes them
-                context = self.contexts[i]
-                if type(context) is not dict:  # a msgspec Struct of the batch decoder
-                    context = msgspec.to_builtins(context)
-                segments = dict(self.segments[i])
-            out.append(decision(
-                decision_id=decision_id, campaign=self.campaign, subject=subject, ts=times[i],
-                model_version=versions[i], holdout=holdout,
-                slots={name: choice(arm=arms[i], propensity=p[i], probabilities=empty)
-                       for name, arms, p in slots},
-                context=context, segments=segments))
-        return out
 
     @classmethod
     def of_block(cls, block: columns.Columns) -> DecisionLog:
@@ -314,44 +292,67 @@ class DecisionLog:
     @staticmethod
     def joinable(a: DecisionLog, b: DecisionLog) -> bool:
         """Whether ``concat`` joins the two: one campaign, the same slots and arms."""
-        return a.campaign == b.campaign and [(s.slot, s.arm_ids) for s in a.slots] == [
-            (s.slot, s.arm_ids) for s in b.slots]
+        return a.campaign == b.campaign and list(map(_arm_ids, a.slots)) == list(map(
+            _arm_ids, b.slots)) and list(map(_slot, a.slots)) == list(map(_slot, b.slots))
+
+    @staticmethod
+    def alike(logs: Sequence[DecisionLog]) -> bool:
+        """Whether every log is ``joinable`` with the first (compared all at once)."""
+        first, k = logs[0], len(logs)
+        every = list(chain.from_iterable(map(_slots, logs)))
+        return (list(map(_campaign, logs)) == [first.campaign] * k
+                and list(map(_arm_ids, every)) == list(map(_arm_ids, first.slots)) * k
+                and list(map(_slot, every)) == list(map(_slot, first.slots)) * k)
 
     @classmethod
-    def concat(cls, logs: Sequence[DecisionLog]) -> DecisionLog:
+    def concat(cls, logs: Sequence[DecisionLog], *, probabilities: bool = True) -> DecisionLog:
         """One log of the decisions of several calls of one campaign with the same slots and
         arms (``joinable``), in order (times and model versions per decision; the probability
-        vectors as texts)."""
+        vectors as texts). Each column is joined by one numpy call over the logs, not one per
+        log: many logs of one decision each cost about what one log of them all would.
+        ``probabilities=False``: the vectors are not read and each is ``{}`` (for logs decided
+        for a sink that reads none: the service's in-process join)."""
         first = logs[0]
-        if not all(cls.joinable(first, log) for log in logs):
+        names, arms = [s.slot for s in first.slots], [s.arm_ids for s in first.slots]
+        slots = list(map(_slots, logs))
+        if not cls.alike(logs):
             raise ValueError("decision logs: expected one campaign with the same slots and arms")
-        texts = [log._vectors() for log in logs]
+        lengths = np.fromiter(map(len, map(_decision_ids, logs)), np.int64, len(logs))
+        n = int(lengths.sum())
 
         def joined(name: str) -> np.ndarray:
-            return np.concatenate([np.broadcast_to(np.asarray(getattr(log, name)), len(log))
-                                   for log in logs])
+            values = list(map(attrgetter(name), logs))
+            if np.ndarray not in set(map(type, values)):  # one value per call
+                return np.repeat(np.array(values, dtype=np.int64), lengths)
+            return np.concatenate([np.broadcast_to(np.asarray(v), k) for v, k in zip(
+                values, lengths.tolist(), strict=True)]).astype(np.int64, copy=False)
 
-        def vectors(j: int) -> tuple[bytes, np.ndarray, np.ndarray]:
-            shift = np.cumsum([0] + [len(t[j][0]) for t in texts[:-1]])
-            return (b"".join(t[j][0] for t in texts),
-                    np.concatenate([t[j][1] + at for t, at in zip(texts, shift, strict=True)]),
-                    np.concatenate([t[j][2] + at for t, at in zip(texts, shift, strict=True)]))
+        def flat(name: str) -> list[Any]:
+            return list(chain.from_iterable(map(attrgetter(name), logs)))
 
-        n = sum(map(len, logs))
-        return cls(campaign=first.campaign,
-                   decision_ids=[d for log in logs for d in log.decision_ids],
-                   subjects=[s for log in logs for s in log.subjects],
-                   ts=joined("ts").astype(np.int64),
-                   model_version=joined("model_version").astype(np.int64),
-                   holdout=joined("holdout"), consent=joined("consent"),
-                   contexts=[c for log in logs for c in log.contexts],
-                   segments=[s for log in logs for s in log.segments],
-                   slots=[SlotColumns(s.slot, s.arm_ids,
-                                      np.concatenate([log.slots[j].arms for log in logs]),
-                                      np.concatenate([log.slots[j].propensity for log in logs]),
+        def column(j: int, name: str) -> np.ndarray:
+            return _concatenated(list(map(attrgetter(name), map(itemgetter(j), slots))))
+
+        if probabilities:
+            texts = [log._vectors() for log in logs]
+            vectors = []
+            for j in range(len(names)):
+                blobs = [t[j][0] for t in texts]
+                shift = np.repeat(np.cumsum([0] + list(map(len, blobs[:-1]))), lengths)
+                vectors.append((b"".join(blobs), np.concatenate([t[j][1] for t in texts]) + shift,
+                                np.concatenate([t[j][2] for t in texts]) + shift))
+        else:
+            vectors = [_no_vectors(n)] * len(names)
+        return cls(campaign=first.campaign, decision_ids=flat("decision_ids"),
+                   subjects=flat("subjects"), ts=joined("ts"),
+                   model_version=joined("model_version"),
+                   holdout=_concatenated(list(map(attrgetter("holdout"), logs))),
+                   consent=_concatenated(list(map(attrgetter("consent"), logs))),
+                   contexts=flat("contexts"), segments=flat("segments"),
+                   slots=[SlotColumns(name, ids, column(j, "arms"), column(j, "propensity"),
                                       np.zeros(n), np.zeros(n), None)
-                          for j, s in enumerate(first.slots)],
-                   vectors=[vectors(j) for j in range(len(first.slots))])
+                          for j, (name, ids) in enumerate(zip(names, arms, strict=True))],
+                   vectors=vectors)
 
     def _private_objects(self) -> list[bytes | None]:
         """Per decision the JSON object of its context and segments, as ``lines`` writes
@@ -384,6 +385,24 @@ class DecisionLog:
             rows = np.flatnonzero(where == p).tolist()
             out[p] = [(ids[i], lines[i]) for i in rows]
         return out
+
+
+def _concatenated(arrays: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate`` of many small 1-d arrays: when they share a dtype and are
+    contiguous, their bytes joined in one call (numpy's own costs more per array than a row's
+    bytes)."""
+    kind = arrays[0].dtype
+    if len(arrays) < 16 or set(map(_dtype, arrays)) != {kind} or set(map(_ndim, arrays)) != {1}:
+        return np.concatenate(arrays)
+    try:
+        return np.frombuffer(b"".join(arrays), dtype=kind)  # type: ignore[arg-type]
+    except BufferError:  # a strided view
+        return np.concatenate(arrays)
+
+
+def _no_vectors(n: int) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A slot's probability texts when none were computed: ``{}`` for each of n rows."""
+    return b"{}", np.zeros(n, dtype=np.int64), np.full(n, 2, dtype=np.int64)
 
 
 def _gather(blob: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[bytes, np.ndarray]:

@@ -301,7 +301,6 @@ class Joiner(_OpenWindows):
         ``add``'s newest event time and longest window."""
         ids, row, closed, free = run.decision_ids, self._row, self._closed, self._free
         times = np.broadcast_to(np.asarray(run.ts, dtype=np.float64), len(run))
-        ts = times.tolist()
         campaign, rules = run.campaign, None
         erased_until, erased, subjects = self._erased_until, self._erased, run.subjects
         deadline: list[float] = []
@@ -309,6 +308,23 @@ class Joiner(_OpenWindows):
         taken: list[int] = []
         rows: list[int] = []
         admit = admission.admit
+        if self._clear(run, times, admission):  # every decision is new and fits: at once
+            newest = max(newest, float(times.max()))
+            rules = self._cache.get(campaign) or self._rules(campaign)
+            if campaign not in self._spans:
+                longest = max(longest, self._span(campaign))
+            deadlines = times + (rules.window if rules.wait is None else rules.wait)
+            admission.admit_run(campaign, deadlines)
+            k = min(len(free), len(ids))  # rows as one pop per decision would hand them out
+            rows = free[len(free) - k:][::-1]
+            del free[len(free) - k:]
+            rows += range(self._size, self._size + len(ids) - k)
+            self._size += len(ids) - k
+            row.update(zip(ids, rows, strict=True))
+            taken = list(range(len(ids)))
+            deadline = deadlines.tolist()
+            ids = []  # nothing left for the loop below
+        ts = times.tolist() if ids else []
         for i, decision_id in enumerate(ids):
             if decision_id in row or decision_id in closed:
                 after.append((i, _SECOND_DECISION))
@@ -341,17 +357,27 @@ class Joiner(_OpenWindows):
             self._write_run(run, np.array(taken, dtype=np.intp), rows,
                             np.array(deadline, dtype=np.float64), state)
             admission.written += rows
-        early = self._early
+        ids, early = run.decision_ids, self._early
         woken = [(i, "") for i in taken if ids[i] in early] if early else []
         if after or woken:
-            events = run.logged([i for i, _ in after])
-            rejected = iter(events)
+            rejected = iter(run.logged([i for i, _ in after]) if after else ())
             for i, reason in sorted(after + woken):
                 if reason:
                     result.rejected.append(Rejected(next(rejected), reason))
                 else:
                     self._wake(ids[i], result, {})
         return newest, longest
+
+    def _clear(self, run: DecisionLog, times: np.ndarray, admission: _Admission) -> bool:
+        """Whether every decision of ``run`` is taken, as ``_add_run``'s loop would find
+        decision by decision: none repeats one the join holds, closed, or another of the run;
+        none is of an erased subject's time; the campaign has room for them all under
+        ``max_pending`` (each would be admitted below the cap)."""
+        ids = run.decision_ids
+        return (len(ids) > 0 and admission.room(run.campaign, len(ids))
+                and not bool(np.any(times <= self._erased_until))
+                and self._row.keys().isdisjoint(ids) and self._closed.keys().isdisjoint(ids)
+                and len(set(ids)) == len(ids))
 
     def over_cap(self, events: Sequence[Joinable], watermark: float | None = None) -> list[int]:
         """The positions in ``events`` of the decisions that ``add(events, watermark)``
@@ -791,6 +817,7 @@ class _Admission:
         self.opened = joiner._open
         self.end: float | None = None  # the watermark after the batch, once needed
         self.admitted: list[tuple[str, float]] = []  # (campaign, deadline) until ``end``
+        self.runs: list[tuple[str, np.ndarray]] = []  # (campaign, deadlines) until ``end``
         self.after: dict[str, int] = {}  # campaign -> its decisions still open at ``end``
         self.settled: set[str] = set()  # campaigns whose ``after`` counts the earlier batches'
         # Rows of this batch written to the columns before its end (the rows before a run,
@@ -813,6 +840,21 @@ class _Admission:
         elif deadline >= self.end:
             self.after[campaign] = self.after.get(campaign, 0) + 1
         return True
+
+    def room(self, campaign: str, k: int) -> bool:
+        """Whether ``k`` impressions of ``campaign`` are all admitted below the cap (each
+        finds fewer than ``max_pending`` open): ``admit_run`` then counts them at once."""
+        return self.opened.get(campaign, 0) + k <= self.cap
+
+    def admit_run(self, campaign: str, deadlines: np.ndarray) -> None:
+        """Count impressions of ``campaign`` whose windows close at ``deadlines``, as
+        ``admit`` one by one would, given ``room`` for them."""
+        self.opened[campaign] = self.opened.get(campaign, 0) + len(deadlines)
+        if self.end is None:
+            self.runs.append((campaign, deadlines))
+        else:
+            self.after[campaign] = self.after.get(campaign, 0) + int(
+                np.count_nonzero(deadlines >= self.end))
 
     def reason(self, campaign: str) -> str:
         return (f"{OVER_CAPACITY}: campaign {campaign!r} already has {self.cap} decisions "
@@ -849,7 +891,9 @@ class _Admission:
             for c, deadline in self.admitted:
                 if deadline >= self.end:
                     self.after[c] = self.after.get(c, 0) + 1
-            self.admitted = []
+            for c, deadlines in self.runs:
+                self.after[c] = self.after.get(c, 0) + int(np.count_nonzero(deadlines >= self.end))
+            self.admitted, self.runs = [], []
         self.settled.add(campaign)
         self.after[campaign] = self.after.get(campaign, 0) + joiner._still_open(
             campaign, self.end, self.written)

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
-from operator import attrgetter, itemgetter
+from operator import attrgetter, itemgetter, methodcaller
 from typing import Any, cast
 
 import msgspec
@@ -36,6 +36,7 @@ _slots, _context, _segments = attrgetter("slots"), attrgetter("context"), attrge
 _decision_id, _subject = attrgetter("decision_id"), attrgetter("subject")
 _holdout, _model_version = attrgetter("holdout"), attrgetter("model_version")
 _first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
+_values = methodcaller("values")
 _RS = b"\x1e"  # between a row's probability vectors in a checkpoint (JSON never holds it raw)
 
 
@@ -464,11 +465,113 @@ class _OpenWindows:
 
     def _write_run(self, run: Any, at: np.ndarray, rows: list[int], deadline: np.ndarray,
                    state: int) -> None:
-        """Write decisions ``at`` (positions) of ``run`` (a ``DecisionLog`` read from a binary
-        block) to their ``rows`` (handed out by ``add``) as ``_insert`` writes decisions, a
-        column at a time: per decision Python only for its strings (id, subject, probability
-        texts) and a consenting decision's context and segments. ``deadline`` (len(at),) and
+        """Write decisions ``at`` (positions) of ``run`` (a ``DecisionLog``) to their ``rows``
+        (handed out by ``add``) as ``_insert`` writes decisions, a column at a time: per
+        decision Python only for its strings (id, subject, probability texts) and, unless the
+        consenting decisions share one shape and bring no new string (``_write_alike``), for a
+        consenting decision's shape, context and segments. ``deadline`` (len(at),) and
         ``state`` (the activation) as the join set them."""
+        where = np.array(rows, dtype=np.intp)
+        shape = self._write_alike(run, at, where)
+        if shape is None:
+            shape = self._write_private(run, at, where)
+        known = self._name_index
+        for j, s in enumerate(run.slots):
+            lookup = np.array([known.get(a, 0) for a in s.arm_ids], dtype=np.int32)
+            self._arm[where, j] = lookup[s.arms[at]]
+            self._propensity[where, j] = s.propensity[at]
+        ts = np.broadcast_to(np.asarray(run.ts, dtype=np.float64), len(run))[at]
+        self._ts[where], self._deadline[where], self._send_ts[where] = ts, deadline, ts
+        self._sent[where] = state
+        self._model_version[where] = np.broadcast_to(
+            np.asarray(run.model_version, dtype=np.float64), len(run))[at]
+        self._shape[where] = shape
+        self._holdout[where] = run.holdout[at]
+        self._wire[where] = True
+        self._live[where] = True
+        picked = at.tolist()
+        if len(picked) == len(run):  # the whole run, in order
+            _assign(self._ids, rows, run.decision_ids)
+            _assign(self._subjects, rows, run.subjects)
+        else:
+            _assign(self._ids, rows, map(run.decision_ids.__getitem__, picked))
+            _assign(self._subjects, rows, map(run.subjects.__getitem__, picked))
+        texts: list[list[bytes]] = []
+        for blob, starts, ends in run._vectors():
+            if len(blob) == 2 and not starts.any() and bool((ends == 2).all()):  # one text
+                texts.append([blob] * len(picked))
+            else:
+                texts.append([blob[a:b] for a, b in zip(starts[at].tolist(), ends[at].tolist(),
+                                                         strict=True)])
+        _assign(self._probabilities, rows, zip(*texts, strict=True))
+        self._next_deadline = min(self._next_deadline, float(deadline.min()))
+
+    def _write_alike(self, run: Any, at: np.ndarray, where: np.ndarray) -> np.ndarray | None:
+        """``_write_private`` when the consenting decisions among ``at`` have one shape (the
+        same context keys, each key's values all strings or none, the same segment keys) and
+        every arm and string of theirs is interned already: the shapes, context and segment
+        columns written without a Python step per decision; else None (nothing written)."""
+        given = run.consent[at]
+        mine = at[given].tolist()
+        contexts = list(map(run.contexts.__getitem__, mine))
+        segments = list(map(run.segments.__getitem__, mine))
+        slot_names = tuple(s.slot for s in run.slots)
+        known = self._name_index
+        for s in run.slots:
+            if not known.keys() >= {s.arm_ids[a] for a in np.unique(s.arms[at]).tolist()}:
+                return None
+        d = g = 0
+        strings: list[int] = []
+        values: list[Any] = []
+        named: list[Any] = []
+        if mine:
+            if set(map(type, contexts)) != {dict}:
+                if None in contexts:
+                    return None
+                contexts = list(map(_builtins, contexts))
+            keys = list(map(tuple, contexts))
+            segment_keys = list(map(tuple, segments))
+            if (keys.count(keys[0]) != len(keys)
+                    or segment_keys.count(segment_keys[0]) != len(segment_keys)):
+                return None
+            d, g = len(keys[0]), len(segment_keys[0])
+            values = list(chain.from_iterable(map(_values, contexts)))
+            for j in range(d):
+                kinds = set(map(type, values[j::d]))
+                if str in kinds:
+                    if len(kinds) > 1:
+                        return None
+                    strings.append(j)
+            named = list(chain.from_iterable(map(_values, segments)))
+            if not known.keys() >= set(named).union(*(values[j::d] for j in strings)):
+                return None
+        # The shapes, numbered in the order the decisions bring them.
+        shape = np.empty(len(at), dtype=np.int32)
+        n = len(at)
+        firsts = [(int(np.argmax(given)) if given.any() else n, True),
+                  (int(np.argmin(given)) if not given.all() else n, False)]
+        for first, consenting in sorted(firsts):
+            if first == n:  # none of them
+                continue
+            if consenting:
+                shape[given] = self._shape_for(run.campaign, slot_names, contexts[0],
+                                               segments[0])
+            else:
+                shape[~given] = self._shape_for(run.campaign, slot_names, None, {})
+        self._room(set(np.unique(shape).tolist()))
+        if d:
+            for j in strings:
+                values[j::d] = map(known.__getitem__, values[j::d])
+            self._context[where[given], :d] = np.array(values, dtype=np.float64).reshape(-1, d)
+        if g:
+            self._segment[where[given], :g] = np.fromiter(
+                map(known.__getitem__, named), np.int32, len(named)).reshape(-1, g)
+        return shape
+
+    def _write_private(self, run: Any, at: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """The shapes of decisions ``at`` of ``run`` (returned; added if new), with the
+        strings new to the join interned in a row-by-row insert's order, and their context
+        and segment columns written at ``where``: per decision its shape looked up."""
         picked = at.tolist()
         contexts, segments, slot_names = run.contexts, run.segments, tuple(
             s.slot for s in run.slots)
@@ -500,11 +603,6 @@ class _OpenWindows:
                             self._intern(value)
                     for value in segments[i].values():
                         self._intern(value)
-        where = np.array(rows, dtype=np.intp)
-        for j, s in enumerate(run.slots):
-            lookup = np.array([known.get(a, 0) for a in s.arm_ids], dtype=np.int32)
-            self._arm[where, j] = lookup[s.arms[at]]
-            self._propensity[where, j] = s.propensity[at]
         shape = np.array(shapes, dtype=np.int32)
         for k in np.unique(shape).tolist():
             _, _, context_keys, segment_keys = self._shapes[k]
@@ -523,21 +621,7 @@ class _OpenWindows:
                 self._segment[where[mine], :g] = np.fromiter(
                     (known[v] for m in mine.tolist() for v in segments[picked[m]].values()),
                     np.int32, len(mine) * g).reshape(-1, g)
-        ts = np.broadcast_to(np.asarray(run.ts, dtype=np.float64), len(run))[at]
-        self._ts[where], self._deadline[where], self._send_ts[where] = ts, deadline, ts
-        self._sent[where] = state
-        self._model_version[where] = np.broadcast_to(
-            np.asarray(run.model_version, dtype=np.float64), len(run))[at]
-        self._shape[where] = shape
-        self._holdout[where] = run.holdout[at]
-        self._wire[where] = True
-        self._live[where] = True
-        _assign(self._ids, rows, (run.decision_ids[i] for i in picked))
-        _assign(self._subjects, rows, (run.subjects[i] for i in picked))
-        texts = [[blob[a:b] for a, b in zip(starts[at].tolist(), ends[at].tolist(), strict=True)]
-                 for blob, starts, ends in run._vectors()]
-        _assign(self._probabilities, rows, zip(*texts, strict=True))
-        self._next_deadline = min(self._next_deadline, float(deadline.min()))
+        return shape
 
     def _compact(self) -> None:
         """Keep only the interned strings that open decisions use (what erased or closed

@@ -8,11 +8,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 from bandit.engine import Engine
 from bandit.engine.decisionlog import DecisionLog, DecisionLogStatus
-from bandit.engine.join import OVER_CAPACITY
+from bandit.engine.join import OVER_CAPACITY, Joinable
 from bandit.models import Impression, Outcome, Send
 
 logger = logging.getLogger("bandit.service")
@@ -64,7 +64,8 @@ class JoinLog:
 
     The sink (``__call__``, the engine's ``decision_sink``) only queues the call's log, under
     a lock of its own: deciding never waits on the join. ``flush`` ingests the queue in one
-    call (ingesting many decisions together costs a fraction of a call per decision): a
+    call, each campaign's queued logs concatenated into one run of columns (``Joiner.add``
+    takes a ``DecisionLog`` as its decisions: no object per decision): a
     background thread calls it once ``batch`` decisions wait or the oldest has waited
     ``delay_s``, and the engine calls it (``Engine.before_join``, which this log sets) before
     anything that reads or changes the join or what it learned: events, erasure, report,
@@ -120,17 +121,19 @@ class JoinLog:
                 logs, self._logs, self._waiting = self._logs, [], 0
             if not logs:
                 return
-            # The engine's own decisions: known campaigns and arms, consent applied by the log.
-            decisions = [d for log in logs for d in log.for_join()]
+            # The engine's own decisions: known campaigns and arms, consent applied by the
+            # join (it reads a decision's context and segments only with consent).
+            n = sum(map(len, logs))
             self._flushing = True
             try:
-                result = self._engine.ingest(decisions, checked=True)
+                # Runs: the join takes a DecisionLog as its decisions (``Joiner.add``).
+                result = self._engine.ingest(cast("list[Joinable]", _runs(logs)), checked=True)
             finally:
                 self._flushing = False
         over = sum(r.reason.startswith(OVER_CAPACITY) for r in result.rejected)
         with self._ready:
-            self.queued -= len(decisions)
-            self.logged += len(decisions) - over
+            self.queued -= n
+            self.logged += n - over
             self.over_capacity += over
 
     def _run(self) -> None:
@@ -155,3 +158,29 @@ class JoinLog:
         with self._ready:
             return DecisionLogStatus(self.logged, {"over_capacity": self.over_capacity},
                                      self.queued, None)
+
+
+def _runs(logs: list[DecisionLog]) -> list[DecisionLog]:
+    """The queued logs as the join's runs: one per campaign and slot arms (the logs of a
+    campaign whose arms did not change, concatenated in order), campaigns in the order they
+    first came. No probability vectors: the engine computed none for the join, which reads
+    none. A campaign's decisions keep their order, so its admission under ``max_pending``
+    is the same as one by one."""
+    groups: dict[str, list[DecisionLog]] = {}
+    for log in logs:
+        groups.setdefault(log.campaign, []).append(log)
+    runs = []
+    for group in groups.values():
+        try:
+            runs.append(DecisionLog.concat(group, probabilities=False))
+            continue
+        except ValueError:  # an arm was added since a call: a run per arm set
+            pass
+        split = [[group[0]]]
+        for log in group[1:]:
+            if DecisionLog.joinable(split[-1][-1], log):
+                split[-1].append(log)
+            else:
+                split.append([log])
+        runs += [DecisionLog.concat(logs, probabilities=False) for logs in split]
+    return runs

@@ -15,7 +15,7 @@ import pytest
 from bandit import wire
 from bandit.engine import Engine, subject_key
 from bandit.engine.decisionlog import DecisionLog
-from bandit.models import CampaignSpec, DecisionRequest, LoggedDecision
+from bandit.models import Arm, CampaignSpec, DecisionRequest, LoggedDecision
 from bandit.wire import columns
 from bandit.wire.batch import ndjson_columns
 from bandit.wire.decisions import DecisionRequest as WireRequest
@@ -131,8 +131,9 @@ def check_lines(log: DecisionLog, requests: list[Any], answers: list[dict[str, A
             assert d.context is None and d.segments == {}
     # What the in-process join takes: the same decisions without their probability vectors.
     bare = msgspec.Raw(b"{}")
-    assert log.for_join() == [msgspec.structs.replace(d, slots={
-        slot: msgspec.structs.replace(c, probabilities=bare) for slot, c in d.slots.items()})
+    assert DecisionLog.concat([log], probabilities=False).logged() == [
+        msgspec.structs.replace(d, slots={slot: msgspec.structs.replace(c, probabilities=bare)
+                                          for slot, c in d.slots.items()})
         for d in log.decisions()]
 
 
@@ -216,6 +217,39 @@ def test_a_sink_that_reads_no_vector_gets_the_same_decisions_without_them(rng):
         logs.append(sink.logs)
     for full, bare in zip(*logs, strict=True):
         assert all(s.probabilities is None and s.eligible is None for s in bare.slots)
-        assert full.for_join() == bare.for_join()
+        assert (DecisionLog.concat([full], probabilities=False).logged()
+                == DecisionLog.concat([bare], probabilities=False).logged())
         with pytest.raises(ValueError, match="needs every arm's probability"):
             bare.lines()
+
+
+@pytest.mark.parametrize("vectors", [True, False], ids=["vectors", "no-vectors"])
+def test_many_logs_concatenated_are_their_decisions_in_order(rng, vectors):
+    """``concat`` of many calls (single decisions and batches, with and without probability
+    vectors computed) holds their decisions in order; without vectors each is ``{}``; logs
+    of another campaign or another arm set are refused."""
+    requests = requests_of(rng, 40)
+    engine = learned({"kind": "lin_ts"}, np.random.default_rng(1))
+    sink = Sink()
+    sink.probabilities = vectors
+    engine.decision_sink, engine.clock = sink, iter(range(1000)).__next__
+    for r in requests[:30]:
+        engine.decide_one(r)
+    engine.decide_batch("weekly", requests[30:])
+    for r in requests[:3]:
+        engine.decide_one(r)
+    bare = msgspec.Raw(b"{}")
+    expected = [msgspec.structs.replace(d, slots={
+        slot: msgspec.structs.replace(c, probabilities=bare) for slot, c in d.slots.items()})
+        for log in sink.logs for d in DecisionLog.concat([log], probabilities=False).logged()]
+    joined = DecisionLog.concat(sink.logs, probabilities=False)
+    assert joined.logged() == expected and len({d.ts for d in expected}) == len(sink.logs)
+    if vectors:
+        assert DecisionLog.concat(sink.logs).lines() == [
+            line for log in sink.logs for line in log.lines()]
+    other = learned({"kind": "lin_ts"}, np.random.default_rng(1))
+    other.decision_sink = sink
+    other.add_arm("weekly", "send_hour", Arm(id="h12"))
+    other.decide_one(requests[0])
+    with pytest.raises(ValueError, match="one campaign with the same slots and arms"):
+        DecisionLog.concat(sink.logs, probabilities=False)

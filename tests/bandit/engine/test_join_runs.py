@@ -1,9 +1,12 @@
 """A binary block's decisions joined as one run (columns: ``Joiner.add`` of a ``DecisionLog``)
 give exactly what the same decisions give one by one: per batch the closed decisions (their
 joined JSON), the rejections (reason and event, in order) and what was excluded, and at the
-end the same state, whatever the batching, repeats, early outcomes, erasures and the cap."""
+end the same state, whatever the batching, repeats (within a run too), early outcomes,
+erasures and the cap (runs far from it, at it and over it)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import msgspec
 import numpy as np
@@ -50,7 +53,7 @@ def _same_state(a: Joiner, b: Joiner) -> None:
         np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
 
 
-@settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.generate])
+@settings(max_examples=80, deadline=None, phases=[Phase.explicit, Phase.generate])
 @given(st.data())
 def test_a_run_joins_as_its_decisions_one_by_one(data):
     activation = data.draw(st.sampled_from(sorted(STREAMS)))
@@ -64,7 +67,15 @@ def test_a_run_joins_as_its_decisions_one_by_one(data):
     for _ in range(data.draw(st.integers(0, 3))):
         at = data.draw(st.sampled_from(runs))
         items.insert(data.draw(st.integers(at, len(items))), items[at])
-    cap = data.draw(st.sampled_from([MAX_PENDING, 40, 12]))
+    # Some runs hold a decision twice (a run and a copy of it, or of a neighbour, joined).
+    runs = [i for i, item in enumerate(items) if isinstance(item, DecisionLog)]
+    for _ in range(data.draw(st.integers(0, 2))):
+        at = data.draw(st.sampled_from(runs))
+        other = items[data.draw(st.sampled_from(runs))]
+        items[at] = DecisionLog.concat([items[at], other])
+    # Caps far above, at, just under and well under a run's size and the batches' totals: a
+    # run is admitted at once or decision by decision, with the same outcome.
+    cap = data.draw(st.sampled_from([MAX_PENDING, 40, 12]) | st.integers(1, 45))
     cuts = sorted(data.draw(st.lists(st.integers(1, len(items) - 1), max_size=12, unique=True)))
     erase_at = data.draw(st.sampled_from([None, *cuts]))
     subjects = sorted({d.subject for log in s.logs for d in log.logged()})
@@ -96,3 +107,27 @@ def test_a_run_of_decisions_from_the_service_joins_and_closes():
     ids = [d for d, _ in (result.closed.json() if result.closed is not None else [])]
     ids += [d for d, _ in closed.closed.json()]
     assert sorted(ids) == sorted(d for d, _ in s.decisions)
+
+
+def test_a_run_with_known_strings_numbers_its_new_shapes_as_its_decisions_bring_them():
+    """A run whose strings the join knows but whose shapes are new (written without a step per
+    decision): the shapes are numbered in the order its decisions bring them, a
+    consent-less decision's first when it comes first, as one by one."""
+    s = STREAMS["decision"]
+    first, second = (DecisionLog.of_block(columns.read(log.block())) for log in s.logs[:2])
+    n = len(first)
+    first = replace(first, consent=np.ones(n, dtype=bool), contexts=[{"plan": "x"}] * n,
+                    segments=[{"region": "eu"}] * n)
+    consent = np.ones(n, dtype=bool)
+    consent[0] = False
+    second = replace(second, consent=consent, contexts=[{"tier": "x"}] * n,
+                     segments=[{"zone": "eu"}] * n, slots=first.slots, vectors=first.vectors)
+    spec = streamdata.spec()
+    one, run = Joiner(lambda _: spec), Joiner(lambda _: spec)
+    for batch in ([first], [second]):
+        assert _seen(run.add(batch)) == _seen(one.add(_expanded(batch)))
+    assert [shape[2:] for shape in run._shapes] == [
+        ((("plan", True),), ("region",)), (None, ()), ((("tier", True),), ("zone",))]
+    end = float(s.end_ts * 10)  # a float watermark: one by one, int decision times keep ints
+    assert _seen(run.add([], end)) == _seen(one.add([], end))
+    _same_state(one, run)

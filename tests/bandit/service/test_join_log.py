@@ -198,3 +198,33 @@ def test_decisions_queued_at_shutdown_are_in_the_saved_snapshot(newsletter_spec,
         assert log.queued == 5
     assert (log.queued, log.logged) == (0, 5)
     assert Engine.load(snapshot).open_windows() == 5
+
+
+def test_queued_logs_of_several_campaigns_and_arm_sets_join_as_runs(newsletter_spec):
+    """One flush of single decisions and batches of two campaigns, interleaved, one of them
+    gaining an arm between calls: every decision is joined (as runs of its campaign, in
+    order) and the decisions over ``max_pending`` are counted exactly."""
+    from bandit.models import Arm, CampaignSpec, DecisionRequest
+
+    engine = Engine(seed=0, id_seed=1)
+    engine.limit_pending(25)
+    for name in ("a", "b"):
+        engine.create_campaign(CampaignSpec.model_validate(newsletter_spec(name)))
+    join_log = JoinLog(engine, batch=10**9, delay_s=3600.0)
+    engine.decision_sink = join_log
+    made = {"a": 0, "b": 0}
+    for i in range(60):
+        name = "ab"[i % 2]
+        request = DecisionRequest.model_validate({**subscriber(i), "campaign": name})
+        if i % 7:
+            engine.decide_one(request)
+            made[name] += 1
+        else:
+            engine.decide_batch(name, [request] * 3)
+            made[name] += 3
+        if i == 30:
+            engine.add_arm("a", "subject_line", Arm(id="teaser"))
+    assert join_log.queued == sum(made.values()) and join_log.logged == 0
+    status = join_log.decision_log_status()
+    assert status.unlogged == {"over_capacity": sum(n - 25 for n in made.values())}
+    assert (status.logged, status.queued) == (50, 0) and engine.open_windows() == 50
