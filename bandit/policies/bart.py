@@ -57,8 +57,12 @@ class Bart(Policy):
     def _phi(self, X: np.ndarray, arms: np.ndarray) -> np.ndarray:
         """(n, p) interaction features of each row with its arm."""
         F = self._arm_features[arms]
-        cross = (X[:, :, None] * F[:, None, :]).reshape(X.shape[0], -1)
-        return np.ascontiguousarray(np.hstack([X, F, cross]))
+        (n, d), m = X.shape, F.shape[1]
+        out = np.empty((n, d + m + d * m))  # written in place: no temporaries of (n, p)
+        out[:, :d] = X
+        out[:, d:d + m] = F
+        np.multiply(X[:, :, None], F[:, None, :], out=out[:, d + m:].reshape(n, d, m))
+        return out
 
     def add_arm(self, features: Any = None) -> int:
         row = _arm_feature_row(features, self._arm_features.shape[1])
