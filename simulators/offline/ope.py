@@ -468,15 +468,24 @@ def _refit(X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, fold: np.nda
     for g in range(folds * k):
         rows = slice(bounds[g], bounds[g + 1])
         G[:, g // k, g % k] = counts[:, rows] @ Z[rows]
-    T = G.sum(axis=1, keepdims=True) - G if folds > 1 else G
-    S = np.empty((B, folds, k, d, d))
-    S[..., upper[0], upper[1]] = T[..., :m]
-    S[..., upper[1], upper[0]] = T[..., :m]
+    T = np.subtract(G.sum(axis=1, keepdims=True), G, out=G) if folds > 1 else G
     sum_rx, sum_x = T[..., m: m + d], T[..., m + d: m + 2 * d]
     with np.errstate(invalid="ignore", divide="ignore"):
         means = T[..., -2].sum(axis=2) / T[..., -1].sum(axis=2)
     b = sum_rx - means[..., None, None] * sum_x
-    theta = np.linalg.solve(S + l2 * np.eye(d), b[..., None])[..., 0]
+    # The (d, d) systems a few resamples at a time, in one buffer: the whole (B, folds, k, d, d)
+    # stack and its ridge copy are memory the machine spends far longer mapping than solving.
+    theta = np.empty((B, folds, k, d))
+    per = max(1, _BOOT_CHUNK_CELLS // (folds * k * d * d))
+    S = np.empty((min(per, B), folds, k, d, d))
+    diagonal = np.arange(d)
+    for lo in range(0, B, per):
+        hi = min(lo + per, B)
+        A = S[:hi - lo]
+        A[..., upper[0], upper[1]] = T[lo:hi, ..., :m]
+        A[..., upper[1], upper[0]] = T[lo:hi, ..., :m]
+        A[..., diagonal, diagonal] += l2
+        theta[lo:hi] = np.linalg.solve(A, b[lo:hi, ..., None])[..., 0]
     return theta, means
 
 
