@@ -18,9 +18,9 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-# The campaign report's bias-audit rule on allocation (``bandit.engine.report``): one rule for
-# every heatmap, live or offline.
-from bandit.engine.report import _AUDIT_MIN, _AUDIT_TV
+# The campaign report's bias-audit rule on allocation: one rule for every heatmap, live or
+# offline.
+from bandit.engine.report import allocation_gap
 from bandit.errors import InvalidInputError
 from bandit.policies import Bart, BetaTS, EpsilonGreedy, HybridLinUCB, LinTS, LinUCB, Policy
 from bandit.service.console import Heatmap, allocation_heatmap
@@ -114,8 +114,8 @@ def segment_heatmap(policy: str, pi: np.ndarray, log: LoggedBandit,
     row per value of each categorical feature (``categorical_features``), a column per action,
     each cell the target's mean probability of the action over the value's events (pi (n, k),
     so a row sums to 1), above them its mean over every event. A value is flagged by the bias
-    audit's allocation rule: at least ``_AUDIT_MIN`` events and a total variation of at least
-    ``_AUDIT_TV`` from the overall allocation."""
+    audit's allocation rule (``bandit.engine.report.allocation_gap``) against the overall
+    allocation."""
     overall = pi.mean(axis=0)
     segments = []
     for feature, (values, codes) in features.items():
@@ -124,14 +124,12 @@ def segment_heatmap(policy: str, pi: np.ndarray, log: LoggedBandit,
         np.add.at(sums, codes, pi)
         for v, value in enumerate(values):
             shares = sums[v] / counts[v]
-            tv = 0.5 * float(np.abs(shares - overall).sum())
-            flagged = bool(counts[v] >= _AUDIT_MIN and tv >= _AUDIT_TV)
+            far = allocation_gap(int(counts[v]), shares.tolist(), overall.tolist())
             segments.append({
                 "segment": feature, "value": value, "impressions": int(counts[v]),
                 "allocation": dict(zip(log.action_names, shares.tolist(), strict=True)),
-                "flagged": flagged,
-                "reason": (f"allocation differs from the policy's overall by {tv:.2f} (total "
-                           "variation)") if flagged else None})
+                "flagged": far is not None,
+                "reason": far and f"allocation differs from the policy's overall by {far}"})
     return allocation_heatmap({
         "slot": policy, "segments": segments,
         "arms": [{"arm": arm, "active": True, "share": float(share)}

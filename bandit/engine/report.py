@@ -11,7 +11,7 @@ are too narrow over a campaign; tests/bandit/engine/test_lift_coverage.py measur
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 from bandit.engine import guardrails as _guardrails
@@ -168,11 +168,10 @@ def _slot_report(s: _Slot, rho: float) -> SlotReport:
     for (segment, value), counts in sorted(s.segment_counts.items()):
         n = sum(counts.values())
         allocation = {arm: counts.get(arm, 0) / n for arm in s.arm_ids}
-        tv = 0.5 * sum(abs(allocation[a] - overall[a]) for a in s.arm_ids)
         reasons = []
-        if n >= _AUDIT_MIN and tv >= _AUDIT_TV:
-            reasons.append(f"arm allocation differs from the slot's overall by "
-                           f"{tv:.2f} (total variation)")
+        if far := allocation_gap(n, [allocation[a] for a in s.arm_ids],
+                                 [overall[a] for a in s.arm_ids]):
+            reasons.append(f"arm allocation differs from the slot's overall by {far}")
         tally = s.segment_tally[(segment, value)]
         rest = by_segment[segment].minus(tally)
         gap, unequal = _ctr_gap(tally, rest)
@@ -191,6 +190,14 @@ def _slot_report(s: _Slot, rho: float) -> SlotReport:
                       segments=segments,
                       groups={group: _group_report(*pair) for group, pair in groups.items()},
                       outcome_lift=outcome_lift(s.clustered, rho))
+
+
+def allocation_gap(n: int, shares: Sequence[float], overall: Sequence[float]) -> str | None:
+    """The bias audit's allocation rule, for a segment value's ``n`` decisions with these arm
+    ``shares`` against the ``overall`` ones (same arm order): flagged when ``n`` is at least
+    ``_AUDIT_MIN`` and the total variation at least ``_AUDIT_TV``; then how far, as text."""
+    tv = 0.5 * sum(abs(a - b) for a, b in zip(shares, overall, strict=True))
+    return f"{tv:.2f} (total variation)" if n >= _AUDIT_MIN and tv >= _AUDIT_TV else None
 
 
 def _ctr_gap(this: _Tally, rest: _Tally) -> tuple[Interval | None, bool]:

@@ -316,6 +316,15 @@ def spec(newsletter_spec):
     return CampaignSpec.model_validate(newsletter_spec("weekly"))
 
 
+def _files(tmp_path, spec, events):
+    """The joined log and the spec as ``cmab export-dsjson`` reads them: (joined, spec) paths."""
+    joined = tmp_path / "joined.jsonl"
+    joined.write_text("".join(e.model_dump_json() + "\n" for e in events))
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(spec.model_dump_json())
+    return joined, spec_file
+
+
 def _joined(spec, n, rng, best):
     """A real engine's logged decisions (with every arm's probability) on random subscribers,
     joined with a click on ``best(context)``'s artwork arm."""
@@ -344,10 +353,7 @@ def test_cmab_export_dsjson_writes_what_was_logged_and_vw_learns_from_it(spec, r
         return "calm" if context["plan"] == "pro" else "action"
 
     events = _joined(spec, 800, rng, best)
-    joined = tmp_path / "joined.jsonl"
-    joined.write_text("".join(e.model_dump_json() + "\n" for e in events))
-    spec_file = tmp_path / "spec.json"
-    spec_file.write_text(spec.model_dump_json())
+    joined, spec_file = _files(tmp_path, spec, events)
     out = tmp_path / "artwork.dsjson"
     code = main(["export-dsjson", "--joined", str(joined), "--spec", str(spec_file), "--slot",
                  "artwork", "--out", str(out)])
@@ -393,10 +399,7 @@ def test_cmab_export_dsjson_warns_once_about_decisions_without_a_distribution(sp
         e = events[i]
         slots = {s: c.model_copy(update={"probabilities": {}}) for s, c in e.slots.items()}
         events[i] = e.model_copy(update={"slots": slots})
-    joined = tmp_path / "joined.jsonl"
-    joined.write_text("".join(e.model_dump_json() + "\n" for e in events))
-    spec_file = tmp_path / "spec.json"
-    spec_file.write_text(spec.model_dump_json())
+    joined, spec_file = _files(tmp_path, spec, events)
     out = tmp_path / "subject.dsjson"
     code = main(["export-dsjson", "--joined", str(joined), "--spec", str(spec_file), "--slot",
                  "subject_line", "--out", str(out)])
