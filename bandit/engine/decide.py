@@ -184,10 +184,18 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
                 for rule in s.spec.eligibility})
             mask = allowed[0] & s.policy.active
         decided = live and (mask is None or mask.any())
+        k = len(s.arm_ids)
+        vector: tuple[np.ndarray, np.ndarray] | tuple[None, None] = (None, None)
         if decided:
             policy, xp = (s.policy, x) if consent else (s.fallback, _ONE)
-            a, p, mean, bonus = policy.decide_row(
-                xp if policy.dim else xp[:0], mask, draws[s.index, :2 + len(s.arm_ids)])
+            u = draws[s.index, :2 + k]
+            if ts is not None and vectors:  # the log's vector from the same call
+                P = np.empty((1, k))
+                a, p, mean, bonus = policy.decide_row_vector(
+                    xp if policy.dim else xp[:0], mask, u, P[0])
+                vector = (P, (policy.active if mask is None else mask)[None, :])
+            else:
+                a, p, mean, bonus = policy.decide_row(xp if policy.dim else xp[:0], mask, u)
         explanation = None
         if r.explain:
             e = explain(s, x[None, :], np.array([a], dtype=np.int64),
@@ -200,13 +208,7 @@ def decide_one(c: _Campaign, r: Any, id_rng: np.random.Generator | None,
         numbers += (p, mean, bonus)
         explanations.append(explanation)
         if ts is not None:
-            k = len(s.arm_ids)
-            vector: tuple[np.ndarray, np.ndarray] | tuple[None, None] = (None, None)
-            if vectors and decided:
-                vector = (policy.propensities((xp if policy.dim else xp[:0])[None, :],
-                                              eligible=mask),
-                          (policy.active if mask is None else mask)[None, :])
-            elif vectors:
+            if vectors and not decided:
                 P, allowed = np.zeros((1, k)), np.zeros((1, k), dtype=bool)
                 P[0, a], allowed[0, a] = 1.0, True
                 vector = (P, allowed)

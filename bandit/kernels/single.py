@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bandit.kernels.choice import gaussian_max_probabilities, pick
+from bandit.kernels.choice import floor_probabilities, gaussian_max_probabilities, pick
 from bandit.kernels.linear import _FAST, _mean_width, _values
 
 
@@ -32,6 +32,23 @@ def linear_decide(theta, Ainv, x, alpha, mask, epsilon, u, scale):
     arm, p = pick(row, mask, epsilon, u[0], u[1])
     if arm < 0:
         return -1, np.nan, np.nan, np.nan
+    mean, width = _mean_width(theta, Ainv, arm, x)
+    return arm, p, mean, scale * width
+
+
+@njit(cache=True, fastmath=_FAST)
+def linear_decide_vector(theta, Ainv, x, alpha, mask, epsilon, u, scale, vector):
+    """``linear_decide``, and every arm's probability of being chosen written to ``vector``
+    (k,): ``choice.floor_probabilities`` of the values the arm was picked from, so
+    ``vector[arm]`` is the returned probability."""
+    k = theta.shape[0]
+    row = np.empty(k)
+    _values(theta, Ainv, x, alpha, np.empty(0), mask, row)
+    arm, p = pick(row, mask, epsilon, u[0], u[1])
+    if arm < 0:
+        return -1, np.nan, np.nan, np.nan
+    floor_probabilities(row.reshape((1, k)), mask.reshape((1, k)), epsilon,
+                        vector.reshape((1, k)))
     mean, width = _mean_width(theta, Ainv, arm, x)
     return arm, p, mean, scale * width
 

@@ -136,15 +136,26 @@ class Bart(Policy):
 
     def decide_row(self, x: np.ndarray, mask: np.ndarray | None,
                    u: np.ndarray) -> tuple[int, float, float, float]:
+        return self._decide_row(x, mask, u, None)
+
+    def decide_row_vector(self, x: np.ndarray, mask: np.ndarray | None, u: np.ndarray,
+                          vector: np.ndarray) -> tuple[int, float, float, float]:
+        return self._decide_row(x, mask, u, vector)
+
+    def _decide_row(self, x: np.ndarray, mask: np.ndarray | None, u: np.ndarray,
+                    vector: np.ndarray | None) -> tuple[int, float, float, float]:
         # The products stay NumPy's (BLAS) in the batch path's shapes, so every bit agrees;
-        # what does not depend on x is cached, and the choice is one kernel call.
+        # what does not depend on x is cached, and the choice is one kernel call (the floor's
+        # distribution, for ``vector``, one more over the same scores).
         f_theta, F_T, coefficients = self._row_terms()
         X = x[None, :]
         scores = (X @ self._theta_x)[:, None] + f_theta + (X @ self._theta_xf) @ F_T
-        arm, p = choice.pick(scores[0], self._active if mask is None else mask, self.epsilon,
-                             u[0], u[1])
+        m = self._active if mask is None else mask
+        arm, p = choice.pick(scores[0], m, self.epsilon, u[0], u[1])
         if arm < 0:
             return super().decide_row(x, mask, u)
+        if vector is not None:
+            choice.floor_probabilities(scores, m[None, :], self.epsilon, vector[None, :])
         f = self._arm_features[arm]
         phi = np.concatenate((x, f, np.multiply.outer(x, f).ravel()))[None, :]
         return arm, p, float((phi @ coefficients)[0]), 0.0

@@ -373,6 +373,17 @@ class Policy(_EdgeChecks):
         mean, bonus = self.expectation(X, arms)
         return int(arms[0]), float(probs[0]), float(mean[0]), float(bonus[0])
 
+    def decide_row_vector(self, x: np.ndarray, mask: np.ndarray | None, u: np.ndarray,
+                          vector: np.ndarray) -> tuple[int, float, float, float]:
+        """``decide_row``, and every arm's probability of being chosen for x written to
+        ``vector`` (n_arms,) float64: what ``propensities(x[None], eligible=mask)[0]`` gives,
+        without its checks (the engine's rows are finite, its masks eligible and active).
+        Policies whose fused path ranks the arms anyway fill it from that ranking."""
+        decided = self.decide_row(x, mask, u)
+        vector[:] = self._propensities(x[None, :], self._all_active if mask is None
+                                       else mask[None, :])[0]
+        return decided
+
     def learn_one(self, arm: int, x: Any, reward: float, *, ts_ms: float | None = None) -> None:
         """Learn that ``arm`` got ``reward`` in context x (dim,), at event time ``ts_ms``."""
         a = self._arm(arm)

@@ -172,6 +172,12 @@ class BetaTS(Policy):
             arm = last
         return arm, pmf[arm], mean[arm], sd[arm]
 
+    def decide_row_vector(self, x: np.ndarray, mask: np.ndarray | None, u: np.ndarray,
+                          vector: np.ndarray) -> tuple[int, float, float, float]:
+        decided = self.decide_row(x, mask, u)  # it leaves the mask's pmf in the cache
+        vector[:] = self._pmf_cache[((self._active if mask is None else mask).tobytes(),)][1]
+        return decided
+
     def _propensities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         n = X.shape[0]
         if mask.shape[0] == 1:  # one mask (a single decision's, or none): no np.unique

@@ -63,6 +63,18 @@ class _LinearScoring(Policy):
             return super().decide_row(x, mask, u)
         return arm, p, mean, bonus
 
+    def decide_row_vector(self, x: np.ndarray, mask: np.ndarray | None, u: np.ndarray,
+                          vector: np.ndarray) -> tuple[int, float, float, float]:
+        # The same kernel call, the floor's distribution written from the values it ranked.
+        if self._dirty:
+            self._refresh()
+        arm, p, mean, bonus = single.linear_decide_vector(
+            self._theta, self._Ainv, x, self._alpha, self._active if mask is None else mask,
+            self.epsilon, u, getattr(self, self._bonus_scale), vector)
+        if arm < 0:
+            return Policy.decide_row_vector(self, x, mask, u, vector)
+        return arm, p, mean, bonus
+
     def contributions(self, X: Any, arms: Any) -> np.ndarray:
         """(n, dim): theta_a[j] * x[j], each feature's share of the chosen arm's expected reward
         (for hybrid LinUCB, of the arm's effective coefficient, shared part included; for
@@ -367,6 +379,9 @@ class LinTS(_DisjointLinear):
     def _expectation(self, X: np.ndarray, arms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, bonus = super()._expectation(X, arms)
         return mean + self._offset, bonus
+
+    # Its probabilities are the quadrature's, not a floor's: the generic path.
+    decide_row_vector = Policy.decide_row_vector
 
     def decide_row(self, x: np.ndarray, mask: np.ndarray | None,
                    u: np.ndarray) -> tuple[int, float, float, float]:

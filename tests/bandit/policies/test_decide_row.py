@@ -1,6 +1,7 @@
 """``Policy.decide_row``, the fused single-row decision, against its straightforward twin: the
 batch calls ``choose_many(x[None], eligible, draws, with_propensities=True)`` and
-``expectation`` of the same row, bit for bit, for every policy kind, through state changes
+``expectation`` of the same row, bit for bit (and ``decide_row_vector``'s vector against
+``propensities`` of the row), for every policy kind, through state changes
 that must invalidate what the fused paths keep (learning, one event at a time or in batches,
 decay, arms added and retired, merges, snapshots)."""
 
@@ -57,6 +58,10 @@ def check(policy: Policy, kind: str, x: np.ndarray, mask: np.ndarray | None, u: 
         assert got == batch_twin(from_state(policy.state()), x, mask, u)
     arm, p = got[:2]
     assert policy.active[arm] and (mask is None or mask[arm]) and 0.0 < p <= 1.0
+    vector = np.full(policy.n_arms, np.nan)
+    assert policy.decide_row_vector(x, mask, u, vector) == got
+    assert np.array_equal(vector, policy.propensities(x[None, :], eligible=mask)[0])
+    assert vector[arm] == p
 
 
 def events(seed: int, n: int, k: int):
