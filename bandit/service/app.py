@@ -83,6 +83,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None,
         summary="Contextual bandit decisions with propensities, campaign management, events.",
         lifespan=_lifespan,
         docs_url=None, redoc_url=None,  # /docs offline: console.add_pages serves it
+        # The service's spans are bandit.tracing's and its metrics prometheus_client's;
+        # FastAPI's own telemetry, on, would look for OpenTelemetry providers every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     metrics = Metrics()
     _keep(app, engine, settings, metrics, link)

@@ -45,6 +45,8 @@ def test_a_single_decision_has_a_span_and_answers_its_traceparent(traced, header
                                     "traceparent": caller})
     assert response.status_code == 200, response.text
     span = _only("cmab.decide")
+    # The service's span only: FastAPI's own telemetry is off (it would add the request's).
+    assert [s.name for s in EXPORTER.get_finished_spans()] == ["cmab.decide"]
     assert dict(span.attributes) == {"cmab.campaign": "t", "cmab.decisions": 1,
                                      "cmab.model_version": response.json()["model_version"]}
     # The child of the caller's span; the answer names the decision's own span.
