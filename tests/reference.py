@@ -113,6 +113,11 @@ def normal_pdf(z):
     return stats.norm.pdf(z)
 
 
+def mills_ratio(a):
+    """R(a) = Phi(-a) / phi(a), from SciPy's scaled complementary error function."""
+    return math.sqrt(math.pi / 2) * special.erfcx(np.asarray(a) / math.sqrt(2))
+
+
 def _piecewise_quad(f, lo, hi, points):
     """Adaptive quadrature of f over [lo, hi], split at every point inside it."""
     cuts = np.unique(np.clip(np.concatenate([[lo, hi], points]), lo, hi))

@@ -92,39 +92,61 @@ def floor_probabilities(values, mask, epsilon, out):
                 out[i, a] = p
 
 
-def _mills_piece(j: int) -> np.ndarray:
-    """The Mills ratio R(z) = Phi(-z) / phi(z) on [j, j + 1), in power form of s = 2 (z - j) - 1:
-    the polynomial through its values at the 13 Chebyshev points."""
-    s = np.cos(np.pi * (np.arange(13) + 0.5) / 13)
-    z = j + 0.5 + 0.5 * s
-    ratio = [math.sqrt(math.pi / 2) * math.erfc(v / math.sqrt(2)) * math.exp(0.5 * v * v)
-             for v in z]
-    return np.asarray(np.polynomial.polynomial.polyfit(s, ratio, 12))
+def _mills_ratio(a: float) -> float:
+    """R(a) = Phi(-a) / phi(a) for a >= 0, to rounding: from erfc below 2, beyond it from
+    Laplace's continued fraction (which erfc times exp(a^2 / 2) loses digits to there)."""
+    if a < 2.0:
+        return math.sqrt(math.pi / 2) * math.erfc(a / math.sqrt(2)) * math.exp(0.5 * a * a)
+    r = 0.0
+    for k in range(3000, 0, -1):
+        r = k / (a + r)
+    return 1.0 / (a + r)
 
 
-# The normal CDF of the quadrature, as the Mills ratio on unit pieces of [0, 9) (beyond, Phi(-z)
-# < 1e-19): Chebyshev interpolants of degree 12 in power form, within 1e-13 of the exact CDF
-# (checked in tests/bandit/kernels/test_kernels.py). A global, so the kernels read it as a
-# constant and the node loop vectorizes.
-MILLS = np.array([_mills_piece(j) for j in range(9)])
+# The normal CDF of the quadrature, as the Mills ratio on [0, MILLS_END) (beyond, Phi(-z) <
+# 1e-19): R(a) = w h(s) with w = MILLS_C / (MILLS_C + a) in (0, 1] and s = MILLS_S1 w - MILLS_S0
+# in [-1, 1], h the polynomial (power form, degree 16) through its values at the 17 Chebyshev
+# points, within 1e-13 of the exact CDF (checked in tests/bandit/kernels/test_kernels.py). One
+# polynomial for every a, so the node loop reads its coefficients as constants, not a table
+# row per node (a gather per coefficient).
+MILLS_END, MILLS_C = 9.0, 4.0
+_W_LO = MILLS_C / (MILLS_C + MILLS_END)
+MILLS_S1, MILLS_S0 = 2.0 / (1.0 - _W_LO), 1.0 + 2.0 * _W_LO / (1.0 - _W_LO)
+
+
+def _mills_fit() -> np.ndarray:
+    s = np.cos(np.pi * (np.arange(17) + 0.5) / 17)
+    w = _W_LO + (1.0 - _W_LO) * 0.5 * (s + 1.0)
+    h = [_mills_ratio(MILLS_C * (1.0 / v - 1.0)) / v for v in w]
+    cheb = np.polynomial.chebyshev
+    return np.asarray(cheb.cheb2poly(cheb.chebfit(s, h, 16)))
+
+
+MILLS = _mills_fit()
 # Above this z the normal CDF rounds to 1.0 and the mass beyond is below 1e-16.
 _CDF_ONE = 8.3
 
 
 @njit(cache=True)
+def _mills_poly(a):
+    """R(a) from ``MILLS`` for 0 <= a <= MILLS_END."""
+    w = MILLS_C / (MILLS_C + a)
+    s = MILLS_S1 * w - MILLS_S0
+    q = MILLS[16]
+    for p in range(15, -1, -1):
+        q = q * s + MILLS[p]
+    return w * q
+
+
+@njit(cache=True)
 def normal_cdf_pdf(z):
     """(Phi(z), phi(z)) of the standard normal with a single exp: Phi(-|z|) = phi(z) R(|z|),
-    where the Mills ratio R comes from ``MILLS`` (pieces, degree + 1), power-basis polynomials
-    in s = 2 (|z| - j) - 1 on the unit intervals [j, j + 1) of [0, pieces), and beyond them
-    from its asymptotic series (there Phi(-|z|) is below 1e-19). NaN gives NaN."""
+    where the Mills ratio R comes from ``MILLS`` on [0, MILLS_END) and beyond from its
+    asymptotic series (there Phi(-|z|) is below 1e-19). NaN gives NaN."""
     pdf = math.exp(-0.5 * z * z) * 0.3989422804014327
     a = abs(z)
-    if a < MILLS.shape[0]:
-        j = int(a)
-        s = 2.0 * (a - j) - 1.0
-        r = 0.0
-        for p in range(MILLS.shape[1] - 1, -1, -1):
-            r = r * s + MILLS[j, p]
+    if a < MILLS_END:
+        r = _mills_poly(a)
     else:
         q = 1.0 / (a * a)
         r = (1.0 - q * (1.0 - 3.0 * q)) / a
@@ -145,10 +167,10 @@ _POW2 = 2.0 ** -np.arange(64.0)
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _node_terms(t, n, mu, inv, prod, ratio):
     """One arm's factors at nodes t[:n]: multiplies prod[:n] by its CDF F(t) and fills ratio[:n]
-    with f(t) / F(t) (its density over its CDF), for z = (t - mu) inv >= -MILLS.shape[0]. Where
+    with f(t) / F(t) (its density over its CDF), for z = (t - mu) inv >= -MILLS_END. Where
     z > _CDF_ONE, F = 1 and f = 0 in double precision. ``normal_cdf_pdf`` without a branch or a
-    call: the exp inline (``_POW2``), the Mills ratio from the same table (degree 12)."""
-    top = MILLS.shape[0] - 1
+    call: the exp inline (``_POW2``), the Mills ratio from the same polynomial, |z| clipped to
+    MILLS_END (where F rounds to 1 or z is out of range)."""
     for i in range(n):
         z = (t[i] - mu) * inv
         x = -0.5 * z * z
@@ -170,23 +192,26 @@ def _node_terms(t, n, mu, inv, prod, ratio):
         ne = -e
         k = int(ne) if ne < 63.0 else 63  # NaN and far tails: any entry, the select drops it
         pdf = p * _POW2[k] * 0.3989422804014327
-        a = abs(z)
-        j = int(a) if a < top else top
-        s = 2.0 * (a - j) - 1.0
-        m = MILLS[j]
-        q = m[12]
-        q = q * s + m[11]
-        q = q * s + m[10]
-        q = q * s + m[9]
-        q = q * s + m[8]
-        q = q * s + m[7]
-        q = q * s + m[6]
-        q = q * s + m[5]
-        q = q * s + m[4]
-        q = q * s + m[3]
-        q = q * s + m[2]
-        q = q * s + m[1]
-        q = q * s + m[0]
+        w = MILLS_C / (MILLS_C + min(abs(z), MILLS_END))
+        s = MILLS_S1 * w - MILLS_S0
+        q = MILLS[16]
+        q = q * s + MILLS[15]
+        q = q * s + MILLS[14]
+        q = q * s + MILLS[13]
+        q = q * s + MILLS[12]
+        q = q * s + MILLS[11]
+        q = q * s + MILLS[10]
+        q = q * s + MILLS[9]
+        q = q * s + MILLS[8]
+        q = q * s + MILLS[7]
+        q = q * s + MILLS[6]
+        q = q * s + MILLS[5]
+        q = q * s + MILLS[4]
+        q = q * s + MILLS[3]
+        q = q * s + MILLS[2]
+        q = q * s + MILLS[1]
+        q = q * s + MILLS[0]
+        q *= w
         tail = pdf * q
         cdf = tail if z < 0.0 else 1.0 - tail
         one = z > _CDF_ONE
@@ -271,8 +296,8 @@ def gaussian_row(mean, sd, mask, nodes, weights, radius, steps, out, work, iwork
     mask (k,); fills out (k,). ``work`` (4, k) float, ``iwork`` (3, k) int64, ``breaks``
     (k (2 steps + 1) + 1,) and ``nwork`` (3 + k, k (2 steps + 1) n_gl) are scratch space
     (``gaussian_scratch``; ``gaussian_max_probabilities`` documents the method)."""
-    if not radius < MILLS.shape[0]:
-        raise ValueError("radius must be below the Mills table's range (MILLS.shape[0])")
+    if not radius < MILLS_END:
+        raise ValueError("radius must be below the Mills polynomial's range (MILLS_END)")
     k = mean.shape[0]
     n_gl = nodes.shape[0]
     mu, sg, inv, acc = work[0], work[1], work[2], work[3]
@@ -382,8 +407,8 @@ def gaussian_max_probabilities(mean, sd, mask, nodes, weights, radius, steps, ou
     Pieces at most radius / steps standard deviations of every competing arm they overlap
     (``_gaussian_grid``) resolve each density and each CDF step at its own scale; each piece
     uses the Gauss-Legendre rule (nodes, weights) on [-1, 1]; the normal CDF and density come
-    from the Mills-ratio table ``MILLS`` (``normal_cdf_pdf``, ``_node_terms``). Rows where every
-    sd is 0 are ties between the largest means.
+    from the Mills-ratio polynomial ``MILLS`` (``normal_cdf_pdf``, ``_node_terms``). Rows where
+    every sd is 0 are ties between the largest means.
     """
     n, k = mean.shape
     per_row = mask.shape[0] > 1

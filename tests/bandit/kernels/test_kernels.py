@@ -206,6 +206,14 @@ def test_normal_cdf_pdf_matches_scipy():
     assert np.isnan(choice.normal_cdf_pdf(np.nan)).all()
 
 
+def test_mills_polynomial_matches_the_exact_ratio():
+    # One polynomial in w = c / (c + a) over all of [0, MILLS_END]: the node loop's CDF is
+    # only as good as this.
+    a = np.concatenate([np.linspace(0.0, choice.MILLS_END, 20_001), [1e-12, 2.0, 8.3]])
+    got = np.array([choice._mills_poly(v) for v in a])
+    np.testing.assert_allclose(got, reference.mills_ratio(a), rtol=2e-14, atol=0.0)
+
+
 def test_node_terms_match_the_exact_cdf_and_density():
     # The vectorized node loop (inline exp, no branch) against scipy over the z a grid can
     # see: z from -9 (below -radius, the table's end) to far above the CDF's rounding to 1.
