@@ -134,6 +134,7 @@ from opentelemetry.trace import Span
 
 from bandit import wire
 from bandit.engine import Engine, strip_consentless
+from bandit.engine.campaign import EventChecker
 from bandit.engine.decisionlog import DecisionLog
 from bandit.engine.join import ERASED, MAX_PENDING, OVER_CAPACITY, Rejected
 from bandit.engine.snapshot import read as read_snapshot
@@ -262,24 +263,27 @@ class _Choice(NamedTuple):
     arm: str
 
 
-def _misfits(run: DecisionLog, check: Callable[[Any], object]) -> list[tuple[int, str]]:
+def _misfits(run: DecisionLog, check: EventChecker) -> list[tuple[int, str]]:
     """The decisions of a run that the campaigns refuse (their positions and reasons, in
-    order): each arm a slot uses is checked once, each consenting decision's context."""
+    order): a slot's arms at once when the campaign knows them all, else each arm it uses
+    once; the consenting decisions' contexts at once."""
     bad: dict[int, str] = {}
     for s in run.slots:
+        if check.knows(run.campaign, s.slot, s.arm_ids):  # the block's dictionary of arms
+            continue
         for a in np.unique(s.arms).tolist():
             try:
-                check(_Probe(run.campaign, {s.slot: _Choice(s.arm_ids[a])}, None))
+                check(cast(Any, _Probe(run.campaign, {s.slot: _Choice(s.arm_ids[a])}, None)))
             except InvalidInputError as exc:
                 for j in np.flatnonzero(s.arms == a).tolist():
                     bad.setdefault(j, str(exc))
-    for j in np.flatnonzero(run.consent).tolist():
-        context = run.contexts[j]
-        if context is not None and j not in bad:
-            try:
-                check(_Probe(run.campaign, {}, context))
-            except InvalidInputError as exc:
-                bad[j] = str(exc)
+    contexts = run.contexts
+    rows = np.flatnonzero(run.consent).tolist()
+    if bad or len(rows) != len(contexts) or None in contexts:  # else: every row, as it is
+        rows = [j for j in rows if contexts[j] is not None and j not in bad]
+        contexts = [contexts[j] for j in rows]
+    for k, why in check.contexts(run.campaign, contexts):
+        bad[rows[k]] = why
     return sorted(bad.items())
 
 
@@ -467,7 +471,7 @@ class PartitionJoin:
                             if a is not b) if stripped else frozenset()
         return _Read(stream, offsets, values, kept, lines, changed)
 
-    def _check(self, fresh: _Read, check: Callable[[Event], object], events: list[Event],
+    def _check(self, fresh: _Read, check: EventChecker, events: list[Event],
                dead_letters: list[DeadLetter]) -> None:
         """Check one batch's decoded items, adding its events to ``events`` and its refused
         items to ``dead_letters``, and move the input's newest event time."""
@@ -508,7 +512,7 @@ class PartitionJoin:
                 top = float(event.ts)
         newest[stream] = top
 
-    def _check_run(self, fresh: _Read, i: int, check: Callable[[Event], object],
+    def _check_run(self, fresh: _Read, i: int, check: EventChecker,
                    events: list[Event], dead_letters: list[DeadLetter]) -> float:
         """Check the run of item ``i`` (a binary block): whole when every decision fits the
         campaigns, else decision by decision (its misfits dead-lettered with their number in

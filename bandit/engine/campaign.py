@@ -4,7 +4,7 @@ eligibility rules; the checks of an event against the campaigns."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -364,29 +364,59 @@ def check_event(campaigns: Mapping[str, _Campaign], e: Checkable) -> None:
         raise InvalidInputError(str(exc)) from None
 
 
-def event_checker(campaigns: Mapping[str, _Campaign]) -> Callable[[Checkable], None]:
+class EventChecker:
     """``check_event`` for a batch of events during which the campaigns do not change (the
     stream worker's): each campaign's slots are looked up once, then an event costs a dict
-    lookup per slot; whatever misses is passed to ``check_event``, whose error it raises."""
-    arms_of: dict[str, dict[str, dict[str, int]]] = {}  # campaign -> slot name -> arm index
+    lookup per slot; whatever misses is passed to ``check_event``, whose error it raises.
+    ``contexts`` checks the contexts of a run of decisions at once."""
 
-    def check(e: Checkable) -> None:
+    def __init__(self, campaigns: Mapping[str, _Campaign]) -> None:
+        self._campaigns = campaigns
+        self._arms_of: dict[str, dict[str, dict[str, int]]] = {}  # campaign -> slot -> arms
+
+    def __call__(self, e: Checkable) -> None:
         if e.campaign is None:  # a send or an outcome that does not name its campaign
             return
-        slots = arms_of.get(e.campaign)
+        slots = self._arms_of.get(e.campaign)
         if slots is None:
-            c = _campaign_of(campaigns, e.campaign)
-            slots = arms_of[e.campaign] = {s.spec.name: s.arm_index for s in c.slots}
+            c = _campaign_of(self._campaigns, e.campaign)
+            slots = self._arms_of[e.campaign] = {s.spec.name: s.arm_index for s in c.slots}
         if e.type == "impression" or e.type == "decision":
             decision = cast("DecisionLike | Joined", e)
             for slot, choice in decision.slots.items():
                 arms = slots.get(slot)
                 if arms is None or choice.arm not in arms:
-                    check_event(campaigns, e)  # raises: no such slot or arm
+                    check_event(self._campaigns, e)  # raises: no such slot or arm
             if decision.context is not None:
-                campaigns[e.campaign].context.check(decision.context)
+                self._campaigns[e.campaign].context.check(decision.context)
         elif e.type != "send" and (name := cast(OutcomeLike, e).slot) is not None and (
                 name not in slots):
-            check_event(campaigns, e)  # raises: no such slot
+            check_event(self._campaigns, e)  # raises: no such slot
 
-    return check
+    def knows(self, campaign: str, slot: str, arm_ids: Sequence[str]) -> bool:
+        """Whether ``campaign`` has ``slot`` and each of ``arm_ids`` in it: then a decision
+        of the campaign choosing one of them in that slot passes. False says nothing (check
+        the decisions)."""
+        slots = self._arms_of.get(campaign)
+        if slots is None:
+            c = self._campaigns.get(campaign)
+            if c is None:
+                return False
+            slots = self._arms_of[campaign] = {s.spec.name: s.arm_index for s in c.slots}
+        arms = slots.get(slot)
+        return arms is not None and all(map(arms.__contains__, arm_ids))
+
+    def contexts(self, campaign: str, rows: Sequence[Mapping[str, Any]]
+                 ) -> list[tuple[int, str]]:
+        """The positions of the contexts ``rows`` that a decision of ``campaign`` may not
+        carry, with the reason this checker gives such a decision, in order."""
+        try:
+            c = _campaign_of(self._campaigns, campaign)
+        except InvalidInputError as exc:
+            return [(i, str(exc)) for i in range(len(rows))]
+        return c.context.check_many(rows)
+
+
+def event_checker(campaigns: Mapping[str, _Campaign]) -> EventChecker:
+    """The ``EventChecker`` of ``campaigns``."""
+    return EventChecker(campaigns)

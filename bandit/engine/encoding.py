@@ -203,6 +203,46 @@ class _Encoder:
                     ] = 1.0
         self._bounded(out)
 
+    def check_many(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]]:
+        """``check`` of each row: the positions of the rows it refuses, with its messages, in
+        order. Rows that are dicts with the same keys (a stream's, mostly) are checked as
+        columns at once; if that does not pass them all, row by row."""
+        if not rows or self._fit_as_columns(rows):
+            return []
+        bad = []
+        for i, row in enumerate(rows):
+            try:
+                self.check(row)
+            except InvalidInputError as exc:
+                bad.append((i, str(exc)))
+        return bad
+
+    def _fit_as_columns(self, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """True if every row is a dict with the first row's keys, which are features, with a
+        float (within bounds) for each numeric one, a string for each categorical one and a
+        default for each numeric one omitted: then ``check`` passes every row. False says
+        nothing (the rows are checked one by one)."""
+        if set(map(type, rows)) != {dict}:
+            return False
+        keys = tuple(rows[0])
+        width = len(keys)
+        if (not set(keys) <= self.names or set(map(len, rows)) != {width}
+                or any(default is None and name not in keys for name, _, default in self._numeric)):
+            return False
+        if not width:
+            return True
+        try:  # same length and none of the first row's keys missing: the same keys
+            flat = (list(chain.from_iterable(map(itemgetter(*keys), rows))) if width > 1
+                    else list(map(itemgetter(keys[0]), rows)))
+        except KeyError:
+            return False
+        numeric = {name for name, _, _ in self._numeric}
+        numbers = [flat[j::width] for j, key in enumerate(keys) if key in numeric]
+        labels = [flat[j::width] for j, key in enumerate(keys) if key not in numeric]
+        return (all(set(map(type, column)) == {float} for column in numbers)
+                and all(set(map(type, column)) == {str} for column in labels)
+                and bool((np.abs(np.array(numbers, dtype=np.float64)) <= FEATURE_LIMIT).all()))
+
     def check(self, row: Mapping[str, Any]) -> None:
         """``encode([row])``'s checks without building the row (the stream checks every
         event's context once); a refused row gets ``encode``'s error."""

@@ -410,7 +410,7 @@ class Engine:
         slot or arm, or a context outside the campaign's schema."""
         _campaign.check_event(self._campaigns, e)
 
-    def event_checker(self) -> Callable[[Checkable], None]:
+    def event_checker(self) -> _campaign.EventChecker:
         """``check_event`` for a batch of events during which the campaigns do not change (the
         stream worker's): each campaign's slots are looked up once."""
         return _campaign.event_checker(self._campaigns)

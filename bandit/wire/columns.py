@@ -26,12 +26,13 @@ decision's, its number in the block (from 1). The writer is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import numpy as np
 
 from bandit.errors import InvalidInputError
+from bandit.kernels.blocks import slot_fits
 from bandit.models.names import MAX_MS
 from bandit.wire.names import Label, Name, names_fit
 
@@ -65,9 +66,18 @@ class Private(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     segments: dict[Name, Label] = {}
 
 
+class _Private(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """``Private`` but the keys' length, which ``_private`` checks once per distinct key."""
+
+    context: dict[str, float | Label] | None = None
+    segments: dict[str, Label] = {}
+
+
+_NAME_LENGTH = get_args(Name)[1].max_length
 _ENCODER = msgspec.msgpack.Encoder()
 _BLOCK = msgspec.msgpack.Decoder(Block)
 _PRIVATE = msgspec.json.Decoder(list[Private])
+_LOOSE_PRIVATE = msgspec.json.Decoder(list[_Private])
 _VECTORS = msgspec.json.Decoder(list[msgspec.Raw])
 
 
@@ -162,14 +172,79 @@ def _first_bad(bad: np.ndarray) -> int:
     return int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0]) + 1
 
 
+def _objects(vectors: bytes, starts: np.ndarray, ends: np.ndarray, parse: np.ndarray) -> bool:
+    """Whether each row ``vectors[starts[i]:ends[i]]`` whose ``parse`` flag is set is one
+    JSON object (``slot_fits`` checked the framing and left unset the rows equal to a row
+    that is parsed)."""
+    rows = np.flatnonzero(parse)
+    texts = [vectors[a:b] for a, b in zip(starts[rows].tolist(), ends[rows].tolist(),
+                                          strict=True)]
+    # One JSON array of the texts must parse into one value per text, each exactly its text:
+    # a string spanning a comma cannot join two rows into one value and split another.
+    try:
+        values = _VECTORS.decode(b"[" + b",".join(texts) + b"]")
+    except msgspec.DecodeError:
+        return False
+    return list(map(len, values)) == list(map(len, texts))
+
+
+def _refuse_slot(s: Slot, n: int) -> InvalidInputError:
+    """Why ``slot_fits`` refused slot ``s`` of a block of n decisions: the first of its
+    checks that fails, naming the decision."""
+    k = len(s.arm_ids)
+    arms = _numbers(s.arms, "<i4", n, f"slot {s.name!r} arms")
+    if ((arms < 0) | (arms >= k)).any():
+        return _fail(f"slot {s.name!r}, decision {_first_bad((arms < 0) | (arms >= k))}: "
+                     f"arm index out of 0..{k - 1}")
+    propensity = _numbers(s.propensity, "<f8", n, f"slot {s.name!r} propensity")
+    bad = ~((propensity > 0) & (propensity <= 1))  # NaN too
+    if bad.any():
+        return _fail(f"slot {s.name!r}, decision {_first_bad(bad)}: propensity: expected "
+                     "a number in (0, 1]")
+    ends = _numbers(s.ends, "<u4", n, f"slot {s.name!r} ends").astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1]))
+    size = len(s.vectors)
+    data = np.frombuffer(s.vectors, dtype=np.uint8)
+    bad = (ends <= starts) | (ends > size)
+    if not bad.any():
+        bad = (data[starts] != ord("{")) | (data[ends - 1] != ord("}"))
+    if bad.any() or ends[-1] != size:
+        return _fail(f"slot {s.name!r}, decision {_first_bad(bad) if bad.any() else n}: "
+                     "probabilities: expected a JSON object each, back to back")
+    # A control byte (the checkpoints separate vectors by some).
+    return _fail(f"slot {s.name!r}: probabilities: expected a JSON object each")
+
+
+def _private(raw: bytes) -> tuple[list[dict[str, Any] | None], list[dict[str, str]], set[str]]:
+    """The contexts and segments of a block's ``private`` column, and the keys they use;
+    refused with msgspec's reason for the contract's types (``Private``). A name's length is
+    checked once per distinct key (msgspec would check it at every key of every entry)."""
+    private: list[Private] | list[_Private] | None
+    try:
+        private = _LOOSE_PRIVATE.decode(raw)
+    except msgspec.DecodeError:
+        private = None
+    if private is not None:
+        given, mine = [p.context for p in private], [p.segments for p in private]
+        keys: set[str] = set().union(*(c for c in given if c is not None), *mine)
+        if not keys or ("" not in keys and max(map(len, keys)) <= _NAME_LENGTH):
+            return given, mine, keys
+    try:  # refused: the contract's types give the reason
+        private = _PRIVATE.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise _fail(f"context and segments: {exc}") from None
+    given, mine = [p.context for p in private], [p.segments for p in private]
+    return given, mine, set().union(*(c for c in given if c is not None), *mine)
+
+
 def _columns(block: Block, n: int) -> Columns:
     if n < 1:
         raise _fail("expected at least one decision")
     ts = _numbers(block.ts, "<i8", n, "ts")
     version = _numbers(block.model_version, "<i8", n, "model_version")
     for name, values in (("ts", ts), ("model_version", version)):
-        bad = (values < 0) | (values > MAX_MS)
-        if bad.any():
+        if values.min() < 0 or values.max() > MAX_MS:
+            bad = (values < 0) | (values > MAX_MS)
             raise _fail(f"decision {_first_bad(bad)}: {name}: expected 0..{MAX_MS}")
     if len(block.ids) != _ID_BYTES * n or len(block.subjects) != _ID_BYTES * n:
         raise _fail(f"ids and subjects: expected {n} of {_ID_BYTES} bytes, got "
@@ -180,7 +255,8 @@ def _columns(block: Block, n: int) -> Columns:
         raise _fail("slots: expected at least one")
     names = [block.campaign, *(s.name for s in block.slots)]
     arm_names = [a for s in block.slots for a in s.arm_ids]
-    if not all(0 < len(x) <= 64 for x in names + arm_names) or not names_fit(names + arm_names):
+    lengths = list(map(len, names + arm_names))
+    if not (min(lengths) > 0 and max(lengths) <= 64) or not names_fit(names + arm_names):
         raise _fail("campaign, slot or arm name: expected the name pattern, got "
                     f"{[x[:64] for x in names + arm_names if not names_fit([x])][:1]}")
     if len(set(names[1:])) != len(block.slots):
@@ -190,58 +266,41 @@ def _columns(block: Block, n: int) -> Columns:
         k = len(s.arm_ids)
         if not k or len(set(s.arm_ids)) != k:
             raise _fail(f"slot {s.name!r}: expected distinct arm ids, got {k} with repeats")
-        arms = _numbers(s.arms, "<i4", n, f"slot {s.name!r} arms").astype(np.int64)
-        if ((arms < 0) | (arms >= k)).any():
-            raise _fail(f"slot {s.name!r}, decision {_first_bad((arms < 0) | (arms >= k))}: "
-                        f"arm index out of 0..{k - 1}")
-        propensity = _numbers(s.propensity, "<f8", n, f"slot {s.name!r} propensity")
-        bad = ~((propensity > 0) & (propensity <= 1))  # NaN too
-        if bad.any():
-            raise _fail(f"slot {s.name!r}, decision {_first_bad(bad)}: propensity: expected "
-                        "a number in (0, 1]")
-        ends = _numbers(s.ends, "<u4", n, f"slot {s.name!r} ends").astype(np.int64)
-        starts = np.concatenate(([0], ends[:-1]))
-        size = len(s.vectors)
-        data = np.frombuffer(s.vectors, dtype=np.uint8)
-        bad = (ends <= starts) | (ends > size)
-        if not bad.any():
-            bad = (data[starts] != ord("{")) | (data[ends - 1] != ord("}"))
-        if bad.any() or ends[-1] != size:
-            raise _fail(f"slot {s.name!r}, decision {_first_bad(bad) if bad.any() else n}: "
-                        "probabilities: expected a JSON object each, back to back")
-        # One JSON array of the n objects (a comma at each boundary) must parse into n
-        # values; no control byte (the checkpoints separate vectors by some).
-        try:
-            parsed = -1 if (data < 0x20).any() else len(_VECTORS.decode(
-                b"[" + np.insert(data, ends[:-1], ord(",")).tobytes() + b"]"))
-        except msgspec.DecodeError:
-            parsed = -1
-        if parsed != n:
+        out = np.empty((4, n), dtype=np.int64)  # arms, starts, ends, parse (slot_fits)
+        if not (len(s.arms) == 4 * n and len(s.propensity) == 8 * n and len(s.ends) == 4 * n
+                and slot_fits(np.frombuffer(s.arms, dtype="<i4"), k,
+                              np.frombuffer(s.propensity, dtype="<f8"),
+                              np.frombuffer(s.ends, dtype="<u4"),
+                              np.frombuffer(s.vectors, dtype=np.uint8), out)):
+            raise _refuse_slot(s, n)
+        if not _objects(s.vectors, out[1], out[2], out[3]):
             raise _fail(f"slot {s.name!r}: probabilities: expected a JSON object each")
-        slots.append(SlotArrays(s.name, list(s.arm_ids), arms, propensity.copy(), s.vectors,
-                                starts, ends))
+        slots.append(SlotArrays(s.name, list(s.arm_ids), out[0],
+                                np.frombuffer(s.propensity, dtype="<f8").copy(), s.vectors,
+                                out[1], out[2]))
     raw_ids = block.ids
     consent = consent_of(raw_ids)
-    contexts: list[dict[str, Any] | None] = [None] * n
-    segments: list[dict[str, str]] = [{} for _ in range(n)]
-    if block.private is not None:
-        try:
-            private = _PRIVATE.decode(block.private)
-        except msgspec.DecodeError as exc:
-            raise _fail(f"context and segments: {exc}") from None
+    contexts: list[dict[str, Any] | None]
+    segments: list[dict[str, str]]
+    if block.private is None:
+        contexts, segments = [None] * n, [{} for _ in range(n)]
+    else:
+        given, mine, keys = _private(block.private)
         rows = np.flatnonzero(consent).tolist()
-        if len(private) != len(rows):
+        if len(given) != len(rows):
             raise _fail(f"context and segments: expected {len(rows)}, one per decision made "
-                        f"with consent, got {len(private)}")
-        keys = {key for p in private for key in (*(p.context or ()), *p.segments)}
+                        f"with consent, got {len(given)}")
         if keys and not names_fit(sorted(keys)):
             raise _fail("context or segment key: expected the name pattern")
-        for r, p in zip(rows, private, strict=True):
-            contexts[r], segments[r] = p.context, p.segments
-    hex_ids, hex_subjects = raw_ids.hex(), block.subjects.hex()
+        if len(rows) == n:
+            contexts, segments = given, mine
+        else:
+            contexts, segments = [None] * n, [{} for _ in range(n)]
+            for r, context, segment in zip(rows, given, mine, strict=True):
+                contexts[r], segments[r] = context, segment
     return Columns(
         campaign=block.campaign, ts=ts.astype(np.int64), model_version=version.astype(np.int64),
-        decision_ids=[hex_ids[i:i + 32] for i in range(0, 32 * n, 32)],
-        subjects=[hex_subjects[i:i + 32] for i in range(0, 32 * n, 32)],
+        decision_ids=raw_ids.hex(" ", _ID_BYTES).split(),
+        subjects=block.subjects.hex(" ", _ID_BYTES).split(),
         holdout=np.unpackbits(np.frombuffer(block.holdout, dtype=np.uint8), count=n).astype(bool),
         consent=consent, contexts=contexts, segments=segments, slots=slots)

@@ -62,3 +62,28 @@ def test_context_check_refuses_what_encode_refuses_with_its_message(row):
             assert str(check.value) == str(exc)
         else:
             encoder.check(row)
+
+
+_row = st.dictionaries(st.sampled_from(["engagement", "plan", "zone"]), st.one_of(
+    st.floats(), st.floats(-2e9, 2e9), st.integers(-3, 3), st.booleans(),
+    st.sampled_from(["free", "pro", "gold", "x"]), st.none()), max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(_row, min_size=1, max_size=3).flatmap(
+    lambda pool: st.lists(st.sampled_from(pool), max_size=12)))
+def test_the_context_check_of_a_run_is_the_check_of_each_row(rows):
+    """``contexts`` (the worker's check of a run of decisions, rows with one shape checked as
+    columns) refuses the rows ``check`` refuses, with its messages."""
+    engine = Engine()
+    engine.create_campaign(streamdata.spec())
+    encoder = engine._campaigns["news"].context
+    expected = []
+    for i, row in enumerate(rows):
+        try:
+            encoder.check(row)
+        except InvalidInputError as exc:
+            expected.append((i, str(exc)))
+    assert engine.event_checker().contexts("news", rows) == expected
+    assert engine.event_checker().contexts("gone", rows) == [
+        (i, "no campaign 'gone'") for i in range(len(rows))]

@@ -118,3 +118,45 @@ def test_damaged_bytes_are_refused_or_hold_only_valid_decisions(data):
         return
     log = DecisionLog.of_block(read)
     assert decode_decisions(log.lines()) == log.logged()
+
+
+def _slot_rows(rows: list[bytes]) -> bytes:
+    """BLOCK with slot 0's first vector texts replaced by ``rows`` (the others kept)."""
+    block = _body(BLOCK)
+    slot = block.slots[0]
+    ends = np.frombuffer(slot.ends, dtype="<u4").astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1]))
+    texts = rows + [slot.vectors[a:b] for a, b in zip(starts[len(rows):], ends[len(rows):])]
+    return _with(len(LOG), msgspec.structs.replace(block, slots=[msgspec.structs.replace(
+        slot, vectors=b"".join(texts),
+        ends=np.cumsum([len(t) for t in texts]).astype("<u4").tobytes())] + block.slots[1:]))
+
+
+@pytest.mark.parametrize("rows", [
+    # Back to back with commas they parse into as many values as rows, but rows 1 and 2 are
+    # no JSON objects (a string spans the boundary) and row 3 is two.
+    [b'{"a":"}', b'{"}', b"{},{}"],
+    # A damaged row after more distinct texts than the rows are compared with.
+    [b'{"a":0.5}', b'{"b":0.5}', b'{"c":0.5}', b'{"d":0.5}', b'{"e":0.5}', b'{"a":0.5,}'],
+    [b'{"a":0.5}'] * 9 + [b'{"a":0.5 }', b'{"a":0.5x}'],
+])
+def test_each_probability_vector_must_be_a_json_object(rows):
+    _refused(_slot_rows(rows), "probabilities: expected a JSON object each")
+
+
+def test_repeated_probability_vectors_are_read_as_written():
+    rows = [b'{"a":0.5}', b'{"a":0.25,"b":0.75}'] * 5 + [b'{"a":1.0}']
+    read = columns.read(_slot_rows(rows)).slots[0]
+    assert [read.vectors[a:b] for a, b in zip(read.starts[:11], read.ends[:11])] == rows
+
+
+@pytest.mark.parametrize(("key", "words"), [
+    ("k" * 65, "context and segments: Expected `str` of length <= 64"),
+    ("", "context and segments: Expected `str` of length >= 1"),
+    ("-x", "context or segment key: expected the name pattern"),
+])
+def test_context_and_segment_keys_are_refused_with_the_contract_s_reason(key, words):
+    block = _body(BLOCK)
+    private = block.private.replace(b'"segments":{', b'"segments":{"' + key.encode()
+                                    + b'":"v",', 1)
+    _refused(_with(len(LOG), msgspec.structs.replace(block, private=private)), words)
