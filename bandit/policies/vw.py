@@ -354,44 +354,46 @@ class VWPolicy(Policy):
                       scores: bool) -> tuple[np.ndarray, list[list[float]]]:
         """VW's pmf over ``arms`` for each of X's ``rows`` (len(rows), len(arms)) and, when
         ``scores``, its reward estimates (-cost). The batch-decision path: with reused examples
-        a row costs the shared example's refill and one predict call (the VW row of
-        ``benchmarks.bench_vw``)."""
-        pmfs: list[float] = []
+        the shared example is set up once, and a row costs its refill (one list of (index,
+        value) pairs) and one predict call (the VW row of ``benchmarks.bench_vw``)."""
+        pmfs = np.empty((len(rows), len(arms)))
         ests: list[list[float]] = []
-        if self._reuse:
-            ws, shared = self._ws, self._shared
-            example = [shared] + [self._actions[a] for a in arms]
-            keep, pmf_of = pmfs.extend, shared.get_action_scores
-            hashes, ns_hash = self._set_up_hashes, self._ns_hash
-            _erase_namespace(shared, _CONTEXT_ORD)
-            _setup(ws, shared)
-            try:
-                for start in range(0, len(rows), _CHUNK):
-                    Xr = X[rows[start : start + _CHUNK]]
-                    dense = (np.abs(Xr) >= _F32_TINY).all(axis=1).tolist()
-                    # The chunk's values as Python floats at once (array's tolist makes them
-                    # faster than NumPy's); each row's zip takes the next dim of them.
-                    values = iter(array("d", Xr.tobytes()).tolist())
-                    for full in dense:
-                        row = list(zip(hashes, values, strict=False))
-                        _erase_namespace(shared, _CONTEXT_ORD)
-                        _push_features(shared, ws, _CONTEXT_ORD, ns_hash, row if full else [
-                            (h, v) for h, v in row if v >= _F32_TINY or v <= -_F32_TINY])
-                        _predict_multi(ws, example)
-                        keep(pmf_of())
-                        if scores:
-                            ests.append([-e.get_partial_prediction() for e in example[1:]])
-            finally:
-                _unsetup(ws, shared)
-        else:
-            for i in rows:
+        if not self._reuse:
+            for i, out in zip(rows, pmfs, strict=True):
                 example = self._multi(X[i], arms)
                 _predict_multi(self._ws, example)
-                pmfs.extend(example[0].get_action_scores())
+                out[:] = example[0].get_action_scores()
                 if scores:
                     ests.append([-e.get_partial_prediction() for e in example[1:]])
                 self._release(example)
-        return np.array(pmfs).reshape(len(rows), len(arms)), ests
+            return pmfs, ests
+        ws, shared = self._ws, self._shared
+        example = [shared] + [self._actions[a] for a in arms]
+        pmf_of, hashes, ns_hash = shared.get_action_scores, self._set_up_hashes, self._ns_hash
+        _erase_namespace(shared, _CONTEXT_ORD)
+        _setup(ws, shared)
+        try:
+            for start in range(0, len(rows), _CHUNK):
+                Xr = X[rows[start : start + _CHUNK]]
+                dense = (np.abs(Xr) >= _F32_TINY).all(axis=1).tolist()
+                # The chunk's values as Python floats at once (array's tolist makes them faster
+                # than NumPy's); each row's zip takes the next dim of them.
+                values = iter(array("d", Xr.tobytes()).tolist())
+                chunk: list[float] = []
+                keep = chunk.extend
+                for full in dense:
+                    row = list(zip(hashes, values, strict=False))
+                    _erase_namespace(shared, _CONTEXT_ORD)
+                    _push_features(shared, ws, _CONTEXT_ORD, ns_hash, row if full else [
+                        (h, v) for h, v in row if v >= _F32_TINY or v <= -_F32_TINY])
+                    _predict_multi(ws, example)
+                    keep(pmf_of())
+                    if scores:
+                        ests.append([-e.get_partial_prediction() for e in example[1:]])
+                pmfs[start : start + len(dense)] = np.reshape(chunk, (len(dense), len(arms)))
+        finally:
+            _unsetup(ws, shared)
+        return pmfs, ests
 
     def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
                 with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:
