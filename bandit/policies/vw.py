@@ -6,8 +6,9 @@ interactions, or ``--lrq``'s factorization machine) and the exploration (``squar
 This module turns context rows and arms into VW examples (``VWFormat`` names the features;
 each arm's action example is parsed once, and one shared example is refilled per row with the
 context's pre-hashed features, as VW's text parser would hash them, values as the nearest
-float32), renormalizes the float32 pmf in float64, samples the arm from it with the caller's
-uniform, and learns with cost = -reward at the logged propensity.
+float32; a batch decision sets it up once for all its rows), renormalizes the float32 pmf in
+float64, samples the arm from it with the caller's uniform, and learns with cost = -reward at
+the logged propensity.
 
 VW learns in order and its model is not a sum, so a VW slot has a single learner: ``merge`` is
 refused. Its state is the model file's bytes plus the constructor arguments; a policy rebuilt
