@@ -47,11 +47,15 @@ def test_values_too_small_for_vws_floats_are_left_out_not_turned_into_nan():
 @pytest.mark.parametrize("options", [{}, {"exploration": "epsilon", "epsilon": 0.2},
                                      {"exploration": "bag", "bag": 3},
                                      {"exploration": "cover", "cover": 2},
+                                     {"exploration": "epsilon",
+                                      "extra_args": ["--noconstant", "--cb_type", "dr"]},
                                      {"lrq": "ca2", "learning_rate": 0.3}])
 def test_reused_examples_match_vw_fed_text_lines(rng, options):
-    # The policy parses each arm once and refills one shared example per row; VW fed the same
-    # events as text, one multi-line example at a time, must give the very same pmfs. The
-    # contexts are values VW's text parser reads exactly (it can land an ulp off others).
+    # The policy parses each arm once and refills one shared example per row, with indices
+    # as setup_example scales them (bag and cover widen the scale, --noconstant drops the
+    # constant setup adds); VW fed the same events as text, one multi-line example at a time,
+    # must give the very same pmfs. The contexts are values VW's text parser reads exactly (it
+    # can land an ulp off others).
     F = rng.normal(size=(K, 2))
     policy = VWPolicy(D, F, rng=0, **options)
     plain = pyvw.Workspace(arg_list=policy.arguments())
