@@ -261,16 +261,14 @@ class VWPolicy(Policy):
         # subclass pyvw.Example, which every native call then has to look up anew.
         return pyvw.pylibvw.example(self._ws, _CB_LABEL.value, line)
 
-    def _fill(self, values: list[float], dense: bool = False) -> pyvw.pylibvw.example:
+    def _fill(self, values: list[float]) -> pyvw.pylibvw.example:
         """The reusable shared example holding a context row (its ``dim`` values), set up for
         one VW call; ``_unsetup`` it after the call. Its features are those of
-        ``VWFormat.shared_line`` (zero and sub-float32 values left out; ``dense``: the caller
-        knows there are none), each value as the nearest float32 (VW's text parser may land
-        an ulp off it)."""
+        ``VWFormat.shared_line`` (zero and sub-float32 values left out), each value as the
+        nearest float32 (VW's text parser may land an ulp off it)."""
         shared = self._shared
         _erase_namespace(shared, _CONTEXT_ORD)
         _push_features(shared, self._ws, _CONTEXT_ORD, self._ns_hash,
-                       list(zip(self._hashes, values, strict=True)) if dense else
                        [(h, v) for h, v in zip(self._hashes, values, strict=True)
                         if v >= _F32_TINY or v <= -_F32_TINY])
         _setup(self._ws, shared)
