@@ -335,7 +335,7 @@ class VWPolicy(Policy):
         # Rows by their set of eligible arms (one set for all rows without a per-row mask).
         groups: dict[bytes, list[int]] = {}
         if mask.shape[0] == 1:
-            groups[b""] = list(range(n))
+            groups = {b"": list(range(n))} if n else {}
         else:
             for i, row in enumerate(mask):
                 groups.setdefault(row.tobytes(), []).append(i)

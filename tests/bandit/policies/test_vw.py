@@ -175,6 +175,14 @@ def test_batch_decisions_do_not_depend_on_the_chunking(monkeypatch, rng, explora
         np.testing.assert_array_equal(got, want)
 
 
+def test_an_empty_batch_decides_nothing():
+    policy = VWPolicy(D, n_arms=K, rng=0)
+    arms, probs = policy.choose_many(np.zeros((0, D)), with_propensities=True)
+    assert arms.shape == probs.shape == (0,)
+    assert policy.propensities(np.zeros((0, D))).shape == policy.scores(np.zeros((0, D))).shape \
+        == (0, K)
+
+
 def test_pmf_is_float32_renormalized_and_choice_follows_the_draw(rng):
     policy = VWPolicy(D, conformance.ARM_FEATURES, rng=0)
     arms, X, r = conformance._stream(1, 400)
