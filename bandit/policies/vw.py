@@ -6,8 +6,9 @@ interactions, or ``--lrq``'s factorization machine) and the exploration (``squar
 This module turns context rows and arms into VW examples (``VWFormat`` names the features;
 each arm's action example is parsed once, and one shared example is refilled per row with the
 context's pre-hashed features, as VW's text parser would hash them, values as the nearest
-float32), renormalizes the float32 pmf in float64, samples the arm from it with the caller's
-uniform, and learns with cost = -reward at the logged propensity.
+float32; a batch decision sets it up once for all its rows), renormalizes the float32 pmf in
+float64, samples the arm from it with the caller's uniform, and learns with cost = -reward at
+the logged propensity.
 
 VW learns in order and its model is not a sum, so a VW slot has a single learner: ``merge`` is
 refused. Its state is the model file's bytes plus the constructor arguments; a policy rebuilt
@@ -17,6 +18,7 @@ from it predicts, and goes on learning, exactly as the original would have.
 from __future__ import annotations
 
 import tempfile
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Self, overload
@@ -52,10 +54,12 @@ _CB_LABEL = pyvw.LabelType.CONTEXTUAL_BANDIT
 _setup, _unsetup = pyvw.pylibvw.vw.setup_example, pyvw.pylibvw.vw.unsetup_example
 _erase_namespace = pyvw.pylibvw.example.erase_namespace
 _push_features = pyvw.pylibvw.example.push_feature_list
+_feature = pyvw.pylibvw.example.feature
 _CONTEXT_ORD = ord(CONTEXT_NS)
 
 
 _F32_TINY = float(np.finfo(np.float32).tiny)  # VW's smallest normal feature value
+_CHUNK = 4096  # rows whose values are Python floats at once in a batch decision
 
 
 class VWFormat:
@@ -235,35 +239,43 @@ class VWPolicy(Policy):
             self._ns_hash = workspace.hash_space(CONTEXT_NS)
             self._hashes = [workspace.hash_feature(name, self._ns_hash)
                             for name in self._format.context_features]
-            self._shared = self._example("shared |" + CONTEXT_NS)
-            _unsetup(workspace, self._shared)  # kept unset between calls: _fill sets it up
+            self._shared = shared = self._example("shared |" + CONTEXT_NS)
+            _unsetup(workspace, shared)  # kept unset between calls: _fill sets it up
             # An empty text namespace is not made; erasing features keeps the namespace.
-            pyvw.pylibvw.example.ensure_namespace_exists(self._shared, _CONTEXT_ORD)
+            pyvw.pylibvw.example.ensure_namespace_exists(shared, _CONTEXT_ORD)
+            # The same features as setup_example leaves them (indices scaled to the weights'
+            # stride), read back from VW: a batch sets the shared example up once and then
+            # refills it with these, so a row costs no setup_example and unsetup_example.
+            _push_features(shared, workspace, _CONTEXT_ORD, self._ns_hash,
+                           [(h, 1.0) for h in self._hashes])
+            _setup(workspace, shared)
+            self._set_up_hashes = [_feature(shared, _CONTEXT_ORD, j) for j in range(self.dim)]
+            _unsetup(workspace, shared)
+            _erase_namespace(shared, _CONTEXT_ORD)
         self._arms_changed()
 
-    def _example(self, line: str) -> pyvw.Example:
+    def _example(self, line: str) -> pyvw.pylibvw.example:
         # Examples made here belong to Python (freed with the object), not to the workspace's
         # pool: finish_example on a partial multi-line example (a shared line without its
-        # actions) reads past its end inside VW.
-        return pyvw.Example(self._ws, line, _CB_LABEL)
+        # actions) reads past its end inside VW. They are pylibvw's own class, not its Python
+        # subclass pyvw.Example, which every native call then has to look up anew.
+        return pyvw.pylibvw.example(self._ws, _CB_LABEL.value, line)
 
-    def _fill(self, values: list[float], dense: bool = False) -> pyvw.Example:
+    def _fill(self, values: list[float]) -> pyvw.pylibvw.example:
         """The reusable shared example holding a context row (its ``dim`` values), set up for
         one VW call; ``_unsetup`` it after the call. Its features are those of
-        ``VWFormat.shared_line`` (zero and sub-float32 values left out; ``dense``: the caller
-        knows there are none), each value as the nearest float32 (VW's text parser may land
-        an ulp off it)."""
+        ``VWFormat.shared_line`` (zero and sub-float32 values left out), each value as the
+        nearest float32 (VW's text parser may land an ulp off it)."""
         shared = self._shared
         _erase_namespace(shared, _CONTEXT_ORD)
         _push_features(shared, self._ws, _CONTEXT_ORD, self._ns_hash,
-                       list(zip(self._hashes, values, strict=True)) if dense else
                        [(h, v) for h, v in zip(self._hashes, values, strict=True)
                         if v >= _F32_TINY or v <= -_F32_TINY])
         _setup(self._ws, shared)
         return shared
 
     def _multi(self, x: np.ndarray, arms: Sequence[int], label_arm: int = -1,
-               label: str = "") -> list[pyvw.Example]:
+               label: str = "") -> list[pyvw.pylibvw.example]:
         """The multi-line example of context x (dim,) and ``arms``, in that order, the arm
         ``label_arm`` carrying ``label``; give it back to ``_release`` after the call."""
         fmt = self._format
@@ -273,7 +285,7 @@ class VWPolicy(Policy):
         return self._ws.parse([fmt.shared_line(x)] + [label if a == label_arm else
                                                        fmt.action_lines[a] for a in arms])
 
-    def _release(self, examples: list[pyvw.Example]) -> None:
+    def _release(self, examples: list[pyvw.pylibvw.example]) -> None:
         if self._reuse:
             _unsetup(self._ws, examples[0])
         else:  # parsed from the workspace's pool, and complete: back they go
@@ -323,7 +335,7 @@ class VWPolicy(Policy):
         # Rows by their set of eligible arms (one set for all rows without a per-row mask).
         groups: dict[bytes, list[int]] = {}
         if mask.shape[0] == 1:
-            groups[b""] = list(range(n))
+            groups = {b"": list(range(n))} if n else {}
         else:
             for i, row in enumerate(mask):
                 groups.setdefault(row.tobytes(), []).append(i)
@@ -341,39 +353,46 @@ class VWPolicy(Policy):
                       scores: bool) -> tuple[np.ndarray, list[list[float]]]:
         """VW's pmf over ``arms`` for each of X's ``rows`` (len(rows), len(arms)) and, when
         ``scores``, its reward estimates (-cost). The batch-decision path: with reused examples
-        a row costs the shared example's refill and one predict call (the VW row of
-        ``benchmarks.bench_vw``)."""
-        pmfs: list[float] = []
+        the shared example is set up once, and a row costs its refill (one list of (index,
+        value) pairs) and one predict call (the VW row of ``benchmarks.bench_vw``)."""
+        pmfs = np.empty((len(rows), len(arms)))
         ests: list[list[float]] = []
-        if self._reuse:
-            ws, fill, shared = self._ws, self._fill, self._shared
-            example = [shared] + [self._actions[a] for a in arms]
-            keep, pmf_of = pmfs.extend, shared.get_action_scores
-            hashes, ns_hash = self._hashes, self._ns_hash
-            Xr = X[rows]
-            dense = (np.abs(Xr) >= _F32_TINY).all(axis=1).tolist()
-            for values, full in zip(Xr.tolist(), dense, strict=True):
-                if full:  # _fill(values, dense=True), inline: this loop is the hot path
-                    _erase_namespace(shared, _CONTEXT_ORD)
-                    _push_features(shared, ws, _CONTEXT_ORD, ns_hash,
-                                   list(zip(hashes, values, strict=True)))
-                    _setup(ws, shared)
-                else:
-                    fill(values)
-                _predict_multi(ws, example)
-                keep(pmf_of())
-                if scores:
-                    ests.append([-e.get_partial_prediction() for e in example[1:]])
-                _unsetup(ws, shared)
-        else:
-            for i in rows:
+        if not self._reuse:
+            for i, out in zip(rows, pmfs, strict=True):
                 example = self._multi(X[i], arms)
                 _predict_multi(self._ws, example)
-                pmfs.extend(example[0].get_action_scores())
+                out[:] = example[0].get_action_scores()
                 if scores:
                     ests.append([-e.get_partial_prediction() for e in example[1:]])
                 self._release(example)
-        return np.array(pmfs).reshape(len(rows), len(arms)), ests
+            return pmfs, ests
+        ws, shared = self._ws, self._shared
+        example = [shared] + [self._actions[a] for a in arms]
+        pmf_of, hashes, ns_hash = shared.get_action_scores, self._set_up_hashes, self._ns_hash
+        _erase_namespace(shared, _CONTEXT_ORD)
+        _setup(ws, shared)
+        try:
+            for start in range(0, len(rows), _CHUNK):
+                Xr = X[rows[start : start + _CHUNK]]
+                dense = (np.abs(Xr) >= _F32_TINY).all(axis=1).tolist()
+                # The chunk's values as Python floats at once (array's tolist makes them faster
+                # than NumPy's); each row's zip takes the next dim of them.
+                values = iter(array("d", Xr.tobytes()).tolist())
+                chunk: list[float] = []
+                keep = chunk.extend
+                for full in dense:
+                    row = list(zip(hashes, values, strict=False))
+                    _erase_namespace(shared, _CONTEXT_ORD)
+                    _push_features(shared, ws, _CONTEXT_ORD, ns_hash, row if full else [
+                        (h, v) for h, v in row if v >= _F32_TINY or v <= -_F32_TINY])
+                    _predict_multi(ws, example)
+                    keep(pmf_of())
+                    if scores:
+                        ests.append([-e.get_partial_prediction() for e in example[1:]])
+                pmfs[start : start + len(dense)] = np.reshape(chunk, (len(dense), len(arms)))
+        finally:
+            _unsetup(ws, shared)
+        return pmfs, ests
 
     def _choose(self, X: np.ndarray, mask: np.ndarray, rng: Rng | np.ndarray,
                 with_propensities: bool) -> tuple[np.ndarray, np.ndarray | None]:
