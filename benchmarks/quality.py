@@ -204,8 +204,8 @@ def _mabwiser(policy: str, alpha: float) -> Factory:
 # Each learner: its settings, the first being its defaults; tuned takes the best of them.
 LEARNERS: dict[str, dict[str, Factory]] = {
     "LinUCB": {s: _project(s) for s in (
-        "lin_ucb", "lin_ucb:epsilon=0", "lin_ucb:alpha=1:epsilon=0.05",
-        "lin_ucb:alpha=0.1:epsilon=0")},
+        "lin_ucb", "lin_ucb:epsilon=0", "lin_ucb:alpha=0.1:epsilon=0",
+        "lin_ucb:alpha=0.3:l2=1")},
     "LinTS": {s: _project(s) for s in ("lin_ts", "lin_ts:v=0.05", "lin_ts:v=0.5")},
     "EpsilonGreedy": {s: _project(s) for s in (
         "epsilon_greedy", "epsilon_greedy:epsilon=0.05", "epsilon_greedy:epsilon=0.02")},

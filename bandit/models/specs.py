@@ -104,7 +104,8 @@ class _UCBParams(Strict):
 class LinUCBSpec(_UCBParams):
     kind: Literal["lin_ucb"] = "lin_ucb"
     # bandit.policies.LinUCB's defaults (why: its docstring).
-    alpha: Finite = Field(0.3, ge=0, le=PARAM_MAX)
+    alpha: Finite = Field(0.2, ge=0, le=PARAM_MAX)
+    l2: Finite = Field(10.0, ge=PARAM_MIN, le=PARAM_MAX)
     epsilon: Finite = Field(0.01, ge=0, le=1, description="Exploration floor.")
 
 

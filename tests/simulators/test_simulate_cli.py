@@ -101,7 +101,7 @@ def test_vw_and_settings_run_in_a_simulation():
     assert all(run_.allocation["artwork"].sum() == 600 for run_ in result.runs.values())
     # The same kind with other settings runs beside it; the settings are the policy's own.
     both = make_policies(["lin_ucb", "lin_ucb:alpha=0"], env)
-    assert [p.alpha for p in both.values()] == [0.3, 0.0]
+    assert [p.alpha for p in both.values()] == [0.2, 0.0]
     with pytest.raises(InvalidInputError, match="policy lin_ts: v: Input should be greater"):
         make_policies(["lin_ts:v=0"], env)
 

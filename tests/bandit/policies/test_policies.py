@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError, UnknownArmError
+from bandit.models.specs import LinUCBSpec
 from bandit.policies import (
     Bart,
     BetaTS,
@@ -303,7 +304,7 @@ def test_per_event_learning_does_not_drift_from_the_sums(rng, cls):
     Q = rng.normal(size=(50, d))
     np.testing.assert_allclose(incremental.scores(Q), batch.scores(Q), rtol=1e-9, atol=1e-9)
     theta_ref = (reference.centred_ridge(arms, X, r, k)[0] if cls is LinTS
-                 else reference.ridge(arms, X, r, k)[0])
+                 else reference.ridge(arms, X, r, k, l2=batch.l2)[0])
     np.testing.assert_allclose(incremental._theta, theta_ref, rtol=1e-9, atol=1e-9)
 
 
@@ -314,6 +315,14 @@ def test_linucb_matches_algorithm_1(rng):
     Q = rng.normal(size=(5, 5))
     np.testing.assert_allclose(policy.scores(Q), reference.linucb(arms, X, r, Q, 4, 0.7, 0.5),
                                rtol=1e-9)
+
+
+def test_linucb_defaults_are_the_learning_quality_ones():
+    # Chosen on benchmarks.quality (README, learning quality); a campaign's spec builds the same.
+    policy = LinUCB(3, 2)
+    assert (policy.alpha, policy.l2, policy.epsilon) == (0.2, 10.0, 0.01)
+    spec = LinUCBSpec()
+    assert (spec.alpha, spec.l2, spec.epsilon) == (policy.alpha, policy.l2, policy.epsilon)
 
 
 def test_decay_halves_the_weight_of_an_event_one_half_life_old():
