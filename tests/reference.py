@@ -266,6 +266,14 @@ def hybrid_factors(Sxx, bx, F, l2=1.0):
             "Mbeta": Mbeta, "theta": theta, "Q": Q}
 
 
+def bart_sums(arms, X, rewards, F, weights):
+    """BaRT's S = sum w phi phi^T and b = sum w r phi, phi = [x, f_a, kron(x, f_a)]."""
+    Phi = np.array([np.concatenate([x, F[a], np.kron(x, F[a])]) for x, a in zip(X, arms,
+                                                                                  strict=True)])
+    return sum(w * np.outer(f, f) for f, w in zip(Phi, weights, strict=True)), (
+        weights * rewards) @ Phi
+
+
 def bart(arms, X, rewards, Q, F, l2=1.0):
     """One ridge regression over phi = [x, f_a, kron(x, f_a)]; its mean for every query and arm."""
     def phi(x, a):
