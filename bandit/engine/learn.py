@@ -9,9 +9,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.engine.campaign import _Campaign, _is_vw, _Slot, build_campaign, slot_matrix
-from bandit.engine.intervals import clusters_of
+from bandit.engine.intervals import CLUSTERS, clusters_of
 from bandit.engine.join import Closed
-from bandit.engine.tally import GROUPS, _add_grouped, _add_outcomes, _Clustered
+from bandit.engine.tally import (
+    GROUPS,
+    _add_grouped,
+    _add_outcomes,
+    _Clustered,
+    _groups,
+    clustered_sums,
+)
 from bandit.errors import InvalidInputError, UnknownArmError
 from bandit.models import OUTCOME_TYPES, CampaignSpec
 from bandit.models.reports import Group
@@ -181,16 +188,21 @@ def tally_columns(c: _Campaign, cols: _Learned) -> None:
         rows = np.flatnonzero(cols.arms[name] >= 0)
         if not len(rows):
             continue
-        arms = cols.arms[name][rows]
+        holdout, outcomes = _take(cols.holdout, rows), _take(cols.outcomes, rows)
         low, high = s.policy.reward_range
-        rewards = np.clip(cols.rewards[name][rows], low, high)
-        tally(s, arms, rewards, rows, cols.segments, cols.holdout[rows], cols.outcomes[rows])
-        _add_clustered(s.clustered, cols.holdout[rows], cols.clusters[rows],
-                       cols.outcomes[rows], rewards)
+        rewards = np.clip(_take(cols.rewards[name], rows), low, high)
+        tally(s, _take(cols.arms[name], rows), rewards, rows, cols.segments, holdout, outcomes)
+        _add_clustered(s.clustered, holdout, _take(cols.clusters, rows), outcomes, rewards)
     totals = {0: c.personalized, 1: c.holdout}
     _add_grouped(totals, [0, 1], cols.holdout, cols.best)
     _add_outcomes(c.outcomes, GROUPS, cols.holdout, cols.outcomes)
     _add_clustered(c.clustered, cols.holdout, cols.clusters, cols.outcomes, cols.best)
+
+
+def _take(column: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``column[rows]`` for increasing ``rows``; the column itself (no copy) when they are
+    all of its rows, as they are for a slot every decision has."""
+    return column if len(rows) == len(column) else column[rows]
 
 
 # A policy's share of a slot's learning: (arms, X, rewards, ts_ms), and the keyword arguments.
@@ -232,11 +244,14 @@ def slot_batches(s: _Slot, cols: _Learned) -> list[tuple[Policy, _Batch, dict[st
 
 def _add_clustered(tallies: Mapping[Group, _Clustered], holdout: np.ndarray,
                    clusters: np.ndarray, outcomes: np.ndarray, rewards: np.ndarray) -> None:
-    """Add each decision to its group's (``GROUPS[holdout[i]]``) clustered tally."""
+    """Add each decision to its group's (``GROUPS[holdout[i]]``) clustered tally, both groups
+    in one pass (a bucket's reward sums its decisions in row order either way)."""
+    n, reached, reward = clustered_sums(holdout * CLUSTERS + clusters, outcomes, rewards,
+                                        len(GROUPS))
     for flag, group in enumerate(GROUPS):
-        at = np.flatnonzero(holdout == flag)
-        if len(at):
-            tallies[group].add(clusters[at], outcomes[at], rewards[at])
+        at = slice(flag * CLUSTERS, (flag + 1) * CLUSTERS)
+        if n[at].any():
+            tallies[group].add_sums(n[at], reached[at], reward[at])
 
 
 def segment_pairs(events: Sequence[JoinedLike]) -> tuple[list, np.ndarray, np.ndarray, int]:
@@ -274,13 +289,13 @@ def tally(s: _Slot, arms: np.ndarray, rewards: np.ndarray, rows: np.ndarray,
     at = position[event]
     code, at = code[at >= 0], at[at >= 0]
     _add_grouped(s.segment_tally, keys, code, rewards[at])
-    _add_outcomes(s.segment_outcomes, keys, code, outcomes[at])
+    _add_outcomes(s.segment_outcomes, keys, code, outcomes, at)
     pairs = code * len(s.arm_ids) + arms[at]
-    seen, first, counts = np.unique(pairs, return_index=True, return_counts=True)
-    for pair, n in zip(seen[np.argsort(first)], counts[np.argsort(first)], strict=True):
+    seen, counts = _groups(pairs, len(keys) * len(s.arm_ids))
+    for pair, n in zip(seen.tolist(), counts.tolist(), strict=True):
         key, arm = keys[pair // len(s.arm_ids)], s.arm_ids[pair % len(s.arm_ids)]
         mine = s.segment_counts.setdefault(key, {})
-        mine[arm] = mine.get(arm, 0) + int(n)
+        mine[arm] = mine.get(arm, 0) + n
 
 
 def encode_slot_contexts(spec: CampaignSpec, slot: str,
