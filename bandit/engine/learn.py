@@ -127,7 +127,7 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
     best = np.full(n, c.spec.default_reward)
     has_context = np.zeros(n, dtype=np.bool_)
     X = np.zeros((n, c.context.dim))
-    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (row, position, pair)
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []  # per shape: (rows, pair per segment)
     keys: dict[tuple[str, str], int] = {}
     for k in np.unique(shape).tolist():
         _, slots, context_keys, segment_keys = closed.shapes[k]
@@ -135,36 +135,58 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
         mine = rows[at]
         for j, name in enumerate(slots):
             index = c.slot(name).arm_index
-            seen, codes = np.unique(closed.arm[mine, j], return_inverse=True)
-            arms[name][at] = np.array([index[names[a]] for a in seen.tolist()],
-                                      dtype=np.int64)[codes.reshape(-1)]
+            named = closed.arm[mine, j]
+            table = _table(named, len(names))
+            seen = np.flatnonzero(table)
+            table[seen] = [index[names[a]] for a in seen.tolist()]
+            arms[name][at] = table[named]
             propensities[name][at] = closed.propensity[mine, j]
-            rewards[name][at] = closed.reward[mine, j]
             # Python's max over the rewards in slot order: the first, then any greater.
             column = closed.reward[mine, j]
+            rewards[name][at] = column
             best[at] = column if j == 0 else np.where(column > best[at], column, best[at])
         if context_keys is not None:
             has_context[at] = True
-            sub = np.zeros((len(at), c.context.dim))
+            whole = len(at) == n  # the usual batch: one shape, encoded into X in place
+            sub = X if whole else np.zeros((len(at), c.context.dim))
             c.context.encode_columns([key for key, _ in context_keys],
                                      closed.context[mine, :len(context_keys)], names, sub)
-            X[at] = sub
-        for j, key in enumerate(segment_keys):
-            seen, codes = np.unique(closed.segment[mine, j], return_inverse=True)
-            pair = np.array([keys.setdefault((key, names[v]), len(keys))
-                             for v in seen.tolist()], dtype=np.int64)
-            pairs.append((at, np.full(len(at), j), pair[codes.reshape(-1)]))
+            if not whole:
+                X[at] = sub
+        if segment_keys:
+            codes = np.empty((len(at), len(segment_keys)), dtype=np.int64)
+            for j, key in enumerate(segment_keys):
+                named = closed.segment[mine, j]
+                table = _table(named, len(names))
+                seen = np.flatnonzero(table)
+                table[seen] = [keys.setdefault((key, names[v]), len(keys))
+                               for v in seen.tolist()]
+                codes[:, j] = table[named]
+            pairs.append((at, codes))
     if pairs:  # event by event, each in its segment order: as segment_pairs lists them
-        event, position, code = (np.concatenate(x) for x in zip(*pairs, strict=True))
-        order = np.lexsort((position, event))
-        segments = (list(keys), event[order], code[order], n)
+        event = np.concatenate([np.repeat(at, codes.shape[1]) for at, codes in pairs])
+        code = np.concatenate([codes.ravel() for _, codes in pairs])
+        if len(pairs) > 1:  # shapes interleave: their rows' pairs merge by row, stably
+            order = np.argsort(event, kind="stable")
+            event, code = event[order], code[order]
+        segments = (list(keys), event, code, n)
     else:
         segments = ([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n)
     return _Learned(ts=closed.ts[rows], holdout=closed.holdout[rows].astype(np.int64),
                     best=best, arms=arms, propensities=propensities, rewards=rewards,
-                    has_context=has_context, context=X[has_context], segments=segments,
+                    has_context=has_context,
+                    context=X if has_context.all() else X[has_context], segments=segments,
                     outcomes=closed.outcomes[rows].astype(np.int64),
                     clusters=clusters_of([closed.subjects[r] for r in rows.tolist()]))
+
+
+def _table(codes: np.ndarray, size: int) -> np.ndarray:
+    """(size,) int64: 1 at the values ``codes`` (each in 0..size-1) holds, 0 elsewhere; the
+    caller writes each present value's new code there and maps ``codes`` through it (the
+    distinct values in increasing order, as np.unique's, without its sort)."""
+    table = np.zeros(size, dtype=np.int64)
+    table[codes] = 1
+    return table
 
 
 def learn_columns(c: _Campaign, cols: _Learned) -> None:
