@@ -243,24 +243,27 @@ def slot_batches(s: _Slot, cols: _Learned) -> list[tuple[Policy, _Batch, dict[st
     rows = np.flatnonzero(present)
     if not len(rows):
         return []
-    arms = cols.arms[name][rows]
+    # Columns, not copies, where the rows are all of them (policies leave inputs untouched).
+    arms, ts = _take(cols.arms[name], rows), _take(cols.ts, rows)
     low, high = s.policy.reward_range
-    rewards = np.clip(cols.rewards[name][rows], low, high)
+    rewards = np.clip(_take(cols.rewards[name], rows), low, high)
     # VW learns each event at the propensity it was logged with.
     vw = _is_vw(s)
-    logged = {"propensities": cols.propensities[name][rows]} if vw else {}
+    logged = {"propensities": _take(cols.propensities[name], rows)} if vw else {}
     if s.fallback is s.policy:  # context-free slot: every event, context or not
-        return [(s.policy, (arms, np.empty((len(rows), 0)), rewards, cols.ts[rows]), {})]
-    batches = [(s.fallback, (arms, np.ones((len(rows), 1)), rewards, cols.ts[rows]), logged)]
+        return [(s.policy, (arms, np.empty((len(rows), 0)), rewards, ts), {})]
+    batches = [(s.fallback, (arms, np.ones((len(rows), 1)), rewards, ts), logged)]
     with_context = np.flatnonzero(cols.has_context)
     ctx = np.flatnonzero(present[with_context])
     if len(ctx):
-        event = with_context[ctx]
+        event = _take(with_context, ctx)
         chosen = {prev: np.maximum(cols.arms[prev][event], 0) for prev, _ in s.conditioned}
-        X = slot_matrix(s, cols.context[ctx], chosen)
-        r = np.clip(cols.rewards[name][event], low, high)
-        logged = {"propensities": cols.propensities[name][event]} if vw else {}
-        batches.append((s.policy, (cols.arms[name][event], X, r, cols.ts[event]), logged))
+        X = slot_matrix(s, _take(cols.context, ctx), chosen)
+        if len(event) < len(rows):
+            arms, rewards, ts = cols.arms[name][event], np.clip(
+                cols.rewards[name][event], low, high), cols.ts[event]
+            logged = {"propensities": cols.propensities[name][event]} if vw else {}
+        batches.append((s.policy, (arms, X, rewards, ts), logged))
     return batches
 
 
