@@ -172,11 +172,11 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
         segments = (list(keys), event, code, n)
     else:
         segments = ([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n)
-    return _Learned(ts=closed.ts[rows], holdout=closed.holdout[rows].astype(np.int64),
+    return _Learned(ts=closed.ts[rows], holdout=_take(closed.holdout, rows).astype(np.int64),
                     best=best, arms=arms, propensities=propensities, rewards=rewards,
                     has_context=has_context,
                     context=X if has_context.all() else X[has_context], segments=segments,
-                    outcomes=closed.outcomes[rows].astype(np.int64),
+                    outcomes=_take(closed.outcomes, rows).astype(np.int64),
                     clusters=clusters_of([closed.subjects[r] for r in rows.tolist()]))
 
 
