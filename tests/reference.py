@@ -271,6 +271,14 @@ def hybrid_factors(Sxx, bx, F, l2=1.0):
             "Mbeta": Mbeta, "theta": theta, "Q": Q}
 
 
+def bart_sums(arms, X, rewards, F, weights):
+    """BaRT's S = sum w phi phi^T and b = sum w r phi, phi = [x, f_a, kron(x, f_a)]."""
+    Phi = np.array([np.concatenate([x, F[a], np.kron(x, F[a])]) for x, a in zip(X, arms,
+                                                                                  strict=True)])
+    return sum(w * np.outer(f, f) for f, w in zip(Phi, weights, strict=True)), (
+        weights * rewards) @ Phi
+
+
 def bart(arms, X, rewards, Q, F, l2=1.0):
     """One ridge regression over phi = [x, f_a, kron(x, f_a)]; its mean for every query and arm."""
     def phi(x, a):
@@ -526,3 +534,31 @@ def thompson_pick(successes, failures, alpha, beta, now, mask, normals, uniforms
         if arm < 0 or y > best:
             best, arm = y, int(i)
     return arm, len(normals) - len(list(it_n)), len(uniforms) - len(list(it_u))
+
+
+def group_counts(codes, size):
+    """Rows per group and each group's first row (len(codes) where none), one row at a time."""
+    counts, first = [0] * size, [len(codes)] * size
+    for i, k in enumerate(codes):
+        first[k] = min(first[k], i)
+        counts[k] += 1
+    return counts, first
+
+
+def group_reward_sums(codes, rewards, total, squares):
+    """total[k] + r and squares[k] + r * r, row after row, as Python floats."""
+    total, squares = [float(t) for t in total], [float(q) for q in squares]
+    for k, r in zip(codes, rewards, strict=True):
+        total[k] += float(r)
+        squares[k] += float(r) * float(r)
+    return total, squares
+
+
+def group_outcome_sums(codes, outcomes, size, K):
+    """Per group and each of K outcome types: rows with a nonzero count, and the counts' sum."""
+    reached, events = [[0] * K for _ in range(size)], [[0] * K for _ in range(size)]
+    for k, row in zip(codes, outcomes, strict=True):
+        for t, c in enumerate(row):
+            reached[k][t] += c != 0
+            events[k][t] += int(c)
+    return reached, events

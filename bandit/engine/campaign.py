@@ -184,12 +184,14 @@ def slot_matrix(s: _Slot, base: np.ndarray, chosen: dict[str, np.ndarray]) -> np
     (its arms at creation, plus one column for arms added later)."""
     if not s.conditioned:
         return base
-    blocks = [base]
+    n, d = base.shape
+    out = np.zeros((n, d + sum(width for _, width in s.conditioned)))
+    out[:, :d] = base  # every block written in place: no per-block (n, width) temporaries
+    rows = np.arange(n)
     for prev, width in s.conditioned:
-        onehot = np.zeros((base.shape[0], width))
-        onehot[np.arange(base.shape[0]), np.minimum(chosen[prev], width - 1)] = 1.0
-        blocks.append(onehot)
-    return np.ascontiguousarray(np.hstack(blocks))
+        out[rows, d + np.minimum(chosen[prev], width - 1)] = 1.0
+        d += width
+    return out
 
 
 def _rule_features(c: _Campaign) -> list[str]:

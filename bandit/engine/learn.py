@@ -9,9 +9,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.engine.campaign import _Campaign, _is_vw, _Slot, build_campaign, slot_matrix
-from bandit.engine.intervals import clusters_of
+from bandit.engine.intervals import CLUSTERS, clusters_of
 from bandit.engine.join import Closed
-from bandit.engine.tally import GROUPS, _add_grouped, _add_outcomes, _Clustered
+from bandit.engine.tally import (
+    GROUPS,
+    _add_grouped,
+    _add_outcomes,
+    _Clustered,
+    _groups,
+    clustered_sums,
+)
 from bandit.errors import InvalidInputError, UnknownArmError
 from bandit.models import OUTCOME_TYPES, CampaignSpec
 from bandit.models.reports import Group
@@ -120,7 +127,7 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
     best = np.full(n, c.spec.default_reward)
     has_context = np.zeros(n, dtype=np.bool_)
     X = np.zeros((n, c.context.dim))
-    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (row, position, pair)
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []  # per shape: (rows, pair per segment)
     keys: dict[tuple[str, str], int] = {}
     for k in np.unique(shape).tolist():
         _, slots, context_keys, segment_keys = closed.shapes[k]
@@ -128,36 +135,58 @@ def closed_columns(c: _Campaign, closed: Closed, rows: np.ndarray) -> _Learned:
         mine = rows[at]
         for j, name in enumerate(slots):
             index = c.slot(name).arm_index
-            seen, codes = np.unique(closed.arm[mine, j], return_inverse=True)
-            arms[name][at] = np.array([index[names[a]] for a in seen.tolist()],
-                                      dtype=np.int64)[codes.reshape(-1)]
+            named = closed.arm[mine, j]
+            table = _table(named, len(names))
+            seen = np.flatnonzero(table)
+            table[seen] = [index[names[a]] for a in seen.tolist()]
+            arms[name][at] = table[named]
             propensities[name][at] = closed.propensity[mine, j]
-            rewards[name][at] = closed.reward[mine, j]
             # Python's max over the rewards in slot order: the first, then any greater.
             column = closed.reward[mine, j]
+            rewards[name][at] = column
             best[at] = column if j == 0 else np.where(column > best[at], column, best[at])
         if context_keys is not None:
             has_context[at] = True
-            sub = np.zeros((len(at), c.context.dim))
+            whole = len(at) == n  # the usual batch: one shape, encoded into X in place
+            sub = X if whole else np.zeros((len(at), c.context.dim))
             c.context.encode_columns([key for key, _ in context_keys],
                                      closed.context[mine, :len(context_keys)], names, sub)
-            X[at] = sub
-        for j, key in enumerate(segment_keys):
-            seen, codes = np.unique(closed.segment[mine, j], return_inverse=True)
-            pair = np.array([keys.setdefault((key, names[v]), len(keys))
-                             for v in seen.tolist()], dtype=np.int64)
-            pairs.append((at, np.full(len(at), j), pair[codes.reshape(-1)]))
+            if not whole:
+                X[at] = sub
+        if segment_keys:
+            codes = np.empty((len(at), len(segment_keys)), dtype=np.int64)
+            for j, key in enumerate(segment_keys):
+                named = closed.segment[mine, j]
+                table = _table(named, len(names))
+                seen = np.flatnonzero(table)
+                table[seen] = [keys.setdefault((key, names[v]), len(keys))
+                               for v in seen.tolist()]
+                codes[:, j] = table[named]
+            pairs.append((at, codes))
     if pairs:  # event by event, each in its segment order: as segment_pairs lists them
-        event, position, code = (np.concatenate(x) for x in zip(*pairs, strict=True))
-        order = np.lexsort((position, event))
-        segments = (list(keys), event[order], code[order], n)
+        event = np.concatenate([np.repeat(at, codes.shape[1]) for at, codes in pairs])
+        code = np.concatenate([codes.ravel() for _, codes in pairs])
+        if len(pairs) > 1:  # shapes interleave: their rows' pairs merge by row, stably
+            order = np.argsort(event, kind="stable")
+            event, code = event[order], code[order]
+        segments = (list(keys), event, code, n)
     else:
         segments = ([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n)
-    return _Learned(ts=closed.ts[rows], holdout=closed.holdout[rows].astype(np.int64),
+    return _Learned(ts=closed.ts[rows], holdout=_take(closed.holdout, rows).astype(np.int64),
                     best=best, arms=arms, propensities=propensities, rewards=rewards,
-                    has_context=has_context, context=X[has_context], segments=segments,
-                    outcomes=closed.outcomes[rows].astype(np.int64),
+                    has_context=has_context,
+                    context=X if has_context.all() else X[has_context], segments=segments,
+                    outcomes=_take(closed.outcomes, rows).astype(np.int64),
                     clusters=clusters_of([closed.subjects[r] for r in rows.tolist()]))
+
+
+def _table(codes: np.ndarray, size: int) -> np.ndarray:
+    """(size,) int64: 1 at the values ``codes`` (each in 0..size-1) holds, 0 elsewhere; the
+    caller writes each present value's new code there and maps ``codes`` through it (the
+    distinct values in increasing order, as np.unique's, without its sort)."""
+    table = np.zeros(size, dtype=np.int64)
+    table[codes] = 1
+    return table
 
 
 def learn_columns(c: _Campaign, cols: _Learned) -> None:
@@ -181,16 +210,21 @@ def tally_columns(c: _Campaign, cols: _Learned) -> None:
         rows = np.flatnonzero(cols.arms[name] >= 0)
         if not len(rows):
             continue
-        arms = cols.arms[name][rows]
+        holdout, outcomes = _take(cols.holdout, rows), _take(cols.outcomes, rows)
         low, high = s.policy.reward_range
-        rewards = np.clip(cols.rewards[name][rows], low, high)
-        tally(s, arms, rewards, rows, cols.segments, cols.holdout[rows], cols.outcomes[rows])
-        _add_clustered(s.clustered, cols.holdout[rows], cols.clusters[rows],
-                       cols.outcomes[rows], rewards)
+        rewards = np.clip(_take(cols.rewards[name], rows), low, high)
+        tally(s, _take(cols.arms[name], rows), rewards, rows, cols.segments, holdout, outcomes)
+        _add_clustered(s.clustered, holdout, _take(cols.clusters, rows), outcomes, rewards)
     totals = {0: c.personalized, 1: c.holdout}
     _add_grouped(totals, [0, 1], cols.holdout, cols.best)
     _add_outcomes(c.outcomes, GROUPS, cols.holdout, cols.outcomes)
     _add_clustered(c.clustered, cols.holdout, cols.clusters, cols.outcomes, cols.best)
+
+
+def _take(column: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``column[rows]`` for increasing ``rows``; the column itself (no copy) when they are
+    all of its rows, as they are for a slot every decision has."""
+    return column if len(rows) == len(column) else column[rows]
 
 
 # A policy's share of a slot's learning: (arms, X, rewards, ts_ms), and the keyword arguments.
@@ -209,34 +243,40 @@ def slot_batches(s: _Slot, cols: _Learned) -> list[tuple[Policy, _Batch, dict[st
     rows = np.flatnonzero(present)
     if not len(rows):
         return []
-    arms = cols.arms[name][rows]
+    # Columns, not copies, where the rows are all of them (policies leave inputs untouched).
+    arms, ts = _take(cols.arms[name], rows), _take(cols.ts, rows)
     low, high = s.policy.reward_range
-    rewards = np.clip(cols.rewards[name][rows], low, high)
+    rewards = np.clip(_take(cols.rewards[name], rows), low, high)
     # VW learns each event at the propensity it was logged with.
     vw = _is_vw(s)
-    logged = {"propensities": cols.propensities[name][rows]} if vw else {}
+    logged = {"propensities": _take(cols.propensities[name], rows)} if vw else {}
     if s.fallback is s.policy:  # context-free slot: every event, context or not
-        return [(s.policy, (arms, np.empty((len(rows), 0)), rewards, cols.ts[rows]), {})]
-    batches = [(s.fallback, (arms, np.ones((len(rows), 1)), rewards, cols.ts[rows]), logged)]
+        return [(s.policy, (arms, np.empty((len(rows), 0)), rewards, ts), {})]
+    batches = [(s.fallback, (arms, np.ones((len(rows), 1)), rewards, ts), logged)]
     with_context = np.flatnonzero(cols.has_context)
     ctx = np.flatnonzero(present[with_context])
     if len(ctx):
-        event = with_context[ctx]
+        event = _take(with_context, ctx)
         chosen = {prev: np.maximum(cols.arms[prev][event], 0) for prev, _ in s.conditioned}
-        X = slot_matrix(s, cols.context[ctx], chosen)
-        r = np.clip(cols.rewards[name][event], low, high)
-        logged = {"propensities": cols.propensities[name][event]} if vw else {}
-        batches.append((s.policy, (cols.arms[name][event], X, r, cols.ts[event]), logged))
+        X = slot_matrix(s, _take(cols.context, ctx), chosen)
+        if len(event) < len(rows):
+            arms, rewards, ts = cols.arms[name][event], np.clip(
+                cols.rewards[name][event], low, high), cols.ts[event]
+            logged = {"propensities": cols.propensities[name][event]} if vw else {}
+        batches.append((s.policy, (arms, X, rewards, ts), logged))
     return batches
 
 
 def _add_clustered(tallies: Mapping[Group, _Clustered], holdout: np.ndarray,
                    clusters: np.ndarray, outcomes: np.ndarray, rewards: np.ndarray) -> None:
-    """Add each decision to its group's (``GROUPS[holdout[i]]``) clustered tally."""
+    """Add each decision to its group's (``GROUPS[holdout[i]]``) clustered tally, both groups
+    in one pass (a bucket's reward sums its decisions in row order either way)."""
+    n, reached, reward = clustered_sums(holdout * CLUSTERS + clusters, outcomes, rewards,
+                                        len(GROUPS))
     for flag, group in enumerate(GROUPS):
-        at = np.flatnonzero(holdout == flag)
-        if len(at):
-            tallies[group].add(clusters[at], outcomes[at], rewards[at])
+        at = slice(flag * CLUSTERS, (flag + 1) * CLUSTERS)
+        if n[at].any():
+            tallies[group].add_sums(n[at], reached[at], reward[at])
 
 
 def segment_pairs(events: Sequence[JoinedLike]) -> tuple[list, np.ndarray, np.ndarray, int]:
@@ -274,13 +314,13 @@ def tally(s: _Slot, arms: np.ndarray, rewards: np.ndarray, rows: np.ndarray,
     at = position[event]
     code, at = code[at >= 0], at[at >= 0]
     _add_grouped(s.segment_tally, keys, code, rewards[at])
-    _add_outcomes(s.segment_outcomes, keys, code, outcomes[at])
+    _add_outcomes(s.segment_outcomes, keys, code, outcomes, at)
     pairs = code * len(s.arm_ids) + arms[at]
-    seen, first, counts = np.unique(pairs, return_index=True, return_counts=True)
-    for pair, n in zip(seen[np.argsort(first)], counts[np.argsort(first)], strict=True):
+    seen, counts = _groups(pairs, len(keys) * len(s.arm_ids))
+    for pair, n in zip(seen.tolist(), counts.tolist(), strict=True):
         key, arm = keys[pair // len(s.arm_ids)], s.arm_ids[pair % len(s.arm_ids)]
         mine = s.segment_counts.setdefault(key, {})
-        mine[arm] = mine.get(arm, 0) + int(n)
+        mine[arm] = mine.get(arm, 0) + n
 
 
 def encode_slot_contexts(spec: CampaignSpec, slot: str,

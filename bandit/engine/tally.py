@@ -24,6 +24,7 @@ from bandit.engine.intervals import (
     fixed_interval,
 )
 from bandit.errors import InvalidInputError
+from bandit.kernels import counts as counts_kernels
 from bandit.models import OUTCOME_TYPES, Interval
 from bandit.models.reports import Group
 
@@ -67,23 +68,33 @@ class _Tally:
         return Interval(estimate=m, low=m - half, high=m + half)
 
 
+def _groups(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The groups ``codes`` (n,) (each in 0..size-1) name, in order of first appearance, and
+    their row counts (both (groups,) int64): one pass, no sort."""
+    counts = np.zeros(size, dtype=np.int64)
+    first = np.full(size, len(codes), dtype=np.int64)
+    counts_kernels.groups(codes, counts, first)
+    seen = np.flatnonzero(counts)
+    seen = seen[np.argsort(first[seen], kind="stable")]
+    return seen, counts[seen]
+
+
 def _add_grouped(tallies: dict, names: Sequence, codes: np.ndarray, rewards: np.ndarray) -> None:
     """``tallies[names[k]].add(r)`` for each (k, r) of ``codes`` (n,) and ``rewards`` (n,),
-    vectorized: np.add.at adds unbuffered in the given order, so every float sum is the one
-    the event-at-a-time loop makes. Tallies are created in order of first appearance."""
-    seen, first, counts = np.unique(codes, return_index=True, return_counts=True)
-    order = np.argsort(first)
+    vectorized: the sums are added in row order, so every float sum is the one the
+    event-at-a-time loop makes. Tallies are created in order of first appearance."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    seen, counts = _groups(codes, len(names))
     total, squares = np.zeros(len(names)), np.zeros(len(names))
-    for k in seen:
+    for k in seen.tolist():
         t = tallies.get(names[k])
         if t is not None:
             total[k], squares[k] = t.total, t.squares
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf as Python floats do
-        np.add.at(total, codes, rewards)
-        np.add.at(squares, codes, rewards * rewards)
-    for k, n in zip(seen[order], counts[order], strict=True):
+    counts_kernels.reward_sums(codes, np.ascontiguousarray(rewards, dtype=np.float64), total,
+                               squares)
+    for k, n in zip(seen.tolist(), counts.tolist(), strict=True):
         t = tallies.setdefault(names[k], _Tally())
-        t.n += int(n)
+        t.n += n
         t.total, t.squares = float(total[k]), float(squares[k])
 
 
@@ -109,20 +120,18 @@ class _Outcomes:
 
 
 def _add_outcomes(tallies: dict, names: Sequence, codes: np.ndarray,
-                  outcomes: np.ndarray) -> None:
-    """Add decision i (outcome counts ``outcomes[i]``, (n, len(OUTCOME_TYPES)) >= 0) to
-    ``tallies[names[codes[i]]]`` for every i, vectorized (a bincount over the nonzero cells).
-    Tallies are created in order of first appearance, as ``_add_grouped`` creates them."""
-    seen, first, counts = np.unique(codes, return_index=True, return_counts=True)
-    row, column = np.nonzero(outcomes)
-    cell = codes[row] * _K + column
-    size = len(names) * _K
-    reached = np.bincount(cell, minlength=size).reshape(-1, _K)
-    # Event counts are integers far below 2**53: the float weights sum exactly.
-    events = np.bincount(cell, weights=outcomes[row, column],
-                         minlength=size).astype(np.int64).reshape(-1, _K)
-    for k, n in zip(seen[np.argsort(first)].tolist(), counts[np.argsort(first)].tolist(),
-                    strict=True):
+                  outcomes: np.ndarray, rows: np.ndarray | None = None) -> None:
+    """Add decision i (outcome counts ``outcomes[i]``, (n, len(OUTCOME_TYPES)) >= 0; with
+    ``rows`` (n,), ``outcomes[rows[i]]``) to ``tallies[names[codes[i]]]`` for every i, in one
+    pass over the rows. Tallies are created in order of first appearance, as
+    ``_add_grouped`` creates them."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    seen, counts = _groups(codes, len(names))
+    reached = np.zeros((len(names), _K), dtype=np.int64)
+    events = np.zeros((len(names), _K), dtype=np.int64)
+    counts_kernels.outcome_sums(codes, np.ascontiguousarray(outcomes, dtype=np.int64),
+                                np.arange(len(codes)) if rows is None else rows, reached, events)
+    for k, n in zip(seen.tolist(), counts.tolist(), strict=True):
         t = tallies.setdefault(names[k], _Outcomes())
         t.n += n
         t.reached = [a + b for a, b in zip(t.reached, reached[k].tolist(), strict=True)]
@@ -144,12 +153,15 @@ class _Clustered:
 
     def add(self, clusters: np.ndarray, outcomes: np.ndarray, rewards: np.ndarray) -> None:
         """Add decision i (bucket ``clusters[i]``, outcome counts ``outcomes[i]`` (n, K),
-        reward ``rewards[i]``) for every i: one bincount per column kind."""
-        self.n += np.bincount(clusters, minlength=CLUSTERS)
-        row, column = np.nonzero(outcomes)
-        self.reached += np.bincount(clusters[row] * _K + column,
-                                    minlength=CLUSTERS * _K).reshape(CLUSTERS, _K)
-        self.reward += np.bincount(clusters, weights=rewards, minlength=CLUSTERS)
+        reward ``rewards[i]``) for every i, one pass per column kind."""
+        self.add_sums(*clustered_sums(clusters, outcomes, rewards, 1))
+
+    def add_sums(self, n: np.ndarray, reached: np.ndarray, reward: np.ndarray) -> None:
+        """Add ``clustered_sums`` of one group: n (CLUSTERS,), reached (CLUSTERS, K),
+        reward (CLUSTERS,)."""
+        self.n += n
+        self.reached += reached
+        self.reward += reward
 
     def __add__(self, other: _Clustered) -> _Clustered:
         return _Clustered(self.n + other.n, self.reached + other.reached,
@@ -178,6 +190,20 @@ class _Clustered:
         """Per bucket, the decisions reaching outcome type ``kind`` (an index into
         OUTCOME_TYPES), or the reward for None."""
         return self.reward if kind is None else self.reached[:, kind]
+
+
+def clustered_sums(codes: np.ndarray, outcomes: np.ndarray, rewards: np.ndarray,
+                   groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group g and bucket c, code g * CLUSTERS + c of each decision (``codes`` (n,)): the
+    decisions (groups * CLUSTERS,), those reaching each outcome type (groups * CLUSTERS, K)
+    and the reward summed in row order from zero (what ``_Clustered.add`` adds to a group)."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    size = groups * CLUSTERS
+    reached, events = (np.zeros((size, _K), dtype=np.int64) for _ in range(2))
+    counts_kernels.outcome_sums(codes, np.ascontiguousarray(outcomes, dtype=np.int64),
+                                np.arange(len(codes)), reached, events)
+    return (np.bincount(codes, minlength=size), reached,
+            np.bincount(codes, weights=rewards, minlength=size))
 
 
 def clustered_groups() -> dict[Group, _Clustered]:

@@ -47,6 +47,32 @@ def accumulate(S, b, counts, arms, X, rewards, weights):
 
 
 @njit(cache=True, fastmath=_ORDERED)
+def accumulate_interactions(S, b, arms, X, F, rewards, weights):
+    """BaRT's sums over phi(x, a) = [x, f_a, x (x) f_a] (p = d + m + d m): what ``accumulate``
+    adds for the rows of phi, bit for bit, with phi formed one row at a time (never (n, p)).
+    S (p, p), b (p,), arms (n,), X (n, d), F (n_arms, m), rewards, weights (n,)."""
+    n, d = X.shape
+    m = F.shape[1]
+    p = b.shape[0]
+    phi = np.empty(p)
+    for i in range(n):
+        a = arms[i]
+        w = weights[i]
+        for j in range(d):
+            phi[j] = X[i, j]
+        for k in range(m):
+            phi[d + k] = F[a, k]
+        for j in range(d):
+            for k in range(m):
+                phi[d + m + j * m + k] = X[i, j] * F[a, k]
+        for j in range(p):
+            wx = w * phi[j]
+            b[j] += wx * rewards[i]
+            for k in range(p):  # the whole square: a triangle's ragged rows vectorize worse
+                S[j, k] += wx * phi[k]
+
+
+@njit(cache=True, fastmath=_ORDERED)
 def accumulate_means(reward_sums, x_sums, arms, X, rewards, weights):
     """Add a batch of weighted events to the per-arm sums of w r (k,) and w x (k, d), row
     after row, like ``accumulate``."""

@@ -74,8 +74,10 @@ class Bart(Policy):
 
     def _accumulate(self, arms: np.ndarray, X: np.ndarray, rewards: np.ndarray,
                     weights: np.ndarray) -> None:
-        linear.accumulate(self._S, self._b, np.zeros(1), np.zeros(len(arms), dtype=np.int64),
-                          self._phi(X, arms), rewards, weights)
+        # phi is formed a row at a time inside the kernel: an (n, p) matrix of the batch
+        # would be written and read back from memory (bench_worker's S5 learn stage).
+        linear.accumulate_interactions(self._S[0], self._b[0], arms, X, self._arm_features,
+                                       rewards, weights)
         np.add.at(self._counts, arms, weights)  # row by row, as the sums: see BetaTS
         self._dirty = True
 

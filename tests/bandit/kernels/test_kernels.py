@@ -34,6 +34,25 @@ def test_accumulate_matches_outer_products(rng, k, d):
     np.testing.assert_allclose(counts, c_ref, rtol=1e-12)
 
 
+@pytest.mark.parametrize(("k", "d", "m"), [(1, 1, 1), (4, 3, 2), (5, 9, 6), (4, 15, 1)])
+def test_accumulate_interactions_matches_explicit_features(rng, k, d, m):
+    arms, X, r = _events(rng, k, d)
+    F, w = rng.normal(size=(k, m)), rng.random(len(arms))
+    p = d + m + d * m
+    S, b = np.zeros((p, p)), np.zeros(p)
+    linear.accumulate_interactions(S, b, arms, X, F, r, w)
+    S_ref, b_ref = reference.bart_sums(arms, X, r, F, w)
+    np.testing.assert_allclose(S, S_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b, b_ref, rtol=1e-9, atol=1e-12)
+    # What ``accumulate`` sums over the features, bit for bit.
+    Phi = np.array([np.concatenate([x, F[a], np.multiply.outer(x, F[a]).ravel()])
+                    for x, a in zip(X, arms, strict=True)])
+    S_rows, b_rows = np.zeros((1, p, p)), np.zeros((1, p))
+    linear.accumulate(S_rows, b_rows, np.zeros(1), np.zeros(len(arms), dtype=np.int64), Phi, r, w)
+    np.testing.assert_array_equal(S, S_rows[0])
+    np.testing.assert_array_equal(b, b_rows[0])
+
+
 @pytest.mark.parametrize(("k", "d"), SHAPES)
 def test_learn_one_keeps_inverse_and_estimate_exact(rng, k, d):
     arms, X, r = _events(rng, k, d)
