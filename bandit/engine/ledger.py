@@ -46,7 +46,7 @@ import numpy as np
 import orjson
 
 from bandit.engine.campaign import _Campaign, _is_vw
-from bandit.engine.intervals import HEX_VALUE, key_clusters
+from bandit.engine.intervals import key_clusters
 from bandit.engine.learn import _Learned
 from bandit.models import OUTCOME_TYPES
 
@@ -63,14 +63,14 @@ def subject_words(subjects: list[str]) -> np.ndarray:
     """Subject keys given as 32 hex digits each -> (n, 2) uint64, the 16 bytes of each key
     read as two little-endian words (``key_words`` of the bytes)."""
     n = len(subjects)
-    text = "".join(subjects).encode("ascii")
-    if len(text) != 32 * n:
+    text = "".join(subjects)
+    try:  # one pass, no (n, 32) arrays of digits
+        raw = bytearray.fromhex(text) if len(text) == 32 * n else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 16 * n:  # a wrong length, a non-hex digit, or whitespace fromhex skipped
         raise ValueError("subject keys: each must be 32 hex digits")
-    nibbles = HEX_VALUE[np.frombuffer(text, dtype=np.uint8)].reshape(n, 32)
-    if n and nibbles.min() < 0:
-        raise ValueError("subject keys: each must be 32 hex digits")
-    raw = ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).astype(np.uint8)
-    return np.ascontiguousarray(raw).view("<u8").reshape(n, 2)
+    return np.frombuffer(raw, dtype="<u8").reshape(n, 2)
 
 
 def key_words(key: bytes) -> tuple[int, int]:

@@ -224,8 +224,10 @@ def test_subject_words_read_the_keys_bytes():
     keys = [subject_key(f"u{i}") for i in range(5)]
     words = subject_words([k.hex() for k in keys])
     assert [tuple(map(int, w)) for w in words] == [key_words(k) for k in keys]
-    with pytest.raises(ValueError, match="32 hex digits"):
-        subject_words(["g" * 32])
+    for bad in (["g" * 32], [" " + "a" * 31], ["a" * 31], ["\u00e9" * 32]):
+        with pytest.raises(ValueError, match="32 hex digits"):
+            subject_words(bad)
+    assert subject_words([]).shape == (0, 2)
 
 
 def test_the_ledgers_subject_words_give_the_subjects_buckets():
