@@ -34,6 +34,13 @@ class _Encoder:
                 self.columns += [f"{f.name}={v}" for v in f.values] + [f"{f.name}=(unknown)"]
         self.names = {f.name for f in features}
         self.intercept = intercept
+        # The numeric columns as runs of adjacent ones (slices: views of a matrix, not copies).
+        self._runs: list[slice] = []
+        for _, col, _ in self._numeric:
+            if self._runs and self._runs[-1].stop == col:
+                self._runs[-1] = slice(self._runs[-1].start, col + 1)
+            else:
+                self._runs.append(slice(col, col + 1))
         # Row shapes (keys, value types) that ``check`` passed -> their numbers, as a tuple.
         self._passed: dict[tuple[Any, ...], _Numbers] = {}
 
@@ -98,7 +105,12 @@ class _Encoder:
 
     def _bounded(self, X: np.ndarray) -> None:
         """Refuse a numeric value beyond +-FEATURE_LIMIT (bandit.models), naming its row."""
-        if not self._numeric:
+        if not self._numeric or not len(X):
+            return
+        # The common case, every value within bounds, in two reductions of views of X (no
+        # temporary of its size); NaN fails both comparisons, so it is found below.
+        if all(X[:, run].min() >= -FEATURE_LIMIT and X[:, run].max() <= FEATURE_LIMIT
+               for run in self._runs):
             return
         cols = [col for _, col, _ in self._numeric]
         bad = ~(np.abs(X[:, cols]) <= FEATURE_LIMIT)
@@ -178,7 +190,11 @@ class _Encoder:
             except TypeError:
                 pass  # an omitted value: feature by feature below
             else:
-                out[:, [col for _, col, _ in self._numeric]] = flat.reshape(len(rows), width)
+                numbers = flat.reshape(len(rows), width)
+                if len(self._runs) == 1:  # adjacent columns: a slice, not a fancy index
+                    out[:, self._runs[0]] = numbers
+                else:
+                    out[:, [col for _, col, _ in self._numeric]] = numbers
                 self._bounded(out)
                 return
         # Feature by feature, in schema order (the order of their first columns); ``index``

@@ -2,6 +2,7 @@
 reproducibility, learning through the attribution join, report, erasure and snapshots."""
 
 import re
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.engine import Engine, decision_draws, decision_seeds
+from bandit.engine.encoding import _Encoder
 from bandit.errors import (
     ConflictError,
     IncompatibleStateError,
@@ -580,3 +582,26 @@ def test_policy_settings_beyond_their_bounds_are_refused_with_the_campaign(polic
         CampaignSpec.model_validate(spec)
     spec["slots"][1]["policy"] = {**policy, field: 1e-6 if policy[field] < 1 else 1e6}
     CampaignSpec.model_validate(spec)  # the bounds themselves are fine
+
+
+@pytest.mark.parametrize("value", [1e200, -1e10, float("inf"), float("nan")])
+def test_the_bound_check_of_a_batch_copies_none_of_it_and_still_names_the_row(value):
+    # A copy of the numeric columns (and its absolute values) of a 280,000-row batch is fresh
+    # memory the size of the batch, slow to touch: the check reads the matrix in place.
+    spec = CampaignSpec.model_validate(_scaled_spec())
+    spec = spec.model_copy(update={"context": spec.context.model_validate({"features": [
+        {"kind": "numeric", "name": "x"}, {"kind": "categorical", "name": "plan",
+                                           "values": ["free", "pro"]},
+        {"kind": "numeric", "name": "y"}]})})
+    context = _Encoder(spec.context.features, spec.context.intercept, "context")
+    X = np.ones((20_000, context.dim))
+    tracemalloc.start()
+    try:
+        context._bounded(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes // 100
+    X[7, context.columns.index("y")] = value
+    with pytest.raises(InvalidInputError, match=re.escape(f"row 7: feature 'y' is {value!r}")):
+        context._bounded(X)
