@@ -166,40 +166,42 @@ class Closed:
                 self.arm[at, :len(slots)].ravel(), self.segment[at, :len(segment_keys)].ravel(),
                 *(self.context[at, j].astype(np.int64) for j, (_, is_str) in
                   enumerate(context_keys or ()) if is_str)]))
-            pieces: list = [repeat(b'{"decision_id":'), pick(ids),
-                            repeat(b',"campaign":' + dumps(campaign) + b',"subject":'),
-                            pick(subjects), repeat(b',"ts":'), pick(ts),
-                            repeat(b',"slots":{')]
+            # Fixed text (bytes) between the columns of values, the neighbours as one.
+            pieces: list = [b'{"decision_id":', pick(ids),
+                            b',"campaign":' + dumps(campaign) + b',"subject":',
+                            pick(subjects), b',"ts":', pick(ts),
+                            b',"slots":{']
             for j, slot in enumerate(slots):
-                pieces += [repeat((b"," if j else b"") + dumps(slot) + b':{"arm":'),
+                pieces += [(b"," if j else b"") + dumps(slot) + b':{"arm":',
                            list(map(name.__getitem__, self.arm[at, j].tolist())),
-                           repeat(b',"propensity":'),
+                           b',"propensity":',
                            _split(dumps(self.propensity[at, j].tolist())),
-                           repeat(b',"probabilities":'),
+                           b',"probabilities":',
                            map(itemgetter(j), vectors),
-                           repeat(b"}")]
-            pieces.append(repeat(b"}"))
+                           b"}"]
+            pieces.append(b"}")
             if context_keys is not None:
-                pieces.append(repeat(b',"context":{'))
+                pieces.append(b',"context":{')
                 for j, (key, is_str) in enumerate(context_keys):
                     column = self.context[at, j]
-                    pieces += [repeat((b"," if j else b"") + dumps(key) + b":"),
+                    pieces += [(b"," if j else b"") + dumps(key) + b":",
                                list(map(name.__getitem__, column.astype(np.int64).tolist()))
                                if is_str else _split(dumps(column.tolist()))]
-                pieces.append(repeat(b"}"))
-            pieces.append(repeat(b',"segments":{'))
+                pieces.append(b"}")
+            pieces.append(b',"segments":{')
             for j, key in enumerate(segment_keys):
-                pieces += [repeat((b"," if j else b"") + dumps(key) + b":"),
+                pieces += [(b"," if j else b"") + dumps(key) + b":",
                            list(map(name.__getitem__, self.segment[at, j].tolist()))]
-            pieces += [repeat(b'},"holdout":'), pick(holdout),
-                       repeat(b',"model_version":'), pick(versions),
-                       repeat(b',"outcomes":'), pick(outcomes),
-                       repeat(b',"rewards":{')]
+            pieces += [b'},"holdout":', pick(holdout),
+                       b',"model_version":', pick(versions),
+                       b',"outcomes":', pick(outcomes),
+                       b',"rewards":{']
             for j, slot in enumerate(slots):
-                pieces += [repeat((b"," if j else b"") + dumps(slot) + b":"),
+                pieces += [(b"," if j else b"") + dumps(slot) + b":",
                            _split(dumps(self.reward[at, j].tolist()))]
-            pieces.append(repeat(b"}}"))
-            _assign(out, rows, zip(pick(self.ids), map(b"".join, zip(*pieces, strict=False)),
+            pieces.append(b"}}")
+            _assign(out, rows, zip(pick(self.ids), map(b"".join, zip(*_between(pieces),
+                                                                     strict=False)),
                                    strict=True))
         return out
 
@@ -224,6 +226,28 @@ def _held(rows: np.ndarray, held: Mapping[int, Any]) -> tuple[list[int], list[in
         return [], []
     at = np.flatnonzero(np.isin(rows, np.fromiter(held, np.int64, len(held))))
     return at.tolist(), rows[at].tolist()
+
+
+def _between(pieces: list[Any]) -> list[Iterable[bytes]]:
+    """Columns of a row's values and the fixed text between them (bytes), each run of fixed
+    texts as one text repeated: one piece per value and per gap for a row's join.
+
+    >>> [next(iter(p)) for p in _between([b"{", b'"a":', [b"1"], b"}"])]
+    [b'{"a":', b'1', b'}']
+    """
+    out: list[Iterable[bytes]] = []
+    texts: list[bytes] = []
+    for piece in pieces:
+        if type(piece) is bytes:
+            texts.append(piece)
+            continue
+        if texts:
+            out.append(repeat(b"".join(texts)))
+            texts = []
+        out.append(piece)
+    if texts:
+        out.append(repeat(b"".join(texts)))
+    return out
 
 
 def _same(column: list[Any]) -> list[Any]:
