@@ -38,9 +38,10 @@ a batch): the cap is an overload guard, not part of the join's batching-independ
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from typing import Annotated, Any, NamedTuple, cast
 
 import msgspec
@@ -58,6 +59,7 @@ from bandit.engine.windows import (
     SENT,
     UNSENT,
     Closed,
+    _assign,
     _OpenWindows,
 )
 from bandit.models import OUTCOME_TYPES, CampaignSpec, JoinedEvent, Send
@@ -358,7 +360,8 @@ class Joiner(_OpenWindows):
                             np.array(deadline, dtype=np.float64), state)
             admission.written += rows
         ids, early = run.decision_ids, self._early
-        woken = [(i, "") for i in taken if ids[i] in early] if early else []
+        woken = [(i, "") for i in compress(taken, map(early.__contains__, map(
+            ids.__getitem__, taken)))] if early else []
         if after or woken:
             rejected = iter(run.logged([i for i, _ in after]) if after else ())
             for i, reason in sorted(after + woken):
@@ -603,31 +606,32 @@ class Joiner(_OpenWindows):
         if self._next_deadline < self.watermark:
             n = self._size
             due = np.flatnonzero(self._live[:n] & (self._deadline[:n] < self.watermark))
-            # In deadline order, then decision id: the same order whatever the rows.
+            # In deadline order, then decision id (32 lowercase hex digits: their order is
+            # that of the two big-endian 64-bit numbers they spell): the same order whatever
+            # the rows.
             ids = self._ids
-            due = due[np.lexsort((np.array([ids[r] for r in due.tolist()]), self._deadline[due]))]
+            keys = cast("list[str]", list(map(ids.__getitem__, due.tolist())))
+            number = np.frombuffer(bytes.fromhex("".join(keys)), dtype=">u8").astype(
+                np.uint64).reshape(-1, 2)
+            order = np.lexsort((number[:, 1], number[:, 0], self._deadline[due]))
+            due = due[order]
+            keys = list(map(keys.__getitem__, order.tolist()))
             unsent = self._sent[due] == UNSENT
             if unsent.any():  # never sent: not learned, only counted
                 result.excluded["unsent"] += int(unsent.sum())
             learned = due[~unsent]
-            result.closed = self._closed_rows(learned)
+            result.closed = self._closed_rows(learned, None if unsent.any() else keys)
             rows = due.tolist()
-            self._closed.update(zip([cast(str, ids[r]) for r in rows],
-                                    self._deadline[due].tolist(), strict=True))
-            for r in rows:
-                del self._row[cast(str, ids[r])]
-            subjects, probabilities = self._subjects, self._probabilities
-            for r in rows:
-                ids[r] = subjects[r] = probabilities[r] = None
+            self._closed.update(zip(keys, self._deadline[due].tolist(), strict=True))
+            deque(map(self._row.__delitem__, keys), maxlen=0)
+            for column in (ids, self._subjects, self._probabilities):
+                _assign(column, rows, repeat(None))
             self._live[due] = False
             # The closed rows' outcomes go (a dict lookup per closed row: the open rows with
             # outcomes may be many more).
-            counts, rewards, first_ts = self._counts, self._rewards, self._first_ts
-            if counts or rewards:
-                for r in rows:
-                    counts.pop(r, None)
-                    rewards.pop(r, None)
-                    first_ts.pop(r, None)
+            for held in (self._counts, self._rewards, self._first_ts):
+                if held:
+                    deque(map(held.pop, rows, repeat(None)), maxlen=0)
             self._free += rows  # as _drop row by row would
             self._uncount(self._shape[due])
             live = self._live[:n]

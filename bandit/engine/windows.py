@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter, methodcaller
 from typing import Any, cast
@@ -157,47 +158,51 @@ class Closed:
             at = np.flatnonzero(self.shape == shape)
             rows = at.tolist()
             campaign, slots, context_keys, segment_keys = self.shapes[shape]
-            vectors = self.probabilities
+            # A column's cells of these rows: the column itself where they are all the rows.
+            pick: Callable[[list[Any]], Iterable[Any]] = (
+                _same if len(rows) == n else partial(_cells, rows))
+            vectors = self.probabilities if len(rows) == n else list(pick(self.probabilities))
             name = _names_json(names, np.concatenate([
                 self.arm[at, :len(slots)].ravel(), self.segment[at, :len(segment_keys)].ravel(),
                 *(self.context[at, j].astype(np.int64) for j, (_, is_str) in
                   enumerate(context_keys or ()) if is_str)]))
-            pieces: list = [repeat(b'{"decision_id":'), [ids[i] for i in rows],
-                            repeat(b',"campaign":' + dumps(campaign) + b',"subject":'),
-                            [subjects[i] for i in rows], repeat(b',"ts":'),
-                            [ts[i] for i in rows],
-                            repeat(b',"slots":{')]
+            # Fixed text (bytes) between the columns of values, the neighbours as one.
+            pieces: list = [b'{"decision_id":', pick(ids),
+                            b',"campaign":' + dumps(campaign) + b',"subject":',
+                            pick(subjects), b',"ts":', pick(ts),
+                            b',"slots":{']
             for j, slot in enumerate(slots):
-                pieces += [repeat((b"," if j else b"") + dumps(slot) + b':{"arm":'),
+                pieces += [(b"," if j else b"") + dumps(slot) + b':{"arm":',
                            list(map(name.__getitem__, self.arm[at, j].tolist())),
-                           repeat(b',"propensity":'),
+                           b',"propensity":',
                            _split(dumps(self.propensity[at, j].tolist())),
-                           repeat(b',"probabilities":'),
-                           [vectors[i][j] for i in rows],
-                           repeat(b"}")]
-            pieces.append(repeat(b"}"))
+                           b',"probabilities":',
+                           map(itemgetter(j), vectors),
+                           b"}"]
+            pieces.append(b"}")
             if context_keys is not None:
-                pieces.append(repeat(b',"context":{'))
+                pieces.append(b',"context":{')
                 for j, (key, is_str) in enumerate(context_keys):
                     column = self.context[at, j]
-                    pieces += [repeat((b"," if j else b"") + dumps(key) + b":"),
+                    pieces += [(b"," if j else b"") + dumps(key) + b":",
                                list(map(name.__getitem__, column.astype(np.int64).tolist()))
                                if is_str else _split(dumps(column.tolist()))]
-                pieces.append(repeat(b"}"))
-            pieces.append(repeat(b',"segments":{'))
+                pieces.append(b"}")
+            pieces.append(b',"segments":{')
             for j, key in enumerate(segment_keys):
-                pieces += [repeat((b"," if j else b"") + dumps(key) + b":"),
+                pieces += [(b"," if j else b"") + dumps(key) + b":",
                            list(map(name.__getitem__, self.segment[at, j].tolist()))]
-            pieces += [repeat(b'},"holdout":'), [holdout[i] for i in rows],
-                       repeat(b',"model_version":'), [versions[i] for i in rows],
-                       repeat(b',"outcomes":'), [outcomes[i] for i in rows],
-                       repeat(b',"rewards":{')]
+            pieces += [b'},"holdout":', pick(holdout),
+                       b',"model_version":', pick(versions),
+                       b',"outcomes":', pick(outcomes),
+                       b',"rewards":{']
             for j, slot in enumerate(slots):
-                pieces += [repeat((b"," if j else b"") + dumps(slot) + b":"),
+                pieces += [(b"," if j else b"") + dumps(slot) + b":",
                            _split(dumps(self.reward[at, j].tolist()))]
-            pieces.append(repeat(b"}}"))
-            for i, row in zip(rows, map(b"".join, zip(*pieces, strict=False)), strict=True):
-                out[i] = (self.ids[i], row)
+            pieces.append(b"}}")
+            _assign(out, rows, zip(pick(self.ids), map(b"".join, zip(*_between(pieces),
+                                                                     strict=False)),
+                                   strict=True))
         return out
 
 
@@ -213,6 +218,45 @@ def _builtins(context: Any) -> dict[str, Any] | None:
     if context is None or type(context) is dict:
         return context
     return cast("dict[str, Any]", msgspec.to_builtins(context))
+
+
+def _held(rows: np.ndarray, held: Mapping[int, Any]) -> tuple[list[int], list[int]]:
+    """The positions in ``rows`` of the rows that are keys of ``held``, and those rows."""
+    if not held:
+        return [], []
+    at = np.flatnonzero(np.isin(rows, np.fromiter(held, np.int64, len(held))))
+    return at.tolist(), rows[at].tolist()
+
+
+def _between(pieces: list[Any]) -> list[Iterable[bytes]]:
+    """Columns of a row's values and the fixed text between them (bytes), each run of fixed
+    texts as one text repeated: one piece per value and per gap for a row's join.
+
+    >>> [next(iter(p)) for p in _between([b"{", b'"a":', [b"1"], b"}"])]
+    [b'{"a":', b'1', b'}']
+    """
+    out: list[Iterable[bytes]] = []
+    texts: list[bytes] = []
+    for piece in pieces:
+        if type(piece) is bytes:
+            texts.append(piece)
+            continue
+        if texts:
+            out.append(repeat(b"".join(texts)))
+            texts = []
+        out.append(piece)
+    if texts:
+        out.append(repeat(b"".join(texts)))
+    return out
+
+
+def _same(column: list[Any]) -> list[Any]:
+    return column
+
+
+def _cells(rows: list[int], column: list[Any]) -> Iterator[Any]:
+    """``column[r]`` for each of ``rows``."""
+    return map(column.__getitem__, rows)
 
 
 def _split(array_json: bytes) -> list[bytes]:
@@ -512,9 +556,12 @@ class _OpenWindows:
         every arm and string of theirs is interned already: the shapes, context and segment
         columns written without a Python step per decision; else None (nothing written)."""
         given = run.consent[at]
-        mine = at[given].tolist()
-        contexts = list(map(run.contexts.__getitem__, mine))
-        segments = list(map(run.segments.__getitem__, mine))
+        if len(at) == len(run) and bool(given.all()):  # the whole run, in order
+            contexts, segments = run.contexts, run.segments
+        else:
+            mine = at[given].tolist()
+            contexts = list(map(run.contexts.__getitem__, mine))
+            segments = list(map(run.segments.__getitem__, mine))
         slot_names = tuple(s.slot for s in run.slots)
         known = self._name_index
         for s in run.slots:
@@ -524,17 +571,18 @@ class _OpenWindows:
         strings: list[int] = []
         values: list[Any] = []
         named: list[Any] = []
-        if mine:
+        if contexts:
             if set(map(type, contexts)) != {dict}:
                 if None in contexts:
                     return None
                 contexts = list(map(_builtins, contexts))
-            keys = list(map(tuple, contexts))
-            segment_keys = list(map(tuple, segments))
-            if (keys.count(keys[0]) != len(keys)
-                    or segment_keys.count(segment_keys[0]) != len(segment_keys)):
+            # One shape: the keys back to back are the first's, repeated (no tuple per
+            # decision; a dict never repeats a key, so each holds exactly the first's keys).
+            keys, segment_keys = list(contexts[0]), list(segments[0])
+            if (list(chain.from_iterable(contexts)) != keys * len(contexts)
+                    or list(chain.from_iterable(segments)) != segment_keys * len(segments)):
                 return None
-            d, g = len(keys[0]), len(segment_keys[0])
+            d, g = len(keys), len(segment_keys)
             values = list(chain.from_iterable(map(_values, contexts)))
             for j in range(d):
                 kinds = set(map(type, values[j::d]))
@@ -656,20 +704,20 @@ class _OpenWindows:
     def _weights(self, campaign: str) -> Mapping[str, float]:
         raise NotImplementedError
 
-    def _closed_rows(self, rows: np.ndarray) -> Closed:
+    def _closed_rows(self, rows: np.ndarray, ids: list[str] | None = None) -> Closed:
         """The columns of ``rows`` (their windows closed), rewards weighted and summed over
-        the outcome types, or defaulted."""
+        the outcome types, or defaulted; ``ids``, if given, their decision ids."""
         shape = self._shape[rows]
         outcomes = np.zeros((len(rows), len(OUTCOME_TYPES)), dtype=np.int32)
         defaults = np.array([self._default(campaign) for campaign, *_ in self._shapes])
         reward = np.repeat(defaults[shape][:, None], self._arm.shape[1], axis=1)
         ordered = rows.tolist()
         counts_of, rewards_of = self._counts, self._rewards
-        for i, r in enumerate(ordered if counts_of or rewards_of else ()):
-            counts = counts_of.get(r)
-            if counts is not None:
-                outcomes[i] = counts
-            got = rewards_of.get(r)
+        at, held = _held(rows, counts_of)  # the rows with outcomes: written at once
+        if at:
+            outcomes[at] = list(map(counts_of.__getitem__, held))
+        for i, r in zip(*_held(rows, rewards_of), strict=True):
+            got = rewards_of[r]
             if got:  # only rows with weighted outcomes have rewards
                 campaign, slots = self._shapes[shape[i]][:2]
                 weights = self._weights(campaign)
@@ -680,10 +728,13 @@ class _OpenWindows:
                     if parts:
                         reward[i, j] = math.fsum(parts) if len(parts) > 1 else parts[0]
         return Closed(
-            ids=[self._ids[r] for r in ordered],
-            subjects=[self._subjects[r] for r in ordered], ts=self._ts[rows], shape=shape,
+            ids=cast("list[str]", list(map(self._ids.__getitem__, ordered)))
+            if ids is None else ids,
+            subjects=cast("list[str]", list(map(self._subjects.__getitem__, ordered))),
+            ts=self._ts[rows], shape=shape,
             holdout=self._holdout[rows], wire=self._wire[rows], arm=self._arm[rows],
             propensity=self._propensity[rows], reward=reward, context=self._context[rows],
             segment=self._segment[rows], names=self._names, shapes=self._shapes,
             model_version=self._model_version[rows], outcomes=outcomes,
-            probabilities=[cast("tuple[bytes, ...]", self._probabilities[r]) for r in ordered])
+            probabilities=cast("list[tuple[bytes, ...]]",
+                               list(map(self._probabilities.__getitem__, ordered))))

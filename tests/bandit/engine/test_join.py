@@ -294,3 +294,14 @@ def test_closed_json_finds_the_distinct_outcome_rows_numpy_finds(rows):
         np.testing.assert_array_equal(distinct, expected)
         np.testing.assert_array_equal(which, inverse.reshape(-1))
     np.testing.assert_array_equal(distinct[which], counts)
+
+
+def test_windows_closing_together_close_in_decision_id_order():
+    """Decisions whose windows close at the same time leave in decision-id order, whatever
+    order they came in: ids that differ only in their last digits, or only in their first."""
+    ids = [(1 << 64) + 2, 1, (1 << 64) + 1, 2 << 120, 2, 1 << 124]
+    decisions = [imp(i, 0).model_copy(update={"decision_id": f"{i:032x}"}) for i in ids]
+    out = Joiner(lambda name: spec()).add([*decisions, imp(999, WINDOW + 1)])
+    assert [e.decision_id for e in out.joined] == [f"{i:032x}" for i in sorted(ids)]
+    assert [decision_id for decision_id, _ in out.closed.json()] == [
+        f"{i:032x}" for i in sorted(ids)]
