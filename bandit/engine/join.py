@@ -41,6 +41,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import compress, repeat
 from typing import Annotated, Any, NamedTuple, cast
 
@@ -678,6 +679,11 @@ class Joiner(_OpenWindows):
         reward_rows, reward_slots, reward_kinds, reward_amounts, reward_ts = (
             zip(*cells, strict=True) if cells else ((), (), (), (), ()))
         counted = sorted(self._counts)
+        # Each distinct row of vectors once (few: a floor policy's rows share a handful), and
+        # per live row its index into them.
+        table: dict[tuple[bytes, ...], int] = {}
+        vector_of = np.fromiter(map(partial(_intern, table), (
+            v for v in self._probabilities[:self._size] if v is not None)), np.int64, len(live))
         arrays = {
             "ts": self._ts[live], "deadline": self._deadline[live], "shape": self._shape[live],
             "holdout": self._holdout[live], "wire": self._wire[live], "arm": self._arm[live],
@@ -687,10 +693,9 @@ class Joiner(_OpenWindows):
             # A free row holds None: the live rows' strings, in row order.
             "ids": _hex_blob([d for d in self._ids[:self._size] if d is not None]),
             "subjects": _hex_blob([s for s in self._subjects[:self._size] if s is not None]),
-            # Per row its slots' vectors, separated by _RS; rows by newlines.
-            "probabilities": np.frombuffer(b"\n".join(map(_RS.join, (
-                v for v in self._probabilities[:self._size] if v is not None))),
-                dtype=np.uint8),
+            # Per distinct row its slots' vectors, separated by _RS; rows by newlines.
+            "vectors": np.frombuffer(b"\n".join(map(_RS.join, table)), dtype=np.uint8),
+            "vector_of": vector_of,
             "reward_row": np.searchsorted(live, np.array(reward_rows, dtype=np.int64)),
             "reward_slot": np.array(reward_slots, dtype=np.int32),
             "reward_kind": np.array(reward_kinds, dtype=np.int32),
@@ -749,9 +754,19 @@ class Joiner(_OpenWindows):
             if len(column) != n or column.ndim != (2 if name in _WIDE else 1):
                 raise ValueError(f"open windows: {len(column)} {name[1:]} for {n} decisions")
             setattr(joiner, name, column)
-        blob = arrays["probabilities"].tobytes()
-        vectors = blob.split(b"\n") if n else []
-        if len(subjects) != n or len(vectors) != n:
+        probabilities: list[tuple[bytes, ...] | None]
+        if "vector_of" in arrays:  # distinct rows and an index per row
+            blob = arrays["vectors"].tobytes()
+            table = [tuple(v.split(_RS)) for v in blob.split(b"\n")] if blob else []
+            vector_of = np.asarray(arrays["vector_of"], dtype=np.int64)
+            if vector_of.ndim != 1 or (n and (vector_of.min() < 0
+                                              or vector_of.max() >= len(table))):
+                raise ValueError("open windows: a probability row out of range")
+            probabilities = list(map(table.__getitem__, vector_of.tolist()))
+        else:  # a checkpoint written before: every row's vectors
+            blob = arrays["probabilities"].tobytes()
+            probabilities = [tuple(v.split(_RS)) for v in blob.split(b"\n")] if n else []
+        if len(subjects) != n or len(probabilities) != n:
             raise ValueError("open windows: subjects or probabilities do not match the "
                              "decisions")
         if not (joiner._shape < len(joiner._shapes)).all() or (joiner._shape < 0).any():
@@ -763,7 +778,7 @@ class Joiner(_OpenWindows):
                 raise ValueError("open windows: unknown string")
         joiner._live = np.ones(n, dtype=np.bool_)
         joiner._ids, joiner._subjects, joiner._size = list(ids), list(subjects), n
-        joiner._probabilities = [tuple(v.split(_RS)) for v in vectors]
+        joiner._probabilities = probabilities
         joiner._row = {d: r for r, d in enumerate(ids)}
         joiner._next_deadline = float(joiner._deadline.min()) if n else math.inf
         for k, count in enumerate(np.bincount(joiner._shape, minlength=len(
@@ -901,6 +916,11 @@ class _Admission:
         self.settled.add(campaign)
         self.after[campaign] = self.after.get(campaign, 0) + joiner._still_open(
             campaign, self.end, self.written)
+
+
+def _intern(table: dict[tuple[bytes, ...], int], row: tuple[bytes, ...]) -> int:
+    """The index of ``row`` in ``table``, added at the end if new."""
+    return table.setdefault(row, len(table))
 
 
 def _hex_blob(decision_ids: list[str]) -> np.ndarray:

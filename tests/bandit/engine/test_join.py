@@ -171,7 +171,8 @@ def test_rows_of_closed_windows_are_reused():
     ("reward_row", lambda a: a + 99), ("reward_slot", lambda a: a + 5),
     ("reward_kind", lambda a: a + 9), ("count_row", lambda a: a + 99), ("arm", lambda a: a + 99),
     ("shape", lambda a: a + 7), ("ts", lambda a: a[:-1]), ("sent", lambda a: a + 5),
-    ("subjects", lambda a: a[:-16]), ("probabilities", lambda a: a[:0])])
+    ("subjects", lambda a: a[:-16]), ("vectors", lambda a: a[:0]),
+    ("vector_of", lambda a: a + 99), ("vector_of", lambda a: a[:-1])])
 def test_a_damaged_join_state_is_refused(name, damage):
     j = Joiner(lambda name: spec())
     j.add([varied_imp(i, 0) for i in range(6)] + [click(1, 1, 5)])
@@ -179,6 +180,32 @@ def test_a_damaged_join_state_is_refused(name, damage):
     arrays[name] = damage(arrays[name])
     with pytest.raises(ValueError, match="open windows"):
         Joiner.from_state(meta, arrays, lambda name: spec())
+
+
+def test_the_open_windows_store_each_distinct_row_of_vectors_once():
+    j = Joiner(lambda name: spec())
+    j.add([varied_imp(i, 0) for i in range(40)])
+    meta, arrays = j.state()
+    rows = [j._probabilities[r] for r in range(j._size) if j._probabilities[r] is not None]
+    assert len(arrays["vector_of"]) == 40 and len(set(rows)) < 40  # rows repeat: stored once
+    assert arrays["vectors"].tobytes().count(b"\n") == len(set(rows)) - 1
+    assert Joiner.from_state(meta, arrays, lambda name: spec())._probabilities[:40] == rows
+
+
+def test_a_join_state_with_every_rows_vectors_is_still_read():
+    """A checkpoint written before the open windows stored each distinct row once: every
+    live row's vectors, rows by newlines."""
+    j = Joiner(lambda name: spec())
+    j.add([varied_imp(i, 0) for i in range(12)] + [click(1, 1, 5)])
+    meta, arrays = j.state()
+    old = dict(arrays)
+    table = arrays["vectors"].tobytes().split(b"\n")
+    old["probabilities"] = np.frombuffer(b"\n".join(
+        table[i] for i in arrays["vector_of"].tolist()), dtype=np.uint8)
+    del old["vectors"], old["vector_of"]
+    restored = Joiner.from_state(meta, old, lambda name: spec())
+    assert _state_bytes(restored) == _state_bytes(Joiner.from_state(
+        meta, arrays, lambda name: spec()))
 
 
 def _state_bytes(j):
