@@ -126,7 +126,8 @@ def _slot_rows(rows: list[bytes]) -> bytes:
     slot = block.slots[0]
     ends = np.frombuffer(slot.ends, dtype="<u4").astype(np.int64)
     starts = np.concatenate(([0], ends[:-1]))
-    texts = rows + [slot.vectors[a:b] for a, b in zip(starts[len(rows):], ends[len(rows):])]
+    texts = rows + [slot.vectors[a:b] for a, b in zip(starts[len(rows):], ends[len(rows):],
+                                                      strict=True)]
     return _with(len(LOG), msgspec.structs.replace(block, slots=[msgspec.structs.replace(
         slot, vectors=b"".join(texts),
         ends=np.cumsum([len(t) for t in texts]).astype("<u4").tobytes())] + block.slots[1:]))
@@ -147,7 +148,8 @@ def test_each_probability_vector_must_be_a_json_object(rows):
 def test_repeated_probability_vectors_are_read_as_written():
     rows = [b'{"a":0.5}', b'{"a":0.25,"b":0.75}'] * 5 + [b'{"a":1.0}']
     read = columns.read(_slot_rows(rows)).slots[0]
-    assert [read.vectors[a:b] for a, b in zip(read.starts[:11], read.ends[:11])] == rows
+    assert [read.vectors[a:b]
+            for a, b in zip(read.starts[:11], read.ends[:11], strict=True)] == rows
 
 
 @pytest.mark.parametrize(("key", "words"), [
