@@ -342,8 +342,12 @@ def _campaign_of(campaigns: Mapping[str, _Campaign], name: str) -> _Campaign:
     """An event's campaign; InvalidInputError if there is none."""
     c = campaigns.get(name)
     if c is None:
-        raise InvalidInputError(f"no campaign {name!r}")
+        raise _no_campaign(name)
     return c
+
+
+def _no_campaign(name: str) -> InvalidInputError:
+    return InvalidInputError(f"no campaign {name!r}")
 
 
 def check_event(campaigns: Mapping[str, _Campaign], e: Checkable) -> None:
@@ -379,10 +383,9 @@ class EventChecker:
     def __call__(self, e: Checkable) -> None:
         if e.campaign is None:  # a send or an outcome that does not name its campaign
             return
-        slots = self._arms_of.get(e.campaign)
+        slots = self._slots(e.campaign)
         if slots is None:
-            c = _campaign_of(self._campaigns, e.campaign)
-            slots = self._arms_of[e.campaign] = {s.spec.name: s.arm_index for s in c.slots}
+            raise _no_campaign(e.campaign)
         if e.type == "impression" or e.type == "decision":
             decision = cast("DecisionLike | Joined", e)
             for slot, choice in decision.slots.items():
@@ -399,14 +402,19 @@ class EventChecker:
         """Whether ``campaign`` has ``slot`` and each of ``arm_ids`` in it: then a decision
         of the campaign choosing one of them in that slot passes. False says nothing (check
         the decisions)."""
+        slots = self._slots(campaign)
+        arms = None if slots is None else slots.get(slot)
+        return arms is not None and all(map(arms.__contains__, arm_ids))
+
+    def _slots(self, campaign: str) -> dict[str, dict[str, int]] | None:
+        """Slot name -> arm index of ``campaign`` (looked up once), or None if unknown."""
         slots = self._arms_of.get(campaign)
         if slots is None:
             c = self._campaigns.get(campaign)
             if c is None:
-                return False
+                return None
             slots = self._arms_of[campaign] = {s.spec.name: s.arm_index for s in c.slots}
-        arms = slots.get(slot)
-        return arms is not None and all(map(arms.__contains__, arm_ids))
+        return slots
 
     def contexts(self, campaign: str, rows: Sequence[Mapping[str, Any]]
                  ) -> list[tuple[int, str]]:

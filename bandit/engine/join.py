@@ -41,7 +41,6 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import compress, repeat
 from typing import Annotated, Any, NamedTuple, cast
 
@@ -612,8 +611,7 @@ class Joiner(_OpenWindows):
             # the rows.
             ids = self._ids
             keys = cast("list[str]", list(map(ids.__getitem__, due.tolist())))
-            number = np.frombuffer(bytes.fromhex("".join(keys)), dtype=">u8").astype(
-                np.uint64).reshape(-1, 2)
+            number = _hex_blob(keys).view(">u8").astype(np.uint64).reshape(-1, 2)
             order = np.lexsort((number[:, 1], number[:, 0], self._deadline[due]))
             due = due[order]
             keys = list(map(keys.__getitem__, order.tolist()))
@@ -682,8 +680,9 @@ class Joiner(_OpenWindows):
         # Each distinct row of vectors once (few: a floor policy's rows share a handful), and
         # per live row its index into them.
         table: dict[tuple[bytes, ...], int] = {}
-        vector_of = np.fromiter(map(partial(_intern, table), (
-            v for v in self._probabilities[:self._size] if v is not None)), np.int64, len(live))
+        vector_of = np.fromiter((table.setdefault(v, len(table))
+                                 for v in self._probabilities[:self._size] if v is not None),
+                                np.int64, len(live))
         arrays = {
             "ts": self._ts[live], "deadline": self._deadline[live], "shape": self._shape[live],
             "holdout": self._holdout[live], "wire": self._wire[live], "arm": self._arm[live],
@@ -916,11 +915,6 @@ class _Admission:
         self.settled.add(campaign)
         self.after[campaign] = self.after.get(campaign, 0) + joiner._still_open(
             campaign, self.end, self.written)
-
-
-def _intern(table: dict[tuple[bytes, ...], int], row: tuple[bytes, ...]) -> int:
-    """The index of ``row`` in ``table``, added at the end if new."""
-    return table.setdefault(row, len(table))
 
 
 def _hex_blob(decision_ids: list[str]) -> np.ndarray:

@@ -27,13 +27,7 @@ def linear_decide(theta, Ainv, x, alpha, mask, epsilon, u, scale):
     Q as ``Ainv``): the arm of ``linear.choose`` and ``choice.pick``'s probability, the arm's
     mean theta_a . x and ``scale`` times its width. Returns (arm, probability, mean, bonus);
     (-1, nan, nan, nan) when no eligible value is a number (a non-finite x)."""
-    row = np.empty(theta.shape[0])
-    _values(theta, Ainv, x, alpha, np.empty(0), mask, row)
-    arm, p = pick(row, mask, epsilon, u[0], u[1])
-    if arm < 0:
-        return -1, np.nan, np.nan, np.nan
-    mean, width = _mean_width(theta, Ainv, arm, x)
-    return arm, p, mean, scale * width
+    return _linear_decide(theta, Ainv, x, alpha, mask, epsilon, u, scale, np.empty(0))
 
 
 @njit(cache=True, fastmath=_FAST)
@@ -41,14 +35,21 @@ def linear_decide_vector(theta, Ainv, x, alpha, mask, epsilon, u, scale, vector)
     """``linear_decide``, and every arm's probability of being chosen written to ``vector``
     (k,): ``choice.floor_probabilities`` of the values the arm was picked from, so
     ``vector[arm]`` is the returned probability."""
+    return _linear_decide(theta, Ainv, x, alpha, mask, epsilon, u, scale, vector)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _linear_decide(theta, Ainv, x, alpha, mask, epsilon, u, scale, vector):
+    """Both of the above: ``vector`` (k,) is filled unless it is empty."""
     k = theta.shape[0]
     row = np.empty(k)
     _values(theta, Ainv, x, alpha, np.empty(0), mask, row)
     arm, p = pick(row, mask, epsilon, u[0], u[1])
     if arm < 0:
         return -1, np.nan, np.nan, np.nan
-    floor_probabilities(row.reshape((1, k)), mask.reshape((1, k)), epsilon,
-                        vector.reshape((1, k)))
+    if vector.shape[0]:
+        floor_probabilities(row.reshape((1, k)), mask.reshape((1, k)), epsilon,
+                            vector.reshape((1, k)))
     mean, width = _mean_width(theta, Ainv, arm, x)
     return arm, p, mean, scale * width
 
