@@ -26,14 +26,14 @@ first decision id: it names the record for whoever traces a decision, and unlike
 partition it never invites a compacted topic to keep one block per partition.
 
 This module knows the text format: ``BlockFormat.pack`` for writers, ``BlockFormat.lines``
-for every reader; ``JOINED`` and ``DECISIONS`` are the two formats (``streams.joined`` keeps
-the joined format's old names).
+for every reader; ``JOINED`` and ``DECISIONS`` are the two formats.
 
-The decision service writes its log in the binary format ``cmab.decisions/2`` instead
-(``bandit.wire.columns``: the same decisions as columns, which the worker reads without
-decoding text; written by ``DecisionLog.blocks`` with this module's caps). The worker reads
-both formats on ``.decisions``, so a topic holding ``cmab.decisions/1`` blocks of an older
-service stays readable; ``decision_lines`` gives any reader the JSON lines of either.
+Both logs are written in binary formats with the same header, caps and keys instead: the
+decision service writes ``cmab.decisions/2`` (``bandit.wire.columns``: the same decisions as
+columns, which the worker reads without decoding text; written by ``DecisionLog.blocks``), the
+worker ``cmab.joined/2`` (``bandit.wire.joinedcolumns``; ``streams.joined``). The text formats
+are still read, so a topic holding blocks of an older service or worker stays readable;
+``decision_lines`` and ``streams.joined.examples`` give any reader the JSON lines of either.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from bandit.errors import InvalidInputError, UnavailableError
-from streams import joined
 from streams.records import DECISIONS, EVENTS, STREAMS, Batch, DeadLetter, dead_letter_headers
 from streams.topics import Topics
 
@@ -236,9 +235,9 @@ class KafkaTransport:
         for stream in STREAMS:
             self.consumer.seek(TopicPartition(self._tp[stream], partition), offsets[stream])
 
-    def send_joined(self, partition: int, items: list[tuple[str, bytes]]) -> None:
+    def send_joined(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
         # Blocks (streams.joined), not a record per decision: a send costs more than a join.
-        for key, value in joined.pack(items):
+        for key, value in records:
             self.producer.send(self.topics.joined, value, key=key, partition=partition)
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:

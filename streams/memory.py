@@ -10,7 +10,6 @@ from typing import Any, cast
 import orjson
 from kafka.partitioner.default import murmur2
 
-from streams import joined
 from streams.records import STREAMS, Batch, DeadLetter, dead_letter_headers
 from streams.topics import Topics
 
@@ -121,8 +120,8 @@ class MemoryTransport:
         for stream in STREAMS:
             self._positions[(stream, partition)] = offsets[stream]
 
-    def send_joined(self, partition: int, items: list[tuple[str, bytes]]) -> None:
-        for key, value in joined.pack(items):  # the blocks KafkaTransport writes
+    def send_joined(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+        for key, value in records:
             self.log.append(self.log.topics.joined, value, key=key, partition=partition)
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:

@@ -156,7 +156,7 @@ class VWLearner:
     >>> for letter in letters:
     ...     print(letter.source, "|", letter.reason)
     joined/0/0/1 | block joined/0/0, example 1: not JSON
-    joined/0/1 | not a joined block: no 'cmab.joined/1' header
+    joined/0/1 | not a joined block: no 'cmab.joined/2' header (nor '/1')
     """
 
     def __init__(self, engine: Engine, *, offsets: dict[int, int] | None = None,

@@ -142,7 +142,7 @@ from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError
 from bandit.models import Impression, LoggedDecision, Outcome, Send
 from bandit.tracing import link_traceparents, tracer
 from bandit.wire import columns
-from streams import blocks
+from streams import blocks, joined
 from streams.codec import Refused, decode_decisions, decode_many, encode
 from streams.records import DECISIONS, EVENTS, STREAMS, Batch, DeadLetter
 
@@ -195,7 +195,7 @@ class Stages:
     (True, ['transport', 'decode', 'check'])
     """
 
-    NAMES = ("transport", "decode", "check", "join", "learn", "closed JSON", "output",
+    NAMES = ("transport", "decode", "check", "join", "learn", "closed blocks", "output",
              "checkpoint")
 
     def __init__(self) -> None:
@@ -354,7 +354,7 @@ def _no_lap(stage: str | None) -> None:
 class BatchOutput:
     """The effects of one batch of one partition, to be written before its checkpoint."""
 
-    joined: list[tuple[str, bytes]] = field(default_factory=list)  # (decision id, JSON)
+    joined: list[tuple[bytes, bytes]] = field(default_factory=list)  # .joined (key, block)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     counters: Counters = field(default_factory=Counters)
 
@@ -438,9 +438,9 @@ class PartitionJoin:
             out.counters.unsent += excluded["unsent"]
         lap("join")
         if result.closed is not None:
-            out.joined = result.closed.json()
-            lap("closed JSON")
-        out.counters.joined += len(out.joined)
+            out.joined = joined.pack_closed(result.closed)
+            out.counters.joined += len(result.closed)
+            lap("closed blocks")
         out.counters.dead_letters += len(out.dead_letters)
         self.counters.add(out.counters)
         self.seq += 1
@@ -647,7 +647,8 @@ class Transport(Protocol):
 
     def seek(self, partition: int, offsets: dict[str, int]) -> None: ...
 
-    def send_joined(self, partition: int, items: list[tuple[str, bytes]]) -> None: ...
+    def send_joined(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+        """Write ``.joined`` records (key, block) to ``partition``."""
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None: ...
 

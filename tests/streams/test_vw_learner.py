@@ -148,7 +148,7 @@ def test_bad_records_are_dead_letters_with_reasons_and_never_stop_the_learner():
     letters = learner.process([Record(JOINED, 3, 7 + i, v) for i, v in enumerate([
         None, good, block, block[:-1], b"cmab.joined/1 x\n" + good + b"\n"])])
     reasons = [d.reason for d in letters]
-    assert reasons[:2] == ["not a joined block: no 'cmab.joined/1' header"] * 2
+    assert reasons[:2] == ["not a joined block: no 'cmab.joined/2' header (nor '/1')"] * 2
     assert reasons[2] == "block joined/3/9, example 0: not JSON"
     assert reasons[3].startswith("block joined/3/9, example 2: not a joined event: ")
     assert "example 3: " in reasons[4] and "no campaign 'daily'" in reasons[4]
