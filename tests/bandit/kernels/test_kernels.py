@@ -254,11 +254,12 @@ def test_thompson_choose_is_choose_then_the_propensity_of_the_arm(rng):
     k, d, n = 5, 3, 200
     arms, X, r = _events(rng, k, d, n=300)
     theta, Ainv = reference.ridge(arms, X, r, k)
-    Q, noise, U = rng.normal(size=(n, d)), 0.3 * rng.normal(size=(n, k)), rng.random((n, 2))
+    Q, Z, U = rng.normal(size=(n, d)), rng.normal(size=(n, k)), rng.random((n, 2))
+    noise = 0.3 * Z
     mask = rng.random((n, k)) < 0.7
     mask[:, 0] = True
     chosen, p = np.empty(n, dtype=np.int64), np.empty(n)
-    linear.thompson_choose(theta, Ainv, Q, noise, mask, U, 0.3, _GL_NODES, _GL_WEIGHTS, _RADIUS,
+    linear.thompson_choose(theta, Ainv, Q, Z, mask, U, 0.3, _GL_NODES, _GL_WEIGHTS, _RADIUS,
                            _STEPS, chosen, p)
     want, _ = np.empty(n, dtype=np.int64), np.empty(n)
     linear.choose(theta, Ainv, Q, 0.0, noise, mask, 0.0, U, want, _)
