@@ -355,18 +355,19 @@ def gaussian_row(mean, sd, mask, nodes, weights, radius, steps, out, work, iwork
     first = _gaussian_grid(mu, sg, c, lo, radius, steps, order, breaks)
     # Below t the pieces hold prod_b F_b(t) of probability in all (the integrand is its
     # derivative): pieces under a point where that is below Phi(-radius) are skipped, the same
-    # bound as lo's. Several arms near the top make it far tighter than lo. The product only
-    # falls as factors (<= 1) join it: once it is below the floor, the piece goes.
+    # bound as lo's. Several arms near the top make it far tighter than lo. Every arm's factor
+    # at a point comes from one call of the node loop over the arms' z (mean 0, scale 1).
     floor = normal_cdf_pdf(-radius)[0]
     last = breaks.shape[0] - 1
+    z, factor, scratch = nwork[0], nwork[1], nwork[2]  # before the nodes fill them
     while first < last - 1:
+        for j in range(c):
+            z[j] = (breaks[first + 1] - mu[j]) * inv[j]
+            factor[j] = 1.0
+        _node_terms(z, c, 0.0, 1.0, factor, scratch)
         prod = 1.0
         for j in range(c):
-            z = (breaks[first + 1] - mu[j]) * inv[j]
-            if z <= _CDF_ONE:
-                prod *= normal_cdf_pdf(z)[0]
-                if prod < floor:
-                    break
+            prod *= factor[j]
         if prod >= floor:
             break
         first += 1
