@@ -427,22 +427,20 @@ class LinTS(_DisjointLinear):
         """The standard normals of ``_noise`` (before the factor v), in blocks of rows: a
         batch's (n, n_arms) draws are never all in memory at once (fresh memory is slow to
         touch the first time)."""
-        if isinstance(rng, np.ndarray):
-            block = np.empty((min(_BLOCK, n), self.n_arms))
-            for start in range(0, n, _BLOCK):
-                out = block[: min(_BLOCK, n - start)]
-                np.clip(rng[start : start + out.shape[0], 2:], _TINY, None, out=out)
-                special.ndtri(out, out=out)
-                yield out
-        elif rng is None:
+        if rng is None:
             yield from self._normals.take_blocks(n, _BLOCK)
-        else:
-            gen = _as_rng(rng)
-            block = np.empty((min(_BLOCK, n), self.n_arms))
-            for start in range(0, n, _BLOCK):
-                out = block[: min(_BLOCK, n - start)]
+            return
+        draws = rng if isinstance(rng, np.ndarray) else None
+        gen = None if isinstance(rng, np.ndarray) else _as_rng(rng)
+        block = np.empty((min(_BLOCK, n), self.n_arms))
+        for start in range(0, n, _BLOCK):
+            out = block[: min(_BLOCK, n - start)]
+            if draws is not None:  # the caller's uniforms, through the normal quantile
+                np.clip(draws[start : start + out.shape[0], 2:], _TINY, None, out=out)
+                special.ndtri(out, out=out)
+            elif gen is not None:
                 gen.standard_normal(out=out)
-                yield out
+            yield out
 
     def _propensities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         mean, sd = self._moments(X)
