@@ -169,8 +169,8 @@ def _node_terms(t, n, mu, inv, prod, ratio):
     """One arm's factors at nodes t[:n]: multiplies prod[:n] by its CDF F(t) and fills ratio[:n]
     with f(t) / F(t) (its density over its CDF), for z = (t - mu) inv >= -MILLS_END. Where
     z > _CDF_ONE, F = 1 and f = 0 in double precision. ``normal_cdf_pdf`` without a branch or a
-    call: the exp inline (``_POW2``), the Mills ratio from the same polynomial, |z| clipped to
-    MILLS_END (where F rounds to 1 or z is out of range)."""
+    call: the exp inline (``_POW2``), the Mills ratio from the same polynomial (read at |z| >
+    MILLS_END only where z > _CDF_ONE, whose terms the selects drop)."""
     for i in range(n):
         z = (t[i] - mu) * inv
         x = -0.5 * z * z
@@ -192,7 +192,7 @@ def _node_terms(t, n, mu, inv, prod, ratio):
         ne = -e
         k = int(ne) if ne < 63.0 else 63  # NaN and far tails: any entry, the select drops it
         pdf = p * _POW2[k] * 0.3989422804014327
-        w = MILLS_C / (MILLS_C + min(abs(z), MILLS_END))
+        w = MILLS_C / (MILLS_C + abs(z))
         s = MILLS_S1 * w - MILLS_S0
         q = MILLS[16]
         q = q * s + MILLS[15]
@@ -234,6 +234,15 @@ def _weighted_sum(w, prod, ratio, n):
     for i in range(n4, n):
         s0 += w[i] * prod[i] * ratio[i]
     return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True)
+def _count_at_most(t, n, top):
+    """How many of t[:n] are at most top (a sum the compiler vectorizes, no branch)."""
+    count = 0
+    for i in range(n):
+        count += t[i] <= top
+    return count
 
 
 @njit(cache=True)
@@ -346,15 +355,19 @@ def gaussian_row(mean, sd, mask, nodes, weights, radius, steps, out, work, iwork
     first = _gaussian_grid(mu, sg, c, lo, radius, steps, order, breaks)
     # Below t the pieces hold prod_b F_b(t) of probability in all (the integrand is its
     # derivative): pieces under a point where that is below Phi(-radius) are skipped, the same
-    # bound as lo's. Several arms near the top make it far tighter than lo.
+    # bound as lo's. Several arms near the top make it far tighter than lo. Every arm's factor
+    # at a point comes from one call of the node loop over the arms' z (mean 0, scale 1).
     floor = normal_cdf_pdf(-radius)[0]
     last = breaks.shape[0] - 1
+    z, factor, scratch = nwork[0], nwork[1], nwork[2]  # before the nodes fill them
     while first < last - 1:
+        for j in range(c):
+            z[j] = (breaks[first + 1] - mu[j]) * inv[j]
+            factor[j] = 1.0
+        _node_terms(z, c, 0.0, 1.0, factor, scratch)
         prod = 1.0
         for j in range(c):
-            z = (breaks[first + 1] - mu[j]) * inv[j]
-            if z <= _CDF_ONE:
-                prod *= normal_cdf_pdf(z)[0]
+            prod *= factor[j]
         if prod >= floor:
             break
         first += 1
@@ -372,9 +385,11 @@ def gaussian_row(mean, sd, mask, nodes, weights, radius, steps, out, work, iwork
             wq[n_t] = half * weights[q]
             fprod[n_t] = 1.0
             n_t += 1
-    # The nodes ascend; above mu_j + _CDF_ONE sg_j arm j's factor is 1 and its density 0.
+    # Each arm counts up to the end of its window, radius sds above its mean, as the grid's
+    # top does for the highest one: above, its factor is 1 and its density 0 (to within
+    # Phi(-radius)). The nodes ascend: arm j takes those up to there, counted without a branch.
     for j in range(c):
-        n_j = np.searchsorted(t[:n_t], mu[j] + _CDF_ONE * sg[j], side="right")
+        n_j = _count_at_most(t, n_t, mu[j] + radius * sg[j])
         cut[j] = n_j
         _node_terms(t, n_j, mu[j], inv[j], fprod, nwork[3 + j])
     for j in range(c):
@@ -404,6 +419,8 @@ def gaussian_max_probabilities(mean, sd, mask, nodes, weights, radius, steps, ou
     over [L, U] with L = max_a(mean_a - radius sd_a): below L some arm's CDF is < Phi(-radius), so
     no winner lives there, and on [L, U] every eligible F_b >= Phi(-radius) > 0, which makes the
     product over b != a a safe division. Arms with mean + radius sd < L cannot win (p = 0).
+    Each arm counts on its window, radius sds either side of its mean: above it, its factor is
+    1 and its density 0 (within Phi(-radius) of them), as above U for the highest arm.
     Pieces at most radius / steps standard deviations of every competing arm they overlap
     (``_gaussian_grid``) resolve each density and each CDF step at its own scale; each piece
     uses the Gauss-Legendre rule (nodes, weights) on [-1, 1]; the normal CDF and density come

@@ -234,12 +234,13 @@ def choose(theta, Ainv, X, alpha, noise, mask, epsilon, U, arms_out, probs_out):
 
 
 @njit(cache=True)  # no fast-math here: the quadrature's own arithmetic stays as written
-def thompson_choose(theta, Ainv, X, noise, mask, U, v, nodes, weights, radius, steps, arms_out,
+def thompson_choose(theta, Ainv, X, Z, mask, U, v, nodes, weights, radius, steps, arms_out,
                     probs_out):
     """Linear Thompson sampling with propensities, in one pass over the rows: each arm's mean
-    and width once per row, the arm of ``choose`` (alpha 0, no floor: U[i, 1] breaks ties) and
-    its win probability, ``choice.gaussian_row`` over N(mean, (v width)^2), the number
-    ``moments`` then ``choice.gaussian_max_probabilities`` give for that row and arm."""
+    and width once per row, the arm of ``choose`` with noise v Z (alpha 0, no floor: U[i, 1]
+    breaks ties; Z (n, k) standard normals) and its win probability, ``choice.gaussian_row``
+    over N(mean, (v width)^2), the number ``moments`` then
+    ``choice.gaussian_max_probabilities`` give for that row and arm."""
     n = X.shape[0]
     k = theta.shape[0]
     per_row = mask.shape[0] > 1
@@ -253,7 +254,7 @@ def thompson_choose(theta, Ainv, X, noise, mask, U, v, nodes, weights, radius, s
         for a in range(k):
             mean[a], w = _mean_width(theta, Ainv, a, X[i])
             sd[a] = v * w
-            row[a] = mean[a] + w * (0.0 + noise[i, a])
+            row[a] = mean[a] + w * (0.0 + v * Z[i, a])
         arm, _ = pick(row, m, 0.0, U[i, 0], U[i, 1])
         arms_out[i] = arm
         if arm < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeGuard, cast, overload
 
 import numpy as np
@@ -87,6 +88,23 @@ class _DrawBuffer:
         out = self._buf[self._i : self._i + n]
         self._i += n
         return out
+
+    def take_blocks(self, n: int, rows: int) -> Iterator[np.ndarray]:
+        """``take(n)`` in consecutive blocks of at most ``rows`` rows: the same draws, but where
+        ``take`` would draw all n rows at once, they are drawn a block at a time into one
+        reused array (use each block before asking for the next), never (n, width) of fresh
+        memory."""
+        if self._i + n <= self._buf.shape[0] or n < self._block:
+            yield self.take(n)
+            return
+        self._buf = np.empty((0, self._width))  # what take leaves: every row drawn is used
+        self._i = 0
+        block = np.empty((min(rows, n), self._width))
+        draw = self._rng.standard_normal if self._normal else self._rng.random
+        for start in range(0, n, rows):
+            out = block[: min(rows, n - start)]
+            draw(out=out)
+            yield out
 
 
 class _PairBuffer:

@@ -3,6 +3,7 @@ and the scoring it shares with hybrid LinUCB (``_LinearScoring``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -22,6 +23,8 @@ _RADIUS, _STEPS = 7.0, 4
 # sums, which bounds the rounding a long chain of updates could build up.
 _REFACTOR_EVERY = 1_000
 _TINY = np.finfo(np.float64).tiny  # keeps the normal quantile of a 0.0 draw finite
+# Rows per call of linear TS's batch kernel with propensities: its draws go a block at a time.
+_BLOCK = 8_192
 
 
 class _LinearScoring(Policy):
@@ -407,12 +410,37 @@ class LinTS(_DisjointLinear):
         self._refresh()
         n = X.shape[0]
         U = self._draw_uniforms(n, rng)
-        noise = self._noise(n, rng)
         arms = np.empty(n, dtype=np.int64)
         probs = np.empty(n)
-        linear.thompson_choose(self._theta, self._Ainv, X, noise, mask, U, self.v,
-                               _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, arms, probs)
+        per_row = mask.shape[0] > 1
+        start = 0
+        for Z in self._normal_blocks(n, rng):
+            end = start + Z.shape[0]
+            linear.thompson_choose(self._theta, self._Ainv, X[start:end], Z,
+                                   mask[start:end] if per_row else mask, U[start:end], self.v,
+                                   _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS, arms[start:end],
+                                   probs[start:end])
+            start = end
         return arms, probs
+
+    def _normal_blocks(self, n: int, rng: Rng | np.ndarray) -> Iterator[np.ndarray]:
+        """The standard normals of ``_noise`` (before the factor v), in blocks of rows: a
+        batch's (n, n_arms) draws are never all in memory at once (fresh memory is slow to
+        touch the first time)."""
+        if rng is None:
+            yield from self._normals.take_blocks(n, _BLOCK)
+            return
+        draws = rng if isinstance(rng, np.ndarray) else None
+        gen = None if isinstance(rng, np.ndarray) else _as_rng(rng)
+        block = np.empty((min(_BLOCK, n), self.n_arms))
+        for start in range(0, n, _BLOCK):
+            out = block[: min(_BLOCK, n - start)]
+            if draws is not None:  # the caller's uniforms, through the normal quantile
+                np.clip(draws[start : start + out.shape[0], 2:], _TINY, None, out=out)
+                special.ndtri(out, out=out)
+            elif gen is not None:
+                gen.standard_normal(out=out)
+            yield out
 
     def _propensities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         mean, sd = self._moments(X)

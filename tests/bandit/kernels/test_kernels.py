@@ -250,15 +250,34 @@ def test_node_terms_match_the_exact_cdf_and_density():
     assert np.all(prod[one] == 0.5) and np.all(ratio[one] == 0.0)
 
 
+def test_count_at_most_is_searchsorted_right():
+    # How many nodes an arm takes, without a branch per node: ties count, n bounds the nodes.
+    t = np.array([-1.0, 0.0, 0.0, 0.5, 2.0, 3.0, 3.0, 7.0, 9.0])
+    for top in (-2.0, -1.0, 0.0, 0.25, 3.0, 8.0, 9.0, 10.0):
+        for n in (0, 1, 5, len(t)):
+            assert choice._count_at_most(t, n, top) == np.searchsorted(t[:n], top, side="right")
+
+
+def test_gaussian_max_probabilities_of_two_arms_are_closed_form():
+    # P(A > B) = Phi((mu_A - mu_B) / sqrt(sd_A^2 + sd_B^2)): windows that overlap a little,
+    # much, or one inside the other, at mixed widths.
+    for mean, sd in [([0.0, 2.0], [0.3, 0.25]), ([0.0, 0.1], [1.0, 0.02]),
+                     ([1.0, -3.0], [0.5, 2.0]), ([0.0, 13.0], [1.0, 1.0])]:
+        p = _gaussian(np.array(mean), np.array(sd))[0]
+        want = reference.normal_cdf((mean[0] - mean[1]) / np.hypot(*sd))
+        np.testing.assert_allclose(p, [want, 1.0 - want], atol=1e-11)
+
+
 def test_thompson_choose_is_choose_then_the_propensity_of_the_arm(rng):
     k, d, n = 5, 3, 200
     arms, X, r = _events(rng, k, d, n=300)
     theta, Ainv = reference.ridge(arms, X, r, k)
-    Q, noise, U = rng.normal(size=(n, d)), 0.3 * rng.normal(size=(n, k)), rng.random((n, 2))
+    Q, Z, U = rng.normal(size=(n, d)), rng.normal(size=(n, k)), rng.random((n, 2))
+    noise = 0.3 * Z
     mask = rng.random((n, k)) < 0.7
     mask[:, 0] = True
     chosen, p = np.empty(n, dtype=np.int64), np.empty(n)
-    linear.thompson_choose(theta, Ainv, Q, noise, mask, U, 0.3, _GL_NODES, _GL_WEIGHTS, _RADIUS,
+    linear.thompson_choose(theta, Ainv, Q, Z, mask, U, 0.3, _GL_NODES, _GL_WEIGHTS, _RADIUS,
                            _STEPS, chosen, p)
     want, _ = np.empty(n, dtype=np.int64), np.empty(n)
     linear.choose(theta, Ainv, Q, 0.0, noise, mask, 0.0, U, want, _)

@@ -3,14 +3,17 @@
 import pickle
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import special
 
 from bandit.errors import BanditError, IncompatibleStateError, InvalidInputError, UnknownArmError
+from bandit.kernels import linear
 from bandit.models.specs import LinUCBSpec
 from bandit.policies import (
     Bart,
@@ -24,6 +27,9 @@ from bandit.policies import (
     from_state,
     is_vw,
 )
+from bandit.policies.base import _DrawBuffer
+from bandit.policies.linear import _BLOCK as _THOMPSON_BLOCK
+from bandit.policies.linear import _GL_NODES, _GL_WEIGHTS, _RADIUS, _STEPS
 from tests import reference
 
 K, D = 4, 3
@@ -409,6 +415,74 @@ def test_thompson_propensity_matches_quadrature_twin(rng):
         np.testing.assert_allclose(policy.propensities(X[i : i + 1])[0],
                                    reference.gaussian_max_probabilities(mean[i], 0.4 * sd[i]),
                                    atol=1e-9)
+
+
+def _thompson_in_one_call(policy, X, Z, U, mask):
+    """LinTS's arms and propensities from one kernel call over every row, noise v Z."""
+    arms, probs = np.empty(X.shape[0], dtype=np.int64), np.empty(X.shape[0])
+    linear.thompson_choose(policy._theta, policy._Ainv, X, Z, mask, U, policy.v, _GL_NODES,
+                           _GL_WEIGHTS, _RADIUS, _STEPS, arms, probs)
+    return arms, probs
+
+
+@pytest.mark.parametrize("source", ["buffer", "seed", "draws"])
+def test_thompson_propensities_in_blocks_are_those_of_one_call(source):
+    # More rows than a block: choose_many goes a block of draws at a time, and every row's
+    # draws, arm and propensity are what one call over all the rows gives.
+    n = _THOMPSON_BLOCK + 37
+    arms, X, r = _stream(8)
+    Q = np.random.default_rng(9).normal(size=(n, D))
+    mask = np.random.default_rng(10).random((n, K)) < 0.7
+    mask[:, 1] = True
+    policy, twin = LinTS(K, D, v=0.4, rng=3), np.random.default_rng(3)
+    policy.learn_many(arms, X, r)
+    policy.choose_many(Q[:5], with_propensities=True)  # part of a buffered block
+    twin.random((2048, 2))
+    twin.standard_normal((2048, K))
+    if source == "buffer":
+        got = policy.choose_many(Q, eligible=mask, with_propensities=True)
+        U, Z = twin.random((n, 2)), twin.standard_normal((n, K))
+    elif source == "seed":
+        got = policy.choose_many(Q, eligible=mask, rng=21, with_propensities=True)
+        U = np.random.default_rng(21).random((n, 2))
+        Z = np.random.default_rng(21).standard_normal((n, K))
+    else:
+        draws = np.random.default_rng(22).random((n, 2 + K))
+        got = policy.choose_many(Q, eligible=mask, draws=draws, with_propensities=True)
+        U, Z = draws[:, :2].copy(), special.ndtri(draws[:, 2:])
+    want = _thompson_in_one_call(policy, Q, np.ascontiguousarray(Z), U, mask)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    if source == "buffer":  # the generator is where one draw of every row leaves it
+        assert policy._rng.random() == twin.random()
+
+
+def test_thompson_propensities_of_a_large_batch_hold_no_batch_sized_draws():
+    # The (n, n_arms) normals of a send are drawn a block at a time into one array: fresh
+    # memory is slow to touch the first time, and a send's draws are 22 MB at 280k x 10.
+    n, k = 60_000, 10
+    policy = LinTS(k, D, v=0.4, rng=0)
+    arms, X, r = _stream(8)
+    policy.learn_many(arms % k, X, r)
+    Q = np.random.default_rng(4).normal(size=(n, D))
+    policy.choose_many(Q[:5], with_propensities=True)
+    tracemalloc.start()
+    try:
+        policy.choose_many(Q, with_propensities=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < n * k * 8  # U (n, 2), arms and probabilities, one block: not (n, k)
+
+
+def test_draw_buffer_blocks_are_its_draws():
+    for first, n in [(5, 100), (5, 3000), (0, 5000), (2040, 20)]:
+        one, blocks = (_DrawBuffer(np.random.default_rng(8), 3, normal=True) for _ in range(2))
+        one.take(first)
+        blocks.take(first)
+        got = np.concatenate([b.copy() for b in blocks.take_blocks(n, 1000)])
+        np.testing.assert_array_equal(got, one.take(n))
+        np.testing.assert_array_equal(blocks.take(7), one.take(7))
 
 
 def test_policy_base_is_exported_for_type_hints():
