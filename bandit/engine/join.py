@@ -60,6 +60,7 @@ from bandit.engine.windows import (
     UNSENT,
     Closed,
     _assign,
+    _distinct_rows,
     _OpenWindows,
 )
 from bandit.models import OUTCOME_TYPES, CampaignSpec, JoinedEvent, Send
@@ -84,6 +85,8 @@ _KIND_INDEX = {kind: i for i, kind in enumerate(OUTCOME_TYPES)}
 # Event ids and closed decision ids are remembered this many windows back, for deduplication
 # and for telling a late event from an orphan.
 _RETENTION_WINDOWS = 2
+# Probability texts no open decision uses are dropped once they outnumber the used ones.
+_TEXTS_SLACK = 4096
 # One reason whether or not the window had closed yet, so that batching cannot change it.
 _LATE = "late: outside the attribution window"
 _LATE_SEND = "late: the decision's activation window had passed"
@@ -592,7 +595,7 @@ class Joiner(_OpenWindows):
         """Free row ``r`` (its decision was erased)."""
         self._open[self._shapes[self._shape[r]][0]] -= 1
         del self._row[cast(str, self._ids[r])]  # a live row has its decision id
-        self._ids[r] = self._subjects[r] = self._probabilities[r] = None
+        self._ids[r] = self._subjects[r] = None
         self._live[r] = False
         self._rewards.pop(r, None)
         self._first_ts.pop(r, None)
@@ -623,7 +626,7 @@ class Joiner(_OpenWindows):
             rows = due.tolist()
             self._closed.update(zip(keys, self._deadline[due].tolist(), strict=True))
             deque(map(self._row.__delitem__, keys), maxlen=0)
-            for column in (ids, self._subjects, self._probabilities):
+            for column in (ids, self._subjects):
                 _assign(column, rows, repeat(None))
             self._live[due] = False
             # The closed rows' outcomes go (a dict lookup per closed row: the open rows with
@@ -635,6 +638,8 @@ class Joiner(_OpenWindows):
             self._uncount(self._shape[due])
             live = self._live[:n]
             self._next_deadline = float(self._deadline[:n][live].min()) if live.any() else math.inf
+            if len(self._texts) > 2 * self._texts_kept + _TEXTS_SLACK:
+                self._compact_texts()
         # Forget what is older than the retention horizon, a few times per window, not per batch.
         if not self._longest:
             return
@@ -677,12 +682,17 @@ class Joiner(_OpenWindows):
         reward_rows, reward_slots, reward_kinds, reward_amounts, reward_ts = (
             zip(*cells, strict=True) if cells else ((), (), (), (), ()))
         counted = sorted(self._counts)
-        # Each distinct row of vectors once (few: a floor policy's rows share a handful), and
-        # per live row its index into them.
-        table: dict[tuple[bytes, ...], int] = {}
-        vector_of = np.fromiter((table.setdefault(v, len(table))
-                                 for v in self._probabilities[:self._size] if v is not None),
-                                np.int64, len(live))
+        # Each distinct row of vectors once (few: a floor policy's rows share a handful), in
+        # the order the live rows first have them, and per live row its index into them.
+        distinct, which = _distinct_rows(self._vector_cells(live))
+        first = np.full(len(distinct), len(live), dtype=np.int64)
+        np.minimum.at(first, which, np.arange(len(live)))
+        order = np.argsort(first)
+        rank = np.empty(len(distinct), dtype=np.int64)
+        rank[order] = np.arange(len(distinct))
+        vector_of = rank[which].astype(np.int64)
+        texts = self._texts
+        table = [tuple(texts[i] for i in row if i >= 0) for row in distinct[order].tolist()]
         arrays = {
             "ts": self._ts[live], "deadline": self._deadline[live], "shape": self._shape[live],
             "holdout": self._holdout[live], "wire": self._wire[live], "arm": self._arm[live],
@@ -753,7 +763,6 @@ class Joiner(_OpenWindows):
             if len(column) != n or column.ndim != (2 if name in _WIDE else 1):
                 raise ValueError(f"open windows: {len(column)} {name[1:]} for {n} decisions")
             setattr(joiner, name, column)
-        probabilities: list[tuple[bytes, ...] | None]
         if "vector_of" in arrays:  # distinct rows and an index per row
             blob = arrays["vectors"].tobytes()
             table = [tuple(v.split(_RS)) for v in blob.split(b"\n")] if blob else []
@@ -761,15 +770,27 @@ class Joiner(_OpenWindows):
             if vector_of.ndim != 1 or (n and (vector_of.min() < 0
                                               or vector_of.max() >= len(table))):
                 raise ValueError("open windows: a probability row out of range")
-            probabilities = list(map(table.__getitem__, vector_of.tolist()))
         else:  # a checkpoint written before: every row's vectors
             blob = arrays["probabilities"].tobytes()
-            probabilities = [tuple(v.split(_RS)) for v in blob.split(b"\n")] if n else []
-        if len(subjects) != n or len(probabilities) != n:
+            rows = [tuple(v.split(_RS)) for v in blob.split(b"\n")] if n else []
+            distinct = {v: i for i, v in enumerate(dict.fromkeys(rows))}
+            table = list(distinct)
+            vector_of = np.fromiter(map(distinct.__getitem__, rows), np.int64, len(rows))
+        if len(subjects) != n or len(vector_of) != n:
             raise ValueError("open windows: subjects or probabilities do not match the "
                              "decisions")
         if not (joiner._shape < len(joiner._shapes)).all() or (joiner._shape < 0).any():
             raise ValueError("open windows: unknown shape")
+        width = joiner._arm.shape[1]
+        slots = np.array([len(shape[1]) for shape in joiner._shapes] or [0])
+        lengths = np.array([len(row) for row in table], dtype=np.int64)
+        if (lengths > width).any() or (n and (slots[joiner._shape] != lengths[vector_of]).any()):
+            raise ValueError("open windows: a probability row is not one text per slot")
+        cells = np.zeros((len(table), width), dtype=np.int32)
+        for k, row in enumerate(table):  # few: each distinct row once
+            cells[k, :len(row)] = joiner._intern_texts(list(row))
+        joiner._vector = cells[vector_of] if n else np.zeros((0, width), dtype=np.int32)
+        joiner._texts_kept = len(joiner._texts)
         if ((joiner._sent < UNSENT) | (joiner._sent > SENT)).any():
             raise ValueError("open windows: unknown activation")
         for column in (joiner._arm, joiner._segment):  # indices of interned strings
@@ -777,7 +798,6 @@ class Joiner(_OpenWindows):
                 raise ValueError("open windows: unknown string")
         joiner._live = np.ones(n, dtype=np.bool_)
         joiner._ids, joiner._subjects, joiner._size = list(ids), list(subjects), n
-        joiner._probabilities = probabilities
         joiner._row = {d: r for r, d in enumerate(ids)}
         joiner._next_deadline = float(joiner._deadline.min()) if n else math.inf
         for k, count in enumerate(np.bincount(joiner._shape, minlength=len(
