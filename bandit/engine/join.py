@@ -700,8 +700,8 @@ class Joiner(_OpenWindows):
             "segment": self._segment[live], "sent": self._sent[live],
             "send_ts": self._send_ts[live], "model_version": self._model_version[live],
             # A free row holds None: the live rows' strings, in row order.
-            "ids": _hex_blob([d for d in self._ids[:self._size] if d is not None]),
-            "subjects": _hex_blob([s for s in self._subjects[:self._size] if s is not None]),
+            "ids": _hex_blob(list(filter(None, self._ids[:self._size]))),
+            "subjects": _hex_blob(list(filter(None, self._subjects[:self._size]))),
             # Per distinct row its slots' vectors, separated by _RS; rows by newlines.
             "vectors": np.frombuffer(b"\n".join(map(_RS.join, table)), dtype=np.uint8),
             "vector_of": vector_of,
@@ -711,7 +711,7 @@ class Joiner(_OpenWindows):
             "reward_amount": np.array(reward_amounts, dtype=np.float64),
             "reward_ts": np.array(reward_ts, dtype=np.float64),
             "count_row": np.searchsorted(live, np.array(counted, dtype=np.int64)),
-            "counts": np.array([self._counts[r] for r in counted], dtype=np.int64).reshape(
+            "counts": np.array(list(map(self._counts.__getitem__, counted)), dtype=np.int64).reshape(
                 len(counted), len(OUTCOME_TYPES)),
             "seen": _json_blob(list(self._seen)),
             "seen_ts": np.fromiter(self._seen.values(), np.float64, len(self._seen)),
@@ -798,7 +798,7 @@ class Joiner(_OpenWindows):
                 raise ValueError("open windows: unknown string")
         joiner._live = np.ones(n, dtype=np.bool_)
         joiner._ids, joiner._subjects, joiner._size = list(ids), list(subjects), n
-        joiner._row = {d: r for r, d in enumerate(ids)}
+        joiner._row = dict(zip(ids, range(n), strict=True))
         joiner._next_deadline = float(joiner._deadline.min()) if n else math.inf
         for k, count in enumerate(np.bincount(joiner._shape, minlength=len(
                 joiner._shapes)).tolist()):
@@ -820,10 +820,13 @@ class Joiner(_OpenWindows):
         counts = np.asarray(arrays["counts"])
         if counts.ndim != 2 or counts.shape[1] != len(OUTCOME_TYPES):
             raise ValueError("open windows: outcome counts are not one per type")
-        for r, row_counts in zip(arrays["count_row"].tolist(), counts.tolist(), strict=True):
-            if not 0 <= r < n:
-                raise ValueError(f"open windows: outcome counts of no row {r}")
-            joiner._counts[r] = [int(c) for c in row_counts]
+        count_row = np.asarray(arrays["count_row"], dtype=np.int64)
+        if len(count_row) != len(counts):
+            raise ValueError("open windows: outcome counts do not match their rows")
+        if len(count_row) and (count_row.min() < 0 or count_row.max() >= n):
+            raise ValueError("open windows: outcome counts of no row")
+        joiner._counts = dict(zip(count_row.tolist(), counts.astype(np.int64).tolist(),
+                                  strict=True))
         for item in meta["early"]:
             event = _WAITING.validate_python(item)
             joiner._early.setdefault(event.decision_id, []).append(event)
@@ -943,10 +946,10 @@ def _hex_blob(decision_ids: list[str]) -> np.ndarray:
 
 
 def _from_hex_blob(blob: np.ndarray) -> list[str]:
-    text = blob.tobytes().hex()
-    if len(text) % 32:
+    data = blob.tobytes()
+    if len(data) % 16:
         raise ValueError("decision ids: not a whole number of ids")
-    return [text[i:i + 32] for i in range(0, len(text), 32)]
+    return data.hex("\n", -16).split("\n") if data else []
 
 
 def _json_blob(strings: list[str]) -> np.ndarray:
