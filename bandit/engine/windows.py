@@ -567,8 +567,9 @@ class _OpenWindows:
             segments = list(map(run.segments.__getitem__, mine))
         slot_names = tuple(s.slot for s in run.slots)
         known = self._name_index
-        for s in run.slots:
-            if not known.keys() >= {s.arm_ids[a] for a in np.unique(s.arms[at]).tolist()}:
+        for s in run.slots:  # the arms used are known (all the slot's, or those used)
+            if not (known.keys() >= set(s.arm_ids) or known.keys() >= {
+                    s.arm_ids[a] for a in np.unique(s.arms[at]).tolist()}):
                 return None
         d = g = 0
         strings: list[int] = []
@@ -601,15 +602,18 @@ class _OpenWindows:
         n = len(at)
         firsts = [(int(np.argmax(given)) if given.any() else n, True),
                   (int(np.argmin(given)) if not given.all() else n, False)]
+        used = set()
         for first, consenting in sorted(firsts):
             if first == n:  # none of them
                 continue
             if consenting:
-                shape[given] = self._shape_for(run.campaign, slot_names, contexts[0],
-                                               segments[0])
+                k = self._shape_for(run.campaign, slot_names, contexts[0], segments[0])
+                shape[given] = k
             else:
-                shape[~given] = self._shape_for(run.campaign, slot_names, None, {})
-        self._room(set(np.unique(shape).tolist()))
+                k = self._shape_for(run.campaign, slot_names, None, {})
+                shape[~given] = k
+            used.add(k)
+        self._room(used)
         if d:
             for j in strings:
                 values[j::d] = map(known.__getitem__, values[j::d])
