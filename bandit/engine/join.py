@@ -571,10 +571,9 @@ class Joiner(_OpenWindows):
         if kind == "click" and event.ts - send_ts < rules.scanner:
             result.excluded["scanner"] += 1
             return
-        counts = self._counts.get(r)
-        if counts is None:
-            counts = self._counts[r] = [0] * len(OUTCOME_TYPES)
-        counts[_KIND_INDEX[kind]] += 1
+        if r >= len(self._counts):  # a row handed out in this batch, beyond the columns
+            self._room(())
+        self._counts[r, _KIND_INDEX[kind]] += 1
         if kind not in rules.weights:
             return
         rule, amount = rules.rules[kind], event.amount
@@ -599,7 +598,7 @@ class Joiner(_OpenWindows):
         self._live[r] = False
         self._rewards.pop(r, None)
         self._first_ts.pop(r, None)
-        self._counts.pop(r, None)
+        self._counts[r] = 0
         self._free.append(r)
 
     def _close(self, result: JoinResult) -> None:
@@ -631,7 +630,8 @@ class Joiner(_OpenWindows):
             self._live[due] = False
             # The closed rows' outcomes go (a dict lookup per closed row: the open rows with
             # outcomes may be many more).
-            for held in (self._counts, self._rewards, self._first_ts):
+            self._counts[due] = 0
+            for held in (self._rewards, self._first_ts):
                 if held:
                     deque(map(held.pop, rows, repeat(None)), maxlen=0)
             self._free += rows  # as _drop row by row would
@@ -681,7 +681,8 @@ class Joiner(_OpenWindows):
                  for kind in OUTCOME_TYPES if (amount := amounts.get((slot, kind))) is not None]
         reward_rows, reward_slots, reward_kinds, reward_amounts, reward_ts = (
             zip(*cells, strict=True) if cells else ((), (), (), (), ()))
-        counted = sorted(self._counts)
+        counts = self._counts[live]
+        counted = np.flatnonzero(counts.any(axis=1))
         # Each distinct row of vectors once (few: a floor policy's rows share a handful), in
         # the order the live rows first have them, and per live row its index into them.
         distinct, which = _distinct_rows(self._vector_cells(live))
@@ -710,9 +711,8 @@ class Joiner(_OpenWindows):
             "reward_kind": np.array(reward_kinds, dtype=np.int32),
             "reward_amount": np.array(reward_amounts, dtype=np.float64),
             "reward_ts": np.array(reward_ts, dtype=np.float64),
-            "count_row": np.searchsorted(live, np.array(counted, dtype=np.int64)),
-            "counts": np.array(list(map(self._counts.__getitem__, counted)), dtype=np.int64).reshape(
-                len(counted), len(OUTCOME_TYPES)),
+            "count_row": counted,
+            "counts": counts[counted].astype(np.int64),
             "seen": _json_blob(list(self._seen)),
             "seen_ts": np.fromiter(self._seen.values(), np.float64, len(self._seen)),
             "closed": _hex_blob(list(self._closed)),
@@ -791,6 +791,7 @@ class Joiner(_OpenWindows):
             cells[k, :len(row)] = joiner._intern_texts(list(row))
         joiner._vector = cells[vector_of] if n else np.zeros((0, width), dtype=np.int32)
         joiner._texts_kept = len(joiner._texts)
+        joiner._counts = np.zeros((n, len(OUTCOME_TYPES)), dtype=np.int32)
         if ((joiner._sent < UNSENT) | (joiner._sent > SENT)).any():
             raise ValueError("open windows: unknown activation")
         for column in (joiner._arm, joiner._segment):  # indices of interned strings
@@ -825,8 +826,7 @@ class Joiner(_OpenWindows):
             raise ValueError("open windows: outcome counts do not match their rows")
         if len(count_row) and (count_row.min() < 0 or count_row.max() >= n):
             raise ValueError("open windows: outcome counts of no row")
-        joiner._counts = dict(zip(count_row.tolist(), counts.astype(np.int64).tolist(),
-                                  strict=True))
+        joiner._counts[count_row] = counts
         for item in meta["early"]:
             event = _WAITING.validate_python(item)
             joiner._early.setdefault(event.decision_id, []).append(event)

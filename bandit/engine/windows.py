@@ -324,7 +324,6 @@ class _OpenWindows:
         # event that gave it (for "first")
         self._rewards: dict[int, dict[tuple[str, str], float]] = {}
         self._first_ts: dict[int, dict[tuple[str, str], float]] = {}
-        self._counts: dict[int, list[int]] = {}  # row -> learned outcomes per type
         self._next_deadline = float("inf")  # no open window closes before this (a lower bound)
         self._allocate(_FIRST_ROWS, 1, 1, 1)
 
@@ -363,6 +362,8 @@ class _OpenWindows:
         self._propensity = column("_propensity", np.float64, slots)
         self._context = column("_context", np.float64, context)  # string values: their index
         self._segment = column("_segment", np.int32, segments)
+        # Learned outcomes per type (zero again once the row is freed).
+        self._counts = column("_counts", np.int32, len(OUTCOME_TYPES))
         grow = rows - len(self._ids)
         self._ids += [None] * grow
         self._subjects += [None] * grow
@@ -774,14 +775,10 @@ class _OpenWindows:
         """The columns of ``rows`` (their windows closed), rewards weighted and summed over
         the outcome types, or defaulted; ``ids``, if given, their decision ids."""
         shape = self._shape[rows]
-        outcomes = np.zeros((len(rows), len(OUTCOME_TYPES)), dtype=np.int32)
         defaults = np.array([self._default(campaign) for campaign, *_ in self._shapes])
         reward = np.repeat(defaults[shape][:, None], self._arm.shape[1], axis=1)
         ordered = rows.tolist()
-        counts_of, rewards_of = self._counts, self._rewards
-        at, held = _held(rows, counts_of)  # the rows with outcomes: written at once
-        if at:
-            outcomes[at] = list(map(counts_of.__getitem__, held))
+        rewards_of = self._rewards
         for i, r in zip(*_held(rows, rewards_of), strict=True):
             got = rewards_of[r]
             if got:  # only rows with weighted outcomes have rewards
@@ -801,5 +798,5 @@ class _OpenWindows:
             holdout=self._holdout[rows], wire=self._wire[rows], arm=self._arm[rows],
             propensity=self._propensity[rows], reward=reward, context=self._context[rows],
             segment=self._segment[rows], names=self._names, shapes=self._shapes,
-            model_version=self._model_version[rows], outcomes=outcomes,
+            model_version=self._model_version[rows], outcomes=self._counts[rows],
             probabilities=self._vectors_of(rows))

@@ -1,5 +1,7 @@
 """The attribution join: event time only, so batching never changes what is learned."""
 
+import gc
+
 import numpy as np
 import orjson
 import pytest
@@ -8,7 +10,7 @@ from hypothesis import strategies as st
 
 from bandit.engine.join import _TEXTS_SLACK, ERASED, Joiner, subject_key
 from bandit.engine.windows import _distinct_rows
-from bandit.models import CampaignSpec, Click, Impression, LoggedDecision
+from bandit.models import CampaignSpec, Click, Impression, LoggedDecision, Open
 
 WINDOW = 100
 
@@ -209,6 +211,33 @@ def test_the_open_windows_keep_only_the_vector_texts_open_decisions_use():
         f'{{"a":1.0,"x{3 * n + i}":0.0}}'.encode() for i in range(n)}
     closed = j.add([], 10 * WINDOW).closed
     assert closed.probabilities[7] == (f'{{"a":1.0,"x{3 * n + 7}":0.0}}'.encode(),)
+
+
+def _tracked(join):
+    """How many objects the garbage collector tracks among those a join's state reaches (not
+    through its campaign lookup: a function reaches its module)."""
+    gc.collect()  # untracks the tuples that hold only untracked values
+    root = {k: v for k, v in vars(join).items() if k != "_campaign"}
+    seen, todo, count = {id(root)}, [root], 0
+    while todo:
+        for child in gc.get_referents(todo.pop()):
+            if gc.is_tracked(child) and not isinstance(child, type) and id(child) not in seen:
+                seen.add(id(child))
+                todo.append(child)
+                count += 1
+    return count
+
+
+def test_the_open_windows_hold_no_collected_object_per_decision():
+    """Open decisions and their outcome counts are columns: the garbage collector's work
+    does not grow with them."""
+    def tracked(n):
+        j = Joiner(lambda name: spec())
+        j.add([imp(i, 0) for i in range(n)] + [Open(event_id=f"o{i}", decision_id=f"{i:032x}",
+                                                      campaign="w", ts=1) for i in range(n)])
+        assert j.open_count == n and j.state()[1]["counts"].sum() == n
+        return _tracked(j)
+    assert tracked(2000) < tracked(20) + 20  # a few, whatever the garbage collector untracked
 
 
 def test_a_join_state_with_every_rows_vectors_is_still_read():
