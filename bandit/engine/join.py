@@ -469,8 +469,8 @@ class Joiner(_OpenWindows):
         found = waiting.get(r)
         if found is not None:
             return found
-        return (float(self._ts[r]), float(self._deadline[r]), int(self._shape[r]),
-                int(self._sent[r]), float(self._send_ts[r]))
+        return (self._ts.item(r), self._deadline.item(r), self._shape.item(r),
+                self._sent.item(r), self._send_ts.item(r))
 
     def _move(self, r: int, timing: tuple[float, ...],
               waiting: dict[int, tuple[float, ...]]) -> None:
@@ -500,7 +500,9 @@ class Joiner(_OpenWindows):
     def _wake(self, decision_id: str, result: JoinResult,
               waiting: dict[int, tuple[float, ...]]) -> None:
         """Apply what waited for a decision: its sends first, then its outcomes."""
-        early = sorted(self._early.pop(decision_id), key=_sends_first)
+        early = self._early.pop(decision_id)
+        if len(early) > 1:
+            early.sort(key=_sends_first)
         for event in early:
             if event.type == "send" or event.type == "impression":
                 self._send(cast("SendLike | ImpressionLike", event), result, waiting)
@@ -542,8 +544,8 @@ class Joiner(_OpenWindows):
             return
         found = waiting.get(r)
         if found is None:  # the columns, read as the timing tuple holds them
-            deadline, shape = float(self._deadline[r]), float(self._shape[r])
-            state, send_ts = float(self._sent[r]), float(self._send_ts[r])
+            deadline, shape = self._deadline.item(r), self._shape.item(r)
+            state, send_ts = self._sent.item(r), self._send_ts.item(r)
         else:
             _, deadline, shape, state, send_ts = found
         if state == UNSENT:  # no email yet: wait for the send, unless it can no longer come
@@ -614,7 +616,13 @@ class Joiner(_OpenWindows):
             ids = self._ids
             keys = cast("list[str]", list(map(ids.__getitem__, due.tolist())))
             number = _hex_blob(keys).view(">u8").astype(np.uint64).reshape(-1, 2)
-            order = np.lexsort((number[:, 1], number[:, 0], self._deadline[due]))
+            deadline = self._deadline[due]
+            order = np.lexsort((number[:, 0], deadline))
+            if len(order) > 1:  # ids alike in their first 64 bits (rarely): all 128
+                first = number[order, 0]
+                if ((first[1:] == first[:-1]) & (deadline[order[1:]] == deadline[order[:-1]])
+                        ).any():
+                    order = np.lexsort((number[:, 1], number[:, 0], deadline))
             due = due[order]
             keys = list(map(keys.__getitem__, order.tolist()))
             unsent = self._sent[due] == UNSENT
