@@ -1,9 +1,11 @@
 """The open attribution windows as columns, ``Joiner``'s storage: rows of column arrays
-(decision time, activation, send time, deadline, per slot the arm and propensity, the
-context's values, segment values, holdout, model version, learned outcomes per type), with the
-strings interned and the shapes of the dicts (campaign, slot names, context keys, segment keys)
-stored once per distinct shape; and ``Closed``, the columns of the decisions whose windows
-closed."""
+(decision time, activation, send time, deadline, per slot the arm, propensity and probability
+vector, the context's values, segment values, holdout, model version, learned outcomes per
+type), with the strings interned, each distinct probability vector's JSON text kept once, and
+the shapes of the dicts (campaign, slot names, context keys, segment keys) stored once per
+distinct shape; and ``Closed``, the columns of the decisions whose windows closed. An open
+decision's Python objects are its id and subject key, and, with weighted outcomes, their
+amounts."""
 
 from __future__ import annotations
 
