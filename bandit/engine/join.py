@@ -363,8 +363,8 @@ class Joiner(_OpenWindows):
                             np.array(deadline, dtype=np.float64), state)
             admission.written += rows
         ids, early = run.decision_ids, self._early
-        woken = [(i, "") for i in compress(taken, map(early.__contains__, map(
-            ids.__getitem__, taken)))] if early else []
+        woken = [(i, "") for i in compress(taken, map(early.__contains__, ids if len(
+            taken) == len(ids) else map(ids.__getitem__, taken)))] if early else []
         if after or woken:
             rejected = iter(run.logged([i for i, _ in after]) if after else ())
             for i, reason in sorted(after + woken):
@@ -659,8 +659,8 @@ class Joiner(_OpenWindows):
             if all(e.ts < self.watermark - self._longest for e in events):
                 del self._early[d]
                 result.rejected += [Rejected(e, _ORPHAN) for e in events]
-        self._seen = {e: t for e, t in self._seen.items() if t >= horizon}
-        self._closed = {d: t for d, t in self._closed.items() if t >= horizon}
+        self._seen = _recent(self._seen, horizon)
+        self._closed = _recent(self._closed, horizon)
 
     def _uncount(self, shapes: np.ndarray) -> None:
         """Take closed rows (their shapes) off the open counts per campaign."""
@@ -946,6 +946,12 @@ class _Admission:
         self.settled.add(campaign)
         self.after[campaign] = self.after.get(campaign, 0) + joiner._still_open(
             campaign, self.end, self.written)
+
+
+def _recent(times: dict[str, float], horizon: float) -> dict[str, float]:
+    """``times`` without the keys whose time is before ``horizon`` (itself if none is)."""
+    kept = np.fromiter(times.values(), np.float64, len(times)) >= horizon
+    return times if kept.all() else dict(compress(times.items(), kept.tolist()))
 
 
 def _hex_blob(decision_ids: list[str]) -> np.ndarray:
