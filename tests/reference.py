@@ -562,3 +562,12 @@ def group_outcome_sums(codes, outcomes, size, K):
             reached[k][t] += c != 0
             events[k][t] += int(c)
     return reached, events
+
+
+def first_equal(data, starts, ends):
+    """Per text data[starts[i]:ends[i]], the first text equal to it (a dict of the bytes)."""
+    first: dict[bytes, int] = {}
+    blob = bytes(data)
+    return np.array([first.setdefault(blob[a:b], i)
+                     for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True))],
+                    dtype=np.int64)

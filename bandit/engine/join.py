@@ -60,6 +60,7 @@ from bandit.engine.windows import (
     UNSENT,
     Closed,
     _assign,
+    _distinct_rows,
     _OpenWindows,
 )
 from bandit.models import OUTCOME_TYPES, CampaignSpec, JoinedEvent, Send
@@ -84,6 +85,8 @@ _KIND_INDEX = {kind: i for i, kind in enumerate(OUTCOME_TYPES)}
 # Event ids and closed decision ids are remembered this many windows back, for deduplication
 # and for telling a late event from an orphan.
 _RETENTION_WINDOWS = 2
+# Probability texts no open decision uses are dropped once they outnumber the used ones.
+_TEXTS_SLACK = 4096
 # One reason whether or not the window had closed yet, so that batching cannot change it.
 _LATE = "late: outside the attribution window"
 _LATE_SEND = "late: the decision's activation window had passed"
@@ -360,8 +363,8 @@ class Joiner(_OpenWindows):
                             np.array(deadline, dtype=np.float64), state)
             admission.written += rows
         ids, early = run.decision_ids, self._early
-        woken = [(i, "") for i in compress(taken, map(early.__contains__, map(
-            ids.__getitem__, taken)))] if early else []
+        woken = [(i, "") for i in compress(taken, map(early.__contains__, ids if len(
+            taken) == len(ids) else map(ids.__getitem__, taken)))] if early else []
         if after or woken:
             rejected = iter(run.logged([i for i, _ in after]) if after else ())
             for i, reason in sorted(after + woken):
@@ -466,8 +469,8 @@ class Joiner(_OpenWindows):
         found = waiting.get(r)
         if found is not None:
             return found
-        return (float(self._ts[r]), float(self._deadline[r]), int(self._shape[r]),
-                int(self._sent[r]), float(self._send_ts[r]))
+        return (self._ts.item(r), self._deadline.item(r), self._shape.item(r),
+                self._sent.item(r), self._send_ts.item(r))
 
     def _move(self, r: int, timing: tuple[float, ...],
               waiting: dict[int, tuple[float, ...]]) -> None:
@@ -497,7 +500,9 @@ class Joiner(_OpenWindows):
     def _wake(self, decision_id: str, result: JoinResult,
               waiting: dict[int, tuple[float, ...]]) -> None:
         """Apply what waited for a decision: its sends first, then its outcomes."""
-        early = sorted(self._early.pop(decision_id), key=_sends_first)
+        early = self._early.pop(decision_id)
+        if len(early) > 1:
+            early.sort(key=_sends_first)
         for event in early:
             if event.type == "send" or event.type == "impression":
                 self._send(cast("SendLike | ImpressionLike", event), result, waiting)
@@ -539,8 +544,8 @@ class Joiner(_OpenWindows):
             return
         found = waiting.get(r)
         if found is None:  # the columns, read as the timing tuple holds them
-            deadline, shape = float(self._deadline[r]), float(self._shape[r])
-            state, send_ts = float(self._sent[r]), float(self._send_ts[r])
+            deadline, shape = self._deadline.item(r), self._shape.item(r)
+            state, send_ts = self._sent.item(r), self._send_ts.item(r)
         else:
             _, deadline, shape, state, send_ts = found
         if state == UNSENT:  # no email yet: wait for the send, unless it can no longer come
@@ -568,10 +573,9 @@ class Joiner(_OpenWindows):
         if kind == "click" and event.ts - send_ts < rules.scanner:
             result.excluded["scanner"] += 1
             return
-        counts = self._counts.get(r)
-        if counts is None:
-            counts = self._counts[r] = [0] * len(OUTCOME_TYPES)
-        counts[_KIND_INDEX[kind]] += 1
+        if r >= len(self._counts):  # a row handed out in this batch, beyond the columns
+            self._room(())
+        self._counts[r, _KIND_INDEX[kind]] += 1
         if kind not in rules.weights:
             return
         rule, amount = rules.rules[kind], event.amount
@@ -592,11 +596,11 @@ class Joiner(_OpenWindows):
         """Free row ``r`` (its decision was erased)."""
         self._open[self._shapes[self._shape[r]][0]] -= 1
         del self._row[cast(str, self._ids[r])]  # a live row has its decision id
-        self._ids[r] = self._subjects[r] = self._probabilities[r] = None
+        self._ids[r] = self._subjects[r] = None
         self._live[r] = False
         self._rewards.pop(r, None)
         self._first_ts.pop(r, None)
-        self._counts.pop(r, None)
+        self._counts[r] = 0
         self._free.append(r)
 
     def _close(self, result: JoinResult) -> None:
@@ -612,7 +616,13 @@ class Joiner(_OpenWindows):
             ids = self._ids
             keys = cast("list[str]", list(map(ids.__getitem__, due.tolist())))
             number = _hex_blob(keys).view(">u8").astype(np.uint64).reshape(-1, 2)
-            order = np.lexsort((number[:, 1], number[:, 0], self._deadline[due]))
+            deadline = self._deadline[due]
+            order = np.lexsort((number[:, 0], deadline))
+            if len(order) > 1:  # ids alike in their first 64 bits (rarely): all 128
+                first = number[order, 0]
+                if ((first[1:] == first[:-1]) & (deadline[order[1:]] == deadline[order[:-1]])
+                        ).any():
+                    order = np.lexsort((number[:, 1], number[:, 0], deadline))
             due = due[order]
             keys = list(map(keys.__getitem__, order.tolist()))
             unsent = self._sent[due] == UNSENT
@@ -623,18 +633,21 @@ class Joiner(_OpenWindows):
             rows = due.tolist()
             self._closed.update(zip(keys, self._deadline[due].tolist(), strict=True))
             deque(map(self._row.__delitem__, keys), maxlen=0)
-            for column in (ids, self._subjects, self._probabilities):
+            for column in (ids, self._subjects):
                 _assign(column, rows, repeat(None))
             self._live[due] = False
             # The closed rows' outcomes go (a dict lookup per closed row: the open rows with
             # outcomes may be many more).
-            for held in (self._counts, self._rewards, self._first_ts):
+            self._counts[due] = 0
+            for held in (self._rewards, self._first_ts):
                 if held:
                     deque(map(held.pop, rows, repeat(None)), maxlen=0)
             self._free += rows  # as _drop row by row would
             self._uncount(self._shape[due])
             live = self._live[:n]
             self._next_deadline = float(self._deadline[:n][live].min()) if live.any() else math.inf
+            if len(self._texts) > 2 * self._texts_kept + _TEXTS_SLACK:
+                self._compact_texts()
         # Forget what is older than the retention horizon, a few times per window, not per batch.
         if not self._longest:
             return
@@ -646,8 +659,8 @@ class Joiner(_OpenWindows):
             if all(e.ts < self.watermark - self._longest for e in events):
                 del self._early[d]
                 result.rejected += [Rejected(e, _ORPHAN) for e in events]
-        self._seen = {e: t for e, t in self._seen.items() if t >= horizon}
-        self._closed = {d: t for d, t in self._closed.items() if t >= horizon}
+        self._seen = _recent(self._seen, horizon)
+        self._closed = _recent(self._closed, horizon)
 
     def _uncount(self, shapes: np.ndarray) -> None:
         """Take closed rows (their shapes) off the open counts per campaign."""
@@ -676,13 +689,19 @@ class Joiner(_OpenWindows):
                  for kind in OUTCOME_TYPES if (amount := amounts.get((slot, kind))) is not None]
         reward_rows, reward_slots, reward_kinds, reward_amounts, reward_ts = (
             zip(*cells, strict=True) if cells else ((), (), (), (), ()))
-        counted = sorted(self._counts)
-        # Each distinct row of vectors once (few: a floor policy's rows share a handful), and
-        # per live row its index into them.
-        table: dict[tuple[bytes, ...], int] = {}
-        vector_of = np.fromiter((table.setdefault(v, len(table))
-                                 for v in self._probabilities[:self._size] if v is not None),
-                                np.int64, len(live))
+        counts = self._counts[live]
+        counted = np.flatnonzero(counts.any(axis=1))
+        # Each distinct row of vectors once (few: a floor policy's rows share a handful), in
+        # the order the live rows first have them, and per live row its index into them.
+        distinct, which = _distinct_rows(self._vector_cells(live))
+        first = np.full(len(distinct), len(live), dtype=np.int64)
+        np.minimum.at(first, which, np.arange(len(live)))
+        order = np.argsort(first)
+        rank = np.empty(len(distinct), dtype=np.int64)
+        rank[order] = np.arange(len(distinct))
+        vector_of = rank[which].astype(np.int64)
+        texts = self._texts
+        table = [tuple(texts[i] for i in row if i >= 0) for row in distinct[order].tolist()]
         arrays = {
             "ts": self._ts[live], "deadline": self._deadline[live], "shape": self._shape[live],
             "holdout": self._holdout[live], "wire": self._wire[live], "arm": self._arm[live],
@@ -690,8 +709,8 @@ class Joiner(_OpenWindows):
             "segment": self._segment[live], "sent": self._sent[live],
             "send_ts": self._send_ts[live], "model_version": self._model_version[live],
             # A free row holds None: the live rows' strings, in row order.
-            "ids": _hex_blob([d for d in self._ids[:self._size] if d is not None]),
-            "subjects": _hex_blob([s for s in self._subjects[:self._size] if s is not None]),
+            "ids": _hex_blob(list(filter(None, self._ids[:self._size]))),
+            "subjects": _hex_blob(list(filter(None, self._subjects[:self._size]))),
             # Per distinct row its slots' vectors, separated by _RS; rows by newlines.
             "vectors": np.frombuffer(b"\n".join(map(_RS.join, table)), dtype=np.uint8),
             "vector_of": vector_of,
@@ -700,9 +719,8 @@ class Joiner(_OpenWindows):
             "reward_kind": np.array(reward_kinds, dtype=np.int32),
             "reward_amount": np.array(reward_amounts, dtype=np.float64),
             "reward_ts": np.array(reward_ts, dtype=np.float64),
-            "count_row": np.searchsorted(live, np.array(counted, dtype=np.int64)),
-            "counts": np.array([self._counts[r] for r in counted], dtype=np.int64).reshape(
-                len(counted), len(OUTCOME_TYPES)),
+            "count_row": counted,
+            "counts": counts[counted].astype(np.int64),
             "seen": _json_blob(list(self._seen)),
             "seen_ts": np.fromiter(self._seen.values(), np.float64, len(self._seen)),
             "closed": _hex_blob(list(self._closed)),
@@ -753,7 +771,6 @@ class Joiner(_OpenWindows):
             if len(column) != n or column.ndim != (2 if name in _WIDE else 1):
                 raise ValueError(f"open windows: {len(column)} {name[1:]} for {n} decisions")
             setattr(joiner, name, column)
-        probabilities: list[tuple[bytes, ...] | None]
         if "vector_of" in arrays:  # distinct rows and an index per row
             blob = arrays["vectors"].tobytes()
             table = [tuple(v.split(_RS)) for v in blob.split(b"\n")] if blob else []
@@ -761,15 +778,28 @@ class Joiner(_OpenWindows):
             if vector_of.ndim != 1 or (n and (vector_of.min() < 0
                                               or vector_of.max() >= len(table))):
                 raise ValueError("open windows: a probability row out of range")
-            probabilities = list(map(table.__getitem__, vector_of.tolist()))
         else:  # a checkpoint written before: every row's vectors
             blob = arrays["probabilities"].tobytes()
-            probabilities = [tuple(v.split(_RS)) for v in blob.split(b"\n")] if n else []
-        if len(subjects) != n or len(probabilities) != n:
+            rows = [tuple(v.split(_RS)) for v in blob.split(b"\n")] if n else []
+            distinct = {v: i for i, v in enumerate(dict.fromkeys(rows))}
+            table = list(distinct)
+            vector_of = np.fromiter(map(distinct.__getitem__, rows), np.int64, len(rows))
+        if len(subjects) != n or len(vector_of) != n:
             raise ValueError("open windows: subjects or probabilities do not match the "
                              "decisions")
         if not (joiner._shape < len(joiner._shapes)).all() or (joiner._shape < 0).any():
             raise ValueError("open windows: unknown shape")
+        width = joiner._arm.shape[1]
+        slots = np.array([len(shape[1]) for shape in joiner._shapes] or [0])
+        lengths = np.array([len(row) for row in table], dtype=np.int64)
+        if (lengths > width).any() or (n and (slots[joiner._shape] != lengths[vector_of]).any()):
+            raise ValueError("open windows: a probability row is not one text per slot")
+        cells = np.zeros((len(table), width), dtype=np.int32)
+        for k, row in enumerate(table):  # few: each distinct row once
+            cells[k, :len(row)] = joiner._intern_texts(list(row))
+        joiner._vector = cells[vector_of] if n else np.zeros((0, width), dtype=np.int32)
+        joiner._texts_kept = len(joiner._texts)
+        joiner._counts = np.zeros((n, len(OUTCOME_TYPES)), dtype=np.int32)
         if ((joiner._sent < UNSENT) | (joiner._sent > SENT)).any():
             raise ValueError("open windows: unknown activation")
         for column in (joiner._arm, joiner._segment):  # indices of interned strings
@@ -777,8 +807,7 @@ class Joiner(_OpenWindows):
                 raise ValueError("open windows: unknown string")
         joiner._live = np.ones(n, dtype=np.bool_)
         joiner._ids, joiner._subjects, joiner._size = list(ids), list(subjects), n
-        joiner._probabilities = probabilities
-        joiner._row = {d: r for r, d in enumerate(ids)}
+        joiner._row = dict(zip(ids, range(n), strict=True))
         joiner._next_deadline = float(joiner._deadline.min()) if n else math.inf
         for k, count in enumerate(np.bincount(joiner._shape, minlength=len(
                 joiner._shapes)).tolist()):
@@ -800,10 +829,12 @@ class Joiner(_OpenWindows):
         counts = np.asarray(arrays["counts"])
         if counts.ndim != 2 or counts.shape[1] != len(OUTCOME_TYPES):
             raise ValueError("open windows: outcome counts are not one per type")
-        for r, row_counts in zip(arrays["count_row"].tolist(), counts.tolist(), strict=True):
-            if not 0 <= r < n:
-                raise ValueError(f"open windows: outcome counts of no row {r}")
-            joiner._counts[r] = [int(c) for c in row_counts]
+        count_row = np.asarray(arrays["count_row"], dtype=np.int64)
+        if len(count_row) != len(counts):
+            raise ValueError("open windows: outcome counts do not match their rows")
+        if len(count_row) and (count_row.min() < 0 or count_row.max() >= n):
+            raise ValueError("open windows: outcome counts of no row")
+        joiner._counts[count_row] = counts
         for item in meta["early"]:
             event = _WAITING.validate_python(item)
             joiner._early.setdefault(event.decision_id, []).append(event)
@@ -917,16 +948,22 @@ class _Admission:
             campaign, self.end, self.written)
 
 
+def _recent(times: dict[str, float], horizon: float) -> dict[str, float]:
+    """``times`` without the keys whose time is before ``horizon`` (itself if none is)."""
+    kept = np.fromiter(times.values(), np.float64, len(times)) >= horizon
+    return times if kept.all() else dict(compress(times.items(), kept.tolist()))
+
+
 def _hex_blob(decision_ids: list[str]) -> np.ndarray:
     """Decision ids (32 hex digits each, as both event models require) as 16 bytes each."""
     return np.frombuffer(bytes.fromhex("".join(decision_ids)), dtype=np.uint8)
 
 
 def _from_hex_blob(blob: np.ndarray) -> list[str]:
-    text = blob.tobytes().hex()
-    if len(text) % 32:
+    data = blob.tobytes()
+    if len(data) % 16:
         raise ValueError("decision ids: not a whole number of ids")
-    return [text[i:i + 32] for i in range(0, len(text), 32)]
+    return data.hex("\n", -16).split("\n") if data else []
 
 
 def _json_blob(strings: list[str]) -> np.ndarray:

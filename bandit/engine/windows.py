@@ -1,9 +1,11 @@
 """The open attribution windows as columns, ``Joiner``'s storage: rows of column arrays
-(decision time, activation, send time, deadline, per slot the arm and propensity, the
-context's values, segment values, holdout, model version, learned outcomes per type), with the
-strings interned and the shapes of the dicts (campaign, slot names, context keys, segment keys)
-stored once per distinct shape; and ``Closed``, the columns of the decisions whose windows
-closed."""
+(decision time, activation, send time, deadline, per slot the arm, propensity and probability
+vector, the context's values, segment values, holdout, model version, learned outcomes per
+type), with the strings interned, each distinct probability vector's JSON text kept once, and
+the shapes of the dicts (campaign, slot names, context keys, segment keys) stored once per
+distinct shape; and ``Closed``, the columns of the decisions whose windows closed. An open
+decision's Python objects are its id and subject key, and, with weighted outcomes, their
+amounts."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from operator import attrgetter, itemgetter, methodcaller
 from typing import Any, cast
 
@@ -22,6 +24,7 @@ import orjson
 
 from bandit import wire
 from bandit.engine.randomness import subject_key
+from bandit.kernels.text import first_equal
 from bandit.models import OUTCOME_TYPES, JoinedEvent
 from bandit.wire import Joined
 from bandit.wire.protocols import DecisionLike
@@ -313,14 +316,16 @@ class _OpenWindows:
         self._row: dict[str, int] = {}
         self._ids: list[str | None] = []
         self._subjects: list[str | None] = []
-        self._probabilities: list[tuple[bytes, ...] | None] = []  # per slot the vector's JSON
+        # Probability vectors' JSON texts, each once; a row's are indices into them (_vector).
+        self._texts: list[bytes] = []
+        self._text_index: dict[bytes, int] = {}
+        self._texts_kept = 0  # texts after the last compaction (_compact_texts)
         self._free: list[int] = []
         self._size = 0  # rows ever used (live or free)
         # row -> (slot, outcome type) -> the type's amounts aggregated, and the time of the
         # event that gave it (for "first")
         self._rewards: dict[int, dict[tuple[str, str], float]] = {}
         self._first_ts: dict[int, dict[tuple[str, str], float]] = {}
-        self._counts: dict[int, list[int]] = {}  # row -> learned outcomes per type
         self._next_deadline = float("inf")  # no open window closes before this (a lower bound)
         self._allocate(_FIRST_ROWS, 1, 1, 1)
 
@@ -355,13 +360,15 @@ class _OpenWindows:
         self._send_ts = column("_send_ts", np.float64)  # the decision's, until a send comes
         self._model_version = column("_model_version", np.float64)
         self._arm = column("_arm", np.int32, slots)
+        self._vector = column("_vector", np.int32, slots)  # per slot its text in _texts
         self._propensity = column("_propensity", np.float64, slots)
         self._context = column("_context", np.float64, context)  # string values: their index
         self._segment = column("_segment", np.int32, segments)
+        # Learned outcomes per type (zero again once the row is freed).
+        self._counts = column("_counts", np.int32, len(OUTCOME_TYPES))
         grow = rows - len(self._ids)
         self._ids += [None] * grow
         self._subjects += [None] * grow
-        self._probabilities += [None] * grow
 
     def _room(self, shapes: Iterable[int]) -> None:
         """Grow the columns to hold every row handed out (``_size``) and the widths of
@@ -440,7 +447,7 @@ class _OpenWindows:
         known = self._name_index
         columns = []  # per shape: its rows, slot choices, arms, context values, segment values
         names: set[str] = set()
-        vectors = self._probabilities
+        vectors: list[tuple[int, tuple[bytes, ...]]] = []  # (row, its texts) of other kinds
         for shape, items in groups.items():
             _, slots, context_keys, segment_keys = self._shapes[shape]
             imps = list(map(_third, items))
@@ -455,10 +462,11 @@ class _OpenWindows:
             names.update(arms, segments, *(values[j::d] for j in strings))
             where = list(map(_first, items))
             if set(map(type, imps)) == {wire.LoggedDecision}:
-                # The vectors' JSON as the service wrote it, per row a tuple of its slots'.
-                # Copies: a Raw is a view of the whole batch's input, which it would keep.
-                _assign(vectors, where, zip(*[iter(map(bytes, map(_probabilities, choices)))]
-                                            * len(slots), strict=True))
+                # The vectors' JSON as the service wrote it. Copies: a Raw is a view of the
+                # whole batch's input, which it would keep.
+                self._vector[where, :len(slots)] = np.array(self._intern_texts(
+                    list(map(bytes, map(_probabilities, choices)))),
+                    dtype=np.int32).reshape(-1, len(slots))
             columns.append((np.array(where, dtype=np.intp), len(slots), d, strings,
                             len(segment_keys), choices, arms, values, segments))
         if not known.keys() >= names:
@@ -498,20 +506,24 @@ class _OpenWindows:
             for r, imp in zip(filled, imps, strict=True):
                 if type(imp) is wire.LoggedDecision:  # the vectors' JSON as the service wrote it
                     subjects[r] = imp.subject
-                    vectors[r] = tuple(map(bytes, map(_probabilities, imp.slots.values())))
+                    vectors.append((r, tuple(map(bytes, map(_probabilities,
+                                                            imp.slots.values())))))
                 elif imp.type == "decision":  # the pydantic model: its dicts
                     subjects[r] = imp.subject
-                    vectors[r] = tuple(map(dumps, map(_probabilities, imp.slots.values())))
+                    vectors.append((r, tuple(map(dumps, map(_probabilities,
+                                                            imp.slots.values())))))
                 else:  # a legacy impression: the hash of its user id, no probabilities known
                     subjects[r] = subject_key(imp.user_id).hex()
-                    vectors[r] = (b"{}",) * len(imp.slots)
+                    vectors.append((r, (b"{}",) * len(imp.slots)))
+            self._write_vectors(vectors)
         self._next_deadline = min(self._next_deadline, float(deadline.min()))
 
     def _write_run(self, run: Any, at: np.ndarray, rows: list[int], deadline: np.ndarray,
                    state: int) -> None:
         """Write decisions ``at`` (positions) of ``run`` (a ``DecisionLog``) to their ``rows``
         (handed out by ``add``) as ``_insert`` writes decisions, a column at a time: per
-        decision Python only for its strings (id, subject, probability texts) and, unless the
+        decision Python only for its strings (id, subject; each distinct probability text once)
+        and, unless the
         consenting decisions share one shape and bring no new string (``_write_alike``), for a
         consenting decision's shape, context and segments. ``deadline`` (len(at),) and
         ``state`` (the activation) as the join set them."""
@@ -540,14 +552,8 @@ class _OpenWindows:
         else:
             _assign(self._ids, rows, map(run.decision_ids.__getitem__, picked))
             _assign(self._subjects, rows, map(run.subjects.__getitem__, picked))
-        texts: list[list[bytes]] = []
-        for blob, starts, ends in run._vectors():
-            if len(blob) == 2 and not starts.any() and bool((ends == 2).all()):  # one text
-                texts.append([blob] * len(picked))
-            else:
-                texts.append([blob[a:b] for a, b in zip(starts[at].tolist(), ends[at].tolist(),
-                                                         strict=True)])
-        _assign(self._probabilities, rows, zip(*texts, strict=True))
+        for j, (blob, starts, ends) in enumerate(run._vectors()):
+            self._vector[where, j] = self._text_indices(blob, starts, ends)[at]
         self._next_deadline = min(self._next_deadline, float(deadline.min()))
 
     def _write_alike(self, run: Any, at: np.ndarray, where: np.ndarray) -> np.ndarray | None:
@@ -564,8 +570,9 @@ class _OpenWindows:
             segments = list(map(run.segments.__getitem__, mine))
         slot_names = tuple(s.slot for s in run.slots)
         known = self._name_index
-        for s in run.slots:
-            if not known.keys() >= {s.arm_ids[a] for a in np.unique(s.arms[at]).tolist()}:
+        for s in run.slots:  # the arms used are known (all the slot's, or those used)
+            if not (known.keys() >= set(s.arm_ids) or known.keys() >= {
+                    s.arm_ids[a] for a in np.unique(s.arms[at]).tolist()}):
                 return None
         d = g = 0
         strings: list[int] = []
@@ -598,15 +605,18 @@ class _OpenWindows:
         n = len(at)
         firsts = [(int(np.argmax(given)) if given.any() else n, True),
                   (int(np.argmin(given)) if not given.all() else n, False)]
+        used = set()
         for first, consenting in sorted(firsts):
             if first == n:  # none of them
                 continue
             if consenting:
-                shape[given] = self._shape_for(run.campaign, slot_names, contexts[0],
-                                               segments[0])
+                k = self._shape_for(run.campaign, slot_names, contexts[0], segments[0])
+                shape[given] = k
             else:
-                shape[~given] = self._shape_for(run.campaign, slot_names, None, {})
-        self._room(set(np.unique(shape).tolist()))
+                k = self._shape_for(run.campaign, slot_names, None, {})
+                shape[~given] = k
+            used.add(k)
+        self._room(used)
         if d:
             for j in strings:
                 values[j::d] = map(known.__getitem__, values[j::d])
@@ -671,6 +681,65 @@ class _OpenWindows:
                     np.int32, len(mine) * g).reshape(-1, g)
         return shape
 
+    def _intern_texts(self, texts: list[bytes]) -> list[int]:
+        """The indices of probability-vector texts in ``_texts``, the new ones added."""
+        index = self._text_index
+        for text in dict.fromkeys(texts):
+            if text not in index:
+                index[text] = len(self._texts)
+                self._texts.append(text)
+        return list(map(index.__getitem__, texts))
+
+    def _text_indices(self, blob: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Per text of ``blob`` (at starts:ends) its index in ``_texts``, (n,) int32: each
+        distinct text sliced and interned once."""
+        starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+        first = np.empty(len(starts), dtype=np.int64)
+        first_equal(np.frombuffer(blob, dtype=np.uint8), starts, ends, first)
+        distinct = np.flatnonzero(first == np.arange(len(first)))
+        lookup = np.empty(len(first), dtype=np.int32)
+        lookup[distinct] = self._intern_texts([blob[a:b] for a, b in zip(
+            starts[distinct].tolist(), ends[distinct].tolist(), strict=True)])
+        return lookup[first]
+
+    def _write_vectors(self, vectors: list[tuple[int, tuple[bytes, ...]]]) -> None:
+        """Write rows' probability texts (row, per slot its text), rows of a width at once."""
+        widths: dict[int, list[tuple[int, tuple[bytes, ...]]]] = {}
+        for item in vectors:
+            widths.setdefault(len(item[1]), []).append(item)
+        for k, items in widths.items():
+            if k:
+                self._vector[list(map(_first, items)), :k] = np.array(self._intern_texts(
+                    list(chain.from_iterable(map(_second, items)))),
+                    dtype=np.int32).reshape(-1, k)
+
+    def _vector_cells(self, rows: np.ndarray) -> np.ndarray:
+        """``_vector`` of ``rows``, -1 past each row's slots."""
+        widths = np.array([len(shape[1]) for shape in self._shapes] or [0])[self._shape[rows]]
+        cells = self._vector[rows]
+        cells[np.arange(cells.shape[1]) >= widths[:, None]] = -1
+        return cells
+
+    def _vectors_of(self, rows: np.ndarray) -> list[tuple[bytes, ...]]:
+        """Per row of ``rows`` its slots' probability texts (alike rows share one tuple)."""
+        distinct, which = _distinct_rows(self._vector_cells(rows))
+        texts = self._texts
+        tuples = [tuple(texts[i] for i in row if i >= 0) for row in distinct.tolist()]
+        return list(map(tuples.__getitem__, which.tolist()))
+
+    def _compact_texts(self) -> None:
+        """Keep only the probability texts open decisions use, renumbered in their order."""
+        n = min(self._size, len(self._live))
+        cells = self._vector_cells(np.flatnonzero(self._live[:n]))
+        used = np.zeros(len(self._texts), dtype=np.bool_)
+        used[cells[cells >= 0]] = True
+        new = (np.cumsum(used) - 1).astype(np.int32)
+        new[~used] = 0  # cells of free rows and past a row's slots: any valid index
+        self._texts = list(compress(self._texts, used.tolist()))
+        self._text_index = {text: i for i, text in enumerate(self._texts)}
+        self._vector[:n] = new[self._vector[:n]]
+        self._texts_kept = len(self._texts)
+
     def _compact(self) -> None:
         """Keep only the interned strings that open decisions use (what erased or closed
         decisions alone used leaves the state), renumbered in their order."""
@@ -708,14 +777,10 @@ class _OpenWindows:
         """The columns of ``rows`` (their windows closed), rewards weighted and summed over
         the outcome types, or defaulted; ``ids``, if given, their decision ids."""
         shape = self._shape[rows]
-        outcomes = np.zeros((len(rows), len(OUTCOME_TYPES)), dtype=np.int32)
         defaults = np.array([self._default(campaign) for campaign, *_ in self._shapes])
         reward = np.repeat(defaults[shape][:, None], self._arm.shape[1], axis=1)
         ordered = rows.tolist()
-        counts_of, rewards_of = self._counts, self._rewards
-        at, held = _held(rows, counts_of)  # the rows with outcomes: written at once
-        if at:
-            outcomes[at] = list(map(counts_of.__getitem__, held))
+        rewards_of = self._rewards
         for i, r in zip(*_held(rows, rewards_of), strict=True):
             got = rewards_of[r]
             if got:  # only rows with weighted outcomes have rewards
@@ -735,6 +800,5 @@ class _OpenWindows:
             holdout=self._holdout[rows], wire=self._wire[rows], arm=self._arm[rows],
             propensity=self._propensity[rows], reward=reward, context=self._context[rows],
             segment=self._segment[rows], names=self._names, shapes=self._shapes,
-            model_version=self._model_version[rows], outcomes=outcomes,
-            probabilities=cast("list[tuple[bytes, ...]]",
-                               list(map(self._probabilities.__getitem__, ordered))))
+            model_version=self._model_version[rows], outcomes=self._counts[rows],
+            probabilities=self._vectors_of(rows))

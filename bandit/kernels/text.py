@@ -46,3 +46,66 @@ def row_bounds(blob: np.ndarray, separator: int, n: int) -> tuple[np.ndarray, np
     starts[0], ends[-1] = 0, len(blob)
     starts[1:], ends[:-1] = cuts + 1, cuts
     return starts, ends
+
+
+_M32 = 0xFFFFFFFF
+_MIX = 0x5BD1E995  # murmur2's: a product of it and 32 bits fits in int64, so nothing overflows
+
+
+@njit(cache=True, inline="always")
+def _word(data, p):
+    """The 4 bytes of data at p, as a little-endian number."""
+    return (np.int64(data[p]) | np.int64(data[p + 1]) << 8 | np.int64(data[p + 2]) << 16
+            | np.int64(data[p + 3]) << 24)
+
+
+@njit(cache=True, inline="always")
+def _same(data, a, b, width):
+    """Whether data[a:a + width] and data[b:b + width] are equal."""
+    x, y = data[a:a + width], data[b:b + width]
+    for t in range(width):  # noqa: SIM110 (a loop Numba compiles, not a generator)
+        if x[t] != y[t]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def first_equal(data, starts, ends, out):
+    """Fill out (n,) int64 with, per text i of data (m,) uint8 (at starts[i]:ends[i], starts
+    and ends (n,) int64), the first text equal to it byte for byte (i itself if none before
+    is): the distinct texts are those with out[i] == i. A text is compared with the one
+    before it first (rows mostly repeat it), else looked up in a hash table over the texts'
+    bytes, 4 at a time, each equal hash confirmed by a comparison."""
+    n = starts.shape[0]
+    size = 2
+    while size < 2 * n:
+        size *= 2
+    table = np.full(size, -1, dtype=np.int64)
+    hashes = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        a, width = starts[i], ends[i] - starts[i]
+        if i and ends[out[i - 1]] - starts[out[i - 1]] == width and _same(
+                data, a, starts[out[i - 1]], width):  # as the row before: no hash needed
+            out[i] = out[i - 1]
+            continue
+        h = width & _M32
+        k = 0
+        while k + 4 <= width:
+            h = ((h ^ _word(data, a + k)) * _MIX) & _M32
+            h ^= h >> 15
+            k += 4
+        for t in range(k, width):
+            h = ((h ^ np.int64(data[a + t])) * _MIX) & _M32
+        hashes[i] = h
+        at = h & (size - 1)
+        while True:
+            j = table[at]
+            if j < 0:
+                table[at] = i
+                out[i] = i
+                break
+            if hashes[j] == h and ends[j] - starts[j] == width and _same(data, a, starts[j],
+                                                                          width):
+                out[i] = j
+                break
+            at = (at + 1) & (size - 1)

@@ -1,14 +1,16 @@
 """The attribution join: event time only, so batching never changes what is learned."""
 
+import gc
+
 import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandit.engine.join import ERASED, Joiner, subject_key
+from bandit.engine.join import _TEXTS_SLACK, ERASED, Joiner, subject_key
 from bandit.engine.windows import _distinct_rows
-from bandit.models import CampaignSpec, Click, Impression
+from bandit.models import CampaignSpec, Click, Impression, LoggedDecision, Open
 
 WINDOW = 100
 
@@ -172,7 +174,9 @@ def test_rows_of_closed_windows_are_reused():
     ("reward_kind", lambda a: a + 9), ("count_row", lambda a: a + 99), ("arm", lambda a: a + 99),
     ("shape", lambda a: a + 7), ("ts", lambda a: a[:-1]), ("sent", lambda a: a + 5),
     ("subjects", lambda a: a[:-16]), ("vectors", lambda a: a[:0]),
-    ("vector_of", lambda a: a + 99), ("vector_of", lambda a: a[:-1])])
+    ("vector_of", lambda a: a + 99), ("vector_of", lambda a: a[:-1]),
+    ("vectors", lambda a: np.frombuffer(a.tobytes().replace(b"\n", b"\x1e{}\n") + b"\x1e{}",
+                                        dtype=np.uint8))])
 def test_a_damaged_join_state_is_refused(name, damage):
     j = Joiner(lambda name: spec())
     j.add([varied_imp(i, 0) for i in range(6)] + [click(1, 1, 5)])
@@ -186,10 +190,54 @@ def test_the_open_windows_store_each_distinct_row_of_vectors_once():
     j = Joiner(lambda name: spec())
     j.add([varied_imp(i, 0) for i in range(40)])
     meta, arrays = j.state()
-    rows = [j._probabilities[r] for r in range(j._size) if j._probabilities[r] is not None]
+    rows = j._vectors_of(np.flatnonzero(j._live[:j._size]))
     assert len(arrays["vector_of"]) == 40 and len(set(rows)) < 40  # rows repeat: stored once
     assert arrays["vectors"].tobytes().count(b"\n") == len(set(rows)) - 1
-    assert Joiner.from_state(meta, arrays, lambda name: spec())._probabilities[:40] == rows
+    assert Joiner.from_state(meta, arrays, lambda name: spec())._vectors_of(np.arange(40)) == rows
+
+
+def test_the_open_windows_keep_only_the_vector_texts_open_decisions_use():
+    """Texts of closed decisions leave the table once they outnumber the used ones."""
+    def decision(i, ts):  # each with its own vector
+        return LoggedDecision.model_validate({
+            "decision_id": f"{i:032x}", "campaign": "w", "subject": "5e" * 16, "ts": ts,
+            "model_version": 1, "slots": {"s": {"arm": "a", "propensity": 1.0, "probabilities": {
+                "a": 1.0, f"x{i}": 0.0}}}})
+
+    j, n = Joiner(lambda name: spec()), _TEXTS_SLACK
+    for k in range(4):
+        j.add([decision(k * n + i, k * WINDOW * 2) for i in range(n)])
+    assert len(j._texts) <= 3 * n and set(j._texts) >= {
+        f'{{"a":1.0,"x{3 * n + i}":0.0}}'.encode() for i in range(n)}
+    closed = j.add([], 10 * WINDOW).closed
+    assert closed.probabilities[7] == (f'{{"a":1.0,"x{3 * n + 7}":0.0}}'.encode(),)
+
+
+def _tracked(join):
+    """How many objects the garbage collector tracks among those a join's state reaches (not
+    through its campaign lookup: a function reaches its module)."""
+    gc.collect()  # untracks the tuples that hold only untracked values
+    root = {k: v for k, v in vars(join).items() if k != "_campaign"}
+    seen, todo, count = {id(root)}, [root], 0
+    while todo:
+        for child in gc.get_referents(todo.pop()):
+            if gc.is_tracked(child) and not isinstance(child, type) and id(child) not in seen:
+                seen.add(id(child))
+                todo.append(child)
+                count += 1
+    return count
+
+
+def test_the_open_windows_hold_no_collected_object_per_decision():
+    """Open decisions and their outcome counts are columns: the garbage collector's work
+    does not grow with them."""
+    def tracked(n):
+        j = Joiner(lambda name: spec())
+        j.add([imp(i, 0) for i in range(n)] + [Open(event_id=f"o{i}", decision_id=f"{i:032x}",
+                                                      campaign="w", ts=1) for i in range(n)])
+        assert j.open_count == n and j.state()[1]["counts"].sum() == n
+        return _tracked(j)
+    assert tracked(2000) < tracked(20) + 20  # a few, whatever the garbage collector untracked
 
 
 def test_a_join_state_with_every_rows_vectors_is_still_read():
