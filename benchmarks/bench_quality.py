@@ -19,13 +19,14 @@ BENCH = "quality"
 
 def table(title: str, summary: dict[str, Any], note: str) -> dict[str, Any]:
     """One summary of ``quality.run`` as a report table: a row per learner (the project's
-    starred), a cell per environment (mean expected reward, share of the oracle-over-uniform
-    gap, rank), the mean rank last."""
+    starred), a cell per environment (mean expected reward, its sd over the seeds, share of the
+    oracle-over-uniform gap, rank), the mean rank last."""
     envs = summary["environments"]
     rows = []
     for name, cells in summary["learners"].items():
         rows.append([name + (" *" if name in quality.PROJECT else ""), *[
-            f"{cells[e]['reward']:.3f} ({cells[e]['gap_share']:.0%}) #{cells[e]['rank']}"
+            f"{cells[e]['reward']:.3f}±{cells[e]['reward_sd']:.3f} ({cells[e]['gap_share']:.0%}) "
+            f"#{cells[e]['rank']}"
             for e in envs], f"{cells['mean_rank']:.1f}"])
     return {"title": title, "head": ["learner", *envs, "mean rank"], "rows": rows,
             "note": note}
@@ -33,7 +34,8 @@ def table(title: str, summary: dict[str, Any], note: str) -> dict[str, Any]:
 
 def test_learning_quality(benchmark: Any, quick: bool) -> None:
     result = benchmark.pedantic(quality.run, args=(quick,), rounds=1, iterations=1)
-    cells = "mean expected reward (share of the oracle-over-uniform gap) #rank; * the project's"
+    cells = ("mean expected reward ± its sd over the seeds (share of the oracle-over-uniform "
+             "gap) #rank; * the project's")
     benchmark.extra_info["tables"] = [
         table("Learning quality at defaults", result["summary"]["defaults"], cells + "."),
         table("Learning quality tuned (best setting per environment)",
