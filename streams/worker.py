@@ -874,11 +874,11 @@ class Worker:
         """One poll and its batch; returns how many records it processed."""
         lap = self._lap
         lap(None)
-        self._sync_campaigns()
         batches = self.transport.poll(timeout_ms)
         records = sum(len(batch.offsets) for batch in batches)
-        if records:  # a campaign created just before its first events must be known first
-            self._sync_campaigns()
+        # After the poll, once a step (a read of the campaigns topic to its end costs a round
+        # trip to the broker): a campaign created just before its first events is known first.
+        self._sync_campaigns()
         by_partition: dict[int, list[Batch]] = {}
         for batch in batches:
             by_partition.setdefault(batch.partition, []).append(batch)
