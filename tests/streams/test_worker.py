@@ -349,6 +349,35 @@ def test_a_step_reads_the_campaigns_once_after_its_poll():
     assert worker.counters.dead_letters == s.late and worker.counters.joined == 60
 
 
+class _Flushes(MemoryTransport):
+    """A memory transport that notes its checkpoints and flushes in order."""
+
+    def __init__(self, log: MemoryLog) -> None:
+        super().__init__(log)
+        self.calls: list[str] = []
+
+    def send_checkpoint(self, partition: int, data: bytes) -> None:
+        self.calls.append(f"checkpoint {partition}")
+        super().send_checkpoint(partition, data)
+
+    def flush(self) -> None:
+        self.calls.append("flush")
+
+
+def test_the_checkpoints_of_several_partitions_wait_for_one_flush():
+    """A checkpoint is durable once the transport's flush returns: a step flushes its
+    outputs, then sends every due partition's checkpoint, then flushes once (one wait for
+    the broker, not one each)."""
+    log = _log(3)
+    _fill(log, streamdata.make(90, seed=5))
+    transport = _Flushes(log)
+    worker = Worker(transport)
+    transport.attach(worker)
+    assert worker.step() and worker.counters.joined  # closed windows: checkpoints due
+    assert transport.calls == ["flush", "checkpoint 0", "checkpoint 1", "checkpoint 2",
+                               "flush"]
+
+
 def test_a_campaign_activated_by_sends_learns_sent_decisions_and_counts_the_unsent():
     s = streamdata.make(400, seed=10, activation="send")
     log = MemoryLog(Topics("t"), 2)
