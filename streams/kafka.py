@@ -3,8 +3,9 @@ events, a producer for outputs and checkpoints, and plain readers for checkpoint
 
 What the local broker taught (shared/NOTES-KAFKA.md): offsets are committed explicitly with a
 leader epoch of -1; "latest" offsets are only right when the partition's newest batch holds one
-record, so every checkpoint is flushed on its own; topics are never auto-created; tests use a
-2 s session timeout, and nobody sets ``group_instance_id``.
+record, so every checkpoint goes in a batch of its own (a partition's checkpoint is flushed
+before its next one is sent); topics are never auto-created; tests use a 2 s session timeout,
+and nobody sets ``group_instance_id``.
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ class KafkaTransport:
         self._campaigns = reader(bootstrap_servers)
         self._campaigns_tp = TopicPartition(topics.campaigns, 0)
         self._campaigns.assign([self._campaigns_tp])
+        self._unflushed: set[int] = set()  # state partitions with a checkpoint not flushed yet
 
     def attach(self, worker: Any) -> None:
         self.worker = worker
@@ -249,16 +251,19 @@ class KafkaTransport:
 
     def flush(self) -> None:
         self.producer.flush()
+        self._unflushed.clear()
 
     def send_checkpoint(self, partition: int, data: bytes) -> None:
+        if partition in self._unflushed:  # its last checkpoint first: each in a batch of its own
+            self.flush()
         self.producer.send(self.topics.state, data, key=str(partition).encode(),
                            partition=partition)
-        self.producer.flush()
+        self._unflushed.add(partition)
 
     def send_ledger(self, partition: int, key: str, value: bytes) -> int:
         sent = self.producer.send(self.topics.ledger, value, key=key.encode(),
                                   partition=partition)
-        self.producer.flush()  # on its own: the partition's end offset stays exact
+        self.flush()  # on its own: the partition's end offset stays exact
         return int(sent.get(timeout=_READ_TIMEOUT_S).offset)
 
     def read_ledger(self, partition: int, offsets: list[int]
@@ -273,7 +278,7 @@ class KafkaTransport:
     def retire_ledger(self, partition: int, keys: list[str]) -> None:
         for key in keys:
             self.producer.send(self.topics.ledger, None, key=key.encode(), partition=partition)
-            self.producer.flush()
+            self.flush()
 
     def commit(self, offsets: dict[int, dict[str, int]]) -> None:
         # A partition moved meanwhile: its checkpoint is what counts.

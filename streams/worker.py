@@ -655,7 +655,8 @@ class Transport(Protocol):
     def flush(self) -> None: ...
 
     def send_checkpoint(self, partition: int, data: bytes) -> None:
-        """Write and flush one checkpoint (its own batch, so the partition's end is exact)."""
+        """Write one checkpoint in a batch of its own (so the partition's end is exact); it is
+        durable once ``flush`` returns."""
 
     def send_ledger(self, partition: int, key: str, value: bytes) -> int:
         """Write and flush one sealed ledger chunk to the ledger topic; returns its offset."""
@@ -874,11 +875,11 @@ class Worker:
         """One poll and its batch; returns how many records it processed."""
         lap = self._lap
         lap(None)
-        self._sync_campaigns()
         batches = self.transport.poll(timeout_ms)
         records = sum(len(batch.offsets) for batch in batches)
-        if records:  # a campaign created just before its first events must be known first
-            self._sync_campaigns()
+        # After the poll, once a step (a read of the campaigns topic to its end costs a round
+        # trip to the broker): a campaign created just before its first events is known first.
+        self._sync_campaigns()
         by_partition: dict[int, list[Batch]] = {}
         for batch in batches:
             by_partition.setdefault(batch.partition, []).append(batch)
@@ -925,11 +926,13 @@ class Worker:
 
     def write_checkpoints(self, partitions: Iterable[int] | None = None) -> None:
         """Checkpoint the given partitions (default: all) that have records no checkpoint
-        covers yet; their outputs must be flushed already (``step`` does)."""
+        covers yet; their outputs must be flushed already (``step`` does). Returns once the
+        checkpoints are flushed (one flush for all of them)."""
         due = sorted(p for p in (self._pending if partitions is None else partitions)
                      if p in self._pending and p in self.partitions)
         if not due:
             return
+        made: dict[int, float] = {}  # partition -> seconds its checkpoint took to make and send
         for p in due:
             start = self.clock()
             part = self.partitions[p]
@@ -938,12 +941,19 @@ class Worker:
                 data = part.checkpoint()
                 self.transport.send_checkpoint(p, data)
                 if part.ledger.retired:  # only now: a successor may restore the last checkpoint
+                    self.transport.flush()
                     self.transport.retire_ledger(p, part.ledger.retired)
                 if span.is_recording():
                     span.set_attributes({"cmab.partition": p, "cmab.bytes": len(data),
                                          "cmab.seq": part.seq})
-            self._written_at[p] = self.clock()
-            self._cost[p] = self._written_at[p] - start
+            made[p] = self.clock() - start
+        # One wait for the broker's acknowledgements of all of them, not one per partition.
+        start = self.clock()
+        self.transport.flush()
+        done = self.clock()
+        for p in due:
+            self._written_at[p] = done
+            self._cost[p] = made[p] + (done - start)
             self._pending.discard(p)
             self.checkpoints += 1
         self.transport.commit({p: self.partitions[p].offsets for p in due})

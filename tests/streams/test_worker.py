@@ -308,6 +308,76 @@ def test_watermark_records_close_the_windows_they_pass():
     streamdata.assert_same_model(_model(log), streamdata.reference(s))
 
 
+class _CampaignDuringPoll(MemoryTransport):
+    """A memory transport whose first poll with records is answered after a campaign record
+    was published (a campaign created while the poll was in flight, its events written
+    after it), and that counts its reads of the campaigns topic."""
+
+    def __init__(self, log: MemoryLog, record: dict) -> None:
+        super().__init__(log)
+        self.record: dict | None = record
+        self.reads = 0
+
+    def poll(self, timeout_ms: int) -> list[Batch]:
+        batches = super().poll(timeout_ms)
+        if batches and self.record is not None:
+            self.log.publish_campaign(self.record)
+            self.record = None
+        return batches
+
+    def campaign_records(self) -> list[dict]:
+        self.reads += 1
+        return super().campaign_records()
+
+
+def test_a_step_reads_the_campaigns_once_after_its_poll():
+    """A read of the campaigns topic to its end is a round trip to the broker: a step makes
+    one, after its poll, so a campaign created just before its first events is known to them."""
+    s = streamdata.make(60, seed=4)
+    log = MemoryLog(Topics("t"), 1)
+    _fill(log, s)
+    service = Engine()
+    service.create_campaign(streamdata.spec())
+    transport = _CampaignDuringPoll(log, service.campaign_record("news"))
+    worker = Worker(transport)
+    transport.attach(worker)
+    reads = transport.reads  # the assignment's
+    steps = 1
+    while worker.step():
+        steps += 1
+    assert transport.reads - reads == steps
+    assert worker.counters.dead_letters == s.late and worker.counters.joined == 60
+
+
+class _Flushes(MemoryTransport):
+    """A memory transport that notes its checkpoints and flushes in order."""
+
+    def __init__(self, log: MemoryLog) -> None:
+        super().__init__(log)
+        self.calls: list[str] = []
+
+    def send_checkpoint(self, partition: int, data: bytes) -> None:
+        self.calls.append(f"checkpoint {partition}")
+        super().send_checkpoint(partition, data)
+
+    def flush(self) -> None:
+        self.calls.append("flush")
+
+
+def test_the_checkpoints_of_several_partitions_wait_for_one_flush():
+    """A checkpoint is durable once the transport's flush returns: a step flushes its
+    outputs, then sends every due partition's checkpoint, then flushes once (one wait for
+    the broker, not one each)."""
+    log = _log(3)
+    _fill(log, streamdata.make(90, seed=5))
+    transport = _Flushes(log)
+    worker = Worker(transport)
+    transport.attach(worker)
+    assert worker.step() and worker.counters.joined  # closed windows: checkpoints due
+    assert transport.calls == ["flush", "checkpoint 0", "checkpoint 1", "checkpoint 2",
+                               "flush"]
+
+
 def test_a_campaign_activated_by_sends_learns_sent_decisions_and_counts_the_unsent():
     s = streamdata.make(400, seed=10, activation="send")
     log = MemoryLog(Topics("t"), 2)
