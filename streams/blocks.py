@@ -114,15 +114,8 @@ class BlockFormat:
         ...
         bandit.errors.InvalidInputError: not a decision block: no 'cmab.decisions/1' header
         """
-        prefix = self._prefix
-        if not value or not value.startswith(prefix):
-            raise InvalidInputError(f"not a {self.what} block: no {self.name.decode()!r} header")
-        end = value.find(b"\n")
-        digits = value[len(prefix):end if end >= 0 else len(value)]
-        if end < 0 or not digits.isdigit() or len(digits) > 9:
-            raise InvalidInputError(f"not a {self.what} block: header {value[:64]!r}... does "
-                                    "not end in a count and a newline")
-        count = int(digits)
+        count, end = columns.header(value, self.name, self.what)
+        assert value is not None
         if not value.endswith(b"\n") or end == len(value) - 1:
             raise InvalidInputError(f"damaged {self.what} block: header says {count} "
                                     "examples, the body is empty or its last line is cut")

@@ -140,17 +140,30 @@ def consent_of(ids: bytes) -> np.ndarray:
     return np.frombuffer(ids, dtype=np.uint8)[_ID_BYTES - 1::_ID_BYTES] & 1 == 1
 
 
+def header(value: bytes | None, name: bytes, what: str) -> tuple[int, int]:
+    """The count in the header line ``<name> <count>\\n`` of a block of ``what`` ("decision",
+    "joined") and where that line's newline is; InvalidInputError, its message the reason, if
+    ``value`` does not start with one.
+
+    >>> header(b"cmab.joined/2 12\\n...", b"cmab.joined/2", "joined")
+    (12, 16)
+    """
+    prefix = name + b" "
+    if not value or not value.startswith(prefix):
+        raise InvalidInputError(f"not a {what} block: no {name.decode()!r} header")
+    end = value.find(b"\n")
+    digits = value[len(prefix):end if end >= 0 else len(value)]
+    if end < 0 or not digits.isdigit() or len(digits) > 9:
+        raise InvalidInputError(f"not a {what} block: header {value[:64]!r}... does not end "
+                                "in a count and a newline")
+    return int(digits), end
+
+
 def read(value: bytes | None) -> Columns:
     """The columns of a ``cmab.decisions/2`` record value; InvalidInputError, its message the
     reason, if it is not a whole, valid block."""
-    if not value or not value.startswith(PREFIX):
-        raise InvalidInputError(f"not a decision block: no {NAME.decode()!r} header")
-    end = value.find(b"\n")
-    digits = value[len(PREFIX):end if end >= 0 else len(value)]
-    if end < 0 or not digits.isdigit() or len(digits) > 9:
-        raise InvalidInputError(f"not a decision block: header {value[:64]!r}... does not end "
-                                "in a count and a newline")
-    n = int(digits)
+    n, end = header(value, NAME, "decision")
+    assert value is not None
     try:
         block = _BLOCK.decode(memoryview(value)[end + 1:])
     except msgspec.DecodeError as exc:

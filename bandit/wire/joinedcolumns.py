@@ -30,6 +30,7 @@ from __future__ import annotations
 import msgspec
 
 from bandit.errors import InvalidInputError
+from bandit.wire.columns import header
 
 NAME = b"cmab.joined/2"
 PREFIX = NAME + b" "
@@ -92,15 +93,8 @@ def _damaged(why: str) -> InvalidInputError:
 def frame(value: bytes | None) -> tuple[JoinedBlock, int]:
     """The block of a ``cmab.joined/2`` record value and its row count, every column the size
     the count and the widths give; InvalidInputError, its message the reason, otherwise."""
-    if not is_block(value):
-        raise InvalidInputError(f"not a joined block: no {NAME.decode()!r} header")
+    n, end = header(value, NAME, "joined")
     assert value is not None
-    end = value.find(b"\n")
-    digits = value[len(PREFIX):end if end >= 0 else len(value)]
-    if end < 0 or not digits.isdigit() or len(digits) > 9:
-        raise InvalidInputError(f"not a joined block: header {value[:64]!r}... does not end "
-                                "in a count and a newline")
-    n = int(digits)
     if n < 1:
         raise _damaged("expected at least one example")
     try:
