@@ -20,6 +20,7 @@ from bandit.engine.windows import Closed
 from bandit.errors import InvalidInputError
 from bandit.models import OUTCOME_TYPES
 from bandit.wire import joinedcolumns
+from bandit.wire.columns import hex_bytes
 from bandit.wire.joinedcolumns import ID_BYTES, NO_VECTOR, JoinedBlock, Shape
 
 _OUTCOME_TYPES = list(OUTCOME_TYPES)
@@ -54,27 +55,36 @@ def _fit(closed: Closed, start: int, stop: int, max_bytes: int,
 
 
 def _hex(keys: list[str], what: str) -> bytes:
-    text = "".join(keys)
+    """``columns.hex_bytes`` of keys that read back as they are (lowercase)."""
     try:
-        raw = bytes.fromhex(text)
+        raw = hex_bytes(keys)
     except ValueError:
         raw = b""
-    if len(raw) != ID_BYTES * len(keys) or raw.hex() != text:
+    if raw.hex() != "".join(keys):  # also when hex_bytes refused them (raw is empty)
         raise ValueError(f"closed decisions: a {what} is not 32 lowercase hex digits")
     return raw
+
+
+def _layout(shapes: list[tuple], keys_width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                            np.ndarray]:
+    """Per shape (``Closed.shapes``' tuples) its number of slots, context keys and segment
+    keys, and which of its context keys (up to ``keys_width``) hold strings."""
+    slots = np.array([len(s[1]) for s in shapes])
+    keys = np.array([len(s[2] or ()) for s in shapes])
+    segments = np.array([len(s[3]) for s in shapes])
+    strings = np.zeros((len(shapes), keys_width), dtype=bool)
+    for i, s in enumerate(shapes):
+        strings[i, :keys[i]] = [is_str for _, is_str in s[2] or ()]
+    return slots, keys, segments, strings
 
 
 def _block(closed: Closed, start: int, stop: int) -> bytes:
     n = stop - start
     used, shape = np.unique(closed.shape[start:stop], return_inverse=True)
     shapes = [closed.shapes[s] for s in used.tolist()]
-    slots = np.array([len(s[1]) for s in shapes])
-    keys = np.array([len(s[2] or ()) for s in shapes])
-    segments = np.array([len(s[3]) for s in shapes])
-    width = int(slots.max()), int(keys.max()), int(segments.max())
-    strings = np.zeros((len(shapes), width[1]), dtype=bool)  # per shape: string context keys
-    for i, s in enumerate(shapes):
-        strings[i, :keys[i]] = [is_str for _, is_str in s[2] or ()]
+    keys_width = max(len(s[2] or ()) for s in shapes)
+    slots, keys, segments, strings = _layout(shapes, keys_width)
+    width = int(slots.max()), keys_width, int(segments.max())
     arm = closed.arm[start:stop, :width[0]].astype(np.int32)
     segment = closed.segment[start:stop, :width[2]].astype(np.int32)
     context = closed.context[start:stop, :width[1]].astype(np.float64)
@@ -87,11 +97,11 @@ def _block(closed: Closed, start: int, stop: int) -> bytes:
     segment[~in_segments] = 0
     context[~in_keys] = 0.0
     # The block's own dictionary: the strings its rows use, in the join's order.
-    named = np.unique(np.concatenate([arm[in_slots], segment[in_segments],
-                                      context[is_str].astype(np.int64)]))
+    string_values = context[is_str].astype(np.int64)
+    named = np.unique(np.concatenate([arm[in_slots], segment[in_segments], string_values]))
     arm[in_slots] = np.searchsorted(named, arm[in_slots])
     segment[in_segments] = np.searchsorted(named, segment[in_segments])
-    context[is_str] = np.searchsorted(named, context[is_str].astype(np.int64))
+    context[is_str] = np.searchsorted(named, string_values)
     texts = list(chain.from_iterable(closed.probabilities[start:stop]))
     if len(texts) != int(in_slots.sum()):
         raise ValueError("closed decisions: a row's probability vectors do not match its slots")
@@ -138,12 +148,10 @@ def read(value: bytes | None) -> Closed:
     shape = np.frombuffer(block.shape, dtype="<i4").astype(np.int32)
     if shape.min() < 0 or shape.max() >= len(block.shapes):
         raise _damaged(f"shape: expected indices below {len(block.shapes)}")
-    slots = np.array([len(s.slots) for s in block.shapes])
-    keys = np.array([len(s.context or ()) for s in block.shapes])
-    segments = np.array([len(s.segments) for s in block.shapes])
-    strings = np.zeros((len(block.shapes), width[1]), dtype=bool)
-    for i, s in enumerate(block.shapes):
-        strings[i, :keys[i]] = [is_str for _, is_str in s.context or ()]
+    shapes = [(s.campaign, tuple(s.slots), None if s.context is None
+               else tuple((key, bool(is_str)) for key, is_str in s.context), tuple(s.segments))
+              for s in block.shapes]
+    slots, _, segments, strings = _layout(shapes, width[1])
     in_slots = np.arange(width[0]) < slots[shape][:, None]
     in_segments = np.arange(width[2]) < segments[shape][:, None]
     arm = np.frombuffer(block.arm, dtype="<i4").reshape(n, width[0]).astype(np.int32)
@@ -185,9 +193,7 @@ def read(value: bytes | None) -> Closed:
             np.float64),
         reward=np.frombuffer(block.reward, dtype="<f8").reshape(n, width[0]).astype(np.float64),
         context=context, segment=segment, names=list(block.names),
-        shapes=[(s.campaign, tuple(s.slots), None if s.context is None
-                 else tuple((key, bool(is_str)) for key, is_str in s.context),
-                 tuple(s.segments)) for s in block.shapes],
+        shapes=shapes,
         model_version=np.frombuffer(block.model_version, dtype="<f8").astype(np.float64),
         outcomes=outcomes, probabilities=probabilities)
 
