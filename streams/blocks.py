@@ -138,6 +138,6 @@ def decision_lines(value: bytes | None) -> list[bytes]:
     >>> decision_lines(b'cmab.decisions/1 1\\n{"a":1}\\n')
     [b'{"a":1}']
     """
-    if value is not None and value.startswith(columns.PREFIX):
+    if columns.is_block(value):
         return DecisionLog.of_block(columns.read(value)).lines()
     return DECISIONS.lines(value)

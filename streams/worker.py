@@ -301,7 +301,7 @@ def _decisions(offsets: list[int], values: list[bytes | None]) -> tuple[
     text: list[int] = []  # items that are lines of text blocks, decoded together below
     for offset, value in zip(offsets, values, strict=True):
         try:
-            if value is not None and value.startswith(columns.PREFIX):
+            if columns.is_block(value):
                 run = DecisionLog.of_block(columns.read(value))
                 where.append(offset)  # the whole block, its decisions one run of columns
                 items.append(value)
@@ -900,7 +900,6 @@ class Worker:
             for p, out in outputs.items():
                 self.transport.send_joined(p, out.joined)
                 self.transport.send_dead_letters(out.dead_letters)
-            self.transport.flush()  # before any checkpoint that covers these records
             self._pending.update(outputs)
             lap("output")
         now = self.clock()
@@ -932,6 +931,7 @@ class Worker:
                      if p in self._pending and p in self.partitions)
         if not due:
             return
+        self.transport.flush()  # the outputs these checkpoints cover, first
         made: dict[int, float] = {}  # partition -> seconds its checkpoint took to make and send
         for p in due:
             start = self.clock()

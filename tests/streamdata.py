@@ -233,7 +233,7 @@ def blocks_of(decisions: list[tuple[str, bytes]], partitions: int,
 
 def binary_blocks_of(s: Streams, partitions: int,
                      size: int = 25) -> dict[int, list[tuple[bytes, bytes]]] | None:
-    """``blocks_of`` in the format the service writes (``cmab.decisions/2``), made from the
+    """``blocks_of`` in the format the service writes (``cmab.decisions/3``), made from the
     calls' logs, or None when ``s.decisions`` are not its logs' decisions (a test changed
     them)."""
     if not s.logs or s.decisions != [item for log in s.logs for item in zip(

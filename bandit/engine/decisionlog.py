@@ -30,7 +30,7 @@ import orjson
 
 from bandit import wire
 from bandit.engine.output import SlotColumns
-from bandit.kernels.text import interleave, row_bounds
+from bandit.kernels.text import first_equal, interleave, row_bounds
 from bandit.wire import columns
 
 _SEED, _M = np.uint32(0x9747B28C), np.uint32(0x5BD1E995)  # Kafka's murmur2
@@ -157,7 +157,7 @@ class DecisionLog:
 
     @classmethod
     def of_block(cls, block: columns.Columns) -> DecisionLog:
-        """The log of a read ``cmab.decisions/2`` block (``bandit.wire.columns.read``): its
+        """The log of a read decision block (``bandit.wire.columns.read``): its
         probability vectors as the block's texts (``vectors``)."""
         zeros = np.zeros(len(block))
         return cls(campaign=block.campaign, decision_ids=block.decision_ids,
@@ -202,21 +202,21 @@ class DecisionLog:
 
     def blocks(self, partitions: int, max_bytes: int, max_examples: int
                ) -> dict[int, list[tuple[bytes, bytes]]]:
-        """The (key, value) records of the decisions as ``cmab.decisions/2`` blocks
+        """The (key, value) records of the decisions as ``cmab.decisions/3`` blocks
         (``bandit.wire.columns``), per partition of their decision ids (``partitions``), in
         call order: at most ``max_examples`` decisions and about ``max_bytes`` bytes a block
-        (a decision bigger than that travels alone). A record's key is its first decision
-        id."""
+        (a decision bigger than that travels alone; a vector text is counted at its first
+        decision of the call). A record's key is its first decision id."""
         n = len(self)
         if n == 0:
             return {}
         private = self._private_objects()
-        vectors = self._vectors()
+        vectors = self._distinct_vectors()
         fixed = 96 + len(self.campaign.encode())  # header, counts, lengths
         sizes = np.full(n, 3 * 16 + 1, dtype=np.int64)
-        for s, (_, starts, ends) in zip(self.slots, vectors, strict=True):
+        for s, (_, starts, ends, first) in zip(self.slots, vectors, strict=True):
             fixed += len(s.slot.encode()) + sum(len(a.encode()) + 2 for a in s.arm_ids) + 16
-            sizes += 16 + ends - starts
+            sizes += 16 + np.where(first == np.arange(n), ends - starts, 0)
         sizes += np.fromiter((0 if p is None else len(p) + 1 for p in private), np.int64, n)
         where = self.partitions(partitions)
         out: dict[int, list[tuple[bytes, bytes]]] = {}
@@ -236,9 +236,10 @@ class DecisionLog:
         return out
 
     def block(self) -> bytes:
-        """All the decisions as one ``cmab.decisions/2`` record value (``blocks`` cuts them
+        """All the decisions as one ``cmab.decisions/3`` record value (``blocks`` cuts them
         by partition and size)."""
-        return self._block(np.arange(len(self)), self._private_objects(), self._vectors())
+        return self._block(np.arange(len(self)), self._private_objects(),
+                           self._distinct_vectors())
 
     def _vectors(self) -> list[tuple[bytes, np.ndarray, np.ndarray]]:
         """Per slot the JSON texts of the rows' probability vectors: a blob and each row's
@@ -253,21 +254,35 @@ class DecisionLog:
             out.append(_probability_texts(s.arm_ids, s.probabilities, s.eligible))
         return out
 
+    def _distinct_vectors(self) -> list[tuple[bytes, np.ndarray, np.ndarray, np.ndarray]]:
+        """``_vectors`` with, per slot, each row's first row of the same text
+        (``kernels.text.first_equal``): what a block keeps once."""
+        out = []
+        for blob, starts, ends in self._vectors():
+            first = np.empty(len(starts), dtype=np.int64)
+            first_equal(np.frombuffer(blob, dtype=np.uint8), starts.astype(np.int64, copy=False),
+                        ends.astype(np.int64, copy=False), first)
+            out.append((blob, starts, ends, first))
+        return out
+
     def _block(self, rows: np.ndarray, private: list[bytes | None],
-               vectors: list[tuple[bytes, np.ndarray, np.ndarray]]) -> bytes:
-        """The ``cmab.decisions/2`` value of the decisions ``rows``; ``private``: per decision
+               vectors: list[tuple[bytes, np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
+        """The ``cmab.decisions/3`` value of the decisions ``rows``; ``private``: per decision
         the JSON object of its context and segments (None without consent); ``vectors``: per
-        slot the probability vectors' texts (``_vectors``)."""
+        slot the probability vectors' texts and each row's first equal one
+        (``_distinct_vectors``)."""
         slots = []
-        for s, (blob, starts, ends) in zip(self.slots, vectors, strict=True):
-            text, lengths = _gather(blob, starts[rows], ends[rows])
-            slots.append(columns.Slot(
+        for s, (blob, starts, ends, first) in zip(self.slots, vectors, strict=True):
+            distinct, vector = np.unique(first[rows], return_inverse=True)
+            text, lengths = _gather(blob, starts[distinct], ends[distinct])
+            slots.append(columns.Slot3(
                 s.slot, list(s.arm_ids), s.arms[rows].astype("<i4").tobytes(),
                 s.propensity[rows].astype("<f8").tobytes(), text,
-                np.cumsum(lengths).astype("<u4").tobytes()))
+                np.cumsum(lengths).astype("<u4").tobytes(),
+                vector.reshape(-1).astype("<u4").tobytes()))
         listed = rows.tolist()
         mine = [p for p in (private[r] for r in listed) if p is not None]
-        return columns.write(columns.Block(
+        return columns.write(columns.Block3(
             campaign=self.campaign, ts=self._column(self.ts, rows),
             model_version=self._column(self.model_version, rows),
             ids=columns.hex_bytes([self.decision_ids[r] for r in listed]),

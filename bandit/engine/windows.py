@@ -692,8 +692,15 @@ class _OpenWindows:
 
     def _text_indices(self, blob: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Per text of ``blob`` (at starts:ends) its index in ``_texts``, (n,) int32: each
-        distinct text sliced and interned once."""
+        distinct text sliced and interned once. Rows that share a span (a
+        ``cmab.decisions/3`` block's share their vector's) are compared once."""
         starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+        spans, span_of = np.unique(starts * (len(blob) + 1) + ends, return_inverse=True)
+        span_of = span_of.reshape(-1)
+        if len(spans) < len(starts):
+            at = np.empty(len(spans), dtype=np.int64)
+            at[span_of] = np.arange(len(starts))
+            return self._text_indices(blob, starts[at], ends[at])[span_of]
         first = np.empty(len(starts), dtype=np.int64)
         first_equal(np.frombuffer(blob, dtype=np.uint8), starts, ends, first)
         distinct = np.flatnonzero(first == np.arange(len(first)))

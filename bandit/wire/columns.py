@@ -1,20 +1,23 @@
-"""The binary decision block ``cmab.decisions/2``: decisions of one campaign and partition as
-columns, read with ``np.frombuffer`` and no Python object per decision but a consenting
-subscriber's context and segments.
+"""The binary decision blocks ``cmab.decisions/3`` (written) and ``cmab.decisions/2`` (still
+read): decisions of one campaign and partition as columns, read with ``np.frombuffer`` and no
+Python object per decision but a consenting subscriber's context and segments.
 
-A record value is a text header, ``cmab.decisions/2 <n>\\n`` (as ``cmab.decisions/1``'s: it
+A record value is a text header, ``cmab.decisions/3 <n>\\n`` (as ``cmab.decisions/1``'s: it
 tells a block from anything else on the topic and counts its decisions), then one msgpack array
-(``Block``): the campaign, then fixed-width columns as bytes: time and model version (``<i8``),
+(``Block3``): the campaign, then fixed-width columns as bytes: time and model version (``<i8``),
 decision ids and subject keys (16 bytes each: their 32 hex digits), holdout (bits), and per
 slot its name, its arm ids (the block's dictionary), each decision's arm (``<i4``, an index
 into them) and propensity (``<f8``), and its probability vector: the JSON object of every
-eligible arm's probability, as ``cmab.decisions/1`` has it, in a string column (the texts back
-to back, and where each ends, ``<u4``). The worker copies those texts into ``.joined`` and its
-checkpoints as they are, so it never writes a float as text. Context and segments travel only
-for decisions made with consent (the lowest bit of the id,
-``bandit.engine.decided_with_consent``): ``private`` is one JSON array with an object per such
-decision, in order, and is absent when no decision of the block has consent; a consent-less
-decision has no place in it, so a block cannot carry its context.
+eligible arm's probability, as ``cmab.decisions/1`` has it. The block keeps each distinct
+vector text once (``texts``, back to back, and where each ends, ``<u4``) and each decision's
+index into them (``vector``, ``<u4``): the decisions of one call share a few vectors, so a
+decision costs 4 bytes a slot instead of its vector's text. ``cmab.decisions/2`` (``Block``)
+stored every decision's text (``vectors``, and where each ends); it is read as it was. The
+worker copies the texts into ``.joined`` and its checkpoints as they are, so it never writes a
+float as text. Context and segments travel only for decisions made with consent (the lowest
+bit of the id, ``bandit.engine.decided_with_consent``): ``private`` is one JSON array with an
+object per such decision, in order, and is absent when no decision of the block has consent;
+a consent-less decision has no place in it, so a block cannot carry its context.
 
 ``read`` checks what the models check of a logged decision (names, ranges, finite numbers; a
 probability vector is checked to be a JSON object, as ``cmab.decisions/1``'s are) and refuses
@@ -26,7 +29,7 @@ decision's, its number in the block (from 1). The writer is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 import msgspec
 import numpy as np
@@ -36,8 +39,9 @@ from bandit.kernels.blocks import slot_fits
 from bandit.models.names import MAX_MS
 from bandit.wire.names import Label, Name, names_fit
 
-NAME = b"cmab.decisions/2"
-PREFIX = NAME + b" "
+NAME = b"cmab.decisions/3"  # what ``write`` writes
+NAME_2 = b"cmab.decisions/2"  # still read
+PREFIXES = (NAME + b" ", NAME_2 + b" ")
 _ID_BYTES = 16
 
 
@@ -50,7 +54,30 @@ class Slot(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False
     ends: bytes  # (n,) <u4: where each row's vector ends in ``vectors``
 
 
+class Slot3(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+    name: str
+    arm_ids: list[str]  # the block's dictionary of this slot's arms
+    arms: bytes  # (n,) <i4: indices into arm_ids
+    propensity: bytes  # (n,) <f8
+    texts: bytes  # the distinct probability vectors, each a JSON object, back to back
+    text_ends: bytes  # (t,) <u4: where each text ends in ``texts``
+    vector: bytes  # (n,) <u4: each row's vector, an index into the texts
+
+
+class Block3(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+    campaign: str
+    ts: bytes  # (n,) <i8: ms since the epoch
+    model_version: bytes  # (n,) <i8
+    ids: bytes  # (n, 16): each decision id's 32 hex digits as bytes
+    subjects: bytes  # (n, 16): each subject key's
+    holdout: bytes  # np.packbits of (n,) flags
+    slots: list[Slot3]
+    private: bytes | None = None  # JSON: [{"context": ..., "segments": ...}] with consent
+
+
 class Block(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+    """``cmab.decisions/2``: ``Block3`` with a text per decision (``Slot``)."""
+
     campaign: str
     ts: bytes  # (n,) <i8: ms since the epoch
     model_version: bytes  # (n,) <i8
@@ -76,6 +103,7 @@ class _Private(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 _NAME_LENGTH = get_args(Name)[1].max_length
 _ENCODER = msgspec.msgpack.Encoder()
 _BLOCK = msgspec.msgpack.Decoder(Block)
+_BLOCK3 = msgspec.msgpack.Decoder(Block3)
 _PRIVATE = msgspec.json.Decoder(list[Private])
 _LOOSE_PRIVATE = msgspec.json.Decoder(list[_Private])
 _VECTORS = msgspec.json.Decoder(list[msgspec.Raw])
@@ -84,7 +112,8 @@ _VECTORS = msgspec.json.Decoder(list[msgspec.Raw])
 @dataclass(frozen=True)
 class SlotArrays:
     """One slot of a read block: arms (n,) int64, propensity (n,), and the JSON texts of
-    the probability vectors: row i's is ``vectors[starts[i]:ends[i]]``."""
+    the probability vectors: row i's is ``vectors[starts[i]:ends[i]]`` (rows with the same
+    vector share its span in a ``cmab.decisions/3`` block's)."""
 
     slot: str
     arm_ids: list[str]
@@ -97,7 +126,7 @@ class SlotArrays:
 
 @dataclass(frozen=True)
 class Columns:
-    """A read ``cmab.decisions/2`` block: n decisions of one campaign; ``ts`` and
+    """A read decision block: n decisions of one campaign; ``ts`` and
     ``model_version`` (n,) int64; ``consent`` (n,) bool from the ids; ``contexts`` and
     ``segments`` (n): the decision's own with consent, None and {} without."""
 
@@ -116,14 +145,20 @@ class Columns:
         return len(self.decision_ids)
 
 
-def write(block: Block, n: int) -> bytes:
+def write(block: Block3, n: int) -> bytes:
     """The record value of ``block`` (n decisions)."""
-    return PREFIX + b"%d\n" % n + _ENCODER.encode(block)
+    return NAME + b" %d\n" % n + _ENCODER.encode(block)
 
 
 def count(value: bytes) -> int:
     """The decisions a block ``write`` wrote holds, from its header."""
-    return int(value[len(PREFIX):value.index(b"\n")])
+    return int(value[len(NAME) + 1:value.index(b"\n")])
+
+
+def is_block(value: bytes | None) -> bool:
+    """Whether a ``.decisions`` record value claims to be a binary block (of either version):
+    ``read`` says whether it is one."""
+    return value is not None and value.startswith(PREFIXES)
 
 
 def hex_bytes(keys: list[str]) -> bytes:
@@ -160,12 +195,13 @@ def header(value: bytes | None, name: bytes, what: str) -> tuple[int, int]:
 
 
 def read(value: bytes | None) -> Columns:
-    """The columns of a ``cmab.decisions/2`` record value; InvalidInputError, its message the
-    reason, if it is not a whole, valid block."""
-    n, end = header(value, NAME, "decision")
+    """The columns of a ``cmab.decisions/3`` (or ``/2``) record value; InvalidInputError, its
+    message the reason, if it is not a whole, valid block."""
+    old = value is not None and value.startswith(PREFIXES[1])
+    n, end = header(value, NAME_2 if old else NAME, "decision")
     assert value is not None
     try:
-        block = _BLOCK.decode(memoryview(value)[end + 1:])
+        block = (_BLOCK if old else _BLOCK3).decode(memoryview(value)[end + 1:])
     except msgspec.DecodeError as exc:
         raise InvalidInputError(f"damaged decision block: {exc}") from None
     return _columns(block, n)
@@ -250,7 +286,57 @@ def _private(raw: bytes) -> tuple[list[dict[str, Any] | None], list[dict[str, st
     return given, mine, set().union(*(c for c in given if c is not None), *mine)
 
 
-def _columns(block: Block, n: int) -> Columns:
+def _slot(s: Slot, n: int) -> SlotArrays:
+    """A ``cmab.decisions/2`` slot's arrays (a text per decision), checked."""
+    out = np.empty((4, n), dtype=np.int64)  # arms, starts, ends, parse (slot_fits)
+    if not (len(s.arms) == 4 * n and len(s.propensity) == 8 * n and len(s.ends) == 4 * n
+            and slot_fits(np.frombuffer(s.arms, dtype="<i4"), len(s.arm_ids),
+                          np.frombuffer(s.propensity, dtype="<f8"),
+                          np.frombuffer(s.ends, dtype="<u4"),
+                          np.frombuffer(s.vectors, dtype=np.uint8), out)):
+        raise _refuse_slot(s, n)
+    if not _objects(s.vectors, out[1], out[2], out[3]):
+        raise _fail(f"slot {s.name!r}: probabilities: expected a JSON object each")
+    return SlotArrays(s.name, list(s.arm_ids), out[0],
+                      np.frombuffer(s.propensity, dtype="<f8").copy(), s.vectors, out[1], out[2])
+
+
+def _slot3(s: Slot3, n: int) -> SlotArrays:
+    """A ``cmab.decisions/3`` slot's arrays (each distinct text once, an index per decision),
+    checked; each row's (starts, ends) are its text's."""
+    k = len(s.arm_ids)
+    arms = _numbers(s.arms, "<i4", n, f"slot {s.name!r} arms")
+    bad = (arms < 0) | (arms >= k)
+    if bad.any():
+        raise _fail(f"slot {s.name!r}, decision {_first_bad(bad)}: arm index out of "
+                    f"0..{k - 1}")
+    propensity = _numbers(s.propensity, "<f8", n, f"slot {s.name!r} propensity")
+    bad = ~((propensity > 0) & (propensity <= 1))  # NaN too
+    if bad.any():
+        raise _fail(f"slot {s.name!r}, decision {_first_bad(bad)}: propensity: expected a "
+                    "number in (0, 1]")
+    if len(s.text_ends) % 4 or not s.text_ends:
+        raise _fail(f"slot {s.name!r}: text_ends: expected at least one <u4, got "
+                    f"{len(s.text_ends)} bytes")
+    ends = np.frombuffer(s.text_ends, dtype="<u4").astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1]))
+    data = np.frombuffer(s.texts, dtype=np.uint8)
+    if (bool(np.any(ends <= starts)) or int(ends[-1]) != len(data) or int(data.min()) < 0x20
+            or bool(np.any(data[starts] != ord("{"))) or bool(np.any(data[ends - 1] != ord("}")))
+            or not _objects(s.texts, starts, ends, np.ones(len(ends), dtype=bool))):
+        raise _fail(f"slot {s.name!r}: probabilities: expected a JSON object each, back to "
+                    "back")
+    vector = _numbers(s.vector, "<u4", n, f"slot {s.name!r} vector")
+    bad = vector >= len(ends)
+    if bad.any():
+        raise _fail(f"slot {s.name!r}, decision {_first_bad(bad)}: vector: expected an index "
+                    f"below {len(ends)}")
+    which = vector.astype(np.intp)
+    return SlotArrays(s.name, list(s.arm_ids), arms.astype(np.int64), propensity.copy(),
+                      s.texts, starts[which], ends[which])
+
+
+def _columns(block: Block | Block3, n: int) -> Columns:
     if n < 1:
         raise _fail("expected at least one decision")
     ts = _numbers(block.ts, "<i8", n, "ts")
@@ -279,18 +365,7 @@ def _columns(block: Block, n: int) -> Columns:
         k = len(s.arm_ids)
         if not k or len(set(s.arm_ids)) != k:
             raise _fail(f"slot {s.name!r}: expected distinct arm ids, got {k} with repeats")
-        out = np.empty((4, n), dtype=np.int64)  # arms, starts, ends, parse (slot_fits)
-        if not (len(s.arms) == 4 * n and len(s.propensity) == 8 * n and len(s.ends) == 4 * n
-                and slot_fits(np.frombuffer(s.arms, dtype="<i4"), k,
-                              np.frombuffer(s.propensity, dtype="<f8"),
-                              np.frombuffer(s.ends, dtype="<u4"),
-                              np.frombuffer(s.vectors, dtype=np.uint8), out)):
-            raise _refuse_slot(s, n)
-        if not _objects(s.vectors, out[1], out[2], out[3]):
-            raise _fail(f"slot {s.name!r}: probabilities: expected a JSON object each")
-        slots.append(SlotArrays(s.name, list(s.arm_ids), out[0],
-                                np.frombuffer(s.propensity, dtype="<f8").copy(), s.vectors,
-                                out[1], out[2]))
+        slots.append(_slot(s, n) if type(s) is Slot else _slot3(cast(Slot3, s), n))
     raw_ids = block.ids
     consent = consent_of(raw_ids)
     contexts: list[dict[str, Any] | None]

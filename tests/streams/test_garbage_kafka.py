@@ -38,7 +38,7 @@ from tests.streams.test_worker_kafka import _run_until, _setup, _write
 PARTITIONS = 2
 VALID = streamdata.make(40, seed=31)
 BLOCKS = streamdata.blocks_of(VALID.decisions, PARTITIONS, size=5)  # partition -> blocks
-BINARY = streamdata.binary_blocks_of(VALID, PARTITIONS, size=5)  # cmab.decisions/2, the same
+BINARY = streamdata.binary_blocks_of(VALID, PARTITIONS, size=5)  # cmab.decisions/3, the same
 _KNOWN_ARMS = {"plain", "urgent", "quiz", "action", "calm", "h09", "h18"}
 _PLACEHOLDER = "__number__"
 _HEADER = b"cmab.decisions/1 "
@@ -110,7 +110,7 @@ def _damaged(value: bytes, how: str) -> bytes:
     """A valid binary decision block damaged as ``how`` says (``_DAMAGE``)."""
     head, body = value.split(b"\n", 1)
     n = int(head.split(b" ")[1])
-    block = msgspec.msgpack.decode(body, type=columns.Block)
+    block = msgspec.msgpack.decode(body, type=columns.Block3)
     slot = block.slots[0]
     if how == "cut":
         return value[:-1]
@@ -123,7 +123,7 @@ def _damaged(value: bytes, how: str) -> bytes:
     elif how == "arm":
         slot = msgspec.structs.replace(slot, arms=np.full(n, 99, dtype="<i4").tobytes())
     elif how == "vector":
-        slot = msgspec.structs.replace(slot, vectors=slot.vectors.replace(b":", b"=", 1))
+        slot = msgspec.structs.replace(slot, texts=slot.texts.replace(b":", b"=", 1))
     else:  # a context with no decision made with consent to belong to
         return columns.write(msgspec.structs.replace(block, private=(block.private or b"[]")[
             :-1].rstrip(b"[") + (b"," if block.private else b"[") + b'{"context":null}]'), n)

@@ -722,7 +722,7 @@ def test_a_binary_block_is_joined_whole_and_its_misfits_and_overflow_leave_alone
     s = streamdata.make(60, seed=8)
     log = DecisionLog.concat(s.logs)
     head, body = log.block().split(b"\n", 1)
-    block = msgspec.msgpack.decode(body, type=columns.Block)
+    block = msgspec.msgpack.decode(body, type=columns.Block3)
     hour = block.slots[2]  # h09, h18: h18 becomes an arm the campaign does not have
     ghost = columns.write(msgspec.structs.replace(block, slots=[*block.slots[:2], msgspec.structs
                           .replace(hour, arm_ids=["h09", "ghost"])]), len(log))

@@ -118,7 +118,7 @@ def check_lines(log: DecisionLog, requests: list[Any], answers: list[dict[str, A
                 assert r.context.get("plan") == "pro"
     assert [d.decision_id for d in log.decisions()] == [a["decision_id"] for a in answers]
     assert log.decisions() == [wire.DECISIONS.decode(line) for line in lines]
-    # The binary block (cmab.decisions/2) holds the same decisions: read back, its lines and
+    # The binary block (cmab.decisions/3) holds the same decisions: read back, its lines and
     # the join's decisions are those of the text, and no consent-less context is in it.
     assert log.logged() == log.decisions()
     block = log.block()

@@ -1,7 +1,8 @@
-"""The binary decision block (``cmab.decisions/2``, bandit.wire.columns): it holds exactly the
-decisions of the text lines it replaces, never carries a consent-less decision's context, and
-is never laxer than the text blocks it replaces: any damage is refused with a reason
-(InvalidInputError), and whatever it accepts, the text path accepts line by line."""
+"""The binary decision block (``cmab.decisions/3``, and ``/2`` still read; bandit.wire.columns):
+it holds exactly the decisions of the text lines it replaces, never carries a consent-less
+decision's context, and is never laxer than the text blocks it replaces: any damage is refused
+with a reason (InvalidInputError), and whatever it accepts, the text path accepts line by
+line."""
 
 from __future__ import annotations
 
@@ -23,12 +24,44 @@ BLOCK = LOG.block()
 _HEAD = len(BLOCK) - len(BLOCK.split(b"\n", 1)[1])
 
 
-def _body(value: bytes) -> columns.Block:
-    return msgspec.msgpack.decode(value[_HEAD:], type=columns.Block)
+def _body(value: bytes) -> columns.Block3:
+    return msgspec.msgpack.decode(value[_HEAD:], type=columns.Block3)
 
 
-def _with(n: int, block: columns.Block) -> bytes:
+def _with(n: int, block: columns.Block3 | columns.Block) -> bytes:
+    if isinstance(block, columns.Block):
+        return columns.NAME_2 + b" %d\n" % n + msgspec.msgpack.encode(block)
     return columns.write(block, n)
+
+
+def _v2(value: bytes) -> columns.Block:
+    """A ``cmab.decisions/3`` block as ``cmab.decisions/2`` stored it: each decision's
+    vector text in full."""
+    block = _body(value)
+    slots = []
+    for s in block.slots:
+        ends = np.frombuffer(s.text_ends, dtype="<u4").astype(np.int64)
+        starts = np.concatenate(([0], ends[:-1]))
+        texts = [s.texts[starts[i]:ends[i]] for i in np.frombuffer(s.vector, dtype="<u4")]
+        slots.append(columns.Slot(s.name, s.arm_ids, s.arms, s.propensity, b"".join(texts),
+                                  np.cumsum(list(map(len, texts))).astype("<u4").tobytes()))
+    return columns.Block(block.campaign, block.ts, block.model_version, block.ids,
+                         block.subjects, block.holdout, slots, block.private)
+
+
+BLOCK_2 = _with(len(LOG), _v2(BLOCK))
+
+
+def test_a_block_keeps_each_distinct_vector_once_and_a_v2_block_reads_the_same():
+    block = _body(BLOCK)
+    for s, mine in zip(block.slots, LOG.slots, strict=True):
+        vector = np.frombuffer(s.vector, dtype="<u4")
+        assert sorted(set(vector.tolist())) == list(range(len(np.frombuffer(s.text_ends,
+                                                                             dtype="<u4"))))
+        assert len(set(vector.tolist())) < len(LOG) and mine.slot == s.name
+    assert len(BLOCK) < len(BLOCK_2)
+    assert DecisionLog.of_block(columns.read(BLOCK_2)).lines() == [
+        line for _, line in S.decisions]
 
 
 def test_a_block_holds_the_lines_it_replaces_and_no_consent_less_context():
@@ -66,12 +99,13 @@ def _refused(value: bytes | None, *words: str) -> None:
         assert word in str(caught.value)
 
 
-def test_damage_is_refused_with_its_reason():
-    block = _body(BLOCK)
+@pytest.mark.parametrize("version", [3, 2])
+def test_damage_is_refused_with_its_reason(version):
+    block: columns.Block3 | columns.Block = _body(BLOCK) if version == 3 else _v2(BLOCK)
     n = len(LOG)
     slot = block.slots[0]
-    _refused(None, "no 'cmab.decisions/2' header")
-    _refused(b"cmab.decisions/2 x\n", "count")
+    _refused(None, "no 'cmab.decisions/3' header")
+    _refused(b"cmab.decisions/%d x\n" % version, "count")
     _refused(BLOCK[:-3], "damaged")
     _refused(_with(n + 1, block), "ts: expected 61 values")
     bad = np.frombuffer(slot.propensity, dtype="<f8").copy()
@@ -89,24 +123,34 @@ def test_damage_is_refused_with_its_reason():
     # One context more than decisions made with consent: it would belong to one without.
     extra = block.private[:-1] + b',{"context":{"engagement":1.0},"segments":{}}]'
     _refused(_with(n, msgspec.structs.replace(block, private=extra)), "one per decision made")
-    vectors = slot.vectors.replace(b":", b";", 1)
+    text, ends_field = ("vectors", "ends") if version == 2 else ("texts", "text_ends")
+    texts = getattr(slot, text).replace(b":", b";", 1)
     _refused(_with(n, msgspec.structs.replace(block, slots=[msgspec.structs.replace(
-        slot, vectors=vectors)] + block.slots[1:])), "probabilities")
-    vectors = slot.vectors.replace(b",", b",\n", 1)
-    ends = np.frombuffer(slot.ends, dtype="<u4") + 1
+        slot, **{text: texts})] + block.slots[1:])), "probabilities")
+    texts = getattr(slot, text).replace(b",", b",\n", 1)
+    ends = np.frombuffer(getattr(slot, ends_field), dtype="<u4") + 1
     _refused(_with(n, msgspec.structs.replace(block, slots=[msgspec.structs.replace(
-        slot, vectors=vectors, ends=ends.astype("<u4").tobytes())] + block.slots[1:])),
+        slot, **{text: texts, ends_field: ends.astype("<u4").tobytes()})] + block.slots[1:])),
         "probabilities")
+    if version == 3:
+        vector = np.frombuffer(slot.vector, dtype="<u4").copy()
+        vector[6] = len(ends)
+        _refused(_with(n, msgspec.structs.replace(block, slots=[msgspec.structs.replace(
+            slot, vector=vector.tobytes())] + block.slots[1:])), "decision 7", "vector")
+        _refused(_with(n, msgspec.structs.replace(block, slots=[msgspec.structs.replace(
+            slot, vector=slot.vector[:-4])] + block.slots[1:])), "vector: expected 60 values")
+        _refused(_with(n, msgspec.structs.replace(block, slots=[msgspec.structs.replace(
+            slot, text_ends=b"")] + block.slots[1:])), "text_ends")
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.data())
-def test_damaged_bytes_are_refused_or_hold_only_valid_decisions(data):
+@given(st.data(), st.sampled_from([BLOCK, BLOCK_2]))
+def test_damaged_bytes_are_refused_or_hold_only_valid_decisions(data, block):
     """Any byte of a block changed, or the block cut: refused with InvalidInputError, or every
     decision it holds is one the text path accepts as the same decision (its lines decoded as
     the worker decodes cmab.decisions/1, which reads a probability vector's names and numbers
     where it uses it as a dict)."""
-    value = bytearray(BLOCK)
+    value = bytearray(block)
     if data.draw(st.booleans()):
         for _ in range(data.draw(st.integers(1, 4))):
             value[data.draw(st.integers(0, len(value) - 1))] = data.draw(st.integers(0, 255))
@@ -120,19 +164,26 @@ def test_damaged_bytes_are_refused_or_hold_only_valid_decisions(data):
     assert decode_decisions(log.lines()) == log.logged()
 
 
-def _slot_rows(rows: list[bytes]) -> bytes:
-    """BLOCK with slot 0's first vector texts replaced by ``rows`` (the others kept)."""
-    block = _body(BLOCK)
-    slot = block.slots[0]
+def _slot_rows(rows: list[bytes], version: int) -> bytes:
+    """BLOCK with slot 0's first vector texts replaced by ``rows`` (the others kept): in a
+    ``/3`` block each row its own text."""
+    v2 = _v2(BLOCK)
+    slot = v2.slots[0]
     ends = np.frombuffer(slot.ends, dtype="<u4").astype(np.int64)
     starts = np.concatenate(([0], ends[:-1]))
     texts = rows + [slot.vectors[a:b] for a, b in zip(starts[len(rows):], ends[len(rows):],
                                                       strict=True)]
+    ends = np.cumsum([len(t) for t in texts]).astype("<u4").tobytes()
+    if version == 2:
+        return _with(len(LOG), msgspec.structs.replace(v2, slots=[msgspec.structs.replace(
+            slot, vectors=b"".join(texts), ends=ends)] + v2.slots[1:]))
+    block = _body(BLOCK)
     return _with(len(LOG), msgspec.structs.replace(block, slots=[msgspec.structs.replace(
-        slot, vectors=b"".join(texts),
-        ends=np.cumsum([len(t) for t in texts]).astype("<u4").tobytes())] + block.slots[1:]))
+        block.slots[0], texts=b"".join(texts), text_ends=ends,
+        vector=np.arange(len(LOG)).astype("<u4").tobytes())] + block.slots[1:]))
 
 
+@pytest.mark.parametrize("version", [3, 2])
 @pytest.mark.parametrize("rows", [
     # Back to back with commas they parse into as many values as rows, but rows 1 and 2 are
     # no JSON objects (a string spans the boundary) and row 3 is two.
@@ -141,13 +192,14 @@ def _slot_rows(rows: list[bytes]) -> bytes:
     [b'{"a":0.5}', b'{"b":0.5}', b'{"c":0.5}', b'{"d":0.5}', b'{"e":0.5}', b'{"a":0.5,}'],
     [b'{"a":0.5}'] * 9 + [b'{"a":0.5 }', b'{"a":0.5x}'],
 ])
-def test_each_probability_vector_must_be_a_json_object(rows):
-    _refused(_slot_rows(rows), "probabilities: expected a JSON object each")
+def test_each_probability_vector_must_be_a_json_object(rows, version):
+    _refused(_slot_rows(rows, version), "probabilities: expected a JSON object each")
 
 
-def test_repeated_probability_vectors_are_read_as_written():
+@pytest.mark.parametrize("version", [3, 2])
+def test_repeated_probability_vectors_are_read_as_written(version):
     rows = [b'{"a":0.5}', b'{"a":0.25,"b":0.75}'] * 5 + [b'{"a":1.0}']
-    read = columns.read(_slot_rows(rows)).slots[0]
+    read = columns.read(_slot_rows(rows, version)).slots[0]
     assert [read.vectors[a:b]
             for a, b in zip(read.starts[:11], read.ends[:11], strict=True)] == rows
 
