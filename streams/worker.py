@@ -37,9 +37,9 @@ reason naming its line number; the block's other decisions are used), a decision
 block the campaigns refuse alone (its JSON, the reason naming its number), an ``.events``
 record that is a block or no event, events
 the campaigns refuse, late ones, and decisions over the join's cap (``max_pending`` decisions
-of a campaign open in the partition, counted in ``Counters.over_capacity``). Both are flushed
-after every batch, so before any checkpoint that covers them, and records re-processed after a
-restart may write them again. Counted, not dead-lettered: repeats (``duplicates``), machine
+of a campaign open in the partition, counted in ``Counters.over_capacity``). Both are sent
+after every batch and flushed before any checkpoint that covers them (not each batch: a flush
+waits for the broker), and records re-processed after a restart may write them again. Counted, not dead-lettered: repeats (``duplicates``), machine
 and scanner outcomes and unsent decisions (``machine``, ``scanner``, ``unsent``: the join's
 ``excluded``).
 
@@ -277,6 +277,10 @@ def _misfits(run: DecisionLog, check: EventChecker) -> list[tuple[int, str]]:
             except InvalidInputError as exc:
                 for j in np.flatnonzero(s.arms == a).tolist():
                     bad.setdefault(j, str(exc))
+    private = run.private
+    if private is not None and check.fit_columns(run.campaign, [
+            (s.keys, s.strings, s.numbers) for s in private.shapes if s.keys is not None]):
+        return sorted(bad.items())  # every context fits: none read as dicts
     contexts = run.contexts
     rows = np.flatnonzero(run.consent).tolist()
     if bad or len(rows) != len(contexts) or None in contexts:  # else: every row, as it is
@@ -800,8 +804,8 @@ class Worker:
         part.ledger.keys = keys
 
     def on_revoked(self, partitions: Iterable[int]) -> None:
-        # The next owner starts from the newest checkpoint: write what is pending first (the
-        # outputs are flushed already), then forget the partition.
+        # The next owner starts from the newest checkpoint: write what is pending first (its
+        # outputs flushed before it), then forget the partition.
         gone = [p for p in partitions if p in self.partitions]
         self.write_checkpoints(gone)
         for p in gone:
@@ -813,8 +817,9 @@ class Worker:
         """The group evicted this worker (it stalled past its session timeout): the
         partitions' new owner restored them from their last checkpoints and may be far ahead,
         so what is pending here is dropped, not checkpointed (that checkpoint would be stale:
-        consistent, but behind). The outputs are flushed already; nothing is lost, since the
-        new owner re-processes the records after the checkpoint it restored."""
+        consistent, but behind). Outputs still in the producer's buffer go out as usual;
+        nothing is lost, since the new owner re-processes the records after the checkpoint it
+        restored."""
         for p in partitions:
             self.partitions.pop(p, None)
             self._written_at.pop(p, None)
@@ -925,8 +930,8 @@ class Worker:
 
     def write_checkpoints(self, partitions: Iterable[int] | None = None) -> None:
         """Checkpoint the given partitions (default: all) that have records no checkpoint
-        covers yet; their outputs must be flushed already (``step`` does). Returns once the
-        checkpoints are flushed (one flush for all of them)."""
+        covers yet, after flushing the outputs sent so far (which they cover). Returns once
+        the checkpoints are flushed (one flush for all of them)."""
         due = sorted(p for p in (self._pending if partitions is None else partitions)
                      if p in self._pending and p in self.partitions)
         if not due:

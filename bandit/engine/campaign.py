@@ -427,6 +427,15 @@ class EventChecker:
         return c.context.check_many(rows)
 
 
+    def fit_columns(self, campaign: str,
+                    shapes: Sequence[tuple[Sequence[str], Sequence[bool], np.ndarray]]) -> bool:
+        """Whether a decision of ``campaign`` may carry every context of ``shapes`` (per
+        shape its keys, which hold labels, and its numbers: its encoder's ``fits_columns``).
+        False says nothing (check the contexts)."""
+        c = self._campaigns.get(campaign)
+        return c is not None and all(c.context.fits_columns(*shape) for shape in shapes)
+
+
 def event_checker(campaigns: Mapping[str, _Campaign]) -> EventChecker:
     """The ``EventChecker`` of ``campaigns``."""
     return EventChecker(campaigns)

@@ -92,6 +92,9 @@ class DecisionLog:
     # Per slot the probability vectors as JSON texts (blob, starts, ends), when read from a
     # block (``of_block``); None: written from the slots' columns when needed.
     vectors: list[tuple[bytes, np.ndarray, np.ndarray]] | None = None
+    # A cmab.decisions/3 block's consenting contexts and segments as columns by shape (then
+    # ``contexts`` and ``segments`` are made from them only when read).
+    private: columns.PrivateColumns | None = None
 
     def __len__(self) -> int:
         return len(self.decision_ids)
@@ -166,7 +169,8 @@ class DecisionLog:
                    segments=block.segments,
                    slots=[SlotColumns(s.slot, s.arm_ids, s.arms, s.propensity, zeros, zeros,
                                       None) for s in block.slots],
-                   vectors=[(s.vectors, s.starts, s.ends) for s in block.slots])
+                   vectors=[(s.vectors, s.starts, s.ends) for s in block.slots],
+                   private=block.private)
 
     def logged(self, rows: Sequence[int] | None = None) -> list[wire.LoggedDecision]:
         """The decisions (those at ``rows``, default all) as ``wire.LoggedDecision``: equal
@@ -210,14 +214,15 @@ class DecisionLog:
         n = len(self)
         if n == 0:
             return {}
-        private = self._private_objects()
+        private = self._private_parts()
         vectors = self._distinct_vectors()
         fixed = 96 + len(self.campaign.encode())  # header, counts, lengths
         sizes = np.full(n, 3 * 16 + 1, dtype=np.int64)
         for s, (_, starts, ends, first) in zip(self.slots, vectors, strict=True):
             fixed += len(s.slot.encode()) + sum(len(a.encode()) + 2 for a in s.arm_ids) + 16
             sizes += 16 + np.where(first == np.arange(n), ends - starts, 0)
-        sizes += np.fromiter((0 if p is None else len(p) + 1 for p in private), np.int64, n)
+        sizes += np.fromiter((0 if p is None else 4 + 8 * len(p[1]) + 4 * len(p[2])
+                              for p in private), np.int64, n)
         where = self.partitions(partitions)
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         for p in np.unique(where).tolist():
@@ -238,7 +243,7 @@ class DecisionLog:
     def block(self) -> bytes:
         """All the decisions as one ``cmab.decisions/3`` record value (``blocks`` cuts them
         by partition and size)."""
-        return self._block(np.arange(len(self)), self._private_objects(),
+        return self._block(np.arange(len(self)), self._private_parts(),
                            self._distinct_vectors())
 
     def _vectors(self) -> list[tuple[bytes, np.ndarray, np.ndarray]]:
@@ -265,10 +270,10 @@ class DecisionLog:
             out.append((blob, starts, ends, first))
         return out
 
-    def _block(self, rows: np.ndarray, private: list[bytes | None],
+    def _block(self, rows: np.ndarray, private: list[_Part | None],
                vectors: list[tuple[bytes, np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
         """The ``cmab.decisions/3`` value of the decisions ``rows``; ``private``: per decision
-        the JSON object of its context and segments (None without consent); ``vectors``: per
+        its context and segments (``_private_parts``; None without consent); ``vectors``: per
         slot the probability vectors' texts and each row's first equal one
         (``_distinct_vectors``)."""
         slots = []
@@ -281,14 +286,13 @@ class DecisionLog:
                 np.cumsum(lengths).astype("<u4").tobytes(),
                 vector.reshape(-1).astype("<u4").tobytes()))
         listed = rows.tolist()
-        mine = [p for p in (private[r] for r in listed) if p is not None]
         return columns.write(columns.Block3(
             campaign=self.campaign, ts=self._column(self.ts, rows),
             model_version=self._column(self.model_version, rows),
             ids=columns.hex_bytes([self.decision_ids[r] for r in listed]),
             subjects=columns.hex_bytes([self.subjects[r] for r in listed]),
             holdout=np.packbits(self.holdout[rows].astype(bool)).tobytes(), slots=slots,
-            private=b"[" + b",".join(mine) + b"]" if mine else None), len(rows))
+            private=_private_block([private[r] for r in listed])), len(rows))
 
     def _per_decision(self) -> tuple[list[int], list[int]]:
         """Each decision's time and model version (n), as ints."""
@@ -369,11 +373,13 @@ class DecisionLog:
                           for j, (name, ids) in enumerate(zip(names, arms, strict=True))],
                    vectors=vectors)
 
-    def _private_objects(self) -> list[bytes | None]:
-        """Per decision the JSON object of its context and segments, as ``lines`` writes
-        them; None for a decision without consent."""
-        dumps, builtins, segments = orjson.dumps, msgspec.to_builtins, self.segments
-        out: list[bytes | None] = []
+    def _private_parts(self) -> list[_Part | None]:
+        """Per decision its context and segments as a block stores them (None without
+        consent): its shape (a context or none, the context's keys in order with which hold
+        labels, the segment keys in order), its numbers and its labels (the context's, then
+        the segments')."""
+        builtins, segments = msgspec.to_builtins, self.segments
+        out: list[_Part | None] = []
         for i, (given, context) in enumerate(zip(self.consent.tolist(), self.contexts,
                                                  strict=True)):
             if not given:
@@ -382,8 +388,13 @@ class DecisionLog:
             if context is not None and type(context) is not dict:  # a batch decoder's Struct
                 context = builtins(context)
             seg = segments[i]
-            out.append(b'{"context":' + dumps(context) + b',"segments":'
-                       + dumps(seg if type(seg) is dict else dict(seg)) + b"}")
+            values = () if context is None else context.values()
+            strings = tuple(type(v) is str for v in values)
+            out.append(((context is not None, () if context is None else tuple(context), strings,
+                         tuple(seg)),
+                        [float(v) for v, t in zip(values, strings, strict=True) if not t],
+                        [*(v for v, t in zip(values, strings, strict=True) if t),
+                         *seg.values()]))
         return out
 
     def partitions(self, partitions: int) -> np.ndarray:
@@ -418,6 +429,42 @@ def _concatenated(arrays: list[np.ndarray]) -> np.ndarray:
 def _no_vectors(n: int) -> tuple[bytes, np.ndarray, np.ndarray]:
     """A slot's probability texts when none were computed: ``{}`` for each of n rows."""
     return b"{}", np.zeros(n, dtype=np.int64), np.full(n, 2, dtype=np.int64)
+
+
+# A consenting decision's context and segments in a block: (shape, numbers, labels).
+_Part = tuple[tuple[bool, tuple[str, ...], tuple[bool, ...], tuple[str, ...]], list[float],
+              list[str]]
+
+
+def _private_block(parts: list[_Part | None]) -> columns.Private3 | None:
+    """The ``private`` of a block whose decisions have ``parts`` (``_private_parts``): its
+    consenting decisions' shapes (numbered as they first come), numbers and labels (each
+    distinct label once); None when none has consent."""
+    shapes: dict[tuple[Any, ...], int] = {}
+    names: dict[str, int] = {}
+    which: list[int] = []
+    numbers: list[list[float]] = []
+    labels: list[list[int]] = []
+    for part in parts:
+        if part is None:
+            continue
+        shape, values, words = part
+        k = shapes.setdefault(shape, len(shapes))
+        if k == len(numbers):
+            numbers.append([])
+            labels.append([])
+        which.append(k)
+        numbers[k] += values
+        labels[k] += [names.setdefault(w, len(names)) for w in words]
+    if not which:
+        return None
+    return columns.Private3(
+        names=list(names), shape=np.array(which, dtype="<u4").tobytes(),
+        shapes=[columns.Shape(context=has, keys=list(keys),
+                              strings=bytes(bytearray(strings)), segments=list(segs),
+                              numbers=np.array(numbers[k], dtype="<f8").tobytes(),
+                              labels=np.array(labels[k], dtype="<u4").tobytes())
+                for (has, keys, strings, segs), k in shapes.items()])
 
 
 def _gather(blob: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[bytes, np.ndarray]:

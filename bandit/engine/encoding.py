@@ -259,6 +259,20 @@ class _Encoder:
                 and all(set(map(type, column)) == {str} for column in labels)
                 and bool((np.abs(np.array(numbers, dtype=np.float64)) <= FEATURE_LIMIT).all()))
 
+    def fits_columns(self, keys: Sequence[str], strings: Sequence[bool],
+                     numbers: np.ndarray) -> bool:
+        """Whether ``check`` passes every row of a shape given as columns: its context keys
+        in order, which of them hold labels (``strings``), and its numbers (rows, number
+        keys). False says nothing (check the rows)."""
+        if not set(keys) <= self.names:
+            return False
+        label = dict(zip(keys, strings, strict=True))
+        for name, _, default in self._numeric:  # a number, or omitted with a default
+            if label[name] if name in label else default is None:
+                return False
+        return (all(label.get(name, True) for name, _, _ in self._categorical)  # labels
+                and bool((np.abs(numbers) <= FEATURE_LIMIT).all()))
+
     def check(self, row: Mapping[str, Any]) -> None:
         """``encode([row])``'s checks without building the row (the stream checks every
         event's context once); a refused row gets ``encode``'s error."""

@@ -528,7 +528,9 @@ class _OpenWindows:
         consenting decision's shape, context and segments. ``deadline`` (len(at),) and
         ``state`` (the activation) as the join set them."""
         where = np.array(rows, dtype=np.intp)
-        shape = self._write_alike(run, at, where)
+        shape = None if run.private is None else self._write_columns(run, at, where)
+        if shape is None:
+            shape = self._write_alike(run, at, where)
         if shape is None:
             shape = self._write_private(run, at, where)
         known = self._name_index
@@ -555,6 +557,67 @@ class _OpenWindows:
         for j, (blob, starts, ends) in enumerate(run._vectors()):
             self._vector[where, j] = self._text_indices(blob, starts, ends)[at]
         self._next_deadline = min(self._next_deadline, float(deadline.min()))
+
+    def _write_columns(self, run: Any, at: np.ndarray, where: np.ndarray) -> np.ndarray | None:
+        """``_write_private`` from a ``cmab.decisions/3`` block's context columns
+        (``run.private``) when every arm and label of decisions ``at`` is interned already:
+        a numpy write per shape and column, no Python step per decision; else None (nothing
+        written)."""
+        private = run.private
+        known = self._name_index
+        for s in run.slots:  # the arms used are known (all the slot's, or those used)
+            if not (known.keys() >= set(s.arm_ids) or known.keys() >= {
+                    s.arm_ids[a] for a in np.unique(s.arms[at]).tolist()}):
+                return None
+        lookup = np.array([known.get(name, -1) for name in private.names] or [0],
+                          dtype=np.int64)
+        position = np.full(len(run), -1, dtype=np.int64)
+        position[at] = np.arange(len(at))
+        mine = []  # per shape: its rows among ``at``, and their numbers and labels
+        for s in private.shapes:
+            kept = position[s.rows]
+            keep = kept >= 0
+            labels = s.labels[keep]
+            if labels.size and int(lookup[labels].min()) < 0:
+                return None
+            mine.append((s, kept[keep], s.numbers[keep], labels))
+        # The shapes, numbered in the order the decisions bring them.
+        shape = np.empty(len(at), dtype=np.int32)
+        plain = np.flatnonzero(~run.consent[at])
+        firsts = [(int(rows[0]), j) for j, (_, rows, _, _) in enumerate(mine) if len(rows)]
+        if len(plain):
+            firsts.append((int(plain[0]), -1))
+        slot_names = tuple(s.slot for s in run.slots)
+        used = set()
+        for _, j in sorted(firsts):
+            if j < 0:
+                k = self._shape_for(run.campaign, slot_names, None, {})
+                shape[plain] = k
+            else:
+                s, rows = mine[j][0], mine[j][1]
+                template = None if s.keys is None else {
+                    key: "" if is_str else 0.0 for key, is_str in zip(s.keys, s.strings,
+                                                                      strict=True)}
+                k = self._shape_for(run.campaign, slot_names, template,
+                                    dict.fromkeys(s.segments, ""))
+                shape[rows] = k
+            used.add(k)
+        self._room(used)
+        for s, rows, numbers, labels in mine:
+            if not len(rows):
+                continue
+            at_rows = where[rows]
+            number = label = 0
+            for j, is_str in enumerate(s.strings):
+                if is_str:
+                    self._context[at_rows, j] = lookup[labels[:, label]]
+                    label += 1
+                else:
+                    self._context[at_rows, j] = numbers[:, number]
+                    number += 1
+            if s.segments:
+                self._segment[at_rows, :len(s.segments)] = lookup[labels[:, label:]]
+        return shape
 
     def _write_alike(self, run: Any, at: np.ndarray, where: np.ndarray) -> np.ndarray | None:
         """``_write_private`` when the consenting decisions among ``at`` have one shape (the

@@ -28,8 +28,9 @@ decision's, its number in the block (from 1). The writer is
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast, get_args
+from typing import Any, cast, get_args, overload
 
 import msgspec
 import numpy as np
@@ -64,6 +65,26 @@ class Slot3(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=Fals
     vector: bytes  # (n,) <u4: each row's vector, an index into the texts
 
 
+class Shape(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+    """The consenting decisions of one shape: context keys (in order) with which of them hold
+    labels, segment keys (in order), and their values as columns, a row per decision."""
+
+    context: bool  # whether the context is an object (False: none)
+    keys: list[Name]  # the context's keys, in order (none without a context)
+    strings: bytes  # (len(keys),) u1: 1 where the key's values are labels, 0 numbers
+    segments: list[Name]  # the segment keys, in order
+    numbers: bytes  # (rows, number keys) <f8, row after row
+    labels: bytes  # (rows, label keys then segment keys) <u4: indices into Private3.names
+
+
+class Private3(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+    """Context and segments of a block's decisions made with consent, by shape."""
+
+    names: list[Label]  # the block's dictionary of labels (string values)
+    shape: bytes  # (c,) <u4: each consenting decision's shape, in order
+    shapes: list[Shape]
+
+
 class Block3(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
     campaign: str
     ts: bytes  # (n,) <i8: ms since the epoch
@@ -72,7 +93,7 @@ class Block3(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=Fal
     subjects: bytes  # (n, 16): each subject key's
     holdout: bytes  # np.packbits of (n,) flags
     slots: list[Slot3]
-    private: bytes | None = None  # JSON: [{"context": ..., "segments": ...}] with consent
+    private: Private3 | None = None  # absent when no decision of the block has consent
 
 
 class Block(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
@@ -125,6 +146,82 @@ class SlotArrays:
 
 
 @dataclass(frozen=True)
+class ShapeColumns:
+    """The consenting decisions of one shape in a read block: their positions in it
+    (``rows``, (r,) int64), the context's keys (None: no context) with which hold labels
+    (``strings``), the segment keys, the numbers (r, number keys) float64, and the labels
+    (r, label keys + segment keys) int64: indices into ``PrivateColumns.names``."""
+
+    rows: np.ndarray
+    keys: tuple[str, ...] | None
+    strings: tuple[bool, ...]
+    segments: tuple[str, ...]
+    numbers: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class PrivateColumns:
+    """The context and segments of a ``cmab.decisions/3`` block's consenting decisions, as
+    columns by shape; ``dicts`` gives them as each decision's dicts (made once, when asked)."""
+
+    n: int
+    names: list[str]
+    shapes: list[ShapeColumns]
+    _dicts: tuple[list[dict[str, Any] | None], list[dict[str, str]]] | None = None
+
+    def dicts(self) -> tuple[list[dict[str, Any] | None], list[dict[str, str]]]:
+        """(contexts, segments) of all n decisions: the decision's own with consent, None and
+        {} without."""
+        if self._dicts is None:
+            contexts: list[dict[str, Any] | None] = [None] * self.n
+            segments: list[dict[str, str]] = [{} for _ in range(self.n)]
+            names = np.array(self.names, dtype=object)
+            for s in self.shapes:
+                labels = names[s.labels].tolist() if s.labels.size else [[]] * len(s.rows)
+                numbers = s.numbers.tolist()
+                g = len(s.segments)
+                for i, r in enumerate(s.rows.tolist()):
+                    mine = labels[i]
+                    if s.keys is not None:
+                        values, words = iter(numbers[i]), iter(mine)
+                        contexts[r] = {k: next(words) if t else next(values)
+                                       for k, t in zip(s.keys, s.strings, strict=True)}
+                    if g:
+                        segments[r] = dict(zip(s.segments, mine[len(mine) - g:], strict=True))
+            self._dicts = (contexts, segments)
+        return self._dicts
+
+
+class LazyRows(Sequence[Any]):
+    """A per-decision list made only when first read: a read block's contexts or segments
+    (``PrivateColumns.dicts``), which the worker's fast paths never need."""
+
+    def __init__(self, n: int, make: Callable[[], list[Any]]) -> None:
+        self._n, self._make = n, make
+        self._rows: list[Any] | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _list(self) -> list[Any]:
+        rows = self._rows
+        if rows is None:
+            rows = self._rows = self._make()
+        return rows
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._list())
+
+
+@dataclass(frozen=True)
 class Columns:
     """A read decision block: n decisions of one campaign; ``ts`` and
     ``model_version`` (n,) int64; ``consent`` (n,) bool from the ids; ``contexts`` and
@@ -137,9 +234,10 @@ class Columns:
     subjects: list[str]
     holdout: np.ndarray
     consent: np.ndarray
-    contexts: list[dict[str, Any] | None]
-    segments: list[dict[str, str]]
+    contexts: Sequence[dict[str, Any] | None]
+    segments: Sequence[dict[str, str]]
     slots: list[SlotArrays]
+    private: PrivateColumns | None = None  # a cmab.decisions/3 block's, by shape
 
     def __len__(self) -> int:
         return len(self.decision_ids)
@@ -336,6 +434,43 @@ def _slot3(s: Slot3, n: int) -> SlotArrays:
                       s.texts, starts[which], ends[which])
 
 
+def _private3(private: Private3, consent: np.ndarray, n: int) -> PrivateColumns:
+    """The columns of a ``cmab.decisions/3`` block's ``private``, checked: a shape per
+    consenting decision, each shape's keys distinct names with their values' kinds, every
+    number finite, every label an index into the names."""
+    rows = np.flatnonzero(consent)
+    shape = _numbers(private.shape, "<u4", len(rows), "context and segments: shape")
+    if shape.size and int(shape.max()) >= len(private.shapes):
+        raise _fail(f"decision {_first_bad(shape >= len(private.shapes))}: context and "
+                    f"segments: shape: expected an index below {len(private.shapes)}")
+    keys = [k for s in private.shapes for k in (*s.keys, *s.segments)]
+    if keys and not names_fit(sorted(set(keys))):
+        raise _fail("context or segment key: expected the name pattern")
+    shapes = []
+    for j, s in enumerate(private.shapes):
+        mine = rows[shape == j]
+        strings = np.frombuffer(s.strings, dtype=np.uint8)
+        where = f"context and segments: shape {j + 1}"
+        if (len(strings) != len(s.keys) or bool((strings > 1).any())
+                or len(set(s.keys)) != len(s.keys) or len(set(s.segments)) != len(s.segments)
+                or (s.keys and not s.context)):
+            raise _fail(f"{where}: expected distinct keys, each with a kind (0 number, 1 "
+                        "label), and keys only with a context")
+        words = int(strings.sum()) + len(s.segments)
+        numbers = _numbers(s.numbers, "<f8", len(mine) * (len(s.keys) - int(strings.sum())),
+                           f"{where}: numbers").reshape(len(mine), -1)
+        labels = _numbers(s.labels, "<u4", len(mine) * words, f"{where}: labels").reshape(
+            len(mine), words)
+        if not bool(np.isfinite(numbers).all()):
+            raise _fail(f"{where}: numbers: expected finite numbers")
+        if labels.size and int(labels.max()) >= len(private.names):
+            raise _fail(f"{where}: labels: expected indices below {len(private.names)}")
+        shapes.append(ShapeColumns(mine, tuple(s.keys) if s.context else None,
+                                   tuple(bool(t) for t in strings.tolist()),
+                                   tuple(s.segments), numbers, labels.astype(np.int64)))
+    return PrivateColumns(n, list(private.names), shapes)
+
+
 def _columns(block: Block | Block3, n: int) -> Columns:
     if n < 1:
         raise _fail("expected at least one decision")
@@ -368,10 +503,15 @@ def _columns(block: Block | Block3, n: int) -> Columns:
         slots.append(_slot(s, n) if type(s) is Slot else _slot3(cast(Slot3, s), n))
     raw_ids = block.ids
     consent = consent_of(raw_ids)
-    contexts: list[dict[str, Any] | None]
-    segments: list[dict[str, str]]
+    contexts: Sequence[dict[str, Any] | None]
+    segments: Sequence[dict[str, str]]
+    private = None
     if block.private is None:
         contexts, segments = [None] * n, [{} for _ in range(n)]
+    elif isinstance(block.private, Private3):
+        private = made = _private3(block.private, consent, n)
+        contexts, segments = (LazyRows(n, lambda: made.dicts()[0]),
+                              LazyRows(n, lambda: made.dicts()[1]))
     else:
         given, mine, keys = _private(block.private)
         rows = np.flatnonzero(consent).tolist()
@@ -391,4 +531,4 @@ def _columns(block: Block | Block3, n: int) -> Columns:
         decision_ids=raw_ids.hex(" ", _ID_BYTES).split(),
         subjects=block.subjects.hex(" ", _ID_BYTES).split(),
         holdout=np.unpackbits(np.frombuffer(block.holdout, dtype=np.uint8), count=n).astype(bool),
-        consent=consent, contexts=contexts, segments=segments, slots=slots)
+        consent=consent, contexts=contexts, segments=segments, slots=slots, private=private)

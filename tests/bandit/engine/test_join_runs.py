@@ -117,11 +117,12 @@ def test_a_run_with_known_strings_numbers_its_new_shapes_as_its_decisions_bring_
     first, second = (DecisionLog.of_block(columns.read(log.block())) for log in s.logs[:2])
     n = len(first)
     first = replace(first, consent=np.ones(n, dtype=bool), contexts=[{"plan": "x"}] * n,
-                    segments=[{"region": "eu"}] * n)
+                    segments=[{"region": "eu"}] * n, private=None)
     consent = np.ones(n, dtype=bool)
     consent[0] = False
     second = replace(second, consent=consent, contexts=[{"tier": "x"}] * n,
-                     segments=[{"zone": "eu"}] * n, slots=first.slots, vectors=first.vectors)
+                     segments=[{"zone": "eu"}] * n, slots=first.slots, vectors=first.vectors,
+                     private=None)
     spec = streamdata.spec()
     one, run = Joiner(lambda _: spec), Joiner(lambda _: spec)
     for batch in ([first], [second]):
@@ -131,3 +132,33 @@ def test_a_run_with_known_strings_numbers_its_new_shapes_as_its_decisions_bring_
     end = float(s.end_ts * 10)  # a float watermark: one by one, int decision times keep ints
     assert _seen(run.add([], end)) == _seen(one.add([], end))
     _same_state(one, run)
+
+
+_KEYS = st.sampled_from(["plan", "tier", "tenure", "zone"])
+_VALUES = st.sampled_from([0.5, -2.0, 1e6, "x", "pro"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_block_s_context_columns_join_as_its_contexts_as_dicts(data):
+    """Runs read from ``cmab.decisions/3`` blocks whose consenting decisions have mixed
+    shapes (no context, keys in any order, a key holding a number in one decision and a label
+    in another), their labels new to the join or known: joined from the block's context
+    columns, they give the same results and state as the same runs given as dicts."""
+    s = STREAMS["decision"]
+    logs = []
+    for log in s.logs[:data.draw(st.integers(1, 4))]:
+        given = log.consent.tolist()
+        logs.append(replace(log, contexts=[
+            data.draw(st.none() | st.dictionaries(_KEYS, _VALUES, max_size=3)) if c else None
+            for c in given], segments=[
+            data.draw(st.dictionaries(_KEYS, st.sampled_from(["eu", "us"]), max_size=2))
+            if c else {} for c in given]))
+    runs = [DecisionLog.of_block(columns.read(log.block())) for log in logs]
+    assert all(run.private is not None for run in runs if run.consent.any())
+    spec = streamdata.spec()
+    as_columns, as_dicts = Joiner(lambda _: spec), Joiner(lambda _: spec)
+    for run in runs:
+        assert _seen(as_columns.add([run])) == _seen(as_dicts.add([replace(
+            run, contexts=list(run.contexts), segments=list(run.segments), private=None)]))
+    _same_state(as_columns, as_dicts)

@@ -6,8 +6,11 @@ line."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,8 +48,12 @@ def _v2(value: bytes) -> columns.Block:
         texts = [s.texts[starts[i]:ends[i]] for i in np.frombuffer(s.vector, dtype="<u4")]
         slots.append(columns.Slot(s.name, s.arm_ids, s.arms, s.propensity, b"".join(texts),
                                   np.cumsum(list(map(len, texts))).astype("<u4").tobytes()))
+    read = columns.read(value)
+    given = np.flatnonzero(read.consent).tolist()
+    private = orjson.dumps([{"context": read.contexts[i], "segments": read.segments[i]}
+                            for i in given]) if block.private is not None else None
     return columns.Block(block.campaign, block.ts, block.model_version, block.ids,
-                         block.subjects, block.holdout, slots, block.private)
+                         block.subjects, block.holdout, slots, private)
 
 
 BLOCK_2 = _with(len(LOG), _v2(BLOCK))
@@ -73,10 +80,12 @@ def test_a_block_holds_the_lines_it_replaces_and_no_consent_less_context():
     for d in back.logged():
         if d.decision_id in gone:
             assert d.context is None and d.segments == {}
-    # The context travels in one column, one entry per consenting decision: nothing names a
+    # The context travels in columns, a row per consenting decision: nothing names a
     # consent-less one.
-    private = msgspec.json.decode(_body(BLOCK).private or b"[]")
-    assert len(private) == sum(S.consent.values())
+    private = _body(BLOCK).private
+    assert private is not None
+    assert len(np.frombuffer(private.shape, dtype="<u4")) == sum(S.consent.values())
+    assert len(msgspec.json.decode(_v2(BLOCK).private or b"[]")) == sum(S.consent.values())
 
 
 def test_blocks_are_cut_by_partition_count_and_size():
@@ -121,8 +130,28 @@ def test_damage_is_refused_with_its_reason(version):
     ts[0] = -1
     _refused(_with(n, msgspec.structs.replace(block, ts=ts.tobytes())), "decision 1", "ts")
     # One context more than decisions made with consent: it would belong to one without.
-    extra = block.private[:-1] + b',{"context":{"engagement":1.0},"segments":{}}]'
-    _refused(_with(n, msgspec.structs.replace(block, private=extra)), "one per decision made")
+    if isinstance(block, columns.Block):
+        extra = block.private[:-1] + b',{"context":{"engagement":1.0},"segments":{}}]'
+        _refused(_with(n, msgspec.structs.replace(block, private=extra)), "one per decision made")
+    else:
+        private = block.private
+        _refused(_with(n, msgspec.structs.replace(block, private=msgspec.structs.replace(
+            private, shape=private.shape + private.shape[:4]))), "shape: expected")
+        numbers = np.frombuffer(private.shapes[0].numbers, dtype="<f8").copy()
+        numbers[1] = np.inf
+        _refused(_with(n, msgspec.structs.replace(block, private=msgspec.structs.replace(
+            private, shapes=[msgspec.structs.replace(private.shapes[0], numbers=numbers
+                                                     .tobytes()), *private.shapes[1:]]))),
+            "shape 1: numbers: expected finite")
+        labels = np.frombuffer(private.shapes[0].labels, dtype="<u4").copy()
+        labels[0] = len(private.names)
+        _refused(_with(n, msgspec.structs.replace(block, private=msgspec.structs.replace(
+            private, shapes=[msgspec.structs.replace(private.shapes[0], labels=labels
+                                                     .tobytes()), *private.shapes[1:]]))),
+            "shape 1: labels: expected indices below")
+        _refused(_with(n, msgspec.structs.replace(block, private=msgspec.structs.replace(
+            private, shapes=[msgspec.structs.replace(private.shapes[0], strings=b"\x02" * len(
+                private.shapes[0].keys)), *private.shapes[1:]]))), "shape 1: expected distinct")
     text, ends_field = ("vectors", "ends") if version == 2 else ("texts", "text_ends")
     texts = getattr(slot, text).replace(b":", b";", 1)
     _refused(_with(n, msgspec.structs.replace(block, slots=[msgspec.structs.replace(
@@ -205,12 +234,43 @@ def test_repeated_probability_vectors_are_read_as_written(version):
 
 
 @pytest.mark.parametrize(("key", "words"), [
-    ("k" * 65, "context and segments: Expected `str` of length <= 64"),
-    ("", "context and segments: Expected `str` of length >= 1"),
+    ("k" * 65, "Expected `str` of length <= 64"),
+    ("", "Expected `str` of length >= 1"),
     ("-x", "context or segment key: expected the name pattern"),
 ])
-def test_context_and_segment_keys_are_refused_with_the_contract_s_reason(key, words):
-    block = _body(BLOCK)
-    private = block.private.replace(b'"segments":{', b'"segments":{"' + key.encode()
-                                    + b'":"v",', 1)
-    _refused(_with(len(LOG), msgspec.structs.replace(block, private=private)), words)
+@pytest.mark.parametrize("version", [3, 2])
+def test_context_and_segment_keys_are_refused_with_the_contract_s_reason(key, words, version):
+    if version == 2:
+        block = _v2(BLOCK)
+        private = block.private.replace(b'"segments":{', b'"segments":{"' + key.encode()
+                                        + b'":"v",', 1)
+        _refused(_with(len(LOG), msgspec.structs.replace(block, private=private)),
+                 "context and segments: " + words if key[:1] != "-" else words)
+        return
+    block3 = _body(BLOCK)
+    shapes = block3.private.shapes
+    bad = msgspec.structs.replace(shapes[0], segments=[key, *shapes[0].segments[1:]])
+    _refused(_with(len(LOG), msgspec.structs.replace(block3, private=msgspec.structs.replace(
+        block3.private, shapes=[bad, *shapes[1:]]))), words)
+
+
+_KEYS = st.sampled_from(["a", "b", "tenure", "plan", "zone"])
+_VALUES = st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=64),
+                    st.sampled_from(["pro", "free", "x" * 128, "ü"]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_contexts_and_segments_of_any_shapes_are_read_back_as_written(data):
+    """Consenting decisions of mixed shapes (no context, keys in any order, a key holding a
+    number in one decision and a label in another, segments or none) travel as columns by
+    shape and read back as the same dicts, in the same key order, with the same lines."""
+    given = LOG.consent.tolist()
+    contexts = [data.draw(st.none() | st.dictionaries(_KEYS, _VALUES, max_size=4))
+                if c else None for c in given]
+    segments = [data.draw(st.dictionaries(_KEYS, st.sampled_from(["eu", "us"]), max_size=2))
+                if c else {} for c in given]
+    log = dataclasses.replace(LOG, contexts=contexts, segments=segments)
+    read = columns.read(log.block())
+    assert list(read.contexts) == contexts and list(read.segments) == segments
+    assert DecisionLog.of_block(read).lines() == log.lines()
