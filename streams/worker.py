@@ -39,9 +39,9 @@ record that is a block or no event, events
 the campaigns refuse, late ones, and decisions over the join's cap (``max_pending`` decisions
 of a campaign open in the partition, counted in ``Counters.over_capacity``). Both are sent
 after every batch and flushed before any checkpoint that covers them (not each batch: a flush
-waits for the broker), and records re-processed after a restart may write them again. Counted, not dead-lettered: repeats (``duplicates``), machine
-and scanner outcomes and unsent decisions (``machine``, ``scanner``, ``unsent``: the join's
-``excluded``).
+waits for the broker), and records re-processed after a restart may write them again.
+Counted, not dead-lettered: repeats (``duplicates``), machine and scanner outcomes and unsent
+decisions (``machine``, ``scanner``, ``unsent``: the join's ``excluded``).
 
 Erasure is durable: the decision service publishes an erase record (``erase_record``: the
 subject's key and the erasure's time, no user id; ``cmab erase`` publishes the same) to the

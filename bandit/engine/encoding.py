@@ -268,7 +268,7 @@ class _Encoder:
             return False
         label = dict(zip(keys, strings, strict=True))
         for name, _, default in self._numeric:  # a number, or omitted with a default
-            if label[name] if name in label else default is None:
+            if label.get(name, default is None):
                 return False
         return (all(label.get(name, True) for name, _, _ in self._categorical)  # labels
                 and bool((np.abs(numbers) <= FEATURE_LIMIT).all()))
