@@ -5,7 +5,7 @@ clicks, conversions, unsubscribes) decided by an engine in calls of ``CALL`` req
 call's ``DecisionLog`` captured through ``Engine.decision_sink`` as the service hands it to its
 decision-log writer: n logged decisions (every eligible arm's probability in every slot),
 written as the writer writes them, in binary blocks of one partition each
-(``DecisionLog.blocks``, ``cmab.decisions/2``), to ``.decisions``; outcomes for
+(``DecisionLog.blocks``, ``cmab.decisions/3``), to ``.decisions``; outcomes for
 ``OUTCOME_SHARE`` of the decisions on ``.events`` (a click where the simulator's subscriber
 clicks, else an open; a conversion with a value for a tenth of the clickers), then a watermark
 that closes every window; 2 partitions.
@@ -108,7 +108,7 @@ class Workload:
 
     def blocks(self, partitions: int) -> dict[int, list[tuple[bytes, bytes]]]:
         """Each partition's decision blocks (key, value), as the decision-log writer makes
-        them (``streams.decisionlog``: per call, ``cmab.decisions/2`` blocks by partition)."""
+        them (``streams.decisionlog``: per call, ``cmab.decisions/3`` blocks by partition)."""
         out: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(partitions)}
         for log in self.logs:
             for p, made in log.blocks(partitions, blocks.MAX_BLOCK_BYTES,

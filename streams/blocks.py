@@ -29,7 +29,7 @@ This module knows the text format: ``BlockFormat.pack`` for writers, ``BlockForm
 for every reader; ``JOINED`` and ``DECISIONS`` are the two formats.
 
 Both logs are written in binary formats with the same header, caps and keys instead: the
-decision service writes ``cmab.decisions/2`` (``bandit.wire.columns``: the same decisions as
+decision service writes ``cmab.decisions/3`` (``bandit.wire.columns``: the same decisions as
 columns, which the worker reads without decoding text; written by ``DecisionLog.blocks``), the
 worker ``cmab.joined/2`` (``bandit.wire.joinedcolumns``; ``streams.joined``). The text formats
 are still read, so a topic holding blocks of an older service or worker stays readable;
@@ -131,9 +131,10 @@ DECISIONS = BlockFormat(b"cmab.decisions/1", "decision", "logged decision")
 
 
 def decision_lines(value: bytes | None) -> list[bytes]:
-    """The JSON lines of the decisions of a ``.decisions`` record value, of either format (a
-    ``cmab.decisions/2`` block's written as ``DecisionLog.lines`` writes them, the lines of
-    ``cmab.decisions/1``). InvalidInputError, its message the reason, if it is no block.
+    """The JSON lines of the decisions of a ``.decisions`` record value, of any format (a
+    binary block's, ``cmab.decisions/3`` or ``/2``, written as ``DecisionLog.lines`` writes
+    them; the lines of ``cmab.decisions/1``). InvalidInputError, its message the reason, if it
+    is no block.
 
     >>> decision_lines(b'cmab.decisions/1 1\\n{"a":1}\\n')
     [b'{"a":1}']

@@ -2,7 +2,7 @@
 
 The engine hands every decide call's ``DecisionLog`` to its ``decision_sink``; in stream mode
 that is ``DecisionLogWriter.append``, which only queues it. A background thread cuts
-each log into binary blocks of one partition (``DecisionLog.blocks``: ``cmab.decisions/2``,
+each log into binary blocks of one partition (``DecisionLog.blocks``: ``cmab.decisions/3``,
 columns, ``bandit.wire.columns``; at most ``streams.blocks``' caps) and produces every block to
 the partition its decision ids hash to (Kafka's default partitioner, so that the sends and
 outcomes keyed by a decision id land in the same partition number of their topic).

@@ -1,10 +1,11 @@
 """The stream worker: decisions and events in, a learned partial model per partition out.
 
 Inputs (``streams.topics``): ``.decisions``, the decision service's log, whose records are
-blocks of logged decisions of the block's partition: binary (``cmab.decisions/2``, columns,
-``bandit.wire.columns``: what the service writes; the block goes to the join as one run of
-columns, ``Joiner.add``) or text (``streams.blocks``: ``cmab.decisions/1``, one
-``LoggedDecision`` JSON per line: an older service's), and ``.events``,
+blocks of logged decisions of the block's partition: binary (``cmab.decisions/3``, or an
+older service's ``/2``, columns, ``bandit.wire.columns``: what the service writes; the block
+goes to the join as one run of columns, ``Joiner.add``) or text (``streams.blocks``:
+``cmab.decisions/1``, one ``LoggedDecision`` JSON per line: an older service's), and
+``.events``,
 everything senders and trackers write, one JSON event per record: sends, outcomes (open,
 click, conversion, unsubscribe, complaint, bounce), legacy impressions and clicks, watermarks.
 Both are keyed by decision id, so partition p of each holds what the join of p needs.

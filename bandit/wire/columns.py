@@ -15,9 +15,14 @@ decision costs 4 bytes a slot instead of its vector's text. ``cmab.decisions/2``
 stored every decision's text (``vectors``, and where each ends); it is read as it was. The
 worker copies the texts into ``.joined`` and its checkpoints as they are, so it never writes a
 float as text. Context and segments travel only for decisions made with consent (the lowest
-bit of the id, ``bandit.engine.decided_with_consent``): ``private`` is one JSON array with an
-object per such decision, in order, and is absent when no decision of the block has consent;
-a consent-less decision has no place in it, so a block cannot carry its context.
+bit of the id, ``bandit.engine.decided_with_consent``): ``private`` (``Private3``) gives each
+such decision, in order, a shape (whether it has a context, the context's keys in order and
+which hold labels, the segment keys in order), and each shape holds its decisions' numbers
+(``<f8``) and labels (``<u4`` indices into the block's dictionary of labels) as columns, a row
+per decision; it is absent when no decision of the block has consent. A consent-less decision
+has no row in it, so a block cannot carry its context. ``cmab.decisions/2``'s ``private`` was
+one JSON array with an object per such decision. The worker reads a ``/3`` block's contexts
+as columns (``PrivateColumns``) and makes them dicts only where it needs them.
 
 ``read`` checks what the models check of a logged decision (names, ranges, finite numbers; a
 probability vector is checked to be a JSON object, as ``cmab.decisions/1``'s are) and refuses
