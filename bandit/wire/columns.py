@@ -34,7 +34,7 @@ decision's, its number in the block (from 1). The writer is
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast, get_args, overload
 
 import msgspec
@@ -173,7 +173,8 @@ class PrivateColumns:
     n: int
     names: list[str]
     shapes: list[ShapeColumns]
-    _dicts: tuple[list[dict[str, Any] | None], list[dict[str, str]]] | None = None
+    _dicts: tuple[list[dict[str, Any] | None], list[dict[str, str]]] | None = field(
+        default=None, repr=False, compare=False)
 
     def dicts(self) -> tuple[list[dict[str, Any] | None], list[dict[str, str]]]:
         """(contexts, segments) of all n decisions: the decision's own with consent, None and
