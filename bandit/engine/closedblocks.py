@@ -11,8 +11,6 @@ either format through ``streams.joined.examples``.
 
 from __future__ import annotations
 
-from itertools import chain
-
 import msgspec
 import numpy as np
 
@@ -102,15 +100,22 @@ def _block(closed: Closed, start: int, stop: int) -> bytes:
     arm[in_slots] = np.searchsorted(named, arm[in_slots])
     segment[in_segments] = np.searchsorted(named, segment[in_segments])
     context[is_str] = np.searchsorted(named, string_values)
-    texts = list(chain.from_iterable(closed.probabilities[start:stop]))
-    if len(texts) != int(in_slots.sum()):
+    # Each text the rows use once, in the order the rows first use it (equal texts at two
+    # indices once too).
+    cells = closed.vector[start:stop, :width[0]][in_slots]
+    if len(cells) and not (int(cells.min()) >= 0 and int(cells.max()) < len(closed.texts)):
         raise ValueError("closed decisions: a row's probability vectors do not match its slots")
+    used, first = np.unique(cells, return_index=True)
+    used = used[np.argsort(first, kind="stable")].tolist()
+    texts = list(map(closed.texts.__getitem__, used))
     distinct = list(dict.fromkeys(texts))
     if any(b"\n" in text for text in distinct):
         raise ValueError("closed decisions: a probability vector spans lines")
     index = {text: i for i, text in enumerate(distinct)}
+    lookup = np.zeros(max(used, default=0) + 1, dtype=np.uint32)
+    lookup[used] = list(map(index.__getitem__, texts))
     vector_of = np.full((n, width[0]), NO_VECTOR, dtype="<u4")
-    vector_of[in_slots] = np.fromiter(map(index.__getitem__, texts), np.uint32, len(texts))
+    vector_of[in_slots] = lookup[cells]
     propensity = closed.propensity[start:stop, :width[0]].astype("<f8")
     reward = closed.reward[start:stop, :width[0]].astype("<f8")
     propensity[~in_slots] = 0.0
@@ -175,13 +180,6 @@ def read(value: bytes | None) -> Closed:
     outcomes = np.zeros((n, len(_OUTCOME_TYPES)), dtype=np.int32)
     outcomes[:, [_OUTCOME_TYPES.index(t) for t in block.outcome_types]] = np.frombuffer(
         block.outcomes, dtype="<i4").reshape(n, len(block.outcome_types))
-    texts = list(map(block.vectors.__getitem__, cells.tolist()))
-    counts = slots[shape].tolist()
-    if len(set(counts)) == 1 and counts[0]:
-        probabilities = list(zip(*[iter(texts)] * counts[0], strict=True))
-    else:
-        at = np.concatenate(([0], np.cumsum(counts))).tolist()
-        probabilities = [tuple(texts[a:b]) for a, b in zip(at[:-1], at[1:], strict=True)]
     return Closed(
         ids=block.ids.hex(" ", ID_BYTES).split(),
         subjects=block.subjects.hex(" ", ID_BYTES).split(),
@@ -195,7 +193,9 @@ def read(value: bytes | None) -> Closed:
         context=context, segment=segment, names=list(block.names),
         shapes=shapes,
         model_version=np.frombuffer(block.model_version, dtype="<f8").astype(np.float64),
-        outcomes=outcomes, probabilities=probabilities)
+        outcomes=outcomes,
+        vector=np.where(in_slots, vector_of.astype(np.int64), -1).astype(np.int32),
+        texts=list(block.vectors))
 
 
 def _check_vectors(vectors: list[bytes]) -> None:

@@ -54,11 +54,11 @@ class Closed:
     Row i: ``ids[i]``, ``subjects[i]`` (subject keys, hex), ``ts``, ``shape`` (an index into
     ``shapes``: campaign, slot names, context keys with "is a string", segment keys),
     ``holdout``, ``wire`` (decoded by the stream worker), ``model_version``, ``outcomes`` (the
-    learned events per type, in ``OUTCOME_TYPES`` order), ``probabilities[i]`` (per slot the
-    JSON of its probability vector), and per position j of its shape's
-    slots, context keys and segment keys: ``arm``, ``propensity`` and ``reward``
-    (aggregated, or the campaign's default), ``context`` and ``segment``. Arms, string context
-    values and segment values are indices into ``names``. ``Engine`` learns from these
+    learned events per type, in ``OUTCOME_TYPES`` order), and per position j of its shape's
+    slots, context keys and segment keys: ``arm``, ``propensity``, ``reward`` (aggregated, or
+    the campaign's default) and ``vector`` (its probability vector's JSON, an index into
+    ``texts``), ``context`` and ``segment``. Arms, string context values and segment values
+    are indices into ``names``. ``Engine`` learns from these
     columns; ``events`` and ``json`` are for the other readers.
     """
 
@@ -77,16 +77,25 @@ class Closed:
     shapes: list[tuple]
     model_version: np.ndarray  # (n,) float64
     outcomes: np.ndarray  # (n, len(OUTCOME_TYPES)) int32
-    probabilities: list[tuple[bytes, ...]]  # per row: per slot the JSON of {arm: probability}
+    vector: np.ndarray  # (n, slots) int32: per slot the row's probability vector in ``texts``
+    texts: list[bytes]  # JSON texts of {arm: probability} (-1 in ``vector`` past a row's slots)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def probabilities(self) -> list[tuple[bytes, ...]]:
+        """Per row, per slot of its shape, the JSON text of its probability vector (rows
+        alike share one tuple)."""
+        distinct, which = _distinct_rows(self.vector)
+        texts = self.texts
+        tuples = [tuple(texts[i] for i in row if i >= 0) for row in distinct.tolist()]
+        return list(map(tuples.__getitem__, which.tolist()))
 
     def _rows(self) -> Iterator[tuple[Any, ...]]:
         """Per decision: its plain fields, in the order of ``JoinedEvent``'s. The wide columns
         (arm, propensity, reward, context, segment) are as wide as the widest shape: a row
         reads the first cells, as many as its shape has names."""
-        names, shapes = self.names, self.shapes
+        names, shapes, probabilities = self.names, self.shapes, self.probabilities()
         for i, ts, shape, holdout, is_wire, arms, propensities, rewards, values, segment in zip(
                 range(len(self.ids)), self.ts.tolist(), self.shape.tolist(),
                 self.holdout.tolist(), self.wire.tolist(), self.arm.tolist(),
@@ -100,7 +109,7 @@ class Closed:
                                                     strict=True) if n}
             yield (is_wire, self.ids[i], campaign, self.subjects[i], ts,
                    [(slot, names[a], p, vector) for slot, a, p, vector in zip(
-                       slots, arms, propensities, self.probabilities[i],
+                       slots, arms, propensities, probabilities[i],
                        strict=False)],
                    context, {key: names[v] for key, v in zip(segment_keys, segment, strict=False)},
                    holdout, int(self.model_version[i]), outcomes,
@@ -142,7 +151,7 @@ class Closed:
         """
         n = len(self.ids)
         out: list[tuple[str, bytes]] = [None] * n  # type: ignore[list-item]
-        dumps, names = orjson.dumps, self.names
+        dumps, names, vectors = orjson.dumps, self.names, self.texts
         ids = _split(dumps(self.ids))  # 32 hex digits each: no comma inside
         if len(ids) != n:
             raise ValueError("closed decisions: a decision id is not 32 hex digits")
@@ -164,7 +173,6 @@ class Closed:
             # A column's cells of these rows: the column itself where they are all the rows.
             pick: Callable[[list[Any]], Iterable[Any]] = (
                 _same if len(rows) == n else partial(_cells, rows))
-            vectors = self.probabilities if len(rows) == n else list(pick(self.probabilities))
             name = _names_json(names, np.concatenate([
                 self.arm[at, :len(slots)].ravel(), self.segment[at, :len(segment_keys)].ravel(),
                 *(self.context[at, j].astype(np.int64) for j, (_, is_str) in
@@ -180,7 +188,7 @@ class Closed:
                            b',"propensity":',
                            _split(dumps(self.propensity[at, j].tolist())),
                            b',"probabilities":',
-                           map(itemgetter(j), vectors),
+                           list(map(vectors.__getitem__, self.vector[at, j].tolist())),
                            b"}"]
             pieces.append(b"}")
             if context_keys is not None:
@@ -790,13 +798,6 @@ class _OpenWindows:
         cells[np.arange(cells.shape[1]) >= widths[:, None]] = -1
         return cells
 
-    def _vectors_of(self, rows: np.ndarray) -> list[tuple[bytes, ...]]:
-        """Per row of ``rows`` its slots' probability texts (alike rows share one tuple)."""
-        distinct, which = _distinct_rows(self._vector_cells(rows))
-        texts = self._texts
-        tuples = [tuple(texts[i] for i in row if i >= 0) for row in distinct.tolist()]
-        return list(map(tuples.__getitem__, which.tolist()))
-
     def _compact_texts(self) -> None:
         """Keep only the probability texts open decisions use, renumbered in their order."""
         n = min(self._size, len(self._live))
@@ -871,4 +872,4 @@ class _OpenWindows:
             propensity=self._propensity[rows], reward=reward, context=self._context[rows],
             segment=self._segment[rows], names=self._names, shapes=self._shapes,
             model_version=self._model_version[rows], outcomes=self._counts[rows],
-            probabilities=self._vectors_of(rows))
+            vector=self._vector_cells(rows), texts=self._texts)

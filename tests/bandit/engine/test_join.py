@@ -186,14 +186,19 @@ def test_a_damaged_join_state_is_refused(name, damage):
         Joiner.from_state(meta, arrays, lambda name: spec())
 
 
+def _vectors_of(j: Joiner, rows: np.ndarray) -> list[tuple[bytes, ...]]:
+    """Per open row of ``rows`` its slots' probability texts."""
+    return [tuple(j._texts[i] for i in row if i >= 0) for row in j._vector_cells(rows).tolist()]
+
+
 def test_the_open_windows_store_each_distinct_row_of_vectors_once():
     j = Joiner(lambda name: spec())
     j.add([varied_imp(i, 0) for i in range(40)])
     meta, arrays = j.state()
-    rows = j._vectors_of(np.flatnonzero(j._live[:j._size]))
+    rows = _vectors_of(j, np.flatnonzero(j._live[:j._size]))
     assert len(arrays["vector_of"]) == 40 and len(set(rows)) < 40  # rows repeat: stored once
     assert arrays["vectors"].tobytes().count(b"\n") == len(set(rows)) - 1
-    assert Joiner.from_state(meta, arrays, lambda name: spec())._vectors_of(np.arange(40)) == rows
+    assert _vectors_of(Joiner.from_state(meta, arrays, lambda name: spec()), np.arange(40)) == rows
 
 
 def test_the_open_windows_keep_only_the_vector_texts_open_decisions_use():
@@ -210,7 +215,7 @@ def test_the_open_windows_keep_only_the_vector_texts_open_decisions_use():
     assert len(j._texts) <= 3 * n and set(j._texts) >= {
         f'{{"a":1.0,"x{3 * n + i}":0.0}}'.encode() for i in range(n)}
     closed = j.add([], 10 * WINDOW).closed
-    assert closed.probabilities[7] == (f'{{"a":1.0,"x{3 * n + 7}":0.0}}'.encode(),)
+    assert closed.probabilities()[7] == (f'{{"a":1.0,"x{3 * n + 7}":0.0}}'.encode(),)
 
 
 def _tracked(join):
