@@ -734,7 +734,7 @@ class Joiner(_OpenWindows):
             "longest": self._longest,
             "names": self._names,
             "shapes": self._shapes,
-            "early": [_plain(e) for events in self._early.values() for e in events],
+            "early": _plain_all([e for events in self._early.values() for e in events]),
         }
         return meta, arrays
 
@@ -970,11 +970,13 @@ def _json_blob(strings: list[str]) -> np.ndarray:
     return np.frombuffer(orjson.dumps(strings), dtype=np.uint8)
 
 
-def _plain(event: Waiting) -> dict[str, Any]:
-    """A waiting event as JSON-ready data (either kind: ``from_state`` reads both)."""
-    if isinstance(event, BaseModel):
-        return event.model_dump(mode="json")
-    return cast(dict[str, Any], msgspec.to_builtins(event))
+def _plain_all(events: list[Waiting]) -> list[dict[str, Any]]:
+    """Waiting events as JSON-ready data (either kind: ``from_state`` reads both); the
+    stream's (msgspec) in one call."""
+    if not any(isinstance(event, BaseModel) for event in events):
+        return cast("list[dict[str, Any]]", msgspec.to_builtins(events))
+    return [event.model_dump(mode="json") if isinstance(event, BaseModel)
+            else cast("dict[str, Any]", msgspec.to_builtins(event)) for event in events]
 
 
 def _subject_key(decision: DecisionLike) -> bytes:

@@ -169,10 +169,12 @@ def misfits(events: Sequence[Event | Exception]) -> list[int]:
                 continue
         elif type(e) in _SENT:
             sent = cast("Send | Outcome", e)
-            names = [n for n in (sent.campaign, getattr(sent, "slot", None)) if n is not None]
-            if not fits(names) and not names_match(names):
-                out.append(i)
-                continue
+            slot = getattr(sent, "slot", None)
+            if sent.campaign is not None or slot is not None:  # (most name neither)
+                names = [n for n in (sent.campaign, slot) if n is not None]
+                if not fits(names) and not names_match(names):
+                    out.append(i)
+                    continue
         else:
             continue
         ids.append(cast("Impression | Send | Outcome", e).decision_id)
