@@ -31,30 +31,51 @@ _ORDERED = {"contract"}
 @njit(cache=True, fastmath=_ORDERED)
 def accumulate(S, b, counts, arms, X, rewards, weights):
     """Add a batch of weighted events to the sums, row after row. arms (n,), X (n, d), rewards,
-    weights (n,). Learning a sequence in any split into batches gives the same sums, bit for
-    bit."""
+    weights (n,), all finite (the policies check them). Learning a sequence in any split into
+    batches gives the same sums, bit for bit; a row with few nonzero features adds only to
+    their rows and columns (a term with a zero factor adds a zero, which leaves a finite sum
+    as it is: no sum is ever -0.0)."""
     # Sums, never inverses: partial states of disjoint event sets then add up exactly.
     d = X.shape[1]
+    nonzero = np.empty(d, dtype=np.int64)
     for i in range(X.shape[0]):
         a = arms[i]
         w = weights[i]
         counts[a] += w
+        q = 0
         for j in range(d):
+            if X[i, j] != 0.0:
+                nonzero[q] = j
+                q += 1
+        if 2 * q > d:
+            for j in range(d):
+                wx = w * X[i, j]
+                b[a, j] += wx * rewards[i]
+                for m in range(d):
+                    S[a, j, m] += wx * X[i, m]
+            continue
+        # A sparse row: only its nonzero rows and columns (as accumulate_interactions).
+        for jj in range(q):
+            j = nonzero[jj]
             wx = w * X[i, j]
             b[a, j] += wx * rewards[i]
-            for m in range(d):
+            for mm in range(q):
+                m = nonzero[mm]
                 S[a, j, m] += wx * X[i, m]
 
 
 @njit(cache=True, fastmath=_ORDERED)
 def accumulate_interactions(S, b, arms, X, F, rewards, weights):
     """BaRT's sums over phi(x, a) = [x, f_a, x (x) f_a] (p = d + m + d m): what ``accumulate``
-    adds for the rows of phi, bit for bit, with phi formed one row at a time (never (n, p)).
+    adds for the rows of phi, bit for bit, with phi formed one row at a time (never (n, p)),
+    and a row with few nonzero features adding only to their rows and columns (X, F and the
+    rewards are finite: the policies check them).
     S (p, p), b (p,), arms (n,), X (n, d), F (n_arms, m), rewards, weights (n,)."""
     n, d = X.shape
     m = F.shape[1]
     p = b.shape[0]
     phi = np.empty(p)
+    nonzero = np.empty(p, dtype=np.int64)
     for i in range(n):
         a = arms[i]
         w = weights[i]
@@ -65,10 +86,27 @@ def accumulate_interactions(S, b, arms, X, F, rewards, weights):
         for j in range(d):
             for k in range(m):
                 phi[d + m + j * m + k] = X[i, j] * F[a, k]
+        q = 0
         for j in range(p):
+            if phi[j] != 0.0:
+                nonzero[q] = j
+                q += 1
+        if 2 * q > p:
+            for j in range(p):
+                wx = w * phi[j]
+                b[j] += wx * rewards[i]
+                for k in range(p):  # the whole square: a triangle's ragged rows vectorize worse
+                    S[j, k] += wx * phi[k]
+            continue
+        # A sparse row (one-hot arm features, categorical contexts): a term with a zero
+        # factor adds a zero, which leaves a finite sum as it is (no sum is ever -0.0), so
+        # only the nonzero rows and columns are added to, bit for bit the same sums.
+        for jj in range(q):
+            j = nonzero[jj]
             wx = w * phi[j]
             b[j] += wx * rewards[i]
-            for k in range(p):  # the whole square: a triangle's ragged rows vectorize worse
+            for kk in range(q):
+                k = nonzero[kk]
                 S[j, k] += wx * phi[k]
 
 

@@ -22,22 +22,43 @@ def _events(rng, k, d, n=57):
     return rng.integers(k, size=n), rng.normal(size=(n, d)), rng.normal(size=n)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize(("k", "d"), SHAPES)
-def test_accumulate_matches_outer_products(rng, k, d):
+def test_accumulate_matches_outer_products(rng, k, d, sparse):
     arms, X, r = _events(rng, k, d)
     w = rng.random(len(arms))
+    if sparse:  # mostly zero contexts (categorical features), some rows dense
+        X[rng.random(X.shape) < 0.7] = 0.0
+        X[: len(X) // 10] = rng.normal(size=(len(X) // 10, d))
     S, b, counts = np.zeros((k, d, d)), np.zeros((k, d)), np.zeros(k)
     linear.accumulate(S, b, counts, arms, X, r, w)
     S_ref, b_ref, c_ref = reference.sums(arms, X, r, k, w)
     np.testing.assert_allclose(S, S_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(b, b_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(counts, c_ref, rtol=1e-12)
+    # A sparse row adds, bit for bit, what the whole square adds over its nonzero features
+    # alone (a dense row of them), and nothing elsewhere.
+    S_rows, b_rows, c_rows = np.zeros((k, d, d)), np.zeros((k, d)), np.zeros(k)
+    for a, x, reward, weight in zip(arms, X, r, w, strict=True):
+        on = np.flatnonzero(x)
+        sub_S, sub_b = S_rows[a][np.ix_(on, on)][None].copy(), b_rows[a, on][None].copy()
+        linear.accumulate(sub_S, sub_b, c_rows, np.zeros(1, dtype=np.int64), x[None, on],
+                          np.array([reward]), np.array([weight]))
+        S_rows[a][np.ix_(on, on)], b_rows[a, on] = sub_S[0], sub_b[0]
+    np.testing.assert_array_equal(S, S_rows)
+    np.testing.assert_array_equal(b, b_rows)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize(("k", "d", "m"), [(1, 1, 1), (4, 3, 2), (5, 9, 6), (4, 15, 1)])
-def test_accumulate_interactions_matches_explicit_features(rng, k, d, m):
+def test_accumulate_interactions_matches_explicit_features(rng, k, d, m, sparse):
     arms, X, r = _events(rng, k, d)
     F, w = rng.normal(size=(k, m)), rng.random(len(arms))
+    if sparse:  # one-hot arm features, contexts mostly zero (some rows all zero, some dense)
+        F = np.eye(k, m)
+        X[rng.random(X.shape) < 0.7] = 0.0
+        X[: len(X) // 10] = rng.normal(size=(len(X) // 10, d))
+        r[::7] = 0.0
     p = d + m + d * m
     S, b = np.zeros((p, p)), np.zeros(p)
     linear.accumulate_interactions(S, b, arms, X, F, r, w)
