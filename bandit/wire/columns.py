@@ -51,20 +51,23 @@ PREFIXES = (NAME + b" ", NAME_2 + b" ")
 _ID_BYTES = 16
 
 
-class Slot(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+class _Choices(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+    """A slot's fields both versions share, first in their arrays."""
+
     name: str
     arm_ids: list[str]  # the block's dictionary of this slot's arms
     arms: bytes  # (n,) <i4: indices into arm_ids
     propensity: bytes  # (n,) <f8
+
+
+class Slot(_Choices):
+    """A ``cmab.decisions/2`` slot: a text per decision."""
+
     vectors: bytes  # each row's probability vector, the JSON object {"arm":p,...}, back to back
     ends: bytes  # (n,) <u4: where each row's vector ends in ``vectors``
 
 
-class Slot3(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
-    name: str
-    arm_ids: list[str]  # the block's dictionary of this slot's arms
-    arms: bytes  # (n,) <i4: indices into arm_ids
-    propensity: bytes  # (n,) <f8
+class Slot3(_Choices):
     texts: bytes  # the distinct probability vectors, each a JSON object, back to back
     text_ends: bytes  # (t,) <u4: where each text ends in ``texts``
     vector: bytes  # (n,) <u4: each row's vector, an index into the texts
@@ -90,26 +93,25 @@ class Private3(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=F
     shapes: list[Shape]
 
 
-class Block3(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+class _Decisions(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+    """A block's fields both versions share, first in their arrays."""
+
     campaign: str
     ts: bytes  # (n,) <i8: ms since the epoch
     model_version: bytes  # (n,) <i8
     ids: bytes  # (n, 16): each decision id's 32 hex digits as bytes
     subjects: bytes  # (n, 16): each subject key's
     holdout: bytes  # np.packbits of (n,) flags
+
+
+class Block3(_Decisions):
     slots: list[Slot3]
     private: Private3 | None = None  # absent when no decision of the block has consent
 
 
-class Block(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
-    """``cmab.decisions/2``: ``Block3`` with a text per decision (``Slot``)."""
+class Block(_Decisions):
+    """``cmab.decisions/2``: a text per decision (``Slot``), the private column JSON."""
 
-    campaign: str
-    ts: bytes  # (n,) <i8: ms since the epoch
-    model_version: bytes  # (n,) <i8
-    ids: bytes  # (n, 16): each decision id's 32 hex digits as bytes
-    subjects: bytes  # (n, 16): each subject key's
-    holdout: bytes  # np.packbits of (n,) flags
     slots: list[Slot]
     private: bytes | None = None  # JSON: [{"context": ..., "segments": ...}] with consent
 
