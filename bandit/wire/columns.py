@@ -343,19 +343,30 @@ def _objects(vectors: bytes, starts: np.ndarray, ends: np.ndarray, parse: np.nda
     return list(map(len, values)) == list(map(len, texts))
 
 
-def _refuse_slot(s: Slot, n: int) -> InvalidInputError:
-    """Why ``slot_fits`` refused slot ``s`` of a block of n decisions: the first of its
-    checks that fails, naming the decision."""
+def _choices(s: _Choices, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A slot's arms (n,) and propensities (n,); InvalidInputError naming the first decision
+    whose arm is no index into the slot's arms or whose propensity is not in (0, 1]."""
     k = len(s.arm_ids)
     arms = _numbers(s.arms, "<i4", n, f"slot {s.name!r} arms")
-    if ((arms < 0) | (arms >= k)).any():
-        return _fail(f"slot {s.name!r}, decision {_first_bad((arms < 0) | (arms >= k))}: "
-                     f"arm index out of 0..{k - 1}")
+    bad = (arms < 0) | (arms >= k)
+    if bad.any():
+        raise _fail(f"slot {s.name!r}, decision {_first_bad(bad)}: arm index out of "
+                    f"0..{k - 1}")
     propensity = _numbers(s.propensity, "<f8", n, f"slot {s.name!r} propensity")
     bad = ~((propensity > 0) & (propensity <= 1))  # NaN too
     if bad.any():
-        return _fail(f"slot {s.name!r}, decision {_first_bad(bad)}: propensity: expected "
-                     "a number in (0, 1]")
+        raise _fail(f"slot {s.name!r}, decision {_first_bad(bad)}: propensity: expected a "
+                    "number in (0, 1]")
+    return arms, propensity
+
+
+def _refuse_slot(s: Slot, n: int) -> InvalidInputError:
+    """Why ``slot_fits`` refused slot ``s`` of a block of n decisions: the first of its
+    checks that fails, naming the decision."""
+    try:
+        _choices(s, n)
+    except InvalidInputError as exc:
+        return exc
     ends = _numbers(s.ends, "<u4", n, f"slot {s.name!r} ends").astype(np.int64)
     starts = np.concatenate(([0], ends[:-1]))
     size = len(s.vectors)
@@ -410,17 +421,7 @@ def _slot(s: Slot, n: int) -> SlotArrays:
 def _slot3(s: Slot3, n: int) -> SlotArrays:
     """A ``cmab.decisions/3`` slot's arrays (each distinct text once, an index per decision),
     checked; each row's (starts, ends) are its text's."""
-    k = len(s.arm_ids)
-    arms = _numbers(s.arms, "<i4", n, f"slot {s.name!r} arms")
-    bad = (arms < 0) | (arms >= k)
-    if bad.any():
-        raise _fail(f"slot {s.name!r}, decision {_first_bad(bad)}: arm index out of "
-                    f"0..{k - 1}")
-    propensity = _numbers(s.propensity, "<f8", n, f"slot {s.name!r} propensity")
-    bad = ~((propensity > 0) & (propensity <= 1))  # NaN too
-    if bad.any():
-        raise _fail(f"slot {s.name!r}, decision {_first_bad(bad)}: propensity: expected a "
-                    "number in (0, 1]")
+    arms, propensity = _choices(s, n)
     if len(s.text_ends) % 4 or not s.text_ends:
         raise _fail(f"slot {s.name!r}: text_ends: expected at least one <u4, got "
                     f"{len(s.text_ends)} bytes")
