@@ -105,15 +105,15 @@ def _block(closed: Closed, start: int, stop: int) -> bytes:
     cells = closed.vector[start:stop, :width[0]][in_slots]
     if len(cells) and not (int(cells.min()) >= 0 and int(cells.max()) < len(closed.texts)):
         raise ValueError("closed decisions: a row's probability vectors do not match its slots")
-    used, first = np.unique(cells, return_index=True)
-    used = used[np.argsort(first, kind="stable")].tolist()
-    texts = list(map(closed.texts.__getitem__, used))
+    cell_values, first = np.unique(cells, return_index=True)
+    taken = cell_values[np.argsort(first, kind="stable")].tolist()
+    texts = list(map(closed.texts.__getitem__, taken))
     distinct = list(dict.fromkeys(texts))
     if any(b"\n" in text for text in distinct):
         raise ValueError("closed decisions: a probability vector spans lines")
     index = {text: i for i, text in enumerate(distinct)}
-    lookup = np.zeros(max(used, default=0) + 1, dtype=np.uint32)
-    lookup[used] = list(map(index.__getitem__, texts))
+    lookup = np.zeros(max(taken, default=0) + 1, dtype=np.uint32)
+    lookup[taken] = list(map(index.__getitem__, texts))
     vector_of = np.full((n, width[0]), NO_VECTOR, dtype="<u4")
     vector_of[in_slots] = lookup[cells]
     propensity = closed.propensity[start:stop, :width[0]].astype("<f8")

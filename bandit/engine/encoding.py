@@ -242,22 +242,23 @@ class _Encoder:
             return False
         keys = tuple(rows[0])
         width = len(keys)
-        if (not set(keys) <= self.names or set(map(len, rows)) != {width}
-                or any(default is None and name not in keys for name, _, default in self._numeric)):
+        if set(map(len, rows)) != {width}:
             return False
         if not width:
-            return True
+            return self.fits_columns(keys, (), np.zeros((len(rows), 0)))
         try:  # same length and none of the first row's keys missing: the same keys
             flat = (list(chain.from_iterable(map(itemgetter(*keys), rows))) if width > 1
                     else list(map(itemgetter(keys[0]), rows)))
         except KeyError:
             return False
-        numeric = {name for name, _, _ in self._numeric}
-        numbers = [flat[j::width] for j, key in enumerate(keys) if key in numeric]
-        labels = [flat[j::width] for j, key in enumerate(keys) if key not in numeric]
-        return (all(set(map(type, column)) == {float} for column in numbers)
-                and all(set(map(type, column)) == {str} for column in labels)
-                and bool((np.abs(np.array(numbers, dtype=np.float64)) <= FEATURE_LIMIT).all()))
+        # Each key's values all numbers (floats) or all labels, as a shape of columns holds.
+        kinds = [set(map(type, flat[j::width])) for j in range(width)]
+        if not all(kind in ({float}, {str}) for kind in kinds):
+            return False
+        strings = [kind == {str} for kind in kinds]
+        numbers = np.array([flat[j::width] for j in range(width) if not strings[j]],
+                           dtype=np.float64).reshape(-1, len(rows)).T
+        return self.fits_columns(keys, strings, numbers)
 
     def fits_columns(self, keys: Sequence[str], strings: Sequence[bool],
                      numbers: np.ndarray) -> bool:

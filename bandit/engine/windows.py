@@ -566,6 +566,13 @@ class _OpenWindows:
             self._vector[where, j] = self._text_indices(blob, starts, ends)[at]
         self._next_deadline = min(self._next_deadline, float(deadline.min()))
 
+    def _arms_known(self, run: Any, at: np.ndarray) -> bool:
+        """Whether the arms decisions ``at`` of ``run`` use are interned (all the slot's, or
+        those used)."""
+        known = self._name_index.keys()
+        return all(known >= set(s.arm_ids) or known >= {
+            s.arm_ids[a] for a in np.unique(s.arms[at]).tolist()} for s in run.slots)
+
     def _write_columns(self, run: Any, at: np.ndarray, where: np.ndarray) -> np.ndarray | None:
         """``_write_private`` from a ``cmab.decisions/3`` block's context columns
         (``run.private``) when every arm and label of decisions ``at`` is interned already:
@@ -573,10 +580,8 @@ class _OpenWindows:
         written)."""
         private = run.private
         known = self._name_index
-        for s in run.slots:  # the arms used are known (all the slot's, or those used)
-            if not (known.keys() >= set(s.arm_ids) or known.keys() >= {
-                    s.arm_ids[a] for a in np.unique(s.arms[at]).tolist()}):
-                return None
+        if not self._arms_known(run, at):
+            return None
         lookup = np.array([known.get(name, -1) for name in private.names] or [0],
                           dtype=np.int64)
         position = np.full(len(run), -1, dtype=np.int64)
@@ -641,10 +646,8 @@ class _OpenWindows:
             segments = list(map(run.segments.__getitem__, mine))
         slot_names = tuple(s.slot for s in run.slots)
         known = self._name_index
-        for s in run.slots:  # the arms used are known (all the slot's, or those used)
-            if not (known.keys() >= set(s.arm_ids) or known.keys() >= {
-                    s.arm_ids[a] for a in np.unique(s.arms[at]).tolist()}):
-                return None
+        if not self._arms_known(run, at):
+            return None
         d = g = 0
         strings: list[int] = []
         values: list[Any] = []

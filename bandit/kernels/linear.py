@@ -28,6 +28,18 @@ _FAST = {"reassoc", "contract"}
 _ORDERED = {"contract"}
 
 
+@njit(cache=True, inline="always")
+def _nonzero(x, out):
+    """Write the positions of x's nonzero entries to the front of out; returns their count
+    (a row with few of them adds only to their rows and columns of the sums)."""
+    q = 0
+    for j in range(x.shape[0]):
+        if x[j] != 0.0:
+            out[q] = j
+            q += 1
+    return q
+
+
 @njit(cache=True, fastmath=_ORDERED)
 def accumulate(S, b, counts, arms, X, rewards, weights):
     """Add a batch of weighted events to the sums, row after row. arms (n,), X (n, d), rewards,
@@ -42,11 +54,7 @@ def accumulate(S, b, counts, arms, X, rewards, weights):
         a = arms[i]
         w = weights[i]
         counts[a] += w
-        q = 0
-        for j in range(d):
-            if X[i, j] != 0.0:
-                nonzero[q] = j
-                q += 1
+        q = _nonzero(X[i], nonzero)
         if 2 * q > d:
             for j in range(d):
                 wx = w * X[i, j]
@@ -86,11 +94,7 @@ def accumulate_interactions(S, b, arms, X, F, rewards, weights):
         for j in range(d):
             for k in range(m):
                 phi[d + m + j * m + k] = X[i, j] * F[a, k]
-        q = 0
-        for j in range(p):
-            if phi[j] != 0.0:
-                nonzero[q] = j
-                q += 1
+        q = _nonzero(phi, nonzero)
         if 2 * q > p:
             for j in range(p):
                 wx = w * phi[j]

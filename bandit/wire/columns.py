@@ -360,6 +360,16 @@ def _choices(s: _Choices, n: int) -> tuple[np.ndarray, np.ndarray]:
     return arms, propensity
 
 
+def _unframed(texts: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per text of ``texts`` (at starts:ends) whether it is empty, runs past the end, or is
+    not framed as a JSON object ("{" first, "}" last)."""
+    data = np.frombuffer(texts, dtype=np.uint8)
+    bad = (ends <= starts) | (ends > len(data))
+    if not bad.any():
+        bad = (data[starts] != ord("{")) | (data[ends - 1] != ord("}"))
+    return bad
+
+
 def _refuse_slot(s: Slot, n: int) -> InvalidInputError:
     """Why ``slot_fits`` refused slot ``s`` of a block of n decisions: the first of its
     checks that fails, naming the decision."""
@@ -370,10 +380,7 @@ def _refuse_slot(s: Slot, n: int) -> InvalidInputError:
     ends = _numbers(s.ends, "<u4", n, f"slot {s.name!r} ends").astype(np.int64)
     starts = np.concatenate(([0], ends[:-1]))
     size = len(s.vectors)
-    data = np.frombuffer(s.vectors, dtype=np.uint8)
-    bad = (ends <= starts) | (ends > size)
-    if not bad.any():
-        bad = (data[starts] != ord("{")) | (data[ends - 1] != ord("}"))
+    bad = _unframed(s.vectors, starts, ends)
     if bad.any() or ends[-1] != size:
         return _fail(f"slot {s.name!r}, decision {_first_bad(bad) if bad.any() else n}: "
                      "probabilities: expected a JSON object each, back to back")
@@ -427,9 +434,8 @@ def _slot3(s: Slot3, n: int) -> SlotArrays:
                     f"{len(s.text_ends)} bytes")
     ends = np.frombuffer(s.text_ends, dtype="<u4").astype(np.int64)
     starts = np.concatenate(([0], ends[:-1]))
-    data = np.frombuffer(s.texts, dtype=np.uint8)
-    if (bool(np.any(ends <= starts)) or int(ends[-1]) != len(data) or int(data.min()) < 0x20
-            or bool(np.any(data[starts] != ord("{"))) or bool(np.any(data[ends - 1] != ord("}")))
+    if (bool(_unframed(s.texts, starts, ends).any()) or int(ends[-1]) != len(s.texts)
+            or int(np.frombuffer(s.texts, dtype=np.uint8).min()) < 0x20
             or not _objects(s.texts, starts, ends, np.ones(len(ends), dtype=bool))):
         raise _fail(f"slot {s.name!r}: probabilities: expected a JSON object each, back to "
                     "back")
