@@ -456,8 +456,9 @@ def _private3(private: Private3, consent: np.ndarray, n: int) -> PrivateColumns:
     rows = np.flatnonzero(consent)
     shape = _numbers(private.shape, "<u4", len(rows), "context and segments: shape")
     if shape.size and int(shape.max()) >= len(private.shapes):
-        raise _fail(f"decision {_first_bad(shape >= len(private.shapes))}: context and "
-                    f"segments: shape: expected an index below {len(private.shapes)}")
+        first = int(rows[_first_bad(shape >= len(private.shapes)) - 1]) + 1  # in the block
+        raise _fail(f"decision {first}: context and segments: shape: expected an index below "
+                    f"{len(private.shapes)}")
     keys = [k for s in private.shapes for k in (*s.keys, *s.segments)]
     if keys and not names_fit(sorted(set(keys))):
         raise _fail("context or segment key: expected the name pattern")

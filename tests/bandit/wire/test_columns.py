@@ -137,6 +137,15 @@ def test_damage_is_refused_with_its_reason(version):
         private = block.private
         _refused(_with(n, msgspec.structs.replace(block, private=msgspec.structs.replace(
             private, shape=private.shape + private.shape[:4]))), "shape: expected")
+        # A shape index out of range names the decision by its number in the block (the
+        # first consenting one after a decision without consent: its place among the
+        # consenting ones is another number).
+        given = np.flatnonzero(LOG.consent)
+        k = int(np.flatnonzero(given != np.arange(len(given)))[0])
+        shape = np.frombuffer(private.shape, dtype="<u4").copy()
+        shape[k] = len(private.shapes)
+        _refused(_with(n, msgspec.structs.replace(block, private=msgspec.structs.replace(
+            private, shape=shape.tobytes()))), f"decision {int(given[k]) + 1}: context and")
         numbers = np.frombuffer(private.shapes[0].numbers, dtype="<f8").copy()
         numbers[1] = np.inf
         _refused(_with(n, msgspec.structs.replace(block, private=msgspec.structs.replace(
