@@ -89,6 +89,18 @@ each has delivered: decisions' times, events' times and watermark records), so a
 not judged late because decisions ran ahead; an input with nothing left to read does not hold
 the watermark back.
 
+Events ahead of the decisions wait outside the join. A worker catching up reads both inputs
+at once, and a fetch of small event records spans far more event time than one of decision
+blocks, so most outcomes would reach the join before their decision and wait there (kept,
+then applied a second time). A partition instead holds back, decoded, the events from the
+first one whose time is not older than the newest decision read, and gives them to the join
+as the decisions pass them (Kafka Streams' timestamp synchronization of a join's inputs),
+all of them once the decisions are idle, and the oldest whatever their time beyond
+``HOLD_EVENTS``. Held events are not read as far as the checkpoint goes: its events offset
+is the first held one's, so a successor reads them again, and the watermark counts only the
+events the join was given. This is one more order in which the polls may bring the inputs;
+what follows holds for any of them.
+
 Learning order, and what is bit for bit. A batch closes the open windows whose deadline (the
 decision's activation + attribution window; activation is the decision's time, or its send's
 for a campaign activated by sends) is strictly before the watermark, in deadline order,
@@ -155,6 +167,9 @@ CHECKPOINT_SHARE = 10
 # Learned decisions each partition keeps for erasure, as the service does: sealed chunks of the
 # ledger go to <prefix>.ledger once per version, so a checkpoint carries the open chunks only.
 ERASURE_LEDGER = 1_000_000
+# Events a partition holds back at most while its decisions are behind (the module docstring):
+# past it, the oldest go to the join whatever their time.
+HOLD_EVENTS = 50_000
 
 
 @dataclass
@@ -335,6 +350,24 @@ def _decisions(offsets: list[int], values: list[bytes | None]) -> tuple[
     return where, items, numbers, decoded
 
 
+class _Held(NamedTuple):
+    """Records of ``.events`` read and decoded but not given to the join yet, with each
+    one's event time (-inf for a record refused: it goes with its neighbours)."""
+
+    offsets: list[int]
+    values: list[bytes | None]
+    decoded: list[Any]
+    ts: np.ndarray
+
+    def split(self, k: int) -> tuple[_Held, _Held]:
+        return (_Held(self.offsets[:k], self.values[:k], self.decoded[:k], self.ts[:k]),
+                _Held(self.offsets[k:], self.values[k:], self.decoded[k:], self.ts[k:]))
+
+
+def _event_ts(item: Any) -> float:
+    return float(item.ts) if type(item) is not Refused else -math.inf
+
+
 class _Read(NamedTuple):
     """The items of one batch past the input's next offset, and what they decoded to: on
     ``.events`` an item is a record; on ``.decisions`` a line of a block (``lines``: its
@@ -411,22 +444,37 @@ class PartitionJoin:
         self.ledger = ledger or LedgerRefs(keys=engine.ledger.stored_keys())
         self.offsets = dict(offsets) if offsets else dict.fromkeys(STREAMS, 0)
         self.newest = dict(newest) if newest else dict.fromkeys(STREAMS, -math.inf)
+        # Events read but held back (``_hold``), oldest first, and the next offset to read.
+        self._held: list[_Held] = []
+        self._read_to = self.offsets[EVENTS]
         self.counters = counters or Counters()
         self.seq = seq
         # Campaign records read (from the topic's start) when erasures were last applied.
         self.campaigns = campaigns
+
+    @property
+    def holding(self) -> int:
+        """How many events are held back (read, not yet given to the join)."""
+        return sum(len(h.offsets) for h in self._held)
 
     def process(self, batches: Iterable[Batch], idle: AbstractSet[str] = frozenset(), *,
                 lap: Callable[[str | None], None] = _no_lap) -> BatchOutput:
         """Decode, validate, join and learn what a poll brought of this partition (either
         input, any order of batches); ``idle`` names inputs with nothing more to read right
         now. Records at offsets already covered (a replay after a restart) are skipped.
-        ``lap`` is the timing hook (``Stages.lap``)."""
+        Events ahead of the decisions in event time are held back (the module docstring);
+        a call with no batches gives the join those that may go now. ``lap`` is the timing
+        hook (``Stages.lap``)."""
         out = BatchOutput()
         events: list[Event] = []
         read: list[_Read] = []  # for dead letters
         check = self.engine.event_checker()
+        held = False
         for stream, _, offsets, values in batches:
+            if stream == EVENTS:
+                held = self._hold(offsets, values) or held
+                lap("decode")
+                continue
             fresh = self._decode(stream, offsets, values, out.counters)
             if fresh is None:
                 continue
@@ -434,6 +482,13 @@ class PartitionJoin:
             lap("decode")
             self._check(fresh, check, events, out.dead_letters)
             lap("check")
+        if held or self._held:
+            fresh = self._release(idle, out.counters)
+            if fresh is not None:
+                read.append(fresh)
+                lap("decode")
+                self._check(fresh, check, events, out.dead_letters)
+                lap("check")
         result = self.engine.ingest(events, self._watermark(idle), checked=True, lap=lap)
         self._rejected(result.rejected, read, out)
         excluded = result.excluded
@@ -453,8 +508,8 @@ class PartitionJoin:
 
     def _decode(self, stream: str, offsets: list[int], values: list[bytes | None],
                 counters: Counters) -> _Read | None:
-        """Decode the records of one batch past the input's next offset (None: nothing new)
-        and move that offset past them."""
+        """Decode the records of one batch of ``.decisions`` past the input's next offset
+        (None: nothing new) and move that offset past them."""
         skip = bisect_left(offsets, self.offsets[stream])
         if skip == len(offsets):
             return None
@@ -462,19 +517,69 @@ class PartitionJoin:
             offsets, values = offsets[skip:], values[skip:]
         self.offsets[stream] = offsets[-1] + 1
         counters.records += len(values)
-        lines: list[int | None] | None = None
-        if stream == DECISIONS:
-            offsets, values, lines, decoded = _decisions(offsets, values)
-            counters.decisions += sum(len(d) if type(d) is DecisionLog else n is not None
-                                      for n, d in zip(lines, decoded, strict=True))
-        else:
-            decoded = decode_many(values)
-        # Before the checks: a consent-less decision's context is neither checked nor kept.
+        offsets, values, lines, decoded = _decisions(offsets, values)
+        counters.decisions += sum(len(d) if type(d) is DecisionLog else n is not None
+                                  for n, d in zip(lines, decoded, strict=True))
+        return self._kept(stream, offsets, values, decoded, lines, counters)
+
+    @staticmethod
+    def _kept(stream: str, offsets: list[int], values: list[bytes | None],
+              decoded: Sequence[Any], lines: list[int | None] | None,
+              counters: Counters) -> _Read:
+        """The _Read of decoded items, consent-less ones stripped of context and segments
+        (before the checks: such a decision's context is neither checked nor kept)."""
         kept, stripped = strip_consentless(decoded)
         counters.stripped += stripped
         changed = frozenset(i for i, (a, b) in enumerate(zip(kept, decoded, strict=True))
                             if a is not b) if stripped else frozenset()
         return _Read(stream, offsets, values, kept, lines, changed)
+
+    def _hold(self, offsets: list[int], values: list[bytes | None]) -> bool:
+        """Decode the records of one batch of ``.events`` past those read already and hold
+        them (``_release`` gives them to the join); whether there were any."""
+        skip = bisect_left(offsets, self._read_to)
+        if skip == len(offsets):
+            return False
+        if skip:
+            offsets, values = offsets[skip:], values[skip:]
+        self._read_to = offsets[-1] + 1
+        decoded = decode_many(values)
+        ts = np.fromiter(map(_event_ts, decoded), dtype=np.float64, count=len(decoded))
+        self._held.append(_Held(offsets, values, decoded, ts))
+        return True
+
+    def _release(self, idle: AbstractSet[str], counters: Counters) -> _Read | None:
+        """The held events that may go to the join now (None: none), oldest first: all of
+        them when the decisions are idle, else those before the first one not older than the
+        newest decision read (one of its time may come yet), and beyond ``HOLD_EVENTS`` held
+        the oldest whatever their time.
+        The input's next offset (the checkpoint's) is the first event still held."""
+        bound = math.inf if DECISIONS in idle else self.newest[DECISIONS]
+        over = self.holding - HOLD_EVENTS
+        taken: list[_Held] = []
+        while self._held:
+            first = self._held[0]
+            n = len(first.offsets)
+            if bound == math.inf or over >= n or first.ts.max() < bound:
+                taken.append(self._held.pop(0))
+                over -= n
+                continue
+            k = max(int(np.argmax(first.ts >= bound)), over)
+            if k > 0:
+                go, self._held[0] = first.split(k)
+                taken.append(go)
+            break
+        self.offsets[EVENTS] = self._held[0].offsets[0] if self._held else self._read_to
+        if not taken:
+            return None
+        if len(taken) == 1:
+            offsets, values, decoded, _ = taken[0]
+        else:
+            offsets = [o for h in taken for o in h.offsets]
+            values = [v for h in taken for v in h.values]
+            decoded = [d for h in taken for d in h.decoded]
+        counters.records += len(values)
+        return self._kept(EVENTS, offsets, values, decoded, None, counters)
 
     def _check(self, fresh: _Read, check: EventChecker, events: list[Event],
                dead_letters: list[DeadLetter]) -> None:
@@ -878,7 +983,8 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------
 
     def step(self, timeout_ms: int = 100) -> int:
-        """One poll and its batch; returns how many records it processed."""
+        """One poll and its batch; returns how many records it read (when it read none: how
+        many held events it gave the join)."""
         lap = self._lap
         lap(None)
         batches = self.transport.poll(timeout_ms)
@@ -889,8 +995,12 @@ class Worker:
         by_partition: dict[int, list[Batch]] = {}
         for batch in batches:
             by_partition.setdefault(batch.partition, []).append(batch)
-        lap("transport")
         # Partitions without records wait: their next record (or watermark) closes windows.
+        # But one holding events back gives them to the join once its decisions are idle.
+        for p, held in self.partitions.items():
+            if p not in by_partition and held.holding:
+                by_partition[p] = []
+        lap("transport")
         outputs = {}
         for p, mine in by_partition.items():
             part = self.partitions.get(p)
@@ -898,6 +1008,8 @@ class Worker:
                 continue
             idle = self.transport.idle(p)
             lap("transport")
+            if not mine and DECISIONS not in idle:
+                continue
             with tracer.start_as_current_span("cmab.worker.batch") as span:
                 outputs[p] = part.process(mine, idle, lap=lap)
                 if span.is_recording():
@@ -916,7 +1028,7 @@ class Worker:
             self.counters.add(out.counters)
             if self.on_batch is not None:
                 self.on_batch(p, out)
-        return sum(out.counters.records for out in outputs.values())
+        return max(records, sum(out.counters.records for out in outputs.values()))
 
     def _due(self, p: int, outputs: dict[int, BatchOutput], now: float) -> bool:
         """Whether partition ``p``'s checkpoint is due at ``now`` while the worker is behind:

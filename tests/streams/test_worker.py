@@ -760,3 +760,68 @@ def test_a_damaged_binary_block_beside_good_ones_is_dead_lettered_whole():
     assert [(d.value, d.reason[:29]) for d in out.dead_letters] == [
         (good[:-1], "damaged decision block: Input"), (b"?", "not a decision block: no 'cma")]
     assert part.counters.decisions == 20 and part.engine.open_windows() == 20
+
+
+class _EventsAhead(MemoryTransport):
+    """Polls as a consumer catching up on both inputs does: every event at once, the
+    decisions ``blocks`` records a poll."""
+
+    def __init__(self, log: MemoryLog, blocks: int) -> None:
+        super().__init__(log)
+        self.blocks = blocks
+
+    def poll(self, timeout_ms: int) -> list[Batch]:
+        out = []
+        for p in range(self.log.partitions):
+            for stream, limit in ((EVENTS, 10**9), (DECISIONS, self.blocks)):
+                start = self._positions.get((stream, p), 0)
+                rows = self.log.read(self._topic(stream), p, start, start + limit)
+                if rows:
+                    out.append(Batch(stream, p, list(range(start, start + len(rows))),
+                                     [value for _, value, _ in rows]))
+                self._positions[(stream, p)] = start + len(rows)
+        return out
+
+
+def test_events_ahead_of_the_decisions_wait_outside_the_join_and_a_kill_loses_nothing():
+    s = streamdata.make(400, seed=11)
+    log = _log(partitions=2)
+    streamdata.fill(log, s, size=5)
+
+    def start(steps: int) -> Worker:
+        transport = _EventsAhead(log, blocks=1 + steps % 3)
+        worker = Worker(transport, checkpoint_interval_ms=0)
+        transport.attach(worker)
+        return worker
+
+    worker, steps, held = start(0), 0, 0
+    while worker.step():
+        steps += 1
+        for p, part in worker.partitions.items():
+            # The join never holds an outcome whose decision it has not read yet: the
+            # events wait in the partition, and its checkpoint resumes at the first of them.
+            assert not part.engine._joiner._early
+            held = max(held, part.holding)
+            end = log.end(log.topics.events, p)
+            assert part.offsets[EVENTS] == end - part.holding
+            saved = PartitionJoin.restore(MemoryTransport(log).latest_checkpoint(p))
+            assert saved.offsets == part.offsets
+        if steps % 5 == 0:  # killed: held events are read again by the successor
+            worker = start(steps)
+    assert held > 0 and steps > 10
+    streamdata.assert_same_model(_model(log), streamdata.reference(s))
+
+
+def test_a_partition_holds_back_at_most_hold_events_and_the_oldest_go_first(monkeypatch):
+    monkeypatch.setattr("streams.worker.HOLD_EVENTS", 7)
+    s = streamdata.make(100, seed=12)
+    part = PartitionJoin(0, Engine())
+    part.engine.create_campaign(streamdata.spec())
+    events = [encode(e) for e in s.events]
+    out = part.process([Batch(EVENTS, 0, list(range(len(events))), events)], idle=set())
+    # No decision read yet, the decisions not idle: all but the 7 newest wait in the join.
+    assert part.holding == 7 and out.counters.records == len(events) - 7
+    assert part.offsets[EVENTS] == len(events) - 7
+    out = part.process([], idle={DECISIONS, EVENTS})  # the decisions idle: the rest go
+    assert part.holding == 0 and out.counters.records == 7
+    assert part.offsets[EVENTS] == len(events)
