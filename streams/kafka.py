@@ -281,9 +281,11 @@ class KafkaTransport:
             self.flush()
 
     def commit(self, offsets: dict[int, dict[str, int]]) -> None:
-        # A partition moved meanwhile: its checkpoint is what counts.
+        # Not waited for: the offsets are for lag monitoring, and kafka-python runs the
+        # rebalance listener that checkpoints revoked partitions on close in its IO thread,
+        # where a blocking commit raises. A partition moved meanwhile: its checkpoint counts.
         with contextlib.suppress(KafkaError):
-            self.consumer.commit({
+            self.consumer.commit_async({
                 TopicPartition(self._tp[stream], p): OffsetAndMetadata(o, "", -1)
                 for p, streams in offsets.items() for stream, o in streams.items()})
 

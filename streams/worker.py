@@ -1078,10 +1078,16 @@ class Worker:
 
     def run(self, should_stop: Callable[[], bool], timeout_ms: int = 100) -> None:
         """Steps until ``should_stop()``, writes the pending checkpoints, then closes the
-        transport (a Kafka consumer leaves its group, so the partitions move at once)."""
+        transport (a Kafka consumer leaves its group, so the partitions move at once). When a
+        step raises, its batch may be half applied: the partitions are dropped unwritten
+        (``on_lost``), so closing (which revokes them) checkpoints nothing, and the error is
+        raised; the next owner re-processes the records after the last checkpoint."""
         try:
             while not should_stop():
                 self.step(timeout_ms)
             self.write_checkpoints()
+        except BaseException:
+            self.on_lost(list(self.partitions))
+            raise
         finally:
             self.transport.close()

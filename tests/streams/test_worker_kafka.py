@@ -719,3 +719,38 @@ def test_cmab_erase_publishes_the_records_and_waits_for_every_partition(kafka, t
     assert unapplied.returncode == 1
     assert unapplied.stderr.splitlines()[-1].startswith(
         f"cmab: error: --wait: 0 of {partitions} partitions applied the erasures in 1 s")
+
+
+def test_a_worker_whose_batch_failed_half_way_writes_no_checkpoint_as_it_closes(kafka,
+                                                                                 monkeypatch):
+    topics = _setup(kafka, 1)
+    _produce(kafka, topics, streamdata.make(300, seed=3), 1)
+    applied, written = PartitionJoin.process, []
+
+    def fails(self, *args, **kwargs):
+        # A batch is applied, then something breaks, while batches before it wait for their
+        # checkpoint.
+        pending = bool(worker._pending)
+        out = applied(self, *args, **kwargs)
+        if out.counters.records and pending:
+            written.append(worker.checkpoints)
+            raise RuntimeError("boom")
+        return out
+
+    monkeypatch.setattr(PartitionJoin, "process", fails)
+    transport = KafkaTransport(kafka.bootstrap_servers, topics, f"g-{topics.prefix}",
+                               max_poll_records=20, **TEST_GROUP)
+    worker = Worker(transport, checkpoint_interval_ms=10**9)
+    transport.attach(worker)
+    # The batch's error, not the consumer's: closing revokes the partition, and a checkpoint
+    # written then would hold offsets past records the state did not take whole.
+    deadline = time.monotonic() + 120  # a liveness bound: the failure comes in a few steps
+    with pytest.raises(RuntimeError, match="boom"):
+        worker.run(lambda: time.monotonic() > deadline)
+    assert written == [worker.checkpoints]  # none after the failed batch
+    consumer = reader(kafka.bootstrap_servers)
+    try:
+        state = TopicPartition(topics.state, 0)
+        assert consumer.end_offsets([state])[state] == worker.checkpoints
+    finally:
+        consumer.close()
