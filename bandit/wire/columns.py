@@ -141,7 +141,8 @@ _VECTORS = msgspec.json.Decoder(list[msgspec.Raw])
 class SlotArrays:
     """One slot of a read block: arms (n,) int64, propensity (n,), and the JSON texts of
     the probability vectors: row i's is ``vectors[starts[i]:ends[i]]`` (rows with the same
-    vector share its span in a ``cmab.decisions/3`` block's)."""
+    vector share its span in a ``cmab.decisions/3`` block's, whose ``texts`` are each text's
+    (starts, ends) once and ``vector`` (n,) each row's index into them)."""
 
     slot: str
     arm_ids: list[str]
@@ -150,6 +151,8 @@ class SlotArrays:
     vectors: bytes
     starts: np.ndarray
     ends: np.ndarray
+    texts: tuple[np.ndarray, np.ndarray] | None = None
+    vector: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -446,7 +449,7 @@ def _slot3(s: Slot3, n: int) -> SlotArrays:
                     f"below {len(ends)}")
     which = vector.astype(np.intp)
     return SlotArrays(s.name, list(s.arm_ids), arms.astype(np.int64), propensity.copy(),
-                      s.texts, starts[which], ends[which])
+                      s.texts, starts[which], ends[which], (starts, ends), which)
 
 
 def _private3(private: Private3, consent: np.ndarray, n: int) -> PrivateColumns:
