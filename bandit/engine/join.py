@@ -683,12 +683,17 @@ class Joiner(_OpenWindows):
         """Open windows, waiting events, dedup memory and watermark: JSON-ready meta and binary
         arrays (the open windows' columns, live rows only; strings packed in blobs)."""
         live = np.flatnonzero(self._live[:self._size])
-        cells = [(r, k, _KIND_INDEX[kind], amount, self._first_ts[r][slot, kind])
-                 for r, amounts in self._rewards.items()
-                 for k, slot in enumerate(self._shapes[self._shape[r]][1])
-                 for kind in OUTCOME_TYPES if (amount := amounts.get((slot, kind))) is not None]
+        # Each reward cell (row, slot, outcome type), in the order of rows, slots and types.
+        slot_at = [{slot: k for k, slot in enumerate(shape[1])} for shape in self._shapes]
+        cells = []
+        for r, amounts in self._rewards.items():
+            at, first_ts = slot_at[self._shape.item(r)], self._first_ts[r]
+            cells += [(r, at[cell[0]], _KIND_INDEX[cell[1]], amount, first_ts[cell])
+                      for cell, amount in amounts.items()]
         reward_rows, reward_slots, reward_kinds, reward_amounts, reward_ts = (
             zip(*cells, strict=True) if cells else ((), (), (), (), ()))
+        by_cell = np.lexsort((reward_kinds, reward_slots, reward_rows)) if cells else np.zeros(
+            0, dtype=np.intp)
         counts = self._counts[live]
         counted = np.flatnonzero(counts.any(axis=1))
         # Each distinct row of vectors once (few: a floor policy's rows share a handful), in
@@ -714,11 +719,11 @@ class Joiner(_OpenWindows):
             # Per distinct row its slots' vectors, separated by _RS; rows by newlines.
             "vectors": np.frombuffer(b"\n".join(map(_RS.join, table)), dtype=np.uint8),
             "vector_of": vector_of,
-            "reward_row": np.searchsorted(live, np.array(reward_rows, dtype=np.int64)),
-            "reward_slot": np.array(reward_slots, dtype=np.int32),
-            "reward_kind": np.array(reward_kinds, dtype=np.int32),
-            "reward_amount": np.array(reward_amounts, dtype=np.float64),
-            "reward_ts": np.array(reward_ts, dtype=np.float64),
+            "reward_row": np.searchsorted(live, np.array(reward_rows, dtype=np.int64)[by_cell]),
+            "reward_slot": np.array(reward_slots, dtype=np.int32)[by_cell],
+            "reward_kind": np.array(reward_kinds, dtype=np.int32)[by_cell],
+            "reward_amount": np.array(reward_amounts, dtype=np.float64)[by_cell],
+            "reward_ts": np.array(reward_ts, dtype=np.float64)[by_cell],
             "count_row": counted,
             "counts": counts[counted].astype(np.int64),
             "seen": _json_blob(list(self._seen)),
