@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import msgspec
 import numpy as np
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import TopicPartition
@@ -125,12 +126,23 @@ def _damaged(value: bytes, how: str) -> bytes:
     elif how == "vector":
         slot = msgspec.structs.replace(slot, texts=slot.texts.replace(b":", b"=", 1))
     else:  # a context with no decision made with consent to belong to
-        return columns.write(msgspec.structs.replace(block, private=(block.private or b"[]")[
-            :-1].rstrip(b"[") + (b"," if block.private else b"[") + b'{"context":null}]'), n)
+        private = block.private or columns.Private3([], b"", [])
+        return columns.write(msgspec.structs.replace(block, private=msgspec.structs.replace(
+            private, shape=private.shape + b"\0\0\0\0")), n)
     return columns.write(msgspec.structs.replace(block, slots=[slot, *block.slots[1:]]), n)
 
 
 _DAMAGE = ("cut", "count", "propensity", "arm", "vector", "context")
+
+
+def test_every_damage_of_a_binary_block_is_refused_by_its_reader():
+    assert BINARY is not None
+    for p, blocks in BINARY.items():
+        for _, block in blocks:
+            columns.read(block)  # whole, it reads
+            for how in _DAMAGE:
+                with pytest.raises(ValueError):
+                    columns.read(_damaged(block, how))
 
 
 @st.composite
