@@ -137,7 +137,7 @@ _DAMAGE = ("cut", "count", "propensity", "arm", "vector", "context")
 
 def test_every_damage_of_a_binary_block_is_refused_by_its_reader():
     assert BINARY is not None
-    for p, blocks in BINARY.items():
+    for blocks in BINARY.values():
         for _, block in blocks:
             columns.read(block)  # whole, it reads
             for how in _DAMAGE:
