@@ -76,7 +76,7 @@ from streams.codec import decode_many, encode
 from streams.kafka import KafkaTransport, producer
 from streams.memory import MemoryLog, MemoryTransport
 from streams.publish import Publisher
-from streams.records import DECISIONS, EVENTS, STREAMS, Batch
+from streams.records import DECISIONS, EVENTS
 from streams.topics import Topics, create_topics
 from streams.worker import PartitionJoin, Stages, Worker
 
@@ -337,25 +337,11 @@ def _worker(bootstrap: str, topics: Topics, total: int, done: list[Worker]
     return elapsed
 
 
-class _Polls(MemoryTransport):
-    """MemoryTransport polling as KafkaTransport does on these topics: a poll brings at most
+def _polls(log: MemoryLog, block: int) -> MemoryTransport:
+    """A MemoryTransport polling as KafkaTransport does on these topics: a poll brings at most
     ``POLL`` events and about ``EMBEDDED_DECISIONS`` decisions (whole blocks) a partition."""
-
-    def __init__(self, log: MemoryLog, block: int) -> None:
-        super().__init__(log)
-        self.limits = {DECISIONS: max(1, EMBEDDED_DECISIONS // block), EVENTS: POLL}
-
-    def poll(self, timeout_ms: int) -> list[Batch]:
-        out: list[Batch] = []
-        for p in range(self.log.partitions):
-            for stream in STREAMS:
-                start = self._positions.get((stream, p), 0)
-                rows = self.log.read(self._topic(stream), p, start, start + self.limits[stream])
-                if rows:
-                    out.append(Batch(stream, p, list(range(start, start + len(rows))),
-                                     [value for _, value, _ in rows]))
-                self._positions[(stream, p)] = start + len(rows)
-        return out
+    return MemoryTransport(log, limits={DECISIONS: max(1, EMBEDDED_DECISIONS // block),
+                                        EVENTS: POLL})
 
 
 def embedded_log(w: Workload) -> tuple[MemoryLog, int]:
@@ -393,7 +379,7 @@ def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 def warm() -> None:
     """The compiled kernels loaded and the first calls paid, on a small S5."""
     w = logged_workload(2_000)
-    worker = Worker(_Polls(*embedded_log(w)))
+    worker = Worker(_polls(*embedded_log(w)))
     worker.transport.attach(worker)
     _drain(worker)
 
@@ -406,7 +392,7 @@ def test_embedded(benchmark, warm, quick, wname, activation):
     w = logged_workload(10_000 if quick else 140_000, activation)
     # Once untimed on a log of its own: the process grows to the scenario's working size (its
     # first touch of new pages is slow), as a worker that has run for a while has.
-    first = Worker(_Polls(*embedded_log(w)))
+    first = Worker(_polls(*embedded_log(w)))
     first.transport.attach(first)
     _drain(first)
     first.transport.log.append(first.transport.log.topics.events,
@@ -416,7 +402,7 @@ def test_embedded(benchmark, warm, quick, wname, activation):
 
     log, block = embedded_log(w)
     stages = Stages()
-    worker = Worker(_Polls(log, block), stages=stages)
+    worker = Worker(_polls(log, block), stages=stages)
     worker.transport.attach(worker)
 
     def scenario(worker: Worker, log: MemoryLog, stages: Stages) -> dict[str, Any]:

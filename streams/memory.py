@@ -5,6 +5,7 @@ the same worker code as production; the unit tests use it too."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any, cast
 
 import orjson
@@ -73,11 +74,14 @@ class MemoryLog:
 
 
 class MemoryTransport:
-    """The worker's transport over a MemoryLog; it owns every partition (one worker)."""
+    """The worker's transport over a MemoryLog; it owns every partition (one worker). A poll
+    brings at most ``max_records`` records of each input and partition, or ``limits[input]``
+    for an input it names."""
 
-    def __init__(self, log: MemoryLog, *, max_records: int = 10_000) -> None:
+    def __init__(self, log: MemoryLog, *, max_records: int = 10_000,
+                 limits: Mapping[str, int] | None = None) -> None:
         self.log = log
-        self.max_records = max_records
+        self.limits = {stream: (limits or {}).get(stream, max_records) for stream in STREAMS}
         self.worker: Any = None  # set by attach
         self._positions: dict[tuple[str, int], int] = {}
         self._campaigns_read = 0
@@ -95,7 +99,7 @@ class MemoryTransport:
         for p in range(self.log.partitions):
             for stream in STREAMS:
                 start = self._positions.get((stream, p), 0)
-                rows = self.log.read(self._topic(stream), p, start, start + self.max_records)
+                rows = self.log.read(self._topic(stream), p, start, start + self.limits[stream])
                 if rows:
                     batches.append(Batch(stream, p, list(range(start, start + len(rows))),
                                          [value for _, value, _ in rows]))

@@ -469,10 +469,9 @@ class PartitionJoin:
         events: list[Event] = []
         read: list[_Read] = []  # for dead letters
         check = self.engine.event_checker()
-        held = False
         for stream, _, offsets, values in batches:
             if stream == EVENTS:
-                held = self._hold(offsets, values) or held
+                self._hold(offsets, values)
                 lap("decode")
                 continue
             fresh = self._decode(stream, offsets, values, out.counters)
@@ -482,7 +481,7 @@ class PartitionJoin:
             lap("decode")
             self._check(fresh, check, events, out.dead_letters)
             lap("check")
-        if held or self._held:
+        if self._held:
             fresh = self._release(idle, out.counters)
             if fresh is not None:
                 read.append(fresh)
@@ -534,19 +533,18 @@ class PartitionJoin:
                             if a is not b) if stripped else frozenset()
         return _Read(stream, offsets, values, kept, lines, changed)
 
-    def _hold(self, offsets: list[int], values: list[bytes | None]) -> bool:
+    def _hold(self, offsets: list[int], values: list[bytes | None]) -> None:
         """Decode the records of one batch of ``.events`` past those read already and hold
-        them (``_release`` gives them to the join); whether there were any."""
+        them (``_release`` gives them to the join)."""
         skip = bisect_left(offsets, self._read_to)
         if skip == len(offsets):
-            return False
+            return
         if skip:
             offsets, values = offsets[skip:], values[skip:]
         self._read_to = offsets[-1] + 1
         decoded = decode_many(values)
         ts = np.fromiter(map(_event_ts, decoded), dtype=np.float64, count=len(decoded))
         self._held.append(_Held(offsets, values, decoded, ts))
-        return True
 
     def _release(self, idle: AbstractSet[str], counters: Counters) -> _Read | None:
         """The held events that may go to the join now (None: none), oldest first: all of

@@ -92,9 +92,10 @@ class DecisionLog:
     # Per slot the probability vectors as JSON texts (blob, starts, ends), when read from a
     # block (``of_block``); None: written from the slots' columns when needed.
     vectors: list[tuple[bytes, np.ndarray, np.ndarray]] | None = None
-    # A cmab.decisions/3 block's: per slot each distinct text's (starts, ends) in its blob,
-    # once, and each decision's index into them.
-    shared: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    # A cmab.decisions/3 block's: per slot the rows' starts in ``vectors`` (the same array:
+    # they hold while the log keeps the block's vectors), each distinct text's (starts, ends)
+    # in its blob once, and each decision's index into them.
+    shared: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None
     # A cmab.decisions/3 block's consenting contexts and segments as columns by shape (then
     # ``contexts`` and ``segments`` are made from them only when read).
     private: columns.PrivateColumns | None = None
@@ -173,7 +174,7 @@ class DecisionLog:
                    slots=[SlotColumns(s.slot, s.arm_ids, s.arms, s.propensity, zeros, zeros,
                                       None) for s in block.slots],
                    vectors=[(s.vectors, s.starts, s.ends) for s in block.slots],
-                   shared=[(*s.texts, s.vector) for s in block.slots
+                   shared=[(s.starts, *s.texts, s.vector) for s in block.slots
                            if s.texts is not None and s.vector is not None] or None,
                    private=block.private)
 

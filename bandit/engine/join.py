@@ -692,8 +692,7 @@ class Joiner(_OpenWindows):
                       for cell, amount in amounts.items()]
         reward_rows, reward_slots, reward_kinds, reward_amounts, reward_ts = (
             zip(*cells, strict=True) if cells else ((), (), (), (), ()))
-        by_cell = np.lexsort((reward_kinds, reward_slots, reward_rows)) if cells else np.zeros(
-            0, dtype=np.intp)
+        by_cell = np.lexsort((reward_kinds, reward_slots, reward_rows))
         counts = self._counts[live]
         counted = np.flatnonzero(counts.any(axis=1))
         # Each distinct row of vectors once (few: a floor policy's rows share a handful), in

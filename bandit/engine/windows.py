@@ -562,16 +562,15 @@ class _OpenWindows:
         else:
             _assign(self._ids, rows, map(run.decision_ids.__getitem__, picked))
             _assign(self._subjects, rows, map(run.subjects.__getitem__, picked))
-        shared = run.shared if run.shared is not None and len(run.shared) == len(
-            run.slots) else None
+        shared = run.shared or []
         for j, (blob, starts, ends) in enumerate(run._vectors()):
             # A cmab.decisions/3 block's texts are each once, with an index per decision:
-            # those its decisions use are interned once each (when they are the rows' spans).
-            if shared is None or not (np.array_equal(shared[j][0][shared[j][2]], starts)
-                                      and np.array_equal(shared[j][1][shared[j][2]], ends)):
+            # those its decisions use are interned once each (while the log has the block's
+            # vectors: the very starts the index expands to).
+            if j >= len(shared) or shared[j][0] is not starts:
                 self._vector[where, j] = self._text_indices(blob, starts, ends)[at]
                 continue
-            text_starts, text_ends, index = shared[j]
+            _, text_starts, text_ends, index = shared[j]
             mine = index[at]
             used = np.flatnonzero(np.bincount(mine, minlength=len(text_starts)))
             lookup = np.zeros(len(text_starts), dtype=np.int32)

@@ -762,34 +762,15 @@ def test_a_damaged_binary_block_beside_good_ones_is_dead_lettered_whole():
     assert part.counters.decisions == 20 and part.engine.open_windows() == 20
 
 
-class _EventsAhead(MemoryTransport):
-    """Polls as a consumer catching up on both inputs does: every event at once, the
-    decisions ``blocks`` records a poll."""
-
-    def __init__(self, log: MemoryLog, blocks: int) -> None:
-        super().__init__(log)
-        self.blocks = blocks
-
-    def poll(self, timeout_ms: int) -> list[Batch]:
-        out = []
-        for p in range(self.log.partitions):
-            for stream, limit in ((EVENTS, 10**9), (DECISIONS, self.blocks)):
-                start = self._positions.get((stream, p), 0)
-                rows = self.log.read(self._topic(stream), p, start, start + limit)
-                if rows:
-                    out.append(Batch(stream, p, list(range(start, start + len(rows))),
-                                     [value for _, value, _ in rows]))
-                self._positions[(stream, p)] = start + len(rows)
-        return out
-
-
 def test_events_ahead_of_the_decisions_wait_outside_the_join_and_a_kill_loses_nothing():
     s = streamdata.make(400, seed=11)
     log = _log(partitions=2)
     streamdata.fill(log, s, size=5)
 
     def start(steps: int) -> Worker:
-        transport = _EventsAhead(log, blocks=1 + steps % 3)
+        # Polls as a consumer catching up on both inputs does: every event at once, the
+        # decisions a few blocks a poll.
+        transport = MemoryTransport(log, limits={EVENTS: 10**9, DECISIONS: 1 + steps % 3})
         worker = Worker(transport, checkpoint_interval_ms=0)
         transport.attach(worker)
         return worker
